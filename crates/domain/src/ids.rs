@@ -1,0 +1,380 @@
+//! Identifiers: prefixed, validated newtypes.
+//!
+//! Every way in — [`FromStr`](std::str::FromStr), `TryFrom<String>`, serde, and the proto
+//! mapping of the services — goes through the same parser, so an id value is always valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest body after the prefix of a prefixed id, and longest code or event id.
+pub const MAX_ID_BODY_LEN: usize = 64;
+
+/// Longest client-supplied event id (idempotency key).
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The string is empty.
+    #[error("{kind}: empty")]
+    Empty {
+        /// What kind of id was expected.
+        kind: &'static str,
+    },
+    /// The string does not start with the expected `prefix_`.
+    #[error("{kind}: expected prefix {expected:?}")]
+    WrongPrefix {
+        /// What kind of id was expected.
+        kind: &'static str,
+        /// The prefix, with its underscore.
+        expected: &'static str,
+    },
+    /// Nothing after the prefix.
+    #[error("{kind}: nothing after the prefix")]
+    EmptyBody {
+        /// What kind of id was expected.
+        kind: &'static str,
+    },
+    /// Too long.
+    #[error("{kind}: {length} characters, at most {max}")]
+    TooLong {
+        /// What kind of id was expected.
+        kind: &'static str,
+        /// The length given.
+        length: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A character outside the allowed set.
+    #[error("{kind}: character {character:?} at byte {position} is not allowed")]
+    InvalidCharacter {
+        /// What kind of id was expected.
+        kind: &'static str,
+        /// The offending character.
+        character: char,
+        /// Its byte offset in the whole string.
+        position: usize,
+    },
+}
+
+/// Defines a `prefix_body` id: the body is 1 to [`MAX_ID_BODY_LEN`] ASCII letters and digits
+/// (sortable generators such as ULIDs or base32 UUIDv7 fit).
+macro_rules! prefixed_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix, including its underscore.
+            pub const PREFIX: &'static str = concat!($prefix, "_");
+
+            /// Parses and validates `prefix_body`.
+            pub fn parse(text: &str) -> Result<Self, IdError> {
+                parse_prefixed(stringify!($name), Self::PREFIX, text).map(|()| Self(text.to_owned()))
+            }
+
+            /// Builds an id from a generated body (e.g. a ULID), validating it.
+            pub fn from_body(body: &str) -> Result<Self, IdError> {
+                Self::parse(&format!("{}{}", Self::PREFIX, body))
+            }
+
+            /// The whole id, prefix included.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        id_conversions!($name);
+    };
+}
+
+/// `Display`, `FromStr`, `TryFrom<String>`, `From<id> for String`, all through `parse`.
+macro_rules! id_conversions {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Self::parse(text)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                Self::parse(&text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A customer, `cus_…`.
+    ///
+    /// ```
+    /// use tally_domain::ids::CustomerId;
+    ///
+    /// let id: CustomerId = "cus_01HZX3K8Q2".parse().unwrap();
+    /// assert_eq!(id.as_str(), "cus_01HZX3K8Q2");
+    /// assert!("sub_01HZX3K8Q2".parse::<CustomerId>().is_err());
+    /// assert!("cus_".parse::<CustomerId>().is_err());
+    /// assert!("cus_a-b".parse::<CustomerId>().is_err());
+    /// ```
+    CustomerId,
+    "cus"
+);
+prefixed_id!(
+    /// A subscription, `sub_…`.
+    SubscriptionId,
+    "sub"
+);
+prefixed_id!(
+    /// An invoice, `inv_…`.
+    InvoiceId,
+    "inv"
+);
+prefixed_id!(
+    /// A plan (all its versions), `plan_…`.
+    PlanId,
+    "plan"
+);
+prefixed_id!(
+    /// A credit note, `cn_…`.
+    CreditNoteId,
+    "cn"
+);
+prefixed_id!(
+    /// A prepaid credit grant, `grant_…`.
+    CreditGrantId,
+    "grant"
+);
+prefixed_id!(
+    /// A ledger account, `acct_…`.
+    AccountId,
+    "acct"
+);
+prefixed_id!(
+    /// A ledger transaction, `txn_…`; also its idempotency key.
+    TransactionId,
+    "txn"
+);
+
+fn parse_prefixed(kind: &'static str, prefix: &'static str, text: &str) -> Result<(), IdError> {
+    if text.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    let Some(body) = text.strip_prefix(prefix) else {
+        return Err(IdError::WrongPrefix {
+            kind,
+            expected: prefix,
+        });
+    };
+    if body.is_empty() {
+        return Err(IdError::EmptyBody { kind });
+    }
+    check_length(kind, body.len(), MAX_ID_BODY_LEN)?;
+    check_characters(kind, text, prefix.len(), |character| {
+        character.is_ascii_alphanumeric()
+    })
+}
+
+fn check_length(kind: &'static str, length: usize, max: usize) -> Result<(), IdError> {
+    if length > max {
+        return Err(IdError::TooLong { kind, length, max });
+    }
+    Ok(())
+}
+
+fn check_characters(
+    kind: &'static str,
+    text: &str,
+    skip_bytes: usize,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
+    match text
+        .char_indices()
+        .skip_while(|(position, _)| *position < skip_bytes)
+        .find(|(_, character)| !allowed(*character))
+    {
+        Some((position, character)) => Err(IdError::InvalidCharacter {
+            kind,
+            character,
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A meter code, also the event type that feeds it: `api_requests`, `storage.gb`.
+///
+/// 1 to 64 characters: lower-case ASCII letters, digits, `_`, `.` and `-`, starting with a letter.
+///
+/// ```
+/// use tally_domain::ids::MeterCode;
+///
+/// assert!(MeterCode::parse("llm.tokens_out").is_ok());
+/// assert!(MeterCode::parse("Tokens").is_err());
+/// assert!(MeterCode::parse("1tokens").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MeterCode(String);
+
+impl MeterCode {
+    /// Parses and validates a code.
+    pub fn parse(text: &str) -> Result<MeterCode, IdError> {
+        parse_code("MeterCode", text).map(|()| MeterCode(text.to_owned()))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+id_conversions!(MeterCode);
+
+/// A plan charge's code, unique within a plan version: `seats`, `api_calls`.
+/// Same rules as [`MeterCode`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChargeCode(String);
+
+impl ChargeCode {
+    /// Parses and validates a code.
+    pub fn parse(text: &str) -> Result<ChargeCode, IdError> {
+        parse_code("ChargeCode", text).map(|()| ChargeCode(text.to_owned()))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+id_conversions!(ChargeCode);
+
+fn parse_code(kind: &'static str, text: &str) -> Result<(), IdError> {
+    let Some(first) = text.chars().next() else {
+        return Err(IdError::Empty { kind });
+    };
+    check_length(kind, text.len(), MAX_ID_BODY_LEN)?;
+    if !first.is_ascii_lowercase() {
+        return Err(IdError::InvalidCharacter {
+            kind,
+            character: first,
+            position: 0,
+        });
+    }
+    check_characters(kind, text, 0, |character| {
+        character.is_ascii_lowercase()
+            || character.is_ascii_digit()
+            || matches!(character, '_' | '.' | '-')
+    })
+}
+
+/// A usage event's id, chosen by the publisher: its idempotency key, unique per customer forever.
+///
+/// 1 to 128 visible ASCII characters (no spaces or control characters), so a UUID, a ULID or
+/// `order-123:line-4` all work.
+///
+/// ```
+/// use tally_domain::ids::EventId;
+///
+/// assert!(EventId::parse("0190d2a4-7c1e-7b3f-9e61-2f0c8f0d4b11").is_ok());
+/// assert!(EventId::parse("has space").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(String);
+
+impl EventId {
+    /// Parses and validates an event id.
+    pub fn parse(text: &str) -> Result<EventId, IdError> {
+        let kind = "EventId";
+        if text.is_empty() {
+            return Err(IdError::Empty { kind });
+        }
+        check_length(kind, text.len(), MAX_EVENT_ID_LEN)?;
+        check_characters(kind, text, 0, |character| character.is_ascii_graphic())?;
+        Ok(EventId(text.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+id_conversions!(EventId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_ids_report_the_rule_broken() {
+        assert_eq!(
+            InvoiceId::parse(""),
+            Err(IdError::Empty { kind: "InvoiceId" })
+        );
+        assert_eq!(
+            InvoiceId::parse("in_1"),
+            Err(IdError::WrongPrefix {
+                kind: "InvoiceId",
+                expected: "inv_"
+            })
+        );
+        assert_eq!(
+            InvoiceId::parse("inv_"),
+            Err(IdError::EmptyBody { kind: "InvoiceId" })
+        );
+        assert_eq!(
+            InvoiceId::parse("inv_ab!"),
+            Err(IdError::InvalidCharacter {
+                kind: "InvoiceId",
+                character: '!',
+                position: 6
+            })
+        );
+        let long = format!("inv_{}", "a".repeat(MAX_ID_BODY_LEN + 1));
+        assert!(matches!(
+            InvoiceId::parse(&long),
+            Err(IdError::TooLong { .. })
+        ));
+        assert_eq!(PlanId::from_body("pro").unwrap().as_str(), "plan_pro");
+    }
+
+    #[test]
+    fn serde_goes_through_the_parser() {
+        let id: SubscriptionId = serde_json::from_str("\"sub_42\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"sub_42\"");
+        assert!(serde_json::from_str::<SubscriptionId>("\"cus_42\"").is_err());
+        assert!(serde_json::from_str::<MeterCode>("\"Bad Code\"").is_err());
+    }
+
+    #[test]
+    fn event_ids() {
+        assert!(EventId::parse("a").is_ok());
+        assert!(EventId::parse(&"a".repeat(MAX_EVENT_ID_LEN)).is_ok());
+        assert!(EventId::parse(&"a".repeat(MAX_EVENT_ID_LEN + 1)).is_err());
+        assert!(EventId::parse("tab\there").is_err());
+        assert!(EventId::parse("é").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! The explanation of a price: what an invoice line prints under its amount.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::meter::GroupKey;
+
+/// One step of a price computation. Amounts are exact (unrounded), in the plan's currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "item", rename_all = "snake_case")]
+pub enum BreakdownItem {
+    /// Units given away before the price model applies.
+    FreeUnits {
+        /// How many of the quantity were free.
+        quantity: Decimal,
+    },
+    /// `quantity × unit_price`.
+    Units {
+        /// Units charged.
+        quantity: Decimal,
+        /// Price per unit.
+        unit_price: Decimal,
+        /// `quantity × unit_price`.
+        amount: Decimal,
+    },
+    /// The part of the quantity priced by one tier.
+    Tier {
+        /// Zero-based tier position.
+        index: usize,
+        /// The tier covers quantities above this bound (exclusive).
+        from: Decimal,
+        /// ... up to and including this bound; `None` is open-ended.
+        up_to: Option<Decimal>,
+        /// Units priced at this tier.
+        quantity: Decimal,
+        /// Price per unit in this tier.
+        unit_price: Decimal,
+        /// The tier's flat fee.
+        flat_fee: Decimal,
+        /// `quantity × unit_price + flat_fee`.
+        amount: Decimal,
+    },
+    /// Whole packages sold.
+    Packages {
+        /// Quantity after the package's free units.
+        billable_quantity: Decimal,
+        /// Units per package.
+        package_size: Decimal,
+        /// Packages charged, after rounding up or down.
+        package_count: Decimal,
+        /// Price per package.
+        package_price: Decimal,
+        /// `package_count × package_price`.
+        amount: Decimal,
+    },
+    /// The bracket of a bulk (threshold) price the quantity fell into.
+    Bracket {
+        /// Zero-based bracket position.
+        index: usize,
+        /// The bracket covers quantities above this bound (exclusive).
+        from: Decimal,
+        /// ... up to and including this bound; `None` is open-ended.
+        up_to: Option<Decimal>,
+        /// The quantity priced.
+        quantity: Decimal,
+        /// The bracket's total price.
+        amount: Decimal,
+    },
+    /// Percentage fees over a set of transactions.
+    Transactions(TransactionTotals),
+    /// One group of a matrix (dimensional) price.
+    Group {
+        /// The group.
+        key: GroupKey,
+        /// Its quantity.
+        quantity: Decimal,
+        /// Its unit price.
+        unit_price: Decimal,
+        /// Whether the unit price is the matrix default.
+        default_price: bool,
+        /// `quantity × unit_price`.
+        amount: Decimal,
+    },
+    /// A flat fee, independent of quantity.
+    Flat {
+        /// The fee.
+        amount: Decimal,
+    },
+    /// The charge minimum lifted the amount.
+    Minimum {
+        /// The minimum.
+        minimum: Decimal,
+        /// What was added to reach it.
+        adjustment: Decimal,
+    },
+    /// The charge maximum capped the amount.
+    Maximum {
+        /// The maximum.
+        maximum: Decimal,
+        /// What was taken off (negative).
+        adjustment: Decimal,
+    },
+}
+
+/// The totals of a percentage price over a set of transactions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionTotals {
+    /// Transactions seen.
+    pub count: u64,
+    /// Transactions that were free (free allowance in events).
+    pub free_count: u64,
+    /// Sum of transaction amounts.
+    pub volume: Decimal,
+    /// Volume exempted from the percentage (free allowance in amount).
+    pub free_volume: Decimal,
+    /// Rate × charged volume.
+    pub percentage_fees: Decimal,
+    /// Fixed fee × charged transactions.
+    pub fixed_fees: Decimal,
+    /// Net change from the per-transaction minimum and maximum.
+    pub per_transaction_limits: Decimal,
+    /// The total of the fees.
+    pub amount: Decimal,
+}
+
+/// The exact price of some usage and how it was reached.
+///
+/// `total` is the sum of the items' amounts (free units contribute nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceBreakdown {
+    total: Decimal,
+    items: Vec<BreakdownItem>,
+}
+
+impl PriceBreakdown {
+    pub(crate) fn new(total: Decimal, items: Vec<BreakdownItem>) -> PriceBreakdown {
+        PriceBreakdown { total, items }
+    }
+
+    /// The exact amount, unrounded.
+    pub fn total(&self) -> Decimal {
+        self.total
+    }
+
+    /// The steps, in order.
+    pub fn items(&self) -> &[BreakdownItem] {
+        &self.items
+    }
+
+    pub(crate) fn into_parts(self) -> (Decimal, Vec<BreakdownItem>) {
+        (self.total, self.items)
+    }
+}
