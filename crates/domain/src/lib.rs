@@ -10,4 +10,6 @@
 pub mod ids;
 pub mod meter;
 pub mod money;
+pub mod period;
 pub mod pricing;
+pub mod proration;
