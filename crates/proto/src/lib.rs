@@ -1,0 +1,95 @@
+//! Tally's contracts, generated from `proto/`: the gRPC services of ingest,
+//! rating, invoicing and payments, the clock service every service serves in
+//! dev and test, and the messages that travel on the bus.
+//!
+//! The modules mirror the protobuf packages (`tally.ingest.v1` is
+//! [`tally::ingest::v1`]); the short re-exports ([`ingest`], [`events`], …)
+//! are what the rest of the workspace uses. Mapping between these wire types
+//! and the domain types happens at each service's edge.
+
+/// The generated protobuf packages, one module per package.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod tally {
+    /// `tally.common.*`.
+    pub mod common {
+        /// `tally.common.v1`: money, decimals, time ranges, violations.
+        pub mod v1 {
+            tonic::include_proto!("tally.common.v1");
+        }
+    }
+    /// `tally.events.*`.
+    pub mod events {
+        /// `tally.events.v1`: the bus messages.
+        pub mod v1 {
+            tonic::include_proto!("tally.events.v1");
+        }
+    }
+    /// `tally.ingest.*`.
+    pub mod ingest {
+        /// `tally.ingest.v1`: `IngestService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.ingest.v1");
+        }
+    }
+    /// `tally.rating.*`.
+    pub mod rating {
+        /// `tally.rating.v1`: `CatalogService`, `RatingService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.rating.v1");
+        }
+    }
+    /// `tally.invoicing.*`.
+    pub mod invoicing {
+        /// `tally.invoicing.v1`: `CustomerService`, `SubscriptionService`,
+        /// `InvoiceService`, `CreditService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.invoicing.v1");
+        }
+    }
+    /// `tally.payments.*`.
+    pub mod payments {
+        /// `tally.payments.v1`: `PaymentService`, `ReconciliationService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.payments.v1");
+        }
+    }
+    /// `tally.clock.*`.
+    pub mod clock {
+        /// `tally.clock.v1`: `ClockService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.clock.v1");
+        }
+    }
+}
+
+pub use tally::clock::v1 as clock;
+pub use tally::common::v1 as common;
+pub use tally::events::v1 as events;
+pub use tally::ingest::v1 as ingest;
+pub use tally::invoicing::v1 as invoicing;
+pub use tally::payments::v1 as payments;
+pub use tally::rating::v1 as rating;
+
+/// The encoded `FileDescriptorSet` of every Tally contract, for
+/// `tonic-reflection` (`register_encoded_file_descriptor_set`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
+
+/// Full protobuf names of every gRPC service defined in `proto/`.
+pub const SERVICE_NAMES: &[&str] = &[
+    "tally.ingest.v1.IngestService",
+    "tally.rating.v1.CatalogService",
+    "tally.rating.v1.RatingService",
+    "tally.invoicing.v1.CustomerService",
+    "tally.invoicing.v1.SubscriptionService",
+    "tally.invoicing.v1.InvoiceService",
+    "tally.invoicing.v1.CreditService",
+    "tally.payments.v1.PaymentService",
+    "tally.payments.v1.ReconciliationService",
+    "tally.clock.v1.ClockService",
+];
