@@ -7,6 +7,7 @@
 //! Every module has one error enum; every constructor that can be given a bad value
 //! validates it, so a value of a domain type is a valid one.
 
+pub mod event;
 pub mod ids;
 pub mod meter;
 pub mod money;
