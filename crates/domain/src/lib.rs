@@ -12,5 +12,7 @@ pub mod ids;
 pub mod meter;
 pub mod money;
 pub mod period;
+pub mod plan;
 pub mod pricing;
 pub mod proration;
+pub mod subscription;
