@@ -1,14 +1,30 @@
 //! Tally's billing domain, pure: no I/O, no async, no clocks (instants are passed in).
 //!
-//! - [`money`]: currencies, [`Money`](money::Money), rounding, allocation.
-//! - [`ids`]: prefixed, validated identifiers.
-//! - [`pricing`]: price models and the breakdown an invoice line prints.
+//! | module | what it holds |
+//! |---|---|
+//! | [`money`] | ISO 4217 [`Currency`](money::Currency), [`Money`](money::Money) with checked arithmetic, [`UnitPrice`](money::UnitPrice), [`RoundingMode`](money::RoundingMode), largest-remainder allocation |
+//! | [`ids`] | prefixed, validated ids (`cus_…`, `sub_…`, `inv_…`, `plan_…`), meter codes, event ids |
+//! | [`event`] | [`UsageEvent`](event::UsageEvent) and its validation, one [`FieldError`](event::FieldError) per broken rule |
+//! | [`meter`] | [`Meter`](meter::Meter), [`Aggregation`](meter::Aggregation), filters, group keys, the order-independent [`AggregateState`](meter::AggregateState) |
+//! | [`pricing`] | the exhaustive [`PriceModel`](pricing::PriceModel), [`ChargePrice`](pricing::ChargePrice) (free units, minimum, maximum), [`PriceBreakdown`](pricing::PriceBreakdown) |
+//! | [`plan`] | versioned [`Plan`](plan::Plan)s with recurring and usage charges, trial, minimum commitment |
+//! | [`period`] | [`BillingCycle`](period::BillingCycle) and [`Period`](period::Period) arithmetic in UTC with month-end anchors |
+//! | [`proration`] | [`prorate`](proration::prorate) and [`plan_change`](proration::plan_change): exact to the minor unit |
+//! | [`subscription`] | the [`Subscription`](subscription::Subscription) state machine, plan changes, cancellation, renewal |
+//! | [`invoice`] | [`Invoice`](invoice::Invoice) lines (precise and rounded), totals, status machine, credit notes |
+//! | [`credit`] | prepaid [`CreditGrant`](credit::CreditGrant)s and their burn-down order |
+//! | [`ledger`] | double-entry [`Transaction`](ledger::Transaction)s that balance per currency, reversals |
 //!
 //! Every module has one error enum; every constructor that can be given a bad value
 //! validates it, so a value of a domain type is a valid one.
 
+#![deny(missing_docs)]
+
+pub mod credit;
 pub mod event;
 pub mod ids;
+pub mod invoice;
+pub mod ledger;
 pub mod meter;
 pub mod money;
 pub mod period;
@@ -16,3 +32,6 @@ pub mod plan;
 pub mod pricing;
 pub mod proration;
 pub mod subscription;
+
+#[cfg(test)]
+mod test_support;

@@ -447,15 +447,9 @@ mod tests {
             (Paused, Active),
             (Paused, Canceled),
         ];
-        for from in all {
-            for to in all {
-                assert_eq!(
-                    from.can_transition_to(to),
-                    allowed.contains(&(from, to)),
-                    "{from:?} → {to:?}"
-                );
-            }
-        }
+        crate::test_support::assert_transition_table(&all, &allowed, |from, to| {
+            from.can_transition_to(to)
+        });
         let mut subscription = subscribe(&plan("plan_a", dec!(10), 0), at(1, 1));
         subscription.transition(PastDue, at(1, 5)).unwrap();
         assert_eq!(

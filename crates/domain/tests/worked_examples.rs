@@ -246,3 +246,49 @@ fn matrix_and_charge_terms() {
     );
     assert_eq!(included.price_quantity(dec!(60)).unwrap().total(), dec!(0));
 }
+
+#[test]
+fn mid_period_upgrade_from_ten_to_twenty_dollars_nets_five() {
+    use tally_domain::money::{Currency, Money};
+    use tally_domain::period::{BillingCycle, BillingInterval};
+    use tally_domain::proration::{ProrationPolicy, plan_change};
+
+    // The example: $10 → $20 monthly, halfway through the period.
+    // April has 30 days; the 16th at 00:00 is exactly halfway, by second and by day.
+    let cycle = BillingCycle::new(
+        Utc.with_ymd_and_hms(2025, 4, 1, 0, 0, 0).unwrap(),
+        BillingInterval::Month,
+    );
+    let april = cycle.period(0).unwrap();
+    let halfway = Utc.with_ymd_and_hms(2025, 4, 16, 0, 0, 0).unwrap();
+    for policy in [ProrationPolicy::BySecond, ProrationPolicy::ByDay] {
+        let change = plan_change(
+            &april,
+            halfway,
+            Money::new(dec!(10.00), Currency::USD),
+            Money::new(dec!(20.00), Currency::USD),
+            policy,
+        )
+        .unwrap();
+        assert_eq!(change.credit.amount(), dec!(-5.00), "{policy:?}");
+        assert_eq!(change.charge.amount(), dec!(10.00), "{policy:?}");
+        assert_eq!(change.net().unwrap().amount(), dec!(5.00), "{policy:?}");
+    }
+    // Hand computation, February 2025 (28 days), $30 → $45 on the 8th, by day:
+    // 21 of 28 days left: credit 30 × 21/28 = 22.50, charge 45 × 21/28 = 33.75, net +11.25.
+    let february = BillingCycle::new(
+        Utc.with_ymd_and_hms(2025, 2, 1, 0, 0, 0).unwrap(),
+        BillingInterval::Month,
+    )
+    .period(0)
+    .unwrap();
+    let change = plan_change(
+        &february,
+        Utc.with_ymd_and_hms(2025, 2, 8, 13, 0, 0).unwrap(),
+        Money::new(dec!(30.00), Currency::USD),
+        Money::new(dec!(45.00), Currency::USD),
+        ProrationPolicy::ByDay,
+    )
+    .unwrap();
+    assert_eq!(change.net().unwrap().amount(), dec!(11.25));
+}
