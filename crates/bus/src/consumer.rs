@@ -1,0 +1,172 @@
+//! The consumer loop every service uses: deliver, handle, ack — or retry, or
+//! dead-letter.
+//!
+//! A handler returns `Ok` (ack), [`HandlerError::Retry`] (nack; redelivered
+//! until `max_delivery_attempts`, then dead-lettered) or
+//! [`HandlerError::Poison`] (can never succeed: dead-lettered at once). A dead
+//! letter is the original message, published to the subscription's dead-letter
+//! topic with the reason, subscription and attempt count in its attributes, and
+//! only then acked — so a message is never lost and never loops forever.
+//!
+//! One stream handles one message at a time, which keeps per-key order; run
+//! several consumers on the same subscription to scale out.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use opentelemetry::KeyValue;
+use tally_runtime::Shutdown;
+use tracing::Instrument;
+
+use crate::message::{
+    ATTRIBUTE_DEAD_LETTER_ATTEMPTS, ATTRIBUTE_DEAD_LETTER_REASON,
+    ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION,
+};
+use crate::{BusError, Delivery, Message, SharedBus, SubscriptionConfig};
+
+/// Why a handler did not finish a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Transient (database down, dependency timeout): try again later.
+    #[error("retryable: {0}")]
+    Retry(String),
+    /// Permanent (undecodable payload, unknown type): retrying cannot help.
+    #[error("poison: {0}")]
+    Poison(String),
+}
+
+/// Applies one message. Must be idempotent: the bus delivers at least once
+/// (use [`crate::inbox`] in the same transaction as the effect).
+#[async_trait]
+pub trait MessageHandler: Send + Sync {
+    /// Handles `message`, delivered for the `delivery_attempt`-th time.
+    async fn handle(&self, message: &Message, delivery_attempt: u32) -> Result<(), HandlerError>;
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Handled and acked.
+    Acked,
+    /// Nacked for redelivery.
+    Retried,
+    /// Moved to the dead-letter topic and acked.
+    DeadLettered,
+}
+
+/// Consumes `config.name` until `shutdown`, finishing the message in hand first.
+pub async fn run(
+    bus: SharedBus,
+    config: SubscriptionConfig,
+    handler: Arc<dyn MessageHandler>,
+    shutdown: Shutdown,
+) -> Result<(), BusError> {
+    let mut stream = bus.subscribe(&config.name).await?;
+    tracing::info!(subscription = %config.name, "consumer started");
+    loop {
+        let next = tokio::select! {
+            () = shutdown.wait() => break,
+            next = stream.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Err(error)) => {
+                tracing::warn!(subscription = %config.name, %error, "receive failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Some(Ok(delivery)) => {
+                process(&bus, &config, handler.as_ref(), delivery).await;
+            }
+        }
+    }
+    tracing::info!(subscription = %config.name, "consumer stopped");
+    Ok(())
+}
+
+/// Handles one delivery and settles it; returns what was done.
+pub async fn process(
+    bus: &SharedBus,
+    config: &SubscriptionConfig,
+    handler: &dyn MessageHandler,
+    delivery: Delivery,
+) -> Verdict {
+    let span = tracing::info_span!(
+        "bus.consume",
+        otel.name = %format!("{} process", config.name),
+        messaging.message.id = %delivery.message.id,
+        messaging.message.type = %delivery.message.message_type,
+        delivery_attempt = delivery.delivery_attempt,
+    );
+    tally_runtime::telemetry::set_parent_from(&span, &delivery.message.attributes);
+    let verdict = async {
+        let outcome = handler
+            .handle(&delivery.message, delivery.delivery_attempt)
+            .await;
+        let reason = match outcome {
+            Ok(()) => {
+                delivery.ack();
+                return Verdict::Acked;
+            }
+            Err(HandlerError::Retry(reason))
+                if delivery.delivery_attempt < config.max_delivery_attempts =>
+            {
+                tracing::warn!(%reason, "message failed; it will be redelivered");
+                delivery.nack();
+                return Verdict::Retried;
+            }
+            Err(HandlerError::Retry(reason) | HandlerError::Poison(reason)) => reason,
+        };
+        dead_letter(bus, config, delivery, &reason).await
+    }
+    .instrument(span)
+    .await;
+    record(config, verdict);
+    verdict
+}
+
+async fn dead_letter(
+    bus: &SharedBus,
+    config: &SubscriptionConfig,
+    delivery: Delivery,
+    reason: &str,
+) -> Verdict {
+    let attempts = delivery.delivery_attempt;
+    let letter = delivery
+        .message
+        .clone()
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_REASON, reason)
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION, config.name.clone())
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_ATTEMPTS, attempts.to_string());
+    match bus.publish(&config.dead_letter_topic, letter).await {
+        Ok(()) => {
+            tracing::error!(%reason, attempts, topic = %config.dead_letter_topic, "message dead-lettered");
+            delivery.ack();
+            Verdict::DeadLettered
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot publish the dead letter; leaving the message for redelivery");
+            delivery.nack();
+            Verdict::Retried
+        }
+    }
+}
+
+fn record(config: &SubscriptionConfig, verdict: Verdict) {
+    let meter = tally_runtime::telemetry::meter();
+    let outcome = match verdict {
+        Verdict::Acked => "acked",
+        Verdict::Retried => "retried",
+        Verdict::DeadLettered => "dead_lettered",
+    };
+    meter
+        .u64_counter("tally.bus.messages_processed")
+        .with_description("Messages handled by consumers, by subscription and outcome")
+        .build()
+        .add(
+            1,
+            &[
+                KeyValue::new("subscription", config.name.clone()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+}

@@ -1,0 +1,124 @@
+//! Tally's message bus.
+//!
+//! One abstraction ([`Bus`]) with two backends: [`InProcessBus`] for `tally
+//! dev` and unit tests, and [`PubSubBus`] for Google Cloud Pub/Sub (and its
+//! emulator). Both give the same guarantees, checked by one conformance suite:
+//!
+//! - **at-least-once**: a message is redelivered until acked; a nack, a dropped
+//!   delivery or a crashed consumer means redelivery;
+//! - **per-key order**: on an ordered subscription, messages with the same
+//!   ordering key (the customer id) are delivered one at a time, in publish order;
+//! - **dead letters**: [`consumer::run`] moves a message that failed
+//!   `max_delivery_attempts` times to the subscription's dead-letter topic,
+//!   with the failure reason in its attributes, and acks it;
+//! - **trace context** travels in the `traceparent`/`tracestate` attributes.
+//!
+//! Consumers make effects idempotent with the [`inbox`] (record the message id
+//! in the same transaction as the effect). Producers publish exactly what they
+//! committed through the [`outbox`].
+
+pub mod consumer;
+pub mod in_process;
+pub mod inbox;
+pub mod message;
+pub mod outbox;
+pub mod pubsub;
+pub mod topics;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use in_process::InProcessBus;
+pub use message::{Delivery, Message};
+pub use pubsub::PubSubBus;
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The topic does not exist.
+    #[error("topic `{0}` does not exist (create it with ensure_topic or `tally bus setup`)")]
+    TopicNotFound(String),
+    /// The subscription does not exist.
+    #[error("subscription `{0}` does not exist")]
+    SubscriptionNotFound(String),
+    /// A message is malformed (missing type attribute, …).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The backend failed (network, permissions, emulator down).
+    #[error("bus backend error: {0}")]
+    Backend(String),
+}
+
+/// How a subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    /// Subscription name.
+    pub name: String,
+    /// Topic it reads.
+    pub topic: String,
+    /// Deliver messages with the same ordering key one at a time, in order.
+    pub ordered: bool,
+    /// Seconds a delivery may stay unacked before it is redelivered.
+    pub ack_deadline: Duration,
+    /// Deliveries before a failing message is dead-lettered (5–100).
+    pub max_delivery_attempts: u32,
+    /// Where failing messages go; created with the subscription.
+    pub dead_letter_topic: String,
+}
+
+impl SubscriptionConfig {
+    /// An ordered subscription `name` on `topic`, dead-lettering to `<name>-dead-letter`.
+    pub fn ordered(name: impl Into<String>, topic: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            dead_letter_topic: format!("{name}-dead-letter"),
+            name,
+            topic: topic.into(),
+            ordered: true,
+            ack_deadline: Duration::from_secs(30),
+            max_delivery_attempts: 5,
+        }
+    }
+
+    /// Sets the attempt limit.
+    pub fn with_max_delivery_attempts(mut self, attempts: u32) -> Self {
+        self.max_delivery_attempts = attempts;
+        self
+    }
+
+    /// Sets the ack deadline.
+    pub fn with_ack_deadline(mut self, deadline: Duration) -> Self {
+        self.ack_deadline = deadline;
+        self
+    }
+}
+
+/// A stream of deliveries from one subscription. Several streams may read the
+/// same subscription: each message goes to one of them.
+#[async_trait]
+pub trait MessageStream: Send + Debug {
+    /// The next delivery; `None` once the bus is closed.
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>>;
+}
+
+/// Publish/subscribe plus the admin calls dev and tests need.
+#[async_trait]
+pub trait Bus: Send + Sync + Debug {
+    /// Creates `topic` if it does not exist.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), BusError>;
+
+    /// Creates the subscription (and its dead-letter topic) if it does not exist.
+    async fn ensure_subscription(&self, config: &SubscriptionConfig) -> Result<(), BusError>;
+
+    /// Publishes `message` to `topic`; returns once the bus has accepted it.
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), BusError>;
+
+    /// Opens a stream of deliveries from `subscription`.
+    async fn subscribe(&self, subscription: &str) -> Result<Box<dyn MessageStream>, BusError>;
+}
+
+/// The bus handle the composition root passes down.
+pub type SharedBus = Arc<dyn Bus>;

@@ -1,0 +1,114 @@
+//! `tally.clock.v1.ClockService`: read the clock, and move it in dev and test.
+
+use chrono::{DateTime, Utc};
+use tally_proto::clock::clock_service_server::{ClockService, ClockServiceServer};
+use tally_proto::clock::{
+    AdvanceTimeRequest, AdvanceTimeResponse, ClockMode, GetTimeRequest, GetTimeResponse,
+    SetTimeRequest, SetTimeResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::clock::{ManualClock, SharedClock};
+
+/// Serves the process clock.
+#[derive(Debug, Clone)]
+pub struct ClockApi {
+    clock: SharedClock,
+}
+
+impl ClockApi {
+    /// A service over `clock`.
+    pub fn new(clock: SharedClock) -> Self {
+        Self { clock }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> ClockServiceServer<Self> {
+        ClockServiceServer::new(self)
+    }
+
+    fn manual(&self) -> Result<&ManualClock, Status> {
+        self.clock.as_manual().ok_or_else(|| {
+            Status::failed_precondition(
+                "this service runs on the wall clock; start it with clock.mode = manual",
+            )
+        })
+    }
+}
+
+/// Converts a protobuf timestamp, naming `field` when it is missing or out of range.
+pub fn timestamp_to_chrono(
+    timestamp: Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<DateTime<Utc>, Status> {
+    let timestamp =
+        timestamp.ok_or_else(|| Status::invalid_argument(format!("{field}: is required")))?;
+    let nanos = u32::try_from(timestamp.nanos)
+        .map_err(|_| Status::invalid_argument(format!("{field}: nanos must not be negative")))?;
+    DateTime::from_timestamp(timestamp.seconds, nanos)
+        .ok_or_else(|| Status::invalid_argument(format!("{field}: is out of range")))
+}
+
+/// Converts an instant to a protobuf timestamp.
+pub fn chrono_to_timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: instant.timestamp(),
+        nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+#[tonic::async_trait]
+impl ClockService for ClockApi {
+    async fn get_time(
+        &self,
+        _request: Request<GetTimeRequest>,
+    ) -> Result<Response<GetTimeResponse>, Status> {
+        let mode = if self.clock.as_manual().is_some() {
+            ClockMode::Manual
+        } else {
+            ClockMode::Wall
+        };
+        Ok(Response::new(GetTimeResponse {
+            now: Some(chrono_to_timestamp(self.clock.now())),
+            mode: mode.into(),
+        }))
+    }
+
+    async fn advance_time(
+        &self,
+        request: Request<AdvanceTimeRequest>,
+    ) -> Result<Response<AdvanceTimeResponse>, Status> {
+        let manual = self.manual()?;
+        let duration = request
+            .into_inner()
+            .duration
+            .ok_or_else(|| Status::invalid_argument("duration: is required"))?;
+        let duration = chrono::Duration::seconds(duration.seconds)
+            + chrono::Duration::nanoseconds(i64::from(duration.nanos));
+        if duration <= chrono::Duration::zero() {
+            return Err(Status::invalid_argument("duration: must be positive"));
+        }
+        let now = manual
+            .advance(duration)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        tracing::info!(%now, "clock advanced");
+        Ok(Response::new(AdvanceTimeResponse {
+            now: Some(chrono_to_timestamp(now)),
+        }))
+    }
+
+    async fn set_time(
+        &self,
+        request: Request<SetTimeRequest>,
+    ) -> Result<Response<SetTimeResponse>, Status> {
+        let manual = self.manual()?;
+        let instant = timestamp_to_chrono(request.into_inner().time, "time")?;
+        let now = manual
+            .set(instant)
+            .map_err(|error| Status::invalid_argument(format!("time: {error}")))?;
+        tracing::info!(%now, "clock set");
+        Ok(Response::new(SetTimeResponse {
+            now: Some(chrono_to_timestamp(now)),
+        }))
+    }
+}

@@ -1,0 +1,395 @@
+//! Typed, layered configuration: defaults → TOML file → `TALLY_…` environment.
+//!
+//! Nested keys use a double underscore in the environment:
+//! `TALLY_GRPC__LISTEN_ADDR=0.0.0.0:50051`, `TALLY_BUS__BACKEND=pubsub`.
+//! The standard variables `DATABASE_URL`, `PUBSUB_EMULATOR_HOST` and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` are honoured too, and win over the file.
+//! [`Config::load`] validates everything before a service starts, so a typo
+//! fails at boot with the key's name instead of at the first request.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything a Tally process can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where and how the gRPC server listens.
+    pub grpc: GrpcConfig,
+    /// The PostgreSQL connection.
+    pub database: DatabaseConfig,
+    /// The message bus backend and its names.
+    pub bus: BusConfig,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetryConfig,
+    /// API-key authentication of gRPC calls.
+    pub auth: AuthConfig,
+    /// Which clock the process runs on.
+    pub clock: ClockConfig,
+    /// How long a stopping process waits for in-flight work.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcConfig::default(),
+            database: DatabaseConfig::default(),
+            bus: BusConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            auth: AuthConfig::default(),
+            clock: ClockConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// The gRPC server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The PostgreSQL connection.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` URL; also read from `DATABASE_URL`. Never logged.
+    pub url: Option<String>,
+    /// Size of the connection pool.
+    pub max_connections: Option<u32>,
+}
+
+impl DatabaseConfig {
+    /// Pool size, defaulting to 10.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.unwrap_or(10)
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Which bus implementation carries messages between services.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BusBackend {
+    /// Queues inside the process: `tally dev` and unit tests.
+    #[default]
+    InProcess,
+    /// Google Cloud Pub/Sub (or its emulator).
+    Pubsub,
+}
+
+/// The message bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// `in_process` or `pubsub`.
+    pub backend: BusBackend,
+    /// Google Cloud project that holds the topics (required for `pubsub`).
+    pub project_id: Option<String>,
+    /// `host:port` of a Pub/Sub emulator; also read from `PUBSUB_EMULATOR_HOST`.
+    pub emulator_host: Option<String>,
+    /// Deliveries of one message before it is moved to the dead-letter topic (5–100).
+    pub max_delivery_attempts: u32,
+    /// Prefix added to every topic and subscription name (isolates environments).
+    pub name_prefix: String,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::InProcess,
+            project_id: None,
+            emulator_host: None,
+            max_delivery_attempts: 5,
+            name_prefix: String::new(),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive such as `info,tally=debug` (`RUST_LOG` wins when set).
+    pub log_filter: String,
+    /// OTLP gRPC endpoint; also read from `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Seconds between metric exports.
+    pub metrics_interval_seconds: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_filter: "info".to_owned(),
+            otlp_endpoint: None,
+            metrics_interval_seconds: 30,
+        }
+    }
+}
+
+/// API-key authentication.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When false, every call is allowed (only for local experiments; refused with the pubsub backend).
+    pub enabled: bool,
+    /// Seconds between reloads of the key table (bounds how long a revoked key keeps working).
+    pub refresh_interval_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            refresh_interval_seconds: 10,
+        }
+    }
+}
+
+/// Which clock the process runs on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// The wall clock (production).
+    #[default]
+    System,
+    /// A clock moved by `tally.clock.v1.ClockService` (dev and tests).
+    Manual,
+}
+
+/// Which clock the process runs on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `system` or `manual`.
+    pub mode: ClockMode,
+    /// RFC 3339 start instant of a manual clock (default: now).
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Seconds to let in-flight calls and messages finish after SIGTERM.
+    pub grace_period_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_period_seconds: 20,
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or variable could not be read or parsed.
+    #[error("configuration could not be read: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value was read but breaks a rule.
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `bus.project_id`.
+        key: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("TALLY_").split("__"))
+            .merge(standard_variables())
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        if self.database.max_connections == Some(0) {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !(5..=100).contains(&self.bus.max_delivery_attempts) {
+            return Err(invalid(
+                "bus.max_delivery_attempts",
+                "must be between 5 and 100 (the range Pub/Sub dead-letter policies accept)",
+            ));
+        }
+        if self.bus.backend == BusBackend::Pubsub {
+            if self.bus.project_id.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "bus.project_id",
+                    "is required with the pubsub backend (set TALLY_BUS__PROJECT_ID)",
+                ));
+            }
+            if !self.auth.enabled {
+                return Err(invalid(
+                    "auth.enabled",
+                    "cannot be false with the pubsub backend: clusters always authenticate",
+                ));
+            }
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return Err(invalid("grpc.max_message_bytes", "must be at least 1024"));
+        }
+        if self.telemetry.metrics_interval_seconds == 0 {
+            return Err(invalid(
+                "telemetry.metrics_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.auth.refresh_interval_seconds == 0 {
+            return Err(invalid(
+                "auth.refresh_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The ecosystem's standard variables, mapped onto our keys.
+fn standard_variables() -> Figment {
+    let mut figment = Figment::new();
+    let pairs = [
+        ("DATABASE_URL", "database.url"),
+        ("PUBSUB_EMULATOR_HOST", "bus.emulator_host"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ];
+    for (variable, key) in pairs {
+        if let Ok(value) = std::env::var(variable)
+            && !value.is_empty()
+        {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+    }
+    figment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_environment_layering() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tally.toml",
+                r#"
+                [grpc]
+                listen_addr = "127.0.0.1:6000"
+                [bus]
+                max_delivery_attempts = 7
+                "#,
+            )?;
+            jail.set_env("TALLY_BUS__MAX_DELIVERY_ATTEMPTS", "9");
+            jail.set_env("DATABASE_URL", "postgres://localhost/tally");
+            let config = Config::load(Some(Path::new("tally.toml"))).unwrap();
+            assert_eq!(config.grpc.listen_addr.port(), 6000);
+            assert_eq!(config.bus.max_delivery_attempts, 9);
+            assert_eq!(
+                config.database.url.as_deref(),
+                Some("postgres://localhost/tally")
+            );
+            assert!(
+                !format!("{config:?}").contains("localhost/tally"),
+                "secrets are never printed"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TALLY_BUS__BACKEND", "pubsub");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("bus.project_id"), "{error}");
+            jail.set_env("TALLY_BUS__PROJECT_ID", "p");
+            jail.set_env("TALLY_BUS__MAX_DELIVERY_ATTEMPTS", "2");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("bus.max_delivery_attempts"), "{error}");
+            jail.set_env("TALLY_GRPC__LISTEN_ADR", "x");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("listen_adr"),
+                "unknown keys are refused: {error}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,36 @@
+//! Dev-only test harness: real components, started on demand.
+//!
+//! - [`postgres::database`]: a fresh database with every migration applied, on
+//!   a throwaway PostgreSQL cluster shared by the test binary (or on the server
+//!   in `DATABASE_URL`);
+//! - [`pubsub::emulator_host`]: the Pub/Sub emulator, started once per test
+//!   binary on a free port (or the one in `PUBSUB_EMULATOR_HOST`);
+//! - a controllable clock and predictable ids, re-exported from the runtime.
+//!
+//! A missing component is a test failure whose message says what to install —
+//! never a silent skip. Processes we start are stopped by a watchdog when the
+//! test binary exits, however it exits.
+
+#![allow(clippy::expect_used)]
+
+pub mod postgres;
+pub mod pubsub;
+mod watchdog;
+
+pub use tally_runtime::clock::{Clock, ManualClock};
+pub use tally_runtime::ids::{IdGenerator, SequentialIds};
+
+/// A manual clock at 2026-01-01T00:00:00Z, a fixed start for billing scenarios.
+pub fn clock_at_new_year() -> ManualClock {
+    use chrono::TimeZone;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date");
+    ManualClock::new(start)
+}
+
+/// A unique suffix for names (topics, subscriptions) so tests never collide.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
