@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Duration;
+
+mod support;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -57,6 +58,16 @@ fn meter(aggregation: Aggregation, group_by: &[&str]) -> Meter {
     .unwrap()
 }
 
+fn filled_state(meter: &Meter, events: &[UsageEvent]) -> AggregateState {
+    let mut state = AggregateState::new(meter.aggregation());
+    for event in events {
+        state
+            .absorb(&meter.reading(event).unwrap().unwrap())
+            .unwrap();
+    }
+    state
+}
+
 fn absorb(criterion: &mut Criterion) {
     let events = events();
     let value = || "value".to_owned();
@@ -78,12 +89,7 @@ fn absorb(criterion: &mut Criterion) {
         let meter = meter(aggregation.clone(), &[]);
         // Warm the state with the whole pool so the measured absorbs hit a realistic size
         // (100 unique users, 1,024 gauge readings).
-        let mut state = AggregateState::new(&aggregation);
-        for event in &events {
-            state
-                .absorb(&meter.reading(event).unwrap().unwrap())
-                .unwrap();
-        }
+        let mut state = filled_state(&meter, &events);
         let mut next = 0;
         group.bench_function(aggregation.name(), |bench| {
             bench.iter(|| {
@@ -116,12 +122,7 @@ fn value_and_merge(criterion: &mut Criterion) {
         unit: TimeUnit::Hour,
     };
     let meter = meter(aggregation.clone(), &[]);
-    let mut state = AggregateState::new(&aggregation);
-    for event in &events {
-        state
-            .absorb(&meter.reading(event).unwrap().unwrap())
-            .unwrap();
-    }
+    let state = filled_state(&meter, &events);
     let day = tally_domain::period::Period::new(
         Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
         Utc.with_ymd_and_hms(2025, 1, 2, 0, 0, 0).unwrap(),
@@ -142,12 +143,5 @@ fn value_and_merge(criterion: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-}
-
-criterion_group! { name = benches; config = config(); targets = absorb, value_and_merge }
+criterion_group! { name = benches; config = support::config(); targets = absorb, value_and_merge }
 criterion_main!(benches);
