@@ -1,1 +1,78 @@
-fn main() {}
+//! `tally`: run the system on a laptop (`tally dev`), run one service in a
+//! cluster (`tally serve`), apply migrations and manage API keys.
+//!
+//! `main` only parses arguments and dispatches; each command lives in its own
+//! module and wires the pieces from `tally-runtime` and the service crates.
+
+mod app;
+mod dev;
+mod keys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::ServiceKind;
+
+/// Tally: usage-based and subscription billing.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about)]
+struct Cli {
+    /// A TOML config file (layered over defaults, under `TALLY_…` variables).
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// All four services in one process with a private PostgreSQL and the in-process bus.
+    Dev(dev::DevArgs),
+    /// One service, as a cluster deployment runs it.
+    Serve {
+        /// Which service.
+        #[arg(value_enum)]
+        service: ServiceKind,
+    },
+    /// Applies pending database migrations (DATABASE_URL) and exits.
+    Migrate,
+    /// Creates, lists and revokes API keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = tally_runtime::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Dev(args) => dev::run(config, args).await,
+        Command::Serve { service } => app::serve(service, config).await,
+        Command::Migrate => app::migrate(config).await,
+        Command::Keys { command } => keys::run(config, command).await,
+    }
+}

@@ -25,7 +25,7 @@ pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     GrpcServer::new(
-        Routes::new(ingest),
+        move |routes: Routes| routes.add_service(ingest),
         vec![<IngestServiceServer<IngestApi> as NamedService>::NAME],
     )
 }

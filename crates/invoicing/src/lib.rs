@@ -29,20 +29,26 @@ impl CreditService for InvoicingApi {}
 
 /// The gRPC services of invoicing, ready to serve.
 pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
-    let routes = Routes::new(
-        CustomerServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        SubscriptionServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        InvoiceServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        CreditServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
-    );
+    let add_routes = move |routes: Routes| {
+        routes
+            .add_service(
+                CustomerServiceServer::new(InvoicingApi)
+                    .max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(
+                SubscriptionServiceServer::new(InvoicingApi)
+                    .max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(
+                InvoiceServiceServer::new(InvoicingApi)
+                    .max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(
+                CreditServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
+            )
+    };
     GrpcServer::new(
-        routes,
+        add_routes,
         vec![
             <CustomerServiceServer<InvoicingApi> as NamedService>::NAME,
             <SubscriptionServiceServer<InvoicingApi> as NamedService>::NAME,

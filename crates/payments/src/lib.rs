@@ -25,14 +25,18 @@ impl ReconciliationService for PaymentsApi {}
 
 /// The gRPC services of payments, ready to serve.
 pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
-    let routes = Routes::new(
-        PaymentServiceServer::new(PaymentsApi).max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        ReconciliationServiceServer::new(PaymentsApi).max_decoding_message_size(max_message_bytes),
-    );
+    let add_routes = move |routes: Routes| {
+        routes
+            .add_service(
+                PaymentServiceServer::new(PaymentsApi).max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(
+                ReconciliationServiceServer::new(PaymentsApi)
+                    .max_decoding_message_size(max_message_bytes),
+            )
+    };
     GrpcServer::new(
-        routes,
+        add_routes,
         vec![
             <PaymentServiceServer<PaymentsApi> as NamedService>::NAME,
             <ReconciliationServiceServer<PaymentsApi> as NamedService>::NAME,

@@ -32,7 +32,7 @@ pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
         CatalogServiceServer::new(CatalogApi).max_decoding_message_size(max_message_bytes);
     let rating = RatingServiceServer::new(RatingApi).max_decoding_message_size(max_message_bytes);
     GrpcServer::new(
-        Routes::new(catalog).add_service(rating),
+        move |routes: Routes| routes.add_service(catalog).add_service(rating),
         vec![
             <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
             <RatingServiceServer<RatingApi> as NamedService>::NAME,

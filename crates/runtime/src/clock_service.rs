@@ -6,9 +6,12 @@ use tally_proto::clock::{
     AdvanceTimeRequest, AdvanceTimeResponse, ClockMode, GetTimeRequest, GetTimeResponse,
     SetTimeRequest, SetTimeResponse,
 };
+use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 use crate::clock::{ManualClock, SharedClock};
+use crate::server::GrpcServer;
 
 /// Serves the process clock.
 #[derive(Debug, Clone)]
@@ -22,9 +25,12 @@ impl ClockApi {
         Self { clock }
     }
 
-    /// The tonic server for this service.
-    pub fn into_server(self) -> ClockServiceServer<Self> {
-        ClockServiceServer::new(self)
+    /// This service, ready to merge into a service's [`GrpcServer`].
+    pub fn grpc_server(self) -> GrpcServer {
+        GrpcServer::new(
+            move |routes: Routes| routes.add_service(ClockServiceServer::new(self)),
+            vec![<ClockServiceServer<Self> as NamedService>::NAME],
+        )
     }
 
     fn manual(&self) -> Result<&ManualClock, Status> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ids;
+pub mod in_flight;
 pub mod local_postgres;
 pub mod server;
 pub mod shutdown;

@@ -162,6 +162,10 @@ impl LocalPostgres {
                 self.run(&mut initdb, true)?;
             }
         }
+        if self.is_running() {
+            // Left behind by a run that crashed: stop it so we own the port and the data.
+            self.stop(false)?;
+        }
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
@@ -190,6 +194,13 @@ impl LocalPostgres {
             .arg(self.data_dir())
             .args(["-m", mode, "-w", "stop"]);
         self.run(&mut pg_ctl, true).map(|_| ())
+    }
+
+    /// Whether a server is running on this data directory.
+    pub fn is_running(&self) -> bool {
+        let mut pg_ctl = self.server_command("pg_ctl");
+        pg_ctl.arg("-D").arg(self.data_dir()).arg("status");
+        pg_ctl.output().is_ok_and(|output| output.status.success())
     }
 
     /// The shell command that stops this cluster, for watchdog processes.

@@ -12,7 +12,9 @@ use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::AuthLayer;
+use crate::in_flight::InFlight;
 use crate::shutdown::Shutdown;
+use crate::shutdown::drain_within;
 use crate::telemetry::extract_from_headers;
 
 /// Why the server could not start or stopped badly.
@@ -36,11 +38,23 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Adds one crate's services to the routing table.
+type AddRoutes = Box<dyn FnOnce(Routes) -> Routes + Send>;
+
 /// A gRPC server under construction.
-#[derive(Debug)]
 pub struct GrpcServer {
-    routes: Routes,
+    /// Applied in order to an empty table (tonic cannot merge two finished tables).
+    add_routes: Vec<AddRoutes>,
     service_names: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GrpcServer")
+            .field("service_names", &self.service_names)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bound listener: the address is known (useful with port 0) before serving starts.
@@ -66,20 +80,22 @@ pub async fn bind(address: SocketAddr) -> Result<BoundListener, ServerError> {
 }
 
 impl GrpcServer {
-    /// A server for `routes`, whose services are named in `service_names`
-    /// (full names like `tally.ingest.v1.IngestService`, reported by health).
-    pub fn new(routes: Routes, service_names: Vec<&'static str>) -> Self {
+    /// A server whose services `add_routes` adds to the table; they are named
+    /// in `service_names` (full names like `tally.ingest.v1.IngestService`,
+    /// reported by health).
+    pub fn new(
+        add_routes: impl FnOnce(Routes) -> Routes + Send + 'static,
+        service_names: Vec<&'static str>,
+    ) -> Self {
         Self {
-            routes,
+            add_routes: vec![Box::new(add_routes)],
             service_names,
         }
     }
 
     /// Adds more services (how `tally dev` puts all four services on one address).
     pub fn merge(mut self, other: GrpcServer) -> Self {
-        let mut router = self.routes.into_axum_router();
-        router = router.merge(other.routes.into_axum_router());
-        self.routes = Routes::from(router);
+        self.add_routes.extend(other.add_routes);
         self.service_names.extend(other.service_names);
         self
     }
@@ -107,10 +123,12 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let routes = self
-            .routes
+        let mut routes = Routes::default()
             .add_service(health_service)
             .add_service(reflection);
+        for add in self.add_routes {
+            routes = add(routes);
+        }
 
         let names = self.service_names.clone();
         let stop_accepting = {
@@ -130,8 +148,10 @@ impl GrpcServer {
         };
 
         tracing::info!(address = %listener.local_addr, services = ?self.service_names, "grpc server listening");
+        let in_flight = InFlight::default();
         let server = tonic::transport::Server::builder()
             .trace_fn(call_span)
+            .layer(in_flight.clone())
             .layer(auth)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
@@ -139,13 +159,22 @@ impl GrpcServer {
                 stop_accepting,
             );
 
-        let deadline = async {
+        // Stop once the calls in flight are done (idle client connections may
+        // stay open forever, so waiting for them is not an option), or when the
+        // grace period runs out.
+        let drained = async {
             shutdown.wait().await;
-            tokio::time::sleep(grace).await;
+            if !drain_within(grace, in_flight.wait_idle()).await {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    calls = in_flight.count(),
+                    "calls still running after the grace period; stopping anyway"
+                );
+            }
         };
         tokio::select! {
             result = server => result?,
-            () = deadline => tracing::warn!(grace_seconds = grace.as_secs(), "calls still running after the grace period; stopping anyway"),
+            () = drained => {}
         }
         tracing::info!("grpc server stopped");
         Ok(())

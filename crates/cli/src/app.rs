@@ -1,0 +1,132 @@
+//! The composition root shared by `tally serve` and `tally dev`: builds the
+//! clock, pool, key registry and gRPC server from the config and serves until
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+use sqlx::PgPool;
+use tally_runtime::auth::{ApiKeyRegistry, AuthLayer};
+use tally_runtime::clock_service::ClockApi;
+use tally_runtime::config::ClockMode;
+use tally_runtime::server::{self, GrpcServer};
+use tally_runtime::{Config, ManualClock, SharedClock, Shutdown, SystemClock};
+
+/// The four services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceKind {
+    /// Usage intake and the event log.
+    Ingest,
+    /// Catalog and real-time pricing.
+    Rating,
+    /// Customers, subscriptions, invoices, credits.
+    Invoicing,
+    /// Stripe collection and reconciliation.
+    Payments,
+}
+
+impl ServiceKind {
+    /// Every service, in flow order.
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Ingest,
+        ServiceKind::Rating,
+        ServiceKind::Invoicing,
+        ServiceKind::Payments,
+    ];
+
+    /// The name reported to telemetry.
+    pub fn telemetry_name(self) -> &'static str {
+        match self {
+            ServiceKind::Ingest => tally_ingest::SERVICE_NAME,
+            ServiceKind::Rating => tally_rating::SERVICE_NAME,
+            ServiceKind::Invoicing => tally_invoicing::SERVICE_NAME,
+            ServiceKind::Payments => tally_payments::SERVICE_NAME,
+        }
+    }
+
+    /// The service's gRPC surface.
+    pub fn grpc_server(self, config: &Config) -> GrpcServer {
+        let max_message_bytes = config.grpc.max_message_bytes;
+        match self {
+            ServiceKind::Ingest => tally_ingest::grpc_server(max_message_bytes),
+            ServiceKind::Rating => tally_rating::grpc_server(max_message_bytes),
+            ServiceKind::Invoicing => tally_invoicing::grpc_server(max_message_bytes),
+            ServiceKind::Payments => tally_payments::grpc_server(max_message_bytes),
+        }
+    }
+}
+
+/// The clock the config asks for.
+pub fn build_clock(config: &Config) -> SharedClock {
+    match config.clock.mode {
+        ClockMode::System => Arc::new(SystemClock),
+        ClockMode::Manual => Arc::new(ManualClock::new(
+            config.clock.start.unwrap_or_else(chrono::Utc::now),
+        )),
+    }
+}
+
+/// `tally serve <service>`.
+pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
+    let _telemetry = tally_runtime::telemetry::init(kind.telemetry_name(), &config.telemetry)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_os_signals();
+    let pool = tally_runtime::db::connect(&config.database).await?;
+    let clock = build_clock(&config);
+    let listener = server::bind(config.grpc.listen_addr).await?;
+    run_server(
+        kind.grpc_server(&config),
+        listener,
+        &config,
+        &pool,
+        clock,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `services` plus the clock service, authenticated by the key table in `pool`.
+pub async fn run_server(
+    services: GrpcServer,
+    listener: server::BoundListener,
+    config: &Config,
+    pool: &PgPool,
+    clock: SharedClock,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let auth = if config.auth.enabled {
+        let registry = Arc::new(ApiKeyRegistry::default());
+        let count = registry.reload(pool).await.context("loading API keys")?;
+        if count == 0 {
+            tracing::warn!(
+                "no API keys exist yet: every call will be refused; create one with `tally keys create`"
+            );
+        }
+        registry.spawn_refresh(
+            pool.clone(),
+            Duration::from_secs(config.auth.refresh_interval_seconds),
+            shutdown.clone(),
+        );
+        AuthLayer::new(registry)
+    } else {
+        tracing::warn!("authentication is disabled (auth.enabled = false): every call is allowed");
+        AuthLayer::disabled()
+    };
+    let services = services.merge(ClockApi::new(clock).grpc_server());
+    let grace = Duration::from_secs(config.shutdown.grace_period_seconds);
+    services.serve(listener, auth, shutdown, grace).await?;
+    Ok(())
+}
+
+/// `tally migrate`.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let pool = tally_runtime::db::connect(&config.database).await?;
+    tally_runtime::db::migrate(&pool).await?;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await?;
+    eprintln!("migrations up to date ({applied} applied)");
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `tally dev`: the whole system in one process on a laptop.
+//!
+//! A private PostgreSQL is started from the installed server binaries with its
+//! data under `--data-dir` (kept between runs; `DATABASE_URL` skips it), the
+//! migrations are applied, the in-process bus gets every topic, and all four
+//! services plus the clock service are served on one address. A fresh admin
+//! API key is printed on every start.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use tally_bus::{Bus, InProcessBus};
+use tally_runtime::auth::{self, Scope};
+use tally_runtime::config::ClockMode;
+use tally_runtime::ids::ClockIds;
+use tally_runtime::local_postgres::{Durability, LocalPostgres, free_port};
+use tally_runtime::server;
+use tally_runtime::{Config, Shutdown};
+
+use crate::app::{ServiceKind, build_clock, run_server};
+
+/// Options of `tally dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the private PostgreSQL keeps its data between runs.
+    #[arg(long, default_value = ".tally/dev", env = "TALLY_DEV_DIR")]
+    data_dir: PathBuf,
+    /// Address for all gRPC services (default: grpc.listen_addr, 127.0.0.1:50051).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Run on a manual clock that only `ClockService.AdvanceTime` moves.
+    #[arg(long)]
+    manual_clock: bool,
+}
+
+/// Runs everything until ctrl-c or SIGTERM.
+pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
+    if args.manual_clock {
+        config.clock.mode = ClockMode::Manual;
+    }
+    if let Some(listen) = args.listen {
+        config.grpc.listen_addr = listen;
+    }
+    let _telemetry = tally_runtime::telemetry::init("tally-dev", &config.telemetry)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_os_signals();
+
+    // Bind first: a taken port should fail before anything is started.
+    let listener = server::bind(config.grpc.listen_addr).await?;
+
+    let private_postgres = match &config.database.url {
+        Some(_) => None,
+        None => {
+            let root = std::path::absolute(&args.data_dir)?.join("postgres");
+            let cluster = LocalPostgres::new(&root, free_port()?)?;
+            cluster.start(Durability::Durable).with_context(|| {
+                format!("starting the private PostgreSQL in {}", root.display())
+            })?;
+            config.database.url = Some(cluster.url("postgres"));
+            Some(cluster)
+        }
+    };
+    let result = serve_everything(&config, listener, shutdown).await;
+    if let Some(cluster) = private_postgres
+        && let Err(error) = cluster.stop(false)
+    {
+        tracing::warn!(%error, "the private PostgreSQL did not stop cleanly");
+    }
+    result
+}
+
+async fn serve_everything(
+    config: &Config,
+    listener: server::BoundListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let pool = tally_runtime::db::connect(&config.database).await?;
+    tally_runtime::db::migrate(&pool).await?;
+    let clock = build_clock(config);
+
+    let bus = InProcessBus::new();
+    for topic in tally_bus::topics::ALL {
+        bus.ensure_topic(topic).await?;
+    }
+
+    let ids = ClockIds::new(Arc::clone(&clock));
+    let scopes = BTreeSet::from([Scope::Admin]);
+    let (key_id, key) = auth::create_key(&pool, &ids, &clock, "tally-dev", &scopes).await?;
+
+    let mut services = ServiceKind::Ingest.grpc_server(config);
+    for kind in &ServiceKind::ALL[1..] {
+        services = services.merge(kind.grpc_server(config));
+    }
+    print_banner(config, listener.local_addr, &key_id, &key);
+    run_server(services, listener, config, &pool, clock, shutdown).await
+}
+
+#[allow(clippy::print_stdout)]
+fn print_banner(config: &Config, address: SocketAddr, key_id: &str, key: &str) {
+    let database = if config.database.url.is_some() {
+        "ready"
+    } else {
+        "none"
+    };
+    println!();
+    println!("  Tally dev is running: ingest, rating, invoicing and payments in one process");
+    println!();
+    println!("  gRPC (all services)   http://{address}");
+    println!("  API key (admin)       {key}   ({key_id}; send as `authorization: Bearer <key>`)");
+    println!(
+        "  PostgreSQL            {database}; clock: {:?}",
+        config.clock.mode
+    );
+    println!("  health                grpc.health.v1.Health/Check (no key needed)");
+    println!();
+    println!("  ctrl-c stops everything; data is kept for the next run");
+    println!();
+}

@@ -1,0 +1,331 @@
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tally_proto::ingest::IngestBatchRequest;
+use tally_proto::ingest::ingest_service_client::IngestServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+fn tally(database_url: &str) -> Command {
+    let mut command = Command::new(TALLY);
+    command
+        .env("DATABASE_URL", database_url)
+        .env("TALLY_TELEMETRY__LOG_FORMAT", "json")
+        .env("TALLY_AUTH__REFRESH_INTERVAL_SECONDS", "1")
+        .env_remove("TALLY_CONFIG")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn create_key(database_url: &str, scope: &str) -> String {
+    let output = tally(database_url)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            &format!("test-{scope}"),
+            "--scope",
+            scope,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+struct RunningService {
+    child: Child,
+    address: String,
+}
+
+impl RunningService {
+    async fn start(database_url: &str, service: &str) -> Self {
+        let port = tally_runtime::local_postgres::free_port().unwrap();
+        let child = tally(database_url)
+            .args(["serve", service])
+            .env("TALLY_GRPC__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let address = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while Channel::from_shared(address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{service} did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, address }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn terminate(self) -> Output {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait_with_output().unwrap()
+    }
+}
+
+async fn list_services(channel: Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn every_service_serves_health_and_reflection_without_a_key() {
+    let database = tally_testkit::postgres::database().await;
+    let expectations = [
+        ("ingest", vec!["tally.ingest.v1.IngestService"]),
+        (
+            "rating",
+            vec![
+                "tally.rating.v1.CatalogService",
+                "tally.rating.v1.RatingService",
+            ],
+        ),
+        (
+            "invoicing",
+            vec![
+                "tally.invoicing.v1.CustomerService",
+                "tally.invoicing.v1.SubscriptionService",
+                "tally.invoicing.v1.InvoiceService",
+                "tally.invoicing.v1.CreditService",
+            ],
+        ),
+        (
+            "payments",
+            vec![
+                "tally.payments.v1.PaymentService",
+                "tally.payments.v1.ReconciliationService",
+            ],
+        ),
+    ];
+    for (service, names) in expectations {
+        let running = RunningService::start(&database.url, service).await;
+        let mut health = HealthClient::new(running.channel().await);
+        for name in names
+            .iter()
+            .chain(["", "tally.clock.v1.ClockService"].iter())
+        {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: (*name).to_owned(),
+                })
+                .await
+                .unwrap_or_else(|error| panic!("{service}: health of `{name}`: {error}"))
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{service}: {name}");
+        }
+        let listed = list_services(running.channel().await).await;
+        for name in &names {
+            assert!(
+                listed.iter().any(|listed| listed == name),
+                "{service}: {name} not in {listed:?}"
+            );
+        }
+        assert!(
+            listed
+                .iter()
+                .any(|listed| listed == "grpc.health.v1.Health")
+        );
+        let output = running.terminate();
+        assert!(
+            output.status.success(),
+            "{service} exited with {:?}",
+            output.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn calls_need_a_valid_key_with_the_right_scope() {
+    let database = tally_testkit::postgres::database().await;
+    let ingest_key = create_key(&database.url, "ingest");
+    let read_key = create_key(&database.url, "read");
+    let running = RunningService::start(&database.url, "ingest").await;
+    let mut client = IngestServiceClient::new(running.channel().await);
+
+    let missing = client
+        .ingest_batch(IngestBatchRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated, "{missing:?}");
+    assert!(
+        missing.message().contains("missing API key"),
+        "{}",
+        missing.message()
+    );
+
+    let wrong = client
+        .ingest_batch(with_key(IngestBatchRequest::default(), "tally_0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+
+    let forbidden = client
+        .ingest_batch(with_key(IngestBatchRequest::default(), &read_key))
+        .await
+        .unwrap_err();
+    assert_eq!(forbidden.code(), tonic::Code::PermissionDenied);
+    assert!(
+        forbidden.message().contains("`ingest` scope"),
+        "{}",
+        forbidden.message()
+    );
+
+    // A valid key reaches the service (whose handlers are not written yet).
+    let reached = client
+        .ingest_batch(with_key(IngestBatchRequest::default(), &ingest_key))
+        .await
+        .unwrap_err();
+    assert_eq!(reached.code(), tonic::Code::Unimplemented);
+
+    // Revocation takes effect within the refresh interval.
+    let list = tally(&database.url)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(list.stdout).unwrap();
+    let key_id = listing
+        .lines()
+        .find(|line| line.contains("test-ingest"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let revoke = tally(&database.url)
+        .args(["keys", "revoke", &key_id])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let started = Instant::now();
+    loop {
+        let result = client
+            .ingest_batch(with_key(IngestBatchRequest::default(), &ingest_key))
+            .await;
+        if result.as_ref().unwrap_err().code() == tonic::Code::Unauthenticated {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "revoked key still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.terminate();
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let database = tally_testkit::postgres::database().await;
+    let running = RunningService::start(&database.url, "invoicing").await;
+    let mut health = HealthClient::new(running.channel().await);
+    health.check(HealthCheckRequest::default()).await.unwrap();
+    let started = Instant::now();
+    let output = running.terminate();
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("shutdown signal received"), "{logs}");
+    assert!(logs.contains("grpc server stopped"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_bad_config_value_fails_at_start_naming_the_key() {
+    let output = Command::new(TALLY)
+        .args(["serve", "ingest"])
+        .env("TALLY_BUS__MAX_DELIVERY_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bus.max_delivery_attempts"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_clock_service_reports_the_wall_clock_and_refuses_to_move_it() {
+    let database = tally_testkit::postgres::database().await;
+    let admin = create_key(&database.url, "admin");
+    let running = RunningService::start(&database.url, "rating").await;
+    let mut clock =
+        tally_proto::clock::clock_service_client::ClockServiceClient::new(running.channel().await);
+    let time = clock
+        .get_time(with_key(tally_proto::clock::GetTimeRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(time.mode, tally_proto::clock::ClockMode::Wall as i32);
+    let refused = clock
+        .advance_time(with_key(
+            tally_proto::clock::AdvanceTimeRequest {
+                duration: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    running.terminate();
+}
