@@ -16,7 +16,7 @@ pub enum ErrorKind {
     NotFound,
     /// The resource already exists (a create that is not a replay).
     AlreadyExists,
-    /// An idempotency key was reused with a different payload.
+    /// An idempotency key was reused with a different payload (`ALREADY_EXISTS`, per common.proto).
     IdempotencyConflict,
     /// The resource is in a state that does not allow this (e.g. voiding a paid invoice).
     FailedPrecondition,
@@ -41,7 +41,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorKind::NotFound => tonic::Code::NotFound,
             ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
-            ErrorKind::IdempotencyConflict => tonic::Code::Aborted,
+            ErrorKind::IdempotencyConflict => tonic::Code::AlreadyExists,
             ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
