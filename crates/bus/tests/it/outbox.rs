@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tally_bus::inbox::{self, ServiceSchema};
 use tally_bus::outbox::{self, OutboxRelay};
-use tally_bus::{Bus, InProcessBus, Message, SharedBus, SubscriptionConfig};
+use tally_bus::{InProcessBus, Message, SharedBus, SubscriptionConfig};
 
 async fn bus_with_subscription() -> (SharedBus, Box<dyn tally_bus::MessageStream>) {
     let bus: SharedBus = Arc::new(InProcessBus::new());
