@@ -29,6 +29,16 @@ pub enum KeysCommand {
     },
 }
 
+/// One row of `tally keys list`.
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Runs a `tally keys` command.
 #[allow(clippy::print_stdout)]
 pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
@@ -43,7 +53,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             eprintln!("created {id} ({name}); the key above is shown only once");
         }
         KeysCommand::List => {
-            let rows: Vec<(String, String, Vec<String>, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
+            let rows: Vec<KeyRow> =
                 sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM tally_auth.api_keys ORDER BY created_at")
                     .fetch_all(&pool)
                     .await?;
@@ -51,14 +61,16 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 "{:<40} {:<24} {:<24} {:<26} STATUS",
                 "ID", "NAME", "SCOPES", "CREATED"
             );
-            for (id, name, scopes, created_at, revoked_at) in rows {
-                let status = revoked_at.map_or("active".to_owned(), |at| {
+            for row in rows {
+                let status = row.revoked_at.map_or("active".to_owned(), |at| {
                     format!("revoked {}", at.to_rfc3339())
                 });
                 println!(
-                    "{id:<40} {name:<24} {:<24} {:<26} {status}",
-                    scopes.join(","),
-                    created_at.to_rfc3339()
+                    "{:<40} {:<24} {:<24} {:<26} {status}",
+                    row.id,
+                    row.name,
+                    row.scopes.join(","),
+                    row.created_at.to_rfc3339()
                 );
             }
         }

@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Everything a Tally process can be configured with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where and how the gRPC server listens.
@@ -33,20 +33,6 @@ pub struct Config {
     pub clock: ClockConfig,
     /// How long a stopping process waits for in-flight work.
     pub shutdown: ShutdownConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            grpc: GrpcConfig::default(),
-            database: DatabaseConfig::default(),
-            bus: BusConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            auth: AuthConfig::default(),
-            clock: ClockConfig::default(),
-            shutdown: ShutdownConfig::default(),
-        }
-    }
 }
 
 /// The gRPC server.
@@ -336,6 +322,7 @@ fn standard_variables() -> Figment {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its large error type
 mod tests {
     use super::*;
 
