@@ -167,7 +167,7 @@ mod tests {
         );
         assert_eq!(
             ErrorKind::IdempotencyConflict.grpc_code(),
-            tonic::Code::Aborted
+            tonic::Code::AlreadyExists
         );
     }
 }
