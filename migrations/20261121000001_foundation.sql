@@ -18,7 +18,7 @@ CREATE TABLE tally_auth.api_keys (
     id          text PRIMARY KEY,
     name        text NOT NULL,
     key_hash    text NOT NULL UNIQUE CHECK (key_hash ~ '^[0-9a-f]{64}$'),
-    scopes      text[] NOT NULL CHECK (cardinality(scopes) > 0),
+    scopes      text[] NOT NULL CHECK (cardinality(scopes) > 0 AND scopes <@ ARRAY['ingest', 'read', 'write', 'admin']),
     created_at  timestamptz NOT NULL,
     revoked_at  timestamptz
 );

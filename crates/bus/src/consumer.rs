@@ -1,4 +1,4 @@
-//! The consumer loop every service uses: deliver, handle, ack — or retry, or
+//! The consumer loop every service uses ([`Consumer`]): deliver, handle, ack — or retry, or
 //! dead-letter.
 //!
 //! A handler returns `Ok` (ack), [`HandlerError::Retry`] (nack; redelivered
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 use tally_runtime::Shutdown;
 use tracing::Instrument;
 
@@ -54,119 +55,138 @@ pub enum Verdict {
     DeadLettered,
 }
 
-/// Consumes `config.name` until `shutdown`, finishing the message in hand first.
-pub async fn run(
+/// One consumer of one subscription.
+pub struct Consumer {
     bus: SharedBus,
     config: SubscriptionConfig,
     handler: Arc<dyn MessageHandler>,
-    shutdown: Shutdown,
-) -> Result<(), BusError> {
-    let mut stream = bus.subscribe(&config.name).await?;
-    tracing::info!(subscription = %config.name, "consumer started");
-    loop {
-        let next = tokio::select! {
-            () = shutdown.wait() => break,
-            next = stream.next() => next,
+    /// `tally.bus.messages_processed`, built once (not per message).
+    processed: Counter<u64>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Consumer")
+            .field("subscription", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer of `config.name` that applies messages with `handler`.
+    pub fn new(
+        bus: SharedBus,
+        config: SubscriptionConfig,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Self {
+        let processed = tally_runtime::telemetry::meter()
+            .u64_counter("tally.bus.messages_processed")
+            .with_description("Messages handled by consumers, by subscription and outcome")
+            .build();
+        Self {
+            bus,
+            config,
+            handler,
+            processed,
+        }
+    }
+
+    /// Consumes until `shutdown`, finishing the message in hand first.
+    pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
+        let mut stream = self.bus.subscribe(&self.config.name).await?;
+        tracing::info!(subscription = %self.config.name, "consumer started");
+        loop {
+            let next = tokio::select! {
+                () = shutdown.wait() => break,
+                next = stream.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(subscription = %self.config.name, %error, "receive failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Some(Ok(delivery)) => {
+                    self.process(delivery).await;
+                }
+            }
+        }
+        tracing::info!(subscription = %self.config.name, "consumer stopped");
+        Ok(())
+    }
+
+    /// Handles one delivery and settles it; returns what was done.
+    pub async fn process(&self, delivery: Delivery) -> Verdict {
+        let span = tracing::info_span!(
+            "bus.consume",
+            otel.name = %format!("{} process", self.config.name),
+            messaging.message.id = %delivery.message.id,
+            messaging.message.type = %delivery.message.message_type,
+            delivery_attempt = delivery.delivery_attempt,
+        );
+        tally_runtime::telemetry::set_parent_from(&span, &delivery.message.attributes);
+        let verdict = async {
+            let outcome = self
+                .handler
+                .handle(&delivery.message, delivery.delivery_attempt)
+                .await;
+            let reason = match outcome {
+                Ok(()) => {
+                    delivery.ack();
+                    return Verdict::Acked;
+                }
+                Err(HandlerError::Retry(reason))
+                    if delivery.delivery_attempt < self.config.max_delivery_attempts =>
+                {
+                    tracing::warn!(%reason, "message failed; it will be redelivered");
+                    delivery.nack();
+                    return Verdict::Retried;
+                }
+                Err(HandlerError::Retry(reason) | HandlerError::Poison(reason)) => reason,
+            };
+            self.dead_letter(delivery, &reason).await
+        }
+        .instrument(span)
+        .await;
+        let outcome = match verdict {
+            Verdict::Acked => "acked",
+            Verdict::Retried => "retried",
+            Verdict::DeadLettered => "dead_lettered",
         };
-        match next {
-            None => break,
-            Some(Err(error)) => {
-                tracing::warn!(subscription = %config.name, %error, "receive failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Some(Ok(delivery)) => {
-                process(&bus, &config, handler.as_ref(), delivery).await;
-            }
-        }
-    }
-    tracing::info!(subscription = %config.name, "consumer stopped");
-    Ok(())
-}
-
-/// Handles one delivery and settles it; returns what was done.
-pub async fn process(
-    bus: &SharedBus,
-    config: &SubscriptionConfig,
-    handler: &dyn MessageHandler,
-    delivery: Delivery,
-) -> Verdict {
-    let span = tracing::info_span!(
-        "bus.consume",
-        otel.name = %format!("{} process", config.name),
-        messaging.message.id = %delivery.message.id,
-        messaging.message.type = %delivery.message.message_type,
-        delivery_attempt = delivery.delivery_attempt,
-    );
-    tally_runtime::telemetry::set_parent_from(&span, &delivery.message.attributes);
-    let verdict = async {
-        let outcome = handler
-            .handle(&delivery.message, delivery.delivery_attempt)
-            .await;
-        let reason = match outcome {
-            Ok(()) => {
-                delivery.ack();
-                return Verdict::Acked;
-            }
-            Err(HandlerError::Retry(reason))
-                if delivery.delivery_attempt < config.max_delivery_attempts =>
-            {
-                tracing::warn!(%reason, "message failed; it will be redelivered");
-                delivery.nack();
-                return Verdict::Retried;
-            }
-            Err(HandlerError::Retry(reason) | HandlerError::Poison(reason)) => reason,
-        };
-        dead_letter(bus, config, delivery, &reason).await
-    }
-    .instrument(span)
-    .await;
-    record(config, verdict);
-    verdict
-}
-
-async fn dead_letter(
-    bus: &SharedBus,
-    config: &SubscriptionConfig,
-    delivery: Delivery,
-    reason: &str,
-) -> Verdict {
-    let attempts = delivery.delivery_attempt;
-    let letter = delivery
-        .message
-        .clone()
-        .with_attribute(ATTRIBUTE_DEAD_LETTER_REASON, reason)
-        .with_attribute(ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION, config.name.clone())
-        .with_attribute(ATTRIBUTE_DEAD_LETTER_ATTEMPTS, attempts.to_string());
-    match bus.publish(&config.dead_letter_topic, letter).await {
-        Ok(()) => {
-            tracing::error!(%reason, attempts, topic = %config.dead_letter_topic, "message dead-lettered");
-            delivery.ack();
-            Verdict::DeadLettered
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot publish the dead letter; leaving the message for redelivery");
-            delivery.nack();
-            Verdict::Retried
-        }
-    }
-}
-
-fn record(config: &SubscriptionConfig, verdict: Verdict) {
-    let meter = tally_runtime::telemetry::meter();
-    let outcome = match verdict {
-        Verdict::Acked => "acked",
-        Verdict::Retried => "retried",
-        Verdict::DeadLettered => "dead_lettered",
-    };
-    meter
-        .u64_counter("tally.bus.messages_processed")
-        .with_description("Messages handled by consumers, by subscription and outcome")
-        .build()
-        .add(
+        self.processed.add(
             1,
             &[
-                KeyValue::new("subscription", config.name.clone()),
+                KeyValue::new("subscription", self.config.name.clone()),
                 KeyValue::new("outcome", outcome),
             ],
         );
+        verdict
+    }
+
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) -> Verdict {
+        let attempts = delivery.delivery_attempt;
+        let letter = delivery
+            .message
+            .clone()
+            .with_attribute(ATTRIBUTE_DEAD_LETTER_REASON, reason)
+            .with_attribute(ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION, self.config.name.clone())
+            .with_attribute(ATTRIBUTE_DEAD_LETTER_ATTEMPTS, attempts.to_string());
+        match self
+            .bus
+            .publish(&self.config.dead_letter_topic, letter)
+            .await
+        {
+            Ok(()) => {
+                tracing::error!(%reason, attempts, topic = %self.config.dead_letter_topic, "message dead-lettered");
+                delivery.ack();
+                Verdict::DeadLettered
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot publish the dead letter; leaving the message for redelivery");
+                delivery.nack();
+                Verdict::Retried
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //!   delivery or a crashed consumer means redelivery;
 //! - **per-key order**: on an ordered subscription, messages with the same
 //!   ordering key (the customer id) are delivered one at a time, in publish order;
-//! - **dead letters**: [`consumer::run`] moves a message that failed
+//! - **dead letters**: [`consumer::Consumer`] moves a message that failed
 //!   `max_delivery_attempts` times to the subscription's dead-letter topic,
 //!   with the failure reason in its attributes, and acks it;
 //! - **trace context** travels in the `traceparent`/`tracestate` attributes.

@@ -166,15 +166,22 @@ impl OutboxRelay {
             .build();
         let labels = [KeyValue::new("service", self.schema.as_str())];
         while !shutdown.is_triggered() {
-            let wait = match self.relay_once().await {
-                Ok(count) if count as i64 >= self.batch_size => Duration::ZERO,
+            let relayed = self.relay_once().await;
+            let wait = match &relayed {
+                Ok(count) if *count as i64 >= self.batch_size => Duration::ZERO,
                 Ok(_) => self.idle_poll,
                 Err(error) => {
                     tracing::warn!(%error, "outbox relay failed; retrying");
                     Duration::from_secs(1)
                 }
             };
-            if let Ok(lag) = self.lag_seconds().await {
+            // An empty batch means nothing is waiting: no need to ask the database
+            // (this keeps an idle relay at one query per poll).
+            let lag = match relayed {
+                Ok(0) => Ok(0.0),
+                _ => self.lag_seconds().await,
+            };
+            if let Ok(lag) = lag {
                 lag_gauge.record(lag, &labels);
             }
             tokio::select! {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::{DeadLetterPolicy, Message as PubSubMessage};
 use google_cloud_pubsub::subscriber::handler::Handler;
 
@@ -191,11 +192,12 @@ impl Bus for PubSubBus {
                 if let Some(key) = &message.ordering_key {
                     publisher.resume_publish(key.clone());
                 }
-                let text = error.to_string();
-                if text.contains("NOT_FOUND") || text.contains("NotFound") {
-                    return Err(BusError::TopicNotFound(topic.to_owned()));
+                match error {
+                    PublishError::Rpc(rpc) if status_code(&rpc) == Some(Code::NotFound) => {
+                        Err(BusError::TopicNotFound(topic.to_owned()))
+                    }
+                    other => Err(backend(other)),
                 }
-                Err(backend(text))
             }
         }
     }
@@ -228,6 +230,9 @@ struct PubSubStream {
 }
 
 type NackedKeys = Arc<Mutex<HashMap<String, String>>>;
+
+/// How many message ids `local_attempts` remembers before starting afresh.
+const LOCAL_ATTEMPTS_LIMIT: usize = 100_000;
 
 impl std::fmt::Debug for PubSubStream {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -276,6 +281,10 @@ impl MessageStream for PubSubStream {
             {
                 Some(attempt) if attempt > 0 => attempt,
                 _ => {
+                    if self.local_attempts.len() >= LOCAL_ATTEMPTS_LIMIT {
+                        // Bounded memory: forgetting counts only delays a dead letter.
+                        self.local_attempts.clear();
+                    }
                     let count = self
                         .local_attempts
                         .entry(incoming.message_id.clone())

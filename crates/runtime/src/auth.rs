@@ -216,6 +216,7 @@ impl ApiKeyRegistry {
         for (id, name, key_hash, scope_names) in rows {
             let scopes = scope_names
                 .iter()
+                // The table's CHECK constraint admits only names that parse.
                 .filter_map(|name| Scope::parse(name))
                 .collect();
             table.insert(key_hash, ApiKey { id, name, scopes });

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -166,16 +166,13 @@ pub fn meter() -> opentelemetry::metrics::Meter {
 pub fn inject_current_context(carrier: &mut HashMap<String, String>) {
     let context = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MapCarrier(carrier));
+        propagator.inject_context(&context, carrier);
     });
 }
 
 /// Reads a trace context from a string map (bus attributes).
 pub fn extract_context(carrier: &HashMap<String, String>) -> opentelemetry::Context {
-    let mut copy = carrier.clone();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&MapCarrier(&mut copy))
-    })
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier))
 }
 
 /// Makes `span` a child of the trace context found in `carrier`, if any.
@@ -208,24 +205,6 @@ pub fn extract_from_headers(headers: &http::HeaderMap) -> opentelemetry::Context
     })
 }
 
-struct MapCarrier<'a>(&'a mut HashMap<String, String>);
-
-impl Injector for MapCarrier<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
-    }
-}
-
-impl Extractor for MapCarrier<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
-}
-
 struct HeaderCarrier<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderCarrier<'_> {
@@ -255,7 +234,7 @@ mod tests {
         );
         let mut out = HashMap::new();
         opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut MapCarrier(&mut out));
+            propagator.inject_context(&context, &mut out);
         });
         assert_eq!(
             out.get("traceparent").map(String::as_str),

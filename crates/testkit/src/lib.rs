@@ -11,24 +11,12 @@
 //! never a silent skip. Processes we start are stopped by a watchdog when the
 //! test binary exits, however it exits.
 
-#![allow(clippy::expect_used)]
-
 pub mod postgres;
 pub mod pubsub;
 mod watchdog;
 
 pub use tally_runtime::clock::{Clock, ManualClock};
 pub use tally_runtime::ids::{IdGenerator, SequentialIds};
-
-/// A manual clock at 2026-01-01T00:00:00Z, a fixed start for billing scenarios.
-pub fn clock_at_new_year() -> ManualClock {
-    use chrono::TimeZone;
-    let start = chrono::Utc
-        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .expect("a valid date");
-    ManualClock::new(start)
-}
 
 /// A unique suffix for names (topics, subscriptions) so tests never collide.
 pub fn unique_suffix() -> String {

@@ -6,16 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tally_bus::consumer::{self, HandlerError, MessageHandler, Verdict};
+
+use crate::support::{WAIT, next, numbered};
+use tally_bus::consumer::{Consumer, HandlerError, MessageHandler, Verdict};
 use tally_bus::message::{
     ATTRIBUTE_DEAD_LETTER_ATTEMPTS, ATTRIBUTE_DEAD_LETTER_REASON,
     ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION,
 };
-use tally_bus::{
-    Delivery, InProcessBus, Message, MessageStream, PubSubBus, SharedBus, SubscriptionConfig,
-};
-
-const WAIT: Duration = Duration::from_secs(30);
+use tally_bus::{InProcessBus, Message, PubSubBus, SharedBus, SubscriptionConfig};
 
 /// A backend under test: the bus, and a second, independent connection to
 /// the same topics (another process, as far as the backend can tell).
@@ -63,23 +61,6 @@ async fn setup(bus: &SharedBus, max_attempts: u32) -> SubscriptionConfig {
     // Creating twice is fine (dev and tests call it on every start).
     bus.ensure_subscription(&config).await.unwrap();
     config
-}
-
-async fn next(stream: &mut Box<dyn MessageStream>) -> Delivery {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a delivery within 30 s")
-        .expect("the stream is open")
-        .expect("a delivery, not an error")
-}
-
-fn numbered(key: &str, number: usize) -> Message {
-    Message::new(
-        "tally.test.v1.Numbered",
-        1,
-        format!("{key}:{number}").into_bytes(),
-    )
-    .with_ordering_key(key)
 }
 
 fn parse(message: &Message) -> (String, usize) {
@@ -235,15 +216,16 @@ pub async fn a_failing_message_is_dead_lettered_after_the_limit(backend: Backend
     let sent = numbered("cus_9", 1);
     bus.publish("orders", sent.clone()).await.unwrap();
 
-    let handler = AlwaysFails {
+    let handler = Arc::new(AlwaysFails {
         poison: false,
         attempts_seen: Mutex::new(Vec::new()),
-    };
+    });
+    let consumer = Consumer::new(Arc::clone(&bus), config.clone(), handler.clone());
     let mut stream = bus.subscribe(&config.name).await.unwrap();
     let mut verdicts = Vec::new();
     while verdicts.last() != Some(&Verdict::DeadLettered) {
         let delivery = next(&mut stream).await;
-        verdicts.push(consumer::process(&bus, &config, &handler, delivery).await);
+        verdicts.push(consumer.process(delivery).await);
         assert!(
             verdicts.len() <= 5,
             "dead-lettered after at most 5 deliveries: {verdicts:?}"
@@ -280,17 +262,15 @@ pub async fn a_poison_message_is_dead_lettered_at_once(backend: Backend) {
     bus.publish("orders", numbered("cus_p", 1)).await.unwrap();
     bus.publish("orders", numbered("cus_p", 2)).await.unwrap();
 
-    let handler = AlwaysFails {
+    let handler = Arc::new(AlwaysFails {
         poison: true,
         attempts_seen: Mutex::new(Vec::new()),
-    };
+    });
+    let consumer = Consumer::new(Arc::clone(&bus), config.clone(), handler);
     let mut stream = bus.subscribe(&config.name).await.unwrap();
     let first = next(&mut stream).await;
     assert_eq!(parse(&first.message).1, 1);
-    assert_eq!(
-        consumer::process(&bus, &config, &handler, first).await,
-        Verdict::DeadLettered
-    );
+    assert_eq!(consumer.process(first).await, Verdict::DeadLettered);
     let second = next(&mut stream).await;
     assert_eq!(
         parse(&second.message).1,

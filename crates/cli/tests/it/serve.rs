@@ -270,7 +270,7 @@ async fn calls_need_a_valid_key_with_the_right_scope() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_cleanly() {
+async fn sigterm_stops_the_server_cleanly() {
     let database = tally_testkit::postgres::database().await;
     let running = RunningService::start(&database.url, "invoicing").await;
     let mut health = HealthClient::new(running.channel().await);
