@@ -165,28 +165,37 @@ impl Consumer {
     }
 
     async fn dead_letter(&self, delivery: Delivery, reason: &str) -> Verdict {
-        let attempts = delivery.delivery_attempt;
-        let letter = delivery
-            .message
-            .clone()
-            .with_attribute(ATTRIBUTE_DEAD_LETTER_REASON, reason)
-            .with_attribute(ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION, self.config.name.clone())
-            .with_attribute(ATTRIBUTE_DEAD_LETTER_ATTEMPTS, attempts.to_string());
-        match self
-            .bus
-            .publish(&self.config.dead_letter_topic, letter)
-            .await
-        {
-            Ok(()) => {
-                tracing::error!(%reason, attempts, topic = %self.config.dead_letter_topic, "message dead-lettered");
-                delivery.ack();
-                Verdict::DeadLettered
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot publish the dead letter; leaving the message for redelivery");
-                delivery.nack();
-                Verdict::Retried
-            }
+        dead_letter(&self.bus, &self.config, delivery, reason).await
+    }
+}
+
+/// Publishes `delivery` to the subscription's dead-letter topic with the
+/// reason, subscription and attempt count, then acks it. If the dead letter
+/// cannot be published, the delivery is nacked instead (never lost).
+/// For consumers with their own loop (e.g. batching intakes).
+pub async fn dead_letter(
+    bus: &SharedBus,
+    config: &SubscriptionConfig,
+    delivery: Delivery,
+    reason: &str,
+) -> Verdict {
+    let attempts = delivery.delivery_attempt;
+    let letter = delivery
+        .message
+        .clone()
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_REASON, reason)
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_SUBSCRIPTION, config.name.clone())
+        .with_attribute(ATTRIBUTE_DEAD_LETTER_ATTEMPTS, attempts.to_string());
+    match bus.publish(&config.dead_letter_topic, letter).await {
+        Ok(()) => {
+            tracing::error!(%reason, attempts, topic = %config.dead_letter_topic, "message dead-lettered");
+            delivery.ack();
+            Verdict::DeadLettered
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot publish the dead letter; leaving the message for redelivery");
+            delivery.nack();
+            Verdict::Retried
         }
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use sqlx::PgPool;
+use tally_bus::{InProcessBus, PubSubBus, SharedBus};
 use tally_runtime::auth::{ApiKeyRegistry, AuthLayer};
 use tally_runtime::clock_service::ClockApi;
-use tally_runtime::config::ClockMode;
+use tally_runtime::config::{BusBackend, ClockMode};
+use tally_runtime::ids::{ClockIds, SharedIdGenerator};
 use tally_runtime::server::{self, GrpcServer};
 use tally_runtime::{Config, ManualClock, SharedClock, Shutdown, SystemClock};
 
@@ -46,16 +48,64 @@ impl ServiceKind {
         }
     }
 
-    /// The service's gRPC surface.
-    pub fn grpc_server(self, config: &Config) -> GrpcServer {
-        let max_message_bytes = config.grpc.max_message_bytes;
-        match self {
-            ServiceKind::Ingest => tally_ingest::grpc_server(max_message_bytes),
+    /// Builds the service, starts its background loops (relays, consumers;
+    /// they stop on `shutdown`) and returns its gRPC surface.
+    pub async fn start(self, handles: &Handles, shutdown: &Shutdown) -> anyhow::Result<GrpcServer> {
+        let max_message_bytes = handles.config.grpc.max_message_bytes;
+        Ok(match self {
+            ServiceKind::Ingest => {
+                let ingest = tally_ingest::Ingest::start(tally_ingest::IngestDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    ids: Arc::clone(&handles.ids),
+                    config: handles.config.ingest.clone(),
+                    max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+                })
+                .await
+                .context("starting ingest")?;
+                ingest.spawn_background(shutdown);
+                ingest.grpc_server(max_message_bytes)
+            }
             ServiceKind::Rating => tally_rating::grpc_server(max_message_bytes),
             ServiceKind::Invoicing => tally_invoicing::grpc_server(max_message_bytes),
             ServiceKind::Payments => tally_payments::grpc_server(max_message_bytes),
-        }
+        })
     }
+}
+
+/// What every service is built from: config, database, bus, clock and ids.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The validated config.
+    pub config: Config,
+    /// The PostgreSQL pool.
+    pub pool: PgPool,
+    /// The bus.
+    pub bus: SharedBus,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Id minting, stamped from the clock.
+    pub ids: SharedIdGenerator,
+}
+
+/// The bus the config asks for.
+pub async fn connect_bus(config: &Config) -> anyhow::Result<SharedBus> {
+    Ok(match config.bus.backend {
+        BusBackend::InProcess => Arc::new(InProcessBus::new()),
+        BusBackend::Pubsub => {
+            let project = config.bus.project_id.as_deref().unwrap_or_default();
+            Arc::new(
+                PubSubBus::connect(
+                    project,
+                    config.bus.emulator_host.as_deref(),
+                    &config.bus.name_prefix,
+                )
+                .await
+                .with_context(|| format!("connecting to Pub/Sub project {project:?}"))?,
+            )
+        }
+    })
 }
 
 /// The clock the config asks for.
@@ -73,29 +123,33 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
     let _telemetry = tally_runtime::telemetry::init(kind.telemetry_name(), &config.telemetry)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_os_signals();
+    let listener = server::bind(config.grpc.listen_addr).await?;
     let pool = tally_runtime::db::connect(&config.database).await?;
     let clock = build_clock(&config);
-    let listener = server::bind(config.grpc.listen_addr).await?;
-    run_server(
-        kind.grpc_server(&config),
-        listener,
-        &config,
-        &pool,
+    let handles = Handles {
+        bus: connect_bus(&config).await?,
+        ids: Arc::new(ClockIds::new(Arc::clone(&clock))),
         clock,
-        shutdown,
-    )
-    .await
+        pool,
+        config,
+    };
+    let services = kind.start(&handles, &shutdown).await?;
+    run_server(services, listener, &handles, shutdown).await
 }
 
 /// Serves `services` plus the clock service, authenticated by the key table in `pool`.
 pub async fn run_server(
     services: GrpcServer,
     listener: server::BoundListener,
-    config: &Config,
-    pool: &PgPool,
-    clock: SharedClock,
+    handles: &Handles,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Handles {
+        config,
+        pool,
+        clock,
+        ..
+    } = handles;
     let auth = if config.auth.enabled {
         let registry = Arc::new(ApiKeyRegistry::default());
         let count = registry.reload(pool).await.context("loading API keys")?;
@@ -114,7 +168,7 @@ pub async fn run_server(
         tracing::warn!("authentication is disabled (auth.enabled = false): every call is allowed");
         AuthLayer::disabled()
     };
-    let services = services.merge(ClockApi::new(clock).grpc_server());
+    let services = services.merge(ClockApi::new(Arc::clone(clock)).grpc_server());
     let grace = Duration::from_secs(config.shutdown.grace_period_seconds);
     services.serve(listener, auth, shutdown, grace).await?;
     Ok(())

@@ -15,13 +15,13 @@ use anyhow::Context as _;
 use clap::Args;
 use tally_bus::{Bus, InProcessBus};
 use tally_runtime::auth::{self, Scope};
-use tally_runtime::config::ClockMode;
+use tally_runtime::config::{BusBackend, ClockMode};
 use tally_runtime::ids::ClockIds;
 use tally_runtime::local_postgres::{Durability, LocalPostgres, free_port};
 use tally_runtime::server;
 use tally_runtime::{Config, Shutdown};
 
-use crate::app::{ServiceKind, build_clock, run_server};
+use crate::app::{Handles, ServiceKind, build_clock, run_server};
 
 /// Options of `tally dev`.
 #[derive(Debug, Args)]
@@ -91,12 +91,21 @@ async fn serve_everything(
     let scopes = BTreeSet::from([Scope::Admin]);
     let (key_id, key) = auth::create_key(&pool, &ids, &clock, "tally-dev", &scopes).await?;
 
-    let mut services = ServiceKind::Ingest.grpc_server(config);
+    let mut config = config.clone();
+    config.bus.backend = BusBackend::InProcess;
+    let handles = Handles {
+        config,
+        pool,
+        bus: Arc::new(bus),
+        ids: Arc::new(ids),
+        clock,
+    };
+    let mut services = ServiceKind::Ingest.start(&handles, &shutdown).await?;
     for kind in &ServiceKind::ALL[1..] {
-        services = services.merge(kind.grpc_server(config));
+        services = services.merge(kind.start(&handles, &shutdown).await?);
     }
-    print_banner(config, listener.local_addr, &key_id, &key);
-    run_server(services, listener, config, &pool, clock, shutdown).await
+    print_banner(&handles.config, listener.local_addr, &key_id, &key);
+    run_server(services, listener, &handles, shutdown).await
 }
 
 #[allow(clippy::print_stdout)]

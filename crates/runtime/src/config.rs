@@ -33,6 +33,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// How long a stopping process waits for in-flight work.
     pub shutdown: ShutdownConfig,
+    /// Usage intake: validation limits, batch sizes, the Pub/Sub intake.
+    pub ingest: IngestConfig,
 }
 
 /// The gRPC server.
@@ -212,6 +214,51 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// The ingest service: validation rules and intake limits (documented in
+/// `proto/tally/events/v1/events.proto` and `docs/operations.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most events in one `IngestBatch` / `IngestStream` batch.
+    pub max_batch_events: usize,
+    /// Events older than this many days are rejected (`before_backfill_window`)
+    /// unless a backfill is open for their customer and time.
+    pub backfill_window_days: u32,
+    /// How far ahead of the service clock a timestamp may be, in seconds.
+    pub max_future_skew_seconds: u32,
+    /// Most properties on one event.
+    pub max_properties: usize,
+    /// Longest property name, in bytes.
+    pub max_property_key_bytes: usize,
+    /// Longest property value, in bytes.
+    pub max_property_value_bytes: usize,
+    /// Largest event, in bytes of its protobuf encoding.
+    pub max_event_bytes: usize,
+    /// Batches a client may have in flight on one `IngestStream`.
+    pub stream_window: u32,
+    /// Consume the `usage-events` subscription (Pub/Sub intake).
+    pub pubsub_intake: bool,
+    /// Most bus messages written to the log in one transaction by the Pub/Sub intake.
+    pub pubsub_batch_messages: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 10_000,
+            backfill_window_days: 35,
+            max_future_skew_seconds: 300,
+            max_properties: 50,
+            max_property_key_bytes: 64,
+            max_property_value_bytes: 512,
+            max_event_bytes: 16 * 1024,
+            stream_window: 8,
+            pubsub_intake: true,
+            pubsub_batch_messages: 500,
+        }
+    }
+}
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -283,6 +330,28 @@ impl Config {
         if self.telemetry.metrics_interval_seconds == 0 {
             return Err(invalid(
                 "telemetry.metrics_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        let ingest = &self.ingest;
+        if !(1..=100_000).contains(&ingest.max_batch_events) {
+            return Err(invalid(
+                "ingest.max_batch_events",
+                "must be between 1 and 100000",
+            ));
+        }
+        if ingest.backfill_window_days == 0 {
+            return Err(invalid("ingest.backfill_window_days", "must be at least 1"));
+        }
+        if !(1..=1024).contains(&ingest.stream_window) {
+            return Err(invalid(
+                "ingest.stream_window",
+                "must be between 1 and 1024",
+            ));
+        }
+        if ingest.pubsub_batch_messages == 0 {
+            return Err(invalid(
+                "ingest.pubsub_batch_messages",
                 "must be at least 1",
             ));
         }

@@ -1,0 +1,210 @@
+//! The Pub/Sub intake: consumes `usage-events` and sends what it reads down
+//! the same pipeline as gRPC batches.
+//!
+//! Messages are gathered into batches (up to `ingest.pubsub_batch_messages`,
+//! or whatever arrived within a few milliseconds) and written in one
+//! transaction; each message is acked only after that commit, so an ack
+//! always means durable. Invalid and undecodable events are stored as
+//! rejections and acked (kept, not retried). A message of another type or
+//! schema version is poison and goes straight to the dead-letter topic. When
+//! the database write fails, each message of the batch is retried on its own
+//! and, after `bus.max_delivery_attempts`, dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_bus::consumer::{Verdict, dead_letter};
+use tally_bus::message::ATTRIBUTE_CONTENT_TYPE;
+use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
+use tally_proto::events::Intake;
+use tally_runtime::Shutdown;
+
+use crate::decode::decode;
+use crate::pipeline::{Incoming, Ingestor, RejectionStorage};
+
+/// The protobuf type name producers may put in `tally-type`.
+pub const USAGE_EVENT_TYPE: &str = "tally.events.v1.UsageEvent";
+
+/// How long to wait for more messages before writing a partial batch.
+const GATHER_WINDOW: Duration = Duration::from_millis(5);
+
+/// Consumes the `usage-events` subscription.
+#[derive(Clone)]
+pub struct PubSubIntake {
+    bus: SharedBus,
+    subscription: SubscriptionConfig,
+    ingestor: Arc<Ingestor>,
+    batch_messages: usize,
+}
+
+impl std::fmt::Debug for PubSubIntake {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PubSubIntake")
+            .field("subscription", &self.subscription.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PubSubIntake {
+    /// An intake for `subscription`, writing batches of at most `batch_messages`.
+    pub fn new(
+        bus: SharedBus,
+        subscription: SubscriptionConfig,
+        ingestor: Arc<Ingestor>,
+        batch_messages: usize,
+    ) -> Self {
+        Self {
+            bus,
+            subscription,
+            ingestor,
+            batch_messages: batch_messages.max(1),
+        }
+    }
+
+    /// Consumes until `shutdown`, finishing the batch in hand first.
+    pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
+        let mut stream = self.bus.subscribe(&self.subscription.name).await?;
+        tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake started");
+        loop {
+            let first = tokio::select! {
+                () = shutdown.wait() => break,
+                next = stream.next() => next,
+            };
+            let first = match first {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "receiving usage events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Some(Ok(delivery)) => delivery,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.batch_messages {
+                match tokio::time::timeout(GATHER_WINDOW, stream.next()).await {
+                    Ok(Some(Ok(delivery))) => batch.push(delivery),
+                    Ok(Some(Err(error))) => {
+                        tracing::warn!(%error, "receiving usage events failed");
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.process(batch).await;
+        }
+        tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake stopped");
+        Ok(())
+    }
+
+    /// Handles one batch of deliveries; returns each one's verdict, in order.
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Vec<Verdict> {
+        let mut verdicts = Vec::with_capacity(deliveries.len());
+        let mut accepted = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match poison_reason(&delivery) {
+                Some(reason) => {
+                    verdicts.push(self.dead_letter(delivery, &reason).await);
+                }
+                None => accepted.push(delivery),
+            }
+        }
+        if accepted.is_empty() {
+            return verdicts;
+        }
+        let items: Vec<Incoming> = accepted.iter().map(to_incoming).collect();
+        match self
+            .ingestor
+            .ingest(items, Intake::Pubsub, RejectionStorage::Store)
+            .await
+        {
+            Ok(_) => {
+                for delivery in accepted {
+                    delivery.ack();
+                    verdicts.push(Verdict::Acked);
+                }
+            }
+            Err(error) if accepted.len() == 1 => {
+                let delivery = accepted.into_iter().next();
+                if let Some(delivery) = delivery {
+                    verdicts.push(
+                        self.retry_or_dead_letter(delivery, &error.to_string())
+                            .await,
+                    );
+                }
+            }
+            Err(error) => {
+                // Isolate the failure: one bad message must not hold back the others.
+                tracing::warn!(%error, count = accepted.len(), "batch write failed; retrying message by message");
+                for delivery in accepted {
+                    let item = vec![to_incoming(&delivery)];
+                    match self
+                        .ingestor
+                        .ingest(item, Intake::Pubsub, RejectionStorage::Store)
+                        .await
+                    {
+                        Ok(_) => {
+                            delivery.ack();
+                            verdicts.push(Verdict::Acked);
+                        }
+                        Err(error) => {
+                            verdicts.push(
+                                self.retry_or_dead_letter(delivery, &error.to_string())
+                                    .await,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        verdicts
+    }
+
+    async fn retry_or_dead_letter(&self, delivery: Delivery, reason: &str) -> Verdict {
+        if delivery.delivery_attempt < self.subscription.max_delivery_attempts {
+            tracing::warn!(%reason, attempt = delivery.delivery_attempt, "usage event not stored; it will be redelivered");
+            delivery.nack();
+            Verdict::Retried
+        } else {
+            self.dead_letter(delivery, reason).await
+        }
+    }
+
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) -> Verdict {
+        let verdict = dead_letter(&self.bus, &self.subscription, delivery, reason).await;
+        if verdict == Verdict::DeadLettered {
+            self.ingestor.metrics().record_dead_letter();
+        }
+        verdict
+    }
+}
+
+fn to_incoming(delivery: &Delivery) -> Incoming {
+    decode(
+        &delivery.message.payload,
+        delivery
+            .message
+            .attributes
+            .get(ATTRIBUTE_CONTENT_TYPE)
+            .map(String::as_str),
+    )
+}
+
+/// A message that can never be an event of this schema: another type, or a
+/// schema version this service does not understand.
+fn poison_reason(delivery: &Delivery) -> Option<String> {
+    let message = &delivery.message;
+    if !message.message_type.is_empty() && message.message_type != USAGE_EVENT_TYPE {
+        return Some(format!(
+            "unexpected message type {:?} on usage-events (expected {USAGE_EVENT_TYPE})",
+            message.message_type
+        ));
+    }
+    if message.type_version != 1 {
+        return Some(format!(
+            "unsupported schema version {} of {USAGE_EVENT_TYPE} (this service reads version 1)",
+            message.type_version
+        ));
+    }
+    None
+}

@@ -1,0 +1,434 @@
+//! The event log in PostgreSQL: the statements the ingest pipeline runs inside
+//! one transaction per batch, plus the reads (status, replay, rejections).
+//!
+//! Tables (see `migrations/…_ingest_event_log.sql`): `event_keys` (one row per
+//! accepted (customer, event id), forever), `events` (the log, partitioned by
+//! month of event time), `rejected_events`, `accepted_batches` (the outbox of
+//! accepted events, one row per batch).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Datelike, Utc};
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use tally_proto::common::FieldViolation;
+use tally_proto::events::{Intake, RejectionKind, UsageAccepted, UsageEvent as WireEvent};
+
+use crate::validation::ValidEvent;
+
+/// An accepted key as stored: its sequence number and payload hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Sequence number of the accepted event.
+    pub seq: i64,
+    /// Its event time (finds the partition).
+    pub event_time: DateTime<Utc>,
+    /// Its payload hash.
+    pub payload_hash: Vec<u8>,
+}
+
+/// A rejection about to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRecord {
+    /// `rej_…`.
+    pub id: String,
+    /// Invalid, conflict or undecodable.
+    pub kind: RejectionKind,
+    /// The event as received; `None` when undecodable.
+    pub event: Option<WireEvent>,
+    /// Every violated rule.
+    pub violations: Vec<FieldViolation>,
+    /// Original bytes of an undecodable message (at most 64 KiB).
+    pub raw_payload: Option<Vec<u8>>,
+    /// Original content type of an undecodable message.
+    pub raw_content_type: Option<String>,
+    /// How it arrived.
+    pub intake: Intake,
+}
+
+/// Most bytes of an undecodable payload kept.
+pub const MAX_RAW_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Knows which monthly partitions exist, so the hot path asks PostgreSQL only
+/// for a month it has not seen.
+#[derive(Debug, Default)]
+pub struct Partitions {
+    known: Mutex<HashSet<(i32, u32)>>,
+}
+
+impl Partitions {
+    /// Creates the partitions for every month in `instants` that is not known yet.
+    pub async fn ensure(
+        &self,
+        pool: &PgPool,
+        instants: impl IntoIterator<Item = DateTime<Utc>>,
+    ) -> Result<(), sqlx::Error> {
+        let missing: Vec<DateTime<Utc>> = {
+            let known = self
+                .known
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let mut months = HashSet::new();
+            instants
+                .into_iter()
+                .filter(|instant| {
+                    let month = (instant.year(), instant.month());
+                    !known.contains(&month) && months.insert(month)
+                })
+                .collect()
+        };
+        for instant in missing {
+            sqlx::query("SELECT ingest.ensure_event_partition($1)")
+                .bind(instant)
+                .execute(pool)
+                .await?;
+            self.known
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .insert((instant.year(), instant.month()));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts the keys of `events` (unique within the batch, sorted by key so
+/// concurrent batches lock in the same order). Returns the sequence number of
+/// each newly accepted event, `None` for a key that already existed.
+pub async fn claim_keys(
+    connection: &mut PgConnection,
+    events: &[&ValidEvent],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let customers: Vec<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.timestamp).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|e| e.payload_hash.as_slice()).collect();
+    let inserted: Vec<(String, String, i64)> = sqlx::query_as(
+        "INSERT INTO ingest.event_keys (customer_id, event_id, seq, event_time, payload_hash) \
+         SELECT c, e, nextval('ingest.event_seq'), t, h \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) AS input(c, e, t, h) \
+         ON CONFLICT DO NOTHING \
+         RETURNING customer_id, event_id, seq",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .bind(&times)
+    .bind(&hashes)
+    .fetch_all(&mut *connection)
+    .await?;
+    let position: HashMap<(&str, &str), usize> = events
+        .iter()
+        .enumerate()
+        .map(|(index, e)| ((e.customer_id.as_str(), e.event_id.as_str()), index))
+        .collect();
+    let mut seqs = vec![None; events.len()];
+    for (customer, id, seq) in inserted {
+        if let Some(index) = position.get(&(customer.as_str(), id.as_str())) {
+            seqs[*index] = Some(seq);
+        }
+    }
+    Ok(seqs)
+}
+
+/// The stored keys of already accepted events.
+pub async fn existing_keys(
+    connection: &mut PgConnection,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), StoredKey>, sqlx::Error> {
+    let customers: Vec<&str> = keys.iter().map(|(customer, _)| *customer).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, id)| *id).collect();
+    type KeyRow = (String, String, i64, DateTime<Utc>, Vec<u8>);
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT k.customer_id, k.event_id, k.seq, k.event_time, k.payload_hash \
+         FROM unnest($1::text[], $2::text[]) AS input(c, e) \
+         JOIN ingest.event_keys k ON k.customer_id = input.c AND k.event_id = input.e",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(customer, id, seq, event_time, payload_hash)| {
+            (
+                (customer, id),
+                StoredKey {
+                    seq,
+                    event_time,
+                    payload_hash,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Appends newly accepted events to the log.
+pub async fn insert_events(
+    connection: &mut PgConnection,
+    events: &[(i64, &ValidEvent)],
+    intake: Intake,
+    ingested_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut customers = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
+    let mut properties = Vec::with_capacity(events.len());
+    let mut sources = Vec::with_capacity(events.len());
+    for (seq, event) in events {
+        seqs.push(*seq);
+        customers.push(event.customer_id.as_str());
+        ids.push(event.event_id.as_str());
+        types.push(event.event_type.as_str());
+        times.push(event.timestamp);
+        properties.push(serde_json::to_string(&event.properties).unwrap_or_default());
+        sources.push(event.source.as_str());
+    }
+    sqlx::query(
+        "INSERT INTO ingest.events \
+         (seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at) \
+         SELECT s, c, e, t, ts, p::jsonb, src, $8, $9 \
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) \
+              AS input(s, c, e, t, ts, p, src)",
+    )
+    .bind(&seqs)
+    .bind(&customers)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&times)
+    .bind(&properties)
+    .bind(&sources)
+    .bind(intake as i16)
+    .bind(ingested_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Adds `count` later deliveries to each accepted key.
+pub async fn count_duplicates(
+    connection: &mut PgConnection,
+    duplicates: &HashMap<(String, String), i64>,
+) -> Result<(), sqlx::Error> {
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    let mut entries: Vec<(&(String, String), &i64)> = duplicates.iter().collect();
+    entries.sort();
+    let customers: Vec<&str> = entries.iter().map(|((c, _), _)| c.as_str()).collect();
+    let ids: Vec<&str> = entries.iter().map(|((_, e), _)| e.as_str()).collect();
+    let counts: Vec<i64> = entries.iter().map(|(_, count)| **count).collect();
+    sqlx::query(
+        "UPDATE ingest.event_keys k SET duplicate_count = k.duplicate_count + input.n \
+         FROM unnest($1::text[], $2::text[], $3::int8[]) AS input(c, e, n) \
+         WHERE k.customer_id = input.c AND k.event_id = input.e",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .bind(&counts)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The accepted event with key `(customer, event id)` at `event_time`.
+pub async fn fetch_event(
+    connection: &mut PgConnection,
+    customer_id: &str,
+    event_id: &str,
+    event_time: DateTime<Utc>,
+) -> Result<Option<UsageAccepted>, sqlx::Error> {
+    let row: Option<EventRow> = sqlx::query_as(
+        "SELECT seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at \
+         FROM ingest.events WHERE customer_id = $1 AND event_time = $3 AND event_id = $2",
+    )
+    .bind(customer_id)
+    .bind(event_id)
+    .bind(event_time)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(EventRow::into_accepted))
+}
+
+/// A row of `ingest.events`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    seq: i64,
+    customer_id: String,
+    event_id: String,
+    event_type: String,
+    event_time: DateTime<Utc>,
+    properties: sqlx::types::Json<HashMap<String, String>>,
+    source: String,
+    intake: i16,
+    ingested_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// The row as the bus message rating reads.
+    pub fn into_accepted(self) -> UsageAccepted {
+        UsageAccepted {
+            event: Some(WireEvent {
+                id: self.event_id,
+                customer_id: self.customer_id,
+                event_type: self.event_type,
+                timestamp: Some(tally_runtime::clock_service::chrono_to_timestamp(
+                    self.event_time,
+                )),
+                properties: self.properties.0,
+                source: self.source,
+            }),
+            sequence_number: u64::try_from(self.seq).unwrap_or(0),
+            ingested_at: Some(tally_runtime::clock_service::chrono_to_timestamp(
+                self.ingested_at,
+            )),
+            intake: i32::from(self.intake),
+        }
+    }
+}
+
+/// Stores rejections (and nothing else).
+pub async fn insert_rejections(
+    connection: &mut PgConnection,
+    rejections: &[RejectionRecord],
+    rejected_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if rejections.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rejections.iter().map(|r| r.id.as_str()).collect();
+    let customers: Vec<Option<String>> = rejections
+        .iter()
+        .map(|r| r.event.as_ref().map(|e| without_nul(&e.customer_id)))
+        .collect();
+    let event_ids: Vec<Option<String>> = rejections
+        .iter()
+        .map(|r| r.event.as_ref().map(|e| without_nul(&e.id)))
+        .collect();
+    let kinds: Vec<i16> = rejections.iter().map(|r| r.kind as i16).collect();
+    let events: Vec<Option<Vec<u8>>> = rejections
+        .iter()
+        .map(|r| r.event.as_ref().map(prost::Message::encode_to_vec))
+        .collect();
+    let violations: Vec<String> = rejections
+        .iter()
+        .map(|r| violations_json(&r.violations))
+        .collect();
+    let raw_payloads: Vec<Option<&[u8]>> = rejections
+        .iter()
+        .map(|r| r.raw_payload.as_deref())
+        .collect();
+    let raw_types: Vec<Option<String>> = rejections
+        .iter()
+        .map(|r| r.raw_content_type.as_deref().map(without_nul))
+        .collect();
+    let intakes: Vec<i16> = rejections.iter().map(|r| r.intake as i16).collect();
+    sqlx::query(
+        "INSERT INTO ingest.rejected_events \
+         (id, customer_id, event_id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at) \
+         SELECT i, c, e, k, ev, v::jsonb, raw, rt, it, $10 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::bytea[], $6::text[], $7::bytea[], $8::text[], $9::int2[]) \
+              AS input(i, c, e, k, ev, v, raw, rt, it)",
+    )
+    .bind(&ids)
+    .bind(&customers)
+    .bind(&event_ids)
+    .bind(&kinds)
+    .bind(&events)
+    .bind(&violations)
+    .bind(&raw_payloads)
+    .bind(&raw_types)
+    .bind(&intakes)
+    .bind(rejected_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Writes the batch's accepted events to the `usage-accepted` outbox.
+pub async fn enqueue_accepted(
+    connection: &mut PgConnection,
+    accepted: &[UsageAccepted],
+) -> Result<(), sqlx::Error> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let mut payload = Vec::with_capacity(accepted.iter().map(|a| a.encoded_len() + 4).sum());
+    for message in accepted {
+        message
+            .encode_length_delimited(&mut payload)
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    }
+    let seqs = accepted.iter().map(|a| a.sequence_number);
+    let first = seqs.clone().min().unwrap_or(0);
+    let last = seqs.max().unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO ingest.accepted_batches (first_seq, last_seq, event_count, payload) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(i64::try_from(first).unwrap_or(i64::MAX))
+    .bind(i64::try_from(last).unwrap_or(i64::MAX))
+    .bind(i32::try_from(accepted.len()).unwrap_or(i32::MAX))
+    .bind(payload)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Decodes an `accepted_batches` payload.
+pub fn decode_accepted(mut payload: &[u8]) -> Result<Vec<UsageAccepted>, prost::DecodeError> {
+    let mut messages = Vec::new();
+    while !payload.is_empty() {
+        messages.push(UsageAccepted::decode_length_delimited(&mut payload)?);
+    }
+    Ok(messages)
+}
+
+/// Violations as the JSON array stored beside a rejection.
+pub fn violations_json(violations: &[FieldViolation]) -> String {
+    let array: Vec<serde_json::Value> = violations
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "field": without_nul(&v.field),
+                "rule": without_nul(&v.rule),
+                "description": without_nul(&v.description),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(array).to_string()
+}
+
+/// Violations read back from the JSON array.
+pub fn violations_from_json(value: &serde_json::Value) -> Vec<FieldViolation> {
+    let text = |entry: &serde_json::Value, key: &str| {
+        entry
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    value
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|entry| FieldViolation {
+                    field: text(entry, "field"),
+                    rule: text(entry, "rule"),
+                    description: text(entry, "description"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// PostgreSQL text cannot hold NUL: lookups and JSON keep a visible stand-in;
+/// the exact bytes stay in the protobuf `event` column.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}

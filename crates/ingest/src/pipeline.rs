@@ -1,0 +1,645 @@
+//! The one path every event takes, whatever its intake (gRPC, Pub/Sub,
+//! replay): validate, lift the backfill-window rule where a backfill is open,
+//! de-duplicate within the batch, then one transaction that claims the keys,
+//! appends the new events, stores rejections and conflicts, and writes the
+//! outboxes. The call returns once that transaction is committed: a result of
+//! ACCEPTED means durable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use tally_bus::inbox::ServiceSchema;
+use tally_bus::{Message, outbox, topics};
+use tally_proto::common::FieldViolation;
+use tally_proto::events::{
+    Intake, RejectionKind, UsageAccepted, UsageEvent as WireEvent, UsageRejected,
+};
+use tally_proto::ingest::{EventOutcome, EventResult, OutcomeCounts};
+use tally_runtime::SharedClock;
+use tally_runtime::clock_service::chrono_to_timestamp;
+use tally_runtime::ids::SharedIdGenerator;
+
+use crate::backfill;
+use crate::log::{self, MAX_RAW_PAYLOAD_BYTES, Partitions, RejectionRecord, StoredKey};
+use crate::metrics::IngestMetrics;
+use crate::validation::{ValidEvent, Validator, only_too_old, violation};
+
+/// One item of a batch as received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A decoded event.
+    Event(WireEvent),
+    /// A decoded event that already broke intake rules while decoding (for
+    /// example a JSON property that is an object); it is rejected with these
+    /// and any other violated rules.
+    Flawed {
+        /// The event as far as it decoded.
+        event: WireEvent,
+        /// The decoding violations.
+        violations: Vec<FieldViolation>,
+    },
+    /// A bus message that is not a `UsageEvent` (kept as a rejection).
+    Undecodable {
+        /// The bytes as received.
+        payload: Vec<u8>,
+        /// Its `content-type`.
+        content_type: String,
+        /// Why decoding failed.
+        reason: String,
+    },
+}
+
+/// Whether rejections are stored (normal intake) or only reported (replay of
+/// rejections already stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionStorage {
+    /// Store each rejection and publish it on `usage-rejected`.
+    Store,
+    /// Report only.
+    ReportOnly,
+}
+
+/// The results of one batch, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutcome {
+    /// One per input item.
+    pub results: Vec<EventResult>,
+    /// Totals.
+    pub counts: OutcomeCounts,
+}
+
+/// Why a batch could not be ingested (nothing of it was committed).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The event log could not be written; the caller may retry the batch.
+    #[error("the event log is unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Validates and commits batches of usage events.
+#[derive(Debug)]
+pub struct Ingestor {
+    pool: PgPool,
+    clock: SharedClock,
+    ids: SharedIdGenerator,
+    validator: Validator,
+    partitions: Partitions,
+    metrics: Arc<IngestMetrics>,
+}
+
+/// What validation and in-batch de-duplication decided before the database.
+#[derive(Debug)]
+enum Verdict {
+    /// Valid and the first of its key in the batch.
+    Valid(ValidEvent),
+    /// Valid, but its key appeared earlier in the batch (at that index).
+    Repeat(ValidEvent, usize),
+    /// Broke rules.
+    Invalid(Vec<FieldViolation>),
+    /// Could not be decoded.
+    Undecodable(Vec<FieldViolation>),
+}
+
+/// Most attempts of a batch transaction that hit a deadlock or serialization failure.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+
+impl Ingestor {
+    /// An ingestor writing to `pool`.
+    pub fn new(
+        pool: PgPool,
+        clock: SharedClock,
+        ids: SharedIdGenerator,
+        validator: Validator,
+        metrics: Arc<IngestMetrics>,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            ids,
+            validator,
+            partitions: Partitions::default(),
+            metrics,
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+
+    /// Ingests `items`; returns one result per item once the batch is durable.
+    pub async fn ingest(
+        &self,
+        items: Vec<Incoming>,
+        intake: Intake,
+        storage: RejectionStorage,
+    ) -> Result<BatchOutcome, IngestError> {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let mut verdicts: Vec<Verdict> = items
+            .iter()
+            .map(|item| match item {
+                Incoming::Event(event) => match self.validator.validate(event, now, false) {
+                    Ok(valid) => Verdict::Valid(valid),
+                    Err(violations) => Verdict::Invalid(violations),
+                },
+                Incoming::Flawed { event, violations } => {
+                    let mut all = violations.clone();
+                    if let Err(more) = self.validator.validate(event, now, false) {
+                        for found in more {
+                            if !all.iter().any(|known| known.field == found.field) {
+                                all.push(found);
+                            }
+                        }
+                    }
+                    Verdict::Invalid(all)
+                }
+                Incoming::Undecodable { reason, .. } => {
+                    Verdict::Undecodable(vec![violation("payload", "undecodable", reason.clone())])
+                }
+            })
+            .collect();
+        self.apply_backfills(&items, &mut verdicts, now).await?;
+        mark_repeats(&mut verdicts);
+        self.partitions
+            .ensure(
+                &self.pool,
+                verdicts.iter().filter_map(|verdict| match verdict {
+                    Verdict::Valid(event) => Some(event.timestamp),
+                    _ => None,
+                }),
+            )
+            .await?;
+
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.commit(&items, &verdicts, intake, storage, now).await {
+                Err(sqlx::Error::Database(error))
+                    if attempt < MAX_TRANSACTION_ATTEMPTS
+                        && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
+                {
+                    tracing::debug!(attempt, %error, "batch transaction conflicted; retrying");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        let rules: Vec<&str> = outcome
+            .results
+            .iter()
+            .filter(|result| result.outcome == EventOutcome::Rejected as i32)
+            .flat_map(|result| result.violations.iter().map(|v| v.rule.as_str()))
+            .collect();
+        let counts = &outcome.counts;
+        self.metrics.record_batch(
+            intake,
+            [
+                u64::from(counts.accepted),
+                u64::from(counts.duplicate),
+                u64::from(counts.conflict),
+                u64::from(counts.rejected),
+            ],
+            &rules,
+            started.elapsed(),
+        );
+        Ok(outcome)
+    }
+
+    /// Re-validates events older than the window whose customer has a
+    /// backfill open over their timestamp.
+    async fn apply_backfills(
+        &self,
+        items: &[Incoming],
+        verdicts: &mut [Verdict],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let candidates: Vec<usize> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, verdict)| matches!(verdict, Verdict::Invalid(v) if only_too_old(v)))
+            .map(|(index, _)| index)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let customers: BTreeSet<&str> = candidates
+            .iter()
+            .filter_map(|index| match &items[*index] {
+                Incoming::Event(event) => Some(event.customer_id.as_str()),
+                Incoming::Flawed { .. } | Incoming::Undecodable { .. } => None,
+            })
+            .collect();
+        let windows = backfill::open_windows(&self.pool, &customers, now).await?;
+        for index in candidates {
+            let Incoming::Event(event) = &items[index] else {
+                continue;
+            };
+            let covered = event
+                .timestamp
+                .as_ref()
+                .and_then(crate::validation::to_instant)
+                .is_some_and(|instant| {
+                    windows
+                        .get(event.customer_id.as_str())
+                        .is_some_and(|ranges| {
+                            ranges
+                                .iter()
+                                .any(|(start, end)| *start <= instant && instant < *end)
+                        })
+                });
+            if covered {
+                verdicts[index] = match self.validator.validate(event, now, true) {
+                    Ok(valid) => Verdict::Valid(valid),
+                    Err(violations) => Verdict::Invalid(violations),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch transaction.
+    async fn commit(
+        &self,
+        items: &[Incoming],
+        verdicts: &[Verdict],
+        intake: Intake,
+        storage: RejectionStorage,
+        now: DateTime<Utc>,
+    ) -> Result<BatchOutcome, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+
+        // Claim the keys, in key order (a stable lock order across batches).
+        let mut firsts: Vec<(usize, &ValidEvent)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, verdict)| match verdict {
+                Verdict::Valid(event) => Some((index, event)),
+                _ => None,
+            })
+            .collect();
+        firsts.sort_by(|(_, a), (_, b)| {
+            (a.customer_id.as_str(), a.event_id.as_str())
+                .cmp(&(b.customer_id.as_str(), b.event_id.as_str()))
+        });
+        let events: Vec<&ValidEvent> = firsts.iter().map(|(_, event)| *event).collect();
+        let claimed = log::claim_keys(&mut transaction, &events).await?;
+        let taken: Vec<(&str, &str)> = firsts
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, seq)| seq.is_none())
+            .map(|((_, event), _)| (event.customer_id.as_str(), event.event_id.as_str()))
+            .collect();
+        let existing = if taken.is_empty() {
+            HashMap::new()
+        } else {
+            log::existing_keys(&mut transaction, &taken).await?
+        };
+        let mut seq_of: HashMap<usize, i64> = HashMap::new();
+        let mut new_events: Vec<(i64, &ValidEvent)> = Vec::new();
+        for ((index, event), seq) in firsts.iter().zip(&claimed) {
+            if let Some(seq) = seq {
+                seq_of.insert(*index, *seq);
+                new_events.push((*seq, event));
+            }
+        }
+        new_events.sort_by(|(_, a), (_, b)| {
+            (a.customer_id.as_str(), a.timestamp).cmp(&(b.customer_id.as_str(), b.timestamp))
+        });
+        log::insert_events(&mut transaction, &new_events, intake, now).await?;
+
+        // Classify every item.
+        let mut results = Vec::with_capacity(items.len());
+        let mut rejections: Vec<RejectionRecord> = Vec::new();
+        let mut duplicates: HashMap<(String, String), i64> = HashMap::new();
+        let mut accepted: Vec<UsageAccepted> = Vec::with_capacity(new_events.len());
+        for (index, verdict) in verdicts.iter().enumerate() {
+            let result = match verdict {
+                Verdict::Valid(event) => match seq_of.get(&index) {
+                    Some(seq) => {
+                        accepted.push(UsageAccepted {
+                            event: Some(event.to_wire()),
+                            sequence_number: to_u64(*seq),
+                            ingested_at: Some(chrono_to_timestamp(now)),
+                            intake: intake as i32,
+                        });
+                        result(event, EventOutcome::Accepted, *seq)
+                    }
+                    None => {
+                        let original = AcceptedOriginal::Stored(stored_key(&existing, event)?);
+                        self.against(
+                            &mut transaction,
+                            &items[index],
+                            event,
+                            original,
+                            &mut duplicates,
+                            &mut rejections,
+                            intake,
+                        )
+                        .await?
+                    }
+                },
+                Verdict::Repeat(event, first) => {
+                    let Verdict::Valid(first_event) = &verdicts[*first] else {
+                        return Err(sqlx::Error::Protocol(
+                            "a repeat points at an event that is not valid".into(),
+                        ));
+                    };
+                    let original = match seq_of.get(first) {
+                        Some(seq) => AcceptedOriginal::InBatch(first_event, *seq),
+                        None => AcceptedOriginal::Stored(stored_key(&existing, event)?),
+                    };
+                    self.against(
+                        &mut transaction,
+                        &items[index],
+                        event,
+                        original,
+                        &mut duplicates,
+                        &mut rejections,
+                        intake,
+                    )
+                    .await?
+                }
+                Verdict::Invalid(violations) | Verdict::Undecodable(violations) => {
+                    let id = self.ids.new_id("rej");
+                    let (kind, event, raw_payload, raw_content_type) = match &items[index] {
+                        Incoming::Event(event) | Incoming::Flawed { event, .. } => {
+                            (RejectionKind::Invalid, Some(event.clone()), None, None)
+                        }
+                        Incoming::Undecodable {
+                            payload,
+                            content_type,
+                            ..
+                        } => (
+                            RejectionKind::Undecodable,
+                            None,
+                            Some(payload[..payload.len().min(MAX_RAW_PAYLOAD_BYTES)].to_vec()),
+                            Some(content_type.clone()),
+                        ),
+                    };
+                    let event_id = event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+                    rejections.push(RejectionRecord {
+                        id: id.clone(),
+                        kind,
+                        event,
+                        violations: violations.clone(),
+                        raw_payload,
+                        raw_content_type,
+                        intake,
+                    });
+                    EventResult {
+                        event_id,
+                        outcome: EventOutcome::Rejected as i32,
+                        sequence_number: 0,
+                        violations: violations.clone(),
+                        rejection_id: id,
+                    }
+                }
+            };
+            results.push(result);
+        }
+
+        log::count_duplicates(&mut transaction, &duplicates).await?;
+        log::enqueue_accepted(&mut transaction, &accepted).await?;
+        if storage == RejectionStorage::Store {
+            log::insert_rejections(&mut transaction, &rejections, now).await?;
+            for rejection in &rejections {
+                let message = rejected_message(rejection, now);
+                outbox::enqueue(
+                    &mut transaction,
+                    ServiceSchema::Ingest,
+                    topics::USAGE_REJECTED,
+                    &message,
+                )
+                .await?;
+            }
+        }
+        transaction.commit().await?;
+
+        let mut counts = OutcomeCounts::default();
+        for result in &results {
+            match EventOutcome::try_from(result.outcome) {
+                Ok(EventOutcome::Accepted) => counts.accepted += 1,
+                Ok(EventOutcome::Duplicate) => counts.duplicate += 1,
+                Ok(EventOutcome::Conflict) => counts.conflict += 1,
+                _ => counts.rejected += 1,
+            }
+        }
+        Ok(BatchOutcome { results, counts })
+    }
+
+    /// Classifies an event whose key was already accepted: a duplicate when
+    /// the payload is the same, else a conflict (stored for review, naming the
+    /// fields that differ).
+    #[allow(clippy::too_many_arguments)]
+    async fn against(
+        &self,
+        connection: &mut PgConnection,
+        item: &Incoming,
+        event: &ValidEvent,
+        original: AcceptedOriginal<'_>,
+        duplicates: &mut HashMap<(String, String), i64>,
+        rejections: &mut Vec<RejectionRecord>,
+        intake: Intake,
+    ) -> Result<EventResult, sqlx::Error> {
+        let (seq, same_payload) = match &original {
+            AcceptedOriginal::InBatch(first, seq) => {
+                (*seq, first.payload_hash == event.payload_hash)
+            }
+            AcceptedOriginal::Stored(stored) => {
+                (stored.seq, stored.payload_hash == event.payload_hash)
+            }
+        };
+        if same_payload {
+            *duplicates
+                .entry((event.customer_id.clone(), event.event_id.clone()))
+                .or_default() += 1;
+            return Ok(result(event, EventOutcome::Duplicate, seq));
+        }
+        let original_event = match original {
+            AcceptedOriginal::InBatch(first, _) => Some(first.to_wire()),
+            AcceptedOriginal::Stored(stored) => log::fetch_event(
+                connection,
+                &event.customer_id,
+                &event.event_id,
+                stored.event_time,
+            )
+            .await?
+            .and_then(|accepted| accepted.event),
+        };
+        let violations = conflict_violations(original_event.as_ref(), event);
+        let id = self.ids.new_id("rej");
+        let received = match item {
+            Incoming::Event(received)
+            | Incoming::Flawed {
+                event: received, ..
+            } => received.clone(),
+            Incoming::Undecodable { .. } => event.to_wire(),
+        };
+        rejections.push(RejectionRecord {
+            id: id.clone(),
+            kind: RejectionKind::Conflict,
+            event: Some(received),
+            violations: violations.clone(),
+            raw_payload: None,
+            raw_content_type: None,
+            intake,
+        });
+        Ok(EventResult {
+            event_id: event.event_id.clone(),
+            outcome: EventOutcome::Conflict as i32,
+            sequence_number: to_u64(seq),
+            violations,
+            rejection_id: id,
+        })
+    }
+}
+
+/// The accepted event a later one with the same key is compared with.
+enum AcceptedOriginal<'a> {
+    /// Accepted earlier in this batch, with this sequence number.
+    InBatch(&'a ValidEvent, i64),
+    /// Accepted by an earlier batch.
+    Stored(StoredKey),
+}
+
+fn stored_key(
+    existing: &HashMap<(String, String), StoredKey>,
+    event: &ValidEvent,
+) -> Result<StoredKey, sqlx::Error> {
+    // The key was not inserted, so it exists: a miss would be a bug; fail the batch, never drop.
+    existing
+        .get(&(event.customer_id.clone(), event.event_id.clone()))
+        .cloned()
+        .ok_or_else(|| {
+            sqlx::Error::Protocol(format!(
+                "event key ({}, {}) neither inserted nor found",
+                event.customer_id, event.event_id
+            ))
+        })
+}
+
+/// Marks every valid event whose key appeared earlier in the batch.
+fn mark_repeats(verdicts: &mut [Verdict]) {
+    let mut first_of: HashMap<(String, String), usize> = HashMap::new();
+    for (index, verdict) in verdicts.iter_mut().enumerate() {
+        let Verdict::Valid(event) = verdict else {
+            continue;
+        };
+        let key = (event.customer_id.clone(), event.event_id.clone());
+        if let Some(first) = first_of.get(&key) {
+            let first = *first;
+            let Verdict::Valid(event) = std::mem::replace(verdict, Verdict::Invalid(Vec::new()))
+            else {
+                continue;
+            };
+            *verdict = Verdict::Repeat(event, first);
+        } else {
+            first_of.insert(key, index);
+        }
+    }
+}
+
+fn result(event: &ValidEvent, outcome: EventOutcome, seq: i64) -> EventResult {
+    EventResult {
+        event_id: event.event_id.clone(),
+        outcome: outcome as i32,
+        sequence_number: to_u64(seq),
+        violations: Vec::new(),
+        rejection_id: String::new(),
+    }
+}
+
+fn to_u64(seq: i64) -> u64 {
+    u64::try_from(seq).unwrap_or(0)
+}
+
+/// The fields in which `event` differs from the accepted `original` (rule `conflict`).
+pub fn conflict_violations(
+    original: Option<&WireEvent>,
+    event: &ValidEvent,
+) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    let Some(original) = original else {
+        return vec![violation(
+            "event",
+            "conflict",
+            "an event with this id was accepted with a different payload (its partition is archived)"
+                .to_owned(),
+        )];
+    };
+    if original.event_type != event.event_type {
+        violations.push(violation(
+            "event_type",
+            "conflict",
+            format!(
+                "accepted as {:?}, now {:?}",
+                original.event_type, event.event_type
+            ),
+        ));
+    }
+    let original_time = original
+        .timestamp
+        .as_ref()
+        .and_then(crate::validation::to_instant);
+    if original_time != Some(event.timestamp) {
+        violations.push(violation(
+            "timestamp",
+            "conflict",
+            format!(
+                "accepted with {}, now {}",
+                original_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                event.timestamp.to_rfc3339()
+            ),
+        ));
+    }
+    let keys: BTreeSet<&String> = original
+        .properties
+        .keys()
+        .chain(event.properties.keys())
+        .collect();
+    for key in keys {
+        let before = original.properties.get(key);
+        let after = event.properties.get(key);
+        if before != after {
+            violations.push(violation(
+                &format!("properties.{key}"),
+                "conflict",
+                format!("accepted as {before:?}, now {after:?}"),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        violations.push(violation(
+            "event",
+            "conflict",
+            "an event with this id was accepted with a different payload".to_owned(),
+        ));
+    }
+    violations
+}
+
+/// The `usage-rejected` message of a rejection.
+pub fn rejected_message(rejection: &RejectionRecord, rejected_at: DateTime<Utc>) -> Message {
+    let payload = UsageRejected {
+        rejection_id: rejection.id.clone(),
+        event: rejection.event.clone(),
+        kind: rejection.kind as i32,
+        violations: rejection.violations.clone(),
+        raw_payload: rejection.raw_payload.clone().unwrap_or_default(),
+        raw_content_type: rejection.raw_content_type.clone().unwrap_or_default(),
+        rejected_at: Some(chrono_to_timestamp(rejected_at)),
+        intake: rejection.intake as i32,
+    }
+    .encode_to_vec();
+    let message = Message::new("tally.events.v1.UsageRejected", 1, payload).with_id(&rejection.id);
+    match rejection.event.as_ref() {
+        Some(event) if !event.customer_id.is_empty() => {
+            message.with_ordering_key(event.customer_id.clone())
+        }
+        _ => message,
+    }
+}

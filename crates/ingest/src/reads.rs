@@ -1,0 +1,322 @@
+//! Reading the log back: replay pages, an event's status, rejected events.
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::PgPool;
+use tally_proto::events::{RejectionKind, UsageEvent as WireEvent, UsageRejected};
+use tally_proto::ingest::{RejectedEvent, RejectedEventState};
+use tally_runtime::clock_service::chrono_to_timestamp;
+
+use crate::log::{self, EventRow, StoredKey, violations_from_json};
+
+/// The highest sequence number handed out so far (0 when none).
+pub async fn high_water(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let (last, called): (i64, bool) =
+        sqlx::query_as("SELECT last_value, is_called FROM ingest.event_seq")
+            .fetch_one(pool)
+            .await?;
+    Ok(if called { last } else { 0 })
+}
+
+/// The published high-water mark of the relay.
+pub async fn published_high_water(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT published_high_water FROM ingest.relay_state")
+        .fetch_one(pool)
+        .await
+}
+
+/// Where `ReadEvents` is in its range: after this (event time, sequence number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPosition {
+    /// Event time of the last event returned.
+    pub event_time: DateTime<Utc>,
+    /// Its sequence number.
+    pub seq: i64,
+}
+
+impl ReadPosition {
+    /// The opaque resume token.
+    pub fn token(&self) -> String {
+        format!("{}:{}", self.event_time.timestamp_micros(), self.seq)
+    }
+
+    /// Parses a resume token.
+    pub fn parse(token: &str) -> Option<ReadPosition> {
+        let (micros, seq) = token.split_once(':')?;
+        Some(ReadPosition {
+            event_time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// One page of a customer's events in `[start, end)`, in (time, seq) order.
+#[allow(clippy::too_many_arguments)]
+pub async fn events_page(
+    pool: &PgPool,
+    customer_id: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    event_type: Option<&str>,
+    max_seq: i64,
+    after: Option<ReadPosition>,
+    limit: i64,
+) -> Result<Vec<(ReadPosition, tally_proto::events::UsageAccepted)>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at \
+         FROM ingest.events \
+         WHERE customer_id = $1 AND event_time >= $2 AND event_time < $3 \
+           AND ($4::text IS NULL OR event_type = $4) AND seq <= $5 \
+           AND ($6::timestamptz IS NULL OR (event_time, seq) > ($6, $7)) \
+         ORDER BY event_time, seq LIMIT $8",
+    )
+    .bind(customer_id)
+    .bind(start)
+    .bind(end)
+    .bind(event_type)
+    .bind(max_seq)
+    .bind(after.map(|position| position.event_time))
+    .bind(after.map_or(0, |position| position.seq))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let accepted = row.into_accepted();
+            let position = ReadPosition {
+                event_time: accepted
+                    .event
+                    .as_ref()
+                    .and_then(|event| event.timestamp.as_ref())
+                    .and_then(crate::validation::to_instant)
+                    .unwrap_or_default(),
+                seq: i64::try_from(accepted.sequence_number).unwrap_or(0),
+            };
+            (position, accepted)
+        })
+        .collect())
+}
+
+/// The accepted key and duplicate count of (customer, event id), if accepted.
+pub async fn accepted_key(
+    pool: &PgPool,
+    customer_id: &str,
+    event_id: &str,
+) -> Result<Option<(StoredKey, i64)>, sqlx::Error> {
+    let row: Option<(i64, DateTime<Utc>, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT seq, event_time, payload_hash, duplicate_count FROM ingest.event_keys \
+         WHERE customer_id = $1 AND event_id = $2",
+    )
+    .bind(customer_id)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(seq, event_time, payload_hash, duplicates)| {
+        (
+            StoredKey {
+                seq,
+                event_time,
+                payload_hash,
+            },
+            duplicates,
+        )
+    }))
+}
+
+/// The accepted event itself.
+pub async fn accepted_event(
+    pool: &PgPool,
+    customer_id: &str,
+    event_id: &str,
+    event_time: DateTime<Utc>,
+) -> Result<Option<tally_proto::events::UsageAccepted>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    log::fetch_event(&mut connection, customer_id, event_id, event_time).await
+}
+
+/// Whether the event with `seq` is still waiting in the outbox.
+pub async fn is_pending(pool: &PgPool, seq: i64) -> Result<bool, sqlx::Error> {
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM ingest.accepted_batches WHERE $1 BETWEEN first_seq AND last_seq",
+    )
+    .bind(seq)
+    .fetch_all(pool)
+    .await?;
+    let wanted = u64::try_from(seq).unwrap_or(0);
+    Ok(payloads.iter().any(|payload| {
+        log::decode_accepted(payload)
+            .map(|events| events.iter().any(|event| event.sequence_number == wanted))
+            .unwrap_or(true)
+    }))
+}
+
+/// A stored rejection as read back.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RejectionRow {
+    id: String,
+    kind: i16,
+    event: Option<Vec<u8>>,
+    violations: sqlx::types::Json<serde_json::Value>,
+    raw_payload: Option<Vec<u8>>,
+    raw_content_type: Option<String>,
+    intake: i16,
+    rejected_at: DateTime<Utc>,
+    state: i16,
+    replay_count: i32,
+    resolved_at: Option<DateTime<Utc>>,
+}
+
+impl RejectionRow {
+    /// The rejection id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The event as received, if it decoded.
+    pub fn event(&self) -> Option<WireEvent> {
+        self.event
+            .as_deref()
+            .and_then(|bytes| WireEvent::decode(bytes).ok())
+    }
+
+    /// The original payload and content type of an undecodable message.
+    pub fn raw(&self) -> Option<(&[u8], &str)> {
+        match (self.kind, &self.raw_payload) {
+            (kind, Some(payload)) if kind == RejectionKind::Undecodable as i16 => Some((
+                payload.as_slice(),
+                self.raw_content_type.as_deref().unwrap_or_default(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The API form.
+    pub fn into_proto(self) -> RejectedEvent {
+        RejectedEvent {
+            rejection: Some(UsageRejected {
+                rejection_id: self.id.clone(),
+                event: self.event(),
+                kind: i32::from(self.kind),
+                violations: violations_from_json(&self.violations.0),
+                raw_payload: self.raw_payload.unwrap_or_default(),
+                raw_content_type: self.raw_content_type.unwrap_or_default(),
+                rejected_at: Some(chrono_to_timestamp(self.rejected_at)),
+                intake: i32::from(self.intake),
+            }),
+            state: i32::from(self.state),
+            replay_count: u32::try_from(self.replay_count).unwrap_or(0),
+            resolved_at: self.resolved_at.map(chrono_to_timestamp),
+        }
+    }
+}
+
+const REJECTION_COLUMNS: &str = "id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at, state, replay_count, resolved_at";
+
+/// Rejections of (customer, event id), newest first.
+pub async fn rejections_of(
+    pool: &PgPool,
+    customer_id: &str,
+    event_id: &str,
+) -> Result<Vec<RejectionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REJECTION_COLUMNS} FROM ingest.rejected_events \
+         WHERE customer_id = $1 AND event_id = $2 ORDER BY rejected_at DESC, id DESC"
+    )))
+    .bind(customer_id)
+    .bind(event_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Filters of `ListRejectedEvents`.
+#[derive(Debug, Clone, Default)]
+pub struct RejectionFilter {
+    /// Only this customer.
+    pub customer_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<i16>,
+    /// Only this state.
+    pub state: Option<i16>,
+    /// Rejected at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Rejected before.
+    pub to: Option<DateTime<Utc>>,
+    /// With a violation of this rule.
+    pub rule: Option<String>,
+}
+
+/// One page of rejections, newest first, after `(rejected_at, id)` of the previous page.
+pub async fn list_rejections(
+    pool: &PgPool,
+    filter: &RejectionFilter,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<RejectionRow>, sqlx::Error> {
+    let rule_filter = filter
+        .rule
+        .as_ref()
+        .map(|rule| serde_json::json!([{ "rule": rule }]).to_string());
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REJECTION_COLUMNS} FROM ingest.rejected_events \
+         WHERE ($1::text IS NULL OR customer_id = $1) \
+           AND ($2::int2 IS NULL OR kind = $2) \
+           AND ($3::int2 IS NULL OR state = $3) \
+           AND ($4::timestamptz IS NULL OR rejected_at >= $4) \
+           AND ($5::timestamptz IS NULL OR rejected_at < $5) \
+           AND ($6::jsonb IS NULL OR violations @> $6::jsonb) \
+           AND ($7::timestamptz IS NULL OR (rejected_at, id) < ($7, $8)) \
+         ORDER BY rejected_at DESC, id DESC LIMIT $9"
+    )))
+    .bind(filter.customer_id.as_deref())
+    .bind(filter.kind)
+    .bind(filter.state)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(rule_filter)
+    .bind(after.as_ref().map(|(at, _)| *at))
+    .bind(
+        after
+            .as_ref()
+            .map(|(_, id)| id.as_str())
+            .unwrap_or_default(),
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The rejections with these ids (any order; missing ids are absent).
+pub async fn rejections_by_id(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<Vec<RejectionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REJECTION_COLUMNS} FROM ingest.rejected_events WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records a replay attempt of each rejection; `resolved` ones are closed.
+pub async fn record_replays(
+    pool: &PgPool,
+    attempted: &[String],
+    resolved: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE ingest.rejected_events SET replay_count = replay_count + 1, \
+           state = CASE WHEN id = ANY($2) THEN $3 ELSE state END, \
+           resolved_at = CASE WHEN id = ANY($2) THEN COALESCE(resolved_at, $4) ELSE resolved_at END \
+         WHERE id = ANY($1)",
+    )
+    .bind(attempted)
+    .bind(resolved)
+    .bind(RejectedEventState::Resolved as i16)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
