@@ -336,7 +336,7 @@ async fn a_backfill_lets_rejected_old_events_be_replayed() {
     let open = OpenBackfillRequest {
         idempotency_key: "migration-1".into(),
         customer_id: "cus_a".into(),
-        event_time_range: Some(range.clone()),
+        event_time_range: Some(range),
         duration: None,
         reason: "import from the old system".into(),
     };
@@ -584,7 +584,7 @@ async fn read_events_replays_in_time_order_and_resumes() {
     };
     let request = ReadEventsRequest {
         customer_id: "cus_a".into(),
-        time_range: Some(range.clone()),
+        time_range: Some(range),
         ..Default::default()
     };
     let chunks: Vec<ReadEventsResponse> = h
