@@ -7,6 +7,7 @@
 mod app;
 mod dev;
 mod keys;
+mod load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Load generators for the benchmarks (docs/benchmarks.md).
+    Load {
+        #[command(subcommand)]
+        command: load::LoadCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,5 +80,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { service } => app::serve(service, config).await,
         Command::Migrate => app::migrate(config).await,
         Command::Keys { command } => keys::run(config, command).await,
+        Command::Load { command } => load::run(config, command).await,
     }
 }

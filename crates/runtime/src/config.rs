@@ -283,7 +283,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("TALLY_").split("__"))
+            .merge(
+                Env::prefixed("TALLY_")
+                    .ignore(COMMAND_LINE_VARIABLES)
+                    .split("__"),
+            )
             .merge(standard_variables())
             .extract()
             .map_err(Box::new)?;
@@ -372,6 +376,10 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
     }
 }
 
+/// `TALLY_…` variables that belong to command-line options, not to this
+/// config (`TALLY_CONFIG`, `TALLY_API_KEY`, `TALLY_DEV_DIR`).
+const COMMAND_LINE_VARIABLES: &[&str] = &["config", "api_key", "dev_dir"];
+
 /// The ecosystem's standard variables, mapped onto our keys.
 fn standard_variables() -> Figment {
     let mut figment = Figment::new();
@@ -398,6 +406,19 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn command_line_variables_are_not_config_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TALLY_CONFIG", "/nonexistent.toml");
+            jail.set_env("TALLY_API_KEY", "secret");
+            jail.set_env("TALLY_DEV_DIR", "/tmp/dev");
+            jail.set_env("TALLY_INGEST__MAX_BATCH_EVENTS", "500");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(config.ingest.max_batch_events, 500);
+            Ok(())
+        });
     }
 
     #[test]
