@@ -1,5 +1,5 @@
 # The two commands in the README, plus the gates CI runs.
-.PHONY: dev test lint fmt proto-lint bench
+.PHONY: dev test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
 
 # Run Tally: all services in one process, private PostgreSQL, in-process bus.
 dev:
@@ -22,3 +22,20 @@ proto-lint:
 
 bench:
 	cargo bench -p tally-domain
+
+# Deployment (docs/operations.md): the container image, and the checks CI runs on the
+# compose file and the Helm chart (they install their tools under ~/.cache/tally-tools;
+# TALLY_BIN=path/to/tally also checks the binary accepts the rendered configuration).
+IMAGE ?= tally:local
+
+image:
+	docker build -t $(IMAGE) --build-arg VERSION=$$(git describe --tags --always --dirty) \
+		--build-arg REVISION=$$(git rev-parse HEAD) .
+
+helm-lint:
+	.ci/helm-lint
+
+compose-validate:
+	.ci/compose-validate
+
+deploy-check: compose-validate helm-lint
