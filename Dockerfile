@@ -49,8 +49,8 @@ LABEL org.opencontainers.image.title="tally" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 tally \
- && useradd --system --uid 10001 --gid tally --home-dir /nonexistent --no-create-home \
+ && groupadd --gid 10001 tally \
+ && useradd --uid 10001 --gid tally --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin tally
 
 COPY --from=build /out/tally /usr/local/bin/tally

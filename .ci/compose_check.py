@@ -13,6 +13,8 @@ the pieces fit. Run through .ci/compose-validate, which installs the tools.
 4. The topic setup script runs against the real Pub/Sub emulator, twice (idempotent),
    and the subscriptions come out ordered with their dead-letter policy.
 5. With TALLY_BIN set, the real binary accepts each container's command and environment.
+6. The Dockerfile the migrate service builds, parsed with BuildKit's parser: stages,
+   a numeric non-root user, ENTRYPOINT tally, CI's build command, the build context.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import dockerfile
 import yaml
 from compose_spec import PyOptions
 
@@ -172,6 +175,41 @@ def check_wiring(checks: Checks, compose: dict) -> None:
                 checks.check(item in collector.get(part, {}), f"otel-collector pipeline uses a defined {part[:-1]} {item}")
 
 
+# What the build reads from the context (crates/proto/build.rs, sqlx::migrate!).
+BUILD_INPUTS = ["Cargo.toml", "Cargo.lock", "crates", "proto", "migrations"]
+INSTRUCTIONS = {
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
+    "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+}
+
+
+def check_dockerfile(checks: Checks) -> None:
+    """The image migrate builds: parsed by BuildKit's own parser (the `dockerfile` package)."""
+    commands = dockerfile.parse_file(str(ROOT / "Dockerfile"))
+    checks.check(all(c.cmd.upper() in INSTRUCTIONS for c in commands), f"Dockerfile instructions: {[c.cmd for c in commands]}")
+    stages = [c.value[2] for c in commands if c.cmd.upper() == "FROM" and len(c.value) == 3]
+    for command in commands:
+        for flag in command.flags:
+            if flag.startswith("--from="):
+                checks.check(flag[7:] in stages, f"Dockerfile {command.original!r} copies from a defined stage {stages}")
+    final = commands[[i for i, c in enumerate(commands) if c.cmd.upper() == "FROM"][-1]:]
+    users = [c.value[0] for c in final if c.cmd.upper() == "USER"]
+    checks.check(users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0",
+                 f"the runtime stage runs as a numeric non-root user: {users}")
+    entrypoint = [c for c in final if c.cmd.upper() == "ENTRYPOINT"]
+    checks.check(entrypoint and entrypoint[-1].json and entrypoint[-1].value == ("tally",), "ENTRYPOINT [\"tally\"]")
+    builds = [c.value[0] for c in commands if c.cmd.upper() == "RUN" and "cargo build" in c.value[0]]
+    checks.check(
+        builds and "cargo build --release --locked -p tally-cli" in builds[0],
+        "the image builds what CI builds: cargo build --release --locked -p tally-cli",
+    )
+    ignored = [line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for needed in BUILD_INPUTS:
+        checks.check(needed not in ignored and (ROOT / needed).exists(), f".dockerignore keeps {needed} in the build context")
+    print(f"  Dockerfile: {len(commands)} instructions in stages {stages}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -253,6 +291,7 @@ def main() -> None:
         checks.finish("docker-compose.yml")
     print("==> wiring")
     check_wiring(checks, compose)
+    check_dockerfile(checks)
     print("==> topic setup against the Pub/Sub emulator")
     check_setup_script(checks, compose)
     print("==> the tally binary")
