@@ -12,7 +12,7 @@
 //! Every event is a pure function of (run, number), so a duplicate is the same
 //! payload re-sent and the baseline writes exactly the rows ingest would.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -287,24 +287,27 @@ async fn copy_baseline(load: CopyBaseline) -> anyhow::Result<String> {
         let event = make_event(workload, number, now);
         let at = tally_runtime::clock_service::timestamp_to_chrono(event.timestamp, "timestamp")
             .map_err(|status| anyhow::anyhow!("{status}"))?;
-        let properties: BTreeMap<&String, &String> = event.properties.iter().collect();
-        let json = serde_json::to_string(&properties)?;
+        let mut properties: Vec<(&str, &str)> = event
+            .properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        properties.sort_unstable();
         let hash = tally_ingest::validation::payload_hash(
             &event.customer_id,
             &event.id,
             &event.event_type,
             at,
-            &event.properties.clone().into_iter().collect(),
+            properties,
         );
         let seq = number + 1;
         let at = at.to_rfc3339();
         events_csv.push(format!(
-            "{seq},{},{},{},{at},\"{}\",{},1,{}\n",
+            "{seq},{},{},{},{at},\\x{},1,{}\n",
             event.customer_id,
             event.id,
             event.event_type,
-            json.replace('"', "\"\""),
-            event.source,
+            hex(&prost::Message::encode_to_vec(&event)),
             now.to_rfc3339()
         ));
         keys_csv.push(format!(
@@ -314,7 +317,7 @@ async fn copy_baseline(load: CopyBaseline) -> anyhow::Result<String> {
             hex(&hash)
         ));
     }
-    let events_copy = "COPY ingest.events (seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at) FROM STDIN WITH (FORMAT csv)";
+    let events_copy = "COPY ingest.events (seq, customer_id, event_id, event_type, event_time, payload, intake, ingested_at) FROM STDIN WITH (FORMAT csv)";
     let keys_copy = "COPY ingest.event_keys (customer_id, event_id, seq, event_time, payload_hash) FROM STDIN WITH (FORMAT csv)";
 
     let events_only = copy_rows(&pool, events_copy, &events_csv, workload.batch).await?;

@@ -73,7 +73,12 @@ macro_rules! prefixed_id {
 
             /// Parses and validates `prefix_body`.
             pub fn parse(text: &str) -> Result<Self, IdError> {
-                parse_prefixed(stringify!($name), Self::PREFIX, text).map(|()| Self(text.to_owned()))
+                Self::check(text).map(|()| Self(text.to_owned()))
+            }
+
+            /// The rules of [`Self::parse`] without building the id (no allocation).
+            pub fn check(text: &str) -> Result<(), IdError> {
+                parse_prefixed(stringify!($name), Self::PREFIX, text)
             }
 
             /// Builds an id from a generated body (e.g. a ULID), validating it.
@@ -239,7 +244,12 @@ pub struct MeterCode(String);
 impl MeterCode {
     /// Parses and validates a code.
     pub fn parse(text: &str) -> Result<MeterCode, IdError> {
-        parse_code("MeterCode", text).map(|()| MeterCode(text.to_owned()))
+        Self::check(text).map(|()| MeterCode(text.to_owned()))
+    }
+
+    /// The rules of [`Self::parse`] without building the code (no allocation).
+    pub fn check(text: &str) -> Result<(), IdError> {
+        parse_code("MeterCode", text)
     }
 
     /// The code.
@@ -307,13 +317,17 @@ pub struct EventId(String);
 impl EventId {
     /// Parses and validates an event id.
     pub fn parse(text: &str) -> Result<EventId, IdError> {
+        Self::check(text).map(|()| EventId(text.to_owned()))
+    }
+
+    /// The rules of [`Self::parse`] without building the id (no allocation).
+    pub fn check(text: &str) -> Result<(), IdError> {
         let kind = "EventId";
         if text.is_empty() {
             return Err(IdError::Empty { kind });
         }
         check_length(kind, text.len(), MAX_EVENT_ID_LEN)?;
-        check_characters(kind, text, 0, |character| character.is_ascii_graphic())?;
-        Ok(EventId(text.to_owned()))
+        check_characters(kind, text, 0, |character| character.is_ascii_graphic())
     }
 
     /// The id.

@@ -246,7 +246,7 @@ impl IngestService for IngestApi {
             })?),
         };
         let max_seq = match request.max_sequence_number {
-            0 => reads::high_water(&self.pool).await.map_err(internal)?,
+            0 => reads::snapshot_bound(&self.pool).await.map_err(internal)?,
             limit => i64::try_from(limit).unwrap_or(i64::MAX),
         };
         let event_type = (!request.event_type.is_empty()).then_some(request.event_type);
@@ -562,7 +562,9 @@ impl IngestService for IngestApi {
         _request: Request<GetIngestStatsRequest>,
     ) -> Result<Response<GetIngestStatsResponse>, Status> {
         let counters = self.ingestor.metrics().snapshot();
-        let high_water = reads::high_water(&self.pool).await.map_err(internal)?;
+        let high_water = reads::committed_high_water(&self.pool)
+            .await
+            .map_err(internal)?;
         let published = reads::published_high_water(&self.pool)
             .await
             .map_err(internal)?;

@@ -92,42 +92,36 @@ impl Partitions {
     }
 }
 
-/// Inserts the keys of `events` (unique within the batch, sorted by key so
-/// concurrent batches lock in the same order). Returns the sequence number of
-/// each newly accepted event, `None` for a key that already existed.
+/// Inserts the keys of `events` (distinct within the batch, sorted by key so
+/// concurrent batches lock in the same order), each with the sequence number
+/// it would get. Returns, per event, whether its key was new.
 pub async fn claim_keys(
     connection: &mut PgConnection,
-    events: &[&ValidEvent],
-) -> Result<Vec<Option<i64>>, sqlx::Error> {
-    let customers: Vec<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.timestamp).collect();
-    let hashes: Vec<&[u8]> = events.iter().map(|e| e.payload_hash.as_slice()).collect();
-    let inserted: Vec<(String, String, i64)> = sqlx::query_as(
+    events: &[(i64, &ValidEvent)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+    let customers: Vec<&str> = events.iter().map(|(_, e)| e.customer_id()).collect();
+    let ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id()).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|(_, e)| e.timestamp).collect();
+    let hashes: Vec<&[u8]> = events
+        .iter()
+        .map(|(_, e)| e.payload_hash.as_slice())
+        .collect();
+    let inserted: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO ingest.event_keys (customer_id, event_id, seq, event_time, payload_hash) \
-         SELECT c, e, nextval('ingest.event_seq'), t, h \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) AS input(c, e, t, h) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::bytea[]) \
          ON CONFLICT DO NOTHING \
-         RETURNING customer_id, event_id, seq",
+         RETURNING seq",
     )
     .bind(&customers)
     .bind(&ids)
+    .bind(&seqs)
     .bind(&times)
     .bind(&hashes)
     .fetch_all(&mut *connection)
     .await?;
-    let position: HashMap<(&str, &str), usize> = events
-        .iter()
-        .enumerate()
-        .map(|(index, e)| ((e.customer_id.as_str(), e.event_id.as_str()), index))
-        .collect();
-    let mut seqs = vec![None; events.len()];
-    for (customer, id, seq) in inserted {
-        if let Some(index) = position.get(&(customer.as_str(), id.as_str())) {
-            seqs[*index] = Some(seq);
-        }
-    }
-    Ok(seqs)
+    let inserted: HashSet<i64> = inserted.into_iter().collect();
+    Ok(seqs.iter().map(|seq| inserted.contains(seq)).collect())
 }
 
 /// The stored keys of already accepted events.
@@ -177,31 +171,28 @@ pub async fn insert_events(
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut times = Vec::with_capacity(events.len());
-    let mut properties = Vec::with_capacity(events.len());
-    let mut sources = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
     for (seq, event) in events {
         seqs.push(*seq);
-        customers.push(event.customer_id.as_str());
-        ids.push(event.event_id.as_str());
-        types.push(event.event_type.as_str());
+        customers.push(event.customer_id());
+        ids.push(event.event_id());
+        types.push(event.event_type());
         times.push(event.timestamp);
-        properties.push(serde_json::to_string(&event.properties).unwrap_or_default());
-        sources.push(event.source.as_str());
+        payloads.push(event.event.encode_to_vec());
     }
     sqlx::query(
         "INSERT INTO ingest.events \
-         (seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at) \
-         SELECT s, c, e, t, ts, p::jsonb, src, $8, $9 \
-         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) \
-              AS input(s, c, e, t, ts, p, src)",
+         (seq, customer_id, event_id, event_type, event_time, payload, intake, ingested_at) \
+         SELECT s, c, e, t, ts, p, $7, $8 \
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bytea[]) \
+              AS input(s, c, e, t, ts, p)",
     )
     .bind(&seqs)
     .bind(&customers)
     .bind(&ids)
     .bind(&types)
     .bind(&times)
-    .bind(&properties)
-    .bind(&sources)
+    .bind(&payloads)
     .bind(intake as i16)
     .bind(ingested_at)
     .execute(connection)
@@ -243,7 +234,7 @@ pub async fn fetch_event(
     event_time: DateTime<Utc>,
 ) -> Result<Option<UsageAccepted>, sqlx::Error> {
     let row: Option<EventRow> = sqlx::query_as(
-        "SELECT seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at \
+        "SELECT seq, payload, intake, ingested_at \
          FROM ingest.events WHERE customer_id = $1 AND event_time = $3 AND event_id = $2",
     )
     .bind(customer_id)
@@ -251,43 +242,50 @@ pub async fn fetch_event(
     .bind(event_time)
     .fetch_optional(connection)
     .await?;
-    Ok(row.map(EventRow::into_accepted))
+    row.map(EventRow::into_accepted).transpose()
 }
 
-/// A row of `ingest.events`.
+/// A row of `ingest.events`, as replay and status read it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct EventRow {
-    seq: i64,
-    customer_id: String,
-    event_id: String,
-    event_type: String,
-    event_time: DateTime<Utc>,
-    properties: sqlx::types::Json<HashMap<String, String>>,
-    source: String,
-    intake: i16,
-    ingested_at: DateTime<Utc>,
+    /// Sequence number.
+    pub seq: i64,
+    /// The protobuf-encoded event.
+    pub payload: Vec<u8>,
+    /// How it arrived.
+    pub intake: i16,
+    /// When it was committed.
+    pub ingested_at: DateTime<Utc>,
 }
 
 impl EventRow {
     /// The row as the bus message rating reads.
-    pub fn into_accepted(self) -> UsageAccepted {
-        UsageAccepted {
-            event: Some(WireEvent {
-                id: self.event_id,
-                customer_id: self.customer_id,
-                event_type: self.event_type,
-                timestamp: Some(tally_runtime::clock_service::chrono_to_timestamp(
-                    self.event_time,
-                )),
-                properties: self.properties.0,
-                source: self.source,
-            }),
+    pub fn into_accepted(self) -> Result<UsageAccepted, sqlx::Error> {
+        let event = WireEvent::decode(self.payload.as_slice())
+            .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+        Ok(UsageAccepted {
+            event: Some(event),
             sequence_number: u64::try_from(self.seq).unwrap_or(0),
             ingested_at: Some(tally_runtime::clock_service::chrono_to_timestamp(
                 self.ingested_at,
             )),
             intake: i32::from(self.intake),
-        }
+        })
+    }
+
+    /// The encoded `UsageAccepted` for this row, built around the stored event
+    /// bytes without decoding them (an embedded message is its bytes on the wire).
+    pub fn encode_accepted(&self) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(self.payload.len() + 32);
+        prost::encoding::bytes::encode(1, &self.payload, &mut buffer);
+        prost::encoding::uint64::encode(2, &u64::try_from(self.seq).unwrap_or(0), &mut buffer);
+        prost::encoding::message::encode(
+            3,
+            &tally_runtime::clock_service::chrono_to_timestamp(self.ingested_at),
+            &mut buffer,
+        );
+        prost::encoding::int32::encode(4, &i32::from(self.intake), &mut buffer);
+        buffer
     }
 }
 
@@ -349,43 +347,22 @@ pub async fn insert_rejections(
     Ok(())
 }
 
-/// Writes the batch's accepted events to the `usage-accepted` outbox.
+/// Records the batch's accepted sequence range in the `usage-accepted` outbox.
 pub async fn enqueue_accepted(
     connection: &mut PgConnection,
-    accepted: &[UsageAccepted],
+    first_seq: i64,
+    last_seq: i64,
+    count: usize,
 ) -> Result<(), sqlx::Error> {
-    if accepted.is_empty() {
-        return Ok(());
-    }
-    let mut payload = Vec::with_capacity(accepted.iter().map(|a| a.encoded_len() + 4).sum());
-    for message in accepted {
-        message
-            .encode_length_delimited(&mut payload)
-            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-    }
-    let seqs = accepted.iter().map(|a| a.sequence_number);
-    let first = seqs.clone().min().unwrap_or(0);
-    let last = seqs.max().unwrap_or(0);
     sqlx::query(
-        "INSERT INTO ingest.accepted_batches (first_seq, last_seq, event_count, payload) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO ingest.accepted_batches (first_seq, last_seq, event_count) VALUES ($1, $2, $3)",
     )
-    .bind(i64::try_from(first).unwrap_or(i64::MAX))
-    .bind(i64::try_from(last).unwrap_or(i64::MAX))
-    .bind(i32::try_from(accepted.len()).unwrap_or(i32::MAX))
-    .bind(payload)
+    .bind(first_seq)
+    .bind(last_seq)
+    .bind(i32::try_from(count).unwrap_or(i32::MAX))
     .execute(connection)
     .await?;
     Ok(())
-}
-
-/// Decodes an `accepted_batches` payload.
-pub fn decode_accepted(mut payload: &[u8]) -> Result<Vec<UsageAccepted>, prost::DecodeError> {
-    let mut messages = Vec::new();
-    while !payload.is_empty() {
-        messages.push(UsageAccepted::decode_length_delimited(&mut payload)?);
-    }
-    Ok(messages)
 }
 
 /// Violations as the JSON array stored beside a rejection.

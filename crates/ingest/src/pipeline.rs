@@ -15,9 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use tally_bus::inbox::ServiceSchema;
 use tally_bus::{Message, outbox, topics};
 use tally_proto::common::FieldViolation;
-use tally_proto::events::{
-    Intake, RejectionKind, UsageAccepted, UsageEvent as WireEvent, UsageRejected,
-};
+use tally_proto::events::{Intake, RejectionKind, UsageEvent as WireEvent, UsageRejected};
 use tally_proto::ingest::{EventOutcome, EventResult, OutcomeCounts};
 use tally_runtime::SharedClock;
 use tally_runtime::clock_service::chrono_to_timestamp;
@@ -78,6 +76,9 @@ pub enum IngestError {
     /// The event log could not be written; the caller may retry the batch.
     #[error("the event log is unavailable: {0}")]
     Database(#[from] sqlx::Error),
+    /// More items than one batch may hold.
+    #[error("{0} events in one batch, at most 100000")]
+    TooLarge(usize),
 }
 
 /// Validates and commits batches of usage events.
@@ -92,6 +93,7 @@ pub struct Ingestor {
 }
 
 /// What validation and in-batch de-duplication decided before the database.
+/// Each verdict owns its event: nothing is copied on the way to the log.
 #[derive(Debug)]
 enum Verdict {
     /// Valid and the first of its key in the batch.
@@ -99,13 +101,20 @@ enum Verdict {
     /// Valid, but its key appeared earlier in the batch (at that index).
     Repeat(ValidEvent, usize),
     /// Broke rules.
-    Invalid(Vec<FieldViolation>),
+    Invalid(WireEvent, Vec<FieldViolation>),
     /// Could not be decoded.
-    Undecodable(Vec<FieldViolation>),
+    Undecodable {
+        payload: Vec<u8>,
+        content_type: String,
+        violations: Vec<FieldViolation>,
+    },
 }
 
 /// Most attempts of a batch transaction that hit a deadlock or serialization failure.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+
+/// Sequence numbers are handed out in blocks, one per batch (see the migration).
+pub const SEQUENCE_BLOCK: i64 = 100_000;
 
 impl Ingestor {
     /// An ingestor writing to `pool`.
@@ -131,7 +140,41 @@ impl Ingestor {
         &self.metrics
     }
 
-    /// Ingests `items`; returns one result per item once the batch is durable.
+    fn judge(&self, item: Incoming, now: DateTime<Utc>) -> Verdict {
+        match item {
+            Incoming::Event(event) => match self.validator.validate(event, now, false) {
+                Ok(valid) => Verdict::Valid(valid),
+                Err((event, violations)) => Verdict::Invalid(event, violations),
+            },
+            Incoming::Flawed {
+                event,
+                mut violations,
+            } => {
+                let (event, more) = match self.validator.validate(event, now, false) {
+                    Ok(valid) => (valid.event, Vec::new()),
+                    Err(rejected) => rejected,
+                };
+                for found in more {
+                    if !violations.iter().any(|known| known.field == found.field) {
+                        violations.push(found);
+                    }
+                }
+                Verdict::Invalid(event, violations)
+            }
+            Incoming::Undecodable {
+                payload,
+                content_type,
+                reason,
+            } => Verdict::Undecodable {
+                payload,
+                content_type,
+                violations: vec![violation("payload", "undecodable", reason)],
+            },
+        }
+    }
+
+    /// Ingests `items` (at most [`SEQUENCE_BLOCK`]); returns one result per item
+    /// once the batch is durable.
     pub async fn ingest(
         &self,
         items: Vec<Incoming>,
@@ -140,30 +183,14 @@ impl Ingestor {
     ) -> Result<BatchOutcome, IngestError> {
         let started = Instant::now();
         let now = self.clock.now();
+        if items.len() as i64 > SEQUENCE_BLOCK {
+            return Err(IngestError::TooLarge(items.len()));
+        }
         let mut verdicts: Vec<Verdict> = items
-            .iter()
-            .map(|item| match item {
-                Incoming::Event(event) => match self.validator.validate(event, now, false) {
-                    Ok(valid) => Verdict::Valid(valid),
-                    Err(violations) => Verdict::Invalid(violations),
-                },
-                Incoming::Flawed { event, violations } => {
-                    let mut all = violations.clone();
-                    if let Err(more) = self.validator.validate(event, now, false) {
-                        for found in more {
-                            if !all.iter().any(|known| known.field == found.field) {
-                                all.push(found);
-                            }
-                        }
-                    }
-                    Verdict::Invalid(all)
-                }
-                Incoming::Undecodable { reason, .. } => {
-                    Verdict::Undecodable(vec![violation("payload", "undecodable", reason.clone())])
-                }
-            })
+            .into_iter()
+            .map(|item| self.judge(item, now))
             .collect();
-        self.apply_backfills(&items, &mut verdicts, now).await?;
+        self.apply_backfills(&mut verdicts, now).await?;
         mark_repeats(&mut verdicts);
         self.partitions
             .ensure(
@@ -177,7 +204,7 @@ impl Ingestor {
 
         let mut attempt = 1;
         let outcome = loop {
-            match self.commit(&items, &verdicts, intake, storage, now).await {
+            match self.commit(&verdicts, intake, storage, now).await {
                 Err(sqlx::Error::Database(error))
                     if attempt < MAX_TRANSACTION_ATTEMPTS
                         && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
@@ -213,29 +240,29 @@ impl Ingestor {
     /// backfill open over their timestamp.
     async fn apply_backfills(
         &self,
-        items: &[Incoming],
         verdicts: &mut [Verdict],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let candidates: Vec<usize> = verdicts
             .iter()
             .enumerate()
-            .filter(|(_, verdict)| matches!(verdict, Verdict::Invalid(v) if only_too_old(v)))
+            .filter(|(_, verdict)| matches!(verdict, Verdict::Invalid(_, v) if only_too_old(v)))
             .map(|(index, _)| index)
             .collect();
         if candidates.is_empty() {
             return Ok(());
         }
-        let customers: BTreeSet<&str> = candidates
+        let customers: BTreeSet<String> = candidates
             .iter()
-            .filter_map(|index| match &items[*index] {
-                Incoming::Event(event) => Some(event.customer_id.as_str()),
-                Incoming::Flawed { .. } | Incoming::Undecodable { .. } => None,
+            .filter_map(|index| match &verdicts[*index] {
+                Verdict::Invalid(event, _) => Some(event.customer_id.clone()),
+                _ => None,
             })
             .collect();
+        let customers: BTreeSet<&str> = customers.iter().map(String::as_str).collect();
         let windows = backfill::open_windows(&self.pool, &customers, now).await?;
         for index in candidates {
-            let Incoming::Event(event) = &items[index] else {
+            let Verdict::Invalid(event, _) = &verdicts[index] else {
                 continue;
             };
             let covered = event
@@ -252,9 +279,15 @@ impl Ingestor {
                         })
                 });
             if covered {
+                let placeholder = Verdict::Invalid(WireEvent::default(), Vec::new());
+                let Verdict::Invalid(event, _) =
+                    std::mem::replace(&mut verdicts[index], placeholder)
+                else {
+                    continue;
+                };
                 verdicts[index] = match self.validator.validate(event, now, true) {
                     Ok(valid) => Verdict::Valid(valid),
-                    Err(violations) => Verdict::Invalid(violations),
+                    Err((event, violations)) => Verdict::Invalid(event, violations),
                 };
             }
         }
@@ -264,13 +297,18 @@ impl Ingestor {
     /// The batch transaction.
     async fn commit(
         &self,
-        items: &[Incoming],
         verdicts: &[Verdict],
         intake: Intake,
         storage: RejectionStorage,
         now: DateTime<Utc>,
     ) -> Result<BatchOutcome, sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
+
+        // The batch's block of sequence numbers; event i of the batch gets base + i.
+        let block: i64 = sqlx::query_scalar("SELECT nextval('ingest.batch_block')")
+            .fetch_one(&mut *transaction)
+            .await?;
+        let base = block * SEQUENCE_BLOCK;
 
         // Claim the keys, in key order (a stable lock order across batches).
         let mut firsts: Vec<(usize, &ValidEvent)> = verdicts
@@ -282,16 +320,18 @@ impl Ingestor {
             })
             .collect();
         firsts.sort_by(|(_, a), (_, b)| {
-            (a.customer_id.as_str(), a.event_id.as_str())
-                .cmp(&(b.customer_id.as_str(), b.event_id.as_str()))
+            (a.customer_id(), a.event_id()).cmp(&(b.customer_id(), b.event_id()))
         });
-        let events: Vec<&ValidEvent> = firsts.iter().map(|(_, event)| *event).collect();
-        let claimed = log::claim_keys(&mut transaction, &events).await?;
+        let candidates: Vec<(i64, &ValidEvent)> = firsts
+            .iter()
+            .map(|(index, event)| (base + *index as i64, *event))
+            .collect();
+        let inserted = log::claim_keys(&mut transaction, &candidates).await?;
         let taken: Vec<(&str, &str)> = firsts
             .iter()
-            .zip(&claimed)
-            .filter(|(_, seq)| seq.is_none())
-            .map(|((_, event), _)| (event.customer_id.as_str(), event.event_id.as_str()))
+            .zip(&inserted)
+            .filter(|(_, inserted)| !**inserted)
+            .map(|((_, event), _)| (event.customer_id(), event.event_id()))
             .collect();
         let existing = if taken.is_empty() {
             HashMap::new()
@@ -300,39 +340,28 @@ impl Ingestor {
         };
         let mut seq_of: HashMap<usize, i64> = HashMap::new();
         let mut new_events: Vec<(i64, &ValidEvent)> = Vec::new();
-        for ((index, event), seq) in firsts.iter().zip(&claimed) {
-            if let Some(seq) = seq {
-                seq_of.insert(*index, *seq);
-                new_events.push((*seq, event));
+        for ((index, event), inserted) in firsts.iter().zip(&inserted) {
+            if *inserted {
+                let seq = base + *index as i64;
+                seq_of.insert(*index, seq);
+                new_events.push((seq, event));
             }
         }
-        new_events.sort_by(|(_, a), (_, b)| {
-            (a.customer_id.as_str(), a.timestamp).cmp(&(b.customer_id.as_str(), b.timestamp))
-        });
+        new_events.sort_by_key(|(seq, _)| *seq);
         log::insert_events(&mut transaction, &new_events, intake, now).await?;
 
         // Classify every item.
-        let mut results = Vec::with_capacity(items.len());
+        let mut results = Vec::with_capacity(verdicts.len());
         let mut rejections: Vec<RejectionRecord> = Vec::new();
         let mut duplicates: HashMap<(String, String), i64> = HashMap::new();
-        let mut accepted: Vec<UsageAccepted> = Vec::with_capacity(new_events.len());
         for (index, verdict) in verdicts.iter().enumerate() {
             let result = match verdict {
                 Verdict::Valid(event) => match seq_of.get(&index) {
-                    Some(seq) => {
-                        accepted.push(UsageAccepted {
-                            event: Some(event.to_wire()),
-                            sequence_number: to_u64(*seq),
-                            ingested_at: Some(chrono_to_timestamp(now)),
-                            intake: intake as i32,
-                        });
-                        result(event, EventOutcome::Accepted, *seq)
-                    }
+                    Some(seq) => result(event, EventOutcome::Accepted, *seq),
                     None => {
                         let original = AcceptedOriginal::Stored(stored_key(&existing, event)?);
                         self.against(
                             &mut transaction,
-                            &items[index],
                             event,
                             original,
                             &mut duplicates,
@@ -354,7 +383,6 @@ impl Ingestor {
                     };
                     self.against(
                         &mut transaction,
-                        &items[index],
                         event,
                         original,
                         &mut duplicates,
@@ -363,47 +391,46 @@ impl Ingestor {
                     )
                     .await?
                 }
-                Verdict::Invalid(violations) | Verdict::Undecodable(violations) => {
+                Verdict::Invalid(event, violations) => {
                     let id = self.ids.new_id("rej");
-                    let (kind, event, raw_payload, raw_content_type) = match &items[index] {
-                        Incoming::Event(event) | Incoming::Flawed { event, .. } => {
-                            (RejectionKind::Invalid, Some(event.clone()), None, None)
-                        }
-                        Incoming::Undecodable {
-                            payload,
-                            content_type,
-                            ..
-                        } => (
-                            RejectionKind::Undecodable,
-                            None,
-                            Some(payload[..payload.len().min(MAX_RAW_PAYLOAD_BYTES)].to_vec()),
-                            Some(content_type.clone()),
-                        ),
-                    };
-                    let event_id = event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
                     rejections.push(RejectionRecord {
                         id: id.clone(),
-                        kind,
-                        event,
+                        kind: RejectionKind::Invalid,
+                        event: Some(event.clone()),
                         violations: violations.clone(),
-                        raw_payload,
-                        raw_content_type,
+                        raw_payload: None,
+                        raw_content_type: None,
                         intake,
                     });
-                    EventResult {
-                        event_id,
-                        outcome: EventOutcome::Rejected as i32,
-                        sequence_number: 0,
+                    rejected(event.id.clone(), violations.clone(), id)
+                }
+                Verdict::Undecodable {
+                    payload,
+                    content_type,
+                    violations,
+                } => {
+                    let id = self.ids.new_id("rej");
+                    rejections.push(RejectionRecord {
+                        id: id.clone(),
+                        kind: RejectionKind::Undecodable,
+                        event: None,
                         violations: violations.clone(),
-                        rejection_id: id,
-                    }
+                        raw_payload: Some(
+                            payload[..payload.len().min(MAX_RAW_PAYLOAD_BYTES)].to_vec(),
+                        ),
+                        raw_content_type: Some(content_type.clone()),
+                        intake,
+                    });
+                    rejected(String::new(), violations.clone(), id)
                 }
             };
             results.push(result);
         }
 
         log::count_duplicates(&mut transaction, &duplicates).await?;
-        log::enqueue_accepted(&mut transaction, &accepted).await?;
+        if let (Some(first), Some(last)) = (new_events.first(), new_events.last()) {
+            log::enqueue_accepted(&mut transaction, first.0, last.0, new_events.len()).await?;
+        }
         if storage == RejectionStorage::Store {
             log::insert_rejections(&mut transaction, &rejections, now).await?;
             for rejection in &rejections {
@@ -434,11 +461,9 @@ impl Ingestor {
     /// Classifies an event whose key was already accepted: a duplicate when
     /// the payload is the same, else a conflict (stored for review, naming the
     /// fields that differ).
-    #[allow(clippy::too_many_arguments)]
     async fn against(
         &self,
         connection: &mut PgConnection,
-        item: &Incoming,
         event: &ValidEvent,
         original: AcceptedOriginal<'_>,
         duplicates: &mut HashMap<(String, String), i64>,
@@ -455,16 +480,16 @@ impl Ingestor {
         };
         if same_payload {
             *duplicates
-                .entry((event.customer_id.clone(), event.event_id.clone()))
+                .entry((event.customer_id().to_owned(), event.event_id().to_owned()))
                 .or_default() += 1;
             return Ok(result(event, EventOutcome::Duplicate, seq));
         }
         let original_event = match original {
-            AcceptedOriginal::InBatch(first, _) => Some(first.to_wire()),
+            AcceptedOriginal::InBatch(first, _) => Some(first.event.clone()),
             AcceptedOriginal::Stored(stored) => log::fetch_event(
                 connection,
-                &event.customer_id,
-                &event.event_id,
+                event.customer_id(),
+                event.event_id(),
                 stored.event_time,
             )
             .await?
@@ -472,24 +497,17 @@ impl Ingestor {
         };
         let violations = conflict_violations(original_event.as_ref(), event);
         let id = self.ids.new_id("rej");
-        let received = match item {
-            Incoming::Event(received)
-            | Incoming::Flawed {
-                event: received, ..
-            } => received.clone(),
-            Incoming::Undecodable { .. } => event.to_wire(),
-        };
         rejections.push(RejectionRecord {
             id: id.clone(),
             kind: RejectionKind::Conflict,
-            event: Some(received),
+            event: Some(event.event.clone()),
             violations: violations.clone(),
             raw_payload: None,
             raw_content_type: None,
             intake,
         });
         Ok(EventResult {
-            event_id: event.event_id.clone(),
+            event_id: event.event_id().to_owned(),
             outcome: EventOutcome::Conflict as i32,
             sequence_number: to_u64(seq),
             violations,
@@ -512,14 +530,29 @@ fn stored_key(
 ) -> Result<StoredKey, sqlx::Error> {
     // The key was not inserted, so it exists: a miss would be a bug; fail the batch, never drop.
     existing
-        .get(&(event.customer_id.clone(), event.event_id.clone()))
+        .get(&(event.customer_id().to_owned(), event.event_id().to_owned()))
         .cloned()
         .ok_or_else(|| {
             sqlx::Error::Protocol(format!(
                 "event key ({}, {}) neither inserted nor found",
-                event.customer_id, event.event_id
+                event.customer_id(),
+                event.event_id()
             ))
         })
+}
+
+fn rejected(
+    event_id: String,
+    violations: Vec<FieldViolation>,
+    rejection_id: String,
+) -> EventResult {
+    EventResult {
+        event_id,
+        outcome: EventOutcome::Rejected as i32,
+        sequence_number: 0,
+        violations,
+        rejection_id,
+    }
 }
 
 /// Marks every valid event whose key appeared earlier in the batch.
@@ -529,10 +562,11 @@ fn mark_repeats(verdicts: &mut [Verdict]) {
         let Verdict::Valid(event) = verdict else {
             continue;
         };
-        let key = (event.customer_id.clone(), event.event_id.clone());
+        let key = (event.customer_id().to_owned(), event.event_id().to_owned());
         if let Some(first) = first_of.get(&key) {
             let first = *first;
-            let Verdict::Valid(event) = std::mem::replace(verdict, Verdict::Invalid(Vec::new()))
+            let Verdict::Valid(event) =
+                std::mem::replace(verdict, Verdict::Invalid(WireEvent::default(), Vec::new()))
             else {
                 continue;
             };
@@ -545,7 +579,7 @@ fn mark_repeats(verdicts: &mut [Verdict]) {
 
 fn result(event: &ValidEvent, outcome: EventOutcome, seq: i64) -> EventResult {
     EventResult {
-        event_id: event.event_id.clone(),
+        event_id: event.event_id().to_owned(),
         outcome: outcome as i32,
         sequence_number: to_u64(seq),
         violations: Vec::new(),
@@ -571,13 +605,14 @@ pub fn conflict_violations(
                 .to_owned(),
         )];
     };
-    if original.event_type != event.event_type {
+    if original.event_type != event.event_type() {
         violations.push(violation(
             "event_type",
             "conflict",
             format!(
                 "accepted as {:?}, now {:?}",
-                original.event_type, event.event_type
+                original.event_type,
+                event.event_type()
             ),
         ));
     }
@@ -599,11 +634,11 @@ pub fn conflict_violations(
     let keys: BTreeSet<&String> = original
         .properties
         .keys()
-        .chain(event.properties.keys())
+        .chain(event.event.properties.keys())
         .collect();
     for key in keys {
         let before = original.properties.get(key);
-        let after = event.properties.get(key);
+        let after = event.event.properties.get(key);
         if before != after {
             violations.push(violation(
                 &format!("properties.{key}"),

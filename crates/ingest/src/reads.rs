@@ -8,14 +8,30 @@ use tally_proto::ingest::{RejectedEvent, RejectedEventState};
 use tally_runtime::clock_service::chrono_to_timestamp;
 
 use crate::log::{self, EventRow, StoredKey, violations_from_json};
+use crate::pipeline::SEQUENCE_BLOCK;
 
-/// The highest sequence number handed out so far (0 when none).
-pub async fn high_water(pool: &PgPool) -> Result<i64, sqlx::Error> {
+/// A bound above every sequence number committed so far: the end of the
+/// latest batch's block (0 when none). `ReadEvents` snapshots by it.
+pub async fn snapshot_bound(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let (last, called): (i64, bool) =
-        sqlx::query_as("SELECT last_value, is_called FROM ingest.event_seq")
+        sqlx::query_as("SELECT last_value, is_called FROM ingest.batch_block")
             .fetch_one(pool)
             .await?;
-    Ok(if called { last } else { 0 })
+    Ok(if called {
+        (last + 1) * SEQUENCE_BLOCK - 1
+    } else {
+        0
+    })
+}
+
+/// The highest sequence number committed: published or still in the outbox.
+pub async fn committed_high_water(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT GREATEST((SELECT published_high_water FROM ingest.relay_state), \
+                         (SELECT max(last_seq) FROM ingest.accepted_batches))",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// The published high-water mark of the relay.
@@ -63,7 +79,7 @@ pub async fn events_page(
     limit: i64,
 ) -> Result<Vec<(ReadPosition, tally_proto::events::UsageAccepted)>, sqlx::Error> {
     let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT seq, customer_id, event_id, event_type, event_time, properties, source, intake, ingested_at \
+        "SELECT seq, payload, intake, ingested_at \
          FROM ingest.events \
          WHERE customer_id = $1 AND event_time >= $2 AND event_time < $3 \
            AND ($4::text IS NULL OR event_type = $4) AND seq <= $5 \
@@ -80,10 +96,9 @@ pub async fn events_page(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
-            let accepted = row.into_accepted();
+            let accepted = row.into_accepted()?;
             let position = ReadPosition {
                 event_time: accepted
                     .event
@@ -93,9 +108,9 @@ pub async fn events_page(
                     .unwrap_or_default(),
                 seq: i64::try_from(accepted.sequence_number).unwrap_or(0),
             };
-            (position, accepted)
+            Ok((position, accepted))
         })
-        .collect())
+        .collect()
 }
 
 /// The accepted key and duplicate count of (customer, event id), if accepted.
@@ -137,18 +152,12 @@ pub async fn accepted_event(
 
 /// Whether the event with `seq` is still waiting in the outbox.
 pub async fn is_pending(pool: &PgPool, seq: i64) -> Result<bool, sqlx::Error> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM ingest.accepted_batches WHERE $1 BETWEEN first_seq AND last_seq",
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ingest.accepted_batches WHERE $1 BETWEEN first_seq AND last_seq)",
     )
     .bind(seq)
-    .fetch_all(pool)
-    .await?;
-    let wanted = u64::try_from(seq).unwrap_or(0);
-    Ok(payloads.iter().any(|payload| {
-        log::decode_accepted(payload)
-            .map(|events| events.iter().any(|event| event.sequence_number == wanted))
-            .unwrap_or(true)
-    }))
+    .fetch_one(pool)
+    .await
 }
 
 /// A stored rejection as read back.

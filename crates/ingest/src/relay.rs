@@ -1,9 +1,11 @@
 //! The relay from the event log to `usage-accepted`.
 //!
-//! Each committed batch left one `accepted_batches` row holding its events
-//! exactly as committed. The relay takes the oldest rows (`FOR UPDATE`, so a
-//! second replica waits instead of publishing the same rows), publishes every
-//! event with its customer as ordering key — customers in parallel, each
+//! Each committed batch left one `accepted_batches` row naming its contiguous
+//! range of sequence numbers. The relay takes the oldest rows (`FOR UPDATE`, so
+//! a second replica waits instead of publishing the same rows), reads those
+//! events back from the log (a BRIN range scan), publishes each exactly as
+//! committed — the stored bytes, not a re-encoding — with its customer as
+//! ordering key — customers in parallel, each
 //! customer's events one after another in sequence order — then deletes the
 //! rows and raises the published high-water mark in the same transaction.
 //!
@@ -17,13 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use prost::Message as _;
 use sqlx::PgPool;
 use tally_bus::{Message, SharedBus, topics};
-use tally_proto::events::UsageAccepted;
 use tally_runtime::Shutdown;
 
-use crate::log::decode_accepted;
+use crate::log::EventRow;
 use crate::metrics::IngestMetrics;
 
 /// The protobuf type name on `usage-accepted`.
@@ -44,9 +44,10 @@ pub enum RelayError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// A stored batch does not decode (a bug; the row is kept for inspection).
-    #[error("accepted batch {0} does not decode: {1}")]
-    Corrupt(i64, prost::DecodeError),
+    /// A committed batch's events are not all in the log (for example its
+    /// partition was detached before the relay caught up); the row is kept.
+    #[error("accepted batch {0}: found {1} of its {2} events in the log")]
+    Missing(i64, usize, i32),
     /// Some events could not be published; the batch stays for the next round.
     #[error("{0} events could not be published")]
     Publish(usize),
@@ -66,36 +67,47 @@ impl AcceptedRelay {
     /// Publishes up to one round of batches; returns how many events were published.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut transaction = self.pool.begin().await?;
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, payload FROM ingest.accepted_batches ORDER BY id LIMIT $1 FOR UPDATE",
+        let batches: Vec<(i64, i64, i64, i32)> = sqlx::query_as(
+            "SELECT id, first_seq, last_seq, event_count FROM ingest.accepted_batches \
+             ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .bind(self.batches_per_round)
         .fetch_all(&mut *transaction)
         .await?;
-        if rows.is_empty() {
+        if batches.is_empty() {
             return Ok(0);
         }
-        let mut by_customer: HashMap<String, Vec<UsageAccepted>> = HashMap::new();
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut high_water = 0u64;
-        for (id, payload) in rows {
-            let events =
-                decode_accepted(&payload).map_err(|error| RelayError::Corrupt(id, error))?;
-            for accepted in events {
-                high_water = high_water.max(accepted.sequence_number);
-                let customer = accepted
-                    .event
-                    .as_ref()
-                    .map(|event| event.customer_id.clone())
-                    .unwrap_or_default();
-                by_customer.entry(customer).or_default().push(accepted);
+        let mut by_customer: HashMap<String, Vec<(i64, Vec<u8>)>> = HashMap::new();
+        let mut high_water = 0;
+        for (id, first_seq, last_seq, count) in &batches {
+            let rows: Vec<(String, EventRow)> = sqlx::query_as::<_, RelayRow>(
+                "SELECT customer_id, seq, payload, intake, ingested_at FROM ingest.events \
+                 WHERE seq BETWEEN $1 AND $2",
+            )
+            .bind(first_seq)
+            .bind(last_seq)
+            .fetch_all(&mut *transaction)
+            .await?
+            .into_iter()
+            .map(|row| (row.customer_id, row.event))
+            .collect();
+            if rows.len() != usize::try_from(*count).unwrap_or(0) {
+                // The events of a committed batch are missing (a detached partition?):
+                // stop rather than skip them silently.
+                return Err(RelayError::Missing(*id, rows.len(), *count));
             }
-            ids.push(id);
+            high_water = high_water.max(*last_seq);
+            for (customer, row) in rows {
+                by_customer
+                    .entry(customer)
+                    .or_default()
+                    .push((row.seq, row.encode_accepted()));
+            }
         }
         let outcomes = join_all(
             by_customer
-                .into_values()
-                .map(|events| self.publish_in_order(events)),
+                .into_iter()
+                .map(|(customer, events)| self.publish_in_order(customer, events)),
         )
         .await;
         let published: usize = outcomes.iter().map(|(ok, _)| ok).sum();
@@ -106,6 +118,7 @@ impl AcceptedRelay {
             transaction.rollback().await?;
             return Err(RelayError::Publish(failed));
         }
+        let ids: Vec<i64> = batches.iter().map(|(id, ..)| *id).collect();
         sqlx::query("DELETE FROM ingest.accepted_batches WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *transaction)
@@ -113,22 +126,28 @@ impl AcceptedRelay {
         sqlx::query(
             "UPDATE ingest.relay_state SET published_high_water = GREATEST(published_high_water, $1)",
         )
-        .bind(i64::try_from(high_water).unwrap_or(i64::MAX))
+        .bind(high_water)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
         Ok(published)
     }
 
-    /// Publishes one customer's events in order; stops at the first failure.
-    /// Returns (published, not published).
-    async fn publish_in_order(&self, mut events: Vec<UsageAccepted>) -> (usize, usize) {
-        events.sort_by_key(|accepted| accepted.sequence_number);
+    /// Publishes one customer's events in sequence order; stops at the first
+    /// failure. Returns (published, not published).
+    async fn publish_in_order(
+        &self,
+        customer: String,
+        mut events: Vec<(i64, Vec<u8>)>,
+    ) -> (usize, usize) {
+        events.sort_by_key(|(seq, _)| *seq);
         let total = events.len();
-        for (index, accepted) in events.into_iter().enumerate() {
-            let message = accepted_message(&accepted);
+        for (index, (seq, payload)) in events.into_iter().enumerate() {
+            let message = Message::new(ACCEPTED_TYPE, 1, payload)
+                .with_id(format!("uacc_{seq}"))
+                .with_ordering_key(customer.clone());
             if let Err(error) = self.bus.publish(topics::USAGE_ACCEPTED, message).await {
-                tracing::warn!(%error, seq = accepted.sequence_number, "publishing an accepted event failed; will retry");
+                tracing::warn!(%error, seq, "publishing an accepted event failed; will retry");
                 return (index, total - index);
             }
         }
@@ -170,14 +189,10 @@ impl AcceptedRelay {
     }
 }
 
-/// The bus message for one accepted event: id `uacc_<seq>`, ordering key the customer.
-pub fn accepted_message(accepted: &UsageAccepted) -> Message {
-    let customer = accepted
-        .event
-        .as_ref()
-        .map(|event| event.customer_id.clone())
-        .unwrap_or_default();
-    Message::new(ACCEPTED_TYPE, 1, accepted.encode_to_vec())
-        .with_id(format!("uacc_{}", accepted.sequence_number))
-        .with_ordering_key(customer)
+/// A row the relay reads: the customer (ordering key) and the event.
+#[derive(Debug, sqlx::FromRow)]
+struct RelayRow {
+    customer_id: String,
+    #[sqlx(flatten)]
+    event: EventRow,
 }

@@ -7,14 +7,10 @@
 //! (encoded size, source length, timestamp range) and names each rule with the
 //! stable `rule` string of `tally.common.v1.FieldViolation`.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, Utc};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use tally_domain::event::{
-    EventLimits, EventRule, FieldError, PropertyValue, RawUsageEvent, UsageEvent,
-};
+use tally_domain::event::{EventLimits, EventParts, EventRule, FieldError, check_event};
 use tally_domain::ids::IdError;
 use tally_proto::common::FieldViolation;
 use tally_proto::events::UsageEvent as WireEvent;
@@ -26,42 +22,32 @@ pub const MAX_SOURCE_BYTES: usize = 128;
 /// The rule name of an event older than the backfill window.
 pub const RULE_BEFORE_BACKFILL_WINDOW: &str = "before_backfill_window";
 
-/// An event that passed every rule, in the canonical form the log stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event that passed every rule: the event as received, its instant and
+/// its payload identity.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent {
-    /// The producer's id.
-    pub event_id: String,
-    /// `cus_…`.
-    pub customer_id: String,
-    /// The meter code it feeds.
-    pub event_type: String,
-    /// Event time.
+    /// The event as received (and as it will be committed).
+    pub event: WireEvent,
+    /// Its event time.
     pub timestamp: DateTime<Utc>,
-    /// Properties, sorted by name.
-    pub properties: BTreeMap<String, String>,
-    /// Producing system (not part of the payload identity).
-    pub source: String,
     /// SHA-256 of the canonical payload: equal for a duplicate, different for a conflict.
     pub payload_hash: [u8; 32],
 }
 
 impl ValidEvent {
-    /// The wire form, as committed.
-    pub fn to_wire(&self) -> WireEvent {
-        WireEvent {
-            id: self.event_id.clone(),
-            customer_id: self.customer_id.clone(),
-            event_type: self.event_type.clone(),
-            timestamp: Some(tally_runtime::clock_service::chrono_to_timestamp(
-                self.timestamp,
-            )),
-            properties: self
-                .properties
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-            source: self.source.clone(),
-        }
+    /// `cus_…`.
+    pub fn customer_id(&self) -> &str {
+        &self.event.customer_id
+    }
+
+    /// The producer's id.
+    pub fn event_id(&self) -> &str {
+        &self.event.id
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event.event_type
     }
 }
 
@@ -87,20 +73,18 @@ impl Validator {
         }
     }
 
-    /// The backfill window in whole days (for messages).
-    pub fn backfill_window_days(&self) -> i64 {
-        self.limits.max_age.num_days()
-    }
-
     /// Validates `event` at `now`. With `allow_old` (an open backfill covers
     /// it) the backfill-window rule is not applied; the future rule always is.
-    /// Returns every violated rule, in field order.
+    /// On failure the event comes back with every violated rule, in field order.
+    // Both variants carry the event by value (it moves, never copies); boxing
+    // one would only add an allocation.
+    #[allow(clippy::result_large_err)]
     pub fn validate(
         &self,
-        event: &WireEvent,
+        event: WireEvent,
         now: DateTime<Utc>,
         allow_old: bool,
-    ) -> Result<ValidEvent, Vec<FieldViolation>> {
+    ) -> Result<ValidEvent, (WireEvent, Vec<FieldViolation>)> {
         let mut violations = Vec::new();
         let encoded_len = event.encoded_len();
         if encoded_len > self.max_event_bytes {
@@ -164,54 +148,49 @@ impl Validator {
         if allow_old {
             limits.max_age = Duration::days(365 * 1000);
         }
-        let raw = RawUsageEvent {
-            id: event.id.clone(),
-            customer: event.customer_id.clone(),
-            event_type: event.event_type.clone(),
-            timestamp,
-            properties: event
-                .properties
+        // Sorted by name: the order the payload hash needs.
+        let mut properties: Vec<(&str, &str)> = event
+            .properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        properties.sort_unstable();
+        let errors = check_event(
+            EventParts {
+                id: &event.id,
+                customer: &event.customer_id,
+                event_type: &event.event_type,
+                timestamp,
+                properties: &properties,
+            },
+            now,
+            &limits,
+        );
+        violations.extend(
+            errors
                 .iter()
-                .map(|(key, value)| (key.clone(), PropertyValue::Text(value.clone())))
-                .collect(),
-        };
-        let domain = UsageEvent::validate(raw, now, &limits);
-        match domain {
-            Err(error) => {
-                violations.extend(
-                    error
-                        .errors
-                        .iter()
-                        .map(|error| describe(error, timestamp, &self.limits)),
-                );
-            }
-            Ok(_) if !violations.is_empty() => {}
-            Ok(valid) => {
-                let properties: BTreeMap<String, String> = event
-                    .properties
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect();
+                .map(|error| describe(error, timestamp, &self.limits)),
+        );
+        match timestamp {
+            Some(timestamp) if violations.is_empty() => {
                 let payload_hash = payload_hash(
-                    valid.customer().as_str(),
-                    valid.id().as_str(),
-                    valid.event_type().as_str(),
-                    valid.timestamp(),
-                    &properties,
+                    &event.customer_id,
+                    &event.id,
+                    &event.event_type,
+                    timestamp,
+                    properties.iter().copied(),
                 );
-                return Ok(ValidEvent {
-                    event_id: event.id.clone(),
-                    customer_id: event.customer_id.clone(),
-                    event_type: event.event_type.clone(),
-                    timestamp: valid.timestamp(),
-                    properties,
-                    source: event.source.clone(),
+                Ok(ValidEvent {
+                    event,
+                    timestamp,
                     payload_hash,
-                });
+                })
+            }
+            _ => {
+                violations.sort_by_key(|violation| field_order(&violation.field));
+                Err((event, violations))
             }
         }
-        violations.sort_by_key(|violation| field_order(&violation.field));
-        Err(violations)
     }
 }
 
@@ -226,12 +205,12 @@ pub fn only_too_old(violations: &[FieldViolation]) -> bool {
 /// The SHA-256 identity of an event's payload: customer, id, type, timestamp
 /// and properties (sorted), each length-prefixed so no two payloads collide by
 /// concatenation. `source` is deliberately not part of it.
-pub fn payload_hash(
+pub fn payload_hash<'a>(
     customer_id: &str,
     event_id: &str,
     event_type: &str,
     timestamp: DateTime<Utc>,
-    properties: &BTreeMap<String, String>,
+    sorted_properties: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
     let mut field = |bytes: &[u8]| {
@@ -243,7 +222,7 @@ pub fn payload_hash(
     field(event_type.as_bytes());
     field(&timestamp.timestamp().to_le_bytes());
     field(&timestamp.timestamp_subsec_nanos().to_le_bytes());
-    for (key, value) in properties {
+    for (key, value) in sorted_properties {
         field(key.as_bytes());
         field(value.as_bytes());
     }
@@ -353,8 +332,9 @@ mod tests {
 
     fn rules(event: &WireEvent) -> Vec<(String, String)> {
         Validator::new(&IngestConfig::default())
-            .validate(event, now(), false)
+            .validate(event.clone(), now(), false)
             .unwrap_err()
+            .1
             .into_iter()
             .map(|violation| (violation.field, violation.rule))
             .collect()
@@ -367,17 +347,17 @@ mod tests {
     #[test]
     fn a_valid_event_passes_with_a_stable_hash() {
         let validator = Validator::new(&IngestConfig::default());
-        let valid = validator.validate(&event(), now(), false).unwrap();
+        let valid = validator.validate(event(), now(), false).unwrap();
         let mut other_source = event();
         other_source.source = "batch-job".into();
-        let again = validator.validate(&other_source, now(), false).unwrap();
+        let again = validator.validate(other_source, now(), false).unwrap();
         assert_eq!(
             valid.payload_hash, again.payload_hash,
             "source is not payload"
         );
         let mut changed = event();
         changed.properties.insert("tokens".into(), "1201".into());
-        let changed = validator.validate(&changed, now(), false).unwrap();
+        let changed = validator.validate(changed, now(), false).unwrap();
         assert_ne!(valid.payload_hash, changed.payload_hash);
     }
 
@@ -432,14 +412,14 @@ mod tests {
         old.timestamp = Some(tally_runtime::clock_service::chrono_to_timestamp(
             now() - Duration::days(36),
         ));
-        let violations = Validator::new(&IngestConfig::default())
-            .validate(&old, now(), false)
+        let (_, violations) = Validator::new(&IngestConfig::default())
+            .validate(old.clone(), now(), false)
             .unwrap_err();
         assert!(only_too_old(&violations));
         assert!(violations[0].description.contains("35 days"));
         assert!(
             Validator::new(&IngestConfig::default())
-                .validate(&old, now(), true)
+                .validate(old, now(), true)
                 .is_ok(),
             "a backfill lifts the window"
         );
@@ -509,9 +489,10 @@ mod tests {
         #[test]
         fn validation_never_panics_and_always_explains(event in arbitrary_event()) {
             let validator = Validator::new(&IngestConfig::default());
-            match validator.validate(&event, now(), false) {
-                Ok(valid) => prop_assert_eq!(valid.to_wire().id, event.id),
-                Err(violations) => {
+            match validator.validate(event.clone(), now(), false) {
+                Ok(valid) => prop_assert_eq!(valid.event, event),
+                Err((returned, violations)) => {
+                    prop_assert_eq!(returned, event);
                     prop_assert!(!violations.is_empty());
                     for violation in violations {
                         prop_assert!(!violation.field.is_empty());

@@ -128,12 +128,18 @@ async fn the_pubsub_intake_takes_protobuf_and_json_and_keeps_what_it_rejects() {
         state_of(&mut h, "cus_b", "js-2").await,
         IngestState::Rejected
     );
-    let tokens: String = sqlx::query_scalar(
-        "SELECT properties->>'tokens' FROM ingest.events WHERE event_id = 'js-1'",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let stored = h
+        .client
+        .get_ingest_status(GetIngestStatusRequest {
+            customer_id: "cus_b".into(),
+            event_id: "js-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted
+        .unwrap();
+    let tokens = stored.event.unwrap().properties["tokens"].clone();
     assert_eq!(tokens, "1200.50", "JSON numbers keep every digit");
     let intake: i16 =
         sqlx::query_scalar("SELECT intake FROM ingest.events WHERE event_id = 'pb-1'")

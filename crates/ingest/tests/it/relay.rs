@@ -113,9 +113,7 @@ async fn a_crash_between_commit_and_publish_loses_and_duplicates_nothing() {
     let published: i64 = restarted
         .count("SELECT published_high_water FROM ingest.relay_state")
         .await;
-    let high_water: i64 = restarted
-        .count("SELECT last_value FROM ingest.event_seq")
-        .await;
+    let high_water: i64 = restarted.count("SELECT max(seq) FROM ingest.events").await;
     assert_eq!(published, high_water);
 }
 
