@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 EVENTS=${EVENTS:-1000000}
 PUBSUB_EVENTS=${PUBSUB_EVENTS:-50000}
-CONCURRENCY=${CONCURRENCY:-4}
+CONCURRENCY=${CONCURRENCY:-8} # batches in flight: the IngestStream window
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 EMULATOR=${PUBSUB_EMULATOR_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}

@@ -479,6 +479,42 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap()
     }
 
+    proptest::proptest! {
+        /// The borrowed check and the owned validation are the same rules.
+        #[test]
+        fn check_event_agrees_with_validate(
+            id in ".{0,130}",
+            customer in "(cus_)?[a-zA-Z0-9_-]{0,66}",
+            event_type in "[a-zA-Z0-9_.]{0,66}",
+            offset_minutes in proptest::option::of(-60_000i64..60_000),
+            properties in proptest::collection::btree_map(".{0,130}", ".{0,1030}", 0..70),
+        ) {
+            let timestamp = offset_minutes.map(|minutes| now() + Duration::minutes(minutes));
+            let raw = RawUsageEvent {
+                id: id.clone(),
+                customer: customer.clone(),
+                event_type: event_type.clone(),
+                timestamp,
+                properties: properties
+                    .iter()
+                    .map(|(key, value)| (key.clone(), PropertyValue::Text(value.clone())))
+                    .collect(),
+            };
+            let pairs: Vec<(&str, &str)> =
+                properties.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+            let borrowed = check_event(
+                EventParts { id: &id, customer: &customer, event_type: &event_type, timestamp, properties: &pairs },
+                now(),
+                &EventLimits::default(),
+            );
+            let owned = UsageEvent::validate(raw, now(), &EventLimits::default())
+                .err()
+                .map(|error| error.errors)
+                .unwrap_or_default();
+            proptest::prop_assert_eq!(borrowed, owned);
+        }
+    }
+
     fn raw() -> RawUsageEvent {
         RawUsageEvent {
             id: "evt-1".into(),

@@ -3,7 +3,7 @@
 //! Each committed batch left one `accepted_batches` row naming its contiguous
 //! range of sequence numbers. The relay takes the oldest rows (`FOR UPDATE`, so
 //! a second replica waits instead of publishing the same rows), reads those
-//! events back from the log (a BRIN range scan), publishes each exactly as
+//! events back from the log (an index range scan on `seq`), publishes each exactly as
 //! committed — the stored bytes, not a re-encoding — with its customer as
 //! ordering key — customers in parallel, each
 //! customer's events one after another in sequence order — then deletes the
