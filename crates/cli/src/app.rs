@@ -67,7 +67,18 @@ impl ServiceKind {
                 ingest.spawn_background(shutdown);
                 ingest.grpc_server(max_message_bytes)
             }
-            ServiceKind::Rating => tally_rating::grpc_server(max_message_bytes),
+            ServiceKind::Rating => {
+                let rating = tally_rating::Rating::start(tally_rating::RatingDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    ids: Arc::clone(&handles.ids),
+                })
+                .await
+                .context("starting rating")?;
+                rating.spawn_background(shutdown);
+                rating.grpc_server(max_message_bytes)
+            }
             ServiceKind::Invoicing => tally_invoicing::grpc_server(max_message_bytes),
             ServiceKind::Payments => tally_payments::grpc_server(max_message_bytes),
         })

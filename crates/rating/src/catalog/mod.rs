@@ -1,0 +1,21 @@
+//! The catalog: meters, plans and plan versions (`tally.rating.v1.CatalogService`).
+//!
+//! * [`api`] — the gRPC service: request checks and transactions;
+//! * [`mapping`] — wire ↔ domain, reporting every violation with its field path;
+//! * [`store`] — SQL on the `rating` schema, including the loaders the rest of
+//!   rating prices with ([`store::published_version`], [`store::meter`],
+//!   [`store::meters`]).
+//!
+//! Drafts are stored as the caller wrote them (protobuf); publishing validates
+//! the draft through the domain crate and stores the domain `Plan` beside it,
+//! after which the database refuses any change (see docs/architecture.md,
+//! "Rating: catalog").
+
+pub mod api;
+mod error;
+pub mod mapping;
+mod paging;
+pub mod store;
+
+pub use api::CatalogApi;
+pub use error::{CatalogError, status_violations};

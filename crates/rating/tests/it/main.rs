@@ -1,0 +1,6 @@
+//! Rating against a real PostgreSQL (a throwaway cluster), through a real
+//! gRPC server and client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod catalog;
+mod support;
