@@ -9,7 +9,8 @@
 #      second database in the same cluster;
 #   5. the Pub/Sub path: `tally serve ingest` on the emulator, `tally load pubsub`.
 #
-# Usage: bench/ingest.sh            (EVENTS=1000000 PUBSUB_EVENTS=50000 by default)
+# Usage: bench/ingest.sh            (EVENTS=1000000 PUBSUB_EVENTS=50000 by default;
+#                                    ONLY_PUBSUB=1 runs step 5 alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,7 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 WORK=$(mktemp -d /tmp/tally-bench.XXXXXX)
 PIDS=()
 cleanup() {
+  [ -n "${KEEP_LOGS:-}" ] && cp "$WORK"/*.log /tmp/ 2>/dev/null
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -47,7 +49,7 @@ as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg.log" -o "-p $PG_PORT 
 for db in tally baseline; do as_postgres "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"; done
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/tally"
-export TALLY_TELEMETRY__LOG_FILTER=warn
+export TALLY_TELEMETRY__LOG_FILTER=${LOG_FILTER:-warn}
 export TALLY_DATABASE__MAX_CONNECTIONS=16
 "$TALLY" migrate
 KEY=$("$TALLY" keys create --name bench --scope ingest,read 2>/dev/null)
@@ -67,6 +69,7 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 "$PG_BIN/postgres" --version
 "$TALLY" --version
 
+if [ -z "${ONLY_PUBSUB:-}" ]; then
 GRPC_PORT=$(free_port)
 TALLY_GRPC__LISTEN_ADDR=127.0.0.1:$GRPC_PORT TALLY_INGEST__PUBSUB_INTAKE=false serve_ingest "$GRPC_PORT"
 echo "== gRPC, all new events"
@@ -79,6 +82,7 @@ echo "== baseline"
 "$TALLY" load copy-baseline --database-url "postgres://postgres@127.0.0.1:$PG_PORT/baseline" \
   --events "$EVENTS" --run fresh
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+fi
 
 echo "== Pub/Sub (emulator)"
 EMULATOR_PORT=$(free_port)
@@ -86,7 +90,15 @@ EMULATOR_PORT=$(free_port)
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "Server started" "$WORK/emulator.log" && break; sleep 0.2; done
 export TALLY_BUS__BACKEND=pubsub TALLY_BUS__PROJECT_ID=tally-bench PUBSUB_EMULATOR_HOST=127.0.0.1:$EMULATOR_PORT
+# Create the topics and the usage-events subscription without a consumer (the
+# script the compose file and the Helm chart use), publish every event, then
+# start ingest: its drain rate is the intake's own rate. (Starting ingest first
+# and stopping it would leave the emulator assigning ordering keys to the dead
+# stream until its ack deadline.)
+PUBSUB_PROJECT_ID=tally-bench PUBSUB_TOPICS="usage-events usage-accepted usage-rejected" \
+  PUBSUB_SUBSCRIPTIONS="usage-events=usage-events:60" sh helm/tally/files/pubsub-setup.sh >/dev/null
+"$TALLY" load pubsub --publish-only --api-key unused --events "$PUBSUB_EVENTS" --run pubsub
 GRPC_PORT=$(free_port)
 TALLY_GRPC__LISTEN_ADDR=127.0.0.1:$GRPC_PORT serve_ingest "$GRPC_PORT"
-"$TALLY" load pubsub --address "http://127.0.0.1:$GRPC_PORT" --api-key "$KEY" \
+"$TALLY" load pubsub --drain-only --address "http://127.0.0.1:$GRPC_PORT" --api-key "$KEY" \
   --events "$PUBSUB_EVENTS" --run pubsub
