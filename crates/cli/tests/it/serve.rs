@@ -228,12 +228,13 @@ async fn calls_need_a_valid_key_with_the_right_scope() {
         forbidden.message()
     );
 
-    // A valid key reaches the service (whose handlers are not written yet).
+    // A valid key reaches the handler, which refuses the empty batch itself.
     let reached = client
         .ingest_batch(with_key(IngestBatchRequest::default(), &ingest_key))
         .await
         .unwrap_err();
-    assert_eq!(reached.code(), tonic::Code::Unimplemented);
+    assert_eq!(reached.code(), tonic::Code::InvalidArgument, "{reached:?}");
+    assert!(reached.message().starts_with("events:"), "{}", reached.message());
 
     // Revocation takes effect within the refresh interval.
     let list = tally(&database.url)
