@@ -355,21 +355,18 @@ impl Ingestor {
         let mut rejections: Vec<RejectionRecord> = Vec::new();
         let mut duplicates: HashMap<(String, String), i64> = HashMap::new();
         for (index, verdict) in verdicts.iter().enumerate() {
-            let result = match verdict {
+            // An event whose key was accepted before (in the log or earlier in
+            // this batch) is compared with that original.
+            let compared = match verdict {
                 Verdict::Valid(event) => match seq_of.get(&index) {
-                    Some(seq) => result(event, EventOutcome::Accepted, *seq),
-                    None => {
-                        let original = AcceptedOriginal::Stored(stored_key(&existing, event)?);
-                        self.against(
-                            &mut transaction,
-                            event,
-                            original,
-                            &mut duplicates,
-                            &mut rejections,
-                            intake,
-                        )
-                        .await?
+                    Some(seq) => {
+                        results.push(result(event, EventOutcome::Accepted, *seq));
+                        continue;
                     }
+                    None => Some((
+                        event,
+                        AcceptedOriginal::Stored(stored_key(&existing, event)?),
+                    )),
                 },
                 Verdict::Repeat(event, first) => {
                     let Verdict::Valid(first_event) = &verdicts[*first] else {
@@ -381,7 +378,13 @@ impl Ingestor {
                         Some(seq) => AcceptedOriginal::InBatch(first_event, *seq),
                         None => AcceptedOriginal::Stored(stored_key(&existing, event)?),
                     };
-                    self.against(
+                    Some((event, original))
+                }
+                Verdict::Invalid(..) | Verdict::Undecodable { .. } => None,
+            };
+            if let Some((event, original)) = compared {
+                let outcome = self
+                    .against(
                         &mut transaction,
                         event,
                         original,
@@ -389,8 +392,12 @@ impl Ingestor {
                         &mut rejections,
                         intake,
                     )
-                    .await?
-                }
+                    .await?;
+                results.push(outcome);
+                continue;
+            }
+            let result = match verdict {
+                Verdict::Valid(_) | Verdict::Repeat(..) => continue, // handled above
                 Verdict::Invalid(event, violations) => {
                     let id = self.ids.new_id("rej");
                     rejections.push(RejectionRecord {
