@@ -234,7 +234,11 @@ async fn calls_need_a_valid_key_with_the_right_scope() {
         .await
         .unwrap_err();
     assert_eq!(reached.code(), tonic::Code::InvalidArgument, "{reached:?}");
-    assert!(reached.message().starts_with("events:"), "{}", reached.message());
+    assert!(
+        reached.message().starts_with("events:"),
+        "{}",
+        reached.message()
+    );
 
     // Revocation takes effect within the refresh interval.
     let list = tally(&database.url)
