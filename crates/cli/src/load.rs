@@ -159,9 +159,10 @@ fn make_event(workload: &Workload, number: u64, now: DateTime<Utc>) -> UsageEven
 /// Adds the API key to every call.
 type Authenticate =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type IngestClient = IngestServiceClient<InterceptedService<Channel, Authenticate>>;
+pub(crate) type IngestClient = IngestServiceClient<InterceptedService<Channel, Authenticate>>;
 
-async fn client(address: &str, api_key: &str) -> anyhow::Result<IngestClient> {
+/// An ingest client that sends `api_key` on every call.
+pub(crate) async fn client(address: &str, api_key: &str) -> anyhow::Result<IngestClient> {
     let channel = Channel::from_shared(address.to_owned())?
         .connect()
         .await

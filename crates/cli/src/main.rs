@@ -8,6 +8,7 @@ mod app;
 mod dev;
 mod keys;
 mod load;
+mod rejected;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Lists rejected usage events and replays them after a fix.
+    Rejected {
+        #[command(subcommand)]
+        command: rejected::RejectedCommand,
+    },
     /// Load generators for the benchmarks (docs/benchmarks.md).
     Load {
         #[command(subcommand)]
@@ -87,5 +93,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => app::migrate(config).await,
         Command::Keys { command } => keys::run(config, command).await,
         Command::Load { command } => load::run(config, command).await,
+        Command::Rejected { command } => rejected::run(command).await,
     }
 }

@@ -334,3 +334,83 @@ async fn the_clock_service_reports_the_wall_clock_and_refuses_to_move_it() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     running.terminate();
 }
+
+#[tokio::test]
+async fn operators_replay_rejected_events_after_opening_a_backfill() {
+    use tally_proto::common::TimeRange;
+    use tally_proto::events::UsageEvent;
+    use tally_proto::ingest::{EventOutcome, OpenBackfillRequest};
+
+    let database = tally_testkit::postgres::database().await;
+    let admin = create_key(&database.url, "admin");
+    let running = RunningService::start(&database.url, "ingest").await;
+    let mut client = IngestServiceClient::new(running.channel().await);
+    let old = chrono::Utc::now() - chrono::Duration::days(50);
+    let stamp = |at: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    };
+    let event = UsageEvent {
+        id: "late-1".into(),
+        customer_id: "cus_late".into(),
+        event_type: "api_calls".into(),
+        timestamp: Some(stamp(old)),
+        ..Default::default()
+    };
+    let sent = client
+        .ingest_batch(with_key(
+            IngestBatchRequest {
+                events: vec![event],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.results[0].outcome, EventOutcome::Rejected as i32);
+    let rejection = sent.results[0].rejection_id.clone();
+
+    let rejected = |args: &[&str]| {
+        tally(&database.url)
+            .arg("rejected")
+            .args(args)
+            .args(["--address", &running.address, "--api-key", &admin])
+            .output()
+            .unwrap()
+    };
+    let listed = rejected(&["list"]);
+    assert!(listed.status.success());
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains(&rejection) && listing.contains("timestamp before_backfill_window"),
+        "{listing}"
+    );
+
+    let too_early = rejected(&["replay", "--rule", "before_backfill_window"]);
+    assert!(
+        !too_early.status.success(),
+        "no backfill yet: still rejected"
+    );
+
+    client
+        .open_backfill(with_key(
+            OpenBackfillRequest {
+                idempotency_key: "late-import".into(),
+                customer_id: "cus_late".into(),
+                event_time_range: Some(TimeRange {
+                    start_time: Some(stamp(old - chrono::Duration::days(1))),
+                    end_time: Some(stamp(old + chrono::Duration::days(1))),
+                }),
+                duration: None,
+                reason: "late import".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let replayed = rejected(&["replay", "--rule", "before_backfill_window"]);
+    let report = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success(), "{report}");
+    assert!(report.contains("1 resolved"), "{report}");
+    running.terminate();
+}
