@@ -1,17 +1,30 @@
 //! The rating service: owns the catalog (meters, plans, prices) and prices
-//! usage in real time (see DESIGN.md and docs/architecture.md, "Rating: catalog").
+//! usage in real time (see DESIGN.md and docs/architecture.md, "Rating:
+//! catalog" and "Rating: usage").
 //!
-//! Today: the [`catalog`] (`CatalogService`) is implemented; `RatingService`
-//! is served and answers UNIMPLEMENTED until usage rating lands.
+//! * [`catalog`] — `CatalogService` and the catalog loaders;
+//! * [`replica`] — the subscription replica (`subscription-events`);
+//! * [`usage`] — usage consumption (`usage-accepted`) into aggregates, and
+//!   unrated usage;
+//! * [`api`] — `RatingService` (usage charges, current cost, unrated usage);
+//! * [`charges`] — pricing of stored aggregates into usage lines.
 
+pub mod api;
+pub mod cache;
 pub mod catalog;
+pub mod charges;
+mod error;
+pub mod replica;
+pub mod usage;
+mod wire;
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tally_bus::{BusError, SharedBus};
+use tally_bus::consumer::Consumer;
+use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::rating::catalog_service_server::CatalogServiceServer;
-use tally_proto::rating::rating_service_server::{RatingService, RatingServiceServer};
+use tally_proto::rating::rating_service_server::RatingServiceServer;
 use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::server::GrpcServer;
 use tally_runtime::{SharedClock, Shutdown};
@@ -19,23 +32,30 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+pub use api::RatingApi;
+pub use cache::CatalogCache;
 pub use catalog::CatalogApi;
+pub use error::RatingError;
+pub use replica::SubscriptionReplica;
+pub use usage::UsageRater;
+pub use usage::consumer::UsageConsumer;
 
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-rating";
 
-/// The `tally.rating.v1.RatingService` implementation (not written yet).
-#[derive(Debug, Clone, Default)]
-pub struct RatingApi;
-
-impl RatingService for RatingApi {}
+/// The subscription rating reads accepted usage from (topic `usage-accepted`).
+pub const USAGE_SUBSCRIPTION: &str = "rating-usage-accepted";
+/// The subscription rating reads subscription snapshots from (topic `subscription-events`).
+pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "rating-subscription-events";
+/// Most accepted events rated in one transaction.
+const USAGE_BATCH_MESSAGES: usize = 500;
 
 /// What rating needs from the composition root.
 #[derive(Debug, Clone)]
 pub struct RatingDeps {
     /// The database (schema `rating`).
     pub pool: PgPool,
-    /// The bus (usage and subscription consumers, once they exist).
+    /// The bus (usage and subscription consumers).
     pub bus: SharedBus,
     /// The service clock.
     pub clock: SharedClock,
@@ -43,17 +63,27 @@ pub struct RatingDeps {
     pub ids: SharedIdGenerator,
 }
 
-/// A running rating service: its gRPC surface and (later) its consumers.
+/// A running rating service: its gRPC surface and its consumers.
 #[derive(Debug, Clone)]
 pub struct Rating {
     deps: RatingDeps,
+    cache: CatalogCache,
+    rater: UsageRater,
 }
 
 impl Rating {
-    /// Builds rating. Fallible because starting will ensure the bus topics
-    /// and subscriptions its consumers read.
+    /// Builds rating and ensures the topics and subscriptions its consumers read.
     pub async fn start(deps: RatingDeps) -> Result<Self, BusError> {
-        Ok(Self { deps })
+        for topic in [topics::USAGE_ACCEPTED, topics::SUBSCRIPTION_EVENTS] {
+            deps.bus.ensure_topic(topic).await?;
+        }
+        deps.bus.ensure_subscription(&usage_subscription()).await?;
+        deps.bus
+            .ensure_subscription(&subscription_events_subscription())
+            .await?;
+        let cache = CatalogCache::new(deps.pool.clone());
+        let rater = UsageRater::new(cache.clone(), Arc::clone(&deps.clock));
+        Ok(Self { deps, cache, rater })
     }
 
     /// The database pool (for in-process callers and tests).
@@ -66,6 +96,31 @@ impl Rating {
         &self.deps.bus
     }
 
+    /// The rating path (shared by the consumers).
+    pub fn rater(&self) -> &UsageRater {
+        &self.rater
+    }
+
+    /// The `usage-accepted` consumer.
+    pub fn usage_consumer(&self) -> UsageConsumer {
+        UsageConsumer::new(
+            Arc::clone(&self.deps.bus),
+            usage_subscription(),
+            self.deps.pool.clone(),
+            self.rater.clone(),
+            USAGE_BATCH_MESSAGES,
+        )
+    }
+
+    /// The subscription replica (the `subscription-events` handler).
+    pub fn replica(&self) -> SubscriptionReplica {
+        SubscriptionReplica::new(
+            self.deps.pool.clone(),
+            self.rater.clone(),
+            Arc::clone(&self.deps.clock),
+        )
+    }
+
     /// The gRPC services of rating, ready to serve.
     pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
         let catalog = CatalogServiceServer::new(CatalogApi::new(
@@ -75,9 +130,13 @@ impl Rating {
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-        let rating = RatingServiceServer::new(RatingApi)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
+        let rating = RatingServiceServer::new(RatingApi::new(
+            self.deps.pool.clone(),
+            Arc::clone(&self.deps.clock),
+            self.cache.clone(),
+        ))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
         GrpcServer::new(
             move |routes: Routes| routes.add_service(catalog).add_service(rating),
             vec![
@@ -87,8 +146,38 @@ impl Rating {
         )
     }
 
-    /// Starts the background loops; none yet (the catalog is request-driven).
-    pub fn spawn_background(&self, _shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
-        Vec::new()
+    /// Starts the usage consumer and the subscription replica; they stop on `shutdown`.
+    pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        let usage = self.usage_consumer();
+        let usage_shutdown = shutdown.clone();
+        let replica = Consumer::new(
+            Arc::clone(&self.deps.bus),
+            subscription_events_subscription(),
+            Arc::new(self.replica()),
+        );
+        let replica_shutdown = shutdown.clone();
+        vec![
+            tokio::spawn(async move {
+                if let Err(error) = usage.run(usage_shutdown).await {
+                    tracing::error!(%error, "the usage consumer stopped");
+                }
+            }),
+            tokio::spawn(async move {
+                if let Err(error) = replica.run(replica_shutdown).await {
+                    tracing::error!(%error, "the subscription replica stopped");
+                }
+            }),
+        ]
     }
+}
+
+fn usage_subscription() -> SubscriptionConfig {
+    SubscriptionConfig::ordered(USAGE_SUBSCRIPTION, topics::USAGE_ACCEPTED)
+}
+
+fn subscription_events_subscription() -> SubscriptionConfig {
+    SubscriptionConfig::ordered(
+        SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+        topics::SUBSCRIPTION_EVENTS,
+    )
 }

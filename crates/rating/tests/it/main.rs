@@ -4,3 +4,4 @@
 
 mod catalog;
 mod support;
+mod usage;

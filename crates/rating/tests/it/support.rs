@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use tally_bus::InProcessBus;
 use tally_proto::common::{Decimal, FieldViolation, Money};
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
+use tally_proto::rating::rating_service_client::RatingServiceClient;
 use tally_proto::rating::*;
 use tally_rating::{Rating, RatingDeps};
 use tally_runtime::auth::AuthLayer;
@@ -28,6 +29,8 @@ pub struct Harness {
     pub db: TestDatabase,
     pub clock: ManualClock,
     pub client: CatalogServiceClient<Channel>,
+    pub usage: RatingServiceClient<Channel>,
+    pub rating: Rating,
     pub shutdown: Shutdown,
 }
 
@@ -67,10 +70,15 @@ pub async fn harness() -> Harness {
     let client = CatalogServiceClient::connect(format!("http://{address}"))
         .await
         .expect("client connects");
+    let usage = RatingServiceClient::connect(format!("http://{address}"))
+        .await
+        .expect("client connects");
     Harness {
         db,
         clock,
         client,
+        usage,
+        rating,
         shutdown,
     }
 }

@@ -213,7 +213,7 @@ fn group_by(properties: &[String], violations: &mut Violations) {
 /// A filter value as the domain compares it: the same conversion the domain
 /// applies to a string property value (a numeric string becomes a number,
 /// anything else stays text), so filters and events agree.
-pub(super) fn property_value(text: &str) -> PropertyValue {
+pub(crate) fn property_value(text: &str) -> PropertyValue {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .unwrap_or_else(|_| PropertyValue::Text(text.to_owned()))
 }

@@ -10,6 +10,7 @@ mod plan;
 mod price;
 mod values;
 
+pub(crate) use meter::property_value;
 pub use meter::{MeterDefinition, meter_definition, meter_to_proto};
 pub use plan::{
     PlanAttributes, PlanIdentity, meter_codes, plan, plan_attributes, structural_violations,

@@ -1,0 +1,369 @@
+//! Pricing of stored aggregates: each aggregate row (one charge, group and
+//! plan-version segment of a billing period) becomes one `UsageCharge` line,
+//! priced through the charge's domain `ChargePrice` at full precision and
+//! rounded once, per line, to the currency's minor unit (half-even). Totals are
+//! sums of rounded lines, as on the invoice.
+//!
+//! A line prices its own group: a matrix charge's line is the matrix applied
+//! to that one group; a quantity model on a grouped meter prices each group
+//! on its own (tiers, free units, minimum and maximum apply per group).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use sqlx::types::Json;
+use tally_domain::ids::ChargeCode;
+use tally_domain::meter::{AggregateState, Aggregation, GroupKey};
+use tally_domain::money::{Currency, RoundingMode};
+use tally_domain::period::Period;
+use tally_domain::plan::ChargeKind;
+use tally_domain::pricing::{BreakdownItem, PriceModel, Usage};
+use tally_proto::rating::{self as proto, BreakdownStep, BreakdownStepKind, UsageCharge};
+
+use crate::cache::CatalogCache;
+use crate::error::RatingError;
+use crate::wire::{decimal, money, time_range};
+
+/// The rounding mode of usage lines (rating.proto: "default half-even").
+pub const LINE_ROUNDING: RoundingMode = RoundingMode::HalfEven;
+
+/// One stored aggregate of a period.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AggregateRow {
+    /// `pv_…` of the segment.
+    pub plan_version_id: String,
+    /// Segment start.
+    pub segment_start: DateTime<Utc>,
+    /// Segment end.
+    pub segment_end: DateTime<Utc>,
+    /// The charge.
+    pub charge_code: String,
+    /// The group.
+    pub group_key: Json<GroupKey>,
+    /// The running aggregate.
+    pub state: Json<AggregateState>,
+    /// Events absorbed.
+    pub event_count: i64,
+    /// Highest sequence number absorbed.
+    pub max_seq: i64,
+}
+
+/// The aggregates of one subscription's billing period, in line order
+/// (segment start, charge key, then group).
+pub async fn period_rows(
+    pool: &PgPool,
+    subscription_id: &str,
+    period: &Period,
+) -> Result<Vec<AggregateRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT plan_version_id, segment_start, segment_end, charge_code, group_key, state, \
+           event_count, max_seq \
+         FROM rating.aggregates \
+         WHERE subscription_id = $1 AND period_start = $2 AND period_end = $3 \
+         ORDER BY segment_start, charge_code, group_key::text",
+    )
+    .bind(subscription_id)
+    .bind(period.start())
+    .bind(period.end())
+    .fetch_all(pool)
+    .await
+}
+
+/// The priced lines of a period.
+#[derive(Clone, Debug, Default)]
+pub struct PricedPeriod {
+    /// One line per aggregate row.
+    pub charges: Vec<UsageCharge>,
+    /// Sum of the rounded amounts.
+    pub total: Decimal,
+    /// The lines' currency (`None` without lines).
+    pub currency: Option<Currency>,
+    /// Highest ingest sequence number reflected.
+    pub as_of_sequence_number: u64,
+}
+
+/// Prices `rows`.
+pub async fn price_rows(
+    cache: &CatalogCache,
+    rows: &[AggregateRow],
+) -> Result<PricedPeriod, RatingError> {
+    let mut priced = PricedPeriod::default();
+    for row in rows {
+        let (line, currency) = price_row(cache, row).await?;
+        if priced.currency.is_some_and(|known| known != currency) {
+            return Err(RatingError::Corrupt(format!(
+                "plan version {} is in {}, other lines of the period in another currency",
+                row.plan_version_id,
+                currency.code()
+            )));
+        }
+        priced.currency = Some(currency);
+        let rounded = LINE_ROUNDING.round(line_precise(&line)?, currency.minor_units());
+        priced.total = priced
+            .total
+            .checked_add(rounded)
+            .ok_or_else(|| RatingError::Corrupt("usage total overflows".into()))?;
+        priced.as_of_sequence_number = priced
+            .as_of_sequence_number
+            .max(u64::try_from(row.max_seq).unwrap_or(0));
+        priced.charges.push(line);
+    }
+    Ok(priced)
+}
+
+fn line_precise(line: &UsageCharge) -> Result<Decimal, RatingError> {
+    line.precise_amount
+        .as_ref()
+        .and_then(|amount| amount.amount.parse().ok())
+        .ok_or_else(|| RatingError::Corrupt(format!("line {} has no amount", line.charge_key)))
+}
+
+async fn price_row(
+    cache: &CatalogCache,
+    row: &AggregateRow,
+) -> Result<(UsageCharge, Currency), RatingError> {
+    let corrupt = |what: &str| {
+        RatingError::Corrupt(format!(
+            "aggregate of charge {} on {}: {what}",
+            row.charge_code, row.plan_version_id
+        ))
+    };
+    let entry = cache
+        .version(&row.plan_version_id)
+        .await?
+        .ok_or_else(|| corrupt("the plan version is not published"))?;
+    let plan = &entry.published.plan;
+    let code = ChargeCode::parse(&row.charge_code).map_err(|error| corrupt(&error.to_string()))?;
+    let charge = plan
+        .charge(&code)
+        .ok_or_else(|| corrupt("the plan version has no such charge"))?;
+    let ChargeKind::Usage { meter: meter_code } = &charge.kind else {
+        return Err(corrupt("the charge is not a usage charge"));
+    };
+    let meter = cache
+        .meter(meter_code.as_str())
+        .await?
+        .ok_or_else(|| corrupt("its meter does not exist"))?;
+    let segment = Period::new(row.segment_start, row.segment_end)
+        .map_err(|error| corrupt(&error.to_string()))?;
+    let quantity = row
+        .state
+        .value(&segment)
+        .map_err(|error| corrupt(&error.to_string()))?;
+    let group = &row.group_key.0;
+    let breakdown = match charge.price.model() {
+        PriceModel::Percentage(_) => {
+            return Err(RatingError::FailedPrecondition(format!(
+                "charge {} of plan version {} uses percentage pricing, which prices individual \
+                 transactions; rating does not keep them yet",
+                row.charge_code, row.plan_version_id
+            )));
+        }
+        PriceModel::Matrix(_) => {
+            let groups = BTreeMap::from([(group.clone(), quantity)]);
+            charge.price.price(Usage::Grouped(&groups))
+        }
+        PriceModel::PerUnit(_)
+        | PriceModel::Package(_)
+        | PriceModel::Graduated(_)
+        | PriceModel::Volume(_)
+        | PriceModel::Bulk(_)
+        | PriceModel::Flat(_) => charge.price.price(Usage::Quantity(quantity)),
+    }
+    .map_err(|error| {
+        RatingError::FailedPrecondition(format!(
+            "charge {} of plan version {} cannot price {quantity}: {error}",
+            row.charge_code, row.plan_version_id
+        ))
+    })?;
+    let currency = plan.currency();
+    let free: Decimal = breakdown
+        .items()
+        .iter()
+        .filter_map(|item| match item {
+            BreakdownItem::FreeUnits { quantity } => Some(*quantity),
+            _ => None,
+        })
+        .sum();
+    let precise = breakdown.total();
+    let rounded = LINE_ROUNDING.round(precise, currency.minor_units());
+    let line = UsageCharge {
+        charge_key: row.charge_code.clone(),
+        charge_name: charge.name.clone(),
+        plan_version_id: row.plan_version_id.clone(),
+        meter_code: meter_code.as_str().to_owned(),
+        aggregation: aggregation(meter.aggregation()) as i32,
+        group: group
+            .dimensions()
+            .map(|(property, value)| (property.to_owned(), value.to_owned()))
+            .collect::<HashMap<_, _>>(),
+        period: Some(time_range(row.segment_start, row.segment_end)),
+        quantity: Some(decimal(quantity)),
+        billable_quantity: Some(decimal(quantity - free)),
+        event_count: u64::try_from(row.event_count).unwrap_or(0),
+        price: entry.prices.get(&row.charge_code).cloned(),
+        breakdown: breakdown
+            .items()
+            .iter()
+            .map(|item| step(item, currency))
+            .collect(),
+        precise_amount: Some(money(precise, currency)),
+        amount: Some(money(rounded, currency)),
+        as_of_sequence_number: u64::try_from(row.max_seq).unwrap_or(0),
+    };
+    Ok((line, currency))
+}
+
+/// The wire aggregation of a domain aggregation.
+pub fn aggregation(aggregation: &Aggregation) -> proto::Aggregation {
+    match aggregation {
+        Aggregation::Count => proto::Aggregation::Count,
+        Aggregation::Sum { .. } => proto::Aggregation::Sum,
+        Aggregation::Max { .. } => proto::Aggregation::Max,
+        Aggregation::Min { .. } => proto::Aggregation::Min,
+        Aggregation::UniqueCount { .. } => proto::Aggregation::UniqueCount,
+        Aggregation::Latest { .. } => proto::Aggregation::Latest,
+        Aggregation::TimeWeightedSum { .. } => proto::Aggregation::TimeWeightedSum,
+    }
+}
+
+/// One breakdown item as a wire step (amounts precise, in `currency`).
+fn step(item: &BreakdownItem, currency: Currency) -> BreakdownStep {
+    let plain = |kind: BreakdownStepKind, description: String, amount: Decimal| BreakdownStep {
+        kind: kind as i32,
+        description,
+        amount: Some(money(amount, currency)),
+        ..Default::default()
+    };
+    match item {
+        BreakdownItem::FreeUnits { quantity } => BreakdownStep {
+            quantity: Some(decimal(*quantity)),
+            ..plain(
+                BreakdownStepKind::IncludedUnits,
+                format!("{quantity} included units"),
+                Decimal::ZERO,
+            )
+        },
+        BreakdownItem::Units {
+            quantity,
+            unit_price,
+            amount,
+        } => BreakdownStep {
+            quantity: Some(decimal(*quantity)),
+            unit_price: Some(decimal(*unit_price)),
+            ..plain(
+                BreakdownStepKind::PerUnit,
+                format!("{quantity} units at {unit_price}"),
+                *amount,
+            )
+        },
+        BreakdownItem::Tier {
+            index,
+            from,
+            up_to,
+            quantity,
+            unit_price,
+            flat_fee,
+            amount,
+        } => BreakdownStep {
+            tier_index: u32::try_from(*index).unwrap_or(u32::MAX),
+            from_quantity: Some(decimal(*from)),
+            to_quantity: up_to.map(decimal),
+            quantity: Some(decimal(*quantity)),
+            unit_price: Some(decimal(*unit_price)),
+            flat_amount: (!flat_fee.is_zero()).then(|| money(*flat_fee, currency)),
+            ..plain(
+                BreakdownStepKind::Tier,
+                match up_to {
+                    Some(up_to) => format!("units above {from} up to {up_to} at {unit_price}"),
+                    None => format!("units above {from} at {unit_price}"),
+                },
+                *amount,
+            )
+        },
+        BreakdownItem::Packages {
+            billable_quantity,
+            package_size,
+            package_count,
+            package_price,
+            amount,
+        } => BreakdownStep {
+            quantity: Some(decimal(*package_count)),
+            unit_price: Some(decimal(*package_price)),
+            ..plain(
+                BreakdownStepKind::Package,
+                format!(
+                    "{package_count} packages of {package_size} for {billable_quantity} units at {package_price}"
+                ),
+                *amount,
+            )
+        },
+        BreakdownItem::Bracket {
+            index,
+            from,
+            up_to,
+            quantity,
+            amount,
+        } => BreakdownStep {
+            tier_index: u32::try_from(*index).unwrap_or(u32::MAX),
+            from_quantity: Some(decimal(*from)),
+            to_quantity: up_to.map(decimal),
+            quantity: Some(decimal(*quantity)),
+            flat_amount: Some(money(*amount, currency)),
+            ..plain(
+                BreakdownStepKind::BulkBracket,
+                format!("{quantity} units in bracket {index}"),
+                *amount,
+            )
+        },
+        BreakdownItem::Transactions(totals) => BreakdownStep {
+            quantity: Some(decimal(Decimal::from(totals.count))),
+            ..plain(
+                BreakdownStepKind::Percentage,
+                format!("{} transactions, volume {}", totals.count, totals.volume),
+                totals.amount,
+            )
+        },
+        BreakdownItem::Group {
+            key,
+            quantity,
+            unit_price,
+            default_price,
+            amount,
+        } => BreakdownStep {
+            quantity: Some(decimal(*quantity)),
+            unit_price: Some(decimal(*unit_price)),
+            ..plain(
+                BreakdownStepKind::MatrixCell,
+                if *default_price {
+                    format!("{{{key}}} (default price): {quantity} at {unit_price}")
+                } else {
+                    format!("{{{key}}}: {quantity} at {unit_price}")
+                },
+                *amount,
+            )
+        },
+        BreakdownItem::Flat { amount } => BreakdownStep {
+            flat_amount: Some(money(*amount, currency)),
+            ..plain(BreakdownStepKind::FlatFee, "flat fee".into(), *amount)
+        },
+        BreakdownItem::Minimum {
+            minimum,
+            adjustment,
+        } => plain(
+            BreakdownStepKind::ChargeMinimum,
+            format!("raised to the charge minimum {minimum}"),
+            *adjustment,
+        ),
+        BreakdownItem::Maximum {
+            maximum,
+            adjustment,
+        } => plain(
+            BreakdownStepKind::ChargeMaximum,
+            format!("capped at the charge maximum {maximum}"),
+            *adjustment,
+        ),
+    }
+}

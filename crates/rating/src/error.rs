@@ -1,0 +1,43 @@
+//! Rating's errors (usage, replica, queries) and their one mapping to gRPC
+//! statuses. Internal failures are logged once and answered as INTERNAL
+//! without details (through the runtime's `ServiceError`).
+
+use tally_runtime::{ErrorKind, ServiceError};
+use tonic::Status;
+
+/// Why a rating operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RatingError {
+    /// The request is malformed (the message names the field).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The subscription or customer is unknown to rating.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well formed but cannot be answered in this state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A stored row cannot be read or priced (a bug or a manual edit).
+    #[error("{0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<RatingError> for Status {
+    fn from(error: RatingError) -> Self {
+        let message = error.to_string();
+        match error {
+            RatingError::InvalidArgument(_) => {
+                Status::new(ErrorKind::InvalidArgument.grpc_code(), message)
+            }
+            RatingError::NotFound(_) => Status::new(ErrorKind::NotFound.grpc_code(), message),
+            RatingError::FailedPrecondition(_) => {
+                Status::new(ErrorKind::FailedPrecondition.grpc_code(), message)
+            }
+            RatingError::Corrupt(_) => ServiceError::new(ErrorKind::Internal, message).into(),
+            RatingError::Database(error) => ServiceError::from(error).into(),
+        }
+    }
+}

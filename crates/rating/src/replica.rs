@@ -1,0 +1,268 @@
+//! The subscription replica: consumes `subscription-events` (subscription
+//! `rating-subscription-events`) so rating knows which plan version covers
+//! which customer at which instant.
+//!
+//! Every message carries the full snapshot with its `version`; a snapshot is
+//! applied only when its version is higher than the stored one (one upsert
+//! with a `WHERE version <` guard), so redelivery and out-of-order delivery
+//! are harmless without an inbox. Applying rewrites the phases and, in the
+//! same transaction, re-runs the customer's unrated events through the one
+//! rating path ([`UsageRater::rate`]): a backdated subscription rates usage
+//! that arrived before it.
+//!
+//! Not handled yet (see docs/architecture.md, "Rating: usage"): re-rating
+//! events already absorbed under phases the new snapshot changed (issue #5's
+//! re-rating from ingest's `ReadEvents`), and pause windows.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use tally_bus::Message;
+use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_proto::events::SubscriptionEvent;
+use tally_runtime::SharedClock;
+
+use crate::error::RatingError;
+use crate::usage::{RateSummary, UsageRater, decode_accepted, store};
+use crate::wire::instant;
+
+/// The protobuf type name invoicing puts in `tally-type`.
+pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
+
+/// What applying a snapshot did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The snapshot is now the stored one; unrated usage was retried.
+    Applied {
+        /// What the retry of the customer's unrated events did.
+        retried: RateSummary,
+    },
+    /// A snapshot of the same or a higher version is already stored.
+    Stale {
+        /// The stored version.
+        stored_version: i64,
+    },
+}
+
+/// A validated snapshot.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    subscription_id: String,
+    customer_id: String,
+    version: i64,
+    billing_anchor_at: DateTime<Utc>,
+    phases: Vec<Phase>,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct Phase {
+    plan_version_id: String,
+    start_at: DateTime<Utc>,
+    end_at: Option<DateTime<Utc>>,
+}
+
+fn invalid(message: String) -> RatingError {
+    RatingError::InvalidArgument(message)
+}
+
+impl Snapshot {
+    fn from_event(event: &SubscriptionEvent) -> Result<Snapshot, RatingError> {
+        let subscription = event
+            .subscription
+            .as_ref()
+            .ok_or_else(|| invalid("subscription event without a subscription snapshot".into()))?;
+        let subscription_id = if event.subscription_id.is_empty() {
+            subscription.id.clone()
+        } else {
+            event.subscription_id.clone()
+        };
+        if !subscription_id.starts_with("sub_") || subscription.id != subscription_id {
+            return Err(invalid(format!(
+                "subscription_id {subscription_id:?} does not match the snapshot's id {:?}",
+                subscription.id
+            )));
+        }
+        if subscription.customer_id.is_empty() {
+            return Err(invalid(format!(
+                "{subscription_id}: customer_id is required"
+            )));
+        }
+        let version = if event.version == 0 {
+            subscription.version
+        } else {
+            event.version
+        };
+        if version == 0 || (subscription.version != 0 && subscription.version != version) {
+            return Err(invalid(format!(
+                "{subscription_id}: version {} does not match the snapshot's {}",
+                event.version, subscription.version
+            )));
+        }
+        let version = i64::try_from(version)
+            .map_err(|_| invalid(format!("{subscription_id}: version out of range")))?;
+        let billing_anchor_at = instant(subscription.billing_anchor_at.as_ref())
+            .or_else(|| instant(subscription.start_at.as_ref()))
+            .ok_or_else(|| invalid(format!("{subscription_id}: billing_anchor_at is required")))?;
+        let phases = subscription
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(index, phase)| {
+                let start_at = instant(phase.start_at.as_ref()).ok_or_else(|| {
+                    invalid(format!("{subscription_id}: phases[{index}].start_at is required"))
+                })?;
+                let end_at = instant(phase.end_at.as_ref());
+                if phase.plan_version_id.is_empty() || end_at.is_some_and(|end| end <= start_at) {
+                    return Err(invalid(format!(
+                        "{subscription_id}: phases[{index}] needs a plan version and an end after its start"
+                    )));
+                }
+                Ok(Phase {
+                    plan_version_id: phase.plan_version_id.clone(),
+                    start_at,
+                    end_at,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Snapshot {
+            subscription_id,
+            customer_id: subscription.customer_id.clone(),
+            version,
+            billing_anchor_at,
+            phases,
+            bytes: subscription.encode_to_vec(),
+        })
+    }
+}
+
+/// Applies subscription snapshots.
+#[derive(Debug, Clone)]
+pub struct SubscriptionReplica {
+    pool: PgPool,
+    rater: UsageRater,
+    clock: SharedClock,
+}
+
+impl SubscriptionReplica {
+    /// A replica writing to `pool` and rating with `rater`.
+    pub fn new(pool: PgPool, rater: UsageRater, clock: SharedClock) -> Self {
+        Self { pool, rater, clock }
+    }
+
+    /// Applies `event` if it is newer than the stored snapshot.
+    pub async fn apply(&self, event: &SubscriptionEvent) -> Result<Applied, RatingError> {
+        let snapshot = Snapshot::from_event(event)?;
+        let mut transaction = self.pool.begin().await?;
+        let applied = self.store(&mut transaction, &snapshot).await?;
+        if let Some(stored_version) = applied {
+            transaction.commit().await?;
+            return Ok(Applied::Stale { stored_version });
+        }
+        let retried = self
+            .retry_unrated(&mut transaction, &snapshot.customer_id)
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(
+            subscription_id = %snapshot.subscription_id,
+            version = snapshot.version,
+            ?retried,
+            "subscription snapshot applied"
+        );
+        Ok(Applied::Applied { retried })
+    }
+
+    /// Stores the snapshot and its phases; `Some(stored version)` when a
+    /// snapshot at least as new was there (nothing written).
+    async fn store(
+        &self,
+        connection: &mut PgConnection,
+        snapshot: &Snapshot,
+    ) -> Result<Option<i64>, RatingError> {
+        let written: Option<(String,)> = sqlx::query_as(
+            "INSERT INTO rating.subscriptions (subscription_id, customer_id, version, snapshot, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+               version = EXCLUDED.version, snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at \
+             WHERE rating.subscriptions.version < EXCLUDED.version \
+             RETURNING subscription_id",
+        )
+        .bind(&snapshot.subscription_id)
+        .bind(&snapshot.customer_id)
+        .bind(snapshot.version)
+        .bind(&snapshot.bytes)
+        .bind(self.clock.now())
+        .fetch_optional(&mut *connection)
+        .await?;
+        if written.is_none() {
+            let (stored,): (i64,) = sqlx::query_as(
+                "SELECT version FROM rating.subscriptions WHERE subscription_id = $1",
+            )
+            .bind(&snapshot.subscription_id)
+            .fetch_one(&mut *connection)
+            .await?;
+            return Ok(Some(stored));
+        }
+        sqlx::query("DELETE FROM rating.subscription_phases WHERE subscription_id = $1")
+            .bind(&snapshot.subscription_id)
+            .execute(&mut *connection)
+            .await?;
+        for (index, phase) in snapshot.phases.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO rating.subscription_phases (subscription_id, customer_id, phase_index, \
+                   plan_version_id, billing_anchor_at, start_at, end_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&snapshot.subscription_id)
+            .bind(&snapshot.customer_id)
+            .bind(i32::try_from(index).unwrap_or(i32::MAX))
+            .bind(&phase.plan_version_id)
+            .bind(snapshot.billing_anchor_at)
+            .bind(phase.start_at)
+            .bind(phase.end_at)
+            .execute(&mut *connection)
+            .await?;
+        }
+        Ok(None)
+    }
+
+    async fn retry_unrated(
+        &self,
+        connection: &mut PgConnection,
+        customer: &str,
+    ) -> Result<RateSummary, RatingError> {
+        let stored = store::unrated_of_customer(&mut *connection, customer).await?;
+        let events: Vec<_> = stored
+            .iter()
+            .filter_map(|bytes| match decode_accepted(bytes) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    tracing::error!(%error, customer, "a stored unrated event cannot be decoded");
+                    None
+                }
+            })
+            .collect();
+        self.rater.rate(connection, &events).await
+    }
+}
+
+#[async_trait]
+impl MessageHandler for SubscriptionReplica {
+    async fn handle(&self, message: &Message, _delivery_attempt: u32) -> Result<(), HandlerError> {
+        if message.message_type != SUBSCRIPTION_EVENT_TYPE || message.type_version != 1 {
+            return Err(HandlerError::Poison(format!(
+                "unexpected message {:?} version {} on subscription-events (expected {SUBSCRIPTION_EVENT_TYPE} version 1)",
+                message.message_type, message.type_version
+            )));
+        }
+        let event = SubscriptionEvent::decode(message.payload.as_slice()).map_err(|error| {
+            HandlerError::Poison(format!("undecodable SubscriptionEvent: {error}"))
+        })?;
+        match self.apply(&event).await {
+            Ok(_) => Ok(()),
+            Err(RatingError::InvalidArgument(reason)) => Err(HandlerError::Poison(reason)),
+            Err(error) => Err(HandlerError::Retry(error.to_string())),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Usage consumption: turns `UsageAccepted` events into running aggregates per
+//! (subscription, billing period, plan-version segment, charge, group),
+//! exactly once, or keeps them as unrated usage with the reason.
+//!
+//! [`UsageRater::rate`] is the one rating path: the `usage-accepted` consumer
+//! ([`consumer::UsageConsumer`]) calls it for each batch, and the subscription
+//! replica calls it again for a customer's unrated events when a snapshot
+//! arrives (a backdated subscription makes them ratable). It runs inside the
+//! caller's transaction:
+//!
+//! 1. events whose key is already in `rating.rated_events` are skipped
+//!    (redelivery, or the same event twice in a batch);
+//! 2. each remaining event is classified without writing: the phases covering
+//!    its timestamp, their plan versions' usage charges on the event type, the
+//!    billing period and segment, the meter's reading and group key — or the
+//!    reason it cannot be rated;
+//! 3. ratable events insert their key (`ON CONFLICT DO NOTHING RETURNING`,
+//!    so a concurrent consumer cannot count one twice) and only the inserted
+//!    ones are absorbed; their unrated rows, if any, are deleted;
+//! 4. the absorbed deltas are merged into `rating.aggregates` in key order
+//!    (a stable lock order: concurrent batches cannot deadlock);
+//! 5. unratable events are upserted into `rating.unrated_events`.
+
+mod classify;
+pub mod consumer;
+mod decode;
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use tally_domain::meter::{AggregateState, GroupKey};
+use tally_proto::rating::UnratedReason;
+use tally_runtime::SharedClock;
+
+use crate::cache::CatalogCache;
+use crate::error::RatingError;
+
+pub use decode::{AcceptedEvent, DecodeError, decode_accepted};
+
+/// The identity of one aggregate row (its primary key), ordered the way rows
+/// are locked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AggregateKey {
+    /// `sub_…`.
+    pub subscription_id: String,
+    /// Start of the billing period.
+    pub period_start: DateTime<Utc>,
+    /// Start of the segment (the part of the period one phase covers).
+    pub segment_start: DateTime<Utc>,
+    /// `pv_…` of the segment.
+    pub plan_version_id: String,
+    /// The charge.
+    pub charge_code: String,
+    /// The group (`{}` without group-by).
+    pub group_key: GroupKey,
+}
+
+/// What a set of events adds to one aggregate row.
+#[derive(Clone, Debug)]
+pub struct AggregateDelta {
+    /// End of the billing period.
+    pub period_end: DateTime<Utc>,
+    /// End of the segment.
+    pub segment_end: DateTime<Utc>,
+    /// The absorbed readings.
+    pub state: AggregateState,
+    /// Events absorbed.
+    pub event_count: i64,
+    /// Highest ingest sequence number absorbed.
+    pub max_seq: i64,
+}
+
+/// Why an event was not rated, as stored and listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unrated {
+    /// The contract's reason.
+    pub reason: UnratedReason,
+    /// Details for an operator (the missing property, the unknown version…).
+    pub detail: String,
+}
+
+/// What [`UsageRater::rate`] did with a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateSummary {
+    /// Events absorbed into aggregates by this call.
+    pub rated: usize,
+    /// Events skipped because they were already rated.
+    pub duplicates: usize,
+    /// Events kept as unrated.
+    pub unrated: usize,
+}
+
+/// The rating path shared by the usage consumer and the subscription replica.
+#[derive(Debug, Clone)]
+pub struct UsageRater {
+    cache: CatalogCache,
+    clock: SharedClock,
+}
+
+impl UsageRater {
+    /// A rater reading the catalog through `cache`.
+    pub fn new(cache: CatalogCache, clock: SharedClock) -> Self {
+        Self { cache, clock }
+    }
+
+    /// The catalog cache.
+    pub fn cache(&self) -> &CatalogCache {
+        &self.cache
+    }
+
+    /// Rates `events` inside `transaction` (see the module documentation).
+    /// Fails only when the database does or a stored row cannot be read;
+    /// bad events become unrated rows, never errors.
+    pub async fn rate(
+        &self,
+        transaction: &mut PgConnection,
+        events: &[AcceptedEvent],
+    ) -> Result<RateSummary, RatingError> {
+        let mut summary = RateSummary::default();
+        let already = store::rated_keys(&mut *transaction, events).await?;
+        let mut seen = BTreeSet::new();
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let key = (event.customer_id.as_str(), event.event_id.as_str());
+            if already.contains(&(key.0.to_owned(), key.1.to_owned())) || !seen.insert(key) {
+                summary.duplicates += 1;
+                continue;
+            }
+            pending.push(event);
+        }
+        let customers: BTreeSet<&str> = pending
+            .iter()
+            .map(|event| event.customer_id.as_str())
+            .collect();
+        let coverage = store::coverage(&mut *transaction, &customers).await?;
+        let mut ratable = Vec::new();
+        let mut unrated = Vec::new();
+        for event in pending {
+            match classify::classify(&self.cache, &coverage, event).await? {
+                Ok(contributions) => ratable.push((event, contributions)),
+                Err(reason) => unrated.push((event, reason)),
+            }
+        }
+        let fresh = store::insert_rated(&mut *transaction, ratable.iter().map(|(e, _)| *e)).await?;
+        let mut deltas: BTreeMap<AggregateKey, AggregateDelta> = BTreeMap::new();
+        let mut rated_keys = Vec::new();
+        for (event, contributions) in ratable {
+            if !fresh.contains(&(event.customer_id.clone(), event.event_id.clone())) {
+                summary.duplicates += 1;
+                continue;
+            }
+            summary.rated += 1;
+            rated_keys.push(event);
+            for contribution in contributions {
+                classify::add(&mut deltas, contribution, event.sequence_number)?;
+            }
+        }
+        store::delete_unrated(&mut *transaction, &rated_keys).await?;
+        for (key, delta) in &deltas {
+            store::absorb(&mut *transaction, key, delta).await?;
+        }
+        let now = self.clock.now();
+        for (event, reason) in &unrated {
+            store::keep_unrated(&mut *transaction, event, reason, now).await?;
+        }
+        summary.unrated = unrated.len();
+        Ok(summary)
+    }
+}

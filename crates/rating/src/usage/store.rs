@@ -1,0 +1,319 @@
+//! SQL of usage rating (tables: `migrations/…_rating_usage.sql`).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use tally_domain::meter::AggregateState;
+use tally_domain::period::Period;
+
+use super::{AcceptedEvent, AggregateDelta, AggregateKey, Unrated};
+use crate::error::RatingError;
+
+/// One phase of a subscription as the replica stores it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct PhaseRow {
+    /// `sub_…`.
+    pub subscription_id: String,
+    /// `pv_…` in force during the phase.
+    pub plan_version_id: String,
+    /// The subscription's billing anchor.
+    pub billing_anchor_at: DateTime<Utc>,
+    /// Start (inclusive).
+    pub start_at: DateTime<Utc>,
+    /// End (exclusive); `None` while open-ended.
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+impl PhaseRow {
+    /// Whether the phase is in force at `instant`.
+    pub fn covers(&self, instant: DateTime<Utc>) -> bool {
+        self.start_at <= instant && self.end_at.is_none_or(|end| instant < end)
+    }
+
+    /// The part of `period` this phase covers, if any.
+    pub fn segment(&self, period: &Period) -> Option<Period> {
+        let start = period.start().max(self.start_at);
+        let end = self
+            .end_at
+            .map_or(period.end(), |end| end.min(period.end()));
+        Period::new(start, end).ok()
+    }
+}
+
+/// What the replica knows about a set of customers.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    known: BTreeSet<String>,
+    phases: BTreeMap<String, Vec<PhaseRow>>,
+}
+
+impl Coverage {
+    /// Whether rating has seen a subscription of `customer`.
+    pub fn is_known(&self, customer: &str) -> bool {
+        self.known.contains(customer)
+    }
+
+    /// The customer's phases, by start.
+    pub fn phases(&self, customer: &str) -> impl Iterator<Item = &PhaseRow> {
+        self.phases.get(customer).into_iter().flatten()
+    }
+}
+
+/// The subscriptions and phases of `customers`.
+pub async fn coverage(
+    connection: &mut PgConnection,
+    customers: &BTreeSet<&str>,
+) -> Result<Coverage, sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(Coverage::default());
+    }
+    let customers: Vec<&str> = customers.iter().copied().collect();
+    let known: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT customer_id FROM rating.subscriptions WHERE customer_id = ANY($1)",
+    )
+    .bind(&customers)
+    .fetch_all(&mut *connection)
+    .await?;
+    let rows: Vec<(String, PhaseRowColumns)> = sqlx::query_as(
+        "SELECT customer_id, subscription_id, plan_version_id, billing_anchor_at, start_at, end_at \
+         FROM rating.subscription_phases WHERE customer_id = ANY($1) \
+         ORDER BY customer_id, start_at, subscription_id",
+    )
+    .bind(&customers)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .map(
+        |(customer, subscription_id, plan_version_id, billing_anchor_at, start_at, end_at)| {
+            (
+                customer,
+                (
+                    subscription_id,
+                    plan_version_id,
+                    billing_anchor_at,
+                    start_at,
+                    end_at,
+                ),
+            )
+        },
+    )
+    .collect();
+    let mut phases: BTreeMap<String, Vec<PhaseRow>> = BTreeMap::new();
+    for (customer, (subscription_id, plan_version_id, billing_anchor_at, start_at, end_at)) in rows
+    {
+        phases.entry(customer).or_default().push(PhaseRow {
+            subscription_id,
+            plan_version_id,
+            billing_anchor_at,
+            start_at,
+            end_at,
+        });
+    }
+    Ok(Coverage {
+        known: known.into_iter().map(|(customer,)| customer).collect(),
+        phases,
+    })
+}
+
+type PhaseRowColumns = (
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+/// The keys among `events` already rated.
+pub async fn rated_keys(
+    connection: &mut PgConnection,
+    events: &[AcceptedEvent],
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (customers, ids): (Vec<&str>, Vec<&str>) = events
+        .iter()
+        .map(|event| (event.customer_id.as_str(), event.event_id.as_str()))
+        .unzip();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT r.customer_id, r.event_id FROM rating.rated_events r \
+         JOIN unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
+           ON r.customer_id = k.customer_id AND r.event_id = k.event_id",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Records `events` as rated, in key order; returns the keys this call
+/// inserted (a key another transaction committed first is not returned).
+pub async fn insert_rated(
+    connection: &mut PgConnection,
+    events: impl Iterator<Item = &AcceptedEvent>,
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    let mut keys: Vec<(&str, &str, i64)> = events
+        .map(|event| {
+            (
+                event.customer_id.as_str(),
+                event.event_id.as_str(),
+                event.sequence_number,
+            )
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    keys.sort_unstable();
+    let customers: Vec<&str> = keys.iter().map(|key| key.0).collect();
+    let ids: Vec<&str> = keys.iter().map(|key| key.1).collect();
+    let seqs: Vec<i64> = keys.iter().map(|key| key.2).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO rating.rated_events (customer_id, event_id, seq) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+         ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .bind(&seqs)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Removes the unrated rows of events that were just rated.
+pub async fn delete_unrated(
+    connection: &mut PgConnection,
+    events: &[&AcceptedEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (customers, ids): (Vec<&str>, Vec<&str>) = events
+        .iter()
+        .map(|event| (event.customer_id.as_str(), event.event_id.as_str()))
+        .unzip();
+    sqlx::query(
+        "DELETE FROM rating.unrated_events u USING unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
+         WHERE u.customer_id = k.customer_id AND u.event_id = k.event_id",
+    )
+    .bind(&customers)
+    .bind(&ids)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Adds `delta` to the aggregate row `key`: inserts it when the row is new,
+/// otherwise locks the row, merges and writes it back. The caller goes
+/// through keys in order, so row locks are always taken in the same order.
+pub async fn absorb(
+    connection: &mut PgConnection,
+    key: &AggregateKey,
+    delta: &AggregateDelta,
+) -> Result<(), RatingError> {
+    let inserted = sqlx::query(
+        "INSERT INTO rating.aggregates (subscription_id, period_start, period_end, plan_version_id, \
+           segment_start, segment_end, charge_code, group_key, state, event_count, max_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+    )
+    .bind(&key.subscription_id)
+    .bind(key.period_start)
+    .bind(delta.period_end)
+    .bind(&key.plan_version_id)
+    .bind(key.segment_start)
+    .bind(delta.segment_end)
+    .bind(&key.charge_code)
+    .bind(Json(&key.group_key))
+    .bind(Json(&delta.state))
+    .bind(delta.event_count)
+    .bind(delta.max_seq)
+    .execute(&mut *connection)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(());
+    }
+    const KEY: &str = "subscription_id = $1 AND period_start = $2 AND segment_start = $3 \
+         AND plan_version_id = $4 AND charge_code = $5 AND group_key = $6";
+    let (Json(mut state), event_count, max_seq): (Json<AggregateState>, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT state, event_count, max_seq FROM rating.aggregates WHERE {KEY} FOR UPDATE"
+        )))
+        .bind(&key.subscription_id)
+        .bind(key.period_start)
+        .bind(key.segment_start)
+        .bind(&key.plan_version_id)
+        .bind(&key.charge_code)
+        .bind(Json(&key.group_key))
+        .fetch_one(&mut *connection)
+        .await?;
+    state.merge(&delta.state).map_err(|error| {
+        RatingError::Corrupt(format!(
+            "aggregate {} {} {}: {error}",
+            key.subscription_id, key.charge_code, key.period_start
+        ))
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE rating.aggregates SET state = $7, event_count = $8, max_seq = $9, segment_end = $10 \
+         WHERE {KEY}"
+    )))
+    .bind(&key.subscription_id)
+    .bind(key.period_start)
+    .bind(key.segment_start)
+    .bind(&key.plan_version_id)
+    .bind(&key.charge_code)
+    .bind(Json(&key.group_key))
+    .bind(Json(&state))
+    .bind(event_count + delta.event_count)
+    .bind(max_seq.max(delta.max_seq))
+    .bind(delta.segment_end)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Keeps `event` as unrated (the first sighting's time stays; the reason is
+/// the latest one).
+pub async fn keep_unrated(
+    connection: &mut PgConnection,
+    event: &AcceptedEvent,
+    unrated: &Unrated,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rating.unrated_events \
+           (customer_id, event_id, seq, accepted, reason, detail, first_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (customer_id, event_id) DO UPDATE \
+           SET reason = EXCLUDED.reason, detail = EXCLUDED.detail",
+    )
+    .bind(&event.customer_id)
+    .bind(&event.event_id)
+    .bind(event.sequence_number)
+    .bind(&event.accepted)
+    .bind(unrated.reason as i16)
+    .bind(&unrated.detail)
+    .bind(now)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The stored `UsageAccepted` bytes of `customer`'s unrated events, locked,
+/// in sequence order.
+pub async fn unrated_of_customer(
+    connection: &mut PgConnection,
+    customer: &str,
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT accepted FROM rating.unrated_events WHERE customer_id = $1 \
+         ORDER BY seq, event_id FOR UPDATE",
+    )
+    .bind(customer)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(|(bytes,)| bytes).collect())
+}
