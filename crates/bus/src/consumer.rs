@@ -199,3 +199,42 @@ pub async fn dead_letter(
         }
     }
 }
+
+/// Receives the next batch for consumers that write many messages in one
+/// transaction (ingest's Pub/Sub intake, rating's usage consumer): waits for
+/// one delivery, then gathers what arrives within `gather_window`, up to
+/// `max_messages`. A receive error before the first delivery is logged and
+/// retried after a pause; after it, the batch is cut short. `None` once
+/// `shutdown` fires or the stream ends.
+pub async fn next_batch(
+    stream: &mut dyn crate::MessageStream,
+    shutdown: &Shutdown,
+    max_messages: usize,
+    gather_window: std::time::Duration,
+) -> Option<Vec<Delivery>> {
+    let first = loop {
+        let next = tokio::select! {
+            () = shutdown.wait() => return None,
+            next = stream.next() => next,
+        };
+        match next? {
+            Ok(delivery) => break delivery,
+            Err(error) => {
+                tracing::warn!(%error, "receiving a batch failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut batch = vec![first];
+    while batch.len() < max_messages.max(1) {
+        match tokio::time::timeout(gather_window, stream.next()).await {
+            Ok(Some(Ok(delivery))) => batch.push(delivery),
+            Ok(Some(Err(error))) => {
+                tracing::warn!(%error, "receiving a batch failed; writing what arrived");
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Some(batch)
+}

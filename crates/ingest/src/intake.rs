@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_bus::consumer::{Verdict, dead_letter};
+use tally_bus::consumer::{Verdict, dead_letter, next_batch};
 use tally_bus::message::ATTRIBUTE_CONTENT_TYPE;
 use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
 use tally_proto::events::Intake;
@@ -66,31 +66,14 @@ impl PubSubIntake {
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
         let mut stream = self.bus.subscribe(&self.subscription.name).await?;
         tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake started");
-        loop {
-            let first = tokio::select! {
-                () = shutdown.wait() => break,
-                next = stream.next() => next,
-            };
-            let first = match first {
-                None => break,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "receiving usage events failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Some(Ok(delivery)) => delivery,
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.batch_messages {
-                match tokio::time::timeout(GATHER_WINDOW, stream.next()).await {
-                    Ok(Some(Ok(delivery))) => batch.push(delivery),
-                    Ok(Some(Err(error))) => {
-                        tracing::warn!(%error, "receiving usage events failed");
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
+        while let Some(batch) = next_batch(
+            stream.as_mut(),
+            &shutdown,
+            self.batch_messages,
+            GATHER_WINDOW,
+        )
+        .await
+        {
             self.process(batch).await;
         }
         tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake stopped");

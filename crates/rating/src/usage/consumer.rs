@@ -1,5 +1,5 @@
-//! The `rating-usage-accepted` consumer: the batching loop of ingest's Pub/Sub
-//! intake applied to `usage-accepted`.
+//! The `rating-usage-accepted` consumer: the batching pattern of ingest's
+//! Pub/Sub intake (`tally_bus::consumer::next_batch`) applied to `usage-accepted`.
 //!
 //! Deliveries are gathered (up to `batch_messages`, or what arrives within a
 //! few milliseconds), rated in **one transaction**, and acked only after the
@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tally_bus::consumer::{Verdict, dead_letter};
+use tally_bus::consumer::{Verdict, dead_letter, next_batch};
 use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
 use tally_runtime::Shutdown;
 
@@ -57,31 +57,14 @@ impl UsageConsumer {
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
         let mut stream = self.bus.subscribe(&self.subscription.name).await?;
         tracing::info!(subscription = %self.subscription.name, "usage consumer started");
-        loop {
-            let first = tokio::select! {
-                () = shutdown.wait() => break,
-                next = stream.next() => next,
-            };
-            let first = match first {
-                None => break,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "receiving accepted usage failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Some(Ok(delivery)) => delivery,
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.batch_messages {
-                match tokio::time::timeout(GATHER_WINDOW, stream.next()).await {
-                    Ok(Some(Ok(delivery))) => batch.push(delivery),
-                    Ok(Some(Err(error))) => {
-                        tracing::warn!(%error, "receiving accepted usage failed");
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
+        while let Some(batch) = next_batch(
+            stream.as_mut(),
+            &shutdown,
+            self.batch_messages,
+            GATHER_WINDOW,
+        )
+        .await
+        {
             self.process(batch).await;
         }
         tracing::info!(subscription = %self.subscription.name, "usage consumer stopped");

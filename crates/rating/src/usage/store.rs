@@ -133,10 +133,7 @@ pub async fn rated_keys(
     if events.is_empty() {
         return Ok(HashSet::new());
     }
-    let (customers, ids): (Vec<&str>, Vec<&str>) = events
-        .iter()
-        .map(|event| (event.customer_id.as_str(), event.event_id.as_str()))
-        .unzip();
+    let (customers, ids) = key_columns(events.iter());
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT r.customer_id, r.event_id FROM rating.rated_events r \
          JOIN unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
@@ -147,6 +144,15 @@ pub async fn rated_keys(
     .fetch_all(connection)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The (customer, event id) keys of `events` as two columns for `unnest`.
+fn key_columns<'a>(
+    events: impl Iterator<Item = &'a AcceptedEvent>,
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    events
+        .map(|event| (event.customer_id.as_str(), event.event_id.as_str()))
+        .unzip()
 }
 
 /// Records `events` as rated, in key order; returns the keys this call
@@ -192,10 +198,7 @@ pub async fn delete_unrated(
     if events.is_empty() {
         return Ok(());
     }
-    let (customers, ids): (Vec<&str>, Vec<&str>) = events
-        .iter()
-        .map(|event| (event.customer_id.as_str(), event.event_id.as_str()))
-        .unzip();
+    let (customers, ids) = key_columns(events.iter().copied());
     sqlx::query(
         "DELETE FROM rating.unrated_events u USING unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
          WHERE u.customer_id = k.customer_id AND u.event_id = k.event_id",

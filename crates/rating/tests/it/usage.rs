@@ -171,38 +171,27 @@ fn standard_events() -> Vec<AcceptedEvent> {
             )
         })
         .collect();
-    events.push(accepted(
-        20,
-        customer,
-        "tok-1",
-        "llm.tokens",
-        at(3, 0, 0, 0),
-        &[("tokens", "1000")],
-    ));
-    events.push(accepted(
-        21,
-        customer,
-        "tok-2",
-        "llm.tokens",
-        at(20, 0, 0, 0),
-        &[("tokens", "250")],
-    ));
-    events.push(accepted(
-        30,
-        customer,
-        "exp-1",
-        "exports",
-        at(4, 0, 0, 0),
-        &[("rows", "7")],
-    ));
-    events.push(accepted(
-        31,
-        customer,
-        "exp-2",
-        "exports",
-        at(5, 0, 0, 0),
-        &[("rows", "4.0")],
-    ));
+    let measured = [
+        (
+            20,
+            "tok-1",
+            "llm.tokens",
+            at(3, 0, 0, 0),
+            ("tokens", "1000"),
+        ),
+        (
+            21,
+            "tok-2",
+            "llm.tokens",
+            at(20, 0, 0, 0),
+            ("tokens", "250"),
+        ),
+        (30, "exp-1", "exports", at(4, 0, 0, 0), ("rows", "7")),
+        (31, "exp-2", "exports", at(5, 0, 0, 0), ("rows", "4.0")),
+    ];
+    for (seq, id, event_type, time, property) in measured {
+        events.push(accepted(seq, customer, id, event_type, time, &[property]));
+    }
     events
 }
 
