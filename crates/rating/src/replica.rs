@@ -14,6 +14,8 @@
 //! events already absorbed under phases the new snapshot changed (issue #5's
 //! re-rating from ingest's `ReadEvents`), and pause windows.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
@@ -155,6 +157,8 @@ impl SubscriptionReplica {
     pub async fn apply(&self, event: &SubscriptionEvent) -> Result<Applied, RatingError> {
         let snapshot = Snapshot::from_event(event)?;
         let mut transaction = self.pool.begin().await?;
+        let customer = BTreeSet::from([snapshot.customer_id.as_str()]);
+        store::lock_customers(&mut transaction, &customer).await?;
         let applied = self.store(&mut transaction, &snapshot).await?;
         if let Some(stored_version) = applied {
             transaction.commit().await?;

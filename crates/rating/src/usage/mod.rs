@@ -8,6 +8,8 @@
 //! arrives (a backdated subscription makes them ratable). It runs inside the
 //! caller's transaction:
 //!
+//! 0. the batch's customers are locked (advisory, in order) so the replica
+//!    cannot apply a snapshot of one of them halfway through;
 //! 1. events whose key is already in `rating.rated_events` are skipped
 //!    (redelivery, or the same event twice in a batch);
 //! 2. each remaining event is classified without writing: the phases covering
@@ -119,6 +121,11 @@ impl UsageRater {
         events: &[AcceptedEvent],
     ) -> Result<RateSummary, RatingError> {
         let mut summary = RateSummary::default();
+        let customers: BTreeSet<&str> = events
+            .iter()
+            .map(|event| event.customer_id.as_str())
+            .collect();
+        store::lock_customers(&mut *transaction, &customers).await?;
         let already = store::rated_keys(&mut *transaction, events).await?;
         let mut seen = BTreeSet::new();
         let mut pending = Vec::with_capacity(events.len());
@@ -130,10 +137,6 @@ impl UsageRater {
             }
             pending.push(event);
         }
-        let customers: BTreeSet<&str> = pending
-            .iter()
-            .map(|event| event.customer_id.as_str())
-            .collect();
         let coverage = store::coverage(&mut *transaction, &customers).await?;
         let mut ratable = Vec::new();
         let mut unrated = Vec::new();

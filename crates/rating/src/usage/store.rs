@@ -61,6 +61,36 @@ impl Coverage {
     }
 }
 
+/// The first key of rating's customer advisory locks (`pg_advisory_xact_lock(int, int)`;
+/// the second is `hashtext(customer)`), so they cannot collide with other users of
+/// advisory locks.
+const CUSTOMER_LOCK_SPACE: i32 = 0x5261_7465; // "Rate"
+
+/// Serialises rating work per customer until the transaction ends: the usage
+/// consumer and the replica both take it before reading a customer's phases,
+/// so an event classified as unratable cannot be stored after a concurrent
+/// snapshot already retried that customer's unrated events (it would stay
+/// unrated until the next snapshot). Locks are taken in customer order, so
+/// batches cannot deadlock; a hash collision only serialises more.
+pub async fn lock_customers(
+    connection: &mut PgConnection,
+    customers: &BTreeSet<&str>,
+) -> Result<(), sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(());
+    }
+    let customers: Vec<&str> = customers.iter().copied().collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, hashtext(customer)) \
+         FROM (SELECT customer FROM unnest($2::text[]) AS c (customer) ORDER BY customer) AS ordered",
+    )
+    .bind(CUSTOMER_LOCK_SPACE)
+    .bind(&customers)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// The subscriptions and phases of `customers`.
 pub async fn coverage(
     connection: &mut PgConnection,
