@@ -75,8 +75,10 @@ impl RatingApi {
         &self,
         subscription_id: &str,
         period: &Period,
+        phases: &[PhaseRow],
     ) -> Result<PricedPeriod, RatingError> {
         let rows = charges::period_rows(&self.pool, subscription_id, period).await?;
+        let rows = charges::with_idle_charges(&self.cache, rows, phases, period).await?;
         charges::price_rows(&self.cache, &rows).await
     }
 
@@ -118,7 +120,9 @@ impl RatingApi {
         let Some(currency) = currency else {
             return Err(not_a_period(&request.subscription_id, &period));
         };
-        let priced = self.priced(&request.subscription_id, &period).await?;
+        let priced = self
+            .priced(&request.subscription_id, &period, &phases)
+            .await?;
         Ok(GetUsageChargesResponse {
             subscription_id: request.subscription_id,
             customer_id,
@@ -167,7 +171,7 @@ impl RatingApi {
                 continue;
             };
             let (period, currency) = self.period_of(phase, now).await?;
-            let priced = self.priced(&subscription_id, &period).await?;
+            let priced = self.priced(&subscription_id, &period, &phases).await?;
             as_of = as_of.max(priced.as_of_sequence_number);
             costs.push(SubscriptionCost {
                 subscription_id,

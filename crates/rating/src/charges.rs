@@ -8,7 +8,7 @@
 //! to that one group; a quantity model on a grouped meter prices each group
 //! on its own (tiers, free units, minimum and maximum apply per group).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -24,6 +24,7 @@ use tally_proto::rating::{self as proto, BreakdownStep, BreakdownStepKind, Usage
 
 use crate::cache::CatalogCache;
 use crate::error::RatingError;
+use crate::usage::store::PhaseRow;
 use crate::wire::{decimal, money, time_range};
 
 /// The rounding mode of usage lines (rating.proto: "default half-even").
@@ -50,8 +51,7 @@ pub struct AggregateRow {
     pub max_seq: i64,
 }
 
-/// The aggregates of one subscription's billing period, in line order
-/// (segment start, charge key, then group).
+/// The aggregates of one subscription's billing period.
 pub async fn period_rows(
     pool: &PgPool,
     subscription_id: &str,
@@ -61,14 +61,87 @@ pub async fn period_rows(
         "SELECT plan_version_id, segment_start, segment_end, charge_code, group_key, state, \
            event_count, max_seq \
          FROM rating.aggregates \
-         WHERE subscription_id = $1 AND period_start = $2 AND period_end = $3 \
-         ORDER BY segment_start, charge_code, group_key::text",
+         WHERE subscription_id = $1 AND period_start = $2 AND period_end = $3",
     )
     .bind(subscription_id)
     .bind(period.start())
     .bind(period.end())
     .fetch_all(pool)
     .await
+}
+
+/// Adds a zero-usage row for every usage charge of every segment of `period`
+/// (each phase of `phases` that overlaps it) that has no aggregate yet, then
+/// puts the rows in line order (segment start, charge key, group). Invoicing
+/// needs these lines: a charge minimum or a flat price is owed without usage,
+/// and the live cost shows every charge.
+pub async fn with_idle_charges(
+    cache: &CatalogCache,
+    mut rows: Vec<AggregateRow>,
+    phases: &[PhaseRow],
+    period: &Period,
+) -> Result<Vec<AggregateRow>, RatingError> {
+    let present: HashSet<(DateTime<Utc>, String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.segment_start,
+                row.plan_version_id.clone(),
+                row.charge_code.clone(),
+            )
+        })
+        .collect();
+    for phase in phases {
+        let Some(segment) = phase.segment(period) else {
+            continue;
+        };
+        let entry = cache
+            .version(&phase.plan_version_id)
+            .await?
+            .ok_or_else(|| {
+                RatingError::Corrupt(format!(
+                    "plan version {} of {} is not published",
+                    phase.plan_version_id, phase.subscription_id
+                ))
+            })?;
+        for charge in entry.published.plan.charges() {
+            let ChargeKind::Usage { meter } = &charge.kind else {
+                continue;
+            };
+            let key = (
+                segment.start(),
+                phase.plan_version_id.clone(),
+                charge.code.as_str().to_owned(),
+            );
+            if present.contains(&key) {
+                continue;
+            }
+            let meter = cache.meter(meter.as_str()).await?.ok_or_else(|| {
+                RatingError::Corrupt(format!(
+                    "meter {meter} of charge {} is missing",
+                    charge.code
+                ))
+            })?;
+            rows.push(AggregateRow {
+                plan_version_id: key.1,
+                segment_start: segment.start(),
+                segment_end: segment.end(),
+                charge_code: key.2,
+                group_key: Json(GroupKey::empty()),
+                state: Json(AggregateState::new(meter.aggregation())),
+                event_count: 0,
+                max_seq: 0,
+            });
+        }
+    }
+    rows.sort_by(|left, right| {
+        (left.segment_start, &left.charge_code, &left.group_key.0).cmp(&(
+            right.segment_start,
+            &right.charge_code,
+            &right.group_key.0,
+        ))
+    });
+    Ok(rows)
 }
 
 /// The priced lines of a period.

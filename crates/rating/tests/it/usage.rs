@@ -555,6 +555,8 @@ async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arr
         table(&response),
         vec![
             row("api_requests", dec!(2), dec!(0.20), dec!(0.20)),
+            // A charge without usage still has its (zero) line.
+            row("exports", dec!(0), dec!(0), dec!(0)),
             row("tokens", dec!(100), dec!(0.21), dec!(0.21)),
         ]
     );
@@ -831,4 +833,40 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
         .unwrap()
         .into_inner();
     assert_eq!(unrated.total_count, 0);
+}
+
+#[tokio::test]
+async fn a_charge_minimum_is_billed_without_usage() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let mut calls = per_unit("calls", "api_calls", "0.01");
+    calls.minimum_amount = usd("5");
+    let version = published(&mut h, "committed", vec![calls]).await;
+    apply(
+        &h,
+        &snapshot(
+            "sub_acme",
+            "cus_acme",
+            1,
+            at(1, 0, 0, 0),
+            &[(&version, at(1, 0, 0, 0), None)],
+        ),
+    )
+    .await;
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&response),
+        vec![row("calls", dec!(0), dec!(5), dec!(5))]
+    );
+    let steps: Vec<i32> = response.charges[0]
+        .breakdown
+        .iter()
+        .map(|step| step.kind)
+        .collect();
+    assert!(
+        steps.contains(&(BreakdownStepKind::ChargeMinimum as i32)),
+        "{steps:?}"
+    );
+    assert_eq!(response.charges[0].event_count, 0);
+    assert_eq!(amount(response.total.as_ref()), dec!(5));
 }
