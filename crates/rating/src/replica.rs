@@ -168,6 +168,7 @@ impl SubscriptionReplica {
             .retry_unrated(&mut transaction, &snapshot.customer_id)
             .await?;
         transaction.commit().await?;
+        self.rater.record(&retried);
         tracing::info!(
             subscription_id = %snapshot.subscription_id,
             version = snapshot.version,

@@ -123,6 +123,7 @@ impl UsageConsumer {
         let mut transaction = self.pool.begin().await?;
         let summary = self.rater.rate(&mut transaction, events).await?;
         transaction.commit().await?;
+        self.rater.record(&summary);
         Ok(summary)
     }
 

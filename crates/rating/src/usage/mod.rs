@@ -31,6 +31,8 @@ pub mod store;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 use sqlx::PgConnection;
 use tally_domain::meter::{AggregateState, GroupKey};
 use tally_proto::rating::UnratedReason;
@@ -99,12 +101,41 @@ pub struct RateSummary {
 pub struct UsageRater {
     cache: CatalogCache,
     clock: SharedClock,
+    /// `tally.rating.events`, built once.
+    events: Counter<u64>,
 }
 
 impl UsageRater {
     /// A rater reading the catalog through `cache`.
     pub fn new(cache: CatalogCache, clock: SharedClock) -> Self {
-        Self { cache, clock }
+        let events = tally_runtime::telemetry::meter()
+            .u64_counter("tally.rating.events")
+            .with_description(
+                "Accepted events handled by rating, by outcome (rated, duplicate, unrated)",
+            )
+            .build();
+        Self {
+            cache,
+            clock,
+            events,
+        }
+    }
+
+    /// Counts what a committed [`UsageRater::rate`] did (call it after the
+    /// commit: a rolled-back batch is handled again and must not count twice).
+    pub fn record(&self, summary: &RateSummary) {
+        for (outcome, count) in [
+            ("rated", summary.rated),
+            ("duplicate", summary.duplicates),
+            ("unrated", summary.unrated),
+        ] {
+            if count > 0 {
+                self.events.add(
+                    u64::try_from(count).unwrap_or(u64::MAX),
+                    &[KeyValue::new("outcome", outcome)],
+                );
+            }
+        }
     }
 
     /// The catalog cache.

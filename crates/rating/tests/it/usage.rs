@@ -870,3 +870,19 @@ async fn a_charge_minimum_is_billed_without_usage() {
     assert_eq!(response.charges[0].event_count, 0);
     assert_eq!(amount(response.total.as_ref()), dec!(5));
 }
+
+#[tokio::test]
+async fn concurrent_consumers_count_each_event_once() {
+    let (mut h, _) = standard().await;
+    let events = standard_events();
+    let mut reversed = events.clone();
+    reversed.reverse();
+    let first = h.rating.usage_consumer();
+    let second = h.rating.usage_consumer();
+    let (left, right) = tokio::join!(first.rate(&events), second.rate(&reversed));
+    let (left, right) = (left.unwrap(), right.unwrap());
+    assert_eq!(left.rated + right.rated, 9, "{left:?} {right:?}");
+    assert_eq!(left.duplicates + right.duplicates, 9, "{left:?} {right:?}");
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(amount(response.total.as_ref()), dec!(6.02));
+}
