@@ -6,6 +6,7 @@
 
 mod app;
 mod dev;
+mod events;
 mod keys;
 mod load;
 mod rejected;
@@ -52,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Sends usage events (JSON lines) to a running ingest.
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
     /// Lists rejected usage events and replays them after a fix.
     Rejected {
         #[command(subcommand)]
@@ -94,5 +100,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => keys::run(config, command).await,
         Command::Load { command } => load::run(config, command).await,
         Command::Rejected { command } => rejected::run(command).await,
+        Command::Events { command } => events::run(command).await,
     }
 }

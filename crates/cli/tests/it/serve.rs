@@ -414,3 +414,62 @@ async fn operators_replay_rejected_events_after_opening_a_backfill() {
     assert!(report.contains("1 resolved"), "{report}");
     running.terminate();
 }
+
+#[tokio::test]
+async fn events_send_reports_every_line() {
+    let database = tally_testkit::postgres::database().await;
+    let key = create_key(&database.url, "ingest");
+    let running = RunningService::start(&database.url, "ingest").await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let line = |id: &str, tokens: &str| {
+        format!(
+            r#"{{"id":"{id}","customerId":"cus_send","eventType":"llm_tokens","timestamp":"{now}","properties":{{"tokens":{tokens}}}}}"#
+        )
+    };
+    let directory = std::env::temp_dir().join(format!("tally-send-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let send = |name: &str, lines: &[String]| {
+        let path = directory.join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        tally(&database.url)
+            .args(["events", "send", "--file", path.to_str().unwrap()])
+            .args([
+                "--address",
+                &running.address,
+                "--api-key",
+                &key,
+                "--batch",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    };
+    let clean = send(
+        "clean.jsonl",
+        &[line("e1", "10"), line("e2", "20"), line("e3", "30")],
+    );
+    let summary = String::from_utf8_lossy(&clean.stderr);
+    assert!(clean.status.success(), "{summary}");
+    assert!(summary.contains("accepted 3, duplicate 0"), "{summary}");
+
+    let messy = send(
+        "messy.jsonl",
+        &[
+            line("e1", "10"),
+            line("e2", "21"),
+            r#"{"id":"e4","customerId":"acme","eventType":"llm_tokens"}"#.to_owned(),
+            "not json".to_owned(),
+        ],
+    );
+    let summary = String::from_utf8_lossy(&messy.stderr);
+    let details = String::from_utf8_lossy(&messy.stdout);
+    assert!(!messy.status.success());
+    assert!(
+        summary.contains("accepted 0, duplicate 1, conflict 1, rejected 1, unreadable 1"),
+        "{summary}"
+    );
+    assert!(details.contains("line 2: e2 Conflict"), "{details}");
+    assert!(details.contains("customer_id invalid_prefix"), "{details}");
+    assert!(details.contains("line 4: not sent"), "{details}");
+    running.terminate();
+}
