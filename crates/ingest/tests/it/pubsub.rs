@@ -231,3 +231,37 @@ async fn a_message_that_cannot_be_stored_is_dead_lettered_after_the_attempt_limi
     shutdown.trigger();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_pubsub_intake_keeps_each_customers_order() {
+    let bus = emulator_bus().await;
+    let h = harness_with(Arc::clone(&bus), IngestConfig::default()).await;
+    let customers = ["cus_o1", "cus_o2", "cus_o3"];
+    for n in 0..30 {
+        let customer = customers[n % 3];
+        let message = protobuf(&event(customer, &format!("n{n:02}")));
+        bus.publish(topics::USAGE_EVENTS, message).await.unwrap();
+    }
+    let shutdown = Shutdown::new();
+    let intake = h.ingest.intake();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { intake.run(shutdown).await })
+    };
+    let mut h = h;
+    wait_for(&mut h, "SELECT count(*) FROM ingest.events", 30).await;
+    for customer in customers {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT event_id FROM ingest.events WHERE customer_id = $1 ORDER BY seq",
+        )
+        .bind(customer)
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+        let mut published = ids.clone();
+        published.sort();
+        assert_eq!(ids, published, "{customer}: log order is publish order");
+    }
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}
