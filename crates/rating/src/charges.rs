@@ -6,7 +6,8 @@
 //!
 //! A line prices its own group: a matrix charge's line is the matrix applied
 //! to that one group; a quantity model on a grouped meter prices each group
-//! on its own (tiers, free units, minimum and maximum apply per group).
+//! on its own (tiers, free units, minimum and maximum apply per group); a
+//! percentage charge prices the line's transactions (`rating.transactions`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,12 +15,12 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use sqlx::types::Json;
-use tally_domain::ids::ChargeCode;
+use tally_domain::ids::{ChargeCode, EventId};
 use tally_domain::meter::{AggregateState, Aggregation, GroupKey};
 use tally_domain::money::{Currency, RoundingMode};
 use tally_domain::period::Period;
 use tally_domain::plan::ChargeKind;
-use tally_domain::pricing::{BreakdownItem, PriceModel, Usage};
+use tally_domain::pricing::{BreakdownItem, PriceModel, Transaction, Usage};
 use tally_proto::rating::{self as proto, BreakdownStep, BreakdownStepKind, UsageCharge};
 
 use crate::cache::CatalogCache;
@@ -68,6 +69,52 @@ pub async fn period_rows(
     .bind(period.end())
     .fetch_all(pool)
     .await
+}
+
+/// The line a transaction belongs to: segment start, plan version, charge, group.
+pub type LineKey = (DateTime<Utc>, String, String, GroupKey);
+
+/// The transactions of the percentage charges of one period, by line.
+pub type PeriodTransactions = HashMap<LineKey, Vec<Transaction>>;
+
+/// The transactions of `subscription_id`'s percentage charges in `period`.
+pub async fn period_transactions(
+    pool: &PgPool,
+    subscription_id: &str,
+    period: &Period,
+) -> Result<PeriodTransactions, RatingError> {
+    type Row = (
+        DateTime<Utc>,
+        String,
+        String,
+        Json<GroupKey>,
+        String,
+        DateTime<Utc>,
+        Decimal,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT segment_start, plan_version_id, charge_code, group_key, event_id, occurred_at, amount \
+         FROM rating.transactions WHERE subscription_id = $1 AND period_start = $2",
+    )
+    .bind(subscription_id)
+    .bind(period.start())
+    .fetch_all(pool)
+    .await?;
+    let mut transactions = PeriodTransactions::new();
+    for (segment_start, version, charge, Json(group), event_id, timestamp, amount) in rows {
+        let event_id = EventId::parse(&event_id).map_err(|error| {
+            RatingError::Corrupt(format!("stored transaction {event_id:?}: {error}"))
+        })?;
+        transactions
+            .entry((segment_start, version, charge, group))
+            .or_default()
+            .push(Transaction {
+                event_id,
+                timestamp,
+                amount,
+            });
+    }
+    Ok(transactions)
 }
 
 /// Adds a zero-usage row for every usage charge of every segment of `period`
@@ -157,14 +204,15 @@ pub struct PricedPeriod {
     pub as_of_sequence_number: u64,
 }
 
-/// Prices `rows`.
+/// Prices `rows` (percentage charges with their `transactions`).
 pub async fn price_rows(
     cache: &CatalogCache,
     rows: &[AggregateRow],
+    transactions: &PeriodTransactions,
 ) -> Result<PricedPeriod, RatingError> {
     let mut priced = PricedPeriod::default();
     for row in rows {
-        let (line, currency) = price_row(cache, row).await?;
+        let (line, currency) = price_row(cache, row, transactions).await?;
         if priced.currency.is_some_and(|known| known != currency) {
             return Err(RatingError::Corrupt(format!(
                 "plan version {} is in {}, other lines of the period in another currency",
@@ -196,6 +244,7 @@ fn line_precise(line: &UsageCharge) -> Result<Decimal, RatingError> {
 async fn price_row(
     cache: &CatalogCache,
     row: &AggregateRow,
+    transactions: &PeriodTransactions,
 ) -> Result<(UsageCharge, Currency), RatingError> {
     let corrupt = |what: &str| {
         RatingError::Corrupt(format!(
@@ -228,11 +277,14 @@ async fn price_row(
     let group = &row.group_key.0;
     let breakdown = match charge.price.model() {
         PriceModel::Percentage(_) => {
-            return Err(RatingError::FailedPrecondition(format!(
-                "charge {} of plan version {} uses percentage pricing, which prices individual \
-                 transactions; rating does not keep them yet",
-                row.charge_code, row.plan_version_id
-            )));
+            let key = (
+                row.segment_start,
+                row.plan_version_id.clone(),
+                row.charge_code.clone(),
+                group.clone(),
+            );
+            let line = transactions.get(&key).map_or(&[][..], Vec::as_slice);
+            charge.price.price(Usage::Transactions(line))
         }
         PriceModel::Matrix(_) => {
             let groups = BTreeMap::from([(group.clone(), quantity)]);

@@ -8,10 +8,10 @@ use std::collections::btree_map::Entry;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tally_domain::event::UsageEvent;
-use tally_domain::meter::{AggregateState, GroupKey};
+use tally_domain::meter::{AggregateState, GroupKey, Measure};
 use tally_domain::period::BillingCycle;
 use tally_domain::plan::PlanCharge;
-use tally_domain::pricing::{PriceModel, PricingError, Usage};
+use tally_domain::pricing::{PriceModel, PricingError, Transaction, Usage};
 use tally_proto::rating::UnratedReason;
 
 use super::store::{Coverage, PhaseRow};
@@ -26,6 +26,8 @@ pub struct Contribution {
     period_end: DateTime<Utc>,
     segment_end: DateTime<Utc>,
     state: AggregateState,
+    /// The event as a transaction, for percentage charges (priced per transaction).
+    transaction: Option<Transaction>,
 }
 
 fn unrated(reason: UnratedReason, detail: impl Into<String>) -> Result<Vec<Contribution>, Unrated> {
@@ -151,6 +153,29 @@ async fn phase_contributions(
         if let Some(missing) = missing_matrix_price(charge, &group) {
             return Ok(PhaseOutcome::Unrated(missing));
         }
+        let transaction = match charge.price.model() {
+            PriceModel::Percentage(_) => match &reading.measure {
+                Measure::Number(amount) if *amount >= Decimal::ZERO => Some(Transaction {
+                    event_id: event.id().clone(),
+                    timestamp: event.timestamp(),
+                    amount: *amount,
+                }),
+                Measure::Number(_) | Measure::One | Measure::Key(_) => {
+                    return Ok(invalid(format!(
+                        "charge {} prices transactions: the meter's property must be a \
+                         non-negative amount",
+                        charge.code
+                    )));
+                }
+            },
+            PriceModel::PerUnit(_)
+            | PriceModel::Package(_)
+            | PriceModel::Graduated(_)
+            | PriceModel::Volume(_)
+            | PriceModel::Bulk(_)
+            | PriceModel::Matrix(_)
+            | PriceModel::Flat(_) => None,
+        };
         found.push(Contribution {
             key: AggregateKey {
                 subscription_id: phase.subscription_id.clone(),
@@ -163,6 +188,7 @@ async fn phase_contributions(
             period_end: period.end(),
             segment_end: segment.end(),
             state: state.clone(),
+            transaction,
         });
     }
     Ok(PhaseOutcome::Rated(found))
@@ -193,12 +219,17 @@ fn missing_matrix_price(charge: &PlanCharge, group: &GroupKey) -> Option<Unrated
     }
 }
 
-/// Adds one contribution of the event with sequence number `seq` to `deltas`.
+/// Adds one contribution of the event with sequence number `seq` to `deltas`
+/// (and its transaction, if any, to `transactions`).
 pub fn add(
     deltas: &mut BTreeMap<AggregateKey, AggregateDelta>,
+    transactions: &mut Vec<(AggregateKey, Transaction)>,
     contribution: Contribution,
     seq: i64,
 ) -> Result<(), RatingError> {
+    if let Some(transaction) = contribution.transaction {
+        transactions.push((contribution.key.clone(), transaction));
+    }
     match deltas.entry(contribution.key) {
         Entry::Vacant(vacant) => {
             vacant.insert(AggregateDelta {

@@ -21,6 +21,7 @@
 //!    ones are absorbed; their unrated rows, if any, are deleted;
 //! 4. the absorbed deltas are merged into `rating.aggregates` in key order
 //!    (a stable lock order: concurrent batches cannot deadlock);
+//!    and the transactions of percentage charges are kept in `rating.transactions`;
 //! 5. unratable events are upserted into `rating.unrated_events`.
 
 mod classify;
@@ -179,6 +180,7 @@ impl UsageRater {
         }
         let fresh = store::insert_rated(&mut *transaction, ratable.iter().map(|(e, _)| *e)).await?;
         let mut deltas: BTreeMap<AggregateKey, AggregateDelta> = BTreeMap::new();
+        let mut transactions = Vec::new();
         let mut rated_keys = Vec::new();
         for (event, contributions) in ratable {
             if !fresh.contains(&(event.customer_id.clone(), event.event_id.clone())) {
@@ -188,13 +190,19 @@ impl UsageRater {
             summary.rated += 1;
             rated_keys.push(event);
             for contribution in contributions {
-                classify::add(&mut deltas, contribution, event.sequence_number)?;
+                classify::add(
+                    &mut deltas,
+                    &mut transactions,
+                    contribution,
+                    event.sequence_number,
+                )?;
             }
         }
         store::delete_unrated(&mut *transaction, &rated_keys).await?;
         for (key, delta) in &deltas {
             store::absorb(&mut *transaction, key, delta).await?;
         }
+        store::insert_transactions(&mut *transaction, &transactions).await?;
         let now = self.clock.now();
         for (event, reason) in &unrated {
             store::keep_unrated(&mut *transaction, event, reason, now).await?;

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use tally_domain::meter::AggregateState;
 use tally_domain::period::Period;
+use tally_domain::pricing::Transaction;
 
 use super::{AcceptedEvent, AggregateDelta, AggregateKey, Unrated};
 use crate::error::RatingError;
@@ -305,6 +306,32 @@ pub async fn absorb(
     .bind(delta.segment_end)
     .execute(&mut *connection)
     .await?;
+    Ok(())
+}
+
+/// Keeps the transactions of percentage charges (idempotent by key and event).
+pub async fn insert_transactions(
+    connection: &mut PgConnection,
+    transactions: &[(AggregateKey, Transaction)],
+) -> Result<(), sqlx::Error> {
+    for (key, transaction) in transactions {
+        sqlx::query(
+            "INSERT INTO rating.transactions (subscription_id, period_start, segment_start, \
+               plan_version_id, charge_code, group_key, event_id, occurred_at, amount) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.subscription_id)
+        .bind(key.period_start)
+        .bind(key.segment_start)
+        .bind(&key.plan_version_id)
+        .bind(&key.charge_code)
+        .bind(Json(&key.group_key))
+        .bind(transaction.event_id.as_str())
+        .bind(transaction.timestamp)
+        .bind(transaction.amount)
+        .execute(&mut *connection)
+        .await?;
+    }
     Ok(())
 }
 

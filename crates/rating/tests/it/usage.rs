@@ -243,22 +243,27 @@ fn row(
     (key.to_owned(), quantity, precise, rounded)
 }
 
-/// A harness with the standard catalog and `cus_acme` subscribed from 1 November.
-async fn standard() -> (Harness, String) {
-    let mut h = harness().await;
-    meters(&mut h).await;
-    let version = published(&mut h, "standard", standard_charges()).await;
-    let applied = apply(
-        &h,
+/// Subscribes `cus_acme` (`sub_acme`, version 1) to `version` from 1 November.
+async fn subscribe_acme(h: &Harness, version: &str) -> Applied {
+    apply(
+        h,
         &snapshot(
             "sub_acme",
             "cus_acme",
             1,
             at(1, 0, 0, 0),
-            &[(&version, at(1, 0, 0, 0), None)],
+            &[(version, at(1, 0, 0, 0), None)],
         ),
     )
-    .await;
+    .await
+}
+
+/// A harness with the standard catalog and `cus_acme` subscribed from 1 November.
+async fn standard() -> (Harness, String) {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(&mut h, "standard", standard_charges()).await;
+    let applied = subscribe_acme(&h, &version).await;
     assert!(matches!(applied, Applied::Applied { .. }), "{applied:?}");
     (h, version)
 }
@@ -842,17 +847,7 @@ async fn a_charge_minimum_is_billed_without_usage() {
     let mut calls = per_unit("calls", "api_calls", "0.01");
     calls.minimum_amount = usd("5");
     let version = published(&mut h, "committed", vec![calls]).await;
-    apply(
-        &h,
-        &snapshot(
-            "sub_acme",
-            "cus_acme",
-            1,
-            at(1, 0, 0, 0),
-            &[(&version, at(1, 0, 0, 0), None)],
-        ),
-    )
-    .await;
+    subscribe_acme(&h, &version).await;
     let response = charges(&mut h, "sub_acme").await;
     assert_eq!(
         table(&response),
@@ -885,4 +880,60 @@ async fn concurrent_consumers_count_each_event_once() {
     assert_eq!(left.duplicates + right.duplicates, 9, "{left:?} {right:?}");
     let response = charges(&mut h, "sub_acme").await;
     assert_eq!(amount(response.total.as_ref()), dec!(6.02));
+}
+
+#[tokio::test]
+async fn a_percentage_charge_prices_each_transaction_whatever_the_arrival_order() {
+    let mut h = harness().await;
+    h.meter(meter_request("payments", Aggregation::Sum, "amount"))
+        .await;
+    let card_fees = usage(
+        "card_fees",
+        "payments",
+        Model::Percentage(PercentagePrice {
+            rate_percent: decimal("2.9"),
+            fixed_fee_per_event: usd("0.30"),
+            free_events: 1,
+            ..Default::default()
+        }),
+    );
+    let version = published(&mut h, "payments", vec![card_fees]).await;
+    subscribe_acme(&h, &version).await;
+    let payment = |seq, id: &str, day, amount| {
+        accepted(
+            seq,
+            "cus_acme",
+            id,
+            "payments",
+            at(day, 0, 0, 0),
+            &[("amount", amount)],
+        )
+    };
+    // The first payment in time (the 2nd) is free whatever arrives first:
+    // 2.9 % × 50 + 0.30 = 1.75 and 2.9 % × 10.10 + 0.30 = 0.5929.
+    let events = vec![
+        payment(3, "p3", 9, "10.10"),
+        payment(2, "p2", 5, "50"),
+        payment(1, "p1", 2, "100"),
+        payment(4, "refund", 6, "-5"),
+    ];
+    let summary = rate(&h, &events).await;
+    assert_eq!(
+        summary,
+        RateSummary {
+            rated: 3,
+            duplicates: 0,
+            unrated: 1
+        }
+    );
+    rate(&h, &events).await;
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&response),
+        vec![row("card_fees", dec!(160.10), dec!(2.3429), dec!(2.34))]
+    );
+    assert_eq!(
+        response.charges[0].breakdown[0].kind,
+        BreakdownStepKind::Percentage as i32
+    );
 }
