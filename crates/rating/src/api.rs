@@ -79,6 +79,7 @@ impl RatingApi {
     ) -> Result<PricedPeriod, RatingError> {
         let rows = charges::period_rows(&self.pool, subscription_id, period).await?;
         let rows = charges::with_idle_charges(&self.cache, rows, phases, period).await?;
+        let rows = charges::with_carried_levels(&self.pool, subscription_id, rows).await?;
         let transactions =
             charges::period_transactions(&self.pool, subscription_id, period).await?;
         charges::price_rows(&self.cache, &rows, &transactions).await

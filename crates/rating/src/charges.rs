@@ -71,6 +71,53 @@ pub async fn period_rows(
     .await
 }
 
+/// Gives each time-weighted sum the level it starts with: the last reading of
+/// the same charge and group in the subscription's latest earlier segment
+/// (previous period, or the part of this period before a plan change), as
+/// rating.proto promises ("the level carried over from the previous period").
+/// A gauge set once and never again is billed for every later period.
+pub async fn with_carried_levels(
+    pool: &PgPool,
+    subscription_id: &str,
+    mut rows: Vec<AggregateRow>,
+) -> Result<Vec<AggregateRow>, RatingError> {
+    for row in &mut rows {
+        let AggregateState::TimeWeightedSum { unit, .. } = &row.state.0 else {
+            continue;
+        };
+        let unit = *unit;
+        let previous: Option<(Json<AggregateState>,)> = sqlx::query_as(
+            "SELECT state FROM rating.aggregates \
+             WHERE subscription_id = $1 AND charge_code = $2 AND group_key = $3 \
+               AND segment_start < $4 \
+             ORDER BY segment_start DESC LIMIT 1",
+        )
+        .bind(subscription_id)
+        .bind(&row.charge_code)
+        .bind(&row.group_key)
+        .bind(row.segment_start)
+        .fetch_optional(pool)
+        .await?;
+        let Some((Json(AggregateState::TimeWeightedSum { readings, .. }),)) = previous else {
+            continue;
+        };
+        let Some(last) = readings.as_slice().last() else {
+            continue;
+        };
+        let carried = AggregateState::TimeWeightedSum {
+            unit,
+            readings: vec![last.clone()].into(),
+        };
+        row.state.0.merge(&carried).map_err(|error| {
+            RatingError::Corrupt(format!(
+                "carrying the level of charge {} into {}: {error}",
+                row.charge_code, row.segment_start
+            ))
+        })?;
+    }
+    Ok(rows)
+}
+
 /// The line a transaction belongs to: segment start, plan version, charge, group.
 pub type LineKey = (DateTime<Utc>, String, String, GroupKey);
 

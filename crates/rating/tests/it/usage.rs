@@ -937,3 +937,63 @@ async fn a_percentage_charge_prices_each_transaction_whatever_the_arrival_order(
         BreakdownStepKind::Percentage as i32
     );
 }
+
+#[tokio::test]
+async fn a_gauge_level_carries_into_the_next_period() {
+    let mut h = harness().await;
+    h.meter(meter_request(
+        "storage_gb",
+        Aggregation::TimeWeightedSum,
+        "gb",
+    ))
+    .await;
+    let version = published(
+        &mut h,
+        "storage",
+        vec![per_unit("storage", "storage_gb", "0.001")],
+    )
+    .await;
+    subscribe_acme(&h, &version).await;
+    let readings = vec![
+        accepted(
+            2,
+            "cus_acme",
+            "resize",
+            "storage_gb",
+            at(16, 0, 0, 0),
+            &[("gb", "20")],
+        ),
+        accepted(
+            1,
+            "cus_acme",
+            "create",
+            "storage_gb",
+            at(1, 0, 0, 0),
+            &[("gb", "10")],
+        ),
+    ];
+    rate(&h, &readings).await;
+    // November: 360 h at 10 GB + 360 h at 20 GB.
+    let november_charges = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&november_charges),
+        vec![row("storage", dec!(10800), dec!(10.8), dec!(10.80))]
+    );
+    // December has no reading: 744 h at the 20 GB carried over.
+    let december = h
+        .usage
+        .get_usage_charges(GetUsageChargesRequest {
+            subscription_id: "sub_acme".into(),
+            period: Some(range(
+                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        table(&december),
+        vec![row("storage", dec!(14880), dec!(14.88), dec!(14.88))]
+    );
+}
