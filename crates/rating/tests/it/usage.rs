@@ -16,31 +16,31 @@ use tonic::Code;
 
 use crate::support::*;
 
-fn at(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+pub fn at(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, day, hour, minute, second)
         .unwrap()
 }
 
-fn november() -> tally_proto::common::TimeRange {
+pub fn november() -> tally_proto::common::TimeRange {
     range(
         at(1, 0, 0, 0),
         Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
     )
 }
 
-fn range(start: DateTime<Utc>, end: DateTime<Utc>) -> tally_proto::common::TimeRange {
+pub fn range(start: DateTime<Utc>, end: DateTime<Utc>) -> tally_proto::common::TimeRange {
     tally_proto::common::TimeRange {
         start_time: Some(ts(start)),
         end_time: Some(ts(end)),
     }
 }
 
-fn ts(instant: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn ts(instant: DateTime<Utc>) -> prost_types::Timestamp {
     tally_runtime::clock_service::chrono_to_timestamp(instant)
 }
 
 /// An accepted event as the relay publishes it, decoded as rating reads it.
-fn accepted(
+pub fn accepted(
     seq: u64,
     customer: &str,
     id: &str,
@@ -68,10 +68,10 @@ fn accepted(
 }
 
 /// A phase: plan version, start, end.
-type PhaseSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
+pub type PhaseSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// A snapshot of `subscription` at `version` with `phases`.
-fn snapshot(
+pub fn snapshot(
     subscription: &str,
     customer: &str,
     version: u64,
@@ -115,13 +115,13 @@ async fn meters(h: &mut Harness) {
 }
 
 /// Publishes a plan `code` with `charges` and returns the version id.
-async fn published(h: &mut Harness, code: &str, charges: Vec<Charge>) -> String {
+pub async fn published(h: &mut Harness, code: &str, charges: Vec<Charge>) -> String {
     let plan_id = h.plan(code).await;
     let draft = h.draft(&plan_id, code, monthly(charges)).await;
     h.publish(&draft.id).await.unwrap().id
 }
 
-fn per_unit(key: &str, meter: &str, price: &str) -> Charge {
+pub fn per_unit(key: &str, meter: &str, price: &str) -> Charge {
     usage(
         key,
         meter,
@@ -214,7 +214,7 @@ async fn charges(h: &mut Harness, subscription: &str) -> GetUsageChargesResponse
         .into_inner()
 }
 
-fn amount(money: Option<&tally_proto::common::Money>) -> Decimal {
+pub fn amount(money: Option<&tally_proto::common::Money>) -> Decimal {
     money.unwrap().amount.parse().unwrap()
 }
 
