@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::cache::CatalogCache;
 use crate::charges::{self, PricedPeriod};
 use crate::error::RatingError;
-use crate::usage::store::PhaseRow;
+use crate::usage::store::{PHASE_COLUMNS, PhaseRow};
 use crate::wire::{instant, money, time_range, timestamp};
 
 /// The `RatingService` implementation.
@@ -39,10 +39,11 @@ impl RatingApi {
     }
 
     async fn phases(&self, subscription_id: &str) -> Result<Vec<PhaseRow>, RatingError> {
-        Ok(sqlx::query_as(
-            "SELECT subscription_id, plan_version_id, billing_anchor_at, start_at, end_at \
-             FROM rating.subscription_phases WHERE subscription_id = $1 ORDER BY start_at",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PHASE_COLUMNS} \
+             FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
+             WHERE subscription_id = $1 ORDER BY p.start_at"
+        )))
         .bind(subscription_id)
         .fetch_all(&self.pool)
         .await?)

@@ -12,7 +12,7 @@
 //!
 //! Not handled yet (see docs/architecture.md, "Rating: usage"): re-rating
 //! events already absorbed under phases the new snapshot changed (issue #5's
-//! re-rating from ingest's `ReadEvents`), and pause windows.
+//! re-rating from ingest's `ReadEvents`).
 
 use std::collections::BTreeSet;
 
@@ -55,6 +55,8 @@ struct Snapshot {
     version: i64,
     billing_anchor_at: DateTime<Utc>,
     phases: Vec<Phase>,
+    /// The pause window: from, and until (`None`: indefinite).
+    pause: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
     bytes: Vec<u8>,
 }
 
@@ -63,6 +65,22 @@ struct Phase {
     plan_version_id: String,
     start_at: DateTime<Utc>,
     end_at: Option<DateTime<Utc>>,
+}
+
+impl Phase {
+    /// The phase cut at the subscription's end, `None` if it starts after it.
+    fn ended_by(self, ends_at: Option<DateTime<Utc>>) -> Option<Phase> {
+        let Some(ends_at) = ends_at else {
+            return Some(self);
+        };
+        if self.start_at >= ends_at {
+            return None;
+        }
+        Some(Phase {
+            end_at: Some(self.end_at.map_or(ends_at, |end| end.min(ends_at))),
+            ..self
+        })
+    }
 }
 
 fn invalid(message: String) -> RatingError {
@@ -128,12 +146,33 @@ impl Snapshot {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The phases should end with the subscription; clip them anyway, so a
+        // snapshot that ends (or is scheduled to end) the subscription without
+        // closing its last phase never rates usage after the end.
+        let ends_at = instant(subscription.ended_at.as_ref())
+            .or_else(|| instant(subscription.cancel_at.as_ref()));
+        let phases = phases
+            .into_iter()
+            .filter_map(|phase| phase.ended_by(ends_at))
+            .collect();
+        let pause = subscription.pause.as_ref().and_then(|pause| {
+            instant(pause.pause_at.as_ref())
+                .map(|pause_at| (pause_at, instant(pause.resume_at.as_ref())))
+        });
+        if let Some((pause_at, Some(resume_at))) = pause
+            && resume_at <= pause_at
+        {
+            return Err(invalid(format!(
+                "{subscription_id}: pause.resume_at must be after pause.pause_at"
+            )));
+        }
         Ok(Snapshot {
             subscription_id,
             customer_id: subscription.customer_id.clone(),
             version,
             billing_anchor_at,
             phases,
+            pause,
             bytes: subscription.encode_to_vec(),
         })
     }
@@ -186,10 +225,12 @@ impl SubscriptionReplica {
         snapshot: &Snapshot,
     ) -> Result<Option<i64>, RatingError> {
         let written: Option<(String,)> = sqlx::query_as(
-            "INSERT INTO rating.subscriptions (subscription_id, customer_id, version, snapshot, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO rating.subscriptions (subscription_id, customer_id, version, snapshot, \
+               updated_at, pause_at, resume_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
-               version = EXCLUDED.version, snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at \
+               version = EXCLUDED.version, snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at, \
+               pause_at = EXCLUDED.pause_at, resume_at = EXCLUDED.resume_at \
              WHERE rating.subscriptions.version < EXCLUDED.version \
              RETURNING subscription_id",
         )
@@ -198,6 +239,8 @@ impl SubscriptionReplica {
         .bind(snapshot.version)
         .bind(&snapshot.bytes)
         .bind(self.clock.now())
+        .bind(snapshot.pause.map(|(pause_at, _)| pause_at))
+        .bind(snapshot.pause.and_then(|(_, resume_at)| resume_at))
         .fetch_optional(&mut *connection)
         .await?;
         if written.is_none() {

@@ -75,6 +75,23 @@ pub async fn classify(
             ),
         ));
     }
+    let (paused, covering): (Vec<&PhaseRow>, Vec<&PhaseRow>) = covering
+        .into_iter()
+        .partition(|phase| phase.paused_at(timestamp));
+    if covering.is_empty() {
+        let paused: Vec<&str> = paused
+            .iter()
+            .map(|phase| phase.subscription_id.as_str())
+            .collect();
+        return Ok(unrated(
+            UnratedReason::NoSubscription,
+            format!(
+                "paused at {}: {}",
+                timestamp.to_rfc3339(),
+                paused.join(", ")
+            ),
+        ));
+    }
     let mut contributions = Vec::new();
     let mut charged = false;
     let mut misses = Vec::new();

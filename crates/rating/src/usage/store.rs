@@ -25,12 +25,27 @@ pub struct PhaseRow {
     pub start_at: DateTime<Utc>,
     /// End (exclusive); `None` while open-ended.
     pub end_at: Option<DateTime<Utc>>,
+    /// Start of the subscription's pause window, if any.
+    pub pause_at: Option<DateTime<Utc>>,
+    /// End of the pause window; `None` with a `pause_at` is indefinite.
+    pub resume_at: Option<DateTime<Utc>>,
 }
+
+/// The columns of [`PhaseRow`], for `SELECT … FROM rating.subscription_phases p JOIN
+/// rating.subscriptions s USING (subscription_id)`.
+pub const PHASE_COLUMNS: &str = "subscription_id, p.plan_version_id, p.billing_anchor_at, p.start_at, p.end_at, s.pause_at, s.resume_at";
 
 impl PhaseRow {
     /// Whether the phase is in force at `instant`.
     pub fn covers(&self, instant: DateTime<Utc>) -> bool {
         self.start_at <= instant && self.end_at.is_none_or(|end| instant < end)
+    }
+
+    /// Whether the subscription is paused at `instant` (usage then is not billed).
+    pub fn paused_at(&self, instant: DateTime<Utc>) -> bool {
+        self.pause_at.is_some_and(|pause_at| {
+            pause_at <= instant && self.resume_at.is_none_or(|resume_at| instant < resume_at)
+        })
     }
 
     /// The part of `period` this phase covers, if any.
@@ -107,40 +122,18 @@ pub async fn coverage(
     .bind(&customers)
     .fetch_all(&mut *connection)
     .await?;
-    let rows: Vec<(String, PhaseRowColumns)> = sqlx::query_as(
-        "SELECT customer_id, subscription_id, plan_version_id, billing_anchor_at, start_at, end_at \
-         FROM rating.subscription_phases WHERE customer_id = ANY($1) \
-         ORDER BY customer_id, start_at, subscription_id",
-    )
+    let rows: Vec<CustomerPhase> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT p.customer_id, {PHASE_COLUMNS} \
+         FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
+         WHERE p.customer_id = ANY($1) \
+         ORDER BY p.customer_id, p.start_at, subscription_id"
+    )))
     .bind(&customers)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .map(
-        |(customer, subscription_id, plan_version_id, billing_anchor_at, start_at, end_at)| {
-            (
-                customer,
-                (
-                    subscription_id,
-                    plan_version_id,
-                    billing_anchor_at,
-                    start_at,
-                    end_at,
-                ),
-            )
-        },
-    )
-    .collect();
+    .await?;
     let mut phases: BTreeMap<String, Vec<PhaseRow>> = BTreeMap::new();
-    for (customer, (subscription_id, plan_version_id, billing_anchor_at, start_at, end_at)) in rows
-    {
-        phases.entry(customer).or_default().push(PhaseRow {
-            subscription_id,
-            plan_version_id,
-            billing_anchor_at,
-            start_at,
-            end_at,
-        });
+    for row in rows {
+        phases.entry(row.customer_id).or_default().push(row.phase);
     }
     Ok(Coverage {
         known: known.into_iter().map(|(customer,)| customer).collect(),
@@ -148,13 +141,13 @@ pub async fn coverage(
     })
 }
 
-type PhaseRowColumns = (
-    String,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
+/// A phase with its customer.
+#[derive(sqlx::FromRow)]
+struct CustomerPhase {
+    customer_id: String,
+    #[sqlx(flatten)]
+    phase: PhaseRow,
+}
 
 /// The keys among `events` already rated.
 pub async fn rated_keys(

@@ -997,3 +997,85 @@ async fn a_gauge_level_carries_into_the_next_period() {
         vec![row("storage", dec!(14880), dec!(14.88), dec!(14.88))]
     );
 }
+
+#[tokio::test]
+async fn usage_while_paused_or_after_the_end_is_not_billed_until_a_snapshot_covers_it() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    let mut paused = snapshot(
+        "sub_acme",
+        "cus_acme",
+        1,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    if let Some(subscription) = paused.subscription.as_mut() {
+        subscription.pause = Some(tally_proto::invoicing::PauseWindow {
+            pause_at: Some(ts(at(10, 0, 0, 0))),
+            resume_at: Some(ts(at(12, 0, 0, 0))),
+        });
+        subscription.cancel_at = Some(ts(at(25, 0, 0, 0)));
+    }
+    apply(&h, &paused).await;
+    let events = vec![
+        accepted(1, "cus_acme", "before", "api_calls", at(9, 23, 0, 0), &[]),
+        accepted(2, "cus_acme", "paused", "api_calls", at(11, 0, 0, 0), &[]),
+        accepted(3, "cus_acme", "resumed", "api_calls", at(12, 0, 0, 0), &[]),
+        accepted(4, "cus_acme", "ended", "api_calls", at(26, 0, 0, 0), &[]),
+    ];
+    assert_eq!(
+        rate(&h, &events).await,
+        RateSummary {
+            rated: 2,
+            duplicates: 0,
+            unrated: 2
+        }
+    );
+    let unrated = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut held: Vec<(String, i32)> = unrated
+        .unrated_usage
+        .iter()
+        .map(|event| (event.event_id.clone(), event.reason))
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![
+            ("ended".to_owned(), UnratedReason::NoSubscription as i32),
+            ("paused".to_owned(), UnratedReason::NoSubscription as i32),
+        ]
+    );
+    // The pause and the cancellation are withdrawn: both events are rated.
+    let resumed = snapshot(
+        "sub_acme",
+        "cus_acme",
+        2,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    assert_eq!(
+        apply(&h, &resumed).await,
+        Applied::Applied {
+            retried: RateSummary {
+                rated: 2,
+                duplicates: 0,
+                unrated: 0
+            }
+        }
+    );
+    assert_eq!(
+        table(&charges(&mut h, "sub_acme").await),
+        vec![row("calls", dec!(4), dec!(0.04), dec!(0.04))]
+    );
+}
