@@ -195,6 +195,32 @@ fn standard_events() -> Vec<AcceptedEvent> {
     events
 }
 
+/// A summary of `rated`, `duplicates` and `unrated` events.
+fn summary(rated: usize, duplicates: usize, unrated: usize) -> RateSummary {
+    RateSummary {
+        rated,
+        duplicates,
+        unrated,
+    }
+}
+
+/// `(event id, reason)` of every unrated event, sorted.
+async fn unrated_reasons(h: &mut Harness) -> Vec<(String, i32)> {
+    let listed = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reasons: Vec<(String, i32)> = listed
+        .unrated_usage
+        .iter()
+        .map(|unrated| (unrated.event_id.clone(), unrated.reason))
+        .collect();
+    reasons.sort();
+    reasons
+}
+
 async fn rate(h: &Harness, events: &[AcceptedEvent]) -> RateSummary {
     h.rating.usage_consumer().rate(events).await.unwrap()
 }
@@ -271,15 +297,7 @@ async fn standard() -> (Harness, String) {
 #[tokio::test]
 async fn a_graduated_per_unit_and_package_plan_bills_exact_cents() {
     let (mut h, version) = standard().await;
-    let summary = rate(&h, &standard_events()).await;
-    assert_eq!(
-        summary,
-        RateSummary {
-            rated: 9,
-            duplicates: 0,
-            unrated: 0
-        }
-    );
+    assert_eq!(rate(&h, &standard_events()).await, summary(9, 0, 0));
 
     let response = charges(&mut h, "sub_acme").await;
     assert_eq!(
@@ -360,23 +378,9 @@ async fn redelivered_and_reordered_events_give_identical_charges() {
     let mut twice = reversed.clone();
     twice.extend(events.iter().cloned());
     let second = rate(&shuffled, &twice).await;
-    assert_eq!(
-        second,
-        RateSummary {
-            rated: 5,
-            duplicates: 13,
-            unrated: 0
-        }
-    );
+    assert_eq!(second, summary(5, 13, 0));
     let again = rate(&shuffled, &events).await;
-    assert_eq!(
-        again,
-        RateSummary {
-            rated: 0,
-            duplicates: 9,
-            unrated: 0
-        }
-    );
+    assert_eq!(again, summary(0, 9, 0));
 
     let actual = charges(&mut shuffled, "sub_acme").await;
     assert_eq!(actual.charges, expected.charges);
@@ -464,14 +468,7 @@ async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arr
         ),
         accepted(3, "cus_late", "l3", "api_calls", at(5, 0, 0, 0), &[]),
     ];
-    assert_eq!(
-        rate(&h, &late).await,
-        RateSummary {
-            rated: 0,
-            duplicates: 0,
-            unrated: 3
-        }
-    );
+    assert_eq!(rate(&h, &late).await, summary(0, 0, 3));
     // Redelivery keeps one row per event.
     assert_eq!(rate(&h, &late).await.unrated, 3);
 
@@ -541,11 +538,7 @@ async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arr
     assert_eq!(
         applied,
         Applied::Applied {
-            retried: RateSummary {
-                rated: 3,
-                duplicates: 0,
-                unrated: 0
-            }
+            retried: summary(3, 0, 0)
         }
     );
     let left = h
@@ -609,26 +602,8 @@ async fn each_reason_for_unrated_usage_is_named() {
         ),
         accepted(6, "cus_acme", "fine", "api_calls", at(12, 0, 0, 0), &[]),
     ];
-    assert_eq!(
-        rate(&h, &events).await,
-        RateSummary {
-            rated: 1,
-            duplicates: 0,
-            unrated: 5
-        }
-    );
-    let listed = h
-        .usage
-        .list_unrated_usage(ListUnratedUsageRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut reasons: Vec<(String, i32)> = listed
-        .unrated_usage
-        .iter()
-        .map(|unrated| (unrated.event_id.clone(), unrated.reason))
-        .collect();
-    reasons.sort();
+    assert_eq!(rate(&h, &events).await, summary(1, 0, 5));
+    let reasons = unrated_reasons(&mut h).await;
     assert_eq!(
         reasons,
         vec![
@@ -917,15 +892,7 @@ async fn a_percentage_charge_prices_each_transaction_whatever_the_arrival_order(
         payment(1, "p1", 2, "100"),
         payment(4, "refund", 6, "-5"),
     ];
-    let summary = rate(&h, &events).await;
-    assert_eq!(
-        summary,
-        RateSummary {
-            rated: 3,
-            duplicates: 0,
-            unrated: 1
-        }
-    );
+    assert_eq!(rate(&h, &events).await, summary(3, 0, 1));
     rate(&h, &events).await;
     let response = charges(&mut h, "sub_acme").await;
     assert_eq!(
@@ -1029,26 +996,8 @@ async fn usage_while_paused_or_after_the_end_is_not_billed_until_a_snapshot_cove
         accepted(3, "cus_acme", "resumed", "api_calls", at(12, 0, 0, 0), &[]),
         accepted(4, "cus_acme", "ended", "api_calls", at(26, 0, 0, 0), &[]),
     ];
-    assert_eq!(
-        rate(&h, &events).await,
-        RateSummary {
-            rated: 2,
-            duplicates: 0,
-            unrated: 2
-        }
-    );
-    let unrated = h
-        .usage
-        .list_unrated_usage(ListUnratedUsageRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut held: Vec<(String, i32)> = unrated
-        .unrated_usage
-        .iter()
-        .map(|event| (event.event_id.clone(), event.reason))
-        .collect();
-    held.sort();
+    assert_eq!(rate(&h, &events).await, summary(2, 0, 2));
+    let held = unrated_reasons(&mut h).await;
     assert_eq!(
         held,
         vec![
@@ -1067,11 +1016,7 @@ async fn usage_while_paused_or_after_the_end_is_not_billed_until_a_snapshot_cove
     assert_eq!(
         apply(&h, &resumed).await,
         Applied::Applied {
-            retried: RateSummary {
-                rated: 2,
-                duplicates: 0,
-                unrated: 0
-            }
+            retried: summary(2, 0, 0)
         }
     );
     assert_eq!(
