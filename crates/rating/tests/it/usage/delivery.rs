@@ -1,0 +1,123 @@
+//! Delivery: redelivery, reordering, concurrent consumers and the bus.
+
+use super::*;
+
+#[tokio::test]
+async fn redelivered_and_reordered_events_give_identical_charges() {
+    let (mut in_order, _) = standard().await;
+    let events = standard_events();
+    rate(&in_order, &events).await;
+    let expected = charges(&mut in_order, "sub_acme").await;
+
+    let (mut shuffled, _) = standard().await;
+    let mut reversed = events.clone();
+    reversed.reverse();
+    // Half, then everything twice in one batch (duplicates within and across batches).
+    let first = rate(&shuffled, &reversed[..4]).await;
+    assert_eq!(first.rated, 4);
+    let mut twice = reversed.clone();
+    twice.extend(events.iter().cloned());
+    let second = rate(&shuffled, &twice).await;
+    assert_eq!(second, summary(5, 13, 0));
+    let again = rate(&shuffled, &events).await;
+    assert_eq!(again, summary(0, 9, 0));
+
+    let actual = charges(&mut shuffled, "sub_acme").await;
+    assert_eq!(actual.charges, expected.charges);
+    assert_eq!(actual.total, expected.total);
+}
+
+#[tokio::test]
+async fn concurrent_consumers_count_each_event_once() {
+    let (mut h, _) = standard().await;
+    let events = standard_events();
+    let mut reversed = events.clone();
+    reversed.reverse();
+    let first = h.rating.usage_consumer();
+    let second = h.rating.usage_consumer();
+    let (left, right) = tokio::join!(first.rate(&events), second.rate(&reversed));
+    let (left, right) = (left.unwrap(), right.unwrap());
+    assert_eq!(left.rated + right.rated, 9, "{left:?} {right:?}");
+    assert_eq!(left.duplicates + right.duplicates, 9, "{left:?} {right:?}");
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(amount(response.total.as_ref()), dec!(6.02));
+}
+
+#[tokio::test]
+async fn the_consumers_rate_what_arrives_on_the_bus() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(&mut h, "standard", standard_charges()).await;
+    let _tasks = h.rating.spawn_background(&h.shutdown);
+    let bus = h.rating.bus().clone();
+    let publish_usage = |events: Vec<AcceptedEvent>| {
+        let bus = bus.clone();
+        async move {
+            for event in events {
+                let message = tally_bus::Message::new(
+                    tally_rating::usage::consumer::USAGE_ACCEPTED_TYPE,
+                    1,
+                    event.accepted.clone(),
+                )
+                .with_id(format!("uacc_{}", event.sequence_number))
+                .with_ordering_key(event.customer_id.clone());
+                bus.publish(tally_bus::topics::USAGE_ACCEPTED, message)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // Half the usage before the subscription is known, the rest (and a
+    // redelivery of everything) after.
+    let events = standard_events();
+    publish_usage(events[..4].to_vec()).await;
+    let created = snapshot(
+        "sub_acme",
+        "cus_acme",
+        1,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    bus.publish(
+        tally_bus::topics::SUBSCRIPTION_EVENTS,
+        tally_bus::Message::new(
+            tally_rating::replica::SUBSCRIPTION_EVENT_TYPE,
+            1,
+            created.encode_to_vec(),
+        )
+        .with_ordering_key("cus_acme"),
+    )
+    .await
+    .unwrap();
+    publish_usage(events[4..].to_vec()).await;
+    publish_usage(events.clone()).await;
+
+    let mut last = None;
+    for _ in 0..200 {
+        if let Ok(response) = h
+            .usage
+            .get_usage_charges(GetUsageChargesRequest {
+                subscription_id: "sub_acme".into(),
+                period: Some(november()),
+            })
+            .await
+        {
+            let response = response.into_inner();
+            if amount(response.total.as_ref()) == dec!(6.02) {
+                last = Some(response);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let response = last.expect("the bus delivers the usage and the subscription");
+    let events: u64 = response.charges.iter().map(|line| line.event_count).sum();
+    assert_eq!(events, 9);
+    let unrated = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unrated.total_count, 0);
+}

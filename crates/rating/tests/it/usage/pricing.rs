@@ -1,0 +1,307 @@
+//! Prices and lines: exact cents per price model, plan changes, minimums,
+//! percentages, gauges, and the live cost.
+
+use super::*;
+
+#[tokio::test]
+async fn a_graduated_per_unit_and_package_plan_bills_exact_cents() {
+    let (mut h, version) = standard().await;
+    assert_eq!(rate(&h, &standard_events()).await, summary(9, 0, 0));
+
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&response),
+        vec![
+            // 3 × 0.10 + 2 × 0.05
+            row("api_requests", dec!(5), dec!(0.40), dec!(0.40)),
+            // 11 rows → 2 started packages × 1.50
+            row("exports", dec!(11.0), dec!(3.00), dec!(3.00)),
+            // 1,250 × 0.0021 = 2.625: a tie, half-even rounds to 2.62
+            row("tokens", dec!(1250), dec!(2.625), dec!(2.62)),
+        ]
+    );
+    assert_eq!(amount(response.total.as_ref()), dec!(6.02));
+    assert_eq!(response.total.as_ref().unwrap().currency, "USD");
+    assert_eq!(response.customer_id, "cus_acme");
+    assert_eq!(response.as_of_sequence_number, 31);
+    let calls = &response.charges[0];
+    assert_eq!(calls.plan_version_id, version);
+    assert_eq!(calls.meter_code, "api_calls");
+    assert_eq!(calls.aggregation, Aggregation::Count as i32);
+    assert_eq!(calls.event_count, 5);
+    assert_eq!(calls.period, Some(november()));
+    assert!(matches!(
+        calls.price.as_ref().and_then(|price| price.model.as_ref()),
+        Some(Model::Graduated(_))
+    ));
+    let tiers: Vec<(u32, Decimal)> = calls
+        .breakdown
+        .iter()
+        .map(|step| {
+            assert_eq!(step.kind, BreakdownStepKind::Tier as i32);
+            (step.tier_index, amount(step.amount.as_ref()))
+        })
+        .collect();
+    assert_eq!(tiers, vec![(0, dec!(0.30)), (1, dec!(0.10))]);
+
+    let not_a_period = h
+        .usage
+        .get_usage_charges(GetUsageChargesRequest {
+            subscription_id: "sub_acme".into(),
+            period: Some(range(
+                at(2, 0, 0, 0),
+                Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_a_period.code(),
+        Code::FailedPrecondition,
+        "{not_a_period:?}"
+    );
+    let unknown = h
+        .usage
+        .get_usage_charges(GetUsageChargesRequest {
+            subscription_id: "sub_nobody".into(),
+            period: Some(november()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_mid_period_plan_change_splits_usage_at_the_exact_instant() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let basic = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    let pro = published(&mut h, "pro", vec![per_unit("calls", "api_calls", "0.02")]).await;
+    let change = at(15, 12, 0, 0);
+    apply(
+        &h,
+        &snapshot(
+            "sub_acme",
+            "cus_acme",
+            2,
+            at(1, 0, 0, 0),
+            &[(&basic, at(1, 0, 0, 0), Some(change)), (&pro, change, None)],
+        ),
+    )
+    .await;
+    let just_before = change - Duration::milliseconds(1);
+    let events = vec![
+        accepted(1, "cus_acme", "a", "api_calls", at(2, 0, 0, 0), &[]),
+        accepted(2, "cus_acme", "b", "api_calls", just_before, &[]),
+        accepted(3, "cus_acme", "c", "api_calls", change, &[]),
+        accepted(4, "cus_acme", "d", "api_calls", at(30, 23, 59, 59), &[]),
+        accepted(5, "cus_acme", "e", "api_calls", at(20, 0, 0, 0), &[]),
+    ];
+    assert_eq!(rate(&h, &events).await.rated, 5);
+
+    let response = charges(&mut h, "sub_acme").await;
+    let lines: Vec<(String, Option<tally_proto::common::TimeRange>, u64, Decimal)> = response
+        .charges
+        .iter()
+        .map(|line| {
+            (
+                line.plan_version_id.clone(),
+                line.period,
+                line.event_count,
+                amount(line.amount.as_ref()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (basic, Some(range(at(1, 0, 0, 0), change)), 2, dec!(0.02)),
+            (
+                pro,
+                Some(range(
+                    change,
+                    Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+                )),
+                3,
+                dec!(0.06)
+            ),
+        ]
+    );
+    assert_eq!(amount(response.total.as_ref()), dec!(0.08));
+}
+
+#[tokio::test]
+async fn a_charge_minimum_is_billed_without_usage() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let mut calls = per_unit("calls", "api_calls", "0.01");
+    calls.minimum_amount = usd("5");
+    let version = published(&mut h, "committed", vec![calls]).await;
+    subscribe_acme(&h, &version).await;
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&response),
+        vec![row("calls", dec!(0), dec!(5), dec!(5))]
+    );
+    let steps: Vec<i32> = response.charges[0]
+        .breakdown
+        .iter()
+        .map(|step| step.kind)
+        .collect();
+    assert!(
+        steps.contains(&(BreakdownStepKind::ChargeMinimum as i32)),
+        "{steps:?}"
+    );
+    assert_eq!(response.charges[0].event_count, 0);
+    assert_eq!(amount(response.total.as_ref()), dec!(5));
+}
+
+#[tokio::test]
+async fn a_percentage_charge_prices_each_transaction_whatever_the_arrival_order() {
+    let mut h = harness().await;
+    h.meter(meter_request("payments", Aggregation::Sum, "amount"))
+        .await;
+    let card_fees = usage(
+        "card_fees",
+        "payments",
+        Model::Percentage(PercentagePrice {
+            rate_percent: decimal("2.9"),
+            fixed_fee_per_event: usd("0.30"),
+            free_events: 1,
+            ..Default::default()
+        }),
+    );
+    let version = published(&mut h, "payments", vec![card_fees]).await;
+    subscribe_acme(&h, &version).await;
+    let payment = |seq, id: &str, day, amount| {
+        accepted(
+            seq,
+            "cus_acme",
+            id,
+            "payments",
+            at(day, 0, 0, 0),
+            &[("amount", amount)],
+        )
+    };
+    // The first payment in time (the 2nd) is free whatever arrives first:
+    // 2.9 % × 50 + 0.30 = 1.75 and 2.9 % × 10.10 + 0.30 = 0.5929.
+    let events = vec![
+        payment(3, "p3", 9, "10.10"),
+        payment(2, "p2", 5, "50"),
+        payment(1, "p1", 2, "100"),
+        payment(4, "refund", 6, "-5"),
+    ];
+    assert_eq!(rate(&h, &events).await, summary(3, 0, 1));
+    rate(&h, &events).await;
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&response),
+        vec![row("card_fees", dec!(160.10), dec!(2.3429), dec!(2.34))]
+    );
+    assert_eq!(
+        response.charges[0].breakdown[0].kind,
+        BreakdownStepKind::Percentage as i32
+    );
+}
+
+#[tokio::test]
+async fn a_gauge_level_carries_into_the_next_period() {
+    let mut h = harness().await;
+    h.meter(meter_request(
+        "storage_gb",
+        Aggregation::TimeWeightedSum,
+        "gb",
+    ))
+    .await;
+    let version = published(
+        &mut h,
+        "storage",
+        vec![per_unit("storage", "storage_gb", "0.001")],
+    )
+    .await;
+    subscribe_acme(&h, &version).await;
+    let readings = vec![
+        accepted(
+            2,
+            "cus_acme",
+            "resize",
+            "storage_gb",
+            at(16, 0, 0, 0),
+            &[("gb", "20")],
+        ),
+        accepted(
+            1,
+            "cus_acme",
+            "create",
+            "storage_gb",
+            at(1, 0, 0, 0),
+            &[("gb", "10")],
+        ),
+    ];
+    rate(&h, &readings).await;
+    // November: 360 h at 10 GB + 360 h at 20 GB.
+    let november_charges = charges(&mut h, "sub_acme").await;
+    assert_eq!(
+        table(&november_charges),
+        vec![row("storage", dec!(10800), dec!(10.8), dec!(10.80))]
+    );
+    // December has no reading: 744 h at the 20 GB carried over.
+    let december = h
+        .usage
+        .get_usage_charges(GetUsageChargesRequest {
+            subscription_id: "sub_acme".into(),
+            period: Some(range(
+                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        table(&december),
+        vec![row("storage", dec!(14880), dec!(14.88), dec!(14.88))]
+    );
+}
+
+#[tokio::test]
+async fn the_current_cost_equals_the_usage_charges_of_the_open_period() {
+    let (mut h, _) = standard().await;
+    rate(&h, &standard_events()).await;
+    let cost = h
+        .usage
+        .get_current_cost(GetCurrentCostRequest {
+            customer_id: "cus_acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let period_charges = charges(&mut h, "sub_acme").await;
+    assert_eq!(cost.costs.len(), 1);
+    let open = &cost.costs[0];
+    assert_eq!(open.subscription_id, "sub_acme");
+    assert_eq!(open.period, Some(november()));
+    assert_eq!(open.charges, period_charges.charges);
+    assert_eq!(open.usage_total, period_charges.total);
+    assert_eq!(
+        cost.as_of_sequence_number,
+        period_charges.as_of_sequence_number
+    );
+    assert_eq!(cost.computed_at, Some(ts(start_time())));
+
+    let unknown = h
+        .usage
+        .get_current_cost(GetCurrentCostRequest {
+            customer_id: "cus_nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}

@@ -1,0 +1,312 @@
+//! Subscriptions and unrated usage: snapshots by version, backdating, pauses,
+//! and every reason usage is held.
+
+use super::*;
+
+#[tokio::test]
+async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arrives() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(&mut h, "standard", standard_charges()).await;
+    let late = vec![
+        accepted(1, "cus_late", "l1", "api_calls", at(3, 0, 0, 0), &[]),
+        accepted(
+            2,
+            "cus_late",
+            "l2",
+            "llm.tokens",
+            at(4, 0, 0, 0),
+            &[("tokens", "100")],
+        ),
+        accepted(3, "cus_late", "l3", "api_calls", at(5, 0, 0, 0), &[]),
+    ];
+    assert_eq!(rate(&h, &late).await, summary(0, 0, 3));
+    // Redelivery keeps one row per event.
+    assert_eq!(rate(&h, &late).await.unrated, 3);
+
+    let first_page = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest {
+            customer_id: "cus_late".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first_page.total_count, 3);
+    assert_eq!(first_page.unrated_usage.len(), 2);
+    assert!(!first_page.next_page_token.is_empty());
+    let second_page = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest {
+            customer_id: "cus_late".into(),
+            page_size: 2,
+            page_token: first_page.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second_page.unrated_usage.len(), 1);
+    assert!(second_page.next_page_token.is_empty());
+    let mut ids: Vec<String> = first_page
+        .unrated_usage
+        .iter()
+        .chain(&second_page.unrated_usage)
+        .map(|unrated| {
+            assert_eq!(unrated.reason, UnratedReason::UnknownCustomer as i32);
+            unrated.event_id.clone()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["l1", "l2", "l3"]);
+    let tokens = first_page
+        .unrated_usage
+        .iter()
+        .chain(&second_page.unrated_usage)
+        .find(|unrated| unrated.event_id == "l2")
+        .unwrap();
+    assert_eq!(tokens.event_type, "llm.tokens");
+    assert_eq!(
+        tokens.properties.get("tokens").map(String::as_str),
+        Some("100")
+    );
+    assert_eq!(tokens.sequence_number, 2);
+    assert_eq!(tokens.timestamp, Some(ts(at(4, 0, 0, 0))));
+
+    // The subscription is created on the 21st, backdated to the 1st.
+    let applied = apply(
+        &h,
+        &snapshot(
+            "sub_late",
+            "cus_late",
+            1,
+            at(1, 0, 0, 0),
+            &[(&version, at(1, 0, 0, 0), None)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        applied,
+        Applied::Applied {
+            retried: summary(3, 0, 0)
+        }
+    );
+    let left = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.total_count, 0, "{left:?}");
+    let response = charges(&mut h, "sub_late").await;
+    assert_eq!(
+        table(&response),
+        vec![
+            row("api_requests", dec!(2), dec!(0.20), dec!(0.20)),
+            // A charge without usage still has its (zero) line.
+            row("exports", dec!(0), dec!(0), dec!(0)),
+            row("tokens", dec!(100), dec!(0.21), dec!(0.21)),
+        ]
+    );
+    // The same events delivered again now are duplicates.
+    assert_eq!(rate(&h, &late).await.duplicates, 3);
+}
+
+#[tokio::test]
+async fn each_reason_for_unrated_usage_is_named() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    h.meter(meter_request("orphan", Aggregation::Count, ""))
+        .await;
+    let version = published(&mut h, "standard", standard_charges()).await;
+    apply(
+        &h,
+        &snapshot(
+            "sub_acme",
+            "cus_acme",
+            1,
+            at(10, 0, 0, 0),
+            &[(&version, at(10, 0, 0, 0), None)],
+        ),
+    )
+    .await;
+    let events = vec![
+        accepted(1, "cus_acme", "early", "api_calls", at(5, 0, 0, 0), &[]),
+        accepted(2, "cus_acme", "orphan", "orphan", at(12, 0, 0, 0), &[]),
+        accepted(
+            3,
+            "cus_acme",
+            "bad",
+            "llm.tokens",
+            at(12, 0, 0, 0),
+            &[("tokens", "lots")],
+        ),
+        accepted(4, "cus_acme", "missing", "llm.tokens", at(12, 0, 0, 0), &[]),
+        accepted(
+            5,
+            "cus_other",
+            "stranger",
+            "api_calls",
+            at(12, 0, 0, 0),
+            &[],
+        ),
+        accepted(6, "cus_acme", "fine", "api_calls", at(12, 0, 0, 0), &[]),
+    ];
+    assert_eq!(rate(&h, &events).await, summary(1, 0, 5));
+    let reasons = unrated_reasons(&mut h).await;
+    assert_eq!(
+        reasons,
+        vec![
+            ("bad".to_owned(), UnratedReason::InvalidProperty as i32),
+            ("early".to_owned(), UnratedReason::NoSubscription as i32),
+            ("missing".to_owned(), UnratedReason::InvalidProperty as i32),
+            ("orphan".to_owned(), UnratedReason::NoMatchingCharge as i32),
+            ("stranger".to_owned(), UnratedReason::UnknownCustomer as i32),
+        ]
+    );
+    let only_invalid = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest {
+            reason: UnratedReason::InvalidProperty as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only_invalid.total_count, 2);
+    let bad_token = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest {
+            page_token: "meters:x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn snapshots_apply_by_version_whatever_the_delivery_order() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let basic = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    let pro = published(&mut h, "pro", vec![per_unit("calls", "api_calls", "0.02")]).await;
+    let created = snapshot(
+        "sub_acme",
+        "cus_acme",
+        1,
+        at(1, 0, 0, 0),
+        &[(&basic, at(1, 0, 0, 0), None)],
+    );
+    let upgraded = snapshot(
+        "sub_acme",
+        "cus_acme",
+        2,
+        at(1, 0, 0, 0),
+        &[(&pro, at(1, 0, 0, 0), None)],
+    );
+    assert!(matches!(
+        apply(&h, &upgraded).await,
+        Applied::Applied { .. }
+    ));
+    assert_eq!(
+        apply(&h, &created).await,
+        Applied::Stale { stored_version: 2 }
+    );
+    assert_eq!(
+        apply(&h, &upgraded).await,
+        Applied::Stale { stored_version: 2 }
+    );
+    rate(
+        &h,
+        &[accepted(
+            1,
+            "cus_acme",
+            "a",
+            "api_calls",
+            at(2, 0, 0, 0),
+            &[],
+        )],
+    )
+    .await;
+    let response = charges(&mut h, "sub_acme").await;
+    assert_eq!(response.charges.len(), 1);
+    assert_eq!(response.charges[0].plan_version_id, pro);
+
+    let broken = SubscriptionEvent {
+        subscription: None,
+        ..created
+    };
+    let error = h.rating.replica().apply(&broken).await.unwrap_err();
+    assert!(
+        matches!(error, tally_rating::RatingError::InvalidArgument(_)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn usage_while_paused_or_after_the_end_is_not_billed_until_a_snapshot_covers_it() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    let mut paused = snapshot(
+        "sub_acme",
+        "cus_acme",
+        1,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    if let Some(subscription) = paused.subscription.as_mut() {
+        subscription.pause = Some(tally_proto::invoicing::PauseWindow {
+            pause_at: Some(ts(at(10, 0, 0, 0))),
+            resume_at: Some(ts(at(12, 0, 0, 0))),
+        });
+        subscription.cancel_at = Some(ts(at(25, 0, 0, 0)));
+    }
+    apply(&h, &paused).await;
+    let events = vec![
+        accepted(1, "cus_acme", "before", "api_calls", at(9, 23, 0, 0), &[]),
+        accepted(2, "cus_acme", "paused", "api_calls", at(11, 0, 0, 0), &[]),
+        accepted(3, "cus_acme", "resumed", "api_calls", at(12, 0, 0, 0), &[]),
+        accepted(4, "cus_acme", "ended", "api_calls", at(26, 0, 0, 0), &[]),
+    ];
+    assert_eq!(rate(&h, &events).await, summary(2, 0, 2));
+    let held = unrated_reasons(&mut h).await;
+    assert_eq!(
+        held,
+        vec![
+            ("ended".to_owned(), UnratedReason::NoSubscription as i32),
+            ("paused".to_owned(), UnratedReason::NoSubscription as i32),
+        ]
+    );
+    // The pause and the cancellation are withdrawn: both events are rated.
+    let resumed = snapshot(
+        "sub_acme",
+        "cus_acme",
+        2,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    assert_eq!(
+        apply(&h, &resumed).await,
+        Applied::Applied {
+            retried: summary(2, 0, 0)
+        }
+    );
+    assert_eq!(
+        table(&charges(&mut h, "sub_acme").await),
+        vec![row("calls", dec!(4), dec!(0.04), dec!(0.04))]
+    );
+}
