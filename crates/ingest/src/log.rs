@@ -156,7 +156,8 @@ pub async fn existing_keys(
         .collect())
 }
 
-/// Appends newly accepted events to the log.
+/// Appends newly accepted events to the log with a binary `COPY` (no
+/// per-row statement work: the rows go straight to the partitions).
 pub async fn insert_events(
     connection: &mut PgConnection,
     events: &[(i64, &ValidEvent)],
@@ -166,38 +167,74 @@ pub async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let mut seqs = Vec::with_capacity(events.len());
-    let mut customers = Vec::with_capacity(events.len());
-    let mut ids = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut times = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
+    let mut rows = CopyRows::with_capacity(events.len() * 512);
+    let ingested_at = postgres_micros(ingested_at);
     for (seq, event) in events {
-        seqs.push(*seq);
-        customers.push(event.customer_id());
-        ids.push(event.event_id());
-        types.push(event.event_type());
-        times.push(event.timestamp);
-        payloads.push(event.event.encode_to_vec());
+        rows.row(8);
+        rows.int8(*seq);
+        rows.bytes(event.customer_id().as_bytes());
+        rows.bytes(event.event_id().as_bytes());
+        rows.bytes(event.event_type().as_bytes());
+        rows.int8(postgres_micros(event.timestamp));
+        rows.bytes(&event.event.encode_to_vec());
+        rows.int2(intake as i16);
+        rows.int8(ingested_at);
     }
-    sqlx::query(
-        "INSERT INTO ingest.events \
-         (seq, customer_id, event_id, event_type, event_time, payload, intake, ingested_at) \
-         SELECT s, c, e, t, ts, p, $7, $8 \
-         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bytea[]) \
-              AS input(s, c, e, t, ts, p)",
-    )
-    .bind(&seqs)
-    .bind(&customers)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&times)
-    .bind(&payloads)
-    .bind(intake as i16)
-    .bind(ingested_at)
-    .execute(connection)
-    .await?;
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY ingest.events (seq, customer_id, event_id, event_type, event_time, payload, intake, ingested_at) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(rows.finish()).await?;
+    copy.finish().await?;
     Ok(())
+}
+
+/// PostgreSQL's binary `COPY` format: a header, then per row the field count
+/// and each field as a big-endian length and its binary value, then a trailer.
+struct CopyRows(Vec<u8>);
+
+impl CopyRows {
+    fn with_capacity(capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(capacity + 32);
+        buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buffer.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buffer.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        Self(buffer)
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.0.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn int8(&mut self, value: i64) {
+        self.0.extend_from_slice(&8i32.to_be_bytes());
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn int2(&mut self, value: i16) {
+        self.0.extend_from_slice(&2i32.to_be_bytes());
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// `text` (UTF-8) and `bytea` both travel as their raw bytes.
+    fn bytes(&mut self, value: &[u8]) {
+        let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
+        self.0.extend_from_slice(&length.to_be_bytes());
+        self.0.extend_from_slice(value);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&(-1i16).to_be_bytes());
+        self.0
+    }
+}
+
+/// A `timestamptz` in binary form: microseconds since 2000-01-01 UTC.
+fn postgres_micros(instant: DateTime<Utc>) -> i64 {
+    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    instant.timestamp_micros() - POSTGRES_EPOCH_MICROS
 }
 
 /// Adds `count` later deliveries to each accepted key.
