@@ -19,11 +19,12 @@
 //! 3. ratable events insert their key (`ON CONFLICT DO NOTHING RETURNING`,
 //!    so a concurrent consumer cannot count one twice) and only the inserted
 //!    ones are absorbed; their unrated rows, if any, are deleted;
-//! 4. the absorbed deltas are merged into `rating.aggregates` in key order
-//!    (a stable lock order: concurrent batches cannot deadlock);
+//! 4. the absorbed deltas are merged into `rating.aggregates` in three
+//!    set-based statements (`aggregates::absorb_all`),
 //!    and the transactions of percentage charges are kept in `rating.transactions`;
 //! 5. unratable events are upserted into `rating.unrated_events`.
 
+mod aggregates;
 mod classify;
 pub mod consumer;
 mod decode;
@@ -199,9 +200,7 @@ impl UsageRater {
             }
         }
         store::delete_unrated(&mut *transaction, &rated_keys).await?;
-        for (key, delta) in &deltas {
-            store::absorb(&mut *transaction, key, delta).await?;
-        }
+        aggregates::absorb_all(&mut *transaction, &deltas).await?;
         store::insert_transactions(&mut *transaction, &transactions).await?;
         let now = self.clock.now();
         for (event, reason) in &unrated {

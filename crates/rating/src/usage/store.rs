@@ -5,12 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
-use tally_domain::meter::AggregateState;
 use tally_domain::period::Period;
 use tally_domain::pricing::Transaction;
 
-use super::{AcceptedEvent, AggregateDelta, AggregateKey, Unrated};
-use crate::error::RatingError;
+use super::{AcceptedEvent, AggregateKey, Unrated};
 
 /// One phase of a subscription as the replica stores it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -230,74 +228,6 @@ pub async fn delete_unrated(
     .bind(&customers)
     .bind(&ids)
     .execute(connection)
-    .await?;
-    Ok(())
-}
-
-/// Adds `delta` to the aggregate row `key`: inserts it when the row is new,
-/// otherwise locks the row, merges and writes it back. The caller goes
-/// through keys in order, so row locks are always taken in the same order.
-pub async fn absorb(
-    connection: &mut PgConnection,
-    key: &AggregateKey,
-    delta: &AggregateDelta,
-) -> Result<(), RatingError> {
-    let inserted = sqlx::query(
-        "INSERT INTO rating.aggregates (subscription_id, period_start, period_end, plan_version_id, \
-           segment_start, segment_end, charge_code, group_key, state, event_count, max_seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-    )
-    .bind(&key.subscription_id)
-    .bind(key.period_start)
-    .bind(delta.period_end)
-    .bind(&key.plan_version_id)
-    .bind(key.segment_start)
-    .bind(delta.segment_end)
-    .bind(&key.charge_code)
-    .bind(Json(&key.group_key))
-    .bind(Json(&delta.state))
-    .bind(delta.event_count)
-    .bind(delta.max_seq)
-    .execute(&mut *connection)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(());
-    }
-    const KEY: &str = "subscription_id = $1 AND period_start = $2 AND segment_start = $3 \
-         AND plan_version_id = $4 AND charge_code = $5 AND group_key = $6";
-    let (Json(mut state), event_count, max_seq): (Json<AggregateState>, i64, i64) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT state, event_count, max_seq FROM rating.aggregates WHERE {KEY} FOR UPDATE"
-        )))
-        .bind(&key.subscription_id)
-        .bind(key.period_start)
-        .bind(key.segment_start)
-        .bind(&key.plan_version_id)
-        .bind(&key.charge_code)
-        .bind(Json(&key.group_key))
-        .fetch_one(&mut *connection)
-        .await?;
-    state.merge(&delta.state).map_err(|error| {
-        RatingError::Corrupt(format!(
-            "aggregate {} {} {}: {error}",
-            key.subscription_id, key.charge_code, key.period_start
-        ))
-    })?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE rating.aggregates SET state = $7, event_count = $8, max_seq = $9, segment_end = $10 \
-         WHERE {KEY}"
-    )))
-    .bind(&key.subscription_id)
-    .bind(key.period_start)
-    .bind(key.segment_start)
-    .bind(&key.plan_version_id)
-    .bind(&key.charge_code)
-    .bind(Json(&key.group_key))
-    .bind(Json(&state))
-    .bind(event_count + delta.event_count)
-    .bind(max_seq.max(delta.max_seq))
-    .bind(delta.segment_end)
-    .execute(&mut *connection)
     .await?;
     Ok(())
 }

@@ -121,3 +121,51 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
         .into_inner();
     assert_eq!(unrated.total_count, 0);
 }
+
+/// A rough throughput figure of the rating path (not a benchmark: debug
+/// build, a test cluster). Run with `--ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn rating_throughput() {
+    let (h, version) = standard().await;
+    let customers = 100;
+    for customer in 1..customers {
+        h.rating
+            .replica()
+            .apply(&snapshot(
+                &format!("sub_c{customer}"),
+                &format!("cus_c{customer}"),
+                1,
+                at(1, 0, 0, 0),
+                &[(&version, at(1, 0, 0, 0), None)],
+            ))
+            .await
+            .unwrap();
+    }
+    let events: Vec<AcceptedEvent> = (0..20_000u64)
+        .map(|seq| {
+            let customer = format!("cus_c{}", 1 + seq % (customers - 1));
+            let day = 1 + u32::try_from(seq % 28).unwrap();
+            accepted(
+                seq,
+                &customer,
+                &format!("e{seq}"),
+                "llm.tokens",
+                at(day, 0, 0, 0),
+                &[("tokens", "12")],
+            )
+        })
+        .collect();
+    let consumer = h.rating.usage_consumer();
+    let started = std::time::Instant::now();
+    for batch in events.chunks(500) {
+        consumer.rate(batch).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "rated {} events in {:?}: {:.0} events/s",
+        events.len(),
+        elapsed,
+        events.len() as f64 / elapsed.as_secs_f64()
+    );
+}
