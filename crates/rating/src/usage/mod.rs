@@ -30,13 +30,14 @@ pub mod consumer;
 mod decode;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use sqlx::PgConnection;
 use tally_domain::meter::{AggregateState, GroupKey};
+use tally_domain::pricing::Transaction;
 use tally_proto::rating::UnratedReason;
 use tally_runtime::SharedClock;
 
@@ -153,23 +154,13 @@ impl UsageRater {
         transaction: &mut PgConnection,
         events: &[AcceptedEvent],
     ) -> Result<RateSummary, RatingError> {
-        let mut summary = RateSummary::default();
         let customers: BTreeSet<&str> = events
             .iter()
             .map(|event| event.customer_id.as_str())
             .collect();
         store::lock_customers(&mut *transaction, &customers).await?;
         let already = store::rated_keys(&mut *transaction, events).await?;
-        let mut seen = BTreeSet::new();
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            let key = (event.customer_id.as_str(), event.event_id.as_str());
-            if already.contains(&(key.0.to_owned(), key.1.to_owned())) || !seen.insert(key) {
-                summary.duplicates += 1;
-                continue;
-            }
-            pending.push(event);
-        }
+        let (pending, mut duplicates) = not_yet_rated(events, &already);
         let coverage = store::coverage(&mut *transaction, &customers).await?;
         let mut ratable = Vec::new();
         let mut unrated = Vec::new();
@@ -179,34 +170,75 @@ impl UsageRater {
                 Err(reason) => unrated.push((event, reason)),
             }
         }
-        let fresh = store::insert_rated(&mut *transaction, ratable.iter().map(|(e, _)| *e)).await?;
-        let mut deltas: BTreeMap<AggregateKey, AggregateDelta> = BTreeMap::new();
-        let mut transactions = Vec::new();
-        let mut rated_keys = Vec::new();
+        let fresh =
+            store::insert_rated(&mut *transaction, ratable.iter().map(|(event, _)| *event)).await?;
+        let mut batch = Absorbed::default();
         for (event, contributions) in ratable {
-            if !fresh.contains(&(event.customer_id.clone(), event.event_id.clone())) {
-                summary.duplicates += 1;
-                continue;
-            }
-            summary.rated += 1;
-            rated_keys.push(event);
-            for contribution in contributions {
-                classify::add(
-                    &mut deltas,
-                    &mut transactions,
-                    contribution,
-                    event.sequence_number,
-                )?;
+            if fresh.contains(&(event.customer_id.clone(), event.event_id.clone())) {
+                batch.add(event, contributions)?;
+            } else {
+                // Rated by a concurrent transaction since `rated_keys` was read.
+                duplicates += 1;
             }
         }
-        store::delete_unrated(&mut *transaction, &rated_keys).await?;
-        aggregates::absorb_all(&mut *transaction, &deltas).await?;
-        store::insert_transactions(&mut *transaction, &transactions).await?;
+        store::delete_unrated(&mut *transaction, &batch.events).await?;
+        aggregates::absorb_all(&mut *transaction, &batch.deltas).await?;
+        store::insert_transactions(&mut *transaction, &batch.transactions).await?;
         let now = self.clock.now();
         for (event, reason) in &unrated {
             store::keep_unrated(&mut *transaction, event, reason, now).await?;
         }
-        summary.unrated = unrated.len();
-        Ok(summary)
+        Ok(RateSummary {
+            rated: batch.events.len(),
+            duplicates,
+            unrated: unrated.len(),
+        })
+    }
+}
+
+/// The events of `events` not in `already` (rated earlier), each key once;
+/// and how many were skipped.
+fn not_yet_rated<'a>(
+    events: &'a [AcceptedEvent],
+    already: &HashSet<(String, String)>,
+) -> (Vec<&'a AcceptedEvent>, usize) {
+    let mut seen = BTreeSet::new();
+    let mut pending = Vec::with_capacity(events.len());
+    let mut skipped = 0;
+    for event in events {
+        let key = (event.customer_id.as_str(), event.event_id.as_str());
+        if already.contains(&(key.0.to_owned(), key.1.to_owned())) || !seen.insert(key) {
+            skipped += 1;
+        } else {
+            pending.push(event);
+        }
+    }
+    (pending, skipped)
+}
+
+/// What the events rated by one call add up to.
+#[derive(Default)]
+struct Absorbed<'a> {
+    events: Vec<&'a AcceptedEvent>,
+    deltas: BTreeMap<AggregateKey, AggregateDelta>,
+    transactions: Vec<(AggregateKey, Transaction)>,
+}
+
+impl<'a> Absorbed<'a> {
+    fn add(
+        &mut self,
+        event: &'a AcceptedEvent,
+        contributions: Vec<classify::Contribution>,
+    ) -> Result<(), RatingError> {
+        self.events.push(event);
+        for contribution in contributions {
+            classify::add(
+                &mut self.deltas,
+                &mut self.transactions,
+                contribution,
+                event.sequence_number,
+            )?;
+        }
+        Ok(())
     }
 }
