@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use tally_bus::InProcessBus;
+use tally_bus::{InProcessBus, SharedBus};
 use tally_proto::common::{Decimal, FieldViolation, Money};
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::rating_service_client::RatingServiceClient;
@@ -42,11 +42,16 @@ impl Drop for Harness {
 
 /// Rating on a fresh database, served on 127.0.0.1:0 without authentication.
 pub async fn harness() -> Harness {
+    harness_with(Arc::new(InProcessBus::new())).await
+}
+
+/// [`harness`] on `bus`.
+pub async fn harness_with(bus: SharedBus) -> Harness {
     let db = database().await;
     let clock = ManualClock::new(start_time());
     let rating = Rating::start(RatingDeps {
         pool: db.pool.clone(),
-        bus: Arc::new(InProcessBus::new()),
+        bus,
         clock: Arc::new(clock.clone()),
         ids: Arc::new(SequentialIds::default()),
     })

@@ -44,12 +44,37 @@ async fn concurrent_consumers_count_each_event_once() {
 }
 
 #[tokio::test]
-async fn the_consumers_rate_what_arrives_on_the_bus() {
-    let mut h = harness().await;
+async fn the_consumers_rate_what_arrives_on_the_in_process_bus() {
+    consumers_rate_what_arrives(harness().await).await;
+}
+
+#[tokio::test]
+async fn the_consumers_rate_what_arrives_on_the_pubsub_emulator() {
+    let host = tally_testkit::pubsub::emulator_host().await;
+    let prefix = format!("t{}-", tally_testkit::unique_suffix());
+    let bus =
+        tally_bus::PubSubBus::connect(tally_testkit::pubsub::TEST_PROJECT, Some(&host), &prefix)
+            .await
+            .unwrap()
+            .with_lease_extension(std::time::Duration::from_secs(10));
+    consumers_rate_what_arrives(harness_with(std::sync::Arc::new(bus)).await).await;
+}
+
+/// Half the usage before the subscription is known, the rest and a
+/// redelivery of everything after, and one poison message: the totals are
+/// exact and the poison message is dead-lettered with its reason.
+async fn consumers_rate_what_arrives(mut h: Harness) {
     meters(&mut h).await;
     let version = published(&mut h, "standard", standard_charges()).await;
-    let _tasks = h.rating.spawn_background(&h.shutdown);
     let bus = h.rating.bus().clone();
+    let watcher = tally_bus::SubscriptionConfig::ordered(
+        "watch-rating-dead-letters",
+        "rating-usage-accepted-dead-letter",
+    );
+    bus.ensure_topic(&watcher.topic).await.unwrap();
+    bus.ensure_subscription(&watcher).await.unwrap();
+    let mut dead_letters = bus.subscribe(&watcher.name).await.unwrap();
+    let _tasks = h.rating.spawn_background(&h.shutdown);
     let publish_usage = |events: Vec<AcceptedEvent>| {
         let bus = bus.clone();
         async move {
@@ -67,8 +92,6 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
             }
         }
     };
-    // Half the usage before the subscription is known, the rest (and a
-    // redelivery of everything) after.
     let events = standard_events();
     publish_usage(events[..4].to_vec()).await;
     let created = snapshot(
@@ -91,9 +114,16 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
     .unwrap();
     publish_usage(events[4..].to_vec()).await;
     publish_usage(events.clone()).await;
+    bus.publish(
+        tally_bus::topics::USAGE_ACCEPTED,
+        tally_bus::Message::new("tally.events.v1.Nonsense", 1, vec![1, 2, 3])
+            .with_ordering_key("cus_poison"),
+    )
+    .await
+    .unwrap();
 
     let mut last = None;
-    for _ in 0..200 {
+    for _ in 0..300 {
         if let Ok(response) = h
             .usage
             .get_usage_charges(GetUsageChargesRequest {
@@ -103,7 +133,8 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
             .await
         {
             let response = response.into_inner();
-            if amount(response.total.as_ref()) == dec!(6.02) {
+            let rated: u64 = response.charges.iter().map(|line| line.event_count).sum();
+            if rated == 9 {
                 last = Some(response);
                 break;
             }
@@ -111,8 +142,7 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let response = last.expect("the bus delivers the usage and the subscription");
-    let events: u64 = response.charges.iter().map(|line| line.event_count).sum();
-    assert_eq!(events, 9);
+    assert_eq!(amount(response.total.as_ref()), dec!(6.02));
     let unrated = h
         .usage
         .list_unrated_usage(ListUnratedUsageRequest::default())
@@ -120,6 +150,17 @@ async fn the_consumers_rate_what_arrives_on_the_bus() {
         .unwrap()
         .into_inner();
     assert_eq!(unrated.total_count, 0);
+    let letter = tokio::time::timeout(std::time::Duration::from_secs(30), dead_letters.next())
+        .await
+        .expect("the poison message is dead-lettered")
+        .unwrap()
+        .unwrap();
+    assert!(
+        letter.message.attributes[tally_bus::message::ATTRIBUTE_DEAD_LETTER_REASON]
+            .contains("Nonsense"),
+        "{letter:?}"
+    );
+    letter.ack();
 }
 
 /// A rough throughput figure of the rating path (not a benchmark: debug
