@@ -210,3 +210,61 @@ async fn rating_throughput() {
         events.len() as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_the_stream_loses_nothing() {
+    let (mut h, _) = standard().await;
+    let bus = h.rating.bus().clone();
+    let first_run = tally_runtime::Shutdown::new();
+    let tasks = h.rating.spawn_background(&first_run);
+    let mut events = standard_events();
+    // Many more events than the first run can rate before it is stopped.
+    for n in 0..400u64 {
+        events.push(accepted(
+            100 + n,
+            "cus_acme",
+            &format!("more-{n}"),
+            "api_calls",
+            at(6, 0, 0, 0),
+            &[],
+        ));
+    }
+    for event in &events {
+        let message = tally_bus::Message::new(
+            tally_rating::usage::consumer::USAGE_ACCEPTED_TYPE,
+            1,
+            event.accepted.clone(),
+        )
+        .with_id(format!("uacc_{}", event.sequence_number))
+        .with_ordering_key(event.customer_id.clone());
+        bus.publish(tally_bus::topics::USAGE_ACCEPTED, message)
+            .await
+            .unwrap();
+    }
+    first_run.trigger();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // A new process on the same database and bus picks up what is left.
+    let restarted = tally_rating::Rating::start(tally_rating::RatingDeps {
+        pool: h.db.pool.clone(),
+        bus,
+        clock: std::sync::Arc::new(h.clock.clone()),
+        ids: std::sync::Arc::new(tally_testkit::SequentialIds::default()),
+    })
+    .await
+    .unwrap();
+    let _tasks = restarted.spawn_background(&h.shutdown);
+    let mut rated = 0;
+    for _ in 0..300 {
+        let response = charges(&mut h, "sub_acme").await;
+        rated = response.charges.iter().map(|line| line.event_count).sum();
+        if rated == 409 {
+            // 405 calls: 3 × 0.10 + 402 × 0.05 = 20.40; exports 3.00; tokens 2.62.
+            assert_eq!(amount(response.total.as_ref()), dec!(26.02));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("only {rated} of 409 events were rated after the restart");
+}
