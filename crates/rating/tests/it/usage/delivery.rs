@@ -75,25 +75,8 @@ async fn consumers_rate_what_arrives(mut h: Harness) {
     bus.ensure_subscription(&watcher).await.unwrap();
     let mut dead_letters = bus.subscribe(&watcher.name).await.unwrap();
     let _tasks = h.rating.spawn_background(&h.shutdown);
-    let publish_usage = |events: Vec<AcceptedEvent>| {
-        let bus = bus.clone();
-        async move {
-            for event in events {
-                let message = tally_bus::Message::new(
-                    tally_rating::usage::consumer::USAGE_ACCEPTED_TYPE,
-                    1,
-                    event.accepted.clone(),
-                )
-                .with_id(format!("uacc_{}", event.sequence_number))
-                .with_ordering_key(event.customer_id.clone());
-                bus.publish(tally_bus::topics::USAGE_ACCEPTED, message)
-                    .await
-                    .unwrap();
-            }
-        }
-    };
     let events = standard_events();
-    publish_usage(events[..4].to_vec()).await;
+    publish_usage(&bus, &events[..4]).await;
     let created = snapshot(
         "sub_acme",
         "cus_acme",
@@ -112,8 +95,8 @@ async fn consumers_rate_what_arrives(mut h: Harness) {
     )
     .await
     .unwrap();
-    publish_usage(events[4..].to_vec()).await;
-    publish_usage(events.clone()).await;
+    publish_usage(&bus, &events[4..]).await;
+    publish_usage(&bus, &events).await;
     bus.publish(
         tally_bus::topics::USAGE_ACCEPTED,
         tally_bus::Message::new("tally.events.v1.Nonsense", 1, vec![1, 2, 3])
@@ -229,18 +212,7 @@ async fn a_restart_in_the_middle_of_the_stream_loses_nothing() {
             &[],
         ));
     }
-    for event in &events {
-        let message = tally_bus::Message::new(
-            tally_rating::usage::consumer::USAGE_ACCEPTED_TYPE,
-            1,
-            event.accepted.clone(),
-        )
-        .with_id(format!("uacc_{}", event.sequence_number))
-        .with_ordering_key(event.customer_id.clone());
-        bus.publish(tally_bus::topics::USAGE_ACCEPTED, message)
-            .await
-            .unwrap();
-    }
+    publish_usage(&bus, &events).await;
     first_run.trigger();
     for task in tasks {
         task.await.unwrap();
@@ -267,4 +239,20 @@ async fn a_restart_in_the_middle_of_the_stream_loses_nothing() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("only {rated} of 409 events were rated after the restart");
+}
+
+/// Publishes `events` on `usage-accepted` as ingest's relay does.
+async fn publish_usage(bus: &tally_bus::SharedBus, events: &[AcceptedEvent]) {
+    for event in events {
+        let message = tally_bus::Message::new(
+            tally_rating::usage::consumer::USAGE_ACCEPTED_TYPE,
+            1,
+            event.accepted.clone(),
+        )
+        .with_id(format!("uacc_{}", event.sequence_number))
+        .with_ordering_key(event.customer_id.clone());
+        bus.publish(tally_bus::topics::USAGE_ACCEPTED, message)
+            .await
+            .unwrap();
+    }
 }
