@@ -305,3 +305,70 @@ async fn the_current_cost_equals_the_usage_charges_of_the_open_period() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn malformed_queries_name_the_field() {
+    let (mut h, _) = standard().await;
+    let cases = [
+        (
+            GetUsageChargesRequest {
+                subscription_id: String::new(),
+                period: Some(november()),
+            },
+            "subscription_id",
+        ),
+        (
+            GetUsageChargesRequest {
+                subscription_id: "sub_acme".into(),
+                period: None,
+            },
+            "period",
+        ),
+        (
+            GetUsageChargesRequest {
+                subscription_id: "sub_acme".into(),
+                period: Some(range(at(2, 0, 0, 0), at(1, 0, 0, 0))),
+            },
+            "period.end_time",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = h.usage.get_usage_charges(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+    let status = h
+        .usage
+        .get_current_cost(GetCurrentCostRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let other = h
+        .usage
+        .get_current_cost(GetCurrentCostRequest {
+            customer_id: "cus_acme".into(),
+            subscription_id: "sub_other".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::NotFound, "{other:?}");
+    let only = h
+        .usage
+        .get_current_cost(GetCurrentCostRequest {
+            customer_id: "cus_acme".into(),
+            subscription_id: "sub_acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only.costs.len(), 1);
+    let unknown_reason = h
+        .usage
+        .list_unrated_usage(ListUnratedUsageRequest {
+            reason: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_reason.code(), Code::InvalidArgument);
+}
