@@ -29,6 +29,9 @@ use crate::error::RatingError;
 use crate::usage::{RateSummary, UsageRater, decode_accepted, store};
 use crate::wire::instant;
 
+/// Unrated events re-rated per statement when a snapshot arrives.
+const RETRY_PAGE: i64 = 1000;
+
 /// The protobuf type name invoicing puts in `tally-type`.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
 
@@ -275,23 +278,39 @@ impl SubscriptionReplica {
         Ok(None)
     }
 
+    /// Re-rates the customer's unrated events, a page at a time (a customer
+    /// may have accumulated many before its subscription arrived). The
+    /// customer's advisory lock, held by the caller, keeps new unrated rows
+    /// of this customer from appearing meanwhile.
     async fn retry_unrated(
         &self,
         connection: &mut PgConnection,
         customer: &str,
     ) -> Result<RateSummary, RatingError> {
-        let stored = store::unrated_of_customer(&mut *connection, customer).await?;
-        let events: Vec<_> = stored
-            .iter()
-            .filter_map(|bytes| match decode_accepted(bytes) {
-                Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::error!(%error, customer, "a stored unrated event cannot be decoded");
-                    None
-                }
-            })
-            .collect();
-        self.rater.rate(connection, &events).await
+        let mut total = RateSummary::default();
+        let mut after = None;
+        loop {
+            let page =
+                store::unrated_page(&mut *connection, customer, after.as_ref(), RETRY_PAGE).await?;
+            let Some((seq, event_id, _)) = page.last() else {
+                return Ok(total);
+            };
+            after = Some((*seq, event_id.clone()));
+            let events: Vec<_> = page
+                .iter()
+                .filter_map(|(_, _, bytes)| match decode_accepted(bytes) {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        tracing::error!(%error, customer, "a stored unrated event cannot be decoded");
+                        None
+                    }
+                })
+                .collect();
+            let summary = self.rater.rate(&mut *connection, &events).await?;
+            total.rated += summary.rated;
+            total.duplicates += summary.duplicates;
+            total.unrated += summary.unrated;
+        }
     }
 }
 

@@ -285,18 +285,27 @@ pub async fn keep_unrated(
     Ok(())
 }
 
-/// The stored `UsageAccepted` bytes of `customer`'s unrated events, locked,
-/// in sequence order.
-pub async fn unrated_of_customer(
+/// One page of `customer`'s unrated events after `after` (sequence number,
+/// event id), in that order: their keys and stored `UsageAccepted` bytes.
+pub async fn unrated_page(
     connection: &mut PgConnection,
     customer: &str,
-) -> Result<Vec<Vec<u8>>, sqlx::Error> {
-    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT accepted FROM rating.unrated_events WHERE customer_id = $1 \
-         ORDER BY seq, event_id FOR UPDATE",
+    after: Option<&(i64, String)>,
+    limit: i64,
+) -> Result<Vec<(i64, String, Vec<u8>)>, sqlx::Error> {
+    let (after_seq, after_event) = match after {
+        Some((seq, event)) => (Some(*seq), event.as_str()),
+        None => (None, ""),
+    };
+    sqlx::query_as(
+        "SELECT seq, event_id, accepted FROM rating.unrated_events \
+         WHERE customer_id = $1 AND ($2::bigint IS NULL OR (seq, event_id) > ($2, $3)) \
+         ORDER BY seq, event_id LIMIT $4",
     )
     .bind(customer)
+    .bind(after_seq)
+    .bind(after_event)
+    .bind(limit)
     .fetch_all(connection)
-    .await?;
-    Ok(rows.into_iter().map(|(bytes,)| bytes).collect())
+    .await
 }
