@@ -167,7 +167,8 @@ impl AcceptedRelay {
     /// Relays until `shutdown`, recording `tally.ingest.relay_lag_seconds`.
     pub async fn run(self, shutdown: Shutdown) {
         while !shutdown.is_triggered() {
-            let wait = match self.relay_once().await {
+            let relayed = self.relay_once().await;
+            let wait = match &relayed {
                 Ok(0) => Duration::from_millis(20),
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
@@ -175,7 +176,13 @@ impl AcceptedRelay {
                     Duration::from_secs(1)
                 }
             };
-            if let Ok(lag) = self.lag_seconds().await {
+            // An empty round means nothing waits: no need to ask the database
+            // (an idle relay stays at one query per poll, like the outbox relay).
+            let lag = match relayed {
+                Ok(0) => Ok(0.0),
+                _ => self.lag_seconds().await,
+            };
+            if let Ok(lag) = lag {
                 self.metrics.record_relay_lag(lag);
             }
             if wait.is_zero() {

@@ -238,7 +238,7 @@ pub struct IngestConfig {
     pub stream_window: u32,
     /// Consume the `usage-events` subscription (Pub/Sub intake).
     pub pubsub_intake: bool,
-    /// Most bus messages written to the log in one transaction by the Pub/Sub intake.
+    /// Most bus messages written to the log in one transaction by the Pub/Sub intake (1–100000).
     pub pubsub_batch_messages: usize,
 }
 
@@ -353,10 +353,11 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
-        if ingest.pubsub_batch_messages == 0 {
+        // A batch takes one block of 100,000 sequence numbers (see the ingest migration).
+        if !(1..=100_000).contains(&ingest.pubsub_batch_messages) {
             return Err(invalid(
                 "ingest.pubsub_batch_messages",
-                "must be at least 1",
+                "must be between 1 and 100000",
             ));
         }
         if self.auth.refresh_interval_seconds == 0 {
