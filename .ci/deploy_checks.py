@@ -48,9 +48,14 @@ def code_topics() -> list[str]:
     return re.findall(r'pub const [A-Z_]+: &str = "([^"]+)";', source)
 
 
+def config_source() -> str:
+    """The configuration's source: crates/runtime/src/config/*.rs."""
+    return "\n".join(path.read_text() for path in sorted((ROOT / "crates/runtime/src/config").glob("*.rs")))
+
+
 def struct_fields(struct: str) -> list[str]:
-    """The public fields of `struct` in crates/runtime/src/config.rs (the config keys)."""
-    source = (ROOT / "crates/runtime/src/config.rs").read_text()
+    """The public fields of `struct` in crates/runtime/src/config/ (the config keys)."""
+    source = config_source()
     body = source.split(f"pub struct {struct} {{", 1)[1].split("\n}", 1)[0]
     return re.findall(r"pub (\w+):", body)
 
@@ -62,7 +67,7 @@ def config_sections() -> list[str]:
 
 def cli_variables() -> list[str]:
     """TALLY_ variables the config loader leaves to the command line (TALLY_CONFIG, …)."""
-    source = (ROOT / "crates/runtime/src/config.rs").read_text()
+    source = config_source()
     match = re.search(r"COMMAND_LINE_VARIABLES: &\[&str\] = &\[([^\]]*)\]", source)
     return [f"TALLY_{name.upper()}" for name in re.findall(r'"(\w+)"', match.group(1))] if match else []
 

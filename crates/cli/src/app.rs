@@ -13,6 +13,7 @@ use tally_runtime::auth::{ApiKeyRegistry, AuthLayer};
 use tally_runtime::clock_service::ClockApi;
 use tally_runtime::config::{BusBackend, ClockMode};
 use tally_runtime::ids::{ClockIds, SharedIdGenerator};
+use tally_runtime::peer::Peer;
 use tally_runtime::server::{self, GrpcServer};
 use tally_runtime::{Config, ManualClock, SharedClock, Shutdown, SystemClock};
 
@@ -73,6 +74,10 @@ impl ServiceKind {
                     bus: Arc::clone(&handles.bus),
                     clock: Arc::clone(&handles.clock),
                     ids: Arc::clone(&handles.ids),
+                    ingest: handles.peer(
+                        "peers.ingest_url",
+                        handles.config.peers.ingest_url.as_deref(),
+                    )?,
                 })
                 .await
                 .context("starting rating")?;
@@ -98,6 +103,22 @@ pub struct Handles {
     pub clock: SharedClock,
     /// Id minting, stamped from the clock.
     pub ids: SharedIdGenerator,
+    /// The API key this process sends to its peers (`TALLY_API_KEY`; `tally
+    /// dev` creates one).
+    pub peer_api_key: Option<String>,
+}
+
+impl Handles {
+    /// A connection to the peer at `url` (a `[peers]` key, named by `key` in errors).
+    pub fn peer(&self, key: &str, url: Option<&str>) -> anyhow::Result<Peer> {
+        let url = url.with_context(|| {
+            format!(
+                "{key} is required when services run as separate processes (set TALLY_{})",
+                key.to_uppercase().replace('.', "__")
+            )
+        })?;
+        Ok(Peer::lazy(url, self.peer_api_key.as_deref())?)
+    }
 }
 
 /// The bus the config asks for.
@@ -143,6 +164,9 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         clock,
         pool,
         config,
+        peer_api_key: std::env::var("TALLY_API_KEY")
+            .ok()
+            .filter(|key| !key.is_empty()),
     };
     let services = kind.start(&handles, &shutdown).await?;
     run_server(services, listener, &handles, shutdown).await

@@ -93,12 +93,22 @@ async fn serve_everything(
 
     let mut config = config.clone();
     config.bus.backend = BusBackend::InProcess;
+    // Every service is served on this one address: each is its own peer.
+    let own_url = format!("http://{}", listener.local_addr);
+    for url in [
+        &mut config.peers.ingest_url,
+        &mut config.peers.rating_url,
+        &mut config.peers.invoicing_url,
+    ] {
+        url.get_or_insert_with(|| own_url.clone());
+    }
     let handles = Handles {
         config,
         pool,
         bus: Arc::new(bus),
         ids: Arc::new(ids),
         clock,
+        peer_api_key: Some(key.clone()),
     };
     let mut services = ServiceKind::Ingest.start(&handles, &shutdown).await?;
     for kind in &ServiceKind::ALL[1..] {

@@ -26,6 +26,7 @@ use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::rating::catalog_service_server::CatalogServiceServer;
 use tally_proto::rating::rating_service_server::RatingServiceServer;
 use tally_runtime::ids::SharedIdGenerator;
+use tally_runtime::peer::Peer;
 use tally_runtime::server::GrpcServer;
 use tally_runtime::{SharedClock, Shutdown};
 use tokio::task::JoinHandle;
@@ -61,6 +62,8 @@ pub struct RatingDeps {
     pub clock: SharedClock,
     /// Id minting.
     pub ids: SharedIdGenerator,
+    /// Ingest, whose event log re-rating reads (`ReadEvents`).
+    pub ingest: Peer,
 }
 
 /// A running rating service: its gRPC surface and its consumers.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod in_flight;
 pub mod local_postgres;
+pub mod peer;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

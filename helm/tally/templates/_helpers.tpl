@@ -161,6 +161,11 @@ mode = "system"
 
 [shutdown]
 grace_period_seconds = {{ int64 .Values.config.shutdownGracePeriodSeconds }}
+
+[peers]
+ingest_url = "http://{{ include "tally.serviceFullname" (dict "root" . "service" "ingest") }}:{{ .Values.grpc.port }}"
+rating_url = "http://{{ include "tally.serviceFullname" (dict "root" . "service" "rating") }}:{{ .Values.grpc.port }}"
+invoicing_url = "http://{{ include "tally.serviceFullname" (dict "root" . "service" "invoicing") }}:{{ .Values.grpc.port }}"
 {{- with .Values.config.ingest }}
 
 [ingest]

@@ -54,6 +54,7 @@ pub async fn harness_with(bus: SharedBus) -> Harness {
         bus,
         clock: Arc::new(clock.clone()),
         ids: Arc::new(SequentialIds::default()),
+        ingest: no_ingest(),
     })
     .await
     .expect("rating starts");
@@ -250,4 +251,9 @@ pub fn cell(values: &[(&str, &str)], unit_price: &str) -> MatrixCell {
             .collect::<HashMap<_, _>>(),
         unit_price: decimal(unit_price),
     }
+}
+
+/// An ingest peer nobody listens on (for tests that never re-rate).
+pub fn no_ingest() -> tally_runtime::peer::Peer {
+    tally_runtime::peer::Peer::lazy("http://127.0.0.1:9", None).expect("valid url")
 }

@@ -223,6 +223,7 @@ async fn a_restart_in_the_middle_of_the_stream_loses_nothing() {
         bus,
         clock: std::sync::Arc::new(h.clock.clone()),
         ids: std::sync::Arc::new(tally_testkit::SequentialIds::default()),
+        ingest: crate::support::no_ingest(),
     })
     .await
     .unwrap();

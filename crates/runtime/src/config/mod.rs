@@ -15,6 +15,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod invoicing;
+mod payments;
+mod peers;
+
+pub use invoicing::InvoicingConfig;
+pub use payments::PaymentsConfig;
+pub use peers::PeersConfig;
+
 /// Everything a Tally process can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +43,12 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Usage intake: validation limits, batch sizes, the Pub/Sub intake.
     pub ingest: IngestConfig,
+    /// Where services reach each other over gRPC (separate processes).
+    pub peers: PeersConfig,
+    /// Invoicing: bill runs, grace periods, backdating.
+    pub invoicing: InvoicingConfig,
+    /// Payments: Stripe, webhooks, dunning, reconciliation.
+    pub payments: PaymentsConfig,
 }
 
 /// The gRPC server.
@@ -360,6 +374,9 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        self.peers.validate()?;
+        self.invoicing.validate()?;
+        self.payments.validate()?;
         if self.auth.refresh_interval_seconds == 0 {
             return Err(invalid(
                 "auth.refresh_interval_seconds",

@@ -1,0 +1,115 @@
+//! Calling another Tally service over gRPC (`[peers]` in the config).
+//!
+//! A [`Peer`] is a lazily connected channel plus an interceptor that sends the
+//! process's API key (`TALLY_API_KEY`) and the current W3C trace context on
+//! every call, so a span started in one service continues in the next:
+//!
+//! ```ignore
+//! let peer = Peer::lazy("http://ingest:50051", api_key)?;
+//! let mut ingest = IngestServiceClient::with_interceptor(peer.channel(), peer.interceptor());
+//! ```
+
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::telemetry::inject_into_metadata;
+
+/// A connection to another service; cheap to clone.
+#[derive(Clone)]
+pub struct Peer {
+    url: String,
+    channel: Channel,
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        formatter
+            .debug_struct("Peer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a peer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The URL is not a valid endpoint.
+    #[error("peer url `{url}` is invalid: {reason}")]
+    InvalidUrl {
+        /// The configured URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The API key cannot be sent as a header.
+    #[error("the API key contains characters that cannot be sent in a header")]
+    InvalidApiKey,
+}
+
+impl Peer {
+    /// A channel to `url` that connects on first use (and reconnects after failures).
+    pub fn lazy(url: &str, api_key: Option<&str>) -> Result<Self, PeerError> {
+        let endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|error| PeerError::InvalidUrl {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let authorization = api_key
+            .map(|key| {
+                MetadataValue::try_from(format!("Bearer {key}"))
+                    .map_err(|_| PeerError::InvalidApiKey)
+            })
+            .transpose()?;
+        Ok(Self {
+            url: url.to_owned(),
+            channel: endpoint.connect_lazy(),
+            authorization,
+        })
+    }
+
+    /// The peer's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The channel, for a generated client's `with_interceptor`.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Adds the API key and the trace context to each call.
+    pub fn interceptor(&self) -> PeerInterceptor {
+        PeerInterceptor {
+            authorization: self.authorization.clone(),
+        }
+    }
+}
+
+/// The interceptor of a [`Peer`]'s calls.
+#[derive(Clone)]
+pub struct PeerInterceptor {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for PeerInterceptor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PeerInterceptor")
+    }
+}
+
+impl Interceptor for PeerInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
+        inject_into_metadata(request)
+    }
+}
