@@ -21,6 +21,8 @@ use tonic::{Request, Response, Status};
 use crate::cache::CatalogCache;
 use crate::charges::{self, PricedPeriod};
 use crate::error::RatingError;
+use crate::rerate::RerateQueue;
+use crate::rerate::api::{get_rerate_job, rerate_subscription};
 use crate::usage::store::{PHASE_COLUMNS, PhaseRow};
 use crate::wire::{instant, money, time_range, timestamp};
 
@@ -30,12 +32,24 @@ pub struct RatingApi {
     pool: PgPool,
     clock: SharedClock,
     cache: CatalogCache,
+    rerates: RerateQueue,
 }
 
 impl RatingApi {
-    /// The service over `pool`, pricing with `cache`, answering at `clock`'s now.
-    pub fn new(pool: PgPool, clock: SharedClock, cache: CatalogCache) -> Self {
-        Self { pool, clock, cache }
+    /// The service over `pool`, pricing with `cache`, answering at `clock`'s
+    /// now, queueing re-rates on `rerates`.
+    pub fn new(
+        pool: PgPool,
+        clock: SharedClock,
+        cache: CatalogCache,
+        rerates: RerateQueue,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            cache,
+            rerates,
+        }
     }
 
     async fn phases(&self, subscription_id: &str) -> Result<Vec<PhaseRow>, RatingError> {
@@ -346,5 +360,23 @@ impl RatingService for RatingApi {
         request: Request<ListUnratedUsageRequest>,
     ) -> Result<Response<ListUnratedUsageResponse>, Status> {
         Ok(Response::new(self.unrated(request.into_inner()).await?))
+    }
+
+    async fn rerate_subscription(
+        &self,
+        request: Request<RerateSubscriptionRequest>,
+    ) -> Result<Response<RerateSubscriptionResponse>, Status> {
+        Ok(Response::new(
+            rerate_subscription(&self.pool, &self.rerates, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_rerate_job(
+        &self,
+        request: Request<GetRerateJobRequest>,
+    ) -> Result<Response<GetRerateJobResponse>, Status> {
+        Ok(Response::new(
+            get_rerate_job(&self.pool, request.into_inner()).await?,
+        ))
     }
 }

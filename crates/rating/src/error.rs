@@ -17,6 +17,9 @@ pub enum RatingError {
     /// The request is well formed but cannot be answered in this state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An idempotency key was reused with a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A stored row cannot be read or priced (a bug or a manual edit).
     #[error("{0}")]
     Corrupt(String),
@@ -35,6 +38,9 @@ impl From<RatingError> for Status {
             RatingError::NotFound(_) => Status::new(ErrorKind::NotFound.grpc_code(), message),
             RatingError::FailedPrecondition(_) => {
                 Status::new(ErrorKind::FailedPrecondition.grpc_code(), message)
+            }
+            RatingError::AlreadyExists(_) => {
+                Status::new(ErrorKind::IdempotencyConflict.grpc_code(), message)
             }
             RatingError::Corrupt(_) => ServiceError::new(ErrorKind::Internal, message).into(),
             RatingError::Database(error) => ServiceError::from(error).into(),

@@ -6,8 +6,11 @@
 //! * [`replica`] — the subscription replica (`subscription-events`);
 //! * [`usage`] — usage consumption (`usage-accepted`) into aggregates, and
 //!   unrated usage;
-//! * [`api`] — `RatingService` (usage charges, current cost, unrated usage);
-//! * [`charges`] — pricing of stored aggregates into usage lines.
+//! * [`api`] — `RatingService` (usage charges, current cost, unrated usage,
+//!   re-rate jobs);
+//! * [`charges`] — pricing of stored aggregates into usage lines;
+//! * [`rerate`] — recomputing periods from ingest's event log after a
+//!   backdated change.
 
 pub mod api;
 pub mod cache;
@@ -15,6 +18,7 @@ pub mod catalog;
 pub mod charges;
 mod error;
 pub mod replica;
+pub mod rerate;
 pub mod usage;
 mod wire;
 
@@ -38,6 +42,7 @@ pub use cache::CatalogCache;
 pub use catalog::CatalogApi;
 pub use error::RatingError;
 pub use replica::SubscriptionReplica;
+pub use rerate::{RerateQueue, RerateWorker};
 pub use usage::UsageRater;
 pub use usage::consumer::UsageConsumer;
 
@@ -72,6 +77,7 @@ pub struct Rating {
     deps: RatingDeps,
     cache: CatalogCache,
     rater: UsageRater,
+    rerates: RerateQueue,
 }
 
 impl Rating {
@@ -86,7 +92,13 @@ impl Rating {
             .await?;
         let cache = CatalogCache::new(deps.pool.clone());
         let rater = UsageRater::new(cache.clone(), Arc::clone(&deps.clock));
-        Ok(Self { deps, cache, rater })
+        let rerates = RerateQueue::new(Arc::clone(&deps.clock), Arc::clone(&deps.ids));
+        Ok(Self {
+            deps,
+            cache,
+            rater,
+            rerates,
+        })
     }
 
     /// The database pool (for in-process callers and tests).
@@ -121,6 +133,18 @@ impl Rating {
             self.deps.pool.clone(),
             self.rater.clone(),
             Arc::clone(&self.deps.clock),
+            self.rerates.clone(),
+        )
+    }
+
+    /// The re-rate worker (reads ingest's log through `RatingDeps::ingest`).
+    pub fn rerate_worker(&self) -> RerateWorker {
+        RerateWorker::new(
+            self.deps.pool.clone(),
+            self.rater.clone(),
+            self.deps.ingest.clone(),
+            self.rerates.clone(),
+            Arc::clone(&self.deps.clock),
         )
     }
 
@@ -137,6 +161,7 @@ impl Rating {
             self.deps.pool.clone(),
             Arc::clone(&self.deps.clock),
             self.cache.clone(),
+            self.rerates.clone(),
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -149,7 +174,8 @@ impl Rating {
         )
     }
 
-    /// Starts the usage consumer and the subscription replica; they stop on `shutdown`.
+    /// Starts the usage consumer, the subscription replica and the re-rate
+    /// worker; they stop on `shutdown`.
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let usage = self.usage_consumer();
         let usage_shutdown = shutdown.clone();
@@ -159,7 +185,10 @@ impl Rating {
             Arc::new(self.replica()),
         );
         let replica_shutdown = shutdown.clone();
+        let rerate_worker = self.rerate_worker();
+        let rerate_shutdown = shutdown.clone();
         vec![
+            tokio::spawn(async move { rerate_worker.run(rerate_shutdown).await }),
             tokio::spawn(async move {
                 if let Err(error) = usage.run(usage_shutdown).await {
                     tracing::error!(%error, "the usage consumer stopped");

@@ -10,9 +10,11 @@
 //! rating path ([`UsageRater::rate`]): a backdated subscription rates usage
 //! that arrived before it.
 //!
-//! Not handled yet (see docs/architecture.md, "Rating: usage"): re-rating
-//! events already absorbed under phases the new snapshot changed (issue #5's
-//! re-rating from ingest's `ReadEvents`).
+//! When the new snapshot rates already-rated usage differently (a backdated
+//! plan change, start, cancellation or pause: [`earliest_change`] against the
+//! stored snapshot), the same transaction queues a re-rate job from that
+//! instant ([`crate::rerate`]); the worker rebuilds the affected periods from
+//! ingest's event log.
 
 use std::collections::BTreeSet;
 
@@ -26,6 +28,8 @@ use tally_proto::events::SubscriptionEvent;
 use tally_runtime::SharedClock;
 
 use crate::error::RatingError;
+use crate::rerate::changes::{Shape, ShapePhase, earliest_change};
+use crate::rerate::{NewJob, RerateQueue};
 use crate::usage::{RateSummary, UsageRater, decode_accepted, store};
 use crate::wire::instant;
 
@@ -42,6 +46,9 @@ pub enum Applied {
     Applied {
         /// What the retry of the customer's unrated events did.
         retried: RateSummary,
+        /// The re-rate job queued because the snapshot changed how rated
+        /// usage is rated (`rrj_…`), if any.
+        rerate_job_id: Option<String>,
     },
     /// A snapshot of the same or a higher version is already stored.
     Stale {
@@ -91,6 +98,22 @@ fn invalid(message: String) -> RatingError {
 }
 
 impl Snapshot {
+    fn shape(&self) -> Shape {
+        Shape {
+            billing_anchor_at: self.billing_anchor_at,
+            phases: self
+                .phases
+                .iter()
+                .map(|phase| ShapePhase {
+                    plan_version_id: phase.plan_version_id.clone(),
+                    start_at: phase.start_at,
+                    end_at: phase.end_at,
+                })
+                .collect(),
+            pause: self.pause,
+        }
+    }
+
     fn from_event(event: &SubscriptionEvent) -> Result<Snapshot, RatingError> {
         let subscription = event
             .subscription
@@ -187,12 +210,18 @@ pub struct SubscriptionReplica {
     pool: PgPool,
     rater: UsageRater,
     clock: SharedClock,
+    rerates: RerateQueue,
 }
 
 impl SubscriptionReplica {
-    /// A replica writing to `pool` and rating with `rater`.
-    pub fn new(pool: PgPool, rater: UsageRater, clock: SharedClock) -> Self {
-        Self { pool, rater, clock }
+    /// A replica writing to `pool`, rating with `rater` and queueing re-rates on `rerates`.
+    pub fn new(pool: PgPool, rater: UsageRater, clock: SharedClock, rerates: RerateQueue) -> Self {
+        Self {
+            pool,
+            rater,
+            clock,
+            rerates,
+        }
     }
 
     /// Applies `event` if it is newer than the stored snapshot.
@@ -201,6 +230,7 @@ impl SubscriptionReplica {
         let mut transaction = self.pool.begin().await?;
         let customer = BTreeSet::from([snapshot.customer_id.as_str()]);
         store::lock_customers(&mut transaction, &customer).await?;
+        let previous = stored_shape(&mut transaction, &snapshot.subscription_id).await?;
         let applied = self.store(&mut transaction, &snapshot).await?;
         if let Some(stored_version) = applied {
             transaction.commit().await?;
@@ -209,15 +239,72 @@ impl SubscriptionReplica {
         let retried = self
             .retry_unrated(&mut transaction, &snapshot.customer_id)
             .await?;
+        let rerate_job_id = match previous {
+            Some(previous) => {
+                self.queue_rerate(&mut transaction, &previous, &snapshot)
+                    .await?
+            }
+            None => None,
+        };
         transaction.commit().await?;
         self.rater.record(&retried);
+        if rerate_job_id.is_some() {
+            self.rerates.wake_worker();
+        }
         tracing::info!(
             subscription_id = %snapshot.subscription_id,
             version = snapshot.version,
             ?retried,
+            ?rerate_job_id,
             "subscription snapshot applied"
         );
-        Ok(Applied::Applied { retried })
+        Ok(Applied::Applied {
+            retried,
+            rerate_job_id,
+        })
+    }
+
+    /// Queues a re-rate from the first instant `snapshot` rates differently
+    /// than `previous`, when the subscription has aggregates of periods
+    /// ending after it.
+    async fn queue_rerate(
+        &self,
+        connection: &mut PgConnection,
+        previous: &Shape,
+        snapshot: &Snapshot,
+    ) -> Result<Option<String>, RatingError> {
+        let Some(changed_from) = earliest_change(previous, &snapshot.shape()) else {
+            return Ok(None);
+        };
+        let (affected,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM rating.aggregates \
+               WHERE subscription_id = $1 AND period_end > $2)",
+        )
+        .bind(&snapshot.subscription_id)
+        .bind(changed_from)
+        .fetch_one(&mut *connection)
+        .await?;
+        if !affected {
+            return Ok(None);
+        }
+        let reason = format!(
+            "subscription snapshot version {} changes rating from {}",
+            snapshot.version,
+            changed_from.to_rfc3339()
+        );
+        let job = self
+            .rerates
+            .enqueue(
+                connection,
+                &NewJob {
+                    subscription_id: &snapshot.subscription_id,
+                    from_at: changed_from,
+                    reason: &reason,
+                    idempotency_key: None,
+                },
+            )
+            .await?;
+        Ok(Some(job.job_id))
     }
 
     /// Stores the snapshot and its phases; `Some(stored version)` when a
@@ -312,6 +399,50 @@ impl SubscriptionReplica {
             total.unrated += summary.unrated;
         }
     }
+}
+
+/// `pause_at`, `resume_at` of a stored subscription.
+type PauseWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// `plan_version_id`, `billing_anchor_at`, `start_at`, `end_at` of a stored phase.
+type StoredPhase = (String, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// The stored snapshot's shape, if the subscription is known.
+async fn stored_shape(
+    connection: &mut PgConnection,
+    subscription_id: &str,
+) -> Result<Option<Shape>, RatingError> {
+    let subscription: Option<PauseWindow> = sqlx::query_as(
+        "SELECT pause_at, resume_at FROM rating.subscriptions WHERE subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((pause_at, resume_at)) = subscription else {
+        return Ok(None);
+    };
+    let phases: Vec<StoredPhase> = sqlx::query_as(
+        "SELECT plan_version_id, billing_anchor_at, start_at, end_at \
+             FROM rating.subscription_phases WHERE subscription_id = $1 ORDER BY phase_index",
+    )
+    .bind(subscription_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let Some(billing_anchor_at) = phases.first().map(|phase| phase.1) else {
+        // No phase: nothing was ever rated under it.
+        return Ok(None);
+    };
+    Ok(Some(Shape {
+        billing_anchor_at,
+        phases: phases
+            .into_iter()
+            .map(|(plan_version_id, _, start_at, end_at)| ShapePhase {
+                plan_version_id,
+                start_at,
+                end_at,
+            })
+            .collect(),
+        pause: pause_at.map(|pause_at| (pause_at, resume_at)),
+    }))
 }
 
 #[async_trait]

@@ -30,6 +30,13 @@ pub struct Contribution {
     transaction: Option<Transaction>,
 }
 
+impl Contribution {
+    /// Whether this feeds `subscription_id` in a period ending after `instant`.
+    pub fn belongs_to(&self, subscription_id: &str, instant: DateTime<Utc>) -> bool {
+        self.key.subscription_id == subscription_id && self.period_end > instant
+    }
+}
+
 fn unrated(reason: UnratedReason, detail: impl Into<String>) -> Result<Vec<Contribution>, Unrated> {
     Err(Unrated {
         reason,

@@ -196,6 +196,89 @@ impl UsageRater {
     }
 }
 
+/// What a re-rate of one subscription gathers from the event log before it
+/// writes: the subscription's fresh aggregates for the recomputed periods.
+#[derive(Debug, Default)]
+pub struct Reabsorbed {
+    deltas: BTreeMap<AggregateKey, AggregateDelta>,
+    transactions: Vec<(AggregateKey, Transaction)>,
+    /// Rated events that no subscription covers any more (now unrated).
+    pub no_longer_ratable: usize,
+}
+
+impl Reabsorbed {
+    /// The billing periods the fresh aggregates belong to.
+    pub fn periods(&self) -> BTreeSet<(DateTime<Utc>, DateTime<Utc>)> {
+        self.deltas
+            .iter()
+            .map(|(key, delta)| (key.period_start, delta.period_end))
+            .collect()
+    }
+}
+
+impl UsageRater {
+    /// Re-classifies `events` (read back from ingest's log) for a re-rate of
+    /// `subscription_id`: of the events already rated, each contribution to
+    /// that subscription in a period ending after `changed_from` is gathered
+    /// into `into`. Events not rated yet are left to the usual path (they
+    /// are unrated, or still on their way from the bus). A rated event that
+    /// nothing covers any more becomes unrated usage, with its reason.
+    pub async fn reabsorb(
+        &self,
+        transaction: &mut PgConnection,
+        coverage: &store::Coverage,
+        subscription_id: &str,
+        changed_from: DateTime<Utc>,
+        events: &[AcceptedEvent],
+        into: &mut Reabsorbed,
+    ) -> Result<(), RatingError> {
+        let rated = store::rated_keys(&mut *transaction, events).await?;
+        let mut orphans = Vec::new();
+        for event in events {
+            if !rated.contains(&(event.customer_id.clone(), event.event_id.clone())) {
+                continue;
+            }
+            match classify::classify(&self.cache, coverage, event).await? {
+                Ok(contributions) => {
+                    for contribution in contributions {
+                        if contribution.belongs_to(subscription_id, changed_from) {
+                            classify::add(
+                                &mut into.deltas,
+                                &mut into.transactions,
+                                contribution,
+                                event.sequence_number,
+                            )?;
+                        }
+                    }
+                }
+                Err(reason) => orphans.push((event, reason)),
+            }
+        }
+        if !orphans.is_empty() {
+            let events: Vec<&AcceptedEvent> = orphans.iter().map(|(event, _)| *event).collect();
+            store::forget_rated(&mut *transaction, &events).await?;
+            let now = self.clock.now();
+            for (event, reason) in &orphans {
+                store::keep_unrated(&mut *transaction, event, reason, now).await?;
+            }
+            into.no_longer_ratable += orphans.len();
+        }
+        Ok(())
+    }
+
+    /// Writes what [`UsageRater::reabsorb`] gathered (the caller deleted the
+    /// recomputed periods' rows first).
+    pub async fn write_reabsorbed(
+        &self,
+        transaction: &mut PgConnection,
+        reabsorbed: &Reabsorbed,
+    ) -> Result<(), RatingError> {
+        aggregates::absorb_all(&mut *transaction, &reabsorbed.deltas).await?;
+        store::insert_transactions(&mut *transaction, &reabsorbed.transactions).await?;
+        Ok(())
+    }
+}
+
 /// The events of `events` not in `already` (rated earlier), each key once;
 /// and how many were skipped.
 fn not_yet_rated<'a>(

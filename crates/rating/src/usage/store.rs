@@ -217,19 +217,73 @@ pub async fn delete_unrated(
     connection: &mut PgConnection,
     events: &[&AcceptedEvent],
 ) -> Result<(), sqlx::Error> {
+    delete_keys(connection, KeyedTable::Unrated, events).await
+}
+
+/// Removes the rated keys of `events` (a re-rate found nothing covers them
+/// any more; they are kept as unrated instead).
+pub async fn forget_rated(
+    connection: &mut PgConnection,
+    events: &[&AcceptedEvent],
+) -> Result<(), sqlx::Error> {
+    delete_keys(connection, KeyedTable::Rated, events).await
+}
+
+/// The tables keyed by (customer, event id).
+enum KeyedTable {
+    Rated,
+    Unrated,
+}
+
+async fn delete_keys(
+    connection: &mut PgConnection,
+    table: KeyedTable,
+    events: &[&AcceptedEvent],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
+    let table = match table {
+        KeyedTable::Rated => "rating.rated_events",
+        KeyedTable::Unrated => "rating.unrated_events",
+    };
     let (customers, ids) = key_columns(events.iter().copied());
-    sqlx::query(
-        "DELETE FROM rating.unrated_events u USING unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
-         WHERE u.customer_id = k.customer_id AND u.event_id = k.event_id",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} t USING unnest($1::text[], $2::text[]) AS k (customer_id, event_id) \
+         WHERE t.customer_id = k.customer_id AND t.event_id = k.event_id"
+    )))
     .bind(&customers)
     .bind(&ids)
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Deletes `subscription_id`'s aggregates (and percentage transactions) of
+/// every period ending after `instant`; returns those periods.
+pub async fn delete_periods_after(
+    connection: &mut PgConnection,
+    subscription_id: &str,
+    instant: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    let periods: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "WITH deleted AS (DELETE FROM rating.aggregates \
+           WHERE subscription_id = $1 AND period_end > $2 RETURNING period_start, period_end) \
+         SELECT DISTINCT period_start, period_end FROM deleted ORDER BY period_start",
+    )
+    .bind(subscription_id)
+    .bind(instant)
+    .fetch_all(&mut *connection)
+    .await?;
+    let starts: Vec<DateTime<Utc>> = periods.iter().map(|(start, _)| *start).collect();
+    sqlx::query(
+        "DELETE FROM rating.transactions WHERE subscription_id = $1 AND period_start = ANY($2)",
+    )
+    .bind(subscription_id)
+    .bind(&starts)
+    .execute(connection)
+    .await?;
+    Ok(periods)
 }
 
 /// Keeps the transactions of percentage charges (idempotent by key and event).

@@ -4,5 +4,6 @@
 
 mod catalog;
 mod property;
+mod rerate;
 mod support;
 mod usage;

@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use tally_bus::{InProcessBus, SharedBus};
+use tally_ingest::{Ingest, IngestDeps};
 use tally_proto::common::{Decimal, FieldViolation, Money};
+use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::rating_service_client::RatingServiceClient;
 use tally_proto::rating::*;
 use tally_rating::{Rating, RatingDeps};
 use tally_runtime::auth::AuthLayer;
+use tally_runtime::config::IngestConfig;
+use tally_runtime::peer::Peer;
 use tally_runtime::server;
 use tally_runtime::{ManualClock, Shutdown};
 use tally_testkit::SequentialIds;
@@ -49,19 +53,46 @@ pub async fn harness() -> Harness {
 pub async fn harness_with(bus: SharedBus) -> Harness {
     let db = database().await;
     let clock = ManualClock::new(start_time());
-    let rating = Rating::start(RatingDeps {
+    harness_on(db, bus, clock, no_ingest(), Shutdown::new()).await
+}
+
+/// Rating and a real ingest on one database and one in-process bus (as in
+/// `tally dev`), sharing a manual clock: ingest's relay publishes what it
+/// accepts on `usage-accepted`, and rating's background loops (usage
+/// consumer, replica, re-rate worker reading ingest's `ReadEvents`) run.
+pub async fn harness_with_ingest() -> (Harness, IngestServiceClient<Channel>) {
+    let db = database().await;
+    let clock = ManualClock::new(start_time());
+    let bus: SharedBus = Arc::new(InProcessBus::new());
+    let shutdown = Shutdown::new();
+    let ingest = Ingest::start(IngestDeps {
         pool: db.pool.clone(),
-        bus,
+        bus: Arc::clone(&bus),
         clock: Arc::new(clock.clone()),
         ids: Arc::new(SequentialIds::default()),
-        ingest: no_ingest(),
+        config: IngestConfig::default(),
+        max_delivery_attempts: 5,
     })
     .await
-    .expect("rating starts");
-    let shutdown = Shutdown::new();
+    .expect("ingest starts");
+    ingest.spawn_background(&shutdown);
+    let address = serve(ingest.grpc_server(16 * 1024 * 1024), &shutdown).await;
+    let url = format!("http://{address}");
+    let peer = Peer::lazy(&url, None).expect("valid url");
+    let h = harness_on(db, bus, clock, peer, shutdown).await;
+    h.rating.spawn_background(&h.shutdown);
+    let client = IngestServiceClient::connect(url)
+        .await
+        .expect("client connects");
+    (h, client)
+}
+
+async fn serve(
+    grpc: tally_runtime::server::GrpcServer,
+    shutdown: &Shutdown,
+) -> std::net::SocketAddr {
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let address = listener.local_addr;
-    let grpc = rating.grpc_server(16 * 1024 * 1024);
     let serving = shutdown.clone();
     tokio::spawn(async move {
         grpc.serve(
@@ -73,6 +104,26 @@ pub async fn harness_with(bus: SharedBus) -> Harness {
         .await
         .expect("server runs");
     });
+    address
+}
+
+async fn harness_on(
+    db: TestDatabase,
+    bus: SharedBus,
+    clock: ManualClock,
+    ingest: Peer,
+    shutdown: Shutdown,
+) -> Harness {
+    let rating = Rating::start(RatingDeps {
+        pool: db.pool.clone(),
+        bus,
+        clock: Arc::new(clock.clone()),
+        ids: Arc::new(SequentialIds::default()),
+        ingest,
+    })
+    .await
+    .expect("rating starts");
+    let address = serve(rating.grpc_server(16 * 1024 * 1024), &shutdown).await;
     let client = CatalogServiceClient::connect(format!("http://{address}"))
         .await
         .expect("client connects");
@@ -254,6 +305,6 @@ pub fn cell(values: &[(&str, &str)], unit_price: &str) -> MatrixCell {
 }
 
 /// An ingest peer nobody listens on (for tests that never re-rate).
-pub fn no_ingest() -> tally_runtime::peer::Peer {
-    tally_runtime::peer::Peer::lazy("http://127.0.0.1:9", None).expect("valid url")
+pub fn no_ingest() -> Peer {
+    Peer::lazy("http://127.0.0.1:9", None).expect("valid url")
 }

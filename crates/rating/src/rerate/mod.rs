@@ -1,0 +1,19 @@
+//! Re-rating: recomputing a subscription's billing periods from ingest's
+//! event log (`IngestService.ReadEvents`), so that a backdated subscription
+//! change gives exactly the aggregates rating would have computed had it known
+//! the change up front (see docs/architecture.md, "Rating: re-rating").
+//!
+//! * [`changes`] — the earliest instant a new snapshot rates differently;
+//! * [`RerateQueue`] — creates jobs (`rating.rerate_jobs`): the replica when a
+//!   snapshot changes already-rated usage, `RerateSubscription` on request;
+//! * [`RerateWorker`] — runs them, one transaction each ([`rebuild`]).
+
+pub mod api;
+pub mod changes;
+mod jobs;
+mod rebuild;
+mod worker;
+
+pub use jobs::{JobState, NewJob, RerateJob, RerateQueue, get as get_job};
+pub use rebuild::Rebuilt;
+pub use worker::{JobOutcome, RerateWorker};
