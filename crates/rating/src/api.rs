@@ -16,6 +16,7 @@ use tally_proto::events::UsageAccepted;
 use tally_proto::rating::rating_service_server::RatingService;
 use tally_proto::rating::*;
 use tally_runtime::SharedClock;
+use tally_runtime::ids::SharedIdGenerator;
 use tonic::{Request, Response, Status};
 
 use crate::cache::CatalogCache;
@@ -23,7 +24,8 @@ use crate::charges::{self, PricedPeriod};
 use crate::error::RatingError;
 use crate::rerate::RerateQueue;
 use crate::rerate::api::{get_rerate_job, rerate_subscription};
-use crate::usage::store::{PHASE_COLUMNS, PhaseRow};
+use crate::thresholds::api::{delete_threshold, list_thresholds, set_threshold};
+use crate::usage::store::PhaseRow;
 use crate::wire::{instant, money, time_range, timestamp};
 
 /// The `RatingService` implementation.
@@ -33,34 +35,30 @@ pub struct RatingApi {
     clock: SharedClock,
     cache: CatalogCache,
     rerates: RerateQueue,
+    ids: SharedIdGenerator,
 }
 
 impl RatingApi {
     /// The service over `pool`, pricing with `cache`, answering at `clock`'s
-    /// now, queueing re-rates on `rerates`.
+    /// now, queueing re-rates on `rerates`, minting threshold ids with `ids`.
     pub fn new(
         pool: PgPool,
         clock: SharedClock,
         cache: CatalogCache,
         rerates: RerateQueue,
+        ids: SharedIdGenerator,
     ) -> Self {
         Self {
             pool,
             clock,
             cache,
             rerates,
+            ids,
         }
     }
 
     async fn phases(&self, subscription_id: &str) -> Result<Vec<PhaseRow>, RatingError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {PHASE_COLUMNS} \
-             FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
-             WHERE subscription_id = $1 ORDER BY p.start_at"
-        )))
-        .bind(subscription_id)
-        .fetch_all(&self.pool)
-        .await?)
+        charges::subscription_phases(&self.pool, subscription_id).await
     }
 
     /// The billing period of `phase` containing `instant`, and the plan's currency.
@@ -92,12 +90,7 @@ impl RatingApi {
         period: &Period,
         phases: &[PhaseRow],
     ) -> Result<PricedPeriod, RatingError> {
-        let rows = charges::period_rows(&self.pool, subscription_id, period).await?;
-        let rows = charges::with_idle_charges(&self.cache, rows, phases, period).await?;
-        let rows = charges::with_carried_levels(&self.pool, subscription_id, rows).await?;
-        let transactions =
-            charges::period_transactions(&self.pool, subscription_id, period).await?;
-        charges::price_rows(&self.cache, &rows, &transactions).await
+        charges::price_period(&self.pool, &self.cache, subscription_id, period, phases).await
     }
 
     async fn usage_charges(
@@ -377,6 +370,40 @@ impl RatingService for RatingApi {
     ) -> Result<Response<GetRerateJobResponse>, Status> {
         Ok(Response::new(
             get_rerate_job(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_threshold(
+        &self,
+        request: Request<SetThresholdRequest>,
+    ) -> Result<Response<SetThresholdResponse>, Status> {
+        Ok(Response::new(
+            set_threshold(
+                &self.pool,
+                &self.cache,
+                &self.ids,
+                self.clock.now(),
+                request.into_inner(),
+            )
+            .await?,
+        ))
+    }
+
+    async fn list_thresholds(
+        &self,
+        request: Request<ListThresholdsRequest>,
+    ) -> Result<Response<ListThresholdsResponse>, Status> {
+        Ok(Response::new(
+            list_thresholds(&self.pool, self.clock.now(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_threshold(
+        &self,
+        request: Request<DeleteThresholdRequest>,
+    ) -> Result<Response<DeleteThresholdResponse>, Status> {
+        Ok(Response::new(
+            delete_threshold(&self.pool, request.into_inner()).await?,
         ))
     }
 }

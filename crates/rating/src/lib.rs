@@ -19,6 +19,7 @@ pub mod charges;
 mod error;
 pub mod replica;
 pub mod rerate;
+pub mod thresholds;
 pub mod usage;
 mod wire;
 
@@ -26,6 +27,8 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tally_bus::consumer::Consumer;
+use tally_bus::inbox::ServiceSchema;
+use tally_bus::outbox::OutboxRelay;
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::rating::catalog_service_server::CatalogServiceServer;
 use tally_proto::rating::rating_service_server::RatingServiceServer;
@@ -43,6 +46,7 @@ pub use catalog::CatalogApi;
 pub use error::RatingError;
 pub use replica::SubscriptionReplica;
 pub use rerate::{RerateQueue, RerateWorker};
+pub use thresholds::ThresholdEvaluator;
 pub use usage::UsageRater;
 pub use usage::consumer::UsageConsumer;
 
@@ -83,7 +87,11 @@ pub struct Rating {
 impl Rating {
     /// Builds rating and ensures the topics and subscriptions its consumers read.
     pub async fn start(deps: RatingDeps) -> Result<Self, BusError> {
-        for topic in [topics::USAGE_ACCEPTED, topics::SUBSCRIPTION_EVENTS] {
+        for topic in [
+            topics::USAGE_ACCEPTED,
+            topics::SUBSCRIPTION_EVENTS,
+            topics::RATING_EVENTS,
+        ] {
             deps.bus.ensure_topic(topic).await?;
         }
         deps.bus.ensure_subscription(&usage_subscription()).await?;
@@ -123,6 +131,11 @@ impl Rating {
             usage_subscription(),
             self.deps.pool.clone(),
             self.rater.clone(),
+            ThresholdEvaluator::new(
+                self.deps.pool.clone(),
+                self.cache.clone(),
+                Arc::clone(&self.deps.clock),
+            ),
             USAGE_BATCH_MESSAGES,
         )
     }
@@ -162,6 +175,7 @@ impl Rating {
             Arc::clone(&self.deps.clock),
             self.cache.clone(),
             self.rerates.clone(),
+            Arc::clone(&self.deps.ids),
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -187,7 +201,13 @@ impl Rating {
         let replica_shutdown = shutdown.clone();
         let rerate_worker = self.rerate_worker();
         let rerate_shutdown = shutdown.clone();
+        let outbox = OutboxRelay::new(
+            self.deps.pool.clone(),
+            ServiceSchema::Rating,
+            Arc::clone(&self.deps.bus),
+        );
         vec![
+            tokio::spawn(outbox.run(shutdown.clone())),
             tokio::spawn(async move { rerate_worker.run(rerate_shutdown).await }),
             tokio::spawn(async move {
                 if let Err(error) = usage.run(usage_shutdown).await {

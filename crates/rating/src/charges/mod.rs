@@ -27,7 +27,7 @@ mod breakdown;
 
 use crate::cache::CatalogCache;
 use crate::error::RatingError;
-use crate::usage::store::PhaseRow;
+use crate::usage::store::{PHASE_COLUMNS, PhaseRow};
 use crate::wire::{decimal, money, time_range};
 
 /// The rounding mode of usage lines (rating.proto: "default half-even").
@@ -251,6 +251,38 @@ pub struct PricedPeriod {
     pub currency: Option<Currency>,
     /// Highest ingest sequence number reflected.
     pub as_of_sequence_number: u64,
+}
+
+/// A subscription's phases as the replica stores them, by start.
+pub async fn subscription_phases(
+    pool: &PgPool,
+    subscription_id: &str,
+) -> Result<Vec<PhaseRow>, RatingError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PHASE_COLUMNS} \
+         FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
+         WHERE subscription_id = $1 ORDER BY p.start_at"
+    )))
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Prices a subscription's billing `period` from its stored aggregates: the
+/// one function behind `GetUsageCharges`, `GetCurrentCost` and spend
+/// thresholds, so they always agree.
+pub async fn price_period(
+    pool: &PgPool,
+    cache: &CatalogCache,
+    subscription_id: &str,
+    period: &Period,
+    phases: &[PhaseRow],
+) -> Result<PricedPeriod, RatingError> {
+    let rows = period_rows(pool, subscription_id, period).await?;
+    let rows = with_idle_charges(cache, rows, phases, period).await?;
+    let rows = with_carried_levels(pool, subscription_id, rows).await?;
+    let transactions = period_transactions(pool, subscription_id, period).await?;
+    price_rows(cache, &rows, &transactions).await
 }
 
 /// Prices `rows` (percentage charges with their `transactions`).

@@ -18,6 +18,7 @@ use tally_runtime::Shutdown;
 
 use super::{AcceptedEvent, RateSummary, UsageRater, decode_accepted};
 use crate::error::RatingError;
+use crate::thresholds::ThresholdEvaluator;
 
 /// The protobuf type name ingest's relay puts in `tally-type`.
 pub const USAGE_ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
@@ -32,6 +33,7 @@ pub struct UsageConsumer {
     subscription: SubscriptionConfig,
     pool: PgPool,
     rater: UsageRater,
+    thresholds: ThresholdEvaluator,
     batch_messages: usize,
 }
 
@@ -42,6 +44,7 @@ impl UsageConsumer {
         subscription: SubscriptionConfig,
         pool: PgPool,
         rater: UsageRater,
+        thresholds: ThresholdEvaluator,
         batch_messages: usize,
     ) -> Self {
         Self {
@@ -49,6 +52,7 @@ impl UsageConsumer {
             subscription,
             pool,
             rater,
+            thresholds,
             batch_messages: batch_messages.max(1),
         }
     }
@@ -118,12 +122,19 @@ impl UsageConsumer {
         verdicts
     }
 
-    /// Rates `events` in one transaction.
+    /// Rates `events` in one transaction, then evaluates the thresholds of
+    /// their customers (a failure there is logged: the next batch of the
+    /// subscription detects the crossing).
     pub async fn rate(&self, events: &[AcceptedEvent]) -> Result<RateSummary, RatingError> {
         let mut transaction = self.pool.begin().await?;
         let summary = self.rater.rate(&mut transaction, events).await?;
         transaction.commit().await?;
         self.rater.record(&summary);
+        if summary.rated > 0
+            && let Err(error) = self.thresholds.evaluate(events).await
+        {
+            tracing::error!(%error, "thresholds could not be evaluated after a usage batch");
+        }
         Ok(summary)
     }
 

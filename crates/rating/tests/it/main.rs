@@ -6,4 +6,5 @@ mod catalog;
 mod property;
 mod rerate;
 mod support;
+mod thresholds;
 mod usage;
