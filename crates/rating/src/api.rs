@@ -1,9 +1,11 @@
 //! `tally.rating.v1.RatingService`: the priced usage lines of a period
-//! (`GetUsageCharges`), the live cost of open periods (`GetCurrentCost`) and
-//! the usage that cannot be rated yet (`ListUnratedUsage`). Both cost RPCs
+//! (`GetUsageCharges`), the live cost of open periods (`GetCurrentCost`), the
+//! usage that cannot be rated yet (`ListUnratedUsage`), usage over any range
+//! ([`crate::usage_query`]), thresholds ([`crate::thresholds::api`]) and
+//! re-rate jobs ([`crate::rerate::api`]). Both cost RPCs and spend thresholds
 //! price the same stored aggregates through the same function
-//! ([`charges::price_rows`]), so the live cost of the open period equals its
-//! usage charges at the same instant. The other RPCs answer UNIMPLEMENTED.
+//! ([`charges::price_period`]), so the live cost of the open period equals
+//! its usage charges at the same instant.
 
 use std::collections::HashMap;
 
@@ -17,6 +19,7 @@ use tally_proto::rating::rating_service_server::RatingService;
 use tally_proto::rating::*;
 use tally_runtime::SharedClock;
 use tally_runtime::ids::SharedIdGenerator;
+use tally_runtime::peer::Peer;
 use tonic::{Request, Response, Status};
 
 use crate::cache::CatalogCache;
@@ -26,6 +29,7 @@ use crate::rerate::RerateQueue;
 use crate::rerate::api::{get_rerate_job, rerate_subscription};
 use crate::thresholds::api::{delete_threshold, list_thresholds, set_threshold};
 use crate::usage::store::PhaseRow;
+use crate::usage_query::get_usage;
 use crate::wire::{instant, money, time_range, timestamp};
 
 /// The `RatingService` implementation.
@@ -36,17 +40,20 @@ pub struct RatingApi {
     cache: CatalogCache,
     rerates: RerateQueue,
     ids: SharedIdGenerator,
+    ingest: Peer,
 }
 
 impl RatingApi {
     /// The service over `pool`, pricing with `cache`, answering at `clock`'s
-    /// now, queueing re-rates on `rerates`, minting threshold ids with `ids`.
+    /// now, queueing re-rates on `rerates`, minting threshold ids with `ids`,
+    /// reading usage back from `ingest`.
     pub fn new(
         pool: PgPool,
         clock: SharedClock,
         cache: CatalogCache,
         rerates: RerateQueue,
         ids: SharedIdGenerator,
+        ingest: Peer,
     ) -> Self {
         Self {
             pool,
@@ -54,6 +61,7 @@ impl RatingApi {
             cache,
             rerates,
             ids,
+            ingest,
         }
     }
 
@@ -330,6 +338,15 @@ fn not_a_period(subscription_id: &str, period: &Period) -> RatingError {
 
 #[tonic::async_trait]
 impl RatingService for RatingApi {
+    async fn get_usage(
+        &self,
+        request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        Ok(Response::new(
+            get_usage(&self.cache, &self.ingest, request.into_inner()).await?,
+        ))
+    }
+
     async fn get_usage_charges(
         &self,
         request: Request<GetUsageChargesRequest>,

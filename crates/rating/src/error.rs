@@ -17,6 +17,9 @@ pub enum RatingError {
     /// The request is well formed but cannot be answered in this state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A service rating depends on (ingest) cannot be reached; retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// An idempotency key was reused with a different request.
     #[error("{0}")]
     AlreadyExists(String),
@@ -39,6 +42,7 @@ impl From<RatingError> for Status {
             RatingError::FailedPrecondition(_) => {
                 Status::new(ErrorKind::FailedPrecondition.grpc_code(), message)
             }
+            RatingError::Unavailable(_) => Status::new(ErrorKind::Unavailable.grpc_code(), message),
             RatingError::AlreadyExists(_) => {
                 Status::new(ErrorKind::IdempotencyConflict.grpc_code(), message)
             }

@@ -21,6 +21,7 @@ pub mod replica;
 pub mod rerate;
 pub mod thresholds;
 pub mod usage;
+pub mod usage_query;
 mod wire;
 
 use std::sync::Arc;
@@ -176,6 +177,7 @@ impl Rating {
             self.cache.clone(),
             self.rerates.clone(),
             Arc::clone(&self.deps.ids),
+            self.deps.ingest.clone(),
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);

@@ -8,3 +8,4 @@ mod rerate;
 mod support;
 mod thresholds;
 mod usage;
+mod usage_query;

@@ -260,17 +260,9 @@ fn domain_rule(error: &MeterError) -> Rule {
     }
 }
 
-/// A stored meter in its wire form.
-pub fn meter_to_proto(
-    id: String,
-    meter: &Meter,
-    name: String,
-    description: String,
-    unit: String,
-    created_at: DateTime<Utc>,
-) -> proto::Meter {
-    let spec = meter.spec();
-    let (aggregation, property) = match &spec.aggregation {
+/// An aggregation in its wire form, with its property (empty for a count).
+pub fn aggregation_to_proto(aggregation: &Aggregation) -> (proto::Aggregation, String) {
+    match aggregation {
         Aggregation::Count => (proto::Aggregation::Count, String::new()),
         Aggregation::Sum { property } => (proto::Aggregation::Sum, property.clone()),
         Aggregation::Max { property } => (proto::Aggregation::Max, property.clone()),
@@ -282,7 +274,20 @@ pub fn meter_to_proto(
         Aggregation::TimeWeightedSum { property, .. } => {
             (proto::Aggregation::TimeWeightedSum, property.clone())
         }
-    };
+    }
+}
+
+/// A stored meter in its wire form.
+pub fn meter_to_proto(
+    id: String,
+    meter: &Meter,
+    name: String,
+    description: String,
+    unit: String,
+    created_at: DateTime<Utc>,
+) -> proto::Meter {
+    let spec = meter.spec();
+    let (aggregation, property) = aggregation_to_proto(&spec.aggregation);
     let filters = spec
         .filters
         .iter()

@@ -11,7 +11,7 @@ mod price;
 mod values;
 
 pub(crate) use meter::property_value;
-pub use meter::{MeterDefinition, meter_definition, meter_to_proto};
+pub use meter::{MeterDefinition, aggregation_to_proto, meter_definition, meter_to_proto};
 pub use plan::{
     PlanAttributes, PlanIdentity, meter_codes, plan, plan_attributes, structural_violations,
     version_request_hash,
