@@ -1,59 +1,225 @@
 //! The invoicing service: customers, subscriptions, bill runs, invoices,
-//! credit notes and credits (see DESIGN.md).
+//! credit notes and credits (see DESIGN.md and docs/architecture.md,
+//! "Invoicing").
 //!
-//! Today this is the skeleton every service starts from: the gRPC surface is
-//! served (each RPC answers UNIMPLEMENTED until its issue lands) behind
-//! authentication, health and reflection.
+//! * [`customers`] — `CustomerService`;
+//! * [`subscriptions`] — `SubscriptionService` and the stored subscription;
+//! * [`billing`] — the bill run: composing, storing and finalizing invoices;
+//! * [`invoices`] — `InvoiceService`;
+//! * [`credits`] — `CreditService` and the credit ledger;
+//! * [`payment_events`] — the `payment-events` consumer;
+//! * [`plans`] and [`rating`] — what invoicing asks the rating peer.
 
-use tally_proto::invoicing::credit_service_server::{CreditService, CreditServiceServer};
-use tally_proto::invoicing::customer_service_server::{CustomerService, CustomerServiceServer};
-use tally_proto::invoicing::invoice_service_server::{InvoiceService, InvoiceServiceServer};
-use tally_proto::invoicing::subscription_service_server::{
-    SubscriptionService, SubscriptionServiceServer,
-};
+pub mod billing;
+pub mod credits;
+pub mod customers;
+mod error;
+pub mod events;
+mod idempotency;
+pub mod invoices;
+mod paging;
+pub mod payment_events;
+pub mod plans;
+pub mod rating;
+pub mod subscriptions;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tally_bus::consumer::Consumer;
+use tally_bus::inbox::ServiceSchema;
+use tally_bus::outbox::OutboxRelay;
+use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
+use tally_proto::invoicing::credit_service_server::CreditServiceServer;
+use tally_proto::invoicing::customer_service_server::CustomerServiceServer;
+use tally_proto::invoicing::invoice_service_server::InvoiceServiceServer;
+use tally_proto::invoicing::subscription_service_server::SubscriptionServiceServer;
+use tally_runtime::config::InvoicingConfig;
+use tally_runtime::ids::SharedIdGenerator;
+use tally_runtime::peer::Peer;
 use tally_runtime::server::GrpcServer;
+use tally_runtime::{SharedClock, Shutdown, clock};
+use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
+
+pub use billing::run::RunSummary;
+pub use error::InvoicingError;
+pub use rating::RatingClient;
 
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-invoicing";
 
+/// The subscription invoicing reads payment outcomes from (topic `payment-events`).
+pub const PAYMENT_EVENTS_SUBSCRIPTION: &str = "invoicing-payment-events";
+
+/// What invoicing needs from the composition root.
+#[derive(Debug, Clone)]
+pub struct InvoicingDeps {
+    /// The database (schema `invoicing`).
+    pub pool: PgPool,
+    /// The bus (outbox relay, payment-events consumer).
+    pub bus: SharedBus,
+    /// The service clock.
+    pub clock: SharedClock,
+    /// Id minting.
+    pub ids: SharedIdGenerator,
+    /// `[invoicing]`.
+    pub config: InvoicingConfig,
+    /// Rating: plan versions and usage charges.
+    pub rating: Peer,
+    /// Deliveries before a failing payment event is dead-lettered.
+    pub max_delivery_attempts: u32,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) pool: PgPool,
+    pub(crate) bus: SharedBus,
+    pub(crate) clock: SharedClock,
+    pub(crate) ids: SharedIdGenerator,
+    pub(crate) config: InvoicingConfig,
+    pub(crate) rating: RatingClient,
+    pub(crate) max_delivery_attempts: u32,
+}
+
 /// The `tally.invoicing.v1` service implementations.
-#[derive(Debug, Clone, Default)]
-pub struct InvoicingApi;
+#[derive(Debug, Clone)]
+pub struct InvoicingApi {
+    pub(crate) ctx: Arc<Context>,
+}
 
-impl CustomerService for InvoicingApi {}
-impl SubscriptionService for InvoicingApi {}
-impl InvoiceService for InvoicingApi {}
-impl CreditService for InvoicingApi {}
+/// A running invoicing service.
+#[derive(Debug, Clone)]
+pub struct Invoicing {
+    ctx: Arc<Context>,
+}
 
-/// The gRPC services of invoicing, ready to serve.
-pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
-    let add_routes = move |routes: Routes| {
-        routes
-            .add_service(
-                CustomerServiceServer::new(InvoicingApi)
-                    .max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(
-                SubscriptionServiceServer::new(InvoicingApi)
-                    .max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(
-                InvoiceServiceServer::new(InvoicingApi)
-                    .max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(
-                CreditServiceServer::new(InvoicingApi).max_decoding_message_size(max_message_bytes),
-            )
-    };
-    GrpcServer::new(
-        add_routes,
+impl Invoicing {
+    /// Builds invoicing and ensures the topics it publishes and the
+    /// subscription it reads.
+    pub async fn start(deps: InvoicingDeps) -> Result<Self, BusError> {
+        for topic in [
+            topics::SUBSCRIPTION_EVENTS,
+            topics::INVOICE_EVENTS,
+            topics::PAYMENT_EVENTS,
+        ] {
+            deps.bus.ensure_topic(topic).await?;
+        }
+        deps.bus
+            .ensure_subscription(&payment_events_subscription(deps.max_delivery_attempts))
+            .await?;
+        Ok(Self {
+            ctx: Arc::new(Context {
+                pool: deps.pool,
+                bus: deps.bus,
+                clock: deps.clock,
+                ids: deps.ids,
+                config: deps.config,
+                rating: RatingClient::new(deps.rating),
+                max_delivery_attempts: deps.max_delivery_attempts,
+            }),
+        })
+    }
+
+    /// One bill run as of the clock's now (what the scheduler runs each tick).
+    pub async fn bill_run(&self) -> Result<RunSummary, InvoicingError> {
+        self.ctx.bill_run(None).await
+    }
+
+    /// The outbox relay (subscription and invoice events).
+    pub fn relay(&self) -> OutboxRelay {
+        OutboxRelay::new(
+            self.ctx.pool.clone(),
+            ServiceSchema::Invoicing,
+            Arc::clone(&self.ctx.bus),
+        )
+    }
+
+    /// The payment-events handler.
+    pub fn payment_events(&self) -> payment_events::PaymentEvents {
+        payment_events::PaymentEvents {
+            ctx: Arc::clone(&self.ctx),
+        }
+    }
+
+    /// The gRPC services of invoicing, ready to serve.
+    pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
+        let api = InvoicingApi {
+            ctx: Arc::clone(&self.ctx),
+        };
+        let customers =
+            CustomerServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes);
+        let subscriptions = SubscriptionServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message_bytes);
+        let invoices = InvoiceServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let credits = CreditServiceServer::new(api).max_decoding_message_size(max_message_bytes);
+        GrpcServer::new(
+            move |routes: Routes| {
+                routes
+                    .add_service(customers)
+                    .add_service(subscriptions)
+                    .add_service(invoices)
+                    .add_service(credits)
+            },
+            vec![
+                <CustomerServiceServer<InvoicingApi> as NamedService>::NAME,
+                <SubscriptionServiceServer<InvoicingApi> as NamedService>::NAME,
+                <InvoiceServiceServer<InvoicingApi> as NamedService>::NAME,
+                <CreditServiceServer<InvoicingApi> as NamedService>::NAME,
+            ],
+        )
+    }
+
+    /// Starts the outbox relay, the bill-run scheduler and the payment-events
+    /// consumer; they stop on `shutdown`.
+    pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        let relay = self.relay();
+        let relay_shutdown = shutdown.clone();
+        let consumer = Consumer::new(
+            Arc::clone(&self.ctx.bus),
+            payment_events_subscription(self.ctx.max_delivery_attempts),
+            Arc::new(self.payment_events()),
+        );
+        let consumer_shutdown = shutdown.clone();
+        let scheduler = self.clone();
+        let scheduler_shutdown = shutdown.clone();
         vec![
-            <CustomerServiceServer<InvoicingApi> as NamedService>::NAME,
-            <SubscriptionServiceServer<InvoicingApi> as NamedService>::NAME,
-            <InvoiceServiceServer<InvoicingApi> as NamedService>::NAME,
-            <CreditServiceServer<InvoicingApi> as NamedService>::NAME,
-        ],
-    )
+            tokio::spawn(async move { relay.run(relay_shutdown).await }),
+            tokio::spawn(async move {
+                if let Err(error) = consumer.run(consumer_shutdown).await {
+                    tracing::error!(%error, "the payment-events consumer stopped");
+                }
+            }),
+            tokio::spawn(async move { scheduler.run_scheduler(scheduler_shutdown).await }),
+        ]
+    }
+
+    /// Runs a bill run at every tick of the clock until `shutdown`.
+    pub async fn run_scheduler(&self, shutdown: Shutdown) {
+        let interval = Duration::from_secs(self.ctx.config.bill_run_interval_seconds);
+        while !shutdown.is_triggered() {
+            match self.ctx.bill_run(None).await {
+                Ok(summary) if summary != RunSummary::default() => {
+                    tracing::info!(?summary, "bill run");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "bill run failed; retried next tick"),
+            }
+            tokio::select! {
+                () = clock::next_tick(&*self.ctx.clock, interval) => {}
+                () = shutdown.wait() => break,
+            }
+        }
+    }
+}
+
+fn payment_events_subscription(max_delivery_attempts: u32) -> SubscriptionConfig {
+    SubscriptionConfig::ordered(PAYMENT_EVENTS_SUBSCRIPTION, topics::PAYMENT_EVENTS)
+        .with_max_delivery_attempts(max_delivery_attempts.clamp(5, 100))
 }

@@ -6,12 +6,96 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// The invoicing service.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
-pub struct InvoicingConfig {}
+pub struct InvoicingConfig {
+    /// Hours a draft invoice stays open after its period ends (late usage
+    /// updates it) before it is finalized. 0 finalizes at once.
+    pub grace_period_hours: u32,
+    /// How far back (days) a subscription may start or change.
+    pub backdate_window_days: u32,
+    /// Wall-clock seconds between bill runs (a manual clock wakes the loop at
+    /// once when it moves).
+    pub bill_run_interval_seconds: u64,
+    /// Subscriptions billed per bill-run transaction batch.
+    pub bill_run_batch_size: u32,
+    /// Prefix of invoice numbers (`<prefix>-000042`).
+    pub invoice_number_prefix: String,
+    /// Prefix of credit-note numbers (`<prefix>-000007`).
+    pub credit_note_number_prefix: String,
+    /// Whether a failed payment moves the subscription to past_due.
+    pub past_due_on_payment_failure: bool,
+}
+
+impl Default for InvoicingConfig {
+    fn default() -> Self {
+        Self {
+            grace_period_hours: 24,
+            backdate_window_days: 30,
+            bill_run_interval_seconds: 60,
+            bill_run_batch_size: 100,
+            invoice_number_prefix: "TALLY".into(),
+            credit_note_number_prefix: "TALLY-CN".into(),
+            past_due_on_payment_failure: true,
+        }
+    }
+}
 
 impl InvoicingConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        if self.grace_period_hours > 24 * 31 {
+            return Err(invalid(
+                "invoicing.grace_period_hours",
+                "must be at most 744 (31 days)",
+            ));
+        }
+        if self.backdate_window_days > 366 {
+            return Err(invalid(
+                "invoicing.backdate_window_days",
+                "must be at most 366",
+            ));
+        }
+        if self.bill_run_interval_seconds == 0 {
+            return Err(invalid(
+                "invoicing.bill_run_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.bill_run_batch_size == 0 || self.bill_run_batch_size > 10_000 {
+            return Err(invalid(
+                "invoicing.bill_run_batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
+        for (key, prefix) in [
+            (
+                "invoicing.invoice_number_prefix",
+                &self.invoice_number_prefix,
+            ),
+            (
+                "invoicing.credit_note_number_prefix",
+                &self.credit_note_number_prefix,
+            ),
+        ] {
+            let valid = !prefix.is_empty()
+                && prefix.len() <= 20
+                && prefix
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || character == '-');
+            if !valid {
+                return Err(invalid(key, "must be 1-20 ASCII letters, digits or '-'"));
+            }
+        }
+        if self.invoice_number_prefix == self.credit_note_number_prefix {
+            return Err(invalid(
+                "invoicing.credit_note_number_prefix",
+                "must differ from invoicing.invoice_number_prefix",
+            ));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,527 @@
+//! What the invoice at one billing boundary of a subscription contains.
+//!
+//! The bill run invoices a subscription at its *boundaries*: its start (the
+//! first in-advance fees), then the end of every billing period, and the
+//! instant it ends. The invoice at boundary `B`, whose previous boundary is
+//! `A`, bills:
+//!
+//! 1. in-arrears fees for the stretches of `[A, B)` (see [`super::fees`]);
+//! 2. the true-up of in-advance fees of the period containing `A`: what the
+//!    stretches of `[A, B)` are actually worth minus what was billed in
+//!    advance for that period (plan changes, pauses and cancellations become
+//!    `proration_credit` / `proration_charge` lines here);
+//! 3. the usage of the period containing `A`, from rating's `GetUsageCharges`;
+//! 4. the minimum-commitment true-up of that period;
+//! 5. usage of the previous invoice's period that arrived after it was
+//!    finalized (an `adjustment` line: the re-priced total minus what was billed);
+//! 6. in-advance fees of the next period, `[B, next boundary)`.
+//!
+//! Composing is a pure function of the stored subscription, earlier invoices
+//! and rating's answers, so a draft is simply composed again while its grace
+//! period runs (late usage updates it).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use tally_domain::money::Money;
+use tally_domain::period::Period;
+use tally_proto::invoicing::{self as proto, BillingReason, InvoiceLineKind, invoice_line};
+use tally_proto::rating::BillingTiming;
+
+use super::fees::{self, Stretch};
+use super::lines::Line;
+use crate::error::{InvoicingError, Result};
+use crate::plans::{self, PlanInfo};
+use crate::rating::RatingClient;
+use crate::subscriptions::{Policy, Subscription};
+use crate::wire::{decimal, money, money_of, period_range};
+
+/// An invoice before it is stored.
+#[derive(Clone, Debug)]
+pub struct Composition {
+    /// The boundary.
+    pub boundary: DateTime<Utc>,
+    /// The period the invoice is for.
+    pub period: Period,
+    /// Why.
+    pub reason: BillingReason,
+    /// The lines, in printed order.
+    pub lines: Vec<Line>,
+}
+
+/// Reads what composing needs besides the subscription.
+#[derive(Debug)]
+pub struct Composer<'a> {
+    pub connection: &'a mut PgConnection,
+    pub rating: &'a RatingClient,
+    pub subscription: &'a Subscription,
+    /// The invoice being recomposed (its own lines do not count as billed).
+    pub exclude_invoice: Option<&'a str>,
+    plans: BTreeMap<String, PlanInfo>,
+}
+
+fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Period> {
+    Period::new(start, end).map_err(InvoicingError::internal)
+}
+
+impl<'a> Composer<'a> {
+    /// A composer for `subscription`.
+    pub fn new(
+        connection: &'a mut PgConnection,
+        rating: &'a RatingClient,
+        subscription: &'a Subscription,
+        exclude_invoice: Option<&'a str>,
+    ) -> Self {
+        Self {
+            connection,
+            rating,
+            subscription,
+            exclude_invoice,
+            plans: BTreeMap::new(),
+        }
+    }
+
+    async fn plan(&mut self, phase: usize) -> Result<PlanInfo> {
+        let id = self.subscription.phases[phase].plan_version_id.clone();
+        if let Some(plan) = self.plans.get(&id) {
+            return Ok(plan.clone());
+        }
+        let plan = plans::stored(&mut *self.connection, &id)
+            .await?
+            .ok_or_else(|| InvoicingError::Internal(format!("plan version {id} is not stored")))?;
+        self.plans.insert(id, plan.clone());
+        Ok(plan)
+    }
+
+    /// The invoice at `boundary`, whose previous boundary is `after`
+    /// (`None` for the start); `None` when there is nothing to bill.
+    pub async fn compose(
+        &mut self,
+        after: Option<DateTime<Utc>>,
+        boundary: DateTime<Utc>,
+    ) -> Result<Option<Composition>> {
+        let subscription = self.subscription;
+        let Some(previous) = after else {
+            // The start: the first period's in-advance fees.
+            let Some(first_end) = subscription.next_boundary(Some(boundary))? else {
+                return Ok(None);
+            };
+            let window = period(boundary, first_end)?;
+            let lines = self.advance_fees(&window).await?;
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(Composition {
+                boundary,
+                period: window,
+                reason: BillingReason::SubscriptionCreate,
+                lines,
+            }));
+        };
+        let ended = period(previous, boundary)?;
+        let billing_period = subscription.period_containing(previous)?;
+        let mut lines = self.arrears_fees(&billing_period, &ended).await?;
+        lines.extend(self.advance_true_up(&billing_period, &ended).await?);
+        let usage = self.usage(&billing_period).await?;
+        let usage_total: Decimal = usage.iter().map(|line| line.amount).sum();
+        lines.extend(usage);
+        lines.extend(
+            self.minimum_true_up(&billing_period, &ended, usage_total)
+                .await?,
+        );
+        lines.extend(self.late_usage(previous).await?);
+        let ends_here = subscription.cancel_at == Some(boundary);
+        if !ends_here && let Some(next_end) = subscription.next_boundary(Some(boundary))? {
+            lines.extend(self.advance_fees(&period(boundary, next_end)?).await?);
+        }
+        if lines.is_empty() {
+            // Nothing billed (no usage charges, all trial or pause): no invoice.
+            return Ok(None);
+        }
+        Ok(Some(Composition {
+            boundary,
+            period: ended,
+            reason: if ends_here {
+                BillingReason::SubscriptionEnd
+            } else {
+                BillingReason::SubscriptionCycle
+            },
+            lines,
+        }))
+    }
+
+    /// Fee lines of one timing for `window` inside `billing_period`.
+    async fn fee_lines(
+        &mut self,
+        billing_period: &Period,
+        window: &Period,
+        in_advance: bool,
+    ) -> Result<Vec<Line>> {
+        let subscription = self.subscription;
+        let stretches = fees::stretches(subscription, billing_period, window);
+        let measure = fees::measure(subscription, billing_period);
+        let mut lines = Vec::new();
+        for (phase, parts) in group_by_phase(&stretches) {
+            let plan = self.plan(phase).await?;
+            for fee in plan
+                .recurring
+                .iter()
+                .filter(|fee| fee.in_advance == in_advance)
+            {
+                let shares = fees::shares(
+                    Money::new(fee.amount, plan.currency),
+                    billing_period,
+                    &parts,
+                    measure,
+                )?;
+                for (part, share) in parts.iter().zip(shares) {
+                    let full = part == billing_period;
+                    let mut line = Line::new(
+                        if full {
+                            InvoiceLineKind::Recurring
+                        } else {
+                            InvoiceLineKind::ProrationCharge
+                        },
+                        if full {
+                            fee.name.clone()
+                        } else {
+                            format!("{} (prorated)", fee.name)
+                        },
+                        *part,
+                        share,
+                    )?;
+                    line.plan_version_id.clone_from(&plan.id);
+                    line.charge_key.clone_from(&fee.key);
+                    line.in_advance = in_advance;
+                    line.unit_price = full.then_some(fee.amount);
+                    line.detail = Some(if full {
+                        invoice_line::Detail::Recurring(proto::RecurringLineDetail {
+                            plan_version_id: plan.id.clone(),
+                            charge_key: fee.key.clone(),
+                            billing_timing: timing(in_advance) as i32,
+                            period_amount: Some(money(fee.amount, plan.currency)),
+                        })
+                    } else {
+                        proration_detail(
+                            &plan,
+                            &fee.key,
+                            fee.amount,
+                            billing_period,
+                            part,
+                            subscription.phases[phase].policy,
+                            measure,
+                        )
+                    });
+                    lines.push(line);
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    async fn arrears_fees(&mut self, billing_period: &Period, ended: &Period) -> Result<Vec<Line>> {
+        self.fee_lines(billing_period, ended, false).await
+    }
+
+    /// In-advance fees for `window` (the next period, or the first).
+    async fn advance_fees(&mut self, window: &Period) -> Result<Vec<Line>> {
+        let billing_period = self.subscription.period_containing(window.start())?;
+        self.fee_lines(&billing_period, window, true).await
+    }
+
+    /// What the in-advance fees of `billing_period` are worth now that
+    /// `ended` is over, minus what was billed for them.
+    async fn advance_true_up(
+        &mut self,
+        billing_period: &Period,
+        ended: &Period,
+    ) -> Result<Vec<Line>> {
+        let subscription = self.subscription;
+        // Ending with policy NONE keeps the fees paid for the rest of the period.
+        let keeps_fees = subscription.cancel_at == Some(ended.end())
+            && subscription.cancel_proration == Policy::None;
+        let window = if keeps_fees {
+            period(ended.start(), billing_period.end())?
+        } else {
+            *ended
+        };
+        let actual = self.fee_lines(billing_period, &window, true).await?;
+        let mut worth: BTreeMap<(String, String), (Decimal, String)> = BTreeMap::new();
+        for line in &actual {
+            let entry = worth
+                .entry((line.plan_version_id.clone(), line.charge_key.clone()))
+                .or_insert((Decimal::ZERO, line.description.clone()));
+            entry.0 += line.amount;
+        }
+        let billed: Vec<(String, String, Decimal)> = sqlx::query_as(
+            "SELECT l.plan_version_id, l.charge_key, SUM(l.amount) FROM invoicing.invoice_lines l \
+             JOIN invoicing.invoices i ON i.id = l.invoice_id \
+             WHERE i.subscription_id = $1 AND l.in_advance AND l.service_start >= $2 AND l.service_end <= $3 \
+               AND ($4::text IS NULL OR i.id <> $4) \
+             GROUP BY l.plan_version_id, l.charge_key ORDER BY 1, 2",
+        )
+        .bind(&subscription.id)
+        .bind(billing_period.start())
+        .bind(billing_period.end())
+        .bind(self.exclude_invoice)
+        .fetch_all(&mut *self.connection)
+        .await?;
+        let mut differences: BTreeMap<(String, String), (Decimal, String)> = worth;
+        for (version, key, amount) in billed {
+            let entry = differences
+                .entry((version.clone(), key.clone()))
+                .or_insert((Decimal::ZERO, key.clone()));
+            entry.0 -= amount;
+        }
+        let measure = fees::measure(subscription, billing_period);
+        let mut lines = Vec::new();
+        for ((version, key), (difference, name)) in differences {
+            if difference.is_zero() {
+                continue;
+            }
+            let kind = if difference < Decimal::ZERO {
+                InvoiceLineKind::ProrationCredit
+            } else {
+                InvoiceLineKind::ProrationCharge
+            };
+            let plan = plans::stored(&mut *self.connection, &version)
+                .await?
+                .ok_or_else(|| {
+                    InvoicingError::Internal(format!("plan version {version} is not stored"))
+                })?;
+            let fee = plan
+                .recurring
+                .iter()
+                .find(|fee| fee.key == key)
+                .map_or(Decimal::ZERO, |fee| fee.amount);
+            let name = plan
+                .recurring
+                .iter()
+                .find(|fee| fee.key == key)
+                .map_or(name, |fee| fee.name.clone());
+            let description = if kind == InvoiceLineKind::ProrationCredit {
+                format!("Unused {name}")
+            } else {
+                format!("{name} (prorated)")
+            };
+            let mut line = Line::new(
+                kind,
+                description,
+                *ended,
+                Money::new(difference, plan.currency),
+            )?;
+            line.plan_version_id.clone_from(&version);
+            line.charge_key.clone_from(&key);
+            line.in_advance = true;
+            line.detail = Some(proration_detail(
+                &plan,
+                &key,
+                fee,
+                billing_period,
+                ended,
+                Policy::Prorate,
+                measure,
+            ));
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    /// Usage lines of `billing_period` from rating.
+    async fn usage(&mut self, billing_period: &Period) -> Result<Vec<Line>> {
+        let response = self
+            .rating
+            .usage_charges(&self.subscription.id, billing_period)
+            .await?;
+        let currency = self.subscription.currency;
+        let mut lines = Vec::new();
+        for charge in response.charges {
+            let precise = charge
+                .precise_amount
+                .as_ref()
+                .map(|value| crate::wire::parse_decimal(&value.amount, "precise_amount"))
+                .transpose()
+                .map_err(InvoicingError::internal)?
+                .unwrap_or(Decimal::ZERO);
+            let service = charge
+                .period
+                .as_ref()
+                .and_then(|range| {
+                    let start = crate::wire::instant(range.start_time.as_ref())?;
+                    let end = crate::wire::instant(range.end_time.as_ref())?;
+                    Period::new(start, end).ok()
+                })
+                .unwrap_or(*billing_period);
+            let mut line = Line::new(
+                InvoiceLineKind::Usage,
+                charge.charge_name.clone(),
+                service,
+                Money::new(precise, currency),
+            )?;
+            line.quantity = charge
+                .billable_quantity
+                .as_ref()
+                .or(charge.quantity.as_ref())
+                .and_then(|value| crate::wire::parse_decimal(&value.value, "quantity").ok())
+                .unwrap_or(Decimal::ZERO);
+            line.plan_version_id.clone_from(&charge.plan_version_id);
+            line.charge_key.clone_from(&charge.charge_key);
+            line.usage_period_start = Some(billing_period.start());
+            line.detail = Some(invoice_line::Detail::Usage(proto::UsageLineDetail {
+                charge: Some(charge),
+            }));
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    /// The top-up to the minimum commitment of the plan in force at the end
+    /// of `ended` (only when some of `ended` was billable: not all trial or pause).
+    async fn minimum_true_up(
+        &mut self,
+        billing_period: &Period,
+        ended: &Period,
+        usage_total: Decimal,
+    ) -> Result<Vec<Line>> {
+        let stretches = fees::stretches(self.subscription, billing_period, ended);
+        let Some(last) = stretches.last() else {
+            return Ok(Vec::new());
+        };
+        let plan = self.plan(last.phase).await?;
+        let Some(minimum) = plan.minimum_commitment else {
+            return Ok(Vec::new());
+        };
+        if usage_total >= minimum {
+            return Ok(Vec::new());
+        }
+        let mut line = Line::new(
+            InvoiceLineKind::MinimumTrueUp,
+            "Minimum commitment true-up",
+            *billing_period,
+            Money::new(minimum - usage_total, plan.currency),
+        )?;
+        line.plan_version_id.clone_from(&plan.id);
+        line.detail = Some(invoice_line::Detail::MinimumTrueUp(
+            proto::MinimumTrueUpLineDetail {
+                minimum_commitment: Some(money(minimum, plan.currency)),
+                charges_total: Some(money(usage_total, plan.currency)),
+            },
+        ));
+        Ok(vec![line])
+    }
+
+    /// Usage of the previous invoice's period that changed after that
+    /// invoice was finalized: one adjustment line for the difference.
+    async fn late_usage(&mut self, previous_boundary: DateTime<Utc>) -> Result<Vec<Line>> {
+        let subscription = self.subscription;
+        let previous: Option<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT i.id, i.status, (SELECT l.usage_period_start FROM invoicing.invoice_lines l \
+                 WHERE l.invoice_id = i.id AND l.kind = 'usage' LIMIT 1) \
+             FROM invoicing.invoices i WHERE i.subscription_id = $1 AND i.boundary_at = $2",
+        )
+        .bind(&subscription.id)
+        .bind(previous_boundary)
+        .fetch_optional(&mut *self.connection)
+        .await?;
+        let Some((invoice_id, status, Some(usage_start))) = previous else {
+            return Ok(Vec::new());
+        };
+        if status == "draft" {
+            return Ok(Vec::new());
+        }
+        let billing_period = subscription.period_containing(usage_start)?;
+        let response = self
+            .rating
+            .usage_charges(&subscription.id, &billing_period)
+            .await?;
+        let total = response
+            .total
+            .as_ref()
+            .map(|value| crate::wire::parse_decimal(&value.amount, "total"))
+            .transpose()
+            .map_err(InvoicingError::internal)?
+            .unwrap_or(Decimal::ZERO);
+        let (billed,): (Option<Decimal>,) = sqlx::query_as(
+            "SELECT SUM(l.amount) FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
+             WHERE i.subscription_id = $1 AND l.usage_period_start = $2 AND l.kind IN ('usage', 'adjustment') \
+               AND ($3::text IS NULL OR i.id <> $3)",
+        )
+        .bind(&subscription.id)
+        .bind(usage_start)
+        .bind(self.exclude_invoice)
+        .fetch_one(&mut *self.connection)
+        .await?;
+        let difference = total - billed.unwrap_or(Decimal::ZERO);
+        if difference.is_zero() {
+            return Ok(Vec::new());
+        }
+        let reason = "usage that arrived after the invoice was finalized";
+        let mut line = Line::new(
+            InvoiceLineKind::Adjustment,
+            format!(
+                "Usage adjustment for {}",
+                billing_period.start().format("%Y-%m-%d")
+            ),
+            billing_period,
+            Money::new(difference, subscription.currency),
+        )?;
+        line.usage_period_start = Some(usage_start);
+        line.original_invoice_id = Some(invoice_id.clone());
+        line.detail = Some(invoice_line::Detail::Adjustment(
+            proto::AdjustmentLineDetail {
+                original_invoice_id: invoice_id,
+                original_line_id: String::new(),
+                reason: reason.into(),
+                repriced_charge: None,
+            },
+        ));
+        Ok(vec![line])
+    }
+}
+
+fn timing(in_advance: bool) -> BillingTiming {
+    if in_advance {
+        BillingTiming::InAdvance
+    } else {
+        BillingTiming::InArrears
+    }
+}
+
+fn proration_detail(
+    plan: &PlanInfo,
+    key: &str,
+    fee: Decimal,
+    billing_period: &Period,
+    part: &Period,
+    policy: Policy,
+    measure: tally_domain::proration::ProrationPolicy,
+) -> invoice_line::Detail {
+    let policy = if measure == tally_domain::proration::ProrationPolicy::ByDay {
+        Policy::ProrateByDay
+    } else {
+        policy
+    };
+    invoice_line::Detail::Proration(proto::ProrationLineDetail {
+        plan_version_id: plan.id.clone(),
+        charge_key: key.to_owned(),
+        policy: policy.to_wire() as i32,
+        full_period: Some(period_range(billing_period)),
+        prorated_period: Some(period_range(part)),
+        factor: Some(decimal(fees::factor(billing_period, part, measure))),
+        period_amount: Some(money_of(&Money::new(fee, plan.currency))),
+    })
+}
+
+/// Stretches grouped by phase, in first-appearance order.
+fn group_by_phase(stretches: &[Stretch]) -> Vec<(usize, Vec<Period>)> {
+    let mut groups: Vec<(usize, Vec<Period>)> = Vec::new();
+    for stretch in stretches {
+        match groups.iter_mut().find(|(phase, _)| *phase == stretch.phase) {
+            Some((_, parts)) => parts.push(stretch.part),
+            None => groups.push((stretch.phase, vec![stretch.part])),
+        }
+    }
+    groups
+}

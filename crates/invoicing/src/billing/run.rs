@@ -1,0 +1,394 @@
+//! The bill run and finalization.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use tally_domain::credit::CreditApplication;
+use tally_domain::ids::{CreditGrantId, CustomerId, InvoiceId};
+use tally_domain::invoice::Invoice as DomainInvoice;
+use tally_domain::money::Money;
+use tally_domain::period::Period;
+use tally_proto::events::invoice_event;
+use tally_proto::invoicing::{self as proto, CollectionMode, InvoiceLineKind, invoice_line};
+
+use super::compose::Composer;
+use super::fees::ROUNDING;
+use super::lines::Line;
+use super::store::{self, InvoiceRow};
+use crate::error::{InvoicingError, Result};
+use crate::subscriptions::model;
+use crate::wire::money;
+use crate::{Context, credits, customers, events};
+
+/// What one bill run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub periods_examined: u64,
+    pub invoices_created: u64,
+    pub invoices_updated: u64,
+    pub invoices_finalized: u64,
+    pub credits_expired: u64,
+    pub failures: u64,
+}
+
+impl Context {
+    /// One bill run as of the clock's now: expire credits, invoice every
+    /// boundary that has passed, refresh drafts in grace, finalize the rest.
+    /// Safe to run concurrently from several replicas.
+    pub async fn bill_run(&self, customer_id: Option<&str>) -> Result<RunSummary> {
+        let now = self.clock.now();
+        let mut summary = RunSummary::default();
+        {
+            let mut transaction = self.pool.begin().await?;
+            let expired = credits::expire(&mut transaction, &*self.ids, now).await?;
+            transaction.commit().await?;
+            summary.credits_expired = u64::try_from(expired).unwrap_or(0);
+        }
+        let due: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM invoicing.subscriptions WHERE next_bill_at <= $1 AND ($2::text IS NULL OR customer_id = $2) \
+             ORDER BY next_bill_at, id",
+        )
+        .bind(now)
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for (subscription_id,) in due {
+            if let Err(error) = self
+                .bill_subscription(&subscription_id, now, &mut summary)
+                .await
+            {
+                summary.failures += 1;
+                tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
+            }
+        }
+        let drafts: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, subscription_id FROM invoicing.invoices WHERE status = 'draft' \
+             AND ($1::text IS NULL OR customer_id = $1) ORDER BY id",
+        )
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for (invoice_id, subscription_id) in drafts {
+            if let Err(error) = self
+                .settle_draft(&invoice_id, &subscription_id, now, &mut summary)
+                .await
+            {
+                summary.failures += 1;
+                tracing::warn!(%error, invoice_id, "refreshing or finalizing a draft failed; retried next run");
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn bill_subscription(
+        &self,
+        subscription_id: &str,
+        now: DateTime<Utc>,
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        let claimed: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM invoicing.subscriptions WHERE id = $1 AND next_bill_at <= $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(subscription_id)
+        .bind(now)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if claimed.is_none() {
+            return Ok(());
+        }
+        let mut subscription = model::load(&mut transaction, subscription_id, false).await?;
+        let grace = Duration::hours(i64::from(self.config.grace_period_hours));
+        while let Some(boundary) = subscription
+            .next_bill_at()?
+            .filter(|boundary| *boundary <= now)
+        {
+            summary.periods_examined += 1;
+            let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
+                .compose(subscription.billed_through, boundary)
+                .await?;
+            if let Some(composition) = composition {
+                let created = store::insert_draft(
+                    &mut transaction,
+                    &*self.ids,
+                    &subscription.id,
+                    &subscription.customer_id,
+                    subscription.currency,
+                    &composition,
+                    grace,
+                    now,
+                )
+                .await?;
+                if created.is_some() {
+                    summary.invoices_created += 1;
+                }
+            }
+            subscription.billed_through = Some(boundary);
+        }
+        sqlx::query("UPDATE invoicing.subscriptions SET billed_through = $2, next_bill_at = $3 WHERE id = $1")
+            .bind(&subscription.id)
+            .bind(subscription.billed_through)
+            .bind(subscription.next_bill_at()?)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Recomposes a draft (late usage) and finalizes it once its grace is over.
+    async fn settle_draft(
+        &self,
+        invoice_id: &str,
+        subscription_id: &str,
+        now: DateTime<Utc>,
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        let locked: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(subscription_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if locked.is_none() {
+            return Ok(());
+        }
+        let row = store::load(&mut transaction, invoice_id, true).await?;
+        if row.status != "draft" {
+            return Ok(());
+        }
+        if self.refresh_draft(&mut transaction, &row, now).await? {
+            summary.invoices_updated += 1;
+        }
+        if row.grace_period_ends_at <= now {
+            let row = store::load(&mut transaction, invoice_id, true).await?;
+            self.finalize_locked(&mut transaction, &row, now).await?;
+            summary.invoices_finalized += 1;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Composes a draft again; `true` when its lines changed.
+    pub(crate) async fn refresh_draft(
+        &self,
+        connection: &mut PgConnection,
+        row: &InvoiceRow,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let subscription = model::load(&mut *connection, &row.subscription_id, false).await?;
+        let composition =
+            Composer::new(&mut *connection, &self.rating, &subscription, Some(&row.id))
+                .compose(row.previous_boundary(), row.boundary_at)
+                .await?;
+        let composition = match composition {
+            Some(composition) => composition,
+            None => super::compose::Composition {
+                boundary: row.boundary_at,
+                period: Period::new(row.period_start, row.period_end)
+                    .map_err(InvoicingError::internal)?,
+                reason: proto::BillingReason::SubscriptionCreate,
+                lines: Vec::new(),
+            },
+        };
+        store::replace_draft_lines(connection, &*self.ids, row, &composition, now).await
+    }
+
+    /// Finalizes a locked draft: a negative subtotal is carried to a credit
+    /// grant, credits are burned in burn-down order, the invoice gets the next
+    /// number of its prefix, and `invoice-events` gets `finalized` (and
+    /// `paid` when nothing is due).
+    pub(crate) async fn finalize_locked(
+        &self,
+        connection: &mut PgConnection,
+        row: &InvoiceRow,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let currency = row.currency()?;
+        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
+        let (line_count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1")
+                .bind(&row.id)
+                .fetch_one(&mut *connection)
+                .await?;
+        let service =
+            Period::new(row.period_start, row.period_end).map_err(InvoicingError::internal)?;
+        let mut extra: Vec<Line> = Vec::new();
+        let mut subtotal = row.subtotal;
+        if subtotal < Decimal::ZERO {
+            let carried = Money::new(-subtotal, currency);
+            let grant = credits::insert_grant(
+                &mut *connection,
+                &*self.ids,
+                &row.customer_id,
+                false,
+                carried,
+                0,
+                now,
+                None,
+                &format!("credit carried from invoice {}", row.id),
+                "",
+                now,
+            )
+            .await?;
+            let mut line = Line::new(
+                InvoiceLineKind::Adjustment,
+                format!("Credit balance carried to {}", grant.id),
+                service,
+                carried,
+            )?;
+            line.detail = Some(invoice_line::Detail::Adjustment(
+                proto::AdjustmentLineDetail {
+                    original_invoice_id: row.id.clone(),
+                    original_line_id: String::new(),
+                    reason: "negative total carried to the customer's credit balance".into(),
+                    repriced_charge: None,
+                },
+            ));
+            extra.push(line);
+            subtotal = Decimal::ZERO;
+        }
+        let due = Money::new(subtotal, currency);
+        let burned = credits::burn(
+            &mut *connection,
+            &*self.ids,
+            &row.customer_id,
+            due,
+            &row.id,
+            row.period_end,
+            now,
+        )
+        .await?;
+        let credits_total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
+        // The domain invoice checks the result: credits never exceed what is
+        // due and the total is never negative.
+        let mut domain = DomainInvoice::draft(
+            InvoiceId::parse(&row.id).map_err(InvoicingError::internal)?,
+            CustomerId::parse(&row.customer_id).map_err(InvoicingError::internal)?,
+            currency,
+            ROUNDING,
+        );
+        domain
+            .add_line(
+                Line::new(InvoiceLineKind::Adjustment, "subtotal", service, due)?
+                    .domain(currency)?,
+            )
+            .map_err(InvoicingError::internal)?;
+        let application = CreditApplication {
+            applied: burned
+                .iter()
+                .map(|(grant, amount)| {
+                    Ok((
+                        CreditGrantId::parse(grant).map_err(InvoicingError::internal)?,
+                        *amount,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+            total: Money::new(credits_total, currency),
+            remaining_due: Money::new(subtotal - credits_total, currency),
+        };
+        domain
+            .apply_credits(&application)
+            .map_err(InvoicingError::internal)?;
+        domain.finalize().map_err(InvoicingError::internal)?;
+        let total = domain.total().map_err(InvoicingError::internal)?.amount();
+        if !burned.is_empty() {
+            let mut line = Line::new(
+                InvoiceLineKind::CreditsApplied,
+                "Credits applied",
+                service,
+                Money::new(-credits_total, currency),
+            )?;
+            line.detail = Some(invoice_line::Detail::CreditsApplied(
+                proto::CreditsAppliedLineDetail {
+                    applications: burned
+                        .iter()
+                        .map(|(grant, amount)| proto::CreditApplication {
+                            credit_grant_id: grant.clone(),
+                            amount: Some(money(amount.amount(), currency)),
+                        })
+                        .collect(),
+                },
+            ));
+            extra.push(line);
+        }
+        store::insert_lines(
+            &mut *connection,
+            &*self.ids,
+            &row.id,
+            currency,
+            i32::try_from(line_count).unwrap_or(i32::MAX),
+            &extra,
+        )
+        .await?;
+        let number =
+            store::next_number(&mut *connection, &self.config.invoice_number_prefix).await?;
+        let due_at = if customer.collection_mode == CollectionMode::SendInvoice as i32 {
+            now + Duration::days(i64::from(customer.net_terms_days))
+        } else {
+            now
+        };
+        let paid = total.is_zero();
+        sqlx::query(
+            "UPDATE invoicing.invoices SET status = $2, number = $3, subtotal = $4, credits_applied = $5, total = $6, \
+               finalized_at = $7, due_at = $8, paid_at = $9, collection_mode = $10, version = version + 1, updated_at = $7 \
+             WHERE id = $1",
+        )
+        .bind(&row.id)
+        .bind(if paid { "paid" } else { "finalized" })
+        .bind(&number)
+        .bind(subtotal)
+        .bind(-credits_total)
+        .bind(total)
+        .bind(now)
+        .bind(due_at)
+        .bind(paid.then_some(now))
+        .bind(customer.collection_mode)
+        .execute(&mut *connection)
+        .await?;
+        self.publish_invoice(
+            &mut *connection,
+            &row.id,
+            now,
+            invoice_event::Kind::Finalized(invoice_event::Finalized {
+                amount_due: Some(money(total, currency)),
+            }),
+        )
+        .await?;
+        if paid {
+            self.publish_invoice(
+                &mut *connection,
+                &row.id,
+                now,
+                invoice_event::Kind::Paid(invoice_event::Paid {
+                    payment_id: String::new(),
+                    amount: Some(money(Decimal::ZERO, currency)),
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the invoice as it is now on `invoice-events`.
+    pub(crate) async fn publish_invoice(
+        &self,
+        connection: &mut PgConnection,
+        invoice_id: &str,
+        now: DateTime<Utc>,
+        kind: invoice_event::Kind,
+    ) -> Result<()> {
+        let row = store::load(&mut *connection, invoice_id, false).await?;
+        let invoice = store::to_proto(&mut *connection, &row, true).await?;
+        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
+        events::invoice_changed(
+            connection,
+            self.ids.new_id("ievt"),
+            invoice,
+            customer,
+            now,
+            kind,
+        )
+        .await
+    }
+}

@@ -1,0 +1,389 @@
+//! Stored invoices: writing a composition, reading an invoice back.
+
+use chrono::{DateTime, Duration, Utc};
+use prost::Message as _;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use tally_domain::ids::{CustomerId, InvoiceId};
+use tally_domain::invoice::Invoice as DomainInvoice;
+use tally_domain::money::{Currency, Money};
+use tally_proto::invoicing::{self as proto, BillingReason, InvoiceStatus};
+
+use super::compose::Composition;
+use super::fees::ROUNDING;
+use super::lines::{Line, kind_name};
+use crate::error::{InvoicingError, Result};
+use crate::wire::{maybe_timestamp, money, stored_currency, time_range, timestamp};
+
+/// An invoice row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub boundary_at: DateTime<Utc>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub status: String,
+    pub billing_reason: String,
+    pub currency: String,
+    pub number: Option<String>,
+    pub subtotal: Decimal,
+    pub credits_applied: Decimal,
+    pub total: Decimal,
+    pub amount_paid: Decimal,
+    pub amount_credited: Decimal,
+    pub collection_mode: i32,
+    pub grace_period_ends_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub void_reason: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl InvoiceRow {
+    /// The currency.
+    pub fn currency(&self) -> Result<Currency> {
+        stored_currency(&self.currency)
+    }
+
+    /// What is still due: total − paid − credited, never negative.
+    pub fn amount_due(&self) -> Decimal {
+        (self.total - self.amount_paid - self.amount_credited).max(Decimal::ZERO)
+    }
+
+    /// The wire status.
+    pub fn wire_status(&self) -> InvoiceStatus {
+        status_from_name(&self.status)
+    }
+
+    /// The boundary before this one (`None` for a subscription's first invoice).
+    pub fn previous_boundary(&self) -> Option<DateTime<Utc>> {
+        (self.period_start != self.boundary_at).then_some(self.period_start)
+    }
+}
+
+/// The wire status of a stored name.
+pub fn status_from_name(name: &str) -> InvoiceStatus {
+    match name {
+        "draft" => InvoiceStatus::Draft,
+        "finalized" => InvoiceStatus::Finalized,
+        "paid" => InvoiceStatus::Paid,
+        "void" => InvoiceStatus::Void,
+        "uncollectible" => InvoiceStatus::Uncollectible,
+        _ => InvoiceStatus::Unspecified,
+    }
+}
+
+/// The stored name of a status.
+pub fn status_name(status: InvoiceStatus) -> &'static str {
+    match status {
+        InvoiceStatus::Draft | InvoiceStatus::Unspecified => "draft",
+        InvoiceStatus::Finalized => "finalized",
+        InvoiceStatus::Paid => "paid",
+        InvoiceStatus::Void => "void",
+        InvoiceStatus::Uncollectible => "uncollectible",
+    }
+}
+
+fn reason_name(reason: BillingReason) -> &'static str {
+    match reason {
+        BillingReason::SubscriptionCycle | BillingReason::Unspecified => "subscription_cycle",
+        BillingReason::SubscriptionCreate => "subscription_create",
+        BillingReason::SubscriptionUpdate => "subscription_update",
+        BillingReason::SubscriptionEnd => "subscription_end",
+    }
+}
+
+fn reason_from_name(name: &str) -> BillingReason {
+    match name {
+        "subscription_create" => BillingReason::SubscriptionCreate,
+        "subscription_update" => BillingReason::SubscriptionUpdate,
+        "subscription_end" => BillingReason::SubscriptionEnd,
+        _ => BillingReason::SubscriptionCycle,
+    }
+}
+
+const INVOICE_COLUMNS: &str = "id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \
+    billing_reason, currency, number, subtotal, credits_applied, total, amount_paid, amount_credited, collection_mode, \
+    grace_period_ends_at, finalized_at, due_at, paid_at, voided_at, void_reason, version, created_at, updated_at";
+
+/// Loads an invoice row (`FOR UPDATE` when `lock`).
+pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<InvoiceRow> {
+    let sql = format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoicing.invoices WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(connection)
+        .await?
+        .ok_or_else(|| InvoicingError::NotFound(format!("invoice {id:?} not found")))
+}
+
+/// Invoice rows matching a filter (newest period first, then id).
+pub async fn list(
+    connection: &mut PgConnection,
+    customer_id: Option<&str>,
+    subscription_id: Option<&str>,
+    statuses: &[&str],
+    period_start_range: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<InvoiceRow>> {
+    let sql = format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoicing.invoices \
+         WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR subscription_id = $2) \
+           AND (cardinality($3::text[]) = 0 OR status = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR period_start >= $4) AND ($5::timestamptz IS NULL OR period_start < $5) \
+           AND ($6::text IS NULL OR id < $6) \
+         ORDER BY id DESC LIMIT $7"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(customer_id)
+        .bind(subscription_id)
+        .bind(statuses)
+        .bind(period_start_range.map(|(start, _)| start))
+        .bind(period_start_range.and_then(|(_, end)| end))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(connection)
+        .await?)
+}
+
+/// The stored lines of an invoice, in order, as wire lines.
+pub async fn lines(
+    connection: &mut PgConnection,
+    invoice_id: &str,
+) -> Result<Vec<proto::InvoiceLine>> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT detail FROM invoicing.invoice_lines WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(invoice_id)
+    .fetch_all(connection)
+    .await?;
+    rows.into_iter()
+        .map(|(bytes,)| {
+            proto::InvoiceLine::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+        })
+        .collect()
+}
+
+/// Subtotal of `lines` through the domain invoice (one rounding per line).
+pub fn subtotal(
+    invoice_id: &str,
+    customer_id: &str,
+    currency: Currency,
+    lines: &[Line],
+) -> Result<Money> {
+    let mut invoice = DomainInvoice::draft(
+        InvoiceId::parse(invoice_id).map_err(InvoicingError::internal)?,
+        CustomerId::parse(customer_id).map_err(InvoicingError::internal)?,
+        currency,
+        ROUNDING,
+    );
+    for line in lines {
+        invoice
+            .add_line(line.domain(currency)?)
+            .map_err(InvoicingError::internal)?;
+    }
+    invoice.subtotal().map_err(InvoicingError::internal)
+}
+
+/// Appends `lines` to an invoice from `position` on, with fresh ids.
+pub async fn insert_lines(
+    connection: &mut PgConnection,
+    ids: &dyn tally_runtime::ids::IdGenerator,
+    invoice_id: &str,
+    currency: Currency,
+    first_position: i32,
+    lines: &[Line],
+) -> Result<()> {
+    for (offset, line) in lines.iter().enumerate() {
+        let id = ids.new_id("il");
+        let wire = line.to_proto(id.clone(), currency);
+        sqlx::query(
+            "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, plan_version_id, charge_key, in_advance, \
+               service_start, service_end, amount, usage_period_start, original_invoice_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&id)
+        .bind(invoice_id)
+        .bind(first_position + i32::try_from(offset).unwrap_or(i32::MAX))
+        .bind(kind_name(line.kind))
+        .bind(&line.plan_version_id)
+        .bind(&line.charge_key)
+        .bind(line.in_advance)
+        .bind(line.service.start())
+        .bind(line.service.end())
+        .bind(line.amount)
+        .bind(line.usage_period_start)
+        .bind(&line.original_invoice_id)
+        .bind(wire.encode_to_vec())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores a new draft; `None` when the boundary already has an invoice (the
+/// unique constraint: another replica or an earlier run billed it).
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_draft(
+    connection: &mut PgConnection,
+    ids: &dyn tally_runtime::ids::IdGenerator,
+    subscription_id: &str,
+    customer_id: &str,
+    currency: Currency,
+    composition: &Composition,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    let id = ids.new_id("inv");
+    let subtotal = subtotal(&id, customer_id, currency, &composition.lines)?;
+    let inserted: Option<(String,)> = sqlx::query_as(
+        "INSERT INTO invoicing.invoices (id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \
+           billing_reason, currency, subtotal, total, grace_period_ends_at, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $9, $10, 1, $11, $11) \
+         ON CONFLICT (subscription_id, boundary_at) DO NOTHING RETURNING id",
+    )
+    .bind(&id)
+    .bind(subscription_id)
+    .bind(customer_id)
+    .bind(composition.boundary)
+    .bind(composition.period.start())
+    .bind(composition.period.end())
+    .bind(reason_name(composition.reason))
+    .bind(currency.code())
+    .bind(subtotal.amount())
+    .bind(composition.boundary + grace)
+    .bind(now)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
+    insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
+    Ok(Some(id))
+}
+
+/// Replaces a draft's lines with a new composition.
+pub async fn replace_draft_lines(
+    connection: &mut PgConnection,
+    ids: &dyn tally_runtime::ids::IdGenerator,
+    invoice: &InvoiceRow,
+    composition: &Composition,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let currency = invoice.currency()?;
+    let existing: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT detail FROM invoicing.invoice_lines WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(&invoice.id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let unchanged = existing.len() == composition.lines.len()
+        && existing
+            .iter()
+            .zip(&composition.lines)
+            .all(|((bytes,), line)| {
+                proto::InvoiceLine::decode(bytes.as_slice())
+                    .map(|stored| {
+                        let mut fresh = line.to_proto(stored.id.clone(), currency);
+                        fresh.id.clone_from(&stored.id);
+                        stored == fresh
+                    })
+                    .unwrap_or(false)
+            });
+    if unchanged {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM invoicing.invoice_lines WHERE invoice_id = $1")
+        .bind(&invoice.id)
+        .execute(&mut *connection)
+        .await?;
+    insert_lines(
+        &mut *connection,
+        ids,
+        &invoice.id,
+        currency,
+        0,
+        &composition.lines,
+    )
+    .await?;
+    let subtotal = subtotal(
+        &invoice.id,
+        &invoice.customer_id,
+        currency,
+        &composition.lines,
+    )?;
+    sqlx::query(
+        "UPDATE invoicing.invoices SET subtotal = $2, total = $2, version = version + 1, updated_at = $3 WHERE id = $1",
+    )
+    .bind(&invoice.id)
+    .bind(subtotal.amount())
+    .bind(now)
+    .execute(connection)
+    .await?;
+    Ok(true)
+}
+
+/// The wire invoice (lines included when `with_lines`).
+pub async fn to_proto(
+    connection: &mut PgConnection,
+    row: &InvoiceRow,
+    with_lines: bool,
+) -> Result<proto::Invoice> {
+    let currency = row.currency()?;
+    let lines = if with_lines {
+        lines(connection, &row.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(proto::Invoice {
+        id: row.id.clone(),
+        number: row.number.clone().unwrap_or_default(),
+        customer_id: row.customer_id.clone(),
+        subscription_id: row.subscription_id.clone(),
+        status: row.wire_status() as i32,
+        billing_reason: reason_from_name(&row.billing_reason) as i32,
+        collection_mode: row.collection_mode,
+        currency: row.currency.clone(),
+        period: Some(time_range(row.period_start, row.period_end)),
+        lines,
+        subtotal: Some(money(row.subtotal, currency)),
+        credits_applied: Some(money(row.credits_applied, currency)),
+        total: Some(money(row.total, currency)),
+        amount_paid: Some(money(row.amount_paid, currency)),
+        amount_credited: Some(money(row.amount_credited, currency)),
+        amount_due: Some(money(row.amount_due(), currency)),
+        grace_period_ends_at: Some(timestamp(row.grace_period_ends_at)),
+        finalized_at: maybe_timestamp(row.finalized_at),
+        due_at: maybe_timestamp(row.due_at),
+        paid_at: maybe_timestamp(row.paid_at),
+        voided_at: maybe_timestamp(row.voided_at),
+        void_reason: row.void_reason.clone(),
+        version: u64::try_from(row.version).unwrap_or(0),
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+    })
+}
+
+/// The next number of `prefix` (`<prefix>-000042`), from the counter row
+/// updated in the caller's transaction: a rollback gives the number back, so
+/// numbers have no gaps.
+pub async fn next_number(connection: &mut PgConnection, prefix: &str) -> Result<String> {
+    let (number,): (i64,) = sqlx::query_as(
+        "INSERT INTO invoicing.number_counters (prefix, last_number) VALUES ($1, 1) \
+         ON CONFLICT (prefix) DO UPDATE SET last_number = invoicing.number_counters.last_number + 1 \
+         RETURNING last_number",
+    )
+    .bind(prefix)
+    .fetch_one(connection)
+    .await?;
+    Ok(format!("{prefix}-{number:06}"))
+}

@@ -1,0 +1,636 @@
+//! `InvoiceService`: reading invoices, finalizing now, voiding, credit notes
+//! and on-demand bill runs.
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use tally_domain::invoice::InvoiceStatus as DomainStatus;
+use tally_domain::money::Money;
+use tally_proto::events::invoice_event;
+use tally_proto::invoicing::invoice_service_server::InvoiceService;
+use tally_proto::invoicing::{
+    self as proto, CreditNoteReason, InvoiceStatus, create_credit_note_request,
+};
+use tonic::{Request, Response, Status};
+
+use crate::billing::store::{self, InvoiceRow};
+use crate::error::{InvoicingError, Result, Violations};
+use crate::idempotency::{self, request_hash};
+use crate::wire::{instant, money, parse_money, timestamp};
+use crate::{Context, credits, paging};
+
+fn domain_status(status: InvoiceStatus) -> DomainStatus {
+    match status {
+        InvoiceStatus::Draft | InvoiceStatus::Unspecified => DomainStatus::Draft,
+        InvoiceStatus::Finalized => DomainStatus::Finalized,
+        InvoiceStatus::Paid => DomainStatus::Paid,
+        InvoiceStatus::Void => DomainStatus::Void,
+        InvoiceStatus::Uncollectible => DomainStatus::Uncollectible,
+    }
+}
+
+/// Checks the domain status machine allows `row → to`.
+pub fn allow(row: &InvoiceRow, to: DomainStatus) -> Result<()> {
+    let from = domain_status(row.wire_status());
+    if from.can_transition_to(to) {
+        Ok(())
+    } else {
+        Err(InvoicingError::FailedPrecondition(format!(
+            "invoice {} is {from:?}; it cannot become {to:?}",
+            row.id
+        )))
+    }
+}
+
+/// One credit note to issue.
+#[derive(Debug)]
+pub struct NoteRequest {
+    pub reason: CreditNoteReason,
+    pub memo: String,
+    /// `None`: everything creditable.
+    pub lines: Option<Vec<proto::CreditNoteLine>>,
+    pub credit_to_balance: bool,
+    pub refund_id: Option<String>,
+}
+
+impl Context {
+    async fn run_billing(
+        &self,
+        request: proto::RunBillingRequest,
+    ) -> Result<proto::RunBillingResponse> {
+        let as_of = self.clock.now();
+        let mut connection = self.pool.acquire().await?;
+        let key = 0x7461_6c6c_7962_696c_i64; // "tallybil"
+        if request.wait {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut *connection)
+                .await?;
+        } else {
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut *connection)
+                .await?;
+            if !locked {
+                return Err(InvoicingError::Aborted(
+                    "another bill run is in progress".into(),
+                ));
+            }
+        }
+        let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
+        let result = self.bill_run(customer).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *connection)
+            .await?;
+        let summary = result?;
+        Ok(proto::RunBillingResponse {
+            as_of: Some(timestamp(as_of)),
+            periods_examined: summary.periods_examined,
+            invoices_created: summary.invoices_created,
+            invoices_updated: summary.invoices_updated,
+            invoices_finalized: summary.invoices_finalized,
+            failures: summary.failures,
+            finished_at: Some(timestamp(self.clock.now())),
+        })
+    }
+
+    async fn get_invoice(&self, id: &str) -> Result<proto::Invoice> {
+        if id.is_empty() {
+            return Err(InvoicingError::invalid("invoice_id", "is required"));
+        }
+        let mut connection = self.pool.acquire().await?;
+        let row = store::load(&mut connection, id, false).await?;
+        store::to_proto(&mut connection, &row, true).await
+    }
+
+    async fn list_invoices(
+        &self,
+        request: proto::ListInvoicesRequest,
+    ) -> Result<proto::ListInvoicesResponse> {
+        let mut statuses = Vec::new();
+        for (index, value) in request.statuses.iter().enumerate() {
+            match InvoiceStatus::try_from(*value) {
+                Ok(InvoiceStatus::Unspecified) | Err(_) => {
+                    return Err(InvoicingError::invalid(
+                        format!("statuses[{index}]"),
+                        format!("{value} is not an invoice status"),
+                    ));
+                }
+                Ok(status) => statuses.push(store::status_name(status)),
+            }
+        }
+        let range = match &request.period_start_range {
+            None => None,
+            Some(range) => Some((
+                instant(range.start_time.as_ref()).ok_or_else(|| {
+                    InvoicingError::invalid("period_start_range.start_time", "is required")
+                })?,
+                instant(range.end_time.as_ref()),
+            )),
+        };
+        let limit = paging::page_size(request.page_size);
+        let before = paging::after(&request.page_token, "invoices")?;
+        let mut connection = self.pool.acquire().await?;
+        let rows = store::list(
+            &mut connection,
+            (!request.customer_id.is_empty()).then_some(request.customer_id.as_str()),
+            (!request.subscription_id.is_empty()).then_some(request.subscription_id.as_str()),
+            &statuses,
+            range,
+            before.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let (rows, next_page_token) = paging::finish(rows, limit, "invoices", |row| &row.id);
+        let mut invoices = Vec::with_capacity(rows.len());
+        for row in &rows {
+            invoices.push(store::to_proto(&mut connection, row, request.include_lines).await?);
+        }
+        Ok(proto::ListInvoicesResponse {
+            invoices,
+            next_page_token,
+        })
+    }
+
+    async fn finalize_invoice(&self, id: &str) -> Result<proto::Invoice> {
+        if id.is_empty() {
+            return Err(InvoicingError::invalid("invoice_id", "is required"));
+        }
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        let (subscription_id,): (String,) =
+            sqlx::query_as("SELECT subscription_id FROM invoicing.invoices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *transaction)
+                .await?
+                .ok_or_else(|| InvoicingError::NotFound(format!("invoice {id:?} not found")))?;
+        // Same lock order as the bill run: subscription, then invoice.
+        sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
+            .bind(&subscription_id)
+            .execute(&mut *transaction)
+            .await?;
+        let row = store::load(&mut transaction, id, true).await?;
+        match row.wire_status() {
+            InvoiceStatus::Draft => {
+                self.refresh_draft(&mut transaction, &row, now).await?;
+                let row = store::load(&mut transaction, id, true).await?;
+                self.finalize_locked(&mut transaction, &row, now).await?;
+            }
+            InvoiceStatus::Void => {
+                return Err(InvoicingError::FailedPrecondition(format!(
+                    "invoice {id} is void"
+                )));
+            }
+            InvoiceStatus::Finalized
+            | InvoiceStatus::Paid
+            | InvoiceStatus::Uncollectible
+            | InvoiceStatus::Unspecified => {}
+        }
+        let row = store::load(&mut transaction, id, false).await?;
+        let invoice = store::to_proto(&mut transaction, &row, true).await?;
+        transaction.commit().await?;
+        Ok(invoice)
+    }
+
+    async fn void_invoice(&self, request: proto::VoidInvoiceRequest) -> Result<proto::Invoice> {
+        const METHOD: &str = "VoidInvoice";
+        let mut violations = Violations::default();
+        idempotency::check_key(&request.idempotency_key, &mut violations);
+        if request.invoice_id.is_empty() {
+            violations.add("invoice_id", "is required");
+        }
+        if request.reason.trim().is_empty() {
+            violations.add("reason", "is required");
+        }
+        violations.into_result()?;
+        let hash = request_hash(&request.encode_to_vec(), &[]);
+        let idem = idempotency::Key {
+            method: METHOD,
+            key: &request.idempotency_key,
+            hash,
+        };
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        if idem.claim(&mut transaction).await?.is_none() {
+            let row = store::load(&mut transaction, &request.invoice_id, true).await?;
+            if row.amount_paid > Decimal::ZERO && row.wire_status() != InvoiceStatus::Void {
+                return Err(InvoicingError::FailedPrecondition(format!(
+                    "invoice {} is partially paid; issue a credit note instead",
+                    row.id
+                )));
+            }
+            allow(&row, DomainStatus::Void)?;
+            credits::return_burns(&mut transaction, &*self.ids, &row.id, now).await?;
+            sqlx::query(
+                "UPDATE invoicing.invoices SET status = 'void', voided_at = $2, void_reason = $3, version = version + 1, \
+                   updated_at = $2 WHERE id = $1",
+            )
+            .bind(&row.id)
+            .bind(now)
+            .bind(&request.reason)
+            .execute(&mut *transaction)
+            .await?;
+            self.publish_invoice(
+                &mut transaction,
+                &row.id,
+                now,
+                invoice_event::Kind::Voided(invoice_event::Voided {
+                    reason: request.reason.clone(),
+                }),
+            )
+            .await?;
+            idem.record(&mut transaction, &row.id, now).await?;
+        }
+        let row = store::load(&mut transaction, &request.invoice_id, false).await?;
+        let invoice = store::to_proto(&mut transaction, &row, true).await?;
+        transaction.commit().await?;
+        Ok(invoice)
+    }
+
+    /// Issues a credit note against a locked invoice row.
+    pub(crate) async fn issue_credit_note(
+        &self,
+        connection: &mut PgConnection,
+        row: &InvoiceRow,
+        note: NoteRequest,
+        now: DateTime<Utc>,
+    ) -> Result<proto::CreditNote> {
+        if !matches!(
+            row.wire_status(),
+            InvoiceStatus::Finalized | InvoiceStatus::Paid | InvoiceStatus::Uncollectible
+        ) {
+            return Err(InvoicingError::FailedPrecondition(format!(
+                "invoice {} is {:?}; credit notes need a finalized, paid or uncollectible invoice",
+                row.id,
+                row.wire_status()
+            )));
+        }
+        let currency = row.currency()?;
+        let creditable = row.total - row.amount_credited;
+        let earlier: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT snapshot FROM invoicing.credit_notes WHERE invoice_id = $1")
+                .bind(&row.id)
+                .fetch_all(&mut *connection)
+                .await?;
+        let earlier: Vec<proto::CreditNote> = earlier
+            .into_iter()
+            .map(|(bytes,)| {
+                proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+            })
+            .collect::<Result<_>>()?;
+        let lines = match note.lines {
+            None => {
+                if creditable <= Decimal::ZERO {
+                    return Err(InvoicingError::FailedPrecondition(format!(
+                        "nothing remains creditable on invoice {}",
+                        row.id
+                    )));
+                }
+                vec![proto::CreditNoteLine {
+                    invoice_line_id: String::new(),
+                    description: "Credit of the remaining invoice amount".into(),
+                    amount: Some(money(creditable, currency)),
+                }]
+            }
+            Some(lines) => {
+                if lines.is_empty() {
+                    return Err(InvoicingError::invalid(
+                        "partial.lines",
+                        "must name at least one line",
+                    ));
+                }
+                let invoice_lines = store::lines(&mut *connection, &row.id).await?;
+                for (index, line) in lines.iter().enumerate() {
+                    let field = format!("partial.lines[{index}]");
+                    let amount =
+                        parse_money(line.amount.as_ref(), currency, &format!("{field}.amount"))?;
+                    if !amount.is_positive() || !amount.is_rounded() {
+                        return Err(InvoicingError::invalid(
+                            format!("{field}.amount"),
+                            "must be positive, in whole minor units",
+                        ));
+                    }
+                    if line.invoice_line_id.is_empty() {
+                        continue;
+                    }
+                    let Some(billed) = invoice_lines
+                        .iter()
+                        .find(|billed| billed.id == line.invoice_line_id)
+                    else {
+                        return Err(InvoicingError::invalid(
+                            format!("{field}.invoice_line_id"),
+                            format!(
+                                "{:?} is not a line of invoice {}",
+                                line.invoice_line_id, row.id
+                            ),
+                        ));
+                    };
+                    let billed_amount = billed
+                        .amount
+                        .as_ref()
+                        .and_then(|value| value.amount.parse::<Decimal>().ok())
+                        .unwrap_or(Decimal::ZERO);
+                    let credited: Decimal = earlier
+                        .iter()
+                        .flat_map(|note| &note.lines)
+                        .chain(lines[..index].iter())
+                        .filter(|earlier| earlier.invoice_line_id == line.invoice_line_id)
+                        .filter_map(|earlier| {
+                            earlier
+                                .amount
+                                .as_ref()
+                                .and_then(|value| value.amount.parse::<Decimal>().ok())
+                        })
+                        .sum();
+                    if amount.amount() > billed_amount - credited {
+                        return Err(InvoicingError::FailedPrecondition(format!(
+                            "{field}: {} is more than the {} still creditable on line {}",
+                            amount.amount(),
+                            billed_amount - credited,
+                            line.invoice_line_id
+                        )));
+                    }
+                }
+                lines
+            }
+        };
+        let total: Decimal = lines
+            .iter()
+            .filter_map(|line| {
+                line.amount
+                    .as_ref()
+                    .and_then(|value| value.amount.parse::<Decimal>().ok())
+            })
+            .sum();
+        if total > creditable {
+            return Err(InvoicingError::FailedPrecondition(format!(
+                "credit notes of invoice {} would total more than it billed: {} requested, {} creditable",
+                row.id, total, creditable
+            )));
+        }
+        let id = self.ids.new_id("cn");
+        let number =
+            store::next_number(&mut *connection, &self.config.credit_note_number_prefix).await?;
+        let credited_to_balance =
+            note.credit_to_balance && row.wire_status() == InvoiceStatus::Paid;
+        let grant = if credited_to_balance {
+            Some(
+                credits::insert_grant(
+                    &mut *connection,
+                    &*self.ids,
+                    &row.customer_id,
+                    false,
+                    Money::new(total, currency),
+                    0,
+                    now,
+                    None,
+                    &format!("credit note {number}"),
+                    &id,
+                    now,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let credit_note = proto::CreditNote {
+            id: id.clone(),
+            number,
+            invoice_id: row.id.clone(),
+            customer_id: row.customer_id.clone(),
+            reason: note.reason as i32,
+            memo: note.memo,
+            lines,
+            total: Some(money(total, currency)),
+            credited_to_balance,
+            refund_id: note.refund_id.clone().unwrap_or_default(),
+            created_at: Some(timestamp(now)),
+        };
+        sqlx::query(
+            "INSERT INTO invoicing.credit_notes (id, number, invoice_id, customer_id, total, refund_id, snapshot, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(&credit_note.number)
+        .bind(&row.id)
+        .bind(&row.customer_id)
+        .bind(total)
+        .bind(&note.refund_id)
+        .bind(credit_note.encode_to_vec())
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "UPDATE invoicing.invoices SET amount_credited = amount_credited + $2, version = version + 1, updated_at = $3 \
+             WHERE id = $1",
+        )
+        .bind(&row.id)
+        .bind(total)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+        let grant = match grant {
+            Some(grant) => Some(grant.to_proto(now)?),
+            None => None,
+        };
+        self.publish_invoice(
+            &mut *connection,
+            &row.id,
+            now,
+            invoice_event::Kind::CreditNoteIssued(invoice_event::CreditNoteIssued {
+                credit_note: Some(credit_note.clone()),
+                credit_grant: grant,
+            }),
+        )
+        .await?;
+        Ok(credit_note)
+    }
+
+    async fn create_credit_note(
+        &self,
+        request: proto::CreateCreditNoteRequest,
+    ) -> Result<proto::CreateCreditNoteResponse> {
+        const METHOD: &str = "CreateCreditNote";
+        let mut violations = Violations::default();
+        idempotency::check_key(&request.idempotency_key, &mut violations);
+        if request.invoice_id.is_empty() {
+            violations.add("invoice_id", "is required");
+        }
+        let reason = match CreditNoteReason::try_from(request.reason) {
+            Ok(CreditNoteReason::Unspecified) | Err(_) => {
+                violations.add("reason", "is required");
+                CreditNoteReason::Unspecified
+            }
+            Ok(reason) => reason,
+        };
+        let lines = match &request.amount {
+            Some(create_credit_note_request::Amount::Full(true)) => None,
+            Some(create_credit_note_request::Amount::Partial(partial)) => {
+                Some(partial.lines.clone())
+            }
+            _ => {
+                violations.add("amount", "full (true) or partial is required");
+                None
+            }
+        };
+        violations.into_result()?;
+        let hash = request_hash(&request.encode_to_vec(), &[]);
+        let idem = idempotency::Key {
+            method: METHOD,
+            key: &request.idempotency_key,
+            hash,
+        };
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        let note_id = match idem.claim(&mut transaction).await? {
+            Some(id) => id,
+            None => {
+                let row = store::load(&mut transaction, &request.invoice_id, true).await?;
+                let note = self
+                    .issue_credit_note(
+                        &mut transaction,
+                        &row,
+                        NoteRequest {
+                            reason,
+                            memo: request.memo.clone(),
+                            lines,
+                            credit_to_balance: request.credit_to_balance,
+                            refund_id: None,
+                        },
+                        now,
+                    )
+                    .await?;
+                idem.record(&mut transaction, &note.id, now).await?;
+                note.id
+            }
+        };
+        let (bytes, invoice_id): (Vec<u8>, String) =
+            sqlx::query_as("SELECT snapshot, invoice_id FROM invoicing.credit_notes WHERE id = $1")
+                .bind(&note_id)
+                .fetch_one(&mut *transaction)
+                .await?;
+        let row = store::load(&mut transaction, &invoice_id, false).await?;
+        let invoice = store::to_proto(&mut transaction, &row, true).await?;
+        transaction.commit().await?;
+        Ok(proto::CreateCreditNoteResponse {
+            credit_note: Some(
+                proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)?,
+            ),
+            invoice: Some(invoice),
+        })
+    }
+
+    async fn list_credit_notes(
+        &self,
+        request: proto::ListCreditNotesRequest,
+    ) -> Result<proto::ListCreditNotesResponse> {
+        let limit = paging::page_size(request.page_size);
+        let before = paging::after(&request.page_token, "credit_notes")?;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, snapshot FROM invoicing.credit_notes WHERE ($1 = '' OR invoice_id = $1) \
+               AND ($2 = '' OR customer_id = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(&request.invoice_id)
+        .bind(&request.customer_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let (rows, next_page_token) = paging::finish(rows, limit, "credit_notes", |(id, _)| id);
+        Ok(proto::ListCreditNotesResponse {
+            credit_notes: rows
+                .into_iter()
+                .map(|(_, bytes)| {
+                    proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+                })
+                .collect::<Result<_>>()?,
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl InvoiceService for crate::InvoicingApi {
+    async fn get_invoice(
+        &self,
+        request: Request<proto::GetInvoiceRequest>,
+    ) -> Result<Response<proto::GetInvoiceResponse>, Status> {
+        let invoice = self
+            .ctx
+            .get_invoice(&request.into_inner().invoice_id)
+            .await?;
+        Ok(Response::new(proto::GetInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn list_invoices(
+        &self,
+        request: Request<proto::ListInvoicesRequest>,
+    ) -> Result<Response<proto::ListInvoicesResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.list_invoices(request.into_inner()).await?,
+        ))
+    }
+
+    async fn preview_upcoming_invoice(
+        &self,
+        _request: Request<proto::PreviewUpcomingInvoiceRequest>,
+    ) -> Result<Response<proto::PreviewUpcomingInvoiceResponse>, Status> {
+        Err(Status::unimplemented(
+            "PreviewUpcomingInvoice is not implemented yet",
+        ))
+    }
+
+    async fn finalize_invoice(
+        &self,
+        request: Request<proto::FinalizeInvoiceRequest>,
+    ) -> Result<Response<proto::FinalizeInvoiceResponse>, Status> {
+        let invoice = self
+            .ctx
+            .finalize_invoice(&request.into_inner().invoice_id)
+            .await?;
+        Ok(Response::new(proto::FinalizeInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn void_invoice(
+        &self,
+        request: Request<proto::VoidInvoiceRequest>,
+    ) -> Result<Response<proto::VoidInvoiceResponse>, Status> {
+        let invoice = self.ctx.void_invoice(request.into_inner()).await?;
+        Ok(Response::new(proto::VoidInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn create_credit_note(
+        &self,
+        request: Request<proto::CreateCreditNoteRequest>,
+    ) -> Result<Response<proto::CreateCreditNoteResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.create_credit_note(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_credit_notes(
+        &self,
+        request: Request<proto::ListCreditNotesRequest>,
+    ) -> Result<Response<proto::ListCreditNotesResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.list_credit_notes(request.into_inner()).await?,
+        ))
+    }
+
+    async fn run_billing(
+        &self,
+        request: Request<proto::RunBillingRequest>,
+    ) -> Result<Response<proto::RunBillingResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.run_billing(request.into_inner()).await?,
+        ))
+    }
+}

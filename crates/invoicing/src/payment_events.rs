@@ -1,0 +1,260 @@
+//! The `payment-events` consumer (subscription `invoicing-payment-events`).
+//!
+//! Each message is applied exactly once: the inbox records its id in the
+//! transaction that applies it. Succeeded adds to `amount_paid` and marks the
+//! invoice paid when nothing is due (a past_due subscription becomes active
+//! again); Failed moves the subscription to past_due (when
+//! `invoicing.past_due_on_payment_failure`); Uncollectible marks the invoice
+//! uncollectible (and cancels the subscription when the event says so);
+//! Refunded issues a credit note keyed by the refund id. Disputes and dunning
+//! steps are acknowledged without effect.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use tally_bus::Message;
+use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::inbox::{ServiceSchema, record_once};
+use tally_domain::invoice::InvoiceStatus as DomainStatus;
+use tally_proto::events::{PaymentEvent, invoice_event, payment_event};
+use tally_proto::invoicing::{CreditNoteReason, InvoiceStatus};
+
+use crate::billing::store;
+use crate::error::{InvoicingError, Result};
+use crate::invoices::{NoteRequest, allow};
+use crate::wire::money;
+use crate::{Context, PAYMENT_EVENTS_SUBSCRIPTION};
+
+/// The protobuf type name payments puts in `tally-type`.
+pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
+
+/// Applies payment events.
+#[derive(Debug, Clone)]
+pub struct PaymentEvents {
+    pub(crate) ctx: Arc<Context>,
+}
+
+fn amount_of(value: Option<&tally_proto::common::Money>) -> Decimal {
+    value
+        .and_then(|value| value.amount.parse().ok())
+        .unwrap_or(Decimal::ZERO)
+}
+
+impl Context {
+    /// Applies one payment event (inside the caller's transaction).
+    pub(crate) async fn apply_payment_event(
+        &self,
+        connection: &mut PgConnection,
+        event: &PaymentEvent,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some(kind) = &event.kind else {
+            return Err(InvoicingError::invalid(
+                "kind",
+                "a payment event needs a kind",
+            ));
+        };
+        let (subscription_id,): (String,) =
+            sqlx::query_as("SELECT subscription_id FROM invoicing.invoices WHERE id = $1")
+                .bind(&event.invoice_id)
+                .fetch_optional(&mut *connection)
+                .await?
+                .ok_or_else(|| {
+                    InvoicingError::invalid(
+                        "invoice_id",
+                        format!("unknown invoice {:?}", event.invoice_id),
+                    )
+                })?;
+        let row = store::load(&mut *connection, &event.invoice_id, true).await?;
+        let currency = row.currency()?;
+        match kind {
+            payment_event::Kind::Succeeded(succeeded) => {
+                let amount = amount_of(succeeded.amount.as_ref());
+                let paid_total = row.amount_paid + amount;
+                let fully_paid = row.total - paid_total - row.amount_credited <= Decimal::ZERO;
+                let becomes_paid = fully_paid
+                    && matches!(
+                        row.wire_status(),
+                        InvoiceStatus::Finalized | InvoiceStatus::Uncollectible
+                    );
+                sqlx::query(
+                    "UPDATE invoicing.invoices SET amount_paid = $2, status = CASE WHEN $3 THEN 'paid' ELSE status END, \
+                       paid_at = CASE WHEN $3 THEN $4 ELSE paid_at END, version = version + 1, updated_at = $4 WHERE id = $1",
+                )
+                .bind(&row.id)
+                .bind(paid_total)
+                .bind(becomes_paid)
+                .bind(now)
+                .execute(&mut *connection)
+                .await?;
+                if becomes_paid {
+                    self.publish_invoice(
+                        &mut *connection,
+                        &row.id,
+                        now,
+                        invoice_event::Kind::Paid(invoice_event::Paid {
+                            payment_id: event
+                                .payment
+                                .as_ref()
+                                .map(|payment| payment.id.clone())
+                                .unwrap_or_default(),
+                            amount: Some(money(amount, currency)),
+                        }),
+                    )
+                    .await?;
+                    let (unpaid,): (i64,) = sqlx::query_as(
+                        "SELECT count(*) FROM invoicing.invoices WHERE subscription_id = $1 AND status IN ('finalized', 'uncollectible') \
+                           AND due_at < $2",
+                    )
+                    .bind(&subscription_id)
+                    .bind(now)
+                    .fetch_one(&mut *connection)
+                    .await?;
+                    if unpaid == 0 {
+                        self.set_past_due(
+                            &mut *connection,
+                            &subscription_id,
+                            false,
+                            format!("invoice {} paid", row.id),
+                            now,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            payment_event::Kind::Failed(failed) => {
+                if self.config.past_due_on_payment_failure {
+                    let reason = format!("payment failed on {} ({})", row.id, failed.failure_code);
+                    self.set_past_due(&mut *connection, &subscription_id, true, reason, now)
+                        .await?;
+                }
+            }
+            payment_event::Kind::Uncollectible(uncollectible) => {
+                if row.wire_status() == InvoiceStatus::Finalized {
+                    allow(&row, DomainStatus::Uncollectible)?;
+                    sqlx::query(
+                        "UPDATE invoicing.invoices SET status = 'uncollectible', version = version + 1, updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(&row.id)
+                    .bind(now)
+                    .execute(&mut *connection)
+                    .await?;
+                    self.publish_invoice(
+                        &mut *connection,
+                        &row.id,
+                        now,
+                        invoice_event::Kind::MarkedUncollectible(
+                            invoice_event::MarkedUncollectible {
+                                amount: Some(money(row.amount_due(), currency)),
+                            },
+                        ),
+                    )
+                    .await?;
+                }
+                if uncollectible.cancel_subscription {
+                    self.cancel_now(
+                        &mut *connection,
+                        &subscription_id,
+                        format!("invoice {} uncollectible", row.id),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            payment_event::Kind::Refunded(refunded) => {
+                if refunded.refund_id.is_empty() {
+                    return Err(InvoicingError::invalid("refunded.refund_id", "is required"));
+                }
+                let (exists,): (bool,) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM invoicing.credit_notes WHERE refund_id = $1)",
+                )
+                .bind(&refunded.refund_id)
+                .fetch_one(&mut *connection)
+                .await?;
+                let amount =
+                    amount_of(refunded.amount.as_ref()).min(row.total - row.amount_credited);
+                if !exists && amount > Decimal::ZERO {
+                    self.issue_credit_note(
+                        &mut *connection,
+                        &row,
+                        NoteRequest {
+                            reason: CreditNoteReason::Refund,
+                            memo: format!("refund {}", refunded.refund_id),
+                            lines: Some(vec![tally_proto::invoicing::CreditNoteLine {
+                                invoice_line_id: String::new(),
+                                description: format!("Refund {}", refunded.refund_id),
+                                amount: Some(money(amount, currency)),
+                            }]),
+                            credit_to_balance: false,
+                            refund_id: Some(refunded.refund_id.clone()),
+                        },
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            payment_event::Kind::DisputeCreated(_) | payment_event::Kind::DunningStep(_) => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageHandler for PaymentEvents {
+    async fn handle(
+        &self,
+        message: &Message,
+        _delivery_attempt: u32,
+    ) -> std::result::Result<(), HandlerError> {
+        if message.message_type != PAYMENT_EVENT_TYPE || message.type_version != 1 {
+            return Err(HandlerError::Poison(format!(
+                "unexpected message {:?} version {} on payment-events (expected {PAYMENT_EVENT_TYPE} version 1)",
+                message.message_type, message.type_version
+            )));
+        }
+        let event = PaymentEvent::decode(message.payload.as_slice())
+            .map_err(|error| HandlerError::Poison(format!("undecodable PaymentEvent: {error}")))?;
+        let now = self.ctx.clock.now();
+        let result: Result<()> = async {
+            let mut transaction = self.ctx.pool.begin().await?;
+            let key = if event.event_id.is_empty() {
+                message.id.as_str()
+            } else {
+                event.event_id.as_str()
+            };
+            if record_once(
+                &mut transaction,
+                ServiceSchema::Invoicing,
+                PAYMENT_EVENTS_SUBSCRIPTION,
+                key,
+            )
+            .await?
+            {
+                self.ctx
+                    .apply_payment_event(&mut transaction, &event, now)
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(
+                InvoicingError::Invalid(_)
+                | InvoicingError::FailedPrecondition(_)
+                | InvoicingError::NotFound(_),
+            ) => Err(HandlerError::Poison(
+                result
+                    .err()
+                    .map(|error| error.to_string())
+                    .unwrap_or_default(),
+            )),
+            Err(error) => Err(HandlerError::Retry(error.to_string())),
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! A subscription as invoicing stores it: phases (plan version over time),
+//! pause windows, trial and cancellation instants. The status is not stored:
+//! it follows from these instants and the service clock (plus the past_due
+//! flag set by payment failures), so a trial converts and a scheduled
+//! cancellation takes effect the moment the clock passes them, in every
+//! replica, without a write.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use tally_domain::money::Currency;
+use tally_domain::period::{BillingCycle, BillingInterval, Period};
+use tally_domain::proration::ProrationPolicy;
+use tally_domain::subscription::SubscriptionStatus as Status;
+use tally_proto::invoicing as proto;
+
+use crate::error::{InvoicingError, Result};
+use crate::plans::{interval_from_name, interval_name};
+use crate::wire::{maybe_timestamp, period_range, timestamp};
+
+/// A proration policy as requested (NONE is kept: it changes which plan's
+/// fees a period is billed on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// No proration: the plan in force at the period's start bills it.
+    None,
+    /// By second.
+    Prorate,
+    /// By whole UTC day.
+    ProrateByDay,
+}
+
+impl Policy {
+    /// Stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Prorate => "prorate",
+            Policy::ProrateByDay => "prorate_by_day",
+        }
+    }
+
+    /// From a stored name.
+    pub fn from_name(name: &str) -> Result<Policy> {
+        Ok(match name {
+            "none" => Policy::None,
+            "prorate" => Policy::Prorate,
+            "prorate_by_day" => Policy::ProrateByDay,
+            other => return Err(InvoicingError::Internal(format!("stored policy {other:?}"))),
+        })
+    }
+
+    /// From the wire (UNSPECIFIED is PRORATE), naming `field`.
+    pub fn from_wire(value: i32, field: &str) -> Result<Policy> {
+        match proto::ProrationPolicy::try_from(value) {
+            Ok(proto::ProrationPolicy::Unspecified | proto::ProrationPolicy::Prorate) => {
+                Ok(Policy::Prorate)
+            }
+            Ok(proto::ProrationPolicy::ProrateByDay) => Ok(Policy::ProrateByDay),
+            Ok(proto::ProrationPolicy::None) => Ok(Policy::None),
+            Err(_) => Err(InvoicingError::invalid(
+                field,
+                format!("{value} is not a proration policy"),
+            )),
+        }
+    }
+
+    /// On the wire.
+    pub fn to_wire(self) -> proto::ProrationPolicy {
+        match self {
+            Policy::None => proto::ProrationPolicy::None,
+            Policy::Prorate => proto::ProrationPolicy::Prorate,
+            Policy::ProrateByDay => proto::ProrationPolicy::ProrateByDay,
+        }
+    }
+
+    /// The domain measure used for factors (NONE never prorates a change,
+    /// but trials and pauses still cut periods by the second).
+    pub fn measure(self) -> ProrationPolicy {
+        match self {
+            Policy::ProrateByDay => ProrationPolicy::ByDay,
+            Policy::None | Policy::Prorate => ProrationPolicy::BySecond,
+        }
+    }
+}
+
+/// A stretch of the subscription on one plan version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phase {
+    /// `plan_…`.
+    pub plan_id: String,
+    /// `pv_…`.
+    pub plan_version_id: String,
+    /// Inclusive start.
+    pub start_at: DateTime<Utc>,
+    /// Exclusive end; `None` for the last phase.
+    pub end_at: Option<DateTime<Utc>>,
+    /// Policy of the change that started it (`Prorate` for the first).
+    pub policy: Policy,
+}
+
+impl Phase {
+    /// Whether `instant` is inside.
+    pub fn covers(&self, instant: DateTime<Utc>) -> bool {
+        self.start_at <= instant && self.end_at.is_none_or(|end| instant < end)
+    }
+}
+
+/// A pause window; `resume_at` `None` is indefinite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pause {
+    /// Start.
+    pub pause_at: DateTime<Utc>,
+    /// End.
+    pub resume_at: Option<DateTime<Utc>>,
+}
+
+impl Pause {
+    /// Whether `instant` is inside.
+    pub fn covers(&self, instant: DateTime<Utc>) -> bool {
+        self.pause_at <= instant && self.resume_at.is_none_or(|end| instant < end)
+    }
+}
+
+/// A stored subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: String,
+    pub customer_id: String,
+    pub currency: Currency,
+    pub interval: BillingInterval,
+    pub start_at: DateTime<Utc>,
+    pub billing_anchor_at: DateTime<Utc>,
+    pub trial_end_at: Option<DateTime<Utc>>,
+    /// When it ends (immediate cancellation: the instant of the request).
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// When cancellation was requested.
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub cancel_reason: String,
+    /// How unused in-advance fees are handled when it ends mid-period.
+    pub cancel_proration: Policy,
+    pub past_due: bool,
+    pub version: i64,
+    pub metadata: HashMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Last boundary invoiced.
+    pub billed_through: Option<DateTime<Utc>>,
+    pub phases: Vec<Phase>,
+    pub pauses: Vec<Pause>,
+}
+
+impl Subscription {
+    /// The billing cycle.
+    pub fn cycle(&self) -> BillingCycle {
+        BillingCycle::new(self.billing_anchor_at, self.interval)
+    }
+
+    /// The billing period containing `instant` (rating's period for it).
+    pub fn period_containing(&self, instant: DateTime<Utc>) -> Result<Period> {
+        let cycle = self.cycle();
+        let index = cycle.index_of(instant).map_err(InvoicingError::internal)?;
+        cycle.period(index).map_err(InvoicingError::internal)
+    }
+
+    /// Whether it has ended by `now`.
+    pub fn ended_by(&self, now: DateTime<Utc>) -> bool {
+        self.cancel_at.is_some_and(|end| end <= now)
+    }
+
+    /// The domain status at `now`; `None` while pending (before the start).
+    pub fn status_at(&self, now: DateTime<Utc>) -> Option<Status> {
+        if self.ended_by(now) {
+            return Some(Status::Canceled);
+        }
+        if now < self.start_at {
+            return None;
+        }
+        if self.pauses.iter().any(|pause| pause.covers(now)) {
+            return Some(Status::Paused);
+        }
+        if self.past_due {
+            return Some(Status::PastDue);
+        }
+        if self.trial_end_at.is_some_and(|end| now < end) {
+            return Some(Status::Trialing);
+        }
+        Some(Status::Active)
+    }
+
+    /// The wire status at `now`.
+    pub fn wire_status(&self, now: DateTime<Utc>) -> proto::SubscriptionStatus {
+        match self.status_at(now) {
+            None => proto::SubscriptionStatus::Pending,
+            Some(Status::Trialing) => proto::SubscriptionStatus::Trialing,
+            Some(Status::Active) => proto::SubscriptionStatus::Active,
+            Some(Status::PastDue) => proto::SubscriptionStatus::PastDue,
+            Some(Status::Paused) => proto::SubscriptionStatus::Paused,
+            Some(Status::Canceled) => proto::SubscriptionStatus::Canceled,
+        }
+    }
+
+    /// The phase in force at `instant`.
+    pub fn phase_at(&self, instant: DateTime<Utc>) -> Option<&Phase> {
+        self.phases.iter().find(|phase| phase.covers(instant))
+    }
+
+    /// The phase in force at `now`, or the first one before the start, or
+    /// the last one after the end.
+    pub fn current_phase(&self, now: DateTime<Utc>) -> Result<&Phase> {
+        self.phase_at(now)
+            .or_else(|| {
+                if now < self.start_at {
+                    self.phases.first()
+                } else {
+                    self.phases.iter().rev().find(|phase| phase.start_at <= now)
+                }
+            })
+            .ok_or_else(|| {
+                InvoicingError::Internal(format!("subscription {} has no phases", self.id))
+            })
+    }
+
+    /// The next boundary to invoice after `after` (`None`: the start, whose
+    /// invoice bills the first in-advance fees); `None` when it has ended.
+    pub fn next_boundary(&self, after: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>> {
+        let Some(after) = after else {
+            return Ok(Some(self.start_at));
+        };
+        if self.cancel_at.is_some_and(|end| after >= end) {
+            return Ok(None);
+        }
+        let cycle = self.cycle();
+        let index = cycle.index_of(after).map_err(InvoicingError::internal)?;
+        let next = cycle
+            .boundary(index + 1)
+            .map_err(InvoicingError::internal)?;
+        Ok(Some(self.cancel_at.map_or(next, |end| next.min(end))))
+    }
+
+    /// The first instant the bill run must look at it again.
+    pub fn next_bill_at(&self) -> Result<Option<DateTime<Utc>>> {
+        self.next_boundary(self.billed_through)
+    }
+
+    /// The latest pause window (the one the snapshot carries).
+    pub fn latest_pause(&self) -> Option<&Pause> {
+        self.pauses.iter().max_by_key(|pause| pause.pause_at)
+    }
+
+    /// The wire snapshot at `now`.
+    pub fn to_proto(&self, now: DateTime<Utc>) -> Result<proto::Subscription> {
+        let current = self.current_phase(now)?;
+        let status = self.wire_status(now);
+        let current_period = match status {
+            proto::SubscriptionStatus::Pending | proto::SubscriptionStatus::Canceled => None,
+            _ => Some(period_range(&self.period_containing(now)?)),
+        };
+        Ok(proto::Subscription {
+            id: self.id.clone(),
+            customer_id: self.customer_id.clone(),
+            plan_id: current.plan_id.clone(),
+            plan_version_id: current.plan_version_id.clone(),
+            status: status as i32,
+            currency: self.currency.code().to_owned(),
+            start_at: Some(timestamp(self.start_at)),
+            billing_anchor_at: Some(timestamp(self.billing_anchor_at)),
+            trial_end_at: maybe_timestamp(self.trial_end_at),
+            current_period,
+            phases: self
+                .phases
+                .iter()
+                .enumerate()
+                .map(|(index, phase)| proto::SubscriptionPhase {
+                    plan_id: phase.plan_id.clone(),
+                    plan_version_id: phase.plan_version_id.clone(),
+                    start_at: Some(timestamp(phase.start_at)),
+                    end_at: maybe_timestamp(phase.end_at),
+                    proration_policy: if index == 0 {
+                        proto::ProrationPolicy::Unspecified as i32
+                    } else {
+                        phase.policy.to_wire() as i32
+                    },
+                })
+                .collect(),
+            cancel_at: maybe_timestamp(self.cancel_at),
+            canceled_at: maybe_timestamp(self.canceled_at),
+            ended_at: maybe_timestamp(self.cancel_at.filter(|end| *end <= now)),
+            pause: self.latest_pause().map(|pause| proto::PauseWindow {
+                pause_at: Some(timestamp(pause.pause_at)),
+                resume_at: maybe_timestamp(pause.resume_at),
+            }),
+            version: u64::try_from(self.version).unwrap_or(0),
+            metadata: self.metadata.clone(),
+            created_at: Some(timestamp(self.created_at)),
+            updated_at: Some(timestamp(self.updated_at)),
+        })
+    }
+}
+
+/// plan, plan version, start, end, policy.
+type PhaseRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>, String);
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRow {
+    id: String,
+    customer_id: String,
+    currency: String,
+    billing_interval: String,
+    start_at: DateTime<Utc>,
+    billing_anchor_at: DateTime<Utc>,
+    trial_end_at: Option<DateTime<Utc>>,
+    cancel_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    cancel_reason: String,
+    cancel_proration: String,
+    past_due: bool,
+    version: i64,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    billed_through: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, customer_id, currency, billing_interval, start_at, billing_anchor_at, trial_end_at, \
+    cancel_at, canceled_at, cancel_reason, cancel_proration, past_due, version, metadata, created_at, updated_at, \
+    billed_through";
+
+/// Loads a subscription (`FOR UPDATE` when `lock`).
+pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<Subscription> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invoicing.subscriptions WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let row =
+        row.ok_or_else(|| InvoicingError::NotFound(format!("subscription {id:?} not found")))?;
+    from_row(connection, row).await
+}
+
+async fn from_row(connection: &mut PgConnection, row: SubscriptionRow) -> Result<Subscription> {
+    let SubscriptionRow {
+        id,
+        customer_id,
+        currency,
+        billing_interval: interval,
+        start_at,
+        billing_anchor_at,
+        trial_end_at,
+        cancel_at,
+        canceled_at,
+        cancel_reason,
+        cancel_proration,
+        past_due,
+        version,
+        metadata,
+        created_at,
+        updated_at,
+        billed_through,
+    } = row;
+    let phase_rows: Vec<PhaseRow> = sqlx::query_as(
+        "SELECT plan_id, plan_version_id, start_at, end_at, proration_policy FROM invoicing.subscription_phases \
+         WHERE subscription_id = $1 ORDER BY phase_index",
+    )
+    .bind(&id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let phases = phase_rows
+        .into_iter()
+        .map(|(plan_id, plan_version_id, start_at, end_at, policy)| {
+            Ok(Phase {
+                plan_id,
+                plan_version_id,
+                start_at,
+                end_at,
+                policy: Policy::from_name(&policy)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pauses: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT pause_at, resume_at FROM invoicing.subscription_pauses WHERE subscription_id = $1 ORDER BY pause_at",
+    )
+    .bind(&id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(Subscription {
+        id,
+        customer_id,
+        currency: crate::wire::stored_currency(&currency)?,
+        interval: interval_from_name(&interval)?,
+        start_at,
+        billing_anchor_at,
+        trial_end_at,
+        cancel_at,
+        canceled_at,
+        cancel_reason,
+        cancel_proration: Policy::from_name(&cancel_proration)?,
+        past_due,
+        version,
+        metadata: serde_json::from_value(metadata).map_err(InvoicingError::internal)?,
+        created_at,
+        updated_at,
+        billed_through,
+        phases,
+        pauses: pauses
+            .into_iter()
+            .map(|(pause_at, resume_at)| Pause {
+                pause_at,
+                resume_at,
+            })
+            .collect(),
+    })
+}
+
+/// Writes the subscription with its phases and pauses (insert or replace).
+pub async fn store(connection: &mut PgConnection, subscription: &Subscription) -> Result<()> {
+    let next_bill_at = subscription.next_bill_at()?;
+    sqlx::query(
+        "INSERT INTO invoicing.subscriptions (id, customer_id, currency, billing_interval, start_at, billing_anchor_at, \
+           trial_end_at, cancel_at, canceled_at, cancel_reason, cancel_proration, past_due, version, metadata, \
+           created_at, updated_at, billed_through, next_bill_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         ON CONFLICT (id) DO UPDATE SET trial_end_at = EXCLUDED.trial_end_at, cancel_at = EXCLUDED.cancel_at, \
+           canceled_at = EXCLUDED.canceled_at, cancel_reason = EXCLUDED.cancel_reason, \
+           cancel_proration = EXCLUDED.cancel_proration, past_due = EXCLUDED.past_due, version = EXCLUDED.version, \
+           metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, billed_through = EXCLUDED.billed_through, \
+           next_bill_at = EXCLUDED.next_bill_at",
+    )
+    .bind(&subscription.id)
+    .bind(&subscription.customer_id)
+    .bind(subscription.currency.code())
+    .bind(interval_name(subscription.interval))
+    .bind(subscription.start_at)
+    .bind(subscription.billing_anchor_at)
+    .bind(subscription.trial_end_at)
+    .bind(subscription.cancel_at)
+    .bind(subscription.canceled_at)
+    .bind(&subscription.cancel_reason)
+    .bind(subscription.cancel_proration.name())
+    .bind(subscription.past_due)
+    .bind(subscription.version)
+    .bind(serde_json::to_value(&subscription.metadata).map_err(InvoicingError::internal)?)
+    .bind(subscription.created_at)
+    .bind(subscription.updated_at)
+    .bind(subscription.billed_through)
+    .bind(next_bill_at)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query("DELETE FROM invoicing.subscription_phases WHERE subscription_id = $1")
+        .bind(&subscription.id)
+        .execute(&mut *connection)
+        .await?;
+    for (index, phase) in subscription.phases.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invoicing.subscription_phases (subscription_id, phase_index, plan_id, plan_version_id, \
+               start_at, end_at, proration_policy) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&subscription.id)
+        .bind(i32::try_from(index).unwrap_or(i32::MAX))
+        .bind(&phase.plan_id)
+        .bind(&phase.plan_version_id)
+        .bind(phase.start_at)
+        .bind(phase.end_at)
+        .bind(phase.policy.name())
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::query("DELETE FROM invoicing.subscription_pauses WHERE subscription_id = $1")
+        .bind(&subscription.id)
+        .execute(&mut *connection)
+        .await?;
+    for pause in &subscription.pauses {
+        sqlx::query(
+            "INSERT INTO invoicing.subscription_pauses (subscription_id, pause_at, resume_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&subscription.id)
+        .bind(pause.pause_at)
+        .bind(pause.resume_at)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Lists subscriptions (newest first) matching the filters.
+pub async fn list(
+    connection: &mut PgConnection,
+    customer_id: Option<&str>,
+    plan_id: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Subscription>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invoicing.subscriptions s \
+         WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR id < $2) \
+           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM invoicing.subscription_phases p \
+                WHERE p.subscription_id = s.id AND p.plan_id = $3)) \
+         ORDER BY id DESC LIMIT $4"
+    );
+    let rows: Vec<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(customer_id)
+        .bind(before)
+        .bind(plan_id)
+        .bind(limit)
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut subscriptions = Vec::with_capacity(rows.len());
+    for row in rows {
+        subscriptions.push(from_row(&mut *connection, row).await?);
+    }
+    Ok(subscriptions)
+}

@@ -1,0 +1,584 @@
+//! Bill runs driven by the manual clock through months, with exact cents.
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tally_proto::invoicing::{
+    CancelSubscriptionRequest, ChangePlanRequest, ChangeTiming, CreditGrantKind,
+    GetCreditBalanceRequest, GetSubscriptionRequest, GrantCreditRequest,
+    ListCreditLedgerEntriesRequest, PauseSubscriptionRequest, ProrationPolicy, SubscriptionStatus,
+};
+use tally_proto::rating::BillingTiming;
+
+use crate::support::*;
+
+const ADVANCE: BillingTiming = BillingTiming::InAdvance;
+
+#[tokio::test]
+async fn anchor_on_the_31st_through_a_leap_february() {
+    let mut h = harness(at(2024, 1, 31), config(0)).await;
+    let plan = h
+        .plan(
+            "pro",
+            PlanSpec {
+                fee: Some(("29.00", ADVANCE)),
+                per_call: Some("0.10"),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2024, 1, 31)).await;
+    h.bill_at(at(2024, 1, 31)).await;
+    h.calls(&customer, "feb", 5, at(2024, 2, 10)).await;
+    h.bill_at(at(2024, 2, 29)).await;
+    h.calls(&customer, "mar", 3, at(2024, 3, 15)).await;
+    h.bill_at(at(2024, 3, 31)).await;
+    h.bill_at(at(2024, 4, 30)).await;
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![
+            row(
+                "2024-01-31",
+                "2024-01-31..2024-02-29",
+                "finalized",
+                "TALLY-000001",
+                dec!(29.00),
+                dec!(0),
+                dec!(29.00)
+            ),
+            row(
+                "2024-02-29",
+                "2024-01-31..2024-02-29",
+                "finalized",
+                "TALLY-000002",
+                dec!(29.50),
+                dec!(0),
+                dec!(29.50)
+            ),
+            row(
+                "2024-03-31",
+                "2024-02-29..2024-03-31",
+                "finalized",
+                "TALLY-000003",
+                dec!(29.30),
+                dec!(0),
+                dec!(29.30)
+            ),
+            row(
+                "2024-04-30",
+                "2024-03-31..2024-04-30",
+                "finalized",
+                "TALLY-000004",
+                dec!(29.00),
+                dec!(0),
+                dec!(29.00)
+            ),
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2024, 2, 29)).await,
+        vec![
+            line("usage", "01-31..02-29", dec!(0.50)),
+            line("recurring", "02-29..03-31", dec!(29.00))
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2024, 4, 30)).await,
+        vec![
+            line("usage", "03-31..04-30", dec!(0.00)),
+            line("recurring", "04-30..05-31", dec!(29.00))
+        ]
+    );
+    // A second run at the same instant bills nothing twice.
+    let again = h.bill_at(at(2024, 4, 30)).await;
+    assert_eq!((again.invoices_created, again.invoices_finalized), (0, 0));
+}
+
+async fn change_plan(
+    h: &mut Harness,
+    subscription: &str,
+    version: &str,
+    timing: ChangeTiming,
+    policy: ProrationPolicy,
+) {
+    let key = h.key();
+    h.subscriptions
+        .change_plan(ChangePlanRequest {
+            idempotency_key: key,
+            subscription_id: subscription.into(),
+            plan_version_id: version.into(),
+            timing: timing as i32,
+            effective_at: None,
+            proration_policy: policy as i32,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn upgrade_with_proration_and_downgrade_without() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let basic = h
+        .plan(
+            "basic",
+            PlanSpec {
+                fee: Some(("31.00", ADVANCE)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let pro = h
+        .plan(
+            "pro",
+            PlanSpec {
+                fee: Some(("62.00", ADVANCE)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &basic, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.clock.set(at(2025, 1, 11)).unwrap();
+    change_plan(
+        &mut h,
+        &subscription,
+        &pro,
+        ChangeTiming::Immediately,
+        ProrationPolicy::Prorate,
+    )
+    .await;
+    h.bill_at(at(2025, 2, 1)).await;
+    h.clock.set(at(2025, 2, 15)).unwrap();
+    change_plan(
+        &mut h,
+        &subscription,
+        &basic,
+        ChangeTiming::Immediately,
+        ProrationPolicy::None,
+    )
+    .await;
+    h.bill_at(at(2025, 3, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 2, 1)).await,
+        vec![
+            line("proration_credit", "01-01..02-01", dec!(-21.00)),
+            line("proration_charge", "01-01..02-01", dec!(42.00)),
+            line("recurring", "02-01..03-01", dec!(62.00)),
+        ]
+    );
+    // NONE: February stays on Pro; Basic's fee starts with March.
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 3, 1)).await,
+        vec![line("recurring", "03-01..04-01", dec!(31.00))]
+    );
+    let totals: Vec<Decimal> = h
+        .invoice_table(&subscription)
+        .await
+        .into_iter()
+        .map(|row| row.6)
+        .collect();
+    assert_eq!(totals, vec![dec!(31.00), dec!(83.00), dec!(31.00)]);
+}
+
+#[tokio::test]
+async fn a_trial_converts_and_its_usage_is_billed() {
+    let mut h = harness(at(2025, 3, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "trial",
+            PlanSpec {
+                fee: Some(("20.00", ADVANCE)),
+                per_call: Some("0.10"),
+                trial_days: 14,
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 3, 1)).await;
+    let status = |h: &mut Harness| {
+        let mut client = h.subscriptions.clone();
+        let id = subscription.clone();
+        async move {
+            client
+                .get_subscription(GetSubscriptionRequest {
+                    subscription_id: id,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .subscription
+                .unwrap()
+                .status
+        }
+    };
+    h.bill_at(at(2025, 3, 1)).await;
+    h.calls(&customer, "trial", 4, at(2025, 3, 5)).await;
+    h.clock.set(at(2025, 3, 10)).unwrap();
+    assert_eq!(status(&mut h).await, SubscriptionStatus::Trialing as i32);
+    h.bill_at(at(2025, 3, 15)).await;
+    assert_eq!(status(&mut h).await, SubscriptionStatus::Active as i32);
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![row(
+            "2025-03-15",
+            "2025-03-01..2025-03-15",
+            "finalized",
+            "TALLY-000001",
+            dec!(20.40),
+            dec!(0),
+            dec!(20.40)
+        )]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 3, 15)).await,
+        vec![
+            line("usage", "03-01..03-15", dec!(0.40)),
+            line("recurring", "03-15..04-15", dec!(20.00))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pause_credits_its_days_and_a_cancellation_at_period_end_stops_billing() {
+    let mut h = harness(at(2025, 4, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "basic",
+            PlanSpec {
+                fee: Some(("30.00", ADVANCE)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 4, 1)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    let key = h.key();
+    h.subscriptions
+        .pause_subscription(PauseSubscriptionRequest {
+            idempotency_key: key,
+            subscription_id: subscription.clone(),
+            pause_at: Some(ts(at(2025, 4, 11))),
+            resume_at: Some(ts(at(2025, 4, 21))),
+        })
+        .await
+        .unwrap();
+    h.bill_at(at(2025, 5, 1)).await;
+    h.clock.set(at(2025, 5, 10)).unwrap();
+    let key = h.key();
+    let canceled = h
+        .subscriptions
+        .cancel_subscription(CancelSubscriptionRequest {
+            idempotency_key: key,
+            subscription_id: subscription.clone(),
+            timing: ChangeTiming::AtPeriodEnd as i32,
+            reason: "moving on".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(canceled.cancel_at, Some(ts(at(2025, 6, 1))));
+    h.bill_at(at(2025, 6, 1)).await;
+    h.bill_at(at(2025, 7, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 5, 1)).await,
+        vec![
+            line("proration_credit", "04-01..05-01", dec!(-10.00)),
+            line("recurring", "05-01..06-01", dec!(30.00))
+        ]
+    );
+    // The period after the cancellation was paid in advance: nothing more to bill.
+    assert_eq!(h.invoice_table(&subscription).await.len(), 2);
+    let (rating_cancel,): (Option<chrono::DateTime<chrono::Utc>>,) = sqlx::query_as(
+        "SELECT max(end_at) FROM rating.subscription_phases WHERE subscription_id = $1",
+    )
+    .bind(&subscription)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rating_cancel,
+        Some(at(2025, 6, 1)),
+        "rating cuts the phases at the cancellation"
+    );
+}
+
+#[tokio::test]
+async fn credits_burn_in_order_and_expire() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "basic",
+            PlanSpec {
+                fee: Some(("40.00", ADVANCE)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    for (kind, amount, priority, expires) in [
+        (
+            CreditGrantKind::Promotional,
+            "50.00",
+            1,
+            Some(at(2025, 1, 15)),
+        ),
+        (CreditGrantKind::Prepaid, "100.00", 2, None),
+    ] {
+        let key = h.key();
+        h.credits
+            .grant_credit(GrantCreditRequest {
+                idempotency_key: key,
+                customer_id: customer.clone(),
+                kind: kind as i32,
+                amount: usd(amount),
+                priority,
+                expires_at: expires.map(ts),
+                description: "credit".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![
+            row(
+                "2025-01-01",
+                "2025-01-01..2025-02-01",
+                "paid",
+                "TALLY-000001",
+                dec!(40.00),
+                dec!(-40.00),
+                dec!(0.00)
+            ),
+            row(
+                "2025-02-01",
+                "2025-01-01..2025-02-01",
+                "paid",
+                "TALLY-000002",
+                dec!(40.00),
+                dec!(-40.00),
+                dec!(0.00)
+            ),
+        ]
+    );
+    let entries = h
+        .credits
+        .list_credit_ledger_entries(ListCreditLedgerEntriesRequest {
+            customer_id: customer.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let amounts: Vec<(i32, String, String)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.kind,
+                entry.amount.clone().unwrap().amount,
+                entry.balance_after.clone().unwrap().amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            (1, "50.00".into(), "50.00".into()),
+            (1, "100.00".into(), "150.00".into()),
+            (2, "-40.00".into(), "110.00".into()),
+            (3, "-10.00".into(), "100.00".into()),
+            (2, "-40.00".into(), "60.00".into()),
+        ]
+    );
+    let balance = h
+        .credits
+        .get_credit_balance(GetCreditBalanceRequest {
+            customer_id: customer,
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balance.available.unwrap().amount, "60.00");
+    // Every transaction balances (the domain refuses to build one that does not).
+    let (unbalanced,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM invoicing.ledger_transactions t WHERE (SELECT sum(CASE WHEN e->>'side' = 'debit' \
+           THEN (e->'amount'->>'amount')::numeric ELSE -(e->'amount'->>'amount')::numeric END) \
+           FROM jsonb_array_elements(t.body->'entries') e) <> 0",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unbalanced, 0);
+}
+
+#[tokio::test]
+async fn minimum_commitment_true_up() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "usage",
+            PlanSpec {
+                per_call: Some("0.10"),
+                minimum: Some("5.00"),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.calls(&customer, "jan", 10, at(2025, 1, 20)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    h.calls(&customer, "feb", 60, at(2025, 2, 20)).await;
+    h.bill_at(at(2025, 3, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 2, 1)).await,
+        vec![
+            line("usage", "01-01..02-01", dec!(1.00)),
+            line("minimum_true_up", "01-01..02-01", dec!(4.00))
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 3, 1)).await,
+        vec![line("usage", "02-01..03-01", dec!(6.00))]
+    );
+}
+
+#[tokio::test]
+async fn late_usage_updates_the_draft_then_becomes_an_adjustment() {
+    let mut h = harness(at(2025, 1, 1), config(24)).await;
+    let plan = h
+        .plan(
+            "usage",
+            PlanSpec {
+                per_call: Some("0.10"),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.calls(&customer, "jan", 10, at(2025, 1, 20)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    h.calls(&customer, "late", 5, at(2025, 1, 31)).await;
+    let inside = h
+        .bill_at(at(2025, 2, 1) + chrono::Duration::hours(12))
+        .await;
+    assert_eq!(inside.invoices_updated, 1);
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![row(
+            "2025-02-01",
+            "2025-01-01..2025-02-01",
+            "draft",
+            "",
+            dec!(1.50),
+            dec!(0),
+            dec!(1.50)
+        )]
+    );
+    h.bill_at(at(2025, 2, 2)).await;
+    h.calls(&customer, "later", 2, at(2025, 1, 31)).await;
+    h.bill_at(at(2025, 3, 2)).await;
+    let january = h.invoice_at(&subscription, at(2025, 2, 1)).await;
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![
+            row(
+                "2025-02-01",
+                "2025-01-01..2025-02-01",
+                "finalized",
+                "TALLY-000001",
+                dec!(1.50),
+                dec!(0),
+                dec!(1.50)
+            ),
+            row(
+                "2025-03-01",
+                "2025-02-01..2025-03-01",
+                "finalized",
+                "TALLY-000002",
+                dec!(0.20),
+                dec!(0),
+                dec!(0.20)
+            ),
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 3, 1)).await,
+        vec![
+            line("usage", "02-01..03-01", dec!(0.00)),
+            line("adjustment", "01-01..02-01", dec!(0.20))
+        ]
+    );
+    let (original,): (Option<String>,) = sqlx::query_as(
+        "SELECT original_invoice_id FROM invoicing.invoice_lines WHERE kind = 'adjustment'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(original, Some(january));
+}
+
+#[tokio::test]
+async fn two_replicas_bill_each_period_once_with_gapless_numbers() {
+    let h = harness(at(2025, 1, 1), config(0)).await;
+    let mut h = h;
+    let plan = h
+        .plan(
+            "basic",
+            PlanSpec {
+                fee: Some(("10.00", ADVANCE)),
+                ..Default::default()
+            },
+        )
+        .await;
+    for index in 0..12 {
+        let customer = h.customer(&format!("customer-{index}")).await;
+        h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    }
+    let other = invoicing_on(
+        &h.db,
+        &h.clock,
+        &h.bus,
+        &h.ids,
+        &h.rating_address,
+        config(0),
+    )
+    .await;
+    for month in [1, 2, 3, 4] {
+        h.clock.set(at(2025, month, 1)).unwrap();
+        h.sync().await;
+        let (left, right) = tokio::join!(h.invoicing.bill_run(), other.bill_run());
+        let (left, right) = (left.unwrap(), right.unwrap());
+        assert_eq!(
+            left.invoices_created + right.invoices_created,
+            12,
+            "{left:?} {right:?}"
+        );
+    }
+    let (invoices, distinct, max_number): (i64, i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (subscription_id, boundary_at)), max(number) FROM invoicing.invoices",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((invoices, distinct), (48, 48));
+    assert_eq!(
+        max_number.as_deref(),
+        Some("TALLY-000048"),
+        "numbers 1..=48 with no gap"
+    );
+}

@@ -1,0 +1,10 @@
+//! Invoicing against a real PostgreSQL (a throwaway cluster) with rating
+//! running in-process on the same database and bus, through real gRPC
+//! servers and clients, driven by a manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod billing;
+mod customers;
+mod payments;
+mod subscriptions;
+mod support;

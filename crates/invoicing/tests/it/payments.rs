@@ -1,0 +1,122 @@
+//! payment-events: paid, past_due, refunds, exactly once.
+
+use prost::Message as _;
+use rust_decimal_macros::dec;
+use tally_bus::Message;
+use tally_bus::consumer::MessageHandler;
+use tally_proto::events::{PaymentEvent, payment_event};
+use tally_proto::invoicing::{GetSubscriptionRequest, ListCreditNotesRequest, SubscriptionStatus};
+use tally_proto::rating::BillingTiming;
+
+use crate::support::*;
+
+fn message(event: &PaymentEvent) -> Message {
+    Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
+        .with_id(event.event_id.clone())
+}
+
+#[tokio::test]
+async fn payment_outcomes_update_invoices_and_subscriptions_once() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "basic",
+            PlanSpec {
+                fee: Some(("25.00", BillingTiming::InAdvance)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    let invoice = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let handler = h.invoicing.payment_events();
+    let event = |id: &str, kind| PaymentEvent {
+        event_id: id.into(),
+        invoice_id: invoice.clone(),
+        customer_id: customer.clone(),
+        kind: Some(kind),
+        ..Default::default()
+    };
+    let failed = event(
+        "pevt_1",
+        payment_event::Kind::Failed(payment_event::Failed {
+            amount: usd("25.00"),
+            attempt_number: 1,
+            failure_code: "card_declined".into(),
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&failed), 1).await.unwrap();
+    let status = |h: &mut Harness| {
+        let mut client = h.subscriptions.clone();
+        let id = subscription.clone();
+        async move {
+            client
+                .get_subscription(GetSubscriptionRequest {
+                    subscription_id: id,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .subscription
+                .unwrap()
+        }
+    };
+    let past_due = status(&mut h).await;
+    assert_eq!(
+        (past_due.status, past_due.version),
+        (SubscriptionStatus::PastDue as i32, 2)
+    );
+    let succeeded = event(
+        "pevt_2",
+        payment_event::Kind::Succeeded(payment_event::Succeeded {
+            amount: usd("25.00"),
+            attempt_number: 2,
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&succeeded), 1).await.unwrap();
+    handler.handle(&message(&succeeded), 2).await.unwrap();
+    let paid = h.invoice(&invoice).await;
+    assert_eq!(
+        (paid.status, paid.amount_paid.unwrap().amount.as_str()),
+        (3, "25.00"),
+        "paid once"
+    );
+    assert_eq!(
+        status(&mut h).await.status,
+        SubscriptionStatus::Active as i32
+    );
+    let refunded = event(
+        "pevt_3",
+        payment_event::Kind::Refunded(payment_event::Refunded {
+            refund_id: "ref_1".into(),
+            amount: usd("10.00"),
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&refunded), 1).await.unwrap();
+    let notes = h
+        .invoices
+        .list_credit_notes(ListCreditNotesRequest {
+            invoice_id: invoice.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_notes;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        (notes[0].number.as_str(), notes[0].refund_id.as_str()),
+        ("TALLY-CN-000001", "ref_1")
+    );
+    let credited = h.invoice(&invoice).await;
+    assert_eq!(
+        credited.amount_credited.unwrap().amount,
+        dec!(10.00).to_string()
+    );
+    h.sync().await;
+}
