@@ -84,7 +84,24 @@ impl ServiceKind {
                 rating.spawn_background(shutdown);
                 rating.grpc_server(max_message_bytes)
             }
-            ServiceKind::Invoicing => tally_invoicing::grpc_server(max_message_bytes),
+            ServiceKind::Invoicing => {
+                let invoicing = tally_invoicing::Invoicing::start(tally_invoicing::InvoicingDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    ids: Arc::clone(&handles.ids),
+                    config: handles.config.invoicing.clone(),
+                    rating: handles.peer(
+                        "peers.rating_url",
+                        handles.config.peers.rating_url.as_deref(),
+                    )?,
+                    max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+                })
+                .await
+                .context("starting invoicing")?;
+                invoicing.spawn_background(shutdown);
+                invoicing.grpc_server(max_message_bytes)
+            }
             ServiceKind::Payments => tally_payments::grpc_server(max_message_bytes),
         })
     }
