@@ -1,45 +1,222 @@
-//! The payments service: Stripe collection, webhooks, dunning, refunds and
-//! reconciliation (see DESIGN.md).
+//! The payments service: turns finalized invoices into money through Stripe
+//! and proves that Tally, Stripe and the ledger agree (see DESIGN.md and
+//! docs/architecture.md, "Payments").
 //!
-//! Today this is the skeleton every service starts from: the gRPC surface is
-//! served (each RPC answers UNIMPLEMENTED until its issue lands) behind
-//! authentication, health and reflection.
+//! * [`stripe`] — the Stripe adapter (HTTP, idempotency keys, retries,
+//!   webhook signatures); Stripe's shapes never leave it;
+//! * [`collect`] — the `invoice-events` consumer: mirror, finalize, collect, void;
+//! * [`webhook`] — the Stripe webhook endpoint;
+//! * [`dunning`] — the retry schedule of failed payments, driven by the clock;
+//! * [`api`] — `PaymentService` (payments, refunds, the customer mapping);
+//! * [`ledger`] — the append-only double-entry payments ledger.
 
-use tally_proto::payments::payment_service_server::{PaymentService, PaymentServiceServer};
+pub mod api;
+pub mod collect;
+pub mod core;
+pub mod dunning;
+mod error;
+pub mod events;
+pub mod ledger;
+mod metrics;
+pub mod refund;
+pub mod store;
+pub mod stripe;
+pub mod webhook;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tally_bus::consumer::Consumer;
+use tally_bus::inbox::ServiceSchema;
+use tally_bus::outbox::OutboxRelay;
+use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
+use tally_proto::payments::payment_service_server::PaymentServiceServer;
 use tally_proto::payments::reconciliation_service_server::{
     ReconciliationService, ReconciliationServiceServer,
 };
+use tally_runtime::config::PaymentsConfig;
+use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::server::GrpcServer;
+use tally_runtime::{SharedClock, Shutdown};
+use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
+
+pub use crate::core::{Core, DunningPolicy};
+pub use api::PaymentsApi;
+pub use collect::InvoiceEventsHandler;
+pub use error::PaymentsError;
+pub use stripe::signature::WebhookSecret;
+pub use stripe::{HttpStripe, SecretKey, Stripe, StripeError};
 
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-payments";
 
-/// The `tally.payments.v1` service implementations.
+/// The subscription payments reads invoice events from (topic `invoice-events`).
+pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "payments-invoice-events";
+
+/// The secrets payments reads from the environment (never from the config file).
 #[derive(Debug, Clone, Default)]
-pub struct PaymentsApi;
+pub struct StripeSecrets {
+    /// `STRIPE_API_KEY`; without it every Stripe call fails (recorded, not retried forever).
+    pub api_key: Option<SecretKey>,
+    /// `STRIPE_WEBHOOK_SECRET`; without it every webhook is refused.
+    pub webhook_secret: Option<WebhookSecret>,
+}
 
-impl PaymentService for PaymentsApi {}
-impl ReconciliationService for PaymentsApi {}
+impl StripeSecrets {
+    /// Reads `STRIPE_API_KEY` and `STRIPE_WEBHOOK_SECRET` (empty counts as unset).
+    pub fn from_env() -> Self {
+        let read = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Self {
+            api_key: read("STRIPE_API_KEY").map(SecretKey::new),
+            webhook_secret: read("STRIPE_WEBHOOK_SECRET").map(WebhookSecret::new),
+        }
+    }
+}
 
-/// The gRPC services of payments, ready to serve.
-pub fn grpc_server(max_message_bytes: usize) -> GrpcServer {
-    let add_routes = move |routes: Routes| {
-        routes
-            .add_service(
-                PaymentServiceServer::new(PaymentsApi).max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(
-                ReconciliationServiceServer::new(PaymentsApi)
-                    .max_decoding_message_size(max_message_bytes),
-            )
-    };
-    GrpcServer::new(
-        add_routes,
+/// What payments needs from the composition root.
+#[derive(Debug, Clone)]
+pub struct PaymentsDeps {
+    /// The database (schema `payments`).
+    pub pool: PgPool,
+    /// The bus (`invoice-events` in, `payment-events` out).
+    pub bus: SharedBus,
+    /// The service clock.
+    pub clock: SharedClock,
+    /// Id minting.
+    pub ids: SharedIdGenerator,
+    /// The `[payments]` section.
+    pub config: PaymentsConfig,
+    /// Stripe keys from the environment.
+    pub secrets: StripeSecrets,
+}
+
+/// A running payments service.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    deps: PaymentsDeps,
+    core: Core,
+}
+
+impl Payments {
+    /// Builds payments and ensures the topics and subscription it uses.
+    pub async fn start(deps: PaymentsDeps) -> Result<Self, PaymentsStartError> {
+        for topic in [topics::INVOICE_EVENTS, topics::PAYMENT_EVENTS] {
+            deps.bus.ensure_topic(topic).await?;
+        }
+        deps.bus
+            .ensure_subscription(&invoice_events_subscription())
+            .await?;
+        if deps.secrets.api_key.is_none() {
+            tracing::warn!("STRIPE_API_KEY is not set: invoices cannot be collected");
+        }
+        if deps.secrets.webhook_secret.is_none() {
+            tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: every webhook will be refused");
+        }
+        let http = HttpStripe::new(&deps.config, deps.secrets.api_key.clone())?;
+        let core = Core {
+            pool: deps.pool.clone(),
+            stripe: Stripe::new(http),
+            clock: Arc::clone(&deps.clock),
+            ids: Arc::clone(&deps.ids),
+            dunning: DunningPolicy::from_config(&deps.config),
+        };
+        Ok(Self { deps, core })
+    }
+
+    /// The shared core (for in-process callers and tests).
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The gRPC services of payments, ready to serve.
+    pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
+        let payments = PaymentServiceServer::new(PaymentsApi::new(self.core.clone()))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let reconciliation = ReconciliationServiceServer::new(ReconciliationUnimplemented)
+            .max_decoding_message_size(max_message_bytes);
+        GrpcServer::new(
+            move |routes: Routes| routes.add_service(payments).add_service(reconciliation),
+            vec![
+                <PaymentServiceServer<PaymentsApi> as NamedService>::NAME,
+                <ReconciliationServiceServer<ReconciliationUnimplemented> as NamedService>::NAME,
+            ],
+        )
+    }
+
+    /// The webhook endpoint's router (`POST /webhooks/stripe`).
+    pub fn webhook_router(&self) -> axum::Router {
+        webhook::router(webhook::WebhookState::new(
+            self.core.clone(),
+            self.deps.secrets.webhook_secret.clone(),
+            self.deps.config.webhook_tolerance_seconds,
+        ))
+    }
+
+    /// Binds the webhook listener on `payments.webhook_listen_addr` (or
+    /// `address`), returning the bound address and the serving task.
+    pub async fn spawn_webhook_listener(
+        &self,
+        address: Option<SocketAddr>,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        let address = address.unwrap_or(self.deps.config.webhook_listen_addr);
+        webhook::serve(self.webhook_router(), address, shutdown.clone()).await
+    }
+
+    /// Starts the invoice consumer, the outbox relay and the dunning
+    /// scheduler; they stop on `shutdown`.
+    pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        let consumer = Consumer::new(
+            Arc::clone(&self.deps.bus),
+            invoice_events_subscription(),
+            Arc::new(InvoiceEventsHandler::new(self.core.clone())),
+        );
+        let consumer_shutdown = shutdown.clone();
+        let scheduler = dunning::Dunning::new(
+            self.core.clone(),
+            std::time::Duration::from_secs(self.deps.config.scheduler_poll_interval_seconds),
+        );
         vec![
-            <PaymentServiceServer<PaymentsApi> as NamedService>::NAME,
-            <ReconciliationServiceServer<PaymentsApi> as NamedService>::NAME,
-        ],
-    )
+            tokio::spawn(async move {
+                if let Err(error) = consumer.run(consumer_shutdown).await {
+                    tracing::error!(%error, "the invoice-events consumer stopped");
+                }
+            }),
+            tokio::spawn(
+                OutboxRelay::new(
+                    self.deps.pool.clone(),
+                    ServiceSchema::Payments,
+                    Arc::clone(&self.deps.bus),
+                )
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(scheduler.run(shutdown.clone())),
+        ]
+    }
+}
+
+/// Why payments could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsStartError {
+    /// The bus refused the topics or subscription.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The Stripe client could not be built.
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+}
+
+/// `ReconciliationService` until reconciliation lands: UNIMPLEMENTED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReconciliationUnimplemented;
+
+impl ReconciliationService for ReconciliationUnimplemented {}
+
+fn invoice_events_subscription() -> SubscriptionConfig {
+    SubscriptionConfig::ordered(INVOICE_EVENTS_SUBSCRIPTION, topics::INVOICE_EVENTS)
 }

@@ -1,0 +1,518 @@
+//! The Stripe adapter: the only code that knows Stripe's wire format.
+//!
+//! Payments talks to Stripe through [`Stripe`], a thin client over Stripe's
+//! REST API (form-encoded requests, JSON answers) instead of async-stripe:
+//! it needs a dozen calls, exact control over the `Idempotency-Key` of each
+//! (derived from Tally ids) and over retries, and lenient reading of objects;
+//! async-stripe would add minutes of compile time and strict typed parsing
+//! for little in return (see docs/architecture.md, "Payments"). Every call
+//! sends `Stripe-Version` (config `payments.stripe_api_version`), so the
+//! shapes read in [`objects`] are fixed.
+//!
+//! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
+//! carries the same key, across retries, redeliveries and restarts.
+
+mod client;
+pub mod objects;
+pub mod signature;
+
+use tally_domain::money::{Currency, Money};
+
+pub use client::{Form, HttpStripe, RetryPolicy, SecretKey};
+pub use objects::{
+    RemoteBalanceTransaction, RemoteCharge, RemoteCustomer, RemoteDispute, RemoteInvoice,
+    RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
+};
+
+/// Why a Stripe call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeError {
+    /// `STRIPE_API_KEY` is not set.
+    #[error("Stripe is not configured (STRIPE_API_KEY is not set)")]
+    NotConfigured,
+    /// 429, 5xx, timeouts or connection failures on every try.
+    #[error("Stripe unavailable after {attempts} attempts: {reason}")]
+    Unavailable {
+        /// Tries made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// The payment method was declined (`card_error`, HTTP 402): a failed
+    /// attempt, never retried by the client.
+    #[error("payment declined: {code} {decline_code} ({message})")]
+    Declined {
+        /// Stripe's error code, e.g. `card_declined`.
+        code: String,
+        /// The issuer's decline code, e.g. `insufficient_funds`.
+        decline_code: String,
+        /// Stripe's message, safe to show (never card data).
+        message: String,
+        /// The PaymentIntent of the attempt.
+        payment_intent: Option<String>,
+        /// The charge of the attempt.
+        charge: Option<String>,
+    },
+    /// Stripe refused the request (4xx other than 402, 409 and 429): permanent.
+    #[error(
+        "Stripe refused the request (HTTP {status} {error_type} {code}: {message}; param `{param}`, request {request_id})"
+    )]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Stripe's error type, e.g. `invalid_request_error`.
+        error_type: String,
+        /// Stripe's error code.
+        code: String,
+        /// Stripe's message.
+        message: String,
+        /// The parameter at fault.
+        param: String,
+        /// Stripe's `Request-Id`.
+        request_id: String,
+    },
+    /// A network-level failure building the client.
+    #[error("Stripe transport: {0}")]
+    Transport(String),
+    /// An answer payments cannot read.
+    #[error("unexpected Stripe response: {0}")]
+    Malformed(String),
+}
+
+impl StripeError {
+    /// Whether trying again later (same idempotency key) may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StripeError::Unavailable { .. } | StripeError::Transport(_)
+        )
+    }
+
+    /// A short code for a failed attempt: the decline code, else Stripe's
+    /// code, else a name for the kind of failure.
+    pub fn failure_code(&self) -> String {
+        match self {
+            StripeError::Declined {
+                code, decline_code, ..
+            } => {
+                if decline_code.is_empty() {
+                    code.clone()
+                } else {
+                    decline_code.clone()
+                }
+            }
+            StripeError::Rejected { code, .. } if !code.is_empty() => code.clone(),
+            StripeError::Rejected { .. } => "stripe_rejected".into(),
+            StripeError::NotConfigured => "stripe_not_configured".into(),
+            StripeError::Unavailable { .. } | StripeError::Transport(_) => {
+                "stripe_unavailable".into()
+            }
+            StripeError::Malformed(_) => "stripe_malformed_response".into(),
+        }
+    }
+
+    /// A message safe to show and store (Stripe's own, never card data).
+    pub fn failure_message(&self) -> String {
+        match self {
+            StripeError::Declined { message, .. } | StripeError::Rejected { message, .. } => {
+                message.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What payments sends Stripe about a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerDetails {
+    /// The Tally customer, `cus_…` (metadata `tally_customer_id`).
+    pub tally_customer_id: String,
+    /// Name.
+    pub name: String,
+    /// Billing email.
+    pub email: String,
+    /// Address lines: line1, line2, city, state, postal code, country.
+    pub address: Option<[String; 6]>,
+    /// Tax id (Stripe type, value); sent on creation only.
+    pub tax_id: Option<(String, String)>,
+}
+
+/// One invoice item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceItem {
+    /// The Tally line, `il_…` (metadata `tally_line_id`).
+    pub tally_line_id: String,
+    /// Printed text.
+    pub description: String,
+    /// Amount (rounded; negative for credits).
+    pub amount: Money,
+}
+
+/// How Stripe collects an invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// Payments charges the default payment method (`/pay`).
+    ChargeAutomatically,
+    /// Stripe emails the invoice, due after `days_until_due`.
+    SendInvoice {
+        /// Net terms.
+        days_until_due: u32,
+    },
+}
+
+/// Stripe's refund reasons (ours map onto them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeRefundReason {
+    /// `duplicate`
+    Duplicate,
+    /// `fraudulent`
+    Fraudulent,
+    /// `requested_by_customer`
+    RequestedByCustomer,
+}
+
+/// A page of a list call.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The objects.
+    pub items: Vec<T>,
+    /// Whether more follow (ask again `starting_after` the last id).
+    pub has_more: bool,
+}
+
+/// The Stripe operations payments uses.
+#[derive(Debug, Clone)]
+pub struct Stripe {
+    http: HttpStripe,
+}
+
+fn pair(key: impl Into<String>, value: impl Into<String>) -> (String, String) {
+    (key.into(), value.into())
+}
+
+/// An amount as Stripe's integer minor units (the amount must be rounded).
+pub fn to_minor_units(amount: &Money) -> Result<i64, StripeError> {
+    amount
+        .to_minor_units()
+        .ok()
+        .and_then(|minor| i64::try_from(minor).ok())
+        .ok_or_else(|| {
+            StripeError::Malformed(format!("{amount} is not a whole number of minor units"))
+        })
+}
+
+fn stripe_currency(currency: Currency) -> String {
+    currency.code().to_ascii_lowercase()
+}
+
+impl Stripe {
+    /// The adapter over an HTTP client.
+    pub fn new(http: HttpStripe) -> Self {
+        Self { http }
+    }
+
+    /// Creates the Stripe customer of a Tally customer (key
+    /// `tally:customer:<cus>:create`).
+    pub async fn create_customer(
+        &self,
+        details: &CustomerDetails,
+    ) -> Result<RemoteCustomer, StripeError> {
+        let mut form = customer_form(details);
+        if let Some((kind, value)) = &details.tax_id {
+            form.push(pair("tax_id_data[0][type]", kind));
+            form.push(pair("tax_id_data[0][value]", value));
+        }
+        let key = format!("tally:customer:{}:create", details.tally_customer_id);
+        let value = self.http.post("/v1/customers", &form, &key).await?;
+        RemoteCustomer::from_json(&value)
+    }
+
+    /// Updates name, email and address of a Stripe customer; `revision`
+    /// names the snapshot (it is part of the idempotency key).
+    pub async fn update_customer(
+        &self,
+        stripe_customer_id: &str,
+        details: &CustomerDetails,
+        revision: &str,
+    ) -> Result<RemoteCustomer, StripeError> {
+        let form = customer_form(details);
+        let key = format!(
+            "tally:customer:{}:update:{revision}",
+            details.tally_customer_id
+        );
+        let value = self
+            .http
+            .post(&format!("/v1/customers/{stripe_customer_id}"), &form, &key)
+            .await?;
+        RemoteCustomer::from_json(&value)
+    }
+
+    /// Creates an empty draft invoice that takes no pending items and does
+    /// not advance by itself (payments drives collection and dunning).
+    pub async fn create_invoice(
+        &self,
+        tally_invoice_id: &str,
+        tally_invoice_number: &str,
+        stripe_customer_id: &str,
+        currency: Currency,
+        collection: Collection,
+    ) -> Result<RemoteInvoice, StripeError> {
+        let mut form = vec![
+            pair("customer", stripe_customer_id),
+            pair("currency", stripe_currency(currency)),
+            pair("auto_advance", "false"),
+            pair("pending_invoice_items_behavior", "exclude"),
+            pair("metadata[tally_invoice_id]", tally_invoice_id),
+        ];
+        if !tally_invoice_number.is_empty() {
+            form.push(pair("metadata[tally_invoice_number]", tally_invoice_number));
+        }
+        match collection {
+            Collection::ChargeAutomatically => {
+                form.push(pair("collection_method", "charge_automatically"));
+            }
+            Collection::SendInvoice { days_until_due } => {
+                form.push(pair("collection_method", "send_invoice"));
+                form.push(pair("days_until_due", days_until_due.to_string()));
+            }
+        }
+        let key = format!("tally:invoice:{tally_invoice_id}:create");
+        let value = self.http.post("/v1/invoices", &form, &key).await?;
+        RemoteInvoice::from_json(&value)
+    }
+
+    /// Adds one line to a draft invoice; returns the invoice item id.
+    pub async fn create_invoice_item(
+        &self,
+        stripe_customer_id: &str,
+        stripe_invoice_id: &str,
+        item: &InvoiceItem,
+    ) -> Result<String, StripeError> {
+        let form = vec![
+            pair("customer", stripe_customer_id),
+            pair("invoice", stripe_invoice_id),
+            pair("amount", to_minor_units(&item.amount)?.to_string()),
+            pair("currency", stripe_currency(item.amount.currency())),
+            pair("description", &item.description),
+            pair("metadata[tally_line_id]", &item.tally_line_id),
+        ];
+        let key = format!("tally:invoice_item:{}:create", item.tally_line_id);
+        let value = self.http.post("/v1/invoiceitems", &form, &key).await?;
+        value
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| StripeError::Malformed("invoiceitem: missing `id`".into()))
+    }
+
+    /// Finalizes a draft invoice (still without auto-advance).
+    pub async fn finalize_invoice(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+    ) -> Result<RemoteInvoice, StripeError> {
+        self.invoice_action(
+            tally_invoice_id,
+            stripe_invoice_id,
+            "finalize",
+            vec![pair("auto_advance", "false")],
+        )
+        .await
+    }
+
+    /// Charges the invoice now; attempt `attempt` of the payment (part of
+    /// the idempotency key, so a retry of the same attempt is one charge).
+    pub async fn pay_invoice(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+        attempt: u32,
+    ) -> Result<RemoteInvoice, StripeError> {
+        let key = format!("tally:invoice:{tally_invoice_id}:pay:{attempt}");
+        let value = self
+            .http
+            .post(
+                &format!("/v1/invoices/{stripe_invoice_id}/pay"),
+                &Vec::new(),
+                &key,
+            )
+            .await?;
+        RemoteInvoice::from_json(&value)
+    }
+
+    /// Emails the invoice to the customer.
+    pub async fn send_invoice(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+    ) -> Result<RemoteInvoice, StripeError> {
+        self.invoice_action(tally_invoice_id, stripe_invoice_id, "send", Vec::new())
+            .await
+    }
+
+    /// Voids a finalized invoice.
+    pub async fn void_invoice(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+    ) -> Result<RemoteInvoice, StripeError> {
+        self.invoice_action(tally_invoice_id, stripe_invoice_id, "void", Vec::new())
+            .await
+    }
+
+    /// Marks an open invoice uncollectible (the end of dunning).
+    pub async fn mark_uncollectible(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+    ) -> Result<RemoteInvoice, StripeError> {
+        self.invoice_action(
+            tally_invoice_id,
+            stripe_invoice_id,
+            "mark_uncollectible",
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn invoice_action(
+        &self,
+        tally_invoice_id: &str,
+        stripe_invoice_id: &str,
+        action: &str,
+        form: Form,
+    ) -> Result<RemoteInvoice, StripeError> {
+        let key = format!("tally:invoice:{tally_invoice_id}:{action}");
+        let value = self
+            .http
+            .post(
+                &format!("/v1/invoices/{stripe_invoice_id}/{action}"),
+                &form,
+                &key,
+            )
+            .await?;
+        RemoteInvoice::from_json(&value)
+    }
+
+    /// The invoice as Stripe has it now.
+    pub async fn get_invoice(&self, stripe_invoice_id: &str) -> Result<RemoteInvoice, StripeError> {
+        self.get_object(
+            &format!("/v1/invoices/{stripe_invoice_id}"),
+            Vec::new(),
+            RemoteInvoice::from_json,
+        )
+        .await
+    }
+
+    /// The charge as Stripe has it now, with its refunds.
+    pub async fn get_charge(&self, stripe_charge_id: &str) -> Result<RemoteCharge, StripeError> {
+        self.get_object(
+            &format!("/v1/charges/{stripe_charge_id}"),
+            vec![pair("expand[]", "refunds")],
+            RemoteCharge::from_json,
+        )
+        .await
+    }
+
+    /// The PaymentIntent as Stripe has it now.
+    pub async fn get_payment_intent(
+        &self,
+        stripe_payment_intent_id: &str,
+    ) -> Result<RemotePaymentIntent, StripeError> {
+        self.get_object(
+            &format!("/v1/payment_intents/{stripe_payment_intent_id}"),
+            Vec::new(),
+            RemotePaymentIntent::from_json,
+        )
+        .await
+    }
+
+    async fn get_object<T>(
+        &self,
+        path: &str,
+        query: Form,
+        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
+    ) -> Result<T, StripeError> {
+        read(&self.http.get(path, &query).await?)
+    }
+
+    /// Refunds `amount` of a charge (key `tally:refund:<ref>:create`).
+    pub async fn create_refund(
+        &self,
+        tally_refund_id: &str,
+        stripe_charge_id: &str,
+        amount: &Money,
+        reason: StripeRefundReason,
+    ) -> Result<RemoteRefund, StripeError> {
+        let reason = match reason {
+            StripeRefundReason::Duplicate => "duplicate",
+            StripeRefundReason::Fraudulent => "fraudulent",
+            StripeRefundReason::RequestedByCustomer => "requested_by_customer",
+        };
+        let form = vec![
+            pair("charge", stripe_charge_id),
+            pair("amount", to_minor_units(amount)?.to_string()),
+            pair("reason", reason),
+            pair("metadata[tally_refund_id]", tally_refund_id),
+        ];
+        let key = format!("tally:refund:{tally_refund_id}:create");
+        let value = self.http.post("/v1/refunds", &form, &key).await?;
+        RemoteRefund::from_json(&value)
+    }
+
+    /// One page of `/v1/<resource>` created in `[start, end)` (Unix seconds),
+    /// 100 per page, after `starting_after`.
+    pub async fn list_page<T>(
+        &self,
+        resource: &str,
+        start: i64,
+        end: i64,
+        starting_after: Option<&str>,
+        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
+    ) -> Result<Page<T>, StripeError> {
+        let mut query = vec![
+            pair("limit", "100"),
+            pair("created[gte]", start.to_string()),
+            pair("created[lt]", end.to_string()),
+        ];
+        if let Some(after) = starting_after {
+            query.push(pair("starting_after", after));
+        }
+        let value = self.http.get(&format!("/v1/{resource}"), &query).await?;
+        let items = value
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| StripeError::Malformed(format!("{resource} list: missing `data`")))?
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<T>, _>>()?;
+        let has_more = value
+            .get("has_more")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Ok(Page { items, has_more })
+    }
+}
+
+fn customer_form(details: &CustomerDetails) -> Form {
+    let mut form = vec![
+        pair("name", &details.name),
+        pair("metadata[tally_customer_id]", &details.tally_customer_id),
+    ];
+    if !details.email.is_empty() {
+        form.push(pair("email", &details.email));
+    }
+    if let Some([line1, line2, city, state, postal_code, country]) = &details.address {
+        for (field, value) in [
+            ("line1", line1),
+            ("line2", line2),
+            ("city", city),
+            ("state", state),
+            ("postal_code", postal_code),
+            ("country", country),
+        ] {
+            form.push(pair(format!("address[{field}]"), value));
+        }
+    }
+    form
+}

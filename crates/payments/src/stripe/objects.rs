@@ -1,0 +1,428 @@
+//! Payments' views of Stripe objects, read from Stripe's JSON leniently: only
+//! the fields payments uses are required, unknown fields are ignored, and
+//! expandable fields are accepted as an id or as an expanded object. Amounts
+//! become domain [`Money`] exactly (minor units through the currency's
+//! exponent), so nothing outside this adapter sees a Stripe shape.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use tally_domain::money::{Currency, Money};
+
+use super::StripeError;
+
+/// A Stripe customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCustomer {
+    /// `cus_…` in Stripe's namespace.
+    pub id: String,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// Whether a default payment method is set.
+    pub has_default_payment_method: bool,
+}
+
+/// Status of a Stripe invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteInvoiceStatus {
+    /// Being built.
+    Draft,
+    /// Finalized, awaiting payment.
+    Open,
+    /// Paid.
+    Paid,
+    /// Voided.
+    Void,
+    /// Written off.
+    Uncollectible,
+}
+
+impl RemoteInvoiceStatus {
+    /// Stripe's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteInvoiceStatus::Draft => "draft",
+            RemoteInvoiceStatus::Open => "open",
+            RemoteInvoiceStatus::Paid => "paid",
+            RemoteInvoiceStatus::Void => "void",
+            RemoteInvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+/// A Stripe invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInvoice {
+    /// `in_…`.
+    pub id: String,
+    /// Status.
+    pub status: RemoteInvoiceStatus,
+    /// Amount due.
+    pub amount_due: Money,
+    /// Amount paid.
+    pub amount_paid: Money,
+    /// Latest PaymentIntent, `pi_…`.
+    pub payment_intent: Option<String>,
+    /// Latest charge, `ch_…`.
+    pub charge: Option<String>,
+    /// Collection attempts Stripe made.
+    pub attempt_count: u32,
+    /// `metadata.tally_invoice_id`.
+    pub tally_invoice_id: Option<String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
+/// Status of a Stripe refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteRefundStatus {
+    /// Not settled yet (`pending`, `requires_action`).
+    Pending,
+    /// Done.
+    Succeeded,
+    /// Failed or canceled: the money was not returned.
+    Failed,
+}
+
+/// A Stripe refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRefund {
+    /// `re_…`.
+    pub id: String,
+    /// Amount refunded.
+    pub amount: Money,
+    /// Status.
+    pub status: RemoteRefundStatus,
+    /// Stripe's status name.
+    pub status_name: String,
+    /// The refunded charge.
+    pub charge: Option<String>,
+    /// `metadata.tally_refund_id` when Tally made it.
+    pub tally_refund_id: Option<String>,
+    /// Why it failed, when it did.
+    pub failure_reason: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
+/// A Stripe charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCharge {
+    /// `ch_…`.
+    pub id: String,
+    /// Amount charged.
+    pub amount: Money,
+    /// Amount refunded so far.
+    pub amount_refunded: Money,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    /// The PaymentIntent, `pi_…`.
+    pub payment_intent: Option<String>,
+    /// The invoice, `in_…`.
+    pub invoice: Option<String>,
+    /// Failure code, when failed.
+    pub failure_code: String,
+    /// Failure message, when failed.
+    pub failure_message: String,
+    /// Refunds listed on the charge (when Stripe included them).
+    pub refunds: Vec<RemoteRefund>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
+/// A Stripe PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePaymentIntent {
+    /// `pi_…`.
+    pub id: String,
+    /// Stripe's status name (`succeeded`, `requires_payment_method`, …).
+    pub status: String,
+    /// The invoice it pays, `in_…`.
+    pub invoice: Option<String>,
+    /// The latest charge, `ch_…`.
+    pub latest_charge: Option<String>,
+    /// Code of the last payment error.
+    pub failure_code: String,
+    /// Message of the last payment error (never card data).
+    pub failure_message: String,
+}
+
+/// A Stripe dispute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDispute {
+    /// `dp_…` (or `du_…`).
+    pub id: String,
+    /// The disputed charge.
+    pub charge: String,
+    /// Amount disputed.
+    pub amount: Money,
+    /// Stripe's reason, e.g. `fraudulent`.
+    pub reason: String,
+}
+
+/// A Stripe balance transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBalanceTransaction {
+    /// `txn_…`.
+    pub id: String,
+    /// Gross amount (negative for refunds and disputes).
+    pub amount: Money,
+    /// `charge`, `refund`, `adjustment`, `payout`, …
+    pub kind: String,
+    /// The charge or refund it records.
+    pub source: Option<String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
+fn malformed(object: &str, field: &str) -> StripeError {
+    StripeError::Malformed(format!("{object}: missing or invalid `{field}`"))
+}
+
+fn string(value: &Value, object: &str, field: &str) -> Result<String, StripeError> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| malformed(object, field))
+}
+
+fn optional_string(value: &Value, field: &str) -> Option<String> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|text| !text.is_empty())
+        .map(str::to_owned)
+}
+
+/// An expandable field: an id, or an expanded object with an `id`.
+fn expandable_id(value: &Value, field: &str) -> Option<String> {
+    match value.get(field)? {
+        Value::String(id) => Some(id.clone()),
+        Value::Object(object) => object.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn metadata(value: &Value, key: &str) -> Option<String> {
+    value
+        .get("metadata")
+        .and_then(|metadata| metadata.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn created(value: &Value, object: &str) -> Result<DateTime<Utc>, StripeError> {
+    value
+        .get("created")
+        .and_then(Value::as_i64)
+        .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
+        .ok_or_else(|| malformed(object, "created"))
+}
+
+/// Stripe's lower-case currency code as a domain currency.
+pub fn currency(value: &Value, object: &str) -> Result<Currency, StripeError> {
+    let code = string(value, object, "currency")?;
+    Currency::from_code(&code.to_ascii_uppercase())
+        .map_err(|_| StripeError::Malformed(format!("{object}: unknown currency `{code}`")))
+}
+
+fn minor_units(
+    value: &Value,
+    object: &str,
+    field: &str,
+    currency: Currency,
+) -> Result<Money, StripeError> {
+    let minor = value
+        .get(field)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| malformed(object, field))?;
+    Money::from_minor_units(i128::from(minor), currency).map_err(|_| malformed(object, field))
+}
+
+impl RemoteCustomer {
+    /// Reads a `customer` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let default_payment_method = value
+            .get("invoice_settings")
+            .and_then(|settings| settings.get("default_payment_method"))
+            .is_some_and(|method| !method.is_null())
+            || value
+                .get("default_source")
+                .is_some_and(|source| !source.is_null());
+        Ok(Self {
+            id: string(value, "customer", "id")?,
+            livemode: value
+                .get("livemode")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            has_default_payment_method: default_payment_method,
+        })
+    }
+}
+
+impl RemoteInvoice {
+    /// Reads an `invoice` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "invoice")?;
+        let status = match value.get("status").and_then(Value::as_str) {
+            Some("draft") => RemoteInvoiceStatus::Draft,
+            Some("open") => RemoteInvoiceStatus::Open,
+            Some("paid") => RemoteInvoiceStatus::Paid,
+            Some("void") => RemoteInvoiceStatus::Void,
+            Some("uncollectible") => RemoteInvoiceStatus::Uncollectible,
+            _ => return Err(malformed("invoice", "status")),
+        };
+        Ok(Self {
+            id: string(value, "invoice", "id")?,
+            status,
+            amount_due: minor_units(value, "invoice", "amount_due", currency)?,
+            amount_paid: minor_units(value, "invoice", "amount_paid", currency)?,
+            payment_intent: expandable_id(value, "payment_intent"),
+            charge: expandable_id(value, "charge"),
+            attempt_count: value
+                .get("attempt_count")
+                .and_then(Value::as_u64)
+                .and_then(|count| u32::try_from(count).ok())
+                .unwrap_or(0),
+            tally_invoice_id: metadata(value, "tally_invoice_id"),
+            created: created(value, "invoice")?,
+        })
+    }
+}
+
+impl RemoteRefund {
+    /// Reads a `refund` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "refund")?;
+        let status_name = string(value, "refund", "status")?;
+        let status = match status_name.as_str() {
+            "succeeded" => RemoteRefundStatus::Succeeded,
+            "failed" | "canceled" => RemoteRefundStatus::Failed,
+            _ => RemoteRefundStatus::Pending,
+        };
+        Ok(Self {
+            id: string(value, "refund", "id")?,
+            amount: minor_units(value, "refund", "amount", currency)?,
+            status,
+            status_name,
+            charge: expandable_id(value, "charge"),
+            tally_refund_id: metadata(value, "tally_refund_id"),
+            failure_reason: optional_string(value, "failure_reason").unwrap_or_default(),
+            created: created(value, "refund")?,
+        })
+    }
+}
+
+impl RemoteCharge {
+    /// Reads a `charge` object (with its `refunds` list when present).
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "charge")?;
+        let refunds = match value
+            .get("refunds")
+            .and_then(|list| list.get("data"))
+            .and_then(Value::as_array)
+        {
+            Some(items) => items
+                .iter()
+                .map(RemoteRefund::from_json)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            id: string(value, "charge", "id")?,
+            amount: minor_units(value, "charge", "amount", currency)?,
+            amount_refunded: minor_units(value, "charge", "amount_refunded", currency)?,
+            status: string(value, "charge", "status")?,
+            payment_intent: expandable_id(value, "payment_intent"),
+            invoice: expandable_id(value, "invoice"),
+            failure_code: optional_string(value, "failure_code").unwrap_or_default(),
+            failure_message: optional_string(value, "failure_message").unwrap_or_default(),
+            refunds,
+            created: created(value, "charge")?,
+        })
+    }
+}
+
+impl RemotePaymentIntent {
+    /// Reads a `payment_intent` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let error = value
+            .get("last_payment_error")
+            .filter(|error| !error.is_null());
+        Ok(Self {
+            id: string(value, "payment_intent", "id")?,
+            status: string(value, "payment_intent", "status")?,
+            invoice: expandable_id(value, "invoice"),
+            latest_charge: expandable_id(value, "latest_charge"),
+            failure_code: error
+                .and_then(|error| {
+                    optional_string(error, "decline_code")
+                        .or_else(|| optional_string(error, "code"))
+                })
+                .unwrap_or_default(),
+            failure_message: error
+                .and_then(|error| optional_string(error, "message"))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl RemoteDispute {
+    /// Reads a `dispute` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "dispute")?;
+        Ok(Self {
+            id: string(value, "dispute", "id")?,
+            charge: expandable_id(value, "charge").ok_or_else(|| malformed("dispute", "charge"))?,
+            amount: minor_units(value, "dispute", "amount", currency)?,
+            reason: optional_string(value, "reason").unwrap_or_default(),
+        })
+    }
+}
+
+impl RemoteBalanceTransaction {
+    /// Reads a `balance_transaction` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "balance_transaction")?;
+        Ok(Self {
+            id: string(value, "balance_transaction", "id")?,
+            amount: minor_units(value, "balance_transaction", "amount", currency)?,
+            kind: string(value, "balance_transaction", "type")?,
+            source: expandable_id(value, "source"),
+            created: created(value, "balance_transaction")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use serde_json::json;
+
+    #[test]
+    fn minor_units_follow_the_currency_exponent() {
+        let invoice = json!({
+            "id": "in_1", "object": "invoice", "status": "open", "currency": "jpy",
+            "amount_due": 1050, "amount_paid": 0, "created": 1_700_000_000,
+            "payment_intent": {"id": "pi_1", "object": "payment_intent"}, "charge": null,
+            "metadata": {"tally_invoice_id": "inv_1"}
+        });
+        let invoice = RemoteInvoice::from_json(&invoice).unwrap();
+        assert_eq!(invoice.amount_due, Money::new(dec!(1050), Currency::JPY));
+        assert_eq!(invoice.payment_intent.as_deref(), Some("pi_1"));
+        assert_eq!(invoice.tally_invoice_id.as_deref(), Some("inv_1"));
+        let usd = json!({"id": "re_1", "status": "pending", "currency": "usd", "amount": 1999, "created": 1});
+        assert_eq!(
+            RemoteRefund::from_json(&usd).unwrap().amount,
+            Money::new(dec!(19.99), Currency::USD)
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let error =
+            RemoteInvoice::from_json(&json!({"id": "in_1", "currency": "usd"})).unwrap_err();
+        assert!(error.to_string().contains("status"), "{error}");
+    }
+}

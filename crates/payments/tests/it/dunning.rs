@@ -1,0 +1,215 @@
+//! Dunning: retries on the schedule, then the final policy, each step an event.
+
+use std::time::Duration;
+
+use chrono::Duration as Days;
+use rust_decimal_macros::dec;
+use tally_domain::money::Currency;
+use tally_payments::dunning::Dunning;
+use tally_payments::ledger::Book;
+use tally_proto::events::payment_event::Kind;
+use tally_proto::payments::PaymentStatus;
+use wiremock::Mock;
+use wiremock::matchers::{method, path};
+
+use crate::fixtures;
+use crate::stripe_mocks::{self, respond};
+use crate::support::*;
+
+fn dunning(harness: &Harness) -> Dunning {
+    Dunning::new(harness.payments.core().clone(), Duration::from_secs(60))
+}
+
+async fn declined_invoice(harness: &Harness) {
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 2_000).await;
+    stripe_mocks::pay_declined(&harness.stripe).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "20.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+}
+
+fn kinds(events: &[tally_proto::events::PaymentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match &event.kind {
+            Some(Kind::Failed(failed)) => format!("failed#{}", failed.attempt_number),
+            Some(Kind::DunningStep(step)) => format!("step{}:{}", step.step, step.action),
+            Some(Kind::Uncollectible(end)) => {
+                format!(
+                    "uncollectible(attempts {}, cancel {})",
+                    end.attempts, end.cancel_subscription
+                )
+            }
+            Some(Kind::Succeeded(succeeded)) => format!("succeeded#{}", succeeded.attempt_number),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dunning_retries_on_schedule_then_gives_up() {
+    let harness = harness().await;
+    declined_invoice(&harness).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices/in_1Acme/mark_uncollectible"))
+        .respond_with(respond(
+            200,
+            fixtures::invoice(
+                STRIPE_INVOICE,
+                "inv_000001",
+                "uncollectible",
+                "usd",
+                2000,
+                0,
+                3,
+                Some(PAYMENT_INTENT),
+                None,
+            ),
+        ))
+        .mount(&harness.stripe)
+        .await;
+    let scheduler = dunning(&harness);
+
+    // Nothing is due before the first retry day.
+    harness.clock.advance(Days::hours(23)).unwrap();
+    assert_eq!(scheduler.run_due_steps().await.unwrap(), 0);
+    harness.clock.advance(Days::hours(1)).unwrap();
+    assert_eq!(scheduler.run_due_steps().await.unwrap(), 1, "day 1: retry");
+    assert_eq!(
+        scheduler.run_due_steps().await.unwrap(),
+        0,
+        "a step is taken once"
+    );
+    harness.clock.advance(Days::days(2)).unwrap();
+    assert_eq!(scheduler.run_due_steps().await.unwrap(), 1, "day 3: retry");
+    harness.clock.advance(Days::days(1)).unwrap();
+    assert_eq!(
+        scheduler.run_due_steps().await.unwrap(),
+        0,
+        "day 4: nothing"
+    );
+    harness.clock.advance(Days::days(1)).unwrap();
+    assert_eq!(
+        scheduler.run_due_steps().await.unwrap(),
+        1,
+        "day 5: give up"
+    );
+
+    let keys: Vec<String> = harness
+        .stripe_requests("POST", "/v1/invoices/in_1Acme/pay")
+        .await
+        .iter()
+        .map(idempotency_key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "tally:invoice:inv_000001:pay:1",
+            "tally:invoice:inv_000001:pay:2",
+            "tally:invoice:inv_000001:pay:3"
+        ]
+    );
+    assert_eq!(
+        harness
+            .stripe_requests("POST", "/v1/invoices/in_1Acme/mark_uncollectible")
+            .await
+            .len(),
+        1
+    );
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.status(), PaymentStatus::Uncollectible);
+    assert_eq!(payment.attempts.len(), 3);
+    assert_eq!(payment.dunning_step, 3);
+    assert!(payment.next_retry_at.is_none());
+    assert_eq!(
+        kinds(&harness.payment_events().await),
+        vec![
+            "failed#1",
+            "failed#2",
+            "step1:retry",
+            "failed#3",
+            "step2:retry",
+            "step3:mark_uncollectible",
+            "uncollectible(attempts 3, cancel true)",
+        ]
+    );
+    let events = harness.payment_events().await;
+    let Some(Kind::DunningStep(first)) = &events[2].kind else {
+        panic!()
+    };
+    assert_eq!(
+        first.next_step_at.as_ref().unwrap().seconds,
+        (start_time() + Days::days(3)).timestamp()
+    );
+    assert_eq!(
+        harness
+            .balance(Book::Receivable, Currency::USD)
+            .await
+            .amount(),
+        dec!(0)
+    );
+    assert_eq!(
+        harness.balance(Book::BadDebt, Currency::USD).await.amount(),
+        dec!(20.00)
+    );
+    // Nothing further is scheduled.
+    harness.clock.advance(Days::days(30)).unwrap();
+    assert_eq!(scheduler.run_due_steps().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_successful_retry_ends_dunning() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 2_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices/in_1Acme/pay"))
+        .respond_with(respond(
+            402,
+            fixtures::card_declined(PAYMENT_INTENT, "ch_1Declined"),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
+    stripe_mocks::pay_succeeds(&harness.stripe, "inv_000001", "usd", 2_000).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "20.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+
+    harness.clock.advance(Days::days(1)).unwrap();
+    assert_eq!(dunning(&harness).run_due_steps().await.unwrap(), 1);
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.status(), PaymentStatus::Succeeded);
+    assert!(payment.next_retry_at.is_none());
+    assert_eq!(
+        kinds(&harness.payment_events().await),
+        vec!["failed#1", "succeeded#2", "step1:retry"]
+    );
+    harness.clock.advance(Days::days(10)).unwrap();
+    assert_eq!(dunning(&harness).run_due_steps().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_background_scheduler_wakes_when_the_clock_moves() {
+    let harness = harness().await;
+    declined_invoice(&harness).await;
+    let scheduler = Dunning::new(harness.payments.core().clone(), Duration::from_secs(3600));
+    let task = tokio::spawn(scheduler.run(harness.shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    harness.clock.advance(Days::days(1)).unwrap();
+    let started = std::time::Instant::now();
+    while harness
+        .stripe_requests("POST", "/v1/invoices/in_1Acme/pay")
+        .await
+        .len()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the retry never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    harness.shutdown.trigger();
+    task.await.unwrap();
+}

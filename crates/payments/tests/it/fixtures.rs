@@ -1,0 +1,285 @@
+//! Stripe objects as Stripe's API reference shows them (API version
+//! 2024-06-20), trimmed to realistic sizes but with the fields Stripe sends,
+//! including the ones payments ignores.
+
+use serde_json::{Value, json};
+
+/// Seconds since the epoch of the fixtures' objects.
+pub const CREATED: i64 = 1_795_000_000;
+
+pub fn customer(id: &str, tally_customer: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "customer",
+        "address": {"city": "Berlin", "country": "DE", "line1": "Unter den Linden 1", "line2": null, "postal_code": "10117", "state": null},
+        "balance": 0,
+        "created": CREATED,
+        "currency": null,
+        "default_source": null,
+        "delinquent": false,
+        "description": null,
+        "discount": null,
+        "email": "billing@acme.test",
+        "invoice_prefix": "7D3E2A1B",
+        "invoice_settings": {"custom_fields": null, "default_payment_method": "pm_1QxCardVisa", "footer": null, "rendering_options": null},
+        "livemode": false,
+        "metadata": {"tally_customer_id": tally_customer},
+        "name": "Acme GmbH",
+        "next_invoice_sequence": 1,
+        "phone": null,
+        "preferred_locales": [],
+        "shipping": null,
+        "tax_exempt": "none",
+        "test_clock": null
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn invoice(
+    id: &str,
+    tally_invoice: &str,
+    status: &str,
+    currency: &str,
+    amount_due: i64,
+    amount_paid: i64,
+    attempt_count: u32,
+    payment_intent: Option<&str>,
+    charge: Option<&str>,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "invoice",
+        "account_country": "DE",
+        "account_name": "Tally Test",
+        "amount_due": amount_due,
+        "amount_paid": amount_paid,
+        "amount_remaining": amount_due - amount_paid,
+        "amount_shipping": 0,
+        "application": null,
+        "attempt_count": attempt_count,
+        "attempted": attempt_count > 0,
+        "auto_advance": false,
+        "automatic_tax": {"enabled": false, "liability": null, "status": null},
+        "billing_reason": "manual",
+        "charge": charge,
+        "collection_method": "charge_automatically",
+        "created": CREATED,
+        "currency": currency,
+        "customer": "cus_Q1stripeAcme",
+        "customer_email": "billing@acme.test",
+        "customer_name": "Acme GmbH",
+        "default_payment_method": null,
+        "description": null,
+        "discounts": [],
+        "due_date": null,
+        "hosted_invoice_url": format!("https://invoice.stripe.com/i/acct_1Test/test_{id}"),
+        "invoice_pdf": format!("https://pay.stripe.com/invoice/acct_1Test/test_{id}/pdf"),
+        "lines": {"object": "list", "data": [], "has_more": false, "total_count": 0, "url": format!("/v1/invoices/{id}/lines")},
+        "livemode": false,
+        "metadata": {"tally_invoice_id": tally_invoice},
+        "number": if status == "draft" { Value::Null } else { json!("7D3E2A1B-0001") },
+        "paid": status == "paid",
+        "paid_out_of_band": false,
+        "payment_intent": payment_intent,
+        "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
+        "period_end": CREATED,
+        "period_start": CREATED,
+        "status": status,
+        "status_transitions": {"finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
+        "subtotal": amount_due,
+        "tax": null,
+        "total": amount_due,
+        "webhooks_delivered_at": CREATED
+    })
+}
+
+pub fn invoice_item(id: &str, amount: i64, currency: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "invoiceitem",
+        "amount": amount,
+        "currency": currency,
+        "customer": "cus_Q1stripeAcme",
+        "date": CREATED,
+        "description": "line",
+        "discountable": true,
+        "invoice": "in_1Acme",
+        "livemode": false,
+        "metadata": {},
+        "period": {"end": CREATED, "start": CREATED},
+        "proration": false,
+        "quantity": 1,
+        "unit_amount": amount,
+        "unit_amount_decimal": amount.to_string()
+    })
+}
+
+/// Stripe's answer to `/pay` when the card is declined (HTTP 402).
+pub fn card_declined(payment_intent: &str, charge: &str) -> Value {
+    json!({
+        "error": {
+            "charge": charge,
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "doc_url": "https://stripe.com/docs/error-codes/card-declined",
+            "message": "Your card has insufficient funds.",
+            "payment_intent": {"id": payment_intent, "object": "payment_intent", "status": "requires_payment_method"},
+            "request_log_url": "https://dashboard.stripe.com/test/logs/req_1Declined",
+            "type": "card_error"
+        }
+    })
+}
+
+pub fn invalid_request(message: &str, param: &str) -> Value {
+    json!({
+        "error": {
+            "code": "parameter_invalid_empty",
+            "doc_url": "https://stripe.com/docs/error-codes/parameter-invalid-empty",
+            "message": message,
+            "param": param,
+            "request_log_url": "https://dashboard.stripe.com/test/logs/req_1Invalid",
+            "type": "invalid_request_error"
+        }
+    })
+}
+
+pub fn payment_intent(
+    id: &str,
+    status: &str,
+    invoice: &str,
+    charge: Option<&str>,
+    failure: Option<(&str, &str)>,
+) -> Value {
+    let last_payment_error = failure.map(|(decline_code, message)| {
+        json!({
+            "charge": charge,
+            "code": "card_declined",
+            "decline_code": decline_code,
+            "message": message,
+            "payment_method": {"id": "pm_1QxCardVisa", "object": "payment_method", "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c"}, "type": "card"},
+            "type": "card_error"
+        })
+    });
+    json!({
+        "id": id,
+        "object": "payment_intent",
+        "amount": 5000,
+        "amount_received": if status == "succeeded" { 5000 } else { 0 },
+        "capture_method": "automatic",
+        "client_secret": format!("{id}_secret_Zk3vS9fakeClientSecret"),
+        "confirmation_method": "automatic",
+        "created": CREATED,
+        "currency": "usd",
+        "customer": "cus_Q1stripeAcme",
+        "invoice": invoice,
+        "last_payment_error": last_payment_error,
+        "latest_charge": charge,
+        "livemode": false,
+        "metadata": {},
+        "payment_method": "pm_1QxCardVisa",
+        "payment_method_types": ["card"],
+        "status": status
+    })
+}
+
+pub fn refund(
+    id: &str,
+    amount: i64,
+    status: &str,
+    charge: &str,
+    tally_refund: Option<&str>,
+) -> Value {
+    let metadata = match tally_refund {
+        Some(refund) => json!({"tally_refund_id": refund}),
+        None => json!({}),
+    };
+    json!({
+        "id": id,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": format!("txn_{id}"),
+        "charge": charge,
+        "created": CREATED,
+        "currency": "usd",
+        "destination_details": {"card": {"reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund"}, "type": "card"},
+        "metadata": metadata,
+        "payment_intent": "pi_1Acme",
+        "reason": "requested_by_customer",
+        "receipt_number": null,
+        "source_transfer_reversal": null,
+        "status": status,
+        "transfer_reversal": null
+    })
+}
+
+pub fn charge(
+    id: &str,
+    amount: i64,
+    amount_refunded: i64,
+    invoice: &str,
+    refunds: Vec<Value>,
+) -> Value {
+    let count = refunds.len();
+    json!({
+        "id": id,
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "balance_transaction": "txn_1Charge",
+        "billing_details": {"address": {"city": null, "country": "DE", "line1": null, "line2": null, "postal_code": "10117", "state": null}, "email": null, "name": "Jenny Rosen", "phone": null},
+        "captured": true,
+        "created": CREATED,
+        "currency": "usd",
+        "customer": "cus_Q1stripeAcme",
+        "disputed": false,
+        "failure_code": null,
+        "failure_message": null,
+        "invoice": invoice,
+        "livemode": false,
+        "metadata": {},
+        "outcome": {"network_status": "approved_by_network", "reason": null, "risk_level": "normal", "risk_score": 32, "seller_message": "Payment complete.", "type": "authorized"},
+        "paid": true,
+        "payment_intent": "pi_1Acme",
+        "payment_method": "pm_1QxCardVisa",
+        "payment_method_details": {"card": {"brand": "visa", "checks": {"address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass"}, "country": "US", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c", "funding": "credit", "last4": "4242", "network": "visa"}, "type": "card"},
+        "receipt_url": "https://pay.stripe.com/receipts/payment/CAcaFwoVYWNjdF8xTest",
+        "refunded": amount_refunded == amount,
+        "refunds": {"object": "list", "data": refunds, "has_more": false, "total_count": count, "url": format!("/v1/charges/{id}/refunds")},
+        "status": "succeeded"
+    })
+}
+
+pub fn dispute(id: &str, charge: &str, amount: i64) -> Value {
+    json!({
+        "id": id,
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": charge,
+        "created": CREATED,
+        "currency": "usd",
+        "evidence_details": {"due_by": CREATED + 864_000, "has_evidence": false, "past_due": false, "submission_count": 0},
+        "is_charge_refundable": false,
+        "livemode": false,
+        "metadata": {},
+        "payment_intent": "pi_1Acme",
+        "reason": "fraudulent",
+        "status": "needs_response"
+    })
+}
+
+/// A webhook event envelope.
+pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": {"object": object},
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": kind
+    })
+}

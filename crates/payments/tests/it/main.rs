@@ -1,0 +1,10 @@
+//! Payments against real PostgreSQL, with Stripe played by wiremock.
+#![recursion_limit = "256"]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod collection;
+mod dunning;
+mod fixtures;
+mod stripe_mocks;
+mod support;
+mod webhooks;

@@ -1,0 +1,394 @@
+//! A running payments for tests: its own database, a manual clock, predictable
+//! ids, Stripe played by wiremock, the gRPC API and the webhook endpoint on
+//! free ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use prost::Message as _;
+use serde_json::Value;
+use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::{InProcessBus, Message};
+use tally_domain::money::{Currency, Money};
+use tally_payments::ledger::{self, Book};
+use tally_payments::stripe::signature;
+use tally_payments::{
+    InvoiceEventsHandler, Payments, PaymentsDeps, SecretKey, StripeSecrets, WebhookSecret,
+};
+use tally_proto::common;
+use tally_proto::events::{InvoiceEvent, PaymentEvent, invoice_event};
+use tally_proto::invoicing::{Address, CollectionMode, Customer, Invoice, InvoiceLine};
+use tally_proto::payments::payment_service_client::PaymentServiceClient;
+use tally_proto::payments::{GetPaymentRequest, ListPaymentsRequest, Payment};
+use tally_runtime::auth::AuthLayer;
+use tally_runtime::clock::Clock;
+use tally_runtime::config::PaymentsConfig;
+use tally_runtime::{ManualClock, Shutdown, server};
+use tally_testkit::SequentialIds;
+use tally_testkit::postgres::{TestDatabase, database};
+use tonic::transport::Channel;
+use wiremock::MockServer;
+
+pub const STRIPE_SECRET_KEY: &str = "sk_test_51TallySecretKeyNeverLogged";
+pub const WEBHOOK_SECRET: &str = "whsec_TallySigningSecretNeverLogged";
+pub const STRIPE_CUSTOMER: &str = "cus_Q1stripeAcme";
+pub const STRIPE_INVOICE: &str = "in_1Acme";
+pub const PAYMENT_INTENT: &str = "pi_1Acme";
+pub const CHARGE: &str = "ch_1Acme";
+
+/// The instant every test starts at.
+pub fn start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+}
+
+/// The config tests run with: Stripe at `stripe_uri`, fast retries, a short
+/// timeout, dunning at days 1 and 3, giving up at day 5.
+pub fn config(stripe_uri: &str) -> PaymentsConfig {
+    PaymentsConfig {
+        stripe_api_base_url: stripe_uri.to_owned(),
+        stripe_max_attempts: 4,
+        stripe_retry_base_delay_ms: 10,
+        stripe_retry_max_delay_ms: 40,
+        stripe_request_timeout_ms: 300,
+        webhook_listen_addr: "127.0.0.1:0".parse().unwrap(),
+        dunning_retry_days: vec![1, 3],
+        dunning_final_after_days: 5,
+        dunning_cancel_subscription: true,
+        ..PaymentsConfig::default()
+    }
+}
+
+pub struct Harness {
+    pub db: TestDatabase,
+    pub clock: ManualClock,
+    pub stripe: MockServer,
+    pub payments: Payments,
+    pub handler: InvoiceEventsHandler,
+    pub client: PaymentServiceClient<Channel>,
+    pub webhook_url: String,
+    pub http: reqwest::Client,
+    pub shutdown: Shutdown,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+pub async fn harness() -> Harness {
+    let stripe = MockServer::start().await;
+    harness_with(stripe, |config| config).await
+}
+
+pub async fn harness_with(
+    stripe: MockServer,
+    adjust: impl FnOnce(PaymentsConfig) -> PaymentsConfig,
+) -> Harness {
+    let db = database().await;
+    let clock = ManualClock::new(start_time());
+    let payments = Payments::start(PaymentsDeps {
+        pool: db.pool.clone(),
+        bus: Arc::new(InProcessBus::new()),
+        clock: Arc::new(clock.clone()),
+        ids: Arc::new(SequentialIds::default()),
+        config: adjust(config(&stripe.uri())),
+        secrets: StripeSecrets {
+            api_key: Some(SecretKey::new(STRIPE_SECRET_KEY)),
+            webhook_secret: Some(WebhookSecret::new(WEBHOOK_SECRET)),
+        },
+    })
+    .await
+    .expect("payments starts");
+    let shutdown = Shutdown::new();
+    let (webhook_address, _) = payments
+        .spawn_webhook_listener(None, &shutdown)
+        .await
+        .expect("the webhook endpoint listens");
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let address = listener.local_addr;
+    let grpc = payments.grpc_server(16 * 1024 * 1024);
+    let serving = shutdown.clone();
+    tokio::spawn(async move {
+        grpc.serve(
+            listener,
+            AuthLayer::disabled(),
+            serving,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("server runs");
+    });
+    let client = PaymentServiceClient::connect(format!("http://{address}"))
+        .await
+        .expect("client connects");
+    let handler = InvoiceEventsHandler::new(payments.core().clone());
+    Harness {
+        db,
+        clock,
+        stripe,
+        payments,
+        handler,
+        client,
+        webhook_url: format!("http://{webhook_address}/webhooks/stripe"),
+        http: reqwest::Client::new(),
+        shutdown,
+    }
+}
+
+/// An invoice as invoicing would finalize it.
+#[derive(Debug, Clone)]
+pub struct InvoiceSpec {
+    pub invoice_id: String,
+    pub customer_id: String,
+    pub currency: String,
+    /// (line id, amount)
+    pub lines: Vec<(String, String)>,
+    pub mode: CollectionMode,
+    pub version: u64,
+}
+
+impl InvoiceSpec {
+    pub fn usd(invoice_id: &str, lines: &[(&str, &str)]) -> Self {
+        Self {
+            invoice_id: invoice_id.to_owned(),
+            customer_id: "cus_000100".to_owned(),
+            currency: "USD".to_owned(),
+            lines: lines
+                .iter()
+                .map(|(id, amount)| ((*id).to_owned(), (*amount).to_owned()))
+                .collect(),
+            mode: CollectionMode::ChargeAutomatically,
+            version: 2,
+        }
+    }
+
+    pub fn total(&self) -> String {
+        let currency = Currency::from_code(&self.currency).unwrap();
+        let total: rust_decimal::Decimal = self
+            .lines
+            .iter()
+            .map(|(_, amount)| amount.parse::<rust_decimal::Decimal>().unwrap())
+            .sum();
+        Money::new(total, currency)
+            .round(tally_domain::money::RoundingMode::HalfEven)
+            .amount()
+            .to_string()
+    }
+
+    fn money(&self, amount: &str) -> common::Money {
+        common::Money {
+            currency: self.currency.clone(),
+            amount: amount.to_owned(),
+        }
+    }
+
+    fn snapshot(&self) -> (Invoice, Customer) {
+        let invoice = Invoice {
+            id: self.invoice_id.clone(),
+            number: "TALLY-000042".into(),
+            customer_id: self.customer_id.clone(),
+            subscription_id: "sub_000200".into(),
+            collection_mode: self.mode.into(),
+            currency: self.currency.clone(),
+            lines: self
+                .lines
+                .iter()
+                .map(|(id, amount)| InvoiceLine {
+                    id: id.clone(),
+                    description: format!("Line {id}"),
+                    amount: Some(self.money(amount)),
+                    ..Default::default()
+                })
+                .collect(),
+            total: Some(self.money(&self.total())),
+            amount_due: Some(self.money(&self.total())),
+            version: self.version,
+            ..Default::default()
+        };
+        let customer = Customer {
+            id: self.customer_id.clone(),
+            external_id: "acme".into(),
+            name: "Acme GmbH".into(),
+            billing_email: "billing@acme.test".into(),
+            billing_address: Some(Address {
+                line1: "Unter den Linden 1".into(),
+                city: "Berlin".into(),
+                postal_code: "10117".into(),
+                country: "DE".into(),
+                ..Default::default()
+            }),
+            currency: self.currency.clone(),
+            collection_mode: self.mode.into(),
+            net_terms_days: 14,
+            ..Default::default()
+        };
+        (invoice, customer)
+    }
+
+    pub fn finalized(&self) -> InvoiceEvent {
+        let (invoice, customer) = self.snapshot();
+        InvoiceEvent {
+            event_id: format!("ievt_{}_finalized", self.invoice_id),
+            invoice_id: self.invoice_id.clone(),
+            customer_id: self.customer_id.clone(),
+            occurred_at: None,
+            invoice: Some(invoice),
+            customer: Some(customer),
+            kind: Some(invoice_event::Kind::Finalized(invoice_event::Finalized {
+                amount_due: Some(self.money(&self.total())),
+            })),
+        }
+    }
+
+    pub fn voided(&self) -> InvoiceEvent {
+        let (mut invoice, customer) = self.snapshot();
+        invoice.version = self.version + 1;
+        InvoiceEvent {
+            event_id: format!("ievt_{}_voided", self.invoice_id),
+            invoice_id: self.invoice_id.clone(),
+            customer_id: self.customer_id.clone(),
+            occurred_at: None,
+            invoice: Some(invoice),
+            customer: Some(customer),
+            kind: Some(invoice_event::Kind::Voided(invoice_event::Voided {
+                reason: "duplicate".into(),
+            })),
+        }
+    }
+}
+
+/// The bus message invoicing would publish for `event`.
+pub fn message(event: &InvoiceEvent) -> Message {
+    Message::new("tally.events.v1.InvoiceEvent", 1, event.encode_to_vec())
+        .with_id(event.event_id.clone())
+        .with_ordering_key(event.customer_id.clone())
+}
+
+impl Harness {
+    /// Hands `event` to the invoice-events handler, as the consumer would.
+    pub async fn deliver(&self, event: &InvoiceEvent) -> Result<(), HandlerError> {
+        self.handler.handle(&message(event), 1).await
+    }
+
+    /// The payment of `invoice_id`, as `GetPayment` returns it.
+    pub async fn payment_of(&self, invoice_id: &str) -> Payment {
+        let mut client = self.client.clone();
+        let listed = client
+            .list_payments(ListPaymentsRequest {
+                invoice_id: invoice_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("payments are listed")
+            .into_inner()
+            .payments;
+        assert_eq!(listed.len(), 1, "one payment per invoice");
+        client
+            .get_payment(GetPaymentRequest {
+                payment_id: listed[0].id.clone(),
+            })
+            .await
+            .expect("the payment is found")
+            .into_inner()
+            .payment
+            .unwrap()
+    }
+
+    /// Every `PaymentEvent` written to the outbox, in order.
+    pub async fn payment_events(&self) -> Vec<PaymentEvent> {
+        let rows: Vec<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT message_id, topic, payload FROM payments.outbox ORDER BY seq")
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(id, topic, payload)| {
+                assert_eq!(topic, "payment-events");
+                let event = PaymentEvent::decode(payload.as_slice()).unwrap();
+                assert_eq!(event.event_id, id, "the message id is the event id");
+                event
+            })
+            .collect()
+    }
+
+    /// Balance of a ledger book.
+    pub async fn balance(&self, book: Book, currency: Currency) -> Money {
+        let mut connection = self.db.pool.acquire().await.unwrap();
+        ledger::balance(&mut connection, book, currency)
+            .await
+            .unwrap()
+    }
+
+    /// Posts a signed webhook (signed now, on the service clock).
+    pub async fn webhook(&self, event: &Value) -> (u16, String) {
+        let body = serde_json::to_vec(event).unwrap();
+        let signature = signature::sign(
+            &WebhookSecret::new(WEBHOOK_SECRET),
+            self.clock.now().timestamp(),
+            &body,
+        );
+        self.post_webhook(body, Some(signature)).await
+    }
+
+    /// Posts `body` with `signature` as the `Stripe-Signature` header.
+    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<String>) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(&self.webhook_url)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        let response = request.send().await.expect("the webhook endpoint answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Requests Stripe received for `method` and `path`.
+    pub async fn stripe_requests(&self, method: &str, path: &str) -> Vec<wiremock::Request> {
+        self.stripe
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|request| request.method.as_str() == method && request.url.path() == path)
+            .collect()
+    }
+
+    /// Count of rows in a payments table.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM payments.{table}"
+        )))
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// The form fields of a request body.
+pub fn form(request: &wiremock::Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(&request.body)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// One form field.
+pub fn field(request: &wiremock::Request, key: &str) -> Option<String> {
+    form(request)
+        .into_iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value)
+}
+
+/// The `Idempotency-Key` of a request.
+pub fn idempotency_key(request: &wiremock::Request) -> String {
+    request
+        .headers
+        .get("Idempotency-Key")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
