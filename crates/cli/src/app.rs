@@ -102,7 +102,24 @@ impl ServiceKind {
                 invoicing.spawn_background(shutdown);
                 invoicing.grpc_server(max_message_bytes)
             }
-            ServiceKind::Payments => tally_payments::grpc_server(max_message_bytes),
+            ServiceKind::Payments => {
+                let payments = tally_payments::Payments::start(tally_payments::PaymentsDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    ids: Arc::clone(&handles.ids),
+                    config: handles.config.payments.clone(),
+                    secrets: tally_payments::StripeSecrets::from_env(),
+                })
+                .await
+                .context("starting payments")?;
+                payments
+                    .spawn_webhook_listener(None, shutdown)
+                    .await
+                    .context("binding payments.webhook_listen_addr")?;
+                payments.spawn_background(shutdown);
+                payments.grpc_server(max_message_bytes)
+            }
         })
     }
 }
