@@ -44,21 +44,31 @@ impl Context {
             transaction.commit().await?;
             summary.credits_expired = u64::try_from(expired).unwrap_or(0);
         }
-        let due: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM invoicing.subscriptions WHERE next_bill_at <= $1 AND ($2::text IS NULL OR customer_id = $2) \
-             ORDER BY next_bill_at, id",
-        )
-        .bind(now)
-        .bind(customer_id)
-        .fetch_all(&self.pool)
-        .await?;
-        for (subscription_id,) in due {
-            if let Err(error) = self
-                .bill_subscription(&subscription_id, now, &mut summary)
-                .await
-            {
-                summary.failures += 1;
-                tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
+        // Due subscriptions, a page of `bill_run_batch_size` ids at a time.
+        let mut after = String::new();
+        loop {
+            let due: Vec<(String,)> = sqlx::query_as(
+                "SELECT id FROM invoicing.subscriptions WHERE next_bill_at <= $1 \
+                   AND ($2::text IS NULL OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4",
+            )
+            .bind(now)
+            .bind(customer_id)
+            .bind(&after)
+            .bind(i64::from(self.config.bill_run_batch_size))
+            .fetch_all(&self.pool)
+            .await?;
+            let Some((last,)) = due.last() else {
+                break;
+            };
+            after.clone_from(last);
+            for (subscription_id,) in due {
+                if let Err(error) = self
+                    .bill_subscription(&subscription_id, now, &mut summary)
+                    .await
+                {
+                    summary.failures += 1;
+                    tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
+                }
             }
         }
         let drafts: Vec<(String, String)> = sqlx::query_as(

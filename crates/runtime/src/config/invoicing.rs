@@ -17,7 +17,7 @@ pub struct InvoicingConfig {
     /// Wall-clock seconds between bill runs (a manual clock wakes the loop at
     /// once when it moves).
     pub bill_run_interval_seconds: u64,
-    /// Subscriptions billed per bill-run transaction batch.
+    /// Due subscriptions the bill run reads per query (each is billed in its own transaction).
     pub bill_run_batch_size: u32,
     /// Prefix of invoice numbers (`<prefix>-000042`).
     pub invoice_number_prefix: String,
