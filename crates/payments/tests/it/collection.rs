@@ -164,27 +164,9 @@ async fn a_finalized_invoice_is_mirrored_line_by_line_and_collected() {
     assert_eq!(events[0].customer_id, "cus_000100");
 
     // Receivable in and out again; the money sits at Stripe.
-    assert_eq!(
-        harness
-            .balance(Book::Receivable, Currency::USD)
-            .await
-            .amount(),
-        dec!(0)
-    );
-    assert_eq!(
-        harness
-            .balance(Book::StripeBalance, Currency::USD)
-            .await
-            .amount(),
-        dec!(50.00)
-    );
-    assert_eq!(
-        harness
-            .balance(Book::Invoiced, Currency::USD)
-            .await
-            .amount(),
-        dec!(50.00)
-    );
+    assert_eq!(harness.usd(Book::Receivable).await, dec!(0));
+    assert_eq!(harness.usd(Book::StripeBalance).await, dec!(50.00));
+    assert_eq!(harness.usd(Book::Invoiced).await, dec!(50.00));
 }
 
 #[tokio::test]
@@ -424,13 +406,7 @@ async fn a_declined_first_attempt_fails_and_schedules_dunning() {
         failed.next_attempt_at.as_ref().unwrap().seconds,
         next.seconds
     );
-    assert_eq!(
-        harness
-            .balance(Book::Receivable, Currency::USD)
-            .await
-            .amount(),
-        dec!(10.00)
-    );
+    assert_eq!(harness.usd(Book::Receivable).await, dec!(10.00));
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chrono::Duration as Days;
 use rust_decimal_macros::dec;
-use tally_domain::money::Currency;
 use tally_payments::dunning::Dunning;
 use tally_payments::ledger::Book;
 use tally_proto::events::payment_event::Kind;
@@ -141,17 +140,8 @@ async fn dunning_retries_on_schedule_then_gives_up() {
         first.next_step_at.as_ref().unwrap().seconds,
         (start_time() + Days::days(3)).timestamp()
     );
-    assert_eq!(
-        harness
-            .balance(Book::Receivable, Currency::USD)
-            .await
-            .amount(),
-        dec!(0)
-    );
-    assert_eq!(
-        harness.balance(Book::BadDebt, Currency::USD).await.amount(),
-        dec!(20.00)
-    );
+    assert_eq!(harness.usd(Book::Receivable).await, dec!(0));
+    assert_eq!(harness.usd(Book::BadDebt).await, dec!(20.00));
     // Nothing further is scheduled.
     harness.clock.advance(Days::days(30)).unwrap();
     assert_eq!(scheduler.run_due_steps().await.unwrap(), 0);
@@ -162,16 +152,7 @@ async fn a_successful_retry_ends_dunning() {
     let harness = harness().await;
     stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
     stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 2_000).await;
-    Mock::given(method("POST"))
-        .and(path("/v1/invoices/in_1Acme/pay"))
-        .respond_with(respond(
-            402,
-            fixtures::card_declined(PAYMENT_INTENT, "ch_1Declined"),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&harness.stripe)
-        .await;
+    stripe_mocks::pay_declined_once(&harness.stripe).await;
     stripe_mocks::pay_succeeds(&harness.stripe, "inv_000001", "usd", 2_000).await;
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "20.00")]);
     harness.deliver(&spec.finalized()).await.unwrap();

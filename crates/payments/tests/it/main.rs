@@ -5,6 +5,8 @@
 mod collection;
 mod dunning;
 mod fixtures;
+mod logs;
+mod refunds;
 mod stripe_mocks;
 mod support;
 mod webhooks;

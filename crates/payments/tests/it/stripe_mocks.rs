@@ -110,6 +110,20 @@ pub async fn send_succeeds(server: &MockServer, tally_invoice: &str, amount: i64
         .await;
 }
 
+/// `/pay` is declined once, then answers as mounted otherwise.
+pub async fn pay_declined_once(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/invoices/{STRIPE_INVOICE}/pay")))
+        .respond_with(json(
+            402,
+            fixtures::card_declined(PAYMENT_INTENT, "ch_1Declined"),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
 /// The invoice as paid.
 pub fn paid_invoice(tally_invoice: &str, currency: &str, amount: i64, attempts: u32) -> Value {
     fixtures::invoice(

@@ -321,6 +321,11 @@ impl Harness {
             .unwrap()
     }
 
+    /// Balance of a ledger book in US dollars.
+    pub async fn usd(&self, book: Book) -> rust_decimal::Decimal {
+        self.balance(book, Currency::USD).await.amount()
+    }
+
     /// Posts a signed webhook (signed now, on the service clock).
     pub async fn webhook(&self, event: &Value) -> (u16, String) {
         let body = serde_json::to_vec(event).unwrap();

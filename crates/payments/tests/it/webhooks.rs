@@ -2,7 +2,6 @@
 //! event type payments acts on.
 
 use rust_decimal_macros::dec;
-use tally_domain::money::Currency;
 use tally_payments::WebhookSecret;
 use tally_payments::ledger::Book;
 use tally_payments::stripe::signature;
@@ -167,13 +166,7 @@ async fn invoice_paid_settles_the_payment_once_however_often_it_arrives() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_id, "pevt_evt_1Paid");
     assert!(matches!(events[0].kind, Some(Kind::Succeeded(_))));
-    assert_eq!(
-        harness
-            .balance(Book::StripeBalance, Currency::USD)
-            .await
-            .amount(),
-        dec!(50.00)
-    );
+    assert_eq!(harness.usd(Book::StripeBalance).await, dec!(50.00));
     assert_eq!(harness.count("webhook_events").await, 2);
 }
 
@@ -366,17 +359,8 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded() {
     };
     assert_eq!(refunded.amount.as_ref().unwrap().amount, "15.00");
     assert_eq!(refunded.total_refunded.as_ref().unwrap().amount, "15.00");
-    assert_eq!(
-        harness.balance(Book::Refunds, Currency::USD).await.amount(),
-        dec!(15.00)
-    );
-    assert_eq!(
-        harness
-            .balance(Book::StripeBalance, Currency::USD)
-            .await
-            .amount(),
-        dec!(35.00)
-    );
+    assert_eq!(harness.usd(Book::Refunds).await, dec!(15.00));
+    assert_eq!(harness.usd(Book::StripeBalance).await, dec!(35.00));
 }
 
 #[tokio::test]
@@ -414,18 +398,6 @@ async fn a_dispute_is_recorded_once() {
     };
     assert_eq!(dispute.reason, "fraudulent");
     assert_eq!(dispute.amount.as_ref().unwrap().amount, "50.00");
-    assert_eq!(
-        harness
-            .balance(Book::Disputes, Currency::USD)
-            .await
-            .amount(),
-        dec!(50.00)
-    );
-    assert_eq!(
-        harness
-            .balance(Book::StripeBalance, Currency::USD)
-            .await
-            .amount(),
-        dec!(0)
-    );
+    assert_eq!(harness.usd(Book::Disputes).await, dec!(50.00));
+    assert_eq!(harness.usd(Book::StripeBalance).await, dec!(0));
 }
