@@ -14,9 +14,11 @@ use tally_proto::invoicing::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::billing::compose::Composer;
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
+use crate::subscriptions::model;
 use crate::wire::{instant, money, parse_money, timestamp};
 use crate::{Context, credits, paging};
 
@@ -93,6 +95,70 @@ impl Context {
             invoices_finalized: summary.invoices_finalized,
             failures: summary.failures,
             finished_at: Some(timestamp(self.clock.now())),
+        })
+    }
+
+    /// The invoice the subscription's next boundary would produce with what
+    /// is known now (usage so far), composed like a bill run but not stored.
+    /// Credits are applied only at finalization, so none appear here.
+    async fn preview_upcoming_invoice(&self, subscription_id: &str) -> Result<proto::Invoice> {
+        if subscription_id.is_empty() {
+            return Err(InvoicingError::invalid("subscription_id", "is required"));
+        }
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        let subscription = model::load(&mut transaction, subscription_id, false).await?;
+        let status = subscription.wire_status(now);
+        let boundary = subscription.next_bill_at()?;
+        let (Some(boundary), false) = (
+            boundary,
+            matches!(
+                status,
+                proto::SubscriptionStatus::Pending | proto::SubscriptionStatus::Canceled
+            ),
+        ) else {
+            return Err(InvoicingError::FailedPrecondition(format!(
+                "subscription {subscription_id} is {status:?}: it has no upcoming invoice"
+            )));
+        };
+        let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
+            .compose(subscription.billed_through, boundary)
+            .await?;
+        transaction.rollback().await?;
+        let currency = subscription.currency;
+        let (period, reason, lines) = match composition {
+            Some(composition) => (composition.period, composition.reason, composition.lines),
+            None => (
+                subscription.period_containing(now)?,
+                proto::BillingReason::SubscriptionCycle,
+                Vec::new(),
+            ),
+        };
+        let subtotal: Decimal = lines.iter().map(|line| line.amount).sum();
+        let zero = money(Decimal::ZERO, currency);
+        Ok(proto::Invoice {
+            customer_id: subscription.customer_id.clone(),
+            subscription_id: subscription.id.clone(),
+            status: InvoiceStatus::Draft as i32,
+            billing_reason: reason as i32,
+            currency: currency.code().to_owned(),
+            period: Some(crate::wire::period_range(&period)),
+            lines: lines
+                .iter()
+                .map(|line| line.to_proto(String::new(), currency))
+                .collect(),
+            subtotal: Some(money(subtotal, currency)),
+            credits_applied: Some(zero.clone()),
+            total: Some(money(subtotal, currency)),
+            amount_paid: Some(zero.clone()),
+            amount_credited: Some(zero),
+            amount_due: Some(money(subtotal.max(Decimal::ZERO), currency)),
+            grace_period_ends_at: Some(timestamp(
+                boundary + chrono::Duration::hours(i64::from(self.config.grace_period_hours)),
+            )),
+            created_at: Some(timestamp(now)),
+            updated_at: Some(timestamp(now)),
+            ..Default::default()
         })
     }
 
@@ -577,11 +643,15 @@ impl InvoiceService for crate::InvoicingApi {
 
     async fn preview_upcoming_invoice(
         &self,
-        _request: Request<proto::PreviewUpcomingInvoiceRequest>,
+        request: Request<proto::PreviewUpcomingInvoiceRequest>,
     ) -> Result<Response<proto::PreviewUpcomingInvoiceResponse>, Status> {
-        Err(Status::unimplemented(
-            "PreviewUpcomingInvoice is not implemented yet",
-        ))
+        let invoice = self
+            .ctx
+            .preview_upcoming_invoice(&request.into_inner().subscription_id)
+            .await?;
+        Ok(Response::new(proto::PreviewUpcomingInvoiceResponse {
+            invoice: Some(invoice),
+        }))
     }
 
     async fn finalize_invoice(

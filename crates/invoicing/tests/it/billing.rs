@@ -3,9 +3,9 @@
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_proto::invoicing::{
-    CancelSubscriptionRequest, ChangePlanRequest, ChangeTiming, CreditGrantKind,
-    GetCreditBalanceRequest, GetSubscriptionRequest, GrantCreditRequest,
-    ListCreditLedgerEntriesRequest, PauseSubscriptionRequest, ProrationPolicy, SubscriptionStatus,
+    CancelSubscriptionRequest, ChangeTiming, CreditGrantKind, GetCreditBalanceRequest,
+    GetSubscriptionRequest, GrantCreditRequest, ListCreditLedgerEntriesRequest,
+    PauseSubscriptionRequest, ProrationPolicy, SubscriptionStatus,
 };
 use tally_proto::rating::BillingTiming;
 
@@ -17,14 +17,7 @@ const ADVANCE: BillingTiming = BillingTiming::InAdvance;
 async fn anchor_on_the_31st_through_a_leap_february() {
     let mut h = harness(at(2024, 1, 31), config(0)).await;
     let plan = h
-        .plan(
-            "pro",
-            PlanSpec {
-                fee: Some(("29.00", ADVANCE)),
-                per_call: Some("0.10"),
-                ..Default::default()
-            },
-        )
+        .plan("pro", PlanSpec::advance("29.00").calls("0.10"))
         .await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &plan, at(2024, 1, 31)).await;
@@ -94,54 +87,16 @@ async fn anchor_on_the_31st_through_a_leap_february() {
     assert_eq!((again.invoices_created, again.invoices_finalized), (0, 0));
 }
 
-async fn change_plan(
-    h: &mut Harness,
-    subscription: &str,
-    version: &str,
-    timing: ChangeTiming,
-    policy: ProrationPolicy,
-) {
-    let key = h.key();
-    h.subscriptions
-        .change_plan(ChangePlanRequest {
-            idempotency_key: key,
-            subscription_id: subscription.into(),
-            plan_version_id: version.into(),
-            timing: timing as i32,
-            effective_at: None,
-            proration_policy: policy as i32,
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn upgrade_with_proration_and_downgrade_without() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let basic = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("31.00", ADVANCE)),
-                ..Default::default()
-            },
-        )
-        .await;
-    let pro = h
-        .plan(
-            "pro",
-            PlanSpec {
-                fee: Some(("62.00", ADVANCE)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let basic = h.plan("basic", PlanSpec::advance("31.00")).await;
+    let pro = h.plan("pro", PlanSpec::advance("62.00")).await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &basic, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;
     h.clock.set(at(2025, 1, 11)).unwrap();
-    change_plan(
-        &mut h,
+    h.change_plan(
         &subscription,
         &pro,
         ChangeTiming::Immediately,
@@ -150,8 +105,7 @@ async fn upgrade_with_proration_and_downgrade_without() {
     .await;
     h.bill_at(at(2025, 2, 1)).await;
     h.clock.set(at(2025, 2, 15)).unwrap();
-    change_plan(
-        &mut h,
+    h.change_plan(
         &subscription,
         &basic,
         ChangeTiming::Immediately,
@@ -243,15 +197,7 @@ async fn a_trial_converts_and_its_usage_is_billed() {
 #[tokio::test]
 async fn a_pause_credits_its_days_and_a_cancellation_at_period_end_stops_billing() {
     let mut h = harness(at(2025, 4, 1), config(0)).await;
-    let plan = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("30.00", ADVANCE)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let plan = h.plan("basic", PlanSpec::advance("30.00")).await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 4, 1)).await;
     h.bill_at(at(2025, 4, 1)).await;
@@ -311,15 +257,7 @@ async fn a_pause_credits_its_days_and_a_cancellation_at_period_end_stops_billing
 #[tokio::test]
 async fn credits_burn_in_order_and_expire() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let plan = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("40.00", ADVANCE)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let plan = h.plan("basic", PlanSpec::advance("40.00")).await;
     let customer = h.customer("acme").await;
     for (kind, amount, priority, expires) in [
         (
@@ -536,15 +474,7 @@ async fn late_usage_updates_the_draft_then_becomes_an_adjustment() {
 async fn two_replicas_bill_each_period_once_with_gapless_numbers() {
     let h = harness(at(2025, 1, 1), config(0)).await;
     let mut h = h;
-    let plan = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("10.00", ADVANCE)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let plan = h.plan("basic", PlanSpec::advance("10.00")).await;
     for index in 0..12 {
         let customer = h.customer(&format!("customer-{index}")).await;
         h.subscribe(&customer, &plan, at(2025, 1, 1)).await;

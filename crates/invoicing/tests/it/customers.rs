@@ -169,15 +169,7 @@ async fn update_list_and_archive() {
     }
     assert_eq!(seen, ids);
     // A customer with a live subscription cannot be archived or change currency.
-    let plan = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("10.00", tally_proto::rating::BillingTiming::InAdvance)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let plan = h.plan("basic", PlanSpec::advance("10.00")).await;
     h.subscribe(&ids[1], &plan, at(2025, 1, 1)).await;
     let status = h
         .customers

@@ -5,6 +5,7 @@
 
 mod billing;
 mod customers;
+mod invoices;
 mod payments;
 mod subscriptions;
 mod support;

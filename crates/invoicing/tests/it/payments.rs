@@ -6,7 +6,6 @@ use tally_bus::Message;
 use tally_bus::consumer::MessageHandler;
 use tally_proto::events::{PaymentEvent, payment_event};
 use tally_proto::invoicing::{GetSubscriptionRequest, ListCreditNotesRequest, SubscriptionStatus};
-use tally_proto::rating::BillingTiming;
 
 use crate::support::*;
 
@@ -18,15 +17,7 @@ fn message(event: &PaymentEvent) -> Message {
 #[tokio::test]
 async fn payment_outcomes_update_invoices_and_subscriptions_once() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let plan = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("25.00", BillingTiming::InAdvance)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let plan = h.plan("basic", PlanSpec::advance("25.00")).await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;

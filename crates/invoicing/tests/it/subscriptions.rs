@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use tally_proto::invoicing::*;
-use tally_proto::rating::BillingTiming;
 use tonic::Code;
 
 use crate::support::*;
@@ -11,24 +10,10 @@ use crate::support::*;
 async fn every_change_reaches_rating_as_phases_in_version_order() {
     let mut h = harness(at(2025, 1, 10), config(0)).await;
     let basic = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("10.00", BillingTiming::InAdvance)),
-                per_call: Some("0.01"),
-                ..Default::default()
-            },
-        )
+        .plan("basic", PlanSpec::advance("10.00").calls("0.01"))
         .await;
     let pro = h
-        .plan(
-            "pro",
-            PlanSpec {
-                fee: Some(("20.00", BillingTiming::InAdvance)),
-                per_call: Some("0.01"),
-                ..Default::default()
-            },
-        )
+        .plan("pro", PlanSpec::advance("20.00").calls("0.01"))
         .await;
     let customer = h.customer("acme").await;
     let request = CreateSubscriptionRequest {
@@ -139,15 +124,7 @@ async fn every_change_reaches_rating_as_phases_in_version_order() {
 #[tokio::test]
 async fn changes_are_validated() {
     let mut h = harness(at(2025, 3, 1), config(0)).await;
-    let basic = h
-        .plan(
-            "basic",
-            PlanSpec {
-                fee: Some(("10.00", BillingTiming::InAdvance)),
-                ..Default::default()
-            },
-        )
-        .await;
+    let basic = h.plan("basic", PlanSpec::advance("10.00")).await;
     let customer = h.customer("acme").await;
     // Before the backdating window (30 days).
     let status = h

@@ -180,7 +180,45 @@ pub struct PlanSpec<'a> {
     pub trial_days: u32,
 }
 
+impl<'a> PlanSpec<'a> {
+    /// A flat fee billed in advance.
+    pub fn advance(amount: &'a str) -> Self {
+        Self {
+            fee: Some((amount, BillingTiming::InAdvance)),
+            ..Self::default()
+        }
+    }
+
+    /// Plus API calls at `price` each.
+    pub fn calls(mut self, price: &'a str) -> Self {
+        self.per_call = Some(price);
+        self
+    }
+}
+
 impl Harness {
+    /// Changes `subscription`'s plan version.
+    pub async fn change_plan(
+        &mut self,
+        subscription: &str,
+        version: &str,
+        timing: invoicing_proto::ChangeTiming,
+        policy: invoicing_proto::ProrationPolicy,
+    ) {
+        let key = self.key();
+        self.subscriptions
+            .change_plan(invoicing_proto::ChangePlanRequest {
+                idempotency_key: key,
+                subscription_id: subscription.into(),
+                plan_version_id: version.into(),
+                timing: timing as i32,
+                effective_at: None,
+                proration_policy: policy as i32,
+            })
+            .await
+            .unwrap();
+    }
+
     /// A fresh idempotency key.
     pub fn key(&mut self) -> String {
         self.keys += 1;

@@ -1,0 +1,290 @@
+//! InvoiceService: preview, void, credit notes, on-demand bill runs.
+
+use chrono::Duration;
+use rust_decimal_macros::dec;
+use tally_proto::invoicing::*;
+use tonic::Code;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn preview_shows_the_next_invoice_without_storing_it() {
+    let mut h = harness(at(2025, 4, 1), config(0)).await;
+    let plan = h
+        .plan("pro", PlanSpec::advance("30.00").calls("0.10"))
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 4, 1)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    h.calls(&customer, "apr", 7, at(2025, 4, 10)).await;
+    h.clock.set(at(2025, 4, 15)).unwrap();
+    let preview = h
+        .invoices
+        .preview_upcoming_invoice(PreviewUpcomingInvoiceRequest {
+            subscription_id: subscription.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    assert_eq!((preview.id.as_str(), preview.number.as_str()), ("", ""));
+    assert_eq!(preview.status, InvoiceStatus::Draft as i32);
+    let lines: Vec<(i32, String)> = preview
+        .lines
+        .iter()
+        .map(|line| (line.kind, line.amount.clone().unwrap().amount))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (InvoiceLineKind::Usage as i32, "0.70".into()),
+            (InvoiceLineKind::Recurring as i32, "30.00".into())
+        ]
+    );
+    assert_eq!(preview.total.unwrap().amount, "30.70");
+    assert_eq!(
+        h.invoice_table(&subscription).await.len(),
+        1,
+        "nothing stored"
+    );
+    let status = h
+        .invoices
+        .preview_upcoming_invoice(PreviewUpcomingInvoiceRequest {
+            subscription_id: "sub_missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn void_returns_credits_and_credit_notes_never_exceed_what_was_billed() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("40.00")).await;
+    let customer = h.customer("acme").await;
+    let key = h.key();
+    h.credits
+        .grant_credit(GrantCreditRequest {
+            idempotency_key: key,
+            customer_id: customer.clone(),
+            kind: CreditGrantKind::Promotional as i32,
+            amount: usd("15.00"),
+            description: "welcome".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    let january = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let february = h.invoice_at(&subscription, at(2025, 2, 1)).await;
+    let invoice = h.invoice(&january).await;
+    assert_eq!(
+        (
+            invoice.subtotal.unwrap().amount,
+            invoice.credits_applied.unwrap().amount,
+            invoice.total.unwrap().amount
+        ),
+        ("40.00".into(), "-15.00".into(), "25.00".into())
+    );
+    let fee_line = invoice.lines[0].id.clone();
+    // Partial credit notes: per line at most what it billed, in total at most the invoice total.
+    let partial = |amount: &str, key: &str| CreateCreditNoteRequest {
+        idempotency_key: key.into(),
+        invoice_id: january.clone(),
+        reason: CreditNoteReason::ProductUnsatisfactory as i32,
+        amount: Some(create_credit_note_request::Amount::Partial(
+            CreditNoteLines {
+                lines: vec![CreditNoteLine {
+                    invoice_line_id: fee_line.clone(),
+                    description: "goodwill".into(),
+                    amount: usd(amount),
+                }],
+            },
+        )),
+        ..Default::default()
+    };
+    let status = h
+        .invoices
+        .create_credit_note(partial("30.00", "cn-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    let note = h
+        .invoices
+        .create_credit_note(partial("10.00", "cn-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(note.credit_note.unwrap().number, "TALLY-CN-000001");
+    assert_eq!(note.invoice.unwrap().amount_due.unwrap().amount, "15.00");
+    let replay = h
+        .invoices
+        .create_credit_note(partial("10.00", "cn-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        replay.credit_note.unwrap().number,
+        "TALLY-CN-000001",
+        "a replay issues nothing new"
+    );
+    // February is voided: its burned credits come back.
+    let (burned,): (rust_decimal::Decimal,) =
+        sqlx::query_as("SELECT -credits_applied FROM invoicing.invoices WHERE id = $1")
+            .bind(&february)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(burned, dec!(0), "the grant was used up in January");
+    let voided = h
+        .invoices
+        .void_invoice(VoidInvoiceRequest {
+            idempotency_key: "void-1".into(),
+            invoice_id: january.clone(),
+            reason: "duplicate".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    assert_eq!(
+        (voided.status, voided.void_reason.as_str()),
+        (InvoiceStatus::Void as i32, "duplicate")
+    );
+    let balance = h
+        .credits
+        .get_credit_balance(GetCreditBalanceRequest {
+            customer_id: customer.clone(),
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        balance.available.unwrap().amount,
+        "15.00",
+        "the voided invoice's credits are returned"
+    );
+    let status = h
+        .invoices
+        .void_invoice(VoidInvoiceRequest {
+            idempotency_key: "void-2".into(),
+            invoice_id: january.clone(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let status = h
+        .invoices
+        .create_credit_note(CreateCreditNoteRequest {
+            idempotency_key: "cn-3".into(),
+            invoice_id: january,
+            reason: CreditNoteReason::Duplicate as i32,
+            amount: Some(create_credit_note_request::Amount::Full(true)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "no credit note on a void invoice"
+    );
+}
+
+#[tokio::test]
+async fn run_billing_on_demand_and_finalize_now() {
+    let mut h = harness(at(2025, 1, 1), config(48)).await;
+    let plan = h.plan("basic", PlanSpec::advance("12.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.sync().await;
+    let run = h
+        .invoices
+        .run_billing(RunBillingRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((run.invoices_created, run.invoices_finalized), (1, 0));
+    let draft = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let finalized = h
+        .invoices
+        .finalize_invoice(FinalizeInvoiceRequest {
+            invoice_id: draft.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    assert_eq!(
+        (finalized.status, finalized.number.as_str()),
+        (InvoiceStatus::Finalized as i32, "TALLY-000001")
+    );
+    assert_eq!(
+        finalized.grace_period_ends_at,
+        Some(ts(at(2025, 1, 1) + Duration::hours(48)))
+    );
+    let again = h
+        .invoices
+        .finalize_invoice(FinalizeInvoiceRequest { invoice_id: draft })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoice
+        .unwrap();
+    assert_eq!(
+        again.number, "TALLY-000001",
+        "finalizing twice changes nothing"
+    );
+    let listed = h
+        .invoices
+        .list_invoices(ListInvoicesRequest {
+            customer_id: customer,
+            include_lines: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invoices;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lines.len(), 1);
+}
+
+#[tokio::test]
+async fn proration_by_day_counts_the_change_day_in_full() {
+    let mut h = harness(at(2025, 4, 1), config(0)).await;
+    let basic = h.plan("basic", PlanSpec::advance("30.00")).await;
+    let pro = h.plan("pro", PlanSpec::advance("60.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &basic, at(2025, 4, 1)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    h.clock.set(at(2025, 4, 16) + Duration::hours(12)).unwrap();
+    h.change_plan(
+        &subscription,
+        &pro,
+        ChangeTiming::Immediately,
+        ProrationPolicy::ProrateByDay,
+    )
+    .await;
+    h.bill_at(at(2025, 5, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 5, 1)).await,
+        vec![
+            line("proration_credit", "04-01..05-01", dec!(-15.00)),
+            line("proration_charge", "04-01..05-01", dec!(30.00)),
+            line("recurring", "05-01..06-01", dec!(60.00)),
+        ]
+    );
+}
