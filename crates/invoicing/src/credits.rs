@@ -352,6 +352,7 @@ pub async fn burn(
         })
         .collect::<Result<Vec<_>>>()?;
     let application = apply_credits(&mut grants, due, now).map_err(InvoicingError::internal)?;
+    let receivable = format!("accounts_receivable:{customer_id}");
     let mut burned = Vec::new();
     for (grant_id, amount) in application.applied {
         sqlx::query("UPDATE invoicing.credit_grants SET remaining = remaining - $2 WHERE id = $1")
@@ -368,10 +369,7 @@ pub async fn burn(
                 kind: EntryKind::Burn,
                 amount: amount.negated(),
                 invoice_id,
-                counter: (
-                    "accounts_receivable",
-                    format!("receivable{}", body(customer_id)),
-                ),
+                counter: (&receivable, format!("receivable{}", body(customer_id))),
                 description: format!("applied to invoice {invoice_id}"),
                 effective_at: now,
             },
@@ -398,6 +396,7 @@ pub async fn return_burns(
     .fetch_all(&mut *connection)
     .await?;
     for (customer_id, grant_id, amount, currency) in burns {
+        let receivable = format!("accounts_receivable:{customer_id}");
         let currency = stored_currency(&currency)?;
         let returned = Money::new(-amount, currency);
         // An expired grant reopens; the next expiry pass writes it off again.
@@ -418,10 +417,7 @@ pub async fn return_burns(
                 kind: EntryKind::Reversal,
                 amount: returned,
                 invoice_id,
-                counter: (
-                    "accounts_receivable",
-                    format!("receivable{}", body(&customer_id)),
-                ),
+                counter: (&receivable, format!("receivable{}", body(&customer_id))),
                 description: format!("invoice {invoice_id} voided: credits returned"),
                 effective_at: now,
             },
