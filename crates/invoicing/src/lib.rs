@@ -146,6 +146,15 @@ impl Invoicing {
         }
     }
 
+    /// The consumer of `invoicing-payment-events`.
+    pub fn payment_events_consumer(&self) -> Consumer {
+        Consumer::new(
+            Arc::clone(&self.ctx.bus),
+            payment_events_subscription(self.ctx.max_delivery_attempts),
+            Arc::new(self.payment_events()),
+        )
+    }
+
     /// The gRPC services of invoicing, ready to serve.
     pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
         let api = InvoicingApi {
@@ -181,11 +190,7 @@ impl Invoicing {
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let relay = self.relay();
         let relay_shutdown = shutdown.clone();
-        let consumer = Consumer::new(
-            Arc::clone(&self.ctx.bus),
-            payment_events_subscription(self.ctx.max_delivery_attempts),
-            Arc::new(self.payment_events()),
-        );
+        let consumer = self.payment_events_consumer();
         let consumer_shutdown = shutdown.clone();
         let scheduler = self.clone();
         let scheduler_shutdown = shutdown.clone();

@@ -73,9 +73,12 @@ impl Context {
         }
         let drafts: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, subscription_id FROM invoicing.invoices WHERE status = 'draft' \
-             AND ($1::text IS NULL OR customer_id = $1) ORDER BY id",
+             AND ($1::text IS NULL OR customer_id = $1) \
+             AND (grace_period_ends_at <= $2 OR refreshed_at IS NULL OR refreshed_at <= $3) ORDER BY id",
         )
         .bind(customer_id)
+        .bind(now)
+        .bind(now - Duration::minutes(i64::from(self.config.draft_refresh_minutes)))
         .fetch_all(&self.pool)
         .await?;
         for (invoice_id, subscription_id) in drafts {

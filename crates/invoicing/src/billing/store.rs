@@ -247,8 +247,8 @@ pub async fn insert_draft(
     let subtotal = subtotal(&id, customer_id, currency, &composition.lines)?;
     let inserted: Option<(String,)> = sqlx::query_as(
         "INSERT INTO invoicing.invoices (id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \
-           billing_reason, currency, subtotal, total, grace_period_ends_at, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $9, $10, 1, $11, $11) \
+           billing_reason, currency, subtotal, total, grace_period_ends_at, version, created_at, updated_at, refreshed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $9, $10, 1, $11, $11, $11) \
          ON CONFLICT (subscription_id, boundary_at) DO NOTHING RETURNING id",
     )
     .bind(&id)
@@ -299,6 +299,11 @@ pub async fn replace_draft_lines(
                     })
                     .unwrap_or(false)
             });
+    sqlx::query("UPDATE invoicing.invoices SET refreshed_at = $2 WHERE id = $1")
+        .bind(&invoice.id)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
     if unchanged {
         return Ok(false);
     }

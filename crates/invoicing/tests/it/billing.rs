@@ -82,6 +82,22 @@ async fn anchor_on_the_31st_through_a_leap_february() {
             line("recurring", "04-30..05-31", dec!(29.00))
         ]
     );
+    // What a finalized invoice billed cannot change, not even by hand.
+    for statement in [
+        "UPDATE invoicing.invoices SET total = 0 WHERE number = 'TALLY-000001'",
+        "DELETE FROM invoicing.invoice_lines WHERE invoice_id = (SELECT id FROM invoicing.invoices WHERE number = 'TALLY-000001')",
+        "DELETE FROM invoicing.invoices WHERE number = 'TALLY-000001'",
+    ] {
+        let refused = sqlx::query(statement)
+            .execute(&h.db.pool)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("immutable")
+                || refused.to_string().contains("never deleted"),
+            "{refused}"
+        );
+    }
     // A second run at the same instant bills nothing twice.
     let again = h.bill_at(at(2024, 4, 30)).await;
     assert_eq!((again.invoices_created, again.invoices_finalized), (0, 0));

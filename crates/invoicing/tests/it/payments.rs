@@ -111,3 +111,62 @@ async fn payment_outcomes_update_invoices_and_subscriptions_once() {
     );
     h.sync().await;
 }
+
+#[tokio::test]
+async fn the_consumer_reads_payment_events_from_the_bus() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("25.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    let invoice = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let consumer = h.invoicing.payment_events_consumer();
+    let shutdown = h.shutdown.clone();
+    tokio::spawn(async move { consumer.run(shutdown).await });
+    let succeeded = PaymentEvent {
+        event_id: "pevt_bus".into(),
+        invoice_id: invoice.clone(),
+        customer_id: customer.clone(),
+        kind: Some(payment_event::Kind::Succeeded(payment_event::Succeeded {
+            amount: usd("25.00"),
+            attempt_number: 1,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        h.bus
+            .publish(
+                "payment-events",
+                message(&succeeded).with_ordering_key(customer.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    // An event for an invoice invoicing never issued is dead-lettered, not retried forever.
+    let mut unknown = succeeded.clone();
+    unknown.event_id = "pevt_unknown".into();
+    unknown.invoice_id = "inv_unknown".into();
+    h.bus
+        .publish("payment-events", message(&unknown))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if h.invoice(&invoice).await.status == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let paid = h.invoice(&invoice).await;
+    assert_eq!(
+        (paid.status, paid.amount_paid.unwrap().amount.as_str()),
+        (3, "25.00")
+    );
+    let (events,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM invoicing.inbox WHERE subscription = 'invoicing-payment-events'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 1, "a redelivered event is applied once");
+}

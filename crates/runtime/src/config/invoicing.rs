@@ -14,6 +14,9 @@ pub struct InvoicingConfig {
     pub grace_period_hours: u32,
     /// How far back (days) a subscription may start or change.
     pub backdate_window_days: u32,
+    /// Minutes (service clock) between two compositions of a draft while its
+    /// grace period runs (late usage); 0 composes drafts on every bill run.
+    pub draft_refresh_minutes: u32,
     /// Wall-clock seconds between bill runs (a manual clock wakes the loop at
     /// once when it moves).
     pub bill_run_interval_seconds: u64,
@@ -32,6 +35,7 @@ impl Default for InvoicingConfig {
         Self {
             grace_period_hours: 24,
             backdate_window_days: 30,
+            draft_refresh_minutes: 60,
             bill_run_interval_seconds: 60,
             bill_run_batch_size: 100,
             invoice_number_prefix: "TALLY".into(),
@@ -57,6 +61,12 @@ impl InvoicingConfig {
             return Err(invalid(
                 "invoicing.backdate_window_days",
                 "must be at most 366",
+            ));
+        }
+        if self.draft_refresh_minutes > 24 * 60 {
+            return Err(invalid(
+                "invoicing.draft_refresh_minutes",
+                "must be at most 1440 (a day)",
             ));
         }
         if self.bill_run_interval_seconds == 0 {
