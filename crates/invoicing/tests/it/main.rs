@@ -7,5 +7,6 @@ mod billing;
 mod customers;
 mod invoices;
 mod payments;
+mod scheduler;
 mod subscriptions;
 mod support;

@@ -17,11 +17,7 @@ fn message(event: &PaymentEvent) -> Message {
 #[tokio::test]
 async fn payment_outcomes_update_invoices_and_subscriptions_once() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let plan = h.plan("basic", PlanSpec::advance("25.00")).await;
-    let customer = h.customer("acme").await;
-    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
-    h.bill_at(at(2025, 1, 1)).await;
-    let invoice = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let (customer, subscription, invoice) = h.first_invoice("25.00").await;
     let handler = h.invoicing.payment_events();
     let event = |id: &str, kind| PaymentEvent {
         event_id: id.into(),
@@ -115,11 +111,7 @@ async fn payment_outcomes_update_invoices_and_subscriptions_once() {
 #[tokio::test]
 async fn the_consumer_reads_payment_events_from_the_bus() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let plan = h.plan("basic", PlanSpec::advance("25.00")).await;
-    let customer = h.customer("acme").await;
-    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
-    h.bill_at(at(2025, 1, 1)).await;
-    let invoice = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let (customer, _subscription, invoice) = h.first_invoice("25.00").await;
     let consumer = h.invoicing.payment_events_consumer();
     let shutdown = h.shutdown.clone();
     tokio::spawn(async move { consumer.run(shutdown).await });

@@ -352,6 +352,18 @@ impl Harness {
             .id
     }
 
+    /// A customer `acme` on a monthly `fee` in advance from the clock's now,
+    /// billed once: (customer, subscription, first invoice).
+    pub async fn first_invoice(&mut self, fee: &str) -> (String, String, String) {
+        let now = tally_runtime::Clock::now(&self.clock);
+        let plan = self.plan("basic", PlanSpec::advance(fee)).await;
+        let customer = self.customer("acme").await;
+        let subscription = self.subscribe(&customer, &plan, now).await;
+        self.bill_at(now).await;
+        let invoice = self.invoice_at(&subscription, now).await;
+        (customer, subscription, invoice)
+    }
+
     /// Publishes invoicing's outbox and waits until rating holds every
     /// subscription version invoicing wrote.
     pub async fn sync(&self) {
