@@ -240,6 +240,8 @@ impl Context {
         let row = store::load(&mut transaction, id, true).await?;
         match row.wire_status() {
             InvoiceStatus::Draft => {
+                self.require_published(&mut transaction, &row.customer_id)
+                    .await?;
                 self.refresh_draft(&mut transaction, &row, now).await?;
                 let row = store::load(&mut transaction, id, true).await?;
                 self.finalize_locked(&mut transaction, &row, now).await?;

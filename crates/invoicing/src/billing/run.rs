@@ -111,6 +111,8 @@ impl Context {
             return Ok(());
         }
         let mut subscription = model::load(&mut transaction, subscription_id, false).await?;
+        self.require_published(&mut transaction, &subscription.customer_id)
+            .await?;
         let grace = Duration::hours(i64::from(self.config.grace_period_hours));
         while let Some(boundary) = subscription
             .next_bill_at()?
@@ -170,6 +172,8 @@ impl Context {
         if row.status != "draft" {
             return Ok(());
         }
+        self.require_published(&mut transaction, &row.customer_id)
+            .await?;
         if self.refresh_draft(&mut transaction, &row, now).await? {
             summary.invoices_updated += 1;
         }
@@ -179,6 +183,30 @@ impl Context {
             summary.invoices_finalized += 1;
         }
         transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Refuses to compose while a subscription change of the customer is
+    /// still in the outbox: rating would price usage on phases it has not
+    /// seen yet. The run retries at the next tick.
+    pub(crate) async fn require_published(
+        &self,
+        connection: &mut PgConnection,
+        customer_id: &str,
+    ) -> Result<()> {
+        let (pending,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM invoicing.outbox WHERE topic = $1 AND ordering_key = $2 \
+               AND published_at IS NULL)",
+        )
+        .bind(tally_bus::topics::SUBSCRIPTION_EVENTS)
+        .bind(customer_id)
+        .fetch_one(connection)
+        .await?;
+        if pending {
+            return Err(InvoicingError::Unavailable(format!(
+                "a subscription change of {customer_id} is not yet published to rating"
+            )));
+        }
         Ok(())
     }
 
@@ -341,21 +369,18 @@ impl Context {
         } else {
             now
         };
-        let paid = total.is_zero();
         sqlx::query(
-            "UPDATE invoicing.invoices SET status = $2, number = $3, subtotal = $4, credits_applied = $5, total = $6, \
-               finalized_at = $7, due_at = $8, paid_at = $9, collection_mode = $10, version = version + 1, updated_at = $7 \
+            "UPDATE invoicing.invoices SET status = 'finalized', number = $2, subtotal = $3, credits_applied = $4, \
+               total = $5, finalized_at = $6, due_at = $7, collection_mode = $8, version = version + 1, updated_at = $6 \
              WHERE id = $1",
         )
         .bind(&row.id)
-        .bind(if paid { "paid" } else { "finalized" })
         .bind(&number)
         .bind(subtotal)
         .bind(-credits_total)
         .bind(total)
         .bind(now)
         .bind(due_at)
-        .bind(paid.then_some(now))
         .bind(customer.collection_mode)
         .execute(&mut *connection)
         .await?;
@@ -368,7 +393,16 @@ impl Context {
             }),
         )
         .await?;
-        if paid {
+        if total.is_zero() {
+            // Nothing to collect: paid at once, as its own (newer) snapshot.
+            sqlx::query(
+                "UPDATE invoicing.invoices SET status = 'paid', paid_at = $2, version = version + 1, updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(&row.id)
+            .bind(now)
+            .execute(&mut *connection)
+            .await?;
             self.publish_invoice(
                 &mut *connection,
                 &row.id,

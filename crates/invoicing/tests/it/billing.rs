@@ -365,6 +365,27 @@ async fn credits_burn_in_order_and_expire() {
         .unwrap()
         .into_inner();
     assert_eq!(balance.available.unwrap().amount, "60.00");
+    // Paid by credits: `finalized`, then `paid` as a newer snapshot.
+    let payloads: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT payload FROM invoicing.outbox WHERE topic = 'invoice-events' ORDER BY seq LIMIT 2",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let kinds: Vec<(bool, u64)> = payloads
+        .iter()
+        .map(|(bytes,)| {
+            let event =
+                <tally_proto::events::InvoiceEvent as prost::Message>::decode(bytes.as_slice())
+                    .unwrap();
+            let paid = matches!(
+                event.kind,
+                Some(tally_proto::events::invoice_event::Kind::Paid(_))
+            );
+            (paid, event.invoice.unwrap().version)
+        })
+        .collect();
+    assert_eq!(kinds, vec![(false, 2), (true, 3)]);
     // Every transaction balances (the domain refuses to build one that does not).
     let (unbalanced,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM invoicing.ledger_transactions t WHERE (SELECT sum(CASE WHEN e->>'side' = 'debit' \
