@@ -8,6 +8,7 @@
 //! * [`webhook`] — the Stripe webhook endpoint;
 //! * [`dunning`] — the retry schedule of failed payments, driven by the clock;
 //! * [`api`] — `PaymentService` (payments, refunds, the customer mapping);
+//! * [`reconcile`] — `ReconciliationService` and the periodic reconciliation;
 //! * [`ledger`] — the append-only double-entry payments ledger.
 
 pub mod api;
@@ -18,6 +19,7 @@ mod error;
 pub mod events;
 pub mod ledger;
 mod metrics;
+pub mod reconcile;
 pub mod refund;
 pub mod store;
 pub mod stripe;
@@ -33,9 +35,7 @@ use tally_bus::inbox::ServiceSchema;
 use tally_bus::outbox::OutboxRelay;
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::payments::payment_service_server::PaymentServiceServer;
-use tally_proto::payments::reconciliation_service_server::{
-    ReconciliationService, ReconciliationServiceServer,
-};
+use tally_proto::payments::reconciliation_service_server::ReconciliationServiceServer;
 use tally_runtime::config::PaymentsConfig;
 use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::server::GrpcServer;
@@ -48,6 +48,8 @@ pub use crate::core::{Core, DunningPolicy};
 pub use api::PaymentsApi;
 pub use collect::InvoiceEventsHandler;
 pub use error::PaymentsError;
+pub use reconcile::Reconciler;
+pub use reconcile::api::ReconciliationApi;
 pub use stripe::signature::WebhookSecret;
 pub use stripe::{HttpStripe, SecretKey, Stripe, StripeError};
 
@@ -132,18 +134,28 @@ impl Payments {
         &self.core
     }
 
+    /// The reconciler (API, scheduler, `tally reconcile`).
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(
+            self.core.clone(),
+            self.deps.config.reconciliation_interval_hours,
+        )
+    }
+
     /// The gRPC services of payments, ready to serve.
     pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
         let payments = PaymentServiceServer::new(PaymentsApi::new(self.core.clone()))
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let reconciliation = ReconciliationServiceServer::new(ReconciliationUnimplemented)
-            .max_decoding_message_size(max_message_bytes);
+        let reconciliation =
+            ReconciliationServiceServer::new(ReconciliationApi::new(self.reconciler()))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes);
         GrpcServer::new(
             move |routes: Routes| routes.add_service(payments).add_service(reconciliation),
             vec![
                 <PaymentServiceServer<PaymentsApi> as NamedService>::NAME,
-                <ReconciliationServiceServer<ReconciliationUnimplemented> as NamedService>::NAME,
+                <ReconciliationServiceServer<ReconciliationApi> as NamedService>::NAME,
             ],
         )
     }
@@ -168,8 +180,8 @@ impl Payments {
         webhook::serve(self.webhook_router(), address, shutdown.clone()).await
     }
 
-    /// Starts the invoice consumer, the outbox relay and the dunning
-    /// scheduler; they stop on `shutdown`.
+    /// Starts the invoice consumer, the outbox relay, the dunning scheduler
+    /// and the periodic reconciliation; they stop on `shutdown`.
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let consumer = Consumer::new(
             Arc::clone(&self.deps.bus),
@@ -196,6 +208,10 @@ impl Payments {
                 .run(shutdown.clone()),
             ),
             tokio::spawn(scheduler.run(shutdown.clone())),
+            tokio::spawn(self.reconciler().run_periodically(
+                std::time::Duration::from_secs(self.deps.config.scheduler_poll_interval_seconds),
+                shutdown.clone(),
+            )),
         ]
     }
 }
@@ -210,12 +226,6 @@ pub enum PaymentsStartError {
     #[error(transparent)]
     Stripe(#[from] StripeError),
 }
-
-/// `ReconciliationService` until reconciliation lands: UNIMPLEMENTED.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReconciliationUnimplemented;
-
-impl ReconciliationService for ReconciliationUnimplemented {}
 
 fn invoice_events_subscription() -> SubscriptionConfig {
     SubscriptionConfig::ordered(INVOICE_EVENTS_SUBSCRIPTION, topics::INVOICE_EVENTS)

@@ -3,12 +3,13 @@
 use std::sync::OnceLock;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Counter;
+use opentelemetry::metrics::{Counter, Gauge};
 
 struct Instruments {
     payment_failures: Counter<u64>,
     webhooks: Counter<u64>,
     sync_failures: Counter<u64>,
+    reconciliation_findings: Gauge<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -27,6 +28,10 @@ fn instruments() -> &'static Instruments {
             sync_failures: meter
                 .u64_counter("tally.payments.sync_failures")
                 .with_description("Invoices Stripe refused to mirror (permanent errors)")
+                .build(),
+            reconciliation_findings: meter
+                .u64_gauge("tally.payments.reconciliation_findings")
+                .with_description("Findings of the latest completed reconciliation, by kind")
                 .build(),
         }
     })
@@ -53,4 +58,11 @@ pub fn webhook(event_type: &str, outcome: &'static str) {
 /// An invoice Stripe refused to mirror.
 pub fn sync_failed() {
     instruments().sync_failures.add(1, &[]);
+}
+
+/// The counts of a completed reconciliation.
+pub fn reconciliation(kind: &'static str, count: u64) {
+    instruments()
+        .reconciliation_findings
+        .record(count, &[KeyValue::new("kind", kind)]);
 }

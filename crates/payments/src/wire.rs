@@ -5,6 +5,13 @@ use rust_decimal::Decimal;
 use tally_domain::money::{Currency, Money};
 use tally_proto::common;
 
+/// A protobuf timestamp as an instant; `None` when absent or out of range.
+pub fn instant(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let timestamp = timestamp?;
+    let nanos = u32::try_from(timestamp.nanos).ok()?;
+    DateTime::from_timestamp(timestamp.seconds, nanos)
+}
+
 /// An instant as a protobuf timestamp.
 pub fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
     tally_runtime::clock_service::chrono_to_timestamp(instant)

@@ -80,6 +80,11 @@ pub enum StripeError {
 }
 
 impl StripeError {
+    /// Whether Stripe answered that the object does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StripeError::Rejected { status: 404, .. })
+    }
+
     /// Whether trying again later (same idempotency key) may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -423,6 +428,16 @@ impl Stripe {
             &format!("/v1/payment_intents/{stripe_payment_intent_id}"),
             Vec::new(),
             RemotePaymentIntent::from_json,
+        )
+        .await
+    }
+
+    /// The refund as Stripe has it now.
+    pub async fn get_refund(&self, stripe_refund_id: &str) -> Result<RemoteRefund, StripeError> {
+        self.get_object(
+            &format!("/v1/refunds/{stripe_refund_id}"),
+            Vec::new(),
+            RemoteRefund::from_json,
         )
         .await
     }

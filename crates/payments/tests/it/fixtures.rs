@@ -283,3 +283,28 @@ pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
         "type": kind
     })
 }
+
+pub fn balance_transaction(id: &str, kind: &str, source: Option<&str>, amount: i64) -> Value {
+    json!({
+        "id": id,
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": CREATED + 172_800,
+        "created": CREATED,
+        "currency": "usd",
+        "description": null,
+        "exchange_rate": null,
+        "fee": if kind == "charge" { 175 } else { 0 },
+        "fee_details": [],
+        "net": amount,
+        "reporting_category": kind,
+        "source": source,
+        "status": "pending",
+        "type": kind
+    })
+}
+
+/// A list page as Stripe returns it.
+pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({"object": "list", "data": data, "has_more": has_more, "url": url})
+}

@@ -6,6 +6,7 @@ mod collection;
 mod dunning;
 mod fixtures;
 mod logs;
+mod reconciliation;
 mod refunds;
 mod stripe_mocks;
 mod support;

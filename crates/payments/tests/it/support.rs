@@ -67,6 +67,7 @@ pub struct Harness {
     pub handler: InvoiceEventsHandler,
     pub client: PaymentServiceClient<Channel>,
     pub webhook_url: String,
+    pub grpc_url: String,
     pub http: reqwest::Client,
     pub shutdown: Shutdown,
 }
@@ -132,6 +133,7 @@ pub async fn harness_with(
         handler,
         client,
         webhook_url: format!("http://{webhook_address}/webhooks/stripe"),
+        grpc_url: format!("http://{address}"),
         http: reqwest::Client::new(),
         shutdown,
     }

@@ -44,6 +44,9 @@ pub struct PaymentsConfig {
     /// How often the dunning scheduler looks for due steps (a manual clock
     /// wakes it at once when moved).
     pub scheduler_poll_interval_seconds: u64,
+    /// Length of the windows the periodic reconciliation checks, in hours
+    /// (each window is reconciled once it has ended); 0 turns it off.
+    pub reconciliation_interval_hours: u32,
 }
 
 impl Default for PaymentsConfig {
@@ -61,6 +64,7 @@ impl Default for PaymentsConfig {
             dunning_final_after_days: 14,
             dunning_cancel_subscription: false,
             scheduler_poll_interval_seconds: 60,
+            reconciliation_interval_hours: 24,
         }
     }
 }
