@@ -549,3 +549,37 @@ async fn two_replicas_bill_each_period_once_with_gapless_numbers() {
         "numbers 1..=48 with no gap"
     );
 }
+
+#[tokio::test]
+async fn an_anchor_after_the_start_bills_a_prorated_first_period() {
+    let mut h = harness(at(2025, 1, 15), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("31.00")).await;
+    let customer = h.customer("acme").await;
+    let key = h.key();
+    let subscription = h
+        .subscriptions
+        .create_subscription(tally_proto::invoicing::CreateSubscriptionRequest {
+            idempotency_key: key,
+            customer_id: customer,
+            plan_version_id: plan,
+            start_at: Some(ts(at(2025, 1, 15))),
+            billing_anchor_at: Some(ts(at(2025, 2, 1))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap()
+        .id;
+    h.bill_at(at(2025, 1, 15)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 1, 15)).await,
+        vec![line("proration_charge", "01-15..02-01", dec!(17.00))]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 2, 1)).await,
+        vec![line("recurring", "02-01..03-01", dec!(31.00))]
+    );
+}
