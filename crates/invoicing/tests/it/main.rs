@@ -10,3 +10,4 @@ mod payments;
 mod scheduler;
 mod subscriptions;
 mod support;
+mod throughput;
