@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 
 use crate::core::Core;
 use crate::error::PaymentsError;
-use crate::refund;
 use crate::store::{self, PaymentKey};
 use crate::wire::timestamp;
+use crate::{refund, retry};
 
 /// The `PaymentService` implementation.
 #[derive(Debug, Clone)]
@@ -134,6 +134,14 @@ impl PaymentService for PaymentsApi {
         request: Request<proto::RefundRequest>,
     ) -> Result<Response<proto::RefundResponse>, Status> {
         let response = refund::refund(&self.core, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn retry_payment(
+        &self,
+        request: Request<proto::RetryPaymentRequest>,
+    ) -> Result<Response<proto::RetryPaymentResponse>, Status> {
+        let response = retry::retry_payment(&self.core, request.get_ref()).await?;
         Ok(Response::new(response))
     }
 

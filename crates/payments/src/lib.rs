@@ -21,6 +21,7 @@ pub mod ledger;
 mod metrics;
 pub mod reconcile;
 pub mod refund;
+pub mod retry;
 pub mod store;
 pub mod stripe;
 pub mod webhook;

@@ -7,7 +7,7 @@ use rust_decimal_macros::dec;
 use tally_payments::dunning::Dunning;
 use tally_payments::ledger::Book;
 use tally_proto::events::payment_event::Kind;
-use tally_proto::payments::PaymentStatus;
+use tally_proto::payments::{PaymentStatus, RetryPaymentRequest};
 use wiremock::Mock;
 use wiremock::matchers::{method, path};
 
@@ -193,4 +193,70 @@ async fn the_background_scheduler_wakes_when_the_clock_moves() {
     }
     harness.shutdown.trigger();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_payment_charges_now_once_per_key() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 2_000).await;
+    stripe_mocks::pay_declined_once(&harness.stripe).await;
+    stripe_mocks::pay_succeeds(&harness.stripe, "inv_000001", "usd", 2_000).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "20.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+    let failed = harness.payment_of("inv_000001").await;
+    let mut client = harness.client.clone();
+    let retry = |key: &str, payment_id: &str| RetryPaymentRequest {
+        idempotency_key: key.into(),
+        payment_id: payment_id.into(),
+    };
+
+    let retried = client
+        .retry_payment(retry("retry-1", &failed.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(retried.status(), PaymentStatus::Succeeded);
+    assert_eq!(retried.attempts.len(), 2);
+    let replay = client
+        .retry_payment(retry("retry-1", &failed.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(replay.attempts.len(), 2);
+    let keys: Vec<String> = harness
+        .stripe_requests("POST", "/v1/invoices/in_1Acme/pay")
+        .await
+        .iter()
+        .map(idempotency_key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "tally:invoice:inv_000001:pay:1",
+            "tally:invoice:inv_000001:pay:2"
+        ]
+    );
+    let conflict = client
+        .retry_payment(retry("retry-1", "pay_999999"))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
+    let settled = client
+        .retry_payment(retry("retry-2", &failed.id))
+        .await
+        .unwrap_err();
+    assert_eq!(settled.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        settled.message().contains("is succeeded, not failed"),
+        "{}",
+        settled.message()
+    );
+    // Dunning has nothing left to do.
+    harness.clock.advance(Days::days(10)).unwrap();
+    assert_eq!(dunning(&harness).run_due_steps().await.unwrap(), 0);
 }

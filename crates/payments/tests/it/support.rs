@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use prost::Message as _;
 use serde_json::Value;
 use tally_bus::consumer::{HandlerError, MessageHandler};
-use tally_bus::{InProcessBus, Message};
+use tally_bus::{InProcessBus, Message, SharedBus};
 use tally_domain::money::{Currency, Money};
 use tally_payments::ledger::{self, Book};
 use tally_payments::stripe::signature;
@@ -79,22 +79,24 @@ impl Drop for Harness {
 }
 
 pub async fn harness() -> Harness {
-    let stripe = MockServer::start().await;
-    harness_with(stripe, |config| config).await
+    harness_on(Arc::new(InProcessBus::new())).await
 }
 
-pub async fn harness_with(
-    stripe: MockServer,
-    adjust: impl FnOnce(PaymentsConfig) -> PaymentsConfig,
-) -> Harness {
+/// [`harness`] on `bus`.
+pub async fn harness_on(bus: SharedBus) -> Harness {
+    let stripe = MockServer::start().await;
+    harness_with(stripe, bus).await
+}
+
+pub async fn harness_with(stripe: MockServer, bus: SharedBus) -> Harness {
     let db = database().await;
     let clock = ManualClock::new(start_time());
     let payments = Payments::start(PaymentsDeps {
         pool: db.pool.clone(),
-        bus: Arc::new(InProcessBus::new()),
+        bus,
         clock: Arc::new(clock.clone()),
         ids: Arc::new(SequentialIds::default()),
-        config: adjust(config(&stripe.uri())),
+        config: config(&stripe.uri()),
         secrets: StripeSecrets {
             api_key: Some(SecretKey::new(STRIPE_SECRET_KEY)),
             webhook_secret: Some(WebhookSecret::new(WEBHOOK_SECRET)),

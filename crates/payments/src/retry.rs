@@ -1,0 +1,113 @@
+//! `PaymentService.RetryPayment`: one more attempt on a failed payment, now,
+//! outside the dunning schedule (which keeps its dates). Idempotent by key:
+//! the key is stored with the attempt it made, in the transaction that
+//! records the outcome; the Stripe call is made with the payment row locked
+//! and carries the attempt number in its own key, so a retried request after
+//! a crash or an `UNAVAILABLE` charges at most once.
+
+use tally_proto::payments as proto;
+
+use crate::core::Core;
+use crate::error::PaymentsError;
+use crate::store::{self, PaymentKey, PaymentState};
+
+/// Runs a retry request.
+pub async fn retry_payment(
+    core: &Core,
+    request: &proto::RetryPaymentRequest,
+) -> Result<proto::RetryPaymentResponse, PaymentsError> {
+    for (field, value) in [
+        ("idempotency_key", &request.idempotency_key),
+        ("payment_id", &request.payment_id),
+    ] {
+        if value.is_empty() {
+            return Err(PaymentsError::InvalidArgument {
+                field,
+                reason: "required".into(),
+            });
+        }
+    }
+    let now = core.clock.now();
+    let mut transaction = core.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payments.retry:' || $1))")
+        .bind(&request.idempotency_key)
+        .execute(&mut *transaction)
+        .await?;
+    let replayed: Option<String> = sqlx::query_scalar(
+        "SELECT payment_id FROM payments.retry_requests WHERE idempotency_key = $1",
+    )
+    .bind(&request.idempotency_key)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(mut payment) =
+        store::payment(&mut transaction, PaymentKey::Id(&request.payment_id), true).await?
+    else {
+        return Err(match replayed {
+            Some(_) => PaymentsError::IdempotencyConflict(request.idempotency_key.clone()),
+            None => {
+                PaymentsError::NotFound(format!("payment {} does not exist", request.payment_id))
+            }
+        });
+    };
+    match replayed {
+        Some(payment_id) if payment_id != payment.id => {
+            return Err(PaymentsError::IdempotencyConflict(
+                request.idempotency_key.clone(),
+            ));
+        }
+        Some(_) => return respond(&mut transaction, &payment).await,
+        None => {}
+    }
+    if payment.status != PaymentState::Failed {
+        return Err(PaymentsError::FailedPrecondition(format!(
+            "payment {} is {}, not failed",
+            payment.id,
+            payment.status.as_str()
+        )));
+    }
+    let invoice: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, stripe_invoice_id FROM payments.invoices WHERE invoice_id = $1",
+    )
+    .bind(&payment.invoice_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let stripe_invoice_id = match invoice {
+        Some((status, Some(stripe_invoice_id))) if status == "open" => stripe_invoice_id,
+        Some((status, _)) => {
+            return Err(PaymentsError::FailedPrecondition(format!(
+                "invoice {} is {status}: there is nothing to collect",
+                payment.invoice_id
+            )));
+        }
+        None => return Err(PaymentsError::NotFound(payment.invoice_id.clone())),
+    };
+    let number = payment.attempt_count + 1;
+    let outcome = core
+        .attempt_payment(&payment.invoice_id, &stripe_invoice_id, number)
+        .await?;
+    core.apply_attempt(&mut transaction, &mut payment, number, &outcome, now)
+        .await?;
+    sqlx::query(
+        "INSERT INTO payments.retry_requests (idempotency_key, payment_id, attempt_number, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&request.idempotency_key)
+    .bind(&payment.id)
+    .bind(i32::try_from(number).unwrap_or(i32::MAX))
+    .bind(now)
+    .execute(&mut *transaction)
+    .await?;
+    let response = respond(&mut transaction, &payment).await?;
+    transaction.commit().await?;
+    Ok(response)
+}
+
+async fn respond(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    payment: &store::PaymentRow,
+) -> Result<proto::RetryPaymentResponse, PaymentsError> {
+    let wire = store::payment_to_proto(transaction, payment).await?;
+    Ok(proto::RetryPaymentResponse {
+        payment: Some(wire),
+    })
+}

@@ -1,0 +1,46 @@
+//! The service as `tally serve payments` runs it: invoice events in over the
+//! bus, payment events out through the outbox relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tally_bus::{Bus, InProcessBus, SubscriptionConfig, topics};
+use tally_proto::events::PaymentEvent;
+use tally_proto::events::payment_event::Kind;
+
+use crate::stripe_mocks;
+use crate::support::*;
+
+#[tokio::test]
+async fn an_invoice_event_on_the_bus_becomes_a_payment_event_on_the_bus() {
+    let bus = Arc::new(InProcessBus::new());
+    let harness = harness_on(bus.clone()).await;
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_000).await;
+    bus.ensure_topic(topics::PAYMENT_EVENTS).await.unwrap();
+    let invoicing = SubscriptionConfig::ordered("invoicing-payment-events", topics::PAYMENT_EVENTS);
+    bus.ensure_subscription(&invoicing).await.unwrap();
+    let mut received = bus.subscribe("invoicing-payment-events").await.unwrap();
+    harness.payments.spawn_background(&harness.shutdown);
+
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    bus.publish(topics::INVOICE_EVENTS, message(&spec.finalized()))
+        .await
+        .unwrap();
+
+    let delivery = tokio::time::timeout(Duration::from_secs(10), received.next())
+        .await
+        .expect("a payment event arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivery.message.message_type,
+        "tally.events.v1.PaymentEvent"
+    );
+    assert_eq!(delivery.message.ordering_key.as_deref(), Some("cus_000100"));
+    let event = PaymentEvent::decode(delivery.message.payload.as_slice()).unwrap();
+    assert_eq!(delivery.message.id, event.event_id);
+    assert_eq!(event.invoice_id, "inv_000001");
+    assert!(matches!(event.kind, Some(Kind::Succeeded(_))));
+    delivery.ack();
+}
