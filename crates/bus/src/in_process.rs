@@ -8,7 +8,7 @@
 //! Unlike Pub/Sub there is no ack deadline: a delivery is outstanding until it
 //! is acked, nacked or dropped. Nothing survives a restart of the process.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -35,6 +35,8 @@ struct Queue {
     config: SubscriptionConfig,
     state: Mutex<QueueState>,
     changed: Notify,
+    /// Numbers the streams (key affinity).
+    next_stream: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -43,8 +45,15 @@ struct QueueState {
     /// Waiting messages, kept in publish (sequence) order.
     pending: VecDeque<Entry>,
     in_flight: HashMap<u64, Entry>,
-    /// Ordering keys with a delivery outstanding (ordered subscriptions only).
-    busy_keys: HashSet<String>,
+    /// Ordering keys with deliveries outstanding, the stream holding them
+    /// and how many (ordered subscriptions only).
+    key_owners: HashMap<String, KeyOwner>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeyOwner {
+    stream: u64,
+    outstanding: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -79,8 +88,10 @@ impl Queue {
         self.changed.notify_waiters();
     }
 
-    /// Takes the first deliverable message, if any.
-    fn take(self: &Arc<Self>) -> Option<Delivery> {
+    /// Takes the first message `stream` may have, if any: unordered, or of
+    /// a key no other stream holds (pending is in publish order, so this is
+    /// the key's earliest waiting message).
+    fn take(self: &Arc<Self>, stream: u64) -> Option<Delivery> {
         let mut state = lock(&self.state);
         let ordered = self.config.ordered;
         let position =
@@ -88,39 +99,91 @@ impl Queue {
                 .pending
                 .iter()
                 .position(|entry| match &entry.message.ordering_key {
-                    Some(key) if ordered => !state.busy_keys.contains(key),
+                    Some(key) if ordered => state
+                        .key_owners
+                        .get(key)
+                        .is_none_or(|owner| owner.stream == stream),
                     _ => true,
                 })?;
         let mut entry = state.pending.remove(position)?;
         entry.attempts += 1;
         if ordered && let Some(key) = &entry.message.ordering_key {
-            state.busy_keys.insert(key.clone());
+            state
+                .key_owners
+                .entry(key.clone())
+                .or_insert(KeyOwner {
+                    stream,
+                    outstanding: 0,
+                })
+                .outstanding += 1;
         }
         let delivery = Delivery::new(
             entry.message.clone(),
             entry.attempts,
             Box::new(InProcessAcknowledger {
                 queue: Arc::clone(self),
-                sequence: Some(entry.sequence),
+                delivery: Some((entry.sequence, entry.attempts)),
             }),
         );
         state.in_flight.insert(entry.sequence, entry);
         Some(delivery)
     }
 
-    fn settle(&self, sequence: u64, redeliver: bool) {
+    /// Settles delivery `attempt` of message `sequence`. A delivery that was
+    /// requeued with an earlier message of its key (and maybe delivered
+    /// again since) is no longer this one: its verdict is ignored.
+    fn settle(&self, (sequence, attempt): (u64, u32), redeliver: bool) {
         let mut state = lock(&self.state);
+        if state
+            .in_flight
+            .get(&sequence)
+            .is_none_or(|entry| entry.attempts != attempt)
+        {
+            return;
+        }
         let Some(entry) = state.in_flight.remove(&sequence) else {
             return;
         };
-        if let Some(key) = &entry.message.ordering_key {
-            state.busy_keys.remove(key);
-        }
+        let mut requeued = Vec::new();
         if redeliver {
+            // The key's later messages still outstanding go back too, so
+            // nothing of the key overtakes the redelivered one.
+            if self.config.ordered
+                && let Some(key) = &entry.message.ordering_key
+            {
+                let later: Vec<u64> = state
+                    .in_flight
+                    .values()
+                    .filter(|other| {
+                        other.sequence > sequence
+                            && other.message.ordering_key.as_ref() == Some(key)
+                    })
+                    .map(|other| other.sequence)
+                    .collect();
+                for later in later {
+                    if let Some(other) = state.in_flight.remove(&later) {
+                        requeued.push(other);
+                    }
+                }
+            }
+            requeued.push(entry.clone());
+        }
+        if self.config.ordered
+            && let Some(key) = &entry.message.ordering_key
+        {
+            let settled = 1 + requeued.len().saturating_sub(usize::from(redeliver));
+            if let Some(owner) = state.key_owners.get_mut(key) {
+                owner.outstanding = owner.outstanding.saturating_sub(settled);
+                if owner.outstanding == 0 {
+                    state.key_owners.remove(key);
+                }
+            }
+        }
+        for entry in requeued {
             // Back in publish order, so the key's later messages still wait behind it.
             let position = state
                 .pending
-                .partition_point(|waiting| waiting.sequence < sequence);
+                .partition_point(|waiting| waiting.sequence < entry.sequence);
             state.pending.insert(position, entry);
         }
         drop(state);
@@ -131,20 +194,20 @@ impl Queue {
 #[derive(Debug)]
 struct InProcessAcknowledger {
     queue: Arc<Queue>,
-    /// `None` once settled.
-    sequence: Option<u64>,
+    /// The message's sequence and the delivery's attempt; `None` once settled.
+    delivery: Option<(u64, u32)>,
 }
 
 impl Acknowledger for InProcessAcknowledger {
     fn ack(mut self: Box<Self>) {
-        if let Some(sequence) = self.sequence.take() {
-            self.queue.settle(sequence, false);
+        if let Some(delivery) = self.delivery.take() {
+            self.queue.settle(delivery, false);
         }
     }
 
     fn nack(mut self: Box<Self>) {
-        if let Some(sequence) = self.sequence.take() {
-            self.queue.settle(sequence, true);
+        if let Some(delivery) = self.delivery.take() {
+            self.queue.settle(delivery, true);
         }
     }
 }
@@ -152,8 +215,8 @@ impl Acknowledger for InProcessAcknowledger {
 impl Drop for InProcessAcknowledger {
     fn drop(&mut self) {
         // A delivery dropped without a verdict (a crashed handler) is redelivered.
-        if let Some(sequence) = self.sequence.take() {
-            self.queue.settle(sequence, true);
+        if let Some(delivery) = self.delivery.take() {
+            self.queue.settle(delivery, true);
         }
     }
 }
@@ -161,6 +224,8 @@ impl Drop for InProcessAcknowledger {
 #[derive(Debug)]
 struct InProcessStream {
     queue: Arc<Queue>,
+    /// This stream's number (key affinity).
+    id: u64,
 }
 
 #[async_trait]
@@ -171,7 +236,7 @@ impl MessageStream for InProcessStream {
             let changed = self.queue.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(delivery) = self.queue.take() {
+            if let Some(delivery) = self.queue.take(self.id) {
                 return Some(Ok(delivery));
             }
             changed.await;
@@ -202,6 +267,7 @@ impl Bus for InProcessBus {
             config: config.clone(),
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
+            next_stream: std::sync::atomic::AtomicU64::new(0),
         });
         registry
             .topics
@@ -230,6 +296,63 @@ impl Bus for InProcessBus {
             .get(subscription)
             .cloned()
             .ok_or_else(|| BusError::SubscriptionNotFound(subscription.to_owned()))?;
-        Ok(Box::new(InProcessStream { queue }))
+        let id = queue
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Box::new(InProcessStream { queue, id }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(key: &str, number: u32) -> Message {
+        Message::new("test", 1, number.to_le_bytes().to_vec()).with_ordering_key(key)
+    }
+
+    fn number(delivery: &Delivery) -> u32 {
+        u32::from_le_bytes(delivery.message.payload.as_slice().try_into().unwrap())
+    }
+
+    async fn ordered_bus() -> InProcessBus {
+        let bus = InProcessBus::new();
+        bus.ensure_topic("t").await.unwrap();
+        bus.ensure_subscription(&SubscriptionConfig::ordered("s", "t"))
+            .await
+            .unwrap();
+        for n in 0..4 {
+            bus.publish("t", message("k", n)).await.unwrap();
+        }
+        bus.publish("t", message("other", 9)).await.unwrap();
+        bus
+    }
+
+    #[tokio::test]
+    async fn a_stream_holds_several_messages_of_a_key_and_no_other_stream_gets_it() {
+        let bus = ordered_bus().await;
+        let mut first = bus.subscribe("s").await.unwrap();
+        let mut second = bus.subscribe("s").await.unwrap();
+        let a = first.next().await.unwrap().unwrap();
+        let b = first.next().await.unwrap().unwrap();
+        assert_eq!((number(&a), number(&b)), (0, 1));
+        // The second stream skips the key the first holds.
+        let other = second.next().await.unwrap().unwrap();
+        assert_eq!(number(&other), 9);
+        other.ack();
+        // A nack of the first sends the key's later outstanding message back
+        // too; the stale delivery's ack is ignored.
+        a.nack();
+        b.ack();
+        let again: Vec<u32> = [
+            second.next().await.unwrap().unwrap(),
+            second.next().await.unwrap().unwrap(),
+            second.next().await.unwrap().unwrap(),
+            second.next().await.unwrap().unwrap(),
+        ]
+        .iter()
+        .map(number)
+        .collect();
+        assert_eq!(again, vec![0, 1, 2, 3]);
     }
 }

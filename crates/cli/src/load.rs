@@ -38,6 +38,12 @@ pub enum LoadCommand {
     CopyBaseline(CopyBaseline),
     /// Publish usage on Pub/Sub and wait until ingest has it.
     Pubsub(PubsubLoad),
+    /// Rating: queued accepted events consumed into aggregates (events/s).
+    RatingConsume(crate::load_rating::RatingConsume),
+    /// Rating: accepted by ingest → reflected in GetCurrentCost, under load.
+    RatingLatency(crate::load_rating::RatingLatency),
+    /// Rating: GetCurrentCost latency for a customer with many events.
+    RatingCost(crate::load_rating::RatingCost),
 }
 
 /// The synthetic workload, shared by all three.
@@ -116,6 +122,9 @@ pub async fn run(config: Config, command: LoadCommand) -> anyhow::Result<()> {
         LoadCommand::Ingest(load) => ingest(load).await?,
         LoadCommand::CopyBaseline(load) => copy_baseline(load).await?,
         LoadCommand::Pubsub(load) => pubsub(config, load).await?,
+        LoadCommand::RatingConsume(load) => crate::load_rating::consume(&config, load).await?,
+        LoadCommand::RatingLatency(load) => crate::load_rating::latency(&config, load).await?,
+        LoadCommand::RatingCost(load) => crate::load_rating::cost(&config, load).await?,
     };
     println!("{report}");
     Ok(())
@@ -269,7 +278,7 @@ async fn ingest(load: IngestLoad) -> anyhow::Result<String> {
     ))
 }
 
-fn percentile(latencies: &mut [Duration], quantile: f64) -> f64 {
+pub(crate) fn percentile(latencies: &mut [Duration], quantile: f64) -> f64 {
     if latencies.is_empty() {
         return 0.0;
     }

@@ -9,6 +9,7 @@ mod dev;
 mod events;
 mod keys;
 mod load;
+mod load_rating;
 mod rejected;
 
 use std::path::PathBuf;

@@ -368,7 +368,13 @@ async fn price_row(
             charge.price.price(Usage::Transactions(line))
         }
         PriceModel::Matrix(_) => {
-            let groups = BTreeMap::from([(group.clone(), quantity)]);
+            // An idle charge (no usage yet, see `with_idle_charges`) has no
+            // group to look a cell up for: it prices no groups at all.
+            let groups = if row.event_count == 0 && group.is_empty() {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([(group.clone(), quantity)])
+            };
             charge.price.price(Usage::Grouped(&groups))
         }
         PriceModel::PerUnit(_)

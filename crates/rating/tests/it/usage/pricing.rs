@@ -372,3 +372,46 @@ async fn malformed_queries_name_the_field() {
         .unwrap_err();
     assert_eq!(unknown_reason.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_matrix_charge_without_a_default_price_bills_zero_before_any_usage() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    h.meter(CreateMeterRequest {
+        group_by: vec!["gpu".into()],
+        ..meter_request("gpu.seconds", Aggregation::Sum, "seconds")
+    })
+    .await;
+    let strict = usage(
+        "gpu",
+        "gpu.seconds",
+        Model::Matrix(MatrixPrice {
+            dimensions: vec!["gpu".into()],
+            cells: vec![cell(&[("gpu", "h100")], "0.0012")],
+            default_unit_price: None,
+        }),
+    );
+    let version = published(&mut h, "gpu", vec![strict]).await;
+    subscribe_acme(&h, &version).await;
+    // No usage yet: the idle line is zero, not an error.
+    assert_eq!(
+        table(&charges(&mut h, "sub_acme").await),
+        vec![row("gpu", dec!(0), dec!(0), dec!(0.00))]
+    );
+    rate(
+        &h,
+        &[accepted(
+            1,
+            "cus_acme",
+            "g1",
+            "gpu.seconds",
+            at(2, 0, 0, 0),
+            &[("gpu", "h100"), ("seconds", "100")],
+        )],
+    )
+    .await;
+    assert_eq!(
+        table(&charges(&mut h, "sub_acme").await),
+        vec![row("gpu", dec!(100), dec!(0.1200), dec!(0.12))]
+    );
+}
