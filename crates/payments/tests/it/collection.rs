@@ -300,12 +300,7 @@ async fn stripe_down_for_every_try_is_redelivered_and_resumes_with_the_same_keys
         .deliver(&spec.finalized())
         .await
         .expect("the redelivery completes");
-    let keys: Vec<String> = harness
-        .stripe_requests("POST", "/v1/customers")
-        .await
-        .iter()
-        .map(idempotency_key)
-        .collect();
+    let keys: Vec<String> = harness.keys("/v1/customers").await;
     assert_eq!(keys.len(), 5);
     assert!(
         keys.iter()

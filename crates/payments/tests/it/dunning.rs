@@ -94,12 +94,7 @@ async fn dunning_retries_on_schedule_then_gives_up() {
         "day 5: give up"
     );
 
-    let keys: Vec<String> = harness
-        .stripe_requests("POST", "/v1/invoices/in_1Acme/pay")
-        .await
-        .iter()
-        .map(idempotency_key)
-        .collect();
+    let keys: Vec<String> = harness.keys("/v1/invoices/in_1Acme/pay").await;
     assert_eq!(
         keys,
         vec![
@@ -228,12 +223,7 @@ async fn retry_payment_charges_now_once_per_key() {
         .payment
         .unwrap();
     assert_eq!(replay.attempts.len(), 2);
-    let keys: Vec<String> = harness
-        .stripe_requests("POST", "/v1/invoices/in_1Acme/pay")
-        .await
-        .iter()
-        .map(idempotency_key)
-        .collect();
+    let keys: Vec<String> = harness.keys("/v1/invoices/in_1Acme/pay").await;
     assert_eq!(
         keys,
         vec![

@@ -367,6 +367,15 @@ impl Harness {
             .collect()
     }
 
+    /// The `Idempotency-Key`s Stripe received on `POST path`, in order.
+    pub async fn keys(&self, path: &str) -> Vec<String> {
+        self.stripe_requests("POST", path)
+            .await
+            .iter()
+            .map(idempotency_key)
+            .collect()
+    }
+
     /// Count of rows in a payments table.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
