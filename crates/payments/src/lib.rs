@@ -63,7 +63,7 @@ pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "payments-invoice-events";
 /// The secrets payments reads from the environment (never from the config file).
 #[derive(Debug, Clone, Default)]
 pub struct StripeSecrets {
-    /// `STRIPE_API_KEY`; without it every Stripe call fails (recorded, not retried forever).
+    /// `STRIPE_API_KEY`; without it nothing is sent to Stripe (invoice events wait).
     pub api_key: Option<SecretKey>,
     /// `STRIPE_WEBHOOK_SECRET`; without it every webhook is refused.
     pub webhook_secret: Option<WebhookSecret>,
@@ -113,9 +113,6 @@ impl Payments {
         deps.bus
             .ensure_subscription(&invoice_events_subscription())
             .await?;
-        if deps.secrets.api_key.is_none() {
-            tracing::warn!("STRIPE_API_KEY is not set: invoices cannot be collected");
-        }
         if deps.secrets.webhook_secret.is_none() {
             tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: every webhook will be refused");
         }
@@ -183,7 +180,24 @@ impl Payments {
 
     /// Starts the invoice consumer, the outbox relay, the dunning scheduler
     /// and the periodic reconciliation; they stop on `shutdown`.
+    ///
+    /// Without `STRIPE_API_KEY` only the outbox relay runs: invoice events
+    /// wait in their subscription instead of failing one by one.
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        let relay = tokio::spawn(
+            OutboxRelay::new(
+                self.deps.pool.clone(),
+                ServiceSchema::Payments,
+                Arc::clone(&self.deps.bus),
+            )
+            .run(shutdown.clone()),
+        );
+        if self.deps.secrets.api_key.is_none() {
+            tracing::error!(
+                "STRIPE_API_KEY is not set: invoice events, dunning and reconciliation wait until it is"
+            );
+            return vec![relay];
+        }
         let consumer = Consumer::new(
             Arc::clone(&self.deps.bus),
             invoice_events_subscription(),
@@ -200,14 +214,7 @@ impl Payments {
                     tracing::error!(%error, "the invoice-events consumer stopped");
                 }
             }),
-            tokio::spawn(
-                OutboxRelay::new(
-                    self.deps.pool.clone(),
-                    ServiceSchema::Payments,
-                    Arc::clone(&self.deps.bus),
-                )
-                .run(shutdown.clone()),
-            ),
+            relay,
             tokio::spawn(scheduler.run(shutdown.clone())),
             tokio::spawn(self.reconciler().run_periodically(
                 std::time::Duration::from_secs(self.deps.config.scheduler_poll_interval_seconds),

@@ -86,10 +86,14 @@ impl StripeError {
     }
 
     /// Whether trying again later (same idempotency key) may succeed.
+    /// A missing key counts: once it is configured the same call can succeed,
+    /// so nothing is recorded as refused by Stripe.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StripeError::Unavailable { .. } | StripeError::Transport(_)
+            StripeError::Unavailable { .. }
+                | StripeError::Transport(_)
+                | StripeError::NotConfigured
         )
     }
 

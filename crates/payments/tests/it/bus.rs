@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tally_bus::{Bus, InProcessBus, SubscriptionConfig, topics};
+use tally_payments::StripeSecrets;
 use tally_proto::events::PaymentEvent;
 use tally_proto::events::payment_event::Kind;
 
@@ -43,4 +44,39 @@ async fn an_invoice_event_on_the_bus_becomes_a_payment_event_on_the_bus() {
     assert_eq!(event.invoice_id, "inv_000001");
     assert!(matches!(event.kind, Some(Kind::Succeeded(_))));
     delivery.ack();
+}
+
+#[tokio::test]
+async fn without_a_stripe_key_invoice_events_wait_in_their_subscription() {
+    let bus = Arc::new(InProcessBus::new());
+    let harness = harness_with(
+        bus.clone(),
+        StripeSecrets {
+            api_key: None,
+            webhook_secret: None,
+        },
+    )
+    .await;
+    harness.payments.spawn_background(&harness.shutdown);
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    bus.publish(topics::INVOICE_EVENTS, message(&spec.finalized()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(harness.stripe.received_requests().await.unwrap().is_empty());
+    assert_eq!(harness.count("invoices").await, 0, "nothing consumed");
+    // Without the signing secret every webhook is refused.
+    let (status, _) = harness.post_webhook(b"{}".to_vec(), None).await;
+    assert_eq!(status, 503);
+    // The message is still there for a configured process.
+    let mut waiting = bus
+        .subscribe(tally_payments::INVOICE_EVENTS_SUBSCRIPTION)
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), waiting.next())
+        .await
+        .expect("the invoice event waits")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.message.id, spec.finalized().event_id);
 }

@@ -84,11 +84,20 @@ pub async fn harness() -> Harness {
 
 /// [`harness`] on `bus`.
 pub async fn harness_on(bus: SharedBus) -> Harness {
-    let stripe = MockServer::start().await;
-    harness_with(stripe, bus).await
+    harness_with(bus, test_secrets()).await
 }
 
-pub async fn harness_with(stripe: MockServer, bus: SharedBus) -> Harness {
+/// The Stripe keys tests run with.
+pub fn test_secrets() -> StripeSecrets {
+    StripeSecrets {
+        api_key: Some(SecretKey::new(STRIPE_SECRET_KEY)),
+        webhook_secret: Some(WebhookSecret::new(WEBHOOK_SECRET)),
+    }
+}
+
+/// Payments on `bus` with `secrets`, Stripe played by a fresh mock server.
+pub async fn harness_with(bus: SharedBus, secrets: StripeSecrets) -> Harness {
+    let stripe = MockServer::start().await;
     let db = database().await;
     let clock = ManualClock::new(start_time());
     let payments = Payments::start(PaymentsDeps {
@@ -97,10 +106,7 @@ pub async fn harness_with(stripe: MockServer, bus: SharedBus) -> Harness {
         clock: Arc::new(clock.clone()),
         ids: Arc::new(SequentialIds::default()),
         config: config(&stripe.uri()),
-        secrets: StripeSecrets {
-            api_key: Some(SecretKey::new(STRIPE_SECRET_KEY)),
-            webhook_secret: Some(WebhookSecret::new(WEBHOOK_SECRET)),
-        },
+        secrets,
     })
     .await
     .expect("payments starts");
