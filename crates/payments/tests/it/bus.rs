@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tally_bus::{Bus, InProcessBus, SubscriptionConfig, topics};
+use tally_bus::message::ATTRIBUTE_DEAD_LETTER_REASON;
+use tally_bus::{Bus, InProcessBus, Message, SharedBus, SubscriptionConfig, topics};
 use tally_payments::StripeSecrets;
 use tally_proto::events::PaymentEvent;
 use tally_proto::events::payment_event::Kind;
@@ -14,22 +15,56 @@ use crate::stripe_mocks;
 use crate::support::*;
 
 #[tokio::test]
-async fn an_invoice_event_on_the_bus_becomes_a_payment_event_on_the_bus() {
-    let bus = Arc::new(InProcessBus::new());
+async fn invoice_events_become_payment_events_on_the_in_process_bus() {
+    invoice_events_become_payment_events(Arc::new(InProcessBus::new())).await;
+}
+
+#[tokio::test]
+async fn invoice_events_become_payment_events_on_the_pubsub_emulator() {
+    let host = tally_testkit::pubsub::emulator_host().await;
+    let prefix = format!("t{}-", tally_testkit::unique_suffix());
+    let bus =
+        tally_bus::PubSubBus::connect(tally_testkit::pubsub::TEST_PROJECT, Some(&host), &prefix)
+            .await
+            .unwrap()
+            .with_lease_extension(Duration::from_secs(10));
+    invoice_events_become_payment_events(Arc::new(bus)).await;
+}
+
+/// A finalization delivered twice and a poison message: one payment event
+/// comes out (through the outbox relay), one charge is made, and the poison
+/// message is dead-lettered with its reason.
+async fn invoice_events_become_payment_events(bus: SharedBus) {
     let harness = harness_on(bus.clone()).await;
     stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_000).await;
-    bus.ensure_topic(topics::PAYMENT_EVENTS).await.unwrap();
-    let invoicing = SubscriptionConfig::ordered("invoicing-payment-events", topics::PAYMENT_EVENTS);
-    bus.ensure_subscription(&invoicing).await.unwrap();
-    let mut received = bus.subscribe("invoicing-payment-events").await.unwrap();
-    harness.payments.spawn_background(&harness.shutdown);
+    let watch = |name: &str, topic: &str| SubscriptionConfig::ordered(name, topic);
+    let invoicing = watch("watch-payment-events", topics::PAYMENT_EVENTS);
+    let dead = watch(
+        "watch-payments-dead-letters",
+        "payments-invoice-events-dead-letter",
+    );
+    for config in [&invoicing, &dead] {
+        bus.ensure_topic(&config.topic).await.unwrap();
+        bus.ensure_subscription(config).await.unwrap();
+    }
+    let mut received = bus.subscribe(&invoicing.name).await.unwrap();
+    let mut dead_letters = bus.subscribe(&dead.name).await.unwrap();
+    let _tasks = harness.payments.spawn_background(&harness.shutdown);
 
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
-    bus.publish(topics::INVOICE_EVENTS, message(&spec.finalized()))
-        .await
-        .unwrap();
+    for _ in 0..2 {
+        bus.publish(topics::INVOICE_EVENTS, message(&spec.finalized()))
+            .await
+            .unwrap();
+    }
+    bus.publish(
+        topics::INVOICE_EVENTS,
+        Message::new("tally.events.v1.Nonsense", 1, vec![1, 2, 3]).with_ordering_key("cus_x"),
+    )
+    .await
+    .unwrap();
 
-    let delivery = tokio::time::timeout(Duration::from_secs(10), received.next())
+    let delivery = tokio::time::timeout(Duration::from_secs(30), received.next())
         .await
         .expect("a payment event arrives")
         .unwrap()
@@ -44,6 +79,26 @@ async fn an_invoice_event_on_the_bus_becomes_a_payment_event_on_the_bus() {
     assert_eq!(event.invoice_id, "inv_000001");
     assert!(matches!(event.kind, Some(Kind::Succeeded(_))));
     delivery.ack();
+
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead_letters.next())
+        .await
+        .expect("the poison message is dead-lettered")
+        .unwrap()
+        .unwrap();
+    let reason = letter.message.attributes[ATTRIBUTE_DEAD_LETTER_REASON].clone();
+    assert!(
+        reason.contains("expected tally.events.v1.InvoiceEvent"),
+        "{reason}"
+    );
+    letter.ack();
+
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), received.next())
+            .await
+            .is_err(),
+        "the redelivered finalization publishes nothing more"
+    );
+    assert_eq!(harness.keys("/v1/invoices/in_1Acme/pay").await.len(), 1);
 }
 
 #[tokio::test]
