@@ -337,7 +337,12 @@ fn usage_event(run: &str, number: u64, customer: &str, at: DateTime<Utc>) -> Usa
                 ),
                 (
                     "gpu".to_owned(),
-                    if number.is_multiple_of(2) { "h100" } else { "a100" }.to_owned(),
+                    if number.is_multiple_of(2) {
+                        "h100"
+                    } else {
+                        "a100"
+                    }
+                    .to_owned(),
                 ),
             ],
         ),
@@ -454,21 +459,27 @@ pub async fn latency(config: &Config, load: RatingLatency) -> anyhow::Result<Str
     let _tasks = stack.rating.spawn_background(&stack.shutdown);
     let url = format!("http://{}", stack.address);
 
-    // The background stream: `batch` events every `batch / rate` seconds.
+    // The background stream: `batch` events every `batch / rate` seconds, each
+    // batch its own call (at most 64 in flight), so a slow commit does not
+    // lower the offered rate.
     let sent = Arc::new(AtomicU64::new(0));
     let background = {
-        let mut ingest = IngestServiceClient::connect(url.clone()).await?;
+        let ingest = IngestServiceClient::connect(url.clone()).await?;
         let sent = Arc::clone(&sent);
-        let customers = customers(load.customers);
+        let customers = Arc::new(customers(load.customers));
         let stop = stack.shutdown.clone();
         let interval = Duration::from_secs_f64(load.batch as f64 / load.rate as f64);
         let batch = load.batch;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut number = 0_u64;
             while !stop.is_triggered() {
                 ticker.tick().await;
+                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                    return;
+                };
                 let now = Utc::now();
                 let events = (0..batch)
                     .map(|offset| {
@@ -479,12 +490,17 @@ pub async fn latency(config: &Config, load: RatingLatency) -> anyhow::Result<Str
                     })
                     .collect();
                 number += batch;
-                match ingest.ingest_batch(IngestBatchRequest { events }).await {
-                    Ok(_) => {
-                        sent.fetch_add(batch, Ordering::Relaxed);
+                let mut ingest = ingest.clone();
+                let sent = Arc::clone(&sent);
+                tokio::spawn(async move {
+                    match ingest.ingest_batch(IngestBatchRequest { events }).await {
+                        Ok(_) => {
+                            sent.fetch_add(batch, Ordering::Relaxed);
+                        }
+                        Err(error) => tracing::warn!(%error, "a background batch failed"),
                     }
-                    Err(error) => tracing::warn!(%error, "a background batch failed"),
-                }
+                    drop(permit);
+                });
             }
         })
     };

@@ -60,6 +60,9 @@ pub const USAGE_SUBSCRIPTION: &str = "rating-usage-accepted";
 pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "rating-subscription-events";
 /// Most accepted events rated in one transaction.
 const USAGE_BATCH_MESSAGES: usize = 500;
+/// Usage batches rated concurrently by the consumer (each in its own
+/// transaction; see `UsageConsumer::run`).
+const USAGE_BATCHES_IN_FLIGHT: usize = 4;
 
 /// What rating needs from the composition root.
 #[derive(Debug, Clone)]
@@ -138,6 +141,7 @@ impl Rating {
                 Arc::clone(&self.deps.clock),
             ),
             USAGE_BATCH_MESSAGES,
+            USAGE_BATCHES_IN_FLIGHT,
         )
     }
 
@@ -195,6 +199,11 @@ impl Rating {
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let usage = self.usage_consumer();
         let usage_shutdown = shutdown.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(error) = usage.run(usage_shutdown).await {
+                tracing::error!(%error, "the usage consumer stopped");
+            }
+        })];
         let replica = Consumer::new(
             Arc::clone(&self.deps.bus),
             subscription_events_subscription(),
@@ -208,20 +217,16 @@ impl Rating {
             ServiceSchema::Rating,
             Arc::clone(&self.deps.bus),
         );
-        vec![
+        tasks.extend([
             tokio::spawn(outbox.run(shutdown.clone())),
             tokio::spawn(async move { rerate_worker.run(rerate_shutdown).await }),
-            tokio::spawn(async move {
-                if let Err(error) = usage.run(usage_shutdown).await {
-                    tracing::error!(%error, "the usage consumer stopped");
-                }
-            }),
             tokio::spawn(async move {
                 if let Err(error) = replica.run(replica_shutdown).await {
                     tracing::error!(%error, "the subscription replica stopped");
                 }
             }),
-        ]
+        ]);
+        tasks
     }
 }
 

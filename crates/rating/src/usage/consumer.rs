@@ -3,7 +3,11 @@
 //!
 //! Deliveries are gathered (up to `batch_messages`, or what arrives within a
 //! few milliseconds), rated in **one transaction**, and acked only after the
-//! commit. A message that is not a `UsageAccepted` of schema version 1, or
+//! commit. Up to `batches_in_flight` batches are rated concurrently, so one
+//! batch's commit overlaps the next one's work; two batches with the same
+//! customer serialise on its advisory lock (taken in customer order, so they
+//! cannot deadlock), and since absorbing is commutative the order in which
+//! they commit does not change a total. A message that is not a `UsageAccepted` of schema version 1, or
 //! cannot be decoded, is poison and is dead-lettered at once. When the batch
 //! transaction fails, each message is retried on its own, so one unratable
 //! message cannot hold back the others; after `max_delivery_attempts` it is
@@ -35,6 +39,7 @@ pub struct UsageConsumer {
     rater: UsageRater,
     thresholds: ThresholdEvaluator,
     batch_messages: usize,
+    batches_in_flight: usize,
 }
 
 impl UsageConsumer {
@@ -46,6 +51,7 @@ impl UsageConsumer {
         rater: UsageRater,
         thresholds: ThresholdEvaluator,
         batch_messages: usize,
+        batches_in_flight: usize,
     ) -> Self {
         Self {
             bus,
@@ -54,6 +60,7 @@ impl UsageConsumer {
             rater,
             thresholds,
             batch_messages: batch_messages.max(1),
+            batches_in_flight: batches_in_flight.max(1),
         }
     }
 
@@ -61,6 +68,7 @@ impl UsageConsumer {
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
         let mut stream = self.bus.subscribe(&self.subscription.name).await?;
         tracing::info!(subscription = %self.subscription.name, "usage consumer started");
+        let mut in_flight = tokio::task::JoinSet::new();
         while let Some(batch) = next_batch(
             stream.as_mut(),
             &shutdown,
@@ -69,8 +77,14 @@ impl UsageConsumer {
         )
         .await
         {
-            self.process(batch).await;
+            if in_flight.len() >= self.batches_in_flight {
+                in_flight.join_next().await;
+            }
+            let consumer = self.clone();
+            in_flight.spawn(async move { consumer.process(batch).await });
         }
+        // Finish the batches in hand before stopping.
+        while in_flight.join_next().await.is_some() {}
         tracing::info!(subscription = %self.subscription.name, "usage consumer stopped");
         Ok(())
     }
