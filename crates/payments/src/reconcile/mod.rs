@@ -104,8 +104,8 @@ impl Reconciler {
     /// Runs report `report_id` to completion (or failure, recorded on it).
     pub async fn run(&self, report_id: &str) -> Result<(), PaymentsError> {
         let (start, end): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-            "UPDATE payments.reconciliation_reports SET state = 'running' WHERE id = $1 \
-             RETURNING window_start, window_end",
+            "UPDATE payments.reconciliation_reports SET state = 'running', error = '', finished_at = NULL \
+             WHERE id = $1 RETURNING window_start, window_end",
         )
         .bind(report_id)
         .fetch_one(&self.core.pool)
@@ -394,7 +394,8 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Reconciles the latest finished window of the periodic schedule, once.
+    /// Reconciles the latest finished window of the periodic schedule, once
+    /// (again after a failed run).
     pub async fn run_scheduled(&self) -> Result<Option<String>, PaymentsError> {
         if self.interval_hours == 0 {
             return Ok(None);
@@ -413,7 +414,17 @@ impl Reconciler {
             .create_report(&key, Window { start, end }, true)
             .await?;
         if !created {
-            return Ok(None);
+            // A window is reconciled once, unless that run failed (Stripe
+            // unreachable, …): then it is tried again at the next tick.
+            let state: String = sqlx::query_scalar(
+                "SELECT state FROM payments.reconciliation_reports WHERE id = $1",
+            )
+            .bind(&report_id)
+            .fetch_one(&self.core.pool)
+            .await?;
+            if state != "failed" {
+                return Ok(None);
+            }
         }
         self.run(&report_id).await?;
         Ok(Some(report_id))

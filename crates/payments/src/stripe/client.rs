@@ -179,7 +179,7 @@ impl HttpStripe {
                     return Err(error);
                 }
                 Outcome::Retry(reason) => {
-                    tracing::warn!(method, path = %path_only(path), attempt, %reason, "stripe call failed; retrying with the same idempotency key");
+                    tracing::warn!(method, path = %path_only(path), attempt, %reason, "stripe call failed; retrying (a POST with the same idempotency key)");
                     last_reason = reason;
                 }
             }

@@ -416,6 +416,14 @@ async fn windows_must_be_whole_and_in_the_past() {
 #[tokio::test]
 async fn the_schedule_reconciles_each_finished_day_once() {
     let harness = harness().await;
+    // Stripe is down for the first run's four tries.
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices"))
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .up_to_n_times(4)
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
     for resource in ["invoices", "charges", "refunds", "balance_transactions"] {
         Mock::given(method("GET"))
             .and(path(format!("/v1/{resource}")))
@@ -427,8 +435,19 @@ async fn the_schedule_reconciles_each_finished_day_once() {
             .await;
     }
     let reconciler = harness.payments.reconciler();
-    let first = reconciler.run_scheduled().await.unwrap();
-    assert!(first.is_some());
+    let failed = reconciler.run_scheduled().await.unwrap().unwrap();
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM payments.reconciliation_reports WHERE id = $1")
+            .bind(&failed)
+            .fetch_one(&harness.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        reconciler.run_scheduled().await.unwrap(),
+        Some(failed),
+        "a failed window is tried again"
+    );
     assert_eq!(
         reconciler.run_scheduled().await.unwrap(),
         None,
