@@ -225,13 +225,18 @@ impl Context {
             return Err(InvoicingError::invalid("invoice_id", "is required"));
         }
         let now = self.clock.now();
-        let mut transaction = self.pool.begin().await?;
-        let (subscription_id,): (String,) =
-            sqlx::query_as("SELECT subscription_id FROM invoicing.invoices WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *transaction)
+        let draft = {
+            let mut connection = self.pool.acquire().await?;
+            store::load(&mut connection, id, false).await?
+        };
+        let usage = if draft.status == "draft" {
+            self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
                 .await?
-                .ok_or_else(|| InvoicingError::NotFound(format!("invoice {id:?} not found")))?;
+        } else {
+            Default::default()
+        };
+        let subscription_id = draft.subscription_id;
+        let mut transaction = self.pool.begin().await?;
         // Same lock order as the bill run: subscription, then invoice.
         sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
             .bind(&subscription_id)
@@ -242,7 +247,8 @@ impl Context {
             InvoiceStatus::Draft => {
                 self.require_published(&mut transaction, &row.customer_id)
                     .await?;
-                self.refresh_draft(&mut transaction, &row, now).await?;
+                self.refresh_draft(&mut transaction, &row, now, usage)
+                    .await?;
                 let row = store::load(&mut transaction, id, true).await?;
                 self.finalize_locked(&mut transaction, &row, now).await?;
             }

@@ -28,7 +28,7 @@ use sqlx::PgConnection;
 use tally_domain::money::Money;
 use tally_domain::period::Period;
 use tally_proto::invoicing::{self as proto, BillingReason, InvoiceLineKind, invoice_line};
-use tally_proto::rating::BillingTiming;
+use tally_proto::rating::{BillingTiming, GetUsageChargesResponse};
 
 use super::fees::{self, Stretch};
 use super::lines::Line;
@@ -60,7 +60,14 @@ pub struct Composer<'a> {
     /// The invoice being recomposed (its own lines do not count as billed).
     pub exclude_invoice: Option<&'a str>,
     plans: BTreeMap<String, PlanInfo>,
+    /// Rating's answers fetched before the transaction, by period start.
+    usage: UsageCache,
 }
+
+/// Usage charges fetched from rating ahead of a transaction, by period start,
+/// so no database transaction waits on rating (in `tally dev` both share one
+/// pool: holding connections while calling rating could exhaust it).
+pub type UsageCache = BTreeMap<DateTime<Utc>, GetUsageChargesResponse>;
 
 fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Period> {
     Period::new(start, end).map_err(InvoicingError::internal)
@@ -80,6 +87,32 @@ impl<'a> Composer<'a> {
             subscription,
             exclude_invoice,
             plans: BTreeMap::new(),
+            usage: UsageCache::new(),
+        }
+    }
+
+    /// Uses `usage` before asking rating.
+    pub fn with_usage(mut self, usage: UsageCache) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// The usage of `billing_period`: prefetched, or asked now.
+    async fn usage_of(&mut self, billing_period: &Period) -> Result<GetUsageChargesResponse> {
+        let cached = self.usage.get(&billing_period.start()).filter(|response| {
+            response
+                .period
+                .as_ref()
+                .and_then(|range| crate::wire::instant(range.end_time.as_ref()))
+                == Some(billing_period.end())
+        });
+        match cached {
+            Some(response) => Ok(response.clone()),
+            None => {
+                self.rating
+                    .usage_charges(&self.subscription.id, billing_period)
+                    .await
+            }
         }
     }
 
@@ -331,10 +364,7 @@ impl<'a> Composer<'a> {
 
     /// Usage lines of `billing_period` from rating.
     async fn usage(&mut self, billing_period: &Period) -> Result<Vec<Line>> {
-        let response = self
-            .rating
-            .usage_charges(&self.subscription.id, billing_period)
-            .await?;
+        let response = self.usage_of(billing_period).await?;
         let currency = self.subscription.currency;
         let mut lines = Vec::new();
         for charge in response.charges {
@@ -432,10 +462,7 @@ impl<'a> Composer<'a> {
             return Ok(Vec::new());
         }
         let billing_period = subscription.period_containing(usage_start)?;
-        let response = self
-            .rating
-            .usage_charges(&subscription.id, &billing_period)
-            .await?;
+        let response = self.usage_of(&billing_period).await?;
         let total = response
             .total
             .as_ref()

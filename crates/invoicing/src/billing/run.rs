@@ -1,6 +1,9 @@
 //! The bill run and finalization.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt as _;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::credit::CreditApplication;
@@ -11,7 +14,7 @@ use tally_domain::period::Period;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{self as proto, CollectionMode, InvoiceLineKind, invoice_line};
 
-use super::compose::Composer;
+use super::compose::{Composer, UsageCache};
 use super::fees::ROUNDING;
 use super::lines::Line;
 use super::store::{self, InvoiceRow};
@@ -19,6 +22,10 @@ use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
 use crate::wire::money;
 use crate::{Context, credits, customers, events};
+
+/// Most billing periods fetched ahead for one subscription (a subscription
+/// far behind asks for the rest while composing).
+const PREFETCH_LIMIT: usize = 64;
 
 /// What one bill run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +36,17 @@ pub struct RunSummary {
     pub invoices_finalized: u64,
     pub credits_expired: u64,
     pub failures: u64,
+}
+
+impl RunSummary {
+    fn add(&mut self, other: RunSummary) {
+        self.periods_examined += other.periods_examined;
+        self.invoices_created += other.invoices_created;
+        self.invoices_updated += other.invoices_updated;
+        self.invoices_finalized += other.invoices_finalized;
+        self.credits_expired += other.credits_expired;
+        self.failures += other.failures;
+    }
 }
 
 impl Context {
@@ -61,13 +79,26 @@ impl Context {
                 break;
             };
             after.clone_from(last);
-            for (subscription_id,) in due {
-                if let Err(error) = self
-                    .bill_subscription(&subscription_id, now, &mut summary)
-                    .await
-                {
-                    summary.failures += 1;
-                    tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
+            // Each subscription is its own transaction; several run at once.
+            let results: Vec<(String, Result<RunSummary>)> = futures::stream::iter(due)
+                .map(|(subscription_id,)| async move {
+                    let result = self.bill_subscription(&subscription_id, now).await;
+                    (subscription_id, result)
+                })
+                .buffer_unordered(
+                    usize::try_from(self.config.bill_run_concurrency)
+                        .unwrap_or(1)
+                        .max(1),
+                )
+                .collect()
+                .await;
+            for (subscription_id, result) in results {
+                match result {
+                    Ok(billed) => summary.add(billed),
+                    Err(error) => {
+                        summary.failures += 1;
+                        tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
+                    }
                 }
             }
         }
@@ -97,8 +128,9 @@ impl Context {
         &self,
         subscription_id: &str,
         now: DateTime<Utc>,
-        summary: &mut RunSummary,
-    ) -> Result<()> {
+    ) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
+        let usage = self.prefetch_usage(subscription_id, now, None).await?;
         let mut transaction = self.pool.begin().await?;
         let claimed: Option<(String,)> = sqlx::query_as(
             "SELECT id FROM invoicing.subscriptions WHERE id = $1 AND next_bill_at <= $2 FOR UPDATE SKIP LOCKED",
@@ -108,7 +140,7 @@ impl Context {
         .fetch_optional(&mut *transaction)
         .await?;
         if claimed.is_none() {
-            return Ok(());
+            return Ok(summary);
         }
         let mut subscription = model::load(&mut transaction, subscription_id, false).await?;
         self.require_published(&mut transaction, &subscription.customer_id)
@@ -120,6 +152,7 @@ impl Context {
         {
             summary.periods_examined += 1;
             let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
+                .with_usage(usage.clone())
                 .compose(subscription.billed_through, boundary)
                 .await?;
             if let Some(composition) = composition {
@@ -134,8 +167,15 @@ impl Context {
                     now,
                 )
                 .await?;
-                if created.is_some() {
+                if let Some(invoice_id) = created {
                     summary.invoices_created += 1;
+                    // Grace already over (none configured, or a boundary
+                    // billed late): finalize now, composed as it is.
+                    if boundary + grace <= now {
+                        let row = store::load(&mut transaction, &invoice_id, true).await?;
+                        self.finalize_locked(&mut transaction, &row, now).await?;
+                        summary.invoices_finalized += 1;
+                    }
                 }
             }
             subscription.billed_through = Some(boundary);
@@ -147,7 +187,7 @@ impl Context {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(summary)
     }
 
     /// Recomposes a draft (late usage) and finalizes it once its grace is over.
@@ -158,6 +198,13 @@ impl Context {
         now: DateTime<Utc>,
         summary: &mut RunSummary,
     ) -> Result<()> {
+        let draft = {
+            let mut connection = self.pool.acquire().await?;
+            store::load(&mut connection, invoice_id, false).await?
+        };
+        let usage = self
+            .prefetch_usage(subscription_id, now, Some(&draft))
+            .await?;
         let mut transaction = self.pool.begin().await?;
         let locked: Option<(String,)> = sqlx::query_as(
             "SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE SKIP LOCKED",
@@ -174,7 +221,10 @@ impl Context {
         }
         self.require_published(&mut transaction, &row.customer_id)
             .await?;
-        if self.refresh_draft(&mut transaction, &row, now).await? {
+        if self
+            .refresh_draft(&mut transaction, &row, now, usage)
+            .await?
+        {
             summary.invoices_updated += 1;
         }
         if row.grace_period_ends_at <= now {
@@ -184,6 +234,61 @@ impl Context {
         }
         transaction.commit().await?;
         Ok(())
+    }
+
+    /// Rating's usage for the periods the next composition of a subscription
+    /// (its due boundaries, or `draft`) will read, fetched before any
+    /// transaction is open: a missing period is asked for again while
+    /// composing, so this only has to be right most of the time.
+    pub(crate) async fn prefetch_usage(
+        &self,
+        subscription_id: &str,
+        now: DateTime<Utc>,
+        draft: Option<&InvoiceRow>,
+    ) -> Result<UsageCache> {
+        let (subscription, previous_usage) = {
+            let mut connection = self.pool.acquire().await?;
+            let subscription = model::load(&mut connection, subscription_id, false).await?;
+            let previous = match draft {
+                Some(row) => row.previous_boundary(),
+                None => subscription.billed_through,
+            };
+            let (previous_usage,): (Option<DateTime<Utc>>,) = sqlx::query_as(
+                "SELECT (SELECT l.usage_period_start FROM invoicing.invoice_lines l \
+                   JOIN invoicing.invoices i ON i.id = l.invoice_id \
+                 WHERE i.subscription_id = $1 AND i.boundary_at = $2 AND l.kind = 'usage' LIMIT 1)",
+            )
+            .bind(subscription_id)
+            .bind(previous)
+            .fetch_one(&mut *connection)
+            .await?;
+            (subscription, previous_usage)
+        };
+        let mut instants: BTreeSet<DateTime<Utc>> = previous_usage.into_iter().collect();
+        match draft {
+            Some(row) => instants.extend(row.previous_boundary()),
+            None => {
+                let mut after = subscription.billed_through;
+                while let Some(boundary) = subscription
+                    .next_boundary(after)?
+                    .filter(|boundary| *boundary <= now)
+                {
+                    instants.extend(after);
+                    after = Some(boundary);
+                    if instants.len() >= PREFETCH_LIMIT {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut usage = UsageCache::new();
+        for instant in instants {
+            let period = subscription.period_containing(instant)?;
+            if let std::collections::btree_map::Entry::Vacant(entry) = usage.entry(period.start()) {
+                entry.insert(self.rating.usage_charges(&subscription.id, &period).await?);
+            }
+        }
+        Ok(usage)
     }
 
     /// Refuses to compose while a subscription change of the customer is
@@ -216,10 +321,12 @@ impl Context {
         connection: &mut PgConnection,
         row: &InvoiceRow,
         now: DateTime<Utc>,
+        usage: UsageCache,
     ) -> Result<bool> {
         let subscription = model::load(&mut *connection, &row.subscription_id, false).await?;
         let composition =
             Composer::new(&mut *connection, &self.rating, &subscription, Some(&row.id))
+                .with_usage(usage)
                 .compose(row.previous_boundary(), row.boundary_at)
                 .await?;
         let composition = match composition {

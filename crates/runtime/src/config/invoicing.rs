@@ -22,6 +22,8 @@ pub struct InvoicingConfig {
     pub bill_run_interval_seconds: u64,
     /// Due subscriptions the bill run reads per query (each is billed in its own transaction).
     pub bill_run_batch_size: u32,
+    /// Subscriptions billed at once (each in its own transaction).
+    pub bill_run_concurrency: u32,
     /// Prefix of invoice numbers (`<prefix>-000042`).
     pub invoice_number_prefix: String,
     /// Prefix of credit-note numbers (`<prefix>-000007`).
@@ -38,6 +40,7 @@ impl Default for InvoicingConfig {
             draft_refresh_minutes: 60,
             bill_run_interval_seconds: 60,
             bill_run_batch_size: 100,
+            bill_run_concurrency: 8,
             invoice_number_prefix: "TALLY".into(),
             credit_note_number_prefix: "TALLY-CN".into(),
             past_due_on_payment_failure: true,
@@ -79,6 +82,12 @@ impl InvoicingConfig {
             return Err(invalid(
                 "invoicing.bill_run_batch_size",
                 "must be between 1 and 10000",
+            ));
+        }
+        if self.bill_run_concurrency == 0 || self.bill_run_concurrency > 64 {
+            return Err(invalid(
+                "invoicing.bill_run_concurrency",
+                "must be between 1 and 64",
             ));
         }
         for (key, prefix) in [
