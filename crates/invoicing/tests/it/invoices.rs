@@ -288,3 +288,143 @@ async fn proration_by_day_counts_the_change_day_in_full() {
         ]
     );
 }
+
+#[tokio::test]
+async fn credit_grants_are_validated_idempotent_and_voidable() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let customer = h.customer("acme").await;
+    let grant = |key: &str, amount: &str| GrantCreditRequest {
+        idempotency_key: key.into(),
+        customer_id: customer.clone(),
+        kind: CreditGrantKind::Prepaid as i32,
+        amount: usd(amount),
+        description: "prepaid".into(),
+        ..Default::default()
+    };
+    let status = h
+        .credits
+        .grant_credit(grant("g-1", "10.001"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("amount.amount"),
+        "{}",
+        status.message()
+    );
+    let first = h
+        .credits
+        .grant_credit(grant("g-2", "10.00"))
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_grant
+        .unwrap();
+    let replay = h
+        .credits
+        .grant_credit(grant("g-2", "10.00"))
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_grant
+        .unwrap();
+    assert_eq!(first.id, replay.id);
+    let status = h
+        .credits
+        .grant_credit(grant("g-2", "11.00"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    let voided = h
+        .credits
+        .void_credit_grant(VoidCreditGrantRequest {
+            idempotency_key: "v-1".into(),
+            credit_grant_id: first.id.clone(),
+            reason: "mistake".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_grant
+        .unwrap();
+    assert_eq!(
+        (voided.status, voided.remaining.unwrap().amount.as_str()),
+        (CreditGrantStatus::Void as i32, "0.00")
+    );
+    let status = h
+        .credits
+        .void_credit_grant(VoidCreditGrantRequest {
+            idempotency_key: "v-2".into(),
+            credit_grant_id: first.id,
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let entries = h
+        .credits
+        .list_credit_ledger_entries(ListCreditLedgerEntriesRequest {
+            customer_id: customer,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entries.entries.len(), 1);
+    assert!(
+        !entries.next_page_token.is_empty(),
+        "two entries, pages of one"
+    );
+}
+
+#[tokio::test]
+async fn list_subscriptions_filters_by_derived_status() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("10.00").trial(14)).await;
+    let customer = h.customer("acme").await;
+    let trialing = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    let pending = h.subscribe(&customer, &plan, at(2025, 1, 10)).await;
+    let list = |h: &mut Harness, statuses: Vec<SubscriptionStatus>| {
+        let mut client = h.subscriptions.clone();
+        async move {
+            client
+                .list_subscriptions(ListSubscriptionsRequest {
+                    statuses: statuses.into_iter().map(|status| status as i32).collect(),
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let page = list(&mut h, vec![SubscriptionStatus::Trialing]).await;
+    assert_eq!(
+        page.subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![trialing.clone()]
+    );
+    let page = list(&mut h, vec![SubscriptionStatus::Pending]).await;
+    assert_eq!(
+        page.subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![pending.clone()]
+    );
+    h.clock.set(at(2025, 1, 16)).unwrap();
+    let page = list(&mut h, vec![SubscriptionStatus::Active]).await;
+    assert_eq!(page.subscriptions.len(), 1);
+    assert_eq!(
+        page.subscriptions[0].id, trialing,
+        "the trial ended on the 15th"
+    );
+    let page = list(&mut h, vec![]).await;
+    assert_eq!(
+        (page.subscriptions.len(), page.next_page_token.is_empty()),
+        (1, false)
+    );
+}

@@ -5,7 +5,9 @@ use rust_decimal_macros::dec;
 use tally_bus::Message;
 use tally_bus::consumer::MessageHandler;
 use tally_proto::events::{PaymentEvent, payment_event};
-use tally_proto::invoicing::{GetSubscriptionRequest, ListCreditNotesRequest, SubscriptionStatus};
+use tally_proto::invoicing::{
+    GetSubscriptionRequest, InvoiceStatus, ListCreditNotesRequest, SubscriptionStatus,
+};
 
 use crate::support::*;
 
@@ -161,4 +163,53 @@ async fn the_consumer_reads_payment_events_from_the_bus() {
     .await
     .unwrap();
     assert_eq!(events, 1, "a redelivered event is applied once");
+}
+
+#[tokio::test]
+async fn uncollectible_marks_the_invoice_and_may_cancel_the_subscription() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let (customer, subscription, invoice) = h.first_invoice("25.00").await;
+    h.clock.set(at(2025, 1, 20)).unwrap();
+    let uncollectible = PaymentEvent {
+        event_id: "pevt_end".into(),
+        invoice_id: invoice.clone(),
+        customer_id: customer,
+        kind: Some(payment_event::Kind::Uncollectible(
+            payment_event::Uncollectible {
+                amount: usd("25.00"),
+                attempts: 4,
+                cancel_subscription: true,
+            },
+        )),
+        ..Default::default()
+    };
+    h.invoicing
+        .payment_events()
+        .handle(&message(&uncollectible), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.invoice(&invoice).await.status,
+        InvoiceStatus::Uncollectible as i32
+    );
+    let canceled = h
+        .subscriptions
+        .get_subscription(GetSubscriptionRequest {
+            subscription_id: subscription.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(canceled.status, SubscriptionStatus::Canceled as i32);
+    assert_eq!(canceled.ended_at, Some(ts(at(2025, 1, 20))));
+    // The end is a boundary: the bill run issues the final invoice; no more after it.
+    h.bill_at(at(2025, 1, 20)).await;
+    h.bill_at(at(2025, 3, 1)).await;
+    assert_eq!(
+        h.invoice_table(&subscription).await.len(),
+        1,
+        "policy NONE keeps January's fee: nothing to credit"
+    );
 }

@@ -189,6 +189,12 @@ impl<'a> PlanSpec<'a> {
         }
     }
 
+    /// With a trial of `days`.
+    pub fn trial(mut self, days: u32) -> Self {
+        self.trial_days = days;
+        self
+    }
+
     /// Plus API calls at `price` each.
     pub fn calls(mut self, price: &'a str) -> Self {
         self.per_call = Some(price);
