@@ -4,8 +4,8 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_proto::invoicing::{
     CancelSubscriptionRequest, ChangeTiming, CreditGrantKind, GetCreditBalanceRequest,
-    GetSubscriptionRequest, GrantCreditRequest, ListCreditLedgerEntriesRequest,
-    PauseSubscriptionRequest, ProrationPolicy, SubscriptionStatus,
+    GrantCreditRequest, ListCreditLedgerEntriesRequest, PauseSubscriptionRequest, ProrationPolicy,
+    SubscriptionStatus,
 };
 use tally_proto::rating::BillingTiming;
 
@@ -167,28 +167,18 @@ async fn a_trial_converts_and_its_usage_is_billed() {
         .await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 3, 1)).await;
-    let status = |h: &mut Harness| {
-        let mut client = h.subscriptions.clone();
-        let id = subscription.clone();
-        async move {
-            client
-                .get_subscription(GetSubscriptionRequest {
-                    subscription_id: id,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .subscription
-                .unwrap()
-                .status
-        }
-    };
     h.bill_at(at(2025, 3, 1)).await;
     h.calls(&customer, "trial", 4, at(2025, 3, 5)).await;
     h.clock.set(at(2025, 3, 10)).unwrap();
-    assert_eq!(status(&mut h).await, SubscriptionStatus::Trialing as i32);
+    assert_eq!(
+        h.subscription(&subscription).await.status,
+        SubscriptionStatus::Trialing as i32
+    );
     h.bill_at(at(2025, 3, 15)).await;
-    assert_eq!(status(&mut h).await, SubscriptionStatus::Active as i32);
+    assert_eq!(
+        h.subscription(&subscription).await.status,
+        SubscriptionStatus::Active as i32
+    );
     assert_eq!(
         h.invoice_table(&subscription).await,
         vec![row(

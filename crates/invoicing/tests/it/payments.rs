@@ -5,9 +5,7 @@ use rust_decimal_macros::dec;
 use tally_bus::Message;
 use tally_bus::consumer::MessageHandler;
 use tally_proto::events::{PaymentEvent, payment_event};
-use tally_proto::invoicing::{
-    GetSubscriptionRequest, InvoiceStatus, ListCreditNotesRequest, SubscriptionStatus,
-};
+use tally_proto::invoicing::{InvoiceStatus, ListCreditNotesRequest, SubscriptionStatus};
 
 use crate::support::*;
 
@@ -38,22 +36,7 @@ async fn payment_outcomes_update_invoices_and_subscriptions_once() {
         }),
     );
     handler.handle(&message(&failed), 1).await.unwrap();
-    let status = |h: &mut Harness| {
-        let mut client = h.subscriptions.clone();
-        let id = subscription.clone();
-        async move {
-            client
-                .get_subscription(GetSubscriptionRequest {
-                    subscription_id: id,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .subscription
-                .unwrap()
-        }
-    };
-    let past_due = status(&mut h).await;
+    let past_due = h.subscription(&subscription).await;
     assert_eq!(
         (past_due.status, past_due.version),
         (SubscriptionStatus::PastDue as i32, 2)
@@ -75,7 +58,7 @@ async fn payment_outcomes_update_invoices_and_subscriptions_once() {
         "paid once"
     );
     assert_eq!(
-        status(&mut h).await.status,
+        h.subscription(&subscription).await.status,
         SubscriptionStatus::Active as i32
     );
     let refunded = event(
@@ -192,16 +175,7 @@ async fn uncollectible_marks_the_invoice_and_may_cancel_the_subscription() {
         h.invoice(&invoice).await.status,
         InvoiceStatus::Uncollectible as i32
     );
-    let canceled = h
-        .subscriptions
-        .get_subscription(GetSubscriptionRequest {
-            subscription_id: subscription.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
+    let canceled = h.subscription(&subscription).await;
     assert_eq!(canceled.status, SubscriptionStatus::Canceled as i32);
     assert_eq!(canceled.ended_at, Some(ts(at(2025, 1, 20))));
     // The end is a boundary: the bill run issues the final invoice; no more after it.

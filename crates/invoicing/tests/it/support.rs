@@ -472,6 +472,19 @@ impl Harness {
         id
     }
 
+    /// The wire subscription.
+    pub async fn subscription(&mut self, id: &str) -> invoicing_proto::Subscription {
+        self.subscriptions
+            .get_subscription(invoicing_proto::GetSubscriptionRequest {
+                subscription_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription
+            .unwrap()
+    }
+
     /// The wire invoice.
     pub async fn invoice(&mut self, id: &str) -> invoicing_proto::Invoice {
         self.invoices
