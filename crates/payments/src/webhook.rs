@@ -244,6 +244,11 @@ enum Plan {
         payment_id: String,
         charge: RemoteCharge,
     },
+    /// Refresh what payments knows of a Stripe customer.
+    Customer {
+        stripe_customer_id: String,
+        has_default_payment_method: bool,
+    },
     /// Record a dispute.
     Dispute {
         payment_id: String,
@@ -298,6 +303,7 @@ impl WebhookState {
             "invoice.paid"
             | "invoice.payment_succeeded"
             | "invoice.payment_failed"
+            | "invoice.payment_action_required"
             | "invoice.finalized"
             | "invoice.voided"
             | "invoice.marked_uncollectible" => {
@@ -334,6 +340,23 @@ impl WebhookState {
                 Ok(Plan::Refunds {
                     payment_id: payment.id,
                     charge,
+                })
+            }
+            "customer.updated" => {
+                // The current state, not the event's snapshot.
+                let customer = self.core.stripe.get_customer(&object_id).await?;
+                let known: Option<String> = sqlx::query_scalar(
+                    "SELECT customer_id FROM payments.stripe_customers WHERE stripe_customer_id = $1",
+                )
+                .bind(&customer.id)
+                .fetch_optional(&self.core.pool)
+                .await?;
+                Ok(match known {
+                    Some(_) => Plan::Customer {
+                        stripe_customer_id: customer.id,
+                        has_default_payment_method: customer.has_default_payment_method,
+                    },
+                    None => Plan::Ignore("ignored: not a Tally customer"),
                 })
             }
             "charge.dispute.created" => {
@@ -389,7 +412,15 @@ impl WebhookState {
             && let Some(intent) = &invoice.payment_intent
         {
             let intent = self.core.stripe.get_payment_intent(intent).await?;
-            failure = (intent.failure_code, intent.failure_message);
+            failure = if intent.failure_code.is_empty() && intent.status == "requires_action" {
+                // 3-D Secure or another step only the customer can take.
+                (
+                    "authentication_required".into(),
+                    "The customer must authenticate the payment.".into(),
+                )
+            } else {
+                (intent.failure_code, intent.failure_message)
+            };
         }
         Ok(Plan::Invoice {
             payment_id: payment.id,
@@ -438,6 +469,21 @@ impl WebhookState {
     ) -> Result<&'static str, WebhookError> {
         let payment_id = match &plan {
             Plan::Ignore(outcome) => return Ok(outcome),
+            Plan::Customer {
+                stripe_customer_id,
+                has_default_payment_method,
+            } => {
+                sqlx::query(
+                    "UPDATE payments.stripe_customers SET has_default_payment_method = $2, synced_at = $3 \
+                     WHERE stripe_customer_id = $1",
+                )
+                .bind(stripe_customer_id)
+                .bind(has_default_payment_method)
+                .bind(now)
+                .execute(&mut *connection)
+                .await?;
+                return Ok("customer refreshed");
+            }
             Plan::Invoice { payment_id, .. }
             | Plan::Refunds { payment_id, .. }
             | Plan::Dispute { payment_id, .. } => payment_id.clone(),
@@ -450,6 +496,7 @@ impl WebhookState {
         let event_id = format!("pevt_{}", event.id);
         let outcome = match plan {
             Plan::Ignore(outcome) => outcome,
+            Plan::Customer { .. } => "customer refreshed",
             Plan::Invoice {
                 invoice, failure, ..
             } => {

@@ -436,6 +436,19 @@ impl Stripe {
         .await
     }
 
+    /// The customer as Stripe has it now.
+    pub async fn get_customer(
+        &self,
+        stripe_customer_id: &str,
+    ) -> Result<RemoteCustomer, StripeError> {
+        self.get_object(
+            &format!("/v1/customers/{stripe_customer_id}"),
+            Vec::new(),
+            RemoteCustomer::from_json,
+        )
+        .await
+    }
+
     /// The refund as Stripe has it now.
     pub async fn get_refund(&self, stripe_refund_id: &str) -> Result<RemoteRefund, StripeError> {
         self.get_object(

@@ -514,3 +514,68 @@ async fn a_voided_invoice_is_voided_in_stripe_and_its_receivable_reversed() {
         PaymentStatus::Canceled
     );
 }
+
+#[tokio::test]
+async fn a_mirror_interrupted_half_way_resumes_without_repeating_a_step() {
+    let harness = harness().await;
+    // The second line's item fails on every try of the first delivery.
+    Mock::given(method("POST"))
+        .and(path("/v1/invoiceitems"))
+        .and(wiremock::matchers::body_string_contains("il_000002"))
+        .respond_with(respond(
+            502,
+            serde_json::json!({"error": {"type": "api_error", "message": "bad gateway"}}),
+        ))
+        .up_to_n_times(4)
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 3_000).await;
+    let spec = InvoiceSpec::usd(
+        "inv_000001",
+        &[("il_000001", "10.00"), ("il_000002", "20.00")],
+    );
+
+    assert!(matches!(
+        harness.deliver(&spec.finalized()).await,
+        Err(HandlerError::Retry(_))
+    ));
+    assert!(
+        harness
+            .keys("/v1/invoices/in_1Acme/finalize")
+            .await
+            .is_empty()
+    );
+    harness
+        .deliver(&spec.finalized())
+        .await
+        .expect("the redelivery completes");
+
+    assert_eq!(
+        harness.keys("/v1/customers").await.len(),
+        1,
+        "customer created once"
+    );
+    assert_eq!(
+        harness.keys("/v1/invoices").await.len(),
+        1,
+        "invoice created once"
+    );
+    let items = harness.keys("/v1/invoiceitems").await;
+    assert_eq!(
+        items.iter().filter(|key| key.contains("il_000001")).count(),
+        1,
+        "the first line is not sent again"
+    );
+    assert_eq!(
+        items.iter().filter(|key| key.contains("il_000002")).count(),
+        5,
+        "four failed tries, then the redelivery"
+    );
+    assert_eq!(harness.keys("/v1/invoices/in_1Acme/pay").await.len(), 1);
+    assert_eq!(
+        harness.payment_of("inv_000001").await.status(),
+        PaymentStatus::Succeeded
+    );
+    assert_eq!(harness.payment_events().await.len(), 1);
+}

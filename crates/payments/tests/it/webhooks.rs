@@ -7,7 +7,9 @@ use tally_payments::ledger::Book;
 use tally_payments::stripe::signature;
 use tally_proto::events::payment_event::Kind;
 use tally_proto::invoicing::CollectionMode;
-use tally_proto::payments::{PaymentStatus, RefundStatus};
+use tally_proto::payments::{
+    GetStripeCustomerRequest, PaymentStatus, RefundStatus, get_stripe_customer_request,
+};
 use tally_runtime::clock::Clock;
 
 use crate::fixtures::{self, CREATED};
@@ -30,6 +32,21 @@ async fn paid_invoice(harness: &Harness) {
     stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 5_000).await;
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
     harness.deliver(&spec.finalized()).await.unwrap();
+}
+
+/// The Stripe invoice still open after one failed attempt.
+fn open_after_one_attempt() -> serde_json::Value {
+    fixtures::invoice(
+        STRIPE_INVOICE,
+        "inv_000001",
+        "open",
+        "usd",
+        5000,
+        0,
+        1,
+        Some(PAYMENT_INTENT),
+        None,
+    )
 }
 
 fn invoice_event(id: &str, kind: &str, status: &str, attempts: u32) -> serde_json::Value {
@@ -231,17 +248,7 @@ async fn an_early_event_is_read_against_the_current_state() {
 async fn a_failed_customer_payment_is_an_attempt_with_stripes_reason() {
     let harness = harness().await;
     pending_invoice(&harness).await;
-    let open = fixtures::invoice(
-        STRIPE_INVOICE,
-        "inv_000001",
-        "open",
-        "usd",
-        5000,
-        0,
-        1,
-        Some(PAYMENT_INTENT),
-        None,
-    );
+    let open = open_after_one_attempt();
     stripe_mocks::current_invoice(&harness.stripe, open).await;
     stripe_mocks::current_payment_intent(
         &harness.stripe,
@@ -400,4 +407,88 @@ async fn a_dispute_is_recorded_once() {
     assert_eq!(dispute.amount.as_ref().unwrap().amount, "50.00");
     assert_eq!(harness.usd(Book::Disputes).await, dec!(50.00));
     assert_eq!(harness.usd(Book::StripeBalance).await, dec!(0));
+}
+
+#[tokio::test]
+async fn a_payment_waiting_for_authentication_is_a_failed_attempt() {
+    let harness = harness().await;
+    pending_invoice(&harness).await;
+    let open = open_after_one_attempt();
+    stripe_mocks::current_invoice(&harness.stripe, open.clone()).await;
+    stripe_mocks::current_payment_intent(
+        &harness.stripe,
+        fixtures::payment_intent(
+            PAYMENT_INTENT,
+            "requires_action",
+            STRIPE_INVOICE,
+            None,
+            None,
+        ),
+    )
+    .await;
+    let event = fixtures::event(
+        "evt_1Action",
+        "invoice.payment_action_required",
+        CREATED,
+        open,
+    );
+    assert_eq!(
+        harness.webhook(&event).await,
+        (200, "payment failed".into())
+    );
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.status(), PaymentStatus::Failed);
+    assert_eq!(payment.attempts[0].failure_code, "authentication_required");
+}
+
+#[tokio::test]
+async fn customer_updated_refreshes_the_payment_method_flag() {
+    let harness = harness().await;
+    pending_invoice(&harness).await;
+    let mut customer = fixtures::customer(STRIPE_CUSTOMER, "cus_000100");
+    customer["invoice_settings"]["default_payment_method"] = serde_json::Value::Null;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(format!(
+            "/v1/customers/{STRIPE_CUSTOMER}"
+        )))
+        .respond_with(stripe_mocks::respond(200, customer.clone()))
+        .mount(&harness.stripe)
+        .await;
+    let event = fixtures::event("evt_1Customer", "customer.updated", CREATED, customer);
+    assert_eq!(
+        harness.webhook(&event).await,
+        (200, "customer refreshed".into())
+    );
+    let mapping = harness
+        .client
+        .clone()
+        .get_stripe_customer(GetStripeCustomerRequest {
+            lookup: Some(get_stripe_customer_request::Lookup::CustomerId(
+                "cus_000100".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stripe_customer
+        .unwrap();
+    assert!(!mapping.has_default_payment_method);
+    let foreign = fixtures::event(
+        "evt_2Customer",
+        "customer.updated",
+        CREATED,
+        fixtures::customer("cus_someone_else", "cus_x"),
+    );
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/v1/customers/cus_someone_else"))
+        .respond_with(stripe_mocks::respond(
+            200,
+            fixtures::customer("cus_someone_else", "cus_x"),
+        ))
+        .mount(&harness.stripe)
+        .await;
+    assert_eq!(
+        harness.webhook(&foreign).await,
+        (200, "ignored: not a Tally customer".into())
+    );
 }
