@@ -56,6 +56,10 @@ impl RunningService {
         let child = tally(database_url)
             .args(["serve", service])
             .env("TALLY_GRPC__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            // Separate processes need their peers' addresses (connected lazily,
+            // never called by these tests).
+            .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
+            .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
