@@ -282,6 +282,16 @@ impl InvoiceEventsHandler {
             .finalize_invoice(&collectible.invoice_id, &stripe_invoice_id)
             .await?;
         if finalized.amount_due != collectible.amount_due {
+            // Never leave a wrong invoice collectible in Stripe: void it
+            // first (best effort; reconciliation shows it if this fails).
+            if let Err(error) = self
+                .core
+                .stripe
+                .void_invoice(&collectible.invoice_id, &stripe_invoice_id)
+                .await
+            {
+                tracing::error!(invoice_id = %collectible.invoice_id, %error, "could not void the mismatched Stripe invoice");
+            }
             return Err(StripeError::Malformed(format!(
                 "Stripe invoice {} is due {}, Tally invoice {} is due {}",
                 finalized.id, finalized.amount_due, collectible.invoice_id, collectible.amount_due

@@ -9,8 +9,8 @@ use tally_payments::ledger::Book;
 use tally_proto::events::payment_event::Kind;
 use tally_proto::invoicing::CollectionMode;
 use tally_proto::payments::{GetStripeCustomerRequest, PaymentStatus, get_stripe_customer_request};
+use wiremock::Mock;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 use crate::fixtures;
 use crate::stripe_mocks::{self, respond};
@@ -335,13 +335,7 @@ async fn a_permanent_error_is_recorded_once_and_not_retried() {
         1,
         "never retried"
     );
-    let (status, error): (String, String) = sqlx::query_as(
-        "SELECT status, sync_error FROM payments.invoices WHERE invoice_id = 'inv_000001'",
-    )
-    .fetch_one(&harness.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(status, "sync_failed");
+    let error = harness.sync_error("inv_000001").await;
     assert!(
         error.contains("Missing required param: customer."),
         "{error}"
@@ -474,21 +468,7 @@ async fn a_voided_invoice_is_voided_in_stripe_and_its_receivable_reversed() {
     stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
     stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 1_000).await;
     stripe_mocks::pay_declined(&harness.stripe).await;
-    Mock::given(method("POST"))
-        .and(path("/v1/invoices/in_1Acme/void"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::invoice(
-            STRIPE_INVOICE,
-            "inv_000001",
-            "void",
-            "usd",
-            1000,
-            0,
-            1,
-            None,
-            None,
-        )))
-        .mount(&harness.stripe)
-        .await;
+    stripe_mocks::void_succeeds(&harness.stripe, "inv_000001").await;
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
     harness.deliver(&spec.finalized()).await.unwrap();
     harness.deliver(&spec.voided()).await.unwrap();
@@ -578,4 +558,28 @@ async fn a_mirror_interrupted_half_way_resumes_without_repeating_a_step() {
         PaymentStatus::Succeeded
     );
     assert_eq!(harness.payment_events().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stripe_total_that_differs_is_voided_and_never_charged() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    // Stripe finalizes 9.99 where Tally bills 10.00 (e.g. a balance Tally does not know).
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 999).await;
+    stripe_mocks::pay_succeeds(&harness.stripe, "inv_000001", "usd", 999).await;
+    stripe_mocks::void_succeeds(&harness.stripe, "inv_000001").await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+
+    assert_eq!(harness.keys("/v1/invoices/in_1Acme/void").await.len(), 1);
+    assert!(harness.keys("/v1/invoices/in_1Acme/pay").await.is_empty());
+    let error = harness.sync_error("inv_000001").await;
+    assert!(
+        error.contains("is due 9.99 USD, Tally invoice inv_000001 is due 10.00 USD"),
+        "{error}"
+    );
+    assert_eq!(
+        harness.payment_of("inv_000001").await.status(),
+        PaymentStatus::Failed
+    );
 }

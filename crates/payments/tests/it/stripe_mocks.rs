@@ -124,6 +124,28 @@ pub async fn pay_declined_once(server: &MockServer) {
         .await;
 }
 
+/// `/void` succeeds.
+pub async fn void_succeeds(server: &MockServer, tally_invoice: &str) {
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/invoices/{STRIPE_INVOICE}/void")))
+        .respond_with(json(
+            200,
+            fixtures::invoice(
+                STRIPE_INVOICE,
+                tally_invoice,
+                "void",
+                "usd",
+                0,
+                0,
+                0,
+                None,
+                None,
+            ),
+        ))
+        .mount(server)
+        .await;
+}
+
 /// The invoice as paid.
 pub fn paid_invoice(tally_invoice: &str, currency: &str, amount: i64, attempts: u32) -> Value {
     fixtures::invoice(

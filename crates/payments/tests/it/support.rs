@@ -382,6 +382,19 @@ impl Harness {
             .collect()
     }
 
+    /// The reason a sync failed (asserting the invoice is `sync_failed`).
+    pub async fn sync_error(&self, invoice_id: &str) -> String {
+        let (status, error): (String, String) = sqlx::query_as(
+            "SELECT status, sync_error FROM payments.invoices WHERE invoice_id = $1",
+        )
+        .bind(invoice_id)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(status, "sync_failed");
+        error
+    }
+
     /// Count of rows in a payments table.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
