@@ -573,3 +573,100 @@ async fn an_anchor_after_the_start_bills_a_prorated_first_period() {
         vec![line("recurring", "02-01..03-01", dec!(31.00))]
     );
 }
+
+#[tokio::test]
+async fn a_failed_subscription_rolls_back_alone_and_numbers_stay_gapless() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan("basic", PlanSpec::advance("10.00").calls("0.01"))
+        .await;
+    let first = h.customer("first").await;
+    let second = h.customer("second").await;
+    let billed = h.subscribe(&first, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    // The second subscription's snapshot has not reached rating when the run
+    // comes (its outbox row is not relayed): billing it fails and rolls back.
+    let delayed = h.subscribe(&second, &plan, at(2025, 1, 1)).await;
+    h.clock.set(at(2025, 2, 1)).unwrap();
+    let run = h.invoicing.bill_run().await.unwrap();
+    assert_eq!((run.invoices_created, run.failures), (1, 1), "{run:?}");
+    assert!(
+        h.invoice_table(&delayed).await.is_empty(),
+        "nothing of the failed subscription is left"
+    );
+    // The next run, once rating has it, bills it with the next number.
+    h.bill_at(at(2025, 2, 1)).await;
+    let numbers: Vec<String> = [
+        h.invoice_table(&billed).await,
+        h.invoice_table(&delayed).await,
+    ]
+    .concat()
+    .into_iter()
+    .map(|row| row.3)
+    .collect();
+    assert_eq!(
+        numbers,
+        vec![
+            "TALLY-000001",
+            "TALLY-000002",
+            "TALLY-000003",
+            "TALLY-000004"
+        ]
+    );
+    assert_eq!(
+        h.invoice_table(&delayed).await.len(),
+        2,
+        "its start and its first period end"
+    );
+}
+
+#[tokio::test]
+async fn an_indefinite_pause_ends_when_resumed() {
+    let mut h = harness(at(2025, 6, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("30.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 6, 1)).await;
+    h.bill_at(at(2025, 6, 1)).await;
+    h.clock.set(at(2025, 6, 11)).unwrap();
+    let key = h.key();
+    h.subscriptions
+        .pause_subscription(PauseSubscriptionRequest {
+            idempotency_key: key,
+            subscription_id: subscription.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        h.subscription(&subscription).await.status,
+        SubscriptionStatus::Paused as i32
+    );
+    h.clock.set(at(2025, 6, 26)).unwrap();
+    let key = h.key();
+    let resumed = h
+        .subscriptions
+        .resume_subscription(tally_proto::invoicing::ResumeSubscriptionRequest {
+            idempotency_key: key,
+            subscription_id: subscription.clone(),
+            resume_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(
+        (resumed.status, resumed.version),
+        (SubscriptionStatus::Active as i32, 3)
+    );
+    assert_eq!(resumed.pause.unwrap().resume_at, Some(ts(at(2025, 6, 26))));
+    h.bill_at(at(2025, 7, 1)).await;
+    // June: 30 days, 15 of them paused.
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 7, 1)).await,
+        vec![
+            line("proration_credit", "06-01..07-01", dec!(-15.00)),
+            line("recurring", "07-01..08-01", dec!(30.00))
+        ]
+    );
+}
