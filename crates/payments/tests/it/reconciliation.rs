@@ -362,6 +362,29 @@ async fn every_kind_of_disagreement_is_found() {
     assert_eq!(findings[1].tally_status, "paid");
     assert_eq!(findings[1].stripe_status, "open");
 
+    // Pages of three.
+    let mut client_pages = client(&harness).await;
+    let mut token = String::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = client_pages
+            .list_reconciliation_findings(ListReconciliationFindingsRequest {
+                report_id: report.id.clone(),
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        sizes.push(page.findings.len());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(sizes, vec![3, 3, 1]);
+
     let only_missing = client(&harness)
         .await
         .list_reconciliation_findings(ListReconciliationFindingsRequest {
