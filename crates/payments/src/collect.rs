@@ -394,11 +394,19 @@ impl InvoiceEventsHandler {
                         .await?,
                 ),
                 Collection::SendInvoice { .. } => {
-                    self.core
+                    let sent = self
+                        .core
                         .stripe
                         .send_invoice(&collectible.invoice_id, stripe_invoice_id)
-                        .await?;
-                    None
+                        .await;
+                    match sent {
+                        Ok(_) => None,
+                        Err(error) if error.is_transient() => return Err(error.into()),
+                        // E.g. no email address: recorded, not retried.
+                        Err(error) => {
+                            return self.sync_failed(message_id, collectible, &error).await;
+                        }
+                    }
                 }
             }
         };

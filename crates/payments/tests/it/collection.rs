@@ -583,3 +583,31 @@ async fn a_stripe_total_that_differs_is_voided_and_never_charged() {
         PaymentStatus::Failed
     );
 }
+
+#[tokio::test]
+async fn an_invoice_stripe_cannot_send_is_recorded_not_retried() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 1_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices/in_1Acme/send"))
+        .respond_with(respond(
+            400,
+            fixtures::invalid_request("The customer has no email address.", "customer"),
+        ))
+        .mount(&harness.stripe)
+        .await;
+    let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    spec.mode = CollectionMode::SendInvoice;
+    harness.deliver(&spec.finalized()).await.expect("acked");
+    assert_eq!(harness.keys("/v1/invoices/in_1Acme/send").await.len(), 1);
+    assert!(
+        harness
+            .sync_error("inv_000001")
+            .await
+            .contains("no email address")
+    );
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.status(), PaymentStatus::Failed);
+    assert!(payment.next_retry_at.is_none());
+}
