@@ -122,6 +122,7 @@ impl Context {
             )));
         };
         let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
+            .with_lookback(self.config.late_usage_lookback_days)
             .compose(subscription.billed_through, boundary)
             .await?;
         transaction.rollback().await?;

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::money::Money;
@@ -62,7 +62,12 @@ pub struct Composer<'a> {
     plans: BTreeMap<String, PlanInfo>,
     /// Rating's answers fetched before the transaction, by period start.
     usage: UsageCache,
+    /// How long after its end a period's usage may still change.
+    lookback: Duration,
 }
+
+/// The lookback when none is configured: ingest's default backfill window.
+const DEFAULT_LOOKBACK_DAYS: u32 = 35;
 
 /// Usage charges fetched from rating ahead of a transaction, by period start,
 /// so no database transaction waits on rating (in `tally dev` both share one
@@ -88,7 +93,14 @@ impl<'a> Composer<'a> {
             exclude_invoice,
             plans: BTreeMap::new(),
             usage: UsageCache::new(),
+            lookback: Duration::days(i64::from(DEFAULT_LOOKBACK_DAYS)),
         }
+    }
+
+    /// Rechecks invoiced usage periods that ended less than `days` ago.
+    pub fn with_lookback(mut self, days: u32) -> Self {
+        self.lookback = Duration::days(i64::from(days));
+        self
     }
 
     /// Uses `usage` before asking rating.
@@ -164,7 +176,7 @@ impl<'a> Composer<'a> {
             self.minimum_true_up(&billing_period, &ended, usage_total)
                 .await?,
         );
-        lines.extend(self.late_usage(previous).await?);
+        lines.extend(self.late_usage(previous, &billing_period).await?);
         let ends_here = subscription.cancel_at == Some(boundary);
         if !ends_here && let Some(next_end) = subscription.next_boundary(Some(boundary))? {
             lines.extend(self.advance_fees(&period(boundary, next_end)?).await?);
@@ -442,70 +454,111 @@ impl<'a> Composer<'a> {
         Ok(vec![line])
     }
 
-    /// Usage of the previous invoice's period that changed after that
-    /// invoice was finalized: one adjustment line for the difference.
-    async fn late_usage(&mut self, previous_boundary: DateTime<Utc>) -> Result<Vec<Line>> {
+    /// Usage of already invoiced periods that changed after their invoice
+    /// was finalized (events arrive up to the ingest backfill window late):
+    /// one adjustment line per period, the re-priced total minus what was billed.
+    async fn late_usage(
+        &mut self,
+        previous_boundary: DateTime<Utc>,
+        current: &Period,
+    ) -> Result<Vec<Line>> {
         let subscription = self.subscription;
-        let previous: Option<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT i.id, i.status, (SELECT l.usage_period_start FROM invoicing.invoice_lines l \
-                 WHERE l.invoice_id = i.id AND l.kind = 'usage' LIMIT 1) \
-             FROM invoicing.invoices i WHERE i.subscription_id = $1 AND i.boundary_at = $2",
+        let periods = late_periods(
+            &mut *self.connection,
+            subscription,
+            previous_boundary,
+            self.lookback,
+            self.exclude_invoice,
         )
-        .bind(&subscription.id)
-        .bind(previous_boundary)
-        .fetch_optional(&mut *self.connection)
         .await?;
-        let Some((invoice_id, status, Some(usage_start))) = previous else {
-            return Ok(Vec::new());
-        };
-        if status == "draft" {
-            return Ok(Vec::new());
+        let mut lines = Vec::new();
+        for (billing_period, invoice_id) in periods {
+            if billing_period.start() == current.start() {
+                continue;
+            }
+            let response = self.usage_of(&billing_period).await?;
+            let total = response
+                .total
+                .as_ref()
+                .map(|value| crate::wire::parse_decimal(&value.amount, "total"))
+                .transpose()
+                .map_err(InvoicingError::internal)?
+                .unwrap_or(Decimal::ZERO);
+            let (billed,): (Option<Decimal>,) = sqlx::query_as(
+                "SELECT SUM(l.amount) FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
+                 WHERE i.subscription_id = $1 AND l.usage_period_start = $2 AND l.kind IN ('usage', 'adjustment') \
+                   AND ($3::text IS NULL OR i.id <> $3)",
+            )
+            .bind(&subscription.id)
+            .bind(billing_period.start())
+            .bind(self.exclude_invoice)
+            .fetch_one(&mut *self.connection)
+            .await?;
+            let difference = total - billed.unwrap_or(Decimal::ZERO);
+            if difference.is_zero() {
+                continue;
+            }
+            let mut line = Line::new(
+                InvoiceLineKind::Adjustment,
+                format!(
+                    "Usage adjustment for {}",
+                    billing_period.start().format("%Y-%m-%d")
+                ),
+                billing_period,
+                Money::new(difference, subscription.currency),
+            )?;
+            line.usage_period_start = Some(billing_period.start());
+            line.original_invoice_id = Some(invoice_id.clone());
+            line.detail = Some(invoice_line::Detail::Adjustment(
+                proto::AdjustmentLineDetail {
+                    original_invoice_id: invoice_id,
+                    original_line_id: String::new(),
+                    reason: "usage that arrived after the invoice was finalized".into(),
+                    repriced_charge: None,
+                },
+            ));
+            lines.push(line);
         }
-        let billing_period = subscription.period_containing(usage_start)?;
-        let response = self.usage_of(&billing_period).await?;
-        let total = response
-            .total
-            .as_ref()
-            .map(|value| crate::wire::parse_decimal(&value.amount, "total"))
-            .transpose()
-            .map_err(InvoicingError::internal)?
-            .unwrap_or(Decimal::ZERO);
-        let (billed,): (Option<Decimal>,) = sqlx::query_as(
-            "SELECT SUM(l.amount) FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
-             WHERE i.subscription_id = $1 AND l.usage_period_start = $2 AND l.kind IN ('usage', 'adjustment') \
-               AND ($3::text IS NULL OR i.id <> $3)",
-        )
-        .bind(&subscription.id)
-        .bind(usage_start)
-        .bind(self.exclude_invoice)
-        .fetch_one(&mut *self.connection)
-        .await?;
-        let difference = total - billed.unwrap_or(Decimal::ZERO);
-        if difference.is_zero() {
-            return Ok(Vec::new());
-        }
-        let reason = "usage that arrived after the invoice was finalized";
-        let mut line = Line::new(
-            InvoiceLineKind::Adjustment,
-            format!(
-                "Usage adjustment for {}",
-                billing_period.start().format("%Y-%m-%d")
-            ),
-            billing_period,
-            Money::new(difference, subscription.currency),
-        )?;
-        line.usage_period_start = Some(usage_start);
-        line.original_invoice_id = Some(invoice_id.clone());
-        line.detail = Some(invoice_line::Detail::Adjustment(
-            proto::AdjustmentLineDetail {
-                original_invoice_id: invoice_id,
-                original_line_id: String::new(),
-                reason: reason.into(),
-                repriced_charge: None,
-            },
-        ));
-        Ok(vec![line])
+        Ok(lines)
     }
+}
+
+/// The invoiced usage periods of `subscription` whose usage may have changed
+/// since `previous_boundary` (they ended less than `lookback` before it), each
+/// with the finalized invoice that first billed it. A period first billed by a
+/// draft is left to that draft.
+pub async fn late_periods(
+    connection: &mut PgConnection,
+    subscription: &Subscription,
+    previous_boundary: DateTime<Utc>,
+    lookback: Duration,
+    exclude_invoice: Option<&str>,
+) -> Result<Vec<(Period, String)>> {
+    if lookback <= Duration::zero() {
+        return Ok(Vec::new());
+    }
+    let horizon = previous_boundary - lookback;
+    // A period starts at most a year before it ends.
+    let rows: Vec<(DateTime<Utc>, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (l.usage_period_start) l.usage_period_start, i.id, i.status \
+         FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
+         WHERE i.subscription_id = $1 AND l.kind = 'usage' AND l.usage_period_start >= $2 \
+           AND ($3::text IS NULL OR i.id <> $3) \
+         ORDER BY l.usage_period_start, i.boundary_at",
+    )
+    .bind(&subscription.id)
+    .bind(horizon - Duration::days(366))
+    .bind(exclude_invoice)
+    .fetch_all(connection)
+    .await?;
+    let mut periods = Vec::new();
+    for (start, invoice_id, status) in rows {
+        let period = subscription.period_containing(start)?;
+        if status != "draft" && period.end() > horizon {
+            periods.push((period, invoice_id));
+        }
+    }
+    Ok(periods)
 }
 
 fn timing(in_advance: bool) -> BillingTiming {

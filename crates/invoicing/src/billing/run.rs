@@ -153,6 +153,7 @@ impl Context {
             summary.periods_examined += 1;
             let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
                 .with_usage(usage.clone())
+                .with_lookback(self.config.late_usage_lookback_days)
                 .compose(subscription.billed_through, boundary)
                 .await?;
             if let Some(composition) = composition {
@@ -246,25 +247,30 @@ impl Context {
         now: DateTime<Utc>,
         draft: Option<&InvoiceRow>,
     ) -> Result<UsageCache> {
-        let (subscription, previous_usage) = {
+        let (subscription, late) = {
             let mut connection = self.pool.acquire().await?;
             let subscription = model::load(&mut connection, subscription_id, false).await?;
             let previous = match draft {
                 Some(row) => row.previous_boundary(),
                 None => subscription.billed_through,
             };
-            let (previous_usage,): (Option<DateTime<Utc>>,) = sqlx::query_as(
-                "SELECT (SELECT l.usage_period_start FROM invoicing.invoice_lines l \
-                   JOIN invoicing.invoices i ON i.id = l.invoice_id \
-                 WHERE i.subscription_id = $1 AND i.boundary_at = $2 AND l.kind = 'usage' LIMIT 1)",
-            )
-            .bind(subscription_id)
-            .bind(previous)
-            .fetch_one(&mut *connection)
-            .await?;
-            (subscription, previous_usage)
+            let late = match previous {
+                Some(previous) => {
+                    super::compose::late_periods(
+                        &mut connection,
+                        &subscription,
+                        previous,
+                        Duration::days(i64::from(self.config.late_usage_lookback_days)),
+                        draft.map(|row| row.id.as_str()),
+                    )
+                    .await?
+                }
+                None => Vec::new(),
+            };
+            (subscription, late)
         };
-        let mut instants: BTreeSet<DateTime<Utc>> = previous_usage.into_iter().collect();
+        let mut instants: BTreeSet<DateTime<Utc>> =
+            late.iter().map(|(period, _)| period.start()).collect();
         match draft {
             Some(row) => instants.extend(row.previous_boundary()),
             None => {
@@ -327,6 +333,7 @@ impl Context {
         let composition =
             Composer::new(&mut *connection, &self.rating, &subscription, Some(&row.id))
                 .with_usage(usage)
+                .with_lookback(self.config.late_usage_lookback_days)
                 .compose(row.previous_boundary(), row.boundary_at)
                 .await?;
         let composition = match composition {

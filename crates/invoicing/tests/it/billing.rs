@@ -670,3 +670,31 @@ async fn an_indefinite_pause_ends_when_resumed() {
         ]
     );
 }
+
+#[tokio::test]
+async fn usage_arriving_in_the_second_month_after_its_period_is_still_billed_once() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h.plan("usage", PlanSpec::default().calls("0.10")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.calls(&customer, "jan", 10, at(2025, 1, 20)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    h.bill_at(at(2025, 3, 1)).await;
+    // Within ingest's 35-day backfill window, a January event arrives in March.
+    h.clock.set(at(2025, 3, 5)).unwrap();
+    h.calls(&customer, "very-late", 3, at(2025, 1, 31)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    h.bill_at(at(2025, 5, 1)).await;
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 4, 1)).await,
+        vec![
+            line("usage", "03-01..04-01", dec!(0.00)),
+            line("adjustment", "01-01..02-01", dec!(0.30))
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 5, 1)).await,
+        vec![line("usage", "04-01..05-01", dec!(0.00))],
+        "adjusted once"
+    );
+}

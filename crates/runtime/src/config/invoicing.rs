@@ -14,6 +14,10 @@ pub struct InvoicingConfig {
     pub grace_period_hours: u32,
     /// How far back (days) a subscription may start or change.
     pub backdate_window_days: u32,
+    /// Days after its end a billed period's usage is rechecked; a change
+    /// becomes an adjustment line on the next invoice (keep it at least
+    /// `ingest.backfill_window_days`). 0 disables late-usage adjustments.
+    pub late_usage_lookback_days: u32,
     /// Minutes (service clock) between two compositions of a draft while its
     /// grace period runs (late usage); 0 composes drafts on every bill run.
     pub draft_refresh_minutes: u32,
@@ -38,6 +42,7 @@ impl Default for InvoicingConfig {
             grace_period_hours: 24,
             backdate_window_days: 30,
             draft_refresh_minutes: 60,
+            late_usage_lookback_days: 35,
             bill_run_interval_seconds: 60,
             bill_run_batch_size: 100,
             bill_run_concurrency: 8,
@@ -63,6 +68,12 @@ impl InvoicingConfig {
         if self.backdate_window_days > 366 {
             return Err(invalid(
                 "invoicing.backdate_window_days",
+                "must be at most 366",
+            ));
+        }
+        if self.late_usage_lookback_days > 366 {
+            return Err(invalid(
+                "invoicing.late_usage_lookback_days",
                 "must be at most 366",
             ));
         }
