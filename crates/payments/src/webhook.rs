@@ -633,7 +633,14 @@ impl WebhookState {
                 Some((id, _)) => id,
                 None => {
                     // Refunded in the Stripe dashboard: Tally learns it here.
-                    if remote.amount.currency() != payment.amount.currency() {
+                    let reserved = store::refunds_total(&mut *connection, &payment.id).await?
+                        + remote.amount.amount();
+                    if remote.amount.currency() != payment.amount.currency()
+                        || reserved > payment.amount.amount()
+                    {
+                        // Stripe and Tally disagree about the payment itself:
+                        // left for reconciliation, not forced into the books.
+                        tracing::error!(payment_id = %payment.id, stripe_refund_id = %remote.id, "a Stripe refund does not fit the payment; not recorded");
                         continue;
                     }
                     let id = self.core.ids.new_id("ref");

@@ -368,6 +368,32 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded() {
     assert_eq!(refunded.total_refunded.as_ref().unwrap().amount, "15.00");
     assert_eq!(harness.usd(Book::Refunds).await, dec!(15.00));
     assert_eq!(harness.usd(Book::StripeBalance).await, dec!(35.00));
+
+    // A refund that cannot fit what was paid is not forced into the books.
+    let big = fixtures::refund("re_2TooBig", 4000, "succeeded", CHARGE, None);
+    let both = vec![
+        fixtures::refund("re_1Dashboard", 1500, "succeeded", CHARGE, None),
+        big,
+    ];
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(format!("/v1/charges/{CHARGE}")))
+        .respond_with(stripe_mocks::respond(
+            200,
+            fixtures::charge(CHARGE, 5000, 5500, STRIPE_INVOICE, both),
+        ))
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
+    let again = fixtures::event(
+        "evt_2Refunded",
+        "charge.refunded",
+        CREATED,
+        fixtures::charge(CHARGE, 5000, 5500, STRIPE_INVOICE, vec![]),
+    );
+    assert_eq!(harness.webhook(&again).await, (200, "no change".into()));
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.amount_refunded.as_ref().unwrap().amount, "15.00");
+    assert_eq!(payment.refunds.len(), 1);
 }
 
 #[tokio::test]
