@@ -12,18 +12,27 @@ use crate::fixtures;
 use crate::stripe_mocks::{self, respond};
 use crate::support::*;
 
-/// Answers `/v1/refunds` with a succeeded refund of the requested amount.
-struct RefundResponder;
+/// Answers `/v1/refunds` with a succeeded refund of the requested amount
+/// (after a pause, when `slow`).
+#[derive(Clone, Copy)]
+struct RefundResponder {
+    slow: bool,
+}
 
 impl Respond for RefundResponder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let amount: i64 = field(request, "amount").unwrap().parse().unwrap();
         let tally_refund = field(request, "metadata[tally_refund_id]").unwrap();
         let id = format!("re_for_{tally_refund}");
-        respond(
+        let answer = respond(
             200,
             fixtures::refund(&id, amount, "succeeded", CHARGE, Some(&tally_refund)),
-        )
+        );
+        if self.slow {
+            answer.set_delay(std::time::Duration::from_millis(150))
+        } else {
+            answer
+        }
     }
 }
 
@@ -56,7 +65,7 @@ async fn partial_refunds_up_to_the_amount_paid_and_not_a_cent_more() {
     let harness = harness().await;
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
-        .respond_with(RefundResponder)
+        .respond_with(RefundResponder { slow: false })
         .mount(&harness.stripe)
         .await;
     let payment_id = paid(&harness).await;
@@ -250,7 +259,7 @@ async fn stripe_unreachable_leaves_the_refund_pending_and_the_same_key_finishes_
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
         .and(body_string_contains("amount=1000"))
-        .respond_with(RefundResponder)
+        .respond_with(RefundResponder { slow: false })
         .mount(&harness.stripe)
         .await;
     let payment_id = paid(&harness).await;
@@ -315,5 +324,35 @@ async fn a_refund_stripe_refuses_is_recorded_as_failed() {
         harness.stripe_requests("POST", "/v1/refunds").await.len(),
         1,
         "not retried"
+    );
+}
+
+#[tokio::test]
+async fn two_refunds_racing_for_the_same_money_cannot_both_pass() {
+    let harness = harness().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(RefundResponder { slow: true })
+        .mount(&harness.stripe)
+        .await;
+    let payment_id = paid(&harness).await;
+    let (mut first, mut second) = (harness.client.clone(), harness.client.clone());
+    let (a, b) = tokio::join!(
+        first.refund(request("race-a", &payment_id, usd("30.00"))),
+        second.refund(request("race-b", &payment_id, usd("30.00"))),
+    );
+    let outcomes = [a.is_ok(), b.is_ok()];
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{a:?} {b:?}");
+    let refused = a.err().or(b.err()).unwrap();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(harness.keys("/v1/refunds").await.len(), 1);
+    assert_eq!(
+        harness
+            .payment_of("inv_000001")
+            .await
+            .amount_refunded
+            .unwrap()
+            .amount,
+        "30.00"
     );
 }
