@@ -1,17 +1,19 @@
 //! The set-based write of a batch's aggregate deltas into `rating.aggregates`:
-//! three statements per batch whatever its number of rows.
+//! at most three statements per batch whatever its number of rows, two once
+//! the period's rows exist.
 //!
-//! 1. insert every delta as a new row (`ON CONFLICT DO NOTHING RETURNING`):
-//!    a returned key is done, its delta is the whole state;
-//! 2. lock the existing rows of the other keys (`FOR UPDATE`), merge each
+//! 1. lock the existing rows of the batch's keys (`FOR UPDATE`) and merge each
 //!    delta into its stored state in Rust (the domain `AggregateState::merge`);
-//! 3. write the merged rows back in one `UPDATE … FROM unnest(…)`.
+//! 2. write the merged rows back in one `UPDATE … FROM unnest(…)`;
+//! 3. insert the keys that had no row, each delta being the whole state.
 //!
 //! Rows of one subscription are only ever written by transactions holding its
-//! customer's advisory lock (`store::lock_customers`), so these statements
-//! cannot deadlock whatever order PostgreSQL takes their row locks in.
+//! customer's advisory lock (`store::lock_customers`), so no other transaction
+//! can insert one of the missing keys in between (an insert that conflicts
+//! anyway fails the batch, which is then retried), and these statements cannot
+//! deadlock whatever order PostgreSQL takes their row locks in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -75,29 +77,6 @@ struct StoredRow {
     max_seq: i64,
 }
 
-/// A row key as the database returns it.
-type ReturnedKey = (
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    String,
-    String,
-    Json<GroupKey>,
-);
-
-fn key_of(
-    (subscription_id, period_start, segment_start, plan_version_id, charge_code, group): ReturnedKey,
-) -> AggregateKey {
-    AggregateKey {
-        subscription_id,
-        period_start,
-        segment_start,
-        plan_version_id,
-        charge_code,
-        group_key: group.0,
-    }
-}
-
 /// Adds every delta to its aggregate row (see the module documentation).
 pub async fn absorb_all(
     connection: &mut PgConnection,
@@ -106,16 +85,8 @@ pub async fn absorb_all(
     if deltas.is_empty() {
         return Ok(());
     }
-    let inserted = insert_new(&mut *connection, deltas).await?;
-    let existing: BTreeMap<&AggregateKey, &AggregateDelta> = deltas
-        .iter()
-        .filter(|(key, _)| !inserted.contains(*key))
-        .collect();
-    if existing.is_empty() {
-        return Ok(());
-    }
     let mut keys = KeyColumns::default();
-    for key in existing.keys() {
+    for key in deltas.keys() {
         keys.push(key)?;
     }
     let stored: Vec<StoredRow> = bind_keys!(sqlx::query_as(
@@ -131,19 +102,7 @@ pub async fn absorb_all(
         ), keys)
         .fetch_all(&mut *connection)
         .await?;
-    if stored.len() != existing.len() {
-        return Err(RatingError::Corrupt(format!(
-            "{} aggregate rows conflicted on insert but {} were found",
-            existing.len(),
-            stored.len()
-        )));
-    }
-    let mut keys = KeyColumns::default();
-    let mut states = Vec::with_capacity(stored.len());
-    let mut counts = Vec::with_capacity(stored.len());
-    let mut max_seqs = Vec::with_capacity(stored.len());
-    let mut segment_ends = Vec::with_capacity(stored.len());
-    let mut merged_keys = Vec::with_capacity(stored.len());
+    let mut merged: BTreeMap<AggregateKey, MergedRow> = BTreeMap::new();
     for row in stored {
         let key = AggregateKey {
             subscription_id: row.subscription_id,
@@ -154,8 +113,7 @@ pub async fn absorb_all(
             group_key: row.group_key.0,
         };
         let Json(mut state) = row.state;
-        let (count, max_seq) = (row.event_count, row.max_seq);
-        let delta = existing
+        let delta = deltas
             .get(&key)
             .ok_or_else(|| RatingError::Corrupt(format!("aggregate {key:?} was not asked for")))?;
         state.merge(&delta.state).map_err(|error| {
@@ -164,14 +122,51 @@ pub async fn absorb_all(
                 key.subscription_id, key.charge_code, key.period_start
             ))
         })?;
-        states.push(json(&state)?);
-        counts.push(count + delta.event_count);
-        max_seqs.push(max_seq.max(delta.max_seq));
-        segment_ends.push(delta.segment_end);
-        merged_keys.push(key);
+        let row = MergedRow {
+            state: json(&state)?,
+            event_count: row.event_count + delta.event_count,
+            max_seq: row.max_seq.max(delta.max_seq),
+            segment_end: delta.segment_end,
+        };
+        merged.insert(key, row);
     }
-    for key in &merged_keys {
+    if !merged.is_empty() {
+        update_merged(&mut *connection, &merged).await?;
+    }
+    let missing: BTreeMap<&AggregateKey, &AggregateDelta> = deltas
+        .iter()
+        .filter(|(key, _)| !merged.contains_key(*key))
+        .collect();
+    if !missing.is_empty() {
+        insert_missing(&mut *connection, &missing).await?;
+    }
+    Ok(())
+}
+
+/// A stored row with a delta merged in.
+struct MergedRow {
+    state: serde_json::Value,
+    event_count: i64,
+    max_seq: i64,
+    segment_end: DateTime<Utc>,
+}
+
+/// Writes the merged rows back in one statement.
+async fn update_merged(
+    connection: &mut PgConnection,
+    merged: &BTreeMap<AggregateKey, MergedRow>,
+) -> Result<(), RatingError> {
+    let mut keys = KeyColumns::default();
+    let mut states = Vec::with_capacity(merged.len());
+    let mut counts = Vec::with_capacity(merged.len());
+    let mut max_seqs = Vec::with_capacity(merged.len());
+    let mut segment_ends = Vec::with_capacity(merged.len());
+    for (key, row) in merged {
         keys.push(key)?;
+        states.push(&row.state);
+        counts.push(row.event_count);
+        max_seqs.push(row.max_seq);
+        segment_ends.push(row.segment_end);
     }
     bind_keys!(sqlx::query(
         "UPDATE rating.aggregates a \
@@ -193,18 +188,20 @@ pub async fn absorb_all(
     Ok(())
 }
 
-/// Inserts every delta whose row does not exist yet; returns their keys.
-async fn insert_new(
+/// Inserts the rows of keys that had none. A conflict means another
+/// transaction wrote a row of this customer without its lock: a bug, refused
+/// rather than merged blindly.
+async fn insert_missing(
     connection: &mut PgConnection,
-    deltas: &BTreeMap<AggregateKey, AggregateDelta>,
-) -> Result<BTreeSet<AggregateKey>, RatingError> {
+    missing: &BTreeMap<&AggregateKey, &AggregateDelta>,
+) -> Result<(), RatingError> {
     let mut keys = KeyColumns::default();
-    let mut period_ends = Vec::with_capacity(deltas.len());
-    let mut segment_ends = Vec::with_capacity(deltas.len());
-    let mut states = Vec::with_capacity(deltas.len());
-    let mut counts = Vec::with_capacity(deltas.len());
-    let mut max_seqs = Vec::with_capacity(deltas.len());
-    for (key, delta) in deltas {
+    let mut period_ends = Vec::with_capacity(missing.len());
+    let mut segment_ends = Vec::with_capacity(missing.len());
+    let mut states = Vec::with_capacity(missing.len());
+    let mut counts = Vec::with_capacity(missing.len());
+    let mut max_seqs = Vec::with_capacity(missing.len());
+    for (key, delta) in missing {
         keys.push(key)?;
         period_ends.push(delta.period_end);
         segment_ends.push(delta.segment_end);
@@ -212,20 +209,26 @@ async fn insert_new(
         counts.push(delta.event_count);
         max_seqs.push(delta.max_seq);
     }
-    let returned: Vec<ReturnedKey> = bind_keys!(sqlx::query_as(
+    let inserted = bind_keys!(sqlx::query(
         "INSERT INTO rating.aggregates (subscription_id, period_start, segment_start, plan_version_id, \
            charge_code, group_key, period_end, segment_end, state, event_count, max_seq) \
          SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], \
            $6::jsonb[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[], $10::bigint[], $11::bigint[]) \
-         ON CONFLICT DO NOTHING \
-         RETURNING subscription_id, period_start, segment_start, plan_version_id, charge_code, group_key",
+         ON CONFLICT DO NOTHING",
     ), keys)
     .bind(&period_ends)
     .bind(&segment_ends)
     .bind(&states)
     .bind(&counts)
     .bind(&max_seqs)
-    .fetch_all(connection)
+    .execute(connection)
     .await?;
-    Ok(returned.into_iter().map(key_of).collect())
+    if inserted.rows_affected() != missing.len() as u64 {
+        return Err(RatingError::Corrupt(format!(
+            "{} of {} new aggregate rows already existed: written without the customer lock",
+            missing.len() as u64 - inserted.rows_affected(),
+            missing.len()
+        )));
+    }
+    Ok(())
 }

@@ -10,15 +10,16 @@
 //!
 //! 0. the batch's customers are locked (advisory, in order) so the replica
 //!    cannot apply a snapshot of one of them halfway through;
-//! 1. events whose key is already in `rating.rated_events` are skipped
-//!    (redelivery, or the same event twice in a batch);
-//! 2. each remaining event is classified without writing: the phases covering
+//! 1. repeats of an event within the batch are skipped;
+//! 2. each event is classified without writing: the phases covering
 //!    its timestamp, their plan versions' usage charges on the event type, the
 //!    billing period and segment, the meter's reading and group key — or the
-//!    reason it cannot be rated;
-//! 3. ratable events insert their key (`ON CONFLICT DO NOTHING RETURNING`,
-//!    so a concurrent consumer cannot count one twice) and only the inserted
-//!    ones are absorbed; their unrated rows, if any, are deleted;
+//!    reason it cannot be rated (an unratable event whose key is already in
+//!    `rating.rated_events` is a redelivery of a rated one, and is skipped);
+//! 3. ratable events insert their key (`ON CONFLICT DO NOTHING RETURNING`:
+//!    a key rated before, by a redelivery or a concurrent consumer, is not
+//!    returned) and only the inserted ones are absorbed; their unrated rows,
+//!    if any, are deleted;
 //! 4. the absorbed deltas are merged into `rating.aggregates` in three
 //!    set-based statements (`aggregates::absorb_all`),
 //!    and the transactions of percentage charges are kept in `rating.transactions`;
@@ -30,7 +31,7 @@ pub mod consumer;
 mod decode;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
@@ -159,8 +160,7 @@ impl UsageRater {
             .map(|event| event.customer_id.as_str())
             .collect();
         store::lock_customers(&mut *transaction, &customers).await?;
-        let already = store::rated_keys(&mut *transaction, events).await?;
-        let (pending, mut duplicates) = not_yet_rated(events, &already);
+        let (pending, mut duplicates) = once_each(events);
         let coverage = store::coverage(&mut *transaction, &customers).await?;
         let mut ratable = Vec::new();
         let mut unrated = Vec::new();
@@ -169,6 +169,20 @@ impl UsageRater {
                 Ok(contributions) => ratable.push((event, contributions)),
                 Err(reason) => unrated.push((event, reason)),
             }
+        }
+        // A redelivered event that was rated earlier but is unratable now (a
+        // pause, an end) stays rated: it must not become unrated usage.
+        // Ratable ones need no such check: `insert_rated` below only returns
+        // the keys not rated yet.
+        if !unrated.is_empty() {
+            let candidates: Vec<AcceptedEvent> =
+                unrated.iter().map(|(event, _)| (*event).clone()).collect();
+            let already = store::rated_keys(&mut *transaction, &candidates).await?;
+            let before = unrated.len();
+            unrated.retain(|(event, _)| {
+                !already.contains(&(event.customer_id.clone(), event.event_id.clone()))
+            });
+            duplicates += before - unrated.len();
         }
         let fresh =
             store::insert_rated(&mut *transaction, ratable.iter().map(|(event, _)| *event)).await?;
@@ -279,21 +293,17 @@ impl UsageRater {
     }
 }
 
-/// The events of `events` not in `already` (rated earlier), each key once;
-/// and how many were skipped.
-fn not_yet_rated<'a>(
-    events: &'a [AcceptedEvent],
-    already: &HashSet<(String, String)>,
-) -> (Vec<&'a AcceptedEvent>, usize) {
+/// The events of `events`, each key once (a batch may carry an event twice);
+/// and how many repeats were skipped.
+fn once_each(events: &[AcceptedEvent]) -> (Vec<&AcceptedEvent>, usize) {
     let mut seen = BTreeSet::new();
     let mut pending = Vec::with_capacity(events.len());
     let mut skipped = 0;
     for event in events {
-        let key = (event.customer_id.as_str(), event.event_id.as_str());
-        if already.contains(&(key.0.to_owned(), key.1.to_owned())) || !seen.insert(key) {
-            skipped += 1;
-        } else {
+        if seen.insert((event.customer_id.as_str(), event.event_id.as_str())) {
             pending.push(event);
+        } else {
+            skipped += 1;
         }
     }
     (pending, skipped)

@@ -316,3 +316,39 @@ async fn usage_while_paused_or_after_the_end_is_not_billed_until_a_snapshot_cove
         vec![row("calls", dec!(4), dec!(0.04), dec!(0.04))]
     );
 }
+
+#[tokio::test]
+async fn a_rated_event_redelivered_after_a_backdated_pause_stays_rated_once() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    subscribe_acme(&h, &version).await;
+    let call = accepted(1, "cus_acme", "call", "api_calls", at(11, 0, 0, 0), &[]);
+    assert_eq!(
+        rate(&h, std::slice::from_ref(&call)).await,
+        summary(1, 0, 0)
+    );
+    let mut paused = snapshot(
+        "sub_acme",
+        "cus_acme",
+        2,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    if let Some(subscription) = paused.subscription.as_mut() {
+        subscription.pause = Some(tally_proto::invoicing::PauseWindow {
+            pause_at: Some(ts(at(10, 0, 0, 0))),
+            resume_at: None,
+        });
+    }
+    apply(&h, &paused).await;
+    // The redelivery is unratable now, but it was rated: a duplicate, not
+    // unrated usage (the re-rate job, not the consumer, moves rated usage).
+    assert_eq!(rate(&h, &[call]).await, summary(0, 1, 0));
+    assert!(unrated_reasons(&mut h).await.is_empty());
+}
