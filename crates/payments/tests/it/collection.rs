@@ -8,7 +8,10 @@ use tally_domain::money::{Currency, Money};
 use tally_payments::ledger::Book;
 use tally_proto::events::payment_event::Kind;
 use tally_proto::invoicing::CollectionMode;
-use tally_proto::payments::{GetStripeCustomerRequest, PaymentStatus, get_stripe_customer_request};
+use tally_proto::payments::{
+    GetPaymentRequest, GetStripeCustomerRequest, ListPaymentsRequest, PaymentStatus,
+    get_stripe_customer_request,
+};
 use wiremock::Mock;
 use wiremock::matchers::{method, path};
 
@@ -610,4 +613,57 @@ async fn an_invoice_stripe_cannot_send_is_recorded_not_retried() {
     let payment = harness.payment_of("inv_000001").await;
     assert_eq!(payment.status(), PaymentStatus::Failed);
     assert!(payment.next_retry_at.is_none());
+}
+
+#[tokio::test]
+async fn payments_are_read_by_id_invoice_customer_and_status() {
+    let harness = harness().await;
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_000).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+    let mut client = harness.client.clone();
+    let list = |customer: &str, statuses: Vec<PaymentStatus>| ListPaymentsRequest {
+        customer_id: customer.into(),
+        statuses: statuses.into_iter().map(Into::into).collect(),
+        ..Default::default()
+    };
+    let found = client
+        .list_payments(list("cus_000100", vec![PaymentStatus::Succeeded]))
+        .await
+        .unwrap()
+        .into_inner()
+        .payments;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].invoice_id, "inv_000001");
+    for request in [
+        list("cus_000100", vec![PaymentStatus::Failed]),
+        list("cus_other", vec![]),
+    ] {
+        let none = client.list_payments(request).await.unwrap().into_inner();
+        assert!(none.payments.is_empty());
+    }
+    let missing = client
+        .get_payment(GetPaymentRequest {
+            payment_id: "pay_missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let too_big = client
+        .list_payments(ListPaymentsRequest {
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), tonic::Code::InvalidArgument);
+    let unmapped = client
+        .get_stripe_customer(GetStripeCustomerRequest {
+            lookup: Some(get_stripe_customer_request::Lookup::CustomerId(
+                "cus_other".into(),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unmapped.code(), tonic::Code::NotFound);
 }
