@@ -171,12 +171,9 @@ pub fn factor(period: &Period, part: &Period, policy: ProrationPolicy) -> Decima
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use chrono::TimeZone;
     use rust_decimal_macros::dec;
     use tally_domain::money::Currency;
-    use tally_domain::period::BillingInterval;
 
     use super::*;
     use crate::subscriptions::{Pause, Phase};
@@ -202,25 +199,51 @@ mod tests {
 
     fn subscription(phases: Vec<Phase>, pauses: Vec<Pause>) -> Subscription {
         Subscription {
-            id: "sub_1".into(),
-            customer_id: "cus_1".into(),
-            currency: Currency::USD,
-            interval: BillingInterval::Month,
-            start_at: day(1, 1),
-            billing_anchor_at: day(1, 1),
-            trial_end_at: None,
-            cancel_at: None,
-            canceled_at: None,
-            cancel_reason: String::new(),
-            cancel_proration: Policy::Prorate,
-            past_due: false,
-            version: 1,
-            metadata: HashMap::new(),
-            created_at: day(1, 1),
-            updated_at: day(1, 1),
-            billed_through: None,
             phases,
             pauses,
+            ..crate::subscriptions::model::fixture(day(1, 1), day(1, 1))
+        }
+    }
+
+    #[test]
+    fn shares_of_a_partition_always_add_up_to_the_fee() {
+        let january = Period::new(day(1, 1), day(2, 1)).unwrap();
+        let fees = [
+            dec!(31.00),
+            dec!(10.00),
+            dec!(0.01),
+            dec!(99.99),
+            dec!(1000.03),
+        ];
+        for seed in 1_i64..200 {
+            // A partition of January at pseudo-random seconds.
+            let mut cuts: Vec<DateTime<Utc>> = (1..=(seed % 5 + 1))
+                .map(|k| {
+                    day(1, 1) + chrono::Duration::seconds((seed * 7919 * k) % (31 * 86_400 - 1) + 1)
+                })
+                .collect();
+            cuts.sort();
+            cuts.dedup();
+            let mut bounds = vec![january.start()];
+            bounds.extend(cuts);
+            bounds.push(january.end());
+            let parts: Vec<Period> = bounds
+                .windows(2)
+                .map(|pair| Period::new(pair[0], pair[1]).unwrap())
+                .collect();
+            for fee in fees {
+                for policy in [ProrationPolicy::BySecond, ProrationPolicy::ByDay] {
+                    let fee = Money::new(fee, Currency::USD);
+                    let amounts = shares(fee, &january, &parts, policy).unwrap();
+                    let total: Decimal = amounts.iter().map(Money::amount).sum();
+                    assert_eq!(total, fee.amount(), "seed {seed} {policy:?}");
+                    assert!(
+                        amounts
+                            .iter()
+                            .all(|amount| amount.is_rounded() && !amount.is_negative())
+                    );
+                }
+            }
         }
     }
 

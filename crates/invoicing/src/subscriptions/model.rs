@@ -514,3 +514,115 @@ pub async fn list(
     }
     Ok(subscriptions)
 }
+
+/// A monthly USD subscription on `pv_1` from `start` (for tests).
+#[cfg(test)]
+pub(crate) fn fixture(start: DateTime<Utc>, anchor: DateTime<Utc>) -> Subscription {
+    Subscription {
+        id: "sub_1".into(),
+        customer_id: "cus_1".into(),
+        currency: Currency::USD,
+        interval: BillingInterval::Month,
+        start_at: start,
+        billing_anchor_at: anchor,
+        trial_end_at: None,
+        cancel_at: None,
+        canceled_at: None,
+        cancel_reason: String::new(),
+        cancel_proration: Policy::Prorate,
+        past_due: false,
+        version: 1,
+        metadata: HashMap::new(),
+        created_at: start,
+        updated_at: start,
+        billed_through: None,
+        phases: vec![Phase {
+            plan_id: "plan_1".into(),
+            plan_version_id: "pv_1".into(),
+            start_at: start,
+            end_at: None,
+            policy: Policy::Prorate,
+        }],
+        pauses: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(year: i32, month: u32, day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(year, month, day, 0, 0, 0).unwrap()
+    }
+
+    fn boundaries(subscription: &Subscription, count: usize) -> Vec<DateTime<Utc>> {
+        let mut after = None;
+        let mut found = Vec::new();
+        while let Some(next) = subscription.next_boundary(after).unwrap() {
+            found.push(next);
+            after = Some(next);
+            if found.len() == count {
+                break;
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn boundaries_follow_the_anchor_and_stop_at_the_end() {
+        let on_the_31st = fixture(at(2024, 1, 31), at(2024, 1, 31));
+        assert_eq!(
+            boundaries(&on_the_31st, 5),
+            vec![
+                at(2024, 1, 31),
+                at(2024, 2, 29),
+                at(2024, 3, 31),
+                at(2024, 4, 30),
+                at(2024, 5, 31)
+            ]
+        );
+        let mut ending = fixture(at(2025, 1, 15), at(2025, 2, 1));
+        ending.cancel_at = Some(at(2025, 3, 10));
+        assert_eq!(
+            boundaries(&ending, 10),
+            vec![
+                at(2025, 1, 15),
+                at(2025, 2, 1),
+                at(2025, 3, 1),
+                at(2025, 3, 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_status_follows_the_clock() {
+        let mut subscription = fixture(at(2025, 1, 1), at(2025, 1, 15));
+        subscription.trial_end_at = Some(at(2025, 1, 15));
+        subscription.pauses.push(Pause {
+            pause_at: at(2025, 2, 1),
+            resume_at: Some(at(2025, 2, 10)),
+        });
+        subscription.cancel_at = Some(at(2025, 3, 1));
+        assert_eq!(subscription.status_at(at(2024, 12, 31)), None);
+        assert_eq!(
+            subscription.status_at(at(2025, 1, 2)),
+            Some(Status::Trialing)
+        );
+        assert_eq!(
+            subscription.status_at(at(2025, 1, 20)),
+            Some(Status::Active)
+        );
+        assert_eq!(subscription.status_at(at(2025, 2, 5)), Some(Status::Paused));
+        assert_eq!(
+            subscription.status_at(at(2025, 3, 1)),
+            Some(Status::Canceled)
+        );
+        subscription.past_due = true;
+        assert_eq!(
+            subscription.status_at(at(2025, 2, 20)),
+            Some(Status::PastDue)
+        );
+    }
+}
