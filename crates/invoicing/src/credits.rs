@@ -634,15 +634,27 @@ impl Context {
         let mut connection = self.pool.acquire().await?;
         let customer = customers::load(&mut connection, &request.customer_id, false).await?;
         let currency: Currency = customers::currency_of(&customer)?;
+        // What each grant held at `as_of`, from the ledger: its amount plus
+        // every later entry (burns, expiries, voids, reversals) effective by then.
         let sql = format!(
-            "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE customer_id = $1 AND closed IS NULL \
-             AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) AND created_at <= $2"
+            "SELECT {} FROM invoicing.credit_grants g WHERE customer_id = $1 \
+             AND (expires_at IS NULL OR expires_at > $2) AND created_at <= $2",
+            GRANT_COLUMNS.replace(
+                "remaining",
+                "amount + COALESCE((SELECT sum(e.amount) FROM invoicing.credit_ledger_entries e \
+                   WHERE e.credit_grant_id = g.id AND e.kind <> 'grant' AND e.effective_at <= $2), 0) AS remaining",
+            )
         );
         let mut rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&customer.id)
             .bind(as_of)
             .fetch_all(&mut *connection)
             .await?;
+        rows.retain(|row| row.remaining > Decimal::ZERO);
+        for row in &mut rows {
+            // Expired or voided later than `as_of`: still open then.
+            row.closed = None;
+        }
         rows.sort_by(|left, right| {
             (
                 left.priority,

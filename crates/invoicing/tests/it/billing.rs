@@ -348,13 +348,26 @@ async fn credits_burn_in_order_and_expire() {
     let balance = h
         .credits
         .get_credit_balance(GetCreditBalanceRequest {
-            customer_id: customer,
+            customer_id: customer.clone(),
             as_of: None,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(balance.available.unwrap().amount, "60.00");
+    // The balance at an earlier instant comes from the ledger: after January's
+    // burn, before the promotional grant expired.
+    let earlier = h
+        .credits
+        .get_credit_balance(GetCreditBalanceRequest {
+            customer_id: customer.clone(),
+            as_of: Some(ts(at(2025, 1, 10))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(earlier.available.unwrap().amount, "110.00");
+    assert_eq!(earlier.grants.len(), 2);
     // Paid by credits: `finalized`, then `paid` as a newer snapshot.
     let payloads: Vec<(Vec<u8>,)> = sqlx::query_as(
         "SELECT payload FROM invoicing.outbox WHERE topic = 'invoice-events' ORDER BY seq LIMIT 2",
