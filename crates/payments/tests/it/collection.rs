@@ -667,3 +667,56 @@ async fn payments_are_read_by_id_invoice_customer_and_status() {
         .unwrap_err();
     assert_eq!(unmapped.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn nothing_due_sends_nothing_and_a_prepaid_part_becomes_one_adjustment_item() {
+    let harness = harness().await;
+    // Credits cover the whole invoice: nothing to collect, nothing sent.
+    let covered = InvoiceSpec::usd(
+        "inv_000009",
+        &[("il_000091", "25.00"), ("il_000092", "-25.00")],
+    );
+    harness.deliver(&covered.finalized()).await.unwrap();
+    assert!(harness.stripe.received_requests().await.unwrap().is_empty());
+    assert_eq!(harness.count("payments").await, 0);
+
+    // 30.00 billed, 12.50 already credited before finalization: 17.50 due.
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_750).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "30.00")]);
+    let mut event = spec.finalized();
+    let due = tally_proto::common::Money {
+        currency: "USD".into(),
+        amount: "17.50".into(),
+    };
+    event.invoice.as_mut().unwrap().amount_due = Some(due.clone());
+    event.kind = Some(tally_proto::events::invoice_event::Kind::Finalized(
+        tally_proto::events::invoice_event::Finalized {
+            amount_due: Some(due),
+        },
+    ));
+    harness.deliver(&event).await.unwrap();
+    let items: Vec<(String, String)> = harness
+        .stripe_requests("POST", "/v1/invoiceitems")
+        .await
+        .iter()
+        .map(|item| {
+            (
+                field(item, "metadata[tally_line_id]").unwrap(),
+                field(item, "amount").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            ("il_000001".into(), "3000".into()),
+            (
+                "inv_000001_settled_before_finalization".into(),
+                "-1250".into()
+            ),
+        ]
+    );
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.amount.as_ref().unwrap().amount, "17.50");
+    assert_eq!(payment.status(), PaymentStatus::Succeeded);
+}
