@@ -381,24 +381,36 @@ pub async fn burn(
     Ok(burned)
 }
 
-/// Gives back the credits burned on a voided invoice (REVERSAL entries).
+/// Gives back credits burned on an invoice (REVERSAL entries), all of them or
+/// at most `up_to`, the latest burn first; what was already given back is
+/// never given twice. Returns the amount given back.
 pub async fn return_burns(
     connection: &mut PgConnection,
     ids: &dyn tally_runtime::ids::IdGenerator,
     invoice_id: &str,
+    up_to: Option<Decimal>,
+    reason: &str,
     now: DateTime<Utc>,
-) -> Result<()> {
-    let burns: Vec<(String, String, Decimal, String)> = sqlx::query_as(
-        "SELECT customer_id, credit_grant_id, amount, currency FROM invoicing.credit_ledger_entries \
-         WHERE invoice_id = $1 AND kind = 'burn' ORDER BY seq",
+) -> Result<Decimal> {
+    let returnable: Vec<(String, String, String, Decimal)> = sqlx::query_as(
+        "SELECT customer_id, credit_grant_id, currency, -SUM(amount) FROM invoicing.credit_ledger_entries \
+         WHERE invoice_id = $1 AND kind IN ('burn', 'reversal') \
+         GROUP BY customer_id, credit_grant_id, currency HAVING SUM(amount) < 0 ORDER BY MAX(seq) DESC",
     )
     .bind(invoice_id)
     .fetch_all(&mut *connection)
     .await?;
-    for (customer_id, grant_id, amount, currency) in burns {
+    let mut left = up_to;
+    let mut given = Decimal::ZERO;
+    for (customer_id, grant_id, currency, amount) in returnable {
+        let amount = left.map_or(amount, |left| amount.min(left));
+        if amount <= Decimal::ZERO {
+            break;
+        }
+        left = left.map(|left| left - amount);
+        given += amount;
         let receivable = format!("accounts_receivable:{customer_id}");
-        let currency = stored_currency(&currency)?;
-        let returned = Money::new(-amount, currency);
+        let returned = Money::new(amount, stored_currency(&currency)?);
         // An expired grant reopens; the next expiry pass writes it off again.
         sqlx::query(
             "UPDATE invoicing.credit_grants SET remaining = remaining + $2, \
@@ -418,14 +430,14 @@ pub async fn return_burns(
                 amount: returned,
                 invoice_id,
                 counter: (&receivable, format!("receivable{}", body(&customer_id))),
-                description: format!("invoice {invoice_id} voided: credits returned"),
+                description: format!("invoice {invoice_id}: {reason}"),
                 effective_at: now,
             },
             now,
         )
         .await?;
     }
-    Ok(())
+    Ok(given)
 }
 
 /// Writes off the remaining balance of every grant expired by `now`.

@@ -297,7 +297,15 @@ impl Context {
                 )));
             }
             allow(&row, DomainStatus::Void)?;
-            credits::return_burns(&mut transaction, &*self.ids, &row.id, now).await?;
+            credits::return_burns(
+                &mut transaction,
+                &*self.ids,
+                &row.id,
+                None,
+                "voided, credits returned",
+                now,
+            )
+            .await?;
             sqlx::query(
                 "UPDATE invoicing.invoices SET status = 'void', voided_at = $2, void_reason = $3, version = version + 1, \
                    updated_at = $2 WHERE id = $1",

@@ -466,7 +466,9 @@ impl Context {
         }
         let row = crate::billing::store::load(&mut *connection, &invoice_id, true).await?;
         let currency = row.currency()?;
-        // Never more than remains creditable (credits may have paid part of it).
+        // A credit note for what remains creditable in money; the rest was
+        // paid by credits, which go back to the grants they came from.
+        let unused: rust_decimal::Decimal = advance.iter().map(|(_, amount)| *amount).sum();
         let mut creditable = row.total - row.amount_credited;
         let mut lines = Vec::new();
         for (line_id, amount) in advance {
@@ -481,17 +483,38 @@ impl Context {
                 amount: Some(crate::wire::money(amount, currency)),
             });
         }
-        if lines.is_empty() {
-            return Ok(());
+        let noted: rust_decimal::Decimal = lines
+            .iter()
+            .filter_map(|line| {
+                line.amount
+                    .as_ref()?
+                    .amount
+                    .parse::<rust_decimal::Decimal>()
+                    .ok()
+            })
+            .sum();
+        if !lines.is_empty() {
+            let note = crate::invoices::NoteRequest {
+                reason: proto::CreditNoteReason::OrderChange,
+                memo: format!("subscription {subscription_id} canceled at {boundary}"),
+                lines: Some(lines),
+                credit_to_balance: true,
+                refund_id: None,
+            };
+            self.issue_credit_note(&mut *connection, &row, note, now)
+                .await?;
         }
-        let note = crate::invoices::NoteRequest {
-            reason: proto::CreditNoteReason::OrderChange,
-            memo: format!("subscription {subscription_id} canceled at {boundary}"),
-            lines: Some(lines),
-            credit_to_balance: true,
-            refund_id: None,
-        };
-        self.issue_credit_note(connection, &row, note, now).await?;
+        if unused > noted {
+            crate::credits::return_burns(
+                connection,
+                &*self.ids,
+                &invoice_id,
+                Some(unused - noted),
+                "unused in-advance fee after cancellation, credits returned",
+                now,
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -428,3 +428,62 @@ async fn list_subscriptions_filters_by_derived_status() {
         (1, false)
     );
 }
+
+#[tokio::test]
+async fn canceling_at_an_invoiced_boundary_gives_back_money_and_credits() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("40.00")).await;
+    let customer = h.customer("acme").await;
+    h.credits
+        .grant_credit(GrantCreditRequest {
+            idempotency_key: "promo".into(),
+            customer_id: customer.clone(),
+            kind: CreditGrantKind::Promotional as i32,
+            amount: usd("50.00"),
+            description: "welcome".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 2, 1)).await;
+    let february = h
+        .invoice(&h.invoice_at(&subscription, at(2025, 2, 1)).await)
+        .await;
+    assert_eq!(
+        (
+            february.credits_applied.unwrap().amount,
+            february.total.unwrap().amount
+        ),
+        ("-10.00".into(), "30.00".into())
+    );
+    h.subscriptions
+        .cancel_subscription(CancelSubscriptionRequest {
+            idempotency_key: "cancel".into(),
+            subscription_id: subscription.clone(),
+            timing: ChangeTiming::Immediately as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // February's fee was paid 30.00 in money (a credit note) and 10.00 in credits (returned).
+    let february = h.invoice(&february.id).await;
+    assert_eq!(
+        (
+            february.amount_credited.unwrap().amount,
+            february.amount_due.unwrap().amount
+        ),
+        ("30.00".into(), "0.00".into())
+    );
+    let balance = h
+        .credits
+        .get_credit_balance(GetCreditBalanceRequest {
+            customer_id: customer,
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balance.available.unwrap().amount, "10.00");
+}
