@@ -6,6 +6,7 @@ mod bus;
 mod collection;
 mod dunning;
 mod fixtures;
+mod ledger;
 mod logs;
 mod reconciliation;
 mod refunds;
