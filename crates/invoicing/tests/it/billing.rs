@@ -4,8 +4,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_proto::invoicing::{
     CancelSubscriptionRequest, ChangeTiming, CreditGrantKind, GetCreditBalanceRequest,
-    GrantCreditRequest, ListCreditLedgerEntriesRequest, PauseSubscriptionRequest, ProrationPolicy,
-    SubscriptionStatus,
+    ListCreditLedgerEntriesRequest, PauseSubscriptionRequest, ProrationPolicy, SubscriptionStatus,
 };
 use tally_proto::rating::BillingTiming;
 
@@ -274,20 +273,7 @@ async fn credits_burn_in_order_and_expire() {
         ),
         (CreditGrantKind::Prepaid, "100.00", 2, None),
     ] {
-        let key = h.key();
-        h.credits
-            .grant_credit(GrantCreditRequest {
-                idempotency_key: key,
-                customer_id: customer.clone(),
-                kind: kind as i32,
-                amount: usd(amount),
-                priority,
-                expires_at: expires.map(ts),
-                description: "credit".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        h.grant(&customer, kind, amount, priority, expires).await;
     }
     let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;

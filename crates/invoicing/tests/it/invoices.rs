@@ -63,18 +63,8 @@ async fn void_returns_credits_and_credit_notes_never_exceed_what_was_billed() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
     let plan = h.plan("basic", PlanSpec::advance("40.00")).await;
     let customer = h.customer("acme").await;
-    let key = h.key();
-    h.credits
-        .grant_credit(GrantCreditRequest {
-            idempotency_key: key,
-            customer_id: customer.clone(),
-            kind: CreditGrantKind::Promotional as i32,
-            amount: usd("15.00"),
-            description: "welcome".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    h.grant(&customer, CreditGrantKind::Promotional, "15.00", 0, None)
+        .await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;
     h.bill_at(at(2025, 2, 1)).await;
@@ -434,17 +424,8 @@ async fn canceling_at_an_invoiced_boundary_gives_back_money_and_credits() {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
     let plan = h.plan("basic", PlanSpec::advance("40.00")).await;
     let customer = h.customer("acme").await;
-    h.credits
-        .grant_credit(GrantCreditRequest {
-            idempotency_key: "promo".into(),
-            customer_id: customer.clone(),
-            kind: CreditGrantKind::Promotional as i32,
-            amount: usd("50.00"),
-            description: "welcome".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    h.grant(&customer, CreditGrantKind::Promotional, "50.00", 0, None)
+        .await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;
     h.bill_at(at(2025, 2, 1)).await;

@@ -472,6 +472,34 @@ impl Harness {
         id
     }
 
+    /// Grants `customer` a credit of `amount`.
+    pub async fn grant(
+        &mut self,
+        customer: &str,
+        kind: invoicing_proto::CreditGrantKind,
+        amount: &str,
+        priority: u32,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> invoicing_proto::CreditGrant {
+        let key = self.key();
+        self.credits
+            .grant_credit(invoicing_proto::GrantCreditRequest {
+                idempotency_key: key,
+                customer_id: customer.into(),
+                kind: kind as i32,
+                amount: usd(amount),
+                priority,
+                expires_at: expires_at.map(ts),
+                description: "credit".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .credit_grant
+            .unwrap()
+    }
+
     /// The wire subscription.
     pub async fn subscription(&mut self, id: &str) -> invoicing_proto::Subscription {
         self.subscriptions
