@@ -104,10 +104,11 @@ impl Reconciler {
     /// Runs report `report_id` to completion (or failure, recorded on it).
     pub async fn run(&self, report_id: &str) -> Result<(), PaymentsError> {
         let (start, end): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-            "UPDATE payments.reconciliation_reports SET state = 'running', error = '', finished_at = NULL \
-             WHERE id = $1 RETURNING window_start, window_end",
+            "UPDATE payments.reconciliation_reports SET state = 'running', error = '', finished_at = NULL, \
+             started_at = $2 WHERE id = $1 RETURNING window_start, window_end",
         )
         .bind(report_id)
+        .bind(self.core.clock.now())
         .fetch_one(&self.core.pool)
         .await?;
         let window = Window { start, end };
