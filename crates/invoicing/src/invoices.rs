@@ -198,7 +198,20 @@ impl Context {
             )),
         };
         let limit = paging::page_size(request.page_size);
-        let before = paging::after(&request.page_token, "invoices")?;
+        // Newest period first: the token is the last (period start, id).
+        let before = paging::after(&request.page_token, "invoices")?
+            .map(|token| {
+                token
+                    .split_once('~')
+                    .and_then(|(micros, id)| {
+                        let start = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+                        Some((start, id.to_owned()))
+                    })
+                    .ok_or_else(|| {
+                        InvoicingError::invalid("page_token", "is not a token of this listing")
+                    })
+            })
+            .transpose()?;
         let mut connection = self.pool.acquire().await?;
         let rows = store::list(
             &mut connection,
@@ -206,11 +219,21 @@ impl Context {
             (!request.subscription_id.is_empty()).then_some(request.subscription_id.as_str()),
             &statuses,
             range,
-            before.as_deref(),
+            before.as_ref().map(|(start, id)| (*start, id.as_str())),
             limit + 1,
         )
         .await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, "invoices", |row| &row.id);
+        let (rows, more) = paging::finish(rows, limit, "invoices", |row| &row.id);
+        let next_page_token = match rows.last() {
+            Some(last) if !more.is_empty() => {
+                format!(
+                    "invoices.{}~{}",
+                    last.period_start.timestamp_micros(),
+                    last.id
+                )
+            }
+            _ => String::new(),
+        };
         let mut invoices = Vec::with_capacity(rows.len());
         for row in &rows {
             invoices.push(store::to_proto(&mut connection, row, request.include_lines).await?);

@@ -132,7 +132,7 @@ pub async fn list(
     subscription_id: Option<&str>,
     statuses: &[&str],
     period_start_range: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
-    before: Option<&str>,
+    before: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<InvoiceRow>> {
     let sql = format!(
@@ -140,8 +140,8 @@ pub async fn list(
          WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR subscription_id = $2) \
            AND (cardinality($3::text[]) = 0 OR status = ANY($3)) \
            AND ($4::timestamptz IS NULL OR period_start >= $4) AND ($5::timestamptz IS NULL OR period_start < $5) \
-           AND ($6::text IS NULL OR id < $6) \
-         ORDER BY id DESC LIMIT $7"
+           AND ($6::timestamptz IS NULL OR (period_start, id) < ($6, $7)) \
+         ORDER BY period_start DESC, id DESC LIMIT $8"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(customer_id)
@@ -149,7 +149,8 @@ pub async fn list(
         .bind(statuses)
         .bind(period_start_range.map(|(start, _)| start))
         .bind(period_start_range.and_then(|(_, end)| end))
-        .bind(before)
+        .bind(before.map(|(start, _)| start))
+        .bind(before.map(|(_, id)| id))
         .bind(limit)
         .fetch_all(connection)
         .await?)

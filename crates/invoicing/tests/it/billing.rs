@@ -81,6 +81,36 @@ async fn anchor_on_the_31st_through_a_leap_february() {
             line("recurring", "04-30..05-31", dec!(29.00))
         ]
     );
+    // Listed newest period first, two per page.
+    let mut numbers = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .invoices
+            .list_invoices(tally_proto::invoicing::ListInvoicesRequest {
+                subscription_id: subscription.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        numbers.extend(page.invoices.into_iter().map(|invoice| invoice.number));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        numbers,
+        [
+            "TALLY-000004",
+            "TALLY-000003",
+            "TALLY-000002",
+            "TALLY-000001"
+        ]
+    );
     // What a finalized invoice billed cannot change, not even by hand.
     for statement in [
         "UPDATE invoicing.invoices SET total = 0 WHERE number = 'TALLY-000001'",
