@@ -35,6 +35,36 @@ async fn bill_run_throughput() {
     let elapsed = started.elapsed();
     assert_eq!(summary.invoices_created, count as u64);
     assert_eq!(summary.invoices_finalized, count as u64);
+    // How much of that is rating's: the same usage query once per subscription.
+    let mut rating = tally_proto::rating::rating_service_client::RatingServiceClient::connect(
+        h.rating_address.clone(),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM invoicing.subscriptions")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    let usage_started = Instant::now();
+    for (id,) in &ids {
+        rating
+            .get_usage_charges(tally_proto::rating::GetUsageChargesRequest {
+                subscription_id: id.clone(),
+                period: Some(tally_proto::common::TimeRange {
+                    start_time: Some(ts(at(2025, 1, 1))),
+                    end_time: Some(ts(at(2025, 2, 1))),
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let usage = usage_started.elapsed();
+    println!(
+        "rating alone: {:.2} ms per GetUsageCharges ({} calls in {:.2} s)",
+        usage.as_secs_f64() * 1000.0 / ids.len() as f64,
+        ids.len(),
+        usage.as_secs_f64()
+    );
     println!(
         "bill run: {count} subscriptions in {:.2} s ({:.2} ms each, {:.0} per second); setup {:.1} s",
         elapsed.as_secs_f64(),
