@@ -17,6 +17,7 @@ mod error;
 pub mod events;
 mod idempotency;
 pub mod invoices;
+mod metrics;
 mod paging;
 pub mod payment_events;
 pub mod plans;
@@ -84,6 +85,7 @@ pub struct Context {
     pub(crate) config: InvoicingConfig,
     pub(crate) rating: RatingClient,
     pub(crate) max_delivery_attempts: u32,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// The `tally.invoicing.v1` service implementations.
@@ -121,6 +123,7 @@ impl Invoicing {
                 config: deps.config,
                 rating: RatingClient::new(deps.rating),
                 max_delivery_attempts: deps.max_delivery_attempts,
+                metrics: metrics::Metrics::new(),
             }),
         })
     }

@@ -55,6 +55,7 @@ impl Context {
     /// Safe to run concurrently from several replicas.
     pub async fn bill_run(&self, customer_id: Option<&str>) -> Result<RunSummary> {
         let now = self.clock.now();
+        let started = std::time::Instant::now();
         let mut summary = RunSummary::default();
         {
             let mut transaction = self.pool.begin().await?;
@@ -121,6 +122,7 @@ impl Context {
                 tracing::warn!(%error, invoice_id, "refreshing or finalizing a draft failed; retried next run");
             }
         }
+        self.metrics.record(&summary, started.elapsed());
         Ok(summary)
     }
 
