@@ -69,6 +69,11 @@ impl Context {
                         format!("unknown invoice {:?}", event.invoice_id),
                     )
                 })?;
+        // Lock order everywhere: the subscription, then its invoices.
+        sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
+            .bind(&subscription_id)
+            .execute(&mut *connection)
+            .await?;
         let row = store::load(&mut *connection, &event.invoice_id, true).await?;
         let currency = row.currency()?;
         match kind {
