@@ -69,7 +69,7 @@ impl ServiceKind {
                 ingest.grpc_server(max_message_bytes)
             }
             ServiceKind::Rating => {
-                let rating = tally_rating::Rating::start(tally_rating::RatingDeps {
+                let deps = tally_rating::RatingDeps {
                     pool: handles.pool.clone(),
                     bus: Arc::clone(&handles.bus),
                     clock: Arc::clone(&handles.clock),
@@ -78,9 +78,10 @@ impl ServiceKind {
                         "peers.ingest_url",
                         handles.config.peers.ingest_url.as_deref(),
                     )?,
-                })
-                .await
-                .context("starting rating")?;
+                };
+                let rating = tally_rating::Rating::start_with(deps, handles.config.rating.clone())
+                    .await
+                    .context("starting rating")?;
                 rating.spawn_background(shutdown);
                 rating.grpc_server(max_message_bytes)
             }

@@ -104,13 +104,16 @@ async fn stack(config: &Config, with_ingest: bool) -> anyhow::Result<Stack> {
     let listener = server::bind("127.0.0.1:0".parse()?).await?;
     let address = listener.local_addr;
     let shutdown = Shutdown::new();
-    let rating = tally_rating::Rating::start(tally_rating::RatingDeps {
-        pool: pool.clone(),
-        bus: Arc::clone(&bus),
-        clock: Arc::clone(&clock),
-        ids: Arc::clone(&ids),
-        ingest: Peer::lazy(&format!("http://{address}"), None)?,
-    })
+    let rating = tally_rating::Rating::start_with(
+        tally_rating::RatingDeps {
+            pool: pool.clone(),
+            bus: Arc::clone(&bus),
+            clock: Arc::clone(&clock),
+            ids: Arc::clone(&ids),
+            ingest: Peer::lazy(&format!("http://{address}"), None)?,
+        },
+        config.rating.clone(),
+    )
     .await?;
     let mut services = rating.grpc_server(config.grpc.max_message_bytes);
     if with_ingest {

@@ -33,6 +33,7 @@ use tally_bus::outbox::OutboxRelay;
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::rating::catalog_service_server::CatalogServiceServer;
 use tally_proto::rating::rating_service_server::RatingServiceServer;
+use tally_runtime::config::RatingConfig;
 use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::peer::Peer;
 use tally_runtime::server::GrpcServer;
@@ -58,11 +59,6 @@ pub const SERVICE_NAME: &str = "tally-rating";
 pub const USAGE_SUBSCRIPTION: &str = "rating-usage-accepted";
 /// The subscription rating reads subscription snapshots from (topic `subscription-events`).
 pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "rating-subscription-events";
-/// Most accepted events rated in one transaction.
-const USAGE_BATCH_MESSAGES: usize = 500;
-/// Usage batches rated concurrently by the consumer (each in its own
-/// transaction; see `UsageConsumer::run`).
-const USAGE_BATCHES_IN_FLIGHT: usize = 4;
 
 /// What rating needs from the composition root.
 #[derive(Debug, Clone)]
@@ -83,14 +79,20 @@ pub struct RatingDeps {
 #[derive(Debug, Clone)]
 pub struct Rating {
     deps: RatingDeps,
+    config: RatingConfig,
     cache: CatalogCache,
     rater: UsageRater,
     rerates: RerateQueue,
 }
 
 impl Rating {
-    /// Builds rating and ensures the topics and subscriptions its consumers read.
+    /// [`Rating::start_with`] the default `[rating]` settings.
     pub async fn start(deps: RatingDeps) -> Result<Self, BusError> {
+        Self::start_with(deps, RatingConfig::default()).await
+    }
+
+    /// Builds rating and ensures the topics and subscriptions its consumers read.
+    pub async fn start_with(deps: RatingDeps, config: RatingConfig) -> Result<Self, BusError> {
         for topic in [
             topics::USAGE_ACCEPTED,
             topics::SUBSCRIPTION_EVENTS,
@@ -107,6 +109,7 @@ impl Rating {
         let rerates = RerateQueue::new(Arc::clone(&deps.clock), Arc::clone(&deps.ids));
         Ok(Self {
             deps,
+            config,
             cache,
             rater,
             rerates,
@@ -140,8 +143,8 @@ impl Rating {
                 self.cache.clone(),
                 Arc::clone(&self.deps.clock),
             ),
-            USAGE_BATCH_MESSAGES,
-            USAGE_BATCHES_IN_FLIGHT,
+            self.config.usage_batch_messages,
+            self.config.usage_batches_in_flight,
         )
     }
 

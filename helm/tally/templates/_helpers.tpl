@@ -173,6 +173,13 @@ invoicing_url = "http://{{ include "tally.serviceFullname" (dict "root" . "servi
 {{ $key }} = {{ toJson $value }}
 {{- end }}
 {{- end }}
+{{- with .Values.config.rating }}
+
+[rating]
+{{- range $key, $value := . }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Pod identity for telemetry: OTEL_RESOURCE_ATTRIBUTES is read by the OpenTelemetry SDK. */}}

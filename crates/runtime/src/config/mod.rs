@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 mod invoicing;
 mod payments;
 mod peers;
+mod rating;
 
 pub use invoicing::InvoicingConfig;
 pub use payments::PaymentsConfig;
 pub use peers::PeersConfig;
+pub use rating::RatingConfig;
 
 /// Everything a Tally process can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -43,6 +45,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Usage intake: validation limits, batch sizes, the Pub/Sub intake.
     pub ingest: IngestConfig,
+    /// Rating: usage consumption.
+    pub rating: RatingConfig,
     /// Where services reach each other over gRPC (separate processes).
     pub peers: PeersConfig,
     /// Invoicing: bill runs, grace periods, backdating.
@@ -374,6 +378,7 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        self.rating.validate()?;
         self.peers.validate()?;
         self.invoicing.validate()?;
         self.payments.validate()?;
