@@ -195,7 +195,13 @@ impl UsageRater {
                 duplicates += 1;
             }
         }
-        store::delete_unrated(&mut *transaction, &batch.events).await?;
+        let were_unrated: Vec<&AcceptedEvent> = batch
+            .events
+            .iter()
+            .copied()
+            .filter(|event| coverage.has_unrated(&event.customer_id))
+            .collect();
+        store::delete_unrated(&mut *transaction, &were_unrated).await?;
         aggregates::absorb_all(&mut *transaction, &batch.deltas).await?;
         store::insert_transactions(&mut *transaction, &batch.transactions).await?;
         let now = self.clock.now();

@@ -60,6 +60,9 @@ impl PhaseRow {
 #[derive(Clone, Debug, Default)]
 pub struct Coverage {
     known: BTreeSet<String>,
+    /// Customers with unrated events (only their rated events can have an
+    /// unrated row to delete).
+    with_unrated: BTreeSet<String>,
     phases: BTreeMap<String, Vec<PhaseRow>>,
 }
 
@@ -67,6 +70,11 @@ impl Coverage {
     /// Whether rating has seen a subscription of `customer`.
     pub fn is_known(&self, customer: &str) -> bool {
         self.known.contains(customer)
+    }
+
+    /// Whether `customer` has unrated events.
+    pub fn has_unrated(&self, customer: &str) -> bool {
+        self.with_unrated.contains(customer)
     }
 
     /// The customer's phases, by start.
@@ -114,8 +122,11 @@ pub async fn coverage(
         return Ok(Coverage::default());
     }
     let customers: Vec<&str> = customers.iter().copied().collect();
-    let known: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT customer_id FROM rating.subscriptions WHERE customer_id = ANY($1)",
+    let customer_flags: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT c.customer_id, \
+           EXISTS (SELECT 1 FROM rating.subscriptions s WHERE s.customer_id = c.customer_id), \
+           EXISTS (SELECT 1 FROM rating.unrated_events u WHERE u.customer_id = c.customer_id) \
+         FROM unnest($1::text[]) AS c (customer_id)",
     )
     .bind(&customers)
     .fetch_all(&mut *connection)
@@ -134,7 +145,16 @@ pub async fn coverage(
         phases.entry(row.customer_id).or_default().push(row.phase);
     }
     Ok(Coverage {
-        known: known.into_iter().map(|(customer,)| customer).collect(),
+        known: customer_flags
+            .iter()
+            .filter(|(_, known, _)| *known)
+            .map(|(customer, _, _)| customer.clone())
+            .collect(),
+        with_unrated: customer_flags
+            .iter()
+            .filter(|(_, _, unrated)| *unrated)
+            .map(|(customer, _, _)| customer.clone())
+            .collect(),
         phases,
     })
 }
