@@ -97,9 +97,13 @@ async fn serve(grpc: tally_runtime::server::GrpcServer, shutdown: &Shutdown) -> 
 
 /// Rating and invoicing on a fresh database, starting at `start`.
 pub async fn harness(start: DateTime<Utc>, config: InvoicingConfig) -> Harness {
+    harness_on(start, config, Arc::new(InProcessBus::new())).await
+}
+
+/// [`harness`] on `bus`.
+pub async fn harness_on(start: DateTime<Utc>, config: InvoicingConfig, bus: SharedBus) -> Harness {
     let db = database().await;
     let clock = ManualClock::new(start);
-    let bus: SharedBus = Arc::new(InProcessBus::new());
     let ids: SharedIdGenerator = Arc::new(SequentialIds::default());
     let shutdown = Shutdown::new();
     let rating = Rating::start(RatingDeps {
