@@ -180,6 +180,13 @@ invoicing_url = "http://{{ include "tally.serviceFullname" (dict "root" . "servi
 {{ $key }} = {{ toJson $value }}
 {{- end }}
 {{- end }}
+{{- with .Values.config.invoicing }}
+
+[invoicing]
+{{- range $key, $value := . }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Pod identity for telemetry: OTEL_RESOURCE_ATTRIBUTES is read by the OpenTelemetry SDK. */}}
