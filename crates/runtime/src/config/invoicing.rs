@@ -129,3 +129,41 @@ impl InvoicingConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_key(config: InvoicingConfig) -> &'static str {
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_key() {
+        assert!(InvoicingConfig::default().validate().is_ok());
+        let bad_prefix = InvoicingConfig {
+            invoice_number_prefix: "INV 2025".into(),
+            ..InvoicingConfig::default()
+        };
+        assert_eq!(refused_key(bad_prefix), "invoicing.invoice_number_prefix");
+        let same_prefixes = InvoicingConfig {
+            credit_note_number_prefix: "TALLY".into(),
+            ..InvoicingConfig::default()
+        };
+        assert_eq!(
+            refused_key(same_prefixes),
+            "invoicing.credit_note_number_prefix"
+        );
+        let no_interval = InvoicingConfig {
+            bill_run_interval_seconds: 0,
+            ..InvoicingConfig::default()
+        };
+        assert_eq!(
+            refused_key(no_interval),
+            "invoicing.bill_run_interval_seconds"
+        );
+    }
+}
