@@ -727,3 +727,62 @@ async fn usage_arriving_in_the_second_month_after_its_period_is_still_billed_onc
         "adjusted once"
     );
 }
+
+#[tokio::test]
+async fn fees_in_arrears_are_billed_for_what_was_used() {
+    let mut h = harness(at(2025, 3, 1), config(0)).await;
+    let plan = h
+        .plan(
+            "arrears",
+            PlanSpec {
+                fee: Some(("30.00", BillingTiming::InArrears)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 3, 1)).await;
+    h.bill_at(at(2025, 3, 1)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    h.clock.set(at(2025, 4, 11)).unwrap();
+    let key = h.key();
+    h.subscriptions
+        .cancel_subscription(CancelSubscriptionRequest {
+            idempotency_key: key,
+            subscription_id: subscription.clone(),
+            timing: ChangeTiming::Immediately as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.bill_at(at(2025, 4, 11)).await;
+    h.bill_at(at(2025, 5, 1)).await;
+    // Nothing is billed at the start; March in full at its end; 10 of April's 30 days at the end.
+    assert_eq!(
+        h.invoice_table(&subscription).await,
+        vec![
+            row(
+                "2025-04-01",
+                "2025-03-01..2025-04-01",
+                "finalized",
+                "TALLY-000001",
+                dec!(30.00),
+                dec!(0),
+                dec!(30.00)
+            ),
+            row(
+                "2025-04-11",
+                "2025-04-01..2025-04-11",
+                "finalized",
+                "TALLY-000002",
+                dec!(10.00),
+                dec!(0),
+                dec!(10.00)
+            ),
+        ]
+    );
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 4, 11)).await,
+        vec![line("proration_charge", "04-01..04-11", dec!(10.00))]
+    );
+}
