@@ -786,3 +786,28 @@ async fn fees_in_arrears_are_billed_for_what_was_used() {
         vec![line("proration_charge", "04-01..04-11", dec!(10.00))]
     );
 }
+
+#[tokio::test]
+async fn a_change_at_period_end_bills_the_new_fee_from_the_next_period() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let basic = h.plan("basic", PlanSpec::advance("31.00")).await;
+    let pro = h.plan("pro", PlanSpec::advance("62.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &basic, at(2025, 1, 1)).await;
+    h.bill_at(at(2025, 1, 1)).await;
+    h.clock.set(at(2025, 1, 15)).unwrap();
+    h.change_plan(
+        &subscription,
+        &pro,
+        ChangeTiming::AtPeriodEnd,
+        ProrationPolicy::Prorate,
+    )
+    .await;
+    assert_eq!(h.subscription(&subscription).await.plan_version_id, basic);
+    h.bill_at(at(2025, 2, 1)).await;
+    assert_eq!(h.subscription(&subscription).await.plan_version_id, pro);
+    assert_eq!(
+        h.lines_at(&subscription, at(2025, 2, 1)).await,
+        vec![line("recurring", "02-01..03-01", dec!(62.00))]
+    );
+}
