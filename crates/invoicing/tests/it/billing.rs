@@ -132,14 +132,21 @@ async fn anchor_on_the_31st_through_a_leap_february() {
     assert_eq!((again.invoices_created, again.invoices_finalized), (0, 0));
 }
 
-#[tokio::test]
-async fn upgrade_with_proration_and_downgrade_without() {
+/// A subscription on Basic (31.00 in advance) from 1 January 2025, billed
+/// once, with Pro (62.00) published: (harness, basic, pro, subscription).
+async fn on_basic_with_pro() -> (Harness, String, String, String) {
     let mut h = harness(at(2025, 1, 1), config(0)).await;
     let basic = h.plan("basic", PlanSpec::advance("31.00")).await;
     let pro = h.plan("pro", PlanSpec::advance("62.00")).await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &basic, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 1)).await;
+    (h, basic, pro, subscription)
+}
+
+#[tokio::test]
+async fn upgrade_with_proration_and_downgrade_without() {
+    let (mut h, basic, pro, subscription) = on_basic_with_pro().await;
     h.clock.set(at(2025, 1, 11)).unwrap();
     h.change_plan(
         &subscription,
@@ -789,12 +796,7 @@ async fn fees_in_arrears_are_billed_for_what_was_used() {
 
 #[tokio::test]
 async fn a_change_at_period_end_bills_the_new_fee_from_the_next_period() {
-    let mut h = harness(at(2025, 1, 1), config(0)).await;
-    let basic = h.plan("basic", PlanSpec::advance("31.00")).await;
-    let pro = h.plan("pro", PlanSpec::advance("62.00")).await;
-    let customer = h.customer("acme").await;
-    let subscription = h.subscribe(&customer, &basic, at(2025, 1, 1)).await;
-    h.bill_at(at(2025, 1, 1)).await;
+    let (mut h, basic, pro, subscription) = on_basic_with_pro().await;
     h.clock.set(at(2025, 1, 15)).unwrap();
     h.change_plan(
         &subscription,
