@@ -813,3 +813,56 @@ async fn a_change_at_period_end_bills_the_new_fee_from_the_next_period() {
         vec![line("recurring", "02-01..03-01", dec!(62.00))]
     );
 }
+
+#[tokio::test]
+async fn a_bill_run_killed_half_way_leaves_nothing_half_done() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan("basic", PlanSpec::advance("10.00").calls("0.01"))
+        .await;
+    for index in 0..30 {
+        let customer = h.customer(&format!("customer-{index}")).await;
+        h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
+    }
+    h.bill_at(at(2025, 1, 1)).await;
+    h.clock.set(at(2025, 2, 1)).unwrap();
+    h.sync().await;
+    // A replica dies in the middle of its run (its transactions are dropped).
+    let invoicing = h.invoicing.clone();
+    let doomed = tokio::spawn(async move { invoicing.bill_run().await });
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    doomed.abort();
+    let _ = doomed.await;
+    let (halfway,): (i64,) = sqlx::query_as("SELECT count(*) FROM invoicing.invoices")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    // Another run finishes the job.
+    h.bill_at(at(2025, 2, 1)).await;
+    let (invoices, boundaries, numbers, top): (i64, i64, i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (subscription_id, boundary_at)), count(DISTINCT number), max(number) \
+         FROM invoicing.invoices",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(halfway >= 30, "January's invoices were there before");
+    assert_eq!((invoices, boundaries, numbers), (60, 60, 60));
+    assert_eq!(
+        top.as_deref(),
+        Some("TALLY-000060"),
+        "no number lost to the killed run"
+    );
+    let (unbalanced,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM invoicing.invoices i WHERE i.subtotal <> \
+           (SELECT coalesce(sum(l.amount), 0) FROM invoicing.invoice_lines l \
+            WHERE l.invoice_id = i.id AND l.kind <> 'credits_applied')",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        unbalanced, 0,
+        "every invoice's lines add up to its subtotal"
+    );
+}
