@@ -4,6 +4,7 @@
 //! `main` only parses arguments and dispatches; each command lives in its own
 //! module and wires the pieces from `tally-runtime` and the service crates.
 
+mod admin;
 mod app;
 mod dev;
 mod events;
@@ -64,6 +65,18 @@ enum Command {
         #[command(subcommand)]
         command: rejected::RejectedCommand,
     },
+    /// Declarative meters and plans: `apply -f catalog.yaml`, `show`.
+    Catalog {
+        #[command(subcommand)]
+        command: admin::catalog::CatalogCommand,
+    },
+    /// Reads and moves the manual clock of running services (dev and test).
+    Clock {
+        #[command(subcommand)]
+        command: admin::clock::ClockCommand,
+    },
+    /// Reconciles payments with Stripe for a window; exits 1 on mismatches.
+    Reconcile(admin::reconcile::ReconcileArgs),
     /// Load generators for the benchmarks (docs/benchmarks.md).
     Load {
         #[command(subcommand)]
@@ -87,7 +100,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<admin::UsageError>().is_some() {
+                ExitCode::from(2) // like clap's own usage errors
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -102,5 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load { command } => load::run(config, command).await,
         Command::Rejected { command } => rejected::run(command).await,
         Command::Events { command } => events::run(command).await,
+        Command::Catalog { command } => admin::catalog::run(command).await,
+        Command::Clock { command } => admin::clock::run(command).await,
+        Command::Reconcile(args) => admin::reconcile::run(args).await,
     }
 }

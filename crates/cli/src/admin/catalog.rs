@@ -1,0 +1,600 @@
+//! `tally catalog apply|show`: declarative meters and plans against rating's
+//! `CatalogService`.
+//!
+//! `apply` compares the file with the catalog and prints one row per meter and
+//! plan: `new`, `new version` (the spec differs from the latest published
+//! version), `unchanged`, or `conflict` (something the catalog never changes:
+//! a meter's definition, a plan's name, description or metadata). With a
+//! conflict nothing is written. Otherwise it creates what is missing, and a
+//! changed plan gets a new version: draft → validate → publish. A published
+//! version is never touched, so running the same file twice changes nothing.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use tally_proto::rating::catalog_service_client::CatalogServiceClient;
+use tally_proto::rating::{
+    self, CreatePlanVersionRequest, GetMeterRequest, GetPlanRequest, GetPlanVersionRequest,
+    ListMetersRequest, ListPlansRequest, PlanVersionSpec, PublishPlanVersionRequest,
+    ValidatePlanVersionRequest, create_plan_version_request, get_meter_request, get_plan_request,
+};
+
+use super::catalog_file::{CatalogFile, MeterEntry, PlanEntry};
+use super::table::Table;
+use super::{Authenticated, Call as _, Output, Target, all_pages, connect, print_json, usage};
+
+/// `tally catalog …`.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Creates the file's missing meters and plans and publishes changed plans as new versions.
+    Apply(ApplyArgs),
+    /// Lists meters, and plans with their latest published version.
+    Show(Target),
+}
+
+/// Options of `tally catalog apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The catalog file (YAML, format in docs/operations.md); `-` reads stdin.
+    #[arg(long, short)]
+    file: PathBuf,
+    /// Print what would change and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+type Client = CatalogServiceClient<Authenticated>;
+
+/// Runs `tally catalog`.
+pub async fn run(command: CatalogCommand) -> anyhow::Result<()> {
+    match command {
+        CatalogCommand::Apply(args) => apply(args).await,
+        CatalogCommand::Show(target) => show(target).await,
+    }
+}
+
+/// What `apply` does (or would do) to one entry.
+#[derive(Debug)]
+enum Change {
+    New,
+    NewVersion { replaces: Option<u32> },
+    Unchanged { version: Option<u32> },
+    Conflict(String),
+}
+
+/// One row of the diff, filled in as it is applied.
+#[derive(Debug)]
+struct Row {
+    kind: &'static str,
+    code: String,
+    change: Change,
+    version: Option<u32>,
+    plan_version_id: String,
+}
+
+async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let file = read_file(&args.file)?;
+    let mut specs = Vec::new();
+    for plan in &file.plans {
+        specs.push(plan.version.spec(&plan.code).map_err(usage)?);
+    }
+    let mut client =
+        CatalogServiceClient::new(connect(&args.target.address, &args.target.api_key).await?);
+
+    let mut rows = Vec::new();
+    for meter in &file.meters {
+        rows.push(meter_change(&mut client, meter).await?);
+    }
+    let mut plan_ids = Vec::new();
+    for (plan, spec) in file.plans.iter().zip(&specs) {
+        let (row, plan_id) = plan_change(&mut client, plan, spec).await?;
+        rows.push(row);
+        plan_ids.push(plan_id);
+    }
+    let conflicts = rows
+        .iter()
+        .filter(|row| matches!(row.change, Change::Conflict(_)))
+        .count();
+    if conflicts > 0 || args.dry_run {
+        print_rows(args.target.output, &rows, true)?;
+        anyhow::ensure!(
+            conflicts == 0,
+            "{conflicts} conflicting entries: nothing was applied (meters and a plan's identity never change; give a new code)"
+        );
+        return Ok(());
+    }
+
+    let (meter_rows, plan_rows) = rows.split_at_mut(file.meters.len());
+    for (row, meter) in meter_rows.iter_mut().zip(&file.meters) {
+        if matches!(row.change, Change::New) {
+            client
+                .create_meter(meter.request())
+                .await
+                .answer(&format!("CreateMeter {}", meter.code))?;
+        }
+    }
+    for (((row, plan), spec), plan_id) in plan_rows
+        .iter_mut()
+        .zip(&file.plans)
+        .zip(specs)
+        .zip(plan_ids)
+    {
+        let plan_id = match plan_id {
+            Some(plan_id) => plan_id,
+            None => {
+                client
+                    .create_plan(plan.request())
+                    .await
+                    .answer(&format!("CreatePlan {}", plan.code))?
+                    .plan
+                    .context("CreatePlan answered without a plan")?
+                    .id
+            }
+        };
+        if matches!(row.change, Change::New | Change::NewVersion { .. }) {
+            let base = match row.change {
+                Change::NewVersion { replaces } => replaces.unwrap_or(0),
+                _ => 0,
+            };
+            let published = publish(&mut client, &plan.code, &plan_id, base, spec).await?;
+            row.version = Some(published.version);
+            row.plan_version_id = published.id;
+        }
+    }
+    print_rows(args.target.output, &rows, false)
+}
+
+fn read_file(path: &PathBuf) -> anyhow::Result<CatalogFile> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|error| usage(format!("cannot read stdin: {error}")))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|error| usage(format!("cannot read {}: {error}", path.display())))?
+    };
+    serde_norway::from_str(&text).map_err(|error| {
+        usage(format!(
+            "{} is not a valid catalog file: {error}",
+            path.display()
+        ))
+    })
+}
+
+async fn meter_change(client: &mut Client, meter: &MeterEntry) -> anyhow::Result<Row> {
+    let wanted = meter.request();
+    let found = client
+        .get_meter(GetMeterRequest {
+            lookup: Some(get_meter_request::Lookup::Code(meter.code.clone())),
+        })
+        .await;
+    let change = match found {
+        Err(status) if status.code() == tonic::Code::NotFound => Change::New,
+        Err(status) => return Err(super::refused(&format!("GetMeter {}", meter.code), &status)),
+        Ok(response) => {
+            let existing = response.into_inner().meter.unwrap_or_default();
+            let existing = rating::CreateMeterRequest {
+                code: existing.code,
+                name: existing.name,
+                description: existing.description,
+                aggregation: existing.aggregation,
+                property: existing.property,
+                filters: existing.filters,
+                group_by: existing.group_by,
+                unit: existing.unit,
+            };
+            let differing = meter_differences(&existing, &wanted);
+            if differing.is_empty() {
+                Change::Unchanged { version: None }
+            } else {
+                Change::Conflict(format!(
+                    "meters are immutable; differs in {}",
+                    differing.join(", ")
+                ))
+            }
+        }
+    };
+    Ok(Row {
+        kind: "meter",
+        code: meter.code.clone(),
+        change,
+        version: None,
+        plan_version_id: String::new(),
+    })
+}
+
+fn meter_differences(
+    existing: &rating::CreateMeterRequest,
+    wanted: &rating::CreateMeterRequest,
+) -> Vec<&'static str> {
+    let checks = [
+        ("name", existing.name == wanted.name),
+        ("description", existing.description == wanted.description),
+        ("aggregation", existing.aggregation == wanted.aggregation),
+        ("property", existing.property == wanted.property),
+        ("filters", existing.filters == wanted.filters),
+        ("group_by", existing.group_by == wanted.group_by),
+        ("unit", existing.unit == wanted.unit),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+async fn plan_change(
+    client: &mut Client,
+    plan: &PlanEntry,
+    spec: &PlanVersionSpec,
+) -> anyhow::Result<(Row, Option<String>)> {
+    let mut row = Row {
+        kind: "plan",
+        code: plan.code.clone(),
+        change: Change::New,
+        version: None,
+        plan_version_id: String::new(),
+    };
+    let found = client
+        .get_plan(GetPlanRequest {
+            lookup: Some(get_plan_request::Lookup::Code(plan.code.clone())),
+        })
+        .await;
+    let existing = match found {
+        Err(status) if status.code() == tonic::Code::NotFound => return Ok((row, None)),
+        Err(status) => return Err(super::refused(&format!("GetPlan {}", plan.code), &status)),
+        Ok(response) => response.into_inner().plan.unwrap_or_default(),
+    };
+    let wanted = plan.request();
+    let mut differing = Vec::new();
+    if existing.name != wanted.name {
+        differing.push("name");
+    }
+    if existing.description != wanted.description {
+        differing.push("description");
+    }
+    if existing.metadata != wanted.metadata {
+        differing.push("metadata");
+    }
+    if !differing.is_empty() {
+        row.change = Change::Conflict(format!(
+            "a plan's {} cannot change (only its versions do)",
+            differing.join(", ")
+        ));
+        return Ok((row, Some(existing.id)));
+    }
+    if existing.latest_published_version_id.is_empty() {
+        row.change = Change::NewVersion { replaces: None };
+        return Ok((row, Some(existing.id)));
+    }
+    let latest = client
+        .get_plan_version(GetPlanVersionRequest {
+            plan_version_id: existing.latest_published_version_id.clone(),
+        })
+        .await
+        .answer(&format!(
+            "GetPlanVersion {}",
+            existing.latest_published_version_id
+        ))?
+        .plan_version
+        .unwrap_or_default();
+    row.change = if latest.spec.as_ref() == Some(spec) {
+        row.version = Some(latest.version);
+        row.plan_version_id = latest.id;
+        Change::Unchanged {
+            version: Some(latest.version),
+        }
+    } else {
+        Change::NewVersion {
+            replaces: Some(latest.version),
+        }
+    };
+    Ok((row, Some(existing.id)))
+}
+
+/// Creates a draft of `spec`, validates and publishes it. The idempotency key
+/// names the plan, the version it replaces and the spec, so a run interrupted
+/// after the draft was created finishes that draft instead of adding another,
+/// while going back to an earlier spec later still makes a new version.
+async fn publish(
+    client: &mut Client,
+    plan_code: &str,
+    plan_id: &str,
+    replaces: u32,
+    spec: PlanVersionSpec,
+) -> anyhow::Result<rating::PlanVersion> {
+    let mut canonical = spec.clone();
+    for charge in &mut canonical.charges {
+        if let Some(rating::Price {
+            model: Some(rating::price::Model::Matrix(matrix)),
+        }) = &mut charge.price
+        {
+            // Protobuf maps encode in hash order: hash the cells sorted.
+            for cell in &mut matrix.cells {
+                cell.dimension_values.clear();
+            }
+        }
+    }
+    let mut digest = Sha256::new();
+    digest.update(prost::Message::encode_to_vec(&canonical));
+    for charge in &spec.charges {
+        if let Some(rating::Price {
+            model: Some(rating::price::Model::Matrix(matrix)),
+        }) = &charge.price
+        {
+            for cell in &matrix.cells {
+                let mut pairs: Vec<_> = cell.dimension_values.iter().collect();
+                pairs.sort();
+                digest.update(format!("{pairs:?}"));
+            }
+        }
+    }
+    let hash: String = digest
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let draft = client
+        .create_plan_version(CreatePlanVersionRequest {
+            idempotency_key: format!("catalog-apply:{plan_id}:after-v{replaces}:{hash}"),
+            plan_id: plan_id.to_owned(),
+            source: Some(create_plan_version_request::Source::Spec(spec)),
+        })
+        .await
+        .answer(&format!("CreatePlanVersion for {plan_code}"))?
+        .plan_version
+        .context("CreatePlanVersion answered without a version")?;
+    let validation = client
+        .validate_plan_version(ValidatePlanVersionRequest {
+            plan_version_id: draft.id.clone(),
+        })
+        .await
+        .answer(&format!("ValidatePlanVersion {}", draft.id))?;
+    if !validation.valid {
+        let mut text = format!(
+            "plan {plan_code}: the new version is invalid; it stays a draft ({}, version {}) and nothing was published:",
+            draft.id, draft.version
+        );
+        for violation in validation.violations {
+            text.push_str(&format!(
+                "\n  {}: {} ({})",
+                violation.field, violation.rule, violation.description
+            ));
+        }
+        anyhow::bail!(text);
+    }
+    client
+        .publish_plan_version(PublishPlanVersionRequest {
+            plan_version_id: draft.id.clone(),
+        })
+        .await
+        .answer(&format!("PublishPlanVersion {}", draft.id))?
+        .plan_version
+        .context("PublishPlanVersion answered without a version")
+}
+
+fn print_rows(output: Output, rows: &[Row], planned_only: bool) -> anyhow::Result<()> {
+    let described: Vec<(&str, String)> = rows
+        .iter()
+        .map(|row| match &row.change {
+            Change::New if row.kind == "meter" => (
+                "new",
+                if planned_only {
+                    "would be created"
+                } else {
+                    "created"
+                }
+                .to_owned(),
+            ),
+            Change::New => (
+                "new",
+                match row.version {
+                    Some(version) => format!(
+                        "created; version {version} published ({})",
+                        row.plan_version_id
+                    ),
+                    None => "would be created with version 1".to_owned(),
+                },
+            ),
+            Change::NewVersion { replaces } => (
+                "new version",
+                match (row.version, replaces) {
+                    (Some(version), _) => {
+                        format!("version {version} published ({})", row.plan_version_id)
+                    }
+                    (None, Some(replaces)) => format!("would replace version {replaces}"),
+                    (None, None) => "would publish its first version".to_owned(),
+                },
+            ),
+            Change::Unchanged {
+                version: Some(version),
+            } => (
+                "unchanged",
+                format!("version {version} ({})", row.plan_version_id),
+            ),
+            Change::Unchanged { version: None } => ("unchanged", String::new()),
+            Change::Conflict(reason) => ("conflict", reason.clone()),
+        })
+        .collect();
+    match output {
+        Output::Json => print_json(&serde_json::Value::Array(
+            rows.iter()
+                .zip(&described)
+                .map(|(row, (change, detail))| {
+                    json!({
+                        "kind": row.kind,
+                        "code": row.code,
+                        "change": change,
+                        "detail": detail,
+                        "applied": !planned_only,
+                        "version": row.version,
+                        "planVersionId": (!row.plan_version_id.is_empty()).then_some(&row.plan_version_id),
+                    })
+                })
+                .collect(),
+        )),
+        Output::Table => {
+            let mut table = Table::new(&["kind", "code", "change", "detail"]);
+            for (row, (change, detail)) in rows.iter().zip(described) {
+                table.row(vec![row.kind.to_owned(), row.code.clone(), change.to_owned(), detail]);
+            }
+            table.print();
+            Ok(())
+        }
+    }
+}
+
+async fn show(target: Target) -> anyhow::Result<()> {
+    let mut client = CatalogServiceClient::new(connect(&target.address, &target.api_key).await?);
+    let meters = all_pages(async |page_token| {
+        let page = client
+            .list_meters(ListMetersRequest {
+                page_size: 100,
+                page_token,
+            })
+            .await
+            .answer("ListMeters")?;
+        Ok((page.meters, page.next_page_token))
+    })
+    .await?;
+    let plans = all_pages(async |page_token| {
+        let page = client
+            .list_plans(ListPlansRequest {
+                page_size: 100,
+                page_token,
+            })
+            .await
+            .answer("ListPlans")?;
+        Ok((page.plans, page.next_page_token))
+    })
+    .await?;
+    let mut latest = Vec::new();
+    for plan in &plans {
+        if plan.latest_published_version_id.is_empty() {
+            latest.push(None);
+            continue;
+        }
+        latest.push(
+            client
+                .get_plan_version(GetPlanVersionRequest {
+                    plan_version_id: plan.latest_published_version_id.clone(),
+                })
+                .await
+                .answer(&format!(
+                    "GetPlanVersion {}",
+                    plan.latest_published_version_id
+                ))?
+                .plan_version,
+        );
+    }
+    match target.output {
+        Output::Json => {
+            let mut meter_values = Vec::new();
+            for meter in &meters {
+                meter_values.push(super::json::to_value(meter, "tally.rating.v1.Meter")?);
+            }
+            let mut plan_values = Vec::new();
+            for (plan, version) in plans.iter().zip(&latest) {
+                let mut value = super::json::to_value(plan, "tally.rating.v1.Plan")?;
+                if let (Some(object), Some(version)) = (value.as_object_mut(), version) {
+                    object.insert(
+                        "latestPublishedVersion".into(),
+                        super::json::to_value(version, "tally.rating.v1.PlanVersion")?,
+                    );
+                }
+                plan_values.push(value);
+            }
+            print_json(&json!({"meters": meter_values, "plans": plan_values}))
+        }
+        Output::Table => {
+            let mut table = Table::new(&[
+                "meter",
+                "aggregation",
+                "property",
+                "group by",
+                "unit",
+                "name",
+            ]);
+            for meter in &meters {
+                let aggregation = rating::Aggregation::try_from(meter.aggregation).map_or_else(
+                    |_| meter.aggregation.to_string(),
+                    |a| {
+                        a.as_str_name()
+                            .trim_start_matches("AGGREGATION_")
+                            .to_lowercase()
+                    },
+                );
+                table.row(vec![
+                    meter.code.clone(),
+                    aggregation,
+                    meter.property.clone(),
+                    meter.group_by.join(","),
+                    meter.unit.clone(),
+                    meter.name.clone(),
+                ]);
+            }
+            table.print();
+            println_blank();
+            let mut table = Table::new(&[
+                "plan",
+                "name",
+                "version",
+                "currency",
+                "interval",
+                "charges",
+                "version id",
+            ]);
+            for (plan, version) in plans.iter().zip(&latest) {
+                let (number, currency, interval, charges) = match version {
+                    Some(version) => {
+                        let spec = version.spec.clone().unwrap_or_default();
+                        let interval = rating::BillingInterval::try_from(spec.billing_interval)
+                            .map_or_else(
+                                |_| "-".to_owned(),
+                                |i| {
+                                    i.as_str_name()
+                                        .trim_start_matches("BILLING_INTERVAL_")
+                                        .to_lowercase()
+                                },
+                            );
+                        let charges: Vec<String> =
+                            spec.charges.iter().map(|c| c.key.clone()).collect();
+                        (
+                            version.version.to_string(),
+                            spec.currency,
+                            interval,
+                            charges.join(","),
+                        )
+                    }
+                    None => (
+                        "none published".to_owned(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ),
+                };
+                table.row(vec![
+                    plan.code.clone(),
+                    plan.name.clone(),
+                    number,
+                    currency,
+                    interval,
+                    charges,
+                    plan.latest_published_version_id.clone(),
+                ]);
+            }
+            table.print();
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn println_blank() {
+    println!();
+}

@@ -1,0 +1,134 @@
+//! `tally clock` against two services on manual clocks, as separate processes.
+
+use super::support::{Service, create_key, run};
+
+fn now_of(key: &str, address: &str) -> String {
+    let shown = run(
+        key,
+        &["clock", "show", "--output", "json", "--address", address],
+    )
+    .expect(0);
+    shown.json()[0]["now"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn clocks_of_separate_processes_move_together() {
+    let database = tally_testkit::postgres::database().await;
+    let key = create_key(&database.url, "admin");
+    let manual = |start| {
+        [
+            ("TALLY_CLOCK__MODE", "manual"),
+            ("TALLY_CLOCK__START", start),
+        ]
+    };
+    let early = Service::start(&database.url, "rating", &manual("2026-11-01T00:00:00Z")).await;
+    let late = Service::start(
+        &database.url,
+        "payments",
+        &[
+            ("TALLY_CLOCK__MODE", "manual"),
+            ("TALLY_CLOCK__START", "2026-11-01T06:00:00Z"),
+            (
+                "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
+                &format!(
+                    "127.0.0.1:{}",
+                    tally_runtime::local_postgres::free_port().unwrap()
+                ),
+            ),
+        ],
+    )
+    .await;
+    let both = format!("{},{}", early.address, late.address);
+
+    let shown = run(&key, &["clock", "show", "--address", &both]).expect(0);
+    assert_eq!(
+        shown.rows(),
+        vec![
+            vec![
+                early.address.clone(),
+                "2026-11-01T00:00:00Z".into(),
+                "manual".into()
+            ],
+            vec![
+                late.address.clone(),
+                "2026-11-01T06:00:00Z".into(),
+                "manual".into()
+            ],
+        ]
+    );
+
+    // One address: AdvanceTime on that service alone.
+    run(
+        &key,
+        &["clock", "advance", "90s", "--address", &early.address],
+    )
+    .expect(0);
+    assert_eq!(now_of(&key, &early.address), "2026-11-01T00:01:30Z");
+
+    // Several: each is set to the latest clock plus the duration.
+    let advanced = run(
+        &key,
+        &[
+            "clock",
+            "advance",
+            "1d12h",
+            "--address",
+            &early.address,
+            "--address",
+            &late.address,
+            "--output",
+            "json",
+        ],
+    )
+    .expect(0);
+    let advanced = advanced.json();
+    let times: Vec<&str> = advanced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["now"].as_str().unwrap())
+        .collect();
+    assert_eq!(times, ["2026-11-02T18:00:00Z", "2026-11-02T18:00:00Z"]);
+    assert_eq!(now_of(&key, &early.address), "2026-11-02T18:00:00Z");
+
+    run(
+        &key,
+        &["clock", "set", "2026-12-01T00:00:00Z", "--address", &both],
+    )
+    .expect(0);
+    assert_eq!(now_of(&key, &late.address), "2026-12-01T00:00:00Z");
+
+    // Time never goes backwards; malformed input is a usage error.
+    let refused = run(
+        &key,
+        &[
+            "clock",
+            "set",
+            "2026-11-15T00:00:00Z",
+            "--address",
+            &early.address,
+        ],
+    )
+    .expect(1);
+    assert!(refused.stderr.contains("SetTime on"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("InvalidArgument"),
+        "{}",
+        refused.stderr
+    );
+    let usage = run(
+        &key,
+        &["clock", "advance", "1 month", "--address", &early.address],
+    )
+    .expect(2);
+    assert!(
+        usage.stderr.contains("is not a duration"),
+        "{}",
+        usage.stderr
+    );
+    run(
+        &key,
+        &["clock", "set", "tomorrow", "--address", &early.address],
+    )
+    .expect(2);
+}

@@ -1,0 +1,7 @@
+//! The admin commands (`catalog`, `clock`, `reconcile`) run as the real
+//! `tally` binary against real services started with `tally serve`.
+
+mod catalog;
+mod clock;
+mod reconcile;
+mod support;

@@ -1,0 +1,161 @@
+//! Running services and the `tally` admin commands as real processes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+fn tally(database_url: &str) -> Command {
+    let mut command = Command::new(TALLY);
+    command
+        .env("DATABASE_URL", database_url)
+        .env("TALLY_TELEMETRY__LOG_FORMAT", "json")
+        .env("TALLY_AUTH__REFRESH_INTERVAL_SECONDS", "1")
+        .env_remove("TALLY_CONFIG")
+        .env_remove("TALLY_API_KEY")
+        .env_remove("TALLY_ADDRESS")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// A new API key with `scope`.
+pub fn create_key(database_url: &str, scope: &str) -> String {
+    let output = tally(database_url)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            &format!("admin-test-{scope}"),
+            "--scope",
+            scope,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// `tally serve <service>` on a free port; killed when dropped.
+pub struct Service {
+    child: Child,
+    pub address: String,
+}
+
+impl Service {
+    pub async fn start(database_url: &str, service: &str, env: &[(&str, &str)]) -> Self {
+        let port = tally_runtime::local_postgres::free_port().unwrap();
+        let mut command = tally(database_url);
+        command
+            .args(["serve", service])
+            .env("TALLY_GRPC__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
+            .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().unwrap();
+        let address = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while Channel::from_shared(address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{service} did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, address }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished `tally` command printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}):\n{}", self.stdout))
+    }
+
+    /// The table's data rows, as whitespace-separated cells (the header skipped).
+    pub fn rows(&self) -> Vec<Vec<String>> {
+        self.stdout
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    }
+}
+
+/// Runs `tally <args>` with `TALLY_API_KEY=key`.
+pub fn run(key: &str, args: &[&str]) -> Run {
+    run_with_stdin(key, args, None)
+}
+
+/// Runs `tally <args>`, feeding `stdin`.
+pub fn run_with_stdin(key: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write as _;
+    let mut command = Command::new(TALLY);
+    command
+        .args(args)
+        .env("TALLY_API_KEY", key)
+        .env_remove("TALLY_ADDRESS")
+        .env_remove("TALLY_CONFIG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
