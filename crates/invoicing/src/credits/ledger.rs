@@ -1,17 +1,5 @@
-//! `CreditService` and the credit ledger.
-//!
-//! A grant's remaining amount lives on its row; every change of a customer's
-//! credit balance is also a balanced double-entry transaction built with the
-//! domain ledger (`TransactionBuilder::build` refuses an unbalanced one),
-//! stored append-only (a trigger refuses updates and deletes) with the entry
-//! on the customer's credit account and the balance after it. Accounts: the
-//! customer's credit balance (a liability), and the other side by cause —
-//! `deferred_revenue` for prepaid grants, `promotional_expense` for
-//! promotional ones, `accounts_receivable:<customer>` for credits burned on
-//! invoices, `breakage` for expiries and voids.
-//!
-//! Burn-down (at finalization) is the domain's `apply_credits`: priority,
-//! then soonest expiry, then oldest.
+//! The credit ledger: grants, burns, expiries, voids and reversals, each a
+//! balanced double-entry transaction (see the `credits` module).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -19,19 +7,13 @@ use sqlx::PgConnection;
 use tally_domain::credit::{CreditGrant as DomainGrant, apply_credits};
 use tally_domain::ids::{AccountId, CreditGrantId, CustomerId, TransactionId};
 use tally_domain::ledger::TransactionBuilder;
-use tally_domain::money::{Currency, Money};
-use tally_proto::invoicing::credit_service_server::CreditService;
+use tally_domain::money::Money;
 use tally_proto::invoicing::{
     self as proto, CreditGrantKind, CreditGrantStatus, CreditLedgerEntryKind,
 };
-use tonic::{Request, Response, Status};
 
-use crate::error::{InvoicingError, Result, Violations};
-use crate::idempotency::{self, request_hash};
-use crate::wire::{
-    maybe_timestamp, money, optional_instant, parse_money, stored_currency, timestamp,
-};
-use crate::{Context, customers, paging};
+use crate::error::{InvoicingError, Result};
+use crate::wire::{maybe_timestamp, money, stored_currency, timestamp};
 
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +36,7 @@ impl EntryKind {
         }
     }
 
-    fn wire(name: &str) -> CreditLedgerEntryKind {
+    pub(super) fn wire(name: &str) -> CreditLedgerEntryKind {
         match name {
             "grant" => CreditLedgerEntryKind::Grant,
             "burn" => CreditLedgerEntryKind::Burn,
@@ -175,11 +157,11 @@ pub struct GrantRow {
     pub created_at: DateTime<Utc>,
 }
 
-const GRANT_COLUMNS: &str = "id, customer_id, kind, currency, amount, remaining, priority, effective_at, expires_at, \
+pub(super) const GRANT_COLUMNS: &str = "id, customer_id, kind, currency, amount, remaining, priority, effective_at, expires_at, \
     closed, description, credit_note_id, created_at";
 
 impl GrantRow {
-    fn counter(&self) -> (&'static str, String) {
+    pub(super) fn counter(&self) -> (&'static str, String) {
         if self.kind == "prepaid" {
             ("deferred_revenue", "deferredrevenue".into())
         } else {
@@ -219,7 +201,11 @@ impl GrantRow {
     }
 }
 
-async fn load_grant(connection: &mut PgConnection, id: &str, lock: bool) -> Result<GrantRow> {
+pub(super) async fn load_grant(
+    connection: &mut PgConnection,
+    id: &str,
+    lock: bool,
+) -> Result<GrantRow> {
     let sql = format!(
         "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -480,359 +466,4 @@ pub async fn expire(
         .await?;
     }
     Ok(rows.len())
-}
-
-fn grant_kind(value: i32) -> Result<bool> {
-    match CreditGrantKind::try_from(value) {
-        Ok(CreditGrantKind::Prepaid) => Ok(true),
-        Ok(CreditGrantKind::Promotional) => Ok(false),
-        _ => Err(InvoicingError::invalid(
-            "kind",
-            "must be PREPAID or PROMOTIONAL",
-        )),
-    }
-}
-
-impl Context {
-    async fn grant_credit(&self, request: proto::GrantCreditRequest) -> Result<proto::CreditGrant> {
-        const METHOD: &str = "GrantCredit";
-        let mut violations = Violations::default();
-        idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.customer_id.is_empty() {
-            violations.add("customer_id", "is required");
-        }
-        if request.description.chars().count() > 500 {
-            violations.add("description", "must be at most 500 characters");
-        }
-        violations.into_result()?;
-        let prepaid = grant_kind(request.kind)?;
-        let effective_at = optional_instant(request.effective_at.as_ref(), "effective_at")?;
-        let expires_at = optional_instant(request.expires_at.as_ref(), "expires_at")?;
-        let hash = request_hash(&prost::Message::encode_to_vec(&request), &[]);
-        let idem = idempotency::Key {
-            method: METHOD,
-            key: &request.idempotency_key,
-            hash,
-        };
-        let now = self.clock.now();
-        let mut transaction = self.pool.begin().await?;
-        if let Some(id) = idem.claim(&mut transaction).await? {
-            return load_grant(&mut transaction, &id, false)
-                .await?
-                .to_proto(now);
-        }
-        let customer = customers::load(&mut transaction, &request.customer_id, false).await?;
-        if customers::is_archived(&customer) {
-            return Err(InvoicingError::FailedPrecondition(format!(
-                "customer {} is archived",
-                customer.id
-            )));
-        }
-        let currency = customers::currency_of(&customer)?;
-        let amount = parse_money(request.amount.as_ref(), currency, "amount")?;
-        if !amount.is_positive() || !amount.is_rounded() {
-            return Err(InvoicingError::invalid(
-                "amount.amount",
-                format!(
-                    "must be positive in whole minor units of {}",
-                    currency.code()
-                ),
-            ));
-        }
-        let effective_at = effective_at.unwrap_or(now);
-        if expires_at.is_some_and(|expiry| expiry <= effective_at) {
-            return Err(InvoicingError::invalid(
-                "expires_at",
-                "must be after effective_at",
-            ));
-        }
-        let grant = insert_grant(
-            &mut transaction,
-            &*self.ids,
-            &customer.id,
-            prepaid,
-            amount,
-            request.priority,
-            effective_at,
-            expires_at,
-            &request.description,
-            "",
-            now,
-        )
-        .await?;
-        idem.record(&mut transaction, &grant.id, now).await?;
-        transaction.commit().await?;
-        grant.to_proto(now)
-    }
-
-    async fn void_credit_grant(
-        &self,
-        request: proto::VoidCreditGrantRequest,
-    ) -> Result<proto::CreditGrant> {
-        const METHOD: &str = "VoidCreditGrant";
-        let mut violations = Violations::default();
-        idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.credit_grant_id.is_empty() {
-            violations.add("credit_grant_id", "is required");
-        }
-        violations.into_result()?;
-        let hash = request_hash(&prost::Message::encode_to_vec(&request), &[]);
-        let idem = idempotency::Key {
-            method: METHOD,
-            key: &request.idempotency_key,
-            hash,
-        };
-        let now = self.clock.now();
-        let mut transaction = self.pool.begin().await?;
-        if let Some(id) = idem.claim(&mut transaction).await? {
-            return load_grant(&mut transaction, &id, false)
-                .await?
-                .to_proto(now);
-        }
-        let grant = load_grant(&mut transaction, &request.credit_grant_id, true).await?;
-        let status = grant.to_proto(now)?.status;
-        if grant.closed.is_some()
-            || grant.remaining.is_zero()
-            || status == CreditGrantStatus::Expired as i32
-        {
-            return Err(InvoicingError::FailedPrecondition(format!(
-                "credit grant {} is already used, expired or void",
-                grant.id
-            )));
-        }
-        let currency = stored_currency(&grant.currency)?;
-        sqlx::query(
-            "UPDATE invoicing.credit_grants SET remaining = 0, closed = 'void' WHERE id = $1",
-        )
-        .bind(&grant.id)
-        .execute(&mut *transaction)
-        .await?;
-        let counter = grant.counter();
-        post(
-            &mut transaction,
-            &*self.ids,
-            Posting {
-                customer_id: &grant.customer_id,
-                grant_id: &grant.id,
-                kind: EntryKind::Void,
-                amount: Money::new(-grant.remaining, currency),
-                invoice_id: "",
-                counter: (counter.0, counter.1),
-                description: if request.reason.is_empty() {
-                    format!("grant {} voided", grant.id)
-                } else {
-                    request.reason.clone()
-                },
-                effective_at: now,
-            },
-            now,
-        )
-        .await?;
-        idem.record(&mut transaction, &grant.id, now).await?;
-        let grant = load_grant(&mut transaction, &grant.id, false).await?;
-        transaction.commit().await?;
-        grant.to_proto(now)
-    }
-
-    async fn credit_balance(
-        &self,
-        request: proto::GetCreditBalanceRequest,
-    ) -> Result<proto::GetCreditBalanceResponse> {
-        if request.customer_id.is_empty() {
-            return Err(InvoicingError::invalid("customer_id", "is required"));
-        }
-        let as_of =
-            optional_instant(request.as_of.as_ref(), "as_of")?.unwrap_or_else(|| self.clock.now());
-        let mut connection = self.pool.acquire().await?;
-        let customer = customers::load(&mut connection, &request.customer_id, false).await?;
-        let currency: Currency = customers::currency_of(&customer)?;
-        // What each grant held at `as_of`, from the ledger: its amount plus
-        // every later entry (burns, expiries, voids, reversals) effective by then.
-        let sql = format!(
-            "SELECT {} FROM invoicing.credit_grants g WHERE customer_id = $1 \
-             AND (expires_at IS NULL OR expires_at > $2) AND created_at <= $2",
-            GRANT_COLUMNS.replace(
-                "remaining",
-                "amount + COALESCE((SELECT sum(e.amount) FROM invoicing.credit_ledger_entries e \
-                   WHERE e.credit_grant_id = g.id AND e.kind <> 'grant' AND e.effective_at <= $2), 0) AS remaining",
-            )
-        );
-        let mut rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&customer.id)
-            .bind(as_of)
-            .fetch_all(&mut *connection)
-            .await?;
-        rows.retain(|row| row.remaining > Decimal::ZERO);
-        for row in &mut rows {
-            // Expired or voided later than `as_of`: still open then.
-            row.closed = None;
-        }
-        rows.sort_by(|left, right| {
-            (
-                left.priority,
-                left.expires_at.is_none(),
-                left.expires_at,
-                left.effective_at,
-                &left.id,
-            )
-                .cmp(&(
-                    right.priority,
-                    right.expires_at.is_none(),
-                    right.expires_at,
-                    right.effective_at,
-                    &right.id,
-                ))
-        });
-        let available: Decimal = rows
-            .iter()
-            .filter(|row| row.effective_at <= as_of)
-            .map(|row| row.remaining)
-            .sum();
-        let pending: Decimal = rows
-            .iter()
-            .filter(|row| row.effective_at > as_of)
-            .map(|row| row.remaining)
-            .sum();
-        Ok(proto::GetCreditBalanceResponse {
-            available: Some(money(available, currency)),
-            pending: Some(money(pending, currency)),
-            grants: rows
-                .iter()
-                .map(|row| row.to_proto(as_of))
-                .collect::<Result<_>>()?,
-            as_of: Some(timestamp(as_of)),
-        })
-    }
-
-    async fn ledger_entries(
-        &self,
-        request: proto::ListCreditLedgerEntriesRequest,
-    ) -> Result<proto::ListCreditLedgerEntriesResponse> {
-        if request.customer_id.is_empty() {
-            return Err(InvoicingError::invalid("customer_id", "is required"));
-        }
-        let limit = paging::page_size(request.page_size);
-        let after = paging::after(&request.page_token, "ledger")?
-            .map(|seq| {
-                seq.parse::<i64>().map_err(|_| {
-                    InvoicingError::invalid("page_token", "is not a token of this listing")
-                })
-            })
-            .transpose()?;
-        let mut connection = self.pool.acquire().await?;
-        customers::load(&mut connection, &request.customer_id, false).await?;
-        type EntryRow = (
-            i64,
-            String,
-            String,
-            String,
-            Decimal,
-            String,
-            Decimal,
-            String,
-            String,
-            String,
-            String,
-            DateTime<Utc>,
-        );
-        let rows: Vec<EntryRow> = sqlx::query_as(
-            "SELECT seq, id, transaction_id, kind, amount, currency, balance_after, credit_grant_id, invoice_id, \
-               counter_account, description, effective_at FROM invoicing.credit_ledger_entries \
-             WHERE customer_id = $1 AND ($2 = '' OR credit_grant_id = $2) AND ($3::bigint IS NULL OR seq > $3) \
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(&request.customer_id)
-        .bind(&request.credit_grant_id)
-        .bind(after)
-        .bind(limit + 1)
-        .fetch_all(&mut *connection)
-        .await?;
-        let sequence: Vec<String> = rows.iter().map(|row| row.0.to_string()).collect();
-        let (rows, _) = paging::finish(rows, limit, "ledger", |row| &row.1);
-        let next_page_token = if sequence.len() > rows.len() {
-            rows.last()
-                .map(|row| format!("ledger.{}", row.0))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let entries = rows
-            .into_iter()
-            .map(
-                |(
-                    _,
-                    id,
-                    transaction_id,
-                    kind,
-                    amount,
-                    currency,
-                    balance_after,
-                    grant,
-                    invoice,
-                    counter,
-                    description,
-                    at,
-                )| {
-                    let currency = stored_currency(&currency)?;
-                    Ok(proto::CreditLedgerEntry {
-                        id,
-                        transaction_id,
-                        kind: EntryKind::wire(&kind) as i32,
-                        amount: Some(money(amount, currency)),
-                        balance_after: Some(money(balance_after, currency)),
-                        credit_grant_id: grant,
-                        invoice_id: invoice,
-                        counter_account: counter,
-                        description,
-                        effective_at: Some(timestamp(at)),
-                    })
-                },
-            )
-            .collect::<Result<_>>()?;
-        Ok(proto::ListCreditLedgerEntriesResponse {
-            entries,
-            next_page_token,
-        })
-    }
-}
-
-#[tonic::async_trait]
-impl CreditService for crate::InvoicingApi {
-    async fn grant_credit(
-        &self,
-        request: Request<proto::GrantCreditRequest>,
-    ) -> Result<Response<proto::GrantCreditResponse>, Status> {
-        let grant = self.ctx.grant_credit(request.into_inner()).await?;
-        Ok(Response::new(proto::GrantCreditResponse {
-            credit_grant: Some(grant),
-        }))
-    }
-
-    async fn void_credit_grant(
-        &self,
-        request: Request<proto::VoidCreditGrantRequest>,
-    ) -> Result<Response<proto::VoidCreditGrantResponse>, Status> {
-        let grant = self.ctx.void_credit_grant(request.into_inner()).await?;
-        Ok(Response::new(proto::VoidCreditGrantResponse {
-            credit_grant: Some(grant),
-        }))
-    }
-
-    async fn get_credit_balance(
-        &self,
-        request: Request<proto::GetCreditBalanceRequest>,
-    ) -> Result<Response<proto::GetCreditBalanceResponse>, Status> {
-        Ok(Response::new(
-            self.ctx.credit_balance(request.into_inner()).await?,
-        ))
-    }
-
-    async fn list_credit_ledger_entries(
-        &self,
-        request: Request<proto::ListCreditLedgerEntriesRequest>,
-    ) -> Result<Response<proto::ListCreditLedgerEntriesResponse>, Status> {
-        Ok(Response::new(
-            self.ctx.ledger_entries(request.into_inner()).await?,
-        ))
-    }
 }
