@@ -678,19 +678,7 @@ async fn an_indefinite_pause_ends_when_resumed() {
         SubscriptionStatus::Paused as i32
     );
     h.clock.set(at(2025, 6, 26)).unwrap();
-    let key = h.key();
-    let resumed = h
-        .subscriptions
-        .resume_subscription(tally_proto::invoicing::ResumeSubscriptionRequest {
-            idempotency_key: key,
-            subscription_id: subscription.clone(),
-            resume_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
+    let resumed = h.resume(&subscription).await;
     assert_eq!(
         (resumed.status, resumed.version),
         (SubscriptionStatus::Active as i32, 3)

@@ -223,3 +223,41 @@ async fn changes_are_validated() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn resuming_withdraws_a_scheduled_cancellation() {
+    let mut h = harness(at(2025, 5, 1), config(0)).await;
+    let plan = h.plan("basic", PlanSpec::advance("10.00")).await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 5, 1)).await;
+    h.subscriptions
+        .cancel_subscription(CancelSubscriptionRequest {
+            idempotency_key: "cancel".into(),
+            subscription_id: subscription.clone(),
+            timing: ChangeTiming::AtPeriodEnd as i32,
+            reason: "too expensive".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.sync().await;
+    assert_eq!(
+        h.rating_phase_ends(&subscription).await,
+        vec![Some(at(2025, 6, 1))],
+        "rating stops at the cancellation"
+    );
+    let resumed = h.resume(&subscription).await;
+    assert_eq!((resumed.cancel_at, resumed.version), (None, 3));
+    h.sync().await;
+    assert_eq!(
+        h.rating_phase_ends(&subscription).await,
+        vec![None],
+        "and rates again after it"
+    );
+    h.bill_at(at(2025, 6, 1)).await;
+    assert_eq!(
+        h.invoice_table(&subscription).await.len(),
+        2,
+        "June is billed"
+    );
+}

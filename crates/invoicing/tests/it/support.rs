@@ -504,6 +504,34 @@ impl Harness {
             .unwrap()
     }
 
+    /// Resumes `subscription` now.
+    pub async fn resume(&mut self, subscription: &str) -> invoicing_proto::Subscription {
+        let key = self.key();
+        self.subscriptions
+            .resume_subscription(invoicing_proto::ResumeSubscriptionRequest {
+                idempotency_key: key,
+                subscription_id: subscription.into(),
+                resume_at: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription
+            .unwrap()
+    }
+
+    /// The ends of rating's phases of `subscription`, in order.
+    pub async fn rating_phase_ends(&self, subscription: &str) -> Vec<Option<DateTime<Utc>>> {
+        let rows: Vec<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+            "SELECT end_at FROM rating.subscription_phases WHERE subscription_id = $1 ORDER BY phase_index",
+        )
+        .bind(subscription)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(end,)| end).collect()
+    }
+
     /// The wire subscription.
     pub async fn subscription(&mut self, id: &str) -> invoicing_proto::Subscription {
         self.subscriptions
