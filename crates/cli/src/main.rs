@@ -77,6 +77,26 @@ enum Command {
     },
     /// Reconciles payments with Stripe for a window; exits 1 on mismatches.
     Reconcile(admin::reconcile::ReconcileArgs),
+    /// Creates, lists, shows and archives customers.
+    Customers {
+        #[command(subcommand)]
+        command: admin::customers::CustomersCommand,
+    },
+    /// Creates subscriptions, changes their plan, cancels and shows them.
+    Subscriptions {
+        #[command(subcommand)]
+        command: admin::subscriptions::SubscriptionsCommand,
+    },
+    /// Lists invoices and shows one with every line's breakdown.
+    Invoices {
+        #[command(subcommand)]
+        command: admin::invoices::InvoicesCommand,
+    },
+    /// Grants credits and shows a customer's balance and credit ledger.
+    Credits {
+        #[command(subcommand)]
+        command: admin::credits::CreditsCommand,
+    },
     /// Load generators for the benchmarks (docs/benchmarks.md).
     Load {
         #[command(subcommand)]
@@ -122,5 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog { command } => admin::catalog::run(command).await,
         Command::Clock { command } => admin::clock::run(command).await,
         Command::Reconcile(args) => admin::reconcile::run(args).await,
+        Command::Customers { command } => admin::customers::run(command).await,
+        Command::Subscriptions { command } => admin::subscriptions::run(command).await,
+        Command::Invoices { command } => admin::invoices::run(command).await,
+        Command::Credits { command } => admin::credits::run(command).await,
     }
 }

@@ -157,12 +157,13 @@ fn read_file(path: &PathBuf) -> anyhow::Result<CatalogFile> {
         std::fs::read_to_string(path)
             .map_err(|error| usage(format!("cannot read {}: {error}", path.display())))?
     };
-    serde_norway::from_str(&text).map_err(|error| {
-        usage(format!(
-            "{} is not a valid catalog file: {error}",
-            path.display()
-        ))
-    })
+    let name = if path.as_os_str() == "-" {
+        "stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    serde_norway::from_str(&text)
+        .map_err(|error| usage(format!("{name} is not a valid catalog file: {error}")))
 }
 
 async fn meter_change(client: &mut Client, meter: &MeterEntry) -> anyhow::Result<Row> {

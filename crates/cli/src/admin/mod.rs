@@ -14,8 +14,12 @@
 pub mod catalog;
 mod catalog_file;
 pub mod clock;
+pub mod credits;
+pub mod customers;
+pub mod invoices;
 pub mod json;
 pub mod reconcile;
+pub mod subscriptions;
 pub mod table;
 
 use clap::{Args, ValueEnum};
@@ -225,4 +229,105 @@ pub fn format_money(money: Option<&tally_proto::common::Money>) -> String {
         || "-".to_owned(),
         |money| format!("{} {}", money.amount, money.currency),
     )
+}
+
+/// An enum value's protobuf name without its prefix, in lower case:
+/// `short("INVOICE_STATUS_PAID", "INVOICE_STATUS_")` is `paid`.
+pub fn short(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_lowercase()
+}
+
+/// `key=value` options as a map, or a usage error naming the bad one.
+pub fn parse_metadata(
+    pairs: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+                .ok_or_else(|| usage(format!("--metadata `{pair}` is not key=value")))
+        })
+        .collect()
+}
+
+/// An optional RFC 3339 option as an optional `Timestamp`.
+pub fn parse_optional_time(
+    option: &str,
+    text: Option<&str>,
+) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    text.map(|text| parse_time(option, text)).transpose()
+}
+
+/// A key for a call that moves billing state: the one given, or a fresh one
+/// (so running the same command twice does it twice; pass
+/// `--idempotency-key` to make a retry safe).
+pub fn idempotency_key(given: Option<&str>, command: &str) -> String {
+    given.map_or_else(
+        || {
+            format!(
+                "cli:{command}:{}",
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            )
+        },
+        str::to_owned,
+    )
+}
+
+/// A `TimeRange` as `start → end`.
+pub fn format_range(range: Option<&tally_proto::common::TimeRange>) -> String {
+    range.map_or_else(
+        || "-".to_owned(),
+        |range| {
+            format!(
+                "{} → {}",
+                format_time(range.start_time.as_ref()),
+                format_time(range.end_time.as_ref())
+            )
+        },
+    )
+}
+
+/// Prints `message` as proto3 JSON (`--output json`) or runs `table`.
+pub fn print_one<M: prost::Message>(
+    output: Output,
+    message: &M,
+    full_name: &str,
+    table: impl FnOnce(&M),
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&json::to_value(message, full_name)?),
+        Output::Table => {
+            table(message);
+            Ok(())
+        }
+    }
+}
+
+/// Prints `messages` as a JSON array (`--output json`) or runs `table`.
+pub fn print_many<M: prost::Message>(
+    output: Output,
+    messages: &[M],
+    full_name: &str,
+    table: impl FnOnce(&[M]),
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let values = messages
+                .iter()
+                .map(|message| json::to_value(message, full_name))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print_json(&serde_json::Value::Array(values))
+        }
+        Output::Table => {
+            table(messages);
+            Ok(())
+        }
+    }
+}
+
+/// Prints a blank line and a section title between tables.
+#[allow(clippy::print_stdout)]
+pub fn heading(title: &str) {
+    println!("\n{title}:");
 }

@@ -37,7 +37,9 @@ impl Table {
             }
         }
         let mut text = String::new();
-        for row in std::iter::once(&self.header).chain(&self.rows) {
+        let header_is_blank = self.header.iter().all(String::is_empty);
+        let header = (!header_is_blank).then_some(&self.header);
+        for row in header.into_iter().chain(&self.rows) {
             let mut line = String::new();
             for (index, width) in widths.iter().enumerate() {
                 let cell = row.get(index).map_or("", String::as_str);
@@ -51,6 +53,18 @@ impl Table {
             text.push('\n');
         }
         text
+    }
+
+    /// A two-column view of one record: field names and values.
+    pub fn fields(pairs: &[(&str, String)]) -> Self {
+        let mut table = Self {
+            header: vec![String::new(), String::new()],
+            rows: Vec::new(),
+        };
+        for (name, value) in pairs {
+            table.row(vec![format!("{name}:"), value.clone()]);
+        }
+        table
     }
 
     /// Prints the table on stdout.

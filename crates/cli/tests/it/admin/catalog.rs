@@ -4,23 +4,7 @@
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::{ListPlanVersionsRequest, PlanVersionStatus};
 
-use super::support::{Run, Service, create_key, run, run_with_stdin};
-
-/// The YAML example of docs/operations.md, so the documented file is the tested one.
-fn documented_catalog() -> String {
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/operations.md"
-    ))
-    .unwrap();
-    let section = guide
-        .split("### `tally catalog apply")
-        .nth(1)
-        .expect("the catalog section of docs/operations.md");
-    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let end = start + section[start..].find("```").unwrap();
-    section[start..end].to_owned()
-}
+use super::support::{Run, Service, create_key, documented_catalog, run, run_with_stdin};
 
 fn apply(service: &Service, key: &str, yaml: &str, extra: &[&str]) -> Run {
     let mut args = vec!["catalog", "apply", "-f", "-", "--address", &service.address];

@@ -159,3 +159,19 @@ pub fn run_with_stdin(key: &str, args: &[&str], stdin: Option<&str>) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// The YAML example of docs/operations.md, so the documented file is the tested one.
+pub fn documented_catalog() -> String {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    let section = guide
+        .split("### `tally catalog apply")
+        .nth(1)
+        .expect("the catalog section of docs/operations.md");
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_owned()
+}

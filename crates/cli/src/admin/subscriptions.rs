@@ -1,0 +1,383 @@
+//! `tally subscriptions create|list|show|change-plan|cancel` over invoicing's
+//! `SubscriptionService`.
+//!
+//! Every change carries an idempotency key: `--idempotency-key` when given
+//! (retrying the same command is then safe), else a fresh one per run.
+
+use clap::{Args, Subcommand, ValueEnum};
+use tally_proto::invoicing::subscription_service_client::SubscriptionServiceClient;
+use tally_proto::invoicing::{
+    CancelSubscriptionRequest, ChangePlanRequest, ChangeTiming, CreateSubscriptionRequest,
+    GetSubscriptionRequest, ListSubscriptionsRequest, ProrationPolicy, Subscription,
+    SubscriptionStatus,
+};
+
+use super::table::Table;
+use super::{
+    Call as _, Output, Target, all_pages, connect, format_range, format_time, heading,
+    idempotency_key, parse_metadata, parse_optional_time, print_many, print_one, short, usage,
+};
+
+/// `tally subscriptions …`.
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Subscribes a customer to a published plan version.
+    Create(CreateArgs),
+    /// Lists subscriptions, of one customer or plan if given.
+    List {
+        /// Only this customer's (`cus_…`).
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only subscriptions on this plan (`plan_…`).
+        #[arg(long)]
+        plan: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Shows a subscription with its phases.
+    Show {
+        /// `sub_…`.
+        subscription: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Moves a subscription to another published plan version.
+    ChangePlan(ChangeArgs),
+    /// Cancels a subscription now, at the period's end or at an instant.
+    Cancel(CancelArgs),
+}
+
+/// Options of `tally subscriptions create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The customer, `cus_…`.
+    #[arg(long)]
+    customer: String,
+    /// A published plan version, `pv_…` (`tally catalog show` lists them).
+    #[arg(long)]
+    plan_version: String,
+    /// When it starts (RFC 3339; default: now on the service's clock).
+    #[arg(long)]
+    start_at: Option<String>,
+    /// The billing anchor (RFC 3339; default: the start).
+    #[arg(long)]
+    billing_anchor_at: Option<String>,
+    /// Trial days, overriding the plan's.
+    #[arg(long)]
+    trial_days: Option<u32>,
+    /// Metadata, key=value (repeatable).
+    #[arg(long)]
+    metadata: Vec<String>,
+    /// Makes a retry of this command safe.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// When a change takes effect.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Timing {
+    /// Now (on the service's clock).
+    Immediately,
+    /// At the end of the current billing period.
+    AtPeriodEnd,
+    /// At `--at`.
+    AtTime,
+}
+
+/// How the period's fees are split at the change.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Proration {
+    /// By the second.
+    Prorate,
+    /// By whole days.
+    ProrateByDay,
+    /// No proration.
+    None,
+}
+
+/// When and how a change applies.
+#[derive(Debug, Args)]
+pub struct Change {
+    /// When the change takes effect.
+    #[arg(long, value_enum, default_value_t = Timing::Immediately)]
+    timing: Timing,
+    /// The instant, with `--timing at-time` (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+    /// Proration of the fees (default: the service's policy).
+    #[arg(long, value_enum)]
+    proration: Option<Proration>,
+    /// Makes a retry of this command safe.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+/// Options of `tally subscriptions change-plan`.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// `sub_…`.
+    subscription: String,
+    /// The new published plan version, `pv_…`.
+    #[arg(long)]
+    plan_version: String,
+    #[command(flatten)]
+    change: Change,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Options of `tally subscriptions cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// `sub_…`.
+    subscription: String,
+    /// Why (kept on the subscription).
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    change: Change,
+    #[command(flatten)]
+    target: Target,
+}
+
+impl Change {
+    fn wire(
+        &self,
+    ) -> anyhow::Result<(
+        String,
+        ChangeTiming,
+        Option<prost_types::Timestamp>,
+        ProrationPolicy,
+    )> {
+        let timing = match self.timing {
+            Timing::Immediately => ChangeTiming::Immediately,
+            Timing::AtPeriodEnd => ChangeTiming::AtPeriodEnd,
+            Timing::AtTime => ChangeTiming::AtTime,
+        };
+        let at = parse_optional_time("--at", self.at.as_deref())?;
+        if matches!(self.timing, Timing::AtTime) != at.is_some() {
+            return Err(usage("--at goes with --timing at-time, and only with it"));
+        }
+        let proration = match self.proration {
+            None => ProrationPolicy::Unspecified,
+            Some(Proration::Prorate) => ProrationPolicy::Prorate,
+            Some(Proration::ProrateByDay) => ProrationPolicy::ProrateByDay,
+            Some(Proration::None) => ProrationPolicy::None,
+        };
+        Ok((
+            idempotency_key(self.idempotency_key.as_deref(), "subscription-change"),
+            timing,
+            at,
+            proration,
+        ))
+    }
+}
+
+type Client = SubscriptionServiceClient<super::Authenticated>;
+
+/// Runs `tally subscriptions`.
+pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
+    match command {
+        SubscriptionsCommand::Create(args) => {
+            let request = CreateSubscriptionRequest {
+                idempotency_key: idempotency_key(
+                    args.idempotency_key.as_deref(),
+                    "subscription-create",
+                ),
+                customer_id: args.customer.clone(),
+                plan_version_id: args.plan_version.clone(),
+                start_at: parse_optional_time("--start-at", args.start_at.as_deref())?,
+                billing_anchor_at: parse_optional_time(
+                    "--billing-anchor-at",
+                    args.billing_anchor_at.as_deref(),
+                )?,
+                trial_days: args.trial_days,
+                metadata: parse_metadata(&args.metadata)?,
+            };
+            let created = client(&args.target)
+                .await?
+                .create_subscription(request)
+                .await
+                .answer("CreateSubscription")?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(args.target.output, &created)
+        }
+        SubscriptionsCommand::List {
+            customer,
+            plan,
+            target,
+        } => {
+            let subscriptions = list_subscriptions(
+                &target,
+                customer.as_deref().unwrap_or_default(),
+                plan.as_deref().unwrap_or_default(),
+            )
+            .await?;
+            print_many(
+                target.output,
+                &subscriptions,
+                "tally.invoicing.v1.Subscription",
+                |subscriptions| subscriptions_table(subscriptions).print(),
+            )
+        }
+        SubscriptionsCommand::Show {
+            subscription,
+            target,
+        } => {
+            let found = client(&target)
+                .await?
+                .get_subscription(GetSubscriptionRequest {
+                    subscription_id: subscription.clone(),
+                })
+                .await
+                .answer(&format!("GetSubscription {subscription}"))?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(target.output, &found)
+        }
+        SubscriptionsCommand::ChangePlan(args) => {
+            let (key, timing, at, proration) = args.change.wire()?;
+            let changed = client(&args.target)
+                .await?
+                .change_plan(ChangePlanRequest {
+                    idempotency_key: key,
+                    subscription_id: args.subscription.clone(),
+                    plan_version_id: args.plan_version.clone(),
+                    timing: timing as i32,
+                    effective_at: at,
+                    proration_policy: proration as i32,
+                })
+                .await
+                .answer(&format!("ChangePlan {}", args.subscription))?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(args.target.output, &changed)
+        }
+        SubscriptionsCommand::Cancel(args) => {
+            let (key, timing, at, proration) = args.change.wire()?;
+            let canceled = client(&args.target)
+                .await?
+                .cancel_subscription(CancelSubscriptionRequest {
+                    idempotency_key: key,
+                    subscription_id: args.subscription.clone(),
+                    timing: timing as i32,
+                    effective_at: at,
+                    proration_policy: proration as i32,
+                    reason: args.reason.clone(),
+                })
+                .await
+                .answer(&format!("CancelSubscription {}", args.subscription))?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(args.target.output, &canceled)
+        }
+    }
+}
+
+/// Every subscription, of one customer and/or plan when not empty.
+pub async fn list_subscriptions(
+    target: &Target,
+    customer_id: &str,
+    plan_id: &str,
+) -> anyhow::Result<Vec<Subscription>> {
+    let mut client = client(target).await?;
+    all_pages(async |page_token| {
+        let page = client
+            .list_subscriptions(ListSubscriptionsRequest {
+                customer_id: customer_id.to_owned(),
+                plan_id: plan_id.to_owned(),
+                page_size: 100,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .answer("ListSubscriptions")?;
+        Ok((page.subscriptions, page.next_page_token))
+    })
+    .await
+}
+
+async fn client(target: &Target) -> anyhow::Result<Client> {
+    Ok(SubscriptionServiceClient::new(
+        connect(&target.address, &target.api_key).await?,
+    ))
+}
+
+fn status_name(subscription: &Subscription) -> String {
+    SubscriptionStatus::try_from(subscription.status).map_or_else(
+        |_| subscription.status.to_string(),
+        |status| short(status.as_str_name(), "SUBSCRIPTION_STATUS_"),
+    )
+}
+
+/// One row per subscription.
+pub fn subscriptions_table(subscriptions: &[Subscription]) -> Table {
+    let mut table = Table::new(&[
+        "id",
+        "customer",
+        "status",
+        "plan version",
+        "current period",
+        "cancel at",
+    ]);
+    for subscription in subscriptions {
+        table.row(vec![
+            subscription.id.clone(),
+            subscription.customer_id.clone(),
+            status_name(subscription),
+            subscription.plan_version_id.clone(),
+            format_range(subscription.current_period.as_ref()),
+            format_time(subscription.cancel_at.as_ref()),
+        ]);
+    }
+    table
+}
+
+fn print_subscription(output: Output, subscription: &Subscription) -> anyhow::Result<()> {
+    print_one(
+        output,
+        subscription,
+        "tally.invoicing.v1.Subscription",
+        |subscription| {
+            Table::fields(&[
+                ("id", subscription.id.clone()),
+                ("customer", subscription.customer_id.clone()),
+                ("status", status_name(subscription)),
+                ("plan", subscription.plan_id.clone()),
+                ("plan version", subscription.plan_version_id.clone()),
+                ("currency", subscription.currency.clone()),
+                ("start", format_time(subscription.start_at.as_ref())),
+                (
+                    "billing anchor",
+                    format_time(subscription.billing_anchor_at.as_ref()),
+                ),
+                ("trial end", format_time(subscription.trial_end_at.as_ref())),
+                (
+                    "current period",
+                    format_range(subscription.current_period.as_ref()),
+                ),
+                ("cancel at", format_time(subscription.cancel_at.as_ref())),
+                ("ended", format_time(subscription.ended_at.as_ref())),
+                ("version", subscription.version.to_string()),
+            ])
+            .print();
+            heading("phases");
+            let mut phases = Table::new(&["plan version", "start", "end", "proration"]);
+            for phase in &subscription.phases {
+                phases.row(vec![
+                    phase.plan_version_id.clone(),
+                    format_time(phase.start_at.as_ref()),
+                    format_time(phase.end_at.as_ref()),
+                    ProrationPolicy::try_from(phase.proration_policy).map_or_else(
+                        |_| "-".to_owned(),
+                        |policy| short(policy.as_str_name(), "PRORATION_POLICY_"),
+                    ),
+                ]);
+            }
+            phases.print();
+        },
+    )
+}
