@@ -299,9 +299,6 @@ impl Subscription {
     }
 }
 
-/// plan, plan version, start, end, policy.
-type PhaseRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>, String);
-
 #[derive(sqlx::FromRow)]
 struct SubscriptionRow {
     id: String,
@@ -321,16 +318,41 @@ struct SubscriptionRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     billed_through: Option<DateTime<Utc>>,
+    phases: sqlx::types::Json<Vec<PhaseJson>>,
+    pauses: sqlx::types::Json<Vec<PauseJson>>,
 }
 
-const COLUMNS: &str = "id, customer_id, currency, billing_interval, start_at, billing_anchor_at, trial_end_at, \
-    cancel_at, canceled_at, cancel_reason, cancel_proration, past_due, version, metadata, created_at, updated_at, \
-    billed_through";
+/// The subscription's columns and, in the same statement, its phases and
+/// pauses as JSON arrays (one round trip per subscription).
+const COLUMNS: &str = "s.id, s.customer_id, s.currency, s.billing_interval, s.start_at, s.billing_anchor_at, \
+    s.trial_end_at, s.cancel_at, s.canceled_at, s.cancel_reason, s.cancel_proration, s.past_due, s.version, s.metadata, \
+    s.created_at, s.updated_at, s.billed_through, \
+    (SELECT coalesce(json_agg(json_build_object('plan_id', p.plan_id, 'plan_version_id', p.plan_version_id, \
+       'start_at', p.start_at, 'end_at', p.end_at, 'policy', p.proration_policy) ORDER BY p.phase_index), '[]') \
+     FROM invoicing.subscription_phases p WHERE p.subscription_id = s.id) AS phases, \
+    (SELECT coalesce(json_agg(json_build_object('pause_at', q.pause_at, 'resume_at', q.resume_at) \
+       ORDER BY q.pause_at), '[]') \
+     FROM invoicing.subscription_pauses q WHERE q.subscription_id = s.id) AS pauses";
+
+#[derive(serde::Deserialize)]
+struct PhaseJson {
+    plan_id: String,
+    plan_version_id: String,
+    start_at: DateTime<Utc>,
+    end_at: Option<DateTime<Utc>>,
+    policy: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PauseJson {
+    pause_at: DateTime<Utc>,
+    resume_at: Option<DateTime<Utc>>,
+}
 
 /// Loads a subscription (`FOR UPDATE` when `lock`).
 pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<Subscription> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM invoicing.subscriptions WHERE id = $1{}",
+        "SELECT {COLUMNS} FROM invoicing.subscriptions s WHERE s.id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
     let row: Option<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -339,10 +361,10 @@ pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result
         .await?;
     let row =
         row.ok_or_else(|| InvoicingError::NotFound(format!("subscription {id:?} not found")))?;
-    from_row(connection, row).await
+    from_row(row)
 }
 
-async fn from_row(connection: &mut PgConnection, row: SubscriptionRow) -> Result<Subscription> {
+fn from_row(row: SubscriptionRow) -> Result<Subscription> {
     let SubscriptionRow {
         id,
         customer_id,
@@ -361,32 +383,27 @@ async fn from_row(connection: &mut PgConnection, row: SubscriptionRow) -> Result
         created_at,
         updated_at,
         billed_through,
+        phases,
+        pauses,
     } = row;
-    let phase_rows: Vec<PhaseRow> = sqlx::query_as(
-        "SELECT plan_id, plan_version_id, start_at, end_at, proration_policy FROM invoicing.subscription_phases \
-         WHERE subscription_id = $1 ORDER BY phase_index",
-    )
-    .bind(&id)
-    .fetch_all(&mut *connection)
-    .await?;
-    let phases = phase_rows
+    let phases = phases
+        .0
         .into_iter()
-        .map(|(plan_id, plan_version_id, start_at, end_at, policy)| {
+        .map(|phase| {
             Ok(Phase {
-                plan_id,
-                plan_version_id,
-                start_at,
-                end_at,
-                policy: Policy::from_name(&policy)?,
+                plan_id: phase.plan_id,
+                plan_version_id: phase.plan_version_id,
+                start_at: phase.start_at,
+                end_at: phase.end_at,
+                policy: Policy::from_name(&phase.policy)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let pauses: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT pause_at, resume_at FROM invoicing.subscription_pauses WHERE subscription_id = $1 ORDER BY pause_at",
-    )
-    .bind(&id)
-    .fetch_all(&mut *connection)
-    .await?;
+    let pauses: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = pauses
+        .0
+        .into_iter()
+        .map(|pause| (pause.pause_at, pause.resume_at))
+        .collect();
     Ok(Subscription {
         id,
         customer_id,
@@ -510,7 +527,7 @@ pub async fn list(
         .await?;
     let mut subscriptions = Vec::with_capacity(rows.len());
     for row in rows {
-        subscriptions.push(from_row(&mut *connection, row).await?);
+        subscriptions.push(from_row(row)?);
     }
     Ok(subscriptions)
 }

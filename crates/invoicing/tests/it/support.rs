@@ -379,7 +379,9 @@ impl Harness {
     pub async fn sync(&self) {
         let relay = self.invoicing.relay();
         while relay.relay_once().await.unwrap() > 0 {}
-        for _ in 0..500 {
+        // Generous: a thousand snapshots take rating a while on a busy machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
             let (behind,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM invoicing.subscriptions i LEFT JOIN rating.subscriptions r \
                  ON r.subscription_id = i.id WHERE r.version IS NULL OR r.version < i.version",
