@@ -11,6 +11,8 @@ use tally_proto::invoicing::{
     GetSubscriptionRequest, ListSubscriptionsRequest, ProrationPolicy, Subscription,
     SubscriptionStatus,
 };
+use tally_proto::rating::catalog_service_client::CatalogServiceClient;
+use tally_proto::rating::{GetPlanRequest, get_plan_request};
 
 use super::table::Table;
 use super::{
@@ -53,9 +55,8 @@ pub struct CreateArgs {
     /// The customer, `cus_…`.
     #[arg(long)]
     customer: String,
-    /// A published plan version, `pv_…` (`tally catalog show` lists them).
-    #[arg(long)]
-    plan_version: String,
+    #[command(flatten)]
+    plan: PlanChoice,
     /// When it starts (RFC 3339; default: now on the service's clock).
     #[arg(long)]
     start_at: Option<String>,
@@ -72,7 +73,57 @@ pub struct CreateArgs {
     #[arg(long)]
     idempotency_key: Option<String>,
     #[command(flatten)]
+    catalog: CatalogAddress,
+    #[command(flatten)]
     target: Target,
+}
+
+/// Which plan version: given, or the latest published version of a plan.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PlanChoice {
+    /// A published plan version, `pv_…` (`tally catalog show` lists them).
+    #[arg(long)]
+    plan_version: Option<String>,
+    /// A plan's code: its latest published version, read from rating's catalog
+    /// (at --catalog-address, else --address).
+    #[arg(long)]
+    plan: Option<String>,
+}
+
+/// Where rating's catalog is served, for `--plan`.
+#[derive(Debug, Args)]
+pub struct CatalogAddress {
+    /// Rating's gRPC address for `--plan` (default: --address, as `tally dev` serves all).
+    #[arg(long)]
+    catalog_address: Option<String>,
+}
+
+impl PlanChoice {
+    /// The plan version id: `--plan-version`, or the latest published version of `--plan`.
+    async fn resolve(&self, catalog: &CatalogAddress, target: &Target) -> anyhow::Result<String> {
+        if let Some(version) = &self.plan_version {
+            return Ok(version.clone());
+        }
+        let code = self.plan.clone().unwrap_or_default();
+        let address = catalog
+            .catalog_address
+            .as_deref()
+            .unwrap_or(&target.address);
+        let plan = CatalogServiceClient::new(connect(address, &target.api_key).await?)
+            .get_plan(GetPlanRequest {
+                lookup: Some(get_plan_request::Lookup::Code(code.clone())),
+            })
+            .await
+            .answer(&format!("GetPlan {code} (rating's catalog at {address})"))?
+            .plan
+            .unwrap_or_default();
+        anyhow::ensure!(
+            !plan.latest_published_version_id.is_empty(),
+            "plan {code} has no published version yet: publish one with `tally catalog apply`"
+        );
+        Ok(plan.latest_published_version_id)
+    }
 }
 
 /// When a change takes effect.
@@ -119,11 +170,12 @@ pub struct Change {
 pub struct ChangeArgs {
     /// `sub_…`.
     subscription: String,
-    /// The new published plan version, `pv_…`.
-    #[arg(long)]
-    plan_version: String,
+    #[command(flatten)]
+    plan: PlanChoice,
     #[command(flatten)]
     change: Change,
+    #[command(flatten)]
+    catalog: CatalogAddress,
     #[command(flatten)]
     target: Target,
 }
@@ -187,7 +239,7 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                     "subscription-create",
                 ),
                 customer_id: args.customer.clone(),
-                plan_version_id: args.plan_version.clone(),
+                plan_version_id: args.plan.resolve(&args.catalog, &args.target).await?,
                 start_at: parse_optional_time("--start-at", args.start_at.as_deref())?,
                 billing_anchor_at: parse_optional_time(
                     "--billing-anchor-at",
@@ -245,7 +297,7 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                 .change_plan(ChangePlanRequest {
                     idempotency_key: key,
                     subscription_id: args.subscription.clone(),
-                    plan_version_id: args.plan_version.clone(),
+                    plan_version_id: args.plan.resolve(&args.catalog, &args.target).await?,
                     timing: timing as i32,
                     effective_at: at,
                     proration_policy: proration as i32,

@@ -299,8 +299,8 @@ async fn a_month_of_billing_from_the_terminal() {
             "subscriptions",
             "change-plan",
             &subscription_id,
-            "--plan-version",
-            &starter,
+            "--plan",
+            "inference_starter",
         ],
     );
     assert_eq!(
@@ -361,6 +361,37 @@ async fn a_month_of_billing_from_the_terminal() {
     );
     let archived = dev.json(&key, &["customers", "archive", &text(&other["id"])]);
     assert_eq!(archived["status"], "CUSTOMER_STATUS_ARCHIVED");
+
+    // A plan code without a published version is refused; no plan at all is a usage error.
+    let unknown = run(
+        &key,
+        &[
+            "subscriptions",
+            "change-plan",
+            &subscription_id,
+            "--plan",
+            "no_such_plan",
+            "--address",
+            address,
+        ],
+    )
+    .expect(1);
+    assert!(
+        unknown.stderr.contains("GetPlan no_such_plan"),
+        "{}",
+        unknown.stderr
+    );
+    run(
+        &key,
+        &[
+            "subscriptions",
+            "change-plan",
+            &subscription_id,
+            "--address",
+            address,
+        ],
+    )
+    .expect(2);
 
     // Usage errors exit 2 before anything is sent.
     run(
