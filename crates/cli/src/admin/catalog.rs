@@ -79,6 +79,20 @@ struct Row {
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     let file = read_file(&args.file)?;
+    for (kind, codes) in [
+        (
+            "meter",
+            file.meters.iter().map(|m| &m.code).collect::<Vec<_>>(),
+        ),
+        ("plan", file.plans.iter().map(|p| &p.code).collect()),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(repeated) = codes.into_iter().find(|code| !seen.insert(*code)) {
+            return Err(usage(format!(
+                "{kind} {repeated} appears twice in the file"
+            )));
+        }
+    }
     let mut specs = Vec::new();
     for plan in &file.plans {
         specs.push(plan.version.spec(&plan.code).map_err(usage)?);

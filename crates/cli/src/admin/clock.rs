@@ -84,31 +84,54 @@ pub async fn run(command: ClockCommand) -> anyhow::Result<()> {
                 times.push((address.clone(), manual(answer.now)));
                 return print_times(targets.output, &times);
             }
-            let mut latest = None::<prost_types::Timestamp>;
-            for (address, client) in &mut clients {
-                let now = client
-                    .get_time(GetTimeRequest {})
-                    .await
-                    .answer(&format!("GetTime on {address}"))?
-                    .now
-                    .unwrap_or_default();
-                if latest.as_ref().is_none_or(|latest| later(&now, latest)) {
-                    latest = Some(now);
-                }
-            }
-            let mut target = latest.unwrap_or_default();
+            let latest = read_all(&mut clients)
+                .await?
+                .into_iter()
+                .reduce(|latest, now| if later(&now, &latest) { now } else { latest })
+                .unwrap_or_default();
+            let mut target = latest;
             target.seconds += duration.seconds;
             set_all(&mut clients, target, targets.output).await
         }
         ClockCommand::Set { time, targets } => {
             let time = parse_time("the instant", &time)?;
             let mut clients = clients(&targets).await?;
+            if clients.len() > 1 {
+                // Refuse before moving any clock, so the processes stay together.
+                let times = read_all(&mut clients).await?;
+                for ((address, _), now) in clients.iter().zip(times) {
+                    if later(&now, &time) {
+                        return Err(anyhow::anyhow!(
+                            "the clock of {address} is already at {}, after the instant: clocks never go back; nothing was moved",
+                            format_time(Some(&now))
+                        ));
+                    }
+                }
+            }
             set_all(&mut clients, time, targets.output).await
         }
     }
 }
 
 type Client = ClockServiceClient<super::Authenticated>;
+
+/// Every clock's current time, or an error naming a service on the wall clock
+/// (checked before anything moves, so several processes are moved all or none).
+async fn read_all(clients: &mut [(String, Client)]) -> anyhow::Result<Vec<prost_types::Timestamp>> {
+    let mut times = Vec::new();
+    for (address, client) in clients {
+        let time = client
+            .get_time(GetTimeRequest {})
+            .await
+            .answer(&format!("GetTime on {address}"))?;
+        anyhow::ensure!(
+            time.mode == ClockMode::Manual as i32,
+            "{address} runs on the wall clock, which cannot be moved (start it with --manual-clock or clock.mode = \"manual\"); nothing was moved"
+        );
+        times.push(time.now.unwrap_or_default());
+    }
+    Ok(times)
+}
 
 async fn clients(targets: &ClockTargets) -> anyhow::Result<Vec<(String, Client)>> {
     let mut clients = Vec::new();

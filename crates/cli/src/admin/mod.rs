@@ -150,9 +150,9 @@ pub fn refused(call: &str, status: &tonic::Status) -> anyhow::Error {
         tonic::Code::Unimplemented => Some(
             "this service does not serve that call: is --address pointing at the right service?",
         ),
-        tonic::Code::Unavailable => {
-            Some("the service is unreachable or not ready; check it is running and retry")
-        }
+        tonic::Code::Unavailable => Some(
+            "the service, or something it depends on (see the message), is unavailable; retry once it is back",
+        ),
         _ => None,
     };
     if let Some(hint) = hint {

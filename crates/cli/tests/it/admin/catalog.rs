@@ -253,6 +253,13 @@ async fn conflicts_and_invalid_versions_are_refused_with_their_reasons() {
     );
     let usage = apply(&rating, &key, &two, &[]).expect(2);
     assert!(usage.stderr.contains("2 price models"), "{}", usage.stderr);
+    let twice = catalog.replace("  - code: api_requests", "  - code: llm_tokens");
+    let usage = apply(&rating, &key, &twice, &[]).expect(2);
+    assert!(
+        usage.stderr.contains("meter llm_tokens appears twice"),
+        "{}",
+        usage.stderr
+    );
     let missing = run(
         &key,
         &[

@@ -116,6 +116,27 @@ async fn clocks_of_separate_processes_move_together() {
         "{}",
         refused.stderr
     );
+    // With several processes, a refusal comes before any clock moves.
+    let refused = run(
+        &key,
+        &["clock", "set", "2026-11-15T00:00:00Z", "--address", &both],
+    )
+    .expect(1);
+    assert!(
+        refused.stderr.contains("nothing was moved"),
+        "{}",
+        refused.stderr
+    );
+    let wall = Service::start(&database.url, "rating", &[]).await;
+    let mixed = format!("{both},{}", wall.address);
+    let refused = run(&key, &["clock", "advance", "1d", "--address", &mixed]).expect(1);
+    assert!(
+        refused.stderr.contains("runs on the wall clock"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(now_of(&key, &early.address), "2026-12-01T00:00:00Z");
+
     let usage = run(
         &key,
         &["clock", "advance", "1 month", "--address", &early.address],
