@@ -117,6 +117,14 @@ pub struct Pause {
 }
 
 impl Pause {
+    /// The wire window.
+    pub fn to_proto(&self) -> proto::PauseWindow {
+        proto::PauseWindow {
+            pause_at: Some(timestamp(self.pause_at)),
+            resume_at: maybe_timestamp(self.resume_at),
+        }
+    }
+
     /// Whether `instant` is inside.
     pub fn covers(&self, instant: DateTime<Utc>) -> bool {
         self.pause_at <= instant && self.resume_at.is_none_or(|end| instant < end)
@@ -287,10 +295,12 @@ impl Subscription {
             cancel_at: maybe_timestamp(self.cancel_at),
             canceled_at: maybe_timestamp(self.canceled_at),
             ended_at: maybe_timestamp(self.cancel_at.filter(|end| *end <= now)),
-            pause: self.latest_pause().map(|pause| proto::PauseWindow {
-                pause_at: Some(timestamp(pause.pause_at)),
-                resume_at: maybe_timestamp(pause.resume_at),
-            }),
+            pause: self.latest_pause().map(Pause::to_proto),
+            pauses: {
+                let mut pauses: Vec<&Pause> = self.pauses.iter().collect();
+                pauses.sort_by_key(|pause| pause.pause_at);
+                pauses.into_iter().map(Pause::to_proto).collect()
+            },
             version: u64::try_from(self.version).unwrap_or(0),
             metadata: self.metadata.clone(),
             created_at: Some(timestamp(self.created_at)),

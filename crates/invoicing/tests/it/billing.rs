@@ -684,6 +684,7 @@ async fn an_indefinite_pause_ends_when_resumed() {
         (SubscriptionStatus::Active as i32, 3)
     );
     assert_eq!(resumed.pause.unwrap().resume_at, Some(ts(at(2025, 6, 26))));
+    assert_eq!(resumed.pauses.len(), 1, "every window is in the snapshot");
     h.bill_at(at(2025, 7, 1)).await;
     // June: 30 days, 15 of them paused.
     assert_eq!(
