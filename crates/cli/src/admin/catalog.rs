@@ -18,21 +18,21 @@ use sha2::{Digest as _, Sha256};
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::{
     self, CreatePlanVersionRequest, GetMeterRequest, GetPlanRequest, GetPlanVersionRequest,
-    ListMetersRequest, ListPlansRequest, PlanVersionSpec, PublishPlanVersionRequest,
-    ValidatePlanVersionRequest, create_plan_version_request, get_meter_request, get_plan_request,
+    PlanVersionSpec, PublishPlanVersionRequest, ValidatePlanVersionRequest,
+    create_plan_version_request, get_meter_request, get_plan_request,
 };
 
 use super::catalog_file::{CatalogFile, MeterEntry, PlanEntry};
 use super::table::Table;
-use super::{Authenticated, Call as _, Output, Target, all_pages, connect, print_json, usage};
+use super::{Authenticated, Call as _, Output, Target, connect, print_json, usage};
 
 /// `tally catalog …`.
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Creates the file's missing meters and plans and publishes changed plans as new versions.
     Apply(ApplyArgs),
-    /// Lists meters, and plans with their latest published version.
-    Show(Target),
+    /// Lists meters and plans with their latest published version; `--plan` shows one plan.
+    Show(super::catalog_show::ShowArgs),
 }
 
 /// Options of `tally catalog apply`.
@@ -54,7 +54,7 @@ type Client = CatalogServiceClient<Authenticated>;
 pub async fn run(command: CatalogCommand) -> anyhow::Result<()> {
     match command {
         CatalogCommand::Apply(args) => apply(args).await,
-        CatalogCommand::Show(target) => show(target).await,
+        CatalogCommand::Show(args) => super::catalog_show::run(args).await,
     }
 }
 
@@ -462,154 +462,4 @@ fn print_rows(output: Output, rows: &[Row], planned_only: bool) -> anyhow::Resul
             Ok(())
         }
     }
-}
-
-async fn show(target: Target) -> anyhow::Result<()> {
-    let mut client = CatalogServiceClient::new(connect(&target.address, &target.api_key).await?);
-    let meters = all_pages(async |page_token| {
-        let page = client
-            .list_meters(ListMetersRequest {
-                page_size: 100,
-                page_token,
-            })
-            .await
-            .answer("ListMeters")?;
-        Ok((page.meters, page.next_page_token))
-    })
-    .await?;
-    let plans = all_pages(async |page_token| {
-        let page = client
-            .list_plans(ListPlansRequest {
-                page_size: 100,
-                page_token,
-            })
-            .await
-            .answer("ListPlans")?;
-        Ok((page.plans, page.next_page_token))
-    })
-    .await?;
-    let mut latest = Vec::new();
-    for plan in &plans {
-        if plan.latest_published_version_id.is_empty() {
-            latest.push(None);
-            continue;
-        }
-        latest.push(
-            client
-                .get_plan_version(GetPlanVersionRequest {
-                    plan_version_id: plan.latest_published_version_id.clone(),
-                })
-                .await
-                .answer(&format!(
-                    "GetPlanVersion {}",
-                    plan.latest_published_version_id
-                ))?
-                .plan_version,
-        );
-    }
-    match target.output {
-        Output::Json => {
-            let mut meter_values = Vec::new();
-            for meter in &meters {
-                meter_values.push(super::json::to_value(meter, "tally.rating.v1.Meter")?);
-            }
-            let mut plan_values = Vec::new();
-            for (plan, version) in plans.iter().zip(&latest) {
-                let mut value = super::json::to_value(plan, "tally.rating.v1.Plan")?;
-                if let (Some(object), Some(version)) = (value.as_object_mut(), version) {
-                    object.insert(
-                        "latestPublishedVersion".into(),
-                        super::json::to_value(version, "tally.rating.v1.PlanVersion")?,
-                    );
-                }
-                plan_values.push(value);
-            }
-            print_json(&json!({"meters": meter_values, "plans": plan_values}))
-        }
-        Output::Table => {
-            let mut table = Table::new(&[
-                "meter",
-                "aggregation",
-                "property",
-                "group by",
-                "unit",
-                "name",
-            ]);
-            for meter in &meters {
-                let aggregation = rating::Aggregation::try_from(meter.aggregation).map_or_else(
-                    |_| meter.aggregation.to_string(),
-                    |a| {
-                        a.as_str_name()
-                            .trim_start_matches("AGGREGATION_")
-                            .to_lowercase()
-                    },
-                );
-                table.row(vec![
-                    meter.code.clone(),
-                    aggregation,
-                    meter.property.clone(),
-                    meter.group_by.join(","),
-                    meter.unit.clone(),
-                    meter.name.clone(),
-                ]);
-            }
-            table.print();
-            println_blank();
-            let mut table = Table::new(&[
-                "plan",
-                "name",
-                "version",
-                "currency",
-                "interval",
-                "charges",
-                "version id",
-            ]);
-            for (plan, version) in plans.iter().zip(&latest) {
-                let (number, currency, interval, charges) = match version {
-                    Some(version) => {
-                        let spec = version.spec.clone().unwrap_or_default();
-                        let interval = rating::BillingInterval::try_from(spec.billing_interval)
-                            .map_or_else(
-                                |_| "-".to_owned(),
-                                |i| {
-                                    i.as_str_name()
-                                        .trim_start_matches("BILLING_INTERVAL_")
-                                        .to_lowercase()
-                                },
-                            );
-                        let charges: Vec<String> =
-                            spec.charges.iter().map(|c| c.key.clone()).collect();
-                        (
-                            version.version.to_string(),
-                            spec.currency,
-                            interval,
-                            charges.join(","),
-                        )
-                    }
-                    None => (
-                        "none published".to_owned(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ),
-                };
-                table.row(vec![
-                    plan.code.clone(),
-                    plan.name.clone(),
-                    number,
-                    currency,
-                    interval,
-                    charges,
-                    plan.latest_published_version_id.clone(),
-                ]);
-            }
-            table.print();
-            Ok(())
-        }
-    }
-}
-
-#[allow(clippy::print_stdout)]
-fn println_blank() {
-    println!();
 }

@@ -13,6 +13,7 @@
 
 pub mod catalog;
 mod catalog_file;
+pub mod catalog_show;
 pub mod clock;
 pub mod credits;
 pub mod customers;

@@ -1,9 +1,6 @@
 //! `tally catalog apply|show` against a real rating: the documented example
 //! price book, idempotence, new versions, conflicts and refusals.
 
-use tally_proto::rating::catalog_service_client::CatalogServiceClient;
-use tally_proto::rating::{ListPlanVersionsRequest, PlanVersionStatus};
-
 use super::support::{Run, Service, create_key, documented_catalog, run, run_with_stdin};
 
 fn apply(service: &Service, key: &str, yaml: &str, extra: &[&str]) -> Run {
@@ -155,31 +152,42 @@ async fn apply_creates_the_catalog_once_and_publishes_changes_as_new_versions() 
         4
     );
 
+    // One plan in detail: its versions and the latest published charges.
+    let plan_args = [
+        "catalog",
+        "show",
+        "--plan",
+        "inference_pro",
+        "--address",
+        &rating.address,
+    ];
+    let detail = run(&key, &plan_args).expect(0);
+    for expected in [
+        "charges of version 2 (USD, month, trial 0 days)",
+        "graduated: ≤10000000 × 0.0000020; ≤100000000 × 0.0000015; above × 0.0000009",
+        "matrix: gpu_type=a100 × 0.00080; gpu_type=h100 × 0.00125; gpu_type=l4 × 0.00022",
+        "flat fee 499.00 USD",
+        "in_advance",
+    ] {
+        assert!(
+            detail.stdout.contains(expected),
+            "{expected} in\n{}",
+            detail.stdout
+        );
+    }
+
     // Version 1 is still published with its own price: never modified.
-    let mut client = CatalogServiceClient::new(
-        tonic::transport::Channel::from_shared(rating.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
+    let detail = run(&key, &[&plan_args[..], &["--output", "json"]].concat())
+        .expect(0)
+        .json();
+    let versions = detail["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["version"], 1);
+    assert_eq!(versions[0]["status"], "PLAN_VERSION_STATUS_PUBLISHED");
+    assert_eq!(
+        versions[0]["spec"]["charges"][2]["price"]["graduated"]["tiers"][0]["unitPrice"]["value"],
+        "0.0000021"
     );
-    let mut request = tonic::Request::new(ListPlanVersionsRequest {
-        plan_id: pro["id"].as_str().unwrap().to_owned(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    let versions = client
-        .list_plan_versions(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .plan_versions;
-    let first_version = versions.iter().find(|v| v.version == 1).unwrap();
-    assert_ne!(first_version.status, PlanVersionStatus::Draft as i32);
-    let tokens = &first_version.spec.as_ref().unwrap().charges[2];
-    assert!(format!("{tokens:?}").contains("0.0000021"));
 
     // Going back to the first price is a third version, not version 1 again.
     let back = apply(&rating, &key, &catalog, &[]).expect(0);
