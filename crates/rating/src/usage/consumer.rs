@@ -3,11 +3,12 @@
 //!
 //! Deliveries are gathered (up to `batch_messages`, or what arrives within a
 //! few milliseconds), rated in **one transaction**, and acked only after the
-//! commit. Up to `batches_in_flight` batches are rated concurrently, so one
-//! batch's commit overlaps the next one's work; two batches with the same
-//! customer serialise on its advisory lock (taken in customer order, so they
-//! cannot deadlock), and since absorbing is commutative the order in which
-//! they commit does not change a total. A message that is not a `UsageAccepted` of schema version 1, or
+//! commit. Deliveries are split into `batches_in_flight` **lanes** by their
+//! ordering key (the customer), each gathering and rating its own batches:
+//! lanes never share a customer, so they never wait on each other's
+//! per-customer advisory locks, and one lane's commit overlaps the others'
+//! work. (Absorbing is commutative, so the order in which lanes commit never
+//! changes a total.) A message that is not a `UsageAccepted` of schema version 1, or
 //! cannot be decoded, is poison and is dead-lettered at once. When the batch
 //! transaction fails, each message is retried on its own, so one unratable
 //! message cannot hold back the others; after `max_delivery_attempts` it is
@@ -16,7 +17,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tally_bus::consumer::{Verdict, dead_letter, next_batch};
+use tally_bus::consumer::{Verdict, dead_letter};
 use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
 use tally_runtime::Shutdown;
 
@@ -68,25 +69,53 @@ impl UsageConsumer {
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
         let mut stream = self.bus.subscribe(&self.subscription.name).await?;
         tracing::info!(subscription = %self.subscription.name, "usage consumer started");
-        let mut in_flight = tokio::task::JoinSet::new();
-        while let Some(batch) = next_batch(
-            stream.as_mut(),
-            &shutdown,
-            self.batch_messages,
-            GATHER_WINDOW,
-        )
-        .await
-        {
-            if in_flight.len() >= self.batches_in_flight {
-                in_flight.join_next().await;
-            }
+        let mut lanes = Vec::with_capacity(self.batches_in_flight);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..self.batches_in_flight {
+            let (sender, receiver) = tokio::sync::mpsc::channel(self.batch_messages);
+            lanes.push(sender);
             let consumer = self.clone();
-            in_flight.spawn(async move { consumer.process(batch).await });
+            workers.spawn(async move { consumer.lane(receiver).await });
         }
-        // Finish the batches in hand before stopping.
-        while in_flight.join_next().await.is_some() {}
+        loop {
+            let next = tokio::select! {
+                () = shutdown.wait() => break,
+                next = stream.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "receiving usage failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Some(Ok(delivery)) => {
+                    let lane = lane_of(delivery.message.ordering_key.as_deref(), lanes.len());
+                    if lanes[lane].send(delivery).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Let the lanes rate what they already hold, then stop.
+        drop(lanes);
+        while workers.join_next().await.is_some() {}
         tracing::info!(subscription = %self.subscription.name, "usage consumer stopped");
         Ok(())
+    }
+
+    /// One lane: gathers up to `batch_messages` deliveries (or what arrives
+    /// within the gather window) and rates them, until the dispatcher stops.
+    async fn lane(&self, mut receiver: tokio::sync::mpsc::Receiver<Delivery>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.batch_messages {
+                match tokio::time::timeout(GATHER_WINDOW, receiver.recv()).await {
+                    Ok(Some(delivery)) => batch.push(delivery),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.process(batch).await;
+        }
     }
 
     /// Handles one batch of deliveries; returns each one's verdict, in order
@@ -161,6 +190,18 @@ impl UsageConsumer {
             dead_letter(&self.bus, &self.subscription, delivery, reason).await
         }
     }
+}
+
+/// The lane of a delivery: its ordering key (the customer) hashed, so a
+/// customer always goes to the same lane; keyless messages go to lane 0.
+fn lane_of(ordering_key: Option<&str>, lanes: usize) -> usize {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let Some(key) = ordering_key else {
+        return 0;
+    };
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    usize::try_from(hasher.finish() % lanes.max(1) as u64).unwrap_or(0)
 }
 
 /// The event a delivery carries, or why it is poison.

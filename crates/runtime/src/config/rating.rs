@@ -11,7 +11,9 @@ use super::{ConfigError, invalid};
 pub struct RatingConfig {
     /// Most accepted events the usage consumer rates in one transaction (1–10000).
     pub usage_batch_messages: usize,
-    /// Usage batches rated concurrently, each in its own transaction (1–64).
+    /// Lanes of the usage consumer (1–64): customers are split among them by
+    /// hash, each lane rates its own batches in its own transactions, so this
+    /// many batches are rated concurrently.
     pub usage_batches_in_flight: usize,
 }
 
