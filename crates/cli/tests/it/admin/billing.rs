@@ -276,6 +276,36 @@ async fn a_month_of_billing_from_the_terminal() {
         shown.stdout
     );
     assert!(shown.stdout.contains("amount due:"), "{}", shown.stdout);
+    let finalized = run(
+        &key,
+        &[
+            "invoices",
+            "list",
+            "--status",
+            "finalized,paid",
+            "--address",
+            address,
+        ],
+    )
+    .expect(0);
+    assert!(
+        finalized.stdout.contains(&invoice_id),
+        "{}",
+        finalized.stdout
+    );
+    let drafts = run(
+        &key,
+        &[
+            "invoices",
+            "list",
+            "--status",
+            "draft",
+            "--address",
+            address,
+        ],
+    )
+    .expect(0);
+    assert!(!drafts.stdout.contains(&invoice_id), "{}", drafts.stdout);
     let full = dev.json(&key, &["invoices", "show", &invoice_id]);
     assert_eq!(full["id"], Value::String(invoice_id.clone()));
     let history = run(
