@@ -1,5 +1,6 @@
 //! `tally`: run the system on a laptop (`tally dev`), run one service in a
-//! cluster (`tally serve`), apply migrations and manage API keys.
+//! cluster (`tally serve`), apply migrations, manage API keys, and operate a
+//! running Tally over gRPC (the admin commands in `admin`).
 //!
 //! `main` only parses arguments and dispatches; each command lives in its own
 //! module and wires the pieces from `tally-runtime` and the service crates.
