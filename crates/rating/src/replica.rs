@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
@@ -30,6 +31,7 @@ use tally_runtime::SharedClock;
 use crate::error::RatingError;
 use crate::rerate::changes::{Shape, ShapePhase, earliest_change};
 use crate::rerate::{NewJob, RerateQueue};
+use crate::usage::store::PauseWindow;
 use crate::usage::{RateSummary, UsageRater, decode_accepted, store};
 use crate::wire::instant;
 
@@ -65,8 +67,8 @@ struct Snapshot {
     version: i64,
     billing_anchor_at: DateTime<Utc>,
     phases: Vec<Phase>,
-    /// The pause window: from, and until (`None`: indefinite).
-    pause: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// The pause windows: from, and until (`None`: indefinite).
+    pauses: Vec<PauseWindow>,
     bytes: Vec<u8>,
 }
 
@@ -110,7 +112,7 @@ impl Snapshot {
                     end_at: phase.end_at,
                 })
                 .collect(),
-            pause: self.pause,
+            pauses: self.pauses.clone(),
         }
     }
 
@@ -181,16 +183,25 @@ impl Snapshot {
             .into_iter()
             .filter_map(|phase| phase.ended_by(ends_at))
             .collect();
-        let pause = subscription.pause.as_ref().and_then(|pause| {
-            instant(pause.pause_at.as_ref())
-                .map(|pause_at| (pause_at, instant(pause.resume_at.as_ref())))
-        });
-        if let Some((pause_at, Some(resume_at))) = pause
-            && resume_at <= pause_at
-        {
-            return Err(invalid(format!(
-                "{subscription_id}: pause.resume_at must be after pause.pause_at"
-            )));
+        // Every window (`pauses`); a producer that only sends the latest
+        // (`pause`) is read as having that one.
+        let windows: Vec<&tally_proto::invoicing::PauseWindow> = if subscription.pauses.is_empty() {
+            subscription.pause.iter().collect()
+        } else {
+            subscription.pauses.iter().collect()
+        };
+        let mut pauses = Vec::with_capacity(windows.len());
+        for (index, window) in windows.into_iter().enumerate() {
+            let Some(pause_at) = instant(window.pause_at.as_ref()) else {
+                continue;
+            };
+            let resume_at = instant(window.resume_at.as_ref());
+            if resume_at.is_some_and(|resume_at| resume_at <= pause_at) {
+                return Err(invalid(format!(
+                    "{subscription_id}: pauses[{index}].resume_at must be after its pause_at"
+                )));
+            }
+            pauses.push((pause_at, resume_at));
         }
         Ok(Snapshot {
             subscription_id,
@@ -198,7 +209,7 @@ impl Snapshot {
             version,
             billing_anchor_at,
             phases,
-            pause,
+            pauses,
             bytes: subscription.encode_to_vec(),
         })
     }
@@ -316,11 +327,11 @@ impl SubscriptionReplica {
     ) -> Result<Option<i64>, RatingError> {
         let written: Option<(String,)> = sqlx::query_as(
             "INSERT INTO rating.subscriptions (subscription_id, customer_id, version, snapshot, \
-               updated_at, pause_at, resume_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+               updated_at, pauses) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
                version = EXCLUDED.version, snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at, \
-               pause_at = EXCLUDED.pause_at, resume_at = EXCLUDED.resume_at \
+               pauses = EXCLUDED.pauses \
              WHERE rating.subscriptions.version < EXCLUDED.version \
              RETURNING subscription_id",
         )
@@ -329,8 +340,7 @@ impl SubscriptionReplica {
         .bind(snapshot.version)
         .bind(&snapshot.bytes)
         .bind(self.clock.now())
-        .bind(snapshot.pause.map(|(pause_at, _)| pause_at))
-        .bind(snapshot.pause.and_then(|(_, resume_at)| resume_at))
+        .bind(Json(&snapshot.pauses))
         .fetch_optional(&mut *connection)
         .await?;
         if written.is_none() {
@@ -401,8 +411,6 @@ impl SubscriptionReplica {
     }
 }
 
-/// `pause_at`, `resume_at` of a stored subscription.
-type PauseWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 /// `plan_version_id`, `billing_anchor_at`, `start_at`, `end_at` of a stored phase.
 type StoredPhase = (String, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>);
 
@@ -411,13 +419,12 @@ async fn stored_shape(
     connection: &mut PgConnection,
     subscription_id: &str,
 ) -> Result<Option<Shape>, RatingError> {
-    let subscription: Option<PauseWindow> = sqlx::query_as(
-        "SELECT pause_at, resume_at FROM rating.subscriptions WHERE subscription_id = $1",
-    )
-    .bind(subscription_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    let Some((pause_at, resume_at)) = subscription else {
+    let subscription: Option<(Json<Vec<PauseWindow>>,)> =
+        sqlx::query_as("SELECT pauses FROM rating.subscriptions WHERE subscription_id = $1")
+            .bind(subscription_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    let Some((Json(pauses),)) = subscription else {
         return Ok(None);
     };
     let phases: Vec<StoredPhase> = sqlx::query_as(
@@ -441,7 +448,7 @@ async fn stored_shape(
                 end_at,
             })
             .collect(),
-        pause: pause_at.map(|pause_at| (pause_at, resume_at)),
+        pauses,
     }))
 }
 

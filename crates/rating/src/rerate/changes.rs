@@ -13,8 +13,8 @@ pub struct Shape {
     pub billing_anchor_at: DateTime<Utc>,
     /// The phases, each a plan version over `[start_at, end_at)`.
     pub phases: Vec<ShapePhase>,
-    /// The pause window: from, and until (`None`: indefinite).
-    pub pause: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// The pause windows: from, and until (`None`: indefinite).
+    pub pauses: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
 
 /// One phase of a [`Shape`].
@@ -36,9 +36,9 @@ impl Shape {
             boundaries.insert(phase.start_at);
             boundaries.extend(phase.end_at);
         }
-        if let Some((pause_at, resume_at)) = self.pause {
-            boundaries.insert(pause_at);
-            boundaries.extend(resume_at);
+        for (pause_at, resume_at) in &self.pauses {
+            boundaries.insert(*pause_at);
+            boundaries.extend(*resume_at);
         }
         boundaries
     }
@@ -54,8 +54,8 @@ impl Shape {
             .map(|phase| phase.plan_version_id.as_str())
             .collect();
         versions.sort_unstable();
-        let paused = self.pause.is_some_and(|(pause_at, resume_at)| {
-            pause_at <= instant && resume_at.is_none_or(|resume_at| instant < resume_at)
+        let paused = self.pauses.iter().any(|(pause_at, resume_at)| {
+            *pause_at <= instant && resume_at.is_none_or(|resume_at| instant < resume_at)
         });
         (versions, paused)
     }
@@ -110,7 +110,7 @@ mod tests {
         Shape {
             billing_anchor_at: day(1),
             phases,
-            pause: None,
+            pauses: Vec::new(),
         }
     }
 
@@ -155,7 +155,7 @@ mod tests {
     fn a_pause_changes_from_its_start() {
         let old = shape(vec![phase("pv_a", 1, None)]);
         let mut paused = old.clone();
-        paused.pause = Some((day(15), Some(day(20))));
+        paused.pauses = vec![(day(15), Some(day(20)))];
         assert_eq!(earliest_change(&old, &paused), Some(day(15)));
     }
 

@@ -23,15 +23,17 @@ pub struct PhaseRow {
     pub start_at: DateTime<Utc>,
     /// End (exclusive); `None` while open-ended.
     pub end_at: Option<DateTime<Utc>>,
-    /// Start of the subscription's pause window, if any.
-    pub pause_at: Option<DateTime<Utc>>,
-    /// End of the pause window; `None` with a `pause_at` is indefinite.
-    pub resume_at: Option<DateTime<Utc>>,
+    /// The subscription's pause windows: from, and until (`None`: indefinite).
+    pub pauses: Json<Vec<PauseWindow>>,
 }
+
+/// A pause window: from, and until (`None`: indefinite).
+pub type PauseWindow = (DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// The columns of [`PhaseRow`], for `SELECT … FROM rating.subscription_phases p JOIN
 /// rating.subscriptions s USING (subscription_id)`.
-pub const PHASE_COLUMNS: &str = "subscription_id, p.plan_version_id, p.billing_anchor_at, p.start_at, p.end_at, s.pause_at, s.resume_at";
+pub const PHASE_COLUMNS: &str =
+    "subscription_id, p.plan_version_id, p.billing_anchor_at, p.start_at, p.end_at, s.pauses";
 
 impl PhaseRow {
     /// Whether the phase is in force at `instant`.
@@ -41,8 +43,8 @@ impl PhaseRow {
 
     /// Whether the subscription is paused at `instant` (usage then is not billed).
     pub fn paused_at(&self, instant: DateTime<Utc>) -> bool {
-        self.pause_at.is_some_and(|pause_at| {
-            pause_at <= instant && self.resume_at.is_none_or(|resume_at| instant < resume_at)
+        self.pauses.0.iter().any(|(pause_at, resume_at)| {
+            *pause_at <= instant && resume_at.is_none_or(|resume_at| instant < resume_at)
         })
     }
 

@@ -352,3 +352,73 @@ async fn a_rated_event_redelivered_after_a_backdated_pause_stays_rated_once() {
     assert_eq!(rate(&h, &[call]).await, summary(0, 1, 0));
     assert!(unrated_reasons(&mut h).await.is_empty());
 }
+
+#[tokio::test]
+async fn usage_in_every_pause_window_stays_unbilled() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(
+        &mut h,
+        "basic",
+        vec![per_unit("calls", "api_calls", "0.01")],
+    )
+    .await;
+    let window = |from: u32, to: u32| tally_proto::invoicing::PauseWindow {
+        pause_at: Some(ts(at(from, 0, 0, 0))),
+        resume_at: Some(ts(at(to, 0, 0, 0))),
+    };
+    let mut first = snapshot(
+        "sub_acme",
+        "cus_acme",
+        1,
+        at(1, 0, 0, 0),
+        &[(&version, at(1, 0, 0, 0), None)],
+    );
+    if let Some(subscription) = first.subscription.as_mut() {
+        subscription.pause = Some(window(5, 7));
+        subscription.pauses = vec![window(5, 7)];
+    }
+    apply(&h, &first).await;
+    // A second pause: the snapshot's `pause` is the latest window only.
+    let mut second = first.clone();
+    second.version = 2;
+    if let Some(subscription) = second.subscription.as_mut() {
+        subscription.version = 2;
+        subscription.pause = Some(window(15, 16));
+        subscription.pauses = vec![window(5, 7), window(15, 16)];
+    }
+    apply(&h, &second).await;
+    let events = vec![
+        accepted(
+            1,
+            "cus_acme",
+            "first-pause",
+            "api_calls",
+            at(6, 0, 0, 0),
+            &[],
+        ),
+        accepted(2, "cus_acme", "between", "api_calls", at(10, 0, 0, 0), &[]),
+        accepted(
+            3,
+            "cus_acme",
+            "second-pause",
+            "api_calls",
+            at(15, 12, 0, 0),
+            &[],
+        ),
+    ];
+    assert_eq!(rate(&h, &events).await, summary(1, 0, 2));
+    assert_eq!(
+        unrated_reasons(&mut h).await,
+        vec![
+            (
+                "first-pause".to_owned(),
+                UnratedReason::NoSubscription as i32
+            ),
+            (
+                "second-pause".to_owned(),
+                UnratedReason::NoSubscription as i32
+            ),
+        ]
+    );
+}
