@@ -92,7 +92,16 @@ impl Rating {
     }
 
     /// Builds rating and ensures the topics and subscriptions its consumers read.
-    pub async fn start_with(deps: RatingDeps, config: RatingConfig) -> Result<Self, BusError> {
+    pub async fn start_with(deps: RatingDeps, mut config: RatingConfig) -> Result<Self, BusError> {
+        let lanes = config.usable_lanes(deps.pool.options().get_max_connections());
+        if lanes < config.usage_batches_in_flight {
+            tracing::warn!(
+                configured = config.usage_batches_in_flight,
+                lanes,
+                "rating.usage_batches_in_flight lowered to leave a database connection spare"
+            );
+            config.usage_batches_in_flight = lanes;
+        }
         for topic in [
             topics::USAGE_ACCEPTED,
             topics::SUBSCRIPTION_EVENTS,

@@ -13,7 +13,8 @@ pub struct RatingConfig {
     pub usage_batch_messages: usize,
     /// Lanes of the usage consumer (1–64): customers are split among them by
     /// hash, each lane rates its own batches in its own transactions, so this
-    /// many batches are rated concurrently.
+    /// many batches are rated concurrently. Lowered to
+    /// `database.max_connections - 1` if needed ([`RatingConfig::usable_lanes`]).
     pub usage_batches_in_flight: usize,
 }
 
@@ -21,12 +22,22 @@ impl Default for RatingConfig {
     fn default() -> Self {
         Self {
             usage_batch_messages: 500,
-            usage_batches_in_flight: 4,
+            usage_batches_in_flight: 8,
         }
     }
 }
 
 impl RatingConfig {
+    /// The lanes a process with `max_connections` database connections can
+    /// run: a lane holds a connection for its transaction and may need a
+    /// second one meanwhile (catalog lookups on a cache miss), so at least one
+    /// connection stays spare — otherwise lanes wait on each other until the
+    /// pool times out.
+    pub fn usable_lanes(&self, max_connections: u32) -> usize {
+        let spare = usize::try_from(max_connections.saturating_sub(1)).unwrap_or(1);
+        self.usage_batches_in_flight.min(spare).max(1)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=10_000).contains(&self.usage_batch_messages) {
             return Err(invalid(
