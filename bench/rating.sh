@@ -12,13 +12,13 @@
 #      then 2,000 GetCurrentCost calls.
 #
 # Each step runs the services inside the load command, on its own fresh database.
-# Usage: bench/rating.sh   (EVENTS=1000000 COST_EVENTS=1000000 SECONDS=60 RATE=10000 by default)
+# Usage: bench/rating.sh   (EVENTS=1000000 COST_EVENTS=1000000 LATENCY_SECONDS=60 RATE=10000 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EVENTS=${EVENTS:-1000000}
 COST_EVENTS=${COST_EVENTS:-1000000}
-SECONDS_MEASURED=${SECONDS:-60}
+SECONDS_MEASURED=${LATENCY_SECONDS:-60}
 RATE=${RATE:-10000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}

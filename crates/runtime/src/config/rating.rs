@@ -21,7 +21,7 @@ pub struct RatingConfig {
 impl Default for RatingConfig {
     fn default() -> Self {
         Self {
-            usage_batch_messages: 500,
+            usage_batch_messages: 1000,
             usage_batches_in_flight: 8,
         }
     }
