@@ -97,9 +97,15 @@ pub type Authenticated = InterceptedService<Channel, Authenticate>;
 
 /// Connects to `address` with `api_key`; a refused connection says what to start.
 pub async fn connect(address: &str, api_key: &str) -> anyhow::Result<Authenticated> {
-    let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|error| {
+    // `host:port` as people type it means plaintext HTTP/2, as `grpcurl -plaintext` does.
+    let url = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let endpoint = Endpoint::from_shared(url).map_err(|error| {
         usage(format!(
-            "--address `{address}` is not a URL ({error}); write it as http://host:port"
+            "--address `{address}` is not an address ({error}); write it as http://host:port"
         ))
     })?;
     let authorization: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {api_key}"))

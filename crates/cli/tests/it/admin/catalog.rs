@@ -324,7 +324,7 @@ async fn failures_say_what_to_do() {
 
     let bad_address = run(&key, &["catalog", "show", "--address", "not a url"]).expect(2);
     assert!(
-        bad_address.stderr.contains("is not a URL"),
+        bad_address.stderr.contains("is not an address"),
         "{}",
         bad_address.stderr
     );

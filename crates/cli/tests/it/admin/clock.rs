@@ -57,6 +57,10 @@ async fn clocks_of_separate_processes_move_together() {
         ]
     );
 
+    // `host:port` without a scheme is plaintext, as with grpcurl.
+    let bare = early.address.trim_start_matches("http://");
+    run(&key, &["clock", "show", "--address", bare]).expect(0);
+
     // One address: AdvanceTime on that service alone.
     run(
         &key,
