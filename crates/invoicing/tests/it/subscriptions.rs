@@ -98,16 +98,18 @@ async fn every_change_reaches_rating_as_phases_in_version_order() {
             (pro.clone(), at(2025, 2, 1), None)
         ]
     );
-    let (version, pause_at, resume_at): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT version, pause_at, resume_at FROM rating.subscriptions WHERE subscription_id = $1",
+    // Rating keeps every pause window as [pause_at, resume_at] pairs.
+    type Pauses = Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>;
+    let (version, pauses): (i64, sqlx::types::Json<Pauses>) = sqlx::query_as(
+        "SELECT version, pauses FROM rating.subscriptions WHERE subscription_id = $1",
     )
     .bind(&created.id)
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
     assert_eq!(
-        (version, pause_at, resume_at),
-        (3, Some(at(2025, 2, 10)), Some(at(2025, 2, 20)))
+        (version, pauses.0),
+        (3, vec![(at(2025, 2, 10), Some(at(2025, 2, 20)))])
     );
     // Usage inside the pause is not rated; usage before it is.
     h.calls(&customer, "before", 2, at(2025, 2, 5)).await;
