@@ -171,7 +171,8 @@ impl Queue {
         if self.config.ordered
             && let Some(key) = &entry.message.ordering_key
         {
-            let settled = 1 + requeued.len().saturating_sub(usize::from(redeliver));
+            // Requeued deliveries are settled too (the nacked one is among them).
+            let settled = if redeliver { requeued.len() } else { 1 };
             if let Some(owner) = state.key_owners.get_mut(key) {
                 owner.outstanding = owner.outstanding.saturating_sub(settled);
                 if owner.outstanding == 0 {

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use prost::Message as _;
 use tally_domain::meter::{AggregateState, GroupKey};
 use tally_domain::period::Period;
 use tally_proto::ingest::ReadEventsRequest;
@@ -25,7 +24,7 @@ use tally_runtime::peer::Peer;
 use crate::cache::CatalogCache;
 use crate::catalog::mapping::aggregation_to_proto;
 use crate::error::RatingError;
-use crate::usage::decode_accepted;
+use crate::usage::accepted_event;
 use crate::wire::{decimal, instant, time_range};
 
 /// Most buckets one request may ask for.
@@ -99,8 +98,8 @@ pub async fn get_usage(
     let mut as_of_sequence_number = 0;
     while let Some(chunk) = stream.message().await.map_err(unavailable)? {
         as_of_sequence_number = as_of_sequence_number.max(chunk.max_sequence_number);
-        for accepted in &chunk.events {
-            let Ok(decoded) = decode_accepted(&accepted.encode_to_vec()) else {
+        for accepted in chunk.events {
+            let Ok(decoded) = accepted_event(accepted, Vec::new()) else {
                 continue;
             };
             let Ok(event) = decoded.event else {

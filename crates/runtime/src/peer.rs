@@ -70,11 +70,6 @@ impl Peer {
         })
     }
 
-    /// The peer's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The channel, for a generated client's `with_interceptor`.
     pub fn channel(&self) -> Channel {
         self.channel.clone()

@@ -14,6 +14,6 @@ mod jobs;
 mod rebuild;
 mod worker;
 
-pub use jobs::{JobState, NewJob, RerateJob, RerateQueue, get as get_job};
+pub use jobs::{JobState, NewJob, RerateJob, RerateQueue};
 pub use rebuild::Rebuilt;
 pub use worker::{JobOutcome, RerateWorker};

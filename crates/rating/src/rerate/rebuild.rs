@@ -27,7 +27,7 @@ use tally_runtime::peer::Peer;
 
 use crate::error::RatingError;
 use crate::usage::store::{self, lock_customers};
-use crate::usage::{AcceptedEvent, Reabsorbed, UsageRater, decode_accepted};
+use crate::usage::{AcceptedEvent, Reabsorbed, UsageRater, accepted_event};
 use crate::wire::time_range;
 
 /// What a rebuild did.
@@ -105,18 +105,22 @@ pub async fn rebuild(
     let mut reabsorbed = Reabsorbed::default();
     let mut events_replayed = 0_i64;
     while let Some(chunk) = stream.message().await? {
+        events_replayed += i64::try_from(chunk.events.len()).unwrap_or(i64::MAX);
         let events: Vec<AcceptedEvent> = chunk
             .events
-            .iter()
-            .filter_map(|accepted| match decode_accepted(&accepted.encode_to_vec()) {
+            .into_iter()
+            .filter_map(|accepted| {
+                // Kept as the stored bytes if the event becomes unrated.
+                let bytes = accepted.encode_to_vec();
+                match accepted_event(accepted, bytes) {
                 Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::error!(%error, %customer, "ingest returned an event rating cannot read");
-                    None
+                    Err(error) => {
+                        tracing::error!(%error, %customer, "ingest returned an event rating cannot read");
+                        None
+                    }
                 }
             })
             .collect();
-        events_replayed += i64::try_from(chunk.events.len()).unwrap_or(i64::MAX);
         rater
             .reabsorb(
                 &mut *transaction,

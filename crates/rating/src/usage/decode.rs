@@ -44,6 +44,16 @@ pub enum DecodeError {
 pub fn decode_accepted(bytes: &[u8]) -> Result<AcceptedEvent, DecodeError> {
     let accepted = UsageAccepted::decode(bytes)
         .map_err(|error| DecodeError::Undecodable(error.to_string()))?;
+    accepted_event(accepted, bytes.to_vec())
+}
+
+/// An already decoded `UsageAccepted` (e.g. from ingest's `ReadEvents`);
+/// `bytes` is what is stored if the event stays unrated (empty when the
+/// caller never stores it).
+pub fn accepted_event(
+    accepted: UsageAccepted,
+    bytes: Vec<u8>,
+) -> Result<AcceptedEvent, DecodeError> {
     let event = accepted.event.ok_or(DecodeError::MissingKey("event"))?;
     if event.customer_id.is_empty() {
         return Err(DecodeError::MissingKey("event.customer_id"));
@@ -70,6 +80,6 @@ pub fn decode_accepted(bytes: &[u8]) -> Result<AcceptedEvent, DecodeError> {
         event_id: event.id,
         sequence_number,
         event: UsageEvent::from_raw(raw).map_err(|error| error.to_string()),
-        accepted: bytes.to_vec(),
+        accepted: bytes,
     })
 }

@@ -45,7 +45,7 @@ use tally_runtime::SharedClock;
 use crate::cache::CatalogCache;
 use crate::error::RatingError;
 
-pub use decode::{AcceptedEvent, DecodeError, decode_accepted};
+pub use decode::{AcceptedEvent, DecodeError, accepted_event, decode_accepted};
 
 /// The identity of one aggregate row (its primary key), ordered the way rows
 /// are locked.
