@@ -32,6 +32,9 @@ use crate::usage::store::PhaseRow;
 use crate::usage_query::get_usage;
 use crate::wire::{instant, money, time_range, timestamp};
 
+/// Most pairs one `BatchGetUsageCharges` prices.
+const MAX_BATCH_REQUESTS: usize = 1000;
+
 /// The `RatingService` implementation.
 #[derive(Debug, Clone)]
 pub struct RatingApi {
@@ -105,25 +108,111 @@ impl RatingApi {
         &self,
         request: GetUsageChargesRequest,
     ) -> Result<GetUsageChargesResponse, RatingError> {
+        let mut answers = self.usage_charges_batch(vec![request]).await?;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(RatingError::Corrupt("no answer for the request".into())))
+    }
+
+    /// `GetUsageCharges` for many pairs: the subscriptions (customer and
+    /// phases) in one query, then every period's aggregates and transactions
+    /// in one query each ([`charges::price_periods`]). One answer per
+    /// request, in order; an error of the database fails them all.
+    async fn usage_charges_batch(
+        &self,
+        requests: Vec<GetUsageChargesRequest>,
+    ) -> Result<Vec<Result<GetUsageChargesResponse, RatingError>>, RatingError> {
+        let ids: Vec<&str> = requests
+            .iter()
+            .map(|request| request.subscription_id.as_str())
+            .filter(|id| !id.is_empty())
+            .collect();
+        let subscriptions = self.subscriptions_with_phases(&ids).await?;
+        let mut answers: Vec<Result<(Period, Currency), RatingError>> =
+            Vec::with_capacity(requests.len());
+        for request in &requests {
+            answers.push(self.billing_period(request, &subscriptions).await);
+        }
+        let to_price: Vec<(&str, Period, &[PhaseRow])> = requests
+            .iter()
+            .zip(&answers)
+            .filter_map(|(request, answer)| {
+                let (period, _) = answer.as_ref().ok()?;
+                let (_, phases) = subscriptions.get(request.subscription_id.as_str())?;
+                Some((request.subscription_id.as_str(), *period, phases.as_slice()))
+            })
+            .collect();
+        let mut priced = charges::price_periods(&self.pool, &self.cache, &to_price)
+            .await?
+            .into_iter();
+        let computed_at = timestamp(self.clock.now());
+        Ok(requests
+            .into_iter()
+            .zip(answers)
+            .map(|(request, answer)| {
+                let (period, currency) = answer?;
+                let priced = priced
+                    .next()
+                    .ok_or_else(|| RatingError::Corrupt("a period was not priced".into()))?;
+                let customer_id = subscriptions
+                    .get(request.subscription_id.as_str())
+                    .map(|(customer, _)| customer.clone())
+                    .unwrap_or_default();
+                Ok(GetUsageChargesResponse {
+                    subscription_id: request.subscription_id,
+                    customer_id,
+                    period: Some(time_range(period.start(), period.end())),
+                    total: Some(money(priced.total, priced.currency.unwrap_or(currency))),
+                    charges: priced.charges,
+                    as_of_sequence_number: priced.as_of_sequence_number,
+                    computed_at: Some(computed_at),
+                })
+            })
+            .collect())
+    }
+
+    /// Customer and phases (by start) of each of `ids` known to rating.
+    async fn subscriptions_with_phases(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (String, Vec<PhaseRow>)>, RatingError> {
+        let customers: Vec<(String, String)> = sqlx::query_as(
+            "SELECT subscription_id, customer_id FROM rating.subscriptions WHERE subscription_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut subscriptions: HashMap<String, (String, Vec<PhaseRow>)> = customers
+            .into_iter()
+            .map(|(subscription, customer)| (subscription, (customer, Vec::new())))
+            .collect();
+        for phase in charges::subscriptions_phases(&self.pool, ids).await? {
+            if let Some((_, phases)) = subscriptions.get_mut(&phase.subscription_id) {
+                phases.push(phase);
+            }
+        }
+        Ok(subscriptions)
+    }
+
+    /// The billing period `request` names, checked against the
+    /// subscription's phases, and the plan's currency.
+    async fn billing_period(
+        &self,
+        request: &GetUsageChargesRequest,
+        subscriptions: &HashMap<String, (String, Vec<PhaseRow>)>,
+    ) -> Result<(Period, Currency), RatingError> {
         if request.subscription_id.is_empty() {
             return Err(RatingError::InvalidArgument(
                 "subscription_id: is required".into(),
             ));
         }
         let period = required_period(request.period.as_ref())?;
-        let customer: Option<(String,)> = sqlx::query_as(
-            "SELECT customer_id FROM rating.subscriptions WHERE subscription_id = $1",
-        )
-        .bind(&request.subscription_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((customer_id,)) = customer else {
+        let Some((_, phases)) = subscriptions.get(&request.subscription_id) else {
             return Err(RatingError::NotFound(format!(
                 "subscription {:?} is unknown to rating",
                 request.subscription_id
             )));
         };
-        let phases = self.phases(&request.subscription_id).await?;
         let mut currency = None;
         for phase in phases
             .iter()
@@ -139,18 +228,7 @@ impl RatingApi {
         let Some(currency) = currency else {
             return Err(not_a_period(&request.subscription_id, &period));
         };
-        let priced = self
-            .priced(&request.subscription_id, &period, &phases)
-            .await?;
-        Ok(GetUsageChargesResponse {
-            subscription_id: request.subscription_id,
-            customer_id,
-            period: Some(time_range(period.start(), period.end())),
-            total: Some(money(priced.total, priced.currency.unwrap_or(currency))),
-            charges: priced.charges,
-            as_of_sequence_number: priced.as_of_sequence_number,
-            computed_at: Some(timestamp(self.clock.now())),
-        })
+        Ok((period, currency))
     }
 
     async fn current_cost(
@@ -354,6 +432,38 @@ impl RatingService for RatingApi {
         Ok(Response::new(
             self.usage_charges(request.into_inner()).await?,
         ))
+    }
+
+    async fn batch_get_usage_charges(
+        &self,
+        request: Request<BatchGetUsageChargesRequest>,
+    ) -> Result<Response<BatchGetUsageChargesResponse>, Status> {
+        let requests = request.into_inner().requests;
+        if requests.is_empty() || requests.len() > MAX_BATCH_REQUESTS {
+            return Err(RatingError::InvalidArgument(format!(
+                "requests: between 1 and {MAX_BATCH_REQUESTS} pairs, got {}",
+                requests.len()
+            ))
+            .into());
+        }
+        let results = self
+            .usage_charges_batch(requests)
+            .await?
+            .into_iter()
+            .map(|answer| UsageChargesResult {
+                result: Some(match answer {
+                    Ok(charges) => usage_charges_result::Result::Charges(charges),
+                    Err(error) => {
+                        let status = Status::from(error);
+                        usage_charges_result::Result::Error(UsageChargesError {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(BatchGetUsageChargesResponse { results }))
     }
 
     async fn get_current_cost(

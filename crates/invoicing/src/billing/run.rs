@@ -49,6 +49,39 @@ impl RunSummary {
     }
 }
 
+/// One item of a bill run.
+#[derive(Debug)]
+enum Work {
+    /// A subscription with a boundary due.
+    Subscription { subscription_id: String },
+    /// A draft to refresh with late usage, or to finalize after its grace.
+    Draft {
+        invoice_id: String,
+        subscription_id: String,
+    },
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Subscription { subscription_id } => formatter.write_str(subscription_id),
+            Work::Draft { invoice_id, .. } => formatter.write_str(invoice_id),
+        }
+    }
+}
+
+/// A draft whose lines and credits are final, waiting for its number
+/// ([`Context::seal`]).
+pub(crate) struct Sealing {
+    pub(crate) invoice_id: String,
+    pub(crate) currency: tally_domain::money::Currency,
+    pub(crate) subtotal: Decimal,
+    pub(crate) credits_total: Decimal,
+    pub(crate) total: Decimal,
+    pub(crate) due_at: DateTime<Utc>,
+    pub(crate) collection_mode: i32,
+}
+
 impl Context {
     /// One bill run as of the clock's now: expire credits, invoice every
     /// boundary that has passed, refresh drafts in grace, finalize the rest.
@@ -63,7 +96,21 @@ impl Context {
             transaction.commit().await?;
             summary.credits_expired = u64::try_from(expired).unwrap_or(0);
         }
-        // Due subscriptions, a page of `bill_run_batch_size` ids at a time.
+        // Due subscriptions, then drafts to refresh or finalize, in batches
+        // of `bill_run_batch_size`, `bill_run_concurrency` batches at a time.
+        let batch_size = usize::try_from(self.config.bill_run_batch_size)
+            .unwrap_or(1)
+            .max(1);
+        // A batch holds one connection for its transaction and may need a
+        // second one meanwhile (rating asked again for a period the prefetch
+        // missed; in `tally dev` rating shares the pool): at most half the
+        // pool, so batches never starve each other of connections.
+        let pool_half = usize::try_from(self.pool.options().get_max_connections() / 2)
+            .unwrap_or(1)
+            .max(1);
+        let concurrency = usize::try_from(self.config.bill_run_concurrency)
+            .unwrap_or(1)
+            .clamp(1, pool_half);
         let mut after = String::new();
         loop {
             let due: Vec<(String,)> = sqlx::query_as(
@@ -73,35 +120,18 @@ impl Context {
             .bind(now)
             .bind(customer_id)
             .bind(&after)
-            .bind(i64::from(self.config.bill_run_batch_size))
+            .bind(i64::try_from(batch_size * concurrency).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
             let Some((last,)) = due.last() else {
                 break;
             };
             after.clone_from(last);
-            // Each subscription is its own transaction; several run at once.
-            let results: Vec<(String, Result<RunSummary>)> = futures::stream::iter(due)
-                .map(|(subscription_id,)| async move {
-                    let result = self.bill_subscription(&subscription_id, now).await;
-                    (subscription_id, result)
-                })
-                .buffer_unordered(
-                    usize::try_from(self.config.bill_run_concurrency)
-                        .unwrap_or(1)
-                        .max(1),
-                )
-                .collect()
-                .await;
-            for (subscription_id, result) in results {
-                match result {
-                    Ok(billed) => summary.add(billed),
-                    Err(error) => {
-                        summary.failures += 1;
-                        tracing::warn!(%error, subscription_id, "billing a subscription failed; retried next run");
-                    }
-                }
-            }
+            let work: Vec<Work> = due
+                .into_iter()
+                .map(|(subscription_id,)| Work::Subscription { subscription_id })
+                .collect();
+            summary.add(self.run_batches(work, batch_size, concurrency, now).await);
         }
         let drafts: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, subscription_id FROM invoicing.invoices WHERE status = 'draft' \
@@ -113,39 +143,158 @@ impl Context {
         .bind(now - Duration::minutes(i64::from(self.config.draft_refresh_minutes)))
         .fetch_all(&self.pool)
         .await?;
-        for (invoice_id, subscription_id) in drafts {
-            if let Err(error) = self
-                .settle_draft(&invoice_id, &subscription_id, now, &mut summary)
-                .await
-            {
-                summary.failures += 1;
-                tracing::warn!(%error, invoice_id, "refreshing or finalizing a draft failed; retried next run");
-            }
-        }
+        let work: Vec<Work> = drafts
+            .into_iter()
+            .map(|(invoice_id, subscription_id)| Work::Draft {
+                invoice_id,
+                subscription_id,
+            })
+            .collect();
+        summary.add(self.run_batches(work, batch_size, concurrency, now).await);
         self.metrics.record(&summary, started.elapsed());
         Ok(summary)
     }
 
+    /// Runs `work` in batches of `batch_size`, `concurrency` at a time.
+    async fn run_batches(
+        &self,
+        work: Vec<Work>,
+        batch_size: usize,
+        concurrency: usize,
+        now: DateTime<Utc>,
+    ) -> RunSummary {
+        let mut batches: Vec<Vec<Work>> = Vec::new();
+        let mut work = work.into_iter().peekable();
+        while work.peek().is_some() {
+            batches.push(work.by_ref().take(batch_size).collect());
+        }
+        let results: Vec<(usize, Result<RunSummary>)> = futures::stream::iter(batches)
+            .map(|batch| async move {
+                let size = batch.len();
+                (size, self.bill_batch(batch, now).await)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut summary = RunSummary::default();
+        for (size, result) in results {
+            match result {
+                Ok(billed) => summary.add(billed),
+                Err(error) => {
+                    summary.failures += u64::try_from(size).unwrap_or(u64::MAX);
+                    tracing::warn!(%error, size, "a bill-run batch failed; retried next run");
+                }
+            }
+        }
+        summary
+    }
+
+    /// One batch in one transaction. Rating is asked first, outside the
+    /// transaction; then each item runs in its own savepoint (a failing item
+    /// is rolled back alone and retried next run); the invoices finalized
+    /// are numbered together just before the commit, so the number counter
+    /// is locked for the commit only, not while composing.
+    async fn bill_batch(&self, batch: Vec<Work>, now: DateTime<Utc>) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
+        let mut prefetched = Vec::with_capacity(batch.len());
+        for item in batch {
+            match self.prefetch(&item, now).await {
+                Ok(usage) => prefetched.push((item, usage)),
+                Err(error) => {
+                    summary.failures += 1;
+                    tracing::warn!(%error, item = %item, "asking rating for usage failed; retried next run");
+                }
+            }
+        }
+        let mut transaction = self.pool.begin().await?;
+        let mut sealings = Vec::new();
+        for (item, usage) in prefetched {
+            let mut savepoint = sqlx::Connection::begin(&mut *transaction).await?;
+            let mut item_sealings = Vec::new();
+            let result = match &item {
+                Work::Subscription { subscription_id } => {
+                    self.bill_subscription(
+                        &mut savepoint,
+                        subscription_id,
+                        now,
+                        usage,
+                        &mut item_sealings,
+                    )
+                    .await
+                }
+                Work::Draft {
+                    invoice_id,
+                    subscription_id,
+                } => {
+                    self.settle_draft(
+                        &mut savepoint,
+                        invoice_id,
+                        subscription_id,
+                        now,
+                        usage,
+                        &mut item_sealings,
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(billed) => {
+                    savepoint.commit().await?;
+                    summary.add(billed);
+                    sealings.append(&mut item_sealings);
+                }
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    summary.failures += 1;
+                    tracing::warn!(%error, item = %item, "billing failed; retried next run");
+                }
+            }
+        }
+        self.seal(&mut transaction, sealings, now).await?;
+        transaction.commit().await?;
+        Ok(summary)
+    }
+
+    async fn prefetch(&self, item: &Work, now: DateTime<Utc>) -> Result<UsageCache> {
+        match item {
+            Work::Subscription { subscription_id } => {
+                self.prefetch_usage(subscription_id, now, None).await
+            }
+            Work::Draft { invoice_id, .. } => {
+                let draft = {
+                    let mut connection = self.pool.acquire().await?;
+                    store::load(&mut connection, invoice_id, false).await?
+                };
+                self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
+                    .await
+            }
+        }
+    }
+
+    /// Invoices every boundary of a subscription that has passed; invoices
+    /// whose grace is already over are finalized (their sealing is pushed to
+    /// `sealings`).
     async fn bill_subscription(
         &self,
+        connection: &mut PgConnection,
         subscription_id: &str,
         now: DateTime<Utc>,
+        usage: UsageCache,
+        sealings: &mut Vec<Sealing>,
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
-        let usage = self.prefetch_usage(subscription_id, now, None).await?;
-        let mut transaction = self.pool.begin().await?;
         let claimed: Option<(String,)> = sqlx::query_as(
             "SELECT id FROM invoicing.subscriptions WHERE id = $1 AND next_bill_at <= $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(subscription_id)
         .bind(now)
-        .fetch_optional(&mut *transaction)
+        .fetch_optional(&mut *connection)
         .await?;
         if claimed.is_none() {
             return Ok(summary);
         }
-        let mut subscription = model::load(&mut transaction, subscription_id, false).await?;
-        self.require_published(&mut transaction, &subscription.customer_id)
+        let mut subscription = model::load(&mut *connection, subscription_id, false).await?;
+        self.require_published(&mut *connection, &subscription.customer_id)
             .await?;
         let grace = Duration::hours(i64::from(self.config.grace_period_hours));
         while let Some(boundary) = subscription
@@ -153,14 +302,14 @@ impl Context {
             .filter(|boundary| *boundary <= now)
         {
             summary.periods_examined += 1;
-            let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
+            let composition = Composer::new(&mut *connection, &self.rating, &subscription, None)
                 .with_usage(usage.clone())
                 .with_lookback(self.config.late_usage_lookback_days)
                 .compose(subscription.billed_through, boundary)
                 .await?;
             if let Some(composition) = composition {
                 let created = store::insert_draft(
-                    &mut transaction,
+                    &mut *connection,
                     &*self.ids,
                     &subscription.id,
                     &subscription.customer_id,
@@ -175,8 +324,11 @@ impl Context {
                     // Grace already over (none configured, or a boundary
                     // billed late): finalize now, composed as it is.
                     if boundary + grace <= now {
-                        let row = store::load(&mut transaction, &invoice_id, true).await?;
-                        self.finalize_locked(&mut transaction, &row, now).await?;
+                        let row = store::load(&mut *connection, &invoice_id, true).await?;
+                        sealings.push(
+                            self.prepare_finalization(&mut *connection, &row, now)
+                                .await?,
+                        );
                         summary.invoices_finalized += 1;
                     }
                 }
@@ -187,56 +339,52 @@ impl Context {
             .bind(&subscription.id)
             .bind(subscription.billed_through)
             .bind(subscription.next_bill_at()?)
-            .execute(&mut *transaction)
+            .execute(&mut *connection)
             .await?;
-        transaction.commit().await?;
         Ok(summary)
     }
 
     /// Recomposes a draft (late usage) and finalizes it once its grace is over.
     async fn settle_draft(
         &self,
+        connection: &mut PgConnection,
         invoice_id: &str,
         subscription_id: &str,
         now: DateTime<Utc>,
-        summary: &mut RunSummary,
-    ) -> Result<()> {
-        let draft = {
-            let mut connection = self.pool.acquire().await?;
-            store::load(&mut connection, invoice_id, false).await?
-        };
-        let usage = self
-            .prefetch_usage(subscription_id, now, Some(&draft))
-            .await?;
-        let mut transaction = self.pool.begin().await?;
+        usage: UsageCache,
+        sealings: &mut Vec<Sealing>,
+    ) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
         let locked: Option<(String,)> = sqlx::query_as(
             "SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(subscription_id)
-        .fetch_optional(&mut *transaction)
+        .fetch_optional(&mut *connection)
         .await?;
         if locked.is_none() {
-            return Ok(());
+            return Ok(summary);
         }
-        let row = store::load(&mut transaction, invoice_id, true).await?;
+        let row = store::load(&mut *connection, invoice_id, true).await?;
         if row.status != "draft" {
-            return Ok(());
+            return Ok(summary);
         }
-        self.require_published(&mut transaction, &row.customer_id)
+        self.require_published(&mut *connection, &row.customer_id)
             .await?;
         if self
-            .refresh_draft(&mut transaction, &row, now, usage)
+            .refresh_draft(&mut *connection, &row, now, usage)
             .await?
         {
             summary.invoices_updated += 1;
         }
         if row.grace_period_ends_at <= now {
-            let row = store::load(&mut transaction, invoice_id, true).await?;
-            self.finalize_locked(&mut transaction, &row, now).await?;
+            let row = store::load(&mut *connection, invoice_id, true).await?;
+            sealings.push(
+                self.prepare_finalization(&mut *connection, &row, now)
+                    .await?,
+            );
             summary.invoices_finalized += 1;
         }
-        transaction.commit().await?;
-        Ok(())
+        Ok(summary)
     }
 
     /// Rating's usage for the periods the next composition of a subscription
@@ -351,16 +499,29 @@ impl Context {
         store::replace_draft_lines(connection, &*self.ids, row, &composition, now).await
     }
 
-    /// Finalizes a locked draft: a negative subtotal is carried to a credit
-    /// grant, credits are burned in burn-down order, the invoice gets the next
-    /// number of its prefix, and `invoice-events` gets `finalized` (and
-    /// `paid` when nothing is due).
+    /// Finalizes a locked draft now: [`Self::prepare_finalization`], then
+    /// [`Self::seal`].
     pub(crate) async fn finalize_locked(
         &self,
         connection: &mut PgConnection,
         row: &InvoiceRow,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let sealing = self
+            .prepare_finalization(&mut *connection, row, now)
+            .await?;
+        self.seal(connection, vec![sealing], now).await
+    }
+
+    /// The first half of finalizing a locked draft: a negative subtotal is
+    /// carried to a credit grant, credits are burned in burn-down order and
+    /// their lines added. The invoice stays a draft until [`Self::seal`].
+    pub(crate) async fn prepare_finalization(
+        &self,
+        connection: &mut PgConnection,
+        row: &InvoiceRow,
+        now: DateTime<Utc>,
+    ) -> Result<Sealing> {
         let currency = row.currency()?;
         let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
         let (line_count,): (i64,) =
@@ -478,54 +639,88 @@ impl Context {
             &extra,
         )
         .await?;
-        let number =
-            store::next_number(&mut *connection, &self.config.invoice_number_prefix).await?;
         let due_at = if customer.collection_mode == CollectionMode::SendInvoice as i32 {
             now + Duration::days(i64::from(customer.net_terms_days))
         } else {
             now
         };
-        sqlx::query(
-            "UPDATE invoicing.invoices SET status = 'finalized', number = $2, subtotal = $3, credits_applied = $4, \
-               total = $5, finalized_at = $6, due_at = $7, collection_mode = $8, version = version + 1, updated_at = $6 \
-             WHERE id = $1",
-        )
-        .bind(&row.id)
-        .bind(&number)
-        .bind(subtotal)
-        .bind(-credits_total)
-        .bind(total)
-        .bind(now)
-        .bind(due_at)
-        .bind(customer.collection_mode)
-        .execute(&mut *connection)
-        .await?;
-        self.publish_invoice(
+        Ok(Sealing {
+            invoice_id: row.id.clone(),
+            currency,
+            subtotal,
+            credits_total,
+            total,
+            due_at,
+            collection_mode: customer.collection_mode,
+        })
+    }
+
+    /// The second half of finalizing: the prepared invoices get the next
+    /// numbers of their prefix (one counter update for all of them, so the
+    /// counter row is locked from here to the commit only), become
+    /// `finalized`, and `invoice-events` gets `finalized` (and `paid` when
+    /// nothing is due) for each.
+    pub(crate) async fn seal(
+        &self,
+        connection: &mut PgConnection,
+        sealings: Vec<Sealing>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if sealings.is_empty() {
+            return Ok(());
+        }
+        // Everything the events need that numbering does not change is read
+        // before the counter is locked: other batches wait on that lock.
+        let mut snapshots = Vec::with_capacity(sealings.len());
+        for sealing in &sealings {
+            let lines = store::lines(&mut *connection, &sealing.invoice_id).await?;
+            let row = store::load(&mut *connection, &sealing.invoice_id, false).await?;
+            let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
+            snapshots.push((lines, customer));
+        }
+        let numbers = store::next_numbers(
             &mut *connection,
-            &row.id,
-            now,
-            invoice_event::Kind::Finalized(invoice_event::Finalized {
-                amount_due: Some(money(total, currency)),
-            }),
+            &self.config.invoice_number_prefix,
+            sealings.len(),
         )
         .await?;
-        if total.is_zero() {
+        let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
+        let mut paid_at_once = Vec::new();
+        for ((row, (lines, customer)), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
+            let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
+            invoice.lines = lines;
+            events::invoice_changed(
+                &mut *connection,
+                self.ids.new_id("ievt"),
+                invoice,
+                customer,
+                now,
+                invoice_event::Kind::Finalized(invoice_event::Finalized {
+                    amount_due: Some(money(sealing.total, sealing.currency)),
+                }),
+            )
+            .await?;
+            if sealing.total.is_zero() {
+                paid_at_once.push(sealing);
+            }
+        }
+        for sealing in paid_at_once {
             // Nothing to collect: paid at once, as its own (newer) snapshot.
             sqlx::query(
                 "UPDATE invoicing.invoices SET status = 'paid', paid_at = $2, version = version + 1, updated_at = $2 \
                  WHERE id = $1",
             )
-            .bind(&row.id)
+            .bind(&sealing.invoice_id)
             .bind(now)
             .execute(&mut *connection)
             .await?;
             self.publish_invoice(
                 &mut *connection,
-                &row.id,
+                &sealing.invoice_id,
                 now,
                 invoice_event::Kind::Paid(invoice_event::Paid {
                     payment_id: String::new(),
-                    amount: Some(money(Decimal::ZERO, currency)),
+                    amount: Some(money(Decimal::ZERO, sealing.currency)),
                 }),
             )
             .await?;

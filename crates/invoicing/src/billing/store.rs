@@ -204,31 +204,75 @@ pub async fn insert_lines(
     first_position: i32,
     lines: &[Line],
 ) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    // One statement for all lines of the invoice (a bill run writes
+    // hundreds of thousands of lines: a round trip each would dominate it).
+    let mut columns = LineColumns::default();
     for (offset, line) in lines.iter().enumerate() {
         let id = ids.new_id("il");
         let wire = line.to_proto(id.clone(), currency);
-        sqlx::query(
-            "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, plan_version_id, charge_key, in_advance, \
-               service_start, service_end, amount, usage_period_start, original_invoice_id, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&id)
-        .bind(invoice_id)
-        .bind(first_position + i32::try_from(offset).unwrap_or(i32::MAX))
-        .bind(kind_name(line.kind))
-        .bind(&line.plan_version_id)
-        .bind(&line.charge_key)
-        .bind(line.in_advance)
-        .bind(line.service.start())
-        .bind(line.service.end())
-        .bind(line.amount)
-        .bind(line.usage_period_start)
-        .bind(&line.original_invoice_id)
-        .bind(wire.encode_to_vec())
-        .execute(&mut *connection)
-        .await?;
+        columns.id.push(id);
+        columns
+            .position
+            .push(first_position + i32::try_from(offset).unwrap_or(i32::MAX));
+        columns.kind.push(kind_name(line.kind));
+        columns.plan_version_id.push(line.plan_version_id.clone());
+        columns.charge_key.push(line.charge_key.clone());
+        columns.in_advance.push(line.in_advance);
+        columns.service_start.push(line.service.start());
+        columns.service_end.push(line.service.end());
+        columns.amount.push(line.amount);
+        columns.usage_period_start.push(line.usage_period_start);
+        columns
+            .original_invoice_id
+            .push(line.original_invoice_id.clone());
+        columns.detail.push(wire.encode_to_vec());
     }
+    sqlx::query(
+        "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, plan_version_id, charge_key, in_advance, \
+           service_start, service_end, amount, usage_period_start, original_invoice_id, detail) \
+         SELECT id, $2, position, kind, plan_version_id, charge_key, in_advance, service_start, service_end, amount, \
+           usage_period_start, original_invoice_id, detail \
+         FROM unnest($1::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::timestamptz[], \
+           $9::timestamptz[], $10::numeric[], $11::timestamptz[], $12::text[], $13::bytea[]) \
+           AS line(id, position, kind, plan_version_id, charge_key, in_advance, service_start, service_end, amount, \
+             usage_period_start, original_invoice_id, detail)",
+    )
+    .bind(&columns.id)
+    .bind(invoice_id)
+    .bind(&columns.position)
+    .bind(&columns.kind)
+    .bind(&columns.plan_version_id)
+    .bind(&columns.charge_key)
+    .bind(&columns.in_advance)
+    .bind(&columns.service_start)
+    .bind(&columns.service_end)
+    .bind(&columns.amount)
+    .bind(&columns.usage_period_start)
+    .bind(&columns.original_invoice_id)
+    .bind(&columns.detail)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
+}
+
+/// The lines of one `insert_lines` call, column by column (for `unnest`).
+#[derive(Default)]
+struct LineColumns {
+    id: Vec<String>,
+    position: Vec<i32>,
+    kind: Vec<&'static str>,
+    plan_version_id: Vec<String>,
+    charge_key: Vec<String>,
+    in_advance: Vec<bool>,
+    service_start: Vec<DateTime<Utc>>,
+    service_end: Vec<DateTime<Utc>>,
+    amount: Vec<Decimal>,
+    usage_period_start: Vec<Option<DateTime<Utc>>>,
+    original_invoice_id: Vec<Option<String>>,
+    detail: Vec<Vec<u8>>,
 }
 
 /// Stores a new draft; `None` when the boundary already has an invoice (the
@@ -270,6 +314,61 @@ pub async fn insert_draft(
     }
     insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
     Ok(Some(id))
+}
+
+/// Marks the prepared drafts `finalized` with their numbers (one
+/// statement), and returns their rows as stored, in the order given.
+pub(crate) async fn finalize_all(
+    connection: &mut PgConnection,
+    sealings: &[crate::billing::run::Sealing],
+    numbers: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<InvoiceRow>> {
+    let ids: Vec<&str> = sealings.iter().map(|s| s.invoice_id.as_str()).collect();
+    let sql = format!(
+        "UPDATE invoicing.invoices i SET status = 'finalized', number = f.number, subtotal = f.subtotal, \
+           credits_applied = f.credits_applied, total = f.total, finalized_at = $8, due_at = f.due_at, \
+           collection_mode = f.collection_mode, version = i.version + 1, updated_at = $8 \
+         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::timestamptz[], $7::int[]) \
+           AS f(id, number, subtotal, credits_applied, total, due_at, collection_mode) \
+         WHERE i.id = f.id RETURNING {}",
+        INVOICE_COLUMNS
+            .split(", ")
+            .map(|column| format!("i.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rows: Vec<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(numbers)
+        .bind(sealings.iter().map(|s| s.subtotal).collect::<Vec<_>>())
+        .bind(
+            sealings
+                .iter()
+                .map(|s| -s.credits_total)
+                .collect::<Vec<_>>(),
+        )
+        .bind(sealings.iter().map(|s| s.total).collect::<Vec<_>>())
+        .bind(sealings.iter().map(|s| s.due_at).collect::<Vec<_>>())
+        .bind(
+            sealings
+                .iter()
+                .map(|s| s.collection_mode)
+                .collect::<Vec<_>>(),
+        )
+        .bind(now)
+        .fetch_all(connection)
+        .await?;
+    // RETURNING has no order: put the rows back in the order of `sealings`.
+    let mut by_id: std::collections::HashMap<String, InvoiceRow> =
+        rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+    ids.iter()
+        .map(|id| {
+            by_id
+                .remove(*id)
+                .ok_or_else(|| InvoicingError::Internal(format!("invoice {id} was not finalized")))
+        })
+        .collect()
 }
 
 /// Replaces a draft's lines with a new composition.
@@ -383,13 +482,34 @@ pub async fn to_proto(
 /// updated in the caller's transaction: a rollback gives the number back, so
 /// numbers have no gaps.
 pub async fn next_number(connection: &mut PgConnection, prefix: &str) -> Result<String> {
-    let (number,): (i64,) = sqlx::query_as(
-        "INSERT INTO invoicing.number_counters (prefix, last_number) VALUES ($1, 1) \
-         ON CONFLICT (prefix) DO UPDATE SET last_number = invoicing.number_counters.last_number + 1 \
+    let mut numbers = next_numbers(connection, prefix, 1).await?;
+    numbers
+        .pop()
+        .ok_or_else(|| InvoicingError::Internal("no invoice number allocated".into()))
+}
+
+/// The next `count` numbers of `prefix`, in order, taken in one statement:
+/// the counter row stays locked until the transaction ends, so a bill run
+/// numbers a whole batch of invoices at once, just before it commits.
+pub async fn next_numbers(
+    connection: &mut PgConnection,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<String>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(count).map_err(InvoicingError::internal)?;
+    let (last,): (i64,) = sqlx::query_as(
+        "INSERT INTO invoicing.number_counters (prefix, last_number) VALUES ($1, $2) \
+         ON CONFLICT (prefix) DO UPDATE SET last_number = invoicing.number_counters.last_number + $2 \
          RETURNING last_number",
     )
     .bind(prefix)
+    .bind(count)
     .fetch_one(connection)
     .await?;
-    Ok(format!("{prefix}-{number:06}"))
+    Ok((last - count + 1..=last)
+        .map(|number| format!("{prefix}-{number:06}"))
+        .collect())
 }

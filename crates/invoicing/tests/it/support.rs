@@ -102,7 +102,16 @@ pub async fn harness(start: DateTime<Utc>, config: InvoicingConfig) -> Harness {
 
 /// [`harness`] on `bus`.
 pub async fn harness_on(start: DateTime<Utc>, config: InvoicingConfig, bus: SharedBus) -> Harness {
-    let db = database().await;
+    harness_with(database().await, start, config, bus).await
+}
+
+/// [`harness`] on `db` (e.g. with a bigger pool than the tests' default).
+pub async fn harness_with(
+    db: TestDatabase,
+    start: DateTime<Utc>,
+    config: InvoicingConfig,
+    bus: SharedBus,
+) -> Harness {
     let clock = ManualClock::new(start);
     let ids: SharedIdGenerator = Arc::new(SequentialIds::default());
     let shutdown = Shutdown::new();

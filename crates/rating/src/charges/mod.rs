@@ -54,23 +54,46 @@ pub struct AggregateRow {
     pub max_seq: i64,
 }
 
-/// The aggregates of one subscription's billing period.
+/// One billing period of one subscription, as priced.
+pub type PeriodKey = (String, DateTime<Utc>, DateTime<Utc>);
+
+fn period_key(subscription_id: &str, period: &Period) -> PeriodKey {
+    (subscription_id.to_owned(), period.start(), period.end())
+}
+
+/// The aggregates of many (subscription, billing period) pairs, in one query.
 pub async fn period_rows(
     pool: &PgPool,
-    subscription_id: &str,
-    period: &Period,
-) -> Result<Vec<AggregateRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT plan_version_id, segment_start, segment_end, charge_code, group_key, state, \
-           event_count, max_seq \
-         FROM rating.aggregates \
-         WHERE subscription_id = $1 AND period_start = $2 AND period_end = $3",
+    periods: &[(&str, Period)],
+) -> Result<HashMap<PeriodKey, Vec<AggregateRow>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Keyed {
+        subscription_id: String,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        #[sqlx(flatten)]
+        row: AggregateRow,
+    }
+    let rows: Vec<Keyed> = sqlx::query_as(
+        "SELECT a.subscription_id, a.period_start, a.period_end, a.plan_version_id, a.segment_start, \
+           a.segment_end, a.charge_code, a.group_key, a.state, a.event_count, a.max_seq \
+         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS wanted(subscription_id, period_start, period_end) \
+         JOIN rating.aggregates a ON a.subscription_id = wanted.subscription_id COLLATE \"C\" \
+           AND a.period_start = wanted.period_start AND a.period_end = wanted.period_end",
     )
-    .bind(subscription_id)
-    .bind(period.start())
-    .bind(period.end())
+    .bind(periods.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(periods.iter().map(|(_, period)| period.start()).collect::<Vec<_>>())
+    .bind(periods.iter().map(|(_, period)| period.end()).collect::<Vec<_>>())
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut by_period: HashMap<PeriodKey, Vec<AggregateRow>> = HashMap::new();
+    for keyed in rows {
+        by_period
+            .entry((keyed.subscription_id, keyed.period_start, keyed.period_end))
+            .or_default()
+            .push(keyed.row);
+    }
+    Ok(by_period)
 }
 
 /// Gives each time-weighted sum the level it starts with: the last reading of
@@ -126,13 +149,16 @@ pub type LineKey = (DateTime<Utc>, String, String, GroupKey);
 /// The transactions of the percentage charges of one period, by line.
 pub type PeriodTransactions = HashMap<LineKey, Vec<Transaction>>;
 
-/// The transactions of `subscription_id`'s percentage charges in `period`.
+/// The transactions of the percentage charges of many (subscription, billing
+/// period) pairs, in one query.
 pub async fn period_transactions(
     pool: &PgPool,
-    subscription_id: &str,
-    period: &Period,
-) -> Result<PeriodTransactions, RatingError> {
+    periods: &[(&str, Period)],
+) -> Result<HashMap<PeriodKey, PeriodTransactions>, RatingError> {
     type Row = (
+        String,
+        DateTime<Utc>,
+        DateTime<Utc>,
         DateTime<Utc>,
         String,
         String,
@@ -142,19 +168,37 @@ pub async fn period_transactions(
         Decimal,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT segment_start, plan_version_id, charge_code, group_key, event_id, occurred_at, amount \
-         FROM rating.transactions WHERE subscription_id = $1 AND period_start = $2",
+        "SELECT t.subscription_id, t.period_start, wanted.period_end, t.segment_start, t.plan_version_id, \
+           t.charge_code, t.group_key, t.event_id, t.occurred_at, t.amount \
+         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS wanted(subscription_id, period_start, period_end) \
+         JOIN rating.transactions t ON t.subscription_id = wanted.subscription_id COLLATE \"C\" \
+           AND t.period_start = wanted.period_start",
     )
-    .bind(subscription_id)
-    .bind(period.start())
+    .bind(periods.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(periods.iter().map(|(_, period)| period.start()).collect::<Vec<_>>())
+    .bind(periods.iter().map(|(_, period)| period.end()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
-    let mut transactions = PeriodTransactions::new();
-    for (segment_start, version, charge, Json(group), event_id, timestamp, amount) in rows {
+    let mut by_period: HashMap<PeriodKey, PeriodTransactions> = HashMap::new();
+    for (
+        subscription_id,
+        start,
+        end,
+        segment_start,
+        version,
+        charge,
+        Json(group),
+        event_id,
+        timestamp,
+        amount,
+    ) in rows
+    {
         let event_id = EventId::parse(&event_id).map_err(|error| {
             RatingError::Corrupt(format!("stored transaction {event_id:?}: {error}"))
         })?;
-        transactions
+        by_period
+            .entry((subscription_id, start, end))
+            .or_default()
             .entry((segment_start, version, charge, group))
             .or_default()
             .push(Transaction {
@@ -163,7 +207,7 @@ pub async fn period_transactions(
                 amount,
             });
     }
-    Ok(transactions)
+    Ok(by_period)
 }
 
 /// Adds a zero-usage row for every usage charge of every segment of `period`
@@ -258,12 +302,20 @@ pub async fn subscription_phases(
     pool: &PgPool,
     subscription_id: &str,
 ) -> Result<Vec<PhaseRow>, RatingError> {
+    subscriptions_phases(pool, &[subscription_id]).await
+}
+
+/// The phases of each of `subscription_ids`, by subscription then start.
+pub async fn subscriptions_phases(
+    pool: &PgPool,
+    subscription_ids: &[&str],
+) -> Result<Vec<PhaseRow>, RatingError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {PHASE_COLUMNS} \
          FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
-         WHERE subscription_id = $1 ORDER BY p.start_at"
+         WHERE subscription_id = ANY($1) ORDER BY subscription_id, p.start_at"
     )))
-    .bind(subscription_id)
+    .bind(subscription_ids)
     .fetch_all(pool)
     .await?)
 }
@@ -278,11 +330,39 @@ pub async fn price_period(
     period: &Period,
     phases: &[PhaseRow],
 ) -> Result<PricedPeriod, RatingError> {
-    let rows = period_rows(pool, subscription_id, period).await?;
-    let rows = with_idle_charges(cache, rows, phases, period).await?;
-    let rows = with_carried_levels(pool, subscription_id, rows).await?;
-    let transactions = period_transactions(pool, subscription_id, period).await?;
-    price_rows(cache, &rows, &transactions).await
+    let mut priced = price_periods(pool, cache, &[(subscription_id, *period, phases)]).await?;
+    Ok(priced.pop().unwrap_or_default())
+}
+
+/// [`price_period`] for many (subscription, period, phases), reading the
+/// aggregates and transactions of all of them in one query each (a bill run
+/// prices thousands of periods). Results are in the order given.
+pub async fn price_periods(
+    pool: &PgPool,
+    cache: &CatalogCache,
+    periods: &[(&str, Period, &[PhaseRow])],
+) -> Result<Vec<PricedPeriod>, RatingError> {
+    // Each pair once: a pair asked twice must not read its rows twice.
+    let keys: Vec<(&str, Period)> = periods
+        .iter()
+        .map(|(subscription_id, period, _)| (*subscription_id, *period))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut rows = period_rows(pool, &keys).await?;
+    let mut transactions = period_transactions(pool, &keys).await?;
+    let mut priced = Vec::with_capacity(periods.len());
+    for (subscription_id, period, phases) in periods {
+        let key = period_key(subscription_id, period);
+        let own_rows = rows.get(&key).cloned().unwrap_or_default();
+        let own_rows = with_idle_charges(cache, own_rows, phases, period).await?;
+        let own_rows = with_carried_levels(pool, subscription_id, own_rows).await?;
+        let own_transactions = transactions.get(&key).cloned().unwrap_or_default();
+        priced.push(price_rows(cache, &own_rows, &own_transactions).await?);
+    }
+    rows.clear();
+    transactions.clear();
+    Ok(priced)
 }
 
 /// Prices `rows` (percentage charges with their `transactions`).

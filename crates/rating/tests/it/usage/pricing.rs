@@ -415,3 +415,96 @@ async fn a_matrix_charge_without_a_default_price_bills_zero_before_any_usage() {
         vec![row("gpu", dec!(100), dec!(0.1200), dec!(0.12))]
     );
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_pair_as_get_usage_charges_would() {
+    let (mut h, version) = standard().await;
+    assert!(matches!(
+        apply(
+            &h,
+            &snapshot(
+                "sub_beta",
+                "cus_beta",
+                1,
+                at(1, 0, 0, 0),
+                &[(&version, at(1, 0, 0, 0), None)],
+            ),
+        )
+        .await,
+        Applied::Applied { .. }
+    ));
+    assert_eq!(rate(&h, &standard_events()).await, summary(9, 0, 0));
+    let acme = charges(&mut h, "sub_acme").await;
+    let beta = charges(&mut h, "sub_beta").await;
+    let pair = |subscription: &str, period| GetUsageChargesRequest {
+        subscription_id: subscription.into(),
+        period: Some(period),
+    };
+    let december = range(
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+    );
+    let results = h
+        .usage
+        .batch_get_usage_charges(BatchGetUsageChargesRequest {
+            requests: vec![
+                pair("sub_acme", november()),
+                pair("sub_nobody", november()),
+                pair("sub_beta", november()),
+                pair("sub_acme", range(at(2, 0, 0, 0), at(20, 0, 0, 0))),
+                // The same pair twice: its usage is not counted twice.
+                pair("sub_acme", november()),
+                pair("", november()),
+                pair("sub_beta", december),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let outcome = |index: usize| -> Result<GetUsageChargesResponse, (i32, String)> {
+        match results[index].result.clone().unwrap() {
+            usage_charges_result::Result::Charges(charges) => Ok(charges),
+            usage_charges_result::Result::Error(error) => Err((error.code, error.message)),
+        }
+    };
+    let same = |left: GetUsageChargesResponse, right: &GetUsageChargesResponse| {
+        let mut left = left;
+        left.computed_at.clone_from(&right.computed_at);
+        assert_eq!(&left, right);
+    };
+    assert_eq!(results.len(), 7);
+    same(outcome(0).unwrap(), &acme);
+    assert_eq!(outcome(1).unwrap_err().0, Code::NotFound as i32);
+    same(outcome(2).unwrap(), &beta);
+    assert_eq!(amount(beta.total.as_ref()), dec!(0));
+    assert_eq!(outcome(3).unwrap_err().0, Code::FailedPrecondition as i32);
+    same(outcome(4).unwrap(), &acme);
+    assert_eq!(amount(acme.total.as_ref()), dec!(6.02));
+    assert_eq!(
+        outcome(5).unwrap_err(),
+        (
+            Code::InvalidArgument as i32,
+            "subscription_id: is required".into()
+        )
+    );
+    // December has no usage yet: every charge at zero (minimums apply).
+    let december = outcome(6).unwrap();
+    assert_eq!(december.charges.len(), acme.charges.len());
+
+    for size in [0, 1001] {
+        let refused = h
+            .usage
+            .batch_get_usage_charges(BatchGetUsageChargesRequest {
+                requests: vec![pair("sub_acme", november()); size],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .starts_with("requests: between 1 and 1000")
+        );
+    }
+}
