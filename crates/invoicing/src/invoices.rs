@@ -121,10 +121,16 @@ impl Context {
                 "subscription {subscription_id} is {status:?}: it has no upcoming invoice"
             )));
         };
-        let composition = Composer::new(&mut transaction, &self.rating, &subscription, None)
-            .with_lookback(self.config.late_usage_lookback_days)
-            .compose(subscription.billed_through, boundary)
-            .await?;
+        let composition = Composer::new(
+            &mut transaction,
+            &self.rating,
+            &self.plans,
+            &subscription,
+            None,
+        )
+        .with_lookback(self.config.late_usage_lookback_days)
+        .compose(subscription.billed_through, boundary)
+        .await?;
         transaction.rollback().await?;
         let currency = subscription.currency;
         let (period, reason, lines) = match composition {

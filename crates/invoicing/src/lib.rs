@@ -84,6 +84,7 @@ pub struct Context {
     pub(crate) ids: SharedIdGenerator,
     pub(crate) config: InvoicingConfig,
     pub(crate) rating: RatingClient,
+    pub(crate) plans: plans::PlanCache,
     pub(crate) max_delivery_attempts: u32,
     pub(crate) metrics: metrics::Metrics,
 }
@@ -123,6 +124,7 @@ impl Invoicing {
                 config: deps.config,
                 rating: RatingClient::new(deps.rating),
                 max_delivery_attempts: deps.max_delivery_attempts,
+                plans: plans::PlanCache::default(),
                 metrics: metrics::Metrics::new(),
             }),
         })

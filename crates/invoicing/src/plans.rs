@@ -207,6 +207,37 @@ fn from_row(row: PlanRow) -> Result<PlanInfo> {
     })
 }
 
+/// Stored plan versions already read, shared by every composition of the
+/// process: the fields kept here (currency, interval, trial, minimum,
+/// recurring fees) never change once a version is published, so an entry
+/// is never stale. A bill run reads each version once instead of once per
+/// subscription.
+#[derive(Debug, Clone, Default)]
+pub struct PlanCache {
+    versions: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, PlanInfo>>>,
+}
+
+impl PlanCache {
+    /// The stored plan version `id`, from the cache or the database.
+    pub async fn stored(&self, connection: &mut PgConnection, id: &str) -> Result<PlanInfo> {
+        let cached = self
+            .versions
+            .read()
+            .ok()
+            .and_then(|versions| versions.get(id).cloned());
+        if let Some(plan) = cached {
+            return Ok(plan);
+        }
+        let plan = stored(connection, id)
+            .await?
+            .ok_or_else(|| InvoicingError::Internal(format!("plan version {id} is not stored")))?;
+        if let Ok(mut versions) = self.versions.write() {
+            versions.insert(id.to_owned(), plan.clone());
+        }
+        Ok(plan)
+    }
+}
+
 /// A stored plan version (every version a subscription names is stored).
 pub async fn stored(connection: &mut PgConnection, id: &str) -> Result<Option<PlanInfo>> {
     let row: Option<PlanRow> = sqlx::query_as(

@@ -5,7 +5,8 @@ use tally_domain::period::Period;
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::rating_service_client::RatingServiceClient;
 use tally_proto::rating::{
-    GetPlanVersionRequest, GetUsageChargesRequest, GetUsageChargesResponse, PlanVersion,
+    BatchGetUsageChargesRequest, GetPlanVersionRequest, GetUsageChargesRequest,
+    GetUsageChargesResponse, PlanVersion, usage_charges_result,
 };
 use tally_runtime::peer::Peer;
 use tonic::Code;
@@ -79,5 +80,39 @@ impl RatingClient {
                 error
             })?;
         Ok(response.into_inner())
+    }
+
+    /// The priced usage of many (subscription, period) pairs, in request
+    /// order, through `BatchGetUsageCharges` (1,000 pairs per call). A pair
+    /// rating could not answer (e.g. a snapshot still on its way) is `None`:
+    /// the composer asks for it again and reports its error then.
+    pub async fn usage_charges_many(
+        &self,
+        pairs: &[(&str, Period)],
+    ) -> Result<Vec<Option<GetUsageChargesResponse>>> {
+        const PAIRS_PER_CALL: usize = 1000;
+        let mut client =
+            RatingServiceClient::with_interceptor(self.peer.channel(), self.peer.interceptor());
+        let mut answers = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(PAIRS_PER_CALL) {
+            let requests = chunk
+                .iter()
+                .map(|(subscription_id, period)| GetUsageChargesRequest {
+                    subscription_id: (*subscription_id).to_owned(),
+                    period: Some(period_range(period)),
+                })
+                .collect();
+            let response = client
+                .batch_get_usage_charges(BatchGetUsageChargesRequest { requests })
+                .await
+                .map_err(|status| peer_error("usage of a bill-run batch", &status))?;
+            answers.extend(response.into_inner().results.into_iter().map(|result| {
+                match result.result {
+                    Some(usage_charges_result::Result::Charges(charges)) => Some(charges),
+                    _ => None,
+                }
+            }));
+        }
+        Ok(answers)
     }
 }

@@ -33,7 +33,7 @@ use tally_proto::rating::{BillingTiming, GetUsageChargesResponse};
 use super::fees::{self, Stretch};
 use super::lines::Line;
 use crate::error::{InvoicingError, Result};
-use crate::plans::{self, PlanInfo};
+use crate::plans::{PlanCache, PlanInfo};
 use crate::rating::RatingClient;
 use crate::subscriptions::{Policy, Subscription};
 use crate::wire::{decimal, money, money_of, period_range};
@@ -59,7 +59,7 @@ pub struct Composer<'a> {
     pub subscription: &'a Subscription,
     /// The invoice being recomposed (its own lines do not count as billed).
     pub exclude_invoice: Option<&'a str>,
-    plans: BTreeMap<String, PlanInfo>,
+    plans: &'a PlanCache,
     /// Rating's answers fetched before the transaction, by period start.
     usage: UsageCache,
     /// How long after its end a period's usage may still change.
@@ -83,6 +83,7 @@ impl<'a> Composer<'a> {
     pub fn new(
         connection: &'a mut PgConnection,
         rating: &'a RatingClient,
+        plans: &'a PlanCache,
         subscription: &'a Subscription,
         exclude_invoice: Option<&'a str>,
     ) -> Self {
@@ -91,7 +92,7 @@ impl<'a> Composer<'a> {
             rating,
             subscription,
             exclude_invoice,
-            plans: BTreeMap::new(),
+            plans,
             usage: UsageCache::new(),
             lookback: Duration::days(i64::from(DEFAULT_LOOKBACK_DAYS)),
         }
@@ -129,15 +130,8 @@ impl<'a> Composer<'a> {
     }
 
     async fn plan(&mut self, phase: usize) -> Result<PlanInfo> {
-        let id = self.subscription.phases[phase].plan_version_id.clone();
-        if let Some(plan) = self.plans.get(&id) {
-            return Ok(plan.clone());
-        }
-        let plan = plans::stored(&mut *self.connection, &id)
-            .await?
-            .ok_or_else(|| InvoicingError::Internal(format!("plan version {id} is not stored")))?;
-        self.plans.insert(id, plan.clone());
-        Ok(plan)
+        let id = &self.subscription.phases[phase].plan_version_id;
+        self.plans.stored(&mut *self.connection, id).await
     }
 
     /// The invoice at `boundary`, whose previous boundary is `after`
@@ -331,11 +325,7 @@ impl<'a> Composer<'a> {
             } else {
                 InvoiceLineKind::ProrationCharge
             };
-            let plan = plans::stored(&mut *self.connection, &version)
-                .await?
-                .ok_or_else(|| {
-                    InvoicingError::Internal(format!("plan version {version} is not stored"))
-                })?;
+            let plan = self.plans.stored(&mut *self.connection, &version).await?;
             let fee = plan
                 .recurring
                 .iter()
@@ -534,28 +524,54 @@ pub async fn late_periods(
     lookback: Duration,
     exclude_invoice: Option<&str>,
 ) -> Result<Vec<(Period, String)>> {
-    if lookback <= Duration::zero() {
-        return Ok(Vec::new());
+    let query = LateQuery {
+        subscription,
+        previous_boundary,
+        exclude_invoice,
+    };
+    let mut periods = late_periods_many(connection, &[query], lookback).await?;
+    Ok(periods.pop().unwrap_or_default())
+}
+
+/// One subscription's question to [`late_periods_many`].
+#[derive(Debug)]
+pub struct LateQuery<'a> {
+    pub subscription: &'a Subscription,
+    pub previous_boundary: DateTime<Utc>,
+    pub exclude_invoice: Option<&'a str>,
+}
+
+/// [`late_periods`] of many subscriptions in one query, in the order given.
+pub async fn late_periods_many(
+    connection: &mut PgConnection,
+    queries: &[LateQuery<'_>],
+    lookback: Duration,
+) -> Result<Vec<Vec<(Period, String)>>> {
+    if lookback <= Duration::zero() || queries.is_empty() {
+        return Ok(queries.iter().map(|_| Vec::new()).collect());
     }
-    let horizon = previous_boundary - lookback;
     // A period starts at most a year before it ends.
-    let rows: Vec<(DateTime<Utc>, String, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (l.usage_period_start) l.usage_period_start, i.id, i.status \
-         FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
-         WHERE i.subscription_id = $1 AND l.kind = 'usage' AND l.usage_period_start >= $2 \
-           AND ($3::text IS NULL OR i.id <> $3) \
-         ORDER BY l.usage_period_start, i.boundary_at",
+    let since = |query: &LateQuery<'_>| query.previous_boundary - lookback - Duration::days(366);
+    let rows: Vec<(i64, DateTime<Utc>, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (w.position, l.usage_period_start) w.position, l.usage_period_start, i.id, i.status \
+         FROM unnest($1::text[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS w(subscription_id, since, exclude, position) \
+         JOIN invoicing.invoices i ON i.subscription_id = w.subscription_id AND (w.exclude IS NULL OR i.id <> w.exclude) \
+         JOIN invoicing.invoice_lines l ON l.invoice_id = i.id AND l.kind = 'usage' AND l.usage_period_start >= w.since \
+         ORDER BY w.position, l.usage_period_start, i.boundary_at",
     )
-    .bind(&subscription.id)
-    .bind(horizon - Duration::days(366))
-    .bind(exclude_invoice)
+    .bind(queries.iter().map(|query| query.subscription.id.as_str()).collect::<Vec<_>>())
+    .bind(queries.iter().map(since).collect::<Vec<_>>())
+    .bind(queries.iter().map(|query| query.exclude_invoice).collect::<Vec<_>>())
     .fetch_all(connection)
     .await?;
-    let mut periods = Vec::new();
-    for (start, invoice_id, status) in rows {
-        let period = subscription.period_containing(start)?;
+    let mut periods: Vec<Vec<(Period, String)>> = queries.iter().map(|_| Vec::new()).collect();
+    for (position, start, invoice_id, status) in rows {
+        let index = usize::try_from(position - 1).map_err(InvoicingError::internal)?;
+        let query = &queries[index];
+        let period = query.subscription.period_containing(start)?;
+        let horizon = query.previous_boundary - lookback;
         if status != "draft" && period.end() > horizon {
-            periods.push((period, invoice_id));
+            periods[index].push((period, invoice_id));
         }
     }
     Ok(periods)

@@ -1,6 +1,6 @@
 //! The bill run and finalization.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt as _;
@@ -61,6 +61,17 @@ enum Work {
     },
 }
 
+impl Work {
+    fn subscription_id(&self) -> &str {
+        match self {
+            Work::Subscription { subscription_id }
+            | Work::Draft {
+                subscription_id, ..
+            } => subscription_id,
+        }
+    }
+}
+
 impl std::fmt::Display for Work {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -74,6 +85,7 @@ impl std::fmt::Display for Work {
 /// ([`Context::seal`]).
 pub(crate) struct Sealing {
     pub(crate) invoice_id: String,
+    pub(crate) customer: tally_proto::invoicing::Customer,
     pub(crate) currency: tally_domain::money::Currency,
     pub(crate) subtotal: Decimal,
     pub(crate) credits_total: Decimal,
@@ -189,124 +201,155 @@ impl Context {
         summary
     }
 
-    /// One batch in one transaction. Rating is asked first, outside the
-    /// transaction; then each item runs in its own savepoint (a failing item
-    /// is rolled back alone and retried next run); the invoices finalized
-    /// are numbered together just before the commit, so the number counter
-    /// is locked for the commit only, not while composing.
+    /// One batch. Rating is asked first, outside any transaction; then the
+    /// whole batch is billed in one transaction, and the invoices finalized
+    /// are numbered together just before the commit (the number counter is
+    /// locked for the commit only, not while composing). When one item
+    /// fails, the batch is rolled back and its items are billed one by one,
+    /// so only the failing item waits for the next run.
     async fn bill_batch(&self, batch: Vec<Work>, now: DateTime<Utc>) -> Result<RunSummary> {
-        let mut summary = RunSummary::default();
-        let mut prefetched = Vec::with_capacity(batch.len());
-        for item in batch {
-            match self.prefetch(&item, now).await {
-                Ok(usage) => prefetched.push((item, usage)),
-                Err(error) => {
-                    summary.failures += 1;
-                    tracing::warn!(%error, item = %item, "asking rating for usage failed; retried next run");
+        let prefetched = self.prefetch_batch(batch, now).await?;
+        match self.bill_together(&prefetched, now).await {
+            Ok(summary) => Ok(summary),
+            Err(error) if prefetched.len() > 1 => {
+                tracing::info!(%error, size = prefetched.len(), "a bill-run batch failed; billing its items one by one");
+                let mut summary = RunSummary::default();
+                for item in &prefetched {
+                    match self.bill_together(std::slice::from_ref(item), now).await {
+                        Ok(billed) => summary.add(billed),
+                        Err(error) => {
+                            summary.failures += 1;
+                            tracing::warn!(%error, item = %item.0, "billing failed; retried next run");
+                        }
+                    }
                 }
+                Ok(summary)
             }
+            Err(error) => Err(error),
         }
+    }
+
+    /// Bills `items` (all of one kind) in one transaction.
+    async fn bill_together(
+        &self,
+        items: &[(Work, UsageCache)],
+        now: DateTime<Utc>,
+    ) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
         let mut transaction = self.pool.begin().await?;
+        // Lock the subscriptions first (a skipped one is another replica's),
+        // then look for unpublished changes: a change committed before our
+        // lock is seen, a later one waits for our commit.
+        let ids: Vec<&str> = items
+            .iter()
+            .map(|(item, _)| item.subscription_id())
+            .collect();
+        let due_by = match items.first() {
+            Some((Work::Subscription { .. }, _)) => Some(now),
+            _ => None,
+        };
+        let claimed: HashMap<String, model::Subscription> =
+            model::claim_many(&mut transaction, &ids, due_by)
+                .await?
+                .into_iter()
+                .map(|subscription| (subscription.id.clone(), subscription))
+                .collect();
+        let customers: Vec<&str> = claimed
+            .values()
+            .map(|subscription| subscription.customer_id.as_str())
+            .collect();
+        let unpublished = self
+            .unpublished_changes(&mut transaction, &customers)
+            .await?;
         let mut sealings = Vec::new();
-        for (item, usage) in prefetched {
-            let mut savepoint = sqlx::Connection::begin(&mut *transaction).await?;
-            let mut item_sealings = Vec::new();
-            let result = match &item {
-                Work::Subscription { subscription_id } => {
+        for (item, usage) in items {
+            let Some(subscription) = claimed.get(item.subscription_id()) else {
+                continue;
+            };
+            if unpublished.contains(&subscription.customer_id) {
+                // Rating would price usage on phases it has not seen yet.
+                summary.failures += 1;
+                tracing::info!(item = %item, customer_id = %subscription.customer_id,
+                    "a subscription change of the customer is not yet published to rating; billed next run");
+                continue;
+            }
+            let billed = match item {
+                Work::Subscription { .. } => {
                     self.bill_subscription(
-                        &mut savepoint,
-                        subscription_id,
+                        &mut transaction,
+                        subscription.clone(),
                         now,
                         usage,
-                        &mut item_sealings,
+                        &mut sealings,
                     )
-                    .await
+                    .await?
                 }
-                Work::Draft {
-                    invoice_id,
-                    subscription_id,
-                } => {
-                    self.settle_draft(
-                        &mut savepoint,
-                        invoice_id,
-                        subscription_id,
-                        now,
-                        usage,
-                        &mut item_sealings,
-                    )
-                    .await
+                Work::Draft { invoice_id, .. } => {
+                    self.settle_draft(&mut transaction, invoice_id, now, usage, &mut sealings)
+                        .await?
                 }
             };
-            match result {
-                Ok(billed) => {
-                    savepoint.commit().await?;
-                    summary.add(billed);
-                    sealings.append(&mut item_sealings);
-                }
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    summary.failures += 1;
-                    tracing::warn!(%error, item = %item, "billing failed; retried next run");
-                }
-            }
+            summary.add(billed);
         }
         self.seal(&mut transaction, sealings, now).await?;
         transaction.commit().await?;
         Ok(summary)
     }
 
-    async fn prefetch(&self, item: &Work, now: DateTime<Utc>) -> Result<UsageCache> {
-        match item {
-            Work::Subscription { subscription_id } => {
-                self.prefetch_usage(subscription_id, now, None).await
-            }
-            Work::Draft { invoice_id, .. } => {
-                let draft = {
+    /// Rating's usage for every item of a batch ([`Self::prefetch_usages`]).
+    async fn prefetch_batch(
+        &self,
+        batch: Vec<Work>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Work, UsageCache)>> {
+        let mut drafts = Vec::with_capacity(batch.len());
+        for item in &batch {
+            drafts.push(match item {
+                Work::Subscription { .. } => None,
+                Work::Draft { invoice_id, .. } => {
                     let mut connection = self.pool.acquire().await?;
-                    store::load(&mut connection, invoice_id, false).await?
-                };
-                self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
-                    .await
-            }
+                    Some(store::load(&mut connection, invoice_id, false).await?)
+                }
+            });
         }
+        let targets: Vec<(&str, Option<&InvoiceRow>)> = batch
+            .iter()
+            .zip(&drafts)
+            .map(|(item, draft)| (item.subscription_id(), draft.as_ref()))
+            .collect();
+        let caches = self.prefetch_usages(&targets, now).await?;
+        Ok(batch.into_iter().zip(caches).collect())
     }
 
-    /// Invoices every boundary of a subscription that has passed; invoices
-    /// whose grace is already over are finalized (their sealing is pushed to
-    /// `sealings`).
+    /// Invoices every boundary of a locked subscription that has passed;
+    /// invoices whose grace is already over are prepared for finalization
+    /// (pushed to `sealings`).
     async fn bill_subscription(
         &self,
         connection: &mut PgConnection,
-        subscription_id: &str,
+        mut subscription: model::Subscription,
         now: DateTime<Utc>,
-        usage: UsageCache,
+        usage: &UsageCache,
         sealings: &mut Vec<Sealing>,
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
-        let claimed: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM invoicing.subscriptions WHERE id = $1 AND next_bill_at <= $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(subscription_id)
-        .bind(now)
-        .fetch_optional(&mut *connection)
-        .await?;
-        if claimed.is_none() {
-            return Ok(summary);
-        }
-        let mut subscription = model::load(&mut *connection, subscription_id, false).await?;
-        self.require_published(&mut *connection, &subscription.customer_id)
-            .await?;
         let grace = Duration::hours(i64::from(self.config.grace_period_hours));
         while let Some(boundary) = subscription
             .next_bill_at()?
             .filter(|boundary| *boundary <= now)
         {
             summary.periods_examined += 1;
-            let composition = Composer::new(&mut *connection, &self.rating, &subscription, None)
-                .with_usage(usage.clone())
-                .with_lookback(self.config.late_usage_lookback_days)
-                .compose(subscription.billed_through, boundary)
-                .await?;
+            let composition = Composer::new(
+                &mut *connection,
+                &self.rating,
+                &self.plans,
+                &subscription,
+                None,
+            )
+            .with_usage(usage.clone())
+            .with_lookback(self.config.late_usage_lookback_days)
+            .compose(subscription.billed_through, boundary)
+            .await?;
             if let Some(composition) = composition {
                 let created = store::insert_draft(
                     &mut *connection,
@@ -319,15 +362,20 @@ impl Context {
                     now,
                 )
                 .await?;
-                if let Some(invoice_id) = created {
+                if let Some(row) = created {
                     summary.invoices_created += 1;
                     // Grace already over (none configured, or a boundary
                     // billed late): finalize now, composed as it is.
                     if boundary + grace <= now {
-                        let row = store::load(&mut *connection, &invoice_id, true).await?;
+                        let line_count = composition.lines.len();
                         sealings.push(
-                            self.prepare_finalization(&mut *connection, &row, now)
-                                .await?,
+                            self.prepare_finalization(
+                                &mut *connection,
+                                &row,
+                                now,
+                                Some(line_count),
+                            )
+                            .await?,
                         );
                         summary.invoices_finalized += 1;
                     }
@@ -344,34 +392,23 @@ impl Context {
         Ok(summary)
     }
 
-    /// Recomposes a draft (late usage) and finalizes it once its grace is over.
+    /// Recomposes a draft of a locked subscription (late usage) and prepares
+    /// it for finalization once its grace is over.
     async fn settle_draft(
         &self,
         connection: &mut PgConnection,
         invoice_id: &str,
-        subscription_id: &str,
         now: DateTime<Utc>,
-        usage: UsageCache,
+        usage: &UsageCache,
         sealings: &mut Vec<Sealing>,
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
-        let locked: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(subscription_id)
-        .fetch_optional(&mut *connection)
-        .await?;
-        if locked.is_none() {
-            return Ok(summary);
-        }
         let row = store::load(&mut *connection, invoice_id, true).await?;
         if row.status != "draft" {
             return Ok(summary);
         }
-        self.require_published(&mut *connection, &row.customer_id)
-            .await?;
         if self
-            .refresh_draft(&mut *connection, &row, now, usage)
+            .refresh_draft(&mut *connection, &row, now, usage.clone())
             .await?
         {
             summary.invoices_updated += 1;
@@ -379,12 +416,30 @@ impl Context {
         if row.grace_period_ends_at <= now {
             let row = store::load(&mut *connection, invoice_id, true).await?;
             sealings.push(
-                self.prepare_finalization(&mut *connection, &row, now)
+                self.prepare_finalization(&mut *connection, &row, now, None)
                     .await?,
             );
             summary.invoices_finalized += 1;
         }
         Ok(summary)
+    }
+
+    /// The customers among `customers` with a subscription change still in
+    /// the outbox (not yet seen by rating).
+    async fn unpublished_changes(
+        &self,
+        connection: &mut PgConnection,
+        customers: &[&str],
+    ) -> Result<HashSet<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT ordering_key FROM invoicing.outbox \
+             WHERE topic = $1 AND ordering_key = ANY($2) AND published_at IS NULL",
+        )
+        .bind(tally_bus::topics::SUBSCRIPTION_EVENTS)
+        .bind(customers)
+        .fetch_all(connection)
+        .await?;
+        Ok(rows.into_iter().map(|(customer,)| customer).collect())
     }
 
     /// Rating's usage for the periods the next composition of a subscription
@@ -397,54 +452,101 @@ impl Context {
         now: DateTime<Utc>,
         draft: Option<&InvoiceRow>,
     ) -> Result<UsageCache> {
-        let (subscription, late) = {
-            let mut connection = self.pool.acquire().await?;
-            let subscription = model::load(&mut connection, subscription_id, false).await?;
+        let mut caches = self
+            .prefetch_usages(&[(subscription_id, draft)], now)
+            .await?;
+        Ok(caches.pop().unwrap_or_default())
+    }
+
+    /// [`Self::prefetch_usage`] for many subscriptions: their rows and late
+    /// periods in one query each, and rating asked once for all their periods
+    /// (`BatchGetUsageCharges`). One cache per target, in order.
+    async fn prefetch_usages(
+        &self,
+        targets: &[(&str, Option<&InvoiceRow>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UsageCache>> {
+        let ids: Vec<&str> = targets.iter().map(|(id, _)| *id).collect();
+        let mut connection = self.pool.acquire().await?;
+        let subscriptions = model::load_many(&mut connection, &ids).await?;
+        let mut late_queries = Vec::new();
+        let mut late_of = Vec::with_capacity(targets.len());
+        for (id, draft) in targets {
+            let subscription = subscriptions.get(*id);
             let previous = match draft {
                 Some(row) => row.previous_boundary(),
-                None => subscription.billed_through,
+                None => subscription.and_then(|subscription| subscription.billed_through),
             };
-            let late = match previous {
-                Some(previous) => {
-                    super::compose::late_periods(
-                        &mut connection,
-                        &subscription,
-                        previous,
-                        Duration::days(i64::from(self.config.late_usage_lookback_days)),
-                        draft.map(|row| row.id.as_str()),
-                    )
-                    .await?
-                }
-                None => Vec::new(),
+            if let (Some(subscription), Some(previous_boundary)) = (subscription, previous) {
+                late_of.push(Some(late_queries.len()));
+                late_queries.push(super::compose::LateQuery {
+                    subscription,
+                    previous_boundary,
+                    exclude_invoice: draft.map(|row| row.id.as_str()),
+                });
+            } else {
+                late_of.push(None);
+            }
+        }
+        let late = super::compose::late_periods_many(
+            &mut connection,
+            &late_queries,
+            Duration::days(i64::from(self.config.late_usage_lookback_days)),
+        )
+        .await?;
+        drop(connection);
+        // The periods each target's composition will read.
+        let mut wanted: Vec<(usize, &str, Period)> = Vec::new();
+        for (index, ((id, draft), late_index)) in targets.iter().zip(&late_of).enumerate() {
+            let Some(subscription) = subscriptions.get(*id) else {
+                continue;
             };
-            (subscription, late)
-        };
-        let mut instants: BTreeSet<DateTime<Utc>> =
-            late.iter().map(|(period, _)| period.start()).collect();
-        match draft {
-            Some(row) => instants.extend(row.previous_boundary()),
-            None => {
-                let mut after = subscription.billed_through;
-                while let Some(boundary) = subscription
-                    .next_boundary(after)?
-                    .filter(|boundary| *boundary <= now)
-                {
-                    instants.extend(after);
-                    after = Some(boundary);
-                    if instants.len() >= PREFETCH_LIMIT {
-                        break;
+            let mut instants: BTreeSet<DateTime<Utc>> = late_index
+                .map(|late_index| {
+                    late[late_index]
+                        .iter()
+                        .map(|(period, _)| period.start())
+                        .collect()
+                })
+                .unwrap_or_default();
+            match draft {
+                Some(row) => instants.extend(row.previous_boundary()),
+                None => {
+                    let mut after = subscription.billed_through;
+                    while let Some(boundary) = subscription
+                        .next_boundary(after)?
+                        .filter(|boundary| *boundary <= now)
+                    {
+                        instants.extend(after);
+                        after = Some(boundary);
+                        if instants.len() >= PREFETCH_LIMIT {
+                            break;
+                        }
                     }
                 }
             }
+            let periods: BTreeSet<Period> = instants
+                .into_iter()
+                .map(|instant| subscription.period_containing(instant))
+                .collect::<Result<_>>()?;
+            wanted.extend(periods.into_iter().map(|period| (index, *id, period)));
         }
-        let mut usage = UsageCache::new();
-        for instant in instants {
-            let period = subscription.period_containing(instant)?;
-            if let std::collections::btree_map::Entry::Vacant(entry) = usage.entry(period.start()) {
-                entry.insert(self.rating.usage_charges(&subscription.id, &period).await?);
+        let pairs: Vec<(&str, Period)> = wanted
+            .iter()
+            .map(|(_, id, period)| (*id, *period))
+            .collect();
+        let answers = if pairs.is_empty() {
+            Vec::new()
+        } else {
+            self.rating.usage_charges_many(&pairs).await?
+        };
+        let mut caches: Vec<UsageCache> = targets.iter().map(|_| UsageCache::new()).collect();
+        for ((index, _, period), answer) in wanted.into_iter().zip(answers) {
+            if let Some(answer) = answer {
+                caches[index].insert(period.start(), answer);
             }
         }
-        Ok(usage)
+        Ok(caches)
     }
 
     /// Refuses to compose while a subscription change of the customer is
@@ -480,12 +582,17 @@ impl Context {
         usage: UsageCache,
     ) -> Result<bool> {
         let subscription = model::load(&mut *connection, &row.subscription_id, false).await?;
-        let composition =
-            Composer::new(&mut *connection, &self.rating, &subscription, Some(&row.id))
-                .with_usage(usage)
-                .with_lookback(self.config.late_usage_lookback_days)
-                .compose(row.previous_boundary(), row.boundary_at)
-                .await?;
+        let composition = Composer::new(
+            &mut *connection,
+            &self.rating,
+            &self.plans,
+            &subscription,
+            Some(&row.id),
+        )
+        .with_usage(usage)
+        .with_lookback(self.config.late_usage_lookback_days)
+        .compose(row.previous_boundary(), row.boundary_at)
+        .await?;
         let composition = match composition {
             Some(composition) => composition,
             None => super::compose::Composition {
@@ -508,7 +615,7 @@ impl Context {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let sealing = self
-            .prepare_finalization(&mut *connection, row, now)
+            .prepare_finalization(&mut *connection, row, now, None)
             .await?;
         self.seal(connection, vec![sealing], now).await
     }
@@ -516,19 +623,28 @@ impl Context {
     /// The first half of finalizing a locked draft: a negative subtotal is
     /// carried to a credit grant, credits are burned in burn-down order and
     /// their lines added. The invoice stays a draft until [`Self::seal`].
+    /// `line_count`: the draft's lines when the caller just wrote them.
     pub(crate) async fn prepare_finalization(
         &self,
         connection: &mut PgConnection,
         row: &InvoiceRow,
         now: DateTime<Utc>,
+        line_count: Option<usize>,
     ) -> Result<Sealing> {
         let currency = row.currency()?;
         let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
-        let (line_count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1")
+        let line_count = match line_count {
+            Some(count) => i64::try_from(count).map_err(InvoicingError::internal)?,
+            None => {
+                let (count,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1",
+                )
                 .bind(&row.id)
                 .fetch_one(&mut *connection)
                 .await?;
+                count
+            }
+        };
         let service =
             Period::new(row.period_start, row.period_end).map_err(InvoicingError::internal)?;
         let mut extra: Vec<Line> = Vec::new();
@@ -652,6 +768,7 @@ impl Context {
             total,
             due_at,
             collection_mode: customer.collection_mode,
+            customer,
         })
     }
 
@@ -673,10 +790,7 @@ impl Context {
         // before the counter is locked: other batches wait on that lock.
         let mut snapshots = Vec::with_capacity(sealings.len());
         for sealing in &sealings {
-            let lines = store::lines(&mut *connection, &sealing.invoice_id).await?;
-            let row = store::load(&mut *connection, &sealing.invoice_id, false).await?;
-            let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
-            snapshots.push((lines, customer));
+            snapshots.push(store::lines(&mut *connection, &sealing.invoice_id).await?);
         }
         let numbers = store::next_numbers(
             &mut *connection,
@@ -686,14 +800,14 @@ impl Context {
         .await?;
         let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
         let mut paid_at_once = Vec::new();
-        for ((row, (lines, customer)), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
+        for ((row, lines), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
             let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
             invoice.lines = lines;
             events::invoice_changed(
                 &mut *connection,
                 self.ids.new_id("ievt"),
                 invoice,
-                customer,
+                sealing.customer.clone(),
                 now,
                 invoice_event::Kind::Finalized(invoice_event::Finalized {
                     amount_due: Some(money(sealing.total, sealing.currency)),

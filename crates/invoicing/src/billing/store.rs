@@ -275,8 +275,9 @@ struct LineColumns {
     detail: Vec<Vec<u8>>,
 }
 
-/// Stores a new draft; `None` when the boundary already has an invoice (the
-/// unique constraint: another replica or an earlier run billed it).
+/// Stores a new draft and returns its row; `None` when the boundary already
+/// has an invoice (the unique constraint: another replica or an earlier run
+/// billed it).
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_draft(
     connection: &mut PgConnection,
@@ -287,33 +288,34 @@ pub async fn insert_draft(
     composition: &Composition,
     grace: Duration,
     now: DateTime<Utc>,
-) -> Result<Option<String>> {
+) -> Result<Option<InvoiceRow>> {
     let id = ids.new_id("inv");
     let subtotal = subtotal(&id, customer_id, currency, &composition.lines)?;
-    let inserted: Option<(String,)> = sqlx::query_as(
+    let sql = format!(
         "INSERT INTO invoicing.invoices (id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \
            billing_reason, currency, subtotal, total, grace_period_ends_at, version, created_at, updated_at, refreshed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $9, $10, 1, $11, $11, $11) \
-         ON CONFLICT (subscription_id, boundary_at) DO NOTHING RETURNING id",
-    )
-    .bind(&id)
-    .bind(subscription_id)
-    .bind(customer_id)
-    .bind(composition.boundary)
-    .bind(composition.period.start())
-    .bind(composition.period.end())
-    .bind(reason_name(composition.reason))
-    .bind(currency.code())
-    .bind(subtotal.amount())
-    .bind(composition.boundary + grace)
-    .bind(now)
-    .fetch_optional(&mut *connection)
-    .await?;
-    if inserted.is_none() {
+         ON CONFLICT (subscription_id, boundary_at) DO NOTHING RETURNING {INVOICE_COLUMNS}"
+    );
+    let inserted: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&id)
+        .bind(subscription_id)
+        .bind(customer_id)
+        .bind(composition.boundary)
+        .bind(composition.period.start())
+        .bind(composition.period.end())
+        .bind(reason_name(composition.reason))
+        .bind(currency.code())
+        .bind(subtotal.amount())
+        .bind(composition.boundary + grace)
+        .bind(now)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(row) = inserted else {
         return Ok(None);
-    }
+    };
     insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
-    Ok(Some(id))
+    Ok(Some(row))
 }
 
 /// Marks the prepared drafts `finalized` with their numbers (one

@@ -374,6 +374,42 @@ pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result
     from_row(row)
 }
 
+/// Locks the subscriptions of `ids` that no other transaction holds
+/// (`FOR UPDATE SKIP LOCKED`: another bill-run replica has the rest) and, with
+/// `due_by`, only those with a boundary due by then; by id.
+pub async fn claim_many(
+    connection: &mut PgConnection,
+    ids: &[&str],
+    due_by: Option<DateTime<Utc>>,
+) -> Result<Vec<Subscription>> {
+    let rows: Vec<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoicing.subscriptions s \
+         WHERE s.id = ANY($1) AND ($2::timestamptz IS NULL OR s.next_bill_at <= $2) \
+         ORDER BY s.id FOR UPDATE OF s SKIP LOCKED"
+    )))
+    .bind(ids)
+    .bind(due_by)
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// Loads many subscriptions at once (unlocked), by id; unknown ids are left out.
+pub async fn load_many(
+    connection: &mut PgConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, Subscription>> {
+    let rows: Vec<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoicing.subscriptions s WHERE s.id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.into_iter()
+        .map(|row| from_row(row).map(|subscription| (subscription.id.clone(), subscription)))
+        .collect()
+}
+
 fn from_row(row: SubscriptionRow) -> Result<Subscription> {
     let SubscriptionRow {
         id,

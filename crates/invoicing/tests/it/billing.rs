@@ -657,6 +657,56 @@ async fn a_failed_subscription_rolls_back_alone_and_numbers_stay_gapless() {
 }
 
 #[tokio::test]
+async fn an_error_in_a_batch_fails_only_its_subscription() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let plan = h
+        .plan("basic", PlanSpec::advance("10.00").calls("0.01"))
+        .await;
+    let mut subscriptions = Vec::new();
+    for name in ["first", "second", "third"] {
+        let customer = h.customer(name).await;
+        subscriptions.push(h.subscribe(&customer, &plan, at(2025, 1, 1)).await);
+    }
+    h.bill_at(at(2025, 1, 1)).await;
+    // Rating loses the second subscription (its replica is behind, say):
+    // pricing its period fails in the middle of the batch of three.
+    sqlx::query("DELETE FROM rating.subscriptions WHERE subscription_id = $1")
+        .bind(&subscriptions[1])
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    h.clock.set(at(2025, 2, 1)).unwrap();
+    let run = h.invoicing.bill_run().await.unwrap();
+    assert_eq!((run.invoices_created, run.failures), (2, 1), "{run:?}");
+    let mut numbers = Vec::new();
+    for subscription in &subscriptions {
+        numbers.extend(
+            h.invoice_table(subscription)
+                .await
+                .into_iter()
+                .map(|row| (row.0, row.3)),
+        );
+    }
+    numbers.sort_by(|left, right| left.1.cmp(&right.1));
+    assert_eq!(
+        numbers,
+        vec![
+            ("2025-01-01".to_owned(), "TALLY-000001".to_owned()),
+            ("2025-01-01".to_owned(), "TALLY-000002".to_owned()),
+            ("2025-01-01".to_owned(), "TALLY-000003".to_owned()),
+            ("2025-02-01".to_owned(), "TALLY-000004".to_owned()),
+            ("2025-02-01".to_owned(), "TALLY-000005".to_owned()),
+        ],
+        "the others are billed, numbers stay gapless"
+    );
+    assert_eq!(
+        h.invoice_table(&subscriptions[1]).await.len(),
+        1,
+        "nothing of the failed period is left"
+    );
+}
+
+#[tokio::test]
 async fn an_indefinite_pause_ends_when_resumed() {
     let mut h = harness(at(2025, 6, 1), config(0)).await;
     let plan = h.plan("basic", PlanSpec::advance("30.00")).await;
