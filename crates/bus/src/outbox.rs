@@ -48,6 +48,63 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// [`enqueue`] for many messages of one topic in one statement (a bill run
+/// writes an event per invoice), in the order given.
+pub async fn enqueue_many(
+    connection: &mut PgConnection,
+    schema: ServiceSchema,
+    topic: &str,
+    messages: &[Message],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {}.outbox (message_id, topic, message_type, type_version, ordering_key, attributes, payload) \
+         SELECT message_id, $2, message_type, type_version, ordering_key, attributes, payload \
+         FROM unnest($1::text[], $3::text[], $4::int[], $5::text[], $6::jsonb[], $7::bytea[]) WITH ORDINALITY \
+           AS m(message_id, message_type, type_version, ordering_key, attributes, payload, position) \
+         ORDER BY position",
+        schema.as_str()
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+        .bind(topic)
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.message_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| i32::try_from(m.type_version).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.ordering_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| sqlx::types::Json(&m.attributes))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.payload.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// Publishes a service's outbox to the bus.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {

@@ -42,6 +42,24 @@ pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result
     Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
 }
 
+/// Reads many customers at once (unlocked), by id; unknown ids are left out.
+pub async fn load_many(
+    connection: &mut PgConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, Customer>> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT id, snapshot FROM invoicing.customers WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(connection)
+            .await?;
+    rows.into_iter()
+        .map(|(id, bytes)| {
+            let customer = Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)?;
+            Ok((id, customer))
+        })
+        .collect()
+}
+
 /// The customer's currency.
 pub fn currency_of(customer: &Customer) -> Result<Currency> {
     crate::wire::stored_currency(&customer.currency)

@@ -61,6 +61,26 @@ pub async fn invoice_changed(
     now: DateTime<Utc>,
     kind: invoice_event::Kind,
 ) -> Result<()> {
+    let message = invoice_message(event_id, invoice, customer, now, kind);
+    outbox::enqueue(
+        connection,
+        ServiceSchema::Invoicing,
+        topics::INVOICE_EVENTS,
+        &message,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `invoice-events` message of an invoice snapshot with the customer
+/// (ordered by customer; the event id is the message id).
+pub fn invoice_message(
+    event_id: String,
+    invoice: proto::Invoice,
+    customer: proto::Customer,
+    now: DateTime<Utc>,
+    kind: invoice_event::Kind,
+) -> Message {
     let customer_id = invoice.customer_id.clone();
     let event = InvoiceEvent {
         event_id: event_id.clone(),
@@ -71,15 +91,7 @@ pub async fn invoice_changed(
         customer: Some(customer),
         kind: Some(kind),
     };
-    let message = Message::new(INVOICE_EVENT_TYPE, 1, event.encode_to_vec())
+    Message::new(INVOICE_EVENT_TYPE, 1, event.encode_to_vec())
         .with_id(event_id)
-        .with_ordering_key(customer_id);
-    outbox::enqueue(
-        connection,
-        ServiceSchema::Invoicing,
-        topics::INVOICE_EVENTS,
-        &message,
-    )
-    .await?;
-    Ok(())
+        .with_ordering_key(customer_id)
 }

@@ -81,6 +81,41 @@ impl std::fmt::Display for Work {
     }
 }
 
+/// What a bill-run batch read once for all its items, and what it writes
+/// once for all of them.
+struct Batch {
+    /// The customers of the batch's subscriptions.
+    customers: HashMap<String, tally_proto::invoicing::Customer>,
+    /// Those with a credit grant that may be burned.
+    with_credits: HashSet<String>,
+    /// Invoices to number and finalize before the commit.
+    sealings: Vec<Sealing>,
+    /// Subscriptions billed: (id, billed through, next bill at).
+    advanced: Vec<store::Advanced>,
+}
+
+impl Batch {
+    fn known(&self, customer_id: &str, line_count: Option<usize>) -> Known<'_> {
+        Known {
+            line_count,
+            customer: self.customers.get(customer_id),
+            without_credits: !self.with_credits.contains(customer_id),
+        }
+    }
+}
+
+/// What the caller of [`Context::prepare_finalization`] already read, so
+/// it is not read again.
+#[derive(Default)]
+pub(crate) struct Known<'a> {
+    /// The draft's lines, when the caller just wrote them.
+    pub(crate) line_count: Option<usize>,
+    /// The invoice's customer.
+    pub(crate) customer: Option<&'a tally_proto::invoicing::Customer>,
+    /// The customer had no grant to burn when the batch began.
+    pub(crate) without_credits: bool,
+}
+
 /// A draft whose lines and credits are final, waiting for its number
 /// ([`Context::seal`]).
 pub(crate) struct Sealing {
@@ -261,7 +296,12 @@ impl Context {
         let unpublished = self
             .unpublished_changes(&mut transaction, &customers)
             .await?;
-        let mut sealings = Vec::new();
+        let mut batch = Batch {
+            customers: customers::load_many(&mut transaction, &customers).await?,
+            with_credits: credits::customers_with_open_grants(&mut transaction, &customers).await?,
+            sealings: Vec::new(),
+            advanced: Vec::new(),
+        };
         for (item, usage) in items {
             let Some(subscription) = claimed.get(item.subscription_id()) else {
                 continue;
@@ -280,18 +320,19 @@ impl Context {
                         subscription.clone(),
                         now,
                         usage,
-                        &mut sealings,
+                        &mut batch,
                     )
                     .await?
                 }
                 Work::Draft { invoice_id, .. } => {
-                    self.settle_draft(&mut transaction, invoice_id, now, usage, &mut sealings)
+                    self.settle_draft(&mut transaction, invoice_id, now, usage, &mut batch)
                         .await?
                 }
             };
             summary.add(billed);
         }
-        self.seal(&mut transaction, sealings, now).await?;
+        store::advance_subscriptions(&mut transaction, &batch.advanced).await?;
+        self.seal(&mut transaction, batch.sealings, now).await?;
         transaction.commit().await?;
         Ok(summary)
     }
@@ -330,7 +371,7 @@ impl Context {
         mut subscription: model::Subscription,
         now: DateTime<Utc>,
         usage: &UsageCache,
-        sealings: &mut Vec<Sealing>,
+        batch: &mut Batch,
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         let grace = Duration::hours(i64::from(self.config.grace_period_hours));
@@ -367,28 +408,22 @@ impl Context {
                     // Grace already over (none configured, or a boundary
                     // billed late): finalize now, composed as it is.
                     if boundary + grace <= now {
-                        let line_count = composition.lines.len();
-                        sealings.push(
-                            self.prepare_finalization(
-                                &mut *connection,
-                                &row,
-                                now,
-                                Some(line_count),
-                            )
-                            .await?,
-                        );
+                        let known =
+                            batch.known(&subscription.customer_id, Some(composition.lines.len()));
+                        let sealing = self
+                            .prepare_finalization(&mut *connection, &row, now, known)
+                            .await?;
+                        batch.sealings.push(sealing);
                         summary.invoices_finalized += 1;
                     }
                 }
             }
             subscription.billed_through = Some(boundary);
         }
-        sqlx::query("UPDATE invoicing.subscriptions SET billed_through = $2, next_bill_at = $3 WHERE id = $1")
-            .bind(&subscription.id)
-            .bind(subscription.billed_through)
-            .bind(subscription.next_bill_at()?)
-            .execute(&mut *connection)
-            .await?;
+        let next_bill_at = subscription.next_bill_at()?;
+        batch
+            .advanced
+            .push((subscription.id, subscription.billed_through, next_bill_at));
         Ok(summary)
     }
 
@@ -400,7 +435,7 @@ impl Context {
         invoice_id: &str,
         now: DateTime<Utc>,
         usage: &UsageCache,
-        sealings: &mut Vec<Sealing>,
+        batch: &mut Batch,
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         let row = store::load(&mut *connection, invoice_id, true).await?;
@@ -415,10 +450,11 @@ impl Context {
         }
         if row.grace_period_ends_at <= now {
             let row = store::load(&mut *connection, invoice_id, true).await?;
-            sealings.push(
-                self.prepare_finalization(&mut *connection, &row, now, None)
-                    .await?,
-            );
+            let known = batch.known(&row.customer_id, None);
+            let sealing = self
+                .prepare_finalization(&mut *connection, &row, now, known)
+                .await?;
+            batch.sealings.push(sealing);
             summary.invoices_finalized += 1;
         }
         Ok(summary)
@@ -615,7 +651,7 @@ impl Context {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let sealing = self
-            .prepare_finalization(&mut *connection, row, now, None)
+            .prepare_finalization(&mut *connection, row, now, Known::default())
             .await?;
         self.seal(connection, vec![sealing], now).await
     }
@@ -623,17 +659,19 @@ impl Context {
     /// The first half of finalizing a locked draft: a negative subtotal is
     /// carried to a credit grant, credits are burned in burn-down order and
     /// their lines added. The invoice stays a draft until [`Self::seal`].
-    /// `line_count`: the draft's lines when the caller just wrote them.
     pub(crate) async fn prepare_finalization(
         &self,
         connection: &mut PgConnection,
         row: &InvoiceRow,
         now: DateTime<Utc>,
-        line_count: Option<usize>,
+        known: Known<'_>,
     ) -> Result<Sealing> {
         let currency = row.currency()?;
-        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
-        let line_count = match line_count {
+        let customer = match known.customer {
+            Some(customer) => customer.clone(),
+            None => customers::load(&mut *connection, &row.customer_id, false).await?,
+        };
+        let line_count = match known.line_count {
             Some(count) => i64::try_from(count).map_err(InvoicingError::internal)?,
             None => {
                 let (count,): (i64,) = sqlx::query_as(
@@ -683,16 +721,20 @@ impl Context {
             subtotal = Decimal::ZERO;
         }
         let due = Money::new(subtotal, currency);
-        let burned = credits::burn(
-            &mut *connection,
-            &*self.ids,
-            &row.customer_id,
-            due,
-            &row.id,
-            row.period_end,
-            now,
-        )
-        .await?;
+        let burned = if known.without_credits {
+            Vec::new()
+        } else {
+            credits::burn(
+                &mut *connection,
+                &*self.ids,
+                &row.customer_id,
+                due,
+                &row.id,
+                row.period_end,
+                now,
+            )
+            .await?
+        };
         let credits_total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
         // The domain invoice checks the result: credits never exceed what is
         // due and the total is never negative.
@@ -800,11 +842,11 @@ impl Context {
         .await?;
         let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
         let mut paid_at_once = Vec::new();
+        let mut messages = Vec::with_capacity(rows.len());
         for ((row, lines), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
             let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
             invoice.lines = lines;
-            events::invoice_changed(
-                &mut *connection,
+            messages.push(events::invoice_message(
                 self.ids.new_id("ievt"),
                 invoice,
                 sealing.customer.clone(),
@@ -812,12 +854,18 @@ impl Context {
                 invoice_event::Kind::Finalized(invoice_event::Finalized {
                     amount_due: Some(money(sealing.total, sealing.currency)),
                 }),
-            )
-            .await?;
+            ));
             if sealing.total.is_zero() {
                 paid_at_once.push(sealing);
             }
         }
+        tally_bus::outbox::enqueue_many(
+            &mut *connection,
+            tally_bus::inbox::ServiceSchema::Invoicing,
+            tally_bus::topics::INVOICE_EVENTS,
+            &messages,
+        )
+        .await?;
         for sealing in paid_at_once {
             // Nothing to collect: paid at once, as its own (newer) snapshot.
             sqlx::query(

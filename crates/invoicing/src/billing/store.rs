@@ -373,6 +373,30 @@ pub(crate) async fn finalize_all(
         .collect()
 }
 
+/// A billed subscription: (id, billed through, next bill at).
+pub type Advanced = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Moves the billed subscriptions forward, in one statement.
+pub async fn advance_subscriptions(
+    connection: &mut PgConnection,
+    advanced: &[Advanced],
+) -> Result<()> {
+    if advanced.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE invoicing.subscriptions s SET billed_through = a.billed_through, next_bill_at = a.next_bill_at \
+         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS a(id, billed_through, next_bill_at) \
+         WHERE s.id = a.id",
+    )
+    .bind(advanced.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(advanced.iter().map(|(_, through, _)| *through).collect::<Vec<_>>())
+    .bind(advanced.iter().map(|(_, _, next)| *next).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// Replaces a draft's lines with a new composition.
 pub async fn replace_draft_lines(
     connection: &mut PgConnection,

@@ -30,6 +30,24 @@ use ledger::{GRANT_COLUMNS, load_grant};
 
 mod ledger;
 
+/// The customers among `customers` with a grant that may still be burned.
+/// A bill-run batch asks once, and skips the burn (a locking read per
+/// invoice) for everyone else. A grant committed after this question is
+/// burned by the customer's next invoice, as if it had come a moment later.
+pub async fn customers_with_open_grants(
+    connection: &mut sqlx::PgConnection,
+    customers: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT customer_id FROM invoicing.credit_grants \
+         WHERE customer_id = ANY($1) AND closed IS NULL AND remaining > 0",
+    )
+    .bind(customers)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(|(customer,)| customer).collect())
+}
+
 fn grant_kind(value: i32) -> Result<bool> {
     match CreditGrantKind::try_from(value) {
         Ok(CreditGrantKind::Prepaid) => Ok(true),
