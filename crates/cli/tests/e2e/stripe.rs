@@ -1,0 +1,498 @@
+//! A stateful Stripe on wiremock: enough of Stripe's API for what payments
+//! does (customers, invoices and their items, finalize, pay, send, void,
+//! refunds, reads of invoices, charges and PaymentIntents), answering every
+//! call with a complete object as Stripe's API reference shows it.
+//!
+//! Why stateful: the amounts Stripe answers must follow from what payments
+//! sent (a finalized invoice is due the sum of its items), and the webhook
+//! flow needs Stripe's *current* state of an invoice paid out of band. Why
+//! complete objects: payments' adapter is moving to async-stripe, which
+//! parses strictly, so every object carries the fields of API version
+//! 2024-06-20 (what payments sends as `Stripe-Version`) plus the ones
+//! async-stripe's generated types require (e.g. `issuer`,
+//! `amount_overpaid`, `quantity_decimal`). Idempotency keys behave as on
+//! Stripe: the same key replays the first answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hmac::{KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::stripe_objects::{
+    Ids, InvoiceParts, charge, customer, invoice, invoice_item, line_of, payment_intent, refund,
+};
+
+pub use crate::stripe_objects::event;
+
+/// The webhook signing secret the payments process is given.
+pub const WEBHOOK_SECRET: &str = "whsec_e2eSigningSecretForTallyTests";
+
+/// The invoice item payments created, as Stripe stored it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub amount: i64,
+    pub tally_line_id: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Seconds since the epoch: objects' `created` (the test moves it with
+    /// the services' manual clocks).
+    now: i64,
+    counter: u64,
+    customers: BTreeMap<String, Value>,
+    invoices: BTreeMap<String, Value>,
+    /// Items per invoice, in creation order.
+    items: BTreeMap<String, Vec<Value>>,
+    payment_intents: BTreeMap<String, Value>,
+    charges: BTreeMap<String, Value>,
+    refunds: BTreeMap<String, Value>,
+    /// Idempotency key → (status, body) of the first answer.
+    replays: HashMap<String, (u16, Value)>,
+    /// POSTs that came without an `Idempotency-Key`.
+    posts_without_key: Vec<String>,
+}
+
+/// The fake Stripe: a wiremock server and its state.
+#[derive(Debug, Clone)]
+pub struct FakeStripe {
+    pub server: Arc<MockServer>,
+    state: Arc<Mutex<State>>,
+}
+
+struct Responder {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeStripe {
+    pub async fn start(now: i64) -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State {
+            now,
+            ..State::default()
+        }));
+        Mock::given(any())
+            .respond_with(Responder {
+                state: Arc::clone(&state),
+            })
+            .mount(&server)
+            .await;
+        Self {
+            server: Arc::new(server),
+            state,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_now(&self, now: i64) {
+        self.state().now = now;
+    }
+
+    /// The Stripe invoice made for a Tally invoice (`metadata.tally_invoice_id`).
+    pub fn invoice_of(&self, tally_invoice_id: &str) -> Option<Value> {
+        self.state()
+            .invoices
+            .values()
+            .find(|invoice| invoice["metadata"]["tally_invoice_id"] == tally_invoice_id)
+            .cloned()
+    }
+
+    /// The items of a Stripe invoice.
+    pub fn items_of(&self, stripe_invoice_id: &str) -> Vec<Item> {
+        self.state()
+            .items
+            .get(stripe_invoice_id)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| Item {
+                        amount: item["amount"].as_i64().unwrap_or_default(),
+                        tally_line_id: item["metadata"]["tally_line_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The charge that paid a Stripe invoice, as Stripe has it now.
+    pub fn charge_of(&self, stripe_invoice_id: &str) -> Option<Value> {
+        let state = self.state();
+        let charge = state.invoices.get(stripe_invoice_id)?["charge"]
+            .as_str()?
+            .to_owned();
+        state.charges.get(&charge).cloned()
+    }
+
+    /// POST paths that came without an idempotency key (Tally must send one on each).
+    pub fn posts_without_key(&self) -> Vec<String> {
+        self.state().posts_without_key.clone()
+    }
+
+    /// How many POSTs carried an idempotency key.
+    pub fn keyed_posts(&self) -> usize {
+        self.state().replays.len()
+    }
+
+    /// The customer pays an open invoice outside `/pay` (a bank transfer
+    /// of a `send_invoice` invoice): Stripe marks it paid with a charge.
+    /// Returns the `invoice.paid` event's `data.object`.
+    pub fn pay_out_of_band(&self, stripe_invoice_id: &str) -> Value {
+        let mut state = self.state();
+        let state = &mut *state;
+        state.settle(stripe_invoice_id)
+    }
+}
+
+impl State {
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}_1E2e{:012}", self.counter)
+    }
+
+    fn create_customer(&mut self, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let id = self.next_id("cus");
+        let customer = customer(&id, form, self.now);
+        self.customers.insert(id, customer.clone());
+        (200, customer)
+    }
+
+    fn update_customer(&mut self, id: &str, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let Some(existing) = self.customers.get(id) else {
+            return not_found("customer", id);
+        };
+        let updated = customer(id, form, existing["created"].as_i64().unwrap_or(self.now));
+        self.customers.insert(id.to_owned(), updated.clone());
+        (200, updated)
+    }
+
+    fn create_invoice(&mut self, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let id = self.next_id("in");
+        let customer_id = form.get("customer").cloned().unwrap_or_default();
+        let Some(customer) = self.customers.get(&customer_id).cloned() else {
+            return not_found("customer", &customer_id);
+        };
+        let metadata: BTreeMap<String, String> = form
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix("metadata[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .map(|name| (name.to_owned(), value.clone()))
+            })
+            .collect();
+        let invoice = invoice(InvoiceParts {
+            id: &id,
+            customer: &customer,
+            currency: form.get("currency").map_or("usd", String::as_str),
+            collection_method: form
+                .get("collection_method")
+                .map_or("charge_automatically", String::as_str),
+            days_until_due: form
+                .get("days_until_due")
+                .and_then(|days| days.parse().ok()),
+            metadata: &metadata,
+            created: self.now,
+        });
+        self.invoices.insert(id.clone(), invoice.clone());
+        self.items.insert(id, Vec::new());
+        (200, invoice)
+    }
+
+    fn create_invoice_item(&mut self, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let invoice_id = form.get("invoice").cloned().unwrap_or_default();
+        let Some(invoice) = self.invoices.get(&invoice_id) else {
+            return not_found("invoice", &invoice_id);
+        };
+        if invoice["status"] != "draft" {
+            return invalid(
+                "You can only add invoice items to draft invoices.",
+                "invoice",
+            );
+        }
+        let Some(amount) = form
+            .get("amount")
+            .and_then(|amount| amount.parse::<i64>().ok())
+        else {
+            return invalid("Invalid integer: amount", "amount");
+        };
+        let id = self.next_id("ii");
+        let item = invoice_item(&id, &invoice_id, amount, form, self.now);
+        self.items.entry(invoice_id).or_default().push(item.clone());
+        (200, item)
+    }
+
+    fn finalize(&mut self, invoice_id: &str) -> (u16, Value) {
+        let items = self.items.get(invoice_id).cloned().unwrap_or_default();
+        let number_seed = self.counter;
+        let now = self.now;
+        let Some(invoice) = self.invoices.get_mut(invoice_id) else {
+            return not_found("invoice", invoice_id);
+        };
+        if invoice["status"] != "draft" {
+            return (200, invoice.clone());
+        }
+        let total: i64 = items
+            .iter()
+            .filter_map(|item| item["amount"].as_i64())
+            .sum();
+        let lines: Vec<Value> = items.iter().map(|item| line_of(item, invoice_id)).collect();
+        let count = lines.len();
+        invoice["status"] = json!("open");
+        invoice["number"] = json!(format!("E2E0{number_seed:04}-0001"));
+        invoice["amount_due"] = json!(total);
+        invoice["amount_remaining"] = json!(total);
+        invoice["subtotal"] = json!(total);
+        invoice["subtotal_excluding_tax"] = json!(total);
+        invoice["total"] = json!(total);
+        invoice["total_excluding_tax"] = json!(total);
+        invoice["lines"]["data"] = json!(lines);
+        invoice["lines"]["total_count"] = json!(count);
+        invoice["status_transitions"]["finalized_at"] = json!(now);
+        invoice["effective_at"] = json!(now);
+        if invoice["collection_method"] == "send_invoice" {
+            let days = invoice["days_until_due"].as_i64().unwrap_or(30);
+            invoice["due_date"] = json!(now + days * 86_400);
+        }
+        let hosted = format!("https://invoice.stripe.com/i/acct_1E2eTally/test_{invoice_id}");
+        invoice["hosted_invoice_url"] = json!(hosted);
+        invoice["invoice_pdf"] = json!(format!("{hosted}/pdf"));
+        (200, invoice.clone())
+    }
+
+    /// Marks an open invoice paid with a new PaymentIntent and charge.
+    fn settle(&mut self, invoice_id: &str) -> Value {
+        let payment_intent_id = self.next_id("pi");
+        let charge_id = self.next_id("ch");
+        let now = self.now;
+        let Some(invoice) = self.invoices.get_mut(invoice_id) else {
+            return Value::Null;
+        };
+        if invoice["status"] == "paid" {
+            return invoice.clone();
+        }
+        let amount = invoice["amount_due"].as_i64().unwrap_or_default();
+        let currency = invoice["currency"].as_str().unwrap_or("usd").to_owned();
+        let customer = invoice["customer"].as_str().unwrap_or_default().to_owned();
+        invoice["status"] = json!("paid");
+        invoice["paid"] = json!(true);
+        invoice["attempted"] = json!(true);
+        invoice["attempt_count"] = json!(invoice["attempt_count"].as_i64().unwrap_or(0) + 1);
+        invoice["amount_paid"] = json!(amount);
+        invoice["amount_remaining"] = json!(0);
+        invoice["charge"] = json!(charge_id);
+        invoice["payment_intent"] = json!(payment_intent_id);
+        invoice["status_transitions"]["paid_at"] = json!(now);
+        let paid = invoice.clone();
+        let ids = Ids {
+            invoice: invoice_id,
+            payment_intent: &payment_intent_id,
+            charge: &charge_id,
+            customer: &customer,
+        };
+        self.payment_intents.insert(
+            payment_intent_id.clone(),
+            payment_intent(&ids, amount, &currency, now),
+        );
+        self.charges
+            .insert(charge_id.clone(), charge(&ids, amount, &currency, now));
+        paid
+    }
+
+    fn pay(&mut self, invoice_id: &str) -> (u16, Value) {
+        match self.invoices.get(invoice_id) {
+            None => not_found("invoice", invoice_id),
+            Some(invoice) if invoice["status"] != "open" && invoice["status"] != "paid" => {
+                invalid("Invoice is not open and cannot be paid.", "invoice")
+            }
+            Some(_) => (200, self.settle(invoice_id)),
+        }
+    }
+
+    fn set_status(&mut self, invoice_id: &str, status: &str) -> (u16, Value) {
+        let now = self.now;
+        let Some(invoice) = self.invoices.get_mut(invoice_id) else {
+            return not_found("invoice", invoice_id);
+        };
+        if status == "void" {
+            invoice["status"] = json!("void");
+            invoice["amount_remaining"] = json!(0);
+            invoice["status_transitions"]["voided_at"] = json!(now);
+        } else if status == "uncollectible" {
+            invoice["status"] = json!("uncollectible");
+            invoice["status_transitions"]["marked_uncollectible_at"] = json!(now);
+        }
+        (200, invoice.clone())
+    }
+
+    fn create_refund(&mut self, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let charge_id = form.get("charge").cloned().unwrap_or_default();
+        let Some(charge) = self.charges.get(&charge_id).cloned() else {
+            return not_found("charge", &charge_id);
+        };
+        let captured = charge["amount"].as_i64().unwrap_or_default();
+        let refunded = charge["amount_refunded"].as_i64().unwrap_or_default();
+        let amount = form
+            .get("amount")
+            .and_then(|amount| amount.parse::<i64>().ok())
+            .unwrap_or(captured - refunded);
+        if amount <= 0 || refunded + amount > captured {
+            return invalid(
+                &format!(
+                    "Refund amount ({amount}) is greater than unrefunded amount on charge ({})",
+                    captured - refunded
+                ),
+                "amount",
+            );
+        }
+        let id = self.next_id("re");
+        let refund = refund(&id, &charge, amount, form, self.now);
+        self.refunds.insert(id, refund.clone());
+        if let Some(charge) = self.charges.get_mut(&charge_id) {
+            charge["amount_refunded"] = json!(refunded + amount);
+            charge["refunded"] = json!(refunded + amount == captured);
+            let list = &mut charge["refunds"];
+            if let Some(data) = list["data"].as_array_mut() {
+                data.insert(0, refund.clone());
+            }
+            list["total_count"] = json!(list["data"].as_array().map_or(0, Vec::len));
+        }
+        (200, refund)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut parts = path.trim_start_matches("/v1/").splitn(2, '/');
+        let (kind, id) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let table = match kind {
+            "customers" => &self.customers,
+            "invoices" => &self.invoices,
+            "payment_intents" => &self.payment_intents,
+            "charges" => &self.charges,
+            "refunds" => &self.refunds,
+            _ => return not_found("resource", path),
+        };
+        match table.get(id) {
+            Some(object) => (200, object.clone()),
+            None => not_found(kind.trim_end_matches('s'), id),
+        }
+    }
+
+    fn post(&mut self, path: &str, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        match segments.as_slice() {
+            ["customers"] => self.create_customer(form),
+            ["customers", id] => self.update_customer(id, form),
+            ["invoices"] => self.create_invoice(form),
+            ["invoiceitems"] => self.create_invoice_item(form),
+            ["invoices", id, "finalize"] => self.finalize(id),
+            ["invoices", id, "pay"] => self.pay(id),
+            ["invoices", id, "send"] => match self.invoices.get(*id) {
+                Some(invoice) => (200, invoice.clone()),
+                None => not_found("invoice", id),
+            },
+            ["invoices", id, "void"] => self.set_status(id, "void"),
+            ["invoices", id, "mark_uncollectible"] => self.set_status(id, "uncollectible"),
+            ["refunds"] => self.create_refund(form),
+            _ => not_found("resource", path),
+        }
+    }
+}
+
+impl Respond for Responder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = request.url.path().to_owned();
+        let (status, body) = if request.method.as_str() == "GET" {
+            state.get(&path)
+        } else {
+            let form: BTreeMap<String, String> = form_urlencoded::parse(&request.body)
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect();
+            let key = request
+                .headers
+                .get("Idempotency-Key")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            match key {
+                Some(key) => match state.replays.get(&key) {
+                    Some(first) => first.clone(),
+                    None => {
+                        let answer = state.post(&path, &form);
+                        state.replays.insert(key, answer.clone());
+                        answer
+                    }
+                },
+                None => {
+                    state.posts_without_key.push(path.clone());
+                    state.post(&path, &form)
+                }
+            }
+        };
+        let request_id = {
+            state.counter += 1;
+            format!("req_1E2e{:012}", state.counter)
+        };
+        ResponseTemplate::new(status)
+            .insert_header("Request-Id", request_id.as_str())
+            .insert_header("Stripe-Version", "2024-06-20")
+            .set_body_json(body)
+    }
+}
+
+/// `Stripe-Signature` for `payload` at `timestamp`, as Stripe computes it:
+/// HMAC-SHA256 of `"{timestamp}.{payload}"` with the endpoint's secret.
+pub fn signature(payload: &str, timestamp: i64) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes())
+        .expect("any key length works for HMAC");
+    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    let digest = hex::encode(mac.finalize().into_bytes());
+    format!("t={timestamp},v1={digest}")
+}
+
+fn error(status: u16, kind: &str, code: &str, message: &str, param: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"error": {
+            "code": code,
+            "doc_url": format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")),
+            "message": message,
+            "param": param,
+            "request_log_url": "https://dashboard.stripe.com/test/logs/req_1E2e",
+            "type": kind
+        }}),
+    )
+}
+
+fn not_found(object: &str, id: &str) -> (u16, Value) {
+    error(
+        404,
+        "invalid_request_error",
+        "resource_missing",
+        &format!("No such {object}: '{id}'"),
+        "id",
+    )
+}
+
+fn invalid(message: &str, param: &str) -> (u16, Value) {
+    error(
+        400,
+        "invalid_request_error",
+        "parameter_invalid",
+        message,
+        param,
+    )
+}
