@@ -28,7 +28,7 @@ use tally_proto::invoicing::customer_service_client::CustomerServiceClient;
 use tally_proto::invoicing::invoice_service_client::InvoiceServiceClient;
 use tally_proto::invoicing::subscription_service_client::SubscriptionServiceClient;
 use tally_proto::invoicing::{
-    Address, ChangePlanRequest, ChangeTiming, CollectionMode, CreateCustomerRequest,
+    Address, BillingReason, ChangePlanRequest, ChangeTiming, CollectionMode, CreateCustomerRequest,
     CreateSubscriptionRequest, CreditGrantKind, GrantCreditRequest, Invoice, InvoiceStatus,
     ListInvoicesRequest, ProrationPolicy,
 };
@@ -294,9 +294,7 @@ pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
     let invoices = wait_for_invoices(&mut api, &customers).await?;
 
     println!();
-    println!("  Invoices");
-    println!();
-    let mut table = Table::new(&["customer", "invoice", "period", "status", "total"]);
+    let mut table = Table::new(&["customer", "invoice", "billed", "status", "total"]);
     for (subscribed, invoice) in &invoices {
         table.row(vec![
             subscribed.persona.name.to_owned(),
@@ -305,7 +303,7 @@ pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
             } else {
                 invoice.number.clone()
             },
-            period(invoice),
+            what_it_bills(invoice),
             short(
                 InvoiceStatus::try_from(invoice.status)
                     .unwrap_or(InvoiceStatus::Unspecified)
@@ -323,19 +321,21 @@ pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
         println!("  {line}");
     }
     let example = invoices
-        .iter()
-        .find(|(subscribed, _)| subscribed.persona.external_id == "acme")
+        .last()
         .map_or_else(String::new, |(_, invoice)| invoice.id.clone());
     let acme = &customers[0].customer_id;
-    let flags = format!("--address {} --api-key {}", target.address, target.api_key);
     println!();
-    println!("  Look further:");
-    println!("    tally invoices list {flags}");
-    println!("    tally invoices show {example} {flags}     # every line and its price breakdown");
-    println!("    tally customers list {flags}");
-    println!("    tally credits balance --customer {acme} {flags}");
-    println!("    tally catalog show --plan inference_pro {flags}");
-    println!("    tally clock advance 30d {flags}          # bill another month");
+    println!("  Look further (in another terminal):");
+    println!(
+        "    export TALLY_ADDRESS={} TALLY_API_KEY={}",
+        target.address, target.api_key
+    );
+    println!("    tally invoices list");
+    println!("    tally invoices show {example}     # every line and its price breakdown");
+    println!("    tally customers list");
+    println!("    tally credits balance --customer {acme}");
+    println!("    tally catalog show --plan inference_pro");
+    println!("    tally clock advance 30d                # and bill another month");
     println!();
     say("done (ctrl-c stops tally dev; the data stays for the next run)");
     Ok(())
@@ -559,7 +559,8 @@ async fn wait_for_invoices<'a>(
                 .await
                 .answer("ListInvoices")?
                 .invoices;
-            invoices.sort_by_key(start_seconds);
+            // Numbers are gapless in finalization order: the opening invoice first.
+            invoices.sort_by(|a, b| a.number.cmp(&b.number));
             let finished = invoices.len() >= 2
                 && invoices
                     .iter()
@@ -581,31 +582,12 @@ async fn wait_for_invoices<'a>(
     }
 }
 
-fn start_seconds(invoice: &Invoice) -> Option<i64> {
-    invoice
-        .period
-        .as_ref()
-        .and_then(|period| period.start_time)
-        .map(|time| time.seconds)
-}
-
-fn end_seconds(invoice: &Invoice) -> Option<i64> {
-    invoice
-        .period
-        .as_ref()
-        .and_then(|period| period.end_time)
-        .map(|time| time.seconds)
-}
-
-fn period(invoice: &Invoice) -> String {
-    let day = |seconds: Option<i64>| {
-        seconds
-            .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
-            .map_or_else(|| "?".to_owned(), |at| at.format("%Y-%m-%d").to_string())
-    };
-    format!(
-        "{} … {}",
-        day(start_seconds(invoice)),
-        day(end_seconds(invoice))
-    )
+/// A few words on what an invoice is for.
+fn what_it_bills(invoice: &Invoice) -> String {
+    match BillingReason::try_from(invoice.billing_reason) {
+        Ok(BillingReason::SubscriptionCreate) => "fees in advance".to_owned(),
+        Ok(BillingReason::SubscriptionCycle) => "the month's usage, next month's fees".to_owned(),
+        Ok(other) => short(other.as_str_name(), "BILLING_REASON_"),
+        Err(_) => String::new(),
+    }
 }
