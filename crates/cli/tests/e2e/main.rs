@@ -11,8 +11,8 @@
 //! with what to install.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// A complete Stripe invoice is one large `json!` literal.
-#![recursion_limit = "512"]
+// Complete Stripe objects are large `json!` literals.
+#![recursion_limit = "256"]
 
 mod cluster;
 mod stripe;
