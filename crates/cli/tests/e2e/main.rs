@@ -838,6 +838,38 @@ async fn a_month_of_billing_across_four_processes() {
     let charge = stripe.charge_of(&stripe_invoice_id).unwrap();
     assert_eq!(charge["amount_refunded"], 10_000, "Stripe refunded 100.00");
 
+    // Finance's check: Tally and Stripe agree on every invoice, charge, refund
+    // and balance transaction of the month (`tally reconcile` exits 1
+    // otherwise). The window must have ended: an hour later, it has.
+    set_clock("2026-12-02T02:00:00Z");
+    let reconciled: serde_json::Value = serde_json::from_str(&cluster.cli(
+        &[
+            "reconcile",
+            "--from",
+            "2026-11-01T00:00:00Z",
+            "--to",
+            "2026-12-02T02:00:00Z",
+            "--address",
+            cluster.address("payments"),
+            "--output",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        reconciled["findings"],
+        serde_json::json!([]),
+        "{reconciled}"
+    );
+    let matched: u64 = reconciled["report"]["summary"]["matched"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    // 6 invoices, 5 charges, 1 refund and their 6 balance transactions.
+    assert_eq!(matched, 18, "{reconciled}");
+
     let elapsed = test_started.elapsed();
     eprintln!("end-to-end test took {elapsed:?}");
 }

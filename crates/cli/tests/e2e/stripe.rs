@@ -1,6 +1,7 @@
 //! A stateful Stripe on wiremock: enough of Stripe's API for what payments
 //! does (customers, invoices and their items, finalize, pay, send, void,
-//! refunds, reads of invoices, charges and PaymentIntents), answering every
+//! refunds, reads of invoices, charges and PaymentIntents, and the lists
+//! reconciliation reads, balance transactions included), answering every
 //! call with a complete object as Stripe's API reference shows it.
 //!
 //! Why stateful: the amounts Stripe answers must follow from what payments
@@ -22,7 +23,8 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::stripe_objects::{
-    Ids, InvoiceParts, charge, customer, invoice, invoice_item, line_of, payment_intent, refund,
+    Ids, InvoiceParts, balance_transaction, charge, customer, invoice, invoice_item, line_of,
+    payment_intent, refund,
 };
 
 pub use crate::stripe_objects::event;
@@ -50,6 +52,7 @@ struct State {
     payment_intents: BTreeMap<String, Value>,
     charges: BTreeMap<String, Value>,
     refunds: BTreeMap<String, Value>,
+    balance_transactions: BTreeMap<String, Value>,
     /// Idempotency key → (status, body) of the first answer.
     replays: HashMap<String, (u16, Value)>,
     /// POSTs that came without an `Idempotency-Key`.
@@ -305,8 +308,9 @@ impl State {
             payment_intent_id.clone(),
             payment_intent(&ids, amount, &currency, now),
         );
-        self.charges
-            .insert(charge_id.clone(), charge(&ids, amount, &currency, now));
+        let charge = charge(&ids, amount, &currency, now);
+        self.record_balance_transaction(&charge, "charge", amount);
+        self.charges.insert(charge_id.clone(), charge);
         paid
     }
 
@@ -358,6 +362,7 @@ impl State {
         }
         let id = self.next_id("re");
         let refund = refund(&id, &charge, amount, form, self.now);
+        self.record_balance_transaction(&refund, "refund", -amount);
         self.refunds.insert(id, refund.clone());
         if let Some(charge) = self.charges.get_mut(&charge_id) {
             charge["amount_refunded"] = json!(refunded + amount);
@@ -371,7 +376,66 @@ impl State {
         (200, refund)
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    /// The balance transaction a charge or refund names in `balance_transaction`.
+    fn record_balance_transaction(&mut self, source: &Value, kind: &str, amount: i64) {
+        let id = source["balance_transaction"].as_str().unwrap_or_default();
+        let transaction = balance_transaction(id, source, kind, amount);
+        self.balance_transactions.insert(id.to_owned(), transaction);
+    }
+
+    /// `GET /v1/<resource>?created[gte]=…&created[lt]=…&limit=…&starting_after=…`:
+    /// newest first, as Stripe lists.
+    fn list(&self, resource: &str, query: &BTreeMap<String, String>) -> (u16, Value) {
+        let table = match resource {
+            "invoices" => &self.invoices,
+            "charges" => &self.charges,
+            "refunds" => &self.refunds,
+            "balance_transactions" => &self.balance_transactions,
+            _ => return not_found("resource", resource),
+        };
+        let bound = |key: &str, default: i64| {
+            query
+                .get(key)
+                .and_then(|value| value.parse::<i64>().ok())
+                .unwrap_or(default)
+        };
+        let (from, to) = (
+            bound("created[gte]", i64::MIN),
+            bound("created[lt]", i64::MAX),
+        );
+        let limit = usize::try_from(bound("limit", 10)).unwrap_or(10);
+        let mut objects: Vec<&Value> = table
+            .values()
+            .filter(|object| {
+                let created = object["created"].as_i64().unwrap_or_default();
+                from <= created && created < to
+            })
+            .collect();
+        objects.sort_by_key(|object| {
+            std::cmp::Reverse((
+                object["created"].as_i64().unwrap_or_default(),
+                object["id"].as_str().unwrap_or_default().to_owned(),
+            ))
+        });
+        if let Some(after) = query.get("starting_after") {
+            let position = objects
+                .iter()
+                .position(|object| object["id"] == after.as_str());
+            objects.drain(..position.map_or(0, |index| index + 1));
+        }
+        let has_more = objects.len() > limit;
+        objects.truncate(limit);
+        (
+            200,
+            json!({"object": "list", "data": objects, "has_more": has_more, "url": format!("/v1/{resource}")}),
+        )
+    }
+
+    fn get(&self, path: &str, query: &BTreeMap<String, String>) -> (u16, Value) {
+        let resource = path.trim_start_matches("/v1/");
+        if !resource.contains('/') {
+            return self.list(resource, query);
+        }
         let mut parts = path.trim_start_matches("/v1/").splitn(2, '/');
         let (kind, id) = (
             parts.next().unwrap_or_default(),
@@ -383,6 +447,7 @@ impl State {
             "payment_intents" => &self.payment_intents,
             "charges" => &self.charges,
             "refunds" => &self.refunds,
+            "balance_transactions" => &self.balance_transactions,
             _ => return not_found("resource", path),
         };
         match table.get(id) {
@@ -417,7 +482,8 @@ impl Respond for Responder {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let path = request.url.path().to_owned();
         let (status, body) = if request.method.as_str() == "GET" {
-            state.get(&path)
+            let query: BTreeMap<String, String> = request.url.query_pairs().into_owned().collect();
+            state.get(&path, &query)
         } else {
             let form: BTreeMap<String, String> = form_urlencoded::parse(&request.body)
                 .map(|(key, value)| (key.into_owned(), value.into_owned()))

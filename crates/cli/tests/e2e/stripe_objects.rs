@@ -6,9 +6,10 @@
 //! file can be compiled against async-stripe to check exactly that: with
 //! `#[path]` to this file, each object parsed by `miniserde::json::from_str`
 //! (what async-stripe's client does) into `stripe_shared::{Customer, Invoice,
-//! InvoiceLineItem, PaymentIntent, Charge, Refund}` and
-//! `stripe_billing::InvoiceItem` of async-stripe 1.0.0-rc.10 — all parse,
-//! while `{"id", "object"}` alone or an item without `quantity_decimal` do not.
+//! InvoiceLineItem, PaymentIntent, Charge, Refund, BalanceTransaction}`,
+//! `stripe_types::List` and `stripe_billing::InvoiceItem` of async-stripe
+//! 1.0.0-rc.10 — all parse, while `{"id", "object"}` alone or an item
+//! without `quantity_decimal` do not.
 
 use std::collections::BTreeMap;
 
@@ -423,5 +424,40 @@ pub fn refund(
         "source_transfer_reversal": null,
         "status": "succeeded",
         "transfer_reversal": null
+    })
+}
+
+/// The balance transaction of a charge (`kind` "charge", the gross amount,
+/// Stripe's card fee of 2.9 % + 30 cents rounded half up) or of a refund
+/// ("refund", negative, no fee).
+pub fn balance_transaction(id: &str, source: &Value, kind: &str, amount: i64) -> Value {
+    let created = source["created"].as_i64().unwrap_or_default();
+    let fee = if kind == "charge" {
+        (amount * 29 + 500) / 1000 + 30
+    } else {
+        0
+    };
+    let fee_details = if fee == 0 {
+        json!([])
+    } else {
+        json!([{"amount": fee, "application": null, "currency": source["currency"], "description": "Stripe processing fees", "type": "stripe_fee"}])
+    };
+    json!({
+        "id": id,
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": created + 2 * 86_400,
+        "balance_type": "payments",
+        "created": created,
+        "currency": source["currency"],
+        "description": if kind == "charge" { json!("Payment for Invoice") } else { json!("REFUND FOR CHARGE (Payment for Invoice)") },
+        "exchange_rate": null,
+        "fee": fee,
+        "fee_details": fee_details,
+        "net": amount - fee,
+        "reporting_category": kind,
+        "source": source["id"],
+        "status": "pending",
+        "type": kind
     })
 }
