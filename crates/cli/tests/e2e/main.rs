@@ -29,6 +29,7 @@ use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::ingest::{EventOutcome, IngestBatchRequest};
 use tally_proto::invoicing::credit_service_client::CreditServiceClient;
 use tally_proto::invoicing::customer_service_client::CustomerServiceClient;
+use tally_proto::invoicing::invoice_line::Detail;
 use tally_proto::invoicing::invoice_service_client::InvoiceServiceClient;
 use tally_proto::invoicing::subscription_service_client::SubscriptionServiceClient;
 use tally_proto::invoicing::{
@@ -725,6 +726,44 @@ async fn a_month_of_billing_across_four_processes() {
         "every Stripe call carries an idempotency key"
     );
     assert!(stripe.keyed_posts() > 0);
+    // Globex's upgrade explains itself: Starter's unused half month credited,
+    // Pro's half month charged, both for 16 November → 1 December.
+    let prorations: Vec<(String, String, String, String)> = finals["globex"][1]
+        .lines
+        .iter()
+        .filter_map(|line| match &line.detail {
+            Some(Detail::Proration(detail)) => {
+                let range = detail.prorated_period.as_ref().unwrap();
+                Some((
+                    amount(line.amount.as_ref()),
+                    range.start_time.unwrap().seconds.to_string(),
+                    range.end_time.unwrap().seconds.to_string(),
+                    detail.factor.as_ref().unwrap().value.clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    let (half, end) = (
+        at("2026-11-16T00:00:00Z").timestamp().to_string(),
+        at("2026-12-01T00:00:00Z").timestamp().to_string(),
+    );
+    let mut expected = vec![
+        (
+            "-24.50".to_owned(),
+            half.clone(),
+            end.clone(),
+            "0.5".to_owned(),
+        ),
+        ("249.50".to_owned(), half, end, "0.5".to_owned()),
+    ];
+    expected.sort();
+    let mut seen = prorations;
+    seen.sort();
+    assert_eq!(
+        seen, expected,
+        "globex: proration lines and their explanation"
+    );
     let acme_december = &finals["acme"][1];
     assert_eq!(amount(acme_december.credits_applied.as_ref()), "-100.00");
     assert_eq!(amount(acme_december.subtotal.as_ref()), "536.98");
