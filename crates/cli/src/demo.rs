@@ -249,6 +249,9 @@ pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
         }
         customers.push(subscribed);
     }
+    // Subscriptions reach rating over the bus; a bill run before that would
+    // only be retried (with a warning), so wait for rating to know them.
+    wait_until_rated(&mut api, &customers, start, end).await?;
 
     say("streaming usage day by day (GPU seconds, images, tokens, requests):");
     let days = (end - start).num_days();
@@ -500,8 +503,9 @@ fn day_of_usage(
     events
 }
 
-/// Waits until every subscription's usage total for the month stops moving
-/// (usage reaches rating through the bus, a moment after ingest accepted it).
+/// Waits until rating prices every subscription's month and the totals stop
+/// moving (subscriptions and usage reach rating through the bus, a moment
+/// after invoicing or ingest accepted them).
 async fn wait_until_rated(
     api: &mut Clients,
     customers: &[Subscribed],
@@ -522,11 +526,15 @@ async fn wait_until_rated(
                         end_time: Some(stamp(end)),
                     }),
                 })
-                .await
-                .answer("GetUsageCharges")?;
-            totals.push(charges.total.map(|total| total.amount).unwrap_or_default());
+                .await;
+            // Not known to rating yet: NOT_FOUND until its snapshot arrives.
+            totals.push(match charges {
+                Ok(charges) => charges.into_inner().total.map(|total| total.amount),
+                Err(status) if status.code() == tonic::Code::NotFound => None,
+                Err(status) => return Err(crate::admin::refused("GetUsageCharges", &status)),
+            });
         }
-        if totals == previous {
+        if totals == previous && totals.iter().all(Option::is_some) {
             return Ok(());
         }
         anyhow::ensure!(
