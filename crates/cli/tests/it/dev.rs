@@ -1,6 +1,6 @@
 //! `tally dev`: the demo bills a month end to end, and the ways it cannot
-//! start say what to do (no PostgreSQL binaries, a taken port, a data
-//! directory of another PostgreSQL version).
+//! start say what to do (no PostgreSQL binaries, a taken gRPC or webhook
+//! port, a data directory of another PostgreSQL version).
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -170,6 +170,27 @@ fn a_taken_port_is_named() {
         "{stderr}"
     );
     assert!(stderr.contains("another process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_taken_webhook_port_is_named() {
+    let database = tally_testkit::postgres::database().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let stderr = failing_start(
+        dev()
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &database.url)
+            .env("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR", address.to_string()),
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen for Stripe webhooks on {address}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"),
+        "{stderr}"
+    );
 }
 
 #[test]
