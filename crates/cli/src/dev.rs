@@ -51,10 +51,13 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         // The demo bills one month, from its first day: start the clock there.
         config.clock.start = Some(crate::demo::start_of_month(chrono::Utc::now()));
     }
-    if args.demo && config.telemetry.log_filter == "info" && std::env::var_os("RUST_LOG").is_none()
-    {
+    let filter_chosen = ["RUST_LOG", "TALLY_TELEMETRY__LOG_FILTER"]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some());
+    if args.demo && !filter_chosen && config.telemetry.log_filter == "info" {
         // Every call of the demo would log a line; its own output is the point.
-        // An explicit filter (TALLY_TELEMETRY__LOG_FILTER, RUST_LOG) still wins.
+        // A filter from the environment (or a config file's other than the
+        // default) still wins.
         config.telemetry.log_filter = "warn".to_owned();
     }
     if let Some(listen) = args.listen {
