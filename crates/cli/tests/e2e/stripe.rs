@@ -23,8 +23,8 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::stripe_objects::{
-    Ids, InvoiceParts, balance_transaction, charge, customer, invoice, invoice_item, line_of,
-    payment_intent, refund,
+    CreditNoteParts, Ids, InvoiceParts, balance_transaction, charge, credit_note, customer,
+    invoice, invoice_item, line_of, payment_intent, refund,
 };
 
 pub use crate::stripe_objects::event;
@@ -53,6 +53,7 @@ struct State {
     charges: BTreeMap<String, Value>,
     refunds: BTreeMap<String, Value>,
     balance_transactions: BTreeMap<String, Value>,
+    credit_notes: BTreeMap<String, Value>,
     /// Idempotency key → (status, body) of the first answer.
     replays: HashMap<String, (u16, Value)>,
     /// POSTs that came without an `Idempotency-Key`.
@@ -376,6 +377,69 @@ impl State {
         (200, refund)
     }
 
+    /// `POST /v1/credit_notes`: `invoice`, and `amount` (or `refund_amount`),
+    /// optionally `refund`, `reason`, `memo`, `metadata[…]`. Payments does
+    /// not issue Stripe credit notes today (a refund is a Tally credit note);
+    /// this answers as Stripe would if it starts to.
+    fn create_credit_note(&mut self, form: &BTreeMap<String, String>) -> (u16, Value) {
+        let invoice_id = form.get("invoice").cloned().unwrap_or_default();
+        let Some(invoice) = self.invoices.get(&invoice_id).cloned() else {
+            return not_found("invoice", &invoice_id);
+        };
+        let paid = invoice["status"] == "paid";
+        if !paid && invoice["status"] != "open" {
+            return invalid(
+                "You can only create credit notes for open or paid invoices.",
+                "invoice",
+            );
+        }
+        let Some(amount) = ["amount", "refund_amount"]
+            .iter()
+            .find_map(|key| form.get(*key).and_then(|amount| amount.parse::<i64>().ok()))
+        else {
+            return invalid("Missing required param: amount.", "amount");
+        };
+        let credited = invoice["post_payment_credit_notes_amount"]
+            .as_i64()
+            .unwrap_or(0)
+            + invoice["pre_payment_credit_notes_amount"]
+                .as_i64()
+                .unwrap_or(0);
+        if amount <= 0 || credited + amount > invoice["total"].as_i64().unwrap_or(0) {
+            return invalid(
+                "The sum of credit amount, refund amount and out of band amount must be less than or equal to the invoice total.",
+                "amount",
+            );
+        }
+        let id = self.next_id("cn");
+        let line_id = self.next_id("cnli");
+        let sequence = self.credit_notes.len() + 1;
+        let note = credit_note(CreditNoteParts {
+            id: &id,
+            line_id: &line_id,
+            invoice: &invoice,
+            amount,
+            sequence,
+            form,
+            created: self.now,
+        });
+        let field = if paid {
+            "post_payment_credit_notes_amount"
+        } else {
+            "pre_payment_credit_notes_amount"
+        };
+        if let Some(invoice) = self.invoices.get_mut(&invoice_id) {
+            invoice[field] = json!(invoice[field].as_i64().unwrap_or(0) + amount);
+            if !paid {
+                let remaining = invoice["amount_remaining"].as_i64().unwrap_or(0) - amount;
+                invoice["amount_remaining"] = json!(remaining);
+                invoice["amount_due"] = json!(remaining);
+            }
+        }
+        self.credit_notes.insert(id, note.clone());
+        (200, note)
+    }
+
     /// The balance transaction a charge or refund names in `balance_transaction`.
     fn record_balance_transaction(&mut self, source: &Value, kind: &str, amount: i64) {
         let id = source["balance_transaction"].as_str().unwrap_or_default();
@@ -391,6 +455,7 @@ impl State {
             "charges" => &self.charges,
             "refunds" => &self.refunds,
             "balance_transactions" => &self.balance_transactions,
+            "credit_notes" => &self.credit_notes,
             _ => return not_found("resource", resource),
         };
         let bound = |key: &str, default: i64| {
@@ -448,6 +513,7 @@ impl State {
             "charges" => &self.charges,
             "refunds" => &self.refunds,
             "balance_transactions" => &self.balance_transactions,
+            "credit_notes" => &self.credit_notes,
             _ => return not_found("resource", path),
         };
         match table.get(id) {
@@ -472,6 +538,7 @@ impl State {
             ["invoices", id, "void"] => self.set_status(id, "void"),
             ["invoices", id, "mark_uncollectible"] => self.set_status(id, "uncollectible"),
             ["refunds"] => self.create_refund(form),
+            ["credit_notes"] => self.create_credit_note(form),
             _ => not_found("resource", path),
         }
     }
@@ -561,4 +628,85 @@ fn invalid(message: &str, param: &str) -> (u16, Value) {
         message,
         param,
     )
+}
+
+/// The fake itself, without processes: amounts follow from what was sent,
+/// states move as Stripe's do, lists page by creation time.
+#[test]
+fn the_fake_follows_stripes_rules() {
+    let form = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    };
+    let mut state = State {
+        now: 1_796_000_000,
+        ..State::default()
+    };
+    let (_, customer) = state.post("/v1/customers", &form(&[("name", "Acme AI")]));
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    let (_, invoice) = state.post(
+        "/v1/invoices",
+        &form(&[("customer", &customer), ("currency", "usd")]),
+    );
+    let invoice = invoice["id"].as_str().unwrap().to_owned();
+    for amount in ["49900", "-10000"] {
+        let item = form(&[
+            ("invoice", &invoice),
+            ("amount", amount),
+            ("currency", "usd"),
+        ]);
+        assert_eq!(state.post("/v1/invoiceitems", &item).0, 200);
+    }
+    let (_, open) = state.post(&format!("/v1/invoices/{invoice}/finalize"), &form(&[]));
+    assert_eq!(
+        (open["status"].clone(), open["amount_due"].clone()),
+        (json!("open"), json!(39900))
+    );
+    let late_item = form(&[("invoice", &invoice), ("amount", "1")]);
+    assert_eq!(
+        state.post("/v1/invoiceitems", &late_item).0,
+        400,
+        "only drafts take items"
+    );
+
+    let (_, paid) = state.post(&format!("/v1/invoices/{invoice}/pay"), &form(&[]));
+    assert_eq!(paid["status"], "paid");
+    let charge = paid["charge"].as_str().unwrap().to_owned();
+    let refund = form(&[("charge", &charge), ("amount", "10000")]);
+    let (_, refund) = state.post("/v1/refunds", &refund);
+    assert_eq!(refund["status"], "succeeded");
+    let too_much = form(&[("charge", &charge), ("amount", "30000")]);
+    assert_eq!(state.post("/v1/refunds", &too_much).0, 400);
+    let (_, charge) = state.get(&format!("/v1/charges/{charge}"), &form(&[]));
+    assert_eq!(charge["amount_refunded"], 10000);
+    assert_eq!(charge["refunds"]["data"][0]["id"], refund["id"]);
+
+    let note = form(&[
+        ("invoice", &invoice),
+        ("amount", "10000"),
+        ("refund", refund["id"].as_str().unwrap()),
+    ]);
+    let (_, note) = state.post("/v1/credit_notes", &note);
+    assert_eq!(
+        (
+            note["type"].clone(),
+            note["refunds"][0]["amount_refunded"].clone()
+        ),
+        (json!("post_payment"), json!(10000))
+    );
+
+    // Two balance transactions (the charge, the refund), newest first, in pages.
+    let page = form(&[("limit", "1"), ("created[gte]", "0")]);
+    let (_, first) = state.get("/v1/balance_transactions", &page);
+    assert_eq!(first["has_more"], true);
+    let after = first["data"][0]["id"].as_str().unwrap().to_owned();
+    let next = form(&[("limit", "1"), ("starting_after", &after)]);
+    let (_, second) = state.get("/v1/balance_transactions", &next);
+    assert_eq!(second["has_more"], false);
+    let kinds = [&first["data"][0]["type"], &second["data"][0]["type"]];
+    assert_eq!(kinds, [&json!("refund"), &json!("charge")]);
+    let outside = form(&[("created[lt]", "1")]);
+    assert_eq!(state.get("/v1/invoices", &outside).1["data"], json!([]));
 }

@@ -6,7 +6,8 @@
 //! file can be compiled against async-stripe to check exactly that: with
 //! `#[path]` to this file, each object parsed by `miniserde::json::from_str`
 //! (what async-stripe's client does) into `stripe_shared::{Customer, Invoice,
-//! InvoiceLineItem, PaymentIntent, Charge, Refund, BalanceTransaction}`,
+//! InvoiceLineItem, PaymentIntent, Charge, Refund, BalanceTransaction,
+//! CreditNote}`,
 //! `stripe_types::List` and `stripe_billing::InvoiceItem` of async-stripe
 //! 1.0.0-rc.10 — all parse, while `{"id", "object"}` alone or an item
 //! without `quantity_decimal` do not.
@@ -459,5 +460,94 @@ pub fn balance_transaction(id: &str, source: &Value, kind: &str, amount: i64) ->
         "source": source["id"],
         "status": "pending",
         "type": kind
+    })
+}
+
+pub struct CreditNoteParts<'a> {
+    pub id: &'a str,
+    pub line_id: &'a str,
+    pub invoice: &'a Value,
+    pub amount: i64,
+    /// The invoice's how-manyth credit note.
+    pub sequence: usize,
+    pub form: &'a BTreeMap<String, String>,
+    pub created: i64,
+}
+
+/// A credit note of one custom line; `post_payment` when the invoice is
+/// paid, with the refund it names.
+pub fn credit_note(parts: CreditNoteParts<'_>) -> Value {
+    let CreditNoteParts {
+        id,
+        line_id,
+        invoice,
+        amount,
+        sequence,
+        form,
+        created,
+    } = parts;
+    let paid = invoice["status"] == "paid";
+    let refunds = match form.get("refund") {
+        Some(refund) => json!([{"amount_refunded": amount, "refund": refund, "type": "refund"}]),
+        None => json!([]),
+    };
+    let memo = form.get("memo");
+    let number = format!(
+        "{}-CN-{sequence:02}",
+        invoice["number"].as_str().unwrap_or("DRAFT")
+    );
+    let line = json!({
+        "id": line_id,
+        "object": "credit_note_line_item",
+        "amount": amount,
+        "description": memo.map_or("Credit", String::as_str),
+        "discount_amount": 0,
+        "discount_amounts": [],
+        "invoice_line_item": null,
+        "livemode": false,
+        "metadata": {},
+        "pretax_credit_amounts": [],
+        "quantity": 1,
+        "tax_rates": [],
+        "taxes": [],
+        "type": "custom_line_item",
+        "unit_amount": amount,
+        "unit_amount_decimal": amount.to_string()
+    });
+    json!({
+        "id": id,
+        "object": "credit_note",
+        "amount": amount,
+        "amount_shipping": 0,
+        "created": created,
+        "currency": invoice["currency"],
+        "customer": invoice["customer"],
+        "customer_account": null,
+        "customer_balance_transaction": null,
+        "discount_amount": 0,
+        "discount_amounts": [],
+        "effective_at": created,
+        "invoice": invoice["id"],
+        "lines": {"object": "list", "data": [line], "has_more": false, "total_count": 1, "url": format!("/v1/credit_notes/{id}/lines")},
+        "livemode": false,
+        "memo": memo,
+        "metadata": metadata_of(form),
+        "number": number,
+        "out_of_band_amount": null,
+        "pdf": format!("https://pay.stripe.com/credit_notes/acct_1E2eTally/test_{id}/pdf"),
+        "post_payment_amount": if paid { amount } else { 0 },
+        "pre_payment_amount": if paid { 0 } else { amount },
+        "pretax_credit_amounts": [],
+        "reason": form.get("reason"),
+        "refunds": refunds,
+        "shipping_cost": null,
+        "status": "issued",
+        "subtotal": amount,
+        "subtotal_excluding_tax": amount,
+        "total": amount,
+        "total_excluding_tax": amount,
+        "total_taxes": [],
+        "type": if paid { "post_payment" } else { "pre_payment" },
+        "voided_at": null
     })
 }
