@@ -1,11 +1,11 @@
 //! The end-to-end test: the four services as separate `tally serve`
 //! processes on one PostgreSQL database, the real Pub/Sub emulator as the bus,
-//! gRPC between them, a fake Stripe, and a month of billing for three
+//! gRPC between them, a fake Stripe, and a month of billing for four
 //! customers driven from outside — usage over gRPC and over Pub/Sub with
-//! duplicates and a late event, a mid-period upgrade, prepaid credits — to
-//! the exact invoice totals in cents, the matching Stripe invoice items, a
-//! signed `invoice.paid` webhook, a partial refund's credit note and a clean
-//! reconciliation with Stripe.
+//! duplicates and a late event, a mid-period upgrade, prepaid credits, a
+//! declined card paid by dunning — to the exact invoice totals in cents, the
+//! matching Stripe invoice items, a signed `invoice.paid` webhook, a partial
+//! refund's credit note and a clean reconciliation with Stripe.
 //!
 //! Nothing here sleeps a fixed time: every wait polls for its condition
 //! until a deadline. A missing PostgreSQL or Pub/Sub emulator fails the test
@@ -29,7 +29,8 @@ use tally_proto::ingest::EventOutcome;
 use tally_proto::invoicing::invoice_line::Detail;
 use tally_proto::invoicing::{
     ChangePlanRequest, ChangeTiming, CollectionMode, CreditGrantKind, CreditNoteReason,
-    GrantCreditRequest, Invoice, InvoiceStatus, ListCreditNotesRequest, ProrationPolicy,
+    GetSubscriptionRequest, GrantCreditRequest, Invoice, InvoiceStatus, ListCreditNotesRequest,
+    ProrationPolicy, SubscriptionStatus,
 };
 use tally_proto::payments::{ListPaymentsRequest, RefundReason, RefundRequest};
 
@@ -77,9 +78,18 @@ const CATALOG: &str = include_str!("../../demo/catalog.yaml");
 //           GPU l4 36,000 s × 0.00022                                   7.92
 //           tokens 500,000 × 0.0000021                                  1.05
 //           total                                                     509.57
+//
+// hooli — Inference Starter, pays by card, but the card declines the first
+// charge (insufficient funds): past due from the 10th, paid when dunning
+// retries three days later (run when the clock reaches the 16th); no usage
+//   1 Nov   Starter platform fee in advance                            49.00
+//   1 Dec   Starter platform fee for December                          49.00
+//           tokens 0                                                    0.00
+//           total                                                      49.00
 const ACME: [&str; 2] = ["499.00", "436.98"];
 const GLOBEX: [&str; 2] = ["49.00", "739.65"];
 const INITECH: [&str; 2] = ["499.00", "509.57"];
+const HOOLI: [&str; 2] = ["49.00", "49.00"];
 
 /// Whose usage a row of the tables below is.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +97,7 @@ enum Who {
     Acme,
     Globex,
     Initech,
+    Hooli,
 }
 
 /// `times` events of `meter` at `at` (ids `<id>-1`, `<id>-2`, … when more than one).
@@ -166,12 +177,12 @@ struct Month {
     api: Clients,
     publisher: PubSubBus,
     pro: String,
-    customers: [String; 3],
-    subscriptions: [String; 3],
+    customers: [String; 4],
+    subscriptions: [String; 4],
 }
 
 impl Month {
-    /// Everything started, the catalog applied, three customers subscribed
+    /// Everything started, the catalog applied, four customers subscribed
     /// from 1 November.
     async fn start() -> Self {
         let database = tally_testkit::postgres::database().await;
@@ -217,11 +228,15 @@ impl Month {
                 .await,
             api.customer("initech", "Initech", CollectionMode::SendInvoice)
                 .await,
+            api.customer("hooli", "Hooli Vision", CollectionMode::ChargeAutomatically)
+                .await,
         ];
+        stripe.decline_next_payments(&customers[Who::Hooli as usize], 1);
         let subscriptions = [
             api.subscribe(&customers[0], &pro).await,
             api.subscribe(&customers[1], &starter).await,
             api.subscribe(&customers[2], &pro).await,
+            api.subscribe(&customers[3], &starter).await,
         ];
         Self {
             _database: database,
@@ -251,13 +266,41 @@ impl Month {
 
     /// Each customer with the status its invoices end in: paid by card, or
     /// finalized (sent, awaiting a transfer).
-    fn by_status(&self) -> [(&'static str, String, InvoiceStatus); 3] {
+    fn by_status(&self) -> Vec<(&'static str, String, InvoiceStatus)> {
         [
             ("acme", Who::Acme, InvoiceStatus::Paid),
             ("globex", Who::Globex, InvoiceStatus::Paid),
             ("initech", Who::Initech, InvoiceStatus::Finalized),
+            ("hooli", Who::Hooli, InvoiceStatus::Paid),
         ]
+        .into_iter()
         .map(|(name, who, status)| (name, self.customer(who).to_owned(), status))
+        .collect()
+    }
+
+    /// Waits until the subscription's status is `status`.
+    async fn wait_for_subscription(&mut self, who: Who, status: SubscriptionStatus) {
+        let waiting = Waiting::new(&self.cluster, format!("{who:?}'s subscription {status:?}"));
+        loop {
+            let request = GetSubscriptionRequest {
+                subscription_id: self.subscription(who).to_owned(),
+            };
+            let found = self
+                .api
+                .subscriptions
+                .get_subscription(call(&self.api.key, request))
+                .await
+                .unwrap()
+                .into_inner()
+                .subscription
+                .unwrap();
+            if found.status == status as i32 {
+                return;
+            }
+            waiting
+                .tick(SubscriptionStatus::try_from(found.status))
+                .await;
+        }
     }
 
     fn events(&self, rows: &[Usage]) -> Vec<UsageEvent> {
@@ -306,11 +349,16 @@ async fn a_month_of_billing_across_four_processes() {
     // The 10th: the opening invoices are past their grace period, finalized
     // and collected (the card customers' are paid). Credits granted now go
     // to December's invoice.
+    // Hooli's card declines: its invoice stays open and it is past due.
     month.set_clock("2026-11-10T00:00:00Z");
-    let by_status = month.by_status();
+    let mut by_status = month.by_status();
+    by_status[3].2 = InvoiceStatus::Finalized;
     month
         .api
         .settled_invoices(&month.cluster, &by_status, 1)
+        .await;
+    month
+        .wait_for_subscription(Who::Hooli, SubscriptionStatus::PastDue)
         .await;
     let grant = GrantCreditRequest {
         idempotency_key: "e2e-acme-prepaid".into(),
@@ -349,6 +397,12 @@ async fn a_month_of_billing_across_four_processes() {
         .change_plan(call(&month.api.key, upgrade))
         .await
         .unwrap();
+    // Dunning's retry (due on the 13th) runs as the clock passes it: paid.
+    let hooli = [month.by_status().remove(3)];
+    month.api.settled_invoices(&month.cluster, &hooli, 1).await;
+    month
+        .wait_for_subscription(Who::Hooli, SubscriptionStatus::Active)
+        .await;
     month.set_clock("2026-11-30T12:00:00Z");
     month.send_grpc(AFTER_UPGRADE_GRPC).await;
     month.publish(AFTER_UPGRADE_PUBSUB).await;
@@ -398,7 +452,12 @@ async fn a_month_of_billing_across_four_processes() {
 /// non-zero line with its amount in cents, summing to the amount due, every
 /// call with an idempotency key.
 fn check_totals_and_stripe(stripe: &FakeStripe, invoices: &BTreeMap<&str, Vec<Invoice>>) {
-    for (name, expected) in [("acme", ACME), ("globex", GLOBEX), ("initech", INITECH)] {
+    for (name, expected) in [
+        ("acme", ACME),
+        ("globex", GLOBEX),
+        ("initech", INITECH),
+        ("hooli", HOOLI),
+    ] {
         let invoices = &invoices[name];
         let totals: Vec<String> = invoices
             .iter()
@@ -606,9 +665,10 @@ fn reconcile(month: &Month) {
         serde_json::json!([]),
         "{reconciled}"
     );
-    // 6 invoices, 5 charges, 1 refund and their 6 balance transactions.
+    // 8 invoices; 8 charges (Hooli's declined one among them); 1 refund; the
+    // balance transactions of the 7 collected charges and of the refund.
     assert_eq!(
-        reconciled["report"]["summary"]["matched"], "18",
+        reconciled["report"]["summary"]["matched"], "25",
         "{reconciled}"
     );
 }

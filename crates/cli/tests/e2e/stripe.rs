@@ -23,8 +23,9 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::stripe_objects::{
-    CreditNoteParts, Ids, InvoiceParts, balance_transaction, charge, credit_note, customer,
-    invoice, invoice_item, line_of, payment_intent, refund,
+    CreditNoteParts, Ids, InvoiceParts, balance_transaction, card_declined, charge, credit_note,
+    customer, declined_charge, declined_payment_intent, invoice, invoice_item, line_of,
+    payment_intent, refund,
 };
 
 pub use crate::stripe_objects::event;
@@ -54,6 +55,8 @@ struct State {
     refunds: BTreeMap<String, Value>,
     balance_transactions: BTreeMap<String, Value>,
     credit_notes: BTreeMap<String, Value>,
+    /// Tally customer id → how many of its next `/pay` calls the card declines.
+    declines: BTreeMap<String, u32>,
     /// Idempotency key → (status, body) of the first answer.
     replays: HashMap<String, (u16, Value)>,
     /// POSTs that came without an `Idempotency-Key`.
@@ -148,6 +151,15 @@ impl FakeStripe {
     /// How many POSTs carried an idempotency key.
     pub fn keyed_posts(&self) -> usize {
         self.state().replays.len()
+    }
+
+    /// The card of a Tally customer declines its next `count` charges
+    /// (`insufficient_funds`), as Stripe answers `/pay` then: HTTP 402, a
+    /// failed charge, the PaymentIntent waiting for a new payment method.
+    pub fn decline_next_payments(&self, tally_customer_id: &str, count: u32) {
+        self.state()
+            .declines
+            .insert(tally_customer_id.to_owned(), count);
     }
 
     /// The customer pays an open invoice outside `/pay` (a bank transfer
@@ -275,9 +287,15 @@ impl State {
         (200, invoice.clone())
     }
 
-    /// Marks an open invoice paid with a new PaymentIntent and charge.
+    /// Marks an open invoice paid with a new charge (and its PaymentIntent,
+    /// the one of an earlier declined attempt if there was one).
     fn settle(&mut self, invoice_id: &str) -> Value {
-        let payment_intent_id = self.next_id("pi");
+        let earlier_intent = self
+            .invoices
+            .get(invoice_id)
+            .and_then(|invoice| invoice["payment_intent"].as_str())
+            .map(str::to_owned);
+        let payment_intent_id = earlier_intent.unwrap_or_else(|| self.next_id("pi"));
         let charge_id = self.next_id("ch");
         let now = self.now;
         let Some(invoice) = self.invoices.get_mut(invoice_id) else {
@@ -316,13 +334,62 @@ impl State {
     }
 
     fn pay(&mut self, invoice_id: &str) -> (u16, Value) {
-        match self.invoices.get(invoice_id) {
-            None => not_found("invoice", invoice_id),
-            Some(invoice) if invoice["status"] != "open" && invoice["status"] != "paid" => {
-                invalid("Invoice is not open and cannot be paid.", "invoice")
-            }
-            Some(_) => (200, self.settle(invoice_id)),
+        let Some(invoice) = self.invoices.get(invoice_id) else {
+            return not_found("invoice", invoice_id);
+        };
+        if invoice["status"] == "paid" {
+            return (200, invoice.clone());
         }
+        if invoice["status"] != "open" {
+            return invalid("Invoice is not open and cannot be paid.", "invoice");
+        }
+        let customer = invoice["customer"].as_str().unwrap_or_default();
+        let tally_customer = self
+            .customers
+            .get(customer)
+            .and_then(|customer| customer["metadata"]["tally_customer_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        match self.declines.get_mut(&tally_customer) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                self.decline(invoice_id)
+            }
+            _ => (200, self.settle(invoice_id)),
+        }
+    }
+
+    /// A declined attempt: a failed charge, the PaymentIntent asking for
+    /// another payment method, the invoice still open with one more attempt.
+    fn decline(&mut self, invoice_id: &str) -> (u16, Value) {
+        let Some(invoice) = self.invoices.get(invoice_id).cloned() else {
+            return not_found("invoice", invoice_id);
+        };
+        let payment_intent_id = invoice["payment_intent"]
+            .as_str()
+            .map_or_else(|| self.next_id("pi"), str::to_owned);
+        let charge_id = self.next_id("ch");
+        let now = self.now;
+        let amount = invoice["amount_due"].as_i64().unwrap_or_default();
+        let currency = invoice["currency"].as_str().unwrap_or("usd").to_owned();
+        let ids = Ids {
+            invoice: invoice_id,
+            payment_intent: &payment_intent_id,
+            charge: &charge_id,
+            customer: invoice["customer"].as_str().unwrap_or_default(),
+        };
+        let charge = declined_charge(&ids, amount, &currency, now);
+        let intent = declined_payment_intent(&ids, amount, &currency, now);
+        self.charges.insert(charge_id.clone(), charge);
+        self.payment_intents
+            .insert(payment_intent_id.clone(), intent.clone());
+        if let Some(invoice) = self.invoices.get_mut(invoice_id) {
+            invoice["attempted"] = json!(true);
+            invoice["attempt_count"] = json!(invoice["attempt_count"].as_i64().unwrap_or(0) + 1);
+            invoice["charge"] = json!(charge_id);
+            invoice["payment_intent"] = json!(payment_intent_id);
+        }
+        (402, card_declined(&charge_id, intent))
     }
 
     fn set_status(&mut self, invoice_id: &str, status: &str) -> (u16, Value) {

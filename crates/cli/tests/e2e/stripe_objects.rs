@@ -7,7 +7,7 @@
 //! `#[path]` to this file, each object parsed by `miniserde::json::from_str`
 //! (what async-stripe's client does) into `stripe_shared::{Customer, Invoice,
 //! InvoiceLineItem, PaymentIntent, Charge, Refund, BalanceTransaction,
-//! CreditNote}`,
+//! CreditNote, ApiErrors}` (declined attempts included),
 //! `stripe_types::List` and `stripe_billing::InvoiceItem` of async-stripe
 //! 1.0.0-rc.10 — all parse, while `{"id", "object"}` alone or an item
 //! without `quantity_decimal` do not.
@@ -549,5 +549,73 @@ pub fn credit_note(parts: CreditNoteParts<'_>) -> Value {
         "total_taxes": [],
         "type": if paid { "post_payment" } else { "pre_payment" },
         "voided_at": null
+    })
+}
+
+/// The PaymentIntent after a declined attempt: waiting for another payment
+/// method, the decline in `last_payment_error`.
+pub fn declined_payment_intent(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> Value {
+    let mut intent = payment_intent(ids, amount, currency, now);
+    intent["status"] = json!("requires_payment_method");
+    intent["amount_received"] = json!(0);
+    intent["last_payment_error"] = json!({
+        "advice_code": "try_again_later",
+        "charge": ids.charge,
+        "code": "card_declined",
+        "decline_code": "insufficient_funds",
+        "doc_url": "https://stripe.com/docs/error-codes/card-declined",
+        "message": "Your card has insufficient funds.",
+        "network_decline_code": "51",
+        "payment_method": {
+            "id": "pm_1E2eCardVisa", "object": "payment_method", "allow_redisplay": "unspecified",
+            "billing_details": {"address": {"city": null, "country": "DE", "line1": null, "line2": null, "postal_code": null, "state": null}, "email": null, "name": null, "phone": null, "tax_id": null},
+            "card": {"brand": "visa", "checks": {"address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass"}, "country": "US", "display_brand": "visa", "exp_month": 12, "exp_year": 2034, "fingerprint": "E2eFingerprint01", "funding": "credit", "generated_from": null, "last4": "0341", "networks": {"available": ["visa"], "preferred": null}, "regulated_status": "unregulated", "three_d_secure_usage": {"supported": true}, "wallet": null},
+            "created": now, "customer": ids.customer, "livemode": false, "metadata": {}, "type": "card"
+        },
+        "type": "card_error"
+    });
+    intent
+}
+
+/// A failed charge: nothing captured, no balance transaction.
+pub fn declined_charge(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> Value {
+    let mut charge = charge(ids, amount, currency, now);
+    for (field, value) in [
+        ("amount_captured", json!(0)),
+        ("balance_transaction", Value::Null),
+        ("captured", json!(false)),
+        ("failure_code", json!("card_declined")),
+        (
+            "failure_message",
+            json!("Your card has insufficient funds."),
+        ),
+        ("paid", json!(false)),
+        ("receipt_url", Value::Null),
+        ("status", json!("failed")),
+        (
+            "outcome",
+            json!({"advice_code": "try_again_later", "network_advice_code": null, "network_decline_code": "51", "network_status": "declined_by_network", "reason": "insufficient_funds", "risk_level": "normal", "risk_score": 21, "seller_message": "The bank returned the decline code `insufficient_funds`.", "type": "issuer_declined"}),
+        ),
+    ] {
+        charge[field] = value;
+    }
+    charge
+}
+
+/// Stripe's HTTP 402 answer to a declined `/pay`.
+pub fn card_declined(charge: &str, payment_intent: Value) -> Value {
+    json!({
+        "error": {
+            "advice_code": "try_again_later",
+            "charge": charge,
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "doc_url": "https://stripe.com/docs/error-codes/card-declined",
+            "message": "Your card has insufficient funds.",
+            "network_decline_code": "51",
+            "payment_intent": payment_intent,
+            "request_log_url": "https://dashboard.stripe.com/test/logs/req_1E2eDeclined",
+            "type": "card_error"
+        }
     })
 }
