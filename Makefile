@@ -1,9 +1,13 @@
 # The two commands in the README, plus the gates CI runs.
-.PHONY: dev test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
+.PHONY: dev demo test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
 
 # Run Tally: all services in one process, private PostgreSQL, in-process bus.
 dev:
 	cargo run -p tally-cli --bin tally -- dev
+
+# The same, then a month of an AI-inference platform's billing (crates/cli/demo).
+demo:
+	cargo run -p tally-cli --bin tally -- dev --demo
 
 # The whole test suite (starts its own PostgreSQL and Pub/Sub emulator).
 test:

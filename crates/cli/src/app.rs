@@ -114,10 +114,16 @@ impl ServiceKind {
                 })
                 .await
                 .context("starting payments")?;
+                let address = handles.config.payments.webhook_listen_addr;
                 payments
                     .spawn_webhook_listener(None, shutdown)
                     .await
-                    .context("binding payments.webhook_listen_addr")?;
+                    .with_context(|| {
+                        format!(
+                            "cannot listen for Stripe webhooks on {address} (payments.webhook_listen_addr; \
+                             is another process using the port? pick another with TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR)"
+                        )
+                    })?;
                 payments.spawn_background(shutdown);
                 payments.grpc_server(max_message_bytes)
             }

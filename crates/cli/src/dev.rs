@@ -35,12 +35,30 @@ pub struct DevArgs {
     /// Run on a manual clock that only `ClockService.AdvanceTime` moves.
     #[arg(long)]
     manual_clock: bool,
+    /// After start, load an AI-inference price book and four customers,
+    /// stream a month of usage and move the (manual) clock so that month's
+    /// invoices are finalized; then keep serving.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Runs everything until ctrl-c or SIGTERM.
 pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
-    if args.manual_clock {
+    if args.manual_clock || args.demo {
         config.clock.mode = ClockMode::Manual;
+    }
+    if args.demo && config.clock.start.is_none() {
+        // The demo bills one month, from its first day: start the clock there.
+        config.clock.start = Some(crate::demo::start_of_month(chrono::Utc::now()));
+    }
+    let filter_chosen = ["RUST_LOG", "TALLY_TELEMETRY__LOG_FILTER"]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some());
+    if args.demo && !filter_chosen && config.telemetry.log_filter == "info" {
+        // Every call of the demo would log a line; its own output is the point.
+        // A filter from the environment (or a config file's other than the
+        // default) still wins.
+        config.telemetry.log_filter = "warn".to_owned();
     }
     if let Some(listen) = args.listen {
         config.grpc.listen_addr = listen;
@@ -64,7 +82,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             Some(cluster)
         }
     };
-    let result = serve_everything(&config, listener, shutdown).await;
+    let result = serve_everything(&config, listener, shutdown, args.demo).await;
     if let Some(cluster) = private_postgres
         && let Err(error) = cluster.stop(false)
     {
@@ -77,6 +95,7 @@ async fn serve_everything(
     config: &Config,
     listener: server::BoundListener,
     shutdown: Shutdown,
+    demo: bool,
 ) -> anyhow::Result<()> {
     let pool = tally_runtime::db::connect(&config.database).await?;
     tally_runtime::db::migrate(&pool).await?;
@@ -115,7 +134,32 @@ async fn serve_everything(
         services = services.merge(kind.start(&handles, &shutdown).await?);
     }
     print_banner(&handles.config, listener.local_addr, &key_id, &key);
+    if demo {
+        spawn_demo(&handles.config, &own_url, &key, &shutdown);
+    }
     run_server(services, listener, &handles, shutdown).await
+}
+
+/// Runs the demo beside the server; a failure is reported and `tally dev`
+/// keeps serving what the demo created.
+fn spawn_demo(config: &Config, address: &str, key: &str, shutdown: &Shutdown) {
+    let target = crate::demo::DemoTarget {
+        address: address.to_owned(),
+        api_key: key.to_owned(),
+        start: config.clock.start.unwrap_or_else(chrono::Utc::now),
+        grace_period_hours: config.invoicing.grace_period_hours,
+    };
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown.wait() => {}
+            result = crate::demo::run(target) => {
+                if let Err(error) = result {
+                    eprintln!("error: the demo stopped: {error:#}");
+                }
+            }
+        }
+    });
 }
 
 #[allow(clippy::print_stdout)]

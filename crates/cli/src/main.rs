@@ -7,6 +7,7 @@
 
 mod admin;
 mod app;
+mod demo;
 mod dev;
 mod events;
 mod keys;

@@ -79,6 +79,18 @@ struct Row {
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     let file = read_file(&args.file)?;
+    apply_file(&file, &args.target, args.dry_run).await
+}
+
+/// Applies a catalog given as YAML text (`tally dev --demo` applies its own
+/// price book this way), printing the rows as `apply` does.
+pub async fn apply_text(yaml: &str, target: &Target) -> anyhow::Result<()> {
+    let file: CatalogFile = serde_norway::from_str(yaml)
+        .map_err(|error| usage(format!("not a valid catalog file: {error}")))?;
+    apply_file(&file, target, false).await
+}
+
+async fn apply_file(file: &CatalogFile, target: &Target, dry_run: bool) -> anyhow::Result<()> {
     for (kind, codes) in [
         (
             "meter",
@@ -97,8 +109,7 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     for plan in &file.plans {
         specs.push(plan.version.spec(&plan.code).map_err(usage)?);
     }
-    let mut client =
-        CatalogServiceClient::new(connect(&args.target.address, &args.target.api_key).await?);
+    let mut client = CatalogServiceClient::new(connect(&target.address, &target.api_key).await?);
 
     let mut rows = Vec::new();
     for meter in &file.meters {
@@ -114,8 +125,8 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|row| matches!(row.change, Change::Conflict(_)))
         .count();
-    if conflicts > 0 || args.dry_run {
-        print_rows(args.target.output, &rows, true)?;
+    if conflicts > 0 || dry_run {
+        print_rows(target.output, &rows, true)?;
         anyhow::ensure!(
             conflicts == 0,
             "{conflicts} conflicting entries: nothing was applied (meters and a plan's identity never change; give a new code)"
@@ -160,7 +171,7 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
             row.plan_version_id = published.id;
         }
     }
-    print_rows(args.target.output, &rows, false)
+    print_rows(target.output, &rows, false)
 }
 
 fn read_file(path: &PathBuf) -> anyhow::Result<CatalogFile> {

@@ -477,3 +477,22 @@ async fn events_send_reports_every_line() {
     assert!(details.contains("line 4: not sent"), "{details}");
     running.terminate();
 }
+
+#[tokio::test]
+async fn tally_address_is_the_admin_commands_address_not_a_config_key() {
+    // Every command loads the config first; TALLY_ADDRESS once failed there
+    // as an unknown key before the command could read it.
+    let output = Command::new(TALLY)
+        .args(["invoices", "list"])
+        .env("TALLY_ADDRESS", "http://127.0.0.1:9")
+        .env("TALLY_API_KEY", "tally_0000")
+        .env_remove("TALLY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}

@@ -248,7 +248,7 @@ impl<'a> Composer<'a> {
                             &fee.key,
                             fee.amount,
                             billing_period,
-                            part,
+                            std::slice::from_ref(part),
                             subscription.phases[phase].policy,
                             measure,
                         )
@@ -288,6 +288,14 @@ impl<'a> Composer<'a> {
         };
         let actual = self.fee_lines(billing_period, &window, true).await?;
         let mut worth: BTreeMap<(String, String), (Decimal, String)> = BTreeMap::new();
+        // Where each version's fee was in force: what its true-up line explains.
+        let mut in_force: BTreeMap<(String, String), Vec<Period>> = BTreeMap::new();
+        for line in &actual {
+            in_force
+                .entry((line.plan_version_id.clone(), line.charge_key.clone()))
+                .or_default()
+                .push(line.service);
+        }
         for line in &actual {
             let entry = worth
                 .entry((line.plan_version_id.clone(), line.charge_key.clone()))
@@ -347,6 +355,21 @@ impl<'a> Composer<'a> {
                 *ended,
                 Money::new(difference, plan.currency),
             )?;
+            // A charge is for the stretches the version was in force; a credit
+            // for the rest of the window, paid in advance and not used (the
+            // days after a change, a pause). Before, both named the whole
+            // ended period with factor 1, whatever the amount.
+            let used = in_force
+                .remove(&(version.clone(), key.clone()))
+                .unwrap_or_default();
+            let mut explained = if kind == InvoiceLineKind::ProrationCharge {
+                used
+            } else {
+                gaps(&window, used)?
+            };
+            if explained.is_empty() {
+                explained.push(*ended);
+            }
             line.plan_version_id.clone_from(&version);
             line.charge_key.clone_from(&key);
             line.in_advance = true;
@@ -355,7 +378,7 @@ impl<'a> Composer<'a> {
                 &key,
                 fee,
                 billing_period,
-                ended,
+                &explained,
                 Policy::Prorate,
                 measure,
             ));
@@ -585,12 +608,32 @@ fn timing(in_advance: bool) -> BillingTiming {
     }
 }
 
+/// The stretches of `window` that `used` does not cover, in order.
+fn gaps(window: &Period, mut used: Vec<Period>) -> Result<Vec<Period>> {
+    used.sort_by_key(Period::start);
+    let mut gaps = Vec::new();
+    let mut cursor = window.start();
+    for part in used {
+        if part.start() > cursor {
+            gaps.push(period(cursor, part.start().min(window.end()))?);
+        }
+        cursor = cursor.max(part.end());
+    }
+    if cursor < window.end() {
+        gaps.push(period(cursor, window.end())?);
+    }
+    Ok(gaps)
+}
+
+/// A proration line's explanation: `parts` of `billing_period` (one or
+/// more stretches; the span from the first to the last is shown, with the
+/// factor of the stretches together).
 fn proration_detail(
     plan: &PlanInfo,
     key: &str,
     fee: Decimal,
     billing_period: &Period,
-    part: &Period,
+    parts: &[Period],
     policy: Policy,
     measure: tally_domain::proration::ProrationPolicy,
 ) -> invoice_line::Detail {
@@ -604,8 +647,16 @@ fn proration_detail(
         charge_key: key.to_owned(),
         policy: policy.to_wire() as i32,
         full_period: Some(period_range(billing_period)),
-        prorated_period: Some(period_range(part)),
-        factor: Some(decimal(fees::factor(billing_period, part, measure))),
+        prorated_period: Some(match (parts.first(), parts.last()) {
+            (Some(first), Some(last)) => crate::wire::time_range(first.start(), last.end()),
+            _ => period_range(billing_period),
+        }),
+        factor: Some(decimal(
+            parts
+                .iter()
+                .map(|part| fees::factor(billing_period, part, measure))
+                .sum(),
+        )),
         period_amount: Some(money_of(&Money::new(fee, plan.currency))),
     })
 }

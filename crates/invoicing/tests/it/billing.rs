@@ -173,6 +173,14 @@ async fn upgrade_with_proration_and_downgrade_without() {
             line("recurring", "02-01..03-01", dec!(62.00)),
         ]
     );
+    // Each explains itself: Basic's unused 21 of 31 days, Pro's used ones.
+    assert_eq!(
+        h.prorations_at(&subscription, at(2025, 2, 1)).await,
+        vec![
+            line("proration_credit", "01-11..02-01", dec!(0.6774)),
+            line("proration_charge", "01-11..02-01", dec!(0.6774)),
+        ]
+    );
     // NONE: February stays on Pro; Basic's fee starts with March.
     assert_eq!(
         h.lines_at(&subscription, at(2025, 3, 1)).await,
@@ -279,6 +287,11 @@ async fn a_pause_credits_its_days_and_a_cancellation_at_period_end_stops_billing
             line("proration_credit", "04-01..05-01", dec!(-10.00)),
             line("recurring", "05-01..06-01", dec!(30.00))
         ]
+    );
+    // The credit names the paused days: 10 of 30.
+    assert_eq!(
+        h.prorations_at(&subscription, at(2025, 5, 1)).await,
+        vec![line("proration_credit", "04-11..04-21", dec!(0.3333))]
     );
     // The period after the cancellation was paid in advance: nothing more to bill.
     assert_eq!(h.invoice_table(&subscription).await.len(), 2);

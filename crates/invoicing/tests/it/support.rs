@@ -474,6 +474,49 @@ impl Harness {
         .unwrap()
     }
 
+    /// The proration lines at `boundary` as their explanations give them:
+    /// kind, prorated period (`MM-DD..MM-DD`) and factor (4 decimals).
+    pub async fn prorations_at(
+        &self,
+        subscription: &str,
+        boundary: DateTime<Utc>,
+    ) -> Vec<(String, String, Decimal)> {
+        use tally_proto::invoicing::invoice_line::Detail;
+        let id = self.invoice_at(subscription, boundary).await;
+        let invoice = self
+            .invoices
+            .clone()
+            .get_invoice(tally_proto::invoicing::GetInvoiceRequest { invoice_id: id })
+            .await
+            .unwrap()
+            .into_inner()
+            .invoice
+            .unwrap();
+        let day = |time: Option<prost_types::Timestamp>| {
+            let seconds = time.unwrap().seconds;
+            Utc.timestamp_opt(seconds, 0)
+                .unwrap()
+                .format("%m-%d")
+                .to_string()
+        };
+        invoice
+            .lines
+            .into_iter()
+            .filter_map(|line| match &line.detail {
+                Some(Detail::Proration(detail)) => {
+                    let range = detail.prorated_period.unwrap();
+                    let factor: Decimal = detail.factor.as_ref().unwrap().value.parse().unwrap();
+                    Some((
+                        tally_invoicing::billing::lines::kind_name(line.kind()).to_owned(),
+                        format!("{}..{}", day(range.start_time), day(range.end_time)),
+                        factor.round_dp(4),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The invoice id at `boundary`.
     pub async fn invoice_at(&self, subscription: &str, boundary: DateTime<Utc>) -> String {
         let (id,): (String,) = sqlx::query_as(

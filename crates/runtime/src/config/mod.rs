@@ -400,8 +400,11 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
 }
 
 /// `TALLY_…` variables that belong to command-line options, not to this
-/// config (`TALLY_CONFIG`, `TALLY_API_KEY`, `TALLY_DEV_DIR`).
-const COMMAND_LINE_VARIABLES: &[&str] = &["config", "api_key", "dev_dir"];
+/// config (`TALLY_CONFIG`, `TALLY_API_KEY`, `TALLY_DEV_DIR`, and
+/// `TALLY_ADDRESS`, the admin commands' `--address`: every command loads the
+/// config first, so without it here `TALLY_ADDRESS=… tally invoices list`
+/// was refused as an unknown key).
+const COMMAND_LINE_VARIABLES: &[&str] = &["config", "api_key", "dev_dir", "address"];
 
 /// The ecosystem's standard variables, mapped onto our keys.
 fn standard_variables() -> Figment {
@@ -437,6 +440,7 @@ mod tests {
             jail.set_env("TALLY_CONFIG", "/nonexistent.toml");
             jail.set_env("TALLY_API_KEY", "secret");
             jail.set_env("TALLY_DEV_DIR", "/tmp/dev");
+            jail.set_env("TALLY_ADDRESS", "http://127.0.0.1:50051");
             jail.set_env("TALLY_INGEST__MAX_BATCH_EVENTS", "500");
             let config = Config::load(None).expect("loads");
             assert_eq!(config.ingest.max_batch_events, 500);

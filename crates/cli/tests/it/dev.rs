@@ -1,0 +1,214 @@
+//! `tally dev`: the demo bills a month end to end, and the ways it cannot
+//! start say what to do (no PostgreSQL binaries, a taken gRPC or webhook
+//! port, a data directory of another PostgreSQL version).
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+fn free_port() -> u16 {
+    tally_runtime::local_postgres::free_port().unwrap()
+}
+
+/// `tally dev` without anything from the environment that would change it.
+fn dev() -> Command {
+    let mut command = Command::new(TALLY);
+    command
+        .arg("dev")
+        .env_remove("DATABASE_URL")
+        .env_remove("TALLY_CONFIG")
+        .env_remove("TALLY_DEV_DIR")
+        .env_remove("RUST_LOG")
+        .env_remove("STRIPE_API_KEY")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env(
+            "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        );
+    command
+}
+
+/// Kills the process when dropped, however the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_bills_a_month_and_prints_the_invoices() {
+    let database = tally_testkit::postgres::database().await;
+    let port = free_port();
+    let mut child = dev()
+        .args(["--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database.url)
+        .env("TALLY_CLOCK__START", "2026-11-01T00:00:00Z")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+    let (lines, received) = mpsc::channel::<String>();
+    let errors = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = errors.send(format!("stderr: {line}"));
+        }
+    });
+
+    // Within a minute (the promise), the demo prints its summary.
+    let started = Instant::now();
+    let mut output = Vec::new();
+    while !output
+        .iter()
+        .any(|line: &String| line.contains("demo  done"))
+    {
+        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+        match received.recv_timeout(left) {
+            Ok(line) => output.push(line),
+            Err(_) => panic!(
+                "the demo did not finish within 60 s:\n{}",
+                output.join("\n")
+            ),
+        }
+    }
+    let text = output.join("\n");
+    assert!(!text.contains("the demo stopped"), "{text}");
+    for expected in [
+        "inference_pro",
+        "upgrades to inference_pro",
+        "prepaid credits 250.00 USD",
+        "TALLY-000001",
+        "the month's usage, next month's fees",
+        "tally invoices list",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+
+    // The invoices are there for anyone to read: two per customer, none a draft.
+    let key = text
+        .lines()
+        .find_map(|line| line.split("TALLY_API_KEY=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+        .expect("the printed key");
+    let listed = Command::new(TALLY)
+        .args(["invoices", "list", "--output", "json"])
+        .args(["--address", &format!("http://127.0.0.1:{port}")])
+        .env("TALLY_API_KEY", &key)
+        .env_remove("TALLY_ADDRESS")
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let invoices: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let invoices = invoices.as_array().unwrap();
+    assert_eq!(invoices.len(), 8, "{invoices:?}");
+    assert!(
+        invoices
+            .iter()
+            .all(|invoice| invoice["status"] != "INVOICE_STATUS_DRAFT"),
+        "{invoices:?}"
+    );
+    let cycle_totals: Vec<&str> = invoices
+        .iter()
+        .filter(|invoice| invoice["billingReason"] == "BILLING_REASON_SUBSCRIPTION_CYCLE")
+        .map(|invoice| invoice["total"]["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(cycle_totals.len(), 4, "{invoices:?}");
+}
+
+/// Runs `tally dev` that must fail at start; returns its stderr.
+fn failing_start(command: &mut Command) -> String {
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "tally dev started:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn missing_postgresql_binaries_say_what_to_install() {
+    let directory =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    let stderr = failing_start(
+        dev()
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&directory)
+            .env("PG_BIN_DIR", directory.join("no-such-bin")),
+    );
+    assert!(
+        stderr.contains("PostgreSQL server binaries (initdb, pg_ctl) not found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let stderr = failing_start(dev().args(["--listen", &address.to_string()]));
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("another process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_taken_webhook_port_is_named() {
+    let database = tally_testkit::postgres::database().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let stderr = failing_start(
+        dev()
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &database.url)
+            .env("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR", address.to_string()),
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen for Stripe webhooks on {address}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_data_directory_of_another_version_is_refused() {
+    let directory =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    let data = directory.join("postgres").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("PG_VERSION"), "9.6\n").unwrap();
+    let stderr = failing_start(
+        dev()
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&directory),
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+    assert!(
+        stderr.contains("belongs to PostgreSQL 9.6, but the installed server is"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("move it away"), "{stderr}");
+}
