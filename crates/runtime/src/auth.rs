@@ -30,7 +30,7 @@ use crate::shutdown::Shutdown;
 pub enum Scope {
     /// Send usage events (`IngestBatch`, `IngestStream`).
     Ingest,
-    /// Read-only calls (`Get…`, `List…`, `Read…`, `Preview…`).
+    /// Read-only calls (`Get…`, `BatchGet…`, `List…`, `Read…`, `Preview…`).
     Read,
     /// Calls that change billing state (customers, subscriptions, catalog, invoices, credits, refunds).
     Write,
@@ -64,7 +64,7 @@ impl Scope {
     ///
     /// The rule is by name so new RPCs are covered without a table: ingestion
     /// needs `ingest`; clock, reconciliation and backfills need `admin`;
-    /// `Get`/`List`/`Read`/`Preview` methods need `read`; everything else `write`.
+    /// `Get`/`BatchGet`/`List`/`Read`/`Preview` methods need `read`; everything else `write`.
     pub fn required_for(path: &str) -> Scope {
         let (service, method) = path
             .trim_start_matches('/')
@@ -79,7 +79,7 @@ impl Scope {
         {
             return Scope::Admin;
         }
-        if ["Get", "List", "Read", "Preview"]
+        if ["Get", "BatchGet", "List", "Read", "Preview"]
             .iter()
             .any(|prefix| method.starts_with(prefix))
         {
@@ -408,6 +408,10 @@ mod tests {
             ),
             (
                 "/tally.invoicing.v1.InvoiceService/PreviewUpcomingInvoice",
+                Scope::Read,
+            ),
+            (
+                "/tally.rating.v1.RatingService/BatchGetUsageCharges",
                 Scope::Read,
             ),
             (
