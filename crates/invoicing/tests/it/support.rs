@@ -386,10 +386,16 @@ impl Harness {
     /// Publishes invoicing's outbox and waits until rating holds every
     /// subscription version invoicing wrote.
     pub async fn sync(&self) {
+        // Generous: a thousand snapshots take rating a while on a busy machine.
+        self.sync_within(Duration::from_secs(120), Duration::from_millis(10))
+            .await;
+    }
+
+    /// [`Self::sync`] with a deadline, checking every `poll`.
+    pub async fn sync_within(&self, timeout: Duration, poll: Duration) {
         let relay = self.invoicing.relay();
         while relay.relay_once().await.unwrap() > 0 {}
-        // Generous: a thousand snapshots take rating a while on a busy machine.
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             let (behind,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM invoicing.subscriptions i LEFT JOIN rating.subscriptions r \
@@ -401,7 +407,7 @@ impl Harness {
             if behind == 0 {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(poll).await;
         }
         panic!("rating did not catch up with invoicing's subscription events");
     }

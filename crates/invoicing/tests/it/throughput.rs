@@ -93,7 +93,7 @@ async fn bill_run_throughput() {
         .buffer_unordered(SETUP_CONCURRENCY)
         .collect()
         .await;
-    h.sync().await;
+    sync(&h).await;
     let setup_subscriptions = setup.elapsed();
 
     let (first_run, first) = timed_run(&h).await;
@@ -104,7 +104,7 @@ async fn bill_run_throughput() {
     let setup_usage = usage_started.elapsed();
 
     h.clock.set(at(2025, 2, 1)).unwrap();
-    h.sync().await;
+    sync(&h).await;
     let (cycle_run, cycle) = timed_run(&h).await;
     assert_eq!(cycle.invoices_finalized, count as u64, "{cycle:?}");
     assert_eq!(cycle.failures, 0, "{cycle:?}");
@@ -154,6 +154,16 @@ async fn bill_run_throughput() {
         per_second(cycle_run),
         cycle_run.as_secs_f64() * 1000.0 / count as f64
     );
+}
+
+/// Waits for rating to hold every subscription (100,000 snapshots take
+/// minutes: a long deadline, and a slow poll that does not compete).
+async fn sync(h: &Harness) {
+    h.sync_within(
+        std::time::Duration::from_secs(1800),
+        std::time::Duration::from_secs(1),
+    )
+    .await;
 }
 
 async fn timed_run(h: &Harness) -> (std::time::Duration, tally_invoicing::RunSummary) {
