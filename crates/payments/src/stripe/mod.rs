@@ -20,8 +20,8 @@ use tally_domain::money::{Currency, Money};
 
 pub use client::{Form, HttpStripe, RetryPolicy, SecretKey};
 pub use objects::{
-    RemoteBalanceTransaction, RemoteCharge, RemoteCustomer, RemoteDispute, RemoteInvoice,
-    RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
+    RemoteBalanceTransaction, RemoteCharge, RemoteCreditNote, RemoteCustomer, RemoteDispute,
+    RemoteInvoice, RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
 };
 
 /// Why a Stripe call failed.
@@ -178,6 +178,50 @@ pub enum StripeRefundReason {
     Fraudulent,
     /// `requested_by_customer`
     RequestedByCustomer,
+}
+
+/// Stripe's credit note reasons (Tally's billing error has none: no reason
+/// is sent and Tally's own reason travels in metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeCreditNoteReason {
+    /// `duplicate`
+    Duplicate,
+    /// `fraudulent`
+    Fraudulent,
+    /// `order_change`
+    OrderChange,
+    /// `product_unsatisfactory`
+    ProductUnsatisfactory,
+}
+
+/// How a Stripe credit note settles its amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditNoteSettlement {
+    /// On an open invoice: the amount lowers what Stripe still collects
+    /// (`amount_due`), nothing else moves.
+    ReduceAmountDue,
+    /// On a paid invoice: the amount is credited outside Stripe
+    /// (`out_of_band_amount`) — no refund, no Stripe customer balance.
+    OutOfBand,
+}
+
+/// A credit note payments asks Stripe to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditNoteRequest {
+    /// The Tally credit note, `cn_…` (metadata `tally_credit_note_id`).
+    pub tally_credit_note_id: String,
+    /// The Stripe invoice credited, `in_…`.
+    pub stripe_invoice_id: String,
+    /// Total credited (rounded).
+    pub amount: Money,
+    /// Stripe's reason, when Tally's has one.
+    pub reason: Option<StripeCreditNoteReason>,
+    /// Tally's reason name (metadata `tally_reason`).
+    pub tally_reason: String,
+    /// Printed memo (may be empty).
+    pub memo: String,
+    /// How it settles.
+    pub settlement: CreditNoteSettlement,
 }
 
 /// A page of a list call.
@@ -490,6 +534,43 @@ impl Stripe {
         let key = format!("tally:refund:{tally_refund_id}:create");
         let value = self.http.post("/v1/refunds", &form, &key).await?;
         RemoteRefund::from_json(&value)
+    }
+
+    /// Creates a Stripe credit note (key `tally:credit_note:<cn>:create`).
+    pub async fn create_credit_note(
+        &self,
+        request: &CreditNoteRequest,
+    ) -> Result<RemoteCreditNote, StripeError> {
+        let amount = to_minor_units(&request.amount)?.to_string();
+        let mut form = vec![
+            pair("invoice", &request.stripe_invoice_id),
+            pair("amount", &amount),
+            pair(
+                "metadata[tally_credit_note_id]",
+                &request.tally_credit_note_id,
+            ),
+            pair("metadata[tally_reason]", &request.tally_reason),
+        ];
+        if let Some(reason) = request.reason {
+            form.push(pair(
+                "reason",
+                match reason {
+                    StripeCreditNoteReason::Duplicate => "duplicate",
+                    StripeCreditNoteReason::Fraudulent => "fraudulent",
+                    StripeCreditNoteReason::OrderChange => "order_change",
+                    StripeCreditNoteReason::ProductUnsatisfactory => "product_unsatisfactory",
+                },
+            ));
+        }
+        if !request.memo.is_empty() {
+            form.push(pair("memo", &request.memo));
+        }
+        if request.settlement == CreditNoteSettlement::OutOfBand {
+            form.push(pair("out_of_band_amount", &amount));
+        }
+        let key = format!("tally:credit_note:{}:create", request.tally_credit_note_id);
+        let value = self.http.post("/v1/credit_notes", &form, &key).await?;
+        RemoteCreditNote::from_json(&value)
     }
 
     /// One page of `/v1/<resource>` created in `[start, end)` (Unix seconds),

@@ -159,6 +159,23 @@ pub struct RemoteDispute {
     pub reason: String,
 }
 
+/// A Stripe credit note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCreditNote {
+    /// `cn_…` in Stripe's namespace.
+    pub id: String,
+    /// The invoice credited, `in_…`.
+    pub invoice: Option<String>,
+    /// Total credited.
+    pub amount: Money,
+    /// Part that lowered the invoice's amount due.
+    pub pre_payment_amount: Money,
+    /// Part credited after payment (refund, balance or out of band).
+    pub post_payment_amount: Money,
+    /// `metadata.tally_credit_note_id`.
+    pub tally_credit_note_id: Option<String>,
+}
+
 /// A Stripe balance transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteBalanceTransaction {
@@ -376,6 +393,26 @@ impl RemoteDispute {
             charge: expandable_id(value, "charge").ok_or_else(|| malformed("dispute", "charge"))?,
             amount: minor_units(value, "dispute", "amount", currency)?,
             reason: optional_string(value, "reason").unwrap_or_default(),
+        })
+    }
+}
+
+impl RemoteCreditNote {
+    /// Reads a `credit_note` object.
+    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
+        let currency = currency(value, "credit_note")?;
+        Ok(Self {
+            id: string(value, "credit_note", "id")?,
+            invoice: expandable_id(value, "invoice"),
+            amount: minor_units(value, "credit_note", "amount", currency)?,
+            pre_payment_amount: minor_units(value, "credit_note", "pre_payment_amount", currency)?,
+            post_payment_amount: minor_units(
+                value,
+                "credit_note",
+                "post_payment_amount",
+                currency,
+            )?,
+            tally_credit_note_id: metadata(value, "tally_credit_note_id"),
         })
     }
 }

@@ -308,3 +308,74 @@ pub fn balance_transaction(id: &str, kind: &str, source: Option<&str>, amount: i
 pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
     json!({"object": "list", "data": data, "has_more": has_more, "url": url})
 }
+
+/// A credit note as `POST /v1/credit_notes` returns it: `pre_payment` for an
+/// open invoice (lowers `amount_due`), `post_payment` with
+/// `out_of_band_amount` for a paid one.
+pub fn credit_note(
+    id: &str,
+    invoice: &str,
+    amount: i64,
+    out_of_band: bool,
+    tally_note: &str,
+) -> Value {
+    let (pre, post) = if out_of_band {
+        (0, amount)
+    } else {
+        (amount, 0)
+    };
+    json!({
+        "id": id,
+        "object": "credit_note",
+        "amount": amount,
+        "amount_shipping": 0,
+        "created": CREATED,
+        "currency": "usd",
+        "customer": "cus_Q1stripeAcme",
+        "customer_balance_transaction": null,
+        "discount_amount": 0,
+        "discount_amounts": [],
+        "effective_at": CREATED,
+        "invoice": invoice,
+        "lines": {
+            "object": "list",
+            "data": [{
+                "id": format!("cnli_{id}"),
+                "object": "credit_note_line_item",
+                "amount": amount,
+                "description": "Credit",
+                "discount_amount": 0,
+                "discount_amounts": [],
+                "invoice_line_item": null,
+                "livemode": false,
+                "quantity": 1,
+                "tax_rates": [],
+                "type": "custom_line_item",
+                "unit_amount": amount,
+                "unit_amount_decimal": amount.to_string()
+            }],
+            "has_more": false,
+            "url": format!("/v1/credit_notes/{id}/lines")
+        },
+        "livemode": false,
+        "memo": null,
+        "metadata": {"tally_credit_note_id": tally_note},
+        "number": "7D3E2A1B-0001-CN-01",
+        "out_of_band_amount": if out_of_band { json!(amount) } else { Value::Null },
+        "pdf": format!("https://pay.stripe.com/credit_notes/acct_1Test/test_{id}/pdf"),
+        "post_payment_amount": post,
+        "pre_payment_amount": pre,
+        "pretax_credit_amounts": [],
+        "reason": "order_change",
+        "refunds": [],
+        "shipping_cost": null,
+        "status": "issued",
+        "subtotal": amount,
+        "subtotal_excluding_tax": amount,
+        "total": amount,
+        "total_excluding_tax": amount,
+        "total_taxes": [],
+        "type": if out_of_band { "post_payment" } else { "pre_payment" },
+        "voided_at": null
+    })
+}
