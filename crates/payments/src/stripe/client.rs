@@ -1,7 +1,14 @@
-//! The HTTP side of the adapter: form-encoded requests, the `Idempotency-Key`
-//! on every POST, retries with backoff on 429, 5xx, 409 idempotency races and
-//! timeouts (reusing the same key), and Stripe's error object turned into a
-//! [`StripeError`].
+//! The HTTP side of the adapter: the `Idempotency-Key` on every POST, retries
+//! with backoff on 429, 5xx, 409 idempotency races and timeouts (reusing the
+//! same key), and Stripe's error object turned into a [`StripeError`].
+//!
+//! Two transports share that loop: async-stripe's client sending its typed
+//! requests ([`HttpStripe::send`], API version pinned by async-stripe), and a
+//! raw form-encoded client for the calls still on `payments.stripe_api_version`
+//! ([`HttpStripe::post`], [`HttpStripe::get`]; see the module doc of
+//! [`super`]). async-stripe's own retry strategies cannot express our policy
+//! (a key derived from Tally ids *and* several tries, our backoff, 409), so
+//! each try is one async-stripe call with `RequestStrategy::Idempotent(key)`.
 //!
 //! What is logged: method, path, status, attempt and Stripe's request id. The
 //! secret key (in the `Authorization` header), request bodies and response
@@ -12,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use tally_runtime::config::PaymentsConfig;
 
 use super::StripeError;
@@ -61,6 +69,8 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct HttpStripe {
     http: reqwest::Client,
+    /// async-stripe's client; `None` without a secret key.
+    typed: Option<stripe::Client>,
     base_url: String,
     api_version: String,
     secret_key: Option<SecretKey>,
@@ -69,11 +79,11 @@ pub struct HttpStripe {
 
 #[derive(Deserialize)]
 struct ErrorEnvelope {
-    error: ErrorBody,
+    error: RawErrorBody,
 }
 
 #[derive(Deserialize, Default)]
-struct ErrorBody {
+struct RawErrorBody {
     #[serde(rename = "type", default)]
     error_type: String,
     #[serde(default)]
@@ -90,10 +100,103 @@ struct ErrorBody {
     charge: Option<String>,
 }
 
-enum Outcome {
-    Done(Value),
+/// Stripe's error object, from either transport.
+#[derive(Default)]
+struct ErrorBody {
+    error_type: String,
+    code: String,
+    decline_code: String,
+    message: String,
+    param: String,
+    payment_intent: Option<String>,
+    charge: Option<String>,
+    request_id: String,
+}
+
+impl ErrorBody {
+    fn from_raw(body: RawErrorBody, request_id: String) -> Self {
+        let payment_intent = match body.payment_intent {
+            Some(Value::String(id)) => Some(id),
+            Some(Value::Object(object)) => {
+                object.get("id").and_then(Value::as_str).map(str::to_owned)
+            }
+            _ => None,
+        };
+        Self {
+            error_type: body.error_type,
+            code: body.code.unwrap_or_default(),
+            decline_code: body.decline_code.unwrap_or_default(),
+            message: body.message.unwrap_or_default(),
+            param: body.param.unwrap_or_default(),
+            payment_intent,
+            charge: body.charge,
+            request_id,
+        }
+    }
+
+    /// async-stripe does not expose response headers: the request id is
+    /// read from the dashboard log link Stripe puts in the error.
+    fn from_typed(body: &stripe::ApiErrors) -> Self {
+        let request_id = body
+            .request_log_url
+            .as_deref()
+            .and_then(|url| url.rsplit('/').next())
+            .unwrap_or("")
+            .to_owned();
+        Self {
+            error_type: body.type_.as_str().to_owned(),
+            code: body
+                .code
+                .as_ref()
+                .map(|code| code.as_str().to_owned())
+                .unwrap_or_default(),
+            decline_code: body.decline_code.clone().unwrap_or_default(),
+            message: body.message.clone().unwrap_or_default(),
+            param: body.param.clone().unwrap_or_default(),
+            payment_intent: body
+                .payment_intent
+                .as_ref()
+                .map(|intent| intent.id.as_str().to_owned()),
+            charge: body.charge.clone(),
+            request_id,
+        }
+    }
+}
+
+enum Outcome<T> {
+    Done(T),
     Retry(String),
     Fail(StripeError),
+}
+
+/// How a failed async-stripe call continues. Its client answers an error
+/// status as `Stripe(error, status)` when the body is Stripe's error object,
+/// and with a fixed "error deserializing Stripe error" when it is not (a
+/// proxy's HTML page on a 502, say): the status is then unknown, and it is
+/// retried like a 5xx — Stripe itself always answers 4xx with its object.
+fn typed_outcome<T>(error: stripe::StripeError) -> Outcome<T> {
+    match error {
+        stripe::StripeError::Stripe(body, status) => {
+            if status == 429 || status == 409 || status >= 500 {
+                let body = ErrorBody::from_typed(&body);
+                return Outcome::Retry(format!("HTTP {status} (request {})", body.request_id));
+            }
+            Outcome::Fail(error_from(status, ErrorBody::from_typed(&body)))
+        }
+        stripe::StripeError::JSONDeserialize(message)
+            if message == "error deserializing Stripe error" =>
+        {
+            Outcome::Retry("an error answer that is not Stripe's error object".into())
+        }
+        stripe::StripeError::JSONDeserialize(message) => {
+            Outcome::Fail(StripeError::Malformed(message))
+        }
+        stripe::StripeError::Timeout => Outcome::Retry("timed out".into()),
+        stripe::StripeError::ClientError(message) => {
+            Outcome::Retry(format!("connection failed: {message}"))
+        }
+        stripe::StripeError::ConfigError(message) => Outcome::Fail(StripeError::Transport(message)),
+    }
 }
 
 impl HttpStripe {
@@ -113,9 +216,23 @@ impl HttpStripe {
             .timeout(retry.request_timeout)
             .build()
             .map_err(|error| StripeError::Transport(error.to_string()))?;
+        let base_url = config.stripe_api_base_url.trim_end_matches('/').to_owned();
+        let typed = match &secret_key {
+            // async-stripe appends `v1/…` to the base: it must end with `/`.
+            Some(key) => Some(
+                stripe::ClientBuilder::new(key.0.as_str())
+                    .url(format!("{base_url}/"))
+                    .timeout(retry.request_timeout)
+                    .app_info("tally", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
+                    .build()
+                    .map_err(|error| StripeError::Transport(error.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             http,
-            base_url: config.stripe_api_base_url.trim_end_matches('/').to_owned(),
+            typed,
+            base_url,
             api_version: config.stripe_api_version.clone(),
             secret_key,
             retry,
@@ -145,6 +262,45 @@ impl HttpStripe {
         self.send_with_retries("GET", &path, None).await
     }
 
+    /// Sends one of async-stripe's typed requests: a POST with
+    /// `Idempotency-Key: {idempotency_key}` (the same on every try), a GET
+    /// without (`None`); retried like the raw calls.
+    pub async fn send<R>(
+        &self,
+        request: &R,
+        idempotency_key: Option<&str>,
+    ) -> Result<R::Output, StripeError>
+    where
+        R: StripeRequest,
+        R::Output: miniserde::Deserialize,
+    {
+        let Some(client) = &self.typed else {
+            return Err(StripeError::NotConfigured);
+        };
+        let strategy = match idempotency_key {
+            Some(key) => RequestStrategy::Idempotent(
+                IdempotencyKey::new(key)
+                    .map_err(|error| StripeError::Malformed(error.to_string()))?,
+            ),
+            None => RequestStrategy::Once,
+        };
+        let built = request.build();
+        let method = if built.body.is_some() { "POST" } else { "GET" };
+        let path = format!("/v1{}", built.path);
+        self.with_retries(method, &path, || async {
+            let answer = request
+                .customize()
+                .request_strategy(strategy.clone())
+                .send(client)
+                .await;
+            match answer {
+                Ok(output) => Outcome::Done(output),
+                Err(error) => typed_outcome(error),
+            }
+        })
+        .await
+    }
+
     async fn send_with_retries(
         &self,
         method: &'static str,
@@ -154,11 +310,7 @@ impl HttpStripe {
         let Some(secret_key) = &self.secret_key else {
             return Err(StripeError::NotConfigured);
         };
-        let mut last_reason = String::new();
-        for attempt in 1..=self.retry.max_attempts {
-            if attempt > 1 {
-                tokio::time::sleep(self.retry.delay_before_retry(attempt - 1)).await;
-            }
+        self.with_retries(method, path, || {
             let url = format!("{}{path}", self.base_url);
             let mut request = match &post {
                 Some((body, key)) => self
@@ -172,7 +324,29 @@ impl HttpStripe {
             request = request
                 .header("Authorization", format!("Bearer {}", secret_key.0))
                 .header("Stripe-Version", &self.api_version);
-            match self.try_once(request).await {
+            self.try_once(request)
+        })
+        .await
+    }
+
+    /// Runs `try_once` up to `max_attempts` times with backoff while it asks
+    /// for a retry; logs each failure (method and path only).
+    async fn with_retries<T, F, Fut>(
+        &self,
+        method: &'static str,
+        path: &str,
+        try_once: F,
+    ) -> Result<T, StripeError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Outcome<T>>,
+    {
+        let mut last_reason = String::new();
+        for attempt in 1..=self.retry.max_attempts {
+            if attempt > 1 {
+                tokio::time::sleep(self.retry.delay_before_retry(attempt - 1)).await;
+            }
+            match try_once().await {
                 Outcome::Done(value) => return Ok(value),
                 Outcome::Fail(error) => {
                     tracing::warn!(method, path = %path_only(path), attempt, error = %error, "stripe call failed");
@@ -190,7 +364,7 @@ impl HttpStripe {
         })
     }
 
-    async fn try_once(&self, request: reqwest::RequestBuilder) -> Outcome {
+    async fn try_once(&self, request: reqwest::RequestBuilder) -> Outcome<Value> {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) if error.is_timeout() => return Outcome::Retry("timed out".into()),
@@ -234,36 +408,27 @@ impl HttpStripe {
         let body = serde_json::from_slice::<ErrorEnvelope>(&bytes)
             .map(|envelope| envelope.error)
             .unwrap_or_default();
-        Outcome::Fail(error_from(status, body, request_id))
+        Outcome::Fail(error_from(status, ErrorBody::from_raw(body, request_id)))
     }
 }
 
-fn error_from(status: u16, body: ErrorBody, request_id: String) -> StripeError {
-    let code = body.code.unwrap_or_default();
-    let message = body.message.unwrap_or_default();
+fn error_from(status: u16, body: ErrorBody) -> StripeError {
     if body.error_type == "card_error" || status == 402 {
-        let payment_intent = match body.payment_intent {
-            Some(Value::String(id)) => Some(id),
-            Some(Value::Object(object)) => {
-                object.get("id").and_then(Value::as_str).map(str::to_owned)
-            }
-            _ => None,
-        };
         return StripeError::Declined {
-            code,
-            decline_code: body.decline_code.unwrap_or_default(),
-            message,
-            payment_intent,
+            code: body.code,
+            decline_code: body.decline_code,
+            message: body.message,
+            payment_intent: body.payment_intent,
             charge: body.charge,
         };
     }
     StripeError::Rejected {
         status,
         error_type: body.error_type,
-        code,
-        message,
-        param: body.param.unwrap_or_default(),
-        request_id,
+        code: body.code,
+        message: body.message,
+        param: body.param,
+        request_id: body.request_id,
     }
 }
 

@@ -1,13 +1,27 @@
 //! The Stripe adapter: the only code that knows Stripe's wire format.
 //!
-//! Payments talks to Stripe through [`Stripe`], a thin client over Stripe's
-//! REST API (form-encoded requests, JSON answers) instead of async-stripe:
-//! it needs a dozen calls, exact control over the `Idempotency-Key` of each
-//! (derived from Tally ids) and over retries, and lenient reading of objects;
-//! async-stripe would add minutes of compile time and strict typed parsing
-//! for little in return (see docs/architecture.md, "Payments"). Every call
-//! sends `Stripe-Version` (config `payments.stripe_api_version`), so the
-//! shapes read in [`objects`] are fixed.
+//! Payments talks to Stripe through [`Stripe`], whose methods are the dozen
+//! calls payments makes. They are being moved onto async-stripe 1.0
+//! (`=1.0.0-rc.10`): its typed requests, sent by its client (hyper, rustls
+//! with aws-lc-rs) with our retry loop around each ([`client`]), and its
+//! types read into payments' views ([`objects`]). Moved: customers (create,
+//! update, read), invoice items, refunds (create, read) and credit notes.
+//!
+//! Still raw (form-encoded over reqwest, JSON read leniently), on purpose:
+//! the invoice calls (create, finalize, pay, send, void, mark uncollectible,
+//! read, list), PaymentIntent and charge reads, and the reconciliation lists.
+//! async-stripe sends the API version its types are generated for
+//! (`2026-09-30.endive`) and offers no per-request override, and from
+//! `2025-03-31` on Stripe no longer puts `charge` / `payment_intent` on an
+//! invoice nor `invoice` on a charge or PaymentIntent: they become the
+//! invoice's `payments` (InvoicePayment objects). Payments' collection,
+//! webhook and reconciliation logic still follows invoice ⇄ PaymentIntent ⇄
+//! charge through those fields, so those calls stay on
+//! `payments.stripe_api_version` (`2024-06-20`) until that logic reads
+//! invoice payments instead. Stripe renders each answer in the version of
+//! its request, so the two coexist safely; the objects of the moved calls
+//! (customer, invoice item, refund, credit note) carry nothing payments
+//! reads whose meaning changed between the two versions.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -16,6 +30,16 @@ mod client;
 pub mod objects;
 pub mod signature;
 
+use std::collections::HashMap;
+
+use stripe_billing::CreditNoteReason;
+use stripe_billing::credit_note::CreateCreditNote;
+use stripe_billing::invoice_item::CreateInvoiceItem;
+use stripe_core::customer::{
+    CreateCustomer, CreateCustomerTaxIdData, CreateCustomerTaxIdDataType,
+    OptionalFieldsCustomerAddress, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
+};
+use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
 use tally_domain::money::{Currency, Money};
 
 pub use client::{Form, HttpStripe, RetryPolicy, SecretKey};
@@ -258,6 +282,12 @@ fn stripe_currency(currency: Currency) -> String {
     currency.code().to_ascii_lowercase()
 }
 
+fn typed_currency(currency: Currency) -> stripe_types::Currency {
+    stripe_currency(currency)
+        .parse()
+        .unwrap_or_else(|never| match never {})
+}
+
 impl Stripe {
     /// The adapter over an HTTP client.
     pub fn new(http: HttpStripe) -> Self {
@@ -270,14 +300,24 @@ impl Stripe {
         &self,
         details: &CustomerDetails,
     ) -> Result<RemoteCustomer, StripeError> {
-        let mut form = customer_form(details);
+        let mut request = CreateCustomer::new()
+            .name(details.name.as_str())
+            .metadata(metadata("tally_customer_id", &details.tally_customer_id));
+        if !details.email.is_empty() {
+            request = request.email(details.email.as_str());
+        }
+        if let Some(address) = address(details) {
+            request = request.address(address);
+        }
         if let Some((kind, value)) = &details.tax_id {
-            form.push(pair("tax_id_data[0][type]", kind));
-            form.push(pair("tax_id_data[0][value]", value));
+            let kind = kind
+                .parse::<CreateCustomerTaxIdDataType>()
+                .unwrap_or_else(|never| match never {});
+            request = request.tax_id_data(vec![CreateCustomerTaxIdData::new(kind, value.as_str())]);
         }
         let key = format!("tally:customer:{}:create", details.tally_customer_id);
-        let value = self.http.post("/v1/customers", &form, &key).await?;
-        RemoteCustomer::from_json(&value)
+        let customer = self.http.send(&request, Some(&key)).await?;
+        Ok(RemoteCustomer::from_stripe(&customer))
     }
 
     /// Updates name, email and address of a Stripe customer; `revision`
@@ -288,16 +328,21 @@ impl Stripe {
         details: &CustomerDetails,
         revision: &str,
     ) -> Result<RemoteCustomer, StripeError> {
-        let form = customer_form(details);
+        let mut request = UpdateCustomer::new(stripe_customer_id)
+            .name(details.name.as_str())
+            .metadata(metadata("tally_customer_id", &details.tally_customer_id));
+        if !details.email.is_empty() {
+            request = request.email(details.email.as_str());
+        }
+        if let Some(address) = address(details) {
+            request = request.address(address);
+        }
         let key = format!(
             "tally:customer:{}:update:{revision}",
             details.tally_customer_id
         );
-        let value = self
-            .http
-            .post(&format!("/v1/customers/{stripe_customer_id}"), &form, &key)
-            .await?;
-        RemoteCustomer::from_json(&value)
+        let customer = self.http.send(&request, Some(&key)).await?;
+        Ok(RemoteCustomer::from_stripe(&customer))
     }
 
     /// Creates an empty draft invoice that takes no pending items and does
@@ -341,21 +386,16 @@ impl Stripe {
         stripe_invoice_id: &str,
         item: &InvoiceItem,
     ) -> Result<String, StripeError> {
-        let form = vec![
-            pair("customer", stripe_customer_id),
-            pair("invoice", stripe_invoice_id),
-            pair("amount", to_minor_units(&item.amount)?.to_string()),
-            pair("currency", stripe_currency(item.amount.currency())),
-            pair("description", &item.description),
-            pair("metadata[tally_line_id]", &item.tally_line_id),
-        ];
+        let request = CreateInvoiceItem::new()
+            .customer(stripe_customer_id)
+            .invoice(stripe_invoice_id)
+            .amount(to_minor_units(&item.amount)?)
+            .currency(typed_currency(item.amount.currency()))
+            .description(item.description.as_str())
+            .metadata(metadata("tally_line_id", &item.tally_line_id));
         let key = format!("tally:invoice_item:{}:create", item.tally_line_id);
-        let value = self.http.post("/v1/invoiceitems", &form, &key).await?;
-        value
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| StripeError::Malformed("invoiceitem: missing `id`".into()))
+        let created = self.http.send(&request, Some(&key)).await?;
+        Ok(created.id.as_str().to_owned())
     }
 
     /// Finalizes a draft invoice (still without auto-advance).
@@ -485,22 +525,27 @@ impl Stripe {
         &self,
         stripe_customer_id: &str,
     ) -> Result<RemoteCustomer, StripeError> {
-        self.get_object(
-            &format!("/v1/customers/{stripe_customer_id}"),
-            Vec::new(),
-            RemoteCustomer::from_json,
-        )
-        .await
+        match self
+            .http
+            .send(&RetrieveCustomer::new(stripe_customer_id), None)
+            .await?
+        {
+            RetrieveCustomerReturned::Customer(customer) => {
+                Ok(RemoteCustomer::from_stripe(&customer))
+            }
+            RetrieveCustomerReturned::DeletedCustomer(_) => Err(StripeError::Malformed(format!(
+                "customer {stripe_customer_id} was deleted in Stripe"
+            ))),
+        }
     }
 
     /// The refund as Stripe has it now.
     pub async fn get_refund(&self, stripe_refund_id: &str) -> Result<RemoteRefund, StripeError> {
-        self.get_object(
-            &format!("/v1/refunds/{stripe_refund_id}"),
-            Vec::new(),
-            RemoteRefund::from_json,
-        )
-        .await
+        let refund = self
+            .http
+            .send(&RetrieveRefund::new(stripe_refund_id), None)
+            .await?;
+        RemoteRefund::from_stripe(&refund)
     }
 
     async fn get_object<T>(
@@ -521,19 +566,18 @@ impl Stripe {
         reason: StripeRefundReason,
     ) -> Result<RemoteRefund, StripeError> {
         let reason = match reason {
-            StripeRefundReason::Duplicate => "duplicate",
-            StripeRefundReason::Fraudulent => "fraudulent",
-            StripeRefundReason::RequestedByCustomer => "requested_by_customer",
+            StripeRefundReason::Duplicate => CreateRefundReason::Duplicate,
+            StripeRefundReason::Fraudulent => CreateRefundReason::Fraudulent,
+            StripeRefundReason::RequestedByCustomer => CreateRefundReason::RequestedByCustomer,
         };
-        let form = vec![
-            pair("charge", stripe_charge_id),
-            pair("amount", to_minor_units(amount)?.to_string()),
-            pair("reason", reason),
-            pair("metadata[tally_refund_id]", tally_refund_id),
-        ];
+        let request = CreateRefund::new()
+            .charge(stripe_charge_id)
+            .amount(to_minor_units(amount)?)
+            .reason(reason)
+            .metadata(metadata("tally_refund_id", tally_refund_id));
         let key = format!("tally:refund:{tally_refund_id}:create");
-        let value = self.http.post("/v1/refunds", &form, &key).await?;
-        RemoteRefund::from_json(&value)
+        let refund = self.http.send(&request, Some(&key)).await?;
+        RemoteRefund::from_stripe(&refund)
     }
 
     /// Creates a Stripe credit note (key `tally:credit_note:<cn>:create`).
@@ -541,36 +585,31 @@ impl Stripe {
         &self,
         request: &CreditNoteRequest,
     ) -> Result<RemoteCreditNote, StripeError> {
-        let amount = to_minor_units(&request.amount)?.to_string();
-        let mut form = vec![
-            pair("invoice", &request.stripe_invoice_id),
-            pair("amount", &amount),
-            pair(
-                "metadata[tally_credit_note_id]",
-                &request.tally_credit_note_id,
-            ),
-            pair("metadata[tally_reason]", &request.tally_reason),
-        ];
+        let amount = to_minor_units(&request.amount)?;
+        let mut metadata = metadata("tally_credit_note_id", &request.tally_credit_note_id);
+        metadata.insert("tally_reason".into(), request.tally_reason.clone());
+        let mut create = CreateCreditNote::new(request.stripe_invoice_id.as_str())
+            .amount(amount)
+            .metadata(metadata);
         if let Some(reason) = request.reason {
-            form.push(pair(
-                "reason",
-                match reason {
-                    StripeCreditNoteReason::Duplicate => "duplicate",
-                    StripeCreditNoteReason::Fraudulent => "fraudulent",
-                    StripeCreditNoteReason::OrderChange => "order_change",
-                    StripeCreditNoteReason::ProductUnsatisfactory => "product_unsatisfactory",
-                },
-            ));
+            create = create.reason(match reason {
+                StripeCreditNoteReason::Duplicate => CreditNoteReason::Duplicate,
+                StripeCreditNoteReason::Fraudulent => CreditNoteReason::Fraudulent,
+                StripeCreditNoteReason::OrderChange => CreditNoteReason::OrderChange,
+                StripeCreditNoteReason::ProductUnsatisfactory => {
+                    CreditNoteReason::ProductUnsatisfactory
+                }
+            });
         }
         if !request.memo.is_empty() {
-            form.push(pair("memo", &request.memo));
+            create = create.memo(request.memo.as_str());
         }
         if request.settlement == CreditNoteSettlement::OutOfBand {
-            form.push(pair("out_of_band_amount", &amount));
+            create = create.out_of_band_amount(amount);
         }
         let key = format!("tally:credit_note:{}:create", request.tally_credit_note_id);
-        let value = self.http.post("/v1/credit_notes", &form, &key).await?;
-        RemoteCreditNote::from_json(&value)
+        let note = self.http.send(&create, Some(&key)).await?;
+        RemoteCreditNote::from_stripe(&note)
     }
 
     /// One page of `/v1/<resource>` created in `[start, end)` (Unix seconds),
@@ -607,25 +646,20 @@ impl Stripe {
     }
 }
 
-fn customer_form(details: &CustomerDetails) -> Form {
-    let mut form = vec![
-        pair("name", &details.name),
-        pair("metadata[tally_customer_id]", &details.tally_customer_id),
-    ];
-    if !details.email.is_empty() {
-        form.push(pair("email", &details.email));
-    }
-    if let Some([line1, line2, city, state, postal_code, country]) = &details.address {
-        for (field, value) in [
-            ("line1", line1),
-            ("line2", line2),
-            ("city", city),
-            ("state", state),
-            ("postal_code", postal_code),
-            ("country", country),
-        ] {
-            form.push(pair(format!("address[{field}]"), value));
-        }
-    }
-    form
+fn metadata(key: &str, value: &str) -> HashMap<String, String> {
+    HashMap::from([(key.to_owned(), value.to_owned())])
+}
+
+/// The customer's address as Stripe takes it (empty parts sent empty, so an
+/// update clears what the customer removed).
+fn address(details: &CustomerDetails) -> Option<OptionalFieldsCustomerAddress> {
+    let [line1, line2, city, state, postal_code, country] = details.address.as_ref()?;
+    let mut address = OptionalFieldsCustomerAddress::new();
+    address.line1 = Some(line1.clone());
+    address.line2 = Some(line2.clone());
+    address.city = Some(city.clone());
+    address.state = Some(state.clone());
+    address.postal_code = Some(postal_code.clone());
+    address.country = Some(country.clone());
+    Some(address)
 }

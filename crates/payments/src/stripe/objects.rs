@@ -1,8 +1,10 @@
-//! Payments' views of Stripe objects, read from Stripe's JSON leniently: only
-//! the fields payments uses are required, unknown fields are ignored, and
-//! expandable fields are accepted as an id or as an expanded object. Amounts
-//! become domain [`Money`] exactly (minor units through the currency's
-//! exponent), so nothing outside this adapter sees a Stripe shape.
+//! Payments' views of Stripe objects. Objects answered to async-stripe's typed
+//! requests are converted from its types (`from_stripe`); objects of the calls
+//! still made raw are read from Stripe's JSON leniently (`from_json`: only the
+//! fields payments uses are required, unknown fields are ignored, expandable
+//! fields are accepted as an id or as an expanded object). Amounts become
+//! domain [`Money`] exactly (minor units through the currency's exponent), so
+//! nothing outside this adapter sees a Stripe shape.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -191,6 +193,32 @@ pub struct RemoteBalanceTransaction {
     pub created: DateTime<Utc>,
 }
 
+/// A typed object's amount in minor units of its currency.
+fn typed_money(
+    minor: i64,
+    currency: &stripe_types::Currency,
+    object: &str,
+) -> Result<Money, StripeError> {
+    let code = currency.to_string().to_ascii_uppercase();
+    let currency = Currency::from_code(&code)
+        .map_err(|_| StripeError::Malformed(format!("{object}: unknown currency `{code}`")))?;
+    Money::from_minor_units(i128::from(minor), currency)
+        .map_err(|_| StripeError::Malformed(format!("{object}: amount {minor} out of range")))
+}
+
+fn typed_created(seconds: i64, object: &str) -> Result<DateTime<Utc>, StripeError> {
+    Utc.timestamp_opt(seconds, 0)
+        .single()
+        .ok_or_else(|| malformed(object, "created"))
+}
+
+fn typed_metadata(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    key: &str,
+) -> Option<String> {
+    metadata.and_then(|metadata| metadata.get(key)).cloned()
+}
+
 fn malformed(object: &str, field: &str) -> StripeError {
     StripeError::Malformed(format!("{object}: missing or invalid `{field}`"))
 }
@@ -257,6 +285,20 @@ fn minor_units(
 }
 
 impl RemoteCustomer {
+    /// From async-stripe's customer.
+    pub fn from_stripe(customer: &stripe_core::Customer) -> Self {
+        let default_payment_method = customer
+            .invoice_settings
+            .as_ref()
+            .is_some_and(|settings| settings.default_payment_method.is_some())
+            || customer.default_source.is_some();
+        Self {
+            id: customer.id.as_str().to_owned(),
+            livemode: customer.livemode,
+            has_default_payment_method: default_payment_method,
+        }
+    }
+
     /// Reads a `customer` object.
     pub fn from_json(value: &Value) -> Result<Self, StripeError> {
         let default_payment_method = value
@@ -308,25 +350,49 @@ impl RemoteInvoice {
 }
 
 impl RemoteRefund {
+    /// From async-stripe's refund.
+    pub fn from_stripe(refund: &stripe_core::Refund) -> Result<Self, StripeError> {
+        let status_name = refund
+            .status
+            .clone()
+            .ok_or_else(|| malformed("refund", "status"))?;
+        Ok(Self {
+            id: refund.id.as_str().to_owned(),
+            amount: typed_money(refund.amount, &refund.currency, "refund")?,
+            status: refund_status(&status_name),
+            status_name,
+            charge: refund
+                .charge
+                .as_ref()
+                .map(|charge| charge.id().as_str().to_owned()),
+            tally_refund_id: typed_metadata(refund.metadata.as_ref(), "tally_refund_id"),
+            failure_reason: refund.failure_reason.clone().unwrap_or_default(),
+            created: typed_created(refund.created, "refund")?,
+        })
+    }
+
     /// Reads a `refund` object.
     pub fn from_json(value: &Value) -> Result<Self, StripeError> {
         let currency = currency(value, "refund")?;
         let status_name = string(value, "refund", "status")?;
-        let status = match status_name.as_str() {
-            "succeeded" => RemoteRefundStatus::Succeeded,
-            "failed" | "canceled" => RemoteRefundStatus::Failed,
-            _ => RemoteRefundStatus::Pending,
-        };
         Ok(Self {
             id: string(value, "refund", "id")?,
             amount: minor_units(value, "refund", "amount", currency)?,
-            status,
+            status: refund_status(&status_name),
             status_name,
             charge: expandable_id(value, "charge"),
             tally_refund_id: metadata(value, "tally_refund_id"),
             failure_reason: optional_string(value, "failure_reason").unwrap_or_default(),
             created: created(value, "refund")?,
         })
+    }
+}
+
+fn refund_status(name: &str) -> RemoteRefundStatus {
+    match name {
+        "succeeded" => RemoteRefundStatus::Succeeded,
+        "failed" | "canceled" => RemoteRefundStatus::Failed,
+        _ => RemoteRefundStatus::Pending,
     }
 }
 
@@ -398,21 +464,16 @@ impl RemoteDispute {
 }
 
 impl RemoteCreditNote {
-    /// Reads a `credit_note` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "credit_note")?;
+    /// From async-stripe's credit note.
+    pub fn from_stripe(note: &stripe_billing::CreditNote) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &note.currency, "credit_note");
         Ok(Self {
-            id: string(value, "credit_note", "id")?,
-            invoice: expandable_id(value, "invoice"),
-            amount: minor_units(value, "credit_note", "amount", currency)?,
-            pre_payment_amount: minor_units(value, "credit_note", "pre_payment_amount", currency)?,
-            post_payment_amount: minor_units(
-                value,
-                "credit_note",
-                "post_payment_amount",
-                currency,
-            )?,
-            tally_credit_note_id: metadata(value, "tally_credit_note_id"),
+            id: note.id.as_str().to_owned(),
+            invoice: note.invoice.id().as_ref().map(|id| id.as_str().to_owned()),
+            amount: money(note.amount)?,
+            pre_payment_amount: money(note.pre_payment_amount)?,
+            post_payment_amount: money(note.post_payment_amount)?,
+            tally_credit_note_id: typed_metadata(note.metadata.as_ref(), "tally_credit_note_id"),
         })
     }
 }

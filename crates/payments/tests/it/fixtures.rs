@@ -108,9 +108,12 @@ pub fn invoice_item(id: &str, amount: i64, currency: &str) -> Value {
         "metadata": {},
         "period": {"end": CREATED, "start": CREATED},
         "proration": false,
+        "parent": null,
+        "pricing": {"price_details": null, "type": "price_details", "unit_amount_decimal": amount.to_string()},
         "quantity": 1,
-        "unit_amount": amount,
-        "unit_amount_decimal": amount.to_string()
+        "quantity_decimal": "1",
+        "tax_rates": [],
+        "test_clock": null
     })
 }
 
@@ -348,6 +351,8 @@ pub fn credit_note(
                 "discount_amounts": [],
                 "invoice_line_item": null,
                 "livemode": false,
+                "metadata": {},
+                "pretax_credit_amounts": [],
                 "quantity": 1,
                 "tax_rates": [],
                 "type": "custom_line_item",
