@@ -214,3 +214,34 @@ async fn a_credit_note_caused_by_a_payments_refund_is_not_echoed() {
     );
     assert_eq!(harness.usd(Book::CustomerCredit).await, dec!(0));
 }
+
+#[tokio::test]
+async fn a_credit_note_for_everything_due_ends_collection() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 5_000).await;
+    stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", 5_000).await;
+    credit_note_answers(&harness, 5_000, false).await;
+    let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
+    spec.mode = CollectionMode::SendInvoice;
+    harness.deliver(&spec.finalized()).await.unwrap();
+
+    let note = spec.credit_note("cn_000001", "50.00", CreditNoteReason::Duplicate, "");
+    harness.deliver(&note).await.expect("handled");
+
+    assert_one_credit_note(&harness, "5000", "duplicate", None).await;
+    // Nothing is left to collect: no dunning, nothing owed.
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.status(), PaymentStatus::Canceled);
+    assert!(payment.next_retry_at.is_none());
+    let (status, amount_due): (String, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT status, amount_due FROM payments.invoices WHERE invoice_id = 'inv_000001'",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), amount_due), ("paid", dec!(0)));
+    assert_eq!(harness.usd(Book::Receivable).await, dec!(0));
+    assert_eq!(harness.usd(Book::Invoiced).await, dec!(0));
+    assert_ledger_balanced(&harness).await;
+}
