@@ -7,10 +7,16 @@ CREATE TABLE payments.credit_notes (
     invoice_id             text COLLATE "C" NOT NULL REFERENCES payments.invoices (invoice_id),
     currency               text NOT NULL,
     amount                 numeric NOT NULL CHECK (amount > 0),
-    -- How Stripe settled it: lowered the amount due of an open invoice, or
-    -- recorded a credit outside Stripe on a paid one.
-    settlement             text NOT NULL CHECK (settlement IN ('reduce_amount_due', 'out_of_band')),
+    -- What it took off the open invoice's amount due (Stripe's pre-payment
+    -- part), and what was credited outside Stripe on a paid invoice
+    -- (`out_of_band_amount`). Their sum is the Stripe credit note; the rest
+    -- of `amount` credits what was settled before finalization (wallet
+    -- credits), which never reached Stripe.
+    reduced_amount_due     numeric NOT NULL CHECK (reduced_amount_due >= 0),
+    out_of_band_amount     numeric NOT NULL CHECK (out_of_band_amount >= 0),
     stripe_credit_note_id  text COLLATE "C" NOT NULL UNIQUE,
-    created_at             timestamptz NOT NULL
+    created_at             timestamptz NOT NULL,
+    CHECK (reduced_amount_due + out_of_band_amount > 0),
+    CHECK (reduced_amount_due + out_of_band_amount <= amount)
 );
 CREATE INDEX credit_notes_by_invoice ON payments.credit_notes (invoice_id);

@@ -7,6 +7,11 @@
 //!   it out of the receivable (debit invoiced revenue, credit receivable).
 //!   A note that leaves nothing due ends collection (Stripe marks its
 //!   invoice paid; the payment is canceled: nothing more to collect).
+//! - **What never reached Stripe**: invoicing credits up to the invoice
+//!   total, but wallet credits applied before finalization were never part
+//!   of the Stripe invoice (whose total is Tally's amount due then), and
+//!   Stripe refuses notes beyond its total. Only the part within what
+//!   Stripe billed (less earlier notes) is sent; the rest is Tally's alone.
 //! - **Paid invoice**: the money was collected, so the Stripe credit note is
 //!   recorded as credited *outside Stripe* (`out_of_band_amount`): no Stripe
 //!   refund and no Stripe customer balance. Invoicing holds such credit in
@@ -24,6 +29,7 @@
 
 use sqlx::Row;
 use tally_bus::consumer::HandlerError;
+use tally_domain::ledger::TransactionBuilder;
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
 use tally_proto::events::invoice_event::CreditNoteIssued;
@@ -34,7 +40,7 @@ use crate::core::Core;
 use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
 use crate::store::{self, PaymentKey, PaymentState};
-use crate::stripe::{CreditNoteRequest, CreditNoteSettlement, StripeCreditNoteReason};
+use crate::stripe::{CreditNoteRequest, StripeCreditNoteReason};
 use crate::wire::parse_money;
 
 /// What to do with one credit note, decided from payments' own state.
@@ -44,8 +50,27 @@ enum Plan {
     /// Mirror it in Stripe against this Stripe invoice.
     Mirror {
         stripe_invoice_id: String,
-        settlement: CreditNoteSettlement,
+        split: Split,
     },
+}
+
+/// The part of a credit note Stripe is told about; the rest of the note (if
+/// any) credits what was settled before finalization, outside Stripe.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// Lowers what the open invoice still asks for (pre-payment).
+    reduce_due: Money,
+    /// Credited outside Stripe on a paid invoice (`out_of_band_amount`).
+    out_of_band: Money,
+}
+
+impl Split {
+    /// The Stripe credit note's total.
+    fn stripe_amount(&self) -> Result<Money, HandlerError> {
+        self.reduce_due
+            .checked_add(&self.out_of_band)
+            .map_err(|error| HandlerError::Poison(error.to_string()))
+    }
 }
 
 /// Applies a `CreditNoteIssued` event (message `message_id`).
@@ -73,24 +98,24 @@ pub async fn issued(
         )));
     }
     let plan = plan(core, note, amount).await?;
-    let (stripe_invoice_id, settlement) = match plan {
+    let (stripe_invoice_id, split) = match plan {
         Plan::RecordOnly(why) => {
             tracing::info!(credit_note_id = %note.id, invoice_id = %note.invoice_id, why, "credit note not mirrored to Stripe");
             return record(core, message_id, None).await.map_err(retry);
         }
         Plan::Mirror {
             stripe_invoice_id,
-            settlement,
-        } => (stripe_invoice_id, settlement),
+            split,
+        } => (stripe_invoice_id, split),
     };
     let request = CreditNoteRequest {
         tally_credit_note_id: note.id.clone(),
         stripe_invoice_id,
-        amount,
+        amount: split.stripe_amount()?,
         reason: stripe_reason(note.reason()),
         tally_reason: note.reason().as_str_name().to_owned(),
         memo: note.memo.clone(),
-        settlement,
+        out_of_band: split.out_of_band,
     };
     let created = match core.stripe.create_credit_note(&request).await {
         Ok(created) => created,
@@ -108,7 +133,7 @@ pub async fn issued(
     let mirrored = Mirrored {
         note,
         amount,
-        settlement,
+        split,
         stripe_credit_note_id: &created.id,
     };
     record(core, message_id, Some(&mirrored))
@@ -132,7 +157,9 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
         return Ok(Plan::RecordOnly("already mirrored"));
     }
     let row = sqlx::query(
-        "SELECT status, stripe_invoice_id, currency, amount_due FROM payments.invoices WHERE invoice_id = $1",
+        "SELECT status, stripe_invoice_id, currency, amount_due, \
+         (SELECT coalesce(sum(out_of_band_amount), 0) FROM payments.credit_notes c WHERE c.invoice_id = i.invoice_id) \
+         AS out_of_band FROM payments.invoices i WHERE invoice_id = $1",
     )
     .bind(&note.invoice_id)
     .fetch_optional(&core.pool)
@@ -151,6 +178,7 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
     let stripe_invoice_id: Option<String> = row.try_get("stripe_invoice_id").map_err(read)?;
     let currency: String = row.try_get("currency").map_err(read)?;
     let amount_due: rust_decimal::Decimal = row.try_get("amount_due").map_err(read)?;
+    let out_of_band_before: rust_decimal::Decimal = row.try_get("out_of_band").map_err(read)?;
     if currency != amount.currency().code() {
         return Err(HandlerError::Poison(format!(
             "credit note {} is in {}, invoice {} in {currency}",
@@ -159,7 +187,12 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
             note.invoice_id
         )));
     }
-    let settlement = match status.as_str() {
+    // Stripe can credit at most its invoice's total, which is Tally's amount
+    // due at finalization: what was settled before (wallet credits) never
+    // reached Stripe, so that part of a note is Tally's alone.
+    let currency = amount.currency();
+    let zero = Money::zero(currency);
+    let split = match status.as_str() {
         // Still being mirrored: Stripe cannot credit a draft.
         "syncing" => {
             return Err(HandlerError::Retry(format!(
@@ -167,28 +200,37 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
                 note.invoice_id
             )));
         }
-        "open" => {
-            if amount.amount() > amount_due {
-                return Err(HandlerError::Poison(format!(
-                    "credit note {} of {amount} is more than the {amount_due} due on invoice {}",
-                    note.id, note.invoice_id
-                )));
-            }
-            CreditNoteSettlement::ReduceAmountDue
-        }
-        "paid" => CreditNoteSettlement::OutOfBand,
+        "open" => Split {
+            reduce_due: Money::new(amount.amount().min(amount_due), currency),
+            out_of_band: zero,
+        },
+        "paid" => Split {
+            reduce_due: zero,
+            out_of_band: Money::new(
+                amount
+                    .amount()
+                    .min(amount_due - out_of_band_before)
+                    .max(rust_decimal::Decimal::ZERO),
+                currency,
+            ),
+        },
         _ => {
             return Ok(Plan::RecordOnly(
                 "the invoice has nothing in Stripe to credit",
             ));
         }
     };
+    if split.reduce_due.is_zero() && split.out_of_band.is_zero() {
+        return Ok(Plan::RecordOnly(
+            "nothing of the invoice that went through Stripe is left to credit",
+        ));
+    }
     let Some(stripe_invoice_id) = stripe_invoice_id else {
         return Ok(Plan::RecordOnly("the invoice has no Stripe invoice"));
     };
     Ok(Plan::Mirror {
         stripe_invoice_id,
-        settlement,
+        split,
     })
 }
 
@@ -196,7 +238,7 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
 struct Mirrored<'a> {
     note: &'a CreditNote,
     amount: Money,
-    settlement: CreditNoteSettlement,
+    split: Split,
     stripe_credit_note_id: &'a str,
 }
 
@@ -217,18 +259,18 @@ async fn record(
         return Ok(());
     };
     let note = mirrored.note;
+    let split = mirrored.split;
     let inserted = sqlx::query(
-        "INSERT INTO payments.credit_notes (credit_note_id, invoice_id, currency, amount, settlement, \
-         stripe_credit_note_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO payments.credit_notes (credit_note_id, invoice_id, currency, amount, reduced_amount_due, \
+         out_of_band_amount, stripe_credit_note_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(&note.id)
     .bind(&note.invoice_id)
     .bind(mirrored.amount.currency().code())
     .bind(mirrored.amount.amount())
-    .bind(match mirrored.settlement {
-        CreditNoteSettlement::ReduceAmountDue => "reduce_amount_due",
-        CreditNoteSettlement::OutOfBand => "out_of_band",
-    })
+    .bind(split.reduce_due.amount())
+    .bind(split.out_of_band.amount())
     .bind(mirrored.stripe_credit_note_id)
     .bind(now)
     .execute(&mut *transaction)
@@ -239,16 +281,26 @@ async fn record(
         transaction.commit().await?;
         return Ok(());
     }
+    if split.reduce_due.is_positive() {
+        reduce_amount_due(&mut transaction, note, split.reduce_due, now).await?;
+    }
+    // Revenue down by the part that went through Stripe; the receivable by
+    // what Stripe will no longer collect, or owed to the customer outside
+    // Stripe when it was already collected.
     let fact = format!("credit_note:{}:issued", note.id);
-    let credit = match mirrored.settlement {
-        CreditNoteSettlement::ReduceAmountDue => {
-            reduce_amount_due(&mut transaction, note, mirrored.amount, now).await?;
-            Book::Receivable
+    let currency = mirrored.amount.currency();
+    let stripe_part = split.reduce_due.checked_add(&split.out_of_band)?;
+    let mut entry = TransactionBuilder::new(ledger::transaction_id(&fact), now, &fact)
+        .debit(Book::Invoiced.account(currency).id, stripe_part);
+    for (book, part) in [
+        (Book::Receivable, split.reduce_due),
+        (Book::CustomerCredit, split.out_of_band),
+    ] {
+        if part.is_positive() {
+            entry = entry.credit(book.account(currency).id, part);
         }
-        CreditNoteSettlement::OutOfBand => Book::CustomerCredit,
-    };
-    let entry = ledger::transfer(&fact, now, Book::Invoiced, credit, mirrored.amount)?;
-    ledger::post(&mut transaction, &entry, now).await?;
+    }
+    ledger::post(&mut transaction, &entry.build()?, now).await?;
     transaction.commit().await?;
     Ok(())
 }

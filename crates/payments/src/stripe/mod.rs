@@ -3,7 +3,7 @@
 //! Payments talks to Stripe through [`Stripe`], whose methods are the dozen
 //! calls payments makes. They are being moved onto async-stripe 1.0
 //! (`=1.0.0-rc.10`): its typed requests, sent by its client (hyper, rustls
-//! with aws-lc-rs) with our retry loop around each ([`client`]), and its
+//! with aws-lc-rs) with our retry loop around each (`client`), and its
 //! types read into payments' views ([`objects`]). Moved: customers (create,
 //! update, read), invoice items, refunds (create, read) and credit notes.
 //!
@@ -218,17 +218,6 @@ pub enum StripeCreditNoteReason {
     ProductUnsatisfactory,
 }
 
-/// How a Stripe credit note settles its amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreditNoteSettlement {
-    /// On an open invoice: the amount lowers what Stripe still collects
-    /// (`amount_due`), nothing else moves.
-    ReduceAmountDue,
-    /// On a paid invoice: the amount is credited outside Stripe
-    /// (`out_of_band_amount`) — no refund, no Stripe customer balance.
-    OutOfBand,
-}
-
 /// A credit note payments asks Stripe to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditNoteRequest {
@@ -244,8 +233,12 @@ pub struct CreditNoteRequest {
     pub tally_reason: String,
     /// Printed memo (may be empty).
     pub memo: String,
-    /// How it settles.
-    pub settlement: CreditNoteSettlement,
+    /// The part credited outside Stripe (`out_of_band_amount`; zero for
+    /// none). Stripe first lowers what the invoice still asks for and needs
+    /// the rest settled: payments never refunds through a credit note nor
+    /// credits the Stripe customer balance (invoicing keeps such credit in
+    /// its own wallet).
+    pub out_of_band: Money,
 }
 
 /// A page of a list call.
@@ -604,8 +597,8 @@ impl Stripe {
         if !request.memo.is_empty() {
             create = create.memo(request.memo.as_str());
         }
-        if request.settlement == CreditNoteSettlement::OutOfBand {
-            create = create.out_of_band_amount(amount);
+        if request.out_of_band.is_positive() {
+            create = create.out_of_band_amount(to_minor_units(&request.out_of_band)?);
         }
         let key = format!("tally:credit_note:{}:create", request.tally_credit_note_id);
         let note = self.http.send(&create, Some(&key)).await?;

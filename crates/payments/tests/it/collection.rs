@@ -696,17 +696,7 @@ async fn nothing_due_sends_nothing_and_a_prepaid_part_becomes_one_adjustment_ite
     // 30.00 billed, 12.50 already credited before finalization: 17.50 due.
     stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_750).await;
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "30.00")]);
-    let mut event = spec.finalized();
-    let due = tally_proto::common::Money {
-        currency: "USD".into(),
-        amount: "17.50".into(),
-    };
-    event.invoice.as_mut().unwrap().amount_due = Some(due.clone());
-    event.kind = Some(tally_proto::events::invoice_event::Kind::Finalized(
-        tally_proto::events::invoice_event::Finalized {
-            amount_due: Some(due),
-        },
-    ));
+    let event = spec.finalized_with_due("17.50");
     harness.deliver(&event).await.unwrap();
     let items: Vec<(String, String)> = harness
         .stripe_requests("POST", "/v1/invoiceitems")

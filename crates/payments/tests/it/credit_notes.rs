@@ -31,6 +31,14 @@ async fn credit_note_answers(harness: &Harness, amount: i64, out_of_band: bool) 
         .await;
 }
 
+/// Stripe mirrors `inv_000001` as a send-invoice invoice due `amount_due`
+/// minor units, which stays open.
+async fn stripe_sends_the_invoice(harness: &Harness, amount_due: i64) {
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", amount_due).await;
+    stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", amount_due).await;
+}
+
 /// Stripe received exactly one credit note request for `cn_000001` on the
 /// mapped invoice: `amount` minor units, never a refund or a balance credit.
 async fn assert_one_credit_note(
@@ -73,9 +81,7 @@ async fn assert_ledger_balanced(harness: &Harness) {
 #[tokio::test]
 async fn a_credit_note_on_an_open_invoice_lowers_what_stripe_collects() {
     let harness = harness().await;
-    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
-    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 5_000).await;
-    stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", 5_000).await;
+    stripe_sends_the_invoice(&harness, 5_000).await;
     credit_note_answers(&harness, 1_250, false).await;
     let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
     spec.mode = CollectionMode::SendInvoice;
@@ -218,9 +224,7 @@ async fn a_credit_note_caused_by_a_payments_refund_is_not_echoed() {
 #[tokio::test]
 async fn a_credit_note_for_everything_due_ends_collection() {
     let harness = harness().await;
-    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
-    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 5_000).await;
-    stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", 5_000).await;
+    stripe_sends_the_invoice(&harness, 5_000).await;
     credit_note_answers(&harness, 5_000, false).await;
     let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
     spec.mode = CollectionMode::SendInvoice;
@@ -244,4 +248,38 @@ async fn a_credit_note_for_everything_due_ends_collection() {
     assert_eq!(harness.usd(Book::Receivable).await, dec!(0));
     assert_eq!(harness.usd(Book::Invoiced).await, dec!(0));
     assert_ledger_balanced(&harness).await;
+}
+
+#[tokio::test]
+async fn only_what_stripe_billed_is_credited_in_stripe() {
+    let harness = harness().await;
+    stripe_sends_the_invoice(&harness, 1_750).await;
+    credit_note_answers(&harness, 1_750, false).await;
+    // 30.00 billed, 12.50 settled from the wallet before finalization: the
+    // Stripe invoice totals 17.50.
+    let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "30.00")]);
+    spec.mode = CollectionMode::SendInvoice;
+    let finalized = spec.finalized_with_due("17.50");
+    harness.deliver(&finalized).await.unwrap();
+
+    // Invoicing credits the whole total.
+    let note = spec.credit_note("cn_000001", "30.00", CreditNoteReason::OrderChange, "");
+    harness.deliver(&note).await.expect("handled");
+
+    // Stripe is asked for what it billed, never more (it would refuse).
+    assert_one_credit_note(&harness, "1750", "order_change", None).await;
+    assert_eq!(
+        harness.payment_of("inv_000001").await.status(),
+        PaymentStatus::Canceled
+    );
+    assert_eq!(harness.usd(Book::Receivable).await, dec!(0));
+    assert_eq!(harness.usd(Book::Invoiced).await, dec!(0));
+    assert_eq!(harness.usd(Book::CustomerCredit).await, dec!(0));
+    assert_ledger_balanced(&harness).await;
+
+    // A later note finds nothing of the Stripe invoice left to credit.
+    let again = spec.credit_note("cn_000002", "1.00", CreditNoteReason::OrderChange, "");
+    harness.deliver(&again).await.expect("handled");
+    assert_eq!(harness.stripe_requests("POST", CREDIT_NOTES).await.len(), 1);
+    assert_eq!(harness.count("credit_notes").await, 1);
 }

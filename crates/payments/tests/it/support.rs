@@ -255,6 +255,18 @@ impl InvoiceSpec {
         }
     }
 
+    /// Finalized with `amount_due` less than the total (the rest settled
+    /// from the wallet before finalization).
+    pub fn finalized_with_due(&self, amount_due: &str) -> InvoiceEvent {
+        let mut event = self.finalized();
+        let due = self.money(amount_due);
+        event.invoice.as_mut().unwrap().amount_due = Some(due.clone());
+        event.kind = Some(invoice_event::Kind::Finalized(invoice_event::Finalized {
+            amount_due: Some(due),
+        }));
+        event
+    }
+
     /// A `CreditNoteIssued` for `amount` (`refund_id` set when a payments
     /// refund caused it).
     pub fn credit_note(
