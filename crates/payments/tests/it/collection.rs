@@ -221,6 +221,39 @@ async fn a_redelivered_finalization_calls_stripe_once() {
 }
 
 #[tokio::test]
+async fn a_gateway_error_page_instead_of_stripes_error_object_is_retried() {
+    let harness = harness().await;
+    // A proxy in front of Stripe answers 502 with an HTML page: async-stripe
+    // cannot read it as Stripe's error object and hides the status, so this
+    // checks that such an answer is still retried with the same key.
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(502)
+                .set_body_raw("<html><body>502 Bad Gateway</body></html>", "text/html"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_000).await;
+
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    harness.deliver(&spec.finalized()).await.expect("handled");
+
+    let customers = harness.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(customers.len(), 2, "the 502, then success");
+    assert_eq!(
+        idempotency_key(&customers[0]),
+        idempotency_key(&customers[1])
+    );
+    assert_eq!(
+        harness.payment_of("inv_000001").await.status(),
+        PaymentStatus::Succeeded
+    );
+}
+
+#[tokio::test]
 async fn rate_limits_server_errors_and_timeouts_are_retried_with_the_same_key() {
     let harness = harness().await;
     let customer = fixtures::customer(STRIPE_CUSTOMER, "cus_000100");
