@@ -5,23 +5,24 @@
 //! (`=1.0.0-rc.10`): its typed requests, sent by its client (hyper, rustls
 //! with aws-lc-rs) with our retry loop around each (`client`), and its
 //! types read into payments' views ([`objects`]). Moved: customers (create,
-//! update, read), invoice items, refunds (create, read) and credit notes.
+//! update, read), invoices (create, finalize, send, void), invoice items,
+//! refunds (create, read) and credit notes.
 //!
 //! Still raw (form-encoded over reqwest, JSON read leniently), on purpose:
-//! the invoice calls (create, finalize, pay, send, void, mark uncollectible,
-//! read, list), PaymentIntent and charge reads, and the reconciliation lists.
-//! async-stripe sends the API version its types are generated for
-//! (`2026-09-30.endive`) and offers no per-request override, and from
-//! `2025-03-31` on Stripe no longer puts `charge` / `payment_intent` on an
-//! invoice nor `invoice` on a charge or PaymentIntent: they become the
-//! invoice's `payments` (InvoicePayment objects). Payments' collection,
-//! webhook and reconciliation logic still follows invoice ⇄ PaymentIntent ⇄
-//! charge through those fields, so those calls stay on
-//! `payments.stripe_api_version` (`2024-06-20`) until that logic reads
-//! invoice payments instead. Stripe renders each answer in the version of
-//! its request, so the two coexist safely; the objects of the moved calls
-//! (customer, invoice item, refund, credit note) carry nothing payments
-//! reads whose meaning changed between the two versions.
+//! the invoice calls whose answer payments reads the payment of (pay, mark
+//! uncollectible, read, list), PaymentIntent and charge reads, and the
+//! reconciliation lists. async-stripe sends the API version its types are
+//! generated for (`2026-09-30.endive`) and offers no per-request override,
+//! and from `2025-03-31` on Stripe no longer puts `charge` /
+//! `payment_intent` on an invoice nor `invoice` on a charge or
+//! PaymentIntent: they become the invoice's `payments` (InvoicePayment
+//! objects). Payments' collection, webhook and reconciliation logic still
+//! follows invoice ⇄ PaymentIntent ⇄ charge through those fields, so those
+//! calls stay on `payments.stripe_api_version` (`2024-06-20`) until that
+//! logic reads invoice payments instead ([`RemoteInvoice::from_stripe`]
+//! already reads them when included). Stripe renders each answer in the
+//! version of its request, so the two coexist safely; the answers of the
+//! moved calls are read only for what means the same in both versions.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -32,9 +33,13 @@ pub mod signature;
 
 use std::collections::HashMap;
 
-use stripe_billing::CreditNoteReason;
 use stripe_billing::credit_note::CreateCreditNote;
+use stripe_billing::invoice::{
+    CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice,
+    SendInvoiceInvoice, VoidInvoiceInvoice,
+};
 use stripe_billing::invoice_item::CreateInvoiceItem;
+use stripe_billing::{CreditNoteReason, InvoiceCollectionMethod};
 use stripe_core::customer::{
     CreateCustomer, CreateCustomerTaxIdData, CreateCustomerTaxIdDataType,
     OptionalFieldsCustomerAddress, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
@@ -348,28 +353,30 @@ impl Stripe {
         currency: Currency,
         collection: Collection,
     ) -> Result<RemoteInvoice, StripeError> {
-        let mut form = vec![
-            pair("customer", stripe_customer_id),
-            pair("currency", stripe_currency(currency)),
-            pair("auto_advance", "false"),
-            pair("pending_invoice_items_behavior", "exclude"),
-            pair("metadata[tally_invoice_id]", tally_invoice_id),
-        ];
+        let mut metadata = metadata("tally_invoice_id", tally_invoice_id);
         if !tally_invoice_number.is_empty() {
-            form.push(pair("metadata[tally_invoice_number]", tally_invoice_number));
+            metadata.insert(
+                "tally_invoice_number".into(),
+                tally_invoice_number.to_owned(),
+            );
         }
-        match collection {
+        let mut request = CreateInvoice::new()
+            .customer(stripe_customer_id)
+            .currency(typed_currency(currency))
+            .auto_advance(false)
+            .pending_invoice_items_behavior(CreateInvoicePendingInvoiceItemsBehavior::Exclude)
+            .metadata(metadata);
+        request = match collection {
             Collection::ChargeAutomatically => {
-                form.push(pair("collection_method", "charge_automatically"));
+                request.collection_method(InvoiceCollectionMethod::ChargeAutomatically)
             }
-            Collection::SendInvoice { days_until_due } => {
-                form.push(pair("collection_method", "send_invoice"));
-                form.push(pair("days_until_due", days_until_due.to_string()));
-            }
-        }
+            Collection::SendInvoice { days_until_due } => request
+                .collection_method(InvoiceCollectionMethod::SendInvoice)
+                .days_until_due(days_until_due),
+        };
         let key = format!("tally:invoice:{tally_invoice_id}:create");
-        let value = self.http.post("/v1/invoices", &form, &key).await?;
-        RemoteInvoice::from_json(&value)
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Adds one line to a draft invoice; returns the invoice item id.
@@ -397,13 +404,10 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(
-            tally_invoice_id,
-            stripe_invoice_id,
-            "finalize",
-            vec![pair("auto_advance", "false")],
-        )
-        .await
+        let request = FinalizeInvoiceInvoice::new(stripe_invoice_id).auto_advance(false);
+        let key = format!("tally:invoice:{tally_invoice_id}:finalize");
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Charges the invoice now; attempt `attempt` of the payment (part of
@@ -432,8 +436,12 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(tally_invoice_id, stripe_invoice_id, "send", Vec::new())
-            .await
+        let key = format!("tally:invoice:{tally_invoice_id}:send");
+        let invoice = self
+            .http
+            .send(&SendInvoiceInvoice::new(stripe_invoice_id), Some(&key))
+            .await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Voids a finalized invoice.
@@ -442,8 +450,12 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(tally_invoice_id, stripe_invoice_id, "void", Vec::new())
-            .await
+        let key = format!("tally:invoice:{tally_invoice_id}:void");
+        let invoice = self
+            .http
+            .send(&VoidInvoiceInvoice::new(stripe_invoice_id), Some(&key))
+            .await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Marks an open invoice uncollectible (the end of dunning).

@@ -320,6 +320,47 @@ impl RemoteCustomer {
 }
 
 impl RemoteInvoice {
+    /// From async-stripe's invoice. In its API version an invoice carries no
+    /// `payment_intent` / `charge`: they are read from its default payment
+    /// when `payments` is included (`expand[]=payments`), else left `None`.
+    pub fn from_stripe(invoice: &stripe_billing::Invoice) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &invoice.currency, "invoice");
+        let status = match invoice.status.as_ref() {
+            Some(stripe_billing::InvoiceStatus::Draft) => RemoteInvoiceStatus::Draft,
+            Some(stripe_billing::InvoiceStatus::Open) => RemoteInvoiceStatus::Open,
+            Some(stripe_billing::InvoiceStatus::Paid) => RemoteInvoiceStatus::Paid,
+            Some(stripe_billing::InvoiceStatus::Void) => RemoteInvoiceStatus::Void,
+            Some(stripe_billing::InvoiceStatus::Uncollectible) => {
+                RemoteInvoiceStatus::Uncollectible
+            }
+            _ => return Err(malformed("invoice", "status")),
+        };
+        let payment = invoice
+            .payments
+            .as_ref()
+            .and_then(|payments| payments.data.iter().find(|payment| payment.is_default))
+            .map(|payment| &payment.payment);
+        Ok(Self {
+            id: invoice
+                .id
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .ok_or_else(|| malformed("invoice", "id"))?,
+            status,
+            amount_due: money(invoice.amount_due)?,
+            amount_paid: money(invoice.amount_paid)?,
+            payment_intent: payment
+                .and_then(|payment| payment.payment_intent.as_ref())
+                .map(|intent| intent.id().as_str().to_owned()),
+            charge: payment
+                .and_then(|payment| payment.charge.as_ref())
+                .map(|charge| charge.id().as_str().to_owned()),
+            attempt_count: u32::try_from(invoice.attempt_count).unwrap_or(u32::MAX),
+            tally_invoice_id: typed_metadata(invoice.metadata.as_ref(), "tally_invoice_id"),
+            created: typed_created(invoice.created, "invoice")?,
+        })
+    }
+
     /// Reads an `invoice` object.
     pub fn from_json(value: &Value) -> Result<Self, StripeError> {
         let currency = currency(value, "invoice")?;

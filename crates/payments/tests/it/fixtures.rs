@@ -1,6 +1,9 @@
-//! Stripe objects as Stripe's API reference shows them (API version
-//! 2024-06-20), trimmed to realistic sizes but with the fields Stripe sends,
-//! including the ones payments ignores.
+//! Stripe objects as Stripe's API reference shows them, trimmed to realistic
+//! sizes but with the fields Stripe sends, including the ones payments
+//! ignores. Objects answered to async-stripe's typed requests carry every
+//! field its types require (API version 2026-09-30.endive); an invoice also
+//! keeps the 2024-06-20 `charge` and `payment_intent` the raw invoice calls
+//! (pay, read, list) still read, so one fixture serves both.
 
 use serde_json::{Value, json};
 
@@ -52,7 +55,9 @@ pub fn invoice(
         "account_country": "DE",
         "account_name": "Tally Test",
         "amount_due": amount_due,
+        "amount_overpaid": 0,
         "amount_paid": amount_paid,
+        "amount_paid_off_stripe": 0,
         "amount_remaining": amount_due - amount_paid,
         "amount_shipping": 0,
         "application": null,
@@ -68,12 +73,23 @@ pub fn invoice(
         "customer": "cus_Q1stripeAcme",
         "customer_email": "billing@acme.test",
         "customer_name": "Acme GmbH",
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
         "default_payment_method": null,
+        "default_source": null,
+        "default_tax_rates": [],
         "description": null,
         "discounts": [],
         "due_date": null,
+        "effective_at": if status == "draft" { Value::Null } else { json!(CREATED) },
+        "ending_balance": if status == "draft" { Value::Null } else { json!(0) },
+        "footer": null,
+        "from_invoice": null,
         "hosted_invoice_url": format!("https://invoice.stripe.com/i/acct_1Test/test_{id}"),
         "invoice_pdf": format!("https://pay.stripe.com/invoice/acct_1Test/test_{id}/pdf"),
+        "issuer": {"type": "self"},
+        "last_finalization_error": null,
+        "latest_revision": null,
         "lines": {"object": "list", "data": [], "has_more": false, "total_count": 0, "url": format!("/v1/invoices/{id}/lines")},
         "livemode": false,
         "metadata": {"tally_invoice_id": tally_invoice},
@@ -81,14 +97,31 @@ pub fn invoice(
         "paid": status == "paid",
         "paid_out_of_band": false,
         "payment_intent": payment_intent,
+        "on_behalf_of": null,
+        "parent": null,
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
         "period_end": CREATED,
         "period_start": CREATED,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": null,
+        "rendering": null,
+        "shipping_cost": null,
+        "shipping_details": null,
+        "starting_balance": 0,
+        "statement_descriptor": null,
         "status": status,
         "status_transitions": {"finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
+        "subscription": null,
         "subtotal": amount_due,
+        "subtotal_excluding_tax": amount_due,
         "tax": null,
+        "test_clock": null,
         "total": amount_due,
+        "total_discount_amounts": [],
+        "total_excluding_tax": amount_due,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
         "webhooks_delivered_at": CREATED
     })
 }
