@@ -5,24 +5,22 @@
 //! (`=1.0.0-rc.10`): its typed requests, sent by its client (hyper, rustls
 //! with aws-lc-rs) with our retry loop around each (`client`), and its
 //! types read into payments' views ([`objects`]). Moved: customers (create,
-//! update, read), invoices (create, finalize, send, void), invoice items,
-//! refunds (create, read) and credit notes.
+//! update, read), invoices (create, finalize, pay, send, void, mark
+//! uncollectible, read), invoice items, refunds (create, read) and credit
+//! notes.
 //!
-//! Still raw (form-encoded over reqwest, JSON read leniently), on purpose:
-//! the invoice calls whose answer payments reads the payment of (pay, mark
-//! uncollectible, read, list), PaymentIntent and charge reads, and the
-//! reconciliation lists. async-stripe sends the API version its types are
-//! generated for (`2026-09-30.endive`) and offers no per-request override,
-//! and from `2025-03-31` on Stripe no longer puts `charge` /
-//! `payment_intent` on an invoice nor `invoice` on a charge or
-//! PaymentIntent: they become the invoice's `payments` (InvoicePayment
-//! objects). Payments' collection, webhook and reconciliation logic still
-//! follows invoice ⇄ PaymentIntent ⇄ charge through those fields, so those
-//! calls stay on `payments.stripe_api_version` (`2024-06-20`) until that
-//! logic reads invoice payments instead ([`RemoteInvoice::from_stripe`]
-//! already reads them when included). Stripe renders each answer in the
-//! version of its request, so the two coexist safely; the answers of the
-//! moved calls are read only for what means the same in both versions.
+//! async-stripe sends the API version its types are generated for
+//! (`2026-09-30.endive`; no per-request override). From `2025-03-31` on an
+//! invoice no longer carries `charge` / `payment_intent`: invoice answers
+//! expand `payments` and their PaymentIntents, and
+//! [`RemoteInvoice::from_stripe`] reads them from the default payment.
+//!
+//! Still raw (form-encoded over reqwest, JSON read leniently, API version
+//! `payments.stripe_api_version`, `2024-06-20`): PaymentIntent and charge
+//! reads, whose `invoice` the webhooks follow and which that version removed
+//! (it is found through `/v1/invoice_payments` instead), and the
+//! reconciliation lists. Stripe renders each answer in the version of its
+//! request, so the two coexist safely.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -36,7 +34,7 @@ use std::collections::HashMap;
 use stripe_billing::credit_note::CreateCreditNote;
 use stripe_billing::invoice::{
     CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice,
-    SendInvoiceInvoice, VoidInvoiceInvoice,
+    MarkUncollectibleInvoice, PayInvoice, RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
 };
 use stripe_billing::invoice_item::CreateInvoiceItem;
 use stripe_billing::{CreditNoteReason, InvoiceCollectionMethod};
@@ -418,16 +416,10 @@ impl Stripe {
         stripe_invoice_id: &str,
         attempt: u32,
     ) -> Result<RemoteInvoice, StripeError> {
+        let request = PayInvoice::new(stripe_invoice_id).expand(with_payments());
         let key = format!("tally:invoice:{tally_invoice_id}:pay:{attempt}");
-        let value = self
-            .http
-            .post(
-                &format!("/v1/invoices/{stripe_invoice_id}/pay"),
-                &Vec::new(),
-                &key,
-            )
-            .await?;
-        RemoteInvoice::from_json(&value)
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Emails the invoice to the customer.
@@ -464,42 +456,17 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(
-            tally_invoice_id,
-            stripe_invoice_id,
-            "mark_uncollectible",
-            Vec::new(),
-        )
-        .await
-    }
-
-    async fn invoice_action(
-        &self,
-        tally_invoice_id: &str,
-        stripe_invoice_id: &str,
-        action: &str,
-        form: Form,
-    ) -> Result<RemoteInvoice, StripeError> {
-        let key = format!("tally:invoice:{tally_invoice_id}:{action}");
-        let value = self
-            .http
-            .post(
-                &format!("/v1/invoices/{stripe_invoice_id}/{action}"),
-                &form,
-                &key,
-            )
-            .await?;
-        RemoteInvoice::from_json(&value)
+        let request = MarkUncollectibleInvoice::new(stripe_invoice_id).expand(with_payments());
+        let key = format!("tally:invoice:{tally_invoice_id}:mark_uncollectible");
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// The invoice as Stripe has it now.
     pub async fn get_invoice(&self, stripe_invoice_id: &str) -> Result<RemoteInvoice, StripeError> {
-        self.get_object(
-            &format!("/v1/invoices/{stripe_invoice_id}"),
-            Vec::new(),
-            RemoteInvoice::from_json,
-        )
-        .await
+        let request = RetrieveInvoice::new(stripe_invoice_id).expand(with_payments());
+        let invoice = self.http.send(&request, None).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// The charge as Stripe has it now, with its refunds.
@@ -649,6 +616,17 @@ impl Stripe {
             .unwrap_or(false);
         Ok(Page { items, has_more })
     }
+}
+
+/// Expansions that make an invoice answer carry its payments with their
+/// PaymentIntents (whose latest charge is the invoice's charge): in
+/// async-stripe's API version these replace the invoice's own `charge` and
+/// `payment_intent`.
+fn with_payments() -> Vec<String> {
+    vec![
+        "payments".to_owned(),
+        "payments.data.payment.payment_intent".to_owned(),
+    ]
 }
 
 fn metadata(key: &str, value: &str) -> HashMap<String, String> {

@@ -322,7 +322,8 @@ impl RemoteCustomer {
 impl RemoteInvoice {
     /// From async-stripe's invoice. In its API version an invoice carries no
     /// `payment_intent` / `charge`: they are read from its default payment
-    /// when `payments` is included (`expand[]=payments`), else left `None`.
+    /// when `payments` is included (`expand[]=payments`), the charge from
+    /// the payment or its expanded PaymentIntent's latest charge; else `None`.
     pub fn from_stripe(invoice: &stripe_billing::Invoice) -> Result<Self, StripeError> {
         let money = |minor| typed_money(minor, &invoice.currency, "invoice");
         let status = match invoice.status.as_ref() {
@@ -352,9 +353,7 @@ impl RemoteInvoice {
             payment_intent: payment
                 .and_then(|payment| payment.payment_intent.as_ref())
                 .map(|intent| intent.id().as_str().to_owned()),
-            charge: payment
-                .and_then(|payment| payment.charge.as_ref())
-                .map(|charge| charge.id().as_str().to_owned()),
+            charge: payment.and_then(payment_charge),
             attempt_count: u32::try_from(invoice.attempt_count).unwrap_or(u32::MAX),
             tally_invoice_id: typed_metadata(invoice.metadata.as_ref(), "tally_invoice_id"),
             created: typed_created(invoice.created, "invoice")?,
@@ -387,6 +386,23 @@ impl RemoteInvoice {
             tally_invoice_id: metadata(value, "tally_invoice_id"),
             created: created(value, "invoice")?,
         })
+    }
+}
+
+/// The charge of an invoice payment: its own, or the latest charge of its
+/// PaymentIntent when that is expanded.
+fn payment_charge(
+    payment: &stripe_billing::InvoicesPaymentsInvoicePaymentAssociatedPayment,
+) -> Option<String> {
+    if let Some(charge) = &payment.charge {
+        return Some(charge.id().as_str().to_owned());
+    }
+    match payment.payment_intent.as_ref()? {
+        stripe_types::Expandable::Object(intent) => intent
+            .latest_charge
+            .as_ref()
+            .map(|charge| charge.id().as_str().to_owned()),
+        stripe_types::Expandable::Id(_) => None,
     }
 }
 

@@ -49,6 +49,35 @@ pub fn invoice(
     payment_intent: Option<&str>,
     charge: Option<&str>,
 ) -> Value {
+    let paid = status == "paid";
+    let payments = match payment_intent {
+        Some(intent) => {
+            let intent_status = if paid {
+                "succeeded"
+            } else {
+                "requires_payment_method"
+            };
+            let mut intent = self::payment_intent(intent, intent_status, id, charge, None);
+            intent["amount"] = json!(amount_due);
+            intent["amount_received"] = json!(amount_paid);
+            intent["currency"] = json!(currency);
+            vec![json!({
+                "id": format!("inpay_{id}"),
+                "object": "invoice_payment",
+                "amount_paid": if paid { json!(amount_paid) } else { Value::Null },
+                "amount_requested": amount_due,
+                "created": CREATED,
+                "currency": currency,
+                "invoice": id,
+                "is_default": true,
+                "livemode": false,
+                "payment": {"type": "payment_intent", "payment_intent": intent},
+                "status": if paid { "paid" } else { "open" },
+                "status_transitions": {"canceled_at": null, "paid_at": if paid { json!(CREATED) } else { Value::Null }}
+            })]
+        }
+        None => Vec::new(),
+    };
     json!({
         "id": id,
         "object": "invoice",
@@ -100,6 +129,7 @@ pub fn invoice(
         "on_behalf_of": null,
         "parent": null,
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
+        "payments": list("/v1/invoice_payments", payments, false),
         "period_end": CREATED,
         "period_start": CREATED,
         "post_payment_credit_notes_amount": 0,
@@ -159,7 +189,13 @@ pub fn card_declined(payment_intent: &str, charge: &str) -> Value {
             "decline_code": "insufficient_funds",
             "doc_url": "https://stripe.com/docs/error-codes/card-declined",
             "message": "Your card has insufficient funds.",
-            "payment_intent": {"id": payment_intent, "object": "payment_intent", "status": "requires_payment_method"},
+            "payment_intent": self::payment_intent(
+                payment_intent,
+                "requires_payment_method",
+                "in_1Acme",
+                Some(charge),
+                Some(("insufficient_funds", "Your card has insufficient funds.")),
+            ),
             "request_log_url": "https://dashboard.stripe.com/test/logs/req_1Declined",
             "type": "card_error"
         }
@@ -192,7 +228,18 @@ pub fn payment_intent(
             "code": "card_declined",
             "decline_code": decline_code,
             "message": message,
-            "payment_method": {"id": "pm_1QxCardVisa", "object": "payment_method", "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c"}, "type": "card"},
+            "payment_method": {
+                "id": "pm_1QxCardVisa",
+                "object": "payment_method",
+                "allow_redisplay": "unspecified",
+                "billing_details": {"address": null, "email": null, "name": "Jenny Rosen", "phone": null, "tax_id": null},
+                "card": {"brand": "visa", "checks": {"address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass"}, "country": "US", "display_brand": "visa", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c", "funding": "credit", "last4": "4242", "networks": {"available": ["visa"], "preferred": null}, "wallet": null},
+                "created": CREATED,
+                "customer": "cus_Q1stripeAcme",
+                "livemode": false,
+                "metadata": {},
+                "type": "card"
+            },
             "type": "card_error"
         })
     });
@@ -200,6 +247,8 @@ pub fn payment_intent(
         "id": id,
         "object": "payment_intent",
         "amount": 5000,
+        "amount_capturable": 0,
+        "amount_details": {"tip": {}},
         "amount_received": if status == "succeeded" { 5000 } else { 0 },
         "capture_method": "automatic",
         "client_secret": format!("{id}_secret_Zk3vS9fakeClientSecret"),
