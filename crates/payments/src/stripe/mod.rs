@@ -6,21 +6,21 @@
 //! with aws-lc-rs) with our retry loop around each (`client`), and its
 //! types read into payments' views ([`objects`]). Moved: customers (create,
 //! update, read), invoices (create, finalize, pay, send, void, mark
-//! uncollectible, read), invoice items, refunds (create, read) and credit
-//! notes.
+//! uncollectible, read), invoice items, PaymentIntent and charge reads,
+//! refunds (create, read) and credit notes.
 //!
 //! async-stripe sends the API version its types are generated for
 //! (`2026-09-30.endive`; no per-request override). From `2025-03-31` on an
-//! invoice no longer carries `charge` / `payment_intent`: invoice answers
-//! expand `payments` and their PaymentIntents, and
-//! [`RemoteInvoice::from_stripe`] reads them from the default payment.
+//! invoice no longer carries `charge` / `payment_intent`, nor a charge or
+//! PaymentIntent `invoice`: invoice answers expand `payments` and their
+//! PaymentIntents ([`RemoteInvoice::from_stripe`] reads the default
+//! payment), and a PaymentIntent's (or a charge's) invoice is found through
+//! `/v1/invoice_payments`.
 //!
 //! Still raw (form-encoded over reqwest, JSON read leniently, API version
-//! `payments.stripe_api_version`, `2024-06-20`): PaymentIntent and charge
-//! reads, whose `invoice` the webhooks follow and which that version removed
-//! (it is found through `/v1/invoice_payments` instead), and the
-//! reconciliation lists. Stripe renders each answer in the version of its
-//! request, so the two coexist safely.
+//! `payments.stripe_api_version`, `2024-06-20`): the reconciliation lists.
+//! Stripe renders each answer in the version of its request, so the two
+//! coexist safely.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -37,11 +37,16 @@ use stripe_billing::invoice::{
     MarkUncollectibleInvoice, PayInvoice, RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
 };
 use stripe_billing::invoice_item::CreateInvoiceItem;
+use stripe_billing::invoice_payment::{
+    ListInvoicePayment, ListInvoicePaymentPayment, ListInvoicePaymentPaymentType,
+};
 use stripe_billing::{CreditNoteReason, InvoiceCollectionMethod};
+use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::{
     CreateCustomer, CreateCustomerTaxIdData, CreateCustomerTaxIdDataType,
     OptionalFieldsCustomerAddress, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
 };
+use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
 use tally_domain::money::{Currency, Money};
 
@@ -469,27 +474,49 @@ impl Stripe {
         RemoteInvoice::from_stripe(&invoice)
     }
 
-    /// The charge as Stripe has it now, with its refunds.
+    /// The charge as Stripe has it now, with its refunds and its invoice.
     pub async fn get_charge(&self, stripe_charge_id: &str) -> Result<RemoteCharge, StripeError> {
-        self.get_object(
-            &format!("/v1/charges/{stripe_charge_id}"),
-            vec![pair("expand[]", "refunds")],
-            RemoteCharge::from_json,
-        )
-        .await
+        let request = RetrieveCharge::new(stripe_charge_id).expand(vec!["refunds".to_owned()]);
+        let charge = self.http.send(&request, None).await?;
+        let invoice = match &charge.payment_intent {
+            Some(intent) => self.invoice_of_payment_intent(intent.id().as_str()).await?,
+            None => None,
+        };
+        RemoteCharge::from_stripe(&charge, invoice)
     }
 
-    /// The PaymentIntent as Stripe has it now.
+    /// The PaymentIntent as Stripe has it now, with its invoice.
     pub async fn get_payment_intent(
         &self,
         stripe_payment_intent_id: &str,
     ) -> Result<RemotePaymentIntent, StripeError> {
-        self.get_object(
-            &format!("/v1/payment_intents/{stripe_payment_intent_id}"),
-            Vec::new(),
-            RemotePaymentIntent::from_json,
-        )
-        .await
+        let request = RetrievePaymentIntent::new(stripe_payment_intent_id);
+        let intent = self.http.send(&request, None).await?;
+        let invoice = self
+            .invoice_of_payment_intent(stripe_payment_intent_id)
+            .await?;
+        Ok(RemotePaymentIntent::from_stripe(&intent, invoice))
+    }
+
+    /// The invoice a PaymentIntent pays: async-stripe's API version no longer
+    /// puts it on the PaymentIntent or the charge, only on the invoice
+    /// payment that links them.
+    async fn invoice_of_payment_intent(
+        &self,
+        stripe_payment_intent_id: &str,
+    ) -> Result<Option<String>, StripeError> {
+        let mut payment =
+            ListInvoicePaymentPayment::new(ListInvoicePaymentPaymentType::PaymentIntent);
+        payment.payment_intent = Some(stripe_payment_intent_id.to_owned());
+        let request = ListInvoicePayment::new().payment(payment).limit(1);
+        let page = self.http.send(&request, None).await?;
+        Ok(page.data.first().and_then(|payment| {
+            payment
+                .invoice
+                .id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+        }))
     }
 
     /// The customer as Stripe has it now.
@@ -518,15 +545,6 @@ impl Stripe {
             .send(&RetrieveRefund::new(stripe_refund_id), None)
             .await?;
         RemoteRefund::from_stripe(&refund)
-    }
-
-    async fn get_object<T>(
-        &self,
-        path: &str,
-        query: Form,
-        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
-    ) -> Result<T, StripeError> {
-        read(&self.http.get(path, &query).await?)
     }
 
     /// Refunds `amount` of a charge (key `tally:refund:<ref>:create`).

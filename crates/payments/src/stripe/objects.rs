@@ -454,6 +454,38 @@ fn refund_status(name: &str) -> RemoteRefundStatus {
 }
 
 impl RemoteCharge {
+    /// From async-stripe's charge (with its `refunds` when expanded) and the
+    /// invoice found through its PaymentIntent.
+    pub fn from_stripe(
+        charge: &stripe_core::Charge,
+        invoice: Option<String>,
+    ) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &charge.currency, "charge");
+        let refunds = match &charge.refunds {
+            Some(list) => list
+                .data
+                .iter()
+                .map(RemoteRefund::from_stripe)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            id: charge.id.as_str().to_owned(),
+            amount: money(charge.amount)?,
+            amount_refunded: money(charge.amount_refunded)?,
+            status: charge.status.as_str().to_owned(),
+            payment_intent: charge
+                .payment_intent
+                .as_ref()
+                .map(|intent| intent.id().as_str().to_owned()),
+            invoice,
+            failure_code: charge.failure_code.clone().unwrap_or_default(),
+            failure_message: charge.failure_message.clone().unwrap_or_default(),
+            refunds,
+            created: typed_created(charge.created, "charge")?,
+        })
+    }
+
     /// Reads a `charge` object (with its `refunds` list when present).
     pub fn from_json(value: &Value) -> Result<Self, StripeError> {
         let currency = currency(value, "charge")?;
@@ -484,6 +516,30 @@ impl RemoteCharge {
 }
 
 impl RemotePaymentIntent {
+    /// From async-stripe's PaymentIntent and the invoice it pays.
+    pub fn from_stripe(intent: &stripe_core::PaymentIntent, invoice: Option<String>) -> Self {
+        let error = intent.last_payment_error.as_deref();
+        let nonempty = |text: &Option<String>| text.clone().filter(|text| !text.is_empty());
+        Self {
+            id: intent.id.as_str().to_owned(),
+            status: intent.status.as_str().to_owned(),
+            invoice,
+            latest_charge: intent
+                .latest_charge
+                .as_ref()
+                .map(|charge| charge.id().as_str().to_owned()),
+            failure_code: error
+                .and_then(|error| {
+                    nonempty(&error.decline_code)
+                        .or_else(|| error.code.as_ref().map(|code| code.as_str().to_owned()))
+                })
+                .unwrap_or_default(),
+            failure_message: error
+                .and_then(|error| nonempty(&error.message))
+                .unwrap_or_default(),
+        }
+    }
+
     /// Reads a `payment_intent` object.
     pub fn from_json(value: &Value) -> Result<Self, StripeError> {
         let error = value

@@ -61,20 +61,21 @@ pub fn invoice(
             intent["amount"] = json!(amount_due);
             intent["amount_received"] = json!(amount_paid);
             intent["currency"] = json!(currency);
-            vec![json!({
-                "id": format!("inpay_{id}"),
-                "object": "invoice_payment",
-                "amount_paid": if paid { json!(amount_paid) } else { Value::Null },
-                "amount_requested": amount_due,
-                "created": CREATED,
-                "currency": currency,
-                "invoice": id,
-                "is_default": true,
-                "livemode": false,
-                "payment": {"type": "payment_intent", "payment_intent": intent},
-                "status": if paid { "paid" } else { "open" },
-                "status_transitions": {"canceled_at": null, "paid_at": if paid { json!(CREATED) } else { Value::Null }}
-            })]
+            // The 2024-06-20 link back to the invoice is not in this shape.
+            intent
+                .as_object_mut()
+                .map(|object| object.remove("invoice"));
+            let mut payment = invoice_payment(id, "", amount_due, currency);
+            payment["amount_paid"] = if paid {
+                json!(amount_paid)
+            } else {
+                Value::Null
+            };
+            payment["payment"]["payment_intent"] = intent;
+            payment["status"] = json!(if paid { "paid" } else { "open" });
+            payment["status_transitions"]["paid_at"] =
+                if paid { json!(CREATED) } else { Value::Null };
+            vec![payment]
         }
         None => Vec::new(),
     };
@@ -177,6 +178,25 @@ pub fn invoice_item(id: &str, amount: i64, currency: &str) -> Value {
         "quantity_decimal": "1",
         "tax_rates": [],
         "test_clock": null
+    })
+}
+
+/// The payment of `invoice` by the PaymentIntent `intent` (an
+/// `invoice_payment`, open).
+pub fn invoice_payment(invoice: &str, intent: &str, amount: i64, currency: &str) -> Value {
+    json!({
+        "id": format!("inpay_{invoice}"),
+        "object": "invoice_payment",
+        "amount_paid": null,
+        "amount_requested": amount,
+        "created": CREATED,
+        "currency": currency,
+        "invoice": invoice,
+        "is_default": true,
+        "livemode": false,
+        "payment": {"type": "payment_intent", "payment_intent": intent},
+        "status": "open",
+        "status_transitions": {"canceled_at": null, "paid_at": null}
     })
 }
 
