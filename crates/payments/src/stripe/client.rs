@@ -1,24 +1,22 @@
-//! The HTTP side of the adapter: the `Idempotency-Key` on every POST, retries
-//! with backoff on 429, 5xx, 409 idempotency races and timeouts (reusing the
-//! same key), and Stripe's error object turned into a [`StripeError`].
+//! The HTTP side of the adapter: async-stripe's client sending its typed
+//! requests, with our retry loop around each call: the `Idempotency-Key` on
+//! every POST (derived from Tally ids, the same on every try), retries with
+//! backoff on 429, 5xx, 409 idempotency races, timeouts and connection
+//! failures, and Stripe's error object turned into a [`StripeError`].
 //!
-//! Two transports share that loop: async-stripe's client sending its typed
-//! requests ([`HttpStripe::send`], API version pinned by async-stripe), and a
-//! raw form-encoded client for the calls still on `payments.stripe_api_version`
-//! ([`HttpStripe::post`], [`HttpStripe::get`]; see the module doc of
-//! [`super`]). async-stripe's own retry strategies cannot express our policy
-//! (a key derived from Tally ids *and* several tries, our backoff, 409), so
-//! each try is one async-stripe call with `RequestStrategy::Idempotent(key)`.
+//! async-stripe's own strategies cannot express that policy (`Idempotent`
+//! sends once with a given key; `Retry` / `ExponentialBackoff` retry with a
+//! random key and their own backoff), so each try is one async-stripe call
+//! with `RequestStrategy::Idempotent(key)`.
 //!
-//! What is logged: method, path, status, attempt and Stripe's request id. The
-//! secret key (in the `Authorization` header), request bodies and response
-//! bodies never are — bodies can carry customer data.
+//! What is logged: method, path, attempt and the failure (status, Stripe's
+//! request id). The secret key (in the `Authorization` header, which
+//! async-stripe marks sensitive), request bodies and response bodies never
+//! are — bodies can carry customer and card data.
 
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::Value;
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use tally_runtime::config::PaymentsConfig;
 
@@ -40,10 +38,6 @@ impl fmt::Debug for SecretKey {
         formatter.write_str("SecretKey(<redacted>)")
     }
 }
-
-/// Form parameters of one call, in Stripe's bracket notation
-/// (`metadata[tally_invoice_id]`).
-pub type Form = Vec<(String, String)>;
 
 /// Retries and timeouts of Stripe calls.
 #[derive(Debug, Clone, Copy)]
@@ -68,39 +62,12 @@ impl RetryPolicy {
 /// A Stripe API client with the retry rules above.
 #[derive(Debug, Clone)]
 pub struct HttpStripe {
-    http: reqwest::Client,
     /// async-stripe's client; `None` without a secret key.
-    typed: Option<stripe::Client>,
-    base_url: String,
-    api_version: String,
-    secret_key: Option<SecretKey>,
+    client: Option<stripe::Client>,
     retry: RetryPolicy,
 }
 
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: RawErrorBody,
-}
-
-#[derive(Deserialize, Default)]
-struct RawErrorBody {
-    #[serde(rename = "type", default)]
-    error_type: String,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    decline_code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    param: Option<String>,
-    #[serde(default)]
-    payment_intent: Option<Value>,
-    #[serde(default)]
-    charge: Option<String>,
-}
-
-/// Stripe's error object, from either transport.
+/// Stripe's error object, as payments reads it.
 #[derive(Default)]
 struct ErrorBody {
     error_type: String,
@@ -114,26 +81,6 @@ struct ErrorBody {
 }
 
 impl ErrorBody {
-    fn from_raw(body: RawErrorBody, request_id: String) -> Self {
-        let payment_intent = match body.payment_intent {
-            Some(Value::String(id)) => Some(id),
-            Some(Value::Object(object)) => {
-                object.get("id").and_then(Value::as_str).map(str::to_owned)
-            }
-            _ => None,
-        };
-        Self {
-            error_type: body.error_type,
-            code: body.code.unwrap_or_default(),
-            decline_code: body.decline_code.unwrap_or_default(),
-            message: body.message.unwrap_or_default(),
-            param: body.param.unwrap_or_default(),
-            payment_intent,
-            charge: body.charge,
-            request_id,
-        }
-    }
-
     /// async-stripe does not expose response headers: the request id is
     /// read from the dashboard log link Stripe puts in the error.
     fn from_typed(body: &stripe::ApiErrors) -> Self {
@@ -200,28 +147,35 @@ fn typed_outcome<T>(error: stripe::StripeError) -> Outcome<T> {
 }
 
 impl HttpStripe {
-    /// A client for `config`'s base URL and API version; without a secret key
-    /// every call fails with [`StripeError::NotConfigured`].
+    /// A client for `config`'s base URL, timeouts and retries; without a
+    /// secret key every call fails with [`StripeError::NotConfigured`].
+    /// `payments.stripe_api_version` must be the version async-stripe's
+    /// types are generated for (it sends that one, and reads its shapes).
     pub fn new(
         config: &PaymentsConfig,
         secret_key: Option<SecretKey>,
     ) -> Result<Self, StripeError> {
+        let pinned = stripe_client_core::VERSION.as_str();
+        if config.stripe_api_version != pinned {
+            return Err(StripeError::Transport(format!(
+                "payments.stripe_api_version is `{}`, but async-stripe speaks `{pinned}` only",
+                config.stripe_api_version
+            )));
+        }
         let retry = RetryPolicy {
             max_attempts: config.stripe_max_attempts.max(1),
             base_delay: Duration::from_millis(config.stripe_retry_base_delay_ms),
             max_delay: Duration::from_millis(config.stripe_retry_max_delay_ms),
             request_timeout: Duration::from_millis(config.stripe_request_timeout_ms),
         };
-        let http = reqwest::Client::builder()
-            .timeout(retry.request_timeout)
-            .build()
-            .map_err(|error| StripeError::Transport(error.to_string()))?;
-        let base_url = config.stripe_api_base_url.trim_end_matches('/').to_owned();
-        let typed = match &secret_key {
+        let client = match &secret_key {
             // async-stripe appends `v1/…` to the base: it must end with `/`.
             Some(key) => Some(
                 stripe::ClientBuilder::new(key.0.as_str())
-                    .url(format!("{base_url}/"))
+                    .url(format!(
+                        "{}/",
+                        config.stripe_api_base_url.trim_end_matches('/')
+                    ))
                     .timeout(retry.request_timeout)
                     .app_info("tally", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
                     .build()
@@ -229,42 +183,12 @@ impl HttpStripe {
             ),
             None => None,
         };
-        Ok(Self {
-            http,
-            typed,
-            base_url,
-            api_version: config.stripe_api_version.clone(),
-            secret_key,
-            retry,
-        })
-    }
-
-    /// `POST {path}` with `form` and `Idempotency-Key: {idempotency_key}`,
-    /// retried with the same key.
-    pub async fn post(
-        &self,
-        path: &str,
-        form: &Form,
-        idempotency_key: &str,
-    ) -> Result<Value, StripeError> {
-        let body = encode_form(form);
-        self.send_with_retries("POST", path, Some((body, idempotency_key)))
-            .await
-    }
-
-    /// `GET {path}?{query}`, retried.
-    pub async fn get(&self, path: &str, query: &Form) -> Result<Value, StripeError> {
-        let path = if query.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{}", encode_form(query))
-        };
-        self.send_with_retries("GET", &path, None).await
+        Ok(Self { client, retry })
     }
 
     /// Sends one of async-stripe's typed requests: a POST with
     /// `Idempotency-Key: {idempotency_key}` (the same on every try), a GET
-    /// without (`None`); retried like the raw calls.
+    /// without (`None`).
     pub async fn send<R>(
         &self,
         request: &R,
@@ -274,7 +198,7 @@ impl HttpStripe {
         R: StripeRequest,
         R::Output: miniserde::Deserialize,
     {
-        let Some(client) = &self.typed else {
+        let Some(client) = &self.client else {
             return Err(StripeError::NotConfigured);
         };
         let strategy = match idempotency_key {
@@ -297,34 +221,6 @@ impl HttpStripe {
                 Ok(output) => Outcome::Done(output),
                 Err(error) => typed_outcome(error),
             }
-        })
-        .await
-    }
-
-    async fn send_with_retries(
-        &self,
-        method: &'static str,
-        path: &str,
-        post: Option<(String, &str)>,
-    ) -> Result<Value, StripeError> {
-        let Some(secret_key) = &self.secret_key else {
-            return Err(StripeError::NotConfigured);
-        };
-        self.with_retries(method, path, || {
-            let url = format!("{}{path}", self.base_url);
-            let mut request = match &post {
-                Some((body, key)) => self
-                    .http
-                    .post(url)
-                    .header("Idempotency-Key", *key)
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body.clone()),
-                None => self.http.get(url),
-            };
-            request = request
-                .header("Authorization", format!("Bearer {}", secret_key.0))
-                .header("Stripe-Version", &self.api_version);
-            self.try_once(request)
         })
         .await
     }
@@ -363,53 +259,6 @@ impl HttpStripe {
             reason: last_reason,
         })
     }
-
-    async fn try_once(&self, request: reqwest::RequestBuilder) -> Outcome<Value> {
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) if error.is_timeout() => return Outcome::Retry("timed out".into()),
-            Err(error) if error.is_connect() || error.is_request() => {
-                return Outcome::Retry(format!("connection failed: {}", without_url(&error)));
-            }
-            Err(error) => return Outcome::Retry(format!("transport: {}", without_url(&error))),
-        };
-        let status = response.status().as_u16();
-        let should_retry = response
-            .headers()
-            .get("Stripe-Should-Retry")
-            .and_then(|value| value.to_str().ok())
-            .map(|value| value == "true");
-        let request_id = response
-            .headers()
-            .get("Request-Id")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(error) if error.is_timeout() => return Outcome::Retry("timed out reading".into()),
-            Err(error) => return Outcome::Retry(format!("reading: {}", without_url(&error))),
-        };
-        if (200..300).contains(&status) {
-            return match serde_json::from_slice(&bytes) {
-                Ok(value) => Outcome::Done(value),
-                Err(error) => Outcome::Fail(StripeError::Malformed(format!(
-                    "response of request {request_id} is not JSON: {error}"
-                ))),
-            };
-        }
-        let retryable = match should_retry {
-            Some(explicit) => explicit,
-            None => status == 429 || status == 409 || status >= 500,
-        };
-        if retryable {
-            return Outcome::Retry(format!("HTTP {status} (request {request_id})"));
-        }
-        let body = serde_json::from_slice::<ErrorEnvelope>(&bytes)
-            .map(|envelope| envelope.error)
-            .unwrap_or_default();
-        Outcome::Fail(error_from(status, ErrorBody::from_raw(body, request_id)))
-    }
 }
 
 fn error_from(status: u16, body: ErrorBody) -> StripeError {
@@ -437,24 +286,6 @@ fn path_only(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 
-/// A transport error's text without the URL (which holds no secret, but
-/// keeps logs short and stable).
-fn without_url(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(url) = error.url() {
-        text = text.replace(url.as_str(), "<stripe>");
-    }
-    text
-}
-
-fn encode_form(form: &Form) -> String {
-    let mut serializer = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in form {
-        serializer.append_pair(key, value);
-    }
-    serializer.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,14 +305,19 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_key_is_never_printed() {
-        let key = SecretKey::new("sk_test_visible");
-        assert!(!format!("{key:?}").contains("visible"));
+    fn another_api_version_is_refused() {
+        let config = PaymentsConfig {
+            stripe_api_version: "2024-06-20".into(),
+            ..PaymentsConfig::default()
+        };
+        let error = HttpStripe::new(&config, None).unwrap_err();
+        assert!(error.to_string().contains("2026-09-30.endive"), "{error}");
+        assert!(HttpStripe::new(&PaymentsConfig::default(), None).is_ok());
     }
 
     #[test]
-    fn forms_use_bracket_keys() {
-        let form = vec![("metadata[tally_invoice_id]".to_owned(), "inv_1".to_owned())];
-        assert_eq!(encode_form(&form), "metadata%5Btally_invoice_id%5D=inv_1");
+    fn the_secret_key_is_never_printed() {
+        let key = SecretKey::new("sk_test_visible");
+        assert!(!format!("{key:?}").contains("visible"));
     }
 }

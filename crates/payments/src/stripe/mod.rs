@@ -1,26 +1,19 @@
 //! The Stripe adapter: the only code that knows Stripe's wire format.
 //!
-//! Payments talks to Stripe through [`Stripe`], whose methods are the dozen
-//! calls payments makes. They are being moved onto async-stripe 1.0
-//! (`=1.0.0-rc.10`): its typed requests, sent by its client (hyper, rustls
-//! with aws-lc-rs) with our retry loop around each (`client`), and its
-//! types read into payments' views ([`objects`]). Moved: customers (create,
-//! update, read), invoices (create, finalize, pay, send, void, mark
-//! uncollectible, read), invoice items, PaymentIntent and charge reads,
-//! refunds (create, read) and credit notes.
+//! Payments talks to Stripe through [`Stripe`], whose methods are the calls
+//! payments makes, built on async-stripe 1.0 (`=1.0.0-rc.10`): its typed
+//! requests (`CreateCustomer`, `PayInvoice`, `CreateCreditNote`, …), sent by
+//! its client (hyper, rustls with aws-lc-rs) with our retry loop around each
+//! (`client`), and its types converted into payments' views ([`objects`]),
+//! so nothing outside this module sees a Stripe shape.
 //!
 //! async-stripe sends the API version its types are generated for
-//! (`2026-09-30.endive`; no per-request override). From `2025-03-31` on an
-//! invoice no longer carries `charge` / `payment_intent`, nor a charge or
-//! PaymentIntent `invoice`: invoice answers expand `payments` and their
-//! PaymentIntents ([`RemoteInvoice::from_stripe`] reads the default
-//! payment), and a PaymentIntent's (or a charge's) invoice is found through
-//! `/v1/invoice_payments`.
-//!
-//! Still raw (form-encoded over reqwest, JSON read leniently, API version
-//! `payments.stripe_api_version`, `2024-06-20`): the reconciliation lists.
-//! Stripe renders each answer in the version of its request, so the two
-//! coexist safely.
+//! (`2026-09-30.endive`; `payments.stripe_api_version` must name it). In that
+//! version an invoice no longer carries `charge` / `payment_intent`, nor a
+//! charge or PaymentIntent `invoice`: invoice answers expand `payments` and
+//! their PaymentIntents ([`RemoteInvoice::from_stripe`] reads the default
+//! payment), and the invoice of a PaymentIntent (or of a charge's) is found
+//! through `/v1/invoice_payments`.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -33,7 +26,7 @@ use std::collections::HashMap;
 
 use stripe_billing::credit_note::CreateCreditNote;
 use stripe_billing::invoice::{
-    CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice,
+    CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice, ListInvoice,
     MarkUncollectibleInvoice, PayInvoice, RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
 };
 use stripe_billing::invoice_item::CreateInvoiceItem;
@@ -41,16 +34,18 @@ use stripe_billing::invoice_payment::{
     ListInvoicePayment, ListInvoicePaymentPayment, ListInvoicePaymentPaymentType,
 };
 use stripe_billing::{CreditNoteReason, InvoiceCollectionMethod};
-use stripe_core::charge::RetrieveCharge;
+use stripe_core::balance_transaction::ListBalanceTransaction;
+use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{
     CreateCustomer, CreateCustomerTaxIdData, CreateCustomerTaxIdDataType,
     OptionalFieldsCustomerAddress, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
 };
 use stripe_core::payment_intent::RetrievePaymentIntent;
-use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund, RetrieveRefund};
+use stripe_types::{RangeBoundsTs, RangeQueryTs};
 use tally_domain::money::{Currency, Money};
 
-pub use client::{Form, HttpStripe, RetryPolicy, SecretKey};
+pub use client::{HttpStripe, RetryPolicy, SecretKey};
 pub use objects::{
     RemoteBalanceTransaction, RemoteCharge, RemoteCreditNote, RemoteCustomer, RemoteDispute,
     RemoteInvoice, RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
@@ -262,10 +257,6 @@ pub struct Page<T> {
 #[derive(Debug, Clone)]
 pub struct Stripe {
     http: HttpStripe,
-}
-
-fn pair(key: impl Into<String>, value: impl Into<String>) -> (String, String) {
-    (key.into(), value.into())
 }
 
 /// An amount as Stripe's integer minor units (the amount must be rounded).
@@ -602,37 +593,84 @@ impl Stripe {
         RemoteCreditNote::from_stripe(&note)
     }
 
-    /// One page of `/v1/<resource>` created in `[start, end)` (Unix seconds),
-    /// 100 per page, after `starting_after`.
-    pub async fn list_page<T>(
+    /// One page of the invoices created in `[start, end)` (Unix seconds),
+    /// 100 a page, after `starting_after`.
+    pub async fn list_invoices(
         &self,
-        resource: &str,
         start: i64,
         end: i64,
-        starting_after: Option<&str>,
-        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
-    ) -> Result<Page<T>, StripeError> {
-        let mut query = vec![
-            pair("limit", "100"),
-            pair("created[gte]", start.to_string()),
-            pair("created[lt]", end.to_string()),
-        ];
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteInvoice>, StripeError> {
+        let mut request = ListInvoice::new()
+            .created(created_in(start, end))
+            .limit(100);
         if let Some(after) = starting_after {
-            query.push(pair("starting_after", after));
+            request = request.starting_after(after);
         }
-        let value = self.http.get(&format!("/v1/{resource}"), &query).await?;
-        let items = value
-            .get("data")
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| StripeError::Malformed(format!("{resource} list: missing `data`")))?
-            .iter()
-            .map(read)
-            .collect::<Result<Vec<T>, _>>()?;
-        let has_more = value
-            .get("has_more")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        Ok(Page { items, has_more })
+        self.page(&request, RemoteInvoice::from_stripe).await
+    }
+
+    /// One page of the charges created in `[start, end)` (their `invoice` is
+    /// not looked up: reconciliation matches charges by id).
+    pub async fn list_charges(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteCharge>, StripeError> {
+        let mut request = ListCharge::new().created(created_in(start, end)).limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, |charge| RemoteCharge::from_stripe(charge, None))
+            .await
+    }
+
+    /// One page of the refunds created in `[start, end)`.
+    pub async fn list_refunds(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteRefund>, StripeError> {
+        let mut request = ListRefund::new().created(created_in(start, end)).limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, RemoteRefund::from_stripe).await
+    }
+
+    /// One page of the balance transactions created in `[start, end)`.
+    pub async fn list_balance_transactions(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteBalanceTransaction>, StripeError> {
+        let mut request = ListBalanceTransaction::new()
+            .created(created_in(start, end))
+            .limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, RemoteBalanceTransaction::from_stripe)
+            .await
+    }
+
+    async fn page<R, S, T>(
+        &self,
+        request: &R,
+        read: impl Fn(&S) -> Result<T, StripeError>,
+    ) -> Result<Page<T>, StripeError>
+    where
+        R: stripe::StripeRequest<Output = stripe_types::List<S>>,
+        stripe_types::List<S>: miniserde::Deserialize,
+    {
+        let list = self.http.send(request, None).await?;
+        Ok(Page {
+            items: list.data.iter().map(read).collect::<Result<Vec<_>, _>>()?,
+            has_more: list.has_more,
+        })
     }
 }
 
@@ -645,6 +683,16 @@ fn with_payments() -> Vec<String> {
         "payments".to_owned(),
         "payments.data.payment.payment_intent".to_owned(),
     ]
+}
+
+/// `created[gte]=start&created[lt]=end`.
+fn created_in(start: i64, end: i64) -> RangeQueryTs {
+    RangeQueryTs::Bounds(RangeBoundsTs {
+        gt: None,
+        gte: Some(start),
+        lt: Some(end),
+        lte: None,
+    })
 }
 
 fn metadata(key: &str, value: &str) -> HashMap<String, String> {

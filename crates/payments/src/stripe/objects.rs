@@ -1,10 +1,9 @@
-//! Payments' views of Stripe objects. Objects answered to async-stripe's typed
-//! requests are converted from its types (`from_stripe`); objects of the calls
-//! still made raw are read from Stripe's JSON leniently (`from_json`: only the
-//! fields payments uses are required, unknown fields are ignored, expandable
-//! fields are accepted as an id or as an expanded object). Amounts become
-//! domain [`Money`] exactly (minor units through the currency's exponent), so
-//! nothing outside this adapter sees a Stripe shape.
+//! Payments' views of Stripe objects, converted from async-stripe's types
+//! (`from_stripe`). A dispute is read from a webhook event's JSON instead
+//! ([`RemoteDispute::from_json`], leniently: only the fields payments uses
+//! are required, in whichever API version the endpoint renders events).
+//! Amounts become domain [`Money`] exactly (minor units through the
+//! currency's exponent), so nothing outside this adapter sees a Stripe shape.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -248,22 +247,6 @@ fn expandable_id(value: &Value, field: &str) -> Option<String> {
     }
 }
 
-fn metadata(value: &Value, key: &str) -> Option<String> {
-    value
-        .get("metadata")
-        .and_then(|metadata| metadata.get(key))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
-fn created(value: &Value, object: &str) -> Result<DateTime<Utc>, StripeError> {
-    value
-        .get("created")
-        .and_then(Value::as_i64)
-        .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
-        .ok_or_else(|| malformed(object, "created"))
-}
-
 /// Stripe's lower-case currency code as a domain currency.
 pub fn currency(value: &Value, object: &str) -> Result<Currency, StripeError> {
     let code = string(value, object, "currency")?;
@@ -297,25 +280,6 @@ impl RemoteCustomer {
             livemode: customer.livemode,
             has_default_payment_method: default_payment_method,
         }
-    }
-
-    /// Reads a `customer` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let default_payment_method = value
-            .get("invoice_settings")
-            .and_then(|settings| settings.get("default_payment_method"))
-            .is_some_and(|method| !method.is_null())
-            || value
-                .get("default_source")
-                .is_some_and(|source| !source.is_null());
-        Ok(Self {
-            id: string(value, "customer", "id")?,
-            livemode: value
-                .get("livemode")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            has_default_payment_method: default_payment_method,
-        })
     }
 }
 
@@ -359,34 +323,6 @@ impl RemoteInvoice {
             created: typed_created(invoice.created, "invoice")?,
         })
     }
-
-    /// Reads an `invoice` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "invoice")?;
-        let status = match value.get("status").and_then(Value::as_str) {
-            Some("draft") => RemoteInvoiceStatus::Draft,
-            Some("open") => RemoteInvoiceStatus::Open,
-            Some("paid") => RemoteInvoiceStatus::Paid,
-            Some("void") => RemoteInvoiceStatus::Void,
-            Some("uncollectible") => RemoteInvoiceStatus::Uncollectible,
-            _ => return Err(malformed("invoice", "status")),
-        };
-        Ok(Self {
-            id: string(value, "invoice", "id")?,
-            status,
-            amount_due: minor_units(value, "invoice", "amount_due", currency)?,
-            amount_paid: minor_units(value, "invoice", "amount_paid", currency)?,
-            payment_intent: expandable_id(value, "payment_intent"),
-            charge: expandable_id(value, "charge"),
-            attempt_count: value
-                .get("attempt_count")
-                .and_then(Value::as_u64)
-                .and_then(|count| u32::try_from(count).ok())
-                .unwrap_or(0),
-            tally_invoice_id: metadata(value, "tally_invoice_id"),
-            created: created(value, "invoice")?,
-        })
-    }
 }
 
 /// The charge of an invoice payment: its own, or the latest charge of its
@@ -425,22 +361,6 @@ impl RemoteRefund {
             tally_refund_id: typed_metadata(refund.metadata.as_ref(), "tally_refund_id"),
             failure_reason: refund.failure_reason.clone().unwrap_or_default(),
             created: typed_created(refund.created, "refund")?,
-        })
-    }
-
-    /// Reads a `refund` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "refund")?;
-        let status_name = string(value, "refund", "status")?;
-        Ok(Self {
-            id: string(value, "refund", "id")?,
-            amount: minor_units(value, "refund", "amount", currency)?,
-            status: refund_status(&status_name),
-            status_name,
-            charge: expandable_id(value, "charge"),
-            tally_refund_id: metadata(value, "tally_refund_id"),
-            failure_reason: optional_string(value, "failure_reason").unwrap_or_default(),
-            created: created(value, "refund")?,
         })
     }
 }
@@ -485,34 +405,6 @@ impl RemoteCharge {
             created: typed_created(charge.created, "charge")?,
         })
     }
-
-    /// Reads a `charge` object (with its `refunds` list when present).
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "charge")?;
-        let refunds = match value
-            .get("refunds")
-            .and_then(|list| list.get("data"))
-            .and_then(Value::as_array)
-        {
-            Some(items) => items
-                .iter()
-                .map(RemoteRefund::from_json)
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        Ok(Self {
-            id: string(value, "charge", "id")?,
-            amount: minor_units(value, "charge", "amount", currency)?,
-            amount_refunded: minor_units(value, "charge", "amount_refunded", currency)?,
-            status: string(value, "charge", "status")?,
-            payment_intent: expandable_id(value, "payment_intent"),
-            invoice: expandable_id(value, "invoice"),
-            failure_code: optional_string(value, "failure_code").unwrap_or_default(),
-            failure_message: optional_string(value, "failure_message").unwrap_or_default(),
-            refunds,
-            created: created(value, "charge")?,
-        })
-    }
 }
 
 impl RemotePaymentIntent {
@@ -538,28 +430,6 @@ impl RemotePaymentIntent {
                 .and_then(|error| nonempty(&error.message))
                 .unwrap_or_default(),
         }
-    }
-
-    /// Reads a `payment_intent` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let error = value
-            .get("last_payment_error")
-            .filter(|error| !error.is_null());
-        Ok(Self {
-            id: string(value, "payment_intent", "id")?,
-            status: string(value, "payment_intent", "status")?,
-            invoice: expandable_id(value, "invoice"),
-            latest_charge: expandable_id(value, "latest_charge"),
-            failure_code: error
-                .and_then(|error| {
-                    optional_string(error, "decline_code")
-                        .or_else(|| optional_string(error, "code"))
-                })
-                .unwrap_or_default(),
-            failure_message: error
-                .and_then(|error| optional_string(error, "message"))
-                .unwrap_or_default(),
-        })
     }
 }
 
@@ -592,15 +462,21 @@ impl RemoteCreditNote {
 }
 
 impl RemoteBalanceTransaction {
-    /// Reads a `balance_transaction` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "balance_transaction")?;
+    /// From async-stripe's balance transaction.
+    pub fn from_stripe(transaction: &stripe_core::BalanceTransaction) -> Result<Self, StripeError> {
         Ok(Self {
-            id: string(value, "balance_transaction", "id")?,
-            amount: minor_units(value, "balance_transaction", "amount", currency)?,
-            kind: string(value, "balance_transaction", "type")?,
-            source: expandable_id(value, "source"),
-            created: created(value, "balance_transaction")?,
+            id: transaction.id.as_str().to_owned(),
+            amount: typed_money(
+                transaction.amount,
+                &transaction.currency,
+                "balance_transaction",
+            )?,
+            kind: transaction.type_.as_str().to_owned(),
+            source: transaction
+                .source
+                .as_ref()
+                .map(|source| source.id().as_str().to_owned()),
+            created: typed_created(transaction.created, "balance_transaction")?,
         })
     }
 }
@@ -613,27 +489,28 @@ mod tests {
 
     #[test]
     fn minor_units_follow_the_currency_exponent() {
-        let invoice = json!({
-            "id": "in_1", "object": "invoice", "status": "open", "currency": "jpy",
-            "amount_due": 1050, "amount_paid": 0, "created": 1_700_000_000,
-            "payment_intent": {"id": "pi_1", "object": "payment_intent"}, "charge": null,
-            "metadata": {"tally_invoice_id": "inv_1"}
-        });
-        let invoice = RemoteInvoice::from_json(&invoice).unwrap();
-        assert_eq!(invoice.amount_due, Money::new(dec!(1050), Currency::JPY));
-        assert_eq!(invoice.payment_intent.as_deref(), Some("pi_1"));
-        assert_eq!(invoice.tally_invoice_id.as_deref(), Some("inv_1"));
-        let usd = json!({"id": "re_1", "status": "pending", "currency": "usd", "amount": 1999, "created": 1});
+        let jpy: stripe_types::Currency = "jpy".parse().unwrap();
         assert_eq!(
-            RemoteRefund::from_json(&usd).unwrap().amount,
-            Money::new(dec!(19.99), Currency::USD)
+            typed_money(1050, &jpy, "invoice").unwrap(),
+            Money::new(dec!(1050), Currency::JPY)
         );
+        let refund: stripe_core::Refund = miniserde::json::from_str(
+            r#"{"id": "re_1", "object": "refund", "amount": 1999, "currency": "usd",
+                "created": 1, "status": "pending", "charge": "ch_1",
+                "metadata": {"tally_refund_id": "ref_1"}}"#,
+        )
+        .unwrap();
+        let refund = RemoteRefund::from_stripe(&refund).unwrap();
+        assert_eq!(refund.amount, Money::new(dec!(19.99), Currency::USD));
+        assert_eq!(refund.status, RemoteRefundStatus::Pending);
+        assert_eq!(refund.charge.as_deref(), Some("ch_1"));
+        assert_eq!(refund.tally_refund_id.as_deref(), Some("ref_1"));
     }
 
     #[test]
     fn a_missing_field_is_named() {
         let error =
-            RemoteInvoice::from_json(&json!({"id": "in_1", "currency": "usd"})).unwrap_err();
-        assert!(error.to_string().contains("status"), "{error}");
+            RemoteDispute::from_json(&json!({"id": "dp_1", "currency": "usd"})).unwrap_err();
+        assert!(error.to_string().contains("charge"), "{error}");
     }
 }

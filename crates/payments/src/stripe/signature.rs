@@ -9,11 +9,11 @@
 //! takes "now" from the system clock (ours is the service clock, so tests
 //! and replays are exact; its `construct_event_with_timestamp` is documented
 //! as not for production), and parses the whole event into its typed
-//! `EventObject` in the SDK's API version — events rendered in the
-//! endpoint's version (`2024-06-20`, see [`super`]) would not parse, and
-//! payments reads only the envelope and then fetches the object's current
-//! state anyway. Its typed events would also need every resource crate of
-//! the event types received.
+//! `EventObject` in the SDK's API version — an endpoint left on another
+//! version would see every event refused, while payments reads only the
+//! envelope and ids and then fetches the object's current state anyway. Its
+//! typed events would also need every resource crate of the event types
+//! received.
 
 use std::fmt;
 

@@ -1,9 +1,11 @@
-//! Stripe objects as Stripe's API reference shows them, trimmed to realistic
-//! sizes but with the fields Stripe sends, including the ones payments
-//! ignores. Objects answered to async-stripe's typed requests carry every
-//! field its types require (API version 2026-09-30.endive); an invoice also
-//! keeps the 2024-06-20 `charge` and `payment_intent` the raw invoice calls
-//! (pay, read, list) still read, so one fixture serves both.
+//! Stripe objects as Stripe's API reference shows them for API version
+//! 2026-09-30.endive (the one async-stripe 1.0.0-rc.10 speaks and parses
+//! strictly), trimmed to realistic sizes but with every field its types
+//! require and others payments ignores. An invoice carries its payments
+//! (with the PaymentIntent expanded), not `charge` / `payment_intent`.
+//! `payment_intent` and `charge` still take the invoice they belong to: the
+//! mocks serve it as the invoice payment (`/v1/invoice_payments`) and strip
+//! it from the object.
 
 use serde_json::{Value, json};
 
@@ -96,7 +98,6 @@ pub fn invoice(
         "auto_advance": false,
         "automatic_tax": {"enabled": false, "liability": null, "status": null},
         "billing_reason": "manual",
-        "charge": charge,
         "collection_method": "charge_automatically",
         "created": CREATED,
         "currency": currency,
@@ -124,9 +125,6 @@ pub fn invoice(
         "livemode": false,
         "metadata": {"tally_invoice_id": tally_invoice},
         "number": if status == "draft" { Value::Null } else { json!("7D3E2A1B-0001") },
-        "paid": status == "paid",
-        "paid_out_of_band": false,
-        "payment_intent": payment_intent,
         "on_behalf_of": null,
         "parent": null,
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
@@ -146,7 +144,6 @@ pub fn invoice(
         "subscription": null,
         "subtotal": amount_due,
         "subtotal_excluding_tax": amount_due,
-        "tax": null,
         "test_clock": null,
         "total": amount_due,
         "total_discount_amounts": [],
@@ -379,7 +376,7 @@ pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
     json!({
         "id": id,
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": "2026-09-30.endive",
         "created": created,
         "data": {"object": object},
         "livemode": false,
@@ -395,6 +392,7 @@ pub fn balance_transaction(id: &str, kind: &str, source: Option<&str>, amount: i
         "object": "balance_transaction",
         "amount": amount,
         "available_on": CREATED + 172_800,
+        "balance_type": "payments",
         "created": CREATED,
         "currency": "usd",
         "description": null,
