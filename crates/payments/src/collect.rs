@@ -1,5 +1,6 @@
 //! The `invoice-events` consumer (`payments-invoice-events`): a finalized
-//! invoice is mirrored to Stripe and collected; a voided one is voided there.
+//! invoice is mirrored to Stripe and collected; a voided one is voided there;
+//! a credit note is mirrored by [`crate::credit_notes`].
 //!
 //! Stripe calls cannot join a database transaction, so a finalization goes
 //! through checkpoints that make every step safe to repeat after a crash or a
@@ -25,6 +26,7 @@ use tally_proto::events::invoice_event::Kind;
 use tally_proto::invoicing::{CollectionMode, Customer, Invoice};
 
 use crate::core::{AttemptOutcome, Core, failed_attempt};
+use crate::credit_notes;
 use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
 use crate::store::{self, PaymentKey, PaymentRow, PaymentState};
@@ -563,7 +565,7 @@ impl InvoiceEventsHandler {
 }
 
 /// Records the message in the inbox; `false` when it already was.
-async fn record_inbox(
+pub(crate) async fn record_inbox(
     connection: &mut sqlx::PgConnection,
     message_id: &str,
 ) -> Result<bool, sqlx::Error> {
@@ -744,8 +746,11 @@ impl MessageHandler for InvoiceEventsHandler {
                 self.finalized(&message.id, &event, amount_due).await
             }
             Some(Kind::Voided(_)) => self.voided(&message.id, &event).await.map_err(retry),
-            // Paid, uncollectible and credit notes are invoicing's own
-            // bookkeeping (often caused by payments' own events).
+            Some(Kind::CreditNoteIssued(issued)) => {
+                credit_notes::issued(&self.core, &message.id, &event, issued).await
+            }
+            // Paid and uncollectible are invoicing's own bookkeeping (caused
+            // by payments' own events).
             Some(_) => self.record_only(&message.id).await.map_err(retry),
             None => Err(HandlerError::Poison("InvoiceEvent without a kind".into())),
         }

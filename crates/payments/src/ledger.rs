@@ -6,12 +6,13 @@
 //!
 //! | account | kind | moves when |
 //! |---|---|---|
-//! | `acct_receivable<cur>` | asset | an invoice is finalized (debit), paid / voided / written off (credit) |
-//! | `acct_invoiced<cur>` | revenue | an invoice is finalized (credit); a void reverses it |
+//! | `acct_receivable<cur>` | asset | an invoice is finalized (debit), paid / voided / written off / credited before payment (credit) |
+//! | `acct_invoiced<cur>` | revenue | an invoice is finalized (credit); a void reverses it; a credit note not caused by a refund (debit) |
 //! | `acct_stripebalance<cur>` | asset | money is collected (debit), refunded or disputed (credit) |
 //! | `acct_refunds<cur>` | expense | a refund |
 //! | `acct_disputes<cur>` | expense | a dispute is opened |
 //! | `acct_baddebt<cur>` | expense | dunning gives up |
+//! | `acct_customercredit<cur>` | liability | a credit note on a paid invoice, owed to the customer outside Stripe (credit) |
 //!
 //! A transaction id is `txn_` + the first 40 hex digits of SHA-256 of what it
 //! records (`invoice:<inv>:finalized`, …): posting the same fact twice is a
@@ -41,6 +42,9 @@ pub enum Book {
     Disputes,
     /// Written-off invoices.
     BadDebt,
+    /// Credit owed to customers outside Stripe: credit notes on paid
+    /// invoices (held in invoicing's wallet or settled out of band).
+    CustomerCredit,
 }
 
 impl Book {
@@ -52,6 +56,11 @@ impl Book {
             Book::Refunds => ("refunds", "Refunds", AccountKind::Expense),
             Book::Disputes => ("disputes", "Disputes", AccountKind::Expense),
             Book::BadDebt => ("baddebt", "Bad debt", AccountKind::Expense),
+            Book::CustomerCredit => (
+                "customercredit",
+                "Credit owed to customers",
+                AccountKind::Liability,
+            ),
         }
     }
 
@@ -224,6 +233,7 @@ fn book_account(id: &AccountId, currency: Currency) -> Account {
         Book::Refunds,
         Book::Disputes,
         Book::BadDebt,
+        Book::CustomerCredit,
     ]
     .into_iter()
     .map(|book| book.account(currency))

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod collect;
 pub mod core;
+pub mod credit_notes;
 pub mod dunning;
 mod error;
 pub mod events;

@@ -26,9 +26,7 @@ use crate::core::Core;
 use crate::error::PaymentsError;
 use crate::ledger;
 use crate::metrics;
-use crate::stripe::{
-    Page, RemoteBalanceTransaction, RemoteCharge, RemoteInvoice, RemoteRefund, StripeError,
-};
+use crate::stripe::{Page, StripeError};
 use matching::{
     Finding, FindingKind, Matching, StripeSide, TallyCharge, TallyInvoice, TallyRefund, TallySide,
 };
@@ -159,60 +157,29 @@ impl Reconciler {
 
     async fn stripe_side(&self, window: Window) -> Result<StripeSide, StripeError> {
         let (start, end) = (window.start.timestamp(), window.end.timestamp());
+        let stripe = &self.core.stripe;
         Ok(StripeSide {
-            invoices: self
-                .all("invoices", start, end, RemoteInvoice::from_json, |item| {
-                    item.id.clone()
-                })
-                .await?,
-            charges: self
-                .all("charges", start, end, RemoteCharge::from_json, |item| {
-                    item.id.clone()
-                })
-                .await?,
-            refunds: self
-                .all("refunds", start, end, RemoteRefund::from_json, |item| {
-                    item.id.clone()
-                })
-                .await?,
-            balance_transactions: self
-                .all(
-                    "balance_transactions",
-                    start,
-                    end,
-                    RemoteBalanceTransaction::from_json,
-                    |item| item.id.clone(),
-                )
-                .await?,
+            invoices: all(
+                |after| stripe.list_invoices(start, end, after),
+                |item| item.id.clone(),
+            )
+            .await?,
+            charges: all(
+                |after| stripe.list_charges(start, end, after),
+                |item| item.id.clone(),
+            )
+            .await?,
+            refunds: all(
+                |after| stripe.list_refunds(start, end, after),
+                |item| item.id.clone(),
+            )
+            .await?,
+            balance_transactions: all(
+                |after| stripe.list_balance_transactions(start, end, after),
+                |item| item.id.clone(),
+            )
+            .await?,
         })
-    }
-
-    /// Every page of a list.
-    async fn all<T>(
-        &self,
-        resource: &str,
-        start: i64,
-        end: i64,
-        read: impl Fn(&serde_json::Value) -> Result<T, StripeError> + Copy,
-        id: impl Fn(&T) -> String,
-    ) -> Result<Vec<T>, StripeError> {
-        let mut items = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let Page {
-                items: page,
-                has_more,
-            } = self
-                .core
-                .stripe
-                .list_page(resource, start, end, after.as_deref(), read)
-                .await?;
-            after = page.last().map(&id);
-            items.extend(page);
-            if !has_more || after.is_none() {
-                return Ok(items);
-            }
-        }
     }
 
     async fn tally_side(
@@ -509,4 +476,25 @@ async fn insert_finding(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Every page of a list: `fetch` answers the page after the given id.
+async fn all<T, F, Fut>(fetch: F, id: impl Fn(&T) -> String) -> Result<Vec<T>, StripeError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, StripeError>>,
+{
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let Page {
+            items: page,
+            has_more,
+        } = fetch(after.take()).await?;
+        after = page.last().map(&id);
+        items.extend(page);
+        if !has_more || after.is_none() {
+            return Ok(items);
+        }
+    }
 }

@@ -1,13 +1,19 @@
 //! The Stripe adapter: the only code that knows Stripe's wire format.
 //!
-//! Payments talks to Stripe through [`Stripe`], a thin client over Stripe's
-//! REST API (form-encoded requests, JSON answers) instead of async-stripe:
-//! it needs a dozen calls, exact control over the `Idempotency-Key` of each
-//! (derived from Tally ids) and over retries, and lenient reading of objects;
-//! async-stripe would add minutes of compile time and strict typed parsing
-//! for little in return (see docs/architecture.md, "Payments"). Every call
-//! sends `Stripe-Version` (config `payments.stripe_api_version`), so the
-//! shapes read in [`objects`] are fixed.
+//! Payments talks to Stripe through [`Stripe`], whose methods are the calls
+//! payments makes, built on async-stripe 1.0 (`=1.0.0-rc.10`): its typed
+//! requests (`CreateCustomer`, `PayInvoice`, `CreateCreditNote`, …), sent by
+//! its client (hyper, rustls with aws-lc-rs) with our retry loop around each
+//! (`client`), and its types converted into payments' views ([`objects`]),
+//! so nothing outside this module sees a Stripe shape.
+//!
+//! async-stripe sends the API version its types are generated for
+//! (`2026-09-30.endive`; `payments.stripe_api_version` must name it). In that
+//! version an invoice no longer carries `charge` / `payment_intent`, nor a
+//! charge or PaymentIntent `invoice`: invoice answers expand `payments` and
+//! their PaymentIntents ([`RemoteInvoice::from_stripe`] reads the default
+//! payment), and the invoice of a PaymentIntent (or of a charge's) is found
+//! through `/v1/invoice_payments`.
 //!
 //! Keys: `tally:<object>:<tally id>:<action>` — the same logical call always
 //! carries the same key, across retries, redeliveries and restarts.
@@ -16,12 +22,33 @@ mod client;
 pub mod objects;
 pub mod signature;
 
+use std::collections::HashMap;
+
+use stripe_billing::credit_note::CreateCreditNote;
+use stripe_billing::invoice::{
+    CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice, ListInvoice,
+    MarkUncollectibleInvoice, PayInvoice, RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
+};
+use stripe_billing::invoice_item::CreateInvoiceItem;
+use stripe_billing::invoice_payment::{
+    ListInvoicePayment, ListInvoicePaymentPayment, ListInvoicePaymentPaymentType,
+};
+use stripe_billing::{CreditNoteReason, InvoiceCollectionMethod};
+use stripe_core::balance_transaction::ListBalanceTransaction;
+use stripe_core::charge::{ListCharge, RetrieveCharge};
+use stripe_core::customer::{
+    CreateCustomer, CreateCustomerTaxIdData, CreateCustomerTaxIdDataType,
+    OptionalFieldsCustomerAddress, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
+};
+use stripe_core::payment_intent::RetrievePaymentIntent;
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund, RetrieveRefund};
+use stripe_types::{RangeBoundsTs, RangeQueryTs};
 use tally_domain::money::{Currency, Money};
 
-pub use client::{Form, HttpStripe, RetryPolicy, SecretKey};
+pub use client::{HttpStripe, RetryPolicy, SecretKey};
 pub use objects::{
-    RemoteBalanceTransaction, RemoteCharge, RemoteCustomer, RemoteDispute, RemoteInvoice,
-    RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
+    RemoteBalanceTransaction, RemoteCharge, RemoteCreditNote, RemoteCustomer, RemoteDispute,
+    RemoteInvoice, RemoteInvoiceStatus, RemotePaymentIntent, RemoteRefund, RemoteRefundStatus,
 };
 
 /// Why a Stripe call failed.
@@ -180,6 +207,43 @@ pub enum StripeRefundReason {
     RequestedByCustomer,
 }
 
+/// Stripe's credit note reasons (Tally's billing error has none: no reason
+/// is sent and Tally's own reason travels in metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeCreditNoteReason {
+    /// `duplicate`
+    Duplicate,
+    /// `fraudulent`
+    Fraudulent,
+    /// `order_change`
+    OrderChange,
+    /// `product_unsatisfactory`
+    ProductUnsatisfactory,
+}
+
+/// A credit note payments asks Stripe to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditNoteRequest {
+    /// The Tally credit note, `cn_…` (metadata `tally_credit_note_id`).
+    pub tally_credit_note_id: String,
+    /// The Stripe invoice credited, `in_…`.
+    pub stripe_invoice_id: String,
+    /// Total credited (rounded).
+    pub amount: Money,
+    /// Stripe's reason, when Tally's has one.
+    pub reason: Option<StripeCreditNoteReason>,
+    /// Tally's reason name (metadata `tally_reason`).
+    pub tally_reason: String,
+    /// Printed memo (may be empty).
+    pub memo: String,
+    /// The part credited outside Stripe (`out_of_band_amount`; zero for
+    /// none). Stripe first lowers what the invoice still asks for and needs
+    /// the rest settled: payments never refunds through a credit note nor
+    /// credits the Stripe customer balance (invoicing keeps such credit in
+    /// its own wallet).
+    pub out_of_band: Money,
+}
+
 /// A page of a list call.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -193,10 +257,6 @@ pub struct Page<T> {
 #[derive(Debug, Clone)]
 pub struct Stripe {
     http: HttpStripe,
-}
-
-fn pair(key: impl Into<String>, value: impl Into<String>) -> (String, String) {
-    (key.into(), value.into())
 }
 
 /// An amount as Stripe's integer minor units (the amount must be rounded).
@@ -214,6 +274,12 @@ fn stripe_currency(currency: Currency) -> String {
     currency.code().to_ascii_lowercase()
 }
 
+fn typed_currency(currency: Currency) -> stripe_types::Currency {
+    stripe_currency(currency)
+        .parse()
+        .unwrap_or_else(|never| match never {})
+}
+
 impl Stripe {
     /// The adapter over an HTTP client.
     pub fn new(http: HttpStripe) -> Self {
@@ -226,14 +292,24 @@ impl Stripe {
         &self,
         details: &CustomerDetails,
     ) -> Result<RemoteCustomer, StripeError> {
-        let mut form = customer_form(details);
+        let mut request = CreateCustomer::new()
+            .name(details.name.as_str())
+            .metadata(metadata("tally_customer_id", &details.tally_customer_id));
+        if !details.email.is_empty() {
+            request = request.email(details.email.as_str());
+        }
+        if let Some(address) = address(details) {
+            request = request.address(address);
+        }
         if let Some((kind, value)) = &details.tax_id {
-            form.push(pair("tax_id_data[0][type]", kind));
-            form.push(pair("tax_id_data[0][value]", value));
+            let kind = kind
+                .parse::<CreateCustomerTaxIdDataType>()
+                .unwrap_or_else(|never| match never {});
+            request = request.tax_id_data(vec![CreateCustomerTaxIdData::new(kind, value.as_str())]);
         }
         let key = format!("tally:customer:{}:create", details.tally_customer_id);
-        let value = self.http.post("/v1/customers", &form, &key).await?;
-        RemoteCustomer::from_json(&value)
+        let customer = self.http.send(&request, Some(&key)).await?;
+        Ok(RemoteCustomer::from_stripe(&customer))
     }
 
     /// Updates name, email and address of a Stripe customer; `revision`
@@ -244,16 +320,21 @@ impl Stripe {
         details: &CustomerDetails,
         revision: &str,
     ) -> Result<RemoteCustomer, StripeError> {
-        let form = customer_form(details);
+        let mut request = UpdateCustomer::new(stripe_customer_id)
+            .name(details.name.as_str())
+            .metadata(metadata("tally_customer_id", &details.tally_customer_id));
+        if !details.email.is_empty() {
+            request = request.email(details.email.as_str());
+        }
+        if let Some(address) = address(details) {
+            request = request.address(address);
+        }
         let key = format!(
             "tally:customer:{}:update:{revision}",
             details.tally_customer_id
         );
-        let value = self
-            .http
-            .post(&format!("/v1/customers/{stripe_customer_id}"), &form, &key)
-            .await?;
-        RemoteCustomer::from_json(&value)
+        let customer = self.http.send(&request, Some(&key)).await?;
+        Ok(RemoteCustomer::from_stripe(&customer))
     }
 
     /// Creates an empty draft invoice that takes no pending items and does
@@ -266,28 +347,30 @@ impl Stripe {
         currency: Currency,
         collection: Collection,
     ) -> Result<RemoteInvoice, StripeError> {
-        let mut form = vec![
-            pair("customer", stripe_customer_id),
-            pair("currency", stripe_currency(currency)),
-            pair("auto_advance", "false"),
-            pair("pending_invoice_items_behavior", "exclude"),
-            pair("metadata[tally_invoice_id]", tally_invoice_id),
-        ];
+        let mut metadata = metadata("tally_invoice_id", tally_invoice_id);
         if !tally_invoice_number.is_empty() {
-            form.push(pair("metadata[tally_invoice_number]", tally_invoice_number));
+            metadata.insert(
+                "tally_invoice_number".into(),
+                tally_invoice_number.to_owned(),
+            );
         }
-        match collection {
+        let mut request = CreateInvoice::new()
+            .customer(stripe_customer_id)
+            .currency(typed_currency(currency))
+            .auto_advance(false)
+            .pending_invoice_items_behavior(CreateInvoicePendingInvoiceItemsBehavior::Exclude)
+            .metadata(metadata);
+        request = match collection {
             Collection::ChargeAutomatically => {
-                form.push(pair("collection_method", "charge_automatically"));
+                request.collection_method(InvoiceCollectionMethod::ChargeAutomatically)
             }
-            Collection::SendInvoice { days_until_due } => {
-                form.push(pair("collection_method", "send_invoice"));
-                form.push(pair("days_until_due", days_until_due.to_string()));
-            }
-        }
+            Collection::SendInvoice { days_until_due } => request
+                .collection_method(InvoiceCollectionMethod::SendInvoice)
+                .days_until_due(days_until_due),
+        };
         let key = format!("tally:invoice:{tally_invoice_id}:create");
-        let value = self.http.post("/v1/invoices", &form, &key).await?;
-        RemoteInvoice::from_json(&value)
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Adds one line to a draft invoice; returns the invoice item id.
@@ -297,21 +380,16 @@ impl Stripe {
         stripe_invoice_id: &str,
         item: &InvoiceItem,
     ) -> Result<String, StripeError> {
-        let form = vec![
-            pair("customer", stripe_customer_id),
-            pair("invoice", stripe_invoice_id),
-            pair("amount", to_minor_units(&item.amount)?.to_string()),
-            pair("currency", stripe_currency(item.amount.currency())),
-            pair("description", &item.description),
-            pair("metadata[tally_line_id]", &item.tally_line_id),
-        ];
+        let request = CreateInvoiceItem::new()
+            .customer(stripe_customer_id)
+            .invoice(stripe_invoice_id)
+            .amount(to_minor_units(&item.amount)?)
+            .currency(typed_currency(item.amount.currency()))
+            .description(item.description.as_str())
+            .metadata(metadata("tally_line_id", &item.tally_line_id));
         let key = format!("tally:invoice_item:{}:create", item.tally_line_id);
-        let value = self.http.post("/v1/invoiceitems", &form, &key).await?;
-        value
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| StripeError::Malformed("invoiceitem: missing `id`".into()))
+        let created = self.http.send(&request, Some(&key)).await?;
+        Ok(created.id.as_str().to_owned())
     }
 
     /// Finalizes a draft invoice (still without auto-advance).
@@ -320,13 +398,10 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(
-            tally_invoice_id,
-            stripe_invoice_id,
-            "finalize",
-            vec![pair("auto_advance", "false")],
-        )
-        .await
+        let request = FinalizeInvoiceInvoice::new(stripe_invoice_id).auto_advance(false);
+        let key = format!("tally:invoice:{tally_invoice_id}:finalize");
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Charges the invoice now; attempt `attempt` of the payment (part of
@@ -337,16 +412,10 @@ impl Stripe {
         stripe_invoice_id: &str,
         attempt: u32,
     ) -> Result<RemoteInvoice, StripeError> {
+        let request = PayInvoice::new(stripe_invoice_id).expand(with_payments());
         let key = format!("tally:invoice:{tally_invoice_id}:pay:{attempt}");
-        let value = self
-            .http
-            .post(
-                &format!("/v1/invoices/{stripe_invoice_id}/pay"),
-                &Vec::new(),
-                &key,
-            )
-            .await?;
-        RemoteInvoice::from_json(&value)
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Emails the invoice to the customer.
@@ -355,8 +424,12 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(tally_invoice_id, stripe_invoice_id, "send", Vec::new())
-            .await
+        let key = format!("tally:invoice:{tally_invoice_id}:send");
+        let invoice = self
+            .http
+            .send(&SendInvoiceInvoice::new(stripe_invoice_id), Some(&key))
+            .await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Voids a finalized invoice.
@@ -365,8 +438,12 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(tally_invoice_id, stripe_invoice_id, "void", Vec::new())
-            .await
+        let key = format!("tally:invoice:{tally_invoice_id}:void");
+        let invoice = self
+            .http
+            .send(&VoidInvoiceInvoice::new(stripe_invoice_id), Some(&key))
+            .await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// Marks an open invoice uncollectible (the end of dunning).
@@ -375,65 +452,62 @@ impl Stripe {
         tally_invoice_id: &str,
         stripe_invoice_id: &str,
     ) -> Result<RemoteInvoice, StripeError> {
-        self.invoice_action(
-            tally_invoice_id,
-            stripe_invoice_id,
-            "mark_uncollectible",
-            Vec::new(),
-        )
-        .await
-    }
-
-    async fn invoice_action(
-        &self,
-        tally_invoice_id: &str,
-        stripe_invoice_id: &str,
-        action: &str,
-        form: Form,
-    ) -> Result<RemoteInvoice, StripeError> {
-        let key = format!("tally:invoice:{tally_invoice_id}:{action}");
-        let value = self
-            .http
-            .post(
-                &format!("/v1/invoices/{stripe_invoice_id}/{action}"),
-                &form,
-                &key,
-            )
-            .await?;
-        RemoteInvoice::from_json(&value)
+        let request = MarkUncollectibleInvoice::new(stripe_invoice_id).expand(with_payments());
+        let key = format!("tally:invoice:{tally_invoice_id}:mark_uncollectible");
+        let invoice = self.http.send(&request, Some(&key)).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
     /// The invoice as Stripe has it now.
     pub async fn get_invoice(&self, stripe_invoice_id: &str) -> Result<RemoteInvoice, StripeError> {
-        self.get_object(
-            &format!("/v1/invoices/{stripe_invoice_id}"),
-            Vec::new(),
-            RemoteInvoice::from_json,
-        )
-        .await
+        let request = RetrieveInvoice::new(stripe_invoice_id).expand(with_payments());
+        let invoice = self.http.send(&request, None).await?;
+        RemoteInvoice::from_stripe(&invoice)
     }
 
-    /// The charge as Stripe has it now, with its refunds.
+    /// The charge as Stripe has it now, with its refunds and its invoice.
     pub async fn get_charge(&self, stripe_charge_id: &str) -> Result<RemoteCharge, StripeError> {
-        self.get_object(
-            &format!("/v1/charges/{stripe_charge_id}"),
-            vec![pair("expand[]", "refunds")],
-            RemoteCharge::from_json,
-        )
-        .await
+        let request = RetrieveCharge::new(stripe_charge_id).expand(vec!["refunds".to_owned()]);
+        let charge = self.http.send(&request, None).await?;
+        let invoice = match &charge.payment_intent {
+            Some(intent) => self.invoice_of_payment_intent(intent.id().as_str()).await?,
+            None => None,
+        };
+        RemoteCharge::from_stripe(&charge, invoice)
     }
 
-    /// The PaymentIntent as Stripe has it now.
+    /// The PaymentIntent as Stripe has it now, with its invoice.
     pub async fn get_payment_intent(
         &self,
         stripe_payment_intent_id: &str,
     ) -> Result<RemotePaymentIntent, StripeError> {
-        self.get_object(
-            &format!("/v1/payment_intents/{stripe_payment_intent_id}"),
-            Vec::new(),
-            RemotePaymentIntent::from_json,
-        )
-        .await
+        let request = RetrievePaymentIntent::new(stripe_payment_intent_id);
+        let intent = self.http.send(&request, None).await?;
+        let invoice = self
+            .invoice_of_payment_intent(stripe_payment_intent_id)
+            .await?;
+        Ok(RemotePaymentIntent::from_stripe(&intent, invoice))
+    }
+
+    /// The invoice a PaymentIntent pays: async-stripe's API version no longer
+    /// puts it on the PaymentIntent or the charge, only on the invoice
+    /// payment that links them.
+    async fn invoice_of_payment_intent(
+        &self,
+        stripe_payment_intent_id: &str,
+    ) -> Result<Option<String>, StripeError> {
+        let mut payment =
+            ListInvoicePaymentPayment::new(ListInvoicePaymentPaymentType::PaymentIntent);
+        payment.payment_intent = Some(stripe_payment_intent_id.to_owned());
+        let request = ListInvoicePayment::new().payment(payment).limit(1);
+        let page = self.http.send(&request, None).await?;
+        Ok(page.data.first().and_then(|payment| {
+            payment
+                .invoice
+                .id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+        }))
     }
 
     /// The customer as Stripe has it now.
@@ -441,31 +515,27 @@ impl Stripe {
         &self,
         stripe_customer_id: &str,
     ) -> Result<RemoteCustomer, StripeError> {
-        self.get_object(
-            &format!("/v1/customers/{stripe_customer_id}"),
-            Vec::new(),
-            RemoteCustomer::from_json,
-        )
-        .await
+        match self
+            .http
+            .send(&RetrieveCustomer::new(stripe_customer_id), None)
+            .await?
+        {
+            RetrieveCustomerReturned::Customer(customer) => {
+                Ok(RemoteCustomer::from_stripe(&customer))
+            }
+            RetrieveCustomerReturned::DeletedCustomer(_) => Err(StripeError::Malformed(format!(
+                "customer {stripe_customer_id} was deleted in Stripe"
+            ))),
+        }
     }
 
     /// The refund as Stripe has it now.
     pub async fn get_refund(&self, stripe_refund_id: &str) -> Result<RemoteRefund, StripeError> {
-        self.get_object(
-            &format!("/v1/refunds/{stripe_refund_id}"),
-            Vec::new(),
-            RemoteRefund::from_json,
-        )
-        .await
-    }
-
-    async fn get_object<T>(
-        &self,
-        path: &str,
-        query: Form,
-        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
-    ) -> Result<T, StripeError> {
-        read(&self.http.get(path, &query).await?)
+        let refund = self
+            .http
+            .send(&RetrieveRefund::new(stripe_refund_id), None)
+            .await?;
+        RemoteRefund::from_stripe(&refund)
     }
 
     /// Refunds `amount` of a charge (key `tally:refund:<ref>:create`).
@@ -477,74 +547,168 @@ impl Stripe {
         reason: StripeRefundReason,
     ) -> Result<RemoteRefund, StripeError> {
         let reason = match reason {
-            StripeRefundReason::Duplicate => "duplicate",
-            StripeRefundReason::Fraudulent => "fraudulent",
-            StripeRefundReason::RequestedByCustomer => "requested_by_customer",
+            StripeRefundReason::Duplicate => CreateRefundReason::Duplicate,
+            StripeRefundReason::Fraudulent => CreateRefundReason::Fraudulent,
+            StripeRefundReason::RequestedByCustomer => CreateRefundReason::RequestedByCustomer,
         };
-        let form = vec![
-            pair("charge", stripe_charge_id),
-            pair("amount", to_minor_units(amount)?.to_string()),
-            pair("reason", reason),
-            pair("metadata[tally_refund_id]", tally_refund_id),
-        ];
+        let request = CreateRefund::new()
+            .charge(stripe_charge_id)
+            .amount(to_minor_units(amount)?)
+            .reason(reason)
+            .metadata(metadata("tally_refund_id", tally_refund_id));
         let key = format!("tally:refund:{tally_refund_id}:create");
-        let value = self.http.post("/v1/refunds", &form, &key).await?;
-        RemoteRefund::from_json(&value)
+        let refund = self.http.send(&request, Some(&key)).await?;
+        RemoteRefund::from_stripe(&refund)
     }
 
-    /// One page of `/v1/<resource>` created in `[start, end)` (Unix seconds),
-    /// 100 per page, after `starting_after`.
-    pub async fn list_page<T>(
+    /// Creates a Stripe credit note (key `tally:credit_note:<cn>:create`).
+    pub async fn create_credit_note(
         &self,
-        resource: &str,
+        request: &CreditNoteRequest,
+    ) -> Result<RemoteCreditNote, StripeError> {
+        let amount = to_minor_units(&request.amount)?;
+        let mut metadata = metadata("tally_credit_note_id", &request.tally_credit_note_id);
+        metadata.insert("tally_reason".into(), request.tally_reason.clone());
+        let mut create = CreateCreditNote::new(request.stripe_invoice_id.as_str())
+            .amount(amount)
+            .metadata(metadata);
+        if let Some(reason) = request.reason {
+            create = create.reason(match reason {
+                StripeCreditNoteReason::Duplicate => CreditNoteReason::Duplicate,
+                StripeCreditNoteReason::Fraudulent => CreditNoteReason::Fraudulent,
+                StripeCreditNoteReason::OrderChange => CreditNoteReason::OrderChange,
+                StripeCreditNoteReason::ProductUnsatisfactory => {
+                    CreditNoteReason::ProductUnsatisfactory
+                }
+            });
+        }
+        if !request.memo.is_empty() {
+            create = create.memo(request.memo.as_str());
+        }
+        if request.out_of_band.is_positive() {
+            create = create.out_of_band_amount(to_minor_units(&request.out_of_band)?);
+        }
+        let key = format!("tally:credit_note:{}:create", request.tally_credit_note_id);
+        let note = self.http.send(&create, Some(&key)).await?;
+        RemoteCreditNote::from_stripe(&note)
+    }
+
+    /// One page of the invoices created in `[start, end)` (Unix seconds),
+    /// 100 a page, after `starting_after`.
+    pub async fn list_invoices(
+        &self,
         start: i64,
         end: i64,
-        starting_after: Option<&str>,
-        read: impl Fn(&serde_json::Value) -> Result<T, StripeError>,
-    ) -> Result<Page<T>, StripeError> {
-        let mut query = vec![
-            pair("limit", "100"),
-            pair("created[gte]", start.to_string()),
-            pair("created[lt]", end.to_string()),
-        ];
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteInvoice>, StripeError> {
+        let mut request = ListInvoice::new()
+            .created(created_in(start, end))
+            .limit(100);
         if let Some(after) = starting_after {
-            query.push(pair("starting_after", after));
+            request = request.starting_after(after);
         }
-        let value = self.http.get(&format!("/v1/{resource}"), &query).await?;
-        let items = value
-            .get("data")
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| StripeError::Malformed(format!("{resource} list: missing `data`")))?
-            .iter()
-            .map(read)
-            .collect::<Result<Vec<T>, _>>()?;
-        let has_more = value
-            .get("has_more")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        Ok(Page { items, has_more })
+        self.page(&request, RemoteInvoice::from_stripe).await
+    }
+
+    /// One page of the charges created in `[start, end)` (their `invoice` is
+    /// not looked up: reconciliation matches charges by id).
+    pub async fn list_charges(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteCharge>, StripeError> {
+        let mut request = ListCharge::new().created(created_in(start, end)).limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, |charge| RemoteCharge::from_stripe(charge, None))
+            .await
+    }
+
+    /// One page of the refunds created in `[start, end)`.
+    pub async fn list_refunds(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteRefund>, StripeError> {
+        let mut request = ListRefund::new().created(created_in(start, end)).limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, RemoteRefund::from_stripe).await
+    }
+
+    /// One page of the balance transactions created in `[start, end)`.
+    pub async fn list_balance_transactions(
+        &self,
+        start: i64,
+        end: i64,
+        starting_after: Option<String>,
+    ) -> Result<Page<RemoteBalanceTransaction>, StripeError> {
+        let mut request = ListBalanceTransaction::new()
+            .created(created_in(start, end))
+            .limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        self.page(&request, RemoteBalanceTransaction::from_stripe)
+            .await
+    }
+
+    async fn page<R, S, T>(
+        &self,
+        request: &R,
+        read: impl Fn(&S) -> Result<T, StripeError>,
+    ) -> Result<Page<T>, StripeError>
+    where
+        R: stripe::StripeRequest<Output = stripe_types::List<S>>,
+        stripe_types::List<S>: miniserde::Deserialize,
+    {
+        let list = self.http.send(request, None).await?;
+        Ok(Page {
+            items: list.data.iter().map(read).collect::<Result<Vec<_>, _>>()?,
+            has_more: list.has_more,
+        })
     }
 }
 
-fn customer_form(details: &CustomerDetails) -> Form {
-    let mut form = vec![
-        pair("name", &details.name),
-        pair("metadata[tally_customer_id]", &details.tally_customer_id),
-    ];
-    if !details.email.is_empty() {
-        form.push(pair("email", &details.email));
-    }
-    if let Some([line1, line2, city, state, postal_code, country]) = &details.address {
-        for (field, value) in [
-            ("line1", line1),
-            ("line2", line2),
-            ("city", city),
-            ("state", state),
-            ("postal_code", postal_code),
-            ("country", country),
-        ] {
-            form.push(pair(format!("address[{field}]"), value));
-        }
-    }
-    form
+/// Expansions that make an invoice answer carry its payments with their
+/// PaymentIntents (whose latest charge is the invoice's charge): in
+/// async-stripe's API version these replace the invoice's own `charge` and
+/// `payment_intent`.
+fn with_payments() -> Vec<String> {
+    vec![
+        "payments".to_owned(),
+        "payments.data.payment.payment_intent".to_owned(),
+    ]
+}
+
+/// `created[gte]=start&created[lt]=end`.
+fn created_in(start: i64, end: i64) -> RangeQueryTs {
+    RangeQueryTs::Bounds(RangeBoundsTs {
+        gt: None,
+        gte: Some(start),
+        lt: Some(end),
+        lte: None,
+    })
+}
+
+fn metadata(key: &str, value: &str) -> HashMap<String, String> {
+    HashMap::from([(key.to_owned(), value.to_owned())])
+}
+
+/// The customer's address as Stripe takes it (empty parts sent empty, so an
+/// update clears what the customer removed).
+fn address(details: &CustomerDetails) -> Option<OptionalFieldsCustomerAddress> {
+    let [line1, line2, city, state, postal_code, country] = details.address.as_ref()?;
+    let mut address = OptionalFieldsCustomerAddress::new();
+    address.line1 = Some(line1.clone());
+    address.line2 = Some(line2.clone());
+    address.city = Some(city.clone());
+    address.state = Some(state.clone());
+    address.postal_code = Some(postal_code.clone());
+    address.country = Some(country.clone());
+    Some(address)
 }

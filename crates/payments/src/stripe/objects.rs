@@ -1,8 +1,9 @@
-//! Payments' views of Stripe objects, read from Stripe's JSON leniently: only
-//! the fields payments uses are required, unknown fields are ignored, and
-//! expandable fields are accepted as an id or as an expanded object. Amounts
-//! become domain [`Money`] exactly (minor units through the currency's
-//! exponent), so nothing outside this adapter sees a Stripe shape.
+//! Payments' views of Stripe objects, converted from async-stripe's types
+//! (`from_stripe`). A dispute is read from a webhook event's JSON instead
+//! ([`RemoteDispute::from_json`], leniently: only the fields payments uses
+//! are required, in whichever API version the endpoint renders events).
+//! Amounts become domain [`Money`] exactly (minor units through the
+//! currency's exponent), so nothing outside this adapter sees a Stripe shape.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -159,6 +160,23 @@ pub struct RemoteDispute {
     pub reason: String,
 }
 
+/// A Stripe credit note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCreditNote {
+    /// `cn_…` in Stripe's namespace.
+    pub id: String,
+    /// The invoice credited, `in_…`.
+    pub invoice: Option<String>,
+    /// Total credited.
+    pub amount: Money,
+    /// Part that lowered the invoice's amount due.
+    pub pre_payment_amount: Money,
+    /// Part credited after payment (refund, balance or out of band).
+    pub post_payment_amount: Money,
+    /// `metadata.tally_credit_note_id`.
+    pub tally_credit_note_id: Option<String>,
+}
+
 /// A Stripe balance transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteBalanceTransaction {
@@ -172,6 +190,32 @@ pub struct RemoteBalanceTransaction {
     pub source: Option<String>,
     /// Creation time.
     pub created: DateTime<Utc>,
+}
+
+/// A typed object's amount in minor units of its currency.
+fn typed_money(
+    minor: i64,
+    currency: &stripe_types::Currency,
+    object: &str,
+) -> Result<Money, StripeError> {
+    let code = currency.to_string().to_ascii_uppercase();
+    let currency = Currency::from_code(&code)
+        .map_err(|_| StripeError::Malformed(format!("{object}: unknown currency `{code}`")))?;
+    Money::from_minor_units(i128::from(minor), currency)
+        .map_err(|_| StripeError::Malformed(format!("{object}: amount {minor} out of range")))
+}
+
+fn typed_created(seconds: i64, object: &str) -> Result<DateTime<Utc>, StripeError> {
+    Utc.timestamp_opt(seconds, 0)
+        .single()
+        .ok_or_else(|| malformed(object, "created"))
+}
+
+fn typed_metadata(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    key: &str,
+) -> Option<String> {
+    metadata.and_then(|metadata| metadata.get(key)).cloned()
 }
 
 fn malformed(object: &str, field: &str) -> StripeError {
@@ -203,22 +247,6 @@ fn expandable_id(value: &Value, field: &str) -> Option<String> {
     }
 }
 
-fn metadata(value: &Value, key: &str) -> Option<String> {
-    value
-        .get("metadata")
-        .and_then(|metadata| metadata.get(key))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
-fn created(value: &Value, object: &str) -> Result<DateTime<Utc>, StripeError> {
-    value
-        .get("created")
-        .and_then(Value::as_i64)
-        .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
-        .ok_or_else(|| malformed(object, "created"))
-}
-
 /// Stripe's lower-case currency code as a domain currency.
 pub fn currency(value: &Value, object: &str) -> Result<Currency, StripeError> {
     let code = string(value, object, "currency")?;
@@ -240,130 +268,168 @@ fn minor_units(
 }
 
 impl RemoteCustomer {
-    /// Reads a `customer` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let default_payment_method = value
-            .get("invoice_settings")
-            .and_then(|settings| settings.get("default_payment_method"))
-            .is_some_and(|method| !method.is_null())
-            || value
-                .get("default_source")
-                .is_some_and(|source| !source.is_null());
-        Ok(Self {
-            id: string(value, "customer", "id")?,
-            livemode: value
-                .get("livemode")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+    /// From async-stripe's customer.
+    pub fn from_stripe(customer: &stripe_core::Customer) -> Self {
+        let default_payment_method = customer
+            .invoice_settings
+            .as_ref()
+            .is_some_and(|settings| settings.default_payment_method.is_some())
+            || customer.default_source.is_some();
+        Self {
+            id: customer.id.as_str().to_owned(),
+            livemode: customer.livemode,
             has_default_payment_method: default_payment_method,
-        })
+        }
     }
 }
 
 impl RemoteInvoice {
-    /// Reads an `invoice` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "invoice")?;
-        let status = match value.get("status").and_then(Value::as_str) {
-            Some("draft") => RemoteInvoiceStatus::Draft,
-            Some("open") => RemoteInvoiceStatus::Open,
-            Some("paid") => RemoteInvoiceStatus::Paid,
-            Some("void") => RemoteInvoiceStatus::Void,
-            Some("uncollectible") => RemoteInvoiceStatus::Uncollectible,
+    /// From async-stripe's invoice. In its API version an invoice carries no
+    /// `payment_intent` / `charge`: they are read from its default payment
+    /// when `payments` is included (`expand[]=payments`), the charge from
+    /// the payment or its expanded PaymentIntent's latest charge; else `None`.
+    pub fn from_stripe(invoice: &stripe_billing::Invoice) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &invoice.currency, "invoice");
+        let status = match invoice.status.as_ref() {
+            Some(stripe_billing::InvoiceStatus::Draft) => RemoteInvoiceStatus::Draft,
+            Some(stripe_billing::InvoiceStatus::Open) => RemoteInvoiceStatus::Open,
+            Some(stripe_billing::InvoiceStatus::Paid) => RemoteInvoiceStatus::Paid,
+            Some(stripe_billing::InvoiceStatus::Void) => RemoteInvoiceStatus::Void,
+            Some(stripe_billing::InvoiceStatus::Uncollectible) => {
+                RemoteInvoiceStatus::Uncollectible
+            }
             _ => return Err(malformed("invoice", "status")),
         };
+        let payment = invoice
+            .payments
+            .as_ref()
+            .and_then(|payments| payments.data.iter().find(|payment| payment.is_default))
+            .map(|payment| &payment.payment);
         Ok(Self {
-            id: string(value, "invoice", "id")?,
+            id: invoice
+                .id
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .ok_or_else(|| malformed("invoice", "id"))?,
             status,
-            amount_due: minor_units(value, "invoice", "amount_due", currency)?,
-            amount_paid: minor_units(value, "invoice", "amount_paid", currency)?,
-            payment_intent: expandable_id(value, "payment_intent"),
-            charge: expandable_id(value, "charge"),
-            attempt_count: value
-                .get("attempt_count")
-                .and_then(Value::as_u64)
-                .and_then(|count| u32::try_from(count).ok())
-                .unwrap_or(0),
-            tally_invoice_id: metadata(value, "tally_invoice_id"),
-            created: created(value, "invoice")?,
+            amount_due: money(invoice.amount_due)?,
+            amount_paid: money(invoice.amount_paid)?,
+            payment_intent: payment
+                .and_then(|payment| payment.payment_intent.as_ref())
+                .map(|intent| intent.id().as_str().to_owned()),
+            charge: payment.and_then(payment_charge),
+            attempt_count: u32::try_from(invoice.attempt_count).unwrap_or(u32::MAX),
+            tally_invoice_id: typed_metadata(invoice.metadata.as_ref(), "tally_invoice_id"),
+            created: typed_created(invoice.created, "invoice")?,
         })
+    }
+}
+
+/// The charge of an invoice payment: its own, or the latest charge of its
+/// PaymentIntent when that is expanded.
+fn payment_charge(
+    payment: &stripe_billing::InvoicesPaymentsInvoicePaymentAssociatedPayment,
+) -> Option<String> {
+    if let Some(charge) = &payment.charge {
+        return Some(charge.id().as_str().to_owned());
+    }
+    match payment.payment_intent.as_ref()? {
+        stripe_types::Expandable::Object(intent) => intent
+            .latest_charge
+            .as_ref()
+            .map(|charge| charge.id().as_str().to_owned()),
+        stripe_types::Expandable::Id(_) => None,
     }
 }
 
 impl RemoteRefund {
-    /// Reads a `refund` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "refund")?;
-        let status_name = string(value, "refund", "status")?;
-        let status = match status_name.as_str() {
-            "succeeded" => RemoteRefundStatus::Succeeded,
-            "failed" | "canceled" => RemoteRefundStatus::Failed,
-            _ => RemoteRefundStatus::Pending,
-        };
+    /// From async-stripe's refund.
+    pub fn from_stripe(refund: &stripe_core::Refund) -> Result<Self, StripeError> {
+        let status_name = refund
+            .status
+            .clone()
+            .ok_or_else(|| malformed("refund", "status"))?;
         Ok(Self {
-            id: string(value, "refund", "id")?,
-            amount: minor_units(value, "refund", "amount", currency)?,
-            status,
+            id: refund.id.as_str().to_owned(),
+            amount: typed_money(refund.amount, &refund.currency, "refund")?,
+            status: refund_status(&status_name),
             status_name,
-            charge: expandable_id(value, "charge"),
-            tally_refund_id: metadata(value, "tally_refund_id"),
-            failure_reason: optional_string(value, "failure_reason").unwrap_or_default(),
-            created: created(value, "refund")?,
+            charge: refund
+                .charge
+                .as_ref()
+                .map(|charge| charge.id().as_str().to_owned()),
+            tally_refund_id: typed_metadata(refund.metadata.as_ref(), "tally_refund_id"),
+            failure_reason: refund.failure_reason.clone().unwrap_or_default(),
+            created: typed_created(refund.created, "refund")?,
         })
     }
 }
 
+fn refund_status(name: &str) -> RemoteRefundStatus {
+    match name {
+        "succeeded" => RemoteRefundStatus::Succeeded,
+        "failed" | "canceled" => RemoteRefundStatus::Failed,
+        _ => RemoteRefundStatus::Pending,
+    }
+}
+
 impl RemoteCharge {
-    /// Reads a `charge` object (with its `refunds` list when present).
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "charge")?;
-        let refunds = match value
-            .get("refunds")
-            .and_then(|list| list.get("data"))
-            .and_then(Value::as_array)
-        {
-            Some(items) => items
+    /// From async-stripe's charge (with its `refunds` when expanded) and the
+    /// invoice found through its PaymentIntent.
+    pub fn from_stripe(
+        charge: &stripe_core::Charge,
+        invoice: Option<String>,
+    ) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &charge.currency, "charge");
+        let refunds = match &charge.refunds {
+            Some(list) => list
+                .data
                 .iter()
-                .map(RemoteRefund::from_json)
+                .map(RemoteRefund::from_stripe)
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
         Ok(Self {
-            id: string(value, "charge", "id")?,
-            amount: minor_units(value, "charge", "amount", currency)?,
-            amount_refunded: minor_units(value, "charge", "amount_refunded", currency)?,
-            status: string(value, "charge", "status")?,
-            payment_intent: expandable_id(value, "payment_intent"),
-            invoice: expandable_id(value, "invoice"),
-            failure_code: optional_string(value, "failure_code").unwrap_or_default(),
-            failure_message: optional_string(value, "failure_message").unwrap_or_default(),
+            id: charge.id.as_str().to_owned(),
+            amount: money(charge.amount)?,
+            amount_refunded: money(charge.amount_refunded)?,
+            status: charge.status.as_str().to_owned(),
+            payment_intent: charge
+                .payment_intent
+                .as_ref()
+                .map(|intent| intent.id().as_str().to_owned()),
+            invoice,
+            failure_code: charge.failure_code.clone().unwrap_or_default(),
+            failure_message: charge.failure_message.clone().unwrap_or_default(),
             refunds,
-            created: created(value, "charge")?,
+            created: typed_created(charge.created, "charge")?,
         })
     }
 }
 
 impl RemotePaymentIntent {
-    /// Reads a `payment_intent` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let error = value
-            .get("last_payment_error")
-            .filter(|error| !error.is_null());
-        Ok(Self {
-            id: string(value, "payment_intent", "id")?,
-            status: string(value, "payment_intent", "status")?,
-            invoice: expandable_id(value, "invoice"),
-            latest_charge: expandable_id(value, "latest_charge"),
+    /// From async-stripe's PaymentIntent and the invoice it pays.
+    pub fn from_stripe(intent: &stripe_core::PaymentIntent, invoice: Option<String>) -> Self {
+        let error = intent.last_payment_error.as_deref();
+        let nonempty = |text: &Option<String>| text.clone().filter(|text| !text.is_empty());
+        Self {
+            id: intent.id.as_str().to_owned(),
+            status: intent.status.as_str().to_owned(),
+            invoice,
+            latest_charge: intent
+                .latest_charge
+                .as_ref()
+                .map(|charge| charge.id().as_str().to_owned()),
             failure_code: error
                 .and_then(|error| {
-                    optional_string(error, "decline_code")
-                        .or_else(|| optional_string(error, "code"))
+                    nonempty(&error.decline_code)
+                        .or_else(|| error.code.as_ref().map(|code| code.as_str().to_owned()))
                 })
                 .unwrap_or_default(),
             failure_message: error
-                .and_then(|error| optional_string(error, "message"))
+                .and_then(|error| nonempty(&error.message))
                 .unwrap_or_default(),
-        })
+        }
     }
 }
 
@@ -380,16 +446,37 @@ impl RemoteDispute {
     }
 }
 
-impl RemoteBalanceTransaction {
-    /// Reads a `balance_transaction` object.
-    pub fn from_json(value: &Value) -> Result<Self, StripeError> {
-        let currency = currency(value, "balance_transaction")?;
+impl RemoteCreditNote {
+    /// From async-stripe's credit note.
+    pub fn from_stripe(note: &stripe_billing::CreditNote) -> Result<Self, StripeError> {
+        let money = |minor| typed_money(minor, &note.currency, "credit_note");
         Ok(Self {
-            id: string(value, "balance_transaction", "id")?,
-            amount: minor_units(value, "balance_transaction", "amount", currency)?,
-            kind: string(value, "balance_transaction", "type")?,
-            source: expandable_id(value, "source"),
-            created: created(value, "balance_transaction")?,
+            id: note.id.as_str().to_owned(),
+            invoice: note.invoice.id().as_ref().map(|id| id.as_str().to_owned()),
+            amount: money(note.amount)?,
+            pre_payment_amount: money(note.pre_payment_amount)?,
+            post_payment_amount: money(note.post_payment_amount)?,
+            tally_credit_note_id: typed_metadata(note.metadata.as_ref(), "tally_credit_note_id"),
+        })
+    }
+}
+
+impl RemoteBalanceTransaction {
+    /// From async-stripe's balance transaction.
+    pub fn from_stripe(transaction: &stripe_core::BalanceTransaction) -> Result<Self, StripeError> {
+        Ok(Self {
+            id: transaction.id.as_str().to_owned(),
+            amount: typed_money(
+                transaction.amount,
+                &transaction.currency,
+                "balance_transaction",
+            )?,
+            kind: transaction.type_.as_str().to_owned(),
+            source: transaction
+                .source
+                .as_ref()
+                .map(|source| source.id().as_str().to_owned()),
+            created: typed_created(transaction.created, "balance_transaction")?,
         })
     }
 }
@@ -402,27 +489,28 @@ mod tests {
 
     #[test]
     fn minor_units_follow_the_currency_exponent() {
-        let invoice = json!({
-            "id": "in_1", "object": "invoice", "status": "open", "currency": "jpy",
-            "amount_due": 1050, "amount_paid": 0, "created": 1_700_000_000,
-            "payment_intent": {"id": "pi_1", "object": "payment_intent"}, "charge": null,
-            "metadata": {"tally_invoice_id": "inv_1"}
-        });
-        let invoice = RemoteInvoice::from_json(&invoice).unwrap();
-        assert_eq!(invoice.amount_due, Money::new(dec!(1050), Currency::JPY));
-        assert_eq!(invoice.payment_intent.as_deref(), Some("pi_1"));
-        assert_eq!(invoice.tally_invoice_id.as_deref(), Some("inv_1"));
-        let usd = json!({"id": "re_1", "status": "pending", "currency": "usd", "amount": 1999, "created": 1});
+        let jpy: stripe_types::Currency = "jpy".parse().unwrap();
         assert_eq!(
-            RemoteRefund::from_json(&usd).unwrap().amount,
-            Money::new(dec!(19.99), Currency::USD)
+            typed_money(1050, &jpy, "invoice").unwrap(),
+            Money::new(dec!(1050), Currency::JPY)
         );
+        let refund: stripe_core::Refund = miniserde::json::from_str(
+            r#"{"id": "re_1", "object": "refund", "amount": 1999, "currency": "usd",
+                "created": 1, "status": "pending", "charge": "ch_1",
+                "metadata": {"tally_refund_id": "ref_1"}}"#,
+        )
+        .unwrap();
+        let refund = RemoteRefund::from_stripe(&refund).unwrap();
+        assert_eq!(refund.amount, Money::new(dec!(19.99), Currency::USD));
+        assert_eq!(refund.status, RemoteRefundStatus::Pending);
+        assert_eq!(refund.charge.as_deref(), Some("ch_1"));
+        assert_eq!(refund.tally_refund_id.as_deref(), Some("ref_1"));
     }
 
     #[test]
     fn a_missing_field_is_named() {
         let error =
-            RemoteInvoice::from_json(&json!({"id": "in_1", "currency": "usd"})).unwrap_err();
-        assert!(error.to_string().contains("status"), "{error}");
+            RemoteDispute::from_json(&json!({"id": "dp_1", "currency": "usd"})).unwrap_err();
+        assert!(error.to_string().contains("charge"), "{error}");
     }
 }

@@ -3,6 +3,17 @@
 //! endpoint's signing secret. Several `v1` values appear while a secret is
 //! rolled; any one matching is enough. `v0` and unknown schemes are ignored.
 //! Comparison is constant-time (`Mac::verify_slice`).
+//!
+//! Ours rather than async-stripe-webhook's `Webhook::construct_event`: that
+//! one fixes the tolerance at 300 s (ours is `webhook_tolerance_seconds`),
+//! takes "now" from the system clock (ours is the service clock, so tests
+//! and replays are exact; its `construct_event_with_timestamp` is documented
+//! as not for production), and parses the whole event into its typed
+//! `EventObject` in the SDK's API version — an endpoint left on another
+//! version would see every event refused, while payments reads only the
+//! envelope and ids and then fetches the object's current state anyway. Its
+//! typed events would also need every resource crate of the event types
+//! received.
 
 use std::fmt;
 

@@ -137,7 +137,13 @@ async fn a_finalized_invoice_is_mirrored_line_by_line_and_collected() {
     assert_eq!(pay.len(), 1);
     assert_eq!(idempotency_key(&pay[0]), "tally:invoice:inv_000001:pay:1");
     for request in harness.stripe.received_requests().await.unwrap() {
-        assert_eq!(request.headers.get("Stripe-Version").unwrap(), "2024-06-20");
+        // async-stripe sends the API version its types are generated for.
+        assert_eq!(
+            request.headers.get("Stripe-Version").unwrap(),
+            "2026-09-30.endive",
+            "{}",
+            request.url.path()
+        );
         assert_eq!(
             request
                 .headers
@@ -205,6 +211,39 @@ async fn a_redelivered_finalization_calls_stripe_once() {
     );
     assert_eq!(harness.payment_events().await.len(), 1);
     assert_eq!(harness.count("payments").await, 1);
+}
+
+#[tokio::test]
+async fn a_gateway_error_page_instead_of_stripes_error_object_is_retried() {
+    let harness = harness().await;
+    // A proxy in front of Stripe answers 502 with an HTML page: async-stripe
+    // cannot read it as Stripe's error object and hides the status, so this
+    // checks that such an answer is still retried with the same key.
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(502)
+                .set_body_raw("<html><body>502 Bad Gateway</body></html>", "text/html"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&harness.stripe)
+        .await;
+    stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_000).await;
+
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    harness.deliver(&spec.finalized()).await.expect("handled");
+
+    let customers = harness.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(customers.len(), 2, "the 502, then success");
+    assert_eq!(
+        idempotency_key(&customers[0]),
+        idempotency_key(&customers[1])
+    );
+    assert_eq!(
+        harness.payment_of("inv_000001").await.status(),
+        PaymentStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -683,17 +722,7 @@ async fn nothing_due_sends_nothing_and_a_prepaid_part_becomes_one_adjustment_ite
     // 30.00 billed, 12.50 already credited before finalization: 17.50 due.
     stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 1_750).await;
     let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "30.00")]);
-    let mut event = spec.finalized();
-    let due = tally_proto::common::Money {
-        currency: "USD".into(),
-        amount: "17.50".into(),
-    };
-    event.invoice.as_mut().unwrap().amount_due = Some(due.clone());
-    event.kind = Some(tally_proto::events::invoice_event::Kind::Finalized(
-        tally_proto::events::invoice_event::Finalized {
-            amount_due: Some(due),
-        },
-    ));
+    let event = spec.finalized_with_due("17.50");
     harness.deliver(&event).await.unwrap();
     let items: Vec<(String, String)> = harness
         .stripe_requests("POST", "/v1/invoiceitems")

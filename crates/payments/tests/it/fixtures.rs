@@ -1,6 +1,11 @@
-//! Stripe objects as Stripe's API reference shows them (API version
-//! 2024-06-20), trimmed to realistic sizes but with the fields Stripe sends,
-//! including the ones payments ignores.
+//! Stripe objects as Stripe's API reference shows them for API version
+//! 2026-09-30.endive (the one async-stripe 1.0.0-rc.10 speaks and parses
+//! strictly), trimmed to realistic sizes but with every field its types
+//! require and others payments ignores. An invoice carries its payments
+//! (with the PaymentIntent expanded), not `charge` / `payment_intent`.
+//! `payment_intent` and `charge` still take the invoice they belong to: the
+//! mocks serve it as the invoice payment (`/v1/invoice_payments`) and strip
+//! it from the object.
 
 use serde_json::{Value, json};
 
@@ -46,13 +51,45 @@ pub fn invoice(
     payment_intent: Option<&str>,
     charge: Option<&str>,
 ) -> Value {
+    let paid = status == "paid";
+    let payments = match payment_intent {
+        Some(intent) => {
+            let intent_status = if paid {
+                "succeeded"
+            } else {
+                "requires_payment_method"
+            };
+            let mut intent = self::payment_intent(intent, intent_status, id, charge, None);
+            intent["amount"] = json!(amount_due);
+            intent["amount_received"] = json!(amount_paid);
+            intent["currency"] = json!(currency);
+            // The 2024-06-20 link back to the invoice is not in this shape.
+            intent
+                .as_object_mut()
+                .map(|object| object.remove("invoice"));
+            let mut payment = invoice_payment(id, "", amount_due, currency);
+            payment["amount_paid"] = if paid {
+                json!(amount_paid)
+            } else {
+                Value::Null
+            };
+            payment["payment"]["payment_intent"] = intent;
+            payment["status"] = json!(if paid { "paid" } else { "open" });
+            payment["status_transitions"]["paid_at"] =
+                if paid { json!(CREATED) } else { Value::Null };
+            vec![payment]
+        }
+        None => Vec::new(),
+    };
     json!({
         "id": id,
         "object": "invoice",
         "account_country": "DE",
         "account_name": "Tally Test",
         "amount_due": amount_due,
+        "amount_overpaid": 0,
         "amount_paid": amount_paid,
+        "amount_paid_off_stripe": 0,
         "amount_remaining": amount_due - amount_paid,
         "amount_shipping": 0,
         "application": null,
@@ -61,34 +98,58 @@ pub fn invoice(
         "auto_advance": false,
         "automatic_tax": {"enabled": false, "liability": null, "status": null},
         "billing_reason": "manual",
-        "charge": charge,
         "collection_method": "charge_automatically",
         "created": CREATED,
         "currency": currency,
         "customer": "cus_Q1stripeAcme",
         "customer_email": "billing@acme.test",
         "customer_name": "Acme GmbH",
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
         "default_payment_method": null,
+        "default_source": null,
+        "default_tax_rates": [],
         "description": null,
         "discounts": [],
         "due_date": null,
+        "effective_at": if status == "draft" { Value::Null } else { json!(CREATED) },
+        "ending_balance": if status == "draft" { Value::Null } else { json!(0) },
+        "footer": null,
+        "from_invoice": null,
         "hosted_invoice_url": format!("https://invoice.stripe.com/i/acct_1Test/test_{id}"),
         "invoice_pdf": format!("https://pay.stripe.com/invoice/acct_1Test/test_{id}/pdf"),
+        "issuer": {"type": "self"},
+        "last_finalization_error": null,
+        "latest_revision": null,
         "lines": {"object": "list", "data": [], "has_more": false, "total_count": 0, "url": format!("/v1/invoices/{id}/lines")},
         "livemode": false,
         "metadata": {"tally_invoice_id": tally_invoice},
         "number": if status == "draft" { Value::Null } else { json!("7D3E2A1B-0001") },
-        "paid": status == "paid",
-        "paid_out_of_band": false,
-        "payment_intent": payment_intent,
+        "on_behalf_of": null,
+        "parent": null,
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
+        "payments": list("/v1/invoice_payments", payments, false),
         "period_end": CREATED,
         "period_start": CREATED,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": null,
+        "rendering": null,
+        "shipping_cost": null,
+        "shipping_details": null,
+        "starting_balance": 0,
+        "statement_descriptor": null,
         "status": status,
         "status_transitions": {"finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
+        "subscription": null,
         "subtotal": amount_due,
-        "tax": null,
+        "subtotal_excluding_tax": amount_due,
+        "test_clock": null,
         "total": amount_due,
+        "total_discount_amounts": [],
+        "total_excluding_tax": amount_due,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
         "webhooks_delivered_at": CREATED
     })
 }
@@ -108,9 +169,31 @@ pub fn invoice_item(id: &str, amount: i64, currency: &str) -> Value {
         "metadata": {},
         "period": {"end": CREATED, "start": CREATED},
         "proration": false,
+        "parent": null,
+        "pricing": {"price_details": null, "type": "price_details", "unit_amount_decimal": amount.to_string()},
         "quantity": 1,
-        "unit_amount": amount,
-        "unit_amount_decimal": amount.to_string()
+        "quantity_decimal": "1",
+        "tax_rates": [],
+        "test_clock": null
+    })
+}
+
+/// The payment of `invoice` by the PaymentIntent `intent` (an
+/// `invoice_payment`, open).
+pub fn invoice_payment(invoice: &str, intent: &str, amount: i64, currency: &str) -> Value {
+    json!({
+        "id": format!("inpay_{invoice}"),
+        "object": "invoice_payment",
+        "amount_paid": null,
+        "amount_requested": amount,
+        "created": CREATED,
+        "currency": currency,
+        "invoice": invoice,
+        "is_default": true,
+        "livemode": false,
+        "payment": {"type": "payment_intent", "payment_intent": intent},
+        "status": "open",
+        "status_transitions": {"canceled_at": null, "paid_at": null}
     })
 }
 
@@ -123,7 +206,13 @@ pub fn card_declined(payment_intent: &str, charge: &str) -> Value {
             "decline_code": "insufficient_funds",
             "doc_url": "https://stripe.com/docs/error-codes/card-declined",
             "message": "Your card has insufficient funds.",
-            "payment_intent": {"id": payment_intent, "object": "payment_intent", "status": "requires_payment_method"},
+            "payment_intent": self::payment_intent(
+                payment_intent,
+                "requires_payment_method",
+                "in_1Acme",
+                Some(charge),
+                Some(("insufficient_funds", "Your card has insufficient funds.")),
+            ),
             "request_log_url": "https://dashboard.stripe.com/test/logs/req_1Declined",
             "type": "card_error"
         }
@@ -156,7 +245,18 @@ pub fn payment_intent(
             "code": "card_declined",
             "decline_code": decline_code,
             "message": message,
-            "payment_method": {"id": "pm_1QxCardVisa", "object": "payment_method", "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c"}, "type": "card"},
+            "payment_method": {
+                "id": "pm_1QxCardVisa",
+                "object": "payment_method",
+                "allow_redisplay": "unspecified",
+                "billing_details": {"address": null, "email": null, "name": "Jenny Rosen", "phone": null, "tax_id": null},
+                "card": {"brand": "visa", "checks": {"address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass"}, "country": "US", "display_brand": "visa", "exp_month": 12, "exp_year": 2034, "fingerprint": "Xt5EWLLDS7FJjR1c", "funding": "credit", "last4": "4242", "networks": {"available": ["visa"], "preferred": null}, "wallet": null},
+                "created": CREATED,
+                "customer": "cus_Q1stripeAcme",
+                "livemode": false,
+                "metadata": {},
+                "type": "card"
+            },
             "type": "card_error"
         })
     });
@@ -164,6 +264,8 @@ pub fn payment_intent(
         "id": id,
         "object": "payment_intent",
         "amount": 5000,
+        "amount_capturable": 0,
+        "amount_details": {"tip": {}},
         "amount_received": if status == "succeeded" { 5000 } else { 0 },
         "capture_method": "automatic",
         "client_secret": format!("{id}_secret_Zk3vS9fakeClientSecret"),
@@ -274,7 +376,7 @@ pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
     json!({
         "id": id,
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": "2026-09-30.endive",
         "created": created,
         "data": {"object": object},
         "livemode": false,
@@ -290,6 +392,7 @@ pub fn balance_transaction(id: &str, kind: &str, source: Option<&str>, amount: i
         "object": "balance_transaction",
         "amount": amount,
         "available_on": CREATED + 172_800,
+        "balance_type": "payments",
         "created": CREATED,
         "currency": "usd",
         "description": null,
@@ -307,4 +410,77 @@ pub fn balance_transaction(id: &str, kind: &str, source: Option<&str>, amount: i
 /// A list page as Stripe returns it.
 pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
     json!({"object": "list", "data": data, "has_more": has_more, "url": url})
+}
+
+/// A credit note as `POST /v1/credit_notes` returns it: `pre_payment` for an
+/// open invoice (lowers `amount_due`), `post_payment` with
+/// `out_of_band_amount` for a paid one.
+pub fn credit_note(
+    id: &str,
+    invoice: &str,
+    amount: i64,
+    out_of_band: bool,
+    tally_note: &str,
+) -> Value {
+    let (pre, post) = if out_of_band {
+        (0, amount)
+    } else {
+        (amount, 0)
+    };
+    json!({
+        "id": id,
+        "object": "credit_note",
+        "amount": amount,
+        "amount_shipping": 0,
+        "created": CREATED,
+        "currency": "usd",
+        "customer": "cus_Q1stripeAcme",
+        "customer_balance_transaction": null,
+        "discount_amount": 0,
+        "discount_amounts": [],
+        "effective_at": CREATED,
+        "invoice": invoice,
+        "lines": {
+            "object": "list",
+            "data": [{
+                "id": format!("cnli_{id}"),
+                "object": "credit_note_line_item",
+                "amount": amount,
+                "description": "Credit",
+                "discount_amount": 0,
+                "discount_amounts": [],
+                "invoice_line_item": null,
+                "livemode": false,
+                "metadata": {},
+                "pretax_credit_amounts": [],
+                "quantity": 1,
+                "tax_rates": [],
+                "type": "custom_line_item",
+                "unit_amount": amount,
+                "unit_amount_decimal": amount.to_string()
+            }],
+            "has_more": false,
+            "url": format!("/v1/credit_notes/{id}/lines")
+        },
+        "livemode": false,
+        "memo": null,
+        "metadata": {"tally_credit_note_id": tally_note},
+        "number": "7D3E2A1B-0001-CN-01",
+        "out_of_band_amount": if out_of_band { json!(amount) } else { Value::Null },
+        "pdf": format!("https://pay.stripe.com/credit_notes/acct_1Test/test_{id}/pdf"),
+        "post_payment_amount": post,
+        "pre_payment_amount": pre,
+        "pretax_credit_amounts": [],
+        "reason": "order_change",
+        "refunds": [],
+        "shipping_cost": null,
+        "status": "issued",
+        "subtotal": amount,
+        "subtotal_excluding_tax": amount,
+        "total": amount,
+        "total_excluding_tax": amount,
+        "total_taxes": [],
+        "type": if out_of_band { "post_payment" } else { "pre_payment" },
+        "voided_at": null
+    })
 }

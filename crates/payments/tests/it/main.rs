@@ -4,6 +4,7 @@
 
 mod bus;
 mod collection;
+mod credit_notes;
 mod dunning;
 mod fixtures;
 mod ledger;

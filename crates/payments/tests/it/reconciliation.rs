@@ -138,6 +138,27 @@ async fn run_november(harness: &Harness, key: &str) -> ReconciliationReport {
     }
 }
 
+/// The report completed with `matched` agreements and no finding.
+fn assert_clean(report: &ReconciliationReport, matched: u64) {
+    assert_eq!(
+        report.state(),
+        ReconciliationState::Completed,
+        "{}",
+        report.error
+    );
+    let summary = report.summary.unwrap();
+    assert_eq!(
+        (
+            summary.matched,
+            summary.missing_in_tally,
+            summary.missing_in_stripe,
+            summary.amount_mismatch,
+            summary.status_mismatch
+        ),
+        (matched, 0, 0, 0, 0)
+    );
+}
+
 #[tokio::test]
 async fn a_clean_month_has_no_findings() {
     let harness = harness().await;
@@ -187,23 +208,7 @@ async fn a_clean_month_has_no_findings() {
     .await;
 
     let report = run_november(&harness, "november").await;
-    assert_eq!(
-        report.state(),
-        ReconciliationState::Completed,
-        "{}",
-        report.error
-    );
-    let summary = report.summary.unwrap();
-    assert_eq!(
-        (
-            summary.matched,
-            summary.missing_in_tally,
-            summary.missing_in_stripe,
-            summary.amount_mismatch,
-            summary.status_mismatch
-        ),
-        (5, 0, 0, 0, 0)
-    );
+    assert_clean(&report, 5);
     assert_eq!(
         harness.stripe_requests("GET", "/v1/invoices").await.len(),
         2,
@@ -489,5 +494,59 @@ async fn the_schedule_reconciles_each_finished_day_once() {
     assert_eq!(
         listed,
         vec![(true, "completed".into()), (true, "completed".into())]
+    );
+}
+
+#[tokio::test]
+async fn an_open_invoice_lowered_by_a_credit_note_agrees_with_stripe() {
+    let harness = harness().await;
+    stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 5_000).await;
+    stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", 5_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/credit_notes"))
+        .respond_with(respond(
+            200,
+            fixtures::credit_note("cn_1StripeNote", STRIPE_INVOICE, 1_250, false, "cn_000001"),
+        ))
+        .mount(&harness.stripe)
+        .await;
+    let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
+    spec.mode = tally_proto::invoicing::CollectionMode::SendInvoice;
+    harness.deliver(&spec.finalized()).await.unwrap();
+    harness
+        .deliver(&spec.credit_note(
+            "cn_000001",
+            "12.50",
+            tally_proto::invoicing::CreditNoteReason::BillingError,
+            "",
+        ))
+        .await
+        .unwrap();
+    // Stripe lowered its amount due by the pre-payment credit note.
+    let open = fixtures::invoice(
+        STRIPE_INVOICE,
+        "inv_000001",
+        "open",
+        "usd",
+        3_750,
+        0,
+        0,
+        Some(PAYMENT_INTENT),
+        None,
+    );
+    lists(&harness.stripe, "invoices", vec![vec![open]]).await;
+    for resource in ["charges", "refunds", "balance_transactions"] {
+        lists(&harness.stripe, resource, vec![vec![]]).await;
+    }
+
+    let report = run_november(&harness, "november").await;
+    assert_clean(&report, 1);
+    // A billing error has no Stripe reason: none is sent.
+    let created = harness.stripe_requests("POST", "/v1/credit_notes").await;
+    assert_eq!(field(&created[0], "reason"), None);
+    assert_eq!(
+        field(&created[0], "metadata[tally_reason]").as_deref(),
+        Some("CREDIT_NOTE_REASON_BILLING_ERROR")
     );
 }

@@ -1,7 +1,7 @@
 //! Wiremock responders for the calls payments makes.
 
 use serde_json::Value;
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures;
@@ -177,20 +177,63 @@ pub async fn current_invoice(server: &MockServer, body: Value) {
         .await;
 }
 
-/// `GET /v1/payment_intents/pi_…` answers `body`.
+/// `GET /v1/payment_intents/pi_…` answers `body`, and the invoice payment
+/// links it to its invoice. `body` may name the invoice as the 2024-06-20
+/// shape did (`invoice`); that field is served as the invoice payment, not
+/// on the PaymentIntent, as the API version async-stripe uses does.
 pub async fn current_payment_intent(server: &MockServer, body: Value) {
+    let (body, invoice) = without_invoice(body);
     Mock::given(method("GET"))
         .and(path_regex("^/v1/payment_intents/.+$"))
-        .respond_with(json(200, body))
+        .respond_with(json(200, body.clone()))
         .mount(server)
         .await;
+    invoice_payment(server, &body, invoice).await;
 }
 
-/// `GET /v1/charges/ch_…` answers `body`.
+/// `GET /v1/charges/ch_…` answers `body` (its `invoice` served as the
+/// invoice payment of its PaymentIntent, as for [`current_payment_intent`]).
 pub async fn current_charge(server: &MockServer, body: Value) {
+    let (body, invoice) = without_invoice(body);
     Mock::given(method("GET"))
         .and(path(format!("/v1/charges/{CHARGE}")))
-        .respond_with(json(200, body))
+        .respond_with(json(200, body.clone()))
+        .mount(server)
+        .await;
+    let intent = serde_json::json!({"id": body["payment_intent"].clone(), "currency": body["currency"].clone(), "amount": body["amount"].clone()});
+    invoice_payment(server, &intent, invoice).await;
+}
+
+fn without_invoice(mut body: Value) -> (Value, Option<String>) {
+    let invoice = body
+        .as_object_mut()
+        .and_then(|object| object.remove("invoice"))
+        .and_then(|invoice| invoice.as_str().map(str::to_owned));
+    (body, invoice)
+}
+
+/// `GET /v1/invoice_payments?payment[payment_intent]=…` lists the payment of
+/// `invoice` by the PaymentIntent `intent` (none without an invoice).
+async fn invoice_payment(server: &MockServer, intent: &Value, invoice: Option<String>) {
+    let Some(intent_id) = intent["id"].as_str() else {
+        return;
+    };
+    let data = match invoice {
+        Some(invoice) => vec![fixtures::invoice_payment(
+            &invoice,
+            intent_id,
+            intent["amount"].as_i64().unwrap_or(0),
+            intent["currency"].as_str().unwrap_or("usd"),
+        )],
+        None => Vec::new(),
+    };
+    Mock::given(method("GET"))
+        .and(path("/v1/invoice_payments"))
+        .and(query_param("payment[payment_intent]", intent_id))
+        .respond_with(json(
+            200,
+            fixtures::list("/v1/invoice_payments", data, false),
+        ))
         .mount(server)
         .await;
 }

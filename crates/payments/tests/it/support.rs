@@ -18,7 +18,10 @@ use tally_payments::{
 };
 use tally_proto::common;
 use tally_proto::events::{InvoiceEvent, PaymentEvent, invoice_event};
-use tally_proto::invoicing::{Address, CollectionMode, Customer, Invoice, InvoiceLine};
+use tally_proto::invoicing::{
+    Address, CollectionMode, CreditNote, CreditNoteLine, CreditNoteReason, Customer, Invoice,
+    InvoiceLine,
+};
 use tally_proto::payments::payment_service_client::PaymentServiceClient;
 use tally_proto::payments::{GetPaymentRequest, ListPaymentsRequest, Payment};
 use tally_runtime::auth::AuthLayer;
@@ -249,6 +252,62 @@ impl InvoiceSpec {
             kind: Some(invoice_event::Kind::Finalized(invoice_event::Finalized {
                 amount_due: Some(self.money(&self.total())),
             })),
+        }
+    }
+
+    /// Finalized with `amount_due` less than the total (the rest settled
+    /// from the wallet before finalization).
+    pub fn finalized_with_due(&self, amount_due: &str) -> InvoiceEvent {
+        let mut event = self.finalized();
+        let due = self.money(amount_due);
+        event.invoice.as_mut().unwrap().amount_due = Some(due.clone());
+        event.kind = Some(invoice_event::Kind::Finalized(invoice_event::Finalized {
+            amount_due: Some(due),
+        }));
+        event
+    }
+
+    /// A `CreditNoteIssued` for `amount` (`refund_id` set when a payments
+    /// refund caused it).
+    pub fn credit_note(
+        &self,
+        credit_note_id: &str,
+        amount: &str,
+        reason: CreditNoteReason,
+        refund_id: &str,
+    ) -> InvoiceEvent {
+        let (mut invoice, customer) = self.snapshot();
+        invoice.version = self.version + 1;
+        let note = CreditNote {
+            id: credit_note_id.to_owned(),
+            number: "TALLY-CN-000001".into(),
+            invoice_id: self.invoice_id.clone(),
+            customer_id: self.customer_id.clone(),
+            reason: reason.into(),
+            memo: "Seats reduced".into(),
+            lines: vec![CreditNoteLine {
+                invoice_line_id: self.lines[0].0.clone(),
+                description: "Seats reduced".into(),
+                amount: Some(self.money(amount)),
+            }],
+            total: Some(self.money(amount)),
+            credited_to_balance: false,
+            refund_id: refund_id.to_owned(),
+            created_at: None,
+        };
+        InvoiceEvent {
+            event_id: format!("ievt_{credit_note_id}_issued"),
+            invoice_id: self.invoice_id.clone(),
+            customer_id: self.customer_id.clone(),
+            occurred_at: None,
+            invoice: Some(invoice),
+            customer: Some(customer),
+            kind: Some(invoice_event::Kind::CreditNoteIssued(
+                invoice_event::CreditNoteIssued {
+                    credit_note: Some(note),
+                    credit_grant: None,
+                },
+            )),
         }
     }
 

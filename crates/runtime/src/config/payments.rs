@@ -17,8 +17,10 @@ use super::{ConfigError, invalid};
 pub struct PaymentsConfig {
     /// Base URL of the Stripe API (tests point it at a mock server).
     pub stripe_api_base_url: String,
-    /// The `Stripe-Version` header sent on every call; the webhook endpoint in
-    /// the Stripe dashboard must use the same version.
+    /// The Stripe API version: the one async-stripe's types are generated for
+    /// (`2026-09-30.endive` with async-stripe 1.0.0-rc.10), which it sends on
+    /// every call; payments refuses to start with another. The webhook
+    /// endpoint in the Stripe dashboard should use the same version.
     pub stripe_api_version: String,
     /// Tries per Stripe call, the first included (1–10); 429, 5xx and
     /// timeouts are retried with the same idempotency key.
@@ -53,7 +55,7 @@ impl Default for PaymentsConfig {
     fn default() -> Self {
         Self {
             stripe_api_base_url: "https://api.stripe.com".to_owned(),
-            stripe_api_version: "2024-06-20".to_owned(),
+            stripe_api_version: "2026-09-30.endive".to_owned(),
             stripe_max_attempts: 4,
             stripe_retry_base_delay_ms: 500,
             stripe_retry_max_delay_ms: 8_000,

@@ -1,0 +1,375 @@
+//! Credit notes issued in invoicing (`InvoiceEvent.CreditNoteIssued`),
+//! mirrored to Stripe so Stripe never collects more than Tally asks for.
+//!
+//! - **Open invoice** (finalized, not paid): a Stripe credit note for the
+//!   exact amount lowers the Stripe invoice's `amount_due`; payments lowers
+//!   the payment and the invoice's amount due by the same amount and moves
+//!   it out of the receivable (debit invoiced revenue, credit receivable).
+//!   A note that leaves nothing due ends collection (Stripe marks its
+//!   invoice paid; the payment is canceled: nothing more to collect).
+//! - **What never reached Stripe**: invoicing credits up to the invoice
+//!   total, but wallet credits applied before finalization were never part
+//!   of the Stripe invoice (whose total is Tally's amount due then), and
+//!   Stripe refuses notes beyond its total. Only the part within what
+//!   Stripe billed (less earlier notes) is sent; the rest is Tally's alone.
+//! - **Paid invoice**: the money was collected, so the Stripe credit note is
+//!   recorded as credited *outside Stripe* (`out_of_band_amount`): no Stripe
+//!   refund and no Stripe customer balance. Invoicing holds such credit in
+//!   its own wallet and subtracts it from later invoices before they reach
+//!   Stripe; a Stripe balance credit would be applied a second time there.
+//!   The ledger moves it to the credit owed to customers.
+//! - **A note mirroring a payments refund** (`refund_id` set): payments
+//!   caused it and Stripe already has the refund; nothing is sent.
+//! - Void, written-off, never-collected or refused invoices have nothing in
+//!   Stripe to credit: the note is recorded and ignored.
+//!
+//! Idempotent: the Stripe call carries `tally:credit_note:<cn>:create`, and
+//! the effect is written once per credit note (`payments.credit_notes`), in
+//! the transaction that records the inbox entry.
+
+use sqlx::Row;
+use tally_bus::consumer::HandlerError;
+use tally_domain::ledger::TransactionBuilder;
+use tally_domain::money::Money;
+use tally_proto::events::InvoiceEvent;
+use tally_proto::events::invoice_event::CreditNoteIssued;
+use tally_proto::invoicing::{CreditNote, CreditNoteReason};
+
+use crate::collect::record_inbox;
+use crate::core::Core;
+use crate::error::PaymentsError;
+use crate::ledger::{self, Book};
+use crate::store::{self, PaymentKey, PaymentState};
+use crate::stripe::{CreditNoteRequest, StripeCreditNoteReason};
+use crate::wire::parse_money;
+
+/// What to do with one credit note, decided from payments' own state.
+enum Plan {
+    /// Nothing to send to Stripe; only the inbox entry.
+    RecordOnly(&'static str),
+    /// Mirror it in Stripe against this Stripe invoice.
+    Mirror {
+        stripe_invoice_id: String,
+        split: Split,
+    },
+}
+
+/// The part of a credit note Stripe is told about; the rest of the note (if
+/// any) credits what was settled before finalization, outside Stripe.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// Lowers what the open invoice still asks for (pre-payment).
+    reduce_due: Money,
+    /// Credited outside Stripe on a paid invoice (`out_of_band_amount`).
+    out_of_band: Money,
+}
+
+impl Split {
+    /// The Stripe credit note's total.
+    fn stripe_amount(&self) -> Result<Money, HandlerError> {
+        self.reduce_due
+            .checked_add(&self.out_of_band)
+            .map_err(|error| HandlerError::Poison(error.to_string()))
+    }
+}
+
+/// Applies a `CreditNoteIssued` event (message `message_id`).
+pub async fn issued(
+    core: &Core,
+    message_id: &str,
+    event: &InvoiceEvent,
+    issued: &CreditNoteIssued,
+) -> Result<(), HandlerError> {
+    let note = issued
+        .credit_note
+        .as_ref()
+        .ok_or_else(|| HandlerError::Poison("credit_note_issued.credit_note: required".into()))?;
+    let amount = parse_money(note.total.as_ref())
+        .map_err(|error| HandlerError::Poison(format!("credit_note.total: {error}")))?;
+    if !amount.is_positive() || !amount.is_rounded() {
+        return Err(HandlerError::Poison(format!(
+            "credit_note.total: {amount} is not a positive amount in whole minor units"
+        )));
+    }
+    if note.invoice_id != event.invoice_id {
+        return Err(HandlerError::Poison(format!(
+            "credit_note.invoice_id `{}` differs from invoice_id `{}`",
+            note.invoice_id, event.invoice_id
+        )));
+    }
+    let plan = plan(core, note, amount).await?;
+    let (stripe_invoice_id, split) = match plan {
+        Plan::RecordOnly(why) => {
+            tracing::info!(credit_note_id = %note.id, invoice_id = %note.invoice_id, why, "credit note not mirrored to Stripe");
+            return record(core, message_id, None).await.map_err(retry);
+        }
+        Plan::Mirror {
+            stripe_invoice_id,
+            split,
+        } => (stripe_invoice_id, split),
+    };
+    let request = CreditNoteRequest {
+        tally_credit_note_id: note.id.clone(),
+        stripe_invoice_id,
+        amount: split.stripe_amount()?,
+        reason: stripe_reason(note.reason()),
+        tally_reason: note.reason().as_str_name().to_owned(),
+        memo: note.memo.clone(),
+        out_of_band: split.out_of_band,
+    };
+    let created = match core.stripe.create_credit_note(&request).await {
+        Ok(created) => created,
+        Err(error) if error.is_transient() => return Err(retry(error.into())),
+        Err(error) => {
+            // Stripe refused for good: dead-lettered so someone looks at it
+            // (Stripe may still ask for the uncredited amount).
+            tracing::error!(credit_note_id = %note.id, invoice_id = %note.invoice_id, %error, "Stripe refused the credit note");
+            return Err(HandlerError::Poison(format!(
+                "Stripe refused credit note {}: {error}",
+                note.id
+            )));
+        }
+    };
+    let mirrored = Mirrored {
+        note,
+        amount,
+        split,
+        stripe_credit_note_id: &created.id,
+    };
+    record(core, message_id, Some(&mirrored))
+        .await
+        .map_err(retry)
+}
+
+/// Decides from payments' invoice row whether and how Stripe is told.
+async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, HandlerError> {
+    if !note.refund_id.is_empty() || note.reason() == CreditNoteReason::Refund {
+        return Ok(Plan::RecordOnly("it mirrors a payments refund"));
+    }
+    let mirrored: Option<String> = sqlx::query_scalar(
+        "SELECT stripe_credit_note_id FROM payments.credit_notes WHERE credit_note_id = $1",
+    )
+    .bind(&note.id)
+    .fetch_optional(&core.pool)
+    .await
+    .map_err(|error| retry(error.into()))?;
+    if mirrored.is_some() {
+        return Ok(Plan::RecordOnly("already mirrored"));
+    }
+    let row = sqlx::query(
+        "SELECT status, stripe_invoice_id, currency, amount_due, \
+         (SELECT coalesce(sum(out_of_band_amount), 0) FROM payments.credit_notes c WHERE c.invoice_id = i.invoice_id) \
+         AS out_of_band FROM payments.invoices i WHERE invoice_id = $1",
+    )
+    .bind(&note.invoice_id)
+    .fetch_optional(&core.pool)
+    .await
+    .map_err(|error| retry(error.into()))?;
+    let Some(row) = row else {
+        // Finalization comes first on the customer's ordering key; until it
+        // is applied here there is nothing to credit yet.
+        return Err(HandlerError::Retry(format!(
+            "invoice {} is not known to payments yet",
+            note.invoice_id
+        )));
+    };
+    let read = |error: sqlx::Error| retry(error.into());
+    let status: String = row.try_get("status").map_err(read)?;
+    let stripe_invoice_id: Option<String> = row.try_get("stripe_invoice_id").map_err(read)?;
+    let currency: String = row.try_get("currency").map_err(read)?;
+    let amount_due: rust_decimal::Decimal = row.try_get("amount_due").map_err(read)?;
+    let out_of_band_before: rust_decimal::Decimal = row.try_get("out_of_band").map_err(read)?;
+    if currency != amount.currency().code() {
+        return Err(HandlerError::Poison(format!(
+            "credit note {} is in {}, invoice {} in {currency}",
+            note.id,
+            amount.currency(),
+            note.invoice_id
+        )));
+    }
+    // Stripe can credit at most its invoice's total, which is Tally's amount
+    // due at finalization: what was settled before (wallet credits) never
+    // reached Stripe, so that part of a note is Tally's alone.
+    let currency = amount.currency();
+    let zero = Money::zero(currency);
+    let split = match status.as_str() {
+        // Still being mirrored: Stripe cannot credit a draft.
+        "syncing" => {
+            return Err(HandlerError::Retry(format!(
+                "invoice {} is still being mirrored to Stripe",
+                note.invoice_id
+            )));
+        }
+        "open" => Split {
+            reduce_due: Money::new(amount.amount().min(amount_due), currency),
+            out_of_band: zero,
+        },
+        "paid" => Split {
+            reduce_due: zero,
+            out_of_band: Money::new(
+                amount
+                    .amount()
+                    .min(amount_due - out_of_band_before)
+                    .max(rust_decimal::Decimal::ZERO),
+                currency,
+            ),
+        },
+        _ => {
+            return Ok(Plan::RecordOnly(
+                "the invoice has nothing in Stripe to credit",
+            ));
+        }
+    };
+    if split.reduce_due.is_zero() && split.out_of_band.is_zero() {
+        return Ok(Plan::RecordOnly(
+            "nothing of the invoice that went through Stripe is left to credit",
+        ));
+    }
+    let Some(stripe_invoice_id) = stripe_invoice_id else {
+        return Ok(Plan::RecordOnly("the invoice has no Stripe invoice"));
+    };
+    Ok(Plan::Mirror {
+        stripe_invoice_id,
+        split,
+    })
+}
+
+/// A credit note Stripe has accepted.
+struct Mirrored<'a> {
+    note: &'a CreditNote,
+    amount: Money,
+    split: Split,
+    stripe_credit_note_id: &'a str,
+}
+
+/// Records the inbox entry and, for a mirrored note seen for the first time,
+/// its effect on the invoice, the payment and the ledger.
+async fn record(
+    core: &Core,
+    message_id: &str,
+    mirrored: Option<&Mirrored<'_>>,
+) -> Result<(), PaymentsError> {
+    let now = core.clock.now();
+    let mut transaction = core.pool.begin().await?;
+    if !record_inbox(&mut transaction, message_id).await? {
+        return Ok(());
+    }
+    let Some(mirrored) = mirrored else {
+        transaction.commit().await?;
+        return Ok(());
+    };
+    let note = mirrored.note;
+    let split = mirrored.split;
+    let inserted = sqlx::query(
+        "INSERT INTO payments.credit_notes (credit_note_id, invoice_id, currency, amount, reduced_amount_due, \
+         out_of_band_amount, stripe_credit_note_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&note.id)
+    .bind(&note.invoice_id)
+    .bind(mirrored.amount.currency().code())
+    .bind(mirrored.amount.amount())
+    .bind(split.reduce_due.amount())
+    .bind(split.out_of_band.amount())
+    .bind(mirrored.stripe_credit_note_id)
+    .bind(now)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        transaction.commit().await?;
+        return Ok(());
+    }
+    if split.reduce_due.is_positive() {
+        reduce_amount_due(&mut transaction, note, split.reduce_due, now).await?;
+    }
+    // Revenue down by the part that went through Stripe; the receivable by
+    // what Stripe will no longer collect, or owed to the customer outside
+    // Stripe when it was already collected.
+    let fact = format!("credit_note:{}:issued", note.id);
+    let currency = mirrored.amount.currency();
+    let stripe_part = split.reduce_due.checked_add(&split.out_of_band)?;
+    let mut entry = TransactionBuilder::new(ledger::transaction_id(&fact), now, &fact)
+        .debit(Book::Invoiced.account(currency).id, stripe_part);
+    for (book, part) in [
+        (Book::Receivable, split.reduce_due),
+        (Book::CustomerCredit, split.out_of_band),
+    ] {
+        if part.is_positive() {
+            entry = entry.credit(book.account(currency).id, part);
+        }
+    }
+    ledger::post(&mut transaction, &entry.build()?, now).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Lowers what is due on an open invoice and what its payment collects.
+async fn reduce_amount_due(
+    transaction: &mut sqlx::PgConnection,
+    note: &CreditNote,
+    amount: Money,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), PaymentsError> {
+    sqlx::query(
+        "UPDATE payments.invoices SET amount_due = amount_due - $2, updated_at = $3 WHERE invoice_id = $1",
+    )
+    .bind(&note.invoice_id)
+    .bind(amount.amount())
+    .bind(now)
+    .execute(&mut *transaction)
+    .await?;
+    let Some(mut payment) =
+        store::payment(transaction, PaymentKey::Invoice(&note.invoice_id), true).await?
+    else {
+        return Ok(());
+    };
+    if !payment.status.is_collectible() {
+        return Ok(());
+    }
+    let remaining = payment.amount.checked_sub(&amount)?;
+    if remaining.is_positive() {
+        sqlx::query("UPDATE payments.payments SET amount = $2, updated_at = $3 WHERE id = $1")
+            .bind(&payment.id)
+            .bind(remaining.amount())
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        return Ok(());
+    }
+    // Credited in full: Stripe marks its invoice paid (by the credit note)
+    // and there is nothing left to collect. The payment keeps the amount it
+    // was opened for; the receivable is already cleared by the credit note.
+    payment.status = PaymentState::Canceled;
+    payment.next_retry_at = None;
+    payment.updated_at = now;
+    store::update_payment(transaction, &payment).await?;
+    sqlx::query(
+        "UPDATE payments.invoices SET status = 'paid', updated_at = $2 WHERE invoice_id = $1",
+    )
+    .bind(&note.invoice_id)
+    .bind(now)
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
+/// Stripe's reason for Tally's; a billing error has no Stripe equivalent.
+fn stripe_reason(reason: CreditNoteReason) -> Option<StripeCreditNoteReason> {
+    match reason {
+        CreditNoteReason::Duplicate => Some(StripeCreditNoteReason::Duplicate),
+        CreditNoteReason::Fraudulent => Some(StripeCreditNoteReason::Fraudulent),
+        CreditNoteReason::OrderChange => Some(StripeCreditNoteReason::OrderChange),
+        CreditNoteReason::ProductUnsatisfactory => {
+            Some(StripeCreditNoteReason::ProductUnsatisfactory)
+        }
+        CreditNoteReason::BillingError
+        | CreditNoteReason::Refund
+        | CreditNoteReason::Unspecified => None,
+    }
+}
+
+fn retry(error: PaymentsError) -> HandlerError {
+    HandlerError::Retry(error.to_string())
+}
