@@ -64,6 +64,9 @@ pub struct Composer<'a> {
     usage: UsageCache,
     /// How long after its end a period's usage may still change.
     lookback: Duration,
+    /// [`late_periods`] already read for one previous boundary (a bill-run
+    /// batch reads them for all its subscriptions at once).
+    late: Option<LatePeriods>,
 }
 
 /// The lookback when none is configured: ingest's default backfill window.
@@ -95,7 +98,19 @@ impl<'a> Composer<'a> {
             plans,
             usage: UsageCache::new(),
             lookback: Duration::days(i64::from(DEFAULT_LOOKBACK_DAYS)),
+            late: None,
         }
+    }
+
+    /// Uses `periods` as the late periods after `previous_boundary`, read by
+    /// the caller in the same transaction (under the subscription's lock).
+    pub fn with_late_periods(
+        mut self,
+        previous_boundary: DateTime<Utc>,
+        periods: Vec<(Period, String)>,
+    ) -> Self {
+        self.late = Some((previous_boundary, periods));
+        self
     }
 
     /// Rechecks invoiced usage periods that ended less than `days` ago.
@@ -476,14 +491,19 @@ impl<'a> Composer<'a> {
         current: &Period,
     ) -> Result<Vec<Line>> {
         let subscription = self.subscription;
-        let periods = late_periods(
-            &mut *self.connection,
-            subscription,
-            previous_boundary,
-            self.lookback,
-            self.exclude_invoice,
-        )
-        .await?;
+        let periods = match self.late.take() {
+            Some((read_for, periods)) if read_for == previous_boundary => periods,
+            _ => {
+                late_periods(
+                    &mut *self.connection,
+                    subscription,
+                    previous_boundary,
+                    self.lookback,
+                    self.exclude_invoice,
+                )
+                .await?
+            }
+        };
         let mut lines = Vec::new();
         for (billing_period, invoice_id) in periods {
             if billing_period.start() == current.start() {
@@ -555,6 +575,10 @@ pub async fn late_periods(
     let mut periods = late_periods_many(connection, &[query], lookback).await?;
     Ok(periods.pop().unwrap_or_default())
 }
+
+/// The late periods of a subscription after a previous boundary: that
+/// boundary, and each period with the invoice that first billed it.
+pub type LatePeriods = (DateTime<Utc>, Vec<(Period, String)>);
 
 /// One subscription's question to [`late_periods_many`].
 #[derive(Debug)]

@@ -12,9 +12,11 @@ use tally_domain::invoice::Invoice as DomainInvoice;
 use tally_domain::money::Money;
 use tally_domain::period::Period;
 use tally_proto::events::invoice_event;
-use tally_proto::invoicing::{self as proto, CollectionMode, InvoiceLineKind, invoice_line};
+use tally_proto::invoicing::{
+    self as proto, CollectionMode, InvoiceLine, InvoiceLineKind, invoice_line,
+};
 
-use super::compose::{Composer, UsageCache};
+use super::compose::{Composer, LatePeriods, UsageCache};
 use super::fees::ROUNDING;
 use super::lines::Line;
 use super::store::{self, InvoiceRow};
@@ -92,12 +94,15 @@ struct Batch {
     sealings: Vec<Sealing>,
     /// Subscriptions billed: (id, billed through, next bill at).
     advanced: Vec<store::Advanced>,
+    /// Late-usage periods of each claimed subscription after the boundary it
+    /// was billed through (the first boundary its run composes).
+    late: HashMap<String, LatePeriods>,
 }
 
 impl Batch {
-    fn known(&self, customer_id: &str, line_count: Option<usize>) -> Known<'_> {
+    fn known(&self, customer_id: &str, lines: Option<Vec<InvoiceLine>>) -> Known<'_> {
         Known {
-            line_count,
+            lines,
             customer: self.customers.get(customer_id),
             without_credits: !self.with_credits.contains(customer_id),
         }
@@ -109,7 +114,7 @@ impl Batch {
 #[derive(Default)]
 pub(crate) struct Known<'a> {
     /// The draft's lines, when the caller just wrote them.
-    pub(crate) line_count: Option<usize>,
+    pub(crate) lines: Option<Vec<InvoiceLine>>,
     /// The invoice's customer.
     pub(crate) customer: Option<&'a tally_proto::invoicing::Customer>,
     /// The customer had no grant to burn when the batch began.
@@ -120,6 +125,8 @@ pub(crate) struct Known<'a> {
 /// ([`Context::seal`]).
 pub(crate) struct Sealing {
     pub(crate) invoice_id: String,
+    /// Its lines as stored, when the caller had them at hand.
+    pub(crate) lines: Option<Vec<InvoiceLine>>,
     pub(crate) customer: tally_proto::invoicing::Customer,
     pub(crate) currency: tally_domain::money::Currency,
     pub(crate) subtotal: Decimal,
@@ -301,7 +308,11 @@ impl Context {
             with_credits: credits::customers_with_open_grants(&mut transaction, &customers).await?,
             sealings: Vec::new(),
             advanced: Vec::new(),
+            late: HashMap::new(),
         };
+        if due_by.is_some() {
+            batch.late = self.late_periods_of(&mut transaction, &claimed).await?;
+        }
         for (item, usage) in items {
             let Some(subscription) = claimed.get(item.subscription_id()) else {
                 continue;
@@ -380,7 +391,7 @@ impl Context {
             .filter(|boundary| *boundary <= now)
         {
             summary.periods_examined += 1;
-            let composition = Composer::new(
+            let mut composer = Composer::new(
                 &mut *connection,
                 &self.rating,
                 &self.plans,
@@ -388,9 +399,13 @@ impl Context {
                 None,
             )
             .with_usage(usage.clone())
-            .with_lookback(self.config.late_usage_lookback_days)
-            .compose(subscription.billed_through, boundary)
-            .await?;
+            .with_lookback(self.config.late_usage_lookback_days);
+            if let Some((previous, periods)) = batch.late.remove(&subscription.id) {
+                composer = composer.with_late_periods(previous, periods);
+            }
+            let composition = composer
+                .compose(subscription.billed_through, boundary)
+                .await?;
             if let Some(composition) = composition {
                 let created = store::insert_draft(
                     &mut *connection,
@@ -403,13 +418,12 @@ impl Context {
                     now,
                 )
                 .await?;
-                if let Some(row) = created {
+                if let Some((row, lines)) = created {
                     summary.invoices_created += 1;
                     // Grace already over (none configured, or a boundary
                     // billed late): finalize now, composed as it is.
                     if boundary + grace <= now {
-                        let known =
-                            batch.known(&subscription.customer_id, Some(composition.lines.len()));
+                        let known = batch.known(&subscription.customer_id, Some(lines));
                         let sealing = self
                             .prepare_finalization(&mut *connection, &row, now, known)
                             .await?;
@@ -458,6 +472,42 @@ impl Context {
             summary.invoices_finalized += 1;
         }
         Ok(summary)
+    }
+
+    /// The late-usage periods of `claimed` after the boundary each is billed
+    /// through, in one query (read under the subscriptions' locks, as the
+    /// composer would read them).
+    async fn late_periods_of(
+        &self,
+        connection: &mut PgConnection,
+        claimed: &HashMap<String, model::Subscription>,
+    ) -> Result<HashMap<String, LatePeriods>> {
+        let queries: Vec<super::compose::LateQuery<'_>> = claimed
+            .values()
+            .filter_map(|subscription| {
+                Some(super::compose::LateQuery {
+                    subscription,
+                    previous_boundary: subscription.billed_through?,
+                    exclude_invoice: None,
+                })
+            })
+            .collect();
+        let periods = super::compose::late_periods_many(
+            connection,
+            &queries,
+            Duration::days(i64::from(self.config.late_usage_lookback_days)),
+        )
+        .await?;
+        Ok(queries
+            .iter()
+            .zip(periods)
+            .map(|(query, periods)| {
+                (
+                    query.subscription.id.clone(),
+                    (query.previous_boundary, periods),
+                )
+            })
+            .collect())
     }
 
     /// The customers among `customers` with a subscription change still in
@@ -671,8 +721,8 @@ impl Context {
             Some(customer) => customer.clone(),
             None => customers::load(&mut *connection, &row.customer_id, false).await?,
         };
-        let line_count = match known.line_count {
-            Some(count) => i64::try_from(count).map_err(InvoicingError::internal)?,
+        let line_count = match &known.lines {
+            Some(lines) => i64::try_from(lines.len()).map_err(InvoicingError::internal)?,
             None => {
                 let (count,): (i64,) = sqlx::query_as(
                     "SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1",
@@ -788,7 +838,7 @@ impl Context {
             ));
             extra.push(line);
         }
-        store::insert_lines(
+        let extra = store::insert_lines(
             &mut *connection,
             &*self.ids,
             &row.id,
@@ -797,6 +847,10 @@ impl Context {
             &extra,
         )
         .await?;
+        let lines = known.lines.map(|mut lines| {
+            lines.extend(extra);
+            lines
+        });
         let due_at = if customer.collection_mode == CollectionMode::SendInvoice as i32 {
             now + Duration::days(i64::from(customer.net_terms_days))
         } else {
@@ -804,6 +858,7 @@ impl Context {
         };
         Ok(Sealing {
             invoice_id: row.id.clone(),
+            lines,
             currency,
             subtotal,
             credits_total,
@@ -822,7 +877,7 @@ impl Context {
     pub(crate) async fn seal(
         &self,
         connection: &mut PgConnection,
-        sealings: Vec<Sealing>,
+        mut sealings: Vec<Sealing>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         if sealings.is_empty() {
@@ -831,8 +886,11 @@ impl Context {
         // Everything the events need that numbering does not change is read
         // before the counter is locked: other batches wait on that lock.
         let mut snapshots = Vec::with_capacity(sealings.len());
-        for sealing in &sealings {
-            snapshots.push(store::lines(&mut *connection, &sealing.invoice_id).await?);
+        for sealing in &mut sealings {
+            snapshots.push(match sealing.lines.take() {
+                Some(lines) => lines,
+                None => store::lines(&mut *connection, &sealing.invoice_id).await?,
+            });
         }
         let numbers = store::next_numbers(
             &mut *connection,

@@ -203,13 +203,14 @@ pub async fn insert_lines(
     currency: Currency,
     first_position: i32,
     lines: &[Line],
-) -> Result<()> {
+) -> Result<Vec<proto::InvoiceLine>> {
     if lines.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // One statement for all lines of the invoice (a bill run writes
     // hundreds of thousands of lines: a round trip each would dominate it).
     let mut columns = LineColumns::default();
+    let mut stored = Vec::with_capacity(lines.len());
     for (offset, line) in lines.iter().enumerate() {
         let id = ids.new_id("il");
         let wire = line.to_proto(id.clone(), currency);
@@ -229,6 +230,7 @@ pub async fn insert_lines(
             .original_invoice_id
             .push(line.original_invoice_id.clone());
         columns.detail.push(wire.encode_to_vec());
+        stored.push(wire);
     }
     sqlx::query(
         "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, plan_version_id, charge_key, in_advance, \
@@ -255,7 +257,7 @@ pub async fn insert_lines(
     .bind(&columns.detail)
     .execute(&mut *connection)
     .await?;
-    Ok(())
+    Ok(stored)
 }
 
 /// The lines of one `insert_lines` call, column by column (for `unnest`).
@@ -275,7 +277,7 @@ struct LineColumns {
     detail: Vec<Vec<u8>>,
 }
 
-/// Stores a new draft and returns its row; `None` when the boundary already
+/// Stores a new draft and returns its row and lines; `None` when the boundary already
 /// has an invoice (the unique constraint: another replica or an earlier run
 /// billed it).
 #[allow(clippy::too_many_arguments)]
@@ -288,7 +290,7 @@ pub async fn insert_draft(
     composition: &Composition,
     grace: Duration,
     now: DateTime<Utc>,
-) -> Result<Option<InvoiceRow>> {
+) -> Result<Option<(InvoiceRow, Vec<proto::InvoiceLine>)>> {
     let id = ids.new_id("inv");
     let subtotal = subtotal(&id, customer_id, currency, &composition.lines)?;
     let sql = format!(
@@ -314,8 +316,8 @@ pub async fn insert_draft(
     let Some(row) = inserted else {
         return Ok(None);
     };
-    insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
-    Ok(Some(row))
+    let lines = insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
+    Ok(Some((row, lines)))
 }
 
 /// Marks the prepared drafts `finalized` with their numbers (one
