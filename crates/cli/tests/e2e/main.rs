@@ -647,6 +647,18 @@ async fn pay_by_transfer_and_refund(month: &mut Month, december: &Invoice) {
     assert_eq!(note.refund_id, refund_id);
     let charge = stripe.charge_of(&stripe_invoice_id).unwrap();
     assert_eq!(charge["amount_refunded"], 10_000, "Stripe refunded 100.00");
+
+    // Stripe announces the refund too (`charge.refunded`): payments reads
+    // the charge with its refunds and its invoice (through the invoice
+    // payment of its PaymentIntent) and finds the refund already recorded.
+    let charge_id = charge["id"].as_str().unwrap();
+    let object = stripe.charge_in_event(charge_id).unwrap();
+    let mut event = stripe::event("evt_1E2eChargeRefunded", "charge.refunded", now, object);
+    event["data"]["previous_attributes"] = json!({"amount_refunded": 0});
+    let payload = event.to_string();
+    let signature = stripe::signature(&payload, now);
+    let delivered = post_webhook(&cluster.webhook_url, &payload, &signature).await;
+    assert_eq!(delivered, (200, "no change".to_owned()));
 }
 
 /// Credit notes issued in invoicing now become Stripe credit notes

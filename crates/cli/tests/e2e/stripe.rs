@@ -162,6 +162,14 @@ impl FakeStripe {
         state.charges.get(&charge).cloned()
     }
 
+    /// A charge as a webhook event carries it (`refunds` only come when
+    /// expanded, which events never are).
+    pub fn charge_in_event(&self, charge_id: &str) -> Option<Value> {
+        let state = self.state();
+        let charge = state.charges.get(charge_id)?.clone();
+        Some(state.present(charge, &[]).1)
+    }
+
     /// The Stripe credit notes of a Stripe invoice, oldest first.
     pub fn credit_notes_of(&self, stripe_invoice_id: &str) -> Vec<Value> {
         let mut notes: Vec<Value> = self
@@ -872,7 +880,9 @@ impl State {
 
     /// `GET /v1/<resource>?created[gte]=…&created[lt]=…&limit=…&starting_after=…`:
     /// newest first, as Stripe lists. Invoice payments filter by `invoice`
-    /// or by `payment[type]` with `payment[payment_intent]` / `payment[charge]`.
+    /// or by `payment[type]` (`payment_intent` or `payment_record`) with the
+    /// id of that type; any other parameter is refused, as Stripe refuses
+    /// unknown ones.
     fn list(&self, resource: &str, query: &BTreeMap<String, String>) -> (u16, Value) {
         let table = match resource {
             "invoices" => &self.invoices,
@@ -885,6 +895,21 @@ impl State {
         };
         let mut filters: Vec<(&str, &str)> = Vec::new();
         if resource == "invoice_payments" {
+            let known = |key: &str| {
+                matches!(
+                    key,
+                    "invoice"
+                        | "limit"
+                        | "starting_after"
+                        | "ending_before"
+                        | "payment[type]"
+                        | "payment[payment_intent]"
+                        | "payment[payment_record]"
+                ) || key.starts_with("created[")
+            };
+            if let Some(unknown) = query.keys().find(|key| !known(key)) {
+                return invalid(&format!("Received unknown parameter: {unknown}"), unknown);
+            }
             if let Some(invoice) = query.get("invoice") {
                 filters.push(("invoice", invoice.as_str()));
             }
@@ -897,7 +922,7 @@ impl State {
                     return invalid("Missing required param: payment[type].", "payment[type]");
                 };
                 let field = match kind.as_str() {
-                    "payment_intent" | "charge" => kind.as_str(),
+                    "payment_intent" | "payment_record" => kind.as_str(),
                     _ => return invalid("Invalid payment[type].", "payment[type]"),
                 };
                 let Some(id) = query.get(&format!("payment[{field}]")) else {
@@ -907,9 +932,6 @@ impl State {
                     );
                 };
                 filters.push((field, id.as_str()));
-            }
-            if let Some(status) = query.get("status") {
-                filters.push(("status", status.as_str()));
             }
         }
         let bound = |key: &str, default: i64| {
@@ -931,7 +953,7 @@ impl State {
             })
             .filter(|object| {
                 filters.iter().all(|(field, wanted)| match *field {
-                    "payment_intent" | "charge" => object["payment"][field] == *wanted,
+                    "payment_intent" | "payment_record" => object["payment"][field] == *wanted,
                     _ => object[field] == *wanted,
                 })
             })
@@ -1332,6 +1354,18 @@ mod tests {
         assert_eq!(listed["data"][0]["amount_requested"], 39900);
         let untyped = [("payment[payment_intent]", intent.as_str())];
         assert_eq!(stripe.get("/v1/invoice_payments", &untyped).0, 400);
+        let by_status = [("invoice", invoice.as_str()), ("status", "open")];
+        assert_eq!(
+            stripe.get("/v1/invoice_payments", &by_status).0,
+            400,
+            "no `status` filter in this version"
+        );
+        let by_invoice = [("invoice", invoice.as_str())];
+        let listed = stripe.ok(false, "/v1/invoice_payments", &by_invoice);
+        assert_eq!(
+            listed["data"][0]["payment"]["payment_intent"],
+            intent.as_str()
+        );
 
         let expand = [
             ("expand[0]", "payments"),
