@@ -5,7 +5,8 @@
 //! duplicates and a late event, a mid-period upgrade, prepaid credits, a
 //! declined card paid by dunning — to the exact invoice totals in cents, the
 //! matching Stripe invoice items, a signed `invoice.paid` webhook, a partial
-//! refund's credit note and a clean reconciliation with Stripe.
+//! refund's credit note, credit notes on an open and a paid invoice mirrored
+//! to Stripe and a clean reconciliation with Stripe.
 //!
 //! Nothing here sleeps a fixed time: every wait polls for its condition
 //! until a deadline. A missing PostgreSQL or Pub/Sub emulator fails the test
@@ -23,14 +24,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use serde_json::{Value, json};
 use tally_bus::{Bus as _, PubSubBus, topics};
 use tally_proto::events::UsageEvent;
 use tally_proto::ingest::EventOutcome;
 use tally_proto::invoicing::invoice_line::Detail;
 use tally_proto::invoicing::{
-    ChangePlanRequest, ChangeTiming, CollectionMode, CreditGrantKind, CreditNoteReason,
-    GetSubscriptionRequest, GrantCreditRequest, Invoice, InvoiceStatus, ListCreditNotesRequest,
-    ProrationPolicy, SubscriptionStatus,
+    ChangePlanRequest, ChangeTiming, CollectionMode, CreateCreditNoteRequest, CreditGrantKind,
+    CreditNote, CreditNoteLine, CreditNoteLines, CreditNoteReason, GetSubscriptionRequest,
+    GrantCreditRequest, Invoice, InvoiceStatus, ListCreditNotesRequest, ProrationPolicy,
+    SubscriptionStatus, create_credit_note_request,
 };
 use tally_proto::payments::{ListPaymentsRequest, RefundReason, RefundRequest};
 
@@ -444,6 +447,8 @@ async fn a_month_of_billing_across_four_processes() {
 
     let december = invoices["initech"][1].clone();
     pay_by_transfer_and_refund(&mut month, &december).await;
+    let november = invoices["initech"][0].clone();
+    credit_notes_in_stripe(&mut month, &november, &december).await;
     reconcile(&month);
     eprintln!("end-to-end test took {:?}", started.elapsed());
 }
@@ -642,6 +647,166 @@ async fn pay_by_transfer_and_refund(month: &mut Month, december: &Invoice) {
     assert_eq!(note.refund_id, refund_id);
     let charge = stripe.charge_of(&stripe_invoice_id).unwrap();
     assert_eq!(charge["amount_refunded"], 10_000, "Stripe refunded 100.00");
+
+    // Stripe announces the refund too (`charge.refunded`): payments reads
+    // the charge with its refunds and its invoice (through the invoice
+    // payment of its PaymentIntent) and finds the refund already recorded.
+    let charge_id = charge["id"].as_str().unwrap();
+    let object = stripe.charge_in_event(charge_id).unwrap();
+    let mut event = stripe::event("evt_1E2eChargeRefunded", "charge.refunded", now, object);
+    event["data"]["previous_attributes"] = json!({"amount_refunded": 0});
+    let payload = event.to_string();
+    let signature = stripe::signature(&payload, now);
+    let delivered = post_webhook(&cluster.webhook_url, &payload, &signature).await;
+    assert_eq!(delivered, (200, "no change".to_owned()));
+}
+
+/// Credit notes issued in invoicing now become Stripe credit notes
+/// (payments mirrors them so Stripe never asks for more than Tally):
+/// Initech's November invoice is still open (sent, awaiting a transfer), so
+/// its note lowers what Stripe's invoice asks for; December's is paid, so a
+/// goodwill note is credited outside Stripe (`out_of_band_amount`, the
+/// credit kept in invoicing's wallet). The refund's credit note on December
+/// is not mirrored: payments caused it, and Stripe has the refund.
+async fn credit_notes_in_stripe(month: &mut Month, november: &Invoice, december: &Invoice) {
+    let stripe_november = month.stripe.invoice_of(&november.id).unwrap();
+    let stripe_november_id = stripe_november["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            stripe_november["status"].clone(),
+            stripe_november["amount_due"].clone()
+        ),
+        (json!("open"), json!(49_900)),
+        "initech's November invoice is open in Stripe"
+    );
+    let note = issue_credit_note(
+        month,
+        november,
+        "e2e-initech-november-credit",
+        CreditNoteReason::OrderChange,
+        false,
+    )
+    .await;
+    let mirrored = wait_for_stripe_credit_note(month, &stripe_november_id, &note).await;
+    assert_eq!(
+        (
+            mirrored["amount"].clone(),
+            mirrored["type"].clone(),
+            mirrored["reason"].clone(),
+            mirrored["out_of_band_amount"].clone()
+        ),
+        (
+            json!(4_900),
+            json!("pre_payment"),
+            json!("order_change"),
+            Value::Null
+        )
+    );
+    let lowered = month.stripe.invoice_of(&november.id).unwrap();
+    assert_eq!(
+        (lowered["status"].clone(), lowered["amount_due"].clone()),
+        (json!("open"), json!(45_000)),
+        "Stripe asks for 450.00 now"
+    );
+
+    let stripe_december = month.stripe.invoice_of(&december.id).unwrap();
+    let stripe_december_id = stripe_december["id"].as_str().unwrap().to_owned();
+    let goodwill = issue_credit_note(
+        month,
+        december,
+        "e2e-initech-december-goodwill",
+        CreditNoteReason::ProductUnsatisfactory,
+        true,
+    )
+    .await;
+    let mirrored = wait_for_stripe_credit_note(month, &stripe_december_id, &goodwill).await;
+    assert_eq!(
+        (
+            mirrored["amount"].clone(),
+            mirrored["type"].clone(),
+            mirrored["out_of_band_amount"].clone(),
+            mirrored["refunds"].clone()
+        ),
+        (json!(4_900), json!("post_payment"), json!(4_900), json!([])),
+        "credited outside Stripe: no Stripe refund, no Stripe balance"
+    );
+    let paid = month.stripe.invoice_of(&december.id).unwrap();
+    assert_eq!(
+        (paid["status"].clone(), paid["amount_due"].clone()),
+        (json!("paid"), stripe_december["amount_due"].clone())
+    );
+    // Invoicing's events of one customer reach payments in order, so the
+    // refund's credit note (issued before the goodwill one) has been handled
+    // by now: the goodwill note is December's only Stripe credit note.
+    let ids: Vec<Value> = month
+        .stripe
+        .credit_notes_of(&stripe_december_id)
+        .iter()
+        .map(|note| note["metadata"]["tally_credit_note_id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![json!(goodwill.id)],
+        "no Stripe credit note for the refund's credit note"
+    );
+}
+
+/// A partial credit note of 49.00 on `invoice`, issued in invoicing.
+async fn issue_credit_note(
+    month: &mut Month,
+    invoice: &Invoice,
+    idempotency_key: &str,
+    reason: CreditNoteReason,
+    credit_to_balance: bool,
+) -> CreditNote {
+    let request = CreateCreditNoteRequest {
+        idempotency_key: idempotency_key.into(),
+        invoice_id: invoice.id.clone(),
+        reason: reason as i32,
+        memo: "goodwill".into(),
+        amount: Some(create_credit_note_request::Amount::Partial(
+            CreditNoteLines {
+                lines: vec![CreditNoteLine {
+                    invoice_line_id: String::new(),
+                    description: "Goodwill".into(),
+                    amount: usd("49.00"),
+                }],
+            },
+        )),
+        credit_to_balance,
+    };
+    month
+        .api
+        .invoices
+        .create_credit_note(call(&month.api.key, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_note
+        .unwrap()
+}
+
+/// Waits until payments has made the Stripe credit note of `note`.
+async fn wait_for_stripe_credit_note(
+    month: &Month,
+    stripe_invoice_id: &str,
+    note: &CreditNote,
+) -> Value {
+    let waiting = Waiting::new(
+        &month.cluster,
+        format!("credit note {} mirrored to Stripe", note.id),
+    );
+    loop {
+        let mirrored = month
+            .stripe
+            .credit_notes_of(stripe_invoice_id)
+            .into_iter()
+            .find(|mirrored| mirrored["metadata"]["tally_credit_note_id"] == note.id.as_str());
+        if let Some(mirrored) = mirrored {
+            return mirrored;
+        }
+        waiting.tick("not yet").await;
+    }
 }
 
 /// Finance's check: Tally and Stripe agree on every invoice, charge, refund

@@ -1,16 +1,13 @@
-//! Stripe objects as Stripe's API reference shows them, complete: the
-//! fields of API version 2024-06-20 (the `Stripe-Version` payments sends)
-//! plus those async-stripe's generated types require (`issuer`,
-//! `amount_overpaid`, `quantity_decimal`, …), so a strict parser accepts
-//! every answer of the fake Stripe. Plain `serde_json` only, so the same
-//! file can be compiled against async-stripe to check exactly that: with
-//! `#[path]` to this file, each object parsed by `miniserde::json::from_str`
-//! (what async-stripe's client does) into `stripe_shared::{Customer, Invoice,
-//! InvoiceLineItem, PaymentIntent, Charge, Refund, BalanceTransaction,
-//! CreditNote, ApiErrors}` (declined attempts included),
-//! `stripe_types::List` and `stripe_billing::InvoiceItem` of async-stripe
-//! 1.0.0-rc.10 — all parse, while `{"id", "object"}` alone or an item
-//! without `quantity_decimal` do not.
+//! Stripe objects as Stripe's API reference shows them for API version
+//! `2026-09-30.endive` — the one async-stripe 1.0.0-rc.10 sends and parses
+//! strictly, so the one payments speaks — complete: every field of that
+//! version's object (as async-stripe's generated types list them), plus
+//! `object`. In that version an invoice has no `charge`, `payment_intent`,
+//! `paid`, `tax`, … (its payments are `invoice_payment` objects, served
+//! only when expanded), a charge or PaymentIntent no `invoice`, a charge its
+//! `refunds` only when expanded, and line items no `type` / `invoice_item` /
+//! `proration`. Plain `serde_json`; `stripe::tests` parses every answer of
+//! the fake with async-stripe's own types (`miniserde`, as its client does).
 
 use std::collections::BTreeMap;
 
@@ -22,7 +19,7 @@ pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
         "id": id,
         "object": "event",
         "account": null,
-        "api_version": "2024-06-20",
+        "api_version": "2026-09-30.endive",
         "context": null,
         "created": created,
         "data": {"object": object, "previous_attributes": {"status": "open"}},
@@ -105,7 +102,6 @@ pub struct InvoiceParts<'a> {
     pub customer: &'a Value,
     pub currency: &'a str,
     pub collection_method: &'a str,
-    pub days_until_due: Option<i64>,
     pub metadata: &'a BTreeMap<String, String>,
     pub created: i64,
 }
@@ -116,7 +112,6 @@ pub fn invoice(parts: InvoiceParts<'_>) -> Value {
         customer,
         currency,
         collection_method,
-        days_until_due,
         metadata,
         created,
     } = parts;
@@ -130,17 +125,16 @@ pub fn invoice(parts: InvoiceParts<'_>) -> Value {
         "amount_due": 0,
         "amount_overpaid": 0,
         "amount_paid": 0,
+        "amount_paid_off_stripe": 0,
         "amount_remaining": 0,
         "amount_shipping": 0,
         "application": null,
-        "application_fee_amount": null,
         "attempt_count": 0,
         "attempted": false,
         "auto_advance": false,
         "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null, "provider": null, "status": null},
         "automatically_finalizes_at": null,
         "billing_reason": "manual",
-        "charge": null,
         "collection_method": collection_method,
         "confirmation_secret": null,
         "created": created,
@@ -157,12 +151,10 @@ pub fn invoice(parts: InvoiceParts<'_>) -> Value {
         "customer_tax_ids": [],
     });
     let middle = json!({
-        "days_until_due": days_until_due,
         "default_payment_method": null,
         "default_source": null,
         "default_tax_rates": [],
         "description": null,
-        "discount": null,
         "discounts": [],
         "due_date": null,
         "effective_at": null,
@@ -182,16 +174,12 @@ pub fn invoice(parts: InvoiceParts<'_>) -> Value {
         "next_payment_attempt": null,
         "number": null,
         "on_behalf_of": null,
-        "paid": false,
-        "paid_out_of_band": false,
         "parent": null,
-        "payment_intent": null,
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
         "period_end": created,
         "period_start": created,
         "post_payment_credit_notes_amount": 0,
         "pre_payment_credit_notes_amount": 0,
-        "quote": null,
         "receipt_number": null,
         "rendering": null,
         "shipping_cost": null,
@@ -199,19 +187,18 @@ pub fn invoice(parts: InvoiceParts<'_>) -> Value {
         "starting_balance": 0,
         "statement_descriptor": null,
         "status": "draft",
+        "status_details": null,
         "status_transitions": {"finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
         "subscription": null,
         "subtotal": 0,
         "subtotal_excluding_tax": 0,
-        "tax": null,
         "test_clock": null,
+        "threshold_reason": null,
         "total": 0,
         "total_discount_amounts": [],
         "total_excluding_tax": 0,
         "total_pretax_credit_amounts": [],
-        "total_tax_amounts": [],
         "total_taxes": [],
-        "transfer_data": null,
         "webhooks_delivered_at": null
     });
     if let Some(fields) = invoice.as_object_mut() {
@@ -248,17 +235,13 @@ pub fn invoice_item(
         "net_amount": amount,
         "parent": null,
         "period": {"end": now, "start": now},
-        "price": null,
         "pricing": null,
         "proration": false,
         "proration_details": {"credited_items": null, "discount_amounts": []},
         "quantity": 1,
         "quantity_decimal": "1",
-        "subscription": null,
         "tax_rates": [],
-        "test_clock": null,
-        "unit_amount": amount,
-        "unit_amount_decimal": amount.to_string()
+        "test_clock": null
     })
 }
 
@@ -269,14 +252,12 @@ pub fn line_of(item: &Value, invoice_id: &str) -> Value {
         "id": format!("il_{}", id.trim_start_matches("ii_")),
         "object": "line_item",
         "amount": item["amount"],
-        "amount_excluding_tax": item["amount"],
         "currency": item["currency"],
         "description": item["description"],
         "discount_amounts": [],
         "discountable": true,
         "discounts": [],
         "invoice": invoice_id,
-        "invoice_item": id,
         "livemode": false,
         "metadata": item["metadata"],
         "parent": {
@@ -286,46 +267,48 @@ pub fn line_of(item: &Value, invoice_id: &str) -> Value {
         },
         "period": item["period"],
         "pretax_credit_amounts": [],
-        "pricing": null,
-        "proration": false,
+        "pricing": item["pricing"],
         "quantity": 1,
+        "quantity_decimal": "1",
+        "subscription": null,
         "subtotal": item["amount"],
-        "taxes": [],
-        "type": "invoiceitem"
+        "taxes": []
     })
 }
 
 pub struct Ids<'a> {
-    pub invoice: &'a str,
     pub payment_intent: &'a str,
     pub charge: &'a str,
     pub customer: &'a str,
 }
 
-pub fn payment_intent(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> Value {
+/// The PaymentIntent Stripe creates when it finalizes an invoice: nothing
+/// tried yet, waiting for a payment method. It does not name its invoice
+/// (the invoice payment links them).
+pub fn payment_intent(id: &str, customer: &str, amount: i64, currency: &str, now: i64) -> Value {
     json!({
-        "id": ids.payment_intent,
+        "id": id,
         "object": "payment_intent",
         "amount": amount,
         "amount_capturable": 0,
         "amount_details": {"tip": {}},
-        "amount_received": amount,
+        "amount_received": 0,
         "application": null,
         "application_fee_amount": null,
         "automatic_payment_methods": null,
         "canceled_at": null,
         "cancellation_reason": null,
         "capture_method": "automatic",
-        "client_secret": format!("{}_secret_E2eClientSecret", ids.payment_intent),
+        "client_secret": format!("{id}_secret_E2eClientSecret"),
         "confirmation_method": "automatic",
         "created": now,
         "currency": currency,
-        "customer": ids.customer,
+        "customer": customer,
+        "customer_account": null,
         "description": "Payment for Invoice",
         "excluded_payment_method_types": null,
-        "invoice": ids.invoice,
         "last_payment_error": null,
-        "latest_charge": ids.charge,
+        "latest_charge": null,
         "livemode": false,
         "metadata": {},
         "next_action": null,
@@ -342,9 +325,34 @@ pub fn payment_intent(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> V
         "source": null,
         "statement_descriptor": null,
         "statement_descriptor_suffix": null,
-        "status": "succeeded",
+        "status": "requires_payment_method",
         "transfer_data": null,
         "transfer_group": null
+    })
+}
+
+/// The invoice payment Stripe creates with the invoice's PaymentIntent at
+/// finalization (the default one, kept in step with `amount_remaining`).
+pub fn invoice_payment(
+    id: &str,
+    invoice: &Value,
+    payment_intent: &str,
+    amount: i64,
+    now: i64,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "invoice_payment",
+        "amount_paid": null,
+        "amount_requested": amount,
+        "created": now,
+        "currency": invoice["currency"],
+        "invoice": invoice["id"],
+        "is_default": true,
+        "livemode": false,
+        "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+        "status": "open",
+        "status_transitions": {"canceled_at": null, "paid_at": null}
     })
 }
 
@@ -371,7 +379,6 @@ pub fn charge(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> Value {
         "failure_code": null,
         "failure_message": null,
         "fraud_details": {},
-        "invoice": ids.invoice,
         "livemode": false,
         "metadata": {},
         "on_behalf_of": null,
@@ -468,29 +475,32 @@ pub struct CreditNoteParts<'a> {
     pub line_id: &'a str,
     pub invoice: &'a Value,
     pub amount: i64,
+    /// `out_of_band_amount`, when sent.
+    pub out_of_band: Option<i64>,
+    /// The refunds it links, `[{"amount_refunded", "refund", "type"}]`.
+    pub refunds: Vec<Value>,
     /// The invoice's how-manyth credit note.
     pub sequence: usize,
     pub form: &'a BTreeMap<String, String>,
     pub created: i64,
 }
 
-/// A credit note of one custom line; `post_payment` when the invoice is
-/// paid, with the refund it names.
+/// A credit note of one custom line: `pre_payment` on an open invoice
+/// (lowers what it asks for), `post_payment` on a paid one (refunds it links
+/// and an out-of-band part).
 pub fn credit_note(parts: CreditNoteParts<'_>) -> Value {
     let CreditNoteParts {
         id,
         line_id,
         invoice,
         amount,
+        out_of_band,
+        refunds,
         sequence,
         form,
         created,
     } = parts;
     let paid = invoice["status"] == "paid";
-    let refunds = match form.get("refund") {
-        Some(refund) => json!([{"amount_refunded": amount, "refund": refund, "type": "refund"}]),
-        None => json!([]),
-    };
     let memo = form.get("memo");
     let number = format!(
         "{}-CN-{sequence:02}",
@@ -533,7 +543,7 @@ pub fn credit_note(parts: CreditNoteParts<'_>) -> Value {
         "memo": memo,
         "metadata": metadata_of(form),
         "number": number,
-        "out_of_band_amount": null,
+        "out_of_band_amount": out_of_band,
         "pdf": format!("https://pay.stripe.com/credit_notes/acct_1E2eTally/test_{id}/pdf"),
         "post_payment_amount": if paid { amount } else { 0 },
         "pre_payment_amount": if paid { 0 } else { amount },
@@ -552,12 +562,12 @@ pub fn credit_note(parts: CreditNoteParts<'_>) -> Value {
     })
 }
 
-/// The PaymentIntent after a declined attempt: waiting for another payment
-/// method, the decline in `last_payment_error`.
-pub fn declined_payment_intent(ids: &Ids<'_>, amount: i64, currency: &str, now: i64) -> Value {
-    let mut intent = payment_intent(ids, amount, currency, now);
+/// The PaymentIntent after a declined attempt with charge `ids.charge`:
+/// waiting for another payment method, the decline in `last_payment_error`.
+pub fn decline_payment_intent(intent: &mut Value, ids: &Ids<'_>, now: i64) {
     intent["status"] = json!("requires_payment_method");
     intent["amount_received"] = json!(0);
+    intent["latest_charge"] = json!(ids.charge);
     intent["last_payment_error"] = json!({
         "advice_code": "try_again_later",
         "charge": ids.charge,
@@ -574,7 +584,6 @@ pub fn declined_payment_intent(ids: &Ids<'_>, amount: i64, currency: &str, now: 
         },
         "type": "card_error"
     });
-    intent
 }
 
 /// A failed charge: nothing captured, no balance transaction.
