@@ -2,6 +2,8 @@
 //! answers health checks and reflection, refuses calls without a valid key and
 //! stops cleanly on SIGTERM.
 
+// The e2e test's complete Stripe objects (used by admin::reconcile) are large `json!` literals.
+#![recursion_limit = "256"]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;

@@ -6,6 +6,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::support::{Service, create_key, run};
 
+/// The complete Stripe objects of the end-to-end test's fake Stripe (async-stripe
+/// parses answers strictly: a partial invoice is refused).
+#[allow(dead_code)]
+#[path = "../../e2e/stripe_objects.rs"]
+mod stripe_objects;
+
 fn list(data: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "object": "list", "data": data, "has_more": false, "url": "/v1/list"
@@ -28,6 +34,33 @@ async fn payments(database_url: &str, stripe: &MockServer) -> Service {
         ],
     )
     .await
+}
+
+/// An open 12.50 USD invoice Tally never made.
+fn stray_invoice(created: i64) -> serde_json::Value {
+    let form =
+        std::collections::BTreeMap::from([("email".to_owned(), "stray@example.com".to_owned())]);
+    let customer = stripe_objects::customer("cus_Q1Stray", &form, created);
+    let mut invoice = stripe_objects::invoice(stripe_objects::InvoiceParts {
+        id: "in_1Stray",
+        customer: &customer,
+        currency: "usd",
+        collection_method: "charge_automatically",
+        metadata: &std::collections::BTreeMap::new(),
+        created,
+    });
+    for (field, value) in [
+        ("status", json!("open")),
+        ("amount_due", json!(1250)),
+        ("amount_remaining", json!(1250)),
+        ("subtotal", json!(1250)),
+        ("subtotal_excluding_tax", json!(1250)),
+        ("total", json!(1250)),
+        ("total_excluding_tax", json!(1250)),
+    ] {
+        invoice[field] = value;
+    }
+    invoice
 }
 
 const OCTOBER: [&str; 4] = [
@@ -63,12 +96,7 @@ async fn a_clean_window_exits_0_and_a_stray_stripe_invoice_exits_1() {
     let created = 1_791_000_000; // 2026-10-03
     Mock::given(method("GET"))
         .and(path("/v1/invoices"))
-        .respond_with(list(json!([{
-            "id": "in_1Stray", "object": "invoice", "status": "open", "currency": "usd",
-            "amount_due": 1250, "amount_paid": 0, "amount_remaining": 1250, "attempt_count": 0,
-            "charge": null, "payment_intent": null, "created": created, "customer": "cus_Q1Stray",
-            "metadata": {}, "livemode": false
-        }])))
+        .respond_with(list(json!([stray_invoice(created)])))
         .with_priority(1)
         .mount(&stripe)
         .await;
