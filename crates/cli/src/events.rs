@@ -6,8 +6,10 @@
 //! same code as the Pub/Sub intake, so a file that sends cleanly here
 //! publishes cleanly there.
 
-use std::io::BufRead as _;
-use std::path::PathBuf;
+use std::io::{BufRead as _, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Subcommand};
 use tally_ingest::Incoming;
@@ -16,6 +18,7 @@ use tally_proto::events::UsageEvent;
 use tally_proto::ingest::{EventOutcome, IngestBatchRequest};
 
 use crate::load::client;
+use crate::progress::{Progress, Snapshot};
 
 /// `tally events …`.
 #[derive(Debug, Subcommand)]
@@ -45,18 +48,13 @@ pub struct SendArgs {
 #[allow(clippy::print_stdout)]
 pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     let EventsCommand::Send(args) = command;
-    let reader: Box<dyn std::io::BufRead> = match args.file.as_deref() {
-        None => Box::new(std::io::stdin().lock()),
-        Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path)
-                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?,
-        )),
-    };
+    let (reader, file_size) = open(args.file.as_deref())?;
+    let bytes_read = reader.count();
+    let mut progress = Progress::on_stderr();
     let mut client = client(&args.address, &args.api_key).await?;
     let mut counts = [0u64; 5]; // accepted, duplicate, conflict, rejected, unreadable
     let mut pending: Vec<(usize, UsageEvent)> = Vec::with_capacity(args.batch);
-    let mut lines = reader.lines().enumerate();
+    let mut lines = std::io::BufReader::new(reader).lines().enumerate();
     loop {
         let next = lines.next();
         if let Some((index, line)) = &next {
@@ -71,10 +69,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                 Incoming::Event(event) => pending.push((number, event)),
                 Incoming::Flawed { violations, .. } => {
                     counts[4] += 1;
+                    progress.clear();
                     println!("line {number}: not sent: {}", describe(&violations));
                 }
                 Incoming::Undecodable { reason, .. } => {
                     counts[4] += 1;
+                    progress.clear();
                     println!("line {number}: not sent: {reason}");
                 }
             }
@@ -97,6 +97,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                 };
                 counts[slot] += 1;
                 if slot >= 2 {
+                    progress.clear();
                     println!(
                         "line {number}: {} {outcome:?} ({}): {}",
                         result.event_id,
@@ -106,10 +107,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        progress.tick(|| snapshot(&counts, bytes_read.load(Ordering::Relaxed), file_size));
         if done {
             break;
         }
     }
+    progress.clear();
     let [accepted, duplicate, conflict, rejected, unreadable] = counts;
     eprintln!(
         "accepted {accepted}, duplicate {duplicate}, conflict {conflict}, rejected {rejected}, unreadable {unreadable}"
@@ -121,6 +124,68 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The progress line: events sent so far and, for a file, how much of it was read.
+fn snapshot(counts: &[u64; 5], bytes_read: u64, file_size: Option<u64>) -> Snapshot {
+    let [accepted, duplicates, conflicts, rejected, unreadable] = *counts;
+    Snapshot {
+        verb: "sent",
+        done: accepted + duplicates + conflicts + rejected,
+        parts: vec![
+            ("accepted", accepted),
+            ("duplicates", duplicates),
+            ("conflicts", conflicts),
+            ("rejected", rejected),
+            ("unreadable", unreadable),
+        ],
+        fraction: file_size.map(|size| (bytes_read, size)),
+    }
+}
+
+/// The input (a file, or stdin for none or `-`) and, for a regular file, its
+/// size: the progress shows bytes read against it, as counting lines up front
+/// would read a large file twice.
+fn open(path: Option<&Path>) -> anyhow::Result<(CountingReader, Option<u64>)> {
+    let Some(path) = path.filter(|path| path.as_os_str() != "-") else {
+        return Ok((CountingReader::new(Box::new(std::io::stdin().lock())), None));
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let size = file
+        .metadata()
+        .ok()
+        .filter(|metadata| metadata.is_file())
+        .map(|metadata| metadata.len());
+    Ok((CountingReader::new(Box::new(file)), size))
+}
+
+/// A reader that counts the bytes read through it.
+struct CountingReader {
+    inner: Box<dyn Read>,
+    count: Arc<AtomicU64>,
+}
+
+impl CountingReader {
+    fn new(inner: Box<dyn Read>) -> Self {
+        Self {
+            inner,
+            count: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The running count, readable while the reader is in use.
+    fn count(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.count)
+    }
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
 }
 
 fn describe(violations: &[tally_proto::common::FieldViolation]) -> String {

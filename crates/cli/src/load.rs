@@ -13,6 +13,7 @@
 //! payload re-sent and the baseline writes exactly the rows ingest would.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ use tally_runtime::clock_service::chrono_to_timestamp;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::progress::{Progress, Snapshot, Ticker};
 
 /// `tally load …`.
 #[derive(Debug, Subcommand)]
@@ -216,11 +219,34 @@ async fn ingest(load: IngestLoad) -> anyhow::Result<String> {
         batches.push_back(events);
     }
     let batch_count = batches.len();
+    let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
     let queue = Arc::new(Mutex::new(batches));
+    // accepted, duplicate, conflict, rejected so far, for the progress line.
+    let so_far: Arc<[AtomicU64; 4]> = Arc::default();
+    let ticker = Ticker::spawn({
+        let so_far = Arc::clone(&so_far);
+        move || {
+            let [accepted, duplicates, conflicts, rejected] =
+                so_far.each_ref().map(|count| count.load(Ordering::Relaxed));
+            let done = accepted + duplicates + conflicts + rejected;
+            Snapshot {
+                verb: "sent",
+                done,
+                parts: vec![
+                    ("accepted", accepted),
+                    ("duplicates", duplicates),
+                    ("conflicts", conflicts),
+                    ("rejected", rejected),
+                ],
+                fraction: Some((done, total)),
+            }
+        }
+    });
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..load.concurrency.max(1) {
         let queue = Arc::clone(&queue);
+        let so_far = Arc::clone(&so_far);
         let mut client = client(&load.address, &load.api_key).await?;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -235,12 +261,14 @@ async fn ingest(load: IngestLoad) -> anyhow::Result<String> {
                     .into_inner();
                 latencies.push(sent.elapsed());
                 let c = response.counts.unwrap_or_default();
-                for (slot, value) in
-                    counts
-                        .iter_mut()
-                        .zip([c.accepted, c.duplicate, c.conflict, c.rejected])
-                {
+                for ((slot, shared), value) in counts.iter_mut().zip(so_far.iter()).zip([
+                    c.accepted,
+                    c.duplicate,
+                    c.conflict,
+                    c.rejected,
+                ]) {
                     *slot += u64::from(value);
+                    shared.fetch_add(u64::from(value), Ordering::Relaxed);
                 }
             }
             Ok::<_, tonic::Status>((latencies, counts))
@@ -256,6 +284,7 @@ async fn ingest(load: IngestLoad) -> anyhow::Result<String> {
         }
     }
     let elapsed = started.elapsed();
+    ticker.finish().await;
     let processed: u64 = counts.iter().sum();
     Ok(format!(
         "ingest over gRPC: {processed} events in {batch_count} batches of {} ({} customers, {} properties, {:.0}% duplicates, concurrency {})\n\
@@ -411,6 +440,8 @@ async fn pubsub(config: Config, load: PubsubLoad) -> anyhow::Result<String> {
         let bus = crate::app::connect_bus(&config).await?;
         let now = Utc::now();
         let numbers: Vec<u64> = (0..workload.events).collect();
+        let mut progress = Progress::on_stderr();
+        let mut published = 0u64;
         for chunk in numbers.chunks(workload.batch) {
             let publishes = chunk.iter().map(|number| {
                 let event = make_event(workload, *number, now);
@@ -426,7 +457,15 @@ async fn pubsub(config: Config, load: PubsubLoad) -> anyhow::Result<String> {
             for result in futures::future::join_all(publishes).await {
                 result?;
             }
+            published += chunk.len() as u64;
+            progress.tick(|| Snapshot {
+                verb: "published",
+                done: published,
+                parts: Vec::new(),
+                fraction: Some((published, workload.events)),
+            });
         }
+        progress.clear();
         let published = started.elapsed();
         report.push(format!(
             "published {} events on usage-events in {:.2} s: {:.0} msg/s",
@@ -440,6 +479,7 @@ async fn pubsub(config: Config, load: PubsubLoad) -> anyhow::Result<String> {
     }
     let mut client = client(&load.address, &load.api_key).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut progress = Progress::on_stderr();
     loop {
         let stats = client
             .get_ingest_stats(GetIngestStatsRequest {})
@@ -448,6 +488,12 @@ async fn pubsub(config: Config, load: PubsubLoad) -> anyhow::Result<String> {
         if stats.accepted >= workload.events {
             break;
         }
+        progress.tick(|| Snapshot {
+            verb: "ingest accepted",
+            done: stats.accepted,
+            parts: Vec::new(),
+            fraction: Some((stats.accepted, workload.events)),
+        });
         anyhow::ensure!(
             Instant::now() < deadline,
             "ingest accepted {} of {} events within 10 minutes",

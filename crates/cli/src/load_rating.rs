@@ -393,6 +393,7 @@ async fn queue_accepted(bus: &SharedBus, customers: &[String], count: u64) -> an
 /// Waits until `count` events are rated; returns how long it took.
 async fn wait_rated(pool: &sqlx::PgPool, count: u64, started: Instant) -> anyhow::Result<Duration> {
     let expected = i64::try_from(count)?;
+    let mut progress = crate::progress::Progress::on_stderr();
     loop {
         let (rated,): (i64,) = sqlx::query_as("SELECT count(*) FROM rating.rated_events")
             .fetch_one(pool)
@@ -400,6 +401,13 @@ async fn wait_rated(pool: &sqlx::PgPool, count: u64, started: Instant) -> anyhow
         if rated >= expected {
             return Ok(started.elapsed());
         }
+        let done = u64::try_from(rated).unwrap_or(0);
+        progress.tick(|| crate::progress::Snapshot {
+            verb: "rated",
+            done,
+            parts: Vec::new(),
+            fraction: Some((done, count)),
+        });
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(3600),
             "only {rated} of {count} events were rated within an hour"

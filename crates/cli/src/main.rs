@@ -13,6 +13,7 @@ mod events;
 mod keys;
 mod load;
 mod load_rating;
+mod progress;
 mod rejected;
 
 use std::path::PathBuf;
@@ -84,12 +85,12 @@ enum Command {
         #[command(subcommand)]
         command: admin::customers::CustomersCommand,
     },
-    /// Creates subscriptions, changes their plan, cancels and shows them.
+    /// Creates subscriptions, changes their plan, pauses, resumes, cancels and shows them.
     Subscriptions {
         #[command(subcommand)]
         command: admin::subscriptions::SubscriptionsCommand,
     },
-    /// Lists invoices and shows one with every line's breakdown.
+    /// Lists and shows invoices; finalizes, voids and credits them.
     Invoices {
         #[command(subcommand)]
         command: admin::invoices::InvoicesCommand,

@@ -1,4 +1,6 @@
-//! `tally invoices list|show` over invoicing's `InvoiceService`. `show`
+//! `tally invoices list|show` over invoicing's `InvoiceService` (and the
+//! commands that change an invoice, `finalize|void|credit-note`, in
+//! `invoice_actions`). `show`
 //! prints every line with its explanation: a usage line's price breakdown
 //! step by step (tiers, included units, matrix cells…), a proration's factor
 //! and periods, the grants behind applied credits, an adjustment's origin.
@@ -11,6 +13,7 @@ use tally_proto::invoicing::{
 };
 use tally_proto::rating::{BreakdownStepKind, UsageCharge};
 
+use super::invoice_actions::{CreditNoteArgs, FinalizeArgs, VoidArgs};
 use super::table::Table;
 use super::{
     Call as _, Target, all_pages, connect, format_money, format_range, format_time, heading,
@@ -41,6 +44,12 @@ pub enum InvoicesCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Finalizes a draft now: it gets its number and becomes immutable.
+    Finalize(FinalizeArgs),
+    /// Voids a finalized, unpaid invoice (nothing is due any more).
+    Void(VoidArgs),
+    /// Credits all or part of a finalized invoice with a credit note.
+    CreditNote(CreditNoteArgs),
 }
 
 /// An invoice's state.
@@ -120,6 +129,9 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
                 },
             )
         }
+        InvoicesCommand::Finalize(args) => super::invoice_actions::finalize(args).await,
+        InvoicesCommand::Void(args) => super::invoice_actions::void(args).await,
+        InvoicesCommand::CreditNote(args) => super::invoice_actions::credit_note(args).await,
         InvoicesCommand::Show { invoice, target } => {
             let found = InvoiceServiceClient::new(connect(&target.address, &target.api_key).await?)
                 .get_invoice(GetInvoiceRequest {
@@ -146,8 +158,9 @@ fn status_name(invoice: &Invoice) -> String {
     )
 }
 
-fn print_invoice(invoice: &Invoice) {
-    Table::fields(&[
+/// The invoice's fields, its lines with their breakdown, then its totals.
+pub(super) fn print_invoice(invoice: &Invoice) {
+    let mut fields = vec![
         ("invoice", format!("{} {}", invoice.number, invoice.id)),
         ("customer", invoice.customer_id.clone()),
         ("subscription", invoice.subscription_id.clone()),
@@ -155,8 +168,12 @@ fn print_invoice(invoice: &Invoice) {
         ("period", format_range(invoice.period.as_ref())),
         ("finalized", format_time(invoice.finalized_at.as_ref())),
         ("due", format_time(invoice.due_at.as_ref())),
-    ])
-    .print();
+    ];
+    if invoice.voided_at.is_some() {
+        fields.push(("voided", format_time(invoice.voided_at.as_ref())));
+        fields.push(("void reason", invoice.void_reason.clone()));
+    }
+    Table::fields(&fields).print();
     heading("lines");
     let mut table = Table::new(&["kind", "description", "quantity", "unit price", "amount"]);
     for line in &invoice.lines {

@@ -17,6 +17,7 @@ pub mod catalog_show;
 pub mod clock;
 pub mod credits;
 pub mod customers;
+pub mod invoice_actions;
 pub mod invoices;
 pub mod json;
 pub mod reconcile;

@@ -1,4 +1,4 @@
-//! `tally subscriptions create|list|show|change-plan|cancel` over invoicing's
+//! `tally subscriptions create|list|show|change-plan|cancel|pause|resume` over invoicing's
 //! `SubscriptionService`.
 //!
 //! Every change carries an idempotency key: `--idempotency-key` when given
@@ -8,8 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use tally_proto::invoicing::subscription_service_client::SubscriptionServiceClient;
 use tally_proto::invoicing::{
     CancelSubscriptionRequest, ChangePlanRequest, ChangeTiming, CreateSubscriptionRequest,
-    GetSubscriptionRequest, ListSubscriptionsRequest, ProrationPolicy, Subscription,
-    SubscriptionStatus,
+    GetSubscriptionRequest, ListSubscriptionsRequest, PauseSubscriptionRequest, PauseWindow,
+    ProrationPolicy, ResumeSubscriptionRequest, Subscription, SubscriptionStatus,
 };
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::{GetPlanRequest, get_plan_request};
@@ -47,6 +47,45 @@ pub enum SubscriptionsCommand {
     ChangePlan(ChangeArgs),
     /// Cancels a subscription now, at the period's end or at an instant.
     Cancel(CancelArgs),
+    /// Pauses a subscription (no recurring fees, usage not billed) now or at
+    /// an instant, until `resume` or `--resume-at`.
+    Pause(PauseArgs),
+    /// Resumes a paused subscription now or at an instant, or withdraws a
+    /// scheduled cancellation.
+    Resume(ResumeArgs),
+}
+
+/// Options of `tally subscriptions pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// `sub_…`.
+    subscription: String,
+    /// When the pause starts (RFC 3339; default: now on the service's clock).
+    #[arg(long)]
+    at: Option<String>,
+    /// When it resumes by itself (RFC 3339; default: not until `resume`).
+    #[arg(long)]
+    resume_at: Option<String>,
+    /// Makes a retry of this command safe.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Options of `tally subscriptions resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// `sub_…`.
+    subscription: String,
+    /// When it resumes (RFC 3339; default: now on the service's clock).
+    #[arg(long)]
+    at: Option<String>,
+    /// Makes a retry of this command safe.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// Options of `tally subscriptions create`.
@@ -326,6 +365,43 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                 .unwrap_or_default();
             print_subscription(args.target.output, &canceled)
         }
+        SubscriptionsCommand::Pause(args) => {
+            let request = PauseSubscriptionRequest {
+                idempotency_key: idempotency_key(
+                    args.idempotency_key.as_deref(),
+                    "subscription-pause",
+                ),
+                subscription_id: args.subscription.clone(),
+                pause_at: parse_optional_time("--at", args.at.as_deref())?,
+                resume_at: parse_optional_time("--resume-at", args.resume_at.as_deref())?,
+            };
+            let paused = client(&args.target)
+                .await?
+                .pause_subscription(request)
+                .await
+                .answer(&format!("PauseSubscription {}", args.subscription))?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(args.target.output, &paused)
+        }
+        SubscriptionsCommand::Resume(args) => {
+            let request = ResumeSubscriptionRequest {
+                idempotency_key: idempotency_key(
+                    args.idempotency_key.as_deref(),
+                    "subscription-resume",
+                ),
+                subscription_id: args.subscription.clone(),
+                resume_at: parse_optional_time("--at", args.at.as_deref())?,
+            };
+            let resumed = client(&args.target)
+                .await?
+                .resume_subscription(request)
+                .await
+                .answer(&format!("ResumeSubscription {}", args.subscription))?
+                .subscription
+                .unwrap_or_default();
+            print_subscription(args.target.output, &resumed)
+        }
     }
 }
 
@@ -388,6 +464,20 @@ pub fn subscriptions_table(subscriptions: &[Subscription]) -> Table {
     table
 }
 
+/// A pause window as `start → end`, `start → (until resumed)`, or `-`.
+fn format_pause(pause: Option<&PauseWindow>) -> String {
+    pause.map_or_else(
+        || "-".to_owned(),
+        |pause| {
+            let until = pause.resume_at.as_ref().map_or_else(
+                || "(until resumed)".to_owned(),
+                |resume_at| format_time(Some(resume_at)),
+            );
+            format!("{} → {until}", format_time(pause.pause_at.as_ref()))
+        },
+    )
+}
+
 fn print_subscription(output: Output, subscription: &Subscription) -> anyhow::Result<()> {
     print_one(
         output,
@@ -413,6 +503,7 @@ fn print_subscription(output: Output, subscription: &Subscription) -> anyhow::Re
                 ),
                 ("cancel at", format_time(subscription.cancel_at.as_ref())),
                 ("ended", format_time(subscription.ended_at.as_ref())),
+                ("pause", format_pause(subscription.pause.as_ref())),
                 ("version", subscription.version.to_string()),
             ])
             .print();

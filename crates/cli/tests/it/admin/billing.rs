@@ -2,75 +2,11 @@
 //! four services in one process on a manual clock): a month of billing driven
 //! from the terminal, as an operator would.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::{TALLY, create_key, documented_catalog, run, run_with_stdin};
-
-/// `tally dev` on the test database and a free port; killed when dropped.
-struct Dev {
-    child: Child,
-    address: String,
-}
-
-impl Dev {
-    async fn start(database_url: &str) -> Self {
-        let port = tally_runtime::local_postgres::free_port().unwrap();
-        let webhooks = tally_runtime::local_postgres::free_port().unwrap();
-        let child = Command::new(TALLY)
-            .args([
-                "dev",
-                "--manual-clock",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("DATABASE_URL", database_url)
-            .env("TALLY_CLOCK__START", "2026-11-01T00:00:00Z")
-            .env("TALLY_AUTH__REFRESH_INTERVAL_SECONDS", "1")
-            .env("TALLY_INVOICING__GRACE_PERIOD_HOURS", "0")
-            .env(
-                "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
-                format!("127.0.0.1:{webhooks}"),
-            )
-            .env_remove("TALLY_CONFIG")
-            .env_remove("STRIPE_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while tonic::transport::Channel::from_shared(address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "tally dev did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self { child, address }
-    }
-
-    /// `tally <args> --address <dev> --output json`, expecting exit 0.
-    fn json(&self, key: &str, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--address", &self.address, "--output", "json"]);
-        run(key, &all).expect(0).json()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use super::support::{Dev, create_key, documented_catalog, run, run_with_stdin, text};
 
 /// Waits until rating's live cost shows the usage (it travels over the bus).
 async fn wait_until_rated(address: &str, key: &str, customer_id: &str) {
@@ -112,15 +48,11 @@ async fn wait_until_rated(address: &str, key: &str, customer_id: &str) {
     }
 }
 
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
-}
-
 #[tokio::test]
 async fn a_month_of_billing_from_the_terminal() {
     let database = tally_testkit::postgres::database().await;
     let key = create_key(&database.url, "admin");
-    let dev = Dev::start(&database.url).await;
+    let dev = Dev::start(&database.url, &[]).await;
     let address = dev.address.as_str();
 
     let yaml = documented_catalog();
@@ -227,12 +159,17 @@ async fn a_month_of_billing_from_the_terminal() {
     .expect(0);
     let events = "{\"id\": \"t1\", \"customerId\": \"CUSTOMER\", \"eventType\": \"llm_tokens\", \"timestamp\": \"2026-11-10T12:00:00Z\", \"properties\": {\"tokens\": \"1000000\"}}\n"
         .replace("CUSTOMER", &customer);
-    run_with_stdin(
+    let sent = run_with_stdin(
         &key,
         &["events", "send", "--address", address],
         Some(&events),
     )
     .expect(0);
+    // stderr is not a terminal: no progress line, only the summary.
+    assert_eq!(
+        sent.stderr,
+        "accepted 1, duplicate 0, conflict 0, rejected 0, unreadable 0\n"
+    );
     wait_until_rated(address, &key, &customer).await;
 
     // The month ends: the bill run finalizes November's invoice.

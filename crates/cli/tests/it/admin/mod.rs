@@ -1,8 +1,9 @@
-//! The admin commands (`catalog`, `clock`, `reconcile`) run as the real
-//! `tally` binary against real services started with `tally serve`.
+//! The admin commands run as the real `tally` binary against real services:
+//! `tally serve` processes, or `tally dev` with all four in one.
 
 mod billing;
 mod catalog;
 mod clock;
+mod invoice_actions;
 mod reconcile;
 mod support;

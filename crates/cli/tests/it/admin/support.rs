@@ -41,6 +41,20 @@ pub fn create_key(database_url: &str, scope: &str) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// Waits until `what` accepts connections at `address`, at most `limit`.
+async fn wait_until_listening(address: &str, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while Channel::from_shared(address.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < limit, "{what} did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `tally serve <service>` on a free port; killed when dropped.
 pub struct Service {
     child: Child,
@@ -63,19 +77,7 @@ impl Service {
         }
         let child = command.spawn().unwrap();
         let address = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while Channel::from_shared(address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{service} did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_listening(&address, Duration::from_secs(30), service).await;
         Self { child, address }
     }
 }
@@ -85,6 +87,64 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `tally dev` on the test database and a free port; killed when dropped.
+pub struct Dev {
+    child: Child,
+    pub address: String,
+}
+
+impl Dev {
+    /// Starts it with `env` set over the defaults (a grace period of 0 hours).
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = tally_runtime::local_postgres::free_port().unwrap();
+        let webhooks = tally_runtime::local_postgres::free_port().unwrap();
+        let child = Command::new(TALLY)
+            .args([
+                "dev",
+                "--manual-clock",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("DATABASE_URL", database_url)
+            .env("TALLY_CLOCK__START", "2026-11-01T00:00:00Z")
+            .env("TALLY_AUTH__REFRESH_INTERVAL_SECONDS", "1")
+            .env("TALLY_INVOICING__GRACE_PERIOD_HOURS", "0")
+            .env(
+                "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
+                format!("127.0.0.1:{webhooks}"),
+            )
+            .env_remove("TALLY_CONFIG")
+            .env_remove("STRIPE_API_KEY")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let address = format!("http://127.0.0.1:{port}");
+        wait_until_listening(&address, Duration::from_secs(60), "tally dev").await;
+        Self { child, address }
+    }
+
+    /// `tally <args> --address <dev> --output json`, expecting exit 0.
+    pub fn json(&self, key: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--address", &self.address, "--output", "json"]);
+        run(key, &all).expect(0).json()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON string's text (empty when it is not a string).
+pub fn text(value: &serde_json::Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
 }
 
 /// What a finished `tally` command printed.
