@@ -213,6 +213,7 @@ impl Invoicing {
     /// Runs a bill run at every tick of the clock until `shutdown`.
     pub async fn run_scheduler(&self, shutdown: Shutdown) {
         let interval = Duration::from_secs(self.ctx.config.bill_run_interval_seconds);
+        let mut ticker = clock::Ticker::new(&*self.ctx.clock, interval);
         while !shutdown.is_triggered() {
             match self.ctx.bill_run(None).await {
                 Ok(summary) if summary != RunSummary::default() => {
@@ -222,7 +223,7 @@ impl Invoicing {
                 Err(error) => tracing::warn!(%error, "bill run failed; retried next tick"),
             }
             tokio::select! {
-                () = clock::next_tick(&*self.ctx.clock, interval) => {}
+                () = ticker.tick() => {}
                 () = shutdown.wait() => break,
             }
         }

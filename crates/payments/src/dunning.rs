@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tally_proto::events::payment_event::{self, Kind};
 use tally_runtime::Shutdown;
-use tally_runtime::clock::next_tick;
+use tally_runtime::clock::Ticker;
 
 use crate::core::{Core, DunningAction};
 use crate::error::PaymentsError;
@@ -43,13 +43,14 @@ impl Dunning {
 
     /// Runs due steps until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) {
+        let mut ticker = Ticker::new(&*self.core.clock, self.poll_interval);
         while !shutdown.is_triggered() {
             if let Err(error) = self.run_due_steps().await {
                 tracing::warn!(%error, "dunning round failed; retrying at the next tick");
             }
             tokio::select! {
                 () = shutdown.wait() => break,
-                () = next_tick(&*self.core.clock, self.poll_interval) => {}
+                () = ticker.tick() => {}
             }
         }
     }

@@ -22,16 +22,37 @@ pub trait Clock: Send + Sync + Debug {
 /// The clock handle the composition root passes down.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// Waits for the next tick of a scheduler loop (bill runs, expiries, dunning):
-/// `poll_interval` of wall time, or less when a manual clock is moved, so a
+/// The ticks of a scheduler loop (bill runs, expiries, dunning): every
+/// `poll_interval` of wall time, or sooner when a manual clock moves, so a
 /// test or `tally dev` that advances the clock sees timers fire at once.
-pub async fn next_tick(clock: &dyn Clock, poll_interval: std::time::Duration) {
-    match clock.as_manual() {
-        Some(manual) => {
-            let mut moved = manual.subscribe();
-            let _ = tokio::time::timeout(poll_interval, moved.changed()).await;
+///
+/// Create it before the loop's first round: it listens to the clock from
+/// then on, so a move made while a round is running wakes the next
+/// [`Ticker::tick`] at once instead of being missed.
+#[derive(Debug)]
+pub struct Ticker {
+    moved: Option<watch::Receiver<DateTime<Utc>>>,
+    poll_interval: std::time::Duration,
+}
+
+impl Ticker {
+    /// Ticks of `clock`, at least every `poll_interval`.
+    pub fn new(clock: &dyn Clock, poll_interval: std::time::Duration) -> Self {
+        Self {
+            moved: clock.as_manual().map(ManualClock::subscribe),
+            poll_interval,
         }
-        None => tokio::time::sleep(poll_interval).await,
+    }
+
+    /// Waits for the next tick: `poll_interval`, or until the manual clock
+    /// has moved since the previous tick (at once if it already has).
+    pub async fn tick(&mut self) {
+        match &mut self.moved {
+            Some(moved) => {
+                let _ = tokio::time::timeout(self.poll_interval, moved.changed()).await;
+            }
+            None => tokio::time::sleep(self.poll_interval).await,
+        }
     }
 }
 
@@ -145,18 +166,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn next_tick_wakes_when_a_manual_clock_moves() {
+    async fn a_tick_wakes_when_a_manual_clock_moves() {
         let start = Utc.with_ymd_and_hms(2026, 1, 31, 0, 0, 0).unwrap();
         let clock = ManualClock::new(start);
+        let mut ticker = Ticker::new(&clock, std::time::Duration::from_secs(30));
         let mover = clock.clone();
         let moved = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             mover.advance(Duration::days(1)).unwrap();
         });
         let waited = std::time::Instant::now();
-        next_tick(&clock, std::time::Duration::from_secs(30)).await;
+        ticker.tick().await;
         assert!(waited.elapsed() < std::time::Duration::from_secs(5));
         moved.await.unwrap();
         assert_eq!(clock.now(), start + Duration::days(1));
+    }
+
+    #[tokio::test]
+    async fn a_move_during_a_round_is_not_missed() {
+        let start = Utc.with_ymd_and_hms(2026, 1, 31, 0, 0, 0).unwrap();
+        let clock = ManualClock::new(start);
+        let mut ticker = Ticker::new(&clock, std::time::Duration::from_secs(30));
+        // The clock moves while the scheduler is busy, before it waits.
+        clock.advance(Duration::days(1)).unwrap();
+        let waited = std::time::Instant::now();
+        ticker.tick().await;
+        assert!(waited.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use tally_domain::money::{Currency, Money};
 use tally_runtime::Shutdown;
-use tally_runtime::clock::next_tick;
+use tally_runtime::clock::Ticker;
 
 use crate::core::Core;
 use crate::error::PaymentsError;
@@ -403,13 +403,14 @@ impl Reconciler {
         if self.interval_hours == 0 {
             return;
         }
+        let mut ticker = Ticker::new(&*self.core.clock, poll_interval);
         while !shutdown.is_triggered() {
             if let Err(error) = self.run_scheduled().await {
                 tracing::warn!(%error, "scheduled reconciliation failed; retrying at the next tick");
             }
             tokio::select! {
                 () = shutdown.wait() => break,
-                () = next_tick(&*self.core.clock, poll_interval) => {}
+                () = ticker.tick() => {}
             }
         }
     }

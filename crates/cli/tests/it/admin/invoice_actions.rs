@@ -42,16 +42,11 @@ fn assert_mentions(text: &str, parts: &[&str]) {
 async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_from_the_terminal() {
     let database = tally_testkit::postgres::database().await;
     let key = create_key(&database.url, "admin");
-    // A bill run every second as well as on clock moves: a move while a bill
-    // run is under way does not wake the scheduler again (`next_tick`
-    // subscribes to the clock after the run), which would leave the test
-    // waiting for the 60 s default.
+    // Bill runs follow the clock moves below (the scheduler's ticker hears
+    // a move made while a run is under way).
     let dev = Dev::start(
         &database.url,
-        &[
-            ("TALLY_INVOICING__GRACE_PERIOD_HOURS", "48"),
-            ("TALLY_INVOICING__BILL_RUN_INTERVAL_SECONDS", "1"),
-        ],
+        &[("TALLY_INVOICING__GRACE_PERIOD_HOURS", "48")],
     )
     .await;
     let address = dev.address.as_str();
