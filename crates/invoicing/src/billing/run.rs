@@ -277,8 +277,30 @@ impl Context {
         items: &[(Work, UsageCache)],
         now: DateTime<Utc>,
     ) -> Result<RunSummary> {
-        let mut summary = RunSummary::default();
         let mut transaction = self.pool.begin().await?;
+        match self.bill_in(&mut transaction, items, now).await {
+            Ok(summary) => {
+                transaction.commit().await?;
+                Ok(summary)
+            }
+            Err(error) => {
+                // Roll back now, not when the dropped transaction's connection
+                // is next used: the items are retried one by one right after,
+                // and `SKIP LOCKED` would silently skip rows this transaction
+                // still held.
+                transaction.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn bill_in(
+        &self,
+        transaction: &mut PgConnection,
+        items: &[(Work, UsageCache)],
+        now: DateTime<Utc>,
+    ) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
         // Lock the subscriptions first (a skipped one is another replica's),
         // then look for unpublished changes: a change committed before our
         // lock is seen, a later one waits for our commit.
@@ -291,7 +313,7 @@ impl Context {
             _ => None,
         };
         let claimed: HashMap<String, model::Subscription> =
-            model::claim_many(&mut transaction, &ids, due_by)
+            model::claim_many(&mut *transaction, &ids, due_by)
                 .await?
                 .into_iter()
                 .map(|subscription| (subscription.id.clone(), subscription))
@@ -301,17 +323,18 @@ impl Context {
             .map(|subscription| subscription.customer_id.as_str())
             .collect();
         let unpublished = self
-            .unpublished_changes(&mut transaction, &customers)
+            .unpublished_changes(&mut *transaction, &customers)
             .await?;
         let mut batch = Batch {
-            customers: customers::load_many(&mut transaction, &customers).await?,
-            with_credits: credits::customers_with_open_grants(&mut transaction, &customers).await?,
+            customers: customers::load_many(&mut *transaction, &customers).await?,
+            with_credits: credits::customers_with_open_grants(&mut *transaction, &customers)
+                .await?,
             sealings: Vec::new(),
             advanced: Vec::new(),
             late: HashMap::new(),
         };
         if due_by.is_some() {
-            batch.late = self.late_periods_of(&mut transaction, &claimed).await?;
+            batch.late = self.late_periods_of(&mut *transaction, &claimed).await?;
         }
         for (item, usage) in items {
             let Some(subscription) = claimed.get(item.subscription_id()) else {
@@ -327,7 +350,7 @@ impl Context {
             let billed = match item {
                 Work::Subscription { .. } => {
                     self.bill_subscription(
-                        &mut transaction,
+                        &mut *transaction,
                         subscription.clone(),
                         now,
                         usage,
@@ -336,15 +359,14 @@ impl Context {
                     .await?
                 }
                 Work::Draft { invoice_id, .. } => {
-                    self.settle_draft(&mut transaction, invoice_id, now, usage, &mut batch)
+                    self.settle_draft(&mut *transaction, invoice_id, now, usage, &mut batch)
                         .await?
                 }
             };
             summary.add(billed);
         }
-        store::advance_subscriptions(&mut transaction, &batch.advanced).await?;
-        self.seal(&mut transaction, batch.sealings, now).await?;
-        transaction.commit().await?;
+        store::advance_subscriptions(&mut *transaction, &batch.advanced).await?;
+        self.seal(&mut *transaction, batch.sealings, now).await?;
         Ok(summary)
     }
 
