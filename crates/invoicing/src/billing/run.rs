@@ -133,7 +133,6 @@ pub(crate) struct Sealing {
     pub(crate) credits_total: Decimal,
     pub(crate) total: Decimal,
     pub(crate) due_at: DateTime<Utc>,
-    pub(crate) collection_mode: i32,
 }
 
 impl Context {
@@ -377,15 +376,16 @@ impl Context {
         now: DateTime<Utc>,
     ) -> Result<Vec<(Work, UsageCache)>> {
         let mut drafts = Vec::with_capacity(batch.len());
+        let mut connection = self.pool.acquire().await?;
         for item in &batch {
             drafts.push(match item {
                 Work::Subscription { .. } => None,
                 Work::Draft { invoice_id, .. } => {
-                    let mut connection = self.pool.acquire().await?;
                     Some(store::load(&mut connection, invoice_id, false).await?)
                 }
             });
         }
+        drop(connection);
         let targets: Vec<(&str, Option<&InvoiceRow>)> = batch
             .iter()
             .zip(&drafts)
@@ -665,15 +665,8 @@ impl Context {
         connection: &mut PgConnection,
         customer_id: &str,
     ) -> Result<()> {
-        let (pending,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM invoicing.outbox WHERE topic = $1 AND ordering_key = $2 \
-               AND published_at IS NULL)",
-        )
-        .bind(tally_bus::topics::SUBSCRIPTION_EVENTS)
-        .bind(customer_id)
-        .fetch_one(connection)
-        .await?;
-        if pending {
+        let pending = self.unpublished_changes(connection, &[customer_id]).await?;
+        if pending.contains(customer_id) {
             return Err(InvoicingError::Unavailable(format!(
                 "a subscription change of {customer_id} is not yet published to rating"
             )));
@@ -886,7 +879,6 @@ impl Context {
             credits_total,
             total,
             due_at,
-            collection_mode: customer.collection_mode,
             customer,
         })
     }

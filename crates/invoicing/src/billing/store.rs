@@ -357,7 +357,7 @@ pub(crate) async fn finalize_all(
         .bind(
             sealings
                 .iter()
-                .map(|s| s.collection_mode)
+                .map(|s| s.customer.collection_mode)
                 .collect::<Vec<_>>(),
         )
         .bind(now)

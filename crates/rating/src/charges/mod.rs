@@ -349,8 +349,8 @@ pub async fn price_periods(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut rows = period_rows(pool, &keys).await?;
-    let mut transactions = period_transactions(pool, &keys).await?;
+    let rows = period_rows(pool, &keys).await?;
+    let transactions = period_transactions(pool, &keys).await?;
     let mut priced = Vec::with_capacity(periods.len());
     for (subscription_id, period, phases) in periods {
         let key = period_key(subscription_id, period);
@@ -360,8 +360,6 @@ pub async fn price_periods(
         let own_transactions = transactions.get(&key).cloned().unwrap_or_default();
         priced.push(price_rows(cache, &own_rows, &own_transactions).await?);
     }
-    rows.clear();
-    transactions.clear();
     Ok(priced)
 }
 
