@@ -6,6 +6,7 @@
 mod billing;
 mod customers;
 mod invoices;
+mod negative_invoices;
 mod payments;
 mod scheduler;
 mod subscriptions;
