@@ -63,8 +63,9 @@ impl Scope {
     /// The scope a gRPC method needs, from its path `/package.Service/Method`.
     ///
     /// The rule is by name so new RPCs are covered without a table: ingestion
-    /// needs `ingest`; clock, reconciliation and backfills need `admin`;
-    /// `Get`/`BatchGet`/`List`/`Read`/`Preview` methods need `read`; everything else `write`.
+    /// needs `ingest`; clock, reconciliation and opening or closing a backfill
+    /// (`…Backfill`) need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
+    /// methods need `read` (so `ListBackfills` is a read); everything else `write`.
     pub fn required_for(path: &str) -> Scope {
         let (service, method) = path
             .trim_start_matches('/')
@@ -75,7 +76,9 @@ impl Scope {
         }
         if service.starts_with("tally.clock.")
             || service.ends_with("ReconciliationService")
-            || method == "OpenBackfill"
+            // Opening and closing a backfill both change which events are
+            // accepted, so both are `admin` (closing was `write` by accident).
+            || (service == "tally.ingest.v1.IngestService" && method.ends_with("Backfill"))
         {
             return Scope::Admin;
         }
@@ -401,6 +404,8 @@ mod tests {
             ("/tally.ingest.v1.IngestService/IngestStream", Scope::Ingest),
             ("/tally.ingest.v1.IngestService/ReadEvents", Scope::Read),
             ("/tally.ingest.v1.IngestService/OpenBackfill", Scope::Admin),
+            ("/tally.ingest.v1.IngestService/CloseBackfill", Scope::Admin),
+            ("/tally.ingest.v1.IngestService/ListBackfills", Scope::Read),
             ("/tally.clock.v1.ClockService/GetTime", Scope::Admin),
             (
                 "/tally.payments.v1.ReconciliationService/GetReconciliationReport",
@@ -486,6 +491,39 @@ mod tests {
             registry
                 .authorize(Some(&writer), "/tally.ingest.v1.IngestService/IngestBatch")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn backfills_are_opened_and_closed_only_with_admin() {
+        let (registry, writer) = registry_with(&[Scope::Write]);
+        for method in ["OpenBackfill", "CloseBackfill"] {
+            let path = format!("/tally.ingest.v1.IngestService/{method}");
+            assert!(
+                matches!(
+                    registry.authorize(Some(&writer), &path),
+                    Err(AuthError::Forbidden {
+                        required: Scope::Admin,
+                        ..
+                    })
+                ),
+                "{method} with a write key"
+            );
+        }
+        assert!(
+            registry
+                .authorize(
+                    Some(&writer),
+                    "/tally.ingest.v1.IngestService/ListBackfills"
+                )
+                .is_ok(),
+            "listing backfills is a read"
+        );
+        let (registry, admin) = registry_with(&[Scope::Admin]);
+        assert!(
+            registry
+                .authorize(Some(&admin), "/tally.ingest.v1.IngestService/CloseBackfill")
+                .is_ok()
         );
     }
 
