@@ -16,7 +16,12 @@
 //!
 //! An event about a Tally invoice payments does not know yet answers 503, so
 //! Stripe delivers it again later; an event about anything else is recorded
-//! as ignored.
+//! as ignored (200, the reason as its outcome). Whether an object is Tally's
+//! is decided from the event and payments' own rows before any Stripe read
+//! (Tally's invoices, customers and refunds carry `tally_…_id` metadata;
+//! its PaymentIntents and charges belong to customers it mapped), so another
+//! integration's events cost no Stripe call and are acknowledged even
+//! without `STRIPE_API_KEY`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,6 +155,26 @@ fn envelope(body: &[u8]) -> Result<Envelope, String> {
         created,
         object,
     })
+}
+
+/// The id `field` of an event's object names: a string, or an expanded
+/// object's `id`; `None` when absent, null or empty.
+fn reference(object: &Value, field: &str) -> Option<String> {
+    let value = object.get(field)?;
+    value
+        .as_str()
+        .or_else(|| value.get("id").and_then(Value::as_str))
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// `metadata.<key>` of an event's object, when set and not empty.
+fn metadata<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get(key))
+        .and_then(Value::as_str)
+        .filter(|value| !value.is_empty())
 }
 
 #[tracing::instrument(name = "stripe.webhook", skip_all, fields(stripe_event_id = tracing::field::Empty))]
@@ -307,15 +332,14 @@ impl WebhookState {
             | "invoice.finalized"
             | "invoice.voided"
             | "invoice.marked_uncollectible" => {
-                let tally_invoice = event
-                    .object
-                    .get("metadata")
-                    .and_then(|metadata| metadata.get("tally_invoice_id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                let tally_invoice = metadata(&event.object, "tally_invoice_id").map(str::to_owned);
                 self.plan_invoice(&object_id, tally_invoice).await
             }
             "payment_intent.succeeded" | "payment_intent.payment_failed" => {
+                let known = [PaymentKey::StripePaymentIntent(&object_id)];
+                if let Some(reason) = self.foreign_payment(&event.object, &known).await? {
+                    return Ok(Plan::Ignore(reason));
+                }
                 let intent = self.core.stripe.get_payment_intent(&object_id).await?;
                 let Some(stripe_invoice) = intent.invoice.clone() else {
                     return Ok(Plan::Ignore("ignored: not an invoice payment"));
@@ -324,13 +348,20 @@ impl WebhookState {
             }
             "charge.refunded" | "charge.refund.updated" => {
                 let charge_id = if event.kind == "charge.refund.updated" {
-                    event
-                        .object
-                        .get("charge")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
+                    let refund = &event.object;
+                    if let Some(reason) = self.foreign_refund(&object_id, refund).await? {
+                        return Ok(Plan::Ignore(reason));
+                    }
+                    reference(refund, "charge").unwrap_or_default()
                 } else {
+                    let intent = reference(&event.object, "payment_intent").unwrap_or_default();
+                    let known = [
+                        PaymentKey::StripeCharge(&object_id),
+                        PaymentKey::StripePaymentIntent(&intent),
+                    ];
+                    if let Some(reason) = self.foreign_payment(&event.object, &known).await? {
+                        return Ok(Plan::Ignore(reason));
+                    }
                     object_id
                 };
                 let charge = self.core.stripe.get_charge(&charge_id).await?;
@@ -343,20 +374,23 @@ impl WebhookState {
                 })
             }
             "customer.updated" => {
+                // Payments maps every Stripe customer it creates before
+                // anything can happen to it, so an unmapped one is another
+                // integration's (or another Tally's): no Stripe read for it.
+                if !self.is_tally_customer(&object_id).await? {
+                    return Ok(Plan::Ignore(
+                        if metadata(&event.object, "tally_customer_id").is_some() {
+                            "ignored: a Tally customer this installation does not map"
+                        } else {
+                            "ignored: not a Tally customer"
+                        },
+                    ));
+                }
                 // The current state, not the event's snapshot.
                 let customer = self.core.stripe.get_customer(&object_id).await?;
-                let known: Option<String> = sqlx::query_scalar(
-                    "SELECT customer_id FROM payments.stripe_customers WHERE stripe_customer_id = $1",
-                )
-                .bind(&customer.id)
-                .fetch_optional(&self.core.pool)
-                .await?;
-                Ok(match known {
-                    Some(_) => Plan::Customer {
-                        stripe_customer_id: customer.id,
-                        has_default_payment_method: customer.has_default_payment_method,
-                    },
-                    None => Plan::Ignore("ignored: not a Tally customer"),
+                Ok(Plan::Customer {
+                    stripe_customer_id: customer.id,
+                    has_default_payment_method: customer.has_default_payment_method,
                 })
             }
             "charge.dispute.created" => {
@@ -378,6 +412,95 @@ impl WebhookState {
             }
             _ => Ok(Plan::Ignore("ignored: event type not handled")),
         }
+    }
+
+    /// Why a PaymentIntent or charge is not Tally's, when the event and
+    /// payments' own rows prove it (no Stripe read): Tally collects only
+    /// through Stripe invoices of the Stripe customers it created and mapped
+    /// first, so a payment that payments does not know by any of `known`, and
+    /// whose `customer` is absent or unmapped, belongs to another integration.
+    async fn foreign_payment(
+        &self,
+        object: &Value,
+        known: &[PaymentKey<'_>],
+    ) -> Result<Option<&'static str>, WebhookError> {
+        if self.any_payment(known).await? {
+            return Ok(None);
+        }
+        let Some(customer) = reference(object, "customer") else {
+            return Ok(Some("ignored: no customer, not a Tally payment"));
+        };
+        if self.is_tally_customer(&customer).await? {
+            // Tally's customer: possibly an invoice payment payments has not
+            // linked yet; Stripe's current state decides.
+            return Ok(None);
+        }
+        Ok(Some("ignored: not a Tally customer's payment"))
+    }
+
+    /// Why a refund (`charge.refund.updated`) is not Tally's, without a
+    /// Stripe read: Tally's own refunds carry `metadata.tally_refund_id`; a
+    /// refund made in the dashboard matters only once `charge.refunded`
+    /// recorded it (by its id) or the charge is a known payment's.
+    async fn foreign_refund(
+        &self,
+        stripe_refund_id: &str,
+        refund: &Value,
+    ) -> Result<Option<&'static str>, WebhookError> {
+        if metadata(refund, "tally_refund_id").is_some() {
+            return Ok(None);
+        }
+        let recorded: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM payments.refunds WHERE stripe_refund_id = $1")
+                .bind(stripe_refund_id)
+                .fetch_optional(&self.core.pool)
+                .await?;
+        if recorded.is_some() {
+            return Ok(None);
+        }
+        let charge = reference(refund, "charge").unwrap_or_default();
+        let intent = reference(refund, "payment_intent").unwrap_or_default();
+        let known = [
+            PaymentKey::StripeCharge(&charge),
+            PaymentKey::StripePaymentIntent(&intent),
+        ];
+        if self.any_payment(&known).await? {
+            return Ok(None);
+        }
+        Ok(Some("ignored: not a Tally refund"))
+    }
+
+    /// Whether payments has a payment under any of `keys` (empty ids skipped).
+    async fn any_payment(&self, keys: &[PaymentKey<'_>]) -> Result<bool, WebhookError> {
+        let mut connection = self.core.pool.acquire().await?;
+        for key in keys {
+            let id = match *key {
+                PaymentKey::Id(id)
+                | PaymentKey::Invoice(id)
+                | PaymentKey::StripeInvoice(id)
+                | PaymentKey::StripeCharge(id)
+                | PaymentKey::StripePaymentIntent(id) => id,
+            };
+            if !id.is_empty()
+                && store::payment(&mut connection, *key, false)
+                    .await?
+                    .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether payments created (and mapped) this Stripe customer.
+    async fn is_tally_customer(&self, stripe_customer_id: &str) -> Result<bool, WebhookError> {
+        let known: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM payments.stripe_customers WHERE stripe_customer_id = $1",
+        )
+        .bind(stripe_customer_id)
+        .fetch_optional(&self.core.pool)
+        .await?;
+        Ok(known.is_some())
     }
 
     async fn plan_invoice(

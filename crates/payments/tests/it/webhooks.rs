@@ -499,22 +499,233 @@ async fn customer_updated_refreshes_the_payment_method_flag() {
         .stripe_customer
         .unwrap();
     assert!(!mapping.has_default_payment_method);
+    // Another Tally's customer (its metadata says Tally, but this
+    // installation never mapped it): acknowledged without reading it.
     let foreign = fixtures::event(
         "evt_2Customer",
         "customer.updated",
         CREATED,
         fixtures::customer("cus_someone_else", "cus_x"),
     );
-    wiremock::Mock::given(wiremock::matchers::method("GET"))
-        .and(wiremock::matchers::path("/v1/customers/cus_someone_else"))
-        .respond_with(stripe_mocks::respond(
-            200,
-            fixtures::customer("cus_someone_else", "cus_x"),
-        ))
-        .mount(&harness.stripe)
-        .await;
     assert_eq!(
         harness.webhook(&foreign).await,
-        (200, "ignored: not a Tally customer".into())
+        (
+            200,
+            "ignored: a Tally customer this installation does not map".into()
+        )
     );
+    assert!(
+        harness
+            .stripe_requests("GET", "/v1/customers/cus_someone_else")
+            .await
+            .is_empty()
+    );
+}
+
+/// A Stripe customer of another integration on the same account (a web
+/// shop's checkout): no Tally metadata.
+const OTHER_CUSTOMER: &str = "cus_R7shopCheckout";
+
+/// Events another integration on the same Stripe account causes, each with
+/// the outcome payments records: none is Tally's, and the event alone (with
+/// payments' own rows) shows it.
+fn other_integrations_events() -> Vec<(serde_json::Value, &'static str)> {
+    let mut customer = fixtures::customer(OTHER_CUSTOMER, "");
+    customer["metadata"] = serde_json::json!({"shop_account_id": "acc_8812"});
+    customer["email"] = serde_json::json!("jenny@shop.test");
+
+    // A Checkout payment of the shop: its PaymentIntent pays no invoice.
+    let mut shop_payment =
+        fixtures::payment_intent("pi_3ShopCheckout", "succeeded", "", Some("ch_3Shop"), None);
+    shop_payment
+        .as_object_mut()
+        .map(|object| object.remove("invoice"));
+    shop_payment["customer"] = serde_json::json!(OTHER_CUSTOMER);
+    shop_payment["metadata"] = serde_json::json!({"order_id": "ord_10442"});
+    shop_payment["description"] = serde_json::json!("Order #10442");
+
+    // A guest checkout: no customer at all.
+    let mut guest_payment = fixtures::payment_intent(
+        "pi_3GuestCheckout",
+        "requires_payment_method",
+        "",
+        Some("ch_3Guest"),
+        Some(("insufficient_funds", "Your card has insufficient funds.")),
+    );
+    guest_payment
+        .as_object_mut()
+        .map(|object| object.remove("invoice"));
+    guest_payment["customer"] = serde_json::Value::Null;
+
+    let mut shop_charge = fixtures::charge("ch_3Shop", 2500, 2500, "", vec![]);
+    shop_charge
+        .as_object_mut()
+        .map(|object| object.remove("invoice"));
+    shop_charge["customer"] = serde_json::json!(OTHER_CUSTOMER);
+    shop_charge["payment_intent"] = serde_json::json!("pi_3ShopCheckout");
+
+    let mut shop_refund = fixtures::refund("re_3Shop", 2500, "succeeded", "ch_3Shop", None);
+    shop_refund["payment_intent"] = serde_json::json!("pi_3ShopCheckout");
+
+    // A Stripe Billing subscription invoice of the shop (no tally_invoice_id).
+    let mut shop_invoice = fixtures::invoice(
+        "in_3ShopSubscription",
+        "",
+        "paid",
+        "eur",
+        990,
+        990,
+        1,
+        None,
+        None,
+    );
+    shop_invoice["metadata"] = serde_json::json!({});
+    shop_invoice["customer"] = serde_json::json!(OTHER_CUSTOMER);
+    shop_invoice["billing_reason"] = serde_json::json!("subscription_cycle");
+
+    let shop_dispute = fixtures::dispute("dp_3Shop", "ch_3Shop", 2500);
+
+    vec![
+        (
+            fixtures::event("evt_3Customer", "customer.updated", CREATED, customer),
+            "ignored: not a Tally customer",
+        ),
+        (
+            fixtures::event(
+                "evt_3PiSucceeded",
+                "payment_intent.succeeded",
+                CREATED,
+                shop_payment,
+            ),
+            "ignored: not a Tally customer's payment",
+        ),
+        (
+            fixtures::event(
+                "evt_3PiFailed",
+                "payment_intent.payment_failed",
+                CREATED,
+                guest_payment,
+            ),
+            "ignored: no customer, not a Tally payment",
+        ),
+        (
+            fixtures::event("evt_3Refunded", "charge.refunded", CREATED, shop_charge),
+            "ignored: not a Tally customer's payment",
+        ),
+        (
+            fixtures::event(
+                "evt_3RefundUpdated",
+                "charge.refund.updated",
+                CREATED,
+                shop_refund,
+            ),
+            "ignored: not a Tally refund",
+        ),
+        (
+            fixtures::event("evt_3InvoicePaid", "invoice.paid", CREATED, shop_invoice),
+            "ignored: not a Tally invoice",
+        ),
+        (
+            fixtures::event(
+                "evt_3Dispute",
+                "charge.dispute.created",
+                CREATED,
+                shop_dispute,
+            ),
+            "ignored: not a Tally charge",
+        ),
+    ]
+}
+
+/// Posts every event of another integration and checks each is
+/// acknowledged and recorded as ignored, with no Stripe call.
+async fn other_integrations_events_are_ignored(harness: &Harness) {
+    for (event, reason) in other_integrations_events() {
+        let name = event["type"].as_str().unwrap().to_owned();
+        assert_eq!(
+            harness.webhook(&event).await,
+            (200, reason.into()),
+            "{name}"
+        );
+        let outcome: String = sqlx::query_scalar(
+            "SELECT outcome FROM payments.webhook_events WHERE stripe_event_id = $1",
+        )
+        .bind(event["id"].as_str().unwrap())
+        .fetch_one(&harness.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(outcome, reason, "{name}: recorded with its reason");
+        assert_eq!(
+            harness.webhook(&event).await,
+            (200, "duplicate".into()),
+            "{name}"
+        );
+    }
+    assert!(
+        harness.stripe.received_requests().await.unwrap().is_empty(),
+        "no Stripe read for objects that are not Tally's"
+    );
+    assert!(harness.payment_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn other_integrations_events_are_acknowledged_without_a_stripe_read() {
+    let harness = harness().await;
+    other_integrations_events_are_ignored(&harness).await;
+}
+
+#[tokio::test]
+async fn other_integrations_events_are_acknowledged_without_a_stripe_key() {
+    let harness = harness_with(
+        std::sync::Arc::new(tally_bus::InProcessBus::new()),
+        tally_payments::StripeSecrets {
+            api_key: None,
+            webhook_secret: Some(WebhookSecret::new(WEBHOOK_SECRET)),
+        },
+    )
+    .await;
+    other_integrations_events_are_ignored(&harness).await;
+
+    // A Tally customer's event still needs Stripe's current state: without
+    // the key it is deferred (503, not recorded), never ignored.
+    sqlx::query(
+        "INSERT INTO payments.stripe_customers (customer_id, stripe_customer_id, livemode, \
+         has_default_payment_method, synced_hash, created_at, synced_at) \
+         VALUES ('cus_000100', $1, false, true, '', now(), now())",
+    )
+    .bind(STRIPE_CUSTOMER)
+    .execute(&harness.db.pool)
+    .await
+    .unwrap();
+    let ours = fixtures::event(
+        "evt_4Customer",
+        "customer.updated",
+        CREATED,
+        fixtures::customer(STRIPE_CUSTOMER, "cus_000100"),
+    );
+    assert_eq!(harness.webhook(&ours).await.0, 503);
+    let mut tally_payment = fixtures::payment_intent(
+        "pi_4NotLinkedYet",
+        "succeeded",
+        "",
+        Some("ch_4NotLinkedYet"),
+        None,
+    );
+    tally_payment
+        .as_object_mut()
+        .map(|object| object.remove("invoice"));
+    let ours = fixtures::event(
+        "evt_4PiSucceeded",
+        "payment_intent.succeeded",
+        CREATED,
+        tally_payment,
+    );
+    assert_eq!(harness.webhook(&ours).await.0, 503);
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments.webhook_events WHERE stripe_event_id LIKE 'evt\\_4%'",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 0, "deferred, so the redelivery is applied");
 }
