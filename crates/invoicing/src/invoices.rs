@@ -95,6 +95,16 @@ impl Context {
             invoices_finalized: summary.invoices_finalized,
             failures: summary.failures,
             finished_at: Some(timestamp(self.clock.now())),
+            failed: summary
+                .failed
+                .into_iter()
+                .map(|failure| proto::BillingFailure {
+                    subscription_id: failure.subscription_id,
+                    customer_id: failure.customer_id,
+                    invoice_id: failure.invoice_id.unwrap_or_default(),
+                    reason: failure.reason,
+                })
+                .collect(),
         })
     }
 

@@ -46,9 +46,13 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
-pub use billing::run::RunSummary;
+pub use billing::run::{BillingFailure, RunSummary};
 pub use error::InvoicingError;
 pub use rating::RatingClient;
+
+/// The first retry of a bill run that left work behind (see
+/// [`Invoicing::run_scheduler`]).
+const FIRST_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-invoicing";
@@ -210,20 +214,39 @@ impl Invoicing {
         ]
     }
 
-    /// Runs a bill run at every tick of the clock until `shutdown`.
+    /// Runs a bill run at every tick of the clock until `shutdown`. A run
+    /// that left work behind (a subscription whose change rating has not
+    /// seen yet, a failed subscription) is retried soon — after one second,
+    /// doubling up to the interval while failures go on — rather than a whole
+    /// interval later: an invoice should not wait a minute on a replica that
+    /// catches up in milliseconds.
     pub async fn run_scheduler(&self, shutdown: Shutdown) {
         let interval = Duration::from_secs(self.ctx.config.bill_run_interval_seconds);
         let mut ticker = clock::Ticker::new(&*self.ctx.clock, interval);
+        let mut retry_after = FIRST_RETRY_AFTER_FAILURE;
         while !shutdown.is_triggered() {
-            match self.ctx.bill_run(None).await {
-                Ok(summary) if summary != RunSummary::default() => {
-                    tracing::info!(?summary, "bill run");
+            let left_work = match self.ctx.bill_run(None).await {
+                Ok(summary) => {
+                    if summary != RunSummary::default() {
+                        tracing::info!(?summary, "bill run");
+                    }
+                    summary.failures > 0
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "bill run failed; retried next tick"),
-            }
+                Err(error) => {
+                    tracing::warn!(%error, "bill run failed; retried soon");
+                    true
+                }
+            };
+            let wait = if left_work {
+                let wait = retry_after;
+                retry_after = (retry_after * 2).min(interval);
+                wait
+            } else {
+                retry_after = FIRST_RETRY_AFTER_FAILURE;
+                interval
+            };
             tokio::select! {
-                () = ticker.tick() => {}
+                () = ticker.tick_within(wait) => {}
                 () = shutdown.wait() => break,
             }
         }

@@ -47,11 +47,18 @@ impl Ticker {
     /// Waits for the next tick: `poll_interval`, or until the manual clock
     /// has moved since the previous tick (at once if it already has).
     pub async fn tick(&mut self) {
+        self.tick_within(self.poll_interval).await;
+    }
+
+    /// [`Ticker::tick`], but after at most `at_most` (a scheduler retrying
+    /// soon after a round that left work behind).
+    pub async fn tick_within(&mut self, at_most: std::time::Duration) {
+        let wait = self.poll_interval.min(at_most);
         match &mut self.moved {
             Some(moved) => {
-                let _ = tokio::time::timeout(self.poll_interval, moved.changed()).await;
+                let _ = tokio::time::timeout(wait, moved.changed()).await;
             }
-            None => tokio::time::sleep(self.poll_interval).await,
+            None => tokio::time::sleep(wait).await,
         }
     }
 }

@@ -29,8 +29,11 @@ use crate::{Context, credits, customers, events};
 /// far behind asks for the rest while composing).
 const PREFETCH_LIMIT: usize = 64;
 
+/// Most failures a summary names (it counts them all).
+const MAX_NAMED_FAILURES: usize = 100;
+
 /// What one bill run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunSummary {
     pub periods_examined: u64,
     pub invoices_created: u64,
@@ -38,6 +41,21 @@ pub struct RunSummary {
     pub invoices_finalized: u64,
     pub credits_expired: u64,
     pub failures: u64,
+    /// The first [`MAX_NAMED_FAILURES`] failures, named.
+    pub failed: Vec<BillingFailure>,
+}
+
+/// A subscription (or one of its drafts) a bill run could not bill. One
+/// customer's bad data must never stop anyone else's billing, so a failure
+/// costs its own subscription only, and is named so an operator can act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillingFailure {
+    pub subscription_id: String,
+    /// Empty when the subscription itself could not be read.
+    pub customer_id: String,
+    /// The draft being refreshed or finalized.
+    pub invoice_id: Option<String>,
+    pub reason: String,
 }
 
 impl RunSummary {
@@ -48,11 +66,26 @@ impl RunSummary {
         self.invoices_finalized += other.invoices_finalized;
         self.credits_expired += other.credits_expired;
         self.failures += other.failures;
+        for failure in other.failed {
+            self.push_failure(failure);
+        }
+    }
+
+    /// Counts `failure` and names it (up to [`MAX_NAMED_FAILURES`]).
+    fn fail(&mut self, failure: BillingFailure) {
+        self.failures += 1;
+        self.push_failure(failure);
+    }
+
+    fn push_failure(&mut self, failure: BillingFailure) {
+        if self.failed.len() < MAX_NAMED_FAILURES {
+            self.failed.push(failure);
+        }
     }
 }
 
 /// One item of a bill run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Work {
     /// A subscription with a boundary due.
     Subscription { subscription_id: String },
@@ -70,6 +103,13 @@ impl Work {
             | Work::Draft {
                 subscription_id, ..
             } => subscription_id,
+        }
+    }
+
+    fn invoice_id(&self) -> Option<&str> {
+        match self {
+            Work::Subscription { .. } => None,
+            Work::Draft { invoice_id, .. } => Some(invoice_id),
         }
     }
 }
@@ -221,23 +261,14 @@ impl Context {
         while work.peek().is_some() {
             batches.push(work.by_ref().take(batch_size).collect());
         }
-        let results: Vec<(usize, Result<RunSummary>)> = futures::stream::iter(batches)
-            .map(|batch| async move {
-                let size = batch.len();
-                (size, self.bill_batch(batch, now).await)
-            })
+        let results: Vec<RunSummary> = futures::stream::iter(batches)
+            .map(|batch| self.bill_batch(batch, now))
             .buffer_unordered(concurrency)
             .collect()
             .await;
         let mut summary = RunSummary::default();
-        for (size, result) in results {
-            match result {
-                Ok(billed) => summary.add(billed),
-                Err(error) => {
-                    summary.failures += u64::try_from(size).unwrap_or(u64::MAX);
-                    tracing::warn!(%error, size, "a bill-run batch failed; retried next run");
-                }
-            }
+        for billed in results {
+            summary.add(billed);
         }
         summary
     }
@@ -245,29 +276,74 @@ impl Context {
     /// One batch. Rating is asked first, outside any transaction; then the
     /// whole batch is billed in one transaction, and the invoices finalized
     /// are numbered together just before the commit (the number counter is
-    /// locked for the commit only, not while composing). When one item
-    /// fails, the batch is rolled back and its items are billed one by one,
-    /// so only the failing item waits for the next run.
-    async fn bill_batch(&self, batch: Vec<Work>, now: DateTime<Utc>) -> Result<RunSummary> {
-        let prefetched = self.prefetch_batch(batch, now).await?;
-        match self.bill_together(&prefetched, now).await {
-            Ok(summary) => Ok(summary),
-            Err(error) if prefetched.len() > 1 => {
-                tracing::info!(%error, size = prefetched.len(), "a bill-run batch failed; billing its items one by one");
-                let mut summary = RunSummary::default();
-                for item in &prefetched {
-                    match self.bill_together(std::slice::from_ref(item), now).await {
-                        Ok(billed) => summary.add(billed),
-                        Err(error) => {
-                            summary.failures += 1;
-                            tracing::warn!(%error, item = %item.0, "billing failed; retried next run");
-                        }
+    /// locked for the commit only, not while composing). When anything
+    /// fails — rating's answer for the batch, or one item — the batch is
+    /// rolled back and its items are billed one by one, so only the failing
+    /// item waits for the next run, named in the summary and the log.
+    async fn bill_batch(&self, batch: Vec<Work>, now: DateTime<Utc>) -> RunSummary {
+        let size = batch.len();
+        let items: Vec<(Work, Option<UsageCache>)> = if size > 1 {
+            match self.prefetch_batch(batch.clone(), now).await {
+                Ok(prefetched) => match self.bill_together(&prefetched, now).await {
+                    Ok(summary) => return summary,
+                    Err(error) => {
+                        tracing::info!(%error, size, "a bill-run batch failed; billing its items one by one");
+                        prefetched
+                            .into_iter()
+                            .map(|(item, usage)| (item, Some(usage)))
+                            .collect()
                     }
+                },
+                Err(error) => {
+                    tracing::info!(%error, size, "rating's usage for a bill-run batch could not be read; billing its items one by one");
+                    batch.into_iter().map(|item| (item, None)).collect()
                 }
-                Ok(summary)
             }
-            Err(error) => Err(error),
+        } else {
+            batch.into_iter().map(|item| (item, None)).collect()
+        };
+        let mut summary = RunSummary::default();
+        for (item, usage) in items {
+            let result = match usage {
+                Some(usage) => self.bill_together(&[(item.clone(), usage)], now).await,
+                None => match self.prefetch_batch(vec![item.clone()], now).await {
+                    Ok(prefetched) => self.bill_together(&prefetched, now).await,
+                    Err(error) => Err(error),
+                },
+            };
+            match result {
+                Ok(billed) => summary.add(billed),
+                Err(error) => summary.fail(self.failure(&item, &error).await),
+            }
         }
+        summary
+    }
+
+    /// Names a failed item (with its customer, read apart from the failed
+    /// transaction) and logs it.
+    async fn failure(&self, item: &Work, error: &InvoicingError) -> BillingFailure {
+        let customer_id: String =
+            sqlx::query_scalar("SELECT customer_id FROM invoicing.subscriptions WHERE id = $1")
+                .bind(item.subscription_id())
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        let failure = BillingFailure {
+            subscription_id: item.subscription_id().to_owned(),
+            customer_id,
+            invoice_id: item.invoice_id().map(str::to_owned),
+            reason: error.to_string(),
+        };
+        tracing::warn!(
+            subscription_id = %failure.subscription_id,
+            customer_id = %failure.customer_id,
+            invoice_id = failure.invoice_id.as_deref().unwrap_or(""),
+            reason = %failure.reason,
+            "a subscription could not be billed; the others were; retried next run"
+        );
+        failure
     }
 
     /// Bills `items` (all of one kind) in one transaction.
@@ -341,7 +417,13 @@ impl Context {
             };
             if unpublished.contains(&subscription.customer_id) {
                 // Rating would price usage on phases it has not seen yet.
-                summary.failures += 1;
+                summary.fail(BillingFailure {
+                    subscription_id: subscription.id.clone(),
+                    customer_id: subscription.customer_id.clone(),
+                    invoice_id: item.invoice_id().map(str::to_owned),
+                    reason: "a subscription change of the customer is not yet published to rating"
+                        .into(),
+                });
                 tracing::info!(item = %item, customer_id = %subscription.customer_id,
                     "a subscription change of the customer is not yet published to rating; billed next run");
                 continue;

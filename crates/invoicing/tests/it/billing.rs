@@ -696,6 +696,25 @@ async fn an_error_in_a_batch_fails_only_its_subscription() {
     h.clock.set(at(2025, 2, 1)).unwrap();
     let run = h.invoicing.bill_run().await.unwrap();
     assert_eq!((run.invoices_created, run.failures), (2, 1), "{run:?}");
+    // The failure is named: the subscription, its customer and why.
+    let (customer,): (String,) =
+        sqlx::query_as("SELECT customer_id FROM invoicing.subscriptions WHERE id = $1")
+            .bind(&subscriptions[1])
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    let [failure] = run.failed.as_slice() else {
+        panic!("one named failure: {run:?}");
+    };
+    assert_eq!(
+        (
+            &failure.subscription_id,
+            &failure.customer_id,
+            &failure.invoice_id
+        ),
+        (&subscriptions[1], &customer, &None)
+    );
+    assert!(!failure.reason.is_empty(), "{failure:?}");
     let mut numbers = Vec::new();
     for subscription in &subscriptions {
         numbers.extend(

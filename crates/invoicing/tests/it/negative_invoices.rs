@@ -113,7 +113,11 @@ async fn a_prorated_cancellation_becomes_a_credit_grant_and_billing_goes_on() {
             ],
             "{policy:?}"
         );
-        assert_eq!(credit_balance(&mut h, &customer).await, "0.00", "{policy:?}");
+        assert_eq!(
+            credit_balance(&mut h, &customer).await,
+            "0.00",
+            "{policy:?}"
+        );
     }
 }
 
@@ -171,7 +175,11 @@ async fn a_prorated_downgrade_carries_its_negative_total_and_later_periods_burn_
             ],
             "{policy:?}"
         );
-        assert_eq!(credit_balance(&mut h, &customer).await, "25.50", "{policy:?}");
+        assert_eq!(
+            credit_balance(&mut h, &customer).await,
+            "25.50",
+            "{policy:?}"
+        );
     }
 }
 
