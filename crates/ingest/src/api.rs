@@ -428,6 +428,16 @@ impl IngestService for IngestApi {
             .map(|id| {
                 let row = by_id[id.as_str()];
                 match (row.event(), row.raw()) {
+                    // A summary is not the event: never accept it in its place.
+                    (Some(summary), _) if row.is_summarized() => Incoming::Flawed {
+                        event: summary,
+                        violations: vec![crate::validation::violation(
+                            "event",
+                            "not_replayable",
+                            "the event was too large to keep; only a summary was stored: resend the event"
+                                .to_owned(),
+                        )],
+                    },
                     (Some(event), _) => Incoming::Event(event),
                     (None, Some((payload, content_type))) => {
                         decode(payload, Some(content_type).filter(|c| !c.is_empty()))

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Datelike, Utc};
 use prost::Message as _;
+use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use tally_proto::common::FieldViolation;
 use tally_proto::events::{Intake, RejectionKind, UsageAccepted, UsageEvent as WireEvent};
@@ -35,8 +36,11 @@ pub struct RejectionRecord {
     pub id: String,
     /// Invalid, conflict or undecodable.
     pub kind: RejectionKind,
-    /// The event as received; `None` when undecodable.
+    /// The event as received (or its summary, see `summarized`); `None` when undecodable.
     pub event: Option<WireEvent>,
+    /// Whether `event` is only a summary of an event too large to keep
+    /// (`pipeline::kept_event`); a summary is never replayed.
+    pub summarized: bool,
     /// Every violated rule.
     pub violations: Vec<FieldViolation>,
     /// Original bytes of an undecodable message (at most 64 KiB).
@@ -338,12 +342,25 @@ pub async fn insert_rejections(
     let ids: Vec<&str> = rejections.iter().map(|r| r.id.as_str()).collect();
     let customers: Vec<Option<String>> = rejections
         .iter()
-        .map(|r| r.event.as_ref().map(|e| without_nul(&e.customer_id)))
+        .map(|r| r.event.as_ref().map(|e| lookup_prefix(&e.customer_id)))
         .collect();
     let event_ids: Vec<Option<String>> = rejections
         .iter()
-        .map(|r| r.event.as_ref().map(|e| without_nul(&e.id)))
+        .map(|r| r.event.as_ref().map(|e| lookup_prefix(&e.id)))
         .collect();
+    let key_hashes: Vec<Option<[u8; 32]>> = rejections
+        .iter()
+        .map(|r| {
+            r.event
+                .as_ref()
+                .map(|e| rejection_key_hash(&e.customer_id, &e.id))
+        })
+        .collect();
+    let key_hashes: Vec<Option<&[u8]>> = key_hashes
+        .iter()
+        .map(|hash| hash.as_ref().map(<[u8; 32]>::as_slice))
+        .collect();
+    let summarized: Vec<bool> = rejections.iter().map(|r| r.summarized).collect();
     let kinds: Vec<i16> = rejections.iter().map(|r| r.kind as i16).collect();
     let events: Vec<Option<Vec<u8>>> = rejections
         .iter()
@@ -364,16 +381,18 @@ pub async fn insert_rejections(
     let intakes: Vec<i16> = rejections.iter().map(|r| r.intake as i16).collect();
     sqlx::query(
         "INSERT INTO ingest.rejected_events \
-         (id, customer_id, event_id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at) \
-         SELECT i, c, e, k, ev, v::jsonb, raw, rt, it, $10 \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::bytea[], $6::text[], $7::bytea[], $8::text[], $9::int2[]) \
-              AS input(i, c, e, k, ev, v, raw, rt, it)",
+         (id, customer_id, event_id, key_hash, kind, event, event_summarized, violations, raw_payload, raw_content_type, intake, rejected_at) \
+         SELECT i, c, e, h, k, ev, s, v::jsonb, raw, rt, it, $12 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[], $7::bool[], $8::text[], $9::bytea[], $10::text[], $11::int2[]) \
+              AS input(i, c, e, h, k, ev, s, v, raw, rt, it)",
     )
     .bind(&ids)
     .bind(&customers)
     .bind(&event_ids)
+    .bind(&key_hashes)
     .bind(&kinds)
     .bind(&events)
+    .bind(&summarized)
     .bind(&violations)
     .bind(&raw_payloads)
     .bind(&raw_types)
@@ -445,4 +464,33 @@ pub fn violations_from_json(value: &serde_json::Value) -> Vec<FieldViolation> {
 /// the exact bytes stay in the protobuf `event` column.
 fn without_nul(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
+}
+
+/// Characters of a customer or event id kept in `rejected_events`' lookup
+/// columns. A rejected event's ids may be megabytes long (that is often why it
+/// was rejected), and an index entry must stay under PostgreSQL's btree limit
+/// (about 2.7 kB): 256 characters are at most 1 KiB of UTF-8, readable for an
+/// operator, and the full pair is identified by [`rejection_key_hash`].
+pub const LOOKUP_PREFIX_CHARS: usize = 256;
+
+/// A customer or event id as `rejected_events` stores it for lookups: NUL
+/// replaced, cut to [`LOOKUP_PREFIX_CHARS`] characters (like SQL's `left(text, 256)`).
+pub fn lookup_prefix(text: &str) -> String {
+    without_nul(text)
+        .chars()
+        .take(LOOKUP_PREFIX_CHARS)
+        .collect()
+}
+
+/// `rejected_events.key_hash`: SHA-256 of the full (customer id, event id),
+/// NULs replaced, each prefixed with its length in bytes as a big-endian u64.
+/// The migration that added the column computes the same in SQL:
+/// `sha256(int8send(octet_length(c)) || c || int8send(octet_length(e)) || e)`.
+pub fn rejection_key_hash(customer_id: &str, event_id: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in [without_nul(customer_id), without_nul(event_id)] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().into()
 }

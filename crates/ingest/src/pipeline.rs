@@ -14,6 +14,7 @@ use prost::Message as _;
 use sqlx::{PgConnection, PgPool};
 use tally_bus::inbox::ServiceSchema;
 use tally_bus::{Message, outbox, topics};
+use tally_domain::ids::CustomerId;
 use tally_proto::common::FieldViolation;
 use tally_proto::events::{Intake, RejectionKind, UsageEvent as WireEvent, UsageRejected};
 use tally_proto::ingest::{EventOutcome, EventResult, OutcomeCounts};
@@ -400,10 +401,13 @@ impl Ingestor {
                 Verdict::Valid(_) | Verdict::Repeat(..) => continue, // handled above
                 Verdict::Invalid(event, violations) => {
                     let id = self.ids.new_id("rej");
+                    let (kept, summarized) =
+                        kept_event(event, self.validator.max_kept_event_bytes());
                     rejections.push(RejectionRecord {
                         id: id.clone(),
                         kind: RejectionKind::Invalid,
-                        event: Some(event.clone()),
+                        event: Some(kept),
+                        summarized,
                         violations: violations.clone(),
                         raw_payload: None,
                         raw_content_type: None,
@@ -421,6 +425,7 @@ impl Ingestor {
                         id: id.clone(),
                         kind: RejectionKind::Undecodable,
                         event: None,
+                        summarized: false,
                         violations: violations.clone(),
                         raw_payload: Some(
                             payload[..payload.len().min(MAX_RAW_PAYLOAD_BYTES)].to_vec(),
@@ -507,7 +512,9 @@ impl Ingestor {
         rejections.push(RejectionRecord {
             id: id.clone(),
             kind: RejectionKind::Conflict,
+            // A valid event is within the size limit: kept as received.
             event: Some(event.event.clone()),
+            summarized: false,
             violations: violations.clone(),
             raw_payload: None,
             raw_content_type: None,
@@ -521,6 +528,31 @@ impl Ingestor {
             rejection_id: id,
         })
     }
+}
+
+/// Longest text field (id, customer, event type, source) of a summarized event, in characters.
+const SUMMARY_TEXT_CHARS: usize = 256;
+
+/// What a rejection keeps of `event`: the event as received when its encoding
+/// is at most `max_bytes`; otherwise a summary — id, customer, event type and
+/// source cut to 256 characters, the timestamp, no properties — flagged as such
+/// (`true`), so the rejection stays small enough to store and to publish on
+/// `usage-rejected` (Pub/Sub takes at most 10 MB) and is never replayed as if
+/// it were the event.
+pub fn kept_event(event: &WireEvent, max_bytes: usize) -> (WireEvent, bool) {
+    if event.encoded_len() <= max_bytes {
+        return (event.clone(), false);
+    }
+    let cut = |text: &str| text.chars().take(SUMMARY_TEXT_CHARS).collect::<String>();
+    let summary = WireEvent {
+        id: cut(&event.id),
+        customer_id: cut(&event.customer_id),
+        event_type: cut(&event.event_type),
+        timestamp: event.timestamp,
+        properties: HashMap::new(),
+        source: cut(&event.source),
+    };
+    (summary, true)
 }
 
 /// The accepted event a later one with the same key is compared with.
@@ -678,8 +710,11 @@ pub fn rejected_message(rejection: &RejectionRecord, rejected_at: DateTime<Utc>)
     }
     .encode_to_vec();
     let message = Message::new("tally.events.v1.UsageRejected", 1, payload).with_id(&rejection.id);
+    // Only a valid customer id orders the message: a rejected event's customer
+    // may be anything, and Pub/Sub refuses ordering keys over 1 KB (the outbox
+    // would retry that message forever).
     match rejection.event.as_ref() {
-        Some(event) if !event.customer_id.is_empty() => {
+        Some(event) if CustomerId::check(&event.customer_id).is_ok() => {
             message.with_ordering_key(event.customer_id.clone())
         }
         _ => message,

@@ -174,6 +174,7 @@ pub struct RejectionRow {
     state: i16,
     replay_count: i32,
     resolved_at: Option<DateTime<Utc>>,
+    event_summarized: bool,
 }
 
 impl RejectionRow {
@@ -182,7 +183,13 @@ impl RejectionRow {
         &self.id
     }
 
-    /// The event as received, if it decoded.
+    /// Whether the kept event is only a summary of one too large to keep
+    /// (it must be resent, never replayed).
+    pub fn is_summarized(&self) -> bool {
+        self.event_summarized
+    }
+
+    /// The event as received, if it decoded (a summary when [`Self::is_summarized`]).
     pub fn event(&self) -> Option<WireEvent> {
         self.event
             .as_deref()
@@ -220,9 +227,10 @@ impl RejectionRow {
     }
 }
 
-const REJECTION_COLUMNS: &str = "id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at, state, replay_count, resolved_at";
+const REJECTION_COLUMNS: &str = "id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at, state, replay_count, resolved_at, event_summarized";
 
-/// Rejections of (customer, event id), newest first.
+/// Rejections of (customer, event id), newest first. Found by the stored
+/// customer prefix and the hash of the full pair (exact for ids of any length).
 pub async fn rejections_of(
     pool: &PgPool,
     customer_id: &str,
@@ -230,10 +238,10 @@ pub async fn rejections_of(
 ) -> Result<Vec<RejectionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {REJECTION_COLUMNS} FROM ingest.rejected_events \
-         WHERE customer_id = $1 AND event_id = $2 ORDER BY rejected_at DESC, id DESC"
+         WHERE customer_id = $1 AND key_hash = $2 ORDER BY rejected_at DESC, id DESC"
     )))
-    .bind(customer_id)
-    .bind(event_id)
+    .bind(log::lookup_prefix(customer_id))
+    .bind(log::rejection_key_hash(customer_id, event_id).as_slice())
     .fetch_all(pool)
     .await
 }
@@ -277,7 +285,9 @@ pub async fn list_rejections(
            AND ($7::timestamptz IS NULL OR (rejected_at, id) < ($7, $8)) \
          ORDER BY rejected_at DESC, id DESC LIMIT $9"
     )))
-    .bind(filter.customer_id.as_deref())
+    // Customer ids are stored as their first 256 characters (longer ones are
+    // invalid anyway); a longer filter lists every rejection with that prefix.
+    .bind(filter.customer_id.as_deref().map(log::lookup_prefix))
     .bind(filter.kind)
     .bind(filter.state)
     .bind(filter.from)

@@ -4,11 +4,15 @@
 //! The structural rules (id, customer, event type, timestamp window, property
 //! names and sizes) are the domain crate's (`tally_domain::event`), so every
 //! service agrees on what a valid event is; this module adds the intake rules
-//! (encoded size, source length, timestamp range) and names each rule with the
-//! stable `rule` string of `tally.common.v1.FieldViolation`.
+//! (encoded size, source length, timestamp range, the range of numbers) and
+//! names each rule with the stable `rule` string of
+//! `tally.common.v1.FieldViolation`.
+
+use std::str::FromStr as _;
 
 use chrono::{DateTime, Duration, Utc};
 use prost::Message as _;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use tally_domain::event::{EventLimits, EventParts, EventRule, FieldError, check_event};
 use tally_domain::ids::IdError;
@@ -21,6 +25,29 @@ pub const MAX_SOURCE_BYTES: usize = 128;
 
 /// The rule name of an event older than the backfill window.
 pub const RULE_BEFORE_BACKFILL_WINDOW: &str = "before_backfill_window";
+
+/// The largest absolute value of a numeric property: 10^15. Ingest cannot tell
+/// which property a meter aggregates (the catalog is rating's), so the bound
+/// applies to every property value that is a number. 10^15 is a petabyte in
+/// bytes, 31 million years in seconds, a quadrillion tokens in one event; with
+/// [`MAX_PROPERTY_FRACTION_DIGITS`] a value has at most 27 significant digits,
+/// so it fits a `Decimal` (28) exactly and a sum of a million such values
+/// (10^21) is still far from overflowing it (7.9 × 10^28). See
+/// docs/architecture.md, "Numbers in properties".
+pub const MAX_PROPERTY_NUMBER: i64 = 1_000_000_000_000_000;
+
+/// The most decimal places of a numeric property (trailing zeros do not
+/// count): 12, a millionth of a millionth of a unit.
+pub const MAX_PROPERTY_FRACTION_DIGITS: usize = 12;
+
+/// Violations kept per event: an event with a million bad properties is
+/// described by its first ones and a count, not a million entries.
+pub const MAX_VIOLATIONS: usize = 100;
+
+/// Longest field name or description of a violation, in characters: a field
+/// names a property (whose name may be megabytes long in a bad event) and is
+/// stored and published with the rejection.
+pub const MAX_VIOLATION_TEXT_CHARS: usize = 512;
 
 /// An event that passed every rule: the event as received, its instant and
 /// its payload identity.
@@ -123,6 +150,9 @@ impl Validator {
                     format!("property {key:?} contains a NUL character"),
                 ));
             }
+            if let Some((rule, description)) = number_rule(key, value) {
+                violations.push(violation(&format!("properties.{key}"), rule, description));
+            }
         }
         // An out-of-range timestamp is reported here; the domain then checks the
         // other fields with `now` in its place (so it adds neither `required`
@@ -188,9 +218,102 @@ impl Validator {
             }
             _ => {
                 violations.sort_by_key(|violation| field_order(&violation.field));
-                Err((event, violations))
+                Err((event, bounded(violations)))
             }
         }
+    }
+
+    /// The largest encoded event a rejection keeps as received: the size
+    /// limit, or 64 KiB when that is smaller. A larger event is kept as a
+    /// summary (see `pipeline::kept_event`).
+    pub fn max_kept_event_bytes(&self) -> usize {
+        self.max_event_bytes.max(64 * 1024)
+    }
+}
+
+/// The rule a property value breaks as a number, with its description; `None`
+/// when it is no number (text) or a number in range.
+///
+/// A value is a number when `Decimal` parses it — the parse rating uses for
+/// the property a meter aggregates — or when it is a plain decimal literal
+/// too long for a `Decimal` (which rating could not use as a number at all).
+/// Negative numbers are in range: whether a negative reading may count is the
+/// meter's rule, applied by rating (docs/architecture.md).
+fn number_rule(key: &str, value: &str) -> Option<(&'static str, String)> {
+    let number = match Decimal::from_str(value) {
+        Ok(number) => number,
+        Err(_) if is_decimal_literal(value) => {
+            return Some((
+                "number_out_of_range",
+                format!(
+                    "property {key:?} is a number beyond ±{MAX_PROPERTY_NUMBER} (too many digits for a decimal)"
+                ),
+            ));
+        }
+        Err(_) => return None,
+    };
+    if number.abs() > Decimal::from(MAX_PROPERTY_NUMBER) {
+        return Some((
+            "number_out_of_range",
+            format!("property {key:?} is {number}, beyond ±{MAX_PROPERTY_NUMBER}"),
+        ));
+    }
+    // Counted in the text: `Decimal` would round digits beyond its 28th.
+    let fraction_digits = value
+        .split_once('.')
+        .map(|(_, fraction)| {
+            fraction
+                .trim_end_matches(['0', '_'])
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .count()
+        })
+        .unwrap_or(0);
+    if fraction_digits > MAX_PROPERTY_FRACTION_DIGITS {
+        return Some((
+            "max_fraction_digits",
+            format!(
+                "property {key:?} has {fraction_digits} decimal places, at most {MAX_PROPERTY_FRACTION_DIGITS} allowed"
+            ),
+        ));
+    }
+    None
+}
+
+/// `[+-]digits[.digits]`: what a number looks like, whatever its size.
+fn is_decimal_literal(value: &str) -> bool {
+    let unsigned = value.strip_prefix(['+', '-']).unwrap_or(value);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    !whole.is_empty()
+        && whole.bytes().all(|byte| byte.is_ascii_digit())
+        && fraction.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// At most [`MAX_VIOLATIONS`] violations (the last one counting the rest),
+/// each field and description at most [`MAX_VIOLATION_TEXT_CHARS`] characters:
+/// what is stored and published about a rejection stays small whatever the event.
+fn bounded(mut violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    if violations.len() > MAX_VIOLATIONS {
+        let more = violations.len() - (MAX_VIOLATIONS - 1);
+        violations.truncate(MAX_VIOLATIONS - 1);
+        violations.push(violation(
+            "event",
+            "more_violations",
+            format!("{more} more violations are not listed"),
+        ));
+    }
+    for violation in &mut violations {
+        cut(&mut violation.field);
+        cut(&mut violation.description);
+    }
+    violations
+}
+
+/// Cuts `text` to [`MAX_VIOLATION_TEXT_CHARS`] characters, marking the cut with `…`.
+fn cut(text: &mut String) {
+    if let Some((index, _)) = text.char_indices().nth(MAX_VIOLATION_TEXT_CHARS) {
+        text.truncate(index);
+        text.push('…');
     }
 }
 
@@ -461,6 +584,67 @@ mod tests {
             .map(|n| (format!("p{n}"), "v".repeat(500)))
             .collect();
         assert_eq!(rules(&huge), [pair("event", "max_event_size")]);
+    }
+
+    #[test]
+    fn numbers_are_bounded_and_negative_numbers_pass() {
+        let with = |value: &str| {
+            let mut event = event();
+            event.properties.insert("tokens".into(), value.into());
+            event
+        };
+        let validator = Validator::new(&IngestConfig::default());
+        for fine in [
+            "-1",
+            "1000000000000000",
+            "-1000000000000000",
+            "0.000000000001",
+            "1.500000000000000000",
+            "h100",
+            "1e400",
+            "12 345",
+            "",
+        ] {
+            assert!(
+                validator.validate(with(fine), now(), false).is_ok(),
+                "{fine:?} is accepted"
+            );
+        }
+        for (value, rule) in [
+            ("79228162514264337593543950335", "number_out_of_range"), // Decimal::MAX
+            ("-79228162514264337593543950335", "number_out_of_range"),
+            ("1000000000000000.1", "number_out_of_range"),
+            ("792281625142643375935439503350000", "number_out_of_range"), // beyond Decimal
+            ("0.0000000000001", "max_fraction_digits"),
+            ("0.30000000000000004", "max_fraction_digits"),
+        ] {
+            assert_eq!(
+                rules(&with(value)),
+                [pair("properties.tokens", rule)],
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_a_rejection_says_stays_small() {
+        let mut flood = event();
+        flood.properties = (0..1000)
+            .map(|n| (format!("p{n}"), "\0".to_owned()))
+            .collect();
+        let found = rules(&flood);
+        assert_eq!(found.len(), MAX_VIOLATIONS);
+        assert_eq!(found.last(), Some(&pair("event", "more_violations")));
+
+        let mut long_name = event();
+        long_name.properties = [("k".repeat(9000), "1".to_owned())].into();
+        let (_, violations) = Validator::new(&IngestConfig::default())
+            .validate(long_name, now(), false)
+            .unwrap_err();
+        for violation in violations {
+            assert!(violation.field.chars().count() <= MAX_VIOLATION_TEXT_CHARS + 1);
+            assert!(violation.description.chars().count() <= MAX_VIOLATION_TEXT_CHARS + 1);
+        }
     }
 
     fn arbitrary_event() -> impl Strategy<Value = WireEvent> {

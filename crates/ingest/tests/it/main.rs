@@ -2,6 +2,7 @@
 //! Pub/Sub intake, the real Pub/Sub emulator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod bad_input;
 mod grpc;
 mod pubsub;
 mod relay;
