@@ -17,6 +17,7 @@ pub mod peer;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::Config;

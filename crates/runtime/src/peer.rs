@@ -52,8 +52,18 @@ pub enum PeerError {
 impl Peer {
     /// A channel to `url` that connects on first use (and reconnects after failures).
     pub fn lazy(url: &str, api_key: Option<&str>) -> Result<Self, PeerError> {
-        let endpoint =
-            Endpoint::from_shared(url.to_owned()).map_err(|error| PeerError::InvalidUrl {
+        Self::lazy_with_ca(url, api_key, None)
+    }
+
+    /// [`Peer::lazy`]; an `https://` url trusts the system's roots and
+    /// `ca_file` (PEM) when given.
+    pub fn lazy_with_ca(
+        url: &str,
+        api_key: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, PeerError> {
+        let endpoint: Endpoint =
+            crate::tls::endpoint(url, ca_file).map_err(|error| PeerError::InvalidUrl {
                 url: url.to_owned(),
                 reason: error.to_string(),
             })?;

@@ -46,6 +46,8 @@ pub struct GrpcServer {
     /// Applied in order to an empty table (tonic cannot merge two finished tables).
     add_routes: Vec<AddRoutes>,
     service_names: Vec<&'static str>,
+    /// TLS on every connection when set (see [`crate::tls`]).
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for GrpcServer {
         formatter
             .debug_struct("GrpcServer")
             .field("service_names", &self.service_names)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -105,13 +108,21 @@ impl GrpcServer {
         Self {
             add_routes: vec![Box::new(add_routes)],
             service_names,
+            tls: None,
         }
+    }
+
+    /// Serves TLS only, with `acceptor` ([`crate::tls::acceptor`]).
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// Adds more services (how `tally dev` puts all four services on one address).
     pub fn merge(mut self, other: GrpcServer) -> Self {
         self.add_routes.extend(other.add_routes);
         self.service_names.extend(other.service_names);
+        self.tls = self.tls.or(other.tls);
         self
     }
 
@@ -162,14 +173,24 @@ impl GrpcServer {
             }
         };
 
-        tracing::info!(address = %listener.local_addr, services = ?self.service_names, "grpc server listening");
+        tracing::info!(address = %listener.local_addr, services = ?self.service_names, tls = self.tls.is_some(), "grpc server listening");
         let in_flight = InFlight::default();
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .trace_fn(call_span)
             .layer(in_flight.clone())
             .layer(auth)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(without_nagle(listener.listener), stop_accepting);
+            .add_routes(routes);
+        let server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> =
+            match self.tls {
+                Some(acceptor) => Box::pin(router.serve_with_incoming_shutdown(
+                    crate::tls::incoming(listener.listener, acceptor),
+                    stop_accepting,
+                )),
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    without_nagle(listener.listener),
+                    stop_accepting,
+                )),
+            };
 
         // Stop once the calls in flight are done (idle client connections may
         // stay open forever, so waiting for them is not an option), or when the

@@ -63,6 +63,24 @@ pub struct GrpcConfig {
     pub listen_addr: SocketAddr,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
+    /// PEM certificate chain (leaf first): with `tls_key_file`, the server
+    /// speaks TLS only. Read again when the file changes (no restart).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`. Never logged.
+    pub tls_key_file: Option<std::path::PathBuf>,
+}
+
+impl GrpcConfig {
+    /// The certificate and key files when TLS is on.
+    pub fn tls(&self) -> Option<crate::tls::ServerTlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(crate::tls::ServerTlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Default for GrpcConfig {
@@ -70,6 +88,8 @@ impl Default for GrpcConfig {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_message_bytes: 16 * 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -348,6 +368,21 @@ impl Config {
         }
         if self.grpc.max_message_bytes < 1024 {
             return Err(invalid("grpc.max_message_bytes", "must be at least 1024"));
+        }
+        match (&self.grpc.tls_cert_file, &self.grpc.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "grpc.tls_key_file",
+                    "is required when grpc.tls_cert_file is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "grpc.tls_cert_file",
+                    "is required when grpc.tls_key_file is set",
+                ));
+            }
+            _ => {}
         }
         if self.telemetry.metrics_interval_seconds == 0 {
             return Err(invalid(

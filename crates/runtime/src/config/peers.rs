@@ -16,6 +16,9 @@ pub struct PeersConfig {
     pub rating_url: Option<String>,
     /// Invoicing.
     pub invoicing_url: Option<String>,
+    /// A PEM CA certificate trusted for `https://` peers besides the
+    /// system's roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PeersConfig {
