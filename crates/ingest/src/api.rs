@@ -14,6 +14,7 @@ use tally_proto::ingest::ingest_service_server::IngestService;
 use tally_proto::ingest::*;
 use tally_runtime::SharedClock;
 use tally_runtime::clock_service::{chrono_to_timestamp, timestamp_to_chrono};
+use tally_runtime::decode_errors;
 use tally_runtime::ids::SharedIdGenerator;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -210,6 +211,12 @@ impl IngestService for IngestApi {
                                 }
                             }
                             Ok(None) => reading = false,
+                            // A request that cannot be decoded ends the stream with
+                            // INVALID_ARGUMENT (after the batches before it are answered).
+                            Err(status) if decode_errors::is_malformed_request(&status) => {
+                                ending_error = Some(decode_errors::caller_status(status));
+                                reading = false;
+                            }
                             Err(status) => {
                                 tracing::debug!(%status, "ingest stream broken by the client");
                                 reading = false;

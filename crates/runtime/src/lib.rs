@@ -9,6 +9,7 @@ pub mod clock;
 pub mod clock_service;
 pub mod config;
 pub mod db;
+pub mod decode_errors;
 pub mod error;
 pub mod ids;
 pub mod in_flight;

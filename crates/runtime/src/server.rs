@@ -1,6 +1,7 @@
 //! The gRPC server every service runs: its own services plus
 //! `grpc.health.v1` and reflection, API-key authentication, a span per call
-//! that continues the caller's trace, and a graceful stop.
+//! that continues the caller's trace, INVALID_ARGUMENT for requests that cannot
+//! be decoded ([`crate::decode_errors`]), and a graceful stop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::AuthLayer;
+use crate::decode_errors::DecodeErrorsLayer;
 use crate::in_flight::InFlight;
 use crate::shutdown::Shutdown;
 use crate::shutdown::drain_within;
@@ -179,6 +181,8 @@ impl GrpcServer {
             .trace_fn(call_span)
             .layer(in_flight.clone())
             .layer(auth)
+            // Undecodable requests answer INVALID_ARGUMENT, not tonic's INTERNAL.
+            .layer(DecodeErrorsLayer)
             .add_routes(routes);
         let server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> =
             match self.tls {

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod grpc;
+mod malformed;
 mod pubsub;
 mod relay;
 mod support;

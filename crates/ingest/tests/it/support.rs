@@ -32,6 +32,8 @@ pub struct Harness {
     pub ingest: Ingest,
     pub client: IngestServiceClient<Channel>,
     pub shutdown: Shutdown,
+    /// Where the gRPC server listens.
+    pub address: std::net::SocketAddr,
 }
 
 /// Ingest on the in-process bus with default config.
@@ -83,6 +85,7 @@ pub async fn harness_on(db: TestDatabase, bus: SharedBus, config: IngestConfig) 
         ingest,
         client,
         shutdown,
+        address,
     }
 }
 
