@@ -91,6 +91,17 @@ fn unavailable(error: IngestError) -> Status {
 }
 
 fn internal(error: sqlx::Error) -> Status {
+    // PostgreSQL text cannot hold NUL (22021) and jsonb cannot hold \u0000
+    // (22P05): a lookup id, filter or page token with one is the caller's bad
+    // input (no stored id contains one), not a failure of ours.
+    if let sqlx::Error::Database(database) = &error
+        && matches!(database.code().as_deref(), Some("22021" | "22P05"))
+    {
+        tracing::debug!(%error, "request text refused by PostgreSQL");
+        return Status::invalid_argument(
+            "a text field of the request contains a NUL character, which no id, filter or token may contain",
+        );
+    }
     tracing::error!(%error, "ingest query failed");
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
@@ -304,9 +315,16 @@ impl IngestService for IngestApi {
         let request = request.into_inner();
         let customer_id = required(&request.customer_id, "customer_id")?;
         let event_id = required(&request.event_id, "event_id")?;
-        let key = reads::accepted_key(&self.pool, customer_id, event_id)
-            .await
-            .map_err(internal)?;
+        // An accepted event's ids never hold NUL (validation refuses control
+        // characters) and PostgreSQL text cannot carry one; its rejections are
+        // stored with NUL replaced, so they are still found below.
+        let key = if customer_id.contains('\0') || event_id.contains('\0') {
+            None
+        } else {
+            reads::accepted_key(&self.pool, customer_id, event_id)
+                .await
+                .map_err(internal)?
+        };
         let rejections: Vec<RejectedEvent> =
             reads::rejections_of(&self.pool, customer_id, event_id)
                 .await

@@ -332,3 +332,46 @@ async fn the_key_hash_of_the_migration_is_the_one_lookups_compute() {
         );
     }
 }
+
+/// PostgreSQL text cannot hold NUL: a lookup with one is the caller's bad
+/// input (INVALID_ARGUMENT), and a rejected event whose id has one is found.
+#[tokio::test]
+async fn nul_characters_in_lookups_are_bad_input_not_internal_errors() {
+    let mut h = harness().await;
+    let response = h.send(vec![event("cus_a", "nul\0id")]).await;
+    assert_eq!(outcomes(&response.results), [EventOutcome::Rejected]);
+    let status = h
+        .client
+        .get_ingest_status(GetIngestStatusRequest {
+            customer_id: "cus_a".into(),
+            event_id: "nul\0id".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, IngestState::Rejected as i32);
+
+    let read = h
+        .client
+        .read_events(tally_proto::ingest::ReadEventsRequest {
+            customer_id: "cus_\0".into(),
+            time_range: Some(tally_proto::common::TimeRange {
+                start_time: Some(tally_runtime::clock_service::chrono_to_timestamp(
+                    start_time() - chrono::Duration::days(1),
+                )),
+                end_time: Some(tally_runtime::clock_service::chrono_to_timestamp(
+                    start_time(),
+                )),
+            }),
+            ..Default::default()
+        })
+        .await;
+    let error = match read {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            stream.message().await.unwrap_err()
+        }
+    };
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+}
