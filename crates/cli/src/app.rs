@@ -2,7 +2,8 @@
 //! clock, pool, key registry and gRPC server from the config and serves until
 //! shutdown.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -114,20 +115,64 @@ impl ServiceKind {
                 })
                 .await
                 .context("starting payments")?;
-                let address = handles.config.payments.webhook_listen_addr;
-                payments
-                    .spawn_webhook_listener(None, shutdown)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot listen for Stripe webhooks on {address} (payments.webhook_listen_addr; \
-                             is another process using the port? pick another with TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR)"
+                let listener = match handles.webhook_listener.take() {
+                    Some(listener) => listener,
+                    None => {
+                        bind_webhooks(
+                            handles.config.payments.webhook_listen_addr,
+                            WEBHOOK_ADDRESS_HINT,
                         )
-                    })?;
+                        .await?
+                    }
+                };
+                payments
+                    .spawn_webhook_listener_on(listener, shutdown)
+                    .context("serving Stripe webhooks")?;
                 payments.spawn_background(shutdown);
                 payments.grpc_server(max_message_bytes)
             }
         })
+    }
+}
+
+/// How `tally serve` says to move the webhook endpoint to another port.
+const WEBHOOK_ADDRESS_HINT: &str =
+    "pick another with payments.webhook_listen_addr (TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR)";
+
+/// Binds the Stripe webhook endpoint's address; `hint` says how to pick
+/// another when it is taken.
+pub async fn bind_webhooks(
+    address: SocketAddr,
+    hint: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen for Stripe webhooks on {address}: {error} \
+                 (is another process using the port? {hint})"
+            )
+        })
+}
+
+/// A listener bound before anything starts (so a taken port stops the
+/// process before PostgreSQL or migrations), taken by the one service that
+/// serves on it.
+#[derive(Debug, Clone, Default)]
+pub struct ReservedListener(Arc<Mutex<Option<tokio::net::TcpListener>>>);
+
+impl ReservedListener {
+    /// Holds `listener` until [`ReservedListener::take`].
+    pub fn new(listener: tokio::net::TcpListener) -> Self {
+        Self(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    /// The listener, once; `None` when none was reserved.
+    pub fn take(&self) -> Option<tokio::net::TcpListener> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -147,6 +192,9 @@ pub struct Handles {
     /// The API key this process sends to its peers (`TALLY_API_KEY`; `tally
     /// dev` creates one).
     pub peer_api_key: Option<String>,
+    /// The Stripe webhook endpoint's listener, when bound before start
+    /// (otherwise payments binds `payments.webhook_listen_addr` itself).
+    pub webhook_listener: ReservedListener,
 }
 
 impl Handles {
@@ -196,7 +244,14 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
     let _telemetry = tally_runtime::telemetry::init(kind.telemetry_name(), &config.telemetry)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_os_signals();
+    // Bind first: a taken port should fail before anything is started.
     let listener = server::bind(config.grpc.listen_addr).await?;
+    let webhook_listener = if kind == ServiceKind::Payments {
+        let address = config.payments.webhook_listen_addr;
+        ReservedListener::new(bind_webhooks(address, WEBHOOK_ADDRESS_HINT).await?)
+    } else {
+        ReservedListener::default()
+    };
     let pool = tally_runtime::db::connect(&config.database).await?;
     let clock = build_clock(&config);
     let handles = Handles {
@@ -208,6 +263,7 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         peer_api_key: std::env::var("TALLY_API_KEY")
             .ok()
             .filter(|key| !key.is_empty()),
+        webhook_listener,
     };
     let services = kind.start(&handles, &shutdown).await?;
     run_server(services, listener, &handles, shutdown).await

@@ -5,6 +5,11 @@
 //! migrations are applied, the in-process bus gets every topic, and all four
 //! services plus the clock service are served on one address. A fresh admin
 //! API key is printed on every start.
+//!
+//! Every port is bound before anything starts (the gRPC address, the Stripe
+//! webhook endpoint on the next port by default, both on loopback unless
+//! told otherwise), so a second `tally dev` fails at once naming the port and
+//! the flag, not after PostgreSQL started and migrations ran.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,13 +20,13 @@ use anyhow::Context as _;
 use clap::Args;
 use tally_bus::{Bus, InProcessBus};
 use tally_runtime::auth::{self, Scope};
-use tally_runtime::config::{BusBackend, ClockMode};
+use tally_runtime::config::{BusBackend, ClockMode, PaymentsConfig};
 use tally_runtime::ids::ClockIds;
 use tally_runtime::local_postgres::{Durability, LocalPostgres, free_port};
 use tally_runtime::server;
 use tally_runtime::{Config, Shutdown};
 
-use crate::app::{Handles, ServiceKind, build_clock, run_server};
+use crate::app::{Handles, ReservedListener, ServiceKind, bind_webhooks, build_clock, run_server};
 
 /// Options of `tally dev`.
 #[derive(Debug, Args)]
@@ -32,6 +37,11 @@ pub struct DevArgs {
     /// Address for all gRPC services (default: grpc.listen_addr, 127.0.0.1:50051).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of the Stripe webhook endpoint (default: the --listen address
+    /// with the next port, 127.0.0.1:50052; or payments.webhook_listen_addr
+    /// when configured to something other than its cluster default).
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
     /// Run on a manual clock that only `ClockService.AdvanceTime` moves.
     #[arg(long)]
     manual_clock: bool,
@@ -67,8 +77,30 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_os_signals();
 
-    // Bind first: a taken port should fail before anything is started.
-    let listener = server::bind(config.grpc.listen_addr).await?;
+    config.payments.webhook_listen_addr = webhook_address(
+        args.webhook_listen,
+        config.payments.webhook_listen_addr,
+        config.grpc.listen_addr,
+    )?;
+    // Bind every port first: a taken one stops `tally dev` before PostgreSQL
+    // starts or migrations run, naming the port and the flag that moves it.
+    let listener = server::bind(config.grpc.listen_addr)
+        .await
+        .map_err(|error| match error {
+            server::ServerError::Bind { address, source } => anyhow::anyhow!(
+                "cannot listen on {address} for gRPC: {source} (is another process, another \
+                 `tally dev` perhaps, using the port? pick another with --listen)"
+            ),
+            other => other.into(),
+        })?;
+    let webhook_listener = bind_webhooks(
+        config.payments.webhook_listen_addr,
+        "pick another with --webhook-listen (by default the --listen port + 1)",
+    )
+    .await?;
+    // What port 0 became, for the banner.
+    config.payments.webhook_listen_addr = webhook_listener.local_addr()?;
+    let webhook_listener = ReservedListener::new(webhook_listener);
 
     let private_postgres = match &config.database.url {
         Some(_) => None,
@@ -82,7 +114,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             Some(cluster)
         }
     };
-    let result = serve_everything(&config, listener, shutdown, args.demo).await;
+    let result = serve_everything(&config, listener, webhook_listener, shutdown, args.demo).await;
     if let Some(cluster) = private_postgres
         && let Err(error) = cluster.stop(false)
     {
@@ -91,9 +123,35 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Where `tally dev` serves Stripe webhooks: `--webhook-listen`; else
+/// `payments.webhook_listen_addr` when configured away from its cluster
+/// default (`0.0.0.0:8080`, which would reach the network and clash with a
+/// second `tally dev`); else the gRPC address with the next port (port 0
+/// stays 0: the OS picks).
+fn webhook_address(
+    flag: Option<SocketAddr>,
+    configured: SocketAddr,
+    grpc: SocketAddr,
+) -> anyhow::Result<SocketAddr> {
+    if let Some(address) = flag {
+        return Ok(address);
+    }
+    if configured != PaymentsConfig::default().webhook_listen_addr {
+        return Ok(configured);
+    }
+    let port = match grpc.port() {
+        0 => 0,
+        port => port.checked_add(1).with_context(|| {
+            format!("no port after {grpc} for Stripe webhooks: pass --webhook-listen")
+        })?,
+    };
+    Ok(SocketAddr::new(grpc.ip(), port))
+}
+
 async fn serve_everything(
     config: &Config,
     listener: server::BoundListener,
+    webhook_listener: ReservedListener,
     shutdown: Shutdown,
     demo: bool,
 ) -> anyhow::Result<()> {
@@ -128,12 +186,19 @@ async fn serve_everything(
         ids: Arc::new(ids),
         clock,
         peer_api_key: Some(key.clone()),
+        webhook_listener,
     };
     let mut services = ServiceKind::Ingest.start(&handles, &shutdown).await?;
     for kind in &ServiceKind::ALL[1..] {
         services = services.merge(kind.start(&handles, &shutdown).await?);
     }
-    print_banner(&handles.config, listener.local_addr, &key_id, &key);
+    print_banner(
+        &handles.config,
+        listener.local_addr,
+        handles.config.payments.webhook_listen_addr,
+        &key_id,
+        &key,
+    );
     if demo {
         spawn_demo(&handles.config, &own_url, &key, &shutdown);
     }
@@ -163,7 +228,13 @@ fn spawn_demo(config: &Config, address: &str, key: &str, shutdown: &Shutdown) {
 }
 
 #[allow(clippy::print_stdout)]
-fn print_banner(config: &Config, address: SocketAddr, key_id: &str, key: &str) {
+fn print_banner(
+    config: &Config,
+    address: SocketAddr,
+    webhook_address: SocketAddr,
+    key_id: &str,
+    key: &str,
+) {
     let database = if config.database.url.is_some() {
         "ready"
     } else {
@@ -179,7 +250,45 @@ fn print_banner(config: &Config, address: SocketAddr, key_id: &str, key: &str) {
         config.clock.mode
     );
     println!("  health                grpc.health.v1.Health/Check (no key needed)");
+    println!("  Stripe webhooks       http://{webhook_address}/webhooks/stripe");
     println!();
     println!("  ctrl-c stops everything; data is kept for the next run");
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_webhook_endpoint_follows_the_grpc_address_unless_told_otherwise() {
+        let default = PaymentsConfig::default().webhook_listen_addr;
+        let cases = [
+            (None, default, "127.0.0.1:50051", "127.0.0.1:50052"),
+            (None, default, "127.0.0.1:0", "127.0.0.1:0"),
+            (None, default, "[::1]:7000", "[::1]:7001"),
+            (
+                Some("127.0.0.1:9000"),
+                default,
+                "127.0.0.1:50051",
+                "127.0.0.1:9000",
+            ),
+            (
+                None,
+                address("127.0.0.1:8181"),
+                "127.0.0.1:50051",
+                "127.0.0.1:8181",
+            ),
+        ];
+        for (flag, configured, grpc, expected) in cases {
+            let derived = webhook_address(flag.map(address), configured, address(grpc)).unwrap();
+            assert_eq!(derived, address(expected), "{flag:?} {configured} {grpc}");
+        }
+        let error = webhook_address(None, default, address("127.0.0.1:65535")).unwrap_err();
+        assert!(error.to_string().contains("--webhook-listen"), "{error}");
+    }
 }

@@ -179,6 +179,15 @@ impl Payments {
         webhook::serve(self.webhook_router(), address, shutdown.clone()).await
     }
 
+    /// Serves the webhook endpoint on `listener`, bound by the caller.
+    pub fn spawn_webhook_listener_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        webhook::serve_on(self.webhook_router(), listener, shutdown.clone())
+    }
+
     /// Starts the invoice consumer, the outbox relay, the dunning scheduler
     /// and the periodic reconciliation; they stop on `shutdown`.
     ///

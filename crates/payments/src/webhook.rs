@@ -86,6 +86,16 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
+    serve_on(router, listener, shutdown)
+}
+
+/// Serves `router` on a listener already bound (so a taken port is found
+/// before anything else starts) until `shutdown`.
+pub fn serve_on(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "stripe webhook endpoint listening");
     let task = tokio::spawn(async move {

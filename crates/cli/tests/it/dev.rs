@@ -1,6 +1,7 @@
 //! `tally dev`: the demo bills a month end to end, and the ways it cannot
 //! start say what to do (no PostgreSQL binaries, a taken gRPC or webhook
-//! port, a data directory of another PostgreSQL version).
+//! port — found before PostgreSQL starts —, a second `tally dev`, a data
+//! directory of another PostgreSQL version).
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -24,11 +25,89 @@ fn dev() -> Command {
         .env_remove("RUST_LOG")
         .env_remove("STRIPE_API_KEY")
         .env_remove("STRIPE_WEBHOOK_SECRET")
-        .env(
-            "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        );
+        .env_remove("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR");
     command
+}
+
+/// A data directory no test shares, and `PG_BIN_DIR` without PostgreSQL
+/// in it: a `tally dev` that got as far as starting PostgreSQL would fail
+/// saying so (and would create the directory).
+fn no_postgresql(command: &mut Command) -> (&mut Command, std::path::PathBuf) {
+    let directory =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    command
+        .arg("--data-dir")
+        .arg(&directory)
+        .env("PG_BIN_DIR", directory.join("no-such-bin"));
+    (command, directory)
+}
+
+/// Asserts `tally dev` stopped before PostgreSQL (see [`no_postgresql`]).
+fn stopped_before_postgresql(stderr: &str, directory: &std::path::Path) {
+    assert!(
+        !stderr.contains("PostgreSQL server binaries"),
+        "PostgreSQL was started:\n{stderr}"
+    );
+    assert!(!directory.exists(), "{} was created", directory.display());
+}
+
+/// A free port whose next port is free too (the webhook endpoint's by
+/// default).
+fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A taken port whose previous port is free: `--listen` on the free one
+/// puts the webhook endpoint on the taken one.
+fn taken_port_after_a_free_one() -> (u16, std::net::TcpListener) {
+    loop {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        if port > 1024 && std::net::TcpListener::bind(("127.0.0.1", port - 1)).is_ok() {
+            return (port - 1, taken);
+        }
+    }
+}
+
+/// The lines a child writes to stdout and stderr (stderr prefixed).
+fn output_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = mpsc::channel::<String>();
+    let errors = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = errors.send(format!("stderr: {line}"));
+        }
+    });
+    received
+}
+
+/// Waits (up to `bound`) for a line containing `needle`; returns it.
+fn wait_for_line(received: &mpsc::Receiver<String>, needle: &str, bound: Duration) -> String {
+    let started = Instant::now();
+    let mut output = Vec::new();
+    loop {
+        let left = bound.saturating_sub(started.elapsed());
+        match received.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => output.push(line),
+            Err(_) => panic!(
+                "no line with `{needle}` within {bound:?}:\n{}",
+                output.join("\n")
+            ),
+        }
+    }
 }
 
 /// Kills the process when dropped, however the test ends.
@@ -47,6 +126,7 @@ async fn the_demo_bills_a_month_and_prints_the_invoices() {
     let port = free_port();
     let mut child = dev()
         .args(["--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--webhook-listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &database.url)
         .env("TALLY_CLOCK__START", "2026-11-01T00:00:00Z")
         .stdin(Stdio::null())
@@ -161,36 +241,107 @@ fn missing_postgresql_binaries_say_what_to_install() {
 }
 
 #[test]
-fn a_taken_port_is_named() {
+fn a_taken_grpc_port_is_named_before_postgresql_starts() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
-    let stderr = failing_start(dev().args(["--listen", &address.to_string()]));
+    let mut command = dev();
+    command.args(["--listen", &address.to_string()]);
+    let (command, directory) = no_postgresql(&mut command);
+    let stderr = failing_start(command);
     assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
+        stderr.contains(&format!("cannot listen on {address} for gRPC")),
         "{stderr}"
     );
     assert!(stderr.contains("another process"), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+    stopped_before_postgresql(&stderr, &directory);
+}
+
+#[test]
+fn a_taken_webhook_port_is_named_before_postgresql_starts() {
+    // By default the webhook endpoint takes the port after --listen's.
+    let (grpc_port, taken) = taken_port_after_a_free_one();
+    let webhooks = taken.local_addr().unwrap();
+    let mut command = dev();
+    command.args(["--listen", &format!("127.0.0.1:{grpc_port}")]);
+    let (command, directory) = no_postgresql(&mut command);
+    let stderr = failing_start(command);
+    assert!(
+        stderr.contains(&format!("cannot listen for Stripe webhooks on {webhooks}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--webhook-listen"), "{stderr}");
+    stopped_before_postgresql(&stderr, &directory);
+
+    // Named with the flag, the same.
+    let mut command = dev();
+    command.args(["--listen", "127.0.0.1:0", "--webhook-listen"]);
+    command.arg(webhooks.to_string());
+    let (command, directory) = no_postgresql(&mut command);
+    let stderr = failing_start(command);
+    assert!(
+        stderr.contains(&format!("cannot listen for Stripe webhooks on {webhooks}")),
+        "{stderr}"
+    );
+    stopped_before_postgresql(&stderr, &directory);
 }
 
 #[tokio::test]
-async fn a_taken_webhook_port_is_named() {
+async fn a_second_tally_dev_on_the_same_ports_fails_at_once_before_postgresql() {
     let database = tally_testkit::postgres::database().await;
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = taken.local_addr().unwrap();
-    let stderr = failing_start(
-        dev()
-            .args(["--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", &database.url)
-            .env("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR", address.to_string()),
-    );
+    let port = free_port_pair();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = dev()
+        .args(["--listen", &listen])
+        .env("DATABASE_URL", &database.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = output_lines(&mut first);
+    let _first = Running(first);
+    // The webhook endpoint is on loopback, on the port after gRPC's (not
+    // 0.0.0.0:8080), and answers there.
+    let banner = wait_for_line(&lines, "Stripe webhooks", Duration::from_secs(120));
+    let webhooks = format!("127.0.0.1:{}", port + 1);
     assert!(
-        stderr.contains(&format!("cannot listen for Stripe webhooks on {address}")),
+        banner.contains(&format!("http://{webhooks}/webhooks/stripe")),
+        "{banner}"
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("http://{webhooks}/webhooks/stripe"))
+        .body("{}")
+        .send()
+        .await
+        .expect("the webhook endpoint answers on loopback");
+    assert_eq!(answer.status().as_u16(), 503, "no signing secret in dev");
+
+    // A second one with the same --listen stops at once, naming the port
+    // and the flag, before starting its PostgreSQL.
+    let mut command = dev();
+    command.args(["--listen", &listen]);
+    let (command, directory) = no_postgresql(&mut command);
+    let stderr = failing_start(command);
+    assert!(
+        stderr.contains(&format!("cannot listen on {listen} for gRPC")),
         "{stderr}"
     );
+    assert!(stderr.contains("--listen"), "{stderr}");
+    stopped_before_postgresql(&stderr, &directory);
+
+    // Moved to a free gRPC port but the same webhook port: the same, naming
+    // the webhook port and its flag.
+    let mut command = dev();
+    command.args(["--listen", "127.0.0.1:0", "--webhook-listen", &webhooks]);
+    let (command, directory) = no_postgresql(&mut command);
+    let stderr = failing_start(command);
     assert!(
-        stderr.contains("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"),
+        stderr.contains(&format!("cannot listen for Stripe webhooks on {webhooks}")),
         "{stderr}"
     );
+    assert!(stderr.contains("--webhook-listen"), "{stderr}");
+    stopped_before_postgresql(&stderr, &directory);
 }
 
 #[test]
