@@ -112,6 +112,10 @@ impl ServiceKind {
                     ids: Arc::clone(&handles.ids),
                     config: handles.config.payments.clone(),
                     secrets: tally_payments::StripeSecrets::from_env(),
+                    invoicing: handles.peer(
+                        "peers.invoicing_url",
+                        handles.config.peers.invoicing_url.as_deref(),
+                    )?,
                 })
                 .await
                 .context("starting payments")?;

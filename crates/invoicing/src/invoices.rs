@@ -18,6 +18,7 @@ use crate::billing::compose::Composer;
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
+use crate::refunds::{self, Balance};
 use crate::subscriptions::model;
 use crate::wire::{instant, money, parse_money, timestamp};
 use crate::{Context, credits, paging};
@@ -379,6 +380,22 @@ impl Context {
         note: NoteRequest,
         now: DateTime<Utc>,
     ) -> Result<proto::CreditNote> {
+        self.issue_credit_note_refunding(connection, row, note, None, now)
+            .await
+    }
+
+    /// Issues a credit note against a locked invoice row, part of which
+    /// (`refund_amount`) payments refunds to the customer's payment method.
+    /// The note takes its total from the invoice's one balance (what credit
+    /// notes and held refunds leave: `refunds::Balance`).
+    pub(crate) async fn issue_credit_note_refunding(
+        &self,
+        connection: &mut PgConnection,
+        row: &InvoiceRow,
+        note: NoteRequest,
+        refund_amount: Option<&tally_proto::common::Money>,
+        now: DateTime<Utc>,
+    ) -> Result<proto::CreditNote> {
         if !matches!(
             row.wire_status(),
             InvoiceStatus::Finalized | InvoiceStatus::Paid | InvoiceStatus::Uncollectible
@@ -390,7 +407,8 @@ impl Context {
             )));
         }
         let currency = row.currency()?;
-        let creditable = row.total - row.amount_credited;
+        let balance = Balance::load(&mut *connection, row).await?;
+        let creditable = balance.creditable();
         let earlier: Vec<(Vec<u8>,)> =
             sqlx::query_as("SELECT snapshot FROM invoicing.credit_notes WHERE invoice_id = $1")
                 .bind(&row.id)
@@ -486,17 +504,35 @@ impl Context {
                     .and_then(|value| value.amount.parse::<Decimal>().ok())
             })
             .sum();
-        if total > creditable {
-            return Err(InvoicingError::FailedPrecondition(format!(
-                "credit notes of invoice {} would total more than it billed: {} requested, {} creditable",
-                row.id, total, creditable
-            )));
-        }
+        balance.check_credit(total)?;
+        let refund = match refund_amount {
+            None => Decimal::ZERO,
+            Some(value) => {
+                let refund = parse_money(Some(value), currency, "refund_amount")?;
+                if !refund.is_positive() || !refund.is_rounded() {
+                    return Err(InvoicingError::invalid(
+                        "refund_amount",
+                        "must be positive, in whole minor units",
+                    ));
+                }
+                if refund.amount() > total {
+                    return Err(InvoicingError::invalid(
+                        "refund_amount",
+                        format!(
+                            "{refund} is more than the note's total {}",
+                            Money::new(total, currency)
+                        ),
+                    ));
+                }
+                balance.check_note_refund(refund.amount())?;
+                refund.amount()
+            }
+        };
         let id = self.ids.new_id("cn");
         let number =
             store::next_number(&mut *connection, &self.config.credit_note_number_prefix).await?;
         let credited_to_balance =
-            note.credit_to_balance && row.wire_status() == InvoiceStatus::Paid;
+            note.credit_to_balance && row.wire_status() == InvoiceStatus::Paid && total > refund;
         let grant = if credited_to_balance {
             Some(
                 credits::insert_grant(
@@ -504,7 +540,7 @@ impl Context {
                     &*self.ids,
                     &row.customer_id,
                     false,
-                    Money::new(total, currency),
+                    Money::new(total - refund, currency),
                     0,
                     now,
                     None,
@@ -529,6 +565,7 @@ impl Context {
             credited_to_balance,
             refund_id: note.refund_id.clone().unwrap_or_default(),
             created_at: Some(timestamp(now)),
+            refund_amount: (refund > Decimal::ZERO).then(|| money(refund, currency)),
         };
         sqlx::query(
             "INSERT INTO invoicing.credit_notes (id, number, invoice_id, customer_id, total, refund_id, snapshot, created_at) \
@@ -553,6 +590,9 @@ impl Context {
         .bind(now)
         .execute(&mut *connection)
         .await?;
+        if refund > Decimal::ZERO {
+            refunds::hold_note_refund(&mut *connection, row, &id, refund, now).await?;
+        }
         let grant = match grant {
             Some(grant) => Some(grant.to_proto(now)?),
             None => None,
@@ -611,7 +651,7 @@ impl Context {
             None => {
                 let row = store::load(&mut transaction, &request.invoice_id, true).await?;
                 let note = self
-                    .issue_credit_note(
+                    .issue_credit_note_refunding(
                         &mut transaction,
                         &row,
                         NoteRequest {
@@ -621,6 +661,7 @@ impl Context {
                             credit_to_balance: request.credit_to_balance,
                             refund_id: None,
                         },
+                        request.refund_amount.as_ref(),
                         now,
                     )
                     .await?;
@@ -739,6 +780,15 @@ impl InvoiceService for crate::InvoicingApi {
     ) -> Result<Response<proto::CreateCreditNoteResponse>, Status> {
         Ok(Response::new(
             self.ctx.create_credit_note(request.into_inner()).await?,
+        ))
+    }
+
+    async fn reserve_refund(
+        &self,
+        request: Request<proto::ReserveRefundRequest>,
+    ) -> Result<Response<proto::ReserveRefundResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.reserve_refund(request.into_inner()).await?,
         ))
     }
 

@@ -8,6 +8,7 @@
 //! * [`invoices`] — `InvoiceService`;
 //! * [`credits`] — `CreditService` and the credit ledger;
 //! * [`payment_events`] — the `payment-events` consumer;
+//! * [`refunds`] — the one creditable / refundable balance of an invoice;
 //! * [`plans`] and [`rating`] — what invoicing asks the rating peer.
 
 pub mod billing;
@@ -22,6 +23,7 @@ mod paging;
 pub mod payment_events;
 pub mod plans;
 pub mod rating;
+pub mod refunds;
 pub mod subscriptions;
 mod wire;
 

@@ -13,6 +13,7 @@ pub struct Metrics {
     bill_run_seconds: Histogram<f64>,
     invoices: Counter<u64>,
     failures: Counter<u64>,
+    refunds_beyond_balance: Counter<u64>,
 }
 
 impl Metrics {
@@ -37,7 +38,18 @@ impl Metrics {
                     "Subscriptions or drafts a bill run could not bill (retried next run)",
                 )
                 .build(),
+            refunds_beyond_balance: meter
+                .u64_counter("tally.invoicing.refunds_beyond_balance")
+                .with_description(
+                    "Refunds made outside Tally (e.g. the Stripe dashboard) that exceeded what remained creditable on their invoice",
+                )
+                .build(),
         }
+    }
+
+    /// Counts a refund nobody reserved that did not fit the invoice's balance.
+    pub fn refund_beyond_balance(&self) {
+        self.refunds_beyond_balance.add(1, &[]);
     }
 
     /// Records one finished bill run.

@@ -6,7 +6,9 @@
 //! again); Failed moves the subscription to past_due (when
 //! `invoicing.past_due_on_payment_failure`); Uncollectible marks the invoice
 //! uncollectible (and cancels the subscription when the event says so);
-//! Refunded issues a credit note keyed by the refund id. Disputes and dunning
+//! Refunded turns the refund's reservation into a REFUND credit note keyed by
+//! the refund id (or links a credit note's own refund to it); RefundFailed
+//! releases the reservation (see [`crate::refunds`]). Disputes and dunning
 //! steps are acknowledged without effect.
 
 use std::sync::Arc;
@@ -21,11 +23,11 @@ use tally_bus::consumer::{HandlerError, MessageHandler};
 use tally_bus::inbox::{ServiceSchema, record_once};
 use tally_domain::invoice::InvoiceStatus as DomainStatus;
 use tally_proto::events::{PaymentEvent, invoice_event, payment_event};
-use tally_proto::invoicing::{CreditNoteReason, InvoiceStatus};
+use tally_proto::invoicing::InvoiceStatus;
 
 use crate::billing::store;
 use crate::error::{InvoicingError, Result};
-use crate::invoices::{NoteRequest, allow};
+use crate::invoices::allow;
 use crate::wire::money;
 use crate::{Context, PAYMENT_EVENTS_SUBSCRIPTION};
 
@@ -171,36 +173,12 @@ impl Context {
                 }
             }
             payment_event::Kind::Refunded(refunded) => {
-                if refunded.refund_id.is_empty() {
-                    return Err(InvoicingError::invalid("refunded.refund_id", "is required"));
-                }
-                let (exists,): (bool,) = sqlx::query_as(
-                    "SELECT EXISTS (SELECT 1 FROM invoicing.credit_notes WHERE refund_id = $1)",
-                )
-                .bind(&refunded.refund_id)
-                .fetch_one(&mut *connection)
-                .await?;
-                let amount =
-                    amount_of(refunded.amount.as_ref()).min(row.total - row.amount_credited);
-                if !exists && amount > Decimal::ZERO {
-                    self.issue_credit_note(
-                        &mut *connection,
-                        &row,
-                        NoteRequest {
-                            reason: CreditNoteReason::Refund,
-                            memo: format!("refund {}", refunded.refund_id),
-                            lines: Some(vec![tally_proto::invoicing::CreditNoteLine {
-                                invoice_line_id: String::new(),
-                                description: format!("Refund {}", refunded.refund_id),
-                                amount: Some(money(amount, currency)),
-                            }]),
-                            credit_to_balance: false,
-                            refund_id: Some(refunded.refund_id.clone()),
-                        },
-                        now,
-                    )
+                self.apply_refunded(&mut *connection, &row, refunded, now)
                     .await?;
-                }
+            }
+            payment_event::Kind::RefundFailed(failed) => {
+                self.apply_refund_failed(&mut *connection, &row, failed, now)
+                    .await?;
             }
             payment_event::Kind::DisputeCreated(_) | payment_event::Kind::DunningStep(_) => {}
         }

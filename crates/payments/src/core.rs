@@ -13,6 +13,7 @@ use tally_runtime::config::PaymentsConfig;
 use tally_runtime::ids::SharedIdGenerator;
 
 use crate::error::PaymentsError;
+use crate::invoicing::InvoicingPeer;
 use crate::ledger::{self, Book};
 use crate::store::{self, Attempt, PaymentRow, PaymentState};
 use crate::stripe::{RemoteInvoiceStatus, Stripe, StripeError};
@@ -94,6 +95,8 @@ pub struct Core {
     pub ids: SharedIdGenerator,
     /// The dunning schedule.
     pub dunning: DunningPolicy,
+    /// Invoicing, which reserves refunds on each invoice's one balance.
+    pub invoicing: InvoicingPeer,
 }
 
 /// How one collection attempt ended.
@@ -340,16 +343,16 @@ impl Core {
         stripe_refund_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, PaymentsError> {
-        let row: Option<(String, rust_decimal::Decimal, String)> = sqlx::query_as(
+        let row: Option<(String, rust_decimal::Decimal, String, Option<String>)> = sqlx::query_as(
             "UPDATE payments.refunds SET status = 'succeeded', stripe_refund_id = $2, updated_at = $3 \
-             WHERE id = $1 AND status <> 'succeeded' RETURNING status, amount, reason",
+             WHERE id = $1 AND status <> 'succeeded' RETURNING status, amount, reason, credit_note_id",
         )
         .bind(refund_id)
         .bind(stripe_refund_id)
         .bind(now)
         .fetch_optional(&mut *connection)
         .await?;
-        let Some((_, amount, reason)) = row else {
+        let Some((_, amount, reason, credit_note_id)) = row else {
             return Ok(false);
         };
         let amount = Money::new(amount, payment.amount.currency());
@@ -382,12 +385,77 @@ impl Core {
                 total_refunded: Some(money(&payment.amount_refunded)),
                 reason: store::refund_reason_from_name(&reason).into(),
                 stripe_refund_id: stripe_refund_id.to_owned(),
+                credit_note_id: credit_note_id.unwrap_or_default(),
+            }),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Marks a pending refund failed (`reason`, and `failure_code` when it
+    /// failed before Stripe was asked) and publishes
+    /// `PaymentEvent.RefundFailed`, so invoicing releases what it reserved
+    /// for it (not when invoicing refused it). Nothing happens to a refund
+    /// that is no longer pending. The webhook path should call it too when
+    /// Stripe fails a refund that was pending.
+    pub async fn record_refund_failed(
+        &self,
+        connection: &mut PgConnection,
+        payment: &PaymentRow,
+        refund_id: &str,
+        failure: RefundFailure<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PaymentsError> {
+        let row: Option<(rust_decimal::Decimal, Option<String>)> = sqlx::query_as(
+            "UPDATE payments.refunds SET status = 'failed', failure_reason = $2, failure_code = $3, \
+             stripe_refund_id = coalesce($4, stripe_refund_id), updated_at = $5 \
+             WHERE id = $1 AND status = 'pending' RETURNING amount, credit_note_id",
+        )
+        .bind(refund_id)
+        .bind(failure.reason)
+        .bind(failure.code)
+        .bind(failure.stripe_refund_id)
+        .bind(now)
+        .fetch_optional(&mut *connection)
+        .await?;
+        let Some((amount, credit_note_id)) = row else {
+            return Ok(false);
+        };
+        if failure.code == EXCEEDS_INVOICE_BALANCE {
+            // Invoicing refused it: it holds nothing to release.
+            return Ok(true);
+        }
+        events::publish(
+            connection,
+            format!("pevt_{refund_id}_failed"),
+            payment,
+            now,
+            Kind::RefundFailed(payment_event::RefundFailed {
+                refund_id: refund_id.to_owned(),
+                amount: Some(money(&Money::new(amount, payment.amount.currency()))),
+                failure_reason: failure.reason.to_owned(),
+                credit_note_id: credit_note_id.unwrap_or_default(),
             }),
         )
         .await?;
         Ok(true)
     }
 }
+
+/// Why a refund failed.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundFailure<'a> {
+    /// Stripe's message, or why payments did not ask Stripe.
+    pub reason: &'a str,
+    /// Empty when Stripe refused; `exceeds_invoice_balance` when invoicing
+    /// refused the reservation (a replay of the key is refused again).
+    pub code: &'a str,
+    /// The Stripe refund, when Stripe made one that failed.
+    pub stripe_refund_id: Option<&'a str>,
+}
+
+/// `payments.refunds.failure_code` of a refund invoicing refused.
+pub const EXCEEDS_INVOICE_BALANCE: &str = "exceeds_invoice_balance";
 
 /// How collection of a payment ends.
 struct Closing {

@@ -18,6 +18,17 @@
 //!   its own wallet and subtracts it from later invoices before they reach
 //!   Stripe; a Stripe balance credit would be applied a second time there.
 //!   The ledger moves it to the credit owed to customers.
+//! - **A note that becomes a refund** (`refund_amount`, on a paid invoice):
+//!   invoicing took the note from the invoice's one balance and held the
+//!   refund; payments refunds that part of the charge first (a refund row
+//!   keyed by the note, `POST /v1/refunds` with `tally:refund:<ref>:create`,
+//!   `PaymentEvent.Refunded` naming the note) and then links it to the
+//!   Stripe credit note (`refunds[]`), the rest of the note credited outside
+//!   Stripe — one Stripe credit note that is the refund, as Stripe's own
+//!   `refund_amount` makes it, without a refund Tally would learn of only
+//!   from a webhook. A refund Stripe refuses (or that cannot be made: nothing
+//!   collected through Stripe) is `PaymentEvent.RefundFailed` and its part of
+//!   the note is credited outside Stripe.
 //! - **A note mirroring a payments refund** (`refund_id` set): payments
 //!   caused it and Stripe already has the refund; nothing is sent.
 //! - Void, written-off, never-collected or refused invoices have nothing in
@@ -36,11 +47,13 @@ use tally_proto::events::invoice_event::CreditNoteIssued;
 use tally_proto::invoicing::{CreditNote, CreditNoteReason};
 
 use crate::collect::record_inbox;
-use crate::core::Core;
+use crate::core::{Core, RefundFailure};
 use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
 use crate::store::{self, PaymentKey, PaymentState};
-use crate::stripe::{CreditNoteRequest, StripeCreditNoteReason};
+use crate::stripe::{
+    CreditNoteRequest, RemoteRefundStatus, StripeCreditNoteReason, StripeRefundReason,
+};
 use crate::wire::parse_money;
 
 /// What to do with one credit note, decided from payments' own state.
@@ -62,6 +75,8 @@ struct Split {
     reduce_due: Money,
     /// Credited outside Stripe on a paid invoice (`out_of_band_amount`).
     out_of_band: Money,
+    /// Paid back by the note's own refund, linked to the Stripe note.
+    refund: Money,
 }
 
 impl Split {
@@ -69,8 +84,22 @@ impl Split {
     fn stripe_amount(&self) -> Result<Money, HandlerError> {
         self.reduce_due
             .checked_add(&self.out_of_band)
+            .and_then(|sum| sum.checked_add(&self.refund))
             .map_err(|error| HandlerError::Poison(error.to_string()))
     }
+
+    /// What the credit note itself moves in the ledger (the refund part
+    /// posts as the refund it is).
+    fn credited(&self) -> Result<Money, PaymentsError> {
+        Ok(self.reduce_due.checked_add(&self.out_of_band)?)
+    }
+}
+
+/// A refund payments made for a credit note's `refund_amount`.
+#[derive(Debug, Clone)]
+struct LinkedRefund {
+    stripe_refund_id: String,
+    amount: Money,
 }
 
 /// Applies a `CreditNoteIssued` event (message `message_id`).
@@ -97,7 +126,14 @@ pub async fn issued(
             note.invoice_id, event.invoice_id
         )));
     }
-    let plan = plan(core, note, amount).await?;
+    let refund_amount = note_refund_amount(note, amount)?;
+    let linked = match refund_amount {
+        Some(wanted) if note.refund_id.is_empty() && note.reason() != CreditNoteReason::Refund => {
+            pay_out(core, note, wanted).await?
+        }
+        _ => None,
+    };
+    let plan = plan(core, note, amount, linked.as_ref()).await?;
     let (stripe_invoice_id, split) = match plan {
         Plan::RecordOnly(why) => {
             tracing::info!(credit_note_id = %note.id, invoice_id = %note.invoice_id, why, "credit note not mirrored to Stripe");
@@ -116,6 +152,10 @@ pub async fn issued(
         tally_reason: note.reason().as_str_name().to_owned(),
         memo: note.memo.clone(),
         out_of_band: split.out_of_band,
+        linked_refund: linked
+            .as_ref()
+            .filter(|_| split.refund.is_positive())
+            .map(|refund| (refund.stripe_refund_id.clone(), split.refund)),
     };
     let created = match core.stripe.create_credit_note(&request).await {
         Ok(created) => created,
@@ -141,8 +181,245 @@ pub async fn issued(
         .map_err(retry)
 }
 
+/// The note's `refund_amount`, checked against the note.
+fn note_refund_amount(note: &CreditNote, amount: Money) -> Result<Option<Money>, HandlerError> {
+    let Some(value) = note.refund_amount.as_ref() else {
+        return Ok(None);
+    };
+    let refund = parse_money(Some(value))
+        .map_err(|error| HandlerError::Poison(format!("credit_note.refund_amount: {error}")))?;
+    if refund.is_zero() {
+        return Ok(None);
+    }
+    if !refund.is_positive()
+        || !refund.is_rounded()
+        || refund.currency() != amount.currency()
+        || refund.amount() > amount.amount()
+    {
+        return Err(HandlerError::Poison(format!(
+            "credit_note.refund_amount: {refund} is not a positive amount in whole minor units \
+             within the note's total {amount}"
+        )));
+    }
+    Ok(Some(refund))
+}
+
+/// Refunds a credit note's `refund_amount` from the invoice's payment, once
+/// per note: `None` when it could not be made (then that part of the note is
+/// credited outside Stripe, and invoicing is told by `RefundFailed`).
+async fn pay_out(
+    core: &Core,
+    note: &CreditNote,
+    wanted: Money,
+) -> Result<Option<LinkedRefund>, HandlerError> {
+    let now = core.clock.now();
+    let read = |error: sqlx::Error| retry(error.into());
+    let mut transaction = core.pool.begin().await.map_err(read)?;
+    let Some(payment) = store::payment(
+        &mut transaction,
+        PaymentKey::Invoice(&note.invoice_id),
+        true,
+    )
+    .await
+    .map_err(read)?
+    else {
+        tracing::warn!(credit_note_id = %note.id, invoice_id = %note.invoice_id, "a credit note asks for a refund of an invoice payments never collected; credited outside Stripe");
+        return Ok(None);
+    };
+    let existing: Option<(String, String, Option<String>, rust_decimal::Decimal)> = sqlx::query_as(
+        "SELECT id, status, stripe_refund_id, amount FROM payments.refunds WHERE credit_note_id = $1",
+    )
+    .bind(&note.id)
+    .fetch_optional(&mut *transaction)
+    .await
+    .map_err(read)?;
+    let (refund_id, amount) = match existing {
+        Some((_, status, stripe_refund_id, amount)) if status == "succeeded" => {
+            return Ok(stripe_refund_id.map(|stripe_refund_id| LinkedRefund {
+                stripe_refund_id,
+                amount: Money::new(amount, wanted.currency()),
+            }));
+        }
+        Some((_, status, _, _)) if status == "failed" => return Ok(None),
+        Some((id, _, _, amount)) => (id, Money::new(amount, wanted.currency())),
+        None => {
+            let refund_id = core.ids.new_id("ref");
+            let reason = refund_reason(note.reason());
+            sqlx::query(
+                "INSERT INTO payments.refunds (id, payment_id, invoice_id, credit_note_id, amount, currency, \
+                 reason, memo, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9)",
+            )
+            .bind(&refund_id)
+            .bind(&payment.id)
+            .bind(&payment.invoice_id)
+            .bind(&note.id)
+            .bind(wanted.amount())
+            .bind(wanted.currency().code())
+            .bind(store::refund_reason_name(reason))
+            .bind(format!("credit note {}", note.number))
+            .bind(now)
+            .execute(&mut *transaction)
+            .await
+            .map_err(read)?;
+            if let Some(problem) = cannot_refund(&mut transaction, &payment, wanted).await? {
+                let failure = RefundFailure {
+                    reason: &problem,
+                    code: "",
+                    stripe_refund_id: None,
+                };
+                core.record_refund_failed(&mut transaction, &payment, &refund_id, failure, now)
+                    .await
+                    .map_err(retry)?;
+                transaction.commit().await.map_err(read)?;
+                tracing::warn!(credit_note_id = %note.id, refund_id, problem, "a credit note's refund cannot be made; credited outside Stripe");
+                return Ok(None);
+            }
+            (refund_id, wanted)
+        }
+    };
+    transaction.commit().await.map_err(read)?;
+    let Some(charge) = payment.stripe_charge_id.clone() else {
+        return Ok(None);
+    };
+    let stripe_reason = match refund_reason(note.reason()) {
+        tally_proto::payments::RefundReason::Duplicate => StripeRefundReason::Duplicate,
+        tally_proto::payments::RefundReason::Fraudulent => StripeRefundReason::Fraudulent,
+        _ => StripeRefundReason::RequestedByCustomer,
+    };
+    let answer = core
+        .stripe
+        .create_refund(&refund_id, &charge, &amount, stripe_reason)
+        .await;
+    let now = core.clock.now();
+    let mut transaction = core.pool.begin().await.map_err(read)?;
+    let Some(mut payment) = store::payment(&mut transaction, PaymentKey::Id(&payment.id), true)
+        .await
+        .map_err(read)?
+    else {
+        return Err(HandlerError::Retry(format!(
+            "payment {} vanished",
+            payment.id
+        )));
+    };
+    let linked = match answer {
+        Ok(remote) => match remote.status {
+            RemoteRefundStatus::Succeeded => {
+                core.record_refund_succeeded(
+                    &mut transaction,
+                    &mut payment,
+                    &refund_id,
+                    &remote.id,
+                    now,
+                )
+                .await
+                .map_err(retry)?;
+                Some(LinkedRefund {
+                    stripe_refund_id: remote.id,
+                    amount,
+                })
+            }
+            RemoteRefundStatus::Pending => {
+                sqlx::query(
+                    "UPDATE payments.refunds SET stripe_refund_id = $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(&refund_id)
+                .bind(&remote.id)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await
+                .map_err(read)?;
+                Some(LinkedRefund {
+                    stripe_refund_id: remote.id,
+                    amount,
+                })
+            }
+            RemoteRefundStatus::Failed => {
+                let failure = RefundFailure {
+                    reason: &remote.failure_reason,
+                    code: "",
+                    stripe_refund_id: Some(&remote.id),
+                };
+                core.record_refund_failed(&mut transaction, &payment, &refund_id, failure, now)
+                    .await
+                    .map_err(retry)?;
+                None
+            }
+        },
+        Err(error) if error.is_transient() => return Err(retry(error.into())),
+        Err(error) => {
+            let message = error.failure_message();
+            let failure = RefundFailure {
+                reason: &message,
+                code: "",
+                stripe_refund_id: None,
+            };
+            core.record_refund_failed(&mut transaction, &payment, &refund_id, failure, now)
+                .await
+                .map_err(retry)?;
+            tracing::warn!(credit_note_id = %note.id, refund_id, %error, "Stripe refused a credit note's refund; credited outside Stripe");
+            None
+        }
+    };
+    transaction.commit().await.map_err(read)?;
+    Ok(linked)
+}
+
+/// Why `wanted` cannot be refunded from `payment` through Stripe, if it cannot.
+async fn cannot_refund(
+    connection: &mut sqlx::PgConnection,
+    payment: &store::PaymentRow,
+    wanted: Money,
+) -> Result<Option<String>, HandlerError> {
+    if !payment.status.was_collected() {
+        return Ok(Some(format!(
+            "payment {} is {}: nothing was collected to refund",
+            payment.id,
+            payment.status.as_str()
+        )));
+    }
+    if payment.stripe_charge_id.is_none() {
+        return Ok(Some(format!(
+            "payment {} has no Stripe charge to refund (paid outside Stripe)",
+            payment.id
+        )));
+    }
+    // The note's own pending row is counted: compare with it included.
+    let reserved = store::refunds_total(connection, &payment.id)
+        .await
+        .map_err(|error| retry(error.into()))?;
+    if reserved > payment.amount.amount() {
+        return Ok(Some(format!(
+            "a refund of {wanted} exceeds what remains refundable on payment {} (paid {}, refunded or \
+             being refunded {} before it)",
+            payment.id,
+            payment.amount,
+            Money::new(reserved - wanted.amount(), wanted.currency())
+        )));
+    }
+    Ok(None)
+}
+
+/// The refund reason of a credit note's reason.
+fn refund_reason(reason: CreditNoteReason) -> tally_proto::payments::RefundReason {
+    match reason {
+        CreditNoteReason::Duplicate => tally_proto::payments::RefundReason::Duplicate,
+        CreditNoteReason::Fraudulent => tally_proto::payments::RefundReason::Fraudulent,
+        CreditNoteReason::BillingError => tally_proto::payments::RefundReason::BillingError,
+        CreditNoteReason::OrderChange
+        | CreditNoteReason::ProductUnsatisfactory
+        | CreditNoteReason::Refund
+        | CreditNoteReason::Unspecified => tally_proto::payments::RefundReason::RequestedByCustomer,
+    }
+}
+
 /// Decides from payments' invoice row whether and how Stripe is told.
-async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, HandlerError> {
+async fn plan(
+    core: &Core,
+    note: &CreditNote,
+    amount: Money,
+    linked: Option<&LinkedRefund>,
+) -> Result<Plan, HandlerError> {
     if !note.refund_id.is_empty() || note.reason() == CreditNoteReason::Refund {
         return Ok(Plan::RecordOnly("it mirrors a payments refund"));
     }
@@ -158,8 +435,8 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
     }
     let row = sqlx::query(
         "SELECT status, stripe_invoice_id, currency, amount_due, \
-         (SELECT coalesce(sum(out_of_band_amount), 0) FROM payments.credit_notes c WHERE c.invoice_id = i.invoice_id) \
-         AS out_of_band FROM payments.invoices i WHERE invoice_id = $1",
+         (SELECT coalesce(sum(out_of_band_amount + refund_amount), 0) FROM payments.credit_notes c \
+          WHERE c.invoice_id = i.invoice_id) AS out_of_band FROM payments.invoices i WHERE invoice_id = $1",
     )
     .bind(&note.invoice_id)
     .fetch_optional(&core.pool)
@@ -203,24 +480,34 @@ async fn plan(core: &Core, note: &CreditNote, amount: Money) -> Result<Plan, Han
         "open" => Split {
             reduce_due: Money::new(amount.amount().min(amount_due), currency),
             out_of_band: zero,
+            refund: zero,
         },
-        "paid" => Split {
-            reduce_due: zero,
-            out_of_band: Money::new(
-                amount
-                    .amount()
-                    .min(amount_due - out_of_band_before)
-                    .max(rust_decimal::Decimal::ZERO),
-                currency,
-            ),
-        },
+        "paid" => {
+            // Stripe credits a paid invoice up to what it collected, less
+            // its earlier post-payment notes (their refunds included).
+            let cap = (amount_due - out_of_band_before).max(rust_decimal::Decimal::ZERO);
+            let refunded = linked
+                .map(|refund| refund.amount.amount())
+                .unwrap_or_default();
+            let refund = refunded.min(cap);
+            Split {
+                reduce_due: zero,
+                out_of_band: Money::new(
+                    (amount.amount() - refunded)
+                        .min(cap - refund)
+                        .max(rust_decimal::Decimal::ZERO),
+                    currency,
+                ),
+                refund: Money::new(refund, currency),
+            }
+        }
         _ => {
             return Ok(Plan::RecordOnly(
                 "the invoice has nothing in Stripe to credit",
             ));
         }
     };
-    if split.reduce_due.is_zero() && split.out_of_band.is_zero() {
+    if split.reduce_due.is_zero() && split.out_of_band.is_zero() && split.refund.is_zero() {
         return Ok(Plan::RecordOnly(
             "nothing of the invoice that went through Stripe is left to credit",
         ));
@@ -262,8 +549,8 @@ async fn record(
     let split = mirrored.split;
     let inserted = sqlx::query(
         "INSERT INTO payments.credit_notes (credit_note_id, invoice_id, currency, amount, reduced_amount_due, \
-         out_of_band_amount, stripe_credit_note_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT DO NOTHING",
+         out_of_band_amount, refund_amount, stripe_credit_note_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(&note.id)
     .bind(&note.invoice_id)
@@ -271,6 +558,7 @@ async fn record(
     .bind(mirrored.amount.amount())
     .bind(split.reduce_due.amount())
     .bind(split.out_of_band.amount())
+    .bind(split.refund.amount())
     .bind(mirrored.stripe_credit_note_id)
     .bind(now)
     .execute(&mut *transaction)
@@ -286,10 +574,15 @@ async fn record(
     }
     // Revenue down by the part that went through Stripe; the receivable by
     // what Stripe will no longer collect, or owed to the customer outside
-    // Stripe when it was already collected.
+    // Stripe when it was already collected. A linked refund posted its own
+    // entries when it succeeded, as every refund does.
+    let stripe_part = split.credited()?;
+    if !stripe_part.is_positive() {
+        transaction.commit().await?;
+        return Ok(());
+    }
     let fact = format!("credit_note:{}:issued", note.id);
     let currency = mirrored.amount.currency();
-    let stripe_part = split.reduce_due.checked_add(&split.out_of_band)?;
     let mut entry = TransactionBuilder::new(ledger::transaction_id(&fact), now, &fact)
         .debit(Book::Invoiced.account(currency).id, stripe_part);
     for (book, part) in [

@@ -27,6 +27,9 @@ pub enum PaymentsError {
     /// An idempotency key was reused with a different request.
     #[error("idempotency key `{0}` was used with a different request")]
     IdempotencyConflict(String),
+    /// A peer service (invoicing) could not answer now; retry later.
+    #[error("{0}")]
+    PeerUnavailable(String),
     /// Stripe failed (boxed: Stripe's errors carry several strings).
     #[error(transparent)]
     Stripe(Box<StripeError>),
@@ -51,6 +54,7 @@ impl HasErrorKind for PaymentsError {
             PaymentsError::NotFound(_) => ErrorKind::NotFound,
             PaymentsError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             PaymentsError::IdempotencyConflict(_) => ErrorKind::IdempotencyConflict,
+            PaymentsError::PeerUnavailable(_) => ErrorKind::Unavailable,
             PaymentsError::Stripe(error) if error.is_transient() => ErrorKind::Unavailable,
             PaymentsError::Stripe(error)
                 if matches!(

@@ -8,6 +8,8 @@
 //! * [`webhook`] — the Stripe webhook endpoint;
 //! * [`dunning`] — the retry schedule of failed payments, driven by the clock;
 //! * [`api`] — `PaymentService` (payments, refunds, the customer mapping);
+//! * [`invoicing`] — the invoicing peer (refund reservations on the invoice's
+//!   one creditable balance);
 //! * [`reconcile`] — `ReconciliationService` and the periodic reconciliation;
 //! * [`ledger`] — the append-only double-entry payments ledger.
 
@@ -18,6 +20,7 @@ pub mod credit_notes;
 pub mod dunning;
 mod error;
 pub mod events;
+pub mod invoicing;
 pub mod ledger;
 mod metrics;
 pub mod reconcile;
@@ -96,6 +99,9 @@ pub struct PaymentsDeps {
     pub config: PaymentsConfig,
     /// Stripe keys from the environment.
     pub secrets: StripeSecrets,
+    /// Invoicing (`peers.invoicing_url`): refunds are reserved there before
+    /// Stripe is asked. The peer key needs the `write` scope.
+    pub invoicing: tally_runtime::peer::Peer,
 }
 
 /// A running payments service.
@@ -124,6 +130,7 @@ impl Payments {
             clock: Arc::clone(&deps.clock),
             ids: Arc::clone(&deps.ids),
             dunning: DunningPolicy::from_config(&deps.config),
+            invoicing: invoicing::InvoicingPeer::new(deps.invoicing.clone()),
         };
         Ok(Self { deps, core })
     }

@@ -6,19 +6,28 @@
 //!    remains refundable (paid − refunds not failed, pending ones included, so
 //!    two concurrent refunds cannot both pass) and stores the refund as
 //!    `pending` with its id `ref_…`.
-//! 2. Stripe is asked with the key `tally:refund:<ref>:create`.
-//! 3. A second transaction records Stripe's answer: succeeded → refunded
+//! 2. Invoicing reserves the amount on the invoice's one creditable balance
+//!    (`InvoiceService.ReserveRefund`, idempotent by the refund id): credit
+//!    notes and refunds together never exceed what the invoice billed. A
+//!    refusal marks the refund `failed` (`exceeds_invoice_balance`) and is
+//!    answered `FAILED_PRECONDITION` with invoicing's figures — again on a
+//!    replay. Invoicing unreachable: the refund stays pending, `UNAVAILABLE`.
+//! 3. Stripe is asked with the key `tally:refund:<ref>:create`.
+//! 4. A second transaction records Stripe's answer: succeeded → refunded
 //!    total, payment status, ledger entries and `PaymentEvent.Refunded`
-//!    (invoicing's cue for the credit note); refused → `failed` with Stripe's
-//!    reason. If Stripe could not be reached the refund stays pending and the
-//!    call answers `UNAVAILABLE`; the same key picks it up again.
+//!    (invoicing's cue to turn the reservation into the credit note);
+//!    refused → `failed` with Stripe's reason and `PaymentEvent.RefundFailed`
+//!    (invoicing releases the reservation). If Stripe could not be reached the
+//!    refund stays pending and the call answers `UNAVAILABLE`; the same key
+//!    picks it up again.
 
 use sha2::{Digest, Sha256};
 use tally_domain::money::Money;
 use tally_proto::payments as proto;
 
-use crate::core::Core;
+use crate::core::{Core, EXCEEDS_INVOICE_BALANCE, RefundFailure};
 use crate::error::PaymentsError;
+use crate::invoicing::Reservation;
 use crate::store::{self, PaymentKey};
 use crate::stripe::{RemoteRefundStatus, StripeRefundReason};
 use crate::wire::parse_money;
@@ -42,18 +51,45 @@ pub async fn refund(
         Reserved::Done(refund_id) => return respond(core, &refund_id).await,
         Reserved::Pending(pending) => pending,
     };
-    let charge = {
+    let payment = {
         let mut connection = core.pool.acquire().await?;
         store::payment(&mut connection, PaymentKey::Id(&request.payment_id), false)
             .await?
-            .and_then(|payment| payment.stripe_charge_id)
+            .ok_or_else(|| PaymentsError::NotFound(request.payment_id.clone()))?
     };
-    let Some(charge) = charge else {
-        return Err(PaymentsError::FailedPrecondition(format!(
+    let Some(charge) = payment.stripe_charge_id.clone() else {
+        let reason = format!(
             "payment {} has no Stripe charge to refund",
             request.payment_id
-        )));
+        );
+        fail(core, &request.payment_id, &pending.refund_id, &reason, "").await?;
+        return Err(PaymentsError::FailedPrecondition(reason));
     };
+    // The invoice's one balance, shared with credit notes, is invoicing's:
+    // nothing goes to Stripe before invoicing holds the amount.
+    match core
+        .invoicing
+        .reserve_refund(
+            &pending.refund_id,
+            &payment.invoice_id,
+            &payment.id,
+            &pending.amount,
+        )
+        .await?
+    {
+        Reservation::Held => {}
+        Reservation::Refused(reason) => {
+            fail(
+                core,
+                &request.payment_id,
+                &pending.refund_id,
+                &reason,
+                EXCEEDS_INVOICE_BALANCE,
+            )
+            .await?;
+            return Err(PaymentsError::FailedPrecondition(reason));
+        }
+    }
     let stripe_reason = match pending.reason {
         proto::RefundReason::Duplicate => StripeRefundReason::Duplicate,
         proto::RefundReason::Fraudulent => StripeRefundReason::Fraudulent,
@@ -95,10 +131,16 @@ pub async fn refund(
                 .await?;
             }
             RemoteRefundStatus::Failed => {
-                mark_failed(
+                let failure = RefundFailure {
+                    reason: &remote.failure_reason,
+                    code: "",
+                    stripe_refund_id: Some(&remote.id),
+                };
+                core.record_refund_failed(
                     &mut transaction,
+                    &payment,
                     &pending.refund_id,
-                    &remote.failure_reason,
+                    failure,
                     now,
                 )
                 .await?;
@@ -109,13 +151,13 @@ pub async fn refund(
             return Err(error.into());
         }
         Err(error) => {
-            mark_failed(
-                &mut transaction,
-                &pending.refund_id,
-                &error.failure_message(),
-                now,
-            )
-            .await?;
+            let failure = RefundFailure {
+                reason: &error.failure_message(),
+                code: "",
+                stripe_refund_id: None,
+            };
+            core.record_refund_failed(&mut transaction, &payment, &pending.refund_id, failure, now)
+                .await?;
             transaction.commit().await?;
             return Err(PaymentsError::FailedPrecondition(format!(
                 "Stripe refused refund {}: {}",
@@ -128,20 +170,29 @@ pub async fn refund(
     respond(core, &pending.refund_id).await
 }
 
-async fn mark_failed(
-    connection: &mut sqlx::PgConnection,
+/// Records a refund as failed before or without Stripe (and tells invoicing,
+/// which releases whatever it held for it).
+async fn fail(
+    core: &Core,
+    payment_id: &str,
     refund_id: &str,
     reason: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE payments.refunds SET status = 'failed', failure_reason = $2, updated_at = $3 WHERE id = $1",
-    )
-    .bind(refund_id)
-    .bind(reason)
-    .bind(now)
-    .execute(connection)
-    .await?;
+    code: &str,
+) -> Result<(), PaymentsError> {
+    let now = core.clock.now();
+    let mut transaction = core.pool.begin().await?;
+    let Some(payment) = store::payment(&mut transaction, PaymentKey::Id(payment_id), true).await?
+    else {
+        return Err(PaymentsError::NotFound(payment_id.to_owned()));
+    };
+    let failure = RefundFailure {
+        reason,
+        code,
+        stripe_refund_id: None,
+    };
+    core.record_refund_failed(&mut transaction, &payment, refund_id, failure, now)
+        .await?;
+    transaction.commit().await?;
     Ok(())
 }
 
@@ -214,6 +265,19 @@ fn request_hash(request: &proto::RefundRequest) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// A refund stored under the request's idempotency key.
+#[derive(sqlx::FromRow)]
+struct StoredRefund {
+    id: String,
+    request_hash: Option<String>,
+    status: String,
+    amount: rust_decimal::Decimal,
+    currency: String,
+    reason: String,
+    failure_code: String,
+    failure_reason: String,
+}
+
 enum Reserved {
     Done(String),
     Pending(Pending),
@@ -228,18 +292,32 @@ async fn reserve(core: &Core, request: &proto::RefundRequest) -> Result<Reserved
         .bind(&request.idempotency_key)
         .execute(&mut *transaction)
         .await?;
-    let existing: Option<(String, String, String, rust_decimal::Decimal, String, String)> =
-        sqlx::query_as(
-            "SELECT id, request_hash, status, amount, currency, reason FROM payments.refunds WHERE idempotency_key = $1",
-        )
-        .bind(&request.idempotency_key)
-        .fetch_optional(&mut *transaction)
-        .await?;
-    if let Some((id, stored_hash, status, amount, currency, reason)) = existing {
-        if stored_hash != hash {
+    let existing: Option<StoredRefund> = sqlx::query_as(
+        "SELECT id, request_hash, status, amount, currency, reason, failure_code, failure_reason \
+         FROM payments.refunds WHERE idempotency_key = $1",
+    )
+    .bind(&request.idempotency_key)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    if let Some(StoredRefund {
+        id,
+        request_hash: stored_hash,
+        status,
+        amount,
+        currency,
+        reason,
+        failure_code,
+        failure_reason,
+    }) = existing
+    {
+        if stored_hash.as_deref() != Some(hash.as_str()) {
             return Err(PaymentsError::IdempotencyConflict(
                 request.idempotency_key.clone(),
             ));
+        }
+        if status == "failed" && failure_code == EXCEEDS_INVOICE_BALANCE {
+            // The first answer was invoicing's refusal: a replay gets it again.
+            return Err(PaymentsError::FailedPrecondition(failure_reason));
         }
         if status != "pending" {
             return Ok(Reserved::Done(id));

@@ -379,7 +379,7 @@ pub async fn refunds_of(
 ) -> Result<Vec<proto::Refund>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, payment_id, invoice_id, amount, currency, reason, memo, status, stripe_refund_id, \
-         failure_reason, created_at FROM payments.refunds WHERE payment_id = $1 ORDER BY created_at, id",
+         failure_reason, created_at, credit_note_id FROM payments.refunds WHERE payment_id = $1 ORDER BY created_at, id",
     )
     .bind(payment_id)
     .fetch_all(connection)
@@ -394,7 +394,7 @@ pub async fn refund(
 ) -> Result<Option<proto::Refund>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, payment_id, invoice_id, amount, currency, reason, memo, status, stripe_refund_id, \
-         failure_reason, created_at FROM payments.refunds WHERE id = $1",
+         failure_reason, created_at, credit_note_id FROM payments.refunds WHERE id = $1",
     )
     .bind(refund_id)
     .fetch_optional(connection)
@@ -422,5 +422,8 @@ fn refund_from_row(row: &sqlx::postgres::PgRow) -> Result<proto::Refund, sqlx::E
             .unwrap_or_default(),
         failure_reason: row.try_get("failure_reason")?,
         created_at: Some(timestamp(row.try_get("created_at")?)),
+        credit_note_id: row
+            .try_get::<Option<String>, _>("credit_note_id")?
+            .unwrap_or_default(),
     })
 }

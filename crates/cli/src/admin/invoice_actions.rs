@@ -195,6 +195,7 @@ pub async fn credit_note(args: CreditNoteArgs) -> anyhow::Result<()> {
             memo: args.memo.clone(),
             amount: Some(amount),
             credit_to_balance: args.credit_to_balance,
+            refund_amount: None,
         })
         .await
         .map(tonic::Response::into_inner)

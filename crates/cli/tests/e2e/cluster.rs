@@ -82,8 +82,9 @@ impl Cluster {
     /// Starts the four services and waits until each reports SERVING.
     pub async fn start(database_url: &str, emulator_host: &str, stripe_url: &str) -> Self {
         let admin_key = create_key(database_url, "admin");
-        // Services call each other with a read-only key, as a cluster should.
-        let peer_key = create_key(database_url, "read");
+        // Services call each other with the narrowest key that works: `write`,
+        // because payments reserves refunds in invoicing (`ReserveRefund`).
+        let peer_key = create_key(database_url, "write");
         let suffix = tally_testkit::unique_suffix();
         let name_prefix = format!("e2e{suffix}-");
         let log_dir = std::env::temp_dir().join(format!("tally-e2e-{suffix}"));

@@ -450,6 +450,7 @@ async fn a_month_of_billing_across_four_processes() {
     let november = invoices["initech"][0].clone();
     credit_notes_in_stripe(&mut month, &november, &december).await;
     reconcile(&month);
+    one_balance_for_credit_notes_and_refunds(&mut month, &december).await;
     eprintln!("end-to-end test took {:?}", started.elapsed());
 }
 
@@ -751,6 +752,151 @@ async fn credit_notes_in_stripe(month: &mut Month, november: &Invoice, december:
     );
 }
 
+/// Credit notes (invoicing) and refunds (payments, which reserves each one in
+/// invoicing before Stripe) draw on one balance per invoice (DESIGN.md rule
+/// 10). December billed 509.57, paid; 100.00 refunded and 49.00 credited so
+/// far leave 360.57. A goodwill note takes 300.00; then a note and a refund
+/// of 40.00 each, sent at the same instant, cannot both pass; a refund one
+/// cent above what remains is refused with the figures; what remains is
+/// refunded, and the invoice ends credited exactly its total.
+async fn one_balance_for_credit_notes_and_refunds(month: &mut Month, december: &Invoice) {
+    let key = month.api.key.clone();
+    let note = |idempotency_key: &str, amount: &str| CreateCreditNoteRequest {
+        idempotency_key: idempotency_key.into(),
+        invoice_id: december.id.clone(),
+        reason: CreditNoteReason::ProductUnsatisfactory as i32,
+        memo: "goodwill".into(),
+        amount: Some(create_credit_note_request::Amount::Partial(
+            CreditNoteLines {
+                lines: vec![CreditNoteLine {
+                    invoice_line_id: String::new(),
+                    description: "Goodwill".into(),
+                    amount: usd(amount),
+                }],
+            },
+        )),
+        credit_to_balance: false,
+        refund_amount: None,
+    };
+    let payment_id = month
+        .api
+        .payments
+        .list_payments(call(
+            &key,
+            ListPaymentsRequest {
+                invoice_id: december.id.clone(),
+                ..ListPaymentsRequest::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .payments[0]
+        .id
+        .clone();
+    let refund = |idempotency_key: &str, amount: &str| RefundRequest {
+        idempotency_key: idempotency_key.into(),
+        payment_id: payment_id.clone(),
+        amount: usd(amount),
+        reason: RefundReason::RequestedByCustomer as i32,
+        memo: "one balance".into(),
+    };
+    month
+        .api
+        .invoices
+        .create_credit_note(call(&key, note("e2e-balance-note-300", "300.00")))
+        .await
+        .unwrap();
+
+    let (mut invoices, mut payments) = (month.api.invoices.clone(), month.api.payments.clone());
+    let racing_note = tokio::spawn({
+        let request = call(&key, note("e2e-balance-note-40", "40.00"));
+        async move { invoices.create_credit_note(request).await.map(|_| ()) }
+    });
+    let racing_refund = tokio::spawn({
+        let request = call(&key, refund("e2e-balance-refund-40", "40.00"));
+        async move { payments.refund(request).await.map(|_| ()) }
+    });
+    let (racing_note, racing_refund) = (racing_note.await.unwrap(), racing_refund.await.unwrap());
+    assert_eq!(
+        usize::from(racing_note.is_ok()) + usize::from(racing_refund.is_ok()),
+        1,
+        "exactly one of 40.00 + 40.00 fits in 60.57: {racing_note:?} {racing_refund:?}"
+    );
+    let refused = racing_note.err().or(racing_refund.err()).unwrap();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("creditable"),
+        "{}",
+        refused.message()
+    );
+
+    let over = month
+        .api
+        .payments
+        .refund(call(&key, refund("e2e-balance-refund-over", "20.58")))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        over.message().contains(&format!(
+            "of 20.58 USD exceeds the 20.57 USD still creditable on invoice {}",
+            december.id
+        )),
+        "{}",
+        over.message()
+    );
+    month
+        .api
+        .payments
+        .refund(call(&key, refund("e2e-balance-refund-rest", "20.57")))
+        .await
+        .unwrap();
+
+    // Invoicing turns each refund's reservation into its credit note.
+    let waiting = Waiting::new(&month.cluster, "the refunds' credit notes");
+    loop {
+        let invoices = month.api.invoices_of(&december.customer_id).await;
+        let current = invoices
+            .into_iter()
+            .find(|invoice| invoice.id == december.id)
+            .unwrap();
+        let credited = amount(current.amount_credited.as_ref());
+        if credited == "509.57" {
+            break;
+        }
+        waiting.tick(credited).await;
+    }
+    let payment = month
+        .api
+        .payments
+        .get_payment(call(
+            &key,
+            tally_proto::payments::GetPaymentRequest {
+                payment_id: payment_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    let refunded = if racing_refund_passed(&payment) {
+        "160.57"
+    } else {
+        "120.57"
+    };
+    assert_eq!(amount(payment.amount_refunded.as_ref()), refunded);
+}
+
+/// Whether the racing refund of 40.00 is among the payment's succeeded refunds.
+fn racing_refund_passed(payment: &tally_proto::payments::Payment) -> bool {
+    payment.refunds.iter().any(|refund| {
+        amount(refund.amount.as_ref()) == "40.00"
+            && refund.status == tally_proto::payments::RefundStatus::Succeeded as i32
+    })
+}
+
 /// A partial credit note of 49.00 on `invoice`, issued in invoicing.
 async fn issue_credit_note(
     month: &mut Month,
@@ -774,6 +920,7 @@ async fn issue_credit_note(
             },
         )),
         credit_to_balance,
+        refund_amount: None,
     };
     month
         .api

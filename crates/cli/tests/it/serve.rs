@@ -60,6 +60,7 @@ impl RunningService {
             // never called by these tests).
             .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
+            .env("TALLY_PEERS__INVOICING_URL", "http://127.0.0.1:9")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

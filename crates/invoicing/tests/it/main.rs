@@ -8,6 +8,7 @@ mod customers;
 mod invoices;
 mod negative_invoices;
 mod payments;
+mod refund_balance;
 mod scheduler;
 mod subscriptions;
 mod support;

@@ -24,7 +24,7 @@ pub mod signature;
 
 use std::collections::HashMap;
 
-use stripe_billing::credit_note::CreateCreditNote;
+use stripe_billing::credit_note::{CreateCreditNote, CreateCreditNoteRefunds};
 use stripe_billing::invoice::{
     CreateInvoice, CreateInvoicePendingInvoiceItemsBehavior, FinalizeInvoiceInvoice, ListInvoice,
     MarkUncollectibleInvoice, PayInvoice, RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
@@ -242,6 +242,11 @@ pub struct CreditNoteRequest {
     /// credits the Stripe customer balance (invoicing keeps such credit in
     /// its own wallet).
     pub out_of_band: Money,
+    /// A refund payments already made for this note, linked to it
+    /// (`refunds[0][refund]`, `refunds[0][amount_refunded]`): the Stripe
+    /// credit note becomes that refund, as a note created with
+    /// `refund_amount` would, without Stripe making a second one.
+    pub linked_refund: Option<(String, Money)>,
 }
 
 /// A page of a list call.
@@ -587,6 +592,12 @@ impl Stripe {
         }
         if request.out_of_band.is_positive() {
             create = create.out_of_band_amount(to_minor_units(&request.out_of_band)?);
+        }
+        if let Some((stripe_refund_id, amount)) = &request.linked_refund {
+            let mut link = CreateCreditNoteRefunds::new();
+            link.refund = Some(stripe_refund_id.clone());
+            link.amount_refunded = Some(to_minor_units(amount)?);
+            create = create.refunds(vec![link]);
         }
         let key = format!("tally:credit_note:{}:create", request.tally_credit_note_id);
         let note = self.http.send(&create, Some(&key)).await?;

@@ -10,6 +10,7 @@ mod fixtures;
 mod ledger;
 mod logs;
 mod reconciliation;
+mod refund_balance;
 mod refunds;
 mod stripe_mocks;
 mod support;

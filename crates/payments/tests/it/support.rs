@@ -2,7 +2,8 @@
 //! ids, Stripe played by wiremock, the gRPC API and the webhook endpoint on
 //! free ports.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -18,15 +19,20 @@ use tally_payments::{
 };
 use tally_proto::common;
 use tally_proto::events::{InvoiceEvent, PaymentEvent, invoice_event};
+use tally_proto::invoicing::invoice_service_server::{InvoiceService, InvoiceServiceServer};
 use tally_proto::invoicing::{
     Address, CollectionMode, CreditNote, CreditNoteLine, CreditNoteReason, Customer, Invoice,
     InvoiceLine,
+};
+use tally_proto::invoicing::{
+    RefundReservation, RefundReservationStatus, ReserveRefundRequest, ReserveRefundResponse,
 };
 use tally_proto::payments::payment_service_client::PaymentServiceClient;
 use tally_proto::payments::{GetPaymentRequest, ListPaymentsRequest, Payment};
 use tally_runtime::auth::AuthLayer;
 use tally_runtime::clock::Clock;
 use tally_runtime::config::PaymentsConfig;
+use tally_runtime::peer::Peer;
 use tally_runtime::{ManualClock, Shutdown, server};
 use tally_testkit::SequentialIds;
 use tally_testkit::postgres::{TestDatabase, database};
@@ -62,10 +68,131 @@ pub fn config(stripe_uri: &str) -> PaymentsConfig {
     }
 }
 
+/// Invoicing as payments sees it, for payments' own tests: `ReserveRefund`
+/// against a creditable balance per invoice that a test sets (an invoice it
+/// never set takes anything), idempotent by refund id like the real one.
+/// The real rule, its races and its figures are tested in invoicing
+/// (`crates/invoicing/tests/it/refund_balance.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct FakeInvoicing {
+    state: Arc<Mutex<FakeInvoicingState>>,
+}
+
+#[derive(Debug, Default)]
+struct FakeInvoicingState {
+    creditable: HashMap<String, rust_decimal::Decimal>,
+    reservations: HashMap<String, (String, rust_decimal::Decimal)>,
+    unavailable: bool,
+}
+
+impl FakeInvoicing {
+    /// What remains creditable on `invoice_id` (e.g. after credit notes).
+    pub fn set_creditable(&self, invoice_id: &str, amount: rust_decimal::Decimal) {
+        self.state
+            .lock()
+            .unwrap()
+            .creditable
+            .insert(invoice_id.to_owned(), amount);
+    }
+
+    /// Makes `ReserveRefund` answer UNAVAILABLE (or answer again).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.state.lock().unwrap().unavailable = unavailable;
+    }
+
+    /// The refund ids reserved, sorted, with their invoice and amount.
+    pub fn reservations(&self) -> Vec<(String, String, String)> {
+        let mut reservations: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .reservations
+            .iter()
+            .map(|(refund, (invoice, amount))| {
+                (refund.clone(), invoice.clone(), amount.to_string())
+            })
+            .collect();
+        reservations.sort();
+        reservations
+    }
+}
+
+#[tonic::async_trait]
+impl InvoiceService for FakeInvoicing {
+    async fn reserve_refund(
+        &self,
+        request: tonic::Request<ReserveRefundRequest>,
+    ) -> Result<tonic::Response<ReserveRefundResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let amount: rust_decimal::Decimal =
+            request.amount.as_ref().unwrap().amount.parse().unwrap();
+        let mut state = self.state.lock().unwrap();
+        if state.unavailable {
+            return Err(tonic::Status::unavailable("invoicing is restarting"));
+        }
+        let reservation = RefundReservation {
+            refund_id: request.refund_id.clone(),
+            invoice_id: request.invoice_id.clone(),
+            amount: request.amount.clone(),
+            status: RefundReservationStatus::Held as i32,
+            credit_note_id: String::new(),
+        };
+        if let Some((invoice, held)) = state.reservations.get(&request.refund_id) {
+            if *invoice != request.invoice_id || *held != amount {
+                return Err(tonic::Status::already_exists("reserved otherwise"));
+            }
+            return Ok(tonic::Response::new(ReserveRefundResponse {
+                reservation: Some(reservation),
+                balance: None,
+            }));
+        }
+        if let Some(creditable) = state.creditable.get_mut(&request.invoice_id) {
+            if amount > *creditable {
+                return Err(tonic::Status::failed_precondition(format!(
+                    "refund {} of {amount} USD exceeds the {creditable} USD still creditable on invoice {}",
+                    request.refund_id, request.invoice_id
+                )));
+            }
+            *creditable -= amount;
+        }
+        state.reservations.insert(
+            request.refund_id.clone(),
+            (request.invoice_id.clone(), amount),
+        );
+        Ok(tonic::Response::new(ReserveRefundResponse {
+            reservation: Some(reservation),
+            balance: None,
+        }))
+    }
+}
+
+/// Serves `fake` on a free port; its address.
+async fn serve_invoicing(fake: FakeInvoicing, shutdown: &Shutdown) -> String {
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let address = format!("http://{}", listener.local_addr);
+    let grpc = server::GrpcServer::new(
+        move |routes: tonic::service::Routes| routes.add_service(InvoiceServiceServer::new(fake)),
+        vec!["tally.invoicing.v1.InvoiceService"],
+    );
+    let serving = shutdown.clone();
+    tokio::spawn(async move {
+        grpc.serve(
+            listener,
+            AuthLayer::disabled(),
+            serving,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("the fake invoicing serves");
+    });
+    address
+}
+
 pub struct Harness {
     pub db: TestDatabase,
     pub clock: ManualClock,
     pub stripe: MockServer,
+    pub invoicing: FakeInvoicing,
     pub payments: Payments,
     pub handler: InvoiceEventsHandler,
     pub client: PaymentServiceClient<Channel>,
@@ -103,6 +230,9 @@ pub async fn harness_with(bus: SharedBus, secrets: StripeSecrets) -> Harness {
     let stripe = MockServer::start().await;
     let db = database().await;
     let clock = ManualClock::new(start_time());
+    let shutdown = Shutdown::new();
+    let invoicing = FakeInvoicing::default();
+    let invoicing_url = serve_invoicing(invoicing.clone(), &shutdown).await;
     let payments = Payments::start(PaymentsDeps {
         pool: db.pool.clone(),
         bus,
@@ -110,10 +240,10 @@ pub async fn harness_with(bus: SharedBus, secrets: StripeSecrets) -> Harness {
         ids: Arc::new(SequentialIds::default()),
         config: config(&stripe.uri()),
         secrets,
+        invoicing: Peer::lazy(&invoicing_url, None).unwrap(),
     })
     .await
     .expect("payments starts");
-    let shutdown = Shutdown::new();
     let (webhook_address, _) = payments
         .spawn_webhook_listener(None, &shutdown)
         .await
@@ -140,6 +270,7 @@ pub async fn harness_with(bus: SharedBus, secrets: StripeSecrets) -> Harness {
         db,
         clock,
         stripe,
+        invoicing,
         payments,
         handler,
         client,
@@ -294,6 +425,7 @@ impl InvoiceSpec {
             credited_to_balance: false,
             refund_id: refund_id.to_owned(),
             created_at: None,
+            refund_amount: None,
         };
         InvoiceEvent {
             event_id: format!("ievt_{credit_note_id}_issued"),
@@ -309,6 +441,22 @@ impl InvoiceSpec {
                 },
             )),
         }
+    }
+
+    /// A `CreditNoteIssued` for `amount`, `refund` of which invoicing asks
+    /// payments to refund (`CreditNote.refund_amount`).
+    pub fn credit_note_refunding(
+        &self,
+        credit_note_id: &str,
+        amount: &str,
+        refund: &str,
+        reason: CreditNoteReason,
+    ) -> InvoiceEvent {
+        let mut event = self.credit_note(credit_note_id, amount, reason, "");
+        if let Some(invoice_event::Kind::CreditNoteIssued(issued)) = &mut event.kind {
+            issued.credit_note.as_mut().unwrap().refund_amount = Some(self.money(refund));
+        }
+        event
     }
 
     pub fn voided(&self) -> InvoiceEvent {

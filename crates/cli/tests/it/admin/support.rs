@@ -70,6 +70,7 @@ impl Service {
             .env("TALLY_GRPC__LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
+            .env("TALLY_PEERS__INVOICING_URL", "http://127.0.0.1:9")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (name, value) in env {
