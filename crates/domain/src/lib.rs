@@ -2,6 +2,8 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`exact`] | decimal sums and products that are exact or refused, never silently rounded |
+//! | [`bounds`] | the bounds on prices, aggregates and line amounts that keep them exact |
 //! | [`money`] | ISO 4217 [`Currency`](money::Currency), [`Money`](money::Money) with checked arithmetic, [`UnitPrice`](money::UnitPrice), [`RoundingMode`](money::RoundingMode), largest-remainder allocation |
 //! | [`ids`] | prefixed, validated ids (`cus_…`, `sub_…`, `inv_…`, `plan_…`), meter codes, event ids |
 //! | [`event`] | [`UsageEvent`](event::UsageEvent) and its validation, one [`FieldError`](event::FieldError) per broken rule |
@@ -20,8 +22,10 @@
 
 #![deny(missing_docs)]
 
+pub mod bounds;
 pub mod credit;
 pub mod event;
+pub mod exact;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;

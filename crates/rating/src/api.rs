@@ -142,6 +142,8 @@ impl RatingApi {
                 Some((request.subscription_id.as_str(), *period, phases.as_slice()))
             })
             .collect();
+        // One answer per priced pair: a pair that cannot be priced is an error
+        // for that pair alone (`BatchGetUsageCharges` carries it in its result).
         let mut priced = charges::price_periods(&self.pool, &self.cache, &to_price)
             .await?
             .into_iter();
@@ -153,7 +155,7 @@ impl RatingApi {
                 let (period, currency) = answer?;
                 let priced = priced
                     .next()
-                    .ok_or_else(|| RatingError::Corrupt("a period was not priced".into()))?;
+                    .ok_or_else(|| RatingError::Corrupt("a period was not priced".into()))??;
                 let customer_id = subscriptions
                     .get(request.subscription_id.as_str())
                     .map(|(customer, _)| customer.clone())

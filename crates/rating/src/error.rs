@@ -31,6 +31,32 @@ pub enum RatingError {
     Database(#[from] sqlx::Error),
 }
 
+impl RatingError {
+    /// The same error with `context` (e.g. the subscription and period it is
+    /// about) before its message; a database error is left as it is.
+    pub fn prefixed(self, context: &str) -> RatingError {
+        match self {
+            RatingError::InvalidArgument(message) => {
+                RatingError::InvalidArgument(format!("{context}: {message}"))
+            }
+            RatingError::NotFound(message) => {
+                RatingError::NotFound(format!("{context}: {message}"))
+            }
+            RatingError::FailedPrecondition(message) => {
+                RatingError::FailedPrecondition(format!("{context}: {message}"))
+            }
+            RatingError::Unavailable(message) => {
+                RatingError::Unavailable(format!("{context}: {message}"))
+            }
+            RatingError::AlreadyExists(message) => {
+                RatingError::AlreadyExists(format!("{context}: {message}"))
+            }
+            RatingError::Corrupt(message) => RatingError::Corrupt(format!("{context}: {message}")),
+            RatingError::Database(error) => RatingError::Database(error),
+        }
+    }
+}
+
 impl From<RatingError> for Status {
     fn from(error: RatingError) -> Self {
         let message = error.to_string();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use group_key::GroupKey;
 pub use grouped::GroupedAggregate;
-pub use state::{AggregateState, TimedValue};
+pub use state::{AggregateState, TIME_WEIGHTED_SCALE, TimedValue};
 
 use crate::event::{PropertyValue, UsageEvent};
 use crate::ids::{EventId, MeterCode};
@@ -73,8 +73,9 @@ pub enum MeterError {
         /// The property.
         property: String,
     },
-    /// A count or sum does not fit.
-    #[error("aggregate overflow")]
+    /// A count, sum or time-weighted integral does not fit exactly: it would overflow, or
+    /// a sum would be rounded (see [`crate::exact`]).
+    #[error("aggregate overflow: the result does not fit a 28-digit decimal exactly")]
     Overflow,
 }
 
@@ -136,7 +137,8 @@ pub enum Aggregation {
         /// The property.
         property: String,
     },
-    /// Integral of a gauge over the period, in value·`unit` (e.g. GB·hours): each reading's
+    /// Integral of a gauge over the period, in value·`unit` (e.g. GB·hours), rounded half-even
+    /// to [`TIME_WEIGHTED_SCALE`] decimal places: each reading's
     /// value holds from its timestamp until the next reading or the period end. The last
     /// reading before the period start carries in from the start; before any reading the
     /// gauge is 0. Readings at the same instant: the greater event id holds.
@@ -193,10 +195,7 @@ impl Aggregation {
         };
         Ok(match self {
             Aggregation::Count => Decimal::from(readings.len()),
-            Aggregation::Sum { .. } => numbers()?
-                .into_iter()
-                .try_fold(Decimal::ZERO, |sum, value| sum.checked_add(value))
-                .ok_or(MeterError::Overflow)?,
+            Aggregation::Sum { .. } => crate::exact::sum(numbers()?).ok_or(MeterError::Overflow)?,
             Aggregation::Max { .. } => numbers()?.into_iter().max().unwrap_or(Decimal::ZERO),
             Aggregation::Min { .. } => numbers()?.into_iter().min().unwrap_or(Decimal::ZERO),
             Aggregation::UniqueCount { .. } => {

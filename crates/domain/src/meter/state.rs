@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Aggregation, MeterError, Reading, TimeUnit};
+use crate::exact;
 use crate::ids::EventId;
 use crate::period::Period;
 
@@ -161,7 +162,9 @@ impl AggregateState {
         }
     }
 
-    /// Adds one reading.
+    /// Adds one reading. Counts and sums are exact: a reading they cannot absorb without
+    /// overflowing or rounding is refused with [`MeterError::Overflow`], and the state is
+    /// then unchanged.
     pub fn absorb(&mut self, reading: &Reading<'_>) -> Result<(), MeterError> {
         let name = self.name();
         match self {
@@ -171,7 +174,7 @@ impl AggregateState {
             }
             AggregateState::Sum { sum } => {
                 let value = reading.measure.number(name)?;
-                *sum = sum.checked_add(value).ok_or(MeterError::Overflow)?;
+                *sum = exact::add(*sum, value).ok_or(MeterError::Overflow)?;
             }
             AggregateState::Max { max } => {
                 let value = reading.measure.number(name)?;
@@ -204,7 +207,64 @@ impl AggregateState {
         Ok(())
     }
 
-    /// Folds `other` (the same aggregation over other readings) into this state.
+    /// Whether [`merge`](AggregateState::merge) of `other` would succeed, without changing
+    /// or copying anything (a count or sum is added on the side; keys and readings are not
+    /// copied), so a caller can check every state an event feeds before changing any.
+    ///
+    /// ```
+    /// use rust_decimal::Decimal;
+    /// use tally_domain::meter::{AggregateState, MeterError};
+    ///
+    /// let total = AggregateState::Sum { sum: Decimal::from(1000) };
+    /// let huge = AggregateState::Sum { sum: Decimal::MAX };
+    /// assert_eq!(total.check_merge(&huge), Err(MeterError::Overflow));
+    /// assert_eq!(total, AggregateState::Sum { sum: Decimal::from(1000) });
+    /// ```
+    pub fn check_merge(&self, other: &AggregateState) -> Result<(), MeterError> {
+        let mismatch = || MeterError::MergeMismatch {
+            this: self.name(),
+            other: other.name(),
+        };
+        match (self, other) {
+            (AggregateState::Count { count }, AggregateState::Count { count: more }) => count
+                .checked_add(*more)
+                .map(drop)
+                .ok_or(MeterError::Overflow),
+            (AggregateState::Sum { sum }, AggregateState::Sum { sum: more }) => {
+                exact::add(*sum, *more)
+                    .map(drop)
+                    .ok_or(MeterError::Overflow)
+            }
+            (
+                AggregateState::TimeWeightedSum { unit, .. },
+                AggregateState::TimeWeightedSum { unit: theirs, .. },
+            ) => {
+                if unit == theirs {
+                    Ok(())
+                } else {
+                    Err(mismatch())
+                }
+            }
+            (AggregateState::Max { .. }, AggregateState::Max { .. })
+            | (AggregateState::Min { .. }, AggregateState::Min { .. })
+            | (AggregateState::UniqueCount { .. }, AggregateState::UniqueCount { .. })
+            | (AggregateState::Latest { .. }, AggregateState::Latest { .. }) => Ok(()),
+            (
+                AggregateState::Count { .. }
+                | AggregateState::Sum { .. }
+                | AggregateState::Max { .. }
+                | AggregateState::Min { .. }
+                | AggregateState::UniqueCount { .. }
+                | AggregateState::Latest { .. }
+                | AggregateState::TimeWeightedSum { .. },
+                _,
+            ) => Err(mismatch()),
+        }
+    }
+
+    /// Folds `other` (the same aggregation over other readings) into this state, exactly:
+    /// on any error (a mismatch, or a count or sum that would overflow or be rounded) the
+    /// state is unchanged.
     pub fn merge(&mut self, other: &AggregateState) -> Result<(), MeterError> {
         let mismatch = MeterError::MergeMismatch {
             this: self.name(),
@@ -221,7 +281,7 @@ impl AggregateState {
                 let AggregateState::Sum { sum: more } = other else {
                     return Err(mismatch);
                 };
-                *sum = sum.checked_add(*more).ok_or(MeterError::Overflow)?;
+                *sum = exact::add(*sum, *more).ok_or(MeterError::Overflow)?;
             }
             AggregateState::Max { max } => {
                 let AggregateState::Max { max: theirs } = other else {
@@ -302,7 +362,14 @@ fn timed(reading: &Reading<'_>, value: Decimal) -> TimedValue {
     }
 }
 
-/// ∫ gauge dt over the period, to the millisecond, in value·unit. `readings` are sorted.
+/// The decimal places of a time-weighted sum: the integral is a quotient
+/// (value·milliseconds ÷ milliseconds per unit) that rarely terminates, so it is rounded
+/// half-even to a millionth of a value·unit (e.g. 0.000001 GB·h). The rounding is named
+/// and done once, exactly, so the quantity is the same for every reader and prices exactly.
+pub const TIME_WEIGHTED_SCALE: u32 = 6;
+
+/// ∫ gauge dt over the period, to the millisecond, in value·unit, rounded to
+/// [`TIME_WEIGHTED_SCALE`] places. `readings` are sorted.
 fn integrate(
     readings: &[TimedValue],
     period: &Period,
@@ -316,9 +383,8 @@ fn integrate(
     let mut value_milliseconds = Decimal::ZERO;
     let mut accumulate = |since: DateTime<Utc>, until: DateTime<Utc>, value: Decimal| {
         let elapsed = Decimal::from((until - since).num_milliseconds());
-        value
-            .checked_mul(elapsed)
-            .and_then(|area| value_milliseconds.checked_add(area))
+        exact::mul(value, elapsed)
+            .and_then(|area| exact::add(value_milliseconds, area))
             .map(|total| value_milliseconds = total)
             .ok_or(MeterError::Overflow)
     };
@@ -334,7 +400,90 @@ fn integrate(
     if let Some((since, value)) = held {
         accumulate(since, end, value)?;
     }
-    value_milliseconds
-        .checked_div(Decimal::from(unit.seconds() * 1000))
-        .ok_or(MeterError::Overflow)
+    divide_half_even(
+        value_milliseconds,
+        i128::from(unit.seconds()) * 1000,
+        TIME_WEIGHTED_SCALE,
+    )
+}
+
+/// `dividend ÷ divisor` rounded half-even to `places` decimal places, computed exactly in
+/// integers (a `Decimal` division would round first at its 28th digit, then again here).
+fn divide_half_even(dividend: Decimal, divisor: i128, places: u32) -> Result<Decimal, MeterError> {
+    let ten = |power: u32| 10_i128.checked_pow(power).ok_or(MeterError::Overflow);
+    // dividend = mantissa / 10^scale, so the quotient × 10^places is
+    // mantissa × 10^places / (10^scale × divisor).
+    let numerator = dividend
+        .mantissa()
+        .checked_mul(ten(places)?)
+        .ok_or(MeterError::Overflow)?;
+    let denominator = ten(dividend.scale())?
+        .checked_mul(divisor)
+        .ok_or(MeterError::Overflow)?;
+    let floor = numerator.div_euclid(denominator);
+    let twice_remainder = numerator.rem_euclid(denominator) * 2;
+    let rounded =
+        if twice_remainder > denominator || (twice_remainder == denominator && floor % 2 != 0) {
+            floor + 1
+        } else {
+            floor
+        };
+    Decimal::try_from_i128_with_scale(rounded, places)
+        .map(|quotient| quotient.normalize())
+        .map_err(|_| MeterError::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    #[test]
+    fn time_weighted_quotients_round_half_even_once() {
+        // One second at 1 GB, in hours: 1/3600 = 0.000277…
+        assert_eq!(
+            divide_half_even(dec!(1000), 3_600_000, 6),
+            Ok(dec!(0.000278))
+        );
+        assert_eq!(
+            divide_half_even(dec!(-1000), 3_600_000, 6),
+            Ok(dec!(-0.000278))
+        );
+        // Ties go to the even neighbour.
+        assert_eq!(divide_half_even(dec!(0.0000025), 1, 6), Ok(dec!(0.000002)));
+        assert_eq!(divide_half_even(dec!(0.0000035), 1, 6), Ok(dec!(0.000004)));
+        assert_eq!(
+            divide_half_even(dec!(-0.0000025), 1, 6),
+            Ok(dec!(-0.000002))
+        );
+        assert_eq!(divide_half_even(dec!(780), 1, 6), Ok(dec!(780.000000)));
+        assert_eq!(
+            divide_half_even(Decimal::MAX, 1, 6),
+            Err(MeterError::Overflow)
+        );
+    }
+
+    #[test]
+    fn sums_refuse_what_they_cannot_hold_exactly_and_stay_unchanged() {
+        let mut state = AggregateState::Sum {
+            sum: dec!(-5000000),
+        };
+        let tiny = AggregateState::Sum {
+            sum: Decimal::new(1, 28),
+        };
+        assert_eq!(state.merge(&tiny), Err(MeterError::Overflow));
+        assert_eq!(
+            state,
+            AggregateState::Sum {
+                sum: dec!(-5000000)
+            }
+        );
+        let mut full = AggregateState::Sum { sum: Decimal::MAX };
+        assert_eq!(
+            full.merge(&AggregateState::Sum { sum: dec!(1) }),
+            Err(MeterError::Overflow)
+        );
+        assert_eq!(full, AggregateState::Sum { sum: Decimal::MAX });
+    }
 }

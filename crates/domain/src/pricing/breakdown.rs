@@ -9,6 +9,13 @@ use crate::meter::GroupKey;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
 pub enum BreakdownItem {
+    /// The net quantity was below zero: negative readings are corrections that net out
+    /// against usage, but never make usage pay back, so it was priced as zero (see
+    /// [`ChargePrice::price_net`](super::ChargePrice::price_net)). Contributes nothing.
+    BelowZero {
+        /// The net quantity, below zero.
+        quantity: Decimal,
+    },
     /// Units given away before the price model applies.
     FreeUnits {
         /// How many of the quantity were free.

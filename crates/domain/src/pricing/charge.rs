@@ -3,10 +3,13 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::{
     BreakdownItem, PriceBreakdown, PriceModel, PricingError, Usage, UsageKind, check_quantity,
-    require_non_negative, sum, validate_limits, validated_model,
+    require_non_negative, subtract, sum, validate_limits, validated_model,
 };
+use crate::meter::GroupKey;
 
 /// Configuration of a charge's price.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +104,7 @@ impl ChargePrice {
             if free > Decimal::ZERO {
                 items.push(BreakdownItem::FreeUnits { quantity: free });
             }
-            spec.model.price_quantity(quantity - free)?
+            spec.model.price_quantity(subtract(quantity, free)?)?
         };
         let (mut total, model_items) = model_breakdown.into_parts();
         items.extend(model_items);
@@ -110,7 +113,7 @@ impl ChargePrice {
         {
             items.push(BreakdownItem::Minimum {
                 minimum,
-                adjustment: minimum - total,
+                adjustment: subtract(minimum, total)?,
             });
             total = minimum;
         }
@@ -119,11 +122,62 @@ impl ChargePrice {
         {
             items.push(BreakdownItem::Maximum {
                 maximum,
-                adjustment: maximum - total,
+                adjustment: subtract(maximum, total)?,
             });
             total = maximum;
         }
         Ok(PriceBreakdown::new(total, items))
+    }
+
+    /// Prices usage whose net quantity may have gone below zero, which is how a billing
+    /// user reads a negative reading: a correction that nets out against the usage of the
+    /// same period and group, never a reason to pay the customer back (money goes back
+    /// through credit notes). A quantity below zero — or, for grouped usage, each group
+    /// below zero — is priced as zero, and the breakdown starts with a
+    /// [`BreakdownItem::BelowZero`] that says so; minimums and flat fees still apply.
+    /// Anything else is [`ChargePrice::price`].
+    ///
+    /// ```
+    /// use rust_decimal_macros::dec;
+    /// use tally_domain::pricing::{BreakdownItem, ChargePrice, ChargePriceSpec, PerUnit, PerUnitSpec, PriceModel, Usage};
+    ///
+    /// let gpu_seconds = ChargePrice::new(ChargePriceSpec {
+    ///     minimum: Some(dec!(5)),
+    ///     ..ChargePriceSpec::plain(PriceModel::PerUnit(PerUnit::new(PerUnitSpec { unit_price: dec!(0.001) }).unwrap()))
+    /// }).unwrap();
+    /// let priced = gpu_seconds.price_net(Usage::Quantity(dec!(-100000))).unwrap();
+    /// assert_eq!(priced.total(), dec!(5)); // the minimum, on a quantity of zero
+    /// assert_eq!(priced.items()[0], BreakdownItem::BelowZero { quantity: dec!(-100000) });
+    /// assert!(gpu_seconds.price(Usage::Quantity(dec!(-1))).is_err());
+    /// ```
+    pub fn price_net(&self, usage: Usage<'_>) -> Result<PriceBreakdown, PricingError> {
+        let (breakdown, below_zero) = match usage {
+            Usage::Quantity(quantity) if quantity < Decimal::ZERO => (
+                self.price(Usage::Quantity(Decimal::ZERO))?,
+                vec![BreakdownItem::BelowZero { quantity }],
+            ),
+            Usage::Grouped(groups) if groups.values().any(|quantity| *quantity < Decimal::ZERO) => {
+                let below_zero = groups
+                    .values()
+                    .filter(|quantity| **quantity < Decimal::ZERO)
+                    .map(|quantity| BreakdownItem::BelowZero {
+                        quantity: *quantity,
+                    })
+                    .collect();
+                let clamped: BTreeMap<GroupKey, Decimal> = groups
+                    .iter()
+                    .map(|(key, quantity)| (key.clone(), (*quantity).max(Decimal::ZERO)))
+                    .collect();
+                (self.price(Usage::Grouped(&clamped))?, below_zero)
+            }
+            Usage::Quantity(_) | Usage::Grouped(_) | Usage::Transactions(_) => {
+                return self.price(usage);
+            }
+        };
+        let (total, items) = breakdown.into_parts();
+        let mut all = below_zero;
+        all.extend(items);
+        Ok(PriceBreakdown::new(total, all))
     }
 }
 

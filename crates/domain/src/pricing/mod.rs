@@ -5,7 +5,8 @@
 //! is not open-ended, a negative price, a zero package size, …) is rejected with a precise
 //! [`PricingError`] when the model is built or deserialised, never when it is priced.
 //! Pricing is exact: nothing is rounded here (see [`crate::money::RoundingMode`] for the
-//! invoice line). Amounts are in the currency of the plan the charge belongs to.
+//! invoice line); an amount that cannot be computed exactly is [`PricingError::Overflow`],
+//! never a rounded number ([`crate::bounds`] says which prices and quantities always fit). Amounts are in the currency of the plan the charge belongs to.
 
 mod breakdown;
 mod bulk;
@@ -143,8 +144,9 @@ pub enum PricingError {
         /// The group.
         key: GroupKey,
     },
-    /// The amount does not fit a 96-bit decimal.
-    #[error("arithmetic overflow while pricing")]
+    /// An amount does not fit a 96-bit decimal exactly: it would overflow, or be rounded
+    /// (pricing never rounds; see [`crate::exact`] and [`crate::bounds`]).
+    #[error("arithmetic overflow while pricing: an amount does not fit a 28-digit decimal exactly")]
     Overflow,
 }
 
@@ -342,11 +344,15 @@ macro_rules! validated_model {
 pub(crate) use validated_model;
 
 pub(crate) fn add(left: Decimal, right: Decimal) -> Result<Decimal, PricingError> {
-    left.checked_add(right).ok_or(PricingError::Overflow)
+    crate::exact::add(left, right).ok_or(PricingError::Overflow)
+}
+
+pub(crate) fn subtract(left: Decimal, right: Decimal) -> Result<Decimal, PricingError> {
+    crate::exact::sub(left, right).ok_or(PricingError::Overflow)
 }
 
 pub(crate) fn multiply(left: Decimal, right: Decimal) -> Result<Decimal, PricingError> {
-    left.checked_mul(right).ok_or(PricingError::Overflow)
+    crate::exact::mul(left, right).ok_or(PricingError::Overflow)
 }
 
 pub(crate) fn sum(values: impl IntoIterator<Item = Decimal>) -> Result<Decimal, PricingError> {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BreakdownItem, PriceBreakdown, PricingError, TransactionTotals, add, multiply,
-    require_non_negative, validate_limits, validated_model,
+    require_non_negative, subtract, validate_limits, validated_model,
 };
 use crate::ids::EventId;
 
@@ -109,7 +109,11 @@ impl Percentage {
                 (left.timestamp, &left.event_id).cmp(&(right.timestamp, &right.event_id))
             });
         }
-        let rate = spec.rate_percent / Decimal::ONE_HUNDRED;
+        let rate = spec
+            .rate_percent
+            .checked_div(Decimal::ONE_HUNDRED)
+            .filter(|rate| rate.normalize().scale() <= spec.rate_percent.normalize().scale() + 2)
+            .ok_or(PricingError::Overflow)?;
         let mut totals = TransactionTotals::default();
         for transaction in ordered {
             if transaction.amount < Decimal::ZERO {
@@ -126,14 +130,15 @@ impl Percentage {
             }
             let exempt = transaction
                 .amount
-                .min(spec.free_volume - totals.free_volume);
-            totals.free_volume += exempt;
-            let percentage_fee = multiply(transaction.amount - exempt, rate)?;
+                .min(subtract(spec.free_volume, totals.free_volume)?);
+            totals.free_volume = add(totals.free_volume, exempt)?;
+            let percentage_fee = multiply(subtract(transaction.amount, exempt)?, rate)?;
             let unlimited = add(percentage_fee, spec.fixed_fee)?;
             let fee = self.limit(unlimited);
             totals.percentage_fees = add(totals.percentage_fees, percentage_fee)?;
             totals.fixed_fees = add(totals.fixed_fees, spec.fixed_fee)?;
-            totals.per_transaction_limits = add(totals.per_transaction_limits, fee - unlimited)?;
+            totals.per_transaction_limits =
+                add(totals.per_transaction_limits, subtract(fee, unlimited)?)?;
             totals.amount = add(totals.amount, fee)?;
         }
         let amount = totals.amount;

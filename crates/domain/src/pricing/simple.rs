@@ -4,8 +4,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BreakdownItem, PriceBreakdown, PricingError, check_quantity, multiply, require_non_negative,
-    validated_model,
+    BreakdownItem, PriceBreakdown, PricingError, add, check_quantity, multiply,
+    require_non_negative, subtract, validated_model,
 };
 
 /// Configuration of a per-unit price.
@@ -110,17 +110,17 @@ impl Package {
     pub fn price(&self, quantity: Decimal) -> Result<PriceBreakdown, PricingError> {
         check_quantity(quantity)?;
         let spec = &self.spec;
-        let billable_quantity = (quantity - spec.free_units).max(Decimal::ZERO);
+        let billable_quantity = subtract(quantity, spec.free_units)?.max(Decimal::ZERO);
         // Exact: the remainder is subtracted before dividing, so the division is whole.
         let remainder = billable_quantity
             .checked_rem(spec.package_size)
             .ok_or(PricingError::Overflow)?;
-        let complete = (billable_quantity - remainder)
+        let complete = subtract(billable_quantity, remainder)?
             .checked_div(spec.package_size)
             .ok_or(PricingError::Overflow)?
             .normalize();
         let package_count = match spec.rounding {
-            PackageRounding::Up if !remainder.is_zero() => complete + Decimal::ONE,
+            PackageRounding::Up if !remainder.is_zero() => add(complete, Decimal::ONE)?,
             PackageRounding::Up | PackageRounding::Down => complete,
         };
         let amount = multiply(package_count, spec.package_price)?;

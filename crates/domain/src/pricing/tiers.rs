@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BreakdownItem, PriceBreakdown, PricingError, add, check_quantity, containing_tier, multiply,
-    require_non_negative, validate_bounds, validated_model,
+    require_non_negative, subtract, validate_bounds, validated_model,
 };
 
 /// One tier: a unit price and an optional flat fee for quantities up to `up_to`.
@@ -128,7 +128,7 @@ impl Tiered {
                 break;
             }
             let tier_end = tier.up_to.map_or(end, |up_to| up_to.min(end));
-            let quantity = tier_end - already.max(from);
+            let quantity = subtract(tier_end, already.max(from))?;
             if quantity > Decimal::ZERO {
                 let flat_fee = if already <= from {
                     tier.flat_fee

@@ -17,6 +17,17 @@ pub fn step(item: &BreakdownItem, currency: Currency) -> BreakdownStep {
         ..Default::default()
     };
     match item {
+        BreakdownItem::BelowZero { quantity } => BreakdownStep {
+            quantity: Some(decimal(*quantity)),
+            ..plain(
+                BreakdownStepKind::BelowZero,
+                format!(
+                    "net quantity {quantity} is below zero: negative readings net out, \
+                     the line is priced on 0"
+                ),
+                Decimal::ZERO,
+            )
+        },
         BreakdownItem::FreeUnits { quantity } => BreakdownStep {
             quantity: Some(decimal(*quantity)),
             ..plain(

@@ -8,6 +8,11 @@
 //! to that one group; a quantity model on a grouped meter prices each group
 //! on its own (tiers, free units, minimum and maximum apply per group); a
 //! percentage charge prices the line's transactions (`rating.transactions`).
+//!
+//! A line whose net quantity is below zero (negative readings are corrections
+//! that net out) is priced on zero, with a `BELOW_ZERO` step that says so
+//! (the domain's `ChargePrice::price_net`): it never fails, and never pays the
+//! customer back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -331,17 +336,21 @@ pub async fn price_period(
     phases: &[PhaseRow],
 ) -> Result<PricedPeriod, RatingError> {
     let mut priced = price_periods(pool, cache, &[(subscription_id, *period, phases)]).await?;
-    Ok(priced.pop().unwrap_or_default())
+    priced.pop().unwrap_or_else(|| Ok(PricedPeriod::default()))
 }
 
 /// [`price_period`] for many (subscription, period, phases), reading the
 /// aggregates and transactions of all of them in one query each (a bill run
-/// prices thousands of periods). Results are in the order given.
+/// prices thousands of periods). Results are in the order given, one per
+/// period: a period that cannot be priced (a stored row that cannot be read,
+/// a catalog entry missing) is an error for that period only, naming the
+/// subscription and period, so one subscription's bad data never fails the
+/// others of a batch; only the shared reads (a database error) fail all.
 pub async fn price_periods(
     pool: &PgPool,
     cache: &CatalogCache,
     periods: &[(&str, Period, &[PhaseRow])],
-) -> Result<Vec<PricedPeriod>, RatingError> {
+) -> Result<Vec<Result<PricedPeriod, RatingError>>, RatingError> {
     // Each pair once: a pair asked twice must not read its rows twice.
     let keys: Vec<(&str, Period)> = periods
         .iter()
@@ -355,10 +364,22 @@ pub async fn price_periods(
     for (subscription_id, period, phases) in periods {
         let key = period_key(subscription_id, period);
         let own_rows = rows.get(&key).cloned().unwrap_or_default();
-        let own_rows = with_idle_charges(cache, own_rows, phases, period).await?;
-        let own_rows = with_carried_levels(pool, subscription_id, own_rows).await?;
         let own_transactions = transactions.get(&key).cloned().unwrap_or_default();
-        priced.push(price_rows(cache, &own_rows, &own_transactions).await?);
+        let answer = async {
+            let own_rows = with_idle_charges(cache, own_rows, phases, period).await?;
+            let own_rows = with_carried_levels(pool, subscription_id, own_rows).await?;
+            price_rows(cache, &own_rows, &own_transactions).await
+        }
+        .await;
+        priced.push(match answer {
+            Ok(period_priced) => Ok(period_priced),
+            Err(RatingError::Database(error)) => return Err(RatingError::Database(error)),
+            Err(error) => {
+                let error = error.prefixed(&format!("subscription {subscription_id}, {period}"));
+                tracing::warn!(%error, subscription = %subscription_id, "usage charges cannot be priced");
+                Err(error)
+            }
+        });
     }
     Ok(priced)
 }
@@ -453,14 +474,14 @@ async fn price_row(
             } else {
                 BTreeMap::from([(group.clone(), quantity)])
             };
-            charge.price.price(Usage::Grouped(&groups))
+            charge.price.price_net(Usage::Grouped(&groups))
         }
         PriceModel::PerUnit(_)
         | PriceModel::Package(_)
         | PriceModel::Graduated(_)
         | PriceModel::Volume(_)
         | PriceModel::Bulk(_)
-        | PriceModel::Flat(_) => charge.price.price(Usage::Quantity(quantity)),
+        | PriceModel::Flat(_) => charge.price.price_net(Usage::Quantity(quantity)),
     }
     .map_err(|error| {
         RatingError::FailedPrecondition(format!(
@@ -491,7 +512,8 @@ async fn price_row(
             .collect::<HashMap<_, _>>(),
         period: Some(time_range(row.segment_start, row.segment_end)),
         quantity: Some(decimal(quantity)),
-        billable_quantity: Some(decimal(quantity - free)),
+        // A net quantity below zero is priced as zero (`price_net`).
+        billable_quantity: Some(decimal(quantity.max(Decimal::ZERO) - free)),
         event_count: u64::try_from(row.event_count).unwrap_or(0),
         price: entry.prices.get(&row.charge_code).cloned(),
         breakdown: breakdown

@@ -2,10 +2,12 @@
 //! at most three statements per batch whatever its number of rows, two once
 //! the period's rows exist.
 //!
-//! 1. lock the existing rows of the batch's keys (`FOR UPDATE`) and merge each
-//!    delta into its stored state in Rust (the domain `AggregateState::merge`);
-//! 2. write the merged rows back in one `UPDATE … FROM unnest(…)`;
-//! 3. insert the keys that had no row, each delta being the whole state.
+//! 1. lock the existing rows of the batch's keys (`FOR UPDATE`, [`lock`]) and
+//!    merge what the batch adds into them in Rust (the domain's exact
+//!    `AggregateState::merge`; the rating path checks each event as it goes,
+//!    see `usage::absorb`);
+//! 2. write the merged rows back in one `UPDATE … FROM unnest(…)` ([`write`]);
+//! 3. insert the keys that had no row, each the batch's whole state.
 //!
 //! Rows of one subscription are only ever written by transactions holding its
 //! customer's advisory lock (`store::lock_customers`), so no other transaction
@@ -72,26 +74,47 @@ struct StoredRow {
     plan_version_id: String,
     charge_code: String,
     group_key: Json<GroupKey>,
+    period_end: DateTime<Utc>,
+    segment_end: DateTime<Utc>,
     state: Json<AggregateState>,
     event_count: i64,
     max_seq: i64,
 }
 
-/// Adds every delta to its aggregate row (see the module documentation).
-pub async fn absorb_all(
+/// One aggregate row as it will be written: the running state with what a
+/// batch absorbed, and whether the row exists (update) or not (insert).
+#[derive(Clone, Debug)]
+pub struct RunningAggregate {
+    /// End of the billing period.
+    pub period_end: DateTime<Utc>,
+    /// End of the segment.
+    pub segment_end: DateTime<Utc>,
+    /// The running aggregate.
+    pub state: AggregateState,
+    /// Events absorbed.
+    pub event_count: i64,
+    /// Highest ingest sequence number absorbed.
+    pub max_seq: i64,
+    /// Whether the row is stored already.
+    pub stored: bool,
+}
+
+/// Locks the stored rows of `keys` (`FOR UPDATE`) and reads them; keys
+/// without a row are absent from the answer.
+pub async fn lock<'k>(
     connection: &mut PgConnection,
-    deltas: &BTreeMap<AggregateKey, AggregateDelta>,
-) -> Result<(), RatingError> {
-    if deltas.is_empty() {
-        return Ok(());
+    keys: impl Iterator<Item = &'k AggregateKey>,
+) -> Result<BTreeMap<AggregateKey, RunningAggregate>, RatingError> {
+    let mut columns = KeyColumns::default();
+    for key in keys {
+        columns.push(key)?;
     }
-    let mut keys = KeyColumns::default();
-    for key in deltas.keys() {
-        keys.push(key)?;
+    if columns.subscriptions.is_empty() {
+        return Ok(BTreeMap::new());
     }
     let stored: Vec<StoredRow> = bind_keys!(sqlx::query_as(
             "SELECT a.subscription_id, a.period_start, a.segment_start, a.plan_version_id, \
-               a.charge_code, a.group_key, a.state, a.event_count, a.max_seq \
+               a.charge_code, a.group_key, a.period_end, a.segment_end, a.state, a.event_count, a.max_seq \
              FROM rating.aggregates a \
              JOIN unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[]) \
                AS k (subscription_id, period_start, segment_start, plan_version_id, charge_code, group_key) \
@@ -99,62 +122,94 @@ pub async fn absorb_all(
               AND a.segment_start = k.segment_start AND a.plan_version_id = k.plan_version_id \
               AND a.charge_code = k.charge_code AND a.group_key = k.group_key \
              FOR UPDATE OF a",
-        ), keys)
+        ), columns)
         .fetch_all(&mut *connection)
         .await?;
-    let mut merged: BTreeMap<AggregateKey, MergedRow> = BTreeMap::new();
-    for row in stored {
-        let key = AggregateKey {
-            subscription_id: row.subscription_id,
-            period_start: row.period_start,
-            segment_start: row.segment_start,
-            plan_version_id: row.plan_version_id,
-            charge_code: row.charge_code,
-            group_key: row.group_key.0,
-        };
-        let Json(mut state) = row.state;
-        let delta = deltas
-            .get(&key)
-            .ok_or_else(|| RatingError::Corrupt(format!("aggregate {key:?} was not asked for")))?;
-        state.merge(&delta.state).map_err(|error| {
-            RatingError::Corrupt(format!(
-                "aggregate {} {} {}: {error}",
-                key.subscription_id, key.charge_code, key.period_start
-            ))
-        })?;
-        let row = MergedRow {
-            state: json(&state)?,
-            event_count: row.event_count + delta.event_count,
-            max_seq: row.max_seq.max(delta.max_seq),
-            segment_end: delta.segment_end,
-        };
-        merged.insert(key, row);
+    Ok(stored
+        .into_iter()
+        .map(|row| {
+            let key = AggregateKey {
+                subscription_id: row.subscription_id,
+                period_start: row.period_start,
+                segment_start: row.segment_start,
+                plan_version_id: row.plan_version_id,
+                charge_code: row.charge_code,
+                group_key: row.group_key.0,
+            };
+            let running = RunningAggregate {
+                period_end: row.period_end,
+                segment_end: row.segment_end,
+                state: row.state.0,
+                event_count: row.event_count,
+                max_seq: row.max_seq,
+                stored: true,
+            };
+            (key, running)
+        })
+        .collect())
+}
+
+/// Adds every delta to its aggregate row (see the module documentation); a
+/// merge that does not fit exactly is an error (the re-rate path: its events
+/// were all rated before).
+pub async fn absorb_all(
+    connection: &mut PgConnection,
+    deltas: &BTreeMap<AggregateKey, AggregateDelta>,
+) -> Result<(), RatingError> {
+    if deltas.is_empty() {
+        return Ok(());
     }
-    if !merged.is_empty() {
-        update_merged(&mut *connection, &merged).await?;
+    let mut rows = lock(&mut *connection, deltas.keys()).await?;
+    for (key, delta) in deltas {
+        match rows.get_mut(key) {
+            Some(row) => {
+                row.state.merge(&delta.state).map_err(|error| {
+                    RatingError::Corrupt(format!(
+                        "aggregate {} {} {}: {error}",
+                        key.subscription_id, key.charge_code, key.period_start
+                    ))
+                })?;
+                row.event_count += delta.event_count;
+                row.max_seq = row.max_seq.max(delta.max_seq);
+                row.segment_end = delta.segment_end;
+            }
+            None => {
+                rows.insert(
+                    key.clone(),
+                    RunningAggregate {
+                        period_end: delta.period_end,
+                        segment_end: delta.segment_end,
+                        state: delta.state.clone(),
+                        event_count: delta.event_count,
+                        max_seq: delta.max_seq,
+                        stored: false,
+                    },
+                );
+            }
+        }
     }
-    let missing: BTreeMap<&AggregateKey, &AggregateDelta> = deltas
-        .iter()
-        .filter(|(key, _)| !merged.contains_key(*key))
-        .collect();
+    write(connection, rows.iter()).await
+}
+
+/// Writes `rows`: one `UPDATE` for the stored ones, one `INSERT` for the others.
+pub async fn write<'r>(
+    connection: &mut PgConnection,
+    rows: impl Iterator<Item = (&'r AggregateKey, &'r RunningAggregate)>,
+) -> Result<(), RatingError> {
+    let (stored, missing): (Vec<_>, Vec<_>) = rows.partition(|(_, row)| row.stored);
+    if !stored.is_empty() {
+        update_merged(&mut *connection, &stored).await?;
+    }
     if !missing.is_empty() {
         insert_missing(&mut *connection, &missing).await?;
     }
     Ok(())
 }
 
-/// A stored row with a delta merged in.
-struct MergedRow {
-    state: serde_json::Value,
-    event_count: i64,
-    max_seq: i64,
-    segment_end: DateTime<Utc>,
-}
-
 /// Writes the merged rows back in one statement.
 async fn update_merged(
     connection: &mut PgConnection,
-    merged: &BTreeMap<AggregateKey, MergedRow>,
+    merged: &[(&AggregateKey, &RunningAggregate)],
 ) -> Result<(), RatingError> {
     let mut keys = KeyColumns::default();
     let mut states = Vec::with_capacity(merged.len());
@@ -163,7 +218,7 @@ async fn update_merged(
     let mut segment_ends = Vec::with_capacity(merged.len());
     for (key, row) in merged {
         keys.push(key)?;
-        states.push(&row.state);
+        states.push(json(&row.state)?);
         counts.push(row.event_count);
         max_seqs.push(row.max_seq);
         segment_ends.push(row.segment_end);
@@ -193,7 +248,7 @@ async fn update_merged(
 /// rather than merged blindly.
 async fn insert_missing(
     connection: &mut PgConnection,
-    missing: &BTreeMap<&AggregateKey, &AggregateDelta>,
+    missing: &[(&AggregateKey, &RunningAggregate)],
 ) -> Result<(), RatingError> {
     let mut keys = KeyColumns::default();
     let mut period_ends = Vec::with_capacity(missing.len());
@@ -201,13 +256,13 @@ async fn insert_missing(
     let mut states = Vec::with_capacity(missing.len());
     let mut counts = Vec::with_capacity(missing.len());
     let mut max_seqs = Vec::with_capacity(missing.len());
-    for (key, delta) in missing {
+    for (key, row) in missing {
         keys.push(key)?;
-        period_ends.push(delta.period_end);
-        segment_ends.push(delta.segment_end);
-        states.push(json(&delta.state)?);
-        counts.push(delta.event_count);
-        max_seqs.push(delta.max_seq);
+        period_ends.push(row.period_end);
+        segment_ends.push(row.segment_end);
+        states.push(json(&row.state)?);
+        counts.push(row.event_count);
+        max_seqs.push(row.max_seq);
     }
     let inserted = bind_keys!(sqlx::query(
         "INSERT INTO rating.aggregates (subscription_id, period_start, segment_start, plan_version_id, \

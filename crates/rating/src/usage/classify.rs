@@ -22,12 +22,12 @@ use crate::error::RatingError;
 /// One aggregate row an event feeds, with the event's reading absorbed.
 #[derive(Clone, Debug)]
 pub struct Contribution {
-    key: AggregateKey,
-    period_end: DateTime<Utc>,
-    segment_end: DateTime<Utc>,
-    state: AggregateState,
+    pub(super) key: AggregateKey,
+    pub(super) period_end: DateTime<Utc>,
+    pub(super) segment_end: DateTime<Utc>,
+    pub(super) state: AggregateState,
     /// The event as a transaction, for percentage charges (priced per transaction).
-    transaction: Option<Transaction>,
+    pub(super) transaction: Option<Transaction>,
 }
 
 impl Contribution {

@@ -20,11 +20,16 @@
 //!    a key rated before, by a redelivery or a concurrent consumer, is not
 //!    returned) and only the inserted ones are absorbed; their unrated rows,
 //!    if any, are deleted;
-//! 4. the absorbed deltas are merged into `rating.aggregates` in three
-//!    set-based statements (`aggregates::absorb_all`),
+//! 4. the aggregate rows they feed are locked and each event is absorbed in
+//!    turn ([`absorb`]): an event that would take a row or its line out of
+//!    range (an inexact or overflowing sum, a quantity or amount beyond
+//!    `tally_domain::bounds`) loses its rated key again and joins the unrated
+//!    events (`OUT_OF_RANGE`) — never an error, so never a dead letter; the
+//!    rows are written back in two set-based statements (`aggregates::write`),
 //!    and the transactions of percentage charges are kept in `rating.transactions`;
 //! 5. unratable events are upserted into `rating.unrated_events`.
 
+mod absorb;
 mod aggregates;
 mod classify;
 pub mod consumer;
@@ -186,14 +191,33 @@ impl UsageRater {
         }
         let fresh =
             store::insert_rated(&mut *transaction, ratable.iter().map(|(event, _)| *event)).await?;
-        let mut batch = Absorbed::default();
+        let mut candidates = Vec::with_capacity(fresh.len());
         for (event, contributions) in ratable {
             if fresh.contains(&(event.customer_id.clone(), event.event_id.clone())) {
-                batch.add(event, contributions)?;
+                candidates.push((event, contributions));
             } else {
                 // Rated by a concurrent transaction since `rated_keys` was read.
                 duplicates += 1;
             }
+        }
+        let keys: BTreeSet<&AggregateKey> = candidates
+            .iter()
+            .flat_map(|(_, contributions)| contributions.iter().map(|part| &part.key))
+            .collect();
+        let stored = aggregates::lock(&mut *transaction, keys.into_iter()).await?;
+        let batch = absorb::absorb(&self.cache, stored, &candidates).await?;
+        if !batch.out_of_range.is_empty() {
+            // Kept as unrated instead: their rated keys go, in this transaction.
+            let refused: Vec<&AcceptedEvent> =
+                batch.out_of_range.iter().map(|(event, _)| *event).collect();
+            store::forget_rated(&mut *transaction, &refused).await?;
+            for (event, reason) in &batch.out_of_range {
+                tracing::warn!(
+                    customer = %event.customer_id, event = %event.event_id, detail = %reason.detail,
+                    "usage event out of range: kept as unrated"
+                );
+            }
+            unrated.extend(batch.out_of_range.iter().cloned());
         }
         let were_unrated: Vec<&AcceptedEvent> = batch
             .events
@@ -202,7 +226,7 @@ impl UsageRater {
             .filter(|event| coverage.has_unrated(&event.customer_id))
             .collect();
         store::delete_unrated(&mut *transaction, &were_unrated).await?;
-        aggregates::absorb_all(&mut *transaction, &batch.deltas).await?;
+        aggregates::write(&mut *transaction, batch.changed_rows()).await?;
         store::insert_transactions(&mut *transaction, &batch.transactions).await?;
         let now = self.clock.now();
         for (event, reason) in &unrated {
@@ -313,31 +337,4 @@ fn once_each(events: &[AcceptedEvent]) -> (Vec<&AcceptedEvent>, usize) {
         }
     }
     (pending, skipped)
-}
-
-/// What the events rated by one call add up to.
-#[derive(Default)]
-struct Absorbed<'a> {
-    events: Vec<&'a AcceptedEvent>,
-    deltas: BTreeMap<AggregateKey, AggregateDelta>,
-    transactions: Vec<(AggregateKey, Transaction)>,
-}
-
-impl<'a> Absorbed<'a> {
-    fn add(
-        &mut self,
-        event: &'a AcceptedEvent,
-        contributions: Vec<classify::Contribution>,
-    ) -> Result<(), RatingError> {
-        self.events.push(event);
-        for contribution in contributions {
-            classify::add(
-                &mut self.deltas,
-                &mut self.transactions,
-                contribution,
-                event.sequence_number,
-            )?;
-        }
-        Ok(())
-    }
 }

@@ -18,9 +18,9 @@ use tally_proto::rating::price::Model;
 
 use super::price::{self, PriceContext};
 use super::values::{
-    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, Rule, Violations, code, hash_parts, known_enum,
-    max_length, minimum_not_above_maximum, name_and_description, optional_money,
-    optional_non_negative, required_text,
+    Bound, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, Rule, Violations, code, hash_parts, known_enum,
+    max_length, minimum_not_above_maximum, name_and_description, optional_bounded, optional_money,
+    required_text,
 };
 
 const MAX_CODE_CHARS: usize = 64;
@@ -458,8 +458,13 @@ fn free_units(
     violations: &mut Violations,
 ) -> Option<Decimal> {
     let field = format!("{path}.included_quantity");
-    let free_units = optional_non_negative(charge.included_quantity.as_ref(), &field, violations)?
-        .unwrap_or_default();
+    let free_units = optional_bounded(
+        charge.included_quantity.as_ref(),
+        &field,
+        Bound::Quantity,
+        violations,
+    )?
+    .unwrap_or_default();
     if let Some(model) = model
         && !free_units.is_zero()
         && !price::is_quantity_model(model)

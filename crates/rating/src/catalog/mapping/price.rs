@@ -20,8 +20,8 @@ use tally_proto::rating::price::Model;
 
 use super::meter::property_value;
 use super::values::{
-    Rule, Violations, decimal, known_enum, minimum_not_above_maximum, non_negative, optional_money,
-    optional_non_negative, positive, required_decimal, required_money,
+    Bound, Rule, Violations, decimal, known_enum, minimum_not_above_maximum, optional_bounded,
+    optional_money, positive, required_bounded, required_decimal, required_money, within,
 };
 
 /// What a price is checked against besides itself.
@@ -115,8 +115,7 @@ fn per_unit(
     violations: &mut Violations,
 ) -> Built<PerUnit> {
     let field = format!("{path}.unit_price");
-    let unit_price = required_decimal(price.unit_price.as_ref(), &field, violations)
-        .and_then(|value| non_negative(value, &field, violations))?;
+    let unit_price = required_bounded(price.unit_price.as_ref(), &field, Bound::Price, violations)?;
     Some(PerUnit::new(PerUnitSpec { unit_price }))
 }
 
@@ -128,7 +127,8 @@ fn package(
 ) -> Built<Package> {
     let size_field = format!("{path}.package_size");
     let package_size = required_decimal(price.package_size.as_ref(), &size_field, violations)
-        .and_then(|value| positive(value, &size_field, violations));
+        .and_then(|value| positive(value, &size_field, violations))
+        .and_then(|value| within(value, &size_field, Bound::Quantity, violations));
     let package_price = required_money(
         price.package_price.as_ref(),
         &format!("{path}.package_price"),
@@ -144,9 +144,10 @@ fn package(
         }
         None => None,
     };
-    let free_units = optional_non_negative(
+    let free_units = optional_bounded(
         price.free_units.as_ref(),
         &format!("{path}.free_units"),
+        Bound::Quantity,
         violations,
     );
     Some(Package::new(PackageSpec {
@@ -172,9 +173,10 @@ fn tiered(
     let mut tiers = Vec::with_capacity(price.tiers.len());
     for (index, tier) in price.tiers.iter().enumerate() {
         let tier_path = format!("{tiers_path}[{index}]");
-        let unit_price = optional_non_negative(
+        let unit_price = optional_bounded(
             tier.unit_price.as_ref(),
             &format!("{tier_path}.unit_price"),
+            Bound::Price,
             violations,
         );
         let flat_fee = optional_money(
@@ -282,6 +284,8 @@ fn bounds<'a>(
                 format!("{field} must be greater than 0, got {up_to}"),
             );
             valid = false;
+        } else if within(up_to, &field, Bound::Quantity, violations).is_none() {
+            valid = false;
         } else if let Some((previous_index, previous_up_to)) = previous
             && up_to <= previous_up_to
         {
@@ -340,7 +344,7 @@ fn percentage(
                 );
                 return None;
             }
-            Some(rate)
+            within(rate, &rate_field, Bound::RatePercent, violations)
         });
     let fixed_fee = optional_money(
         price.fixed_fee_per_event.as_ref(),
@@ -367,9 +371,10 @@ fn percentage(
         &maximum_field,
         violations,
     );
-    let free_volume = optional_non_negative(
+    let free_volume = optional_bounded(
         price.free_amount.as_ref(),
         &format!("{path}.free_amount"),
+        Bound::Quantity,
         violations,
     );
     if !ordered {
@@ -398,8 +403,12 @@ fn matrix(
         let cell_path = format!("{path}.cells[{index}]");
         let key = cell_key(cell, &cell_path, &dimensions, violations);
         let unit_field = format!("{cell_path}.unit_price");
-        let unit_price = required_decimal(cell.unit_price.as_ref(), &unit_field, violations)
-            .and_then(|value| non_negative(value, &unit_field, violations));
+        let unit_price = required_bounded(
+            cell.unit_price.as_ref(),
+            &unit_field,
+            Bound::Price,
+            violations,
+        );
         if let Some(key) = &key {
             if let Some(first) = seen.get(key) {
                 violations.add(
@@ -416,9 +425,10 @@ fn matrix(
                 .map(|(key, unit_price)| MatrixCell { key, unit_price }),
         );
     }
-    let default_unit_price = optional_non_negative(
+    let default_unit_price = optional_bounded(
         price.default_unit_price.as_ref(),
         &format!("{path}.default_unit_price"),
+        Bound::Price,
         violations,
     );
     if price.cells.is_empty() && price.default_unit_price.is_none() {

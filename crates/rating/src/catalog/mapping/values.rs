@@ -9,6 +9,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use tally_domain::bounds::{self, BoundError};
 use tally_domain::ids::IdError;
 use tally_proto::common;
 
@@ -73,6 +74,10 @@ pub enum Rule {
     EmptyMatrix,
     /// A page token this service did not issue for this listing.
     InvalidPageToken,
+    /// A price, amount or quantity above its bound (`tally_domain::bounds`).
+    MaxValue,
+    /// A price, amount or quantity with more decimal places than its bound allows.
+    MaxDecimalPlaces,
 }
 
 impl Rule {
@@ -108,6 +113,8 @@ impl Rule {
             Rule::UnknownDimension => "unknown_dimension",
             Rule::EmptyMatrix => "empty_matrix",
             Rule::InvalidPageToken => "invalid_page_token",
+            Rule::MaxValue => "max_value",
+            Rule::MaxDecimalPlaces => "max_decimal_places",
         }
     }
 
@@ -411,6 +418,82 @@ pub fn positive(value: Decimal, field: &str, violations: &mut Violations) -> Opt
     Some(value)
 }
 
+/// What a catalog number is, for its bound in `tally_domain::bounds`: the
+/// bounds keep every price Tally computes exact (the reasoning is there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// A unit price, fee, minimum, maximum or amount: at most 10^9, 12 places.
+    Price,
+    /// A quantity a price names (tier bound, free units, package size, free
+    /// volume): at most 10^15, 6 places.
+    Quantity,
+    /// A percentage rate (0–100, checked apart): at most 10 places.
+    RatePercent,
+}
+
+/// `value` if it is within `bound`; otherwise records why (`max_value` or
+/// `max_decimal_places`, naming the bound) and answers `None`.
+pub fn within(
+    value: Decimal,
+    field: &str,
+    bound: Bound,
+    violations: &mut Violations,
+) -> Option<Decimal> {
+    let checked = match bound {
+        Bound::Price => bounds::check_price(value),
+        Bound::Quantity => bounds::check_price_quantity(value),
+        Bound::RatePercent => bounds::check_rate_percent(value),
+    };
+    match checked {
+        Ok(()) => Some(value),
+        Err(BoundError::TooLarge { max, .. }) => {
+            violations.add(
+                field,
+                Rule::MaxValue,
+                format!("{field} {value} is above the largest allowed value, {max}"),
+            );
+            None
+        }
+        Err(BoundError::TooPrecise {
+            scale, max_scale, ..
+        }) => {
+            violations.add(
+                field,
+                Rule::MaxDecimalPlaces,
+                format!(
+                    "{field} {value} has {scale} decimal places, at most {max_scale} are allowed"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A required decimal that must not be negative and must be within `bound`.
+pub fn required_bounded(
+    value: Option<&common::Decimal>,
+    field: &str,
+    bound: Bound,
+    violations: &mut Violations,
+) -> Option<Decimal> {
+    required_decimal(value, field, violations)
+        .and_then(|value| non_negative(value, field, violations))
+        .and_then(|value| within(value, field, bound, violations))
+}
+
+/// An optional decimal that must not be negative and must be within `bound`.
+pub fn optional_bounded(
+    value: Option<&common::Decimal>,
+    field: &str,
+    bound: Bound,
+    violations: &mut Violations,
+) -> Option<Option<Decimal>> {
+    match optional_non_negative(value, field, violations)? {
+        Some(value) => within(value, field, bound, violations).map(Some),
+        None => Some(None),
+    }
+}
+
 /// An optional decimal that must not be negative.
 pub fn optional_non_negative(
     value: Option<&common::Decimal>,
@@ -423,7 +506,7 @@ pub fn optional_non_negative(
     }
 }
 
-/// A non-negative amount of money in `currency` (the plan version's code as
+/// A non-negative amount of money, within the price bound, in `currency` (the plan version's code as
 /// written; when it is empty or unknown only the amount is checked, since
 /// `spec.currency` already carries that violation).
 pub fn money(
@@ -451,7 +534,8 @@ pub fn money(
     }
     let amount_field = format!("{field}.amount");
     let amount = decimal(&value.amount, &amount_field, violations)
-        .and_then(|amount| non_negative(amount, &amount_field, violations));
+        .and_then(|amount| non_negative(amount, &amount_field, violations))
+        .and_then(|amount| within(amount, &amount_field, Bound::Price, violations));
     amount.filter(|_| currency_ok)
 }
 

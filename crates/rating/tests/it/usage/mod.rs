@@ -2,6 +2,7 @@
 //! events are given to the replica and the rating path directly, and the
 //! results are read through the real gRPC `RatingService`.
 
+mod bad_usage;
 mod delivery;
 mod pricing;
 mod subscriptions;
