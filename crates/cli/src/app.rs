@@ -210,7 +210,11 @@ impl Handles {
                 key.to_uppercase().replace('.', "__")
             )
         })?;
-        Ok(Peer::lazy(url, self.peer_api_key.as_deref())?)
+        Ok(Peer::lazy_with_ca(
+            url,
+            self.peer_api_key.as_deref(),
+            self.config.peers.ca_file.as_deref(),
+        )?)
     }
 }
 
@@ -304,7 +308,10 @@ pub async fn run_server(
         tracing::warn!("authentication is disabled (auth.enabled = false): every call is allowed");
         AuthLayer::disabled()
     };
-    let services = services.merge(ClockApi::new(Arc::clone(clock)).grpc_server());
+    let mut services = services.merge(ClockApi::new(Arc::clone(clock)).grpc_server());
+    if let Some(files) = config.grpc.tls() {
+        services = services.with_tls(tally_runtime::tls::acceptor(&files)?);
+    }
     let grace = Duration::from_secs(config.shutdown.grace_period_seconds);
     services.serve(listener, auth, shutdown, grace).await?;
     Ok(())

@@ -200,7 +200,7 @@ fn say(line: &str) {
 /// Runs the demo; the services must be starting or serving at `target.address`.
 #[allow(clippy::print_stdout)]
 pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
-    let channel = connect(&target.address, &target.api_key).await?;
+    let channel = connect(&target.address, &target.api_key, None).await?;
     let mut api = Clients {
         clock: ClockServiceClient::new(channel.clone()),
         catalog: CatalogServiceClient::new(channel.clone()),
@@ -218,6 +218,8 @@ pub async fn run(target: DemoTarget) -> anyhow::Result<()> {
     let admin = Target {
         address: target.address.clone(),
         api_key: target.api_key.clone(),
+        // `tally dev` serves plaintext on loopback.
+        ca_file: None,
         output: Output::Table,
     };
     crate::admin::catalog::apply_text(CATALOG, &admin).await?;

@@ -109,7 +109,9 @@ async fn apply_file(file: &CatalogFile, target: &Target, dry_run: bool) -> anyho
     for plan in &file.plans {
         specs.push(plan.version.spec(&plan.code).map_err(usage)?);
     }
-    let mut client = CatalogServiceClient::new(connect(&target.address, &target.api_key).await?);
+    let mut client = CatalogServiceClient::new(
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+    );
 
     let mut rows = Vec::new();
     for meter in &file.meters {

@@ -40,7 +40,7 @@ pub async fn run(args: ShowArgs) -> anyhow::Result<()> {
 
 async fn client(target: &Target) -> anyhow::Result<CatalogServiceClient<Authenticated>> {
     Ok(CatalogServiceClient::new(
-        connect(&target.address, &target.api_key).await?,
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     ))
 }
 

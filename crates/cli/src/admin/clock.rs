@@ -51,6 +51,10 @@ pub struct ClockTargets {
     /// API key with the `admin` scope.
     #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
     api_key: String,
+    /// A PEM CA certificate to trust for `https://` addresses besides the
+    /// system's roots (a private CA).
+    #[arg(long, env = "TALLY_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -136,7 +140,7 @@ async fn read_all(clients: &mut [(String, Client)]) -> anyhow::Result<Vec<prost_
 async fn clients(targets: &ClockTargets) -> anyhow::Result<Vec<(String, Client)>> {
     let mut clients = Vec::new();
     for address in &targets.addresses {
-        let channel = connect(address, &targets.api_key).await?;
+        let channel = connect(address, &targets.api_key, targets.ca_file.as_deref()).await?;
         clients.push((address.clone(), ClockServiceClient::new(channel)));
     }
     Ok(clients)

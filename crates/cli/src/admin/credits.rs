@@ -212,7 +212,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
 
 async fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(CreditServiceClient::new(
-        connect(&target.address, &target.api_key).await?,
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     ))
 }
 

@@ -226,7 +226,7 @@ pub async fn run(command: CustomersCommand) -> anyhow::Result<()> {
 
 async fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(CustomerServiceClient::new(
-        connect(&target.address, &target.api_key).await?,
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     ))
 }
 

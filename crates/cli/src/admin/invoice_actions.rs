@@ -109,7 +109,7 @@ type Client = InvoiceServiceClient<Authenticated>;
 
 async fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(InvoiceServiceClient::new(
-        connect(&target.address, &target.api_key).await?,
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     ))
 }
 

@@ -88,8 +88,9 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
             status,
             target,
         } => {
-            let mut client =
-                InvoiceServiceClient::new(connect(&target.address, &target.api_key).await?);
+            let mut client = InvoiceServiceClient::new(
+                connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+            );
             let statuses: Vec<i32> = status.iter().map(|s| s.wire() as i32).collect();
             let invoices = all_pages(async |page_token| {
                 let page = client
@@ -133,14 +134,16 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
         InvoicesCommand::Void(args) => super::invoice_actions::void(args).await,
         InvoicesCommand::CreditNote(args) => super::invoice_actions::credit_note(args).await,
         InvoicesCommand::Show { invoice, target } => {
-            let found = InvoiceServiceClient::new(connect(&target.address, &target.api_key).await?)
-                .get_invoice(GetInvoiceRequest {
-                    invoice_id: invoice.clone(),
-                })
-                .await
-                .answer(&format!("GetInvoice {invoice}"))?
-                .invoice
-                .unwrap_or_default();
+            let found = InvoiceServiceClient::new(
+                connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+            )
+            .get_invoice(GetInvoiceRequest {
+                invoice_id: invoice.clone(),
+            })
+            .await
+            .answer(&format!("GetInvoice {invoice}"))?
+            .invoice
+            .unwrap_or_default();
             print_one(
                 target.output,
                 &found,

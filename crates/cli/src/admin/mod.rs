@@ -27,7 +27,7 @@ pub mod table;
 use clap::{Args, ValueEnum};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +47,10 @@ pub struct Target {
     /// API key (`read` for reads, `write` for changes, `admin` for the clock and reconciliation).
     #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
     pub api_key: String,
+    /// A PEM CA certificate to trust for `https://` addresses besides the
+    /// system's roots (a private CA).
+    #[arg(long, env = "TALLY_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -96,17 +100,22 @@ impl tonic::service::Interceptor for Authenticate {
 /// An authenticated channel, for any generated client's `new`.
 pub type Authenticated = InterceptedService<Channel, Authenticate>;
 
-/// Connects to `address` with `api_key`; a refused connection says what to start.
-pub async fn connect(address: &str, api_key: &str) -> anyhow::Result<Authenticated> {
+/// Connects to `address` with `api_key` (`https://` trusts the system's roots
+/// and `ca_file`); a refused connection says what to start.
+pub async fn connect(
+    address: &str,
+    api_key: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Authenticated> {
     // `host:port` as people type it means plaintext HTTP/2, as `grpcurl -plaintext` does.
     let url = if address.contains("://") {
         address.to_owned()
     } else {
         format!("http://{address}")
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|error| {
+    let endpoint = tally_runtime::tls::endpoint(&url, ca_file).map_err(|error| {
         usage(format!(
-            "--address `{address}` is not an address ({error}); write it as http://host:port"
+            "--address `{address}` cannot be used ({error}); write it as http://host:port or https://host:port"
         ))
     })?;
     let authorization: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {api_key}"))

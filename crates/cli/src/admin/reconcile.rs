@@ -49,7 +49,12 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         end_time: Some(parse_time("--to", &args.to)?),
     };
     let mut client = ReconciliationServiceClient::new(
-        connect(&args.target.address, &args.target.api_key).await?,
+        connect(
+            &args.target.address,
+            &args.target.api_key,
+            args.target.ca_file.as_deref(),
+        )
+        .await?,
     );
     let idempotency_key = args.idempotency_key.clone().unwrap_or_else(|| {
         format!(

@@ -149,14 +149,16 @@ impl PlanChoice {
             .catalog_address
             .as_deref()
             .unwrap_or(&target.address);
-        let plan = CatalogServiceClient::new(connect(address, &target.api_key).await?)
-            .get_plan(GetPlanRequest {
-                lookup: Some(get_plan_request::Lookup::Code(code.clone())),
-            })
-            .await
-            .answer(&format!("GetPlan {code} (rating's catalog at {address})"))?
-            .plan
-            .unwrap_or_default();
+        let plan = CatalogServiceClient::new(
+            connect(address, &target.api_key, target.ca_file.as_deref()).await?,
+        )
+        .get_plan(GetPlanRequest {
+            lookup: Some(get_plan_request::Lookup::Code(code.clone())),
+        })
+        .await
+        .answer(&format!("GetPlan {code} (rating's catalog at {address})"))?
+        .plan
+        .unwrap_or_default();
         anyhow::ensure!(
             !plan.latest_published_version_id.is_empty(),
             "plan {code} has no published version yet: publish one with `tally catalog apply`"
@@ -430,7 +432,7 @@ pub async fn list_subscriptions(
 
 async fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(SubscriptionServiceClient::new(
-        connect(&target.address, &target.api_key).await?,
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     ))
 }
 

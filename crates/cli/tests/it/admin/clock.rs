@@ -157,3 +157,56 @@ async fn clocks_of_separate_processes_move_together() {
     )
     .expect(2);
 }
+
+/// The runtime's test certificates (`crates/runtime/tests/fixtures/tls`).
+fn tls_fixture(name: &str) -> String {
+    format!(
+        "{}/../runtime/tests/fixtures/tls/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[tokio::test]
+async fn the_cli_reaches_a_tls_server_through_https_with_a_private_ca() {
+    let database = tally_testkit::postgres::database().await;
+    let key = create_key(&database.url, "admin");
+    let (cert, private_key) = (tls_fixture("server1.pem"), tls_fixture("server1.key"));
+    let service = Service::spawn(
+        &database.url,
+        "rating",
+        &[
+            ("TALLY_CLOCK__MODE", "manual"),
+            ("TALLY_CLOCK__START", "2026-11-01T00:00:00Z"),
+            ("TALLY_GRPC__TLS_CERT_FILE", &cert),
+            ("TALLY_GRPC__TLS_KEY_FILE", &private_key),
+        ],
+    );
+    let https = service.address.replace("http://127.0.0.1", "https://localhost");
+    let ca = tls_fixture("ca1.pem");
+    let show = |extra: &[&str]| {
+        let mut args = vec!["clock", "show", "--address", https.as_str()];
+        args.extend_from_slice(extra);
+        run(&key, &args)
+    };
+    // Up when the CLI, trusting the test CA, gets an answer (it may take a while to start).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = show(&["--ca-file", &ca]);
+        if shown.code == 0 {
+            assert!(shown.stdout.contains("2026-11-01"), "{}", shown.stdout);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer over TLS: {}",
+            shown.stderr
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Without the private CA the server's certificate is not trusted.
+    let untrusted = show(&[]);
+    assert_ne!(untrusted.code, 0, "{}", untrusted.stdout);
+    // Plaintext against the TLS port gets no answer either.
+    let plaintext = run(&key, &["clock", "show", "--address", &service.address]);
+    assert_ne!(plaintext.code, 0, "{}", plaintext.stdout);
+}

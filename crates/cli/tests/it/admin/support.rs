@@ -63,6 +63,15 @@ pub struct Service {
 
 impl Service {
     pub async fn start(database_url: &str, service: &str, env: &[(&str, &str)]) -> Self {
+        let service_name = service;
+        let service = Self::spawn(database_url, service_name, env);
+        wait_until_listening(&service.address, Duration::from_secs(30), service_name).await;
+        service
+    }
+
+    /// Starts it without waiting (the caller knows how to tell it is up,
+    /// e.g. over TLS); `address` is `http://127.0.0.1:<port>`.
+    pub fn spawn(database_url: &str, service: &str, env: &[(&str, &str)]) -> Self {
         let port = tally_runtime::local_postgres::free_port().unwrap();
         let mut command = tally(database_url);
         command
@@ -78,7 +87,6 @@ impl Service {
         }
         let child = command.spawn().unwrap();
         let address = format!("http://127.0.0.1:{port}");
-        wait_until_listening(&address, Duration::from_secs(30), service).await;
         Self { child, address }
     }
 }
