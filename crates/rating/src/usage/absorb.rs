@@ -19,13 +19,15 @@
 //! gauges means copying it; the batch therefore first merges every event in
 //! place (check 1 is cheap and needs no copy) and checks each row's line once
 //! at the end. Only if a line is then out of range is the batch absorbed again
-//! from the stored rows, checking every event's lines, to find the events at
-//! fault — rare, and never wrong: both passes absorb in the same order.
+//! from the stored rows (read again: nothing was written), checking every
+//! event's lines, to find the events at fault — rare, and never wrong: both
+//! passes absorb in the same order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::PgConnection;
 use tally_domain::bounds;
 use tally_domain::ids::ChargeCode;
 use tally_domain::meter::AggregateState;
@@ -33,7 +35,7 @@ use tally_domain::period::Period;
 use tally_domain::pricing::{PriceModel, Transaction, Usage};
 use tally_proto::rating::UnratedReason;
 
-use super::aggregates::RunningAggregate;
+use super::aggregates::{self, RunningAggregate};
 use super::classify::Contribution;
 use super::{AcceptedEvent, AggregateKey, Unrated};
 use crate::cache::CatalogCache;
@@ -66,14 +68,19 @@ impl Absorbed<'_> {
     }
 }
 
-/// Absorbs `candidates`, in order, into `stored` (see the module documentation).
+/// Locks the rows `candidates` feed and absorbs the events into them, in
+/// order (see the module documentation).
 pub async fn absorb<'a>(
+    connection: &mut PgConnection,
     cache: &CatalogCache,
-    stored: BTreeMap<AggregateKey, RunningAggregate>,
     candidates: &[Candidate<'a>],
 ) -> Result<Absorbed<'a>, RatingError> {
+    let keys: BTreeSet<&AggregateKey> = candidates
+        .iter()
+        .flat_map(|(_, contributions)| contributions.iter().map(|part| &part.key))
+        .collect();
     let mut fast = Absorbed {
-        rows: stored.clone(),
+        rows: aggregates::lock(&mut *connection, keys.iter().copied()).await?,
         ..Absorbed::default()
     };
     for (event, contributions) in candidates {
@@ -82,8 +89,9 @@ pub async fn absorb<'a>(
     if fast.in_range(cache).await? {
         return Ok(fast);
     }
+    // Nothing was written: the locked rows read again are the rows as stored.
     let mut checked = Absorbed {
-        rows: stored,
+        rows: aggregates::lock(&mut *connection, keys.iter().copied()).await?,
         ..Absorbed::default()
     };
     for (event, contributions) in candidates {

@@ -200,12 +200,7 @@ impl UsageRater {
                 duplicates += 1;
             }
         }
-        let keys: BTreeSet<&AggregateKey> = candidates
-            .iter()
-            .flat_map(|(_, contributions)| contributions.iter().map(|part| &part.key))
-            .collect();
-        let stored = aggregates::lock(&mut *transaction, keys.into_iter()).await?;
-        let batch = absorb::absorb(&self.cache, stored, &candidates).await?;
+        let batch = absorb::absorb(&mut *transaction, &self.cache, &candidates).await?;
         if !batch.out_of_range.is_empty() {
             // Kept as unrated instead: their rated keys go, in this transaction.
             let refused: Vec<&AcceptedEvent> =
