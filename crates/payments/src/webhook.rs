@@ -805,16 +805,26 @@ impl WebhookState {
                     }
                 }
                 RemoteRefundStatus::Failed => {
-                    sqlx::query(
-                        "UPDATE payments.refunds SET status = 'failed', stripe_refund_id = $2, failure_reason = $3, \
-                         updated_at = $4 WHERE id = $1 AND status = 'pending'",
-                    )
-                    .bind(&refund_id)
-                    .bind(&remote.id)
-                    .bind(&remote.failure_reason)
-                    .bind(now)
-                    .execute(&mut *connection)
-                    .await?;
+                    // Through the core, so invoicing hears `RefundFailed` and
+                    // releases what it reserved for the refund (a bare status
+                    // update kept that amount reserved forever).
+                    if self
+                        .core
+                        .record_refund_failed(
+                            connection,
+                            payment,
+                            &refund_id,
+                            crate::core::RefundFailure {
+                                reason: &remote.failure_reason,
+                                code: "",
+                                stripe_refund_id: Some(&remote.id),
+                            },
+                            now,
+                        )
+                        .await?
+                    {
+                        recorded += 1;
+                    }
                 }
                 RemoteRefundStatus::Pending => {
                     sqlx::query(

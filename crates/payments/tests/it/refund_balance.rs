@@ -402,3 +402,79 @@ async fn a_credit_notes_refund_stripe_refuses_is_credited_outside_stripe() {
     assert_eq!(harness.usd(Book::Refunds).await, dec!(0));
     assert_eq!(payment.status(), PaymentStatus::Succeeded);
 }
+
+/// Answers `/v1/refunds` with a refund Stripe has not settled yet.
+struct PendingRefunds;
+
+impl Respond for PendingRefunds {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let amount: i64 = field(request, "amount").unwrap().parse().unwrap();
+        let tally_refund = field(request, "metadata[tally_refund_id]").unwrap();
+        respond(
+            200,
+            fixtures::refund(
+                &format!("re_for_{tally_refund}"),
+                amount,
+                "pending",
+                CHARGE,
+                Some(&tally_refund),
+            ),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_pending_refund_stripe_fails_later_releases_its_reservation() {
+    let harness = harness().await;
+    Mock::given(method("POST"))
+        .and(path(REFUNDS))
+        .respond_with(PendingRefunds)
+        .mount(&harness.stripe)
+        .await;
+    let (_spec, payment_id) = paid(&harness).await;
+    let pending = harness
+        .client
+        .clone()
+        .refund(request("refund-10", &payment_id, "10.00"))
+        .await
+        .unwrap()
+        .into_inner()
+        .refund
+        .unwrap();
+    assert_eq!(pending.status(), RefundStatus::Pending);
+    let reserved = harness.invoicing.reservations();
+    assert_eq!(reserved.len(), 1);
+    assert!(
+        refund_events(&harness).await.is_empty(),
+        "nothing settled yet"
+    );
+
+    // Days later the bank refuses it: Stripe says so through the charge.
+    let failed = fixtures::refund(
+        &format!("re_for_{}", pending.id),
+        1000,
+        "failed",
+        CHARGE,
+        Some(&pending.id),
+    );
+    stripe_mocks::current_charge(
+        &harness.stripe,
+        fixtures::charge(CHARGE, 4900, 0, STRIPE_INVOICE, vec![failed]),
+    )
+    .await;
+    let event = fixtures::event(
+        "evt_1RefundFailed",
+        "charge.refunded",
+        fixtures::CREATED,
+        fixtures::charge(CHARGE, 4900, 0, STRIPE_INVOICE, vec![]),
+    );
+    let (status, _) = harness.webhook(&event).await;
+    assert_eq!(status, 200);
+    let payment = harness.payment_of("inv_000001").await;
+    assert_eq!(payment.refunds[0].status(), RefundStatus::Failed);
+    assert_eq!(
+        refund_events(&harness).await,
+        vec![("failed", pending.id.clone(), "10.00".into(), String::new())],
+        "invoicing is told to release what it reserved"
+    );
+}
