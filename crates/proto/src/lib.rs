@@ -5,7 +5,10 @@
 //! The modules mirror the protobuf packages (`tally.ingest.v1` is
 //! [`tally::ingest::v1`]); the short re-exports ([`ingest`], [`events`], …)
 //! are what the rest of the workspace uses. Mapping between these wire types
-//! and the domain types happens at each service's edge.
+//! and the domain types happens at each service's edge, through [`convert`]
+//! for the shared `tally.common.v1` values (decimals, money, timestamps).
+
+pub mod convert;
 
 /// The generated protobuf packages, one module per package.
 #[allow(
