@@ -47,6 +47,13 @@ from fake_kube import FakeKube
 
 CHART = ROOT / "helm" / "tally"
 SERVICES = ["ingest", "rating", "invoicing", "payments"]
+# The grpc.health.v1 name each service reports readiness under.
+READINESS_SERVICES = {
+    "ingest": "tally.ingest.v1.IngestService",
+    "rating": "tally.rating.v1.RatingService",
+    "invoicing": "tally.invoicing.v1.InvoiceService",
+    "payments": "tally.payments.v1.PaymentService",
+}
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 NAMESPACE = "billing"
 RELEASE = "tally"
@@ -275,6 +282,16 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
                 container.get(probe, {}).get("grpc", {}).get("port") == ports.get("grpc"),
                 f"{where}: {probe} uses gRPC health on the grpc port",
             )
+        # Liveness is the empty name (never the database); readiness a name the
+        # service reports readiness under (crates/runtime/src/readiness.rs).
+        for probe in ("startupProbe", "livenessProbe"):
+            name = container.get(probe, {}).get("grpc", {}).get("service", "")
+            checks.check(name == "", f"{where}: {probe} checks liveness (service \"\"), not {name!r}")
+        readiness = container.get("readinessProbe", {}).get("grpc", {}).get("service", "")
+        checks.check(
+            readiness == READINESS_SERVICES.get(service),
+            f"{where}: readinessProbe checks {READINESS_SERVICES.get(service)!r}, not {readiness!r}",
+        )
         checks.check("checksum/config" in template["metadata"].get("annotations", {}), f"{where}: rolls on config changes")
         grace = spec.get("terminationGracePeriodSeconds", 30)
         checks.check(

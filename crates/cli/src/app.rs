@@ -15,6 +15,7 @@ use tally_runtime::clock_service::ClockApi;
 use tally_runtime::config::{BusBackend, ClockMode};
 use tally_runtime::ids::{ClockIds, SharedIdGenerator};
 use tally_runtime::peer::Peer;
+use tally_runtime::readiness::{self, Readiness};
 use tally_runtime::server::{self, GrpcServer};
 use tally_runtime::{Config, ManualClock, SharedClock, Shutdown, SystemClock};
 
@@ -66,8 +67,10 @@ impl ServiceKind {
                 })
                 .await
                 .context("starting ingest")?;
-                ingest.spawn_background(shutdown);
-                ingest.grpc_server(max_message_bytes)
+                let tasks = ingest.spawn_background(shutdown);
+                ingest
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
             }
             ServiceKind::Rating => {
                 let deps = tally_rating::RatingDeps {
@@ -83,8 +86,10 @@ impl ServiceKind {
                 let rating = tally_rating::Rating::start_with(deps, handles.config.rating.clone())
                     .await
                     .context("starting rating")?;
-                rating.spawn_background(shutdown);
-                rating.grpc_server(max_message_bytes)
+                let tasks = rating.spawn_background(shutdown);
+                rating
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
             }
             ServiceKind::Invoicing => {
                 let invoicing = tally_invoicing::Invoicing::start(tally_invoicing::InvoicingDeps {
@@ -101,8 +106,10 @@ impl ServiceKind {
                 })
                 .await
                 .context("starting invoicing")?;
-                invoicing.spawn_background(shutdown);
-                invoicing.grpc_server(max_message_bytes)
+                let tasks = invoicing.spawn_background(shutdown);
+                invoicing
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
             }
             ServiceKind::Payments => {
                 let payments = tally_payments::Payments::start(tally_payments::PaymentsDeps {
@@ -132,8 +139,10 @@ impl ServiceKind {
                 payments
                     .spawn_webhook_listener_on(listener, shutdown)
                     .context("serving Stripe webhooks")?;
-                payments.spawn_background(shutdown);
-                payments.grpc_server(max_message_bytes)
+                let tasks = payments.spawn_background(shutdown);
+                payments
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
             }
         })
     }
@@ -277,7 +286,9 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
     run_server(services, listener, &handles, shutdown).await
 }
 
-/// Serves `services` plus the clock service, authenticated by the key table in `pool`.
+/// Serves `services` plus the clock service, authenticated by the key table
+/// in `pool`; health reports them ready only while `pool`'s database answers
+/// at the migrated version and their background tasks run.
 pub async fn run_server(
     services: GrpcServer,
     listener: server::BoundListener,
@@ -308,7 +319,11 @@ pub async fn run_server(
         tracing::warn!("authentication is disabled (auth.enabled = false): every call is allowed");
         AuthLayer::disabled()
     };
-    let mut services = services.merge(ClockApi::new(Arc::clone(clock)).grpc_server());
+    let mut services = services
+        .merge(ClockApi::new(Arc::clone(clock)).grpc_server())
+        .with_readiness(
+            Readiness::default().with_database(pool.clone(), readiness::DEFAULT_DATABASE_TIMEOUT),
+        );
     if let Some(files) = config.grpc.tls() {
         services = services.with_tls(tally_runtime::tls::acceptor(&files)?);
     }

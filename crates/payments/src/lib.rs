@@ -225,7 +225,7 @@ impl Payments {
             self.core.clone(),
             std::time::Duration::from_secs(self.deps.config.scheduler_poll_interval_seconds),
         );
-        vec![
+        let mut tasks = vec![
             tokio::spawn(async move {
                 if let Err(error) = consumer.run(consumer_shutdown).await {
                     tracing::error!(%error, "the invoice-events consumer stopped");
@@ -233,11 +233,16 @@ impl Payments {
             }),
             relay,
             tokio::spawn(scheduler.run(shutdown.clone())),
-            tokio::spawn(self.reconciler().run_periodically(
+        ];
+        // Every task returned runs until shutdown (health treats an earlier
+        // end as a failure): no periodic reconciliation task when it is off.
+        if self.deps.config.reconciliation_interval_hours > 0 {
+            tasks.push(tokio::spawn(self.reconciler().run_periodically(
                 std::time::Duration::from_secs(self.deps.config.scheduler_poll_interval_seconds),
                 shutdown.clone(),
-            )),
-        ]
+            )));
+        }
+        tasks
     }
 }
 

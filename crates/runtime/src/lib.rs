@@ -15,6 +15,7 @@ pub mod ids;
 pub mod in_flight;
 pub mod local_postgres;
 pub mod peer;
+pub mod readiness;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The gRPC server every service runs: its own services plus
-//! `grpc.health.v1` and reflection, API-key authentication, a span per call
+//! `grpc.health.v1` (liveness and readiness, [`crate::readiness`]) and
+//! reflection (v1 and v1alpha), API-key authentication, a span per call
 //! that continues the caller's trace, INVALID_ARGUMENT for requests that cannot
 //! be decoded ([`crate::decode_errors`]), and a graceful stop.
 
@@ -9,12 +10,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::AuthLayer;
 use crate::decode_errors::DecodeErrorsLayer;
 use crate::in_flight::InFlight;
+use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use crate::shutdown::drain_within;
 use crate::telemetry::extract_from_headers;
@@ -50,6 +51,8 @@ pub struct GrpcServer {
     service_names: Vec<&'static str>,
     /// TLS on every connection when set (see [`crate::tls`]).
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What health reports beyond "the server is up".
+    readiness: Readiness,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -111,6 +114,7 @@ impl GrpcServer {
             add_routes: vec![Box::new(add_routes)],
             service_names,
             tls: None,
+            readiness: Readiness::default(),
         }
     }
 
@@ -120,10 +124,25 @@ impl GrpcServer {
         self
     }
 
+    /// Watches the background tasks of the services added so far: when one
+    /// ends, they are not ready and the process is not live
+    /// ([`crate::readiness`]).
+    pub fn with_background_tasks(mut self, tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+        self.readiness.watch(self.service_names.clone(), tasks);
+        self
+    }
+
+    /// Adds readiness checks (the database) to what health reports.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness.merge(readiness);
+        self
+    }
+
     /// Adds more services (how `tally dev` puts all four services on one address).
     pub fn merge(mut self, other: GrpcServer) -> Self {
         self.add_routes.extend(other.add_routes);
         self.service_names.extend(other.service_names);
+        self.readiness.merge(other.readiness);
         self.tls = self.tls.or(other.tls);
         self
     }
@@ -138,39 +157,39 @@ impl GrpcServer {
         grace: Duration,
     ) -> Result<(), ServerError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        for name in &self.service_names {
-            health_reporter
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
-        }
-        health_reporter
-            .set_service_status("", ServingStatus::Serving)
+        // Liveness under "", readiness under each service's name, checked
+        // once before the first call is accepted.
+        let health = self
+            .readiness
+            .report(
+                health_reporter,
+                self.service_names.clone(),
+                shutdown.clone(),
+            )
             .await;
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // v1alpha too: grpcio-reflection (Python) and older tools ask only it.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
         let mut routes = Routes::default()
             .add_service(health_service)
-            .add_service(reflection);
+            .add_service(reflection)
+            .add_service(reflection_v1alpha);
         for add in self.add_routes {
             routes = add(routes);
         }
 
-        let names = self.service_names.clone();
         let stop_accepting = {
             let shutdown = shutdown.clone();
             async move {
                 shutdown.wait().await;
-                for name in names {
-                    health_reporter
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
-                health_reporter
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
+                health.stop().await;
                 tracing::info!("grpc server stopping: no new calls, draining calls in flight");
             }
         };

@@ -5,6 +5,8 @@
 //!   in `DATABASE_URL`);
 //! - [`pubsub::emulator_host`]: the Pub/Sub emulator, started once per test
 //!   binary on a free port (or the one in `PUBSUB_EMULATOR_HOST`);
+//! - [`tcp_proxy::TcpProxy`]: a forwarder a test takes down and brings back,
+//!   so a dependency goes away for the process under test alone;
 //! - a controllable clock and predictable ids, re-exported from the runtime.
 //!
 //! A missing component is a test failure whose message says what to install —
@@ -13,6 +15,7 @@
 
 pub mod postgres;
 pub mod pubsub;
+pub mod tcp_proxy;
 mod watchdog;
 
 pub use tally_runtime::clock::{Clock, ManualClock};

@@ -497,3 +497,68 @@ async fn tally_address_is_the_admin_commands_address_not_a_config_key() {
         "{stderr}"
     );
 }
+
+/// Waits (through `Health/Watch`, up to a generous bound) until `service`
+/// reports `expected`.
+async fn until_health(channel: Channel, service: &str, expected: ServingStatus) {
+    let mut updates = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bound = Duration::from_secs(60);
+    let reached = tokio::time::timeout(bound, async {
+        while let Some(update) = updates.message().await.unwrap() {
+            if update.status == expected as i32 {
+                return;
+            }
+        }
+        panic!("the health stream of `{service}` ended");
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "`{service}` did not become {expected:?} within {bound:?}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_postgresql_and_liveness_does_not() {
+    use tally_testkit::tcp_proxy::TcpProxy;
+    let database = tally_testkit::postgres::database().await;
+    // PostgreSQL as the service sees it: through a proxy the test takes
+    // down and brings back (the server itself is shared with other tests).
+    let proxy = TcpProxy::start(&TcpProxy::target_of(&database.url))
+        .await
+        .unwrap();
+    let running = RunningService::start(&proxy.url_through(&database.url), "ingest").await;
+    let readiness = "tally.ingest.v1.IngestService";
+    until_health(running.channel().await, readiness, ServingStatus::Serving).await;
+
+    proxy.take_down();
+    until_health(
+        running.channel().await,
+        readiness,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let liveness = HealthClient::new(running.channel().await)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        liveness,
+        ServingStatus::Serving as i32,
+        "liveness does not follow the database"
+    );
+
+    proxy.bring_back();
+    until_health(running.channel().await, readiness, ServingStatus::Serving).await;
+    until_health(running.channel().await, "", ServingStatus::Serving).await;
+    let output = running.terminate();
+    assert!(output.status.success(), "{:?}", output.status);
+}

@@ -1,0 +1,291 @@
+//! `grpc.health.v1` as liveness (`""`) and readiness (each service's name):
+//! readiness follows PostgreSQL (taken away through a proxy and brought
+//! back), the migration version and the background tasks; liveness follows
+//! only the tasks. Reflection answers v1 and v1alpha.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use tally_runtime::Shutdown;
+use tally_runtime::auth::AuthLayer;
+use tally_runtime::readiness::Readiness;
+use tally_runtime::server::{self, GrpcServer};
+use tally_testkit::tcp_proxy::TcpProxy;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+const SERVICE: &str = "tally.test.v1.FirstService";
+const OTHER: &str = "tally.test.v1.SecondService";
+
+/// Generous: conditions are waited on, never slept through.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A server with two (route-less) services on a free port; `tasks` are
+/// `SERVICE`'s background tasks.
+async fn serve(
+    readiness: Readiness,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: &Shutdown,
+) -> Channel {
+    let first = GrpcServer::new(|routes| routes, vec![SERVICE]).with_background_tasks(tasks);
+    let second = GrpcServer::new(|routes| routes, vec![OTHER]);
+    let server = first.merge(second).with_readiness(readiness);
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let address = listener.local_addr;
+    let serving = shutdown.clone();
+    tokio::spawn(async move {
+        server
+            .serve(
+                listener,
+                AuthLayer::disabled(),
+                serving,
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+    });
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn status(channel: &Channel, service: &str) -> ServingStatus {
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+/// `Health/Watch` of `service`.
+async fn watch(channel: &Channel, service: &str) -> tonic::Streaming<HealthCheckResponse> {
+    HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits (through `Health/Watch`, up to [`BOUND`]) until `service` reports
+/// `expected`.
+async fn until(channel: &Channel, service: &str, expected: ServingStatus) {
+    reach(watch(channel, service).await, service, expected).await;
+}
+
+/// Waits (up to [`BOUND`]) until `updates` of `service` report `expected`.
+async fn reach(
+    mut updates: tonic::Streaming<HealthCheckResponse>,
+    service: &str,
+    expected: ServingStatus,
+) {
+    let reached = tokio::time::timeout(BOUND, async {
+        while let Some(update) = updates.next().await {
+            if update.unwrap().status == expected as i32 {
+                return;
+            }
+        }
+        panic!("the health stream of `{service}` ended");
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "`{service}` did not become {expected:?} within {BOUND:?}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_postgresql_but_liveness_does_not() {
+    let database = tally_testkit::postgres::database().await;
+    let proxy = TcpProxy::start(&TcpProxy::target_of(&database.url))
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&proxy.url_through(&database.url))
+        .await
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let readiness = Readiness::default()
+        .with_database(pool, Duration::from_secs(1))
+        .with_interval(Duration::from_millis(50));
+    let channel = serve(readiness, Vec::new(), &shutdown).await;
+    for name in ["", SERVICE, OTHER] {
+        assert_eq!(
+            status(&channel, name).await,
+            ServingStatus::Serving,
+            "{name}"
+        );
+    }
+
+    proxy.take_down();
+    until(&channel, SERVICE, ServingStatus::NotServing).await;
+    until(&channel, OTHER, ServingStatus::NotServing).await;
+    assert_eq!(
+        status(&channel, "").await,
+        ServingStatus::Serving,
+        "liveness does not follow the database"
+    );
+
+    proxy.bring_back();
+    until(&channel, SERVICE, ServingStatus::Serving).await;
+    until(&channel, OTHER, ServingStatus::Serving).await;
+    assert_eq!(status(&channel, "").await, ServingStatus::Serving);
+
+    // Shutting down: nothing is ready or live any more.
+    let service = watch(&channel, SERVICE).await;
+    let liveness = watch(&channel, "").await;
+    shutdown.trigger();
+    reach(service, SERVICE, ServingStatus::NotServing).await;
+    reach(liveness, "", ServingStatus::NotServing).await;
+}
+
+#[tokio::test]
+async fn migrations_behind_the_binary_are_not_ready() {
+    let database = tally_testkit::postgres::database().await;
+    let shutdown = Shutdown::new();
+    let readiness = Readiness::default()
+        .with_database(database.pool.clone(), Duration::from_secs(5))
+        .with_interval(Duration::from_millis(50));
+    let channel = serve(readiness, Vec::new(), &shutdown).await;
+    assert_eq!(status(&channel, SERVICE).await, ServingStatus::Serving);
+
+    // The newest migration undone (as far as the version goes), then redone.
+    let newest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    let set_version = |from: i64, to: i64| {
+        sqlx::query("UPDATE _sqlx_migrations SET version = $2 WHERE version = $1")
+            .bind(from)
+            .bind(to)
+            .execute(&database.pool)
+    };
+    set_version(newest, -newest).await.unwrap();
+    until(&channel, SERVICE, ServingStatus::NotServing).await;
+    assert_eq!(status(&channel, "").await, ServingStatus::Serving);
+    set_version(-newest, newest).await.unwrap();
+    until(&channel, SERVICE, ServingStatus::Serving).await;
+
+    // A failed migration is not ready either.
+    sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
+        .bind(newest)
+        .execute(&database.pool)
+        .await
+        .unwrap();
+    until(&channel, SERVICE, ServingStatus::NotServing).await;
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn a_stopped_background_task_makes_its_service_unready_and_the_process_not_live() {
+    let shutdown = Shutdown::new();
+    let (stop_task, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = stopped.await;
+    });
+    let readiness = Readiness::default().with_interval(Duration::from_millis(50));
+    let channel = serve(readiness, vec![task], &shutdown).await;
+    assert_eq!(status(&channel, SERVICE).await, ServingStatus::Serving);
+    assert_eq!(status(&channel, "").await, ServingStatus::Serving);
+
+    stop_task.send(()).unwrap();
+    until(&channel, SERVICE, ServingStatus::NotServing).await;
+    until(&channel, "", ServingStatus::NotServing).await;
+    assert_eq!(
+        status(&channel, OTHER).await,
+        ServingStatus::Serving,
+        "another service's tasks are not its business"
+    );
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn reflection_answers_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let shutdown = Shutdown::new();
+    let channel = serve(Readiness::default(), Vec::new(), &shutdown).await;
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1 did not list services");
+    };
+    let v1_names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha did not list services");
+    };
+    let v1alpha_names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+
+    for names in [&v1_names, &v1alpha_names] {
+        assert!(
+            names.iter().any(|name| name == "grpc.health.v1.Health"),
+            "{names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|name| name == "tally.ingest.v1.IngestService"),
+            "{names:?}"
+        );
+    }
+    // The same services, but for the reflection service each lists of itself.
+    let without_reflection = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| !name.starts_with("grpc.reflection."))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        without_reflection(&v1_names),
+        without_reflection(&v1alpha_names)
+    );
+    shutdown.trigger();
+}
