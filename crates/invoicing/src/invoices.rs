@@ -147,7 +147,7 @@ impl Context {
         let (period, reason, lines) = match composition {
             Some(composition) => (composition.period, composition.reason, composition.lines),
             None => (
-                subscription.period_containing(now)?,
+                subscription.current_period(now)?,
                 proto::BillingReason::SubscriptionCycle,
                 Vec::new(),
             ),

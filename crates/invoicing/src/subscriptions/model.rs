@@ -172,6 +172,20 @@ impl Subscription {
         cycle.period(index).map_err(InvoicingError::internal)
     }
 
+    /// The current period at `now` as the customer sees it: the billing
+    /// period containing `now`, starting no earlier than the subscription.
+    /// A start between two anchor dates (a trial whose end is the anchor, an
+    /// anchor on the 1st) makes the first period a stub: a 5-day trial from
+    /// 1 April anchored on 6 April is in 1 April → 6 April, not in the
+    /// cycle's 6 March → 6 April.
+    pub fn current_period(&self, now: DateTime<Utc>) -> Result<Period> {
+        let period = self.period_containing(now)?;
+        if period.start() >= self.start_at {
+            return Ok(period);
+        }
+        Period::new(self.start_at, period.end()).map_err(InvoicingError::internal)
+    }
+
     /// Whether it has ended by `now`.
     pub fn ended_by(&self, now: DateTime<Utc>) -> bool {
         self.cancel_at.is_some_and(|end| end <= now)
@@ -263,7 +277,7 @@ impl Subscription {
         let status = self.wire_status(now);
         let current_period = match status {
             proto::SubscriptionStatus::Pending | proto::SubscriptionStatus::Canceled => None,
-            _ => Some(period_range(&self.period_containing(now)?)),
+            _ => Some(period_range(&self.current_period(now)?)),
         };
         Ok(proto::Subscription {
             id: self.id.clone(),
@@ -656,6 +670,33 @@ mod tests {
                 at(2025, 3, 1),
                 at(2025, 3, 10)
             ]
+        );
+    }
+
+    #[test]
+    fn the_current_period_starts_no_earlier_than_the_subscription() {
+        let mut trial = fixture(at(2026, 4, 1), at(2026, 4, 6));
+        trial.trial_end_at = Some(at(2026, 4, 6));
+        let period = |subscription: &Subscription, now| {
+            let period = subscription.current_period(now).unwrap();
+            (period.start(), period.end())
+        };
+        assert_eq!(
+            period(&trial, at(2026, 4, 1)),
+            (at(2026, 4, 1), at(2026, 4, 6))
+        );
+        assert_eq!(
+            period(&trial, at(2026, 4, 5)),
+            (at(2026, 4, 1), at(2026, 4, 6))
+        );
+        assert_eq!(
+            period(&trial, at(2026, 4, 6)),
+            (at(2026, 4, 6), at(2026, 5, 6))
+        );
+        let stub = fixture(at(2025, 1, 16), at(2025, 2, 1));
+        assert_eq!(
+            period(&stub, at(2025, 1, 20)),
+            (at(2025, 1, 16), at(2025, 2, 1))
         );
     }
 

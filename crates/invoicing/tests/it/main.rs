@@ -10,6 +10,7 @@ mod negative_invoices;
 mod payments;
 mod refund_balance;
 mod scheduler;
+mod stub_periods;
 mod subscriptions;
 mod support;
 mod throughput;
