@@ -448,7 +448,11 @@ impl<'a> Composer<'a> {
     }
 
     /// The top-up to the minimum commitment of the plan in force at the end
-    /// of `ended` (only when some of `ended` was billable: not all trial or pause).
+    /// of `ended` (only when some of `ended` was billable: not all trial or
+    /// pause). The minimum is prorated like the recurring fees: the share of
+    /// it the billed stretches of `ended` are worth, so a stub period (a start
+    /// on the 16th with the anchor on the 1st, a cancellation mid-period)
+    /// owes the same fraction of the minimum as of the fee.
     async fn minimum_true_up(
         &mut self,
         billing_period: &Period,
@@ -463,20 +467,49 @@ impl<'a> Composer<'a> {
         let Some(minimum) = plan.minimum_commitment else {
             return Ok(Vec::new());
         };
-        if usage_total >= minimum {
+        let parts: Vec<Period> = stretches.iter().map(|stretch| stretch.part).collect();
+        let measure = fees::measure(self.subscription, billing_period);
+        let owed: Decimal = fees::shares(
+            Money::new(minimum, plan.currency),
+            billing_period,
+            &parts,
+            measure,
+        )?
+        .iter()
+        .map(Money::amount)
+        .sum();
+        if usage_total >= owed {
             return Ok(Vec::new());
         }
+        let full = parts.as_slice() == std::slice::from_ref(billing_period);
         let mut line = Line::new(
             InvoiceLineKind::MinimumTrueUp,
-            "Minimum commitment true-up",
-            *billing_period,
-            Money::new(minimum - usage_total, plan.currency),
+            if full {
+                "Minimum commitment true-up"
+            } else {
+                "Minimum commitment true-up (prorated)"
+            },
+            *ended,
+            Money::new(owed - usage_total, plan.currency),
         )?;
         line.plan_version_id.clone_from(&plan.id);
+        let prorated_period = match (parts.first(), parts.last()) {
+            (Some(first), Some(last)) => crate::wire::time_range(first.start(), last.end()),
+            _ => period_range(billing_period),
+        };
         line.detail = Some(invoice_line::Detail::MinimumTrueUp(
             proto::MinimumTrueUpLineDetail {
                 minimum_commitment: Some(money(minimum, plan.currency)),
                 charges_total: Some(money(usage_total, plan.currency)),
+                prorated_minimum: Some(money(owed, plan.currency)),
+                full_period: Some(period_range(billing_period)),
+                prorated_period: Some(prorated_period),
+                factor: Some(decimal(
+                    parts
+                        .iter()
+                        .map(|part| fees::factor(billing_period, part, measure))
+                        .sum(),
+                )),
             },
         ));
         Ok(vec![line])
