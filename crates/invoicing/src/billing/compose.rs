@@ -14,11 +14,16 @@
 //! 4. the minimum-commitment true-up of that period;
 //! 5. usage of the previous invoice's period that arrived after it was
 //!    finalized (an `adjustment` line: the re-priced total minus what was billed);
-//! 6. in-advance fees of the next period, `[B, next boundary)`.
+//! 6. in-advance fees of the next period, `[B, next boundary)`, on the
+//!    subscription as it stood at `B` (`Subscription::as_of`): a change that
+//!    takes effect after `B` is billed by the next boundary's true-up (2.),
+//!    whether the bill run composed `B` before the change was made or after.
 //!
 //! Composing is a pure function of the stored subscription, earlier invoices
 //! and rating's answers, so a draft is simply composed again while its grace
-//! period runs (late usage updates it).
+//! period runs (late usage updates it), and an invoice does not depend on
+//! when the bill run came: a run deferred (rating had not seen a change yet)
+//! or late produces the invoices a prompt run would have.
 
 use std::collections::BTreeMap;
 
@@ -157,13 +162,16 @@ impl<'a> Composer<'a> {
         boundary: DateTime<Utc>,
     ) -> Result<Option<Composition>> {
         let subscription = self.subscription;
+        // What is billed in advance at `boundary` is billed on the
+        // subscription as it stood then (see `Subscription::as_of`).
+        let as_billed = subscription.as_of(boundary);
         let Some(previous) = after else {
             // The start: the first period's in-advance fees.
-            let Some(first_end) = subscription.next_boundary(Some(boundary))? else {
+            let Some(first_end) = as_billed.next_boundary(Some(boundary))? else {
                 return Ok(None);
             };
             let window = period(boundary, first_end)?;
-            let lines = self.advance_fees(&window).await?;
+            let lines = self.advance_fees(&as_billed, &window).await?;
             if lines.is_empty() {
                 return Ok(None);
             }
@@ -187,8 +195,11 @@ impl<'a> Composer<'a> {
         );
         lines.extend(self.late_usage(previous, &billing_period).await?);
         let ends_here = subscription.cancel_at == Some(boundary);
-        if !ends_here && let Some(next_end) = subscription.next_boundary(Some(boundary))? {
-            lines.extend(self.advance_fees(&period(boundary, next_end)?).await?);
+        if !ends_here && let Some(next_end) = as_billed.next_boundary(Some(boundary))? {
+            lines.extend(
+                self.advance_fees(&as_billed, &period(boundary, next_end)?)
+                    .await?,
+            );
         }
         if lines.is_empty() {
             // Nothing billed (no usage charges, all trial or pause): no invoice.
@@ -206,19 +217,26 @@ impl<'a> Composer<'a> {
         }))
     }
 
-    /// Fee lines of one timing for `window` inside `billing_period`.
+    /// Fee lines of one timing for `window` inside `billing_period`, on
+    /// `subscription` (the stored one, or a view of it, `as_of` a boundary).
     async fn fee_lines(
         &mut self,
+        subscription: &Subscription,
         billing_period: &Period,
         window: &Period,
         in_advance: bool,
     ) -> Result<Vec<Line>> {
-        let subscription = self.subscription;
         let stretches = fees::stretches(subscription, billing_period, window);
         let measure = fees::measure(subscription, billing_period);
         let mut lines = Vec::new();
         for (phase, parts) in group_by_phase(&stretches) {
-            let plan = self.plan(phase).await?;
+            let plan = self
+                .plans
+                .stored(
+                    &mut *self.connection,
+                    &subscription.phases[phase].plan_version_id,
+                )
+                .await?;
             for fee in plan
                 .recurring
                 .iter()
@@ -276,13 +294,20 @@ impl<'a> Composer<'a> {
     }
 
     async fn arrears_fees(&mut self, billing_period: &Period, ended: &Period) -> Result<Vec<Line>> {
-        self.fee_lines(billing_period, ended, false).await
+        self.fee_lines(self.subscription, billing_period, ended, false)
+            .await
     }
 
-    /// In-advance fees for `window` (the next period, or the first).
-    async fn advance_fees(&mut self, window: &Period) -> Result<Vec<Line>> {
-        let billing_period = self.subscription.period_containing(window.start())?;
-        self.fee_lines(&billing_period, window, true).await
+    /// In-advance fees for `window` (the next period, or the first), on the
+    /// subscription `as_billed` at the window's start.
+    async fn advance_fees(
+        &mut self,
+        as_billed: &Subscription,
+        window: &Period,
+    ) -> Result<Vec<Line>> {
+        let billing_period = as_billed.period_containing(window.start())?;
+        self.fee_lines(as_billed, &billing_period, window, true)
+            .await
     }
 
     /// What the in-advance fees of `billing_period` are worth now that
@@ -301,7 +326,9 @@ impl<'a> Composer<'a> {
         } else {
             *ended
         };
-        let actual = self.fee_lines(billing_period, &window, true).await?;
+        let actual = self
+            .fee_lines(subscription, billing_period, &window, true)
+            .await?;
         let mut worth: BTreeMap<(String, String), (Decimal, String)> = BTreeMap::new();
         // Where each version's fee was in force: what its true-up line explains.
         let mut in_force: BTreeMap<(String, String), Vec<Period>> = BTreeMap::new();

@@ -415,8 +415,34 @@ impl Context {
             let Some(subscription) = claimed.get(item.subscription_id()) else {
                 continue;
             };
-            if unpublished.contains(&subscription.customer_id) {
-                // Rating would price usage on phases it has not seen yet.
+            // Rating would price usage on phases it has not seen yet: only
+            // what needs no usage (the start's in-advance fees) is billed.
+            let rating_current = !unpublished.contains(&subscription.customer_id);
+            let deferred = match item {
+                Work::Subscription { .. } => {
+                    let (billed, deferred) = self
+                        .bill_subscription(
+                            &mut *transaction,
+                            subscription.clone(),
+                            now,
+                            usage,
+                            rating_current,
+                            &mut batch,
+                        )
+                        .await?;
+                    summary.add(billed);
+                    deferred
+                }
+                Work::Draft { .. } if !rating_current => true,
+                Work::Draft { invoice_id, .. } => {
+                    summary.add(
+                        self.settle_draft(&mut *transaction, invoice_id, now, usage, &mut batch)
+                            .await?,
+                    );
+                    false
+                }
+            };
+            if deferred {
                 summary.fail(BillingFailure {
                     subscription_id: subscription.id.clone(),
                     customer_id: subscription.customer_id.clone(),
@@ -426,25 +452,7 @@ impl Context {
                 });
                 tracing::info!(item = %item, customer_id = %subscription.customer_id,
                     "a subscription change of the customer is not yet published to rating; billed next run");
-                continue;
             }
-            let billed = match item {
-                Work::Subscription { .. } => {
-                    self.bill_subscription(
-                        &mut *transaction,
-                        subscription.clone(),
-                        now,
-                        usage,
-                        &mut batch,
-                    )
-                    .await?
-                }
-                Work::Draft { invoice_id, .. } => {
-                    self.settle_draft(&mut *transaction, invoice_id, now, usage, &mut batch)
-                        .await?
-                }
-            };
-            summary.add(billed);
         }
         store::advance_subscriptions(&mut *transaction, &batch.advanced).await?;
         self.seal(&mut *transaction, batch.sealings, now).await?;
@@ -479,21 +487,31 @@ impl Context {
 
     /// Invoices every boundary of a locked subscription that has passed;
     /// invoices whose grace is already over are prepared for finalization
-    /// (pushed to `sealings`).
+    /// (pushed to `sealings`). Unless `rating_current` (rating has seen every
+    /// change of the customer), only the start is invoiced — its in-advance
+    /// fees need no usage — and `true` says boundaries were left for the next
+    /// run. Invoices do not depend on that: each boundary bills in advance
+    /// on the subscription as it stood then.
     async fn bill_subscription(
         &self,
         connection: &mut PgConnection,
         mut subscription: model::Subscription,
         now: DateTime<Utc>,
         usage: &UsageCache,
+        rating_current: bool,
         batch: &mut Batch,
-    ) -> Result<RunSummary> {
+    ) -> Result<(RunSummary, bool)> {
         let mut summary = RunSummary::default();
         let grace = Duration::hours(i64::from(self.config.grace_period_hours));
+        let mut deferred = false;
         while let Some(boundary) = subscription
             .next_bill_at()?
             .filter(|boundary| *boundary <= now)
         {
+            if !rating_current && subscription.billed_through.is_some() {
+                deferred = true;
+                break;
+            }
             summary.periods_examined += 1;
             let mut composer = Composer::new(
                 &mut *connection,
@@ -542,7 +560,7 @@ impl Context {
         batch
             .advanced
             .push((subscription.id, subscription.billed_through, next_bill_at));
-        Ok(summary)
+        Ok((summary, deferred))
     }
 
     /// Recomposes a draft of a locked subscription (late usage) and prepares

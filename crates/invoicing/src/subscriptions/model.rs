@@ -261,6 +261,40 @@ impl Subscription {
         Ok(Some(self.cancel_at.map_or(next, |end| next.min(end))))
     }
 
+    /// The subscription as it stood at `instant`, for what a boundary at
+    /// `instant` bills in advance: every change that takes effect after it
+    /// is left out — a later phase (the last phase in force runs on), a
+    /// pause that starts later, the end of a pause in force (it may have been
+    /// resumed after the boundary), a cancellation after it. Those changes
+    /// are billed by the true-up at the next boundary, whenever the bill run
+    /// composes this one: before the change was made, or after (a run
+    /// deferred because rating had not seen a change yet, a scheduler tick
+    /// late). So what a boundary bills in advance never depends on when the
+    /// bill run came. Changes effective at or before `instant` (backdated
+    /// ones included) are kept.
+    pub fn as_of(&self, instant: DateTime<Utc>) -> Subscription {
+        let mut view = self.clone();
+        let first = view.phases.first().cloned();
+        view.phases.retain(|phase| phase.start_at <= instant);
+        if view.phases.is_empty() {
+            view.phases.extend(first);
+        }
+        if let Some(last) = view.phases.last_mut() {
+            last.end_at = None;
+        }
+        view.pauses = self
+            .pauses
+            .iter()
+            .filter(|pause| pause.covers(instant))
+            .map(|pause| Pause {
+                pause_at: pause.pause_at,
+                resume_at: None,
+            })
+            .collect();
+        view.cancel_at = self.cancel_at.filter(|end| *end <= instant);
+        view
+    }
+
     /// The first instant the bill run must look at it again.
     pub fn next_bill_at(&self) -> Result<Option<DateTime<Utc>>> {
         self.next_boundary(self.billed_through)

@@ -5,6 +5,7 @@
 
 mod billing;
 mod customers;
+mod deferred_changes;
 mod invoices;
 mod negative_invoices;
 mod payments;
