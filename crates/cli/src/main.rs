@@ -95,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::invoices::InvoicesCommand,
     },
+    /// A customer's usage and live cost this period, and usage that is not billed and why.
+    Usage {
+        #[command(subcommand)]
+        command: admin::usage::UsageCommand,
+    },
     /// Grants credits and shows a customer's balance and credit ledger.
     Credits {
         #[command(subcommand)]
@@ -149,5 +154,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscriptions { command } => admin::subscriptions::run(command).await,
         Command::Invoices { command } => admin::invoices::run(command).await,
         Command::Credits { command } => admin::credits::run(command).await,
+        Command::Usage { command } => admin::usage::run(command).await,
     }
 }

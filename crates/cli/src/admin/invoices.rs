@@ -1,4 +1,4 @@
-//! `tally invoices list|show` over invoicing's `InvoiceService` (and the
+//! `tally invoices list|show|upcoming` over invoicing's `InvoiceService` (and the
 //! commands that change an invoice, `finalize|void|credit-note`, in
 //! `invoice_actions`). `show`
 //! prints every line with its explanation: a usage line's price breakdown
@@ -10,6 +10,7 @@ use tally_proto::invoicing::invoice_line::Detail;
 use tally_proto::invoicing::invoice_service_client::InvoiceServiceClient;
 use tally_proto::invoicing::{
     GetInvoiceRequest, Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, ListInvoicesRequest,
+    PreviewUpcomingInvoiceRequest,
 };
 use tally_proto::rating::{BreakdownStepKind, UsageCharge};
 
@@ -41,6 +42,18 @@ pub enum InvoicesCommand {
     Show {
         /// `inv_…`.
         invoice: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The invoice a subscription's current period would produce if it ended
+    /// now (usage so far; not stored): a subscription's, or each of a customer's.
+    Upcoming {
+        /// `sub_…`.
+        subscription: Option<String>,
+        /// Instead of a subscription: every current subscription of this
+        /// customer (`cus_…` or the external id).
+        #[arg(long, conflicts_with = "subscription")]
+        customer: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -130,6 +143,11 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
                 },
             )
         }
+        InvoicesCommand::Upcoming {
+            subscription,
+            customer,
+            target,
+        } => upcoming(subscription, customer, target).await,
         InvoicesCommand::Finalize(args) => super::invoice_actions::finalize(args).await,
         InvoicesCommand::Void(args) => super::invoice_actions::void(args).await,
         InvoicesCommand::CreditNote(args) => super::invoice_actions::credit_note(args).await,
@@ -151,6 +169,73 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
                 print_invoice,
             )
         }
+    }
+}
+
+/// `tally invoices upcoming`: one preview (`--output json`: the invoice), or
+/// one per current subscription of `--customer` (`--output json`: an array).
+async fn upcoming(
+    subscription: Option<String>,
+    customer: Option<String>,
+    target: Target,
+) -> anyhow::Result<()> {
+    let channel = connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?;
+    let mut client = InvoiceServiceClient::new(channel.clone());
+    let mut preview = async |subscription_id: &str| -> anyhow::Result<Invoice> {
+        Ok(client
+            .preview_upcoming_invoice(PreviewUpcomingInvoiceRequest {
+                subscription_id: subscription_id.to_owned(),
+            })
+            .await
+            .answer(&format!("PreviewUpcomingInvoice {subscription_id}"))?
+            .invoice
+            .unwrap_or_default())
+    };
+    match (subscription, customer) {
+        (Some(subscription), None) => {
+            let invoice = preview(&subscription).await?;
+            print_one(
+                target.output,
+                &invoice,
+                "tally.invoicing.v1.Invoice",
+                print_invoice,
+            )
+        }
+        (None, Some(customer)) => {
+            let customer_id = super::usage::customer_id(&channel, &customer).await?;
+            let current: Vec<String> =
+                super::subscriptions::list_subscriptions(&target, &customer_id, "")
+                    .await?
+                    .into_iter()
+                    .filter(|subscription| subscription.current_period.is_some())
+                    .map(|subscription| subscription.id)
+                    .collect();
+            if current.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "{customer_id} has no subscription with a current period"
+                ));
+            }
+            let mut invoices = Vec::new();
+            for subscription_id in &current {
+                invoices.push(preview(subscription_id).await?);
+            }
+            print_many(
+                target.output,
+                &invoices,
+                "tally.invoicing.v1.Invoice",
+                |invoices| {
+                    for (index, invoice) in invoices.iter().enumerate() {
+                        if index > 0 {
+                            heading("next subscription");
+                        }
+                        print_invoice(invoice);
+                    }
+                },
+            )
+        }
+        _ => Err(super::usage(
+            "name a subscription (`tally invoices upcoming sub_…`) or --customer",
+        )),
     }
 }
 

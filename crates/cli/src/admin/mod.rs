@@ -23,6 +23,7 @@ pub mod json;
 pub mod reconcile;
 pub mod subscriptions;
 pub mod table;
+pub mod usage;
 
 use clap::{Args, ValueEnum};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};

@@ -7,3 +7,4 @@ mod clock;
 mod invoice_actions;
 mod reconcile;
 mod support;
+mod usage;
