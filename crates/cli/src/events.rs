@@ -5,6 +5,11 @@
 //! (see `UsageEvent` in `proto/tally/events/v1/events.proto`), decoded by the
 //! same code as the Pub/Sub intake, so a file that sends cleanly here
 //! publishes cleanly there.
+//!
+//! After sending, it says which accepted events rating did not bill and why
+//! (`events_rating`): mistakes such as an unknown customer or a misspelled
+//! event type are accepted (the customer may be created later) but never
+//! quietly unbilled.
 
 use std::io::{BufRead as _, Read};
 use std::path::{Path, PathBuf};
@@ -15,9 +20,11 @@ use clap::{Args, Subcommand};
 use tally_ingest::Incoming;
 use tally_ingest::decode::{CONTENT_TYPE_JSON, decode};
 use tally_proto::events::UsageEvent;
+use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::ingest::{EventOutcome, IngestBatchRequest};
 
-use crate::load::client;
+use crate::admin::Call as _;
+use crate::events_rating::Sent;
 use crate::progress::{Progress, Snapshot};
 
 /// `tally events …`.
@@ -42,6 +49,11 @@ pub struct SendArgs {
     /// Events per `IngestBatch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Wait until rating has rated, or set aside as unrated, every accepted
+    /// event, at most SECONDS (default 60); exit 1 if some are still pending.
+    /// Without it, rating is looked at for a moment only.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    wait_rated: Option<u64>,
 }
 
 /// Runs `tally events`.
@@ -51,7 +63,11 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     let (reader, file_size) = open(args.file.as_deref())?;
     let bytes_read = reader.count();
     let mut progress = Progress::on_stderr();
-    let mut client = client(&args.address, &args.api_key).await?;
+    let channel = crate::admin::connect(&args.address, &args.api_key, None).await?;
+    let mut client = IngestServiceClient::new(channel.clone())
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut sent: Vec<Sent> = Vec::new();
     let mut counts = [0u64; 5]; // accepted, duplicate, conflict, rejected, unreadable
     let mut pending: Vec<(usize, UsageEvent)> = Vec::with_capacity(args.batch);
     let mut lines = std::io::BufReader::new(reader).lines().enumerate();
@@ -82,11 +98,17 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
         let done = next.is_none();
         if pending.len() >= args.batch.max(1) || (done && !pending.is_empty()) {
             let (numbers, events): (Vec<usize>, Vec<UsageEvent>) = pending.drain(..).unzip();
+            let customers: Vec<String> = events
+                .iter()
+                .map(|event| event.customer_id.clone())
+                .collect();
             let response = client
                 .ingest_batch(IngestBatchRequest { events })
-                .await?
-                .into_inner();
-            for (number, result) in numbers.iter().zip(&response.results) {
+                .await
+                .answer("IngestBatch")?;
+            for ((number, result), customer_id) in
+                numbers.iter().zip(&response.results).zip(customers)
+            {
                 let outcome =
                     EventOutcome::try_from(result.outcome).unwrap_or(EventOutcome::Unspecified);
                 let slot = match outcome {
@@ -96,6 +118,13 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                     _ => 3,
                 };
                 counts[slot] += 1;
+                if slot <= 1 {
+                    sent.push(Sent {
+                        line: *number,
+                        customer_id,
+                        event_id: result.event_id.clone(),
+                    });
+                }
                 if slot >= 2 {
                     progress.clear();
                     println!(
@@ -117,6 +146,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     eprintln!(
         "accepted {accepted}, duplicate {duplicate}, conflict {conflict}, rejected {rejected}, unreadable {unreadable}"
     );
+    crate::events_rating::report(
+        channel,
+        sent,
+        args.wait_rated.map(std::time::Duration::from_secs),
+    )
+    .await?;
     if conflict + rejected + unreadable > 0 {
         anyhow::bail!(
             "{} events were not accepted (rejected and conflicting events are kept: `tally rejected list`)",

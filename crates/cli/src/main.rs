@@ -10,6 +10,7 @@ mod app;
 mod demo;
 mod dev;
 mod events;
+mod events_rating;
 mod keys;
 mod load;
 mod load_rating;

@@ -1,6 +1,7 @@
 //! `tally.rating.v1.RatingService`: the priced usage lines of a period
 //! (`GetUsageCharges`), the live cost of open periods (`GetCurrentCost`), the
-//! usage that cannot be rated yet (`ListUnratedUsage`), usage over any range
+//! usage that cannot be rated yet (`ListUnratedUsage`), where single events
+//! stand (`GetEventRatingStatus`), usage over any range
 //! ([`crate::usage_query`]), thresholds ([`crate::thresholds::api`]) and
 //! re-rate jobs ([`crate::rerate::api`]). Both cost RPCs and spend thresholds
 //! price the same stored aggregates through the same function
@@ -34,6 +35,9 @@ use crate::wire::{instant, money, time_range, timestamp};
 
 /// Most pairs one `BatchGetUsageCharges` prices.
 const MAX_BATCH_REQUESTS: usize = 1000;
+
+/// Most event ids one `GetEventRatingStatus` asks about.
+const MAX_STATUS_EVENTS: usize = 1000;
 
 /// The `RatingService` implementation.
 #[derive(Debug, Clone)]
@@ -346,6 +350,69 @@ impl RatingApi {
     }
 }
 
+impl RatingApi {
+    /// Rated (a row in `rating.rated_events`), else unrated (a row in
+    /// `rating.unrated_events`), else pending, for each id in request order.
+    async fn event_rating_status(
+        &self,
+        request: GetEventRatingStatusRequest,
+    ) -> Result<GetEventRatingStatusResponse, RatingError> {
+        if request.customer_id.is_empty() {
+            return Err(RatingError::InvalidArgument(
+                "customer_id: is required".into(),
+            ));
+        }
+        if request.event_ids.is_empty() || request.event_ids.len() > MAX_STATUS_EVENTS {
+            return Err(RatingError::InvalidArgument(format!(
+                "event_ids: between 1 and {MAX_STATUS_EVENTS} ids, got {}",
+                request.event_ids.len()
+            )));
+        }
+        let rated: Vec<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM rating.rated_events \
+             WHERE customer_id = $1 AND event_id = ANY($2)",
+        )
+        .bind(&request.customer_id)
+        .bind(&request.event_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let rated: std::collections::HashSet<String> =
+            rated.into_iter().map(|(event_id,)| event_id).collect();
+        let unrated: Vec<(String, i16, String)> = sqlx::query_as(
+            "SELECT event_id, reason, detail FROM rating.unrated_events \
+             WHERE customer_id = $1 AND event_id = ANY($2)",
+        )
+        .bind(&request.customer_id)
+        .bind(&request.event_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let unrated: HashMap<String, (i16, String)> = unrated
+            .into_iter()
+            .map(|(event_id, reason, detail)| (event_id, (reason, detail)))
+            .collect();
+        let statuses = request
+            .event_ids
+            .into_iter()
+            .map(|event_id| {
+                let mut status = EventRatingStatus {
+                    state: EventRatingState::Pending as i32,
+                    ..Default::default()
+                };
+                if rated.contains(&event_id) {
+                    status.state = EventRatingState::Rated as i32;
+                } else if let Some((reason, detail)) = unrated.get(&event_id) {
+                    status.state = EventRatingState::Unrated as i32;
+                    status.reason = i32::from(*reason);
+                    status.detail.clone_from(detail);
+                }
+                status.event_id = event_id;
+                status
+            })
+            .collect();
+        Ok(GetEventRatingStatusResponse { statuses })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct UnratedRow {
     customer_id: String,
@@ -482,6 +549,15 @@ impl RatingService for RatingApi {
         request: Request<ListUnratedUsageRequest>,
     ) -> Result<Response<ListUnratedUsageResponse>, Status> {
         Ok(Response::new(self.unrated(request.into_inner()).await?))
+    }
+
+    async fn get_event_rating_status(
+        &self,
+        request: Request<GetEventRatingStatusRequest>,
+    ) -> Result<Response<GetEventRatingStatusResponse>, Status> {
+        Ok(Response::new(
+            self.event_rating_status(request.into_inner()).await?,
+        ))
     }
 
     async fn rerate_subscription(
