@@ -40,8 +40,8 @@ pub struct SendArgs {
     /// A JSON-lines file; `-` or nothing reads stdin.
     #[arg(long, short)]
     file: Option<PathBuf>,
-    /// The ingest gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// The ingest gRPC address (`host:port` means plaintext `http://`).
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TALLY_ADDRESS")]
     address: String,
     /// API key with the `ingest` scope.
     #[arg(long, env = "TALLY_API_KEY")]

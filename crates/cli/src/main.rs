@@ -139,13 +139,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = tally_runtime::Config::load(cli.config.as_deref())?;
+    // Only the commands that run services or reach the database read the
+    // config, and only the sections they use: the admin commands are gRPC
+    // clients whose options come from flags and `TALLY_ADDRESS` /
+    // `TALLY_API_KEY`, so no `TALLY_…` variable can stop them.
+    let file = cli.config.as_deref();
     match cli.command {
-        Command::Dev(args) => dev::run(config, args).await,
-        Command::Serve { service } => app::serve(service, config).await,
-        Command::Migrate => app::migrate(config).await,
-        Command::Keys { command } => keys::run(config, command).await,
-        Command::Load { command } => load::run(config, command).await,
+        Command::Dev(args) => dev::run(load_config(file, None)?, args).await,
+        Command::Serve { service } => app::serve(service, load_config(file, None)?).await,
+        Command::Migrate => app::migrate(load_config(file, Some(&["database"]))?).await,
+        Command::Keys { command } => {
+            keys::run(load_config(file, Some(&["database", "clock"]))?, command).await
+        }
+        Command::Load { command } => load::run(load_config(file, None)?, command).await,
         Command::Rejected { command } => rejected::run(command).await,
         Command::Events { command } => events::run(command).await,
         Command::Catalog { command } => admin::catalog::run(command).await,
@@ -157,4 +163,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits { command } => admin::credits::run(command).await,
         Command::Usage { command } => admin::usage::run(command).await,
     }
+}
+
+/// The config (every section, or only `sections`), warning once about
+/// `TALLY_<X>__…` variables of no section (ignored: a typo, or not ours).
+fn load_config(
+    file: Option<&std::path::Path>,
+    sections: Option<&[&str]>,
+) -> anyhow::Result<tally_runtime::Config> {
+    for variable in tally_runtime::config::ignored_variables() {
+        eprintln!(
+            "warning: {variable} is ignored: no configuration section `{}`",
+            variable
+                .trim_start_matches("TALLY_")
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .to_lowercase()
+        );
+    }
+    Ok(match sections {
+        Some(sections) => tally_runtime::Config::load_sections(file, sections)?,
+        None => tally_runtime::Config::load(file)?,
+    })
 }

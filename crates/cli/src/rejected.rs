@@ -3,11 +3,12 @@
 //! validation limit). Talks to a running ingest over gRPC.
 
 use clap::{Args, Subcommand};
+use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::ingest::{
     EventOutcome, ListRejectedEventsRequest, RejectedEventState, ReplayRejectedEventsRequest,
 };
 
-use crate::load::client;
+use crate::admin::Call as _;
 
 /// `tally rejected …`.
 #[derive(Debug, Subcommand)]
@@ -26,8 +27,8 @@ pub enum RejectedCommand {
 /// Which rejections, and where ingest runs.
 #[derive(Debug, Args)]
 pub struct Filter {
-    /// The ingest gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// The ingest gRPC address (`host:port` means plaintext `http://`).
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TALLY_ADDRESS")]
     address: String,
     /// API key (`read` to list, `write` to replay).
     #[arg(long, env = "TALLY_API_KEY")]
@@ -47,7 +48,9 @@ pub async fn run(command: RejectedCommand) -> anyhow::Result<()> {
         RejectedCommand::List(filter) => (filter, None),
         RejectedCommand::Replay { ids, filter } => (filter, Some(ids)),
     };
-    let mut client = client(&filter.address, &filter.api_key).await?;
+    let mut client = IngestServiceClient::new(
+        crate::admin::connect(&filter.address, &filter.api_key, None).await?,
+    );
     let mut open = Vec::new();
     if ids.as_ref().is_none_or(Vec::is_empty) {
         let mut page_token = String::new();
@@ -61,8 +64,8 @@ pub async fn run(command: RejectedCommand) -> anyhow::Result<()> {
                     page_token,
                     ..Default::default()
                 })
-                .await?
-                .into_inner();
+                .await
+                .answer("ListRejectedEvents")?;
             open.extend(page.rejected_events.into_iter().filter_map(|r| r.rejection));
             if page.next_page_token.is_empty() {
                 break;
@@ -100,8 +103,8 @@ pub async fn run(command: RejectedCommand) -> anyhow::Result<()> {
             .replay_rejected_events(ReplayRejectedEventsRequest {
                 rejection_ids: chunk.to_vec(),
             })
-            .await?
-            .into_inner();
+            .await
+            .answer("ReplayRejectedEvents")?;
         for (id, result) in chunk.iter().zip(&response.results) {
             let outcome =
                 EventOutcome::try_from(result.outcome).unwrap_or(EventOutcome::Unspecified);

@@ -6,6 +6,12 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` are honoured too, and win over the file.
 //! [`Config::load`] validates everything before a service starts, so a typo
 //! fails at boot with the key's name instead of at the first request.
+//!
+//! Only variables of a section (`TALLY_<SECTION>__…`) are configuration: a
+//! `TALLY_BIN` a user's script sets is none of ours and is ignored, and
+//! [`Config::load_sections`] reads only the sections a command uses, so an
+//! unknown key elsewhere does not stop it. [`ignored_variables`] names the
+//! `TALLY_<X>__…` variables whose section does not exist (likely typos).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -300,9 +306,10 @@ impl Default for IngestConfig {
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A file or variable could not be read or parsed.
+    /// A file or variable could not be read or parsed. (Not a `#[source]`:
+    /// the message already holds figment's, which `{:#}` would print twice.)
     #[error("configuration could not be read: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(Box<figment::Error>),
     /// A value was read but breaks a rule.
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid {
@@ -313,9 +320,31 @@ pub enum ConfigError {
     },
 }
 
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        Self::Parse(error)
+    }
+}
+
 impl Config {
-    /// Loads defaults, then `file` (if given), then the environment, and validates.
+    /// Loads defaults, then `file` (if given), then the environment (every
+    /// section's `TALLY_<SECTION>__…` variables), and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_sections(file, &section_names())
+    }
+
+    /// Like [`Config::load`], but reads from the environment only the
+    /// variables of `sections` (e.g. `["database"]` for `tally migrate`):
+    /// the others keep their defaults, so an unknown key in a section the
+    /// command does not use cannot stop it.
+    pub fn load_sections<S: AsRef<str>>(
+        file: Option<&Path>,
+        sections: &[S],
+    ) -> Result<Self, ConfigError> {
+        let sections: Vec<String> = sections
+            .iter()
+            .map(|section| section.as_ref().to_ascii_lowercase())
+            .collect();
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -324,6 +353,9 @@ impl Config {
             .merge(
                 Env::prefixed("TALLY_")
                     .ignore(COMMAND_LINE_VARIABLES)
+                    .filter(move |key| {
+                        section_of(key.as_str()).is_some_and(|section| sections.contains(&section))
+                    })
                     .split("__"),
             )
             .merge(standard_variables())
@@ -441,6 +473,39 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
 /// was refused as an unknown key).
 const COMMAND_LINE_VARIABLES: &[&str] = &["config", "api_key", "dev_dir", "address"];
 
+/// The section a variable (without `TALLY_`) belongs to, lower case:
+/// `GRPC__LISTEN_ADDR` is in `grpc`; `BIN` is in none.
+fn section_of(key: &str) -> Option<String> {
+    key.split_once("__")
+        .map(|(section, _)| section.to_ascii_lowercase())
+}
+
+/// The config's sections (`grpc`, `database`, …), read from its defaults.
+pub fn section_names() -> Vec<String> {
+    figment::Provider::data(&Serialized::defaults(Config::default()))
+        .ok()
+        .and_then(|mut data| data.remove(&figment::Profile::Default))
+        .map(|dict| dict.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// `TALLY_<X>__…` variables set in the environment whose section `x` does
+/// not exist: ignored by [`Config::load`], but worth a warning (a typo such
+/// as `TALLY_INVOICNG__GRACE_PERIOD_HOURS`).
+pub fn ignored_variables() -> Vec<String> {
+    let sections = section_names();
+    let mut ignored: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("TALLY_")
+                .and_then(section_of)
+                .is_some_and(|section| !sections.contains(&section))
+        })
+        .collect();
+    ignored.sort();
+    ignored
+}
+
 /// The ecosystem's standard variables, mapped onto our keys.
 fn standard_variables() -> Figment {
     let mut figment = Figment::new();
@@ -479,6 +544,26 @@ mod tests {
             jail.set_env("TALLY_INGEST__MAX_BATCH_EVENTS", "500");
             let config = Config::load(None).expect("loads");
             assert_eq!(config.ingest.max_batch_events, 500);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn only_the_loaded_sections_refuse_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            // Not in any section: someone else's variable.
+            jail.set_env("TALLY_BIN", "/usr/local/bin/tally");
+            jail.set_env("TALLY_NO_SUCH__KEY", "1");
+            Config::load(None).expect("loads");
+            assert_eq!(ignored_variables(), vec!["TALLY_NO_SUCH__KEY".to_owned()]);
+            jail.set_env("TALLY_GRPC__LISTEN_ADR", "x");
+            jail.set_env("TALLY_DATABASE__MAX_CONNECTIONS", "3");
+            let config = Config::load_sections(None, &["database"]).expect("grpc is not loaded");
+            assert_eq!(config.database.max_connections, Some(3));
+            let error = Config::load(None).unwrap_err();
+            let chain = format!("{:#}", anyhow::Error::from(error));
+            assert!(chain.contains("listen_adr"), "{chain}");
+            assert_eq!(chain.matches("unknown field").count(), 1, "{chain}");
             Ok(())
         });
     }

@@ -4,6 +4,7 @@
 mod billing;
 mod catalog;
 mod clock;
+mod config;
 mod events;
 mod invoice_actions;
 mod reconcile;

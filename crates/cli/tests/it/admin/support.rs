@@ -198,6 +198,11 @@ pub fn run(key: &str, args: &[&str]) -> Run {
 
 /// Runs `tally <args>`, feeding `stdin`.
 pub fn run_with_stdin(key: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    run_with_env(key, args, stdin, &[])
+}
+
+/// Runs `tally <args>`, feeding `stdin`, with `env` set.
+pub fn run_with_env(key: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     use std::io::Write as _;
     let mut command = Command::new(TALLY);
     command
@@ -205,6 +210,7 @@ pub fn run_with_stdin(key: &str, args: &[&str], stdin: Option<&str>) -> Run {
         .env("TALLY_API_KEY", key)
         .env_remove("TALLY_ADDRESS")
         .env_remove("TALLY_CONFIG")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
