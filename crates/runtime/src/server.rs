@@ -237,6 +237,30 @@ impl GrpcServer {
     }
 }
 
+impl GrpcServer {
+    /// Serves on a free loopback port in the background until `shutdown`,
+    /// with `auth` (tests and tools pass [`AuthLayer::disabled`]); returns the
+    /// bound address. Every crate's tests serve through this one function.
+    pub async fn spawn_on_loopback(
+        self,
+        auth: AuthLayer,
+        shutdown: &Shutdown,
+    ) -> Result<SocketAddr, ServerError> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let address = listener.local_addr;
+        let serving = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = self
+                .serve(listener, auth, serving, Duration::from_secs(1))
+                .await
+            {
+                tracing::error!(%error, "a loopback gRPC server stopped");
+            }
+        });
+        Ok(address)
+    }
+}
+
 /// One span per call, continuing the caller's W3C trace context.
 fn call_span(request: &http::Request<()>) -> tracing::Span {
     let span =

@@ -5,14 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost::Message as _;
 use prost::bytes::{Buf as _, BufMut as _};
 use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::ingest::{CloseBackfillRequest, IngestStreamRequest, ListBackfillsRequest};
 use tally_runtime::auth::{ApiKey, ApiKeyRegistry, AuthLayer, Scope, generate_key, hash_key};
-use tally_runtime::server;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -222,16 +220,12 @@ async fn closing_a_backfill_needs_the_admin_scope() {
     };
     let writer = key_with(&[Scope::Write]);
     let admin = key_with(&[Scope::Admin, Scope::Write]);
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = listener.local_addr;
-    let serving = h.shutdown.clone();
-    let grpc = h.ingest.grpc_server(16 * 1024 * 1024);
-    let auth = AuthLayer::new(Arc::clone(&registry));
-    tokio::spawn(async move {
-        grpc.serve(listener, auth, serving, Duration::from_secs(1))
-            .await
-            .unwrap();
-    });
+    let address = h
+        .ingest
+        .grpc_server(16 * 1024 * 1024)
+        .spawn_on_loopback(AuthLayer::new(Arc::clone(&registry)), &h.shutdown)
+        .await
+        .unwrap();
     let mut client = IngestServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();

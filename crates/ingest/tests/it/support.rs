@@ -14,7 +14,6 @@ use tally_proto::ingest::{EventOutcome, EventResult, IngestBatchRequest, IngestB
 use tally_runtime::auth::AuthLayer;
 use tally_runtime::clock_service::chrono_to_timestamp;
 use tally_runtime::config::IngestConfig;
-use tally_runtime::server;
 use tally_runtime::{ManualClock, Shutdown};
 use tally_testkit::SequentialIds;
 use tally_testkit::postgres::{TestDatabase, database};
@@ -61,20 +60,11 @@ pub async fn harness_on(db: TestDatabase, bus: SharedBus, config: IngestConfig) 
     .await
     .expect("ingest starts");
     let shutdown = Shutdown::new();
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = listener.local_addr;
-    let grpc = ingest.grpc_server(16 * 1024 * 1024);
-    let serving = shutdown.clone();
-    tokio::spawn(async move {
-        grpc.serve(
-            listener,
-            AuthLayer::disabled(),
-            serving,
-            Duration::from_secs(1),
-        )
+    let address = ingest
+        .grpc_server(16 * 1024 * 1024)
+        .spawn_on_loopback(AuthLayer::disabled(), &shutdown)
         .await
         .expect("server runs");
-    });
     let client = IngestServiceClient::connect(format!("http://{address}"))
         .await
         .expect("client connects")

@@ -27,7 +27,7 @@ use tally_runtime::auth::AuthLayer;
 use tally_runtime::config::InvoicingConfig;
 use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::peer::Peer;
-use tally_runtime::{ManualClock, Shutdown, server};
+use tally_runtime::{ManualClock, Shutdown};
 use tally_testkit::SequentialIds;
 use tally_testkit::postgres::{TestDatabase, database};
 use tonic::transport::Channel;
@@ -79,20 +79,11 @@ impl Drop for Harness {
 }
 
 async fn serve(grpc: tally_runtime::server::GrpcServer, shutdown: &Shutdown) -> String {
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = format!("http://{}", listener.local_addr);
-    let serving = shutdown.clone();
-    tokio::spawn(async move {
-        grpc.serve(
-            listener,
-            AuthLayer::disabled(),
-            serving,
-            Duration::from_secs(1),
-        )
+    let address = grpc
+        .spawn_on_loopback(AuthLayer::disabled(), shutdown)
         .await
         .expect("server runs");
-    });
-    address
+    format!("http://{address}")
 }
 
 /// Rating and invoicing on a fresh database, starting at `start`.

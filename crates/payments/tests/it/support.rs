@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use prost::Message as _;
@@ -168,24 +167,14 @@ impl InvoiceService for FakeInvoicing {
 
 /// Serves `fake` on a free port; its address.
 async fn serve_invoicing(fake: FakeInvoicing, shutdown: &Shutdown) -> String {
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = format!("http://{}", listener.local_addr);
-    let grpc = server::GrpcServer::new(
+    let address = server::GrpcServer::new(
         move |routes: tonic::service::Routes| routes.add_service(InvoiceServiceServer::new(fake)),
         vec!["tally.invoicing.v1.InvoiceService"],
-    );
-    let serving = shutdown.clone();
-    tokio::spawn(async move {
-        grpc.serve(
-            listener,
-            AuthLayer::disabled(),
-            serving,
-            Duration::from_secs(1),
-        )
-        .await
-        .expect("the fake invoicing serves");
-    });
-    address
+    )
+    .spawn_on_loopback(AuthLayer::disabled(), shutdown)
+    .await
+    .expect("the fake invoicing serves");
+    format!("http://{address}")
 }
 
 pub struct Harness {
@@ -248,20 +237,11 @@ pub async fn harness_with(bus: SharedBus, secrets: StripeSecrets) -> Harness {
         .spawn_webhook_listener(None, &shutdown)
         .await
         .expect("the webhook endpoint listens");
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = listener.local_addr;
-    let grpc = payments.grpc_server(16 * 1024 * 1024);
-    let serving = shutdown.clone();
-    tokio::spawn(async move {
-        grpc.serve(
-            listener,
-            AuthLayer::disabled(),
-            serving,
-            Duration::from_secs(1),
-        )
+    let address = payments
+        .grpc_server(16 * 1024 * 1024)
+        .spawn_on_loopback(AuthLayer::disabled(), &shutdown)
         .await
         .expect("server runs");
-    });
     let client = PaymentServiceClient::connect(format!("http://{address}"))
         .await
         .expect("client connects");

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use tally_bus::{InProcessBus, SharedBus};
@@ -17,7 +16,6 @@ use tally_rating::{Rating, RatingDeps};
 use tally_runtime::auth::AuthLayer;
 use tally_runtime::config::IngestConfig;
 use tally_runtime::peer::Peer;
-use tally_runtime::server;
 use tally_runtime::{ManualClock, Shutdown};
 use tally_testkit::SequentialIds;
 use tally_testkit::postgres::{TestDatabase, database};
@@ -91,20 +89,9 @@ async fn serve(
     grpc: tally_runtime::server::GrpcServer,
     shutdown: &Shutdown,
 ) -> std::net::SocketAddr {
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let address = listener.local_addr;
-    let serving = shutdown.clone();
-    tokio::spawn(async move {
-        grpc.serve(
-            listener,
-            AuthLayer::disabled(),
-            serving,
-            Duration::from_secs(1),
-        )
+    grpc.spawn_on_loopback(AuthLayer::disabled(), shutdown)
         .await
-        .expect("server runs");
-    });
-    address
+        .expect("server runs")
 }
 
 async fn harness_on(
