@@ -3,8 +3,11 @@
 //! A private PostgreSQL is started from the installed server binaries with its
 //! data under `--data-dir` (kept between runs; `DATABASE_URL` skips it), the
 //! migrations are applied, the in-process bus gets every topic, and all four
-//! services plus the clock service are served on one address. A fresh admin
-//! API key is printed on every start.
+//! services plus the clock service are served on one address. The banner
+//! prints the database URL (for `tally keys create`) and an admin API key:
+//! one key per data directory, kept in `<data-dir>/admin-key` and reused at
+//! every start while it is a live admin key of the database in use (a new
+//! one only when it is not, e.g. after `tally keys revoke`).
 //!
 //! Every port is bound before anything starts (the gRPC address, the Stripe
 //! webhook endpoint on the next port by default, both on loopback unless
@@ -13,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -114,7 +117,15 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             Some(cluster)
         }
     };
-    let result = serve_everything(&config, listener, webhook_listener, shutdown, args.demo).await;
+    let result = serve_everything(
+        &config,
+        listener,
+        webhook_listener,
+        shutdown,
+        args.demo,
+        &args.data_dir,
+    )
+    .await;
     if let Some(cluster) = private_postgres
         && let Err(error) = cluster.stop(false)
     {
@@ -154,6 +165,7 @@ async fn serve_everything(
     webhook_listener: ReservedListener,
     shutdown: Shutdown,
     demo: bool,
+    data_dir: &Path,
 ) -> anyhow::Result<()> {
     let pool = tally_runtime::db::connect(&config.database).await?;
     tally_runtime::db::migrate(&pool).await?;
@@ -165,8 +177,7 @@ async fn serve_everything(
     }
 
     let ids = ClockIds::new(Arc::clone(&clock));
-    let scopes = BTreeSet::from([Scope::Admin]);
-    let (key_id, key) = auth::create_key(&pool, &ids, &clock, "tally-dev", &scopes).await?;
+    let (key_id, key) = dev_admin_key(&pool, &ids, &clock, data_dir).await?;
 
     let mut config = config.clone();
     config.bus.backend = BusBackend::InProcess;
@@ -205,6 +216,75 @@ async fn serve_everything(
     run_server(services, listener, &handles, shutdown).await
 }
 
+/// The file in the data directory that keeps the dev admin key.
+const ADMIN_KEY_FILE: &str = "admin-key";
+
+/// The admin key of `tally dev`: the one kept in `<data_dir>/admin-key` when
+/// it is still a live admin key of this database, else a new one, kept there
+/// for the next start (readable by its owner only). Returns `(id, key)`.
+async fn dev_admin_key(
+    pool: &sqlx::PgPool,
+    ids: &ClockIds,
+    clock: &tally_runtime::SharedClock,
+    data_dir: &Path,
+) -> anyhow::Result<(String, String)> {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some((id, key)) = text.trim().split_once(' ')
+    {
+        let live: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM tally_auth.api_keys WHERE id = $1 AND key_hash = $2 \
+             AND revoked_at IS NULL AND 'admin' = ANY(scopes)",
+        )
+        .bind(id)
+        .bind(auth::hash_key(key))
+        .fetch_optional(pool)
+        .await?;
+        if live.is_some() {
+            return Ok((id.to_owned(), key.to_owned()));
+        }
+    }
+    let scopes = BTreeSet::from([Scope::Admin]);
+    let (id, key) = auth::create_key(pool, ids, clock, "tally-dev", &scopes).await?;
+    keep_key(&path, &format!("{id} {key}\n"))
+        .with_context(|| format!("keeping the dev admin key in {}", path.display()))?;
+    Ok((id, key))
+}
+
+/// Writes `text` to `path` (owner-only), through a renamed temporary file so
+/// that a reader never sees half of it.
+fn keep_key(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(directory) = path.parent() {
+        std::fs::create_dir_all(directory)?;
+    }
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+/// A database URL fit to print: any password replaced by `***`.
+fn printable_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Runs the demo beside the server; a failure is reported and `tally dev`
 /// keeps serving what the demo created.
 fn spawn_demo(config: &Config, address: &str, key: &str, shutdown: &Shutdown) {
@@ -235,20 +315,22 @@ fn print_banner(
     key_id: &str,
     key: &str,
 ) {
-    let database = if config.database.url.is_some() {
-        "ready"
-    } else {
-        "none"
-    };
+    let database = config
+        .database
+        .url
+        .as_deref()
+        .map_or_else(|| "none".to_owned(), printable_url);
     println!();
     println!("  Tally dev is running: ingest, rating, invoicing and payments in one process");
     println!();
     println!("  gRPC (all services)   http://{address}");
     println!("  API key (admin)       {key}   ({key_id}; send as `authorization: Bearer <key>`)");
+    println!("                        the same at every start of this data directory");
+    println!("  PostgreSQL            {database}");
     println!(
-        "  PostgreSQL            {database}; clock: {:?}",
-        config.clock.mode
+        "  more keys             DATABASE_URL={database} tally keys create --name … --scope read"
     );
+    println!("  clock                 {:?}", config.clock.mode);
     println!("  health                grpc.health.v1.Health/Check (no key needed)");
     println!("  Stripe webhooks       http://{webhook_address}/webhooks/stripe");
     println!();
@@ -262,6 +344,24 @@ mod tests {
 
     fn address(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn printed_database_urls_hide_passwords() {
+        let cases = [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
+            (
+                "postgres://tally:s3cret@db:5432/tally",
+                "postgres://tally:***@db:5432/tally",
+            ),
+            ("postgresql://db/tally", "postgresql://db/tally"),
+        ];
+        for (url, printed) in cases {
+            assert_eq!(printable_url(url), printed);
+        }
     }
 
     #[test]

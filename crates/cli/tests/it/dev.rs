@@ -1,7 +1,8 @@
 //! `tally dev`: the demo bills a month end to end, and the ways it cannot
 //! start say what to do (no PostgreSQL binaries, a taken gRPC or webhook
 //! port — found before PostgreSQL starts —, a second `tally dev`, a data
-//! directory of another PostgreSQL version).
+//! directory of another PostgreSQL version), and its banner: the database
+//! URL for `tally keys create`, one admin key kept across starts.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -362,4 +363,108 @@ fn a_data_directory_of_another_version_is_refused() {
         "{stderr}"
     );
     assert!(stderr.contains("move it away"), "{stderr}");
+}
+
+/// Starts `tally dev` on `database_url` with its data in `data_dir`; returns
+/// it with every line it printed up to the end of its banner.
+fn start_with_banner(database_url: &str, data_dir: &std::path::Path) -> (Running, Vec<String>) {
+    let mut child = dev()
+        .args(["--listen", "127.0.0.1:0", "--webhook-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("DATABASE_URL", database_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = output_lines(&mut child);
+    let running = Running(child);
+    let started = Instant::now();
+    let bound = Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|line: &String| line.contains("ctrl-c stops everything"))
+    {
+        match received.recv_timeout(bound.saturating_sub(started.elapsed())) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("no banner within {bound:?}:\n{}", lines.join("\n")),
+        }
+    }
+    (running, lines)
+}
+
+/// The value after `label` on the banner line that starts with it.
+fn banner_value(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|line| line.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{}", lines.join("\n")))
+        .to_owned()
+}
+
+/// `tally keys <args>` on `database_url`; panics unless it succeeds.
+fn keys(database_url: &str, args: &[&str]) -> String {
+    let output = Command::new(TALLY)
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env_remove("TALLY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_banner_prints_the_database_url_and_one_admin_key_kept_across_starts() {
+    let database = tally_testkit::postgres::database().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+
+    let (first, lines) = start_with_banner(&database.url, &data_dir);
+    let key = banner_value(&lines, "API key (admin)");
+    assert!(key.starts_with("tally_"), "{}", lines.join("\n"));
+    // The database `tally keys create` needs is printed (a trust-auth URL on
+    // loopback: nothing secret), with the command.
+    let url = banner_value(&lines, "PostgreSQL");
+    assert_eq!(url, database.url);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(&format!("DATABASE_URL={url} tally keys create"))),
+        "{}",
+        lines.join("\n")
+    );
+    let created = keys(&url, &["create", "--name", "me", "--scope", "read"]);
+    assert!(created.trim().starts_with("tally_"), "{created}");
+    drop(first);
+
+    // Started again: the same key, and still one dev key in the table.
+    let (second, lines) = start_with_banner(&database.url, &data_dir);
+    assert_eq!(banner_value(&lines, "API key (admin)"), key);
+    let listed = keys(&database.url, &["list"]);
+    let dev_keys: Vec<&str> = listed
+        .lines()
+        .filter(|line| line.contains("tally-dev"))
+        .collect();
+    assert_eq!(dev_keys.len(), 1, "{listed}");
+    drop(second);
+
+    // Revoked, it is replaced by a new one, kept in turn.
+    let key_id = dev_keys[0].split_whitespace().next().unwrap().to_owned();
+    keys(&database.url, &["revoke", &key_id]);
+    let (third, lines) = start_with_banner(&database.url, &data_dir);
+    let replaced = banner_value(&lines, "API key (admin)");
+    assert_ne!(replaced, key);
+    drop(third);
+    let (_fourth, lines) = start_with_banner(&database.url, &data_dir);
+    assert_eq!(banner_value(&lines, "API key (admin)"), replaced);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -126,6 +126,11 @@ impl Dev {
             )
             .env_remove("TALLY_CONFIG")
             .env_remove("STRIPE_API_KEY")
+            // Its admin key is kept in the data directory: one per test.
+            .env(
+                "TALLY_DEV_DIR",
+                std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix())),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
