@@ -10,11 +10,13 @@ use tally_domain::money::Money;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::invoice_service_server::InvoiceService;
 use tally_proto::invoicing::{
-    self as proto, CreditNoteReason, InvoiceStatus, create_credit_note_request,
+    self as proto, CreditNoteReason, InvoiceLineKind, InvoiceStatus, create_credit_note_request,
+    invoice_line,
 };
 use tonic::{Request, Response, Status};
 
 use crate::billing::compose::Composer;
+use crate::billing::lines::Line;
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
@@ -22,6 +24,11 @@ use crate::refunds::{self, Balance};
 use crate::subscriptions::model;
 use crate::wire::{instant, money, parse_money, timestamp};
 use crate::{Context, credits, paging};
+
+/// Most passed boundaries a preview composes before the upcoming one (each
+/// may ask rating); beyond, the bill run is far behind and the preview waits
+/// for it.
+const MAX_UNBILLED_BOUNDARIES: usize = 64;
 
 fn domain_status(status: InvoiceStatus) -> DomainStatus {
     match status {
@@ -109,9 +116,15 @@ impl Context {
         })
     }
 
-    /// The invoice the subscription's next boundary would produce with what
-    /// is known now (usage so far), composed like a bill run but not stored.
-    /// Credits are applied only at finalization, so none appear here.
+    /// The subscription's upcoming invoice: the one at the first boundary
+    /// after now (the end of the current period, or the end of the
+    /// subscription), with the usage known so far, composed like a bill run
+    /// but not stored. Boundaries already passed that the bill run has not
+    /// invoiced yet (a brand-new subscription's start, a run still to come)
+    /// are composed first and count as billed, so the preview is the
+    /// period's invoice, not the creation invoice. Credits are applied as
+    /// finalization would burn them — after the customer's drafts and those
+    /// earlier invoices take their share — without burning anything.
     async fn preview_upcoming_invoice(&self, subscription_id: &str) -> Result<proto::Invoice> {
         if subscription_id.is_empty() {
             return Err(InvoicingError::invalid("subscription_id", "is required"));
@@ -120,31 +133,57 @@ impl Context {
         let mut transaction = self.pool.begin().await?;
         let subscription = model::load(&mut transaction, subscription_id, false).await?;
         let status = subscription.wire_status(now);
-        let boundary = subscription.next_bill_at()?;
-        let (Some(boundary), false) = (
-            boundary,
-            matches!(
-                status,
-                proto::SubscriptionStatus::Pending | proto::SubscriptionStatus::Canceled
-            ),
-        ) else {
-            return Err(InvoicingError::FailedPrecondition(format!(
+        let no_upcoming = || {
+            InvoicingError::FailedPrecondition(format!(
                 "subscription {subscription_id} is {status:?}: it has no upcoming invoice"
-            )));
+            ))
         };
-        let composition = Composer::new(
-            &mut transaction,
-            &self.rating,
-            &self.plans,
-            &subscription,
-            None,
-        )
-        .with_lookback(self.config.late_usage_lookback_days)
-        .compose(subscription.billed_through, boundary)
-        .await?;
-        transaction.rollback().await?;
+        if matches!(
+            status,
+            proto::SubscriptionStatus::Pending | proto::SubscriptionStatus::Canceled
+        ) {
+            return Err(no_upcoming());
+        }
+        let grace = chrono::Duration::hours(i64::from(self.config.grace_period_hours));
+        let mut billed_before = Vec::new();
+        let mut earlier = Vec::new();
+        let mut after = subscription.billed_through;
+        let (boundary, composition) = loop {
+            let Some(boundary) = subscription.next_boundary(after)? else {
+                return Err(no_upcoming());
+            };
+            let composition = Composer::new(
+                &mut transaction,
+                &self.rating,
+                &self.plans,
+                &subscription,
+                None,
+            )
+            .with_lookback(self.config.late_usage_lookback_days)
+            .with_billed_before(billed_before.clone())
+            .compose(after, boundary)
+            .await?;
+            if boundary > now {
+                break (boundary, composition);
+            }
+            if earlier.len() >= MAX_UNBILLED_BOUNDARIES {
+                return Err(InvoicingError::Unavailable(format!(
+                    "subscription {subscription_id} has more than {MAX_UNBILLED_BOUNDARIES} boundaries \
+                     the bill run has not invoiced yet; preview it after the next bill run"
+                )));
+            }
+            if let Some(composition) = composition {
+                earlier.push(credits::preview::Due {
+                    subtotal: composition.lines.iter().map(|line| line.amount).sum(),
+                    period_end: composition.period.end(),
+                    finalized_at: (boundary + grace).max(now),
+                });
+                billed_before.extend(composition.lines);
+            }
+            after = Some(boundary);
+        };
         let currency = subscription.currency;
-        let (period, reason, lines) = match composition {
+        let (period, reason, mut lines) = match composition {
             Some(composition) => (composition.period, composition.reason, composition.lines),
             None => (
                 subscription.current_period(now)?,
@@ -153,6 +192,61 @@ impl Context {
             ),
         };
         let subtotal: Decimal = lines.iter().map(|line| line.amount).sum();
+        let finalized_at = boundary + grace;
+        // The customer's drafts are finalized (and burn credits) first.
+        let drafts: Vec<(Decimal, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT subtotal, period_end, grace_period_ends_at FROM invoicing.invoices \
+             WHERE customer_id = $1 AND status = 'draft' ORDER BY grace_period_ends_at, id",
+        )
+        .bind(&subscription.customer_id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut dues: Vec<credits::preview::Due> = drafts
+            .into_iter()
+            .map(|(subtotal, period_end, grace_ends)| credits::preview::Due {
+                subtotal,
+                period_end,
+                finalized_at: grace_ends.max(now),
+            })
+            .collect();
+        dues.extend(earlier);
+        dues.push(credits::preview::Due {
+            subtotal,
+            period_end: period.end(),
+            finalized_at,
+        });
+        let burned = credits::preview::preview_burns(
+            &mut transaction,
+            &subscription.customer_id,
+            currency,
+            &dues,
+        )
+        .await?
+        .pop()
+        .unwrap_or_default();
+        transaction.rollback().await?;
+        let credits_total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
+        if !burned.is_empty() {
+            let mut line = Line::new(
+                InvoiceLineKind::CreditsApplied,
+                "Credits applied",
+                period,
+                Money::new(-credits_total, currency),
+            )?;
+            line.detail = Some(invoice_line::Detail::CreditsApplied(
+                proto::CreditsAppliedLineDetail {
+                    applications: burned
+                        .iter()
+                        .map(|(grant, amount)| proto::CreditApplication {
+                            credit_grant_id: grant.clone(),
+                            amount: Some(money(amount.amount(), currency)),
+                        })
+                        .collect(),
+                },
+            ));
+            lines.push(line);
+        }
+        let total = subtotal - credits_total;
         let zero = money(Decimal::ZERO, currency);
         Ok(proto::Invoice {
             customer_id: subscription.customer_id.clone(),
@@ -166,14 +260,12 @@ impl Context {
                 .map(|line| line.to_proto(String::new(), currency))
                 .collect(),
             subtotal: Some(money(subtotal, currency)),
-            credits_applied: Some(zero.clone()),
-            total: Some(money(subtotal, currency)),
+            credits_applied: Some(money(-credits_total, currency)),
+            total: Some(money(total, currency)),
             amount_paid: Some(zero.clone()),
             amount_credited: Some(zero),
-            amount_due: Some(money(subtotal.max(Decimal::ZERO), currency)),
-            grace_period_ends_at: Some(timestamp(
-                boundary + chrono::Duration::hours(i64::from(self.config.grace_period_hours)),
-            )),
+            amount_due: Some(money(total.max(Decimal::ZERO), currency)),
+            grace_period_ends_at: Some(timestamp(finalized_at)),
             created_at: Some(timestamp(now)),
             updated_at: Some(timestamp(now)),
             ..Default::default()

@@ -72,6 +72,10 @@ pub struct Composer<'a> {
     /// [`late_periods`] already read for one previous boundary (a bill-run
     /// batch reads them for all its subscriptions at once).
     late: Option<LatePeriods>,
+    /// Lines of invoices composed but not stored that come before this one
+    /// (a preview of a boundary after others the bill run has yet to write):
+    /// they count as billed.
+    billed_before: Vec<Line>,
 }
 
 /// The lookback when none is configured: ingest's default backfill window.
@@ -104,7 +108,15 @@ impl<'a> Composer<'a> {
             usage: UsageCache::new(),
             lookback: Duration::days(i64::from(DEFAULT_LOOKBACK_DAYS)),
             late: None,
+            billed_before: Vec::new(),
         }
+    }
+
+    /// Counts `lines` (of invoices composed before this one and not stored)
+    /// as billed.
+    pub fn with_billed_before(mut self, lines: Vec<Line>) -> Self {
+        self.billed_before = lines;
+        self
     }
 
     /// Uses `periods` as the late periods after `previous_boundary`, read by
@@ -358,7 +370,21 @@ impl<'a> Composer<'a> {
         .fetch_all(&mut *self.connection)
         .await?;
         let mut differences: BTreeMap<(String, String), (Decimal, String)> = worth;
-        for (version, key, amount) in billed {
+        let billed_before = self.billed_before.iter().filter(|line| {
+            line.in_advance
+                && line.service.start() >= billing_period.start()
+                && line.service.end() <= billing_period.end()
+        });
+        let billed_before: Vec<(String, String, Decimal)> = billed_before
+            .map(|line| {
+                (
+                    line.plan_version_id.clone(),
+                    line.charge_key.clone(),
+                    line.amount,
+                )
+            })
+            .collect();
+        for (version, key, amount) in billed.into_iter().chain(billed_before) {
             let entry = differences
                 .entry((version.clone(), key.clone()))
                 .or_insert((Decimal::ZERO, key.clone()));
@@ -587,7 +613,19 @@ impl<'a> Composer<'a> {
             .bind(self.exclude_invoice)
             .fetch_one(&mut *self.connection)
             .await?;
-            let difference = total - billed.unwrap_or(Decimal::ZERO);
+            let billed_before: Decimal = self
+                .billed_before
+                .iter()
+                .filter(|line| {
+                    line.usage_period_start == Some(billing_period.start())
+                        && matches!(
+                            line.kind,
+                            InvoiceLineKind::Usage | InvoiceLineKind::Adjustment
+                        )
+                })
+                .map(|line| line.amount)
+                .sum();
+            let difference = total - billed.unwrap_or(Decimal::ZERO) - billed_before;
             if difference.is_zero() {
                 continue;
             }

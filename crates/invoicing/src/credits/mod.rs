@@ -29,6 +29,7 @@ pub use ledger::{EntryKind, GrantRow, Posting, burn, expire, insert_grant, post,
 use ledger::{GRANT_COLUMNS, load_grant};
 
 mod ledger;
+pub mod preview;
 
 /// The customers among `customers` with a grant that may still be burned.
 /// A bill-run batch asks once, and skips the burn (a locking read per

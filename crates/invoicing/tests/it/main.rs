@@ -15,3 +15,4 @@ mod stub_periods;
 mod subscriptions;
 mod support;
 mod throughput;
+mod upcoming;
