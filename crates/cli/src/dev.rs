@@ -73,6 +73,16 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         // default) still wins.
         config.telemetry.log_filter = "warn".to_owned();
     }
+    let stripe_unconfigured = std::env::var_os("STRIPE_API_KEY").is_none_or(|key| key.is_empty());
+    if stripe_unconfigured {
+        // Said once, as a notice in the banner, instead of an ERROR at every
+        // start (a laptop rarely has Stripe keys).
+        config.telemetry.log_filter = format!(
+            "{},{}=off",
+            config.telemetry.log_filter,
+            tally_payments::SETUP_LOG_TARGET
+        );
+    }
     if let Some(listen) = args.listen {
         config.grpc.listen_addr = listen;
     }
@@ -333,6 +343,12 @@ fn print_banner(
     println!("  clock                 {:?}", config.clock.mode);
     println!("  health                grpc.health.v1.Health/Check (no key needed)");
     println!("  Stripe webhooks       http://{webhook_address}/webhooks/stripe");
+    if std::env::var_os("STRIPE_API_KEY").is_none_or(|key| key.is_empty()) {
+        println!(
+            "  Stripe                not configured: invoices are billed, not collected \
+             (set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to collect)"
+        );
+    }
     println!();
     println!("  ctrl-c stops everything; data is kept for the next run");
     println!();

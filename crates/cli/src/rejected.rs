@@ -1,6 +1,7 @@
 //! `tally rejected`: the operator's view of rejected usage events, and their
 //! replay after a fix (an opened backfill, a corrected producer, a changed
-//! validation limit). Talks to a running ingest over gRPC.
+//! validation limit). Talks to a running ingest over gRPC. `list` prints a
+//! table with each rejection's full reason, as the API gives it.
 
 use clap::{Args, Subcommand};
 use tally_proto::ingest::ingest_service_client::IngestServiceClient;
@@ -8,7 +9,8 @@ use tally_proto::ingest::{
     EventOutcome, ListRejectedEventsRequest, RejectedEventState, ReplayRejectedEventsRequest,
 };
 
-use crate::admin::Call as _;
+use crate::admin::table::Table;
+use crate::admin::{Call as _, format_time};
 
 /// `tally rejected …`.
 #[derive(Debug, Subcommand)]
@@ -74,20 +76,19 @@ pub async fn run(command: RejectedCommand) -> anyhow::Result<()> {
         }
     }
     let Some(ids) = ids else {
+        let mut table = Table::new(&["rejection", "rejected at", "customer", "event", "reason"]);
         for rejection in &open {
             let event = rejection.event.as_ref();
-            let rules: Vec<String> = rejection
-                .violations
-                .iter()
-                .map(|v| format!("{} {}", v.field, v.rule))
-                .collect();
-            println!(
-                "{}  {}  {}  {}",
-                rejection.rejection_id,
-                event.map_or("-", |e| e.customer_id.as_str()),
-                event.map_or("-", |e| e.id.as_str()),
-                rules.join(", ")
-            );
+            table.row(vec![
+                rejection.rejection_id.clone(),
+                format_time(rejection.rejected_at.as_ref()),
+                event.map_or("-", |e| e.customer_id.as_str()).to_owned(),
+                event.map_or("-", |e| e.id.as_str()).to_owned(),
+                reason(&rejection.violations),
+            ]);
+        }
+        if !table.is_empty() {
+            table.print();
         }
         eprintln!("{} open rejected events", open.len());
         return Ok(());
@@ -130,4 +131,22 @@ pub async fn run(command: RejectedCommand) -> anyhow::Result<()> {
         anyhow::bail!("{still_rejected} events are still rejected");
     }
     Ok(())
+}
+
+/// Every violation as the API words it: `field rule: description`, `; `-separated.
+fn reason(violations: &[tally_proto::common::FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|violation| {
+            if violation.description.is_empty() {
+                format!("{} {}", violation.field, violation.rule)
+            } else {
+                format!(
+                    "{} {}: {}",
+                    violation.field, violation.rule, violation.description
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -61,6 +61,10 @@ pub use stripe::{HttpStripe, SecretKey, Stripe, StripeError};
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-payments";
 
+/// The log target of the start-up notices about missing Stripe secrets:
+/// `tally dev` turns it off and says it once in its banner instead.
+pub const SETUP_LOG_TARGET: &str = "tally_payments::setup";
+
 /// The subscription payments reads invoice events from (topic `invoice-events`).
 pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "payments-invoice-events";
 
@@ -121,7 +125,10 @@ impl Payments {
             .ensure_subscription(&invoice_events_subscription())
             .await?;
         if deps.secrets.webhook_secret.is_none() {
-            tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: every webhook will be refused");
+            tracing::warn!(
+                target: SETUP_LOG_TARGET,
+                "STRIPE_WEBHOOK_SECRET is not set: every webhook will be refused"
+            );
         }
         let http = HttpStripe::new(&deps.config, deps.secrets.api_key.clone())?;
         let core = Core {
@@ -211,6 +218,7 @@ impl Payments {
         );
         if self.deps.secrets.api_key.is_none() {
             tracing::error!(
+                target: SETUP_LOG_TARGET,
                 "STRIPE_API_KEY is not set: invoice events, dunning and reconciliation wait until it is"
             );
             return vec![relay];

@@ -85,7 +85,15 @@ pub fn init(
         _ => EnvFilter::try_new(&config.log_filter)?,
     };
     let log_layer = match config.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        // Colours only for a person at a terminal: never into a file or a
+        // pipe, nor with NO_COLOR set (no-color.org).
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+            )
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

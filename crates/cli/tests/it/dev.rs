@@ -2,7 +2,8 @@
 //! start say what to do (no PostgreSQL binaries, a taken gRPC or webhook
 //! port — found before PostgreSQL starts —, a second `tally dev`, a data
 //! directory of another PostgreSQL version), and its banner: the database
-//! URL for `tally keys create`, one admin key kept across starts.
+//! URL for `tally keys create`, one admin key kept across starts, no colours
+//! into a pipe and one notice without Stripe keys.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -466,5 +467,29 @@ async fn the_banner_prints_the_database_url_and_one_admin_key_kept_across_starts
     drop(third);
     let (_fourth, lines) = start_with_banner(&database.url, &data_dir);
     assert_eq!(banner_value(&lines, "API key (admin)"), replaced);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn without_stripe_keys_one_notice_and_no_colours_into_a_pipe() {
+    let database = tally_testkit::postgres::database().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    let (_running, lines) = start_with_banner(&database.url, &data_dir);
+    let text = lines.join("\n");
+    // Logs were written (the services' start) — to a pipe, so plain.
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escapes into a pipe:\n{text}"
+    );
+    // No ERROR for the missing Stripe key: one notice in the banner.
+    assert!(!text.contains("STRIPE_API_KEY is not set"), "{text}");
+    assert!(!text.contains("STRIPE_WEBHOOK_SECRET is not set"), "{text}");
+    assert_eq!(
+        text.matches("Stripe                not configured").count(),
+        1,
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }

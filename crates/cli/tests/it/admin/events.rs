@@ -120,3 +120,54 @@ async fn events_send_says_what_is_unrated_and_why() {
         sent_only.stderr
     );
 }
+
+#[tokio::test]
+async fn rejected_list_has_a_header_and_the_full_reason() {
+    let database = tally_testkit::postgres::database().await;
+    let key = super::support::create_key(&database.url, "admin");
+    let dev = super::support::Dev::start(&database.url, &[]).await;
+    let address = dev.address.as_str();
+    super::support::run(
+        &key,
+        &["clock", "set", "2026-11-10T12:00:00Z", "--address", address],
+    )
+    .expect(0);
+    // An external id where a `cus_…` id belongs: refused by ingest.
+    run_with_stdin(
+        &key,
+        &["events", "send", "--address", address],
+        Some(&events(&[(
+            "r1",
+            "acme",
+            "llm_tokens",
+            "{\"tokens\": \"1\"}",
+        )])),
+    )
+    .expect(1);
+    let listed = super::support::run(&key, &["rejected", "list", "--address", address]).expect(0);
+    let mut lines = listed.stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("REJECTION") && header.contains("REASON"),
+        "{}",
+        listed.stdout
+    );
+    let row = lines.next().unwrap_or_default();
+    assert!(row.starts_with("rej_"), "{}", listed.stdout);
+    assert!(
+        row.contains("acme") && row.contains("r1"),
+        "{}",
+        listed.stdout
+    );
+    // The rule and the API's description of it, not a shortened label.
+    assert!(
+        row.contains("customer_id invalid_prefix: "),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stderr.contains("1 open rejected events"),
+        "{}",
+        listed.stderr
+    );
+}
