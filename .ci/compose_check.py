@@ -8,7 +8,8 @@ the pieces fit. Run through .ci/compose-validate, which installs the tools.
    parser of the current Compose Specification (knows newer keys than 1.29).
 3. Wiring: every Tally service runs `tally serve <name>` from the image the migrate
    service builds, waits for a healthy PostgreSQL and Pub/Sub emulator and for the
-   migrations and topic setup to finish, reaches hosts that exist, and is health-checked
+   migrations, topic setup and peer-key registration to finish, calls its peers with
+   the key peer-key registers, reaches hosts that exist, and is health-checked
    over gRPC; the topics match crates/bus/src/topics.rs; mounted files exist.
 4. The topic setup script runs against the real Pub/Sub emulator, twice (idempotent),
    and the subscriptions come out ordered with their dead-letter policy.
@@ -89,7 +90,7 @@ def ports_of(service: dict) -> list[tuple[str, str, str]]:
 def check_wiring(checks: Checks, compose: dict) -> None:
     services = compose.get("services", {})
     names = set(services)
-    expected = {"postgres", "pubsub", "pubsub-setup", "migrate", "otel-collector", "jaeger", *TALLY_SERVICES}
+    expected = {"postgres", "pubsub", "pubsub-setup", "migrate", "peer-key", "otel-collector", "jaeger", *TALLY_SERVICES}
     checks.check(names == expected, f"services are {sorted(names)}, expected {sorted(expected)}")
 
     postgres_env = env_of(services.get("postgres", {}))
@@ -108,7 +109,20 @@ def check_wiring(checks: Checks, compose: dict) -> None:
     host_ports = [f"{ip}:{published}" for service in services.values() for ip, published, _ in ports_of(service)]
     checks.check(len(host_ports) == len(set(host_ports)), f"host ports are unique: {host_ports}")
 
-    for name in [*TALLY_SERVICES, "migrate"]:
+    # The peer key: registered after the migrations, the one every service calls with.
+    peer_key = services.get("peer-key", {})
+    peer_key_value = env_of(peer_key).get("TALLY_API_KEY", "")
+    checks.check(
+        peer_key.get("command", [])[:2] == ["keys", "register"] and "read,write" in peer_key.get("command", []),
+        f"peer-key runs `tally keys register --scope read,write`: {peer_key.get('command')}",
+    )
+    checks.check(len(peer_key_value) >= 32, "peer-key registers a key of at least 32 characters")
+    checks.check(
+        peer_key.get("depends_on", {}).get("migrate", {}).get("condition") == "service_completed_successfully",
+        "peer-key waits for the migrations",
+    )
+
+    for name in [*TALLY_SERVICES, "migrate", "peer-key"]:
         service = services.get(name, {})
         env = env_of(service)
         where = f"service {name}"
@@ -124,11 +138,12 @@ def check_wiring(checks: Checks, compose: dict) -> None:
         )
         depends = service.get("depends_on", {})
         checks.check(depends.get("postgres", {}).get("condition") == "service_healthy", f"{where} waits for a healthy postgres")
-        if name == "migrate":
+        if name in ("migrate", "peer-key"):
             continue
         checks.check(service.get("command") == ["serve", name], f"{where} runs `tally serve {name}`")
+        checks.check(env.get("TALLY_API_KEY") == peer_key_value, f"{where} calls its peers with the key peer-key registers")
         checks.check(service.get("pull_policy") == "never", f"{where} never pulls the locally built image")
-        for dependency in ("migrate", "pubsub-setup"):
+        for dependency in ("migrate", "pubsub-setup", "peer-key"):
             checks.check(
                 depends.get(dependency, {}).get("condition") == "service_completed_successfully",
                 f"{where} waits for {dependency} to complete",
@@ -275,11 +290,11 @@ def check_binary(checks: Checks, compose: dict) -> None:
     if binary is None:
         print("  SKIPPED the binary check: set TALLY_BIN to a built tally (.ci/run does)")
         return
-    for name in ["migrate", *TALLY_SERVICES]:
+    for name in ["migrate", "peer-key", *TALLY_SERVICES]:
         service = compose["services"][name]
         error = run_binary(binary, service["command"], env_of(service), {})
         checks.check(error is None, f"tally refuses the {name} container's configuration: {error}")
-    print(f"  {binary} accepts the command and environment of migrate and the four services")
+    print(f"  {binary} accepts the command and environment of migrate, peer-key and the four services")
 
 
 def main() -> None:

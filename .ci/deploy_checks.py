@@ -122,6 +122,9 @@ def run_binary(binary: Path, args: list[str], env: dict[str, str], files: dict[s
             # `tally serve` binds before it connects: a free port, so a busy one
             # (another Tally on this machine) cannot fail the check.
             full_env["TALLY_GRPC__LISTEN_ADDR"] = "127.0.0.1:0"
+        if "serve" in args:
+            # Payments binds its webhook port before it connects too.
+            full_env["TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"] = "127.0.0.1:0"
         try:
             result = subprocess.run(
                 [str(binary), *rewritten],

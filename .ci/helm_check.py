@@ -75,6 +75,7 @@ MUST_FAIL = [
     ({"services": {"rating": {"autoscaling": {"enabled": True, "minReplicas": 9, "maxReplicas": 3}}}}, "minReplicas (9) is above maxReplicas (3)"),
     ({"pubsub": {"setup": {"enabled": True}}}, "pubsub.projectId is required"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+    ({"apiKey": {"generate": False}}, "apiKey.existingSecret is required when apiKey.generate is false"),
 ]
 
 
@@ -198,6 +199,42 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
             hook_weights[("ServiceAccount", f"{RELEASE}-hooks")] < hook_weights[migrate],
             f"{prefix} the hooks ServiceAccount exists before the migration Job",
         )
+    # The peer key: generated (a hook Secret first, registered by a hook Job after the
+    # migrations) unless an existing Secret is named; every service calls with it.
+    generated = effective["apiKey"]["generate"] and not effective["apiKey"]["existingSecret"]
+    key_secret = effective["apiKey"]["existingSecret"] or f"{RELEASE}-peer-key"
+    secret_hook = ("Secret", f"{RELEASE}-peer-key")
+    register = ("Job", f"{RELEASE}-peer-key")
+    checks.check((secret_hook in hook_weights) == generated, f"{prefix} peer-key Secret hook iff generated")
+    checks.check(
+        (register in hook_weights) == (generated and effective["migrations"]["enabled"]),
+        f"{prefix} peer-key registration Job iff generated (and migrations run)",
+    )
+    if register in hook_weights:
+        checks.check(
+            hook_weights[secret_hook] < hook_weights[migrate] < hook_weights[register],
+            f"{prefix} the peer-key Secret, then the migrations, then its registration",
+        )
+        container = by_kind["Job"][register[1]]["spec"]["template"]["spec"]["containers"][0]
+        checks.check(
+            container["args"][:2] == ["keys", "register"] and "read,write" in container["args"],
+            f"{prefix} the registration Job runs `tally keys register --scope read,write`: {container['args']}",
+        )
+        source = env_map(container).get("TALLY_API_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        checks.check(source.get("name") == key_secret, f"{prefix} the registration Job reads the peer key Secret")
+    if secret_hook in hook_weights:
+        data = by_kind["Secret"][secret_hook[1]].get("data", {})
+        key = data.get(effective["apiKey"]["key"], "")
+        checks.check(len(key) > 40, f"{prefix} the generated peer key Secret holds a key")
+    for service in enabled:
+        deployment = by_kind.get("Deployment", {}).get(f"{RELEASE}-{service}", {})
+        containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])
+        source = env_map(containers[0]).get("TALLY_API_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        checks.check(
+            source.get("name") == key_secret and source.get("key") == effective["apiKey"]["key"],
+            f"{prefix} {service} calls its peers with the key in Secret {key_secret}: {source}",
+        )
+
     setup = ("Job", f"{RELEASE}-pubsub-setup")
     checks.check((setup in hook_weights) == effective["pubsub"]["setup"]["enabled"], f"{prefix} Pub/Sub setup Job iff enabled")
     if setup in hook_weights:
@@ -347,7 +384,7 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
         env = {name: entry.get("value", f"from-{name.lower()}") for name, entry in env_map(container).items()}
         error = run_binary(binary, container["args"], env, {"/etc/tally/tally.toml": toml_text})
         name = f"{prefix} {obj['kind']}/{obj['metadata']['name']}"
-        if needs_project and "migrate" not in container["args"]:
+        if needs_project and "serve" in container["args"]:
             checks.check(error and "bus.project_id" in error, f"{name}: tally should refuse an empty bus.project_id, got: {error}")
         else:
             checks.check(error is None, f"{name}: tally refuses its configuration: {error}")

@@ -41,6 +41,26 @@ impl ServiceKind {
         ServiceKind::Payments,
     ];
 
+    /// The name `tally serve` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Ingest => "ingest",
+            ServiceKind::Rating => "rating",
+            ServiceKind::Invoicing => "invoicing",
+            ServiceKind::Payments => "payments",
+        }
+    }
+
+    /// The services this one calls, as their `[peers]` keys.
+    pub fn peers(self) -> &'static [&'static str] {
+        match self {
+            ServiceKind::Ingest => &[],
+            ServiceKind::Rating => &["peers.ingest_url"],
+            ServiceKind::Invoicing => &["peers.rating_url"],
+            ServiceKind::Payments => &["peers.invoicing_url"],
+        }
+    }
+
     /// The name reported to telemetry.
     pub fn telemetry_name(self) -> &'static str {
         match self {
@@ -259,6 +279,10 @@ pub fn build_clock(config: &Config) -> SharedClock {
 /// `tally serve <service>`.
 pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
     let _telemetry = tally_runtime::telemetry::init(kind.telemetry_name(), &config.telemetry)?;
+    let peer_api_key = std::env::var("TALLY_API_KEY")
+        .ok()
+        .filter(|key| !key.is_empty());
+    require_peer_key(kind, &config, peer_api_key.as_deref())?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_os_signals();
     // Bind first: a taken port should fail before anything is started.
@@ -277,13 +301,28 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         clock,
         pool,
         config,
-        peer_api_key: std::env::var("TALLY_API_KEY")
-            .ok()
-            .filter(|key| !key.is_empty()),
+        peer_api_key,
         webhook_listener,
     };
     let services = kind.start(&handles, &shutdown).await?;
     run_server(services, listener, &handles, shutdown).await
+}
+
+/// A service that calls peers needs a key to call them with: without one
+/// every call would be refused, so it does not start (unless authentication
+/// is off).
+fn require_peer_key(kind: ServiceKind, config: &Config, key: Option<&str>) -> anyhow::Result<()> {
+    if key.is_some() || !config.auth.enabled || kind.peers().is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "TALLY_API_KEY is not set, but {} calls its peers ({}) and every call between services \
+         needs an API key: set TALLY_API_KEY to a key with the `read` and `write` scopes (the \
+         Helm chart and docker-compose.yml generate and register one; otherwise \
+         `tally keys create --name tally-peers --scope read,write`)",
+        kind.name(),
+        kind.peers().join(", ")
+    )
 }
 
 /// Serves `services` plus the clock service, authenticated by the key table

@@ -20,6 +20,21 @@ pub enum KeysCommand {
         #[arg(long = "scope", value_delimiter = ',', required = true)]
         scopes: Vec<String>,
     },
+    /// Registers a key you hold (read from an environment variable, never
+    /// from the command line), unless it is registered already: the peer key
+    /// the Helm chart and docker-compose.yml generate is registered this way
+    /// after the migrations, at every install and upgrade.
+    Register {
+        /// A label, e.g. `tally-peers`.
+        #[arg(long)]
+        name: String,
+        /// Scopes: ingest, read, write, admin (repeat or comma-separate).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// The environment variable holding the key.
+        #[arg(long, default_value = "TALLY_API_KEY")]
+        from_env: String,
+    },
     /// Lists keys (never their secrets).
     List,
     /// Revokes a key by id; running services stop accepting it within `auth.refresh_interval_seconds`.
@@ -52,6 +67,39 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             println!("{plaintext}");
             eprintln!("created {id} ({name}); the key above is shown only once");
         }
+        KeysCommand::Register {
+            name,
+            scopes,
+            from_env,
+        } => {
+            let scopes = parse_scopes(&scopes)?;
+            let plaintext = std::env::var(&from_env).unwrap_or_default();
+            if plaintext.len() < MIN_REGISTERED_KEY_CHARS {
+                anyhow::bail!(
+                    "{from_env} must hold the key to register (at least {MIN_REGISTERED_KEY_CHARS} characters; it is {} long)",
+                    plaintext.len()
+                );
+            }
+            let ids = ClockIds::new(Arc::clone(&clock));
+            match auth::register_key(&pool, &ids, &clock, &name, &plaintext, &scopes).await? {
+                auth::Registered::Created(id) => {
+                    eprintln!("registered {id} ({name}) from {from_env}");
+                }
+                auth::Registered::Existing { id, scopes: stored } if stored == scopes => {
+                    eprintln!("{from_env} is already registered as {id}");
+                }
+                auth::Registered::Existing { id, scopes: stored } => anyhow::bail!(
+                    "{from_env} is registered as {id} with scopes {}, not {}: revoke it (`tally keys revoke {id}`) \
+                     and register a new key",
+                    scope_list(&stored),
+                    scope_list(&scopes)
+                ),
+                auth::Registered::Revoked(id) => anyhow::bail!(
+                    "the key in {from_env} was registered as {id} and revoked: put a new key in {from_env} \
+                     (with the Helm chart, delete the peer-key Secret and upgrade)"
+                ),
+            }
+        }
         KeysCommand::List => {
             let rows: Vec<KeyRow> =
                 sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM tally_auth.api_keys ORDER BY created_at")
@@ -82,6 +130,17 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The shortest key `tally keys register` accepts (generated keys are longer).
+const MIN_REGISTERED_KEY_CHARS: usize = 32;
+
+fn scope_list(scopes: &BTreeSet<Scope>) -> String {
+    scopes
+        .iter()
+        .map(|scope| scope.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses scope names, naming the bad one.

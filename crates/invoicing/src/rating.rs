@@ -8,7 +8,7 @@ use tally_proto::rating::{
     BatchGetUsageChargesRequest, GetPlanVersionRequest, GetUsageChargesRequest,
     GetUsageChargesResponse, PlanVersion, usage_charges_result,
 };
-use tally_runtime::peer::Peer;
+use tally_runtime::peer::{self, Peer};
 use tonic::Code;
 
 use crate::error::{InvoicingError, Result};
@@ -26,6 +26,11 @@ fn peer_error(what: &str, status: &tonic::Status) -> InvoicingError {
         Code::FailedPrecondition | Code::InvalidArgument => {
             InvoicingError::FailedPrecondition(format!("{what}: {}", status.message()))
         }
+        // A refused key never heals by retrying: say it is configuration.
+        Code::Unauthenticated | Code::PermissionDenied => InvoicingError::FailedPrecondition(
+            peer::refused_key("rating", what, status)
+                .unwrap_or_else(|| status.message().to_owned()),
+        ),
         _ => InvoicingError::Unavailable(format!(
             "rating answered {what} with {:?}: {}",
             status.code(),

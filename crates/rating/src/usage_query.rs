@@ -154,6 +154,12 @@ pub async fn get_usage(
 }
 
 fn unavailable(status: tonic::Status) -> RatingError {
+    // A refused key never heals by retrying: say it is configuration.
+    if let Some(message) =
+        tally_runtime::peer::refused_key("ingest", "reading the event log", &status)
+    {
+        return RatingError::FailedPrecondition(message);
+    }
     RatingError::Unavailable(format!("reading ingest's event log: {}", status.message()))
 }
 

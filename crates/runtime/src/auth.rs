@@ -269,6 +269,68 @@ pub async fn create_key(
     Ok((id, plaintext))
 }
 
+/// What [`register_key`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// The key was new: stored under this id.
+    Created(String),
+    /// The key was already registered, active, with these scopes.
+    Existing {
+        /// Its id.
+        id: String,
+        /// Its scopes.
+        scopes: BTreeSet<Scope>,
+    },
+    /// The key was registered and revoked since: it stays revoked.
+    Revoked(String),
+}
+
+/// Registers a key whose plaintext the caller holds (a peer key kept in a
+/// Secret), unless it is registered already; idempotent, so a deployment
+/// can run it at every upgrade. Only the hash is stored.
+pub async fn register_key(
+    pool: &PgPool,
+    ids: &dyn IdGenerator,
+    clock: &SharedClock,
+    name: &str,
+    plaintext: &str,
+    scopes: &BTreeSet<Scope>,
+) -> Result<Registered, sqlx::Error> {
+    let key_hash = hash_key(plaintext);
+    let scope_names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+    let id = ids.new_id("key");
+    let inserted = sqlx::query(
+        "INSERT INTO tally_auth.api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (key_hash) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(&key_hash)
+    .bind(&scope_names)
+    .bind(clock.now())
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Registered::Created(id));
+    }
+    let (id, stored_scopes, revoked): (String, Vec<String>, bool) = sqlx::query_as(
+        "SELECT id, scopes, revoked_at IS NOT NULL FROM tally_auth.api_keys WHERE key_hash = $1",
+    )
+    .bind(&key_hash)
+    .fetch_one(pool)
+    .await?;
+    if revoked {
+        return Ok(Registered::Revoked(id));
+    }
+    Ok(Registered::Existing {
+        id,
+        scopes: stored_scopes
+            .iter()
+            .filter_map(|name| Scope::parse(name))
+            .collect(),
+    })
+}
+
 /// Revokes a key; returns false when no live key has that id.
 pub async fn revoke_key(pool: &PgPool, clock: &SharedClock, id: &str) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(

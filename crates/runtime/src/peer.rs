@@ -93,6 +93,26 @@ impl Peer {
     }
 }
 
+/// When `status` is `peer` refusing this process's API key (unauthenticated,
+/// or a scope missing): a message saying it is configuration — the key in
+/// `TALLY_API_KEY` — and what to set, never "retry". `None` for any other
+/// status.
+pub fn refused_key(peer: &str, call: &str, status: &tonic::Status) -> Option<String> {
+    let what = match status.code() {
+        tonic::Code::Unauthenticated => "refused this process's API key",
+        tonic::Code::PermissionDenied => "refused a call this process's API key has no scope for",
+        _ => return None,
+    };
+    Some(format!(
+        "{peer} {what} ({call}: {:?}: {}). This is configuration, not a transient failure: \
+         set TALLY_API_KEY of this service to an active key with the `read` and `write` scopes \
+         (the Helm chart and docker-compose.yml create one; otherwise \
+         `tally keys create --name tally-peers --scope read,write`)",
+        status.code(),
+        status.message()
+    ))
+}
+
 /// The interceptor of a [`Peer`]'s calls.
 #[derive(Clone)]
 pub struct PeerInterceptor {

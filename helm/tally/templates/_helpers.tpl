@@ -215,3 +215,17 @@ gRPC service; the empty name is liveness).
 {{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" -}}
 {{- required (printf "no readiness service name for service %q" .) (get $names .) | quote -}}
 {{- end }}
+
+{{/*
+The Secret holding the services' peer key (TALLY_API_KEY): apiKey.existingSecret, or
+the one the chart generates (templates/peer-key.yaml).
+*/}}
+{{- define "tally.peerKeySecretName" -}}
+{{- if .Values.apiKey.existingSecret }}
+{{- .Values.apiKey.existingSecret }}
+{{- else if .Values.apiKey.generate }}
+{{- printf "%s-peer-key" (include "tally.fullname" .) }}
+{{- else }}
+{{- fail "apiKey.existingSecret is required when apiKey.generate is false: rating, invoicing and payments call their peers with that key (TALLY_API_KEY) and refuse to start without it" }}
+{{- end }}
+{{- end }}

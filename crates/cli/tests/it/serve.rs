@@ -50,17 +50,34 @@ struct RunningService {
     address: String,
 }
 
+/// A peer key no database knows (services that call peers need one to start).
+const UNREGISTERED_PEER_KEY: &str = "tally_peer_key_that_no_database_has_registered";
+
 impl RunningService {
     async fn start(database_url: &str, service: &str) -> Self {
+        Self::start_with(database_url, service, &[]).await
+    }
+
+    /// [`RunningService::start`] with `env` over the defaults.
+    async fn start_with(database_url: &str, service: &str, env: &[(&str, &str)]) -> Self {
         let port = tally_runtime::local_postgres::free_port().unwrap();
         let child = tally(database_url)
             .args(["serve", service])
             .env("TALLY_GRPC__LISTEN_ADDR", format!("127.0.0.1:{port}"))
             // Separate processes need their peers' addresses (connected lazily,
-            // never called by these tests).
+            // never called by these tests) and a key to call them with.
             .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__INVOICING_URL", "http://127.0.0.1:9")
+            .env("TALLY_API_KEY", UNREGISTERED_PEER_KEY)
+            .env(
+                "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR",
+                format!(
+                    "127.0.0.1:{}",
+                    tally_runtime::local_postgres::free_port().unwrap()
+                ),
+            )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -561,4 +578,155 @@ async fn readiness_follows_postgresql_and_liveness_does_not() {
     until_health(running.channel().await, "", ServingStatus::Serving).await;
     let output = running.terminate();
     assert!(output.status.success(), "{:?}", output.status);
+}
+
+#[test]
+fn a_service_that_calls_peers_refuses_to_start_without_a_key() {
+    for (service, peer) in [
+        ("rating", "peers.ingest_url"),
+        ("invoicing", "peers.rating_url"),
+        ("payments", "peers.invoicing_url"),
+    ] {
+        // Refused before the database is touched: this one does not exist.
+        let output = tally("postgres://nobody@127.0.0.1:9/none")
+            .args(["serve", service])
+            .env("TALLY_GRPC__LISTEN_ADDR", "127.0.0.1:0")
+            .env("TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR", "127.0.0.1:0")
+            .env_remove("TALLY_API_KEY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{service} started without a key");
+        assert!(
+            stderr.contains("TALLY_API_KEY is not set"),
+            "{service}: {stderr}"
+        );
+        assert!(stderr.contains(peer), "{service}: {stderr}");
+        assert!(stderr.contains("--scope read,write"), "{service}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_peer_refusing_the_key_is_reported_as_configuration_not_retry() {
+    use tally_proto::common::TimeRange;
+    use tally_proto::rating::catalog_service_client::CatalogServiceClient;
+    use tally_proto::rating::rating_service_client::RatingServiceClient;
+    use tally_proto::rating::{Aggregation, CreateMeterRequest, GetUsageRequest};
+
+    let database = tally_testkit::postgres::database().await;
+    let key = create_key(&database.url, "admin");
+    let ingest = RunningService::start(&database.url, "ingest").await;
+    // Rating calls ingest with a key ingest does not know.
+    let rating = RunningService::start_with(
+        &database.url,
+        "rating",
+        &[("TALLY_PEERS__INGEST_URL", ingest.address.as_str())],
+    )
+    .await;
+    CatalogServiceClient::new(rating.channel().await)
+        .create_meter(with_key(
+            CreateMeterRequest {
+                code: "api_calls".into(),
+                name: "API calls".into(),
+                aggregation: Aggregation::Count as i32,
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap();
+    let status = RatingServiceClient::new(rating.channel().await)
+        .get_usage(with_key(
+            GetUsageRequest {
+                customer_id: "cus_01a19467e8007067865fcfe287ce91a3".into(),
+                meter_code: "api_calls".into(),
+                time_range: Some(TimeRange {
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 1_790_000_000,
+                        nanos: 0,
+                    }),
+                    end_time: Some(prost_types::Timestamp {
+                        seconds: 1_790_086_400,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .expect_err("ingest refuses rating's key");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    for expected in [
+        "ingest refused this process's API key",
+        "configuration, not a transient failure",
+        "TALLY_API_KEY",
+    ] {
+        assert!(
+            status.message().contains(expected),
+            "no `{expected}` in {}",
+            status.message()
+        );
+    }
+    assert!(!status.message().contains("retry"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn keys_register_is_idempotent_and_refuses_a_revoked_or_short_key() {
+    let database = tally_testkit::postgres::database().await;
+    let peer_key = "tally_PeerKeyFromASecretTheChartGenerated0123456789";
+    let register = |key: &str, scopes: &str| {
+        tally(&database.url)
+            .args([
+                "keys",
+                "register",
+                "--name",
+                "tally-peers",
+                "--scope",
+                scopes,
+            ])
+            .env("TALLY_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let first = register(peer_key, "read,write");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("registered key_"), "{stderr}");
+    let again = register(peer_key, "read,write");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("already registered"), "{stderr}");
+    let listed = tally(&database.url)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("tally-peers").count(), 1, "{listed}");
+
+    let other_scopes = register(peer_key, "admin");
+    assert!(!other_scopes.status.success());
+    assert!(
+        String::from_utf8_lossy(&other_scopes.stderr).contains("with scopes read,write, not admin")
+    );
+
+    let short = register("tally_short", "read");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 characters"));
+
+    let id = listed
+        .lines()
+        .find(|line| line.contains("tally-peers"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let revoked = tally(&database.url)
+        .args(["keys", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success());
+    let after = register(peer_key, "read,write");
+    let stderr = String::from_utf8_lossy(&after.stderr);
+    assert!(!after.status.success(), "a revoked key came back");
+    assert!(stderr.contains("revoked"), "{stderr}");
 }

@@ -44,12 +44,18 @@ pub struct Rebuilt {
 /// Why a rebuild stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
-    /// Ingest could not be read (retry later).
-    #[error("reading ingest's event log: {0}")]
+    /// Ingest could not be read (retried later; a refused key is named as
+    /// configuration, which the retry only heals once the key is fixed).
+    #[error("{}", describe_ingest_failure(.0))]
     Ingest(#[from] tonic::Status),
     /// Rating failed.
     #[error(transparent)]
     Rating(#[from] RatingError),
+}
+
+fn describe_ingest_failure(status: &tonic::Status) -> String {
+    tally_runtime::peer::refused_key("ingest", "reading the event log", status)
+        .unwrap_or_else(|| format!("reading ingest's event log: {status}"))
 }
 
 impl From<sqlx::Error> for RebuildError {

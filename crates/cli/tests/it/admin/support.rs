@@ -55,6 +55,10 @@ async fn wait_until_listening(address: &str, limit: Duration, what: &str) {
     }
 }
 
+/// What `tally serve` of a service with peers calls them with here (no
+/// database knows it; these tests never make a service call a peer).
+const PEER_KEY_NEVER_USED: &str = "tally_peer_key_that_no_database_has_registered";
+
 /// `tally serve <service>` on a free port; killed when dropped.
 pub struct Service {
     child: Child,
@@ -80,6 +84,8 @@ impl Service {
             .env("TALLY_PEERS__INGEST_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__RATING_URL", "http://127.0.0.1:9")
             .env("TALLY_PEERS__INVOICING_URL", "http://127.0.0.1:9")
+            // Services that call peers need a key to start (never used here).
+            .env("TALLY_API_KEY", PEER_KEY_NEVER_USED)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (name, value) in env {
