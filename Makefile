@@ -1,5 +1,5 @@
 # The two commands in the README, plus the gates CI runs.
-.PHONY: dev demo test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
+.PHONY: dev demo install test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
 
 # Run Tally: all services in one process, private PostgreSQL, in-process bus.
 dev:
@@ -8,6 +8,10 @@ dev:
 # The same, then a month of an AI-inference platform's billing (crates/cli/demo).
 demo:
 	cargo run -p tally-cli --bin tally -- dev --demo
+
+# Puts `tally` on the PATH (~/.cargo/bin), for the README's `tally …` commands.
+install:
+	cargo install --path crates/cli --locked
 
 # The whole test suite (starts its own PostgreSQL and Pub/Sub emulator).
 test:

@@ -493,3 +493,39 @@ async fn without_stripe_keys_one_notice_and_no_colours_into_a_pipe() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The repository's file at `path` (from the workspace root).
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn make_install_puts_tally_on_the_path_and_the_readme_says_so() {
+    // `make install` installs this crate's `tally` binary, locked.
+    let makefile = repository_file("Makefile");
+    let recipe = makefile
+        .split("\ninstall:\n")
+        .nth(1)
+        .expect("an install target in the Makefile")
+        .lines()
+        .next()
+        .unwrap();
+    assert_eq!(recipe.trim(), "cargo install --path crates/cli --locked");
+    assert!(makefile.contains(".PHONY: dev demo install"), "{makefile}");
+    assert!(
+        repository_file("crates/cli/Cargo.toml").contains("name = \"tally\""),
+        "the installed binary is `tally`"
+    );
+    // The README's first commands say how to get `tally`, and what the first
+    // build costs in time and disk.
+    let readme = repository_file("README.md");
+    let first = readme
+        .split("## The two commands")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    assert!(first.contains("make install"), "{first}");
+    assert!(first.contains("about 10 minutes"), "{first}");
+    assert!(first.contains("11 GB"), "{first}");
+    assert!(first.contains("target/debug/tally"), "{first}");
+}
