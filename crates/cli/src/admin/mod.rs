@@ -116,7 +116,7 @@ pub async fn connect(
     };
     let endpoint = tally_runtime::tls::endpoint(&url, ca_file).map_err(|error| {
         usage(format!(
-            "--address `{address}` cannot be used ({error}); write it as http://host:port or https://host:port"
+            "--address `{address}` is not an address ({error}); write it as http://host:port or https://host:port"
         ))
     })?;
     let authorization: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {api_key}"))

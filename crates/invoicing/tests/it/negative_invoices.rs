@@ -184,12 +184,17 @@ async fn a_prorated_downgrade_carries_its_negative_total_and_later_periods_burn_
 }
 
 /// With a grace period the negative invoice first waits as a draft (its total
-/// below zero), then is finalized like any other.
+/// below zero), then is finalized like any other. (The plans bill usage: an
+/// invoice of fees only has no grace period and is finalized at once.)
 #[tokio::test]
 async fn a_negative_draft_waits_out_its_grace_period() {
     let mut h = harness(at(2025, 1, 1), config(24)).await;
-    let pro = h.plan("pro", PlanSpec::advance("93.00")).await;
-    let starter = h.plan("starter", PlanSpec::advance("3.10")).await;
+    let pro = h
+        .plan("pro", PlanSpec::advance("93.00").calls("0.10"))
+        .await;
+    let starter = h
+        .plan("starter", PlanSpec::advance("3.10").calls("0.10"))
+        .await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &pro, at(2025, 1, 1)).await;
     h.bill_at(at(2025, 1, 2)).await;

@@ -181,7 +181,9 @@ async fn the_cli_reaches_a_tls_server_through_https_with_a_private_ca() {
             ("TALLY_GRPC__TLS_KEY_FILE", &private_key),
         ],
     );
-    let https = service.address.replace("http://127.0.0.1", "https://localhost");
+    let https = service
+        .address
+        .replace("http://127.0.0.1", "https://localhost");
     let ca = tls_fixture("ca1.pem");
     let show = |extra: &[&str]| {
         let mut args = vec!["clock", "show", "--address", https.as_str()];
