@@ -2,7 +2,7 @@
 //! runtime's `ServiceError`: internal failures are logged once and answered
 //! as INTERNAL without details).
 
-use tally_runtime::error::FieldViolation;
+use tally_runtime::error::{FieldViolation, HasErrorKind};
 use tally_runtime::{ErrorKind, ServiceError};
 use tonic::Status;
 
@@ -41,18 +41,25 @@ pub enum InvoicingError {
 fn describe(violations: &[FieldViolation]) -> String {
     violations
         .iter()
-        .map(|violation| format!("{}: {}", violation.field, violation.reason))
+        .map(|violation| format!("{}: {}", violation.field, violation.description))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 impl InvoicingError {
-    /// One violation on `field`.
+    /// One violation on `field`; its rule is inferred from the reason
+    /// ([`FieldViolation::inferred`]: `required` or `invalid_value`).
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        InvoicingError::Invalid(vec![FieldViolation {
-            field: field.into(),
-            reason: reason.into(),
-        }])
+        InvoicingError::Invalid(vec![FieldViolation::inferred(field, reason)])
+    }
+
+    /// One violation of `rule` on `field`.
+    pub fn invalid_rule(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        InvoicingError::Invalid(vec![FieldViolation::new(field, rule, description)])
     }
 
     /// An internal error from anything displayable.
@@ -66,12 +73,9 @@ impl InvoicingError {
 pub struct Violations(Vec<FieldViolation>);
 
 impl Violations {
-    /// Adds one.
+    /// Adds one; its rule is inferred from the reason ([`FieldViolation::inferred`]).
     pub fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            reason: reason.into(),
-        });
+        self.0.push(FieldViolation::inferred(field, reason));
     }
 
     /// `Err(Invalid)` when something was added.
@@ -84,28 +88,38 @@ impl Violations {
     }
 }
 
+impl From<tally_proto::convert::Violation> for InvoicingError {
+    fn from(violation: tally_proto::convert::Violation) -> Self {
+        InvoicingError::Invalid(vec![violation.into()])
+    }
+}
+
+impl HasErrorKind for InvoicingError {
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            InvoicingError::Invalid(_) => ErrorKind::InvalidArgument,
+            InvoicingError::NotFound(_) => ErrorKind::NotFound,
+            InvoicingError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            InvoicingError::IdempotencyConflict(_) => ErrorKind::IdempotencyConflict,
+            InvoicingError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            InvoicingError::Aborted(_) => ErrorKind::Aborted,
+            InvoicingError::Unavailable(_) => ErrorKind::Unavailable,
+            InvoicingError::Internal(_) => ErrorKind::Internal,
+            InvoicingError::Database(error) => ServiceError::from_database_kind(error),
+        }
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            InvoicingError::Invalid(violations) => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl From<InvoicingError> for Status {
     fn from(error: InvoicingError) -> Self {
-        let message = error.to_string();
-        match error {
-            InvoicingError::Invalid(violations) => ServiceError::invalid(violations).into(),
-            InvoicingError::NotFound(_) => ServiceError::new(ErrorKind::NotFound, message).into(),
-            InvoicingError::AlreadyExists(_) => {
-                ServiceError::new(ErrorKind::AlreadyExists, message).into()
-            }
-            InvoicingError::IdempotencyConflict(_) => {
-                ServiceError::new(ErrorKind::IdempotencyConflict, message).into()
-            }
-            InvoicingError::FailedPrecondition(_) => {
-                ServiceError::new(ErrorKind::FailedPrecondition, message).into()
-            }
-            InvoicingError::Aborted(_) => Status::aborted(message),
-            InvoicingError::Unavailable(_) => {
-                ServiceError::new(ErrorKind::Unavailable, message).into()
-            }
-            InvoicingError::Internal(_) => ServiceError::new(ErrorKind::Internal, message).into(),
-            InvoicingError::Database(error) => ServiceError::from(error).into(),
-        }
+        ServiceError::from_error(&error).into()
     }
 }
 

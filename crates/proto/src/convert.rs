@@ -31,7 +31,8 @@ pub mod rule {
     pub const INVALID_TIMESTAMP: &str = "invalid_timestamp";
 }
 
-/// One broken rule on one field, as a reader found it.
+/// One broken rule on one field, as a reader found it. The description does
+/// not repeat the field: shown together they read `field: description`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     /// Dotted path of the field, e.g. `amount.amount`.
@@ -133,15 +134,26 @@ pub fn decimal(text: &str) -> Result<Decimal, DecimalError> {
     Decimal::from_str_exact(text).map_err(|_| DecimalError::TooManyDigits(significant))
 }
 
+/// Inputs [`decimal`] refuses, one of each kind (sign, grouping, exponent,
+/// bare point, whitespace, empty, 29 significant digits, 29 places): every
+/// service's tests send them to check it answers `invalid_decimal` for each.
+pub const REFUSED_DECIMAL_EXAMPLES: &[&str] = &[
+    "+1",
+    "1_0",
+    "+1_000.00",
+    "1e3",
+    "1.",
+    ".5",
+    " 1",
+    "",
+    "12345678901234567890123456789",
+    "0.00000000000000000000000000001",
+];
+
 /// [`decimal`] for `field`: the violation is `invalid_decimal`.
 pub fn decimal_field(text: &str, field: &str) -> Result<Decimal, Violation> {
-    decimal(text).map_err(|error| {
-        Violation::new(
-            field,
-            rule::INVALID_DECIMAL,
-            format!("{field} {text:?} {error}"),
-        )
-    })
+    decimal(text)
+        .map_err(|error| Violation::new(field, rule::INVALID_DECIMAL, format!("{text:?} {error}")))
 }
 
 /// A required `Decimal` message (absent is `required`).
@@ -154,7 +166,7 @@ pub fn required_decimal(
 }
 
 fn required(field: &str) -> Violation {
-    Violation::new(field, rule::REQUIRED, format!("{field} is required"))
+    Violation::new(field, rule::REQUIRED, "is required".to_owned())
 }
 
 /// A required amount of money: the currency must be a known ISO 4217 code
@@ -166,10 +178,7 @@ pub fn money(value: Option<&common::Money>, field: &str) -> Result<Money, Violat
         Violation::new(
             &field,
             rule::UNKNOWN_CURRENCY,
-            format!(
-                "{field} {:?} is not an ISO 4217 currency code",
-                value.currency
-            ),
+            format!("{:?} is not an ISO 4217 currency code", value.currency),
         )
     })?;
     let amount = decimal_field(&value.amount, &format!("{field}.amount"))?;
@@ -230,16 +239,12 @@ pub fn optional_instant(
         return Err(Violation::new(
             field,
             rule::INVALID_TIMESTAMP,
-            format!("{field}: nanos must not be negative"),
+            "nanos must not be negative".to_owned(),
         ));
     }
-    instant(Some(value)).map(Some).ok_or_else(|| {
-        Violation::new(
-            field,
-            rule::INVALID_TIMESTAMP,
-            format!("{field}: is out of range"),
-        )
-    })
+    instant(Some(value))
+        .map(Some)
+        .ok_or_else(|| Violation::new(field, rule::INVALID_TIMESTAMP, "is out of range".to_owned()))
 }
 
 /// An instant as a protobuf timestamp.

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use tally_proto::convert::{DecimalError, decimal, decimal_field, rule};
+use tally_proto::convert::{DecimalError, REFUSED_DECIMAL_EXAMPLES, decimal, decimal_field, rule};
 
 /// `Ok(text the value displays as)` or the error.
 type Verdict = Result<&'static str, DecimalError>;
@@ -79,4 +79,11 @@ fn a_refused_decimal_names_its_field_and_the_invalid_decimal_rule() {
     assert_eq!(violation.field, "amount.amount");
     assert_eq!(violation.rule, rule::INVALID_DECIMAL);
     assert!(violation.description.contains("\"1e3\""), "{violation}");
+}
+
+#[test]
+fn the_examples_services_test_with_are_all_refused() {
+    for text in REFUSED_DECIMAL_EXAMPLES {
+        assert!(decimal(text).is_err(), "{text:?} is refused");
+    }
 }

@@ -11,6 +11,7 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 use crate::clock::{ManualClock, SharedClock};
+use crate::error::ServiceError;
 use crate::server::GrpcServer;
 
 /// Serves the process clock.
@@ -42,25 +43,20 @@ impl ClockApi {
     }
 }
 
-/// Converts a protobuf timestamp, naming `field` when it is missing or out of range.
+/// Converts a protobuf timestamp, naming `field` when it is missing
+/// (`required`) or out of range (`invalid_timestamp`): INVALID_ARGUMENT with
+/// the `Violations` detail (the reader is `tally_proto::convert`'s).
 pub fn timestamp_to_chrono(
     timestamp: Option<prost_types::Timestamp>,
     field: &str,
 ) -> Result<DateTime<Utc>, Status> {
-    let timestamp =
-        timestamp.ok_or_else(|| Status::invalid_argument(format!("{field}: is required")))?;
-    let nanos = u32::try_from(timestamp.nanos)
-        .map_err(|_| Status::invalid_argument(format!("{field}: nanos must not be negative")))?;
-    DateTime::from_timestamp(timestamp.seconds, nanos)
-        .ok_or_else(|| Status::invalid_argument(format!("{field}: is out of range")))
+    tally_proto::convert::required_instant(timestamp.as_ref(), field)
+        .map_err(|violation| ServiceError::invalid(vec![violation.into()]).into())
 }
 
 /// Converts an instant to a protobuf timestamp.
 pub fn chrono_to_timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.timestamp(),
-        nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    tally_proto::convert::timestamp(instant)
 }
 
 #[tonic::async_trait]
@@ -88,15 +84,15 @@ impl ClockService for ClockApi {
         let duration = request
             .into_inner()
             .duration
-            .ok_or_else(|| Status::invalid_argument("duration: is required"))?;
+            .ok_or_else(|| invalid("duration", "required", "is required"))?;
         let duration = chrono::Duration::seconds(duration.seconds)
             + chrono::Duration::nanoseconds(i64::from(duration.nanos));
         if duration <= chrono::Duration::zero() {
-            return Err(Status::invalid_argument("duration: must be positive"));
+            return Err(invalid("duration", "must_be_positive", "must be positive"));
         }
         let now = manual
             .advance(duration)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+            .map_err(|error| invalid("duration", "clock_moves_forward", error.to_string()))?;
         tracing::info!(%now, "clock advanced");
         Ok(Response::new(AdvanceTimeResponse {
             now: Some(chrono_to_timestamp(now)),
@@ -111,10 +107,15 @@ impl ClockService for ClockApi {
         let instant = timestamp_to_chrono(request.into_inner().time, "time")?;
         let now = manual
             .set(instant)
-            .map_err(|error| Status::invalid_argument(format!("time: {error}")))?;
+            .map_err(|error| invalid("time", "clock_moves_forward", error.to_string()))?;
         tracing::info!(%now, "clock set");
         Ok(Response::new(SetTimeResponse {
             now: Some(chrono_to_timestamp(now)),
         }))
     }
+}
+
+/// INVALID_ARGUMENT for one `rule` broken on `field`, with its `Violations` detail.
+fn invalid(field: &str, rule: &str, description: impl Into<String>) -> Status {
+    ServiceError::invalid_field(field, rule, description).into()
 }

@@ -3,9 +3,14 @@
 //! Each crate keeps its own precise `thiserror` enum and says which
 //! [`ErrorKind`] each variant is (via [`HasErrorKind`]); only this module turns
 //! kinds into gRPC statuses. Internal errors are logged once here and reach the
-//! caller as a bare `INTERNAL` without details.
+//! caller as a bare `INTERNAL` without details. Field violations travel as the
+//! `tally.common.v1.Violations` detail `common.proto` promises on every
+//! INVALID_ARGUMENT; [`status_violations`] reads them back on the client side.
 
 use std::fmt;
+
+use prost::Message as _;
+use tally_proto::common;
 
 /// What kind of failure an error is, independent of transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +25,8 @@ pub enum ErrorKind {
     IdempotencyConflict,
     /// The resource is in a state that does not allow this (e.g. voiding a paid invoice).
     FailedPrecondition,
+    /// A concurrent change won (an optimistic-concurrency check, a held lock); re-read and retry.
+    Aborted,
     /// No valid credentials.
     Unauthenticated,
     /// Valid credentials without the needed scope.
@@ -43,6 +50,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorKind::IdempotencyConflict => tonic::Code::AlreadyExists,
             ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorKind::Aborted => tonic::Code::Aborted,
             ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
@@ -57,15 +65,91 @@ impl ErrorKind {
 pub trait HasErrorKind: std::error::Error {
     /// The kind of this error.
     fn error_kind(&self) -> ErrorKind;
+
+    /// The fields at fault (sent as the `Violations` detail); every error of
+    /// kind `InvalidArgument` names at least one.
+    fn violations(&self) -> Vec<FieldViolation> {
+        Vec::new()
+    }
 }
 
-/// One broken rule on one field, e.g. `timestamp`: `more than 5 minutes in the future`.
+/// One broken rule on one field, e.g. `timestamp`, `too_far_in_future`,
+/// `timestamp 2026-01-01T00:00:00Z is more than 300 s ahead of the service clock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
     /// Dotted path of the field, e.g. `events[3].properties.tokens`.
     pub field: String,
-    /// The rule that was broken, in words a caller can act on.
-    pub reason: String,
+    /// Stable rule name in lower snake case (`required`, `invalid_decimal`, …); clients switch on it.
+    pub rule: String,
+    /// What is wrong, in words a caller can act on.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// `rule` broken on `field`, described.
+    pub fn new(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The violation a `field: description` message states, for errors that
+    /// carry only such text: the field is the text before the first `: `
+    /// when it is a field path (no spaces), otherwise empty; the rule is
+    /// `required` for `is required`, `invalid_page_token` on a page or resume
+    /// token, and `invalid_value` otherwise.
+    pub fn from_message(message: &str) -> Self {
+        let (field, description) = match message.split_once(": ") {
+            Some((field, description)) if !field.is_empty() && !field.contains(' ') => {
+                (field, description)
+            }
+            _ => ("", message),
+        };
+        if field.ends_with("page_token") || field.ends_with("resume_token") {
+            return Self::new(field, "invalid_page_token", description);
+        }
+        Self::inferred(field, description)
+    }
+
+    /// A violation on `field` whose only statement is its `description`:
+    /// the rule is `required` when the description is `is required` or
+    /// `required`, otherwise the generic `invalid_value`.
+    pub fn inferred(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let description = description.into();
+        let rule = if matches!(description.as_str(), "is required" | "required") {
+            "required"
+        } else {
+            "invalid_value"
+        };
+        Self::new(field, rule, description)
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> common::FieldViolation {
+        common::FieldViolation {
+            field: self.field.clone(),
+            rule: self.rule.clone(),
+            description: self.description.clone(),
+        }
+    }
+}
+
+impl From<tally_proto::convert::Violation> for FieldViolation {
+    fn from(violation: tally_proto::convert::Violation) -> Self {
+        Self::new(violation.field, violation.rule, violation.description)
+    }
+}
+
+impl From<common::FieldViolation> for FieldViolation {
+    fn from(violation: common::FieldViolation) -> Self {
+        Self::new(violation.field, violation.rule, violation.description)
+    }
 }
 
 /// An error on its way out of a gRPC handler.
@@ -93,7 +177,10 @@ impl ServiceError {
     pub fn invalid(violations: Vec<FieldViolation>) -> Self {
         let message = violations
             .iter()
-            .map(|violation| format!("{}: {}", violation.field, violation.reason))
+            .map(|violation| match violation.field.as_str() {
+                "" => violation.description.clone(),
+                field => format!("{field}: {}", violation.description),
+            })
             .collect::<Vec<_>>()
             .join("; ");
         Self {
@@ -103,9 +190,32 @@ impl ServiceError {
         }
     }
 
-    /// Converts any crate error that knows its kind, logging internal ones once.
+    /// `InvalidArgument` for one `rule` broken on `field`.
+    pub fn invalid_field(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self::invalid(vec![FieldViolation::new(field, rule, description)])
+    }
+
+    /// `kind` with a caller-facing `message` and the `violations` behind it
+    /// (e.g. a publish refused as FAILED_PRECONDITION for what a draft breaks).
+    pub fn with_violations(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        violations: Vec<FieldViolation>,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            violations,
+        }
+    }
+
+    /// Converts any crate error that knows its kind and violations.
     pub fn from_error<E: HasErrorKind>(error: &E) -> Self {
-        Self::new(error.error_kind(), error.to_string())
+        Self::with_violations(error.error_kind(), error.to_string(), error.violations())
     }
 }
 
@@ -124,20 +234,91 @@ impl From<ServiceError> for tonic::Status {
             tracing::error!(error = %error.message, "internal error");
             return tonic::Status::internal("internal error; see the server logs");
         }
-        tonic::Status::new(error.kind.grpc_code(), error.message)
+        let mut violations = error.violations;
+        if violations.is_empty() && error.kind == ErrorKind::InvalidArgument {
+            // The contract promises a violation on every INVALID_ARGUMENT: an
+            // error that named no field still says which rule it broke.
+            violations.push(FieldViolation::new(
+                "",
+                "invalid_argument",
+                error.message.clone(),
+            ));
+        }
+        with_violations(error.kind.grpc_code(), error.message, &violations)
     }
 }
 
-impl From<sqlx::Error> for ServiceError {
-    fn from(error: sqlx::Error) -> Self {
-        let kind = match &error {
+/// `google.rpc.Status`, the envelope of `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+const VIOLATIONS_TYPE_URL: &str = "type.googleapis.com/tally.common.v1.Violations";
+
+fn with_violations(
+    code: tonic::Code,
+    message: String,
+    violations: &[FieldViolation],
+) -> tonic::Status {
+    if violations.is_empty() {
+        return tonic::Status::new(code, message);
+    }
+    let detail = common::Violations {
+        violations: violations.iter().map(FieldViolation::to_proto).collect(),
+    };
+    let envelope = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: VIOLATIONS_TYPE_URL.to_owned(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(
+        code,
+        message,
+        tonic::codegen::Bytes::from(envelope.encode_to_vec()),
+    )
+}
+
+/// The violations a status carries in its details (empty when it has none):
+/// what a client reads to show each field's problem.
+pub fn status_violations(status: &tonic::Status) -> Vec<common::FieldViolation> {
+    let Ok(envelope) = RpcStatus::decode(status.details()) else {
+        return Vec::new();
+    };
+    envelope
+        .details
+        .iter()
+        .filter(|any| any.type_url == VIOLATIONS_TYPE_URL)
+        .filter_map(|any| common::Violations::decode(any.value.as_slice()).ok())
+        .flat_map(|detail| detail.violations)
+        .collect()
+}
+
+impl ServiceError {
+    /// The kind of a database error: a missing row is `NotFound`, a pool or
+    /// connection failure `Unavailable`, anything else `Internal`.
+    pub fn from_database_kind(error: &sqlx::Error) -> ErrorKind {
+        match error {
             sqlx::Error::RowNotFound => ErrorKind::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ErrorKind::Unavailable
             }
             _ => ErrorKind::Internal,
-        };
-        Self::new(kind, error.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::new(Self::from_database_kind(&error), error.to_string())
     }
 }
 
@@ -155,16 +336,32 @@ mod tests {
             "internal details never leak"
         );
 
-        let status: tonic::Status = ServiceError::invalid(vec![FieldViolation {
-            field: "events[0].timestamp".into(),
-            reason: "more than 5 minutes in the future".into(),
-        }])
+        let status: tonic::Status = ServiceError::invalid(vec![FieldViolation::new(
+            "events[0].timestamp",
+            "too_far_in_future",
+            "more than 5 minutes in the future",
+        )])
         .into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             status.message(),
             "events[0].timestamp: more than 5 minutes in the future"
         );
+        let violations = status_violations(&status);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].field, "events[0].timestamp");
+        assert_eq!(violations[0].rule, "too_far_in_future");
+        assert_eq!(
+            violations[0].description,
+            "more than 5 minutes in the future"
+        );
+
+        let status: tonic::Status =
+            ServiceError::new(ErrorKind::InvalidArgument, "no field named").into();
+        assert_eq!(status_violations(&status)[0].rule, "invalid_argument");
+        let status: tonic::Status = ServiceError::new(ErrorKind::NotFound, "gone").into();
+        assert!(status_violations(&status).is_empty());
+        assert_eq!(ErrorKind::Aborted.grpc_code(), tonic::Code::Aborted);
         assert_eq!(
             ErrorKind::IdempotencyConflict.grpc_code(),
             tonic::Code::AlreadyExists
