@@ -2,15 +2,21 @@
 //! statuses. Internal failures are logged once and answered as INTERNAL
 //! without details (through the runtime's `ServiceError`).
 
+use tally_runtime::error::{FieldViolation, HasErrorKind};
 use tally_runtime::{ErrorKind, ServiceError};
 use tonic::Status;
 
 /// Why a rating operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RatingError {
-    /// The request is malformed (the message names the field).
+    /// The request is malformed (the message is `field: description`, read
+    /// back as the violation by [`FieldViolation::from_message`]).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A wire value breaks its rule, as `tally_proto::convert` named it
+    /// (e.g. `invalid_decimal`).
+    #[error("{}: {}", .0.field, .0.description)]
+    Invalid(FieldViolation),
     /// The subscription or customer is unknown to rating.
     #[error("{0}")]
     NotFound(String),
@@ -39,6 +45,10 @@ impl RatingError {
             RatingError::InvalidArgument(message) => {
                 RatingError::InvalidArgument(format!("{context}: {message}"))
             }
+            RatingError::Invalid(violation) => RatingError::Invalid(FieldViolation {
+                description: format!("{context}: {}", violation.description),
+                ..violation
+            }),
             RatingError::NotFound(message) => {
                 RatingError::NotFound(format!("{context}: {message}"))
             }
@@ -57,23 +67,36 @@ impl RatingError {
     }
 }
 
+impl HasErrorKind for RatingError {
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            RatingError::InvalidArgument(_) | RatingError::Invalid(_) => ErrorKind::InvalidArgument,
+            RatingError::NotFound(_) => ErrorKind::NotFound,
+            RatingError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            RatingError::Unavailable(_) => ErrorKind::Unavailable,
+            RatingError::AlreadyExists(_) => ErrorKind::IdempotencyConflict,
+            RatingError::Corrupt(_) => ErrorKind::Internal,
+            RatingError::Database(error) => ServiceError::from_database_kind(error),
+        }
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            RatingError::InvalidArgument(message) => vec![FieldViolation::from_message(message)],
+            RatingError::Invalid(violation) => vec![violation.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl From<RatingError> for Status {
     fn from(error: RatingError) -> Self {
-        let message = error.to_string();
-        match error {
-            RatingError::InvalidArgument(_) => {
-                Status::new(ErrorKind::InvalidArgument.grpc_code(), message)
-            }
-            RatingError::NotFound(_) => Status::new(ErrorKind::NotFound.grpc_code(), message),
-            RatingError::FailedPrecondition(_) => {
-                Status::new(ErrorKind::FailedPrecondition.grpc_code(), message)
-            }
-            RatingError::Unavailable(_) => Status::new(ErrorKind::Unavailable.grpc_code(), message),
-            RatingError::AlreadyExists(_) => {
-                Status::new(ErrorKind::IdempotencyConflict.grpc_code(), message)
-            }
-            RatingError::Corrupt(_) => ServiceError::new(ErrorKind::Internal, message).into(),
-            RatingError::Database(error) => ServiceError::from(error).into(),
-        }
+        ServiceError::from_error(&error).into()
+    }
+}
+
+impl From<tally_proto::convert::Violation> for RatingError {
+    fn from(violation: tally_proto::convert::Violation) -> Self {
+        RatingError::Invalid(violation.into())
     }
 }

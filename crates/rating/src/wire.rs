@@ -1,30 +1,10 @@
-//! Small conversions between wire values and Rust values shared by the usage
-//! side of rating (the catalog has its own checked readers).
+//! Rating's wire writers; timestamps and ranges are `tally_proto::convert`'s
+//! (the one conversion every service uses), re-exported for rating's call sites.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tally_domain::money::Currency;
 use tally_proto::common;
-
-/// A protobuf timestamp as an instant; `None` when absent or out of range.
-pub fn instant(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let timestamp = timestamp?;
-    let nanos = u32::try_from(timestamp.nanos).ok()?;
-    DateTime::from_timestamp(timestamp.seconds, nanos)
-}
-
-/// An instant as a protobuf timestamp.
-pub fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    tally_runtime::clock_service::chrono_to_timestamp(instant)
-}
-
-/// `[start, end)` on the wire.
-pub fn time_range(start: DateTime<Utc>, end: DateTime<Utc>) -> common::TimeRange {
-    common::TimeRange {
-        start_time: Some(timestamp(start)),
-        end_time: Some(timestamp(end)),
-    }
-}
+pub use tally_proto::convert::{instant, time_range, timestamp};
 
 /// A decimal on the wire (its exact text, scale kept).
 pub fn decimal(value: Decimal) -> common::Decimal {

@@ -1,13 +1,10 @@
-//! The catalog's errors and their one mapping to gRPC statuses.
-//!
-//! INVALID_ARGUMENT (and FAILED_PRECONDITION when publishing an invalid draft)
-//! carry a `tally.common.v1.Violations` detail packed in a `google.rpc.Status`
-//! (the `grpc-status-details-bin` trailer), as `common.proto` promises.
+//! The catalog's errors and their kinds, mapped to gRPC statuses by the
+//! runtime's one table: INVALID_ARGUMENT (and FAILED_PRECONDITION when
+//! publishing an invalid draft) carry the `tally.common.v1.Violations` detail.
 
-use prost::Message as _;
-use tally_proto::common;
+use tally_runtime::error::{FieldViolation, HasErrorKind};
 use tally_runtime::{ErrorKind, ServiceError};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::mapping::Violations;
 
@@ -62,77 +59,34 @@ impl CatalogError {
     }
 }
 
-/// `google.rpc.Status`, the envelope of `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-const VIOLATIONS_TYPE_URL: &str = "type.googleapis.com/tally.common.v1.Violations";
-
-fn with_violations(code: Code, message: String, violations: &Violations) -> Status {
-    if violations.is_empty() {
-        return Status::new(code, message);
+impl HasErrorKind for CatalogError {
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::Invalid(_) => ErrorKind::InvalidArgument,
+            CatalogError::NotFound { .. } => ErrorKind::NotFound,
+            CatalogError::AlreadyExists(_) => ErrorKind::IdempotencyConflict,
+            CatalogError::FailedPrecondition { .. } => ErrorKind::FailedPrecondition,
+            CatalogError::Aborted(_) => ErrorKind::Aborted,
+            CatalogError::Corrupt { .. } => ErrorKind::Internal,
+            CatalogError::Database(error) => ServiceError::from_database_kind(error),
+        }
     }
-    let detail = common::Violations {
-        violations: violations.to_proto(),
-    };
-    let envelope = RpcStatus {
-        code: code as i32,
-        message: message.clone(),
-        details: vec![prost_types::Any {
-            type_url: VIOLATIONS_TYPE_URL.to_owned(),
-            value: detail.encode_to_vec(),
-        }],
-    };
-    Status::with_details(
-        code,
-        message,
-        tonic::codegen::Bytes::from(envelope.encode_to_vec()),
-    )
-}
 
-/// The violations a status carries in its details (empty when it has none):
-/// what a client of the catalog reads to show each field's problem.
-pub fn status_violations(status: &Status) -> Vec<common::FieldViolation> {
-    let Ok(envelope) = RpcStatus::decode(status.details()) else {
-        return Vec::new();
-    };
-    envelope
-        .details
-        .iter()
-        .filter(|any| any.type_url == VIOLATIONS_TYPE_URL)
-        .filter_map(|any| common::Violations::decode(any.value.as_slice()).ok())
-        .flat_map(|detail| detail.violations)
-        .collect()
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            CatalogError::Invalid(violations)
+            | CatalogError::FailedPrecondition { violations, .. } => violations
+                .to_proto()
+                .into_iter()
+                .map(FieldViolation::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl From<CatalogError> for Status {
     fn from(error: CatalogError) -> Self {
-        let message = error.to_string();
-        match error {
-            CatalogError::Invalid(violations) => {
-                with_violations(ErrorKind::InvalidArgument.grpc_code(), message, &violations)
-            }
-            CatalogError::FailedPrecondition { violations, .. } => with_violations(
-                ErrorKind::FailedPrecondition.grpc_code(),
-                message,
-                &violations,
-            ),
-            CatalogError::NotFound { .. } => Status::new(ErrorKind::NotFound.grpc_code(), message),
-            CatalogError::AlreadyExists(_) => {
-                Status::new(ErrorKind::IdempotencyConflict.grpc_code(), message)
-            }
-            // The runtime's kinds have no ABORTED: optimistic concurrency is
-            // the catalog's alone so far.
-            CatalogError::Aborted(_) => Status::aborted(message),
-            CatalogError::Corrupt { .. } => ServiceError::new(ErrorKind::Internal, message).into(),
-            CatalogError::Database(error) => ServiceError::from(error).into(),
-        }
+        ServiceError::from_error(&error).into()
     }
 }

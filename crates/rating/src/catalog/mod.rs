@@ -18,4 +18,6 @@ mod paging;
 pub mod store;
 
 pub use api::CatalogApi;
-pub use error::{CatalogError, status_violations};
+pub use error::CatalogError;
+/// Kept where the catalog's clients and tests found it; the reader is the runtime's.
+pub use tally_runtime::error::status_violations;

@@ -97,6 +97,7 @@ impl RerateWorker {
             RebuildError::Rating(
                 RatingError::NotFound(_)
                 | RatingError::InvalidArgument(_)
+                | RatingError::Invalid(_)
                 | RatingError::Corrupt(_),
             ) => {
                 let message = attempt_error.to_string();

@@ -96,12 +96,13 @@ fn check_key(key: &str) -> Result<(), RatingError> {
 }
 
 fn positive(field: &str, value: &str) -> Result<Decimal, RatingError> {
-    match Decimal::from_str(value) {
-        Ok(value) if value > Decimal::ZERO => Ok(value.normalize()),
-        _ => invalid(format!(
+    let parsed = tally_proto::convert::decimal_field(value, field)?;
+    if parsed <= Decimal::ZERO {
+        return invalid(format!(
             "{field}: must be a positive decimal, got {value:?}"
-        )),
+        ));
     }
+    Ok(parsed.normalize())
 }
 
 async fn spend_limit(

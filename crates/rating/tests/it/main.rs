@@ -9,3 +9,4 @@ mod support;
 mod thresholds;
 mod usage;
 mod usage_query;
+mod violations;

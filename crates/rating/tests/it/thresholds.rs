@@ -240,6 +240,22 @@ async fn threshold_requests_are_validated_field_by_field() {
         );
     }
 
+    // Amounts and quantities are read by the one decimal reader: every
+    // refused input is `invalid_decimal`, as in every service.
+    for text in tally_proto::convert::REFUSED_DECIMAL_EXAMPLES {
+        for (request, field) in [
+            (spend("a", text), "spend.amount"),
+            (calls_limit("a", text), "usage.quantity"),
+        ] {
+            let status = h.usage.set_threshold(request).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{text:?}");
+            let violations = tally_runtime::error::status_violations(&status);
+            assert_eq!(violations.len(), 1, "{text:?}: {status:?}");
+            assert_eq!(violations[0].field, field, "{text:?}");
+            assert_eq!(violations[0].rule, "invalid_decimal", "{text:?}");
+        }
+    }
+
     let threshold = set(&mut h, calls_limit("calls", "100")).await;
     let missing = h
         .usage

@@ -325,47 +325,21 @@ pub fn known_enum<E: TryFrom<i32>>(
     }
 }
 
-/// Most significant digits of a decimal string (what `rust_decimal` holds exactly).
-const MAX_DECIMAL_DIGITS: usize = 28;
-
-/// Parses an exact decimal string `-?[0-9]+(\.[0-9]+)?` of at most 28 significant digits.
+/// Parses an exact decimal string with the one reader every service uses
+/// (`tally_proto::convert::decimal`: `-?[0-9]+(\.[0-9]+)?`, at most 28
+/// significant digits and 28 places).
 pub fn decimal(text: &str, field: &str, violations: &mut Violations) -> Option<Decimal> {
-    match parse_exact_decimal(text) {
-        Some(value) => Some(value),
-        None => {
+    match tally_proto::convert::decimal(text) {
+        Ok(value) => Some(value),
+        Err(error) => {
             violations.add(
                 field,
                 Rule::InvalidDecimal,
-                format!(
-                    "{field} {text:?} is not an exact decimal string \
-                     (-?[0-9]+(.[0-9]+)?, at most {MAX_DECIMAL_DIGITS} significant digits)"
-                ),
+                format!("{field} {text:?} {error}"),
             );
             None
         }
     }
-}
-
-fn parse_exact_decimal(text: &str) -> Option<Decimal> {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = match unsigned.split_once('.') {
-        Some((whole, fraction)) => (whole, Some(fraction)),
-        None => (unsigned, None),
-    };
-    let all_digits =
-        |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
-    if !all_digits(whole) || fraction.is_some_and(|fraction| !all_digits(fraction)) {
-        return None;
-    }
-    let significant = unsigned
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .skip_while(|digit| *digit == b'0')
-        .count();
-    if significant > MAX_DECIMAL_DIGITS {
-        return None;
-    }
-    Decimal::from_str_exact(text).ok()
 }
 
 /// A required decimal.
@@ -616,6 +590,14 @@ mod tests {
             assert_eq!(decimal(text, "x", &mut violations), expected, "{text:?}");
             assert_eq!(violations.is_empty(), expected.is_some(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_decimal_rule_is_the_one_every_service_reports() {
+        assert_eq!(
+            Rule::InvalidDecimal.as_str(),
+            tally_proto::convert::rule::INVALID_DECIMAL
+        );
     }
 
     #[test]
