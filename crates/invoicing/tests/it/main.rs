@@ -15,4 +15,5 @@ mod stub_periods;
 mod subscriptions;
 mod support;
 mod throughput;
+mod violations;
 mod upcoming;
