@@ -31,8 +31,8 @@ use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
 use crate::store::{self, PaymentKey, PaymentRow, PaymentState};
 use crate::stripe::{Collection, CustomerDetails, InvoiceItem, StripeError};
-use crate::wire::parse_money;
 use crate::{INVOICE_EVENTS_SUBSCRIPTION, metrics};
+use tally_proto::convert::money as parse_money;
 
 /// The full protobuf name of invoice events.
 pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
@@ -627,8 +627,11 @@ fn collectible(event: &InvoiceEvent, amount_due: Money) -> Result<Collectible, S
     let mut items = Vec::with_capacity(invoice.lines.len());
     let mut lines_total = Money::zero(currency);
     for (index, line) in invoice.lines.iter().enumerate() {
-        let amount = parse_money(line.amount.as_ref())
-            .map_err(|error| format!("invoice.lines[{index}].amount: {error}"))?;
+        let amount = parse_money(
+            line.amount.as_ref(),
+            &format!("invoice.lines[{index}].amount"),
+        )
+        .map_err(|error| error.to_string())?;
         if amount.currency() != currency {
             return Err(format!(
                 "invoice.lines[{index}].amount: currency {} differs from the invoice's {currency}",
@@ -740,9 +743,8 @@ impl MessageHandler for InvoiceEventsHandler {
         }
         match &event.kind {
             Some(Kind::Finalized(finalized)) => {
-                let amount_due = parse_money(finalized.amount_due.as_ref()).map_err(|error| {
-                    HandlerError::Poison(format!("finalized.amount_due: {error}"))
-                })?;
+                let amount_due = parse_money(finalized.amount_due.as_ref(), "finalized.amount_due")
+                    .map_err(|error| HandlerError::Poison(error.to_string()))?;
                 self.finalized(&message.id, &event, amount_due).await
             }
             Some(Kind::Voided(_)) => self.voided(&message.id, &event).await.map_err(retry),

@@ -54,7 +54,7 @@ use crate::store::{self, PaymentKey, PaymentState};
 use crate::stripe::{
     CreditNoteRequest, RemoteRefundStatus, StripeCreditNoteReason, StripeRefundReason,
 };
-use crate::wire::parse_money;
+use tally_proto::convert::money as parse_money;
 
 /// What to do with one credit note, decided from payments' own state.
 enum Plan {
@@ -113,8 +113,8 @@ pub async fn issued(
         .credit_note
         .as_ref()
         .ok_or_else(|| HandlerError::Poison("credit_note_issued.credit_note: required".into()))?;
-    let amount = parse_money(note.total.as_ref())
-        .map_err(|error| HandlerError::Poison(format!("credit_note.total: {error}")))?;
+    let amount = parse_money(note.total.as_ref(), "credit_note.total")
+        .map_err(|error| HandlerError::Poison(error.to_string()))?;
     if !amount.is_positive() || !amount.is_rounded() {
         return Err(HandlerError::Poison(format!(
             "credit_note.total: {amount} is not a positive amount in whole minor units"
@@ -186,8 +186,8 @@ fn note_refund_amount(note: &CreditNote, amount: Money) -> Result<Option<Money>,
     let Some(value) = note.refund_amount.as_ref() else {
         return Ok(None);
     };
-    let refund = parse_money(Some(value))
-        .map_err(|error| HandlerError::Poison(format!("credit_note.refund_amount: {error}")))?;
+    let refund = parse_money(Some(value), "credit_note.refund_amount")
+        .map_err(|error| HandlerError::Poison(error.to_string()))?;
     if refund.is_zero() {
         return Ok(None);
     }

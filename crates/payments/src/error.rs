@@ -2,7 +2,7 @@
 
 use tally_domain::ledger::LedgerError;
 use tally_domain::money::MoneyError;
-use tally_runtime::error::{ErrorKind, HasErrorKind};
+use tally_runtime::error::{ErrorKind, FieldViolation, HasErrorKind};
 
 use crate::ledger::PostError;
 use crate::stripe::StripeError;
@@ -18,6 +18,9 @@ pub enum PaymentsError {
         /// The rule.
         reason: String,
     },
+    /// A wire value breaks its rule (read by `tally_proto::convert`).
+    #[error("{0}")]
+    Invalid(tally_proto::convert::Violation),
     /// No such object.
     #[error("{0}")]
     NotFound(String),
@@ -50,7 +53,9 @@ pub enum PaymentsError {
 impl HasErrorKind for PaymentsError {
     fn error_kind(&self) -> ErrorKind {
         match self {
-            PaymentsError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            PaymentsError::InvalidArgument { .. } | PaymentsError::Invalid(_) => {
+                ErrorKind::InvalidArgument
+            }
             PaymentsError::NotFound(_) => ErrorKind::NotFound,
             PaymentsError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             PaymentsError::IdempotencyConflict(_) => ErrorKind::IdempotencyConflict,
@@ -73,6 +78,22 @@ impl HasErrorKind for PaymentsError {
             | PaymentsError::Post(_)
             | PaymentsError::Database(_) => ErrorKind::Internal,
         }
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            PaymentsError::InvalidArgument { field, reason } => {
+                vec![FieldViolation::inferred(*field, reason.clone())]
+            }
+            PaymentsError::Invalid(violation) => vec![violation.clone().into()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<tally_proto::convert::Violation> for PaymentsError {
+    fn from(violation: tally_proto::convert::Violation) -> Self {
+        PaymentsError::Invalid(violation)
     }
 }
 

@@ -30,7 +30,7 @@ use crate::error::PaymentsError;
 use crate::invoicing::Reservation;
 use crate::store::{self, PaymentKey};
 use crate::stripe::{RemoteRefundStatus, StripeRefundReason};
-use crate::wire::parse_money;
+use tally_proto::convert::money as parse_money;
 
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -222,10 +222,7 @@ fn validate(request: &proto::RefundRequest) -> Result<(), PaymentsError> {
         });
     }
     if let Some(amount) = &request.amount {
-        let amount = parse_money(Some(amount)).map_err(|error| PaymentsError::InvalidArgument {
-            field: "amount",
-            reason: error.to_string(),
-        })?;
+        let amount = parse_money(Some(amount), "amount")?;
         if !amount.is_positive() {
             return Err(PaymentsError::InvalidArgument {
                 field: "amount",
@@ -252,7 +249,7 @@ fn request_hash(request: &proto::RefundRequest) -> String {
     match &request.amount {
         Some(amount) => {
             // Compare amounts by value: `10.5` and `10.50` are the same request.
-            let normalized = parse_money(Some(amount))
+            let normalized = parse_money(Some(amount), "amount")
                 .map(|money| format!("{} {}", money.amount().normalize(), money.currency()))
                 .unwrap_or_default();
             hasher.update(normalized.as_bytes());
@@ -351,11 +348,7 @@ async fn reserve(core: &Core, request: &proto::RefundRequest) -> Result<Reserved
     let refundable = payment.amount.checked_sub(&reserved)?;
     let amount = match &request.amount {
         Some(amount) => {
-            let amount =
-                parse_money(Some(amount)).map_err(|error| PaymentsError::InvalidArgument {
-                    field: "amount",
-                    reason: error.to_string(),
-                })?;
+            let amount = parse_money(Some(amount), "amount")?;
             if amount.currency() != payment.amount.currency() {
                 return Err(PaymentsError::InvalidArgument {
                     field: "amount",

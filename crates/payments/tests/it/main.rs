@@ -14,4 +14,5 @@ mod refund_balance;
 mod refunds;
 mod stripe_mocks;
 mod support;
+mod violations;
 mod webhooks;
