@@ -15,6 +15,7 @@ use tally_proto::ingest::*;
 use tally_runtime::SharedClock;
 use tally_runtime::clock_service::{chrono_to_timestamp, timestamp_to_chrono};
 use tally_runtime::decode_errors;
+use tally_runtime::error::{ErrorKind, FieldViolation, ServiceError};
 use tally_runtime::ids::SharedIdGenerator;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,15 +72,21 @@ impl IngestApi {
 
     fn check_batch_size(&self, count: usize) -> Result<(), Status> {
         if count == 0 {
-            return Err(Status::invalid_argument(
-                "events: at least one event is required",
+            return Err(invalid_rule(
+                "events",
+                "required",
+                "at least one event is required",
             ));
         }
         if count > self.max_batch_events {
-            return Err(Status::invalid_argument(format!(
-                "events: {count} events in one batch, at most {} allowed; split the batch",
-                self.max_batch_events
-            )));
+            return Err(invalid_rule(
+                "events",
+                "max_entries",
+                format!(
+                    "{count} events in one batch, at most {} allowed; split the batch",
+                    self.max_batch_events
+                ),
+            ));
         }
         Ok(())
     }
@@ -87,7 +94,22 @@ impl IngestApi {
 
 fn unavailable(error: IngestError) -> Status {
     tracing::error!(%error, "ingest batch failed");
-    Status::unavailable("the event log cannot be written right now; retry the batch (it is safe)")
+    ServiceError::new(
+        ErrorKind::Unavailable,
+        "the event log cannot be written right now; retry the batch (it is safe)",
+    )
+    .into()
+}
+
+/// INVALID_ARGUMENT for a `field: description` message, with the violation
+/// it states (`FieldViolation::from_message`) through the runtime's table.
+fn invalid_argument(message: impl Into<String>) -> Status {
+    ServiceError::invalid(vec![FieldViolation::from_message(&message.into())]).into()
+}
+
+/// INVALID_ARGUMENT for `rule` broken on `field`, through the runtime's table.
+fn invalid_rule(field: &str, rule: &str, description: impl Into<String>) -> Status {
+    ServiceError::invalid_field(field, rule, description).into()
 }
 
 fn internal(error: sqlx::Error) -> Status {
@@ -98,16 +120,23 @@ fn internal(error: sqlx::Error) -> Status {
         && matches!(database.code().as_deref(), Some("22021" | "22P05"))
     {
         tracing::debug!(%error, "request text refused by PostgreSQL");
-        return Status::invalid_argument(
+        return invalid_rule(
+            "",
+            "invalid_characters",
             "a text field of the request contains a NUL character, which no id, filter or token may contain",
         );
     }
-    tracing::error!(%error, "ingest query failed");
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            Status::unavailable("the event log is unavailable; retry")
+            tracing::error!(%error, "ingest query failed");
+            ServiceError::new(
+                ErrorKind::Unavailable,
+                "the event log is unavailable; retry",
+            )
+            .into()
         }
-        _ => Status::internal("internal error; see the server logs"),
+        // The runtime logs it once and answers a bare INTERNAL.
+        _ => ServiceError::new(ErrorKind::Internal, format!("ingest query failed: {error}")).into(),
     }
 }
 
@@ -120,7 +149,7 @@ fn page_size(requested: i32) -> i64 {
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field}: is required")))
+        Err(invalid_rule(field, "required", "is required"))
     } else {
         Ok(value)
     }
@@ -130,11 +159,11 @@ fn time_range(
     range: Option<&tally_proto::common::TimeRange>,
     field: &str,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), Status> {
-    let range = range.ok_or_else(|| Status::invalid_argument(format!("{field}: is required")))?;
+    let range = range.ok_or_else(|| invalid_rule(field, "required", "is required"))?;
     let start = timestamp_to_chrono(range.start_time, &format!("{field}.start_time"))?;
     let end = timestamp_to_chrono(range.end_time, &format!("{field}.end_time"))?;
     if end <= start {
-        return Err(Status::invalid_argument(format!(
+        return Err(invalid_argument(format!(
             "{field}: end_time must be after start_time"
         )));
     }
@@ -212,7 +241,7 @@ impl IngestService for IngestApi {
                                 };
                                 match problem {
                                     Some(problem) => {
-                                        ending_error = Some(Status::invalid_argument(problem));
+                                        ending_error = Some(invalid_argument(problem));
                                         reading = false;
                                     }
                                     None => {
@@ -260,7 +289,7 @@ impl IngestService for IngestApi {
         let mut after = match request.resume_token.as_str() {
             "" => None,
             token => Some(ReadPosition::parse(token).ok_or_else(|| {
-                Status::invalid_argument("resume_token: not a token this service issued")
+                invalid_argument("resume_token: not a token this service issued")
             })?),
         };
         let max_seq = match request.max_sequence_number {
@@ -391,12 +420,13 @@ impl IngestService for IngestApi {
             to,
             rule: (!request.rule.is_empty()).then_some(request.rule),
         };
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(parse_rejection_token(token).ok_or_else(|| {
-                Status::invalid_argument("page_token: not a token this service issued")
-            })?),
-        };
+        let after =
+            match request.page_token.as_str() {
+                "" => None,
+                token => Some(parse_rejection_token(token).ok_or_else(|| {
+                    invalid_argument("page_token: not a token this service issued")
+                })?),
+            };
         let limit = page_size(request.page_size);
         let rows = reads::list_rejections(&self.pool, &filter, after, limit + 1)
             .await
@@ -433,7 +463,7 @@ impl IngestService for IngestApi {
     ) -> Result<Response<ReplayRejectedEventsResponse>, Status> {
         let ids = request.into_inner().rejection_ids;
         if ids.is_empty() || ids.len() > MAX_REPLAY_IDS {
-            return Err(Status::invalid_argument(format!(
+            return Err(invalid_argument(format!(
                 "rejection_ids: between 1 and {MAX_REPLAY_IDS} ids required, got {}",
                 ids.len()
             )));
@@ -444,7 +474,7 @@ impl IngestService for IngestApi {
         let by_id: HashMap<&str, &reads::RejectionRow> =
             rows.iter().map(|row| (row.id(), row)).collect();
         if let Some(missing) = ids.iter().find(|id| !by_id.contains_key(id.as_str())) {
-            return Err(Status::not_found(format!(
+            return Err(not_found(format!(
                 "rejection_ids: rejection {missing:?} does not exist"
             )));
         }
@@ -508,10 +538,10 @@ impl IngestService for IngestApi {
         let idempotency_key = required(&request.idempotency_key, "idempotency_key")?.to_owned();
         let customer_id = required(&request.customer_id, "customer_id")?.to_owned();
         tally_domain::ids::CustomerId::parse(&customer_id)
-            .map_err(|error| Status::invalid_argument(format!("customer_id: {error}")))?;
+            .map_err(|error| invalid_rule("customer_id", "invalid_format", error.to_string()))?;
         let (start, end) = time_range(request.event_time_range.as_ref(), "event_time_range")?;
         if end > now {
-            return Err(Status::invalid_argument(
+            return Err(invalid_argument(
                 "event_time_range.end_time: must not be in the future (recent events need no backfill)",
             ));
         }
@@ -521,11 +551,11 @@ impl IngestService for IngestApi {
                 Duration::seconds(duration.seconds)
             }
             Some(_) => {
-                return Err(Status::invalid_argument("duration: must be positive"));
+                return Err(invalid_argument("duration: must be positive"));
             }
         };
         if duration > Duration::days(MAX_BACKFILL_DAYS) {
-            return Err(Status::invalid_argument(format!(
+            return Err(invalid_argument(format!(
                 "duration: at most {MAX_BACKFILL_DAYS} days"
             )));
         }
@@ -631,8 +661,17 @@ fn parse_rejection_token(token: &str) -> Option<(DateTime<Utc>, String)> {
 
 fn backfill_status(error: BackfillError) -> Status {
     match error {
-        BackfillError::IdempotencyConflict(_) => Status::already_exists(error.to_string()),
-        BackfillError::NotFound(_) => Status::not_found(error.to_string()),
+        BackfillError::IdempotencyConflict(_) => {
+            ServiceError::new(ErrorKind::IdempotencyConflict, error.to_string()).into()
+        }
+        BackfillError::NotFound(_) => {
+            ServiceError::new(ErrorKind::NotFound, error.to_string()).into()
+        }
         BackfillError::Database(error) => internal(error),
     }
+}
+
+/// NOT_FOUND through the runtime's table.
+fn not_found(message: impl Into<String>) -> Status {
+    ServiceError::new(ErrorKind::NotFound, message).into()
 }

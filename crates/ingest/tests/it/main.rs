@@ -8,3 +8,4 @@ mod malformed;
 mod pubsub;
 mod relay;
 mod support;
+mod violations;
