@@ -152,7 +152,7 @@ fn source_chain(error: &dyn std::error::Error) -> String {
 /// message, each field violation and, where one helps, what to do.
 pub fn refused(call: &str, status: &tonic::Status) -> anyhow::Error {
     let mut text = format!("{call} failed: {:?}: {}", status.code(), status.message());
-    for violation in tally_rating::catalog::status_violations(status) {
+    for violation in tally_runtime::error::status_violations(status) {
         text.push_str(&format!(
             "\n  {}: {} ({})",
             violation.field, violation.rule, violation.description
