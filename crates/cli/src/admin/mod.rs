@@ -137,15 +137,22 @@ pub async fn connect(
     ))
 }
 
+/// The error and its causes, `: `-separated, each said once: a cause that
+/// repeats (or extends) the one before it replaces it (hyper's connect error
+/// and its source both read `tcp connect error`).
 fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    let mut parts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let text = cause.to_string();
+        match parts.last_mut() {
+            Some(last) if text.starts_with(last.as_str()) => *last = text,
+            Some(last) if last.contains(&text) => {}
+            _ => parts.push(text),
+        }
         source = cause.source();
     }
-    text
+    parts.join(": ")
 }
 
 /// A refused or failed call, as an error naming the call, the gRPC code, the

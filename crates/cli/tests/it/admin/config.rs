@@ -106,3 +106,30 @@ async fn unknown_variables_stop_only_the_sections_a_command_loads() {
         "warning: TALLY_DATABSE__URL is ignored: no configuration section `databse`\n"
     );
 }
+
+#[test]
+fn a_refused_connection_is_said_once() {
+    let port = tally_runtime::local_postgres::free_port().unwrap();
+    let address = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["usage", "unrated", "--address", &address],
+        vec!["events", "send", "--address", &address],
+        vec!["rejected", "list", "--address", &address],
+    ] {
+        let refused = run_with_env("key", &args, Some(""), &[]).expect(1);
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("cannot connect to {address}")),
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert_eq!(
+            refused.stderr.matches("tcp connect error").count(),
+            1,
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert!(refused.stderr.contains("hint: is Tally running there?"));
+    }
+}
