@@ -422,3 +422,80 @@ async fn usage_in_every_pause_window_stays_unbilled() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_rating_status_of_events_is_rated_unrated_or_pending() {
+    let mut h = harness().await;
+    meters(&mut h).await;
+    let version = published(&mut h, "standard", standard_charges()).await;
+    apply(
+        &h,
+        &snapshot(
+            "sub_acme",
+            "cus_acme",
+            1,
+            at(1, 0, 0, 0),
+            &[(&version, at(1, 0, 0, 0), None)],
+        ),
+    )
+    .await;
+    let events = vec![
+        accepted(1, "cus_acme", "rated", "api_calls", at(5, 0, 0, 0), &[]),
+        accepted(
+            2,
+            "cus_acme",
+            "bad",
+            "llm.tokens",
+            at(5, 0, 0, 0),
+            &[("tokens", "abc")],
+        ),
+    ];
+    assert_eq!(rate(&h, &events).await, summary(1, 0, 1));
+    let status = async |h: &mut Harness, customer: &str, ids: &[&str]| {
+        h.usage
+            .get_event_rating_status(GetEventRatingStatusRequest {
+                customer_id: customer.into(),
+                event_ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            })
+            .await
+    };
+    // In request order; an id rating never saw is pending.
+    let statuses = status(&mut h, "cus_acme", &["bad", "rated", "unseen"])
+        .await
+        .unwrap()
+        .into_inner()
+        .statuses;
+    let states: Vec<(&str, i32)> = statuses
+        .iter()
+        .map(|status| (status.event_id.as_str(), status.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("bad", EventRatingState::Unrated as i32),
+            ("rated", EventRatingState::Rated as i32),
+            ("unseen", EventRatingState::Pending as i32),
+        ]
+    );
+    assert_eq!(statuses[0].reason, UnratedReason::InvalidProperty as i32);
+    assert!(statuses[0].detail.contains("tokens"), "{statuses:?}");
+    assert_eq!(statuses[1].reason, UnratedReason::Unspecified as i32);
+    // Ids are per customer.
+    let other = status(&mut h, "cus_other", &["rated"])
+        .await
+        .unwrap()
+        .into_inner()
+        .statuses;
+    assert_eq!(other[0].state, EventRatingState::Pending as i32);
+    // No customer, no ids, too many ids: refused.
+    let too_many: Vec<String> = (0..1001).map(|index| format!("e{index}")).collect();
+    let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    for (customer, ids) in [
+        ("", &["rated"][..]),
+        ("cus_acme", &[][..]),
+        ("cus_acme", &too_many[..]),
+    ] {
+        let refused = status(&mut h, customer, ids).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+}
