@@ -173,6 +173,11 @@ impl Context {
                 )));
             }
             if let Some(composition) = composition {
+                let grace = if composition.waits_for_late_usage() {
+                    grace
+                } else {
+                    chrono::Duration::zero()
+                };
                 earlier.push(credits::preview::Due {
                     subtotal: composition.lines.iter().map(|line| line.amount).sum(),
                     period_end: composition.period.end(),
@@ -183,6 +188,10 @@ impl Context {
             after = Some(boundary);
         };
         let currency = subscription.currency;
+        let finalized_at = match &composition {
+            Some(composition) if !composition.waits_for_late_usage() => boundary,
+            _ => boundary + grace,
+        };
         let (period, reason, mut lines) = match composition {
             Some(composition) => (composition.period, composition.reason, composition.lines),
             None => (
@@ -192,7 +201,6 @@ impl Context {
             ),
         };
         let subtotal: Decimal = lines.iter().map(|line| line.amount).sum();
-        let finalized_at = boundary + grace;
         // The customer's drafts are finalized (and burn credits) first.
         let drafts: Vec<(Decimal, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT subtotal, period_end, grace_period_ends_at FROM invoicing.invoices \

@@ -56,6 +56,26 @@ pub struct Composition {
     pub lines: Vec<Line>,
 }
 
+impl Composition {
+    /// Whether late events can still change it: it bills usage (a usage
+    /// line, a minimum true-up against usage, an adjustment for late usage).
+    /// Only such an invoice waits out the grace period as a draft; one of
+    /// fees only (the in-advance fees of a new subscription, fees in arrears,
+    /// prorations) is final when composed and is finalized at once, as
+    /// Stripe and Orb charge a subscription's first fee at once.
+    pub fn waits_for_late_usage(&self) -> bool {
+        self.lines.iter().any(|line| match line.kind {
+            InvoiceLineKind::Usage | InvoiceLineKind::MinimumTrueUp => true,
+            InvoiceLineKind::Adjustment => line.usage_period_start.is_some(),
+            InvoiceLineKind::Recurring
+            | InvoiceLineKind::ProrationCredit
+            | InvoiceLineKind::ProrationCharge
+            | InvoiceLineKind::CreditsApplied
+            | InvoiceLineKind::Unspecified => false,
+        })
+    }
+}
+
 /// Reads what composing needs besides the subscription.
 #[derive(Debug)]
 pub struct Composer<'a> {

@@ -529,6 +529,12 @@ impl Context {
                 .compose(subscription.billed_through, boundary)
                 .await?;
             if let Some(composition) = composition {
+                // Late events can change only an invoice that bills usage.
+                let grace = if composition.waits_for_late_usage() {
+                    grace
+                } else {
+                    Duration::zero()
+                };
                 let created = store::insert_draft(
                     &mut *connection,
                     &*self.ids,
@@ -542,8 +548,9 @@ impl Context {
                 .await?;
                 if let Some((row, lines)) = created {
                     summary.invoices_created += 1;
-                    // Grace already over (none configured, or a boundary
-                    // billed late): finalize now, composed as it is.
+                    // Grace already over (none configured, no usage
+                    // billed, or a boundary billed late): finalize now,
+                    // composed as it is.
                     if boundary + grace <= now {
                         let known = batch.known(&subscription.customer_id, Some(lines));
                         let sealing = self

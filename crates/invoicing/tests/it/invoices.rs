@@ -195,10 +195,23 @@ async fn void_returns_credits_and_credit_notes_never_exceed_what_was_billed() {
 #[tokio::test]
 async fn run_billing_on_demand_and_finalize_now() {
     let mut h = harness(at(2025, 1, 1), config(48)).await;
-    let plan = h.plan("basic", PlanSpec::advance("12.00")).await;
+    let plan = h
+        .plan("basic", PlanSpec::advance("12.00").calls("0.10"))
+        .await;
     let customer = h.customer("acme").await;
     let subscription = h.subscribe(&customer, &plan, at(2025, 1, 1)).await;
     h.sync().await;
+    // The creation invoice bills fees only: no grace, finalized at once.
+    let run = h
+        .invoices
+        .run_billing(RunBillingRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((run.invoices_created, run.invoices_finalized), (1, 1));
+    // January's usage makes February's invoice a draft for 48 hours.
+    h.calls(&customer, "jan", 3, at(2025, 1, 20)).await;
+    h.clock.set(at(2025, 2, 1)).unwrap();
     let run = h
         .invoices
         .run_billing(RunBillingRequest::default())
@@ -206,7 +219,7 @@ async fn run_billing_on_demand_and_finalize_now() {
         .unwrap()
         .into_inner();
     assert_eq!((run.invoices_created, run.invoices_finalized), (1, 0));
-    let draft = h.invoice_at(&subscription, at(2025, 1, 1)).await;
+    let draft = h.invoice_at(&subscription, at(2025, 2, 1)).await;
     let finalized = h
         .invoices
         .finalize_invoice(FinalizeInvoiceRequest {
@@ -219,11 +232,12 @@ async fn run_billing_on_demand_and_finalize_now() {
         .unwrap();
     assert_eq!(
         (finalized.status, finalized.number.as_str()),
-        (InvoiceStatus::Finalized as i32, "TALLY-000001")
+        (InvoiceStatus::Finalized as i32, "TALLY-000002")
     );
+    assert_eq!(finalized.total, usd("12.30"));
     assert_eq!(
         finalized.grace_period_ends_at,
-        Some(ts(at(2025, 1, 1) + Duration::hours(48)))
+        Some(ts(at(2025, 2, 1) + Duration::hours(48)))
     );
     let again = h
         .invoices
@@ -234,7 +248,7 @@ async fn run_billing_on_demand_and_finalize_now() {
         .invoice
         .unwrap();
     assert_eq!(
-        again.number, "TALLY-000001",
+        again.number, "TALLY-000002",
         "finalizing twice changes nothing"
     );
     let listed = h
@@ -248,8 +262,10 @@ async fn run_billing_on_demand_and_finalize_now() {
         .unwrap()
         .into_inner()
         .invoices;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].lines.len(), 1);
+    assert_eq!(listed.len(), 2);
+    // Newest first: usage and February's fee; then January's fee.
+    assert_eq!(listed[0].lines.len(), 2);
+    assert_eq!(listed[1].lines.len(), 1);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 mod billing;
 mod customers;
 mod deferred_changes;
+mod grace;
 mod invoices;
 mod negative_invoices;
 mod payments;

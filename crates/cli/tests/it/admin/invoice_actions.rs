@@ -1,6 +1,7 @@
 //! `tally invoices finalize|void|credit-note` and `tally subscriptions
 //! pause|resume` against `tally dev` on a manual clock, with a grace period so
-//! that drafts stay drafts until finalized by hand.
+//! that an invoice billing usage stays a draft until finalized by hand (one of
+//! in-advance fees only has no grace period: it is finalized at once).
 
 use std::time::{Duration, Instant};
 
@@ -87,12 +88,14 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
         )["id"],
     );
 
-    // November's platform fee, in advance: a draft for 48 hours, finalized by hand.
+    // November's platform fee, in advance: fees only, so no grace period —
+    // finalized (numbered, and sent to payments) by the bill run at once.
     run(&key, &["clock", "advance", "1h", "--address", address]).expect(0);
     let first =
         invoice_billed_for(&dev, &key, &customer, "BILLING_REASON_SUBSCRIPTION_CREATE").await;
-    assert_eq!(first["status"], "INVOICE_STATUS_DRAFT", "{first}");
+    assert_eq!(first["status"], "INVOICE_STATUS_FINALIZED", "{first}");
     let first_id = text(&first["id"]);
+    // Finalizing a finalized invoice by hand returns it as it is.
     let finalized = dev.json(&key, &["invoices", "finalize", &first_id]);
     assert_eq!(
         finalized["status"], "INVOICE_STATUS_FINALIZED",
@@ -100,8 +103,9 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
     );
     let number = text(&finalized["number"]);
     assert!(!number.is_empty(), "{finalized}");
+    assert_eq!(finalized["number"], first["number"], "{finalized}");
     assert_eq!(finalized["total"]["amount"], "499.00", "{finalized}");
-    // Finalizing again returns it as it is.
+    // Again, as text.
     let again = run(
         &key,
         &["invoices", "finalize", &first_id, "--address", address],
@@ -185,7 +189,8 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
         assert!(!refused.stderr.is_empty(), "{args:?}");
     }
 
-    // December: the cycle invoice is a draft, which cannot be voided yet.
+    // December: the cycle invoice bills November's usage, so it is a draft
+    // for 48 hours, which cannot be voided yet.
     run(
         &key,
         &["clock", "set", "2026-12-01T00:10:00Z", "--address", address],
@@ -193,6 +198,7 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
     .expect(0);
     let cycle =
         invoice_billed_for(&dev, &key, &customer, "BILLING_REASON_SUBSCRIPTION_CYCLE").await;
+    assert_eq!(cycle["status"], "INVOICE_STATUS_DRAFT", "{cycle}");
     let cycle_id = text(&cycle["id"]);
     let void = || {
         run(
@@ -219,7 +225,25 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
     );
     // --reason is required.
     run(&key, &["invoices", "void", &cycle_id, "--address", address]).expect(2);
-    dev.json(&key, &["invoices", "finalize", &cycle_id]);
+    // Finalized by hand before its grace period is over: numbered after November's.
+    let finalized_cycle = dev.json(&key, &["invoices", "finalize", &cycle_id]);
+    assert_eq!(
+        finalized_cycle["status"], "INVOICE_STATUS_FINALIZED",
+        "{finalized_cycle}"
+    );
+    let cycle_number = text(&finalized_cycle["number"]);
+    assert!(
+        !cycle_number.is_empty() && cycle_number != number,
+        "{finalized_cycle}"
+    );
+    assert!(
+        finalized_cycle["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line["kind"] == "INVOICE_LINE_KIND_USAGE"),
+        "{finalized_cycle}"
+    );
     let voided = void().expect(0);
     assert_mentions(
         &voided.stdout,
