@@ -27,7 +27,7 @@ pub enum SubscriptionsCommand {
     Create(CreateArgs),
     /// Lists subscriptions, of one customer or plan if given.
     List {
-        /// Only this customer's (`cus_…`).
+        /// Only this customer's (`cus_…` or the external id).
         #[arg(long)]
         customer: Option<String>,
         /// Only subscriptions on this plan (`plan_…`).
@@ -91,7 +91,7 @@ pub struct ResumeArgs {
 /// Options of `tally subscriptions create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The customer, `cus_…`.
+    /// The customer: `cus_…`, or the external id.
     #[arg(long)]
     customer: String,
     #[command(flatten)]
@@ -274,12 +274,13 @@ type Client = SubscriptionServiceClient<super::Authenticated>;
 pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
     match command {
         SubscriptionsCommand::Create(args) => {
+            let customer_id = customer_id_of(&args.target, &args.customer).await?;
             let request = CreateSubscriptionRequest {
                 idempotency_key: idempotency_key(
                     args.idempotency_key.as_deref(),
                     "subscription-create",
                 ),
-                customer_id: args.customer.clone(),
+                customer_id,
                 plan_version_id: args.plan.resolve(&args.catalog, &args.target).await?,
                 start_at: parse_optional_time("--start-at", args.start_at.as_deref())?,
                 billing_anchor_at: parse_optional_time(
@@ -303,12 +304,13 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
             plan,
             target,
         } => {
-            let subscriptions = list_subscriptions(
-                &target,
-                customer.as_deref().unwrap_or_default(),
-                plan.as_deref().unwrap_or_default(),
-            )
-            .await?;
+            let customer_id = match &customer {
+                Some(customer) => customer_id_of(&target, customer).await?,
+                None => String::new(),
+            };
+            let subscriptions =
+                list_subscriptions(&target, &customer_id, plan.as_deref().unwrap_or_default())
+                    .await?;
             print_many(
                 target.output,
                 &subscriptions,
@@ -428,6 +430,15 @@ pub async fn list_subscriptions(
         Ok((page.subscriptions, page.next_page_token))
     })
     .await
+}
+
+/// A `cus_…` id as is; anything else looked up as an external id.
+async fn customer_id_of(target: &Target, customer: &str) -> anyhow::Result<String> {
+    if customer.starts_with("cus_") {
+        return Ok(customer.to_owned());
+    }
+    let channel = connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?;
+    super::usage::customer_id(&channel, customer).await
 }
 
 async fn client(target: &Target) -> anyhow::Result<Client> {

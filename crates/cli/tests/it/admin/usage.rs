@@ -1,5 +1,6 @@
 //! `tally usage show|cost|unrated` and `tally invoices upcoming` against
-//! `tally dev`: what an AI-inference team checks first, from the terminal.
+//! `tally dev`: what an AI-inference team checks first, from the terminal;
+//! customers named by their external id (`subscriptions create|list` too).
 
 use std::time::{Duration, Instant};
 
@@ -59,8 +60,9 @@ pub async fn subscribed_customer() -> (
         &[
             "subscriptions",
             "create",
+            // The external id works where a customer is named.
             "--customer",
-            &customer,
+            "acme",
             "--plan",
             "inference_pro",
             "--start-at",
@@ -262,6 +264,29 @@ async fn usage_cost_unrated_and_the_upcoming_invoice_from_the_terminal() {
     let one = dev.json(&key, &["invoices", "upcoming", &subscription]);
     assert_eq!(one["status"], "INVOICE_STATUS_DRAFT", "{one}");
     run(&key, &["invoices", "upcoming", "--address", address]).expect(2);
+
+    // Subscriptions by external id too; an unknown one is refused, named.
+    let listed = dev.json(&key, &["subscriptions", "list", "--customer", "acme"]);
+    assert_eq!(listed[0]["customerId"], Value::String(customer.clone()));
+    let unknown = run(
+        &key,
+        &[
+            "subscriptions",
+            "list",
+            "--customer",
+            "nobody",
+            "--address",
+            address,
+        ],
+    )
+    .expect(1);
+    assert!(
+        unknown
+            .stderr
+            .contains("GetCustomer (external id nobody) failed: NotFound"),
+        "{}",
+        unknown.stderr
+    );
 
     // A customer without a subscription has no current period: say what to do.
     let beta = dev.json(
