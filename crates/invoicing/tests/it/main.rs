@@ -16,5 +16,5 @@ mod stub_periods;
 mod subscriptions;
 mod support;
 mod throughput;
-mod violations;
 mod upcoming;
+mod violations;
