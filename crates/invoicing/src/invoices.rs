@@ -570,7 +570,7 @@ impl Context {
                     let billed_amount = billed
                         .amount
                         .as_ref()
-                        .and_then(|value| value.amount.parse::<Decimal>().ok())
+                        .and_then(|value| tally_proto::convert::decimal(&value.amount).ok())
                         .unwrap_or(Decimal::ZERO);
                     let credited: Decimal = earlier
                         .iter()
@@ -581,7 +581,7 @@ impl Context {
                             earlier
                                 .amount
                                 .as_ref()
-                                .and_then(|value| value.amount.parse::<Decimal>().ok())
+                                .and_then(|value| tally_proto::convert::decimal(&value.amount).ok())
                         })
                         .sum();
                     if amount.amount() > billed_amount - credited {
@@ -601,7 +601,7 @@ impl Context {
             .filter_map(|line| {
                 line.amount
                     .as_ref()
-                    .and_then(|value| value.amount.parse::<Decimal>().ok())
+                    .and_then(|value| tally_proto::convert::decimal(&value.amount).ok())
             })
             .sum();
         balance.check_credit(total)?;

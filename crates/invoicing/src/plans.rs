@@ -11,8 +11,6 @@
 //! included units, within the charge's minimum and maximum). A recurring
 //! charge with another model is refused when subscribing (FAILED_PRECONDITION).
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -90,11 +88,11 @@ fn precondition(message: String) -> InvoicingError {
 }
 
 fn wire_decimal(value: Option<&tally_proto::common::Decimal>) -> Option<Decimal> {
-    value.and_then(|value| Decimal::from_str(&value.value).ok())
+    value.and_then(|value| tally_proto::convert::decimal(&value.value).ok())
 }
 
 fn wire_amount(value: Option<&tally_proto::common::Money>) -> Option<Decimal> {
-    value.and_then(|value| Decimal::from_str(&value.amount).ok())
+    value.and_then(|value| tally_proto::convert::decimal(&value.amount).ok())
 }
 
 /// The fee of one unit per period of a recurring charge.

@@ -14,7 +14,6 @@
 //! and never emitted twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr as _;
 
 use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Counter;
@@ -250,7 +249,7 @@ fn usage_quantity(lines: &[UsageCharge], meter_code: &str) -> Result<Decimal, Ra
 
 fn sum<'a>(mut values: impl Iterator<Item = &'a str>) -> Result<Decimal, RatingError> {
     values.try_fold(Decimal::ZERO, |total, value| {
-        let value = Decimal::from_str(value).map_err(|error| {
+        let value = tally_proto::convert::decimal(value).map_err(|error| {
             RatingError::Corrupt(format!("priced line value {value:?}: {error}"))
         })?;
         total
