@@ -118,7 +118,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                     _ => 3,
                 };
                 counts[slot] += 1;
-                if slot <= 1 {
+                if slot <= 1 && sent.len() < crate::events_rating::MAX_FOLLOWED {
                     sent.push(Sent {
                         line: *number,
                         customer_id,

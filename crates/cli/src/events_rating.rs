@@ -18,6 +18,10 @@ use tally_proto::rating::{EventRatingState, GetEventRatingStatusRequest};
 use crate::admin::Authenticated;
 use crate::admin::usage::{hints, reason_name};
 
+/// Most accepted events followed (the first ones sent): a bulk load of
+/// millions is checked with `tally usage unrated` instead of held in memory.
+pub const MAX_FOLLOWED: usize = 100_000;
+
 /// Most ids asked about per call (the RPC's limit).
 const IDS_PER_CALL: usize = 1000;
 
@@ -56,6 +60,7 @@ pub async fn report(
     if sent.is_empty() {
         return Ok(());
     }
+    let followed = sent.len();
     let mut rating = RatingServiceClient::new(channel);
     let bound = wait.unwrap_or(SHORT_LOOK);
     let started = Instant::now();
@@ -97,10 +102,15 @@ pub async fn report(
         );
     }
     eprintln!(
-        "rated {}, unrated {}, not rated yet {}",
+        "rated {}, unrated {}, not rated yet {}{}",
         tally.rated,
         tally.unrated.len(),
-        tally.pending.len()
+        tally.pending.len(),
+        if followed == MAX_FOLLOWED {
+            format!(" (of the first {MAX_FOLLOWED} accepted; `tally usage unrated` lists all)")
+        } else {
+            String::new()
+        }
     );
     for hint in hints(tally.unrated.iter().map(|unrated| unrated.3)) {
         eprintln!("{hint}");
