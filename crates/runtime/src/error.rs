@@ -111,19 +111,20 @@ impl FieldViolation {
             }
             _ => ("", message),
         };
-        if field.ends_with("page_token") || field.ends_with("resume_token") {
-            return Self::new(field, "invalid_page_token", description);
-        }
         Self::inferred(field, description)
     }
 
     /// A violation on `field` whose only statement is its `description`:
     /// the rule is `required` when the description is `is required` or
-    /// `required`, otherwise the generic `invalid_value`.
+    /// `required`, `invalid_page_token` on a page or resume token, otherwise
+    /// the generic `invalid_value`.
     pub fn inferred(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
         let description = description.into();
         let rule = if matches!(description.as_str(), "is required" | "required") {
             "required"
+        } else if field.ends_with("page_token") || field.ends_with("resume_token") {
+            "invalid_page_token"
         } else {
             "invalid_value"
         };
@@ -362,6 +363,38 @@ mod tests {
         let status: tonic::Status = ServiceError::new(ErrorKind::NotFound, "gone").into();
         assert!(status_violations(&status).is_empty());
         assert_eq!(ErrorKind::Aborted.grpc_code(), tonic::Code::Aborted);
+    }
+
+    #[test]
+    fn text_only_violations_get_a_rule() {
+        let rules = |violation: FieldViolation| (violation.field, violation.rule);
+        assert_eq!(
+            rules(FieldViolation::from_message("customer_id: is required")),
+            ("customer_id".into(), "required".into())
+        );
+        assert_eq!(
+            rules(FieldViolation::from_message(
+                "page_token: \"x\" was not issued for this listing"
+            )),
+            ("page_token".into(), "invalid_page_token".into())
+        );
+        assert_eq!(
+            rules(FieldViolation::from_message(
+                "event_ids: between 1 and 100 ids, got 0"
+            )),
+            ("event_ids".into(), "invalid_value".into())
+        );
+        assert_eq!(
+            rules(FieldViolation::from_message("sub_1 2025-01: went wrong")),
+            (String::new(), "invalid_value".into())
+        );
+        assert_eq!(
+            rules(FieldViolation::inferred(
+                "page_token",
+                "is not a token of this listing"
+            )),
+            ("page_token".into(), "invalid_page_token".into())
+        );
         assert_eq!(
             ErrorKind::IdempotencyConflict.grpc_code(),
             tonic::Code::AlreadyExists
