@@ -43,9 +43,14 @@ pub struct SendArgs {
     /// The ingest gRPC address (`host:port` means plaintext `http://`).
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "TALLY_ADDRESS")]
     address: String,
-    /// API key with the `ingest` scope.
+    /// API key with the `ingest` scope (and `read` to see what rating made
+    /// of the events).
     #[arg(long, env = "TALLY_API_KEY")]
     api_key: String,
+    /// Rating's gRPC address, asked what it made of the accepted events
+    /// (default: --address, as `tally dev` serves everything there).
+    #[arg(long)]
+    rating_address: Option<String>,
     /// Events per `IngestBatch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -146,8 +151,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     eprintln!(
         "accepted {accepted}, duplicate {duplicate}, conflict {conflict}, rejected {rejected}, unreadable {unreadable}"
     );
+    let rating = match &args.rating_address {
+        Some(address) => crate::admin::connect(address, &args.api_key, None).await?,
+        None => channel,
+    };
     crate::events_rating::report(
-        channel,
+        rating,
         sent,
         args.wait_rated.map(std::time::Duration::from_secs),
     )

@@ -78,6 +78,17 @@ pub async fn report(
                 );
                 return Ok(());
             }
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                // A cluster's ingest: rating is served elsewhere.
+                let text = "rating not checked: the address does not serve rating (pass \
+                            --rating-address, e.g. rating's in a cluster); see what is not \
+                            billed with `tally usage unrated`";
+                if wait.is_some() {
+                    anyhow::bail!("{text}");
+                }
+                eprintln!("{text}");
+                return Ok(());
+            }
             Err(status) => {
                 return Err(crate::admin::refused("GetEventRatingStatus", &status));
             }

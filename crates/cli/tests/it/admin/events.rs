@@ -2,9 +2,9 @@
 //! mistakes are accepted (a customer may be created later) but never quietly
 //! unbilled.
 
-use super::support::{create_key, run_with_stdin};
 use std::time::Duration;
 
+use super::support::{create_key, run_with_stdin};
 use super::usage::{events, poll, subscribed_customer};
 
 #[tokio::test]
@@ -169,5 +169,52 @@ async fn rejected_list_has_a_header_and_the_full_reason() {
         listed.stderr.contains("1 open rejected events"),
         "{}",
         listed.stderr
+    );
+}
+
+#[tokio::test]
+async fn without_rating_at_the_address_events_send_says_where_to_look() {
+    let database = tally_testkit::postgres::database().await;
+    let key = create_key(&database.url, "admin");
+    // A cluster's ingest alone: rating is served elsewhere.
+    let ingest = super::support::Service::start(&database.url, "ingest", &[]).await;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let line = format!(
+        "{{\"id\": \"w1\", \"customerId\": \"cus_acme\", \"eventType\": \"llm_tokens\", \
+         \"timestamp\": \"{now}\", \"properties\": {{\"tokens\": \"1\"}}}}\n"
+    );
+    let sent = poll(Duration::from_secs(30), "the new key is known", || {
+        let sent = run_with_stdin(
+            &key,
+            &["events", "send", "--address", &ingest.address],
+            Some(&line),
+        );
+        (!sent.stderr.contains("Unauthenticated")).then_some(sent)
+    })
+    .expect(0);
+    assert!(
+        sent.stderr
+            .contains("rating not checked: the address does not serve rating"),
+        "{}",
+        sent.stderr
+    );
+    assert!(sent.stderr.contains("--rating-address"), "{}", sent.stderr);
+    // Waiting for rating that cannot be asked fails.
+    let waited = run_with_stdin(
+        &key,
+        &[
+            "events",
+            "send",
+            "--wait-rated",
+            "--address",
+            &ingest.address,
+        ],
+        Some(&line),
+    )
+    .expect(1);
+    assert!(
+        waited.stderr.contains("does not serve rating"),
+        "{}",
+        waited.stderr
     );
 }
