@@ -159,15 +159,9 @@ fn time_range(
     range: Option<&tally_proto::common::TimeRange>,
     field: &str,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), Status> {
-    let range = range.ok_or_else(|| invalid_rule(field, "required", "is required"))?;
-    let start = timestamp_to_chrono(range.start_time, &format!("{field}.start_time"))?;
-    let end = timestamp_to_chrono(range.end_time, &format!("{field}.end_time"))?;
-    if end <= start {
-        return Err(invalid_argument(format!(
-            "{field}: end_time must be after start_time"
-        )));
-    }
-    Ok((start, end))
+    let period = tally_proto::convert::required_period(range, field)
+        .map_err(|violation| Status::from(ServiceError::invalid(vec![violation.into()])))?;
+    Ok((period.start(), period.end()))
 }
 
 /// Processes one stream batch; the answer carries its sequence number.

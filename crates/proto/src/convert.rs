@@ -29,6 +29,8 @@ pub mod rule {
     pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
     /// A timestamp with negative nanos or outside the representable range.
     pub const INVALID_TIMESTAMP: &str = "invalid_timestamp";
+    /// A time range whose end is not after its start.
+    pub const INVALID_RANGE: &str = "invalid_range";
 }
 
 /// One broken rule on one field, as a reader found it. The description does
@@ -266,6 +268,27 @@ pub fn time_range(start: DateTime<Utc>, end: DateTime<Utc>) -> common::TimeRange
         start_time: Some(timestamp(start)),
         end_time: Some(timestamp(end)),
     }
+}
+
+/// A required, bounded `[start, end)` range as a period: absent is
+/// `required` on `field`; each end is a [`required_instant`]
+/// (`{field}.start_time`, `{field}.end_time`); an end not after the start is
+/// `invalid_range` on `{field}.end_time`.
+pub fn required_period(
+    range: Option<&common::TimeRange>,
+    field: &str,
+) -> Result<Period, Violation> {
+    let range = range.ok_or_else(|| required(field))?;
+    let start = required_instant(range.start_time.as_ref(), &format!("{field}.start_time"))?;
+    let end_field = format!("{field}.end_time");
+    let end = required_instant(range.end_time.as_ref(), &end_field)?;
+    Period::new(start, end).map_err(|_| {
+        Violation::new(
+            &end_field,
+            rule::INVALID_RANGE,
+            format!("must be after {field}.start_time"),
+        )
+    })
 }
 
 /// A period on the wire.
