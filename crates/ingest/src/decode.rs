@@ -45,7 +45,8 @@ pub fn decode(payload: &[u8], content_type: Option<&str>) -> Incoming {
             match WireEvent::decode(payload) {
                 Ok(event) => Incoming::Event(event),
                 Err(error) => undecodable(format!(
-                    "not a protobuf tally.events.v1.UsageEvent: {error}"
+                    "not a protobuf tally.events.v1.UsageEvent: {error}{}",
+                    json_hint(payload, content_type)
                 )),
             }
         }
@@ -57,6 +58,26 @@ pub fn decode(payload: &[u8], content_type: Option<&str>) -> Incoming {
             "unsupported content-type {other:?}: use {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
         )),
     }
+}
+
+/// What to do when bytes read as protobuf (the default without a
+/// `content-type`) are a JSON object: the publisher forgot the attribute.
+fn json_hint(payload: &[u8], content_type: Option<&str>) -> String {
+    let looks_like_json = payload.trim_ascii_start().starts_with(b"{")
+        && serde_json::from_slice::<serde_json::Value>(payload)
+            .is_ok_and(|value| value.is_object());
+    if !looks_like_json {
+        return String::new();
+    }
+    let given = match content_type {
+        None | Some("") => {
+            "the message has no content-type attribute, so it was read as protobuf".to_owned()
+        }
+        Some(given) => format!("its content-type attribute is {given:?}"),
+    };
+    format!(
+        "; the payload looks like JSON but {given}: set the content-type attribute to {CONTENT_TYPE_JSON}"
+    )
 }
 
 /// The JSON form: camelCase (the proto3 mapping) or snake_case names.
@@ -227,8 +248,26 @@ mod tests {
         );
         assert!(matches!(
             decode(&[0xff, 0xff, 0xff], Some(CONTENT_TYPE_PROTOBUF)),
-            Incoming::Undecodable { .. }
+            Incoming::Undecodable { reason, .. } if !reason.contains("JSON")
         ));
+    }
+
+    #[test]
+    fn json_read_as_protobuf_says_to_set_the_content_type() {
+        let json = br#" {"id":"e","customerId":"cus_a","eventType":"api_calls"}"#;
+        for content_type in [None, Some(""), Some(CONTENT_TYPE_PROTOBUF)] {
+            let Incoming::Undecodable { reason, .. } = decode(json, content_type) else {
+                panic!("JSON is not protobuf");
+            };
+            assert!(
+                reason.starts_with("not a protobuf tally.events.v1.UsageEvent")
+                    && reason
+                        .contains("looks like JSON but the message has no content-type attribute")
+                        == content_type.is_none_or(str::is_empty)
+                    && reason.ends_with("set the content-type attribute to application/json"),
+                "{reason}"
+            );
+        }
     }
 
     proptest! {

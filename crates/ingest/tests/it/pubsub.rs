@@ -179,6 +179,47 @@ async fn the_pubsub_intake_takes_protobuf_and_json_and_keeps_what_it_rejects() {
     running.await.unwrap().unwrap();
 }
 
+/// A JSON event published without `content-type` is read as protobuf (the
+/// default) and rejected; the reason says which attribute to set.
+#[tokio::test]
+async fn json_without_a_content_type_is_rejected_with_the_attribute_to_set() {
+    let bus = in_process();
+    let mut h = harness_with(Arc::clone(&bus), IngestConfig::default()).await;
+    let body = r#"{"id":"js-1","customerId":"cus_a","eventType":"api_calls","properties":{"tokens":"12"}}"#;
+    let mut message = Message::new("", 1, body.as_bytes().to_vec()).with_ordering_key("cus_a");
+    message.message_type = String::new();
+    assert!(!message.attributes.contains_key("content-type"));
+    bus.publish(topics::USAGE_EVENTS, message).await.unwrap();
+
+    let shutdown = Shutdown::new();
+    let intake = h.ingest.intake();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { intake.run(shutdown).await })
+    };
+    wait_for(&mut h, "SELECT count(*) FROM ingest.rejected_events", 1).await;
+    let listed = h
+        .client
+        .list_rejected_events(tally_proto::ingest::ListRejectedEventsRequest {
+            rule: "undecodable".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rejection = listed.rejected_events[0].rejection.clone().unwrap();
+    let reason = &rejection.violations[0].description;
+    assert!(
+        reason.starts_with("not a protobuf tally.events.v1.UsageEvent")
+            && reason.contains("the payload looks like JSON")
+            && reason.ends_with("set the content-type attribute to application/json"),
+        "{reason}"
+    );
+    assert_eq!(rejection.raw_payload, body.as_bytes());
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_message_that_cannot_be_stored_is_dead_lettered_after_the_attempt_limit() {
     let bus = in_process();
