@@ -31,7 +31,7 @@ use crate::rerate::api::{get_rerate_job, rerate_subscription};
 use crate::thresholds::api::{delete_threshold, list_thresholds, set_threshold};
 use crate::usage::store::PhaseRow;
 use crate::usage_query::get_usage;
-use crate::wire::{instant, money, time_range, timestamp};
+use crate::wire::{money, time_range, timestamp};
 
 /// Most pairs one `BatchGetUsageCharges` prices.
 const MAX_BATCH_REQUESTS: usize = 1000;
@@ -467,14 +467,7 @@ fn page_after(token: &str) -> Result<Option<(DateTime<Utc>, String, String)>, Ra
 }
 
 fn required_period(range: Option<&tally_proto::common::TimeRange>) -> Result<Period, RatingError> {
-    let range = range.ok_or_else(|| RatingError::InvalidArgument("period: is required".into()))?;
-    let start = instant(range.start_time.as_ref())
-        .ok_or_else(|| RatingError::InvalidArgument("period.start_time: is required".into()))?;
-    let end = instant(range.end_time.as_ref())
-        .ok_or_else(|| RatingError::InvalidArgument("period.end_time: is required".into()))?;
-    Period::new(start, end).map_err(|_| {
-        RatingError::InvalidArgument("period.end_time: must be after period.start_time".into())
-    })
+    Ok(tally_proto::convert::required_period(range, "period")?)
 }
 
 fn not_a_period(subscription_id: &str, period: &Period) -> RatingError {
