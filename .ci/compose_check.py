@@ -12,7 +12,8 @@ the pieces fit. Run through .ci/compose-validate, which installs the tools.
    the key peer-key registers, reaches hosts that exist, and is health-checked
    over gRPC; the topics match crates/bus/src/topics.rs; mounted files exist.
 4. The topic setup script runs against the real Pub/Sub emulator, twice (idempotent),
-   and the subscriptions come out ordered with their dead-letter policy.
+   and the subscriptions come out with their dead-letter policy, ordered exactly where
+   the code creates them ordered.
 5. With TALLY_BIN set, the real binary accepts each container's command and environment.
 6. The Dockerfile the migrate service builds, parsed with BuildKit's parser: stages,
    a numeric non-root user, ENTRYPOINT tally, CI's build command, the build context.
@@ -36,7 +37,17 @@ import dockerfile
 import yaml
 from compose_spec import PyOptions
 
-from deploy_checks import ROOT, Checks, bad_tally_variables, code_subscriptions, code_topics, run_binary, tally_binary
+from deploy_checks import (
+    ROOT,
+    Checks,
+    bad_tally_variables,
+    code_ordered_subscriptions,
+    code_subscriptions,
+    code_topics,
+    run_binary,
+    setup_entry_is_ordered,
+    tally_binary,
+)
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TALLY_SERVICES = ["ingest", "rating", "invoicing", "payments"]
@@ -171,6 +182,13 @@ def check_wiring(checks: Checks, compose: dict) -> None:
     named = {entry.split("=", 1)[0] for entry in entries}
     for constant, name in code_subscriptions().items():
         checks.check(name in named, f"pubsub-setup does not create {name} ({constant})")
+    ordered = code_ordered_subscriptions()
+    for entry in entries:
+        name = entry.split("=", 1)[0]
+        checks.check(
+            setup_entry_is_ordered(entry) == (name in ordered),
+            f"pubsub-setup entry {entry} is {'ordered' if name in ordered else 'unordered'} as the code creates it",
+        )
     project = env_of(services.get("ingest", {})).get("TALLY_BUS__PROJECT_ID")
     checks.check(setup_env.get("PUBSUB_PROJECT_ID") == project, f"pubsub-setup creates topics in the services' project {project}")
     emulator_command = " ".join(services.get("pubsub", {}).get("command", []))
@@ -264,12 +282,17 @@ def check_setup_script(checks: Checks, compose: dict) -> None:
         created = 0
         for entry in setup_env["PUBSUB_SUBSCRIPTIONS"].split():
             name, target = entry.split("=", 1)
-            topic, _, deadline = target.partition(":")
-            deadline = int(deadline or setup_env.get("PUBSUB_ACK_DEADLINE_SECONDS", "30"))
+            topic, *options = target.split(":")
+            seconds = [option for option in options if option != "ordered"]
+            deadline = int(seconds[0] if seconds else setup_env.get("PUBSUB_ACK_DEADLINE_SECONDS", "30"))
+            ordered = "ordered" in options
             with urllib.request.urlopen(f"http://{host}/v1/projects/{project}/subscriptions/{name}", timeout=10) as response:
                 subscription = json.load(response)
             checks.check(subscription.get("topic") == f"projects/{project}/topics/{topic}", f"{name} reads {topic}")
-            checks.check(subscription.get("enableMessageOrdering") is True, f"{name} is ordered")
+            checks.check(
+                bool(subscription.get("enableMessageOrdering", False)) == ordered,
+                f"{name} is {'ordered' if ordered else 'unordered'}: {subscription.get('enableMessageOrdering')}",
+            )
             checks.check(subscription.get("ackDeadlineSeconds") == deadline, f"{name} has a {deadline} s ack deadline")
             policy = subscription.get("deadLetterPolicy", {})
             checks.check(

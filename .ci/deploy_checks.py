@@ -91,6 +91,23 @@ def code_subscriptions() -> dict[str, str]:
     return found
 
 
+def code_ordered_subscriptions() -> set[str]:
+    """Subscriptions the services create ordered (`SubscriptionConfig::ordered(<CONSTANT>, …)`);
+    every other one is unordered."""
+    by_constant = {key.split("::")[-1]: name for key, name in code_subscriptions().items()}
+    found = set()
+    for path in sorted(ROOT.glob("crates/*/src/**/*.rs")):
+        for constant in re.findall(r"SubscriptionConfig::ordered\(\s*(\w+_SUBSCRIPTION)\b", path.read_text()):
+            if constant in by_constant:
+                found.add(by_constant[constant])
+    return found
+
+
+def setup_entry_is_ordered(entry: str) -> bool:
+    """Whether a pubsub-setup.sh entry (subscription=topic[:seconds][:ordered]) asks for order."""
+    return "ordered" in entry.split("=", 1)[-1].split(":")[1:]
+
+
 def tally_binary() -> Path | None:
     """The binary named by TALLY_BIN (set by .ci/run after the release build), if any."""
     value = os.environ.get("TALLY_BIN", "")

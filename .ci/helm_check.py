@@ -36,10 +36,12 @@ from deploy_checks import (
     Checks,
     bad_tally_variables,
     cli_variables,
+    code_ordered_subscriptions,
     code_subscriptions,
     code_topics,
     config_sections,
     run_binary,
+    setup_entry_is_ordered,
     struct_fields,
     tally_binary,
 )
@@ -249,6 +251,13 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
         named = {entry.split("=", 1)[0] for entry in entries}
         for constant, name in code_subscriptions().items():
             checks.check(name in named, f"{prefix} pubsub.subscriptions lacks {name} ({constant})")
+        ordered = code_ordered_subscriptions()
+        for entry in entries:
+            name = entry.split("=", 1)[0]
+            checks.check(
+                setup_entry_is_ordered(entry) == (name in ordered),
+                f"{prefix} subscription {entry} is {'ordered' if name in ordered else 'unordered'} as the code creates it",
+            )
 
     # Pods: hardening, identity, Secrets by reference only.
     service_account = RELEASE if effective["serviceAccount"]["create"] else effective["serviceAccount"]["name"]

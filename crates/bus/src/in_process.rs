@@ -60,6 +60,8 @@ struct KeyOwner {
 struct Entry {
     sequence: u64,
     attempts: u32,
+    /// When it was published (kept on redelivery, like Pub/Sub's publish time).
+    published_at: chrono::DateTime<chrono::Utc>,
     message: Message,
 }
 
@@ -82,6 +84,7 @@ impl Queue {
         state.pending.push_back(Entry {
             sequence,
             attempts: 0,
+            published_at: chrono::Utc::now(),
             message,
         });
         drop(state);
@@ -124,7 +127,8 @@ impl Queue {
                 queue: Arc::clone(self),
                 delivery: Some((entry.sequence, entry.attempts)),
             }),
-        );
+        )
+        .with_published_at(entry.published_at);
         state.in_flight.insert(entry.sequence, entry);
         Some(delivery)
     }
@@ -300,7 +304,10 @@ impl Bus for InProcessBus {
         let id = queue
             .next_stream
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Box::new(InProcessStream { queue, id }))
+        Ok(crate::age::track(
+            subscription,
+            Box::new(InProcessStream { queue, id }),
+        ))
     }
 }
 

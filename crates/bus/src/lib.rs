@@ -7,16 +7,23 @@
 //! - **at-least-once**: a message is redelivered until acked; a nack, a dropped
 //!   delivery or a crashed consumer means redelivery;
 //! - **per-key order**: on an ordered subscription, messages with the same
-//!   ordering key (the customer id) are delivered one at a time, in publish order;
+//!   ordering key (the customer id) are delivered one at a time, in publish order.
+//!   Only consumers whose effects depend on the order use one (see
+//!   `docs/architecture.md`, "Ordering per topic"); the others are unordered;
 //! - **dead letters**: [`consumer::Consumer`] moves a message that failed
 //!   `max_delivery_attempts` times to the subscription's dead-letter topic,
 //!   with the failure reason in its attributes, and acks it;
-//! - **trace context** travels in the `traceparent`/`tracestate` attributes.
+//! - **trace context** travels in the `traceparent`/`tracestate` attributes;
+//! - **visible age**: every delivery carries its publish time, and [`age`]
+//!   reports how old the messages a process has received but not settled are
+//!   (`tally.bus.oldest_unacked_age_seconds`) and how old they were on arrival
+//!   (`tally.bus.delivery_age`).
 //!
 //! Consumers make effects idempotent with the [`inbox`] (record the message id
 //! in the same transaction as the effect). Producers publish exactly what they
 //! committed through the [`outbox`].
 
+pub mod age;
 pub mod consumer;
 pub mod in_process;
 pub mod inbox;
@@ -70,7 +77,8 @@ pub struct SubscriptionConfig {
 }
 
 impl SubscriptionConfig {
-    /// An ordered subscription `name` on `topic`, dead-lettering to `<name>-dead-letter`.
+    /// An ordered subscription `name` on `topic`, dead-lettering to `<name>-dead-letter`:
+    /// for consumers whose effects depend on the order of a key's messages.
     pub fn ordered(name: impl Into<String>, topic: impl Into<String>) -> Self {
         let name = name.into();
         Self {
@@ -80,6 +88,17 @@ impl SubscriptionConfig {
             ordered: true,
             ack_deadline: Duration::from_secs(30),
             max_delivery_attempts: 5,
+        }
+    }
+
+    /// An unordered subscription `name` on `topic`, dead-lettering to
+    /// `<name>-dead-letter`: for consumers whose effects do not depend on the
+    /// order of delivery. Messages keep their ordering key (consumers may still
+    /// group by it); the backend just does not hold a key's later messages back.
+    pub fn unordered(name: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            ordered: false,
+            ..Self::ordered(name, topic)
         }
     }
 

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 /// Attribute: the producer's message id, stable across republishing (the inbox key).
 pub const ATTRIBUTE_MESSAGE_ID: &str = "tally-message-id";
 /// Attribute: full protobuf message name, e.g. `tally.events.v1.UsageAccepted`.
@@ -128,7 +130,12 @@ pub struct Delivery {
     pub message: Message,
     /// 1 for the first delivery, 2 for the first redelivery, …
     pub delivery_attempt: u32,
+    /// When the message was first published (the same on every redelivery),
+    /// if the backend says.
+    pub published_at: Option<DateTime<Utc>>,
     acknowledger: Box<dyn Acknowledger>,
+    /// Counts the delivery as held by this process until it is settled or dropped.
+    in_flight: Option<crate::age::InFlight>,
 }
 
 impl Delivery {
@@ -141,18 +148,33 @@ impl Delivery {
         Self {
             message,
             delivery_attempt,
+            published_at: None,
             acknowledger,
+            in_flight: None,
         }
+    }
+
+    /// Sets the publish time.
+    pub fn with_published_at(mut self, published_at: DateTime<Utc>) -> Self {
+        self.published_at = Some(published_at);
+        self
+    }
+
+    /// Marks the delivery as held until settled (see [`crate::age`]).
+    pub(crate) fn hold(&mut self, in_flight: crate::age::InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     /// Settles the delivery as done.
     pub fn ack(self) {
         self.acknowledger.ack();
+        drop(self.in_flight);
     }
 
     /// Asks for redelivery.
     pub fn nack(self) {
         self.acknowledger.nack();
+        drop(self.in_flight);
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::error::PublishError;
@@ -169,7 +170,10 @@ impl Bus for PubSubBus {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) if status_code(&error) == Some(Code::AlreadyExists) => Ok(()),
+            Err(error) if status_code(&error) == Some(Code::AlreadyExists) => {
+                self.warn_if_ordering_differs(config).await;
+                Ok(())
+            }
             Err(error) if status_code(&error) == Some(Code::NotFound) => {
                 Err(BusError::TopicNotFound(config.topic.clone()))
             }
@@ -203,23 +207,85 @@ impl Bus for PubSubBus {
     }
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn MessageStream>, BusError> {
+        let ordered = self.is_ordered(subscription).await;
         let stream = self
             .subscriber
             .subscribe(self.subscription_path(subscription))
             .set_max_lease_extension(self.lease_extension)
             .build();
-        Ok(Box::new(PubSubStream {
-            subscription: subscription.to_owned(),
-            stream,
-            local_attempts: HashMap::new(),
-            nacked_keys: Arc::default(),
-        }))
+        Ok(crate::age::track(
+            subscription,
+            Box::new(PubSubStream {
+                subscription: subscription.to_owned(),
+                stream,
+                ordered,
+                local_attempts: HashMap::new(),
+                nacked_keys: Arc::default(),
+            }),
+        ))
+    }
+}
+
+impl PubSubBus {
+    /// Whether `subscription` delivers in order (as it exists, whoever created
+    /// it). When it cannot be read, assume ordered: holding a nacked key's
+    /// later messages back is then merely slower, never out of order.
+    async fn is_ordered(&self, subscription: &str) -> bool {
+        match self
+            .subscription_admin
+            .get_subscription()
+            .set_subscription(self.subscription_path(subscription))
+            .send()
+            .await
+        {
+            Ok(existing) => existing.enable_message_ordering,
+            Err(error) => {
+                tracing::debug!(%subscription, %error, "cannot read the subscription; treating it as ordered");
+                true
+            }
+        }
+    }
+
+    /// Pub/Sub cannot change the ordering of an existing subscription: one
+    /// created ordered by an older release stays ordered. That keeps working
+    /// (Tally's consumers are correct either way, an ordered one is only
+    /// slower), but on the emulator an ordered subscription stops delivering a
+    /// disconnected consumer's keys, so say how to move (docs/operations.md,
+    /// "Pub/Sub topology").
+    async fn warn_if_ordering_differs(&self, config: &SubscriptionConfig) {
+        let existing = self
+            .subscription_admin
+            .get_subscription()
+            .set_subscription(self.subscription_path(&config.name))
+            .send()
+            .await;
+        match existing {
+            Ok(existing) if existing.enable_message_ordering != config.ordered => {
+                tracing::warn!(
+                    subscription = %config.name,
+                    existing_ordered = existing.enable_message_ordering,
+                    wanted_ordered = config.ordered,
+                    "the subscription exists with a different message ordering, which Pub/Sub cannot change; \
+                     it keeps working as it is; to switch without losing a message, snapshot it, delete it, \
+                     create it again and seek it to the snapshot (docs/operations.md, \"Pub/Sub topology\")"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(subscription = %config.name, %error, "cannot read the existing subscription");
+            }
+        }
     }
 }
 
 struct PubSubStream {
     subscription: String,
     stream: google_cloud_pubsub::subscriber::MessageStream,
+    /// Whether the subscription is ordered: only then are a nacked key's later
+    /// messages held back (on an unordered one the nacked message may well be
+    /// redelivered to another consumer, and holding its key back here would
+    /// only burn the other messages' delivery attempts).
+    ordered: bool,
     /// Attempt counts seen by this stream, used only if the service does not
     /// report them (no dead-letter policy on a subscription created elsewhere).
     local_attempts: HashMap<String, u32>,
@@ -258,7 +324,7 @@ impl MessageStream for PubSubStream {
                     return Some(Err(backend(error)));
                 }
             };
-            if !incoming.ordering_key.is_empty() {
+            if self.ordered && !incoming.ordering_key.is_empty() {
                 let mut nacked = self
                     .nacked_keys
                     .lock()
@@ -301,11 +367,24 @@ impl MessageStream for PubSubStream {
             );
             let acknowledger = PubSubAcknowledger {
                 handler: Some(handler),
-                ordering_key: incoming.ordering_key.clone(),
+                ordering_key: if self.ordered {
+                    incoming.ordering_key.clone()
+                } else {
+                    String::new()
+                },
                 pubsub_message_id: incoming.message_id.clone(),
                 nacked_keys: Arc::clone(&self.nacked_keys),
             };
-            return Some(Ok(Delivery::new(message, attempt, Box::new(acknowledger))));
+            let mut delivery = Delivery::new(message, attempt, Box::new(acknowledger));
+            if let Some(published_at) = incoming.publish_time.as_ref().and_then(|time| {
+                DateTime::<Utc>::from_timestamp(
+                    time.seconds(),
+                    time.nanos().try_into().unwrap_or(0),
+                )
+            }) {
+                delivery = delivery.with_published_at(published_at);
+            }
+            return Some(Ok(delivery));
         }
     }
 }
@@ -314,6 +393,7 @@ impl MessageStream for PubSubStream {
 struct PubSubAcknowledger {
     /// `None` once settled.
     handler: Option<Handler>,
+    /// The key to hold back after a nack (empty on an unordered subscription).
     ordering_key: String,
     pubsub_message_id: String,
     nacked_keys: NackedKeys,

@@ -16,6 +16,7 @@ mod load;
 mod load_rating;
 mod progress;
 mod rejected;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::credits::CreditsCommand,
     },
+    /// What waits between the services (outboxes, usage not yet rated, events
+    /// not yet applied), read from the database; exits 1 when something is stuck.
+    Status(status::StatusArgs),
     /// Load generators for the benchmarks (docs/benchmarks.md).
     Load {
         #[command(subcommand)]
@@ -148,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(load_config(file, None)?, args).await,
         Command::Serve { service } => app::serve(service, load_config(file, None)?).await,
         Command::Migrate => app::migrate(load_config(file, Some(&["database"]))?).await,
+        Command::Status(args) => status::run(load_config(file, Some(&["database"]))?, args).await,
         Command::Keys { command } => {
             keys::run(load_config(file, Some(&["database", "clock"]))?, command).await
         }

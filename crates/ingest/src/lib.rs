@@ -105,8 +105,11 @@ impl Ingest {
         })
     }
 
+    /// Unordered: acceptance is keyed by (customer, event id) and does not
+    /// depend on arrival order — a duplicate or a conflicting payload is found
+    /// whichever arrives first (docs/architecture.md, "Ordering per topic").
     fn subscription(deps: &IngestDeps) -> SubscriptionConfig {
-        SubscriptionConfig::ordered(USAGE_EVENTS_SUBSCRIPTION, topics::USAGE_EVENTS)
+        SubscriptionConfig::unordered(USAGE_EVENTS_SUBSCRIPTION, topics::USAGE_EVENTS)
             .with_max_delivery_attempts(deps.max_delivery_attempts)
             .with_ack_deadline(Duration::from_secs(60))
     }

@@ -25,6 +25,7 @@ pub struct IngestMetrics {
     batch_seconds: Histogram<f64>,
     dead_letters: Counter<u64>,
     relay_lag: Gauge<f64>,
+    published_events: Gauge<u64>,
 }
 
 /// A snapshot of the counters.
@@ -76,6 +77,12 @@ impl IngestMetrics {
                 .f64_gauge("tally.ingest.relay_lag_seconds")
                 .with_unit("s")
                 .with_description("Age of the oldest accepted batch not yet published on usage-accepted")
+                .build(),
+            published_events: meter
+                .u64_gauge("tally.ingest.published_events")
+                .with_description(
+                    "Accepted events of the log published on usage-accepted, all time (counted from the database; compare with tally.rating.applied_events)",
+                )
                 .build(),
         }
     }
@@ -135,6 +142,11 @@ impl IngestMetrics {
     /// Records the relay lag.
     pub fn record_relay_lag(&self, seconds: f64) {
         self.relay_lag.record(seconds, &[]);
+    }
+
+    /// Records how many accepted events have been published, all time.
+    pub fn record_published_events(&self, count: u64) {
+        self.published_events.record(count, &[]);
     }
 
     /// The counters now.

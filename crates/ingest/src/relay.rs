@@ -29,6 +29,10 @@ use crate::metrics::IngestMetrics;
 /// The protobuf type name on `usage-accepted`.
 pub const ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
 
+/// How often the relay counts the events published so far
+/// (`tally.ingest.published_events`): two index-only counts, so not every round.
+const COUNT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Publishes accepted batches.
 #[derive(Debug, Clone)]
 pub struct AcceptedRelay {
@@ -164,9 +168,32 @@ impl AcceptedRelay {
         Ok(lag.unwrap_or(0.0).max(0.0))
     }
 
-    /// Relays until `shutdown`, recording `tally.ingest.relay_lag_seconds`.
+    /// Accepted events published on `usage-accepted` so far: every event of
+    /// the log except those of batches still waiting for the relay. Rating
+    /// reports the events it applied the same way (`tally.rating.applied_events`),
+    /// so the two, compared, say how many accepted events rating has not seen.
+    pub async fn published_events(&self) -> Result<u64, sqlx::Error> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM ingest.event_keys) \
+                  - (SELECT coalesce(sum(event_count), 0) FROM ingest.accepted_batches)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Relays until `shutdown`, recording `tally.ingest.relay_lag_seconds`
+    /// and, every minute, `tally.ingest.published_events`.
     pub async fn run(self, shutdown: Shutdown) {
+        let mut next_count = tokio::time::Instant::now();
         while !shutdown.is_triggered() {
+            if tokio::time::Instant::now() >= next_count {
+                match self.published_events().await {
+                    Ok(count) => self.metrics.record_published_events(count),
+                    Err(error) => tracing::warn!(%error, "counting published events failed"),
+                }
+                next_count = tokio::time::Instant::now() + COUNT_INTERVAL;
+            }
             let relayed = self.relay_once().await;
             let wait = match &relayed {
                 Ok(0) => Duration::from_millis(20),

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod catalog;
 pub mod charges;
 mod error;
+pub mod metrics;
 pub mod replica;
 pub mod rerate;
 pub mod thresholds;
@@ -231,6 +232,7 @@ impl Rating {
         );
         tasks.extend([
             tokio::spawn(outbox.run(shutdown.clone())),
+            tokio::spawn(metrics::run(self.deps.pool.clone(), shutdown.clone())),
             tokio::spawn(async move { rerate_worker.run(rerate_shutdown).await }),
             tokio::spawn(async move {
                 if let Err(error) = replica.run(replica_shutdown).await {
@@ -242,12 +244,18 @@ impl Rating {
     }
 }
 
+/// Unordered: absorbing an event is commutative (every aggregation, `Latest`
+/// by event time and id included), each event is rated once by its key, and
+/// the lanes and per-customer locks serialise a customer's writes — arrival
+/// order changes no total (docs/architecture.md, "Ordering per topic").
 fn usage_subscription() -> SubscriptionConfig {
-    SubscriptionConfig::ordered(USAGE_SUBSCRIPTION, topics::USAGE_ACCEPTED)
+    SubscriptionConfig::unordered(USAGE_SUBSCRIPTION, topics::USAGE_ACCEPTED)
 }
 
+/// Unordered: every message is a full snapshot applied only when its version
+/// is higher than the stored one, so a late older snapshot changes nothing.
 fn subscription_events_subscription() -> SubscriptionConfig {
-    SubscriptionConfig::ordered(
+    SubscriptionConfig::unordered(
         SUBSCRIPTION_EVENTS_SUBSCRIPTION,
         topics::SUBSCRIPTION_EVENTS,
     )

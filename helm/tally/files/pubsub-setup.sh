@@ -1,9 +1,10 @@
 #!/bin/sh
 # Creates Tally's Pub/Sub topics and subscriptions, each subscription with its
 # dead-letter topic, the way the bus crate creates them (crates/bus/src/pubsub.rs):
-# ordered, a 30 s ack deadline, and a server-side dead-letter policy one attempt
-# after the consumer's own limit. Idempotent: what exists is left alone (an existing
-# subscription is not updated).
+# ordered only where the consumer needs it (entries marked :ordered), a 30 s ack
+# deadline, and a server-side dead-letter policy one attempt after the consumer's own
+# limit. Idempotent: what exists is left alone (an existing subscription is not
+# updated; Pub/Sub cannot change a subscription's ordering anyway).
 #
 # Speaks the Pub/Sub REST API with curl, so it runs in any image with sh and curl:
 # against the emulator when PUBSUB_EMULATOR_HOST is set, otherwise against
@@ -12,8 +13,9 @@
 #
 #   PUBSUB_PROJECT_ID             project holding the topics (required)
 #   PUBSUB_TOPICS                 space-separated topic names (required)
-#   PUBSUB_SUBSCRIPTIONS          space-separated subscription=topic[:ack-deadline-seconds]
-#                                 entries (may be empty)
+#   PUBSUB_SUBSCRIPTIONS          space-separated subscription=topic[:ack-deadline-seconds][:ordered]
+#                                 entries (may be empty); :ordered delivers each ordering
+#                                 key in order (docs/architecture.md, "Ordering per topic")
 #   PUBSUB_NAME_PREFIX            prepended to every name (bus.name_prefix)
 #   PUBSUB_MAX_DELIVERY_ATTEMPTS  bus.max_delivery_attempts (default 5)
 #   PUBSUB_ACK_DEADLINE_SECONDS   for entries without their own (default 30)
@@ -77,16 +79,32 @@ for entry in $subscriptions; do
   target="${entry#*=}"
   topic="${target%%:*}"
   deadline="${ack_deadline}"
-  if [ "$topic" != "$target" ]; then deadline="${target#*:}"; fi
-  case "$deadline" in ''|*[!0-9]*) deadline="" ;; esac
-  [ -n "$subscription" ] && [ -n "$topic" ] && [ -n "$deadline" ] && [ "$subscription" != "$entry" ] \
-    || { echo "bad subscription entry '${entry}': expected subscription=topic[:seconds]" >&2; exit 1; }
+  ordered=false
+  options=""
+  if [ "$topic" != "$target" ]; then options="${target#*:}"; fi
+  bad=""
+  saved_ifs="$IFS"
+  IFS=:
+  set -f
+  for option in $options; do
+    case "$option" in
+      ordered) ordered=true ;;
+      ''|*[!0-9]*) bad=1 ;;
+      *) deadline="$option" ;;
+    esac
+  done
+  set +f
+  IFS="$saved_ifs"
+  case "$target" in *:) bad=1 ;; esac
+  case "$options" in :*|*::*) bad=1 ;; esac
+  [ -n "$subscription" ] && [ -n "$topic" ] && [ -z "$bad" ] && [ "$subscription" != "$entry" ] \
+    || { echo "bad subscription entry '${entry}': expected subscription=topic[:seconds][:ordered]" >&2; exit 1; }
   dead_letter="${subscription}-dead-letter"
   put "$(topic_path "$dead_letter")" '{}'
   put "projects/${project}/subscriptions/${prefix}${subscription}" "{
     \"topic\": \"$(topic_path "$topic")\",
     \"ackDeadlineSeconds\": ${deadline},
-    \"enableMessageOrdering\": true,
+    \"enableMessageOrdering\": ${ordered},
     \"deadLetterPolicy\": {
       \"deadLetterTopic\": \"$(topic_path "$dead_letter")\",
       \"maxDeliveryAttempts\": ${server_attempts}

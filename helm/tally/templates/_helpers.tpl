@@ -108,7 +108,7 @@ securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* The topics, space-separated, and subscription=topic:ack-deadline entries, for pubsub-setup.sh. */}}
+{{/* The topics, space-separated, and subscription=topic:ack-deadline[:ordered] entries, for pubsub-setup.sh. */}}
 {{- define "tally.pubsubTopics" -}}
 {{- join " " .Values.pubsub.topics }}
 {{- end }}
@@ -116,7 +116,7 @@ securityContext:
 {{- define "tally.pubsubSubscriptions" -}}
 {{- $pairs := list }}
 {{- range .Values.pubsub.subscriptions }}
-{{- $pairs = append $pairs (printf "%s=%s:%d" .name .topic (int (.ackDeadlineSeconds | default $.Values.pubsub.ackDeadlineSeconds))) }}
+{{- $pairs = append $pairs (printf "%s=%s:%d%s" .name .topic (int (.ackDeadlineSeconds | default $.Values.pubsub.ackDeadlineSeconds)) (ternary ":ordered" "" (.ordered | default false))) }}
 {{- end }}
 {{- join " " $pairs }}
 {{- end }}

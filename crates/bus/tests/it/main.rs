@@ -5,4 +5,5 @@
 
 mod conformance;
 mod outbox;
+mod restart;
 mod support;

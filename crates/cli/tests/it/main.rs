@@ -9,3 +9,4 @@
 mod admin;
 mod dev;
 mod serve;
+mod status;

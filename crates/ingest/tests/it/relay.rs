@@ -66,6 +66,11 @@ async fn a_crash_between_commit_and_publish_loses_and_duplicates_nothing() {
     );
     assert!(crashing.relay_once().await.is_err());
     assert_eq!(
+        crashing.published_events().await.unwrap(),
+        0,
+        "nothing counts as published before its round is recorded"
+    );
+    assert_eq!(
         h.count("SELECT count(*) FROM ingest.accepted_batches")
             .await,
         3,
@@ -75,6 +80,11 @@ async fn a_crash_between_commit_and_publish_loses_and_duplicates_nothing() {
     // After restart the relay publishes everything again, then finishes.
     let restarted = h.restart().await;
     while restarted.ingest.relay().relay_once().await.unwrap() > 0 {}
+    assert_eq!(
+        restarted.ingest.relay().published_events().await.unwrap(),
+        u64::try_from(sent).unwrap(),
+        "tally.ingest.published_events counts each accepted event once"
+    );
     assert_eq!(
         restarted
             .count("SELECT count(*) FROM ingest.accepted_batches")

@@ -133,6 +133,13 @@ async fn consumers_rate_what_arrives(mut h: Harness) {
         .unwrap()
         .into_inner();
     assert_eq!(unrated.total_count, 0);
+    assert_eq!(
+        tally_rating::metrics::applied_events(&h.db.pool)
+            .await
+            .unwrap(),
+        9,
+        "tally.rating.applied_events counts each event once, however often it came"
+    );
     let letter = tokio::time::timeout(std::time::Duration::from_secs(30), dead_letters.next())
         .await
         .expect("the poison message is dead-lettered")
