@@ -9,6 +9,8 @@
 
 pub mod compose;
 pub mod fees;
+pub mod finalize;
 pub mod lines;
+pub mod prefetch;
 pub mod run;
 pub mod store;

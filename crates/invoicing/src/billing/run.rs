@@ -1,33 +1,20 @@
-//! The bill run and finalization.
+//! The bill run: due subscriptions and drafts in batches, each batch in one
+//! transaction, a failing item isolated and named. Rating's answers come
+//! from [`super::prefetch`]; finalization is [`super::finalize`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt as _;
-use rust_decimal::Decimal;
 use sqlx::PgConnection;
-use tally_domain::credit::CreditApplication;
-use tally_domain::ids::{CreditGrantId, CustomerId, InvoiceId};
-use tally_domain::invoice::Invoice as DomainInvoice;
-use tally_domain::money::Money;
-use tally_domain::period::Period;
-use tally_proto::events::invoice_event;
-use tally_proto::invoicing::{
-    self as proto, CollectionMode, InvoiceLine, InvoiceLineKind, invoice_line,
-};
+use tally_proto::invoicing::InvoiceLine;
 
 use super::compose::{Composer, LatePeriods, UsageCache};
-use super::fees::ROUNDING;
-use super::lines::Line;
-use super::store::{self, InvoiceRow};
+use super::finalize::{Known, Sealing};
+use super::store::{self};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
-use crate::wire::money;
-use crate::{Context, credits, customers, events};
-
-/// Most billing periods fetched ahead for one subscription (a subscription
-/// far behind asks for the rest while composing).
-const PREFETCH_LIMIT: usize = 64;
+use crate::{Context, credits, customers};
 
 /// Most failures a summary names (it counts them all).
 const MAX_NAMED_FAILURES: usize = 100;
@@ -86,7 +73,7 @@ impl RunSummary {
 
 /// One item of a bill run.
 #[derive(Clone, Debug)]
-enum Work {
+pub(super) enum Work {
     /// A subscription with a boundary due.
     Subscription { subscription_id: String },
     /// A draft to refresh with late usage, or to finalize after its grace.
@@ -97,7 +84,7 @@ enum Work {
 }
 
 impl Work {
-    fn subscription_id(&self) -> &str {
+    pub(super) fn subscription_id(&self) -> &str {
         match self {
             Work::Subscription { subscription_id }
             | Work::Draft {
@@ -147,32 +134,6 @@ impl Batch {
             without_credits: !self.with_credits.contains(customer_id),
         }
     }
-}
-
-/// What the caller of [`Context::prepare_finalization`] already read, so
-/// it is not read again.
-#[derive(Default)]
-pub(crate) struct Known<'a> {
-    /// The draft's lines, when the caller just wrote them.
-    pub(crate) lines: Option<Vec<InvoiceLine>>,
-    /// The invoice's customer.
-    pub(crate) customer: Option<&'a tally_proto::invoicing::Customer>,
-    /// The customer had no grant to burn when the batch began.
-    pub(crate) without_credits: bool,
-}
-
-/// A draft whose lines and credits are final, waiting for its number
-/// ([`Context::seal`]).
-pub(crate) struct Sealing {
-    pub(crate) invoice_id: String,
-    /// Its lines as stored, when the caller had them at hand.
-    pub(crate) lines: Option<Vec<InvoiceLine>>,
-    pub(crate) customer: tally_proto::invoicing::Customer,
-    pub(crate) currency: tally_domain::money::Currency,
-    pub(crate) subtotal: Decimal,
-    pub(crate) credits_total: Decimal,
-    pub(crate) total: Decimal,
-    pub(crate) due_at: DateTime<Utc>,
 }
 
 impl Context {
@@ -459,32 +420,6 @@ impl Context {
         Ok(summary)
     }
 
-    /// Rating's usage for every item of a batch ([`Self::prefetch_usages`]).
-    async fn prefetch_batch(
-        &self,
-        batch: Vec<Work>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(Work, UsageCache)>> {
-        let mut drafts = Vec::with_capacity(batch.len());
-        let mut connection = self.pool.acquire().await?;
-        for item in &batch {
-            drafts.push(match item {
-                Work::Subscription { .. } => None,
-                Work::Draft { invoice_id, .. } => {
-                    Some(store::load(&mut connection, invoice_id, false).await?)
-                }
-            });
-        }
-        drop(connection);
-        let targets: Vec<(&str, Option<&InvoiceRow>)> = batch
-            .iter()
-            .zip(&drafts)
-            .map(|(item, draft)| (item.subscription_id(), draft.as_ref()))
-            .collect();
-        let caches = self.prefetch_usages(&targets, now).await?;
-        Ok(batch.into_iter().zip(caches).collect())
-    }
-
     /// Invoices every boundary of a locked subscription that has passed;
     /// invoices whose grace is already over are prepared for finalization
     /// (pushed to `sealings`). Unless `rating_current` (rating has seen every
@@ -657,113 +592,6 @@ impl Context {
         Ok(rows.into_iter().map(|(customer,)| customer).collect())
     }
 
-    /// Rating's usage for the periods the next composition of a subscription
-    /// (its due boundaries, or `draft`) will read, fetched before any
-    /// transaction is open: a missing period is asked for again while
-    /// composing, so this only has to be right most of the time.
-    pub(crate) async fn prefetch_usage(
-        &self,
-        subscription_id: &str,
-        now: DateTime<Utc>,
-        draft: Option<&InvoiceRow>,
-    ) -> Result<UsageCache> {
-        let mut caches = self
-            .prefetch_usages(&[(subscription_id, draft)], now)
-            .await?;
-        Ok(caches.pop().unwrap_or_default())
-    }
-
-    /// [`Self::prefetch_usage`] for many subscriptions: their rows and late
-    /// periods in one query each, and rating asked once for all their periods
-    /// (`BatchGetUsageCharges`). One cache per target, in order.
-    async fn prefetch_usages(
-        &self,
-        targets: &[(&str, Option<&InvoiceRow>)],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<UsageCache>> {
-        let ids: Vec<&str> = targets.iter().map(|(id, _)| *id).collect();
-        let mut connection = self.pool.acquire().await?;
-        let subscriptions = model::load_many(&mut connection, &ids).await?;
-        let mut late_queries = Vec::new();
-        let mut late_of = Vec::with_capacity(targets.len());
-        for (id, draft) in targets {
-            let subscription = subscriptions.get(*id);
-            let previous = match draft {
-                Some(row) => row.previous_boundary(),
-                None => subscription.and_then(|subscription| subscription.billed_through),
-            };
-            if let (Some(subscription), Some(previous_boundary)) = (subscription, previous) {
-                late_of.push(Some(late_queries.len()));
-                late_queries.push(super::compose::LateQuery {
-                    subscription,
-                    previous_boundary,
-                    exclude_invoice: draft.map(|row| row.id.as_str()),
-                });
-            } else {
-                late_of.push(None);
-            }
-        }
-        let late = super::compose::late_periods_many(
-            &mut connection,
-            &late_queries,
-            Duration::days(i64::from(self.config.late_usage_lookback_days)),
-        )
-        .await?;
-        drop(connection);
-        // The periods each target's composition will read.
-        let mut wanted: Vec<(usize, &str, Period)> = Vec::new();
-        for (index, ((id, draft), late_index)) in targets.iter().zip(&late_of).enumerate() {
-            let Some(subscription) = subscriptions.get(*id) else {
-                continue;
-            };
-            let mut instants: BTreeSet<DateTime<Utc>> = late_index
-                .map(|late_index| {
-                    late[late_index]
-                        .iter()
-                        .map(|(period, _)| period.start())
-                        .collect()
-                })
-                .unwrap_or_default();
-            match draft {
-                Some(row) => instants.extend(row.previous_boundary()),
-                None => {
-                    let mut after = subscription.billed_through;
-                    while let Some(boundary) = subscription
-                        .next_boundary(after)?
-                        .filter(|boundary| *boundary <= now)
-                    {
-                        instants.extend(after);
-                        after = Some(boundary);
-                        if instants.len() >= PREFETCH_LIMIT {
-                            break;
-                        }
-                    }
-                }
-            }
-            let periods: BTreeSet<Period> = instants
-                .into_iter()
-                .map(|instant| subscription.period_containing(instant))
-                .collect::<Result<_>>()?;
-            wanted.extend(periods.into_iter().map(|period| (index, *id, period)));
-        }
-        let pairs: Vec<(&str, Period)> = wanted
-            .iter()
-            .map(|(_, id, period)| (*id, *period))
-            .collect();
-        let answers = if pairs.is_empty() {
-            Vec::new()
-        } else {
-            self.rating.usage_charges_many(&pairs).await?
-        };
-        let mut caches: Vec<UsageCache> = targets.iter().map(|_| UsageCache::new()).collect();
-        for ((index, _, period), answer) in wanted.into_iter().zip(answers) {
-            if let Some(answer) = answer {
-                caches[index].insert(period.start(), answer);
-            }
-        }
-        Ok(caches)
-    }
-
     /// Refuses to compose while a subscription change of the customer is
     /// still in the outbox: rating would price usage on phases it has not
     /// seen yet. The run retries at the next tick.
@@ -779,315 +607,5 @@ impl Context {
             )));
         }
         Ok(())
-    }
-
-    /// Composes a draft again; `true` when its lines changed.
-    pub(crate) async fn refresh_draft(
-        &self,
-        connection: &mut PgConnection,
-        row: &InvoiceRow,
-        now: DateTime<Utc>,
-        usage: UsageCache,
-    ) -> Result<bool> {
-        let subscription = model::load(&mut *connection, &row.subscription_id, false).await?;
-        let composition = Composer::new(
-            &mut *connection,
-            &self.rating,
-            &self.plans,
-            &subscription,
-            Some(&row.id),
-        )
-        .with_usage(usage)
-        .with_lookback(self.config.late_usage_lookback_days)
-        .compose(row.previous_boundary(), row.boundary_at)
-        .await?;
-        let composition = match composition {
-            Some(composition) => composition,
-            None => super::compose::Composition {
-                boundary: row.boundary_at,
-                period: Period::new(row.period_start, row.period_end)
-                    .map_err(InvoicingError::internal)?,
-                reason: proto::BillingReason::SubscriptionCreate,
-                lines: Vec::new(),
-            },
-        };
-        store::replace_draft_lines(connection, &*self.ids, row, &composition, now).await
-    }
-
-    /// Finalizes a locked draft now: [`Self::prepare_finalization`], then
-    /// [`Self::seal`].
-    pub(crate) async fn finalize_locked(
-        &self,
-        connection: &mut PgConnection,
-        row: &InvoiceRow,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let sealing = self
-            .prepare_finalization(&mut *connection, row, now, Known::default())
-            .await?;
-        self.seal(connection, vec![sealing], now).await
-    }
-
-    /// The first half of finalizing a locked draft: a negative subtotal is
-    /// carried to a credit grant, credits are burned in burn-down order and
-    /// their lines added. The invoice stays a draft until [`Self::seal`].
-    pub(crate) async fn prepare_finalization(
-        &self,
-        connection: &mut PgConnection,
-        row: &InvoiceRow,
-        now: DateTime<Utc>,
-        known: Known<'_>,
-    ) -> Result<Sealing> {
-        let currency = row.currency()?;
-        let customer = match known.customer {
-            Some(customer) => customer.clone(),
-            None => customers::load(&mut *connection, &row.customer_id, false).await?,
-        };
-        let line_count = match &known.lines {
-            Some(lines) => i64::try_from(lines.len()).map_err(InvoicingError::internal)?,
-            None => {
-                let (count,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1",
-                )
-                .bind(&row.id)
-                .fetch_one(&mut *connection)
-                .await?;
-                count
-            }
-        };
-        let service =
-            Period::new(row.period_start, row.period_end).map_err(InvoicingError::internal)?;
-        let mut extra: Vec<Line> = Vec::new();
-        let mut subtotal = row.subtotal;
-        if subtotal < Decimal::ZERO {
-            let carried = Money::new(-subtotal, currency);
-            let grant = credits::insert_grant(
-                &mut *connection,
-                &*self.ids,
-                &row.customer_id,
-                false,
-                carried,
-                0,
-                now,
-                None,
-                &format!("credit carried from invoice {}", row.id),
-                "",
-                now,
-            )
-            .await?;
-            let mut line = Line::new(
-                InvoiceLineKind::Adjustment,
-                format!("Credit balance carried to {}", grant.id),
-                service,
-                carried,
-            )?;
-            line.detail = Some(invoice_line::Detail::Adjustment(
-                proto::AdjustmentLineDetail {
-                    original_invoice_id: row.id.clone(),
-                    original_line_id: String::new(),
-                    reason: "negative total carried to the customer's credit balance".into(),
-                    repriced_charge: None,
-                },
-            ));
-            extra.push(line);
-            subtotal = Decimal::ZERO;
-        }
-        let due = Money::new(subtotal, currency);
-        let burned = if known.without_credits {
-            Vec::new()
-        } else {
-            credits::burn(
-                &mut *connection,
-                &*self.ids,
-                &row.customer_id,
-                due,
-                &row.id,
-                row.period_end,
-                now,
-            )
-            .await?
-        };
-        let credits_total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
-        // The domain invoice checks the result: credits never exceed what is
-        // due and the total is never negative.
-        let mut domain = DomainInvoice::draft(
-            InvoiceId::parse(&row.id).map_err(InvoicingError::internal)?,
-            CustomerId::parse(&row.customer_id).map_err(InvoicingError::internal)?,
-            currency,
-            ROUNDING,
-        );
-        domain
-            .add_line(
-                Line::new(InvoiceLineKind::Adjustment, "subtotal", service, due)?
-                    .domain(currency)?,
-            )
-            .map_err(InvoicingError::internal)?;
-        let application = CreditApplication {
-            applied: burned
-                .iter()
-                .map(|(grant, amount)| {
-                    Ok((
-                        CreditGrantId::parse(grant).map_err(InvoicingError::internal)?,
-                        *amount,
-                    ))
-                })
-                .collect::<Result<_>>()?,
-            total: Money::new(credits_total, currency),
-            remaining_due: Money::new(subtotal - credits_total, currency),
-        };
-        domain
-            .apply_credits(&application)
-            .map_err(InvoicingError::internal)?;
-        domain.finalize().map_err(InvoicingError::internal)?;
-        let total = domain.total().map_err(InvoicingError::internal)?.amount();
-        if !burned.is_empty() {
-            let mut line = Line::new(
-                InvoiceLineKind::CreditsApplied,
-                "Credits applied",
-                service,
-                Money::new(-credits_total, currency),
-            )?;
-            line.detail = Some(invoice_line::Detail::CreditsApplied(
-                proto::CreditsAppliedLineDetail {
-                    applications: burned
-                        .iter()
-                        .map(|(grant, amount)| proto::CreditApplication {
-                            credit_grant_id: grant.clone(),
-                            amount: Some(money(amount.amount(), currency)),
-                        })
-                        .collect(),
-                },
-            ));
-            extra.push(line);
-        }
-        let extra = store::insert_lines(
-            &mut *connection,
-            &*self.ids,
-            &row.id,
-            currency,
-            i32::try_from(line_count).unwrap_or(i32::MAX),
-            &extra,
-        )
-        .await?;
-        let lines = known.lines.map(|mut lines| {
-            lines.extend(extra);
-            lines
-        });
-        let due_at = if customer.collection_mode == CollectionMode::SendInvoice as i32 {
-            now + Duration::days(i64::from(customer.net_terms_days))
-        } else {
-            now
-        };
-        Ok(Sealing {
-            invoice_id: row.id.clone(),
-            lines,
-            currency,
-            subtotal,
-            credits_total,
-            total,
-            due_at,
-            customer,
-        })
-    }
-
-    /// The second half of finalizing: the prepared invoices get the next
-    /// numbers of their prefix (one counter update for all of them, so the
-    /// counter row is locked from here to the commit only), become
-    /// `finalized`, and `invoice-events` gets `finalized` (and `paid` when
-    /// nothing is due) for each.
-    pub(crate) async fn seal(
-        &self,
-        connection: &mut PgConnection,
-        mut sealings: Vec<Sealing>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        if sealings.is_empty() {
-            return Ok(());
-        }
-        // Everything the events need that numbering does not change is read
-        // before the counter is locked: other batches wait on that lock.
-        let mut snapshots = Vec::with_capacity(sealings.len());
-        for sealing in &mut sealings {
-            snapshots.push(match sealing.lines.take() {
-                Some(lines) => lines,
-                None => store::lines(&mut *connection, &sealing.invoice_id).await?,
-            });
-        }
-        let numbers = store::next_numbers(
-            &mut *connection,
-            &self.config.invoice_number_prefix,
-            sealings.len(),
-        )
-        .await?;
-        let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
-        let mut paid_at_once = Vec::new();
-        let mut messages = Vec::with_capacity(rows.len());
-        for ((row, lines), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
-            let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
-            invoice.lines = lines;
-            messages.push(events::invoice_message(
-                self.ids.new_id("ievt"),
-                invoice,
-                sealing.customer.clone(),
-                now,
-                invoice_event::Kind::Finalized(invoice_event::Finalized {
-                    amount_due: Some(money(sealing.total, sealing.currency)),
-                }),
-            ));
-            if sealing.total.is_zero() {
-                paid_at_once.push(sealing);
-            }
-        }
-        tally_bus::outbox::enqueue_many(
-            &mut *connection,
-            tally_bus::inbox::ServiceSchema::Invoicing,
-            tally_bus::topics::INVOICE_EVENTS,
-            &messages,
-        )
-        .await?;
-        for sealing in paid_at_once {
-            // Nothing to collect: paid at once, as its own (newer) snapshot.
-            sqlx::query(
-                "UPDATE invoicing.invoices SET status = 'paid', paid_at = $2, version = version + 1, updated_at = $2 \
-                 WHERE id = $1",
-            )
-            .bind(&sealing.invoice_id)
-            .bind(now)
-            .execute(&mut *connection)
-            .await?;
-            self.publish_invoice(
-                &mut *connection,
-                &sealing.invoice_id,
-                now,
-                invoice_event::Kind::Paid(invoice_event::Paid {
-                    payment_id: String::new(),
-                    amount: Some(money(Decimal::ZERO, sealing.currency)),
-                }),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Enqueues the invoice as it is now on `invoice-events`.
-    pub(crate) async fn publish_invoice(
-        &self,
-        connection: &mut PgConnection,
-        invoice_id: &str,
-        now: DateTime<Utc>,
-        kind: invoice_event::Kind,
-    ) -> Result<()> {
-        let row = store::load(&mut *connection, invoice_id, false).await?;
-        let invoice = store::to_proto(&mut *connection, &row, true).await?;
-        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
-        events::invoice_changed(
-            connection,
-            self.ids.new_id("ievt"),
-            invoice,
-            customer,
-            now,
-            kind,
-        )
-        .await
     }
 }

@@ -324,7 +324,7 @@ pub async fn insert_draft(
 /// statement), and returns their rows as stored, in the order given.
 pub(crate) async fn finalize_all(
     connection: &mut PgConnection,
-    sealings: &[crate::billing::run::Sealing],
+    sealings: &[crate::billing::finalize::Sealing],
     numbers: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<InvoiceRow>> {
