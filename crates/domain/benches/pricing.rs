@@ -135,6 +135,7 @@ fn other_models(criterion: &mut Criterion) {
             max_per_transaction: Some(dec!(5)),
             free_transactions: 10,
             free_volume: dec!(100),
+            allowance_policy: Default::default(),
         })
         .unwrap(),
     );

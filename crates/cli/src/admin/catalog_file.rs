@@ -209,6 +209,17 @@ pub struct PercentageEntry {
     pub free_events: u64,
     #[serde(default)]
     pub free_amount: Option<Amount>,
+    /// How `free_events` and `free_amount` combine; absent is the catalog's
+    /// default (sequential), so files written before it existed stay unchanged.
+    #[serde(default)]
+    pub allowance_policy: Option<AllowancePolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowancePolicy {
+    Sequential,
+    FirstExhausted,
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,6 +445,15 @@ impl ChargeEntry {
                 maximum_per_event: percentage.maximum_per_event.as_ref().map(money),
                 free_events: percentage.free_events,
                 free_amount: percentage.free_amount.as_ref().map(decimal),
+                allowance_policy: match percentage.allowance_policy {
+                    None => rating::PercentageAllowancePolicy::Unspecified,
+                    Some(AllowancePolicy::Sequential) => {
+                        rating::PercentageAllowancePolicy::Sequential
+                    }
+                    Some(AllowancePolicy::FirstExhausted) => {
+                        rating::PercentageAllowancePolicy::FirstExhausted
+                    }
+                } as i32,
             }));
         }
         if let Some(matrix) = &self.matrix {
@@ -461,5 +481,70 @@ impl ChargeEntry {
             (None, _) => Err("no price: give one of per_unit, package, graduated, volume, bulk, percentage, matrix, flat_fee".into()),
             _ => Err(format!("{count} price models: give exactly one")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn percentage_price(policy_line: &str) -> rating::PercentagePrice {
+        let yaml = format!(
+            r#"
+plans:
+  - code: transfers
+    version:
+      currency: USD
+      billing_interval: month
+      charges:
+        - key: fees
+          meter: payments
+          percentage:
+            rate_percent: "1.2"
+            fixed_fee_per_event: "0.10"
+            free_events: 3
+            free_amount: "500"
+            {policy_line}
+"#
+        );
+        let file: CatalogFile = serde_norway::from_str(&yaml).unwrap();
+        let spec = file.plans[0].version.spec("transfers").unwrap();
+        match spec.charges[0]
+            .price
+            .as_ref()
+            .unwrap()
+            .model
+            .as_ref()
+            .unwrap()
+        {
+            Model::Percentage(price) => price.clone(),
+            other => panic!("unexpected model {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_allowance_policy_is_named_in_the_file_and_absent_means_unspecified() {
+        let cases = [
+            ("", rating::PercentageAllowancePolicy::Unspecified),
+            (
+                "allowance_policy: sequential",
+                rating::PercentageAllowancePolicy::Sequential,
+            ),
+            (
+                "allowance_policy: first_exhausted",
+                rating::PercentageAllowancePolicy::FirstExhausted,
+            ),
+        ];
+        for (line, policy) in cases {
+            let price = percentage_price(line);
+            assert_eq!(price.allowance_policy, policy as i32, "{line:?}");
+            assert_eq!(price.free_events, 3);
+        }
+        let typo = "plans: [{code: p, version: {currency: USD, billing_interval: month, \
+                    charges: [{key: f, meter: m, percentage: {rate_percent: \"1\", \
+                    allowance_policy: lago}}]}}]";
+        assert!(serde_norway::from_str::<CatalogFile>(typo).is_err());
     }
 }

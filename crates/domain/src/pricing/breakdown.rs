@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::allowance::{AllowancePolicy, AllowancesEnded, TransactionRange};
 use crate::meter::GroupKey;
 
 /// One step of a price computation. Amounts are exact (unrounded), in the plan's currency.
@@ -109,18 +110,46 @@ pub enum BreakdownItem {
     },
 }
 
-/// The totals of a percentage price over a set of transactions.
+/// The totals of a percentage price over a set of transactions, with which transactions
+/// its free allowances covered and why.
+///
+/// Positions count from 1 in `(timestamp, event id)` order. The free transactions are
+/// always the first `free_count`. `amount = percentage_fees + fixed_fees +
+/// per_transaction_limits`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionTotals {
     /// Transactions seen.
     pub count: u64,
-    /// Transactions that were free (free allowance in events).
+    /// Transactions that paid nothing (the free-transaction allowance): positions
+    /// `1..=free_count`.
     pub free_count: u64,
     /// Sum of transaction amounts.
     pub volume: Decimal,
-    /// Volume exempted from the percentage (free allowance in amount).
+    /// Volume drawn from the free amount. Under [`AllowancePolicy::Sequential`] it is exempt
+    /// from the rate on charged transactions; under [`AllowancePolicy::FirstExhausted`] it
+    /// also holds the amounts of the free transactions, which draw on it.
     pub free_volume: Decimal,
-    /// Rate × charged volume.
+    /// The transactions whose amounts drew on the free amount (the first and the last).
+    #[serde(default)]
+    pub free_volume_transactions: Option<TransactionRange>,
+    /// Under [`AllowancePolicy::FirstExhausted`] with both allowances offered: where they
+    /// ended and why; `None` while both lasted (or under the sequential policy).
+    #[serde(default)]
+    pub allowances_ended: Option<AllowancesEnded>,
+    /// The allowance policy of the price.
+    #[serde(default)]
+    pub allowance_policy: AllowancePolicy,
+    /// The price's rate, in percent (`2.9` is 2.9 %).
+    #[serde(default)]
+    pub rate_percent: Decimal,
+    /// The price's fixed fee per charged transaction.
+    #[serde(default)]
+    pub fixed_fee: Decimal,
+    /// Volume the rate applied to: the charged transactions' amounts less what they drew
+    /// from the free amount.
+    #[serde(default)]
+    pub rated_volume: Decimal,
+    /// Rate × rated volume.
     pub percentage_fees: Decimal,
     /// Fixed fee × charged transactions.
     pub fixed_fees: Decimal,
@@ -128,6 +157,13 @@ pub struct TransactionTotals {
     pub per_transaction_limits: Decimal,
     /// The total of the fees.
     pub amount: Decimal,
+}
+
+impl TransactionTotals {
+    /// Transactions charged (not free).
+    pub fn charged_count(&self) -> u64 {
+        self.count.saturating_sub(self.free_count)
+    }
 }
 
 /// The exact price of some usage and how it was reached.

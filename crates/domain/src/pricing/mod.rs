@@ -8,6 +8,7 @@
 //! invoice line); an amount that cannot be computed exactly is [`PricingError::Overflow`],
 //! never a rounded number ([`crate::bounds`] says which prices and quantities always fit). Amounts are in the currency of the plan the charge belongs to.
 
+mod allowance;
 mod breakdown;
 mod bulk;
 mod charge;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use allowance::{AllowanceExhausted, AllowancePolicy, AllowancesEnded, TransactionRange};
 pub use breakdown::{BreakdownItem, PriceBreakdown, TransactionTotals};
 pub use bulk::{Bracket, Bulk, BulkSpec};
 pub use charge::{ChargePrice, ChargePriceSpec};

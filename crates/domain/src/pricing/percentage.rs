@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::allowance::{Allowances, Grant, TransactionRange};
 use super::{
-    BreakdownItem, PriceBreakdown, PricingError, TransactionTotals, add, multiply,
+    AllowancePolicy, BreakdownItem, PriceBreakdown, PricingError, TransactionTotals, add, multiply,
     require_non_negative, subtract, validate_limits, validated_model,
 };
 use crate::ids::EventId;
@@ -41,6 +42,10 @@ pub struct PercentageSpec {
     /// The first this much transaction volume carries no percentage fee.
     #[serde(default)]
     pub free_volume: Decimal,
+    /// How `free_transactions` and `free_volume` combine when both are offered; absent in
+    /// specs written before policies were named, which priced sequentially.
+    #[serde(default)]
+    pub allowance_policy: AllowancePolicy,
 }
 
 impl PercentageSpec {
@@ -64,10 +69,13 @@ impl PercentageSpec {
 /// between a minimum and a maximum, after free allowances.
 ///
 /// The allowances go to transactions in `(timestamp, event id)` order, so the price depends
-/// only on the set of transactions, never on the order they arrived in:
-/// the first `free_transactions` pay nothing; then the first `free_volume` of amount is
-/// exempt from the percentage (the fixed fee still applies). Each charged transaction pays
-/// `clamp(rate × non-exempt amount + fixed_fee, min, max)`.
+/// only on the set of transactions, never on the order they arrived in. A free transaction
+/// pays nothing; the part of a charged transaction's amount drawn from `free_volume` is
+/// exempt from the percentage (the fixed fee still applies). Which transactions are free and
+/// which draw on the free volume is the [`AllowancePolicy`]'s: by default the first
+/// `free_transactions` pay nothing, then the first `free_volume` of amount is exempt. Each
+/// charged transaction pays `clamp(rate × non-exempt amount + fixed_fee, min, max)`; the
+/// breakdown's [`TransactionTotals`] says which transactions were free and why.
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
@@ -82,6 +90,7 @@ impl PercentageSpec {
 ///     max_per_transaction: None,
 ///     free_transactions: 0,
 ///     free_volume: dec!(0),
+///     allowance_policy: Default::default(),
 /// }).unwrap();
 /// let payment = Transaction {
 ///     event_id: EventId::parse("pay-1").unwrap(),
@@ -114,7 +123,17 @@ impl Percentage {
             .checked_div(Decimal::ONE_HUNDRED)
             .filter(|rate| rate.normalize().scale() <= spec.rate_percent.normalize().scale() + 2)
             .ok_or(PricingError::Overflow)?;
-        let mut totals = TransactionTotals::default();
+        let mut allowances = Allowances::new(
+            spec.allowance_policy,
+            spec.free_transactions,
+            spec.free_volume,
+        );
+        let mut totals = TransactionTotals {
+            allowance_policy: spec.allowance_policy,
+            rate_percent: spec.rate_percent,
+            fixed_fee: spec.fixed_fee,
+            ..TransactionTotals::default()
+        };
         for transaction in ordered {
             if transaction.amount < Decimal::ZERO {
                 return Err(PricingError::NegativeTransactionAmount {
@@ -124,26 +143,40 @@ impl Percentage {
             }
             totals.count += 1;
             totals.volume = add(totals.volume, transaction.amount)?;
-            if totals.free_count < spec.free_transactions {
-                totals.free_count += 1;
-                continue;
+            match allowances.grant(totals.count, transaction.amount)? {
+                Grant::Free { drawn } => {
+                    totals.free_count += 1;
+                    draw_free_volume(&mut totals, drawn)?;
+                }
+                Grant::Charged { exempt } => {
+                    draw_free_volume(&mut totals, exempt)?;
+                    self.charge(&mut totals, subtract(transaction.amount, exempt)?, rate)?;
+                }
             }
-            let exempt = transaction
-                .amount
-                .min(subtract(spec.free_volume, totals.free_volume)?);
-            totals.free_volume = add(totals.free_volume, exempt)?;
-            let percentage_fee = multiply(subtract(transaction.amount, exempt)?, rate)?;
-            let unlimited = add(percentage_fee, spec.fixed_fee)?;
-            let fee = self.limit(unlimited);
-            totals.percentage_fees = add(totals.percentage_fees, percentage_fee)?;
-            totals.fixed_fees = add(totals.fixed_fees, spec.fixed_fee)?;
-            totals.per_transaction_limits =
-                add(totals.per_transaction_limits, subtract(fee, unlimited)?)?;
-            totals.amount = add(totals.amount, fee)?;
         }
+        totals.allowances_ended = allowances.ended();
         let amount = totals.amount;
         let item = BreakdownItem::Transactions(totals);
         Ok(PriceBreakdown::new(amount, vec![item]))
+    }
+
+    /// Adds the fee of one charged transaction whose `rated` amount is subject to `rate`.
+    fn charge(
+        &self,
+        totals: &mut TransactionTotals,
+        rated: Decimal,
+        rate: Decimal,
+    ) -> Result<(), PricingError> {
+        let percentage_fee = multiply(rated, rate)?;
+        let unlimited = add(percentage_fee, self.spec.fixed_fee)?;
+        let fee = self.limit(unlimited);
+        totals.rated_volume = add(totals.rated_volume, rated)?;
+        totals.percentage_fees = add(totals.percentage_fees, percentage_fee)?;
+        totals.fixed_fees = add(totals.fixed_fees, self.spec.fixed_fee)?;
+        totals.per_transaction_limits =
+            add(totals.per_transaction_limits, subtract(fee, unlimited)?)?;
+        totals.amount = add(totals.amount, fee)?;
+        Ok(())
     }
 
     fn limit(&self, fee: Decimal) -> Decimal {
@@ -157,12 +190,26 @@ impl Percentage {
     }
 }
 
+/// Records that the latest transaction (position `totals.count`) drew `drawn` from the free
+/// amount.
+fn draw_free_volume(totals: &mut TransactionTotals, drawn: Decimal) -> Result<(), PricingError> {
+    if drawn > Decimal::ZERO {
+        totals.free_volume = add(totals.free_volume, drawn)?;
+        totals.free_volume_transactions = Some(TransactionRange::extended(
+            totals.free_volume_transactions,
+            totals.count,
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
     use rust_decimal_macros::dec;
 
     use super::*;
+    use crate::pricing::{AllowanceExhausted, AllowancesEnded};
 
     fn transaction(id: &str, second: u32, amount: Decimal) -> Transaction {
         Transaction {
@@ -183,6 +230,7 @@ mod tests {
             max_per_transaction: Some(dec!(2.00)),
             free_transactions: 1,
             free_volume: dec!(100),
+            allowance_policy: AllowancePolicy::Sequential,
         })
         .unwrap();
         let arrivals = [
@@ -200,9 +248,81 @@ mod tests {
                 assert_eq!((totals.count, totals.free_count), (3, 1));
                 assert_eq!(totals.free_volume, dec!(100));
                 assert_eq!(totals.per_transaction_limits, dec!(-8.10));
+                // Transaction 1 free; 100 of transaction 2 drawn from the free amount.
+                assert_eq!(
+                    totals.free_volume_transactions,
+                    Some(TransactionRange { first: 2, last: 2 })
+                );
+                assert_eq!(totals.rated_volume, dec!(1050));
+                assert_eq!(totals.allowances_ended, None);
             }
             other => panic!("unexpected item {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_spec_stored_without_a_policy_prices_sequentially() {
+        let stored = r#"{"rate_percent":"1","free_transactions":1,"free_volume":"100"}"#;
+        let model: Percentage = serde_json::from_str(stored).unwrap();
+        assert_eq!(model.spec().allowance_policy, AllowancePolicy::Sequential);
+        let round_trip = serde_json::to_value(&model).unwrap();
+        assert_eq!(round_trip["allowance_policy"], "sequential");
+    }
+
+    #[test]
+    fn first_exhausted_ends_both_allowances_inside_the_transaction_that_uses_up_the_free_amount() {
+        // Hand computation: 1.2 % + 0.10, the first 3 transactions or the first 100 free.
+        // 40 and 50 are free (90 of the free amount); 30 exceeds the 10 left: 10 exempt,
+        // 1.2 % × 20 + 0.10 = 0.34, and the allowances end with 1 free transaction
+        // forfeited; 20 pays 1.2 % × 20 + 0.10 = 0.34. Total 0.68.
+        let model = Percentage::new(PercentageSpec {
+            rate_percent: dec!(1.2),
+            fixed_fee: dec!(0.10),
+            min_per_transaction: None,
+            max_per_transaction: None,
+            free_transactions: 3,
+            free_volume: dec!(100),
+            allowance_policy: AllowancePolicy::FirstExhausted,
+        })
+        .unwrap();
+        let transactions = [
+            transaction("d", 4, dec!(20)),
+            transaction("c", 3, dec!(30)),
+            transaction("b", 2, dec!(50)),
+            transaction("a", 1, dec!(40)),
+        ];
+        let breakdown = model.price(&transactions).unwrap();
+        assert_eq!(breakdown.total(), dec!(0.68));
+        let BreakdownItem::Transactions(totals) = &breakdown.items()[0] else {
+            panic!("unexpected items {:?}", breakdown.items());
+        };
+        assert_eq!((totals.count, totals.free_count), (4, 2));
+        assert_eq!(totals.free_volume, dec!(100));
+        assert_eq!(
+            totals.free_volume_transactions,
+            Some(TransactionRange { first: 1, last: 3 })
+        );
+        assert_eq!(
+            totals.allowances_ended,
+            Some(AllowancesEnded {
+                at_transaction: 3,
+                exhausted: AllowanceExhausted::FreeAmount,
+                forfeited_transactions: 1,
+                forfeited_volume: dec!(0),
+            })
+        );
+        assert_eq!(totals.rated_volume, dec!(40));
+        assert_eq!(
+            (totals.percentage_fees, totals.fixed_fees),
+            (dec!(0.48), dec!(0.20))
+        );
+        // The sequential policy frees the first three, then exempts all of the fourth.
+        let sequential = Percentage::new(PercentageSpec {
+            allowance_policy: AllowancePolicy::Sequential,
+            ..model.spec().clone()
+        })
+        .unwrap();
+        assert_eq!(sequential.price(&transactions).unwrap().total(), dec!(0.10));
     }
 
     #[test]
@@ -214,6 +334,7 @@ mod tests {
             max_per_transaction: None,
             free_transactions: 0,
             free_volume: dec!(0),
+            allowance_policy: AllowancePolicy::Sequential,
         };
         let too_high = PercentageSpec {
             rate_percent: dec!(100.1),

@@ -1,15 +1,187 @@
-//! A domain `BreakdownItem` as a wire `BreakdownStep`: what a usage line
+//! A domain `BreakdownItem` as wire `BreakdownStep`s: what a usage line
 //! prints under its amount. Amounts stay precise (unrounded).
 
 use rust_decimal::Decimal;
 use tally_domain::money::Currency;
-use tally_domain::pricing::BreakdownItem;
+use tally_domain::pricing::{
+    AllowanceExhausted, AllowancePolicy, BreakdownItem, TransactionRange, TransactionTotals,
+};
 use tally_proto::rating::{BreakdownStep, BreakdownStepKind};
 
 use crate::wire::{decimal, money};
 
-/// One breakdown item as a wire step (amounts precise, in `currency`).
-pub fn step(item: &BreakdownItem, currency: Currency) -> BreakdownStep {
+/// One breakdown item as wire steps (amounts precise, in `currency`): one
+/// step per item, except a percentage price's transactions, which explain
+/// their free allowances and fees in several (see [`transaction_steps`]).
+pub fn steps(item: &BreakdownItem, currency: Currency) -> Vec<BreakdownStep> {
+    if let BreakdownItem::Transactions(totals) = item {
+        return transaction_steps(totals, currency);
+    }
+    vec![step(item, currency)]
+}
+
+fn plain_step(
+    kind: BreakdownStepKind,
+    description: String,
+    amount: Decimal,
+    currency: Currency,
+) -> BreakdownStep {
+    BreakdownStep {
+        kind: kind as i32,
+        description,
+        amount: Some(money(amount, currency)),
+        ..Default::default()
+    }
+}
+
+/// The steps of a percentage price, amounts adding up to its total: which
+/// transactions were free and why (FREE_EVENTS, FREE_AMOUNT, and
+/// ALLOWANCES_ENDED under the first-exhausted policy, each of amount zero),
+/// then the rate (always), the fixed fees and the per-transaction limits
+/// (when not zero). Positions count from 1 in (event time, event id) order.
+pub fn transaction_steps(totals: &TransactionTotals, currency: Currency) -> Vec<BreakdownStep> {
+    let mut steps = Vec::new();
+    if totals.free_count > 0 {
+        steps.push(BreakdownStep {
+            quantity: Some(decimal(Decimal::from(totals.free_count))),
+            ..plain_step(
+                BreakdownStepKind::FreeEvents,
+                format!(
+                    "{} free ({})",
+                    positions(TransactionRange {
+                        first: 1,
+                        last: totals.free_count
+                    }),
+                    counted(totals.free_count, "free transaction")
+                ),
+                Decimal::ZERO,
+                currency,
+            )
+        });
+    }
+    if let Some(range) = totals.free_volume_transactions {
+        let description = match totals.allowance_policy {
+            AllowancePolicy::Sequential => format!(
+                "first {} of volume after the free transactions exempt from the rate \
+                 (free amount): {}",
+                totals.free_volume,
+                positions(range)
+            ),
+            AllowancePolicy::FirstExhausted => format!(
+                "first {} of volume free (free amount, drawn with the free transactions): {}",
+                totals.free_volume,
+                positions(range)
+            ),
+        };
+        steps.push(BreakdownStep {
+            quantity: Some(decimal(totals.free_volume)),
+            ..plain_step(
+                BreakdownStepKind::FreeAmount,
+                description,
+                Decimal::ZERO,
+                currency,
+            )
+        });
+    }
+    if let Some(ended) = &totals.allowances_ended {
+        let exhausted = match ended.exhausted {
+            AllowanceExhausted::FreeTransactions => "free transactions exhausted",
+            AllowanceExhausted::FreeAmount => "free amount exhausted",
+            AllowanceExhausted::Both => "free transactions and free amount exhausted together",
+        };
+        let mut description = format!(
+            "allowances ended at transaction {} (first exhausted): {exhausted}",
+            ended.at_transaction
+        );
+        if ended.forfeited_transactions > 0 {
+            description.push_str(&format!(
+                ", {} forfeited",
+                counted(ended.forfeited_transactions, "free transaction")
+            ));
+        }
+        if ended.forfeited_volume > Decimal::ZERO {
+            description.push_str(&format!(
+                ", {} of the free amount forfeited",
+                ended.forfeited_volume
+            ));
+        }
+        steps.push(BreakdownStep {
+            quantity: Some(decimal(Decimal::from(ended.at_transaction))),
+            ..plain_step(
+                BreakdownStepKind::AllowancesEnded,
+                description,
+                Decimal::ZERO,
+                currency,
+            )
+        });
+    }
+    steps.push(BreakdownStep {
+        quantity: Some(decimal(totals.rated_volume)),
+        unit_price: totals
+            .rate_percent
+            .checked_div(Decimal::ONE_HUNDRED)
+            .map(decimal),
+        ..plain_step(
+            BreakdownStepKind::Percentage,
+            format!(
+                "{}, volume {}: {} % of {}",
+                counted(totals.count, "transaction"),
+                totals.volume,
+                totals.rate_percent,
+                totals.rated_volume
+            ),
+            totals.percentage_fees,
+            currency,
+        )
+    });
+    if !totals.fixed_fee.is_zero() {
+        steps.push(BreakdownStep {
+            quantity: Some(decimal(Decimal::from(totals.charged_count()))),
+            unit_price: Some(decimal(totals.fixed_fee)),
+            ..plain_step(
+                BreakdownStepKind::FixedFee,
+                format!(
+                    "{} charged at {} each",
+                    counted(totals.charged_count(), "transaction"),
+                    totals.fixed_fee
+                ),
+                totals.fixed_fees,
+                currency,
+            )
+        });
+    }
+    if !totals.per_transaction_limits.is_zero() {
+        steps.push(plain_step(
+            BreakdownStepKind::PerEventClamp,
+            "per-transaction minimum and maximum".into(),
+            totals.per_transaction_limits,
+            currency,
+        ));
+    }
+    steps
+}
+
+/// `transaction 3` or `transactions 1–3`.
+fn positions(range: TransactionRange) -> String {
+    if range.first == range.last {
+        format!("transaction {}", range.first)
+    } else {
+        format!("transactions {}–{}", range.first, range.last)
+    }
+}
+
+/// `1 free transaction`, `3 free transactions`.
+fn counted(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// One breakdown item as one wire step; a percentage price's transactions
+/// take several ([`transaction_steps`]).
+fn step(item: &BreakdownItem, currency: Currency) -> BreakdownStep {
     let plain = |kind: BreakdownStepKind, description: String, amount: Decimal| BreakdownStep {
         kind: kind as i32,
         description,
@@ -108,6 +280,7 @@ pub fn step(item: &BreakdownItem, currency: Currency) -> BreakdownStep {
                 *amount,
             )
         },
+        // Explained in several steps by `transaction_steps`; as one step, the total.
         BreakdownItem::Transactions(totals) => BreakdownStep {
             quantity: Some(decimal(Decimal::from(totals.count))),
             ..plain(

@@ -519,7 +519,7 @@ async fn price_row(
         breakdown: breakdown
             .items()
             .iter()
-            .map(|item| breakdown::step(item, currency))
+            .flat_map(|item| breakdown::steps(item, currency))
             .collect(),
         precise_amount: Some(money(precise, currency)),
         amount: Some(money(rounded, currency)),

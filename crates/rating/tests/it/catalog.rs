@@ -273,6 +273,8 @@ fn every_model() -> PlanVersionSpec {
                     maximum_per_event: usd("20"),
                     free_events: 10,
                     free_amount: decimal("1000"),
+                    // As stored before the policy existed: sequential.
+                    allowance_policy: PercentageAllowancePolicy::Unspecified as i32,
                 }),
             ),
             usage(

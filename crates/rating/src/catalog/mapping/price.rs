@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rust_decimal::Decimal;
 use tally_domain::meter::{Aggregation, GroupKey, Meter};
 use tally_domain::pricing::{
-    Bracket, Bulk, BulkSpec, FlatFee, FlatFeeSpec, Matrix, MatrixCell, MatrixSpec, Package,
-    PackageRounding, PackageSpec, PerUnit, PerUnitSpec, Percentage, PercentageSpec, PriceModel,
-    PricingError, Tier, Tiered, TieredSpec,
+    AllowancePolicy, Bracket, Bulk, BulkSpec, FlatFee, FlatFeeSpec, Matrix, MatrixCell, MatrixSpec,
+    Package, PackageRounding, PackageSpec, PerUnit, PerUnitSpec, Percentage, PercentageSpec,
+    PriceModel, PricingError, Tier, Tiered, TieredSpec,
 };
 use tally_proto::common;
 use tally_proto::rating as proto;
@@ -377,6 +377,18 @@ fn percentage(
         Bound::Quantity,
         violations,
     );
+    let policy_field = format!("{path}.allowance_policy");
+    let allowance_policy = match known_enum(price.allowance_policy, &policy_field, violations) {
+        // Versions written before the policy existed priced sequentially.
+        Some(
+            proto::PercentageAllowancePolicy::Unspecified
+            | proto::PercentageAllowancePolicy::Sequential,
+        ) => Some(AllowancePolicy::Sequential),
+        Some(proto::PercentageAllowancePolicy::FirstExhausted) => {
+            Some(AllowancePolicy::FirstExhausted)
+        }
+        None => None,
+    };
     if !ordered {
         return None;
     }
@@ -387,6 +399,7 @@ fn percentage(
         max_per_transaction: maximum?,
         free_transactions: price.free_events,
         free_volume: free_volume?.unwrap_or_default(),
+        allowance_policy: allowance_policy?,
     }))
 }
 

@@ -203,9 +203,209 @@ async fn a_percentage_charge_prices_each_transaction_whatever_the_arrival_order(
         table(&response),
         vec![row("card_fees", dec!(160.10), dec!(2.3429), dec!(2.34))]
     );
+    let kinds: Vec<i32> = response.charges[0]
+        .breakdown
+        .iter()
+        .map(|step| step.kind)
+        .collect();
     assert_eq!(
-        response.charges[0].breakdown[0].kind,
-        BreakdownStepKind::Percentage as i32
+        kinds,
+        [
+            BreakdownStepKind::FreeEvents as i32,
+            BreakdownStepKind::Percentage as i32,
+            BreakdownStepKind::FixedFee as i32,
+        ]
+    );
+}
+
+/// `(kind, description, quantity, amount)` of each breakdown step of `line`.
+fn steps(line: &UsageCharge) -> Vec<(BreakdownStepKind, String, Decimal, Decimal)> {
+    line.breakdown
+        .iter()
+        .map(|step| {
+            (
+                BreakdownStepKind::try_from(step.kind).unwrap(),
+                step.description.clone(),
+                step.quantity.as_ref().unwrap().value.parse().unwrap(),
+                amount(step.amount.as_ref()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_published_percentage_price_applies_its_allowance_policy_and_says_which_transactions_were_free()
+ {
+    use BreakdownStepKind::{AllowancesEnded, FixedFee, FreeAmount, FreeEvents, Percentage};
+    // Lago's documented example: 1.2 % + 0.10, "the first 3 events or $500 are free",
+    // payments of 200, 100, 100 and 50 (arriving newest first).
+    let payment = |seq, id: &str, day, amount| {
+        accepted(
+            seq,
+            "cus_acme",
+            id,
+            "payments",
+            at(day, 0, 0, 0),
+            &[("amount", amount)],
+        )
+    };
+    let events = vec![
+        payment(1, "p4", 5, "50"),
+        payment(2, "p3", 4, "100"),
+        payment(3, "p2", 3, "100"),
+        payment(4, "p1", 2, "200"),
+    ];
+    let sequential_steps = vec![
+        (
+            FreeEvents,
+            "transactions 1–3 free (3 free transactions)".to_owned(),
+            dec!(3),
+            dec!(0),
+        ),
+        (
+            FreeAmount,
+            "first 50 of volume after the free transactions exempt from the rate \
+             (free amount): transaction 4"
+                .to_owned(),
+            dec!(50),
+            dec!(0),
+        ),
+        (
+            Percentage,
+            "4 transactions, volume 450: 1.2 % of 0".to_owned(),
+            dec!(0),
+            dec!(0),
+        ),
+        (
+            FixedFee,
+            "1 transaction charged at 0.10 each".to_owned(),
+            dec!(1),
+            dec!(0.10),
+        ),
+    ];
+    let first_exhausted_steps = vec![
+        (
+            FreeEvents,
+            "transactions 1–3 free (3 free transactions)".to_owned(),
+            dec!(3),
+            dec!(0),
+        ),
+        (
+            FreeAmount,
+            "first 400 of volume free (free amount, drawn with the free transactions): \
+             transactions 1–3"
+                .to_owned(),
+            dec!(400),
+            dec!(0),
+        ),
+        (
+            AllowancesEnded,
+            "allowances ended at transaction 3 (first exhausted): free transactions \
+             exhausted, 100 of the free amount forfeited"
+                .to_owned(),
+            dec!(3),
+            dec!(0),
+        ),
+        (
+            Percentage,
+            "4 transactions, volume 450: 1.2 % of 50".to_owned(),
+            dec!(50),
+            dec!(0.60),
+        ),
+        (
+            FixedFee,
+            "1 transaction charged at 0.10 each".to_owned(),
+            dec!(1),
+            dec!(0.10),
+        ),
+    ];
+    let cases = [
+        // A version written before the policy existed keeps its sequential price.
+        (
+            PercentageAllowancePolicy::Unspecified,
+            dec!(0.10),
+            &sequential_steps,
+        ),
+        (
+            PercentageAllowancePolicy::Sequential,
+            dec!(0.10),
+            &sequential_steps,
+        ),
+        (
+            PercentageAllowancePolicy::FirstExhausted,
+            dec!(0.70),
+            &first_exhausted_steps,
+        ),
+    ];
+    for (policy, expected_amount, expected_steps) in cases {
+        let mut h = harness().await;
+        h.meter(meter_request("payments", Aggregation::Sum, "amount"))
+            .await;
+        let fees = usage(
+            "fees",
+            "payments",
+            Model::Percentage(PercentagePrice {
+                rate_percent: decimal("1.2"),
+                fixed_fee_per_event: usd("0.10"),
+                free_events: 3,
+                free_amount: decimal("500"),
+                allowance_policy: policy as i32,
+                ..Default::default()
+            }),
+        );
+        let version = published(&mut h, "transfers", vec![fees]).await;
+        subscribe_acme(&h, &version).await;
+        assert_eq!(rate(&h, &events).await, summary(4, 0, 0), "{policy:?}");
+        let response = charges(&mut h, "sub_acme").await;
+        assert_eq!(
+            table(&response),
+            vec![row("fees", dec!(450), expected_amount, expected_amount)],
+            "{policy:?}"
+        );
+        let line = &response.charges[0];
+        assert_eq!(&steps(line), expected_steps, "{policy:?}");
+        let Some(Model::Percentage(snapshot)) =
+            line.price.as_ref().and_then(|price| price.model.as_ref())
+        else {
+            panic!("{:?}", line.price);
+        };
+        assert_eq!(snapshot.allowance_policy, policy as i32);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_allowance_policy_is_refused_with_its_path() {
+    let mut h = harness().await;
+    h.meter(meter_request("payments", Aggregation::Sum, "amount"))
+        .await;
+    let plan_id = h.plan("transfers").await;
+    let fees = usage(
+        "fees",
+        "payments",
+        Model::Percentage(PercentagePrice {
+            rate_percent: decimal("1.2"),
+            allowance_policy: 7,
+            ..Default::default()
+        }),
+    );
+    let status = h
+        .client
+        .create_plan_version(CreatePlanVersionRequest {
+            idempotency_key: "transfers-v1".into(),
+            plan_id,
+            source: Some(create_plan_version_request::Source::Spec(monthly(vec![
+                fees,
+            ]))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status_pairs(&status),
+        expected(&[(
+            "spec.charges[0].price.percentage.allowance_policy",
+            "unknown_value"
+        )])
     );
 }
 
