@@ -1,0 +1,104 @@
+//! The tonic `InvoiceService`: thin, each call delegates to its feature module.
+
+use tally_proto::invoicing::invoice_service_server::InvoiceService;
+use tally_proto::invoicing::{self as proto};
+use tonic::{Request, Response, Status};
+
+use crate::error::Result;
+
+#[tonic::async_trait]
+impl InvoiceService for crate::InvoicingApi {
+    async fn get_invoice(
+        &self,
+        request: Request<proto::GetInvoiceRequest>,
+    ) -> Result<Response<proto::GetInvoiceResponse>, Status> {
+        let invoice = self
+            .ctx
+            .get_invoice(&request.into_inner().invoice_id)
+            .await?;
+        Ok(Response::new(proto::GetInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn list_invoices(
+        &self,
+        request: Request<proto::ListInvoicesRequest>,
+    ) -> Result<Response<proto::ListInvoicesResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.list_invoices(request.into_inner()).await?,
+        ))
+    }
+
+    async fn preview_upcoming_invoice(
+        &self,
+        request: Request<proto::PreviewUpcomingInvoiceRequest>,
+    ) -> Result<Response<proto::PreviewUpcomingInvoiceResponse>, Status> {
+        let invoice = self
+            .ctx
+            .preview_upcoming_invoice(&request.into_inner().subscription_id)
+            .await?;
+        Ok(Response::new(proto::PreviewUpcomingInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn finalize_invoice(
+        &self,
+        request: Request<proto::FinalizeInvoiceRequest>,
+    ) -> Result<Response<proto::FinalizeInvoiceResponse>, Status> {
+        let invoice = self
+            .ctx
+            .finalize_invoice(&request.into_inner().invoice_id)
+            .await?;
+        Ok(Response::new(proto::FinalizeInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn void_invoice(
+        &self,
+        request: Request<proto::VoidInvoiceRequest>,
+    ) -> Result<Response<proto::VoidInvoiceResponse>, Status> {
+        let invoice = self.ctx.void_invoice(request.into_inner()).await?;
+        Ok(Response::new(proto::VoidInvoiceResponse {
+            invoice: Some(invoice),
+        }))
+    }
+
+    async fn create_credit_note(
+        &self,
+        request: Request<proto::CreateCreditNoteRequest>,
+    ) -> Result<Response<proto::CreateCreditNoteResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.create_credit_note(request.into_inner()).await?,
+        ))
+    }
+
+    async fn reserve_refund(
+        &self,
+        request: Request<proto::ReserveRefundRequest>,
+    ) -> Result<Response<proto::ReserveRefundResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.reserve_refund(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_credit_notes(
+        &self,
+        request: Request<proto::ListCreditNotesRequest>,
+    ) -> Result<Response<proto::ListCreditNotesResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.list_credit_notes(request.into_inner()).await?,
+        ))
+    }
+
+    async fn run_billing(
+        &self,
+        request: Request<proto::RunBillingRequest>,
+    ) -> Result<Response<proto::RunBillingResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.run_billing(request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,263 @@
+//! Reading, finalizing and voiding invoices, and bill runs on demand.
+
+use chrono::DateTime;
+use prost::Message as _;
+use rust_decimal::Decimal;
+use tally_domain::invoice::InvoiceStatus as DomainStatus;
+use tally_proto::events::invoice_event;
+use tally_proto::invoicing::{self as proto, InvoiceStatus};
+
+use super::allow;
+use crate::billing::store::{self};
+use crate::error::{InvoicingError, Result, Violations};
+use crate::idempotency::{self, request_hash};
+use crate::wire::{instant, timestamp};
+use crate::{Context, credits, paging};
+
+impl Context {
+    pub(super) async fn run_billing(
+        &self,
+        request: proto::RunBillingRequest,
+    ) -> Result<proto::RunBillingResponse> {
+        let as_of = self.clock.now();
+        let mut connection = self.pool.acquire().await?;
+        let key = 0x7461_6c6c_7962_696c_i64; // "tallybil"
+        if request.wait {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut *connection)
+                .await?;
+        } else {
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut *connection)
+                .await?;
+            if !locked {
+                return Err(InvoicingError::Aborted(
+                    "another bill run is in progress".into(),
+                ));
+            }
+        }
+        let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
+        let result = self.bill_run(customer).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *connection)
+            .await?;
+        let summary = result?;
+        Ok(proto::RunBillingResponse {
+            as_of: Some(timestamp(as_of)),
+            periods_examined: summary.periods_examined,
+            invoices_created: summary.invoices_created,
+            invoices_updated: summary.invoices_updated,
+            invoices_finalized: summary.invoices_finalized,
+            failures: summary.failures,
+            finished_at: Some(timestamp(self.clock.now())),
+            failed: summary
+                .failed
+                .into_iter()
+                .map(|failure| proto::BillingFailure {
+                    subscription_id: failure.subscription_id,
+                    customer_id: failure.customer_id,
+                    invoice_id: failure.invoice_id.unwrap_or_default(),
+                    reason: failure.reason,
+                })
+                .collect(),
+        })
+    }
+
+    pub(super) async fn get_invoice(&self, id: &str) -> Result<proto::Invoice> {
+        if id.is_empty() {
+            return Err(InvoicingError::invalid("invoice_id", "is required"));
+        }
+        let mut connection = self.pool.acquire().await?;
+        let row = store::load(&mut connection, id, false).await?;
+        store::to_proto(&mut connection, &row, true).await
+    }
+
+    pub(super) async fn list_invoices(
+        &self,
+        request: proto::ListInvoicesRequest,
+    ) -> Result<proto::ListInvoicesResponse> {
+        let mut statuses = Vec::new();
+        for (index, value) in request.statuses.iter().enumerate() {
+            match InvoiceStatus::try_from(*value) {
+                Ok(InvoiceStatus::Unspecified) | Err(_) => {
+                    return Err(InvoicingError::invalid(
+                        format!("statuses[{index}]"),
+                        format!("{value} is not an invoice status"),
+                    ));
+                }
+                Ok(status) => statuses.push(store::status_name(status)),
+            }
+        }
+        let range = match &request.period_start_range {
+            None => None,
+            Some(range) => Some((
+                instant(range.start_time.as_ref()).ok_or_else(|| {
+                    InvoicingError::invalid("period_start_range.start_time", "is required")
+                })?,
+                instant(range.end_time.as_ref()),
+            )),
+        };
+        let limit = paging::page_size(request.page_size);
+        // Newest period first: the token is the last (period start, id).
+        let before = paging::after(&request.page_token, "invoices")?
+            .map(|token| {
+                token
+                    .split_once('~')
+                    .and_then(|(micros, id)| {
+                        let start = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+                        Some((start, id.to_owned()))
+                    })
+                    .ok_or_else(|| {
+                        InvoicingError::invalid("page_token", "is not a token of this listing")
+                    })
+            })
+            .transpose()?;
+        let mut connection = self.pool.acquire().await?;
+        let rows = store::list(
+            &mut connection,
+            (!request.customer_id.is_empty()).then_some(request.customer_id.as_str()),
+            (!request.subscription_id.is_empty()).then_some(request.subscription_id.as_str()),
+            &statuses,
+            range,
+            before.as_ref().map(|(start, id)| (*start, id.as_str())),
+            limit + 1,
+        )
+        .await?;
+        let (rows, more) = paging::finish(rows, limit, "invoices", |row| &row.id);
+        let next_page_token = match rows.last() {
+            Some(last) if !more.is_empty() => {
+                format!(
+                    "invoices.{}~{}",
+                    last.period_start.timestamp_micros(),
+                    last.id
+                )
+            }
+            _ => String::new(),
+        };
+        let mut invoices = Vec::with_capacity(rows.len());
+        for row in &rows {
+            invoices.push(store::to_proto(&mut connection, row, request.include_lines).await?);
+        }
+        Ok(proto::ListInvoicesResponse {
+            invoices,
+            next_page_token,
+        })
+    }
+
+    pub(super) async fn finalize_invoice(&self, id: &str) -> Result<proto::Invoice> {
+        if id.is_empty() {
+            return Err(InvoicingError::invalid("invoice_id", "is required"));
+        }
+        let now = self.clock.now();
+        let draft = {
+            let mut connection = self.pool.acquire().await?;
+            store::load(&mut connection, id, false).await?
+        };
+        let usage = if draft.status == "draft" {
+            self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
+                .await?
+        } else {
+            Default::default()
+        };
+        let subscription_id = draft.subscription_id;
+        let mut transaction = self.pool.begin().await?;
+        // Same lock order as the bill run: subscription, then invoice.
+        sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
+            .bind(&subscription_id)
+            .execute(&mut *transaction)
+            .await?;
+        let row = store::load(&mut transaction, id, true).await?;
+        match row.wire_status() {
+            InvoiceStatus::Draft => {
+                self.require_published(&mut transaction, &row.customer_id)
+                    .await?;
+                self.refresh_draft(&mut transaction, &row, now, usage)
+                    .await?;
+                let row = store::load(&mut transaction, id, true).await?;
+                self.finalize_locked(&mut transaction, &row, now).await?;
+            }
+            InvoiceStatus::Void => {
+                return Err(InvoicingError::FailedPrecondition(format!(
+                    "invoice {id} is void"
+                )));
+            }
+            InvoiceStatus::Finalized
+            | InvoiceStatus::Paid
+            | InvoiceStatus::Uncollectible
+            | InvoiceStatus::Unspecified => {}
+        }
+        let row = store::load(&mut transaction, id, false).await?;
+        let invoice = store::to_proto(&mut transaction, &row, true).await?;
+        transaction.commit().await?;
+        Ok(invoice)
+    }
+
+    pub(super) async fn void_invoice(
+        &self,
+        request: proto::VoidInvoiceRequest,
+    ) -> Result<proto::Invoice> {
+        const METHOD: &str = "VoidInvoice";
+        let mut violations = Violations::default();
+        idempotency::check_key(&request.idempotency_key, &mut violations);
+        if request.invoice_id.is_empty() {
+            violations.add("invoice_id", "is required");
+        }
+        if request.reason.trim().is_empty() {
+            violations.add("reason", "is required");
+        }
+        violations.into_result()?;
+        let hash = request_hash(&request.encode_to_vec(), &[]);
+        let idem = idempotency::Key {
+            method: METHOD,
+            key: &request.idempotency_key,
+            hash,
+        };
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        if idem.claim(&mut transaction).await?.is_none() {
+            let row = store::load(&mut transaction, &request.invoice_id, true).await?;
+            if row.amount_paid > Decimal::ZERO && row.wire_status() != InvoiceStatus::Void {
+                return Err(InvoicingError::FailedPrecondition(format!(
+                    "invoice {} is partially paid; issue a credit note instead",
+                    row.id
+                )));
+            }
+            allow(&row, DomainStatus::Void)?;
+            credits::return_burns(
+                &mut transaction,
+                &*self.ids,
+                &row.id,
+                None,
+                "voided, credits returned",
+                now,
+            )
+            .await?;
+            sqlx::query(
+                "UPDATE invoicing.invoices SET status = 'void', voided_at = $2, void_reason = $3, version = version + 1, \
+                   updated_at = $2 WHERE id = $1",
+            )
+            .bind(&row.id)
+            .bind(now)
+            .bind(&request.reason)
+            .execute(&mut *transaction)
+            .await?;
+            self.publish_invoice(
+                &mut transaction,
+                &row.id,
+                now,
+                invoice_event::Kind::Voided(invoice_event::Voided {
+                    reason: request.reason.clone(),
+                }),
+            )
+            .await?;
+            idem.record(&mut transaction, &row.id, now).await?;
+        }
+        let row = store::load(&mut transaction, &request.invoice_id, false).await?;
+        let invoice = store::to_proto(&mut transaction, &row, true).await?;
+        transaction.commit().await?;
+        Ok(invoice)
+    }
+}
