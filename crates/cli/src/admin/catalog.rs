@@ -8,6 +8,13 @@
 //! conflict nothing is written. Otherwise it creates what is missing, and a
 //! changed plan gets a new version: draft → validate → publish. A published
 //! version is never touched, so running the same file twice changes nothing.
+//!
+//! Before writing anything, and as all of `--dry-run`, rating validates the
+//! whole change (`ValidateCatalogChanges`: the rules of CreateMeter,
+//! CreatePlan and PublishPlanVersion, with the file's new meters), so a dry
+//! run fails exactly where the apply would and an invalid file leaves nothing
+//! behind. `delete-draft` and `delete-plan` remove what was never published
+//! (e.g. left by an apply that failed before this check existed).
 
 use std::path::PathBuf;
 
@@ -17,9 +24,10 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use tally_proto::rating::catalog_service_client::CatalogServiceClient;
 use tally_proto::rating::{
-    self, CreatePlanVersionRequest, GetMeterRequest, GetPlanRequest, GetPlanVersionRequest,
-    PlanVersionSpec, PublishPlanVersionRequest, ValidatePlanVersionRequest,
-    create_plan_version_request, get_meter_request, get_plan_request,
+    self, CreatePlanVersionRequest, DeleteDraftPlanVersionRequest, DeletePlanRequest,
+    GetMeterRequest, GetPlanRequest, GetPlanVersionRequest, ListPlanVersionsRequest, PlanChange,
+    PlanVersionSpec, PlanVersionStatus, PublishPlanVersionRequest, ValidateCatalogChangesRequest,
+    ValidatePlanVersionRequest, create_plan_version_request, get_meter_request, get_plan_request,
 };
 
 use super::catalog_file::{CatalogFile, MeterEntry, PlanEntry};
@@ -33,6 +41,32 @@ pub enum CatalogCommand {
     Apply(ApplyArgs),
     /// Lists meters and plans with their latest published version; `--plan` shows one plan.
     Show(super::catalog_show::ShowArgs),
+    /// Deletes draft plan versions (never published): one by id, or every draft of `--plan`.
+    DeleteDraft(DeleteDraftArgs),
+    /// Deletes a plan that never had a version published, with its drafts, freeing its code.
+    DeletePlan(DeletePlanArgs),
+}
+
+/// Options of `tally catalog delete-draft`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["plan_version_id", "plan"])))]
+pub struct DeleteDraftArgs {
+    /// The draft version, `pv_…`.
+    plan_version_id: Option<String>,
+    /// Every draft of this plan (code or `plan_…` id).
+    #[arg(long)]
+    plan: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Options of `tally catalog delete-plan`.
+#[derive(Debug, Args)]
+pub struct DeletePlanArgs {
+    /// The plan: its code or `plan_…` id.
+    plan: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// Options of `tally catalog apply`.
@@ -55,6 +89,8 @@ pub async fn run(command: CatalogCommand) -> anyhow::Result<()> {
     match command {
         CatalogCommand::Apply(args) => apply(args).await,
         CatalogCommand::Show(args) => super::catalog_show::run(args).await,
+        CatalogCommand::DeleteDraft(args) => delete_draft(args).await,
+        CatalogCommand::DeletePlan(args) => delete_plan(args).await,
     }
 }
 
@@ -127,12 +163,16 @@ async fn apply_file(file: &CatalogFile, target: &Target, dry_run: bool) -> anyho
         .iter()
         .filter(|row| matches!(row.change, Change::Conflict(_)))
         .count();
-    if conflicts > 0 || dry_run {
+    if conflicts > 0 {
         print_rows(target.output, &rows, true)?;
-        anyhow::ensure!(
-            conflicts == 0,
+        anyhow::bail!(
             "{conflicts} conflicting entries: nothing was applied (meters and a plan's identity never change; give a new code)"
         );
+    }
+    let invalid = validate_changes(&mut client, file, &specs, &rows).await?;
+    if !invalid.is_empty() || dry_run {
+        print_rows(target.output, &rows, true)?;
+        anyhow::ensure!(invalid.is_empty(), "{invalid}");
         return Ok(());
     }
 
@@ -174,6 +214,208 @@ async fn apply_file(file: &CatalogFile, target: &Target, dry_run: bool) -> anyho
         }
     }
     print_rows(target.output, &rows, false)
+}
+
+/// Asks rating to validate every meter the file would create and every plan
+/// version it would publish, as the apply itself would (nothing is written);
+/// answers the violations as text, empty when the change is valid.
+async fn validate_changes(
+    client: &mut Client,
+    file: &CatalogFile,
+    specs: &[PlanVersionSpec],
+    rows: &[Row],
+) -> anyhow::Result<String> {
+    let (meter_rows, plan_rows) = rows.split_at(file.meters.len());
+    let meters: Vec<_> = file
+        .meters
+        .iter()
+        .zip(meter_rows)
+        .filter(|(_, row)| matches!(row.change, Change::New))
+        .map(|(meter, _)| meter.request())
+        .collect();
+    let plans: Vec<_> = file
+        .plans
+        .iter()
+        .zip(specs)
+        .zip(plan_rows)
+        .filter(|(_, row)| matches!(row.change, Change::New | Change::NewVersion { .. }))
+        .map(|((plan, spec), _)| PlanChange {
+            plan: Some(plan.request()),
+            spec: Some(spec.clone()),
+        })
+        .collect();
+    if meters.is_empty() && plans.is_empty() {
+        return Ok(String::new());
+    }
+    let names: Vec<String> = meters
+        .iter()
+        .map(|meter| format!("meter {}", meter.code))
+        .collect();
+    let plan_names: Vec<String> = plans
+        .iter()
+        .map(|change| {
+            format!(
+                "plan {}",
+                change.plan.as_ref().map_or("", |plan| &plan.code)
+            )
+        })
+        .collect();
+    let answer = client
+        .validate_catalog_changes(ValidateCatalogChangesRequest { meters, plans })
+        .await
+        .answer("ValidateCatalogChanges")?;
+    if answer.valid {
+        return Ok(String::new());
+    }
+    let mut text = format!(
+        "{} violations: nothing was applied",
+        answer.violations.len()
+    );
+    for violation in answer.violations {
+        // `plans[1].spec…` names the entry: say which one.
+        let entry = entry_of(&violation.field, "meters[", &names)
+            .or_else(|| entry_of(&violation.field, "plans[", &plan_names));
+        text.push_str(&format!(
+            "\n  {}{}: {} ({})",
+            entry.map(|name| format!("{name}: ")).unwrap_or_default(),
+            violation.field,
+            violation.rule,
+            violation.description
+        ));
+    }
+    Ok(text)
+}
+
+/// The name of the entry a violation's `field` path starts in (`plans[1]…`).
+fn entry_of<'a>(field: &str, prefix: &str, names: &'a [String]) -> Option<&'a String> {
+    let index: usize = field
+        .strip_prefix(prefix)?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()?;
+    names.get(index)
+}
+
+#[allow(clippy::print_stdout)]
+async fn delete_draft(args: DeleteDraftArgs) -> anyhow::Result<()> {
+    let target = &args.target;
+    let mut client = CatalogServiceClient::new(
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+    );
+    let ids = match (&args.plan_version_id, &args.plan) {
+        (Some(id), _) => vec![id.clone()],
+        (None, Some(plan)) => {
+            let plan_id = plan_of(&mut client, plan).await?.id;
+            let mut ids = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_plan_versions(ListPlanVersionsRequest {
+                        plan_id: plan_id.clone(),
+                        status: PlanVersionStatus::Draft as i32,
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await
+                    .answer(&format!("ListPlanVersions {plan}"))?;
+                ids.extend(page.plan_versions.into_iter().map(|version| version.id));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            ids
+        }
+        (None, None) => return Err(usage("give a draft version id or --plan")),
+    };
+    let mut deleted = Vec::new();
+    for id in ids {
+        let version = client
+            .delete_draft_plan_version(DeleteDraftPlanVersionRequest {
+                plan_version_id: id.clone(),
+            })
+            .await
+            .answer(&format!("DeleteDraftPlanVersion {id}"))?
+            .plan_version
+            .unwrap_or_default();
+        deleted.push(version);
+    }
+    match target.output {
+        Output::Json => print_json(&serde_json::Value::Array(
+            deleted
+                .iter()
+                .map(|version| {
+                    json!({"planVersionId": version.id, "planId": version.plan_id, "version": version.version})
+                })
+                .collect(),
+        )),
+        Output::Table => {
+            if deleted.is_empty() {
+                println!("no drafts to delete");
+            }
+            for version in deleted {
+                println!(
+                    "deleted draft {} (version {} of {})",
+                    version.id, version.version, version.plan_id
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn delete_plan(args: DeletePlanArgs) -> anyhow::Result<()> {
+    let target = &args.target;
+    let mut client = CatalogServiceClient::new(
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+    );
+    let plan = plan_of(&mut client, &args.plan).await?;
+    let answer = client
+        .delete_plan(DeletePlanRequest {
+            plan_id: plan.id.clone(),
+        })
+        .await
+        .answer(&format!("DeletePlan {}", args.plan))?;
+    match target.output {
+        Output::Json => print_json(&json!({
+            "planId": plan.id,
+            "code": plan.code,
+            "deletedDrafts": answer.deleted_drafts,
+        })),
+        Output::Table => {
+            println!(
+                "deleted plan {} ({}) and {} draft(s); its code is free again",
+                plan.code, plan.id, answer.deleted_drafts
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A plan by code or, when no plan has that code, by `plan_…` id (a code may
+/// start with `plan_` too).
+async fn plan_of(client: &mut Client, plan: &str) -> anyhow::Result<rating::Plan> {
+    let by_code = client
+        .get_plan(GetPlanRequest {
+            lookup: Some(get_plan_request::Lookup::Code(plan.to_owned())),
+        })
+        .await;
+    let found = match by_code {
+        Err(status) if status.code() == tonic::Code::NotFound && plan.starts_with("plan_") => {
+            client
+                .get_plan(GetPlanRequest {
+                    lookup: Some(get_plan_request::Lookup::PlanId(plan.to_owned())),
+                })
+                .await
+        }
+        other => other,
+    };
+    found
+        .answer(&format!("GetPlan {plan}"))?
+        .plan
+        .context("GetPlan answered without a plan")
 }
 
 fn read_file(path: &PathBuf) -> anyhow::Result<CatalogFile> {

@@ -13,6 +13,7 @@ use tally_runtime::clock_service::chrono_to_timestamp;
 use tally_runtime::ids::SharedIdGenerator;
 use tonic::{Request, Response, Status};
 
+use super::changes;
 use super::error::CatalogError;
 use super::mapping::{self, PlanIdentity, Rule, Violations};
 use super::paging::{page_after, page_by_code, page_size, paginate, version_token};
@@ -566,6 +567,45 @@ impl CatalogService for CatalogApi {
         Ok(Response::new(proto::ListPlanVersionsResponse {
             plan_versions,
             next_page_token,
+        }))
+    }
+
+    async fn validate_catalog_changes(
+        &self,
+        request: Request<proto::ValidateCatalogChangesRequest>,
+    ) -> CatalogResult<proto::ValidateCatalogChangesResponse> {
+        let placeholder = self.ids.new_id("plan");
+        let violations = changes::validate(&self.pool, request.get_ref(), &placeholder)
+            .await?
+            .to_proto();
+        Ok(Response::new(proto::ValidateCatalogChangesResponse {
+            valid: violations.is_empty(),
+            violations,
+        }))
+    }
+
+    async fn delete_draft_plan_version(
+        &self,
+        request: Request<proto::DeleteDraftPlanVersionRequest>,
+    ) -> CatalogResult<proto::DeleteDraftPlanVersionResponse> {
+        let id = &request.get_ref().plan_version_id;
+        require(id, "plan_version_id")?;
+        let row = changes::delete_draft(&self.pool, id).await?;
+        Ok(Response::new(proto::DeleteDraftPlanVersionResponse {
+            plan_version: Some(version_proto(row)?),
+        }))
+    }
+
+    async fn delete_plan(
+        &self,
+        request: Request<proto::DeletePlanRequest>,
+    ) -> CatalogResult<proto::DeletePlanResponse> {
+        let id = &request.get_ref().plan_id;
+        require(id, "plan_id")?;
+        let (row, deleted_drafts) = changes::delete_plan(&self.pool, id).await?;
+        Ok(Response::new(proto::DeletePlanResponse {
+            plan: Some(plan_proto(row)),
+            deleted_drafts,
         }))
     }
 }

@@ -1,6 +1,8 @@
 //! The catalog: meters, plans and plan versions (`tally.rating.v1.CatalogService`).
 //!
 //! * [`api`] — the gRPC service: request checks and transactions;
+//! * `changes` — changes validated before they are made (the dry run of a
+//!   catalog apply) and unpublished drafts and plans deleted;
 //! * [`mapping`] — wire ↔ domain, reporting every violation with its field path;
 //! * [`store`] — SQL on the `rating` schema, including the loaders the rest of
 //!   rating prices with ([`store::published_version`], [`store::meter`],
@@ -12,6 +14,7 @@
 //! "Rating: catalog").
 
 pub mod api;
+mod changes;
 mod error;
 pub mod mapping;
 mod paging;

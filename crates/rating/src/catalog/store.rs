@@ -508,3 +508,39 @@ pub async fn version_page(
     .fetch_all(pool)
     .await
 }
+
+/// Deletes draft `id` (the database refuses to delete anything else).
+pub async fn delete_draft(connection: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM rating.plan_versions WHERE id = $1 AND status = 'draft'")
+        .bind(id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The status of every version of plan `plan_id`.
+pub async fn version_statuses(
+    connection: &mut PgConnection,
+    plan_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM rating.plan_versions WHERE plan_id = $1")
+        .bind(plan_id)
+        .fetch_all(connection)
+        .await
+}
+
+/// Deletes plan `plan_id` and its drafts (the caller checked it has nothing
+/// else; the database refuses to delete a published version), answering how
+/// many drafts were deleted.
+pub async fn delete_plan(connection: &mut PgConnection, plan_id: &str) -> Result<u32, sqlx::Error> {
+    let drafts = sqlx::query("DELETE FROM rating.plan_versions WHERE plan_id = $1")
+        .bind(plan_id)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM rating.plans WHERE id = $1")
+        .bind(plan_id)
+        .execute(connection)
+        .await?;
+    Ok(u32::try_from(drafts).unwrap_or(u32::MAX))
+}

@@ -1,5 +1,12 @@
-//! `tally catalog apply|show` against a real rating: the documented example
-//! price book, idempotence, new versions, conflicts and refusals.
+//! `tally catalog apply|show|delete-draft|delete-plan` against a real rating:
+//! the documented example price book, idempotence, new versions, conflicts and
+//! refusals, a dry run that validates as the apply does, and unpublished drafts
+//! and plans deleted.
+
+use tally_proto::rating::catalog_service_client::CatalogServiceClient;
+use tally_proto::rating::{
+    CreatePlanRequest, CreatePlanVersionRequest, PlanVersionSpec, create_plan_version_request,
+};
 
 use super::support::{Run, Service, create_key, documented_catalog, run, run_with_stdin};
 
@@ -246,7 +253,7 @@ async fn conflicts_and_invalid_versions_are_refused_with_their_reasons() {
         invalid.stderr
     );
     assert!(
-        invalid.stderr.contains("stays a draft"),
+        invalid.stderr.contains("nothing was applied"),
         "{}",
         invalid.stderr
     );
@@ -329,4 +336,243 @@ async fn failures_say_what_to_do() {
         bad_address.stderr
     );
     run(&key, &["catalog", "nonsense"]).expect(2);
+}
+
+/// A new plan naming an unknown meter with descending tiers: the dry run
+/// fails with the same violations as the apply, and neither writes anything.
+#[tokio::test]
+async fn a_dry_run_validates_in_rating_exactly_as_the_apply_does() {
+    let (_database, rating, key) = rating().await;
+    let catalog = documented_catalog();
+    let invalid = catalog
+        .replace("code: inference_starter", "code: embed_plan3")
+        .replace("meter: api_requests", "meter: api_calls")
+        .replace(
+            "{up_to: 100000000, unit_price: \"0.0000015\"}",
+            "{up_to: 1000, unit_price: \"0.0000015\"}",
+        );
+    assert_ne!(invalid, catalog, "the documented catalog changed shape");
+
+    let dry = apply(&rating, &key, &invalid, &["--dry-run"]).expect(1);
+    let real = apply(&rating, &key, &invalid, &[]).expect(1);
+    for refused in [&dry, &real] {
+        for expected in [
+            "unknown_meter",
+            "tiers_not_ascending",
+            "plan inference_pro: plans[0].spec.charges[2].price.graduated.tiers[1].up_to",
+            "nothing was applied",
+        ] {
+            assert!(
+                refused.stderr.contains(expected),
+                "{expected}: {}",
+                refused.stderr
+            );
+        }
+    }
+    let violations = |run: &Run| {
+        run.stderr
+            .lines()
+            .filter(|line| line.starts_with("  "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(violations(&dry), violations(&real));
+    // Nothing was written: no meter, no plan, no draft.
+    let shown = show_json(&rating, &key);
+    assert_eq!(shown["meters"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["plans"], serde_json::json!([]), "{shown}");
+
+    // A meter the same file creates is known to the dry run.
+    let fixed = apply(&rating, &key, &catalog, &["--dry-run"]).expect(0);
+    assert!(
+        fixed.stdout.contains("would be created"),
+        "{}",
+        fixed.stdout
+    );
+    // An invalid meter is refused by the dry run too (CreateMeter's rules).
+    let bad_meter = catalog.replace(
+        "  - code: api_requests\n",
+        "  - code: api_requests\n    property: path\n",
+    );
+    assert_ne!(bad_meter, catalog, "the documented catalog changed shape");
+    let refused = apply(&rating, &key, &bad_meter, &["--dry-run"]).expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains("meter api_requests: meters[2].property"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// What an older apply (or a client) left unpublished can be deleted: a
+/// draft, then the plan that holds the code; published ones cannot.
+#[tokio::test]
+async fn unpublished_drafts_and_plans_can_be_deleted() {
+    let (_database, rating, key) = rating().await;
+    let catalog = documented_catalog();
+    apply(&rating, &key, &catalog, &[]).expect(0);
+
+    // A plan whose first version never published, as a failed apply left it.
+    let channel = tonic::transport::Channel::from_shared(rating.address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = CatalogServiceClient::new(channel);
+    let plan = client
+        .create_plan(authorized(
+            &key,
+            CreatePlanRequest {
+                code: "embed_plan3".into(),
+                name: "Embeddings".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let mut drafts = Vec::new();
+    for attempt in 0..2 {
+        let draft = client
+            .create_plan_version(authorized(
+                &key,
+                CreatePlanVersionRequest {
+                    idempotency_key: format!("left-behind-{attempt}"),
+                    plan_id: plan.id.clone(),
+                    source: Some(create_plan_version_request::Source::Spec(PlanVersionSpec {
+                        currency: "USD".into(),
+                        ..Default::default()
+                    })),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .plan_version
+            .unwrap();
+        drafts.push(draft.id);
+    }
+
+    // One draft by id, then the rest by plan.
+    let address = rating.address.as_str();
+    let one = run(
+        &key,
+        &["catalog", "delete-draft", &drafts[0], "--address", address],
+    )
+    .expect(0);
+    assert!(
+        one.stdout.contains(&format!("deleted draft {}", drafts[0])),
+        "{}",
+        one.stdout
+    );
+    let again = run(
+        &key,
+        &["catalog", "delete-draft", &drafts[0], "--address", address],
+    )
+    .expect(1);
+    assert!(again.stderr.contains("NotFound"), "{}", again.stderr);
+    let rest = run(
+        &key,
+        &[
+            "catalog",
+            "delete-draft",
+            "--plan",
+            "embed_plan3",
+            "--address",
+            address,
+        ],
+    )
+    .expect(0);
+    assert!(
+        rest.stdout
+            .contains(&format!("deleted draft {}", drafts[1])),
+        "{}",
+        rest.stdout
+    );
+
+    // A published plan's versions and the plan itself stay.
+    let pro = show_json(&rating, &key)["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|plan| plan["code"] == "inference_pro")
+        .unwrap()["latestPublishedVersionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let published = run(
+        &key,
+        &["catalog", "delete-draft", &pro, "--address", address],
+    )
+    .expect(1);
+    assert!(
+        published.stderr.contains("only drafts can be deleted"),
+        "{}",
+        published.stderr
+    );
+    let kept = run(
+        &key,
+        &[
+            "catalog",
+            "delete-plan",
+            "inference_pro",
+            "--address",
+            address,
+        ],
+    )
+    .expect(1);
+    assert!(kept.stderr.contains("cannot be deleted"), "{}", kept.stderr);
+
+    // The unpublished plan goes (with a draft made after the first ones), and
+    // its code can hold a plan again.
+    client
+        .create_plan_version(authorized(
+            &key,
+            CreatePlanVersionRequest {
+                idempotency_key: "left-behind-2".into(),
+                plan_id: plan.id.clone(),
+                source: Some(create_plan_version_request::Source::Spec(
+                    PlanVersionSpec::default(),
+                )),
+            },
+        ))
+        .await
+        .unwrap();
+    let gone = run(
+        &key,
+        &[
+            "catalog",
+            "delete-plan",
+            "embed_plan3",
+            "--address",
+            address,
+        ],
+    )
+    .expect(0);
+    assert!(
+        gone.stdout.contains("deleted plan embed_plan3") && gone.stdout.contains("1 draft"),
+        "{}",
+        gone.stdout
+    );
+    let codes: Vec<String> = show_json(&rating, &key)["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|plan| plan["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, ["inference_pro", "inference_starter"]);
+    let renamed = catalog.replace("code: inference_starter", "code: embed_plan3");
+    let reused = apply(&rating, &key, &renamed, &[]).expect(0);
+    assert!(reused.stdout.contains("embed_plan3"), "{}", reused.stdout);
+}
+
+fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
 }
