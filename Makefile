@@ -2,12 +2,13 @@
 .PHONY: dev demo install test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
 
 # Run Tally: all services in one process, private PostgreSQL, in-process bus.
+# ARGS passes options to `tally dev`, e.g. `make demo ARGS=--reset` (start afresh).
 dev:
-	cargo run -p tally-cli --bin tally -- dev
+	cargo run -p tally-cli --bin tally -- dev $(ARGS)
 
 # The same, then a month of an AI-inference platform's billing (crates/cli/demo).
 demo:
-	cargo run -p tally-cli --bin tally -- dev --demo
+	cargo run -p tally-cli --bin tally -- dev --demo $(ARGS)
 
 # Puts `tally` on the PATH (~/.cargo/bin), for the README's `tally …` commands.
 install:

@@ -11,7 +11,9 @@
 //!
 //! Usage amounts come from a fixed pseudo-random sequence, so every run
 //! bills the same amounts; running it again on the same data directory finds
-//! the customers and events already there (duplicates are billed once).
+//! the customers and events already there (duplicates are billed once). Its
+//! customers' external ids start with `demo-`, so the README's example
+//! customer (`acme`) never collides with them.
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,7 @@ const REQUESTS: Usage = Usage {
 
 const PERSONAS: [Persona; 4] = [
     Persona {
-        external_id: "acme",
+        external_id: "demo-acme",
         name: "Acme AI",
         plan: "inference_pro",
         collection: CollectionMode::ChargeAutomatically,
@@ -101,7 +103,7 @@ const PERSONAS: [Persona; 4] = [
         usage: &[GPU, IMAGES, TOKENS, REQUESTS],
     },
     Persona {
-        external_id: "globex",
+        external_id: "demo-globex",
         name: "Globex Labs",
         // Upgraded to inference_pro half-way through the month.
         plan: "inference_starter",
@@ -110,7 +112,7 @@ const PERSONAS: [Persona; 4] = [
         usage: &[TOKENS],
     },
     Persona {
-        external_id: "initech",
+        external_id: "demo-initech",
         name: "Initech",
         plan: "inference_pro",
         collection: CollectionMode::SendInvoice,
@@ -118,7 +120,7 @@ const PERSONAS: [Persona; 4] = [
         usage: &[GPU, IMAGES, TOKENS],
     },
     Persona {
-        external_id: "hooli",
+        external_id: "demo-hooli",
         name: "Hooli Vision",
         plan: "inference_starter",
         collection: CollectionMode::ChargeAutomatically,
@@ -392,14 +394,27 @@ async fn subscribe(
             ..CreateCustomerRequest::default()
         })
         .await
-        .answer(&format!("CreateCustomer {}", persona.external_id))?
+        .map_err(|status| {
+            let error =
+                crate::admin::refused(&format!("CreateCustomer {}", persona.external_id), &status);
+            if status.code() == tonic::Code::AlreadyExists {
+                error.context(format!(
+                    "the demo's customer {} exists with other attributes in this database: \
+                     start afresh with `tally dev --demo --reset` (or another --data-dir)",
+                    persona.external_id
+                ))
+            } else {
+                error
+            }
+        })?
+        .into_inner()
         .customer
         .context("CreateCustomer answered without a customer")?;
     let subscription = api
         .subscriptions
         .create_subscription(CreateSubscriptionRequest {
             // The key makes a second demo run find the first run's subscription.
-            idempotency_key: format!("demo-{}-{}", persona.external_id, start.timestamp()),
+            idempotency_key: format!("{}-{}", persona.external_id, start.timestamp()),
             customer_id: customer.id.clone(),
             plan_version_id: plan_version.into(),
             start_at: Some(stamp(start)),

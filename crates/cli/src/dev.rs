@@ -53,10 +53,20 @@ pub struct DevArgs {
     /// invoices are finalized; then keep serving.
     #[arg(long)]
     demo: bool,
+    /// Start afresh: delete the private PostgreSQL's data and the admin key
+    /// in --data-dir first (every customer, invoice and the catalog go).
+    /// Refused with DATABASE_URL: drop that database yourself.
+    #[arg(long)]
+    reset: bool,
 }
 
 /// Runs everything until ctrl-c or SIGTERM.
 pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !(args.reset && config.database.url.is_some()),
+        "--reset deletes only the private PostgreSQL in --data-dir, and DATABASE_URL names \
+         another database: drop and create that one yourself, or unset DATABASE_URL"
+    );
     if args.manual_clock || args.demo {
         config.clock.mode = ClockMode::Manual;
     }
@@ -115,6 +125,9 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     config.payments.webhook_listen_addr = webhook_listener.local_addr()?;
     let webhook_listener = ReservedListener::new(webhook_listener);
 
+    if args.reset {
+        reset(&args.data_dir)?;
+    }
     let private_postgres = match &config.database.url {
         Some(_) => None,
         None => {
@@ -142,6 +155,27 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         tracing::warn!(%error, "the private PostgreSQL did not stop cleanly");
     }
     result
+}
+
+/// `--reset`: deletes what `tally dev` keeps in `data_dir` (the private
+/// PostgreSQL's directory and the admin key), nothing else in it.
+#[allow(clippy::print_stderr)]
+fn reset(data_dir: &Path) -> anyhow::Result<()> {
+    let postgres = data_dir.join("postgres");
+    if postgres.exists() {
+        std::fs::remove_dir_all(&postgres)
+            .with_context(|| format!("--reset: deleting {}", postgres.display()))?;
+    }
+    let key = data_dir.join(ADMIN_KEY_FILE);
+    if key.exists() {
+        std::fs::remove_file(&key)
+            .with_context(|| format!("--reset: deleting {}", key.display()))?;
+    }
+    eprintln!(
+        "--reset: {} starts empty (its PostgreSQL data and admin key were deleted)",
+        data_dir.display()
+    );
+    Ok(())
 }
 
 /// Where `tally dev` serves Stripe webhooks: `--webhook-listen`; else

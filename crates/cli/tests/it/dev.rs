@@ -216,6 +216,144 @@ async fn the_demo_bills_a_month_and_prints_the_invoices() {
     assert_eq!(cycle_totals.len(), 4, "{invoices:?}");
 }
 
+/// Runs `tally dev --demo` on `database_url` and `data_dir` until the demo
+/// says it is done (60 s at most); returns what it printed.
+fn run_demo(database_url: &str, data_dir: &std::path::Path) -> String {
+    let mut child = dev()
+        .args([
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("DATABASE_URL", database_url)
+        .env("TALLY_CLOCK__START", "2026-11-01T00:00:00Z")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = output_lines(&mut child);
+    let _running = Running(child);
+    let started = Instant::now();
+    let bound = Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|line: &String| line.contains("demo  done") || line.contains("the demo stopped"))
+    {
+        match received.recv_timeout(bound.saturating_sub(started.elapsed())) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!(
+                "the demo did not finish within {bound:?}:\n{}",
+                lines.join("\n")
+            ),
+        }
+    }
+    lines.join("\n")
+}
+
+/// The README's own example customer (`acme`) exists, as after a user
+/// followed the README on the data directory `make dev` uses: the demo still
+/// bills its month, and does so again on the same data directory.
+#[tokio::test]
+async fn the_demo_runs_on_a_used_data_directory_again_and_again() {
+    let database = tally_testkit::postgres::database().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    let (running, lines) = start_with_banner(&database.url, &data_dir);
+    let key = banner_value(&lines, "API key (admin)");
+    let address = banner_value(&lines, "gRPC (all services)");
+    let created = Command::new(TALLY)
+        .args([
+            "customers",
+            "create",
+            "--name",
+            "Acme AI",
+            "--external-id",
+            "acme",
+        ])
+        .args(["--currency", "USD", "--address", &address])
+        .env("TALLY_API_KEY", &key)
+        .env_remove("TALLY_ADDRESS")
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    drop(running);
+
+    for run in ["first", "second"] {
+        let text = run_demo(&database.url, &data_dir);
+        assert!(!text.contains("the demo stopped"), "{run} run:\n{text}");
+        assert!(
+            text.contains("the month's usage, next month's fees"),
+            "{run} run:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn reset_is_refused_with_a_database_url_and_empties_the_data_directory() {
+    let directory =
+        std::env::temp_dir().join(format!("tally-dev-{}", tally_testkit::unique_suffix()));
+    let stderr = failing_start(
+        dev()
+            .args(["--reset", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&directory)
+            .env("DATABASE_URL", "postgres://127.0.0.1:9/nowhere"),
+    );
+    assert!(
+        stderr.contains("--reset deletes only the private PostgreSQL"),
+        "{stderr}"
+    );
+
+    // What a used data directory holds goes; PostgreSQL is then started
+    // afresh (here it is missing, so the start fails after the reset).
+    std::fs::create_dir_all(directory.join("postgres").join("data")).unwrap();
+    std::fs::write(
+        directory.join("postgres").join("data").join("PG_VERSION"),
+        "9.6\n",
+    )
+    .unwrap();
+    std::fs::write(directory.join("admin-key"), "tally_old\n").unwrap();
+    std::fs::write(directory.join("notes.txt"), "mine\n").unwrap();
+    let stderr = failing_start(
+        dev()
+            .args([
+                "--reset",
+                "--listen",
+                "127.0.0.1:0",
+                "--webhook-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&directory)
+            .env("PG_BIN_DIR", directory.join("no-such-bin")),
+    );
+    assert!(stderr.contains("starts empty"), "{stderr}");
+    assert!(!stderr.contains("belongs to PostgreSQL 9.6"), "{stderr}");
+    assert!(
+        !directory
+            .join("postgres")
+            .join("data")
+            .join("PG_VERSION")
+            .exists()
+    );
+    assert!(!directory.join("admin-key").exists());
+    assert!(
+        directory.join("notes.txt").exists(),
+        "only what tally dev keeps is deleted"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
 /// Runs `tally dev` that must fail at start; returns its stderr.
 fn failing_start(command: &mut Command) -> String {
     let output = command.stdin(Stdio::null()).output().unwrap();
