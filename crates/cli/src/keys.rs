@@ -105,20 +105,24 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM tally_auth.api_keys ORDER BY created_at")
                     .fetch_all(&pool)
                     .await?;
+            // RFC 3339 in UTC to the second, like every other command's times.
+            let time = |at: chrono::DateTime<chrono::Utc>| {
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
             println!(
-                "{:<40} {:<24} {:<24} {:<26} STATUS",
+                "{:<40} {:<24} {:<24} {:<21} STATUS",
                 "ID", "NAME", "SCOPES", "CREATED"
             );
             for row in rows {
-                let status = row.revoked_at.map_or("active".to_owned(), |at| {
-                    format!("revoked {}", at.to_rfc3339())
-                });
+                let status = row
+                    .revoked_at
+                    .map_or("active".to_owned(), |at| format!("revoked {}", time(at)));
                 println!(
-                    "{:<40} {:<24} {:<24} {:<26} {status}",
+                    "{:<40} {:<24} {:<24} {:<21} {status}",
                     row.id,
                     row.name,
                     row.scopes.join(","),
-                    row.created_at.to_rfc3339()
+                    time(row.created_at)
                 );
             }
         }

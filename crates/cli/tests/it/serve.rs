@@ -725,6 +725,25 @@ async fn keys_register_is_idempotent_and_refuses_a_revoked_or_short_key() {
         .output()
         .unwrap();
     assert!(revoked.status.success());
+    // Times are RFC 3339 in UTC to the second, as in every other command.
+    let listed = tally(&database.url)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let line = listed
+        .lines()
+        .find(|line| line.contains("tally-peers"))
+        .unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let rfc3339 = |text: &str| {
+        text.len() == 20
+            && text.ends_with('Z')
+            && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+    };
+    assert!(rfc3339(cells[3]), "created: {line}");
+    assert_eq!(cells[4], "revoked", "{line}");
+    assert!(rfc3339(cells[5]), "revoked at: {line}");
     let after = register(peer_key, "read,write");
     let stderr = String::from_utf8_lossy(&after.stderr);
     assert!(!after.status.success(), "a revoked key came back");
