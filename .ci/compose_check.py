@@ -14,7 +14,10 @@ the pieces fit. Run through .ci/compose-validate, which installs the tools.
 4. The topic setup script runs against the real Pub/Sub emulator, twice (idempotent),
    and the subscriptions come out with their dead-letter policy, ordered exactly where
    the code creates them ordered.
-5. With TALLY_BIN set, the real binary accepts each container's command and environment.
+5. With TALLY_BIN set, the real binary accepts each container's command and environment,
+   and the containers run as local processes (.ci/live_deploy_check.py) create a customer
+   and a subscription and bill its first, ended period; without the peer key a service
+   stops at start.
 6. The Dockerfile the migrate service builds, parsed with BuildKit's parser: stages,
    a numeric non-root user, ENTRYPOINT tally, CI's build command, the build context.
 """
@@ -37,6 +40,7 @@ import dockerfile
 import yaml
 from compose_spec import PyOptions
 
+import live_deploy_check
 from deploy_checks import (
     ROOT,
     Checks,
@@ -320,6 +324,14 @@ def check_binary(checks: Checks, compose: dict) -> None:
     print(f"  {binary} accepts the command and environment of migrate, peer-key and the four services")
 
 
+def check_live(checks: Checks, compose: dict) -> None:
+    binary = tally_binary()
+    if binary is None:
+        print("  SKIPPED the live check: set TALLY_BIN to a built tally (.ci/run does)")
+        return
+    live_deploy_check.run_deployment(checks, binary, live_deploy_check.from_compose(compose, env_of))
+
+
 def main() -> None:
     checks = Checks()
     print("==> parsers")
@@ -334,6 +346,8 @@ def main() -> None:
     check_setup_script(checks, compose)
     print("==> the tally binary")
     check_binary(checks, compose)
+    print("==> live: the containers as processes on PostgreSQL and the emulator, billing an ended period")
+    check_live(checks, compose)
     checks.finish("docker-compose.yml")
 
 
