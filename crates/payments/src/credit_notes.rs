@@ -46,11 +46,10 @@ use tally_proto::events::InvoiceEvent;
 use tally_proto::events::invoice_event::CreditNoteIssued;
 use tally_proto::invoicing::{CreditNote, CreditNoteReason};
 
-use crate::collect::record_inbox;
 use crate::core::{Core, RefundFailure};
 use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
-use crate::store::{self, PaymentKey, PaymentState};
+use crate::store::{self, PaymentKey, PaymentState, record_inbox};
 use crate::stripe::{
     CreditNoteRequest, RemoteRefundStatus, StripeCreditNoteReason, StripeRefundReason,
 };

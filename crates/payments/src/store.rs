@@ -1,11 +1,14 @@
-//! Rows of `payments.payments`, their attempts and refunds, and their wire form.
+//! Rows of `payments.payments`, their attempts and refunds, and their wire form;
+//! the inbox of the `invoice-events` consumer.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};
+use tally_bus::inbox::{self, ServiceSchema};
 use tally_domain::money::{Currency, Money};
 use tally_proto::payments as proto;
 
+use crate::INVOICE_EVENTS_SUBSCRIPTION;
 use crate::wire::{money, timestamp};
 
 /// Payments' status of a payment (`payments.payments.status`).
@@ -426,4 +429,19 @@ fn refund_from_row(row: &sqlx::postgres::PgRow) -> Result<proto::Refund, sqlx::E
             .try_get::<Option<String>, _>("credit_note_id")?
             .unwrap_or_default(),
     })
+}
+
+/// Records the message in the inbox of `payments-invoice-events` (the
+/// consumer of `collect` and `credit_notes`); `false` when it already was.
+pub(crate) async fn record_inbox(
+    connection: &mut PgConnection,
+    message_id: &str,
+) -> Result<bool, sqlx::Error> {
+    inbox::record_once(
+        connection,
+        ServiceSchema::Payments,
+        INVOICE_EVENTS_SUBSCRIPTION,
+        message_id,
+    )
+    .await
 }

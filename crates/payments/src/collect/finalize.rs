@@ -1,0 +1,274 @@
+//! A finalized invoice: the invoice and payment rows are checkpointed, the
+//! invoice mirrored (see `mirror`), and the first attempt (or the email)
+//! recorded with the inbox entry; a mirror Stripe refuses for good fails the
+//! payment.
+
+use sqlx::Row;
+use tally_bus::consumer::HandlerError;
+use tally_domain::money::Money;
+use tally_proto::events::InvoiceEvent;
+
+use crate::core::{AttemptOutcome, failed_attempt};
+use crate::error::PaymentsError;
+use crate::ledger::{self, Book};
+use crate::metrics;
+use crate::store::{self, PaymentKey, PaymentRow, PaymentState, record_inbox};
+use crate::stripe::{Collection, StripeError};
+
+use super::collectible::{Collectible, collectible};
+use super::{InvoiceEventsHandler, retry};
+
+#[derive(Debug, Clone)]
+struct InvoiceRow {
+    status: String,
+    stripe_invoice_id: Option<String>,
+}
+
+impl InvoiceEventsHandler {
+    /// Mirrors and collects a finalized invoice.
+    pub(super) async fn finalized(
+        &self,
+        message_id: &str,
+        event: &InvoiceEvent,
+        amount_due: Money,
+    ) -> Result<(), HandlerError> {
+        let collectible = collectible(event, amount_due).map_err(HandlerError::Poison)?;
+        let Some(row) = self
+            .checkpoint_invoice(&collectible, event)
+            .await
+            .map_err(retry)?
+        else {
+            // An older snapshot, or nothing to collect: recorded, done.
+            return self.record_only(message_id).await.map_err(retry);
+        };
+        let mut stripe_invoice_id = row.stripe_invoice_id.clone();
+        if row.status == "syncing" {
+            match self.mirror(&collectible, stripe_invoice_id.clone()).await {
+                Ok(id) => stripe_invoice_id = Some(id),
+                Err(PaymentsError::Stripe(error)) if !error.is_transient() => {
+                    self.sync_failed(message_id, &collectible, &error)
+                        .await
+                        .map_err(retry)?;
+                    return Ok(());
+                }
+                Err(error) => return Err(retry(error)),
+            }
+        } else if row.status != "open" {
+            // Paid, void, uncollectible or failed already: nothing to collect.
+            return self.record_only(message_id).await.map_err(retry);
+        }
+        let Some(stripe_invoice_id) = stripe_invoice_id else {
+            return Err(HandlerError::Retry(
+                "the Stripe invoice id is missing".into(),
+            ));
+        };
+        self.collect_first_time(message_id, &collectible, &stripe_invoice_id)
+            .await
+            .map_err(retry)
+    }
+
+    /// Writes the invoice and payment rows (once) and returns the invoice
+    /// row, or `None` when the snapshot is older than the one held or there is
+    /// nothing to collect.
+    async fn checkpoint_invoice(
+        &self,
+        collectible: &Collectible,
+        event: &InvoiceEvent,
+    ) -> Result<Option<InvoiceRow>, PaymentsError> {
+        let now = self.core.clock.now();
+        let mut transaction = self.core.pool.begin().await?;
+        let existing = sqlx::query(
+            "SELECT version, status, stripe_invoice_id FROM payments.invoices WHERE invoice_id = $1 FOR UPDATE",
+        )
+        .bind(&collectible.invoice_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if let Some(existing) = existing {
+            let version: i64 = existing.try_get("version")?;
+            if version > collectible.version {
+                return Ok(None);
+            }
+            return Ok(Some(InvoiceRow {
+                status: existing.try_get("status")?,
+                stripe_invoice_id: existing.try_get("stripe_invoice_id")?,
+            }));
+        }
+        let nothing_due = collectible.amount_due.is_zero();
+        let snapshot = event.invoice.as_ref().map(prost::Message::encode_to_vec);
+        sqlx::query(
+            "INSERT INTO payments.invoices (invoice_id, customer_id, currency, amount_due, collection_mode, \
+             net_terms_days, version, status, snapshot, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(&collectible.invoice_id)
+        .bind(&collectible.customer.tally_customer_id)
+        .bind(collectible.currency.code())
+        .bind(collectible.amount_due.amount())
+        .bind(match collectible.collection {
+            Collection::ChargeAutomatically => "charge_automatically",
+            Collection::SendInvoice { .. } => "send_invoice",
+        })
+        .bind(i32::try_from(collectible.net_terms_days).unwrap_or(i32::MAX))
+        .bind(collectible.version)
+        .bind(if nothing_due { "nothing_due" } else { "syncing" })
+        .bind(snapshot.unwrap_or_default())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        if nothing_due {
+            transaction.commit().await?;
+            return Ok(None);
+        }
+        let payment = PaymentRow {
+            id: self.core.ids.new_id("pay"),
+            invoice_id: collectible.invoice_id.clone(),
+            customer_id: collectible.customer.tally_customer_id.clone(),
+            amount: collectible.amount_due,
+            amount_refunded: Money::zero(collectible.currency),
+            status: PaymentState::Pending,
+            stripe_invoice_id: None,
+            stripe_payment_intent_id: None,
+            stripe_charge_id: None,
+            attempt_count: 0,
+            first_failed_at: None,
+            next_retry_at: None,
+            dunning_step: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        store::insert_payment(&mut transaction, &payment).await?;
+        let receivable = ledger::transfer(
+            &format!("invoice:{}:finalized", collectible.invoice_id),
+            now,
+            Book::Receivable,
+            Book::Invoiced,
+            collectible.amount_due,
+        )?;
+        ledger::post(&mut transaction, &receivable, now).await?;
+        transaction.commit().await?;
+        Ok(Some(InvoiceRow {
+            status: "syncing".into(),
+            stripe_invoice_id: None,
+        }))
+    }
+
+    /// Charges (or sends) the invoice the first time and records the
+    /// outcome with the inbox entry.
+    async fn collect_first_time(
+        &self,
+        message_id: &str,
+        collectible: &Collectible,
+        stripe_invoice_id: &str,
+    ) -> Result<(), PaymentsError> {
+        let current = {
+            let mut connection = self.core.pool.acquire().await?;
+            store::payment(
+                &mut connection,
+                PaymentKey::Invoice(&collectible.invoice_id),
+                false,
+            )
+            .await?
+        };
+        let Some(current) = current else {
+            return Err(PaymentsError::NotFound(format!(
+                "payment of {}",
+                collectible.invoice_id
+            )));
+        };
+        let outcome = if current.attempt_count > 0 || !current.status.is_collectible() {
+            None
+        } else {
+            match collectible.collection {
+                Collection::ChargeAutomatically => Some(
+                    self.core
+                        .attempt_payment(&collectible.invoice_id, stripe_invoice_id, 1)
+                        .await?,
+                ),
+                Collection::SendInvoice { .. } => {
+                    let sent = self
+                        .core
+                        .stripe
+                        .send_invoice(&collectible.invoice_id, stripe_invoice_id)
+                        .await;
+                    match sent {
+                        Ok(_) => None,
+                        Err(error) if error.is_transient() => return Err(error.into()),
+                        // E.g. no email address: recorded, not retried.
+                        Err(error) => {
+                            return self.sync_failed(message_id, collectible, &error).await;
+                        }
+                    }
+                }
+            }
+        };
+        let now = self.core.clock.now();
+        let mut transaction = self.core.pool.begin().await?;
+        if !record_inbox(&mut transaction, message_id).await? {
+            return Ok(());
+        }
+        if let Some(outcome) = outcome {
+            let Some(mut payment) = store::payment(
+                &mut transaction,
+                PaymentKey::Invoice(&collectible.invoice_id),
+                true,
+            )
+            .await?
+            else {
+                return Err(PaymentsError::NotFound(collectible.invoice_id.clone()));
+            };
+            if payment.attempt_count == 0 {
+                self.core
+                    .apply_attempt(&mut transaction, &mut payment, 1, &outcome, now)
+                    .await?;
+            }
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Stripe refused the mirror for good: the payment fails (no dunning:
+    /// retrying the same request cannot help) and the reason is kept.
+    async fn sync_failed(
+        &self,
+        message_id: &str,
+        collectible: &Collectible,
+        error: &StripeError,
+    ) -> Result<(), PaymentsError> {
+        metrics::sync_failed();
+        tracing::error!(invoice_id = %collectible.invoice_id, %error, "Stripe refused to mirror the invoice");
+        let now = self.core.clock.now();
+        let mut transaction = self.core.pool.begin().await?;
+        if !record_inbox(&mut transaction, message_id).await? {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE payments.invoices SET status = 'sync_failed', sync_error = $2, updated_at = $3 WHERE invoice_id = $1",
+        )
+        .bind(&collectible.invoice_id)
+        .bind(error.to_string())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        if let Some(mut payment) = store::payment(
+            &mut transaction,
+            PaymentKey::Invoice(&collectible.invoice_id),
+            true,
+        )
+        .await?
+        {
+            let number = payment.attempt_count + 1;
+            let mut outcome = failed_attempt(error);
+            if let AttemptOutcome::Failed { code, .. } = &mut outcome {
+                *code = format!("sync_failed:{code}");
+            }
+            self.core
+                .apply_attempt(&mut transaction, &mut payment, number, &outcome, now)
+                .await?;
+            // No dunning for a refused mirror: the same request would be refused again.
+            payment.next_retry_at = None;
+            store::update_payment(&mut transaction, &payment).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
