@@ -2,6 +2,8 @@
 //! the outbox/inbox against real PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
+#![allow(clippy::too_many_lines)]
 
 mod conformance;
 mod outbox;

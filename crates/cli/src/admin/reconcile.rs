@@ -42,7 +42,8 @@ pub struct ReconcileArgs {
 }
 
 /// Runs `tally reconcile`.
-#[allow(clippy::print_stderr)]
+// Longer than the 150-line gate; split it when next changed (issue 15).
+#[allow(clippy::print_stderr, clippy::too_many_lines)]
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let window = TimeRange {
         start_time: Some(parse_time("--from", &args.from)?),

@@ -13,6 +13,8 @@
 //! with what to install.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
+#![allow(clippy::too_many_lines)]
 // Complete Stripe objects are large `json!` literals.
 #![recursion_limit = "256"]
 

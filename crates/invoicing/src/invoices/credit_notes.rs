@@ -46,6 +46,8 @@ impl Context {
     /// (`refund_amount`) payments refunds to the customer's payment method.
     /// The note takes its total from the invoice's one balance (what credit
     /// notes and held refunds leave: `refunds::Balance`).
+    // Longer than the 150-line gate; split it when next changed (issue 15).
+    #[allow(clippy::too_many_lines)]
     pub(crate) async fn issue_credit_note_refunding(
         &self,
         connection: &mut PgConnection,

@@ -28,6 +28,8 @@ impl Context {
     /// period's invoice, not the creation invoice. Credits are applied as
     /// finalization would burn them — after the customer's drafts and those
     /// earlier invoices take their share — without burning anything.
+    // Longer than the 150-line gate; split it when next changed (issue 15).
+    #[allow(clippy::too_many_lines)]
     pub(super) async fn preview_upcoming_invoice(
         &self,
         subscription_id: &str,
