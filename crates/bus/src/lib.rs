@@ -46,7 +46,9 @@ pub use pubsub::PubSubBus;
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The topic does not exist.
-    #[error("topic `{0}` does not exist (create it with ensure_topic or `tally bus setup`)")]
+    #[error(
+        "topic `{0}` does not exist (each service creates its topics at start with ensure_topic: start the service that publishes it, or create it in Pub/Sub yourself)"
+    )]
     TopicNotFound(String),
     /// The subscription does not exist.
     #[error("subscription `{0}` does not exist")]

@@ -10,5 +10,6 @@
 
 mod admin;
 mod dev;
+mod readme;
 mod serve;
 mod status;
