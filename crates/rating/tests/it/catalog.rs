@@ -1005,3 +1005,126 @@ async fn lists_are_ordered_and_paginated() {
         .unwrap_err();
     assert_eq!(unknown_version.code(), Code::NotFound);
 }
+
+/// `ValidateCatalogChanges`: publication's rules, with the same paths under
+/// `plans[i].`, on a plan that does not exist yet; the request's meters are
+/// known to its plans and checked with CreateMeter's rules; nothing is
+/// written. Then what was never published is deleted.
+#[tokio::test]
+async fn catalog_changes_validate_as_publishing_would_and_unpublished_ones_can_be_deleted() {
+    let mut h = harness().await;
+    standard_meters(&mut h).await;
+    let plan_id = h.plan("broken").await;
+    let draft = h.draft(&plan_id, "broken-v1", broken()).await;
+    let (_, published_rules) = h.validate(&draft.id).await;
+    let change = |meters: Vec<CreateMeterRequest>, name: &str| ValidateCatalogChangesRequest {
+        meters,
+        plans: vec![PlanChange {
+            plan: Some(CreatePlanRequest {
+                code: "fresh".into(),
+                name: name.into(),
+                ..CreatePlanRequest::default()
+            }),
+            spec: Some(broken()),
+        }],
+    };
+    let answer = h
+        .client
+        .validate_catalog_changes(change(Vec::new(), "Fresh"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.valid);
+    let under_plan: Vec<(String, String)> = published_rules
+        .iter()
+        .map(|(field, rule)| (format!("plans[0].{field}"), rule.clone()))
+        .collect();
+    assert_eq!(pairs(&answer.violations), under_plan);
+
+    // The ghost meter, created by the same change, is known; a malformed
+    // meter and a nameless plan are named too.
+    let answer = h
+        .client
+        .validate_catalog_changes(change(
+            vec![
+                meter_request("ghost_meter", Aggregation::Count, ""),
+                meter_request("bad_meter", Aggregation::Count, "amount"),
+            ],
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let found = pairs(&answer.violations);
+    assert!(
+        !found.contains(&expected(&[("plans[0].spec.charges[2].meter_code", "unknown_meter")])[0])
+    );
+    assert_eq!(
+        found
+            .iter()
+            .filter(|(field, _)| field.starts_with("meters[1]."))
+            .count(),
+        1,
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(field, _)| field == "plans[0].plan.name"),
+        "{found:?}"
+    );
+    let empty = h
+        .client
+        .validate_catalog_changes(ValidateCatalogChangesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Nothing was written.
+    for code in ["ghost_meter", "bad_meter"] {
+        let missing = h
+            .client
+            .get_meter(GetMeterRequest {
+                lookup: Some(get_meter_request::Lookup::Code(code.into())),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+    }
+    let fresh = h
+        .client
+        .get_plan(GetPlanRequest {
+            lookup: Some(get_plan_request::Lookup::Code("fresh".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fresh.code(), Code::NotFound);
+
+    // The draft, then its plan, go; the code can be used again.
+    let deleted = h
+        .client
+        .delete_draft_plan_version(DeleteDraftPlanVersionRequest {
+            plan_version_id: draft.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.plan_version.unwrap().id, draft.id);
+    let again = h
+        .client
+        .delete_draft_plan_version(DeleteDraftPlanVersionRequest {
+            plan_version_id: draft.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    let gone = h
+        .client
+        .delete_plan(DeletePlanRequest {
+            plan_id: plan_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.deleted_drafts, 0);
+    assert_eq!(gone.plan.unwrap().code, "broken");
+    assert_ne!(h.plan("broken").await, plan_id);
+}
