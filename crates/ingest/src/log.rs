@@ -39,7 +39,7 @@ pub struct RejectionRecord {
     /// The event as received (or its summary, see `summarized`); `None` when undecodable.
     pub event: Option<WireEvent>,
     /// Whether `event` is only a summary of an event too large to keep
-    /// (`pipeline::kept_event`); a summary is never replayed.
+    /// (`pipeline::rejections::kept_event`); a summary is never replayed.
     pub summarized: bool,
     /// Every violated rule.
     pub violations: Vec<FieldViolation>,

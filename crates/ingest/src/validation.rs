@@ -227,7 +227,7 @@ impl Validator {
     /// limit, or 64 KiB when that is smaller, and never more than 4 MiB (the
     /// rejection is published on `usage-rejected`, and Pub/Sub takes at most
     /// 10 MB per message). A larger event is kept as a summary (see
-    /// `pipeline::kept_event`).
+    /// `pipeline::rejections::kept_event`).
     pub fn max_kept_event_bytes(&self) -> usize {
         self.max_event_bytes.clamp(64 * 1024, 4 * 1024 * 1024)
     }
