@@ -12,6 +12,7 @@
 //!   parse errors exit 2 too).
 
 pub mod catalog;
+pub mod catalog_delete;
 mod catalog_file;
 pub mod catalog_show;
 pub mod clock;
