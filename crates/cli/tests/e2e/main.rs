@@ -19,6 +19,7 @@
 #![recursion_limit = "256"]
 
 mod cluster;
+mod crash;
 mod stripe;
 mod stripe_objects;
 mod support;

@@ -81,6 +81,8 @@ struct State {
     replays: HashMap<String, (u16, Value)>,
     /// POSTs that came without an `Idempotency-Key`.
     posts_without_key: Vec<String>,
+    /// Every POST received, replays included.
+    posts: usize,
 }
 
 /// The fake Stripe: a wiremock server and its state.
@@ -191,6 +193,35 @@ impl FakeStripe {
     /// How many POSTs carried an idempotency key.
     pub fn keyed_posts(&self) -> usize {
         self.state().replays.len()
+    }
+
+    /// How many POSTs arrived, replays of an idempotency key included.
+    pub fn posts(&self) -> usize {
+        self.state().posts
+    }
+
+    /// Every Stripe invoice made for a Tally invoice (there should be one).
+    pub fn invoices_for(&self, tally_invoice_id: &str) -> Vec<Value> {
+        self.state()
+            .invoices
+            .values()
+            .filter(|invoice| invoice["metadata"]["tally_invoice_id"] == tally_invoice_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every charge, succeeded or failed, of a Stripe invoice's PaymentIntent.
+    pub fn charges_of_invoice(&self, stripe_invoice_id: &str) -> Vec<Value> {
+        let state = self.state();
+        let Some(intent) = state.default_payment_intent(stripe_invoice_id) else {
+            return Vec::new();
+        };
+        state
+            .charges
+            .values()
+            .filter(|charge| charge["payment_intent"] == intent.as_str())
+            .cloned()
+            .collect()
     }
 
     /// The card of a Tally customer declines its next `count` charges
@@ -1136,6 +1167,7 @@ impl Respond for Responder {
             let query = params_of(request.url.query_pairs().into_owned());
             state.answer_get(&path, &query)
         } else {
+            state.posts += 1;
             let form = params_of(
                 form_urlencoded::parse(&request.body)
                     .map(|(key, value)| (key.into_owned(), value.into_owned())),
