@@ -409,7 +409,8 @@ struct Progress {
 }
 
 /// Sends the stream, step by step, never more than [`STEPS_WHILE_DOWN`]
-/// steps past a kill whose service has not reported SERVING again.
+/// steps past a kill whose service has not reported SERVING again. Returns
+/// how many `IngestBatch` calls had to be retried.
 async fn stream(
     plan: &Plan,
     customers: &[String],
@@ -417,9 +418,10 @@ async fn stream(
     ingest: &mut IngestServiceClient<Channel>,
     publisher: &PubSubBus,
     progress: &Progress,
-) {
+) -> usize {
     // Events ingest has answered for over gRPC: sent again, they are duplicates.
     let mut acknowledged = BTreeSet::new();
+    let mut retried_batches = 0;
     for (number, step) in plan.steps.iter().enumerate() {
         let must_have_recovered = plan
             .stream_kills
@@ -473,8 +475,10 @@ async fn stream(
             );
             acknowledged.insert(index);
         }
+        retried_batches += usize::from(retried);
         progress.steps.send_replace(number + 1);
     }
+    retried_batches
 }
 
 /// `IngestBatch`, retried until ingest answers (it may be dead or starting):
@@ -928,7 +932,7 @@ async fn run(chaos: Chaos) {
         recovered: watch::Sender::new(0),
     };
     let key = crash.cluster.admin_key.clone();
-    tokio::join!(
+    let (retried_batches, ()) = tokio::join!(
         stream(
             &plan,
             &crash.customers,
@@ -940,7 +944,7 @@ async fn run(chaos: Chaos) {
         stream_chaos(&mut crash.cluster, &plan.stream_kills, &progress),
     );
     eprintln!(
-        "stream and {STREAM_KILLS} kills done at {:?}",
+        "stream and {STREAM_KILLS} kills done at {:?} ({retried_batches} IngestBatch calls retried)",
         started.elapsed()
     );
 
