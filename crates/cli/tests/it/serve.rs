@@ -515,30 +515,30 @@ async fn tally_address_is_the_admin_commands_address_not_a_config_key() {
     );
 }
 
-/// Waits (through `Health/Watch`, up to a generous bound) until `service`
-/// reports `expected`.
+/// Waits (polling `Health/Check`, up to a generous bound) until `service`
+/// reports `expected` (not through `Health/Watch`: see
+/// `crates/runtime/tests/readiness_database.rs`).
 async fn until_health(channel: Channel, service: &str, expected: ServingStatus) {
-    let mut updates = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let bound = Duration::from_secs(60);
-    let reached = tokio::time::timeout(bound, async {
-        while let Some(update) = updates.message().await.unwrap() {
-            if update.status == expected as i32 {
-                return;
-            }
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == expected as i32 {
+            return;
         }
-        panic!("the health stream of `{service}` ended");
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "`{service}` did not become {expected:?} within {bound:?}"
-    );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{service}` did not become {expected:?} within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
