@@ -11,9 +11,9 @@ use tally_runtime::auth::AuthLayer;
 use tally_runtime::readiness::Readiness;
 use tally_runtime::server::{self, GrpcServer};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const SERVICE: &str = "tally.test.v1.FirstService";
 const OTHER: &str = "tally.test.v1.SecondService";
