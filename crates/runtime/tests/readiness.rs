@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
+use sqlx::postgres::PgPoolOptions;
+
 use tally_runtime::Shutdown;
 use tally_runtime::auth::AuthLayer;
 use tally_runtime::readiness::Readiness;
 use tally_runtime::server::{self, GrpcServer};
+use tally_testkit::tcp_proxy::TcpProxy;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -80,6 +83,70 @@ async fn until(channel: &Channel, service: &str, expected: ServingStatus) {
             "`{service}` did not become {expected:?} within {BOUND:?} (still {now:?})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_postgresql_but_liveness_does_not() {
+    let database = tally_testkit::postgres::database().await;
+    let proxy = TcpProxy::start(&TcpProxy::target_of(&database.url))
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&proxy.url_through(&database.url))
+        .await
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let readiness = Readiness::default()
+        .with_database(pool, Duration::from_secs(1))
+        .with_interval(Duration::from_millis(50));
+    let channel = serve(readiness, Vec::new(), &shutdown).await;
+    for name in ["", SERVICE, OTHER] {
+        assert_eq!(
+            status(&channel, name).await,
+            ServingStatus::Serving,
+            "{name}"
+        );
+    }
+
+    proxy.take_down();
+    until(&channel, SERVICE, ServingStatus::NotServing).await;
+    until(&channel, OTHER, ServingStatus::NotServing).await;
+    assert_eq!(
+        status(&channel, "").await,
+        ServingStatus::Serving,
+        "liveness does not follow the database"
+    );
+
+    proxy.bring_back();
+    until(&channel, SERVICE, ServingStatus::Serving).await;
+    until(&channel, OTHER, ServingStatus::Serving).await;
+    assert_eq!(status(&channel, "").await, ServingStatus::Serving);
+
+    // Shutting down: nothing is ready or live any more (NOT_SERVING, or no
+    // answer once the server has stopped).
+    shutdown.trigger();
+    for name in [SERVICE, ""] {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let answer = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: name.to_owned(),
+                })
+                .await;
+            match answer {
+                Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "`{name}` still SERVING {BOUND:?} after shutdown"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => break,
+            }
+        }
     }
 }
 

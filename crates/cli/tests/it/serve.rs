@@ -517,7 +517,7 @@ async fn tally_address_is_the_admin_commands_address_not_a_config_key() {
 
 /// Waits (polling `Health/Check`, up to a generous bound) until `service`
 /// reports `expected` (not through `Health/Watch`: see
-/// `crates/runtime/tests/readiness_database.rs`).
+/// `crates/runtime/tests/readiness.rs`, `until`).
 async fn until_health(channel: Channel, service: &str, expected: ServingStatus) {
     let bound = Duration::from_secs(60);
     let deadline = tokio::time::Instant::now() + bound;
