@@ -288,7 +288,7 @@ def check_setup_script(checks: Checks, compose: dict) -> None:
             name, target = entry.split("=", 1)
             topic, *options = target.split(":")
             seconds = [option for option in options if option != "ordered"]
-            deadline = int(seconds[0] if seconds else setup_env.get("PUBSUB_ACK_DEADLINE_SECONDS", "30"))
+            deadline = int(seconds[0] if seconds else setup_env.get("PUBSUB_ACK_DEADLINE_SECONDS", "10"))
             ordered = "ordered" in options
             with urllib.request.urlopen(f"http://{host}/v1/projects/{project}/subscriptions/{name}", timeout=10) as response:
                 subscription = json.load(response)

@@ -40,7 +40,7 @@ use async_trait::async_trait;
 
 pub use in_process::InProcessBus;
 pub use message::{Delivery, Message};
-pub use pubsub::PubSubBus;
+pub use pubsub::{PubSubBus, PullMode};
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,10 @@ pub struct SubscriptionConfig {
     pub topic: String,
     /// Deliver messages with the same ordering key one at a time, in order.
     pub ordered: bool,
-    /// Seconds a delivery may stay unacked before it is redelivered.
+    /// How long a delivery may stay unacked before it is redelivered, unless
+    /// the consumer extends its lease (both Pub/Sub pull paths do while a
+    /// message is held): the bound on redelivery after a crash in the instant
+    /// between receiving and leasing. 10 s (Pub/Sub's minimum) by default.
     pub ack_deadline: Duration,
     /// Deliveries before a failing message is dead-lettered (5–100).
     pub max_delivery_attempts: u32,
@@ -88,7 +91,7 @@ impl SubscriptionConfig {
             name,
             topic: topic.into(),
             ordered: true,
-            ack_deadline: Duration::from_secs(30),
+            ack_deadline: Duration::from_secs(10),
             max_delivery_attempts: 5,
         }
     }

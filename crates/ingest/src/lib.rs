@@ -25,7 +25,6 @@ pub mod relay;
 pub mod validation;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tally_bus::inbox::ServiceSchema;
@@ -111,7 +110,6 @@ impl Ingest {
     fn subscription(deps: &IngestDeps) -> SubscriptionConfig {
         SubscriptionConfig::unordered(USAGE_EVENTS_SUBSCRIPTION, topics::USAGE_EVENTS)
             .with_max_delivery_attempts(deps.max_delivery_attempts)
-            .with_ack_deadline(Duration::from_secs(60))
     }
 
     /// The pipeline (for in-process callers and tests).

@@ -27,7 +27,7 @@ topics="${PUBSUB_TOPICS:?set PUBSUB_TOPICS}"
 subscriptions="${PUBSUB_SUBSCRIPTIONS:-}"
 prefix="${PUBSUB_NAME_PREFIX:-}"
 attempts="${PUBSUB_MAX_DELIVERY_ATTEMPTS:-5}"
-ack_deadline="${PUBSUB_ACK_DEADLINE_SECONDS:-30}"
+ack_deadline="${PUBSUB_ACK_DEADLINE_SECONDS:-10}"
 
 # Pub/Sub's own dead-lettering is the safety net one attempt after the consumer's.
 server_attempts=$((attempts + 1))

@@ -267,3 +267,14 @@ async fn pubsub_unordered_restarts_apply_every_message_once() {
     };
     restarted_consumers_apply_every_message_once(&connections, false, 2).await;
 }
+
+// Through StreamingPull the emulator never delivers a restarted consumer's
+// keys of an ordered subscription again; through unary Pull it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_ordered_restarts_apply_every_message_once() {
+    let connections = PubSubConnections {
+        host: tally_testkit::pubsub::emulator_host().await,
+        prefix: format!("t{}-", tally_testkit::unique_suffix()),
+    };
+    restarted_consumers_apply_every_message_once(&connections, true, 2).await;
+}

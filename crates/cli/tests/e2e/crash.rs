@@ -8,10 +8,10 @@
 //! sent, and each invoice one Stripe invoice and one charge.
 //!
 //! Two plans ([`Chaos`]): every service killed at random with usage on both
-//! paths (ignored for now: on the emulator a killed consumer's stream keeps
-//! receiving messages, see the test's comment), and ingest killed twelve
-//! times over gRPC plus rating during the bill run, which the emulator does
-//! not get in the way of.
+//! paths, and ingest killed twelve times over gRPC plus rating during the
+//! bill run. On the emulator the services consume through unary Pull
+//! (`tally_bus::pubsub`, "unary"): a killed consumer's messages come back
+//! when their 10 s lease lapses.
 //!
 //! Which service dies and when is chosen by a pseudo-random generator from a
 //! seed the test prints; `TALLY_CRASH_SEED=<n>` replays a run's plan (the
@@ -95,9 +95,8 @@ const EVERY_SERVICE: Chaos = Chaos {
 };
 
 /// Ingest killed twelve times while usage and duplicates come over gRPC,
-/// rating twice while the bill run asks it for usage. Nothing dies while a
-/// subscription it consumes has messages in flight, so the Pub/Sub
-/// emulator's dead streams cannot hold anything back (see the ignored test).
+/// rating twice while the bill run asks it for usage: the many-kills plan,
+/// fast because no redelivery waits for a lease.
 const INGEST_OVER_GRPC: Chaos = Chaos {
     stream_victims: &["ingest"],
     billing_victims: &["rating"],
@@ -118,12 +117,14 @@ const OPENING_BOUNDARY: &str = START;
 const DECEMBER_BOUNDARY: &str = "2026-12-01T00:00:00Z";
 
 /// The bound on each phase's wait. Without kills the whole run takes about
-/// 12 s; a killed consumer's messages come back after their ack deadline
-/// (60 s for `usage-events`), so these only end a hung run.
+/// 12 s; a killed consumer's messages come back after their 10 s lease, a
+/// few times over in a run, so these only end a hung run.
 const PHASE_DEADLINE: Duration = Duration::from_secs(180);
 /// The bound on one gRPC call's retries while ingest is down.
 const CALL_DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(250);
+/// How often a slow wait prints what it has seen.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// SplitMix64: small, fast and the same everywhere.
 struct Random(u64);
@@ -581,6 +582,7 @@ async fn wait_until_rated(crash: &Crash, plan: &Plan) {
         format!("{expected} events in ingest's log, all rated"),
         PHASE_DEADLINE,
     );
+    let mut reported = Instant::now();
     loop {
         let logged = count(crash.pool(), "SELECT count(*) FROM ingest.events").await;
         let rated = count(crash.pool(), "SELECT count(*) FROM rating.rated_events").await;
@@ -589,6 +591,11 @@ async fn wait_until_rated(crash: &Crash, plan: &Plan) {
             return;
         }
         let mut seen = format!("logged {logged}, rated {rated}, unrated {unrated}");
+        if reported.elapsed() >= PROGRESS_EVERY {
+            // A slow phase says where it is: redelivery after a kill shows as steps.
+            eprintln!("waiting for {expected} events: {seen}");
+            reported = Instant::now();
+        }
         if deadline.expired() {
             seen.push_str(&missing(crash, plan).await);
         }
@@ -749,6 +756,7 @@ async fn invoices(pool: &PgPool) -> Vec<InvoiceRow> {
 /// Waits until every subscription's two invoices are paid.
 async fn wait_until_paid(crash: &Crash) -> Vec<InvoiceRow> {
     let deadline = Deadline::new("every invoice of the two boundaries paid", PHASE_DEADLINE);
+    let mut reported = Instant::now();
     loop {
         let found = invoices(crash.pool()).await;
         let paid = found.iter().filter(|row| row.status == "paid").count();
@@ -759,6 +767,14 @@ async fn wait_until_paid(crash: &Crash) -> Vec<InvoiceRow> {
             .iter()
             .map(|row| format!("{} {} {}", row.subscription_id, row.status, row.total))
             .collect();
+        if reported.elapsed() >= PROGRESS_EVERY {
+            eprintln!(
+                "waiting for every invoice paid: {} of {} paid",
+                paid,
+                found.len()
+            );
+            reported = Instant::now();
+        }
         deadline.tick(&crash.cluster, seen).await;
     }
 }
@@ -886,14 +902,6 @@ async fn ingest_killed_twelve_times_loses_and_doubles_nothing() {
     run(INGEST_OVER_GRPC).await;
 }
 
-// Ignored until the bus stops consuming through StreamingPull on the Pub/Sub
-// emulator: the emulator keeps dispatching to the stream of a consumer that
-// was killed (docs/operations.md, "The Pub/Sub emulator"), so after the kills
-// an ordered subscription's keys never arrive and an unordered one's messages
-// trickle back one ack deadline at a time, or are dead-lettered by the
-// emulator. docs/architecture.md ("Tests") has the measurements. Run it with
-// `cargo test -p tally-cli --test e2e every_service -- --ignored --nocapture`.
-#[ignore = "the Pub/Sub emulator keeps dispatching to killed StreamingPull consumers; see docs/architecture.md, Tests"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_killed_at_random_loses_and_doubles_nothing() {
     run(EVERY_SERVICE).await;

@@ -9,20 +9,35 @@
 //! Every subscription is created with a dead-letter policy: Pub/Sub only
 //! reports delivery attempts when one is set, and it is the safety net if a
 //! consumer cannot publish the dead letter itself (see [`crate::consumer`]).
+//!
+//! Consumers pull in one of two ways ([`PullMode`]): StreamingPull through the
+//! official client on Google Cloud ([`streaming`]), unary Pull over REST on
+//! the emulator ([`unary`], which says why).
+
+mod delivery_state;
+mod streaming;
+mod unary;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::{DeadLetterPolicy, Message as PubSubMessage};
-use google_cloud_pubsub::subscriber::handler::Handler;
 
-use crate::message::Acknowledger;
-use crate::{Bus, BusError, Delivery, Message, MessageStream, SubscriptionConfig};
+use crate::{Bus, BusError, Message, MessageStream, SubscriptionConfig};
+
+/// How a consumer receives messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// StreamingPull through the official client: the default on Google Cloud.
+    Streaming,
+    /// Unary Pull over the emulator's REST interface: the default on the
+    /// emulator, which keeps feeding a killed consumer's stream.
+    Unary,
+}
 
 /// A bus on Google Cloud Pub/Sub. Clones share clients and publishers.
 #[derive(Debug, Clone)]
@@ -35,13 +50,14 @@ pub struct PubSubBus {
     subscriber: Subscriber,
     publishers: Arc<Mutex<HashMap<String, Publisher>>>,
     lease_extension: std::time::Duration,
+    pull_mode: PullMode,
 }
 
-fn backend(error: impl std::fmt::Display) -> BusError {
+pub(super) fn backend(error: impl std::fmt::Display) -> BusError {
     BusError::Backend(error.to_string())
 }
 
-fn status_code(error: &google_cloud_pubsub::Error) -> Option<Code> {
+pub(super) fn status_code(error: &google_cloud_pubsub::Error) -> Option<Code> {
     error.status().map(|status| status.code)
 }
 
@@ -79,7 +95,25 @@ impl PubSubBus {
             subscriber: subscriber.build().await.map_err(backend)?,
             publishers: Arc::default(),
             lease_extension: std::time::Duration::from_secs(60),
+            pull_mode: if emulator_host.is_some() {
+                PullMode::Unary
+            } else {
+                PullMode::Streaming
+            },
         })
+    }
+
+    /// Consumes through StreamingPull even on the emulator (the bus's own
+    /// tests cover both paths). Unary Pull needs the emulator: on Google
+    /// Cloud this is the only mode.
+    pub fn with_streaming_pull(mut self) -> Self {
+        self.pull_mode = PullMode::Streaming;
+        self
+    }
+
+    /// How this bus's consumers pull.
+    pub fn pull_mode(&self) -> PullMode {
+        self.pull_mode
     }
 
     /// How long Pub/Sub waits to hear from a consumer before redelivering its
@@ -208,21 +242,28 @@ impl Bus for PubSubBus {
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn MessageStream>, BusError> {
         let ordered = self.is_ordered(subscription).await;
-        let stream = self
-            .subscriber
-            .subscribe(self.subscription_path(subscription))
-            .set_max_lease_extension(self.lease_extension)
-            .build();
-        Ok(crate::age::track(
-            subscription,
-            Box::new(PubSubStream {
+        let stream: Box<dyn MessageStream> = match (self.pull_mode, &self.emulator_host) {
+            (PullMode::Unary, Some(host)) => {
+                let rest = unary::RestSubscription::new(
+                    host,
+                    &self.subscription_path(subscription),
+                    subscription,
+                )?;
+                Box::new(unary::UnaryPull::start(rest, ordered, self.lease_extension))
+            }
+            _ => Box::new(streaming::StreamingPull {
                 subscription: subscription.to_owned(),
-                stream,
+                stream: self
+                    .subscriber
+                    .subscribe(self.subscription_path(subscription))
+                    .set_max_lease_extension(self.lease_extension)
+                    .build(),
                 ordered,
-                local_attempts: HashMap::new(),
-                nacked_keys: Arc::default(),
+                attempts: delivery_state::Attempts::default(),
+                held_keys: delivery_state::HeldKeys::default(),
             }),
-        ))
+        };
+        Ok(crate::age::track(subscription, stream))
     }
 }
 
@@ -249,9 +290,11 @@ impl PubSubBus {
     /// Pub/Sub cannot change the ordering of an existing subscription: one
     /// created ordered by an older release stays ordered. That keeps working
     /// (Tally's consumers are correct either way, an ordered one is only
-    /// slower), but on the emulator an ordered subscription stops delivering a
-    /// disconnected consumer's keys, so say how to move (docs/operations.md,
-    /// "Pub/Sub topology").
+    /// slower), so say how to move (docs/operations.md, "Pub/Sub topology").
+    /// The ack deadline is left as it was created (the chart's
+    /// `pubsub.ackDeadlineSeconds` may set it): both pull paths lease what
+    /// they hold, so it only bounds redelivery after a crash in the instant
+    /// between receiving a message and leasing it.
     async fn warn_if_ordering_differs(&self, config: &SubscriptionConfig) {
         let existing = self
             .subscription_admin
@@ -275,162 +318,5 @@ impl PubSubBus {
                 tracing::debug!(subscription = %config.name, %error, "cannot read the existing subscription");
             }
         }
-    }
-}
-
-struct PubSubStream {
-    subscription: String,
-    stream: google_cloud_pubsub::subscriber::MessageStream,
-    /// Whether the subscription is ordered: only then are a nacked key's later
-    /// messages held back (on an unordered one the nacked message may well be
-    /// redelivered to another consumer, and holding its key back here would
-    /// only burn the other messages' delivery attempts).
-    ordered: bool,
-    /// Attempt counts seen by this stream, used only if the service does not
-    /// report them (no dead-letter policy on a subscription created elsewhere).
-    local_attempts: HashMap<String, u32>,
-    /// Ordering key → id of its nacked message. Pub/Sub may already have sent
-    /// us the key's later messages; they must not be handled before the nacked
-    /// one comes back, so they are nacked unseen until it does.
-    nacked_keys: NackedKeys,
-}
-
-type NackedKeys = Arc<Mutex<HashMap<String, String>>>;
-
-/// How many message ids `local_attempts` remembers before starting afresh.
-const LOCAL_ATTEMPTS_LIMIT: usize = 100_000;
-
-impl std::fmt::Debug for PubSubStream {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("PubSubStream")
-            .field("subscription", &self.subscription)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl MessageStream for PubSubStream {
-    async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
-        loop {
-            let (incoming, handler) = match self.stream.next().await? {
-                Ok(received) => received,
-                Err(error) => {
-                    if status_code(&error) == Some(Code::NotFound) {
-                        return Some(Err(BusError::SubscriptionNotFound(
-                            self.subscription.clone(),
-                        )));
-                    }
-                    return Some(Err(backend(error)));
-                }
-            };
-            if self.ordered && !incoming.ordering_key.is_empty() {
-                let mut nacked = self
-                    .nacked_keys
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let waiting_for = nacked.get(&incoming.ordering_key).cloned();
-                match waiting_for {
-                    Some(id) if id == incoming.message_id => {
-                        nacked.remove(&incoming.ordering_key);
-                    }
-                    Some(_) => {
-                        handler.nack();
-                        continue;
-                    }
-                    None => {}
-                }
-            }
-            let attempt = match handler
-                .delivery_attempt()
-                .and_then(|attempt| u32::try_from(attempt).ok())
-            {
-                Some(attempt) if attempt > 0 => attempt,
-                _ => {
-                    if self.local_attempts.len() >= LOCAL_ATTEMPTS_LIMIT {
-                        // Bounded memory: forgetting counts only delays a dead letter.
-                        self.local_attempts.clear();
-                    }
-                    let count = self
-                        .local_attempts
-                        .entry(incoming.message_id.clone())
-                        .or_insert(0);
-                    *count += 1;
-                    *count
-                }
-            };
-            let message = Message::from_wire(
-                incoming.attributes.clone(),
-                Some(incoming.ordering_key.clone()),
-                incoming.data.to_vec(),
-                &incoming.message_id,
-            );
-            let acknowledger = PubSubAcknowledger {
-                handler: Some(handler),
-                ordering_key: if self.ordered {
-                    incoming.ordering_key.clone()
-                } else {
-                    String::new()
-                },
-                pubsub_message_id: incoming.message_id.clone(),
-                nacked_keys: Arc::clone(&self.nacked_keys),
-            };
-            let mut delivery = Delivery::new(message, attempt, Box::new(acknowledger));
-            if let Some(published_at) = incoming.publish_time.as_ref().and_then(|time| {
-                DateTime::<Utc>::from_timestamp(
-                    time.seconds(),
-                    time.nanos().try_into().unwrap_or(0),
-                )
-            }) {
-                delivery = delivery.with_published_at(published_at);
-            }
-            return Some(Ok(delivery));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct PubSubAcknowledger {
-    /// `None` once settled.
-    handler: Option<Handler>,
-    /// The key to hold back after a nack (empty on an unordered subscription).
-    ordering_key: String,
-    pubsub_message_id: String,
-    nacked_keys: NackedKeys,
-}
-
-impl PubSubAcknowledger {
-    fn settle(&mut self, ack: bool) {
-        let Some(handler) = self.handler.take() else {
-            return;
-        };
-        if ack {
-            handler.ack();
-            return;
-        }
-        if !self.ordering_key.is_empty() {
-            self.nacked_keys
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(self.ordering_key.clone(), self.pubsub_message_id.clone());
-        }
-        handler.nack();
-    }
-}
-
-impl Acknowledger for PubSubAcknowledger {
-    fn ack(mut self: Box<Self>) {
-        self.settle(true);
-    }
-
-    fn nack(mut self: Box<Self>) {
-        self.settle(false);
-    }
-}
-
-impl Drop for PubSubAcknowledger {
-    fn drop(&mut self) {
-        // Dropped without a verdict (a crashed handler): redeliver, keeping key order.
-        self.settle(false);
     }
 }
