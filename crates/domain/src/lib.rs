@@ -26,6 +26,7 @@ pub mod bounds;
 pub mod credit;
 pub mod event;
 pub mod exact;
+pub mod finance;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;
