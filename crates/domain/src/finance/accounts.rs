@@ -70,7 +70,7 @@ pub enum ContraKind {
 /// Contra-revenue accounts have the ledger kind [`AccountKind::Revenue`], so their balance
 /// (read on the credit side) is negative and revenue totals net them without special cases.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "account", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LedgerAccount {
     /// Invoiced, not yet paid.
     AccountsReceivable,
@@ -153,12 +153,10 @@ impl LedgerAccount {
 
     /// The stable code an ERP maps: `1100`, or `4200/<meter>` for usage revenue.
     pub fn code(&self) -> String {
-        match self {
-            LedgerAccount::Revenue(RevenueLine::Usage { meter }) => {
-                format!("{}/{}", self.number(), meter)
-            }
-            _ => self.number().to_owned(),
+        if let LedgerAccount::Revenue(RevenueLine::Usage { meter }) = self {
+            return format!("{}/{}", self.number(), meter);
         }
+        self.number().to_owned()
     }
 
     /// The display name, e.g. `Revenue — usage llm.tokens`.
@@ -312,6 +310,20 @@ mod tests {
             meter(&fits).id(Currency::USD).unwrap().as_str(),
             format!("acct_usd4200{fits}")
         );
+    }
+
+    #[test]
+    fn accounts_serialise_and_come_back() {
+        let mut accounts = LedgerAccount::fixed().to_vec();
+        accounts.push(LedgerAccount::usage_revenue(
+            &MeterCode::parse("tokens").unwrap(),
+        ));
+        let json = serde_json::to_string(&accounts).unwrap();
+        assert!(json.contains(r#"{"revenue":{"line":"usage","meter":"tokens"}}"#));
+        assert!(json.contains(r#"{"contra_revenue":"discounts"}"#));
+        assert!(json.starts_with(r#"["cash","accounts_receivable","#));
+        let back: Vec<LedgerAccount> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, accounts);
     }
 
     #[test]

@@ -316,3 +316,30 @@ pub enum Fact {
     /// See [`CreditsBurned`].
     CreditsBurned(CreditsBurned),
 }
+
+impl Fact {
+    /// The meters whose usage revenue accounts the fact's transactions (and an invoice's
+    /// usage true-ups) touch: open them ([`open_usage_account`](super::open_usage_account))
+    /// before posting.
+    pub fn usage_meters(&self) -> Vec<&MeterCode> {
+        match self {
+            Fact::InvoiceFinalized(invoice) => invoice
+                .lines
+                .iter()
+                .filter_map(|line| {
+                    if let LineKind::Usage { meter, .. } = &line.kind {
+                        Some(meter)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Fact::UsageRated(usage) => vec![&usage.meter],
+            Fact::PaymentSucceeded(_)
+            | Fact::RefundSucceeded(_)
+            | Fact::CreditNoteIssued(_)
+            | Fact::CreditsGranted(_)
+            | Fact::CreditsBurned(_) => Vec::new(),
+        }
+    }
+}

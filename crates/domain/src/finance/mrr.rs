@@ -5,11 +5,11 @@
 //! [module docs](super) for the rules). Every rate is a fraction (0.2 = 20 %), or `None`
 //! when its denominator is zero.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::FinanceError;
+use super::{FinanceError, RecognitionDay};
 use crate::money::{Currency, Money, MoneyError, RoundingMode};
 use crate::period::BillingInterval;
 use crate::subscription::SubscriptionStatus;
@@ -173,6 +173,41 @@ pub fn arpa(mrr: Money, paying_customers: u64) -> Option<Money> {
     }
     let average = mrr.amount().checked_div(Decimal::from(paying_customers))?;
     Some(Money::new(average, mrr.currency()))
+}
+
+/// Days in the usage run-rate's trailing window.
+pub const USAGE_RUN_RATE_DAYS: u64 = 30;
+
+/// The usage run-rate: usage recognised on the [`USAGE_RUN_RATE_DAYS`] days ending with
+/// `last_day` (inclusive), from the daily recognised usage. It stands beside MRR, which
+/// leaves usage out, because for a usage-based business MRR alone understates revenue.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use rust_decimal_macros::dec;
+/// use tally_domain::finance::RecognitionDay;
+/// use tally_domain::finance::mrr::usage_run_rate;
+/// use tally_domain::money::{Currency, Money};
+///
+/// let day = |d| NaiveDate::from_ymd_opt(2025, 3, d).unwrap();
+/// let usage = |d, amount| RecognitionDay { day: day(d), amount: Money::new(amount, Currency::USD) };
+/// let days = [usage(1, dec!(5.00)), usage(2, dec!(7.50)), usage(31, dec!(1.25))];
+/// // 31 March: 2 to 31 March are the 30 days; 1 March is out.
+/// assert_eq!(usage_run_rate(Currency::USD, &days, day(31)).unwrap().amount(), dec!(8.75));
+/// ```
+pub fn usage_run_rate(
+    currency: Currency,
+    recognised_usage: &[RecognitionDay],
+    last_day: NaiveDate,
+) -> Result<Money, FinanceError> {
+    let first_day = last_day
+        .checked_sub_days(Days::new(USAGE_RUN_RATE_DAYS - 1))
+        .unwrap_or(NaiveDate::MIN);
+    let in_window = recognised_usage
+        .iter()
+        .filter(|recognised| first_day <= recognised.day && recognised.day <= last_day)
+        .map(|recognised| &recognised.amount);
+    Ok(Money::sum(currency, in_window)?)
 }
 
 /// A customer's MRR from `at` on (until the next change).

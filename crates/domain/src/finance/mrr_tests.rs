@@ -10,7 +10,7 @@ use super::mrr::{
     CohortMember, Discount, DiscountDuration, MovementKind, MovementTotals, MrrChange, MrrInterval,
     MrrMovement, Retention, SubscriptionMrrInput, arpa, arr, customer_mrr, gross_mrr_churn_rate,
     mrr_movements, net_mrr_churn_rate, normalise_to_month, quick_ratio, revenue_retention,
-    round_for_report, subscription_mrr,
+    round_for_report, subscription_mrr, usage_run_rate,
 };
 use super::*;
 use crate::subscription::SubscriptionStatus;
@@ -443,6 +443,30 @@ fn arr_arpa_and_retention() {
         })
     );
     assert_eq!(revenue_retention(Currency::USD, &[]).unwrap(), None);
+}
+
+#[test]
+fn usage_run_rate_sums_the_trailing_30_days() {
+    let recognised = |month, day_of_month, amount| RecognitionDay {
+        day: chrono::NaiveDate::from_ymd_opt(2025, month, day_of_month).unwrap(),
+        amount: usd(amount),
+    };
+    let days = [
+        recognised(1, 31, dec!(100.00)), // 31 days before 2 March: outside
+        recognised(2, 1, dec!(10.00)),   // the window's first day
+        recognised(2, 14, dec!(2.35)),
+        recognised(3, 2, dec!(0.65)),  // its last day
+        recognised(3, 3, dec!(50.00)), // after it
+    ];
+    let last_day = chrono::NaiveDate::from_ymd_opt(2025, 3, 2).unwrap();
+    assert_eq!(
+        usage_run_rate(Currency::USD, &days, last_day).unwrap(),
+        usd(dec!(13.00))
+    );
+    assert!(matches!(
+        usage_run_rate(Currency::EUR, &days, last_day),
+        Err(FinanceError::Money(_))
+    ));
 }
 
 /// The customer's MRR at `at` by the history itself (zero before its first change).

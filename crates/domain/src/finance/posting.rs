@@ -251,10 +251,11 @@ pub fn post_usage_true_up(
 }
 
 /// Invoice voided: the reversal of every transaction posted for the invoice
-/// (`posted_for_invoice`: its finalization and any usage true-ups, as the ledger holds
-/// them). Reversals are dated at the void and linked to the original by
-/// [`Transaction::reverses`]; their ids derive from the original ids. Transactions that are
-/// themselves reversals are skipped.
+/// (`posted_for_invoice`, as the ledger holds them: its finalization, its usage true-ups and
+/// the recognition days of its fees already posted — the service then stops those
+/// schedules). Reversals are dated at the void and linked to the original by
+/// [`Transaction::reverses`]; their ids derive from the original ids, so a redelivered void
+/// gives the same reversals. Transactions that are themselves reversals are skipped.
 pub fn post_invoice_voided(
     fact: &InvoiceVoided,
     posted_for_invoice: &[Transaction],

@@ -519,8 +519,16 @@ fn a_month_of_facts_ties_out_to_the_cent() {
     let usage_invoice = january_usage_invoice();
     facts.push(Fact::InvoiceFinalized(usage_invoice.clone()));
     for fact in &facts {
+        for meter in fact.usage_meters() {
+            open_usage_account(&mut ledger, meter, Currency::USD).unwrap();
+        }
         post_all(&mut ledger, &post_fact(fact).unwrap());
     }
+    // Facts are stored and replayed as JSON: the same facts come back.
+    let stored = serde_json::to_string(&facts).unwrap();
+    assert_eq!(serde_json::from_str::<Vec<Fact>>(&stored).unwrap(), facts);
+    assert_eq!(facts.last().unwrap().usage_meters(), [&tokens()]);
+    assert!(facts[0].usage_meters().is_empty());
     post_all(
         &mut ledger,
         &post_usage_true_up(&usage_invoice, &external("il_use"), usd(dec!(6.40))).unwrap(),

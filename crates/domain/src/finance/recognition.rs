@@ -81,9 +81,9 @@ impl RevenueSchedule {
             .collect();
         let shares = if weights.iter().all(Decimal::is_zero) {
             // A period shorter than a second: all of it on its one day.
+            amount.to_minor_units()?; // the same refusal of an unrounded amount as `allocate`
             let mut shares = vec![Money::zero(amount.currency()); weights.len()];
             shares[0] = amount;
-            amount.to_minor_units()?;
             shares
         } else {
             amount.allocate(&weights)?
