@@ -75,13 +75,27 @@
 //!
 //! A recurring fee is normalised to a month: monthly × 1, quarterly ÷ 3, yearly ÷ 12, every
 //! N months ÷ N, weekly × 52 ÷ 12 (52 weeks a year; 4.333… weeks a month), daily × 365 ÷ 12.
-//! MRR keeps full `Decimal` precision (28 significant digits) through every sum and
-//! movement; round only what is shown, with [`mrr::round_for_report`] (half-even to the
+//! MRR keeps full `Decimal` precision through every sum and movement: a quotient such as
+//! 10.00 × 52 ÷ 12 = 43.333… is kept to `Decimal`'s 28–29 significant digits, and sums of
+//! such quotients round at that last digit (far below a millionth of a cent for any real
+//! amount). Round only what is shown, with [`mrr::round_for_report`] (half-even to the
 //! currency's minor units). Only active and past-due subscriptions contribute; trials,
-//! paused and canceled ones do not; forever discounts reduce MRR, limited ones do not.
+//! paused and canceled ones do not; forever discounts reduce MRR, limited ones do not (their
+//! end would be a movement no customer made).
+//!
 //! Usage is **not** in MRR (as with Stripe and Lago; Chargebee can count it in the month it
-//! is invoiced): the usage run-rate is a separate figure the service computes from
-//! recognised usage.
+//! is invoiced): [`mrr::usage_run_rate`] — the usage recognised over the trailing 30 days —
+//! stands beside it.
+//!
+//! Movements ([`mrr::mrr_movements`]) compare a customer's MRR before and after a change:
+//! new (0 → x, the first time), expansion (up), contraction (down, not to 0), churn (x → 0:
+//! the last paid subscription ended), reactivation (0 → x after an earlier churn). Changes of
+//! one customer within a window of the group's first change are one movement, dated at the
+//! group's last change; a group that ends where it began is no movement. Rates: gross MRR
+//! churn = (churn + contraction) ÷ starting MRR; net MRR churn = (churn + contraction −
+//! expansion − reactivation) ÷ starting MRR; quick ratio = (new + expansion + reactivation) ÷
+//! (churn + contraction); ARR = MRR × 12; ARPA = MRR ÷ paying customers; a cohort's gross
+//! revenue retention = Σ min(ending, starting) ÷ Σ starting, net = Σ ending ÷ Σ starting.
 //!
 //! # Left to the service
 //!

@@ -235,7 +235,11 @@ pub fn post_usage_true_up(
     };
     let description = format!(
         "usage_true_up invoice={} line={} customer={} meter={meter} invoiced={} recognised_daily={}",
-        fact.invoice, line.line_id, fact.customer, line.amount, recognised_daily
+        fact.invoice,
+        line.line_id,
+        fact.customer,
+        line.amount.amount(),
+        recognised_daily.amount()
     );
     check_currency(&description, fact.currency, &recognised_daily)?;
     let difference = line.amount.checked_sub(&recognised_daily)?;

@@ -267,6 +267,10 @@ fn usage_true_up_moves_the_difference_to_usage_revenue() {
         [debit("4200tokens", dec!(0.50)), credit("1150", dec!(0.50))]
     );
     assert_eq!(under[0].id(), over[0].id(), "one true-up per line");
+    assert_eq!(
+        under[0].description(),
+        "usage_true_up invoice=inv_3 line=il_use customer=cus_1 meter=tokens invoiced=6.50 recognised_daily=6.40"
+    );
     assert!(
         post_usage_true_up(&usage_invoice, &use_line, usd(dec!(6.50)))
             .unwrap()
