@@ -33,8 +33,8 @@ pub struct FinalizedLine {
     /// The line's id in invoicing (e.g. `il_…`).
     pub line_id: ExternalId,
     /// What it bills.
-    pub kind: LineKind,
-    /// Its rounded amount; the sign the kind allows (see [`LineKind`]).
+    pub kind: FinalizedLineKind,
+    /// Its rounded amount; the sign the kind allows (see [`FinalizedLineKind`]).
     pub amount: Money,
 }
 
@@ -42,7 +42,7 @@ pub struct FinalizedLine {
 /// posting rules use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LineKind {
+pub enum FinalizedLineKind {
     /// A recurring fee billed in advance for `service_period` (≥ 0).
     RecurringFee {
         /// The period the fee pays for.
@@ -78,46 +78,46 @@ pub enum LineKind {
     },
 }
 
-impl LineKind {
+impl FinalizedLineKind {
     /// The kind's name as it appears in descriptions, e.g. `recurring_fee`.
     pub fn name(&self) -> &'static str {
         match self {
-            LineKind::RecurringFee { .. } => "recurring_fee",
-            LineKind::Usage { .. } => "usage",
-            LineKind::OneOff => "one_off",
-            LineKind::ProrationCharge { .. } => "proration_charge",
-            LineKind::ProrationCredit { .. } => "proration_credit",
-            LineKind::MinimumTrueUp => "minimum_true_up",
-            LineKind::Discount => "discount",
-            LineKind::CreditsApplied { .. } => "credits_applied",
+            FinalizedLineKind::RecurringFee { .. } => "recurring_fee",
+            FinalizedLineKind::Usage { .. } => "usage",
+            FinalizedLineKind::OneOff => "one_off",
+            FinalizedLineKind::ProrationCharge { .. } => "proration_charge",
+            FinalizedLineKind::ProrationCredit { .. } => "proration_credit",
+            FinalizedLineKind::MinimumTrueUp => "minimum_true_up",
+            FinalizedLineKind::Discount => "discount",
+            FinalizedLineKind::CreditsApplied { .. } => "credits_applied",
         }
     }
 
     /// Whether an amount of this sign is allowed (zero always is).
     pub fn allows(&self, amount: &Money) -> bool {
         match self {
-            LineKind::RecurringFee { .. }
-            | LineKind::Usage { .. }
-            | LineKind::ProrationCharge { .. }
-            | LineKind::MinimumTrueUp => !amount.is_negative(),
-            LineKind::ProrationCredit { .. }
-            | LineKind::Discount
-            | LineKind::CreditsApplied { .. } => !amount.is_positive(),
-            LineKind::OneOff => true,
+            FinalizedLineKind::RecurringFee { .. }
+            | FinalizedLineKind::Usage { .. }
+            | FinalizedLineKind::ProrationCharge { .. }
+            | FinalizedLineKind::MinimumTrueUp => !amount.is_negative(),
+            FinalizedLineKind::ProrationCredit { .. }
+            | FinalizedLineKind::Discount
+            | FinalizedLineKind::CreditsApplied { .. } => !amount.is_positive(),
+            FinalizedLineKind::OneOff => true,
         }
     }
 
     /// The service period of a fee recognised ratably (recurring fees and prorations).
     pub fn deferred_service_period(&self) -> Option<&Period> {
         match self {
-            LineKind::RecurringFee { service_period }
-            | LineKind::ProrationCharge { service_period }
-            | LineKind::ProrationCredit { service_period } => Some(service_period),
-            LineKind::Usage { .. }
-            | LineKind::OneOff
-            | LineKind::MinimumTrueUp
-            | LineKind::Discount
-            | LineKind::CreditsApplied { .. } => None,
+            FinalizedLineKind::RecurringFee { service_period }
+            | FinalizedLineKind::ProrationCharge { service_period }
+            | FinalizedLineKind::ProrationCredit { service_period } => Some(service_period),
+            FinalizedLineKind::Usage { .. }
+            | FinalizedLineKind::OneOff
+            | FinalizedLineKind::MinimumTrueUp
+            | FinalizedLineKind::Discount
+            | FinalizedLineKind::CreditsApplied { .. } => None,
         }
     }
 }
@@ -327,7 +327,7 @@ impl Fact {
                 .lines
                 .iter()
                 .filter_map(|line| {
-                    if let LineKind::Usage { meter, .. } = &line.kind {
+                    if let FinalizedLineKind::Usage { meter, .. } = &line.kind {
                         Some(meter)
                     } else {
                         None

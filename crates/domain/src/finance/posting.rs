@@ -9,12 +9,14 @@
 //! derived from the same source ids, so an auditor can walk from a ledger entry to the
 //! invoice line and, by recomputing the id, from the invoice line to its entries.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 
 use super::facts::{
     CreditFunding, CreditNoteAmounts, CreditNoteIssued, CreditNoteSettlement, CreditSource,
-    CreditsBurned, CreditsGranted, Fact, FinalizedLine, InvoiceFinalized, InvoiceVoided, LineKind,
-    PaymentSucceeded, RefundSucceeded, UsageRated,
+    CreditsBurned, CreditsGranted, Fact, FinalizedLine, FinalizedLineKind, InvoiceFinalized,
+    InvoiceVoided, PaymentSucceeded, RefundSucceeded, UsageRated,
 };
 use super::ids::derived_transaction_id;
 use super::{ContraKind, ExternalId, FinanceError, LedgerAccount, RevenueLine};
@@ -95,15 +97,17 @@ fn check_not_negative(source: &str, amount: &Money) -> Result<(), FinanceError> 
 }
 
 /// The account an invoice line moves, against receivables (or the credit balance).
-fn line_account(kind: &LineKind) -> LedgerAccount {
+fn line_account(kind: &FinalizedLineKind) -> LedgerAccount {
     match kind {
-        LineKind::RecurringFee { .. }
-        | LineKind::ProrationCharge { .. }
-        | LineKind::ProrationCredit { .. } => LedgerAccount::DeferredRevenue,
-        LineKind::Usage { .. } => LedgerAccount::UnbilledReceivables,
-        LineKind::OneOff | LineKind::MinimumTrueUp => LedgerAccount::Revenue(RevenueLine::OneOff),
-        LineKind::Discount => LedgerAccount::ContraRevenue(ContraKind::Discounts),
-        LineKind::CreditsApplied { source } => match source {
+        FinalizedLineKind::RecurringFee { .. }
+        | FinalizedLineKind::ProrationCharge { .. }
+        | FinalizedLineKind::ProrationCredit { .. } => LedgerAccount::DeferredRevenue,
+        FinalizedLineKind::Usage { .. } => LedgerAccount::UnbilledReceivables,
+        FinalizedLineKind::OneOff | FinalizedLineKind::MinimumTrueUp => {
+            LedgerAccount::Revenue(RevenueLine::OneOff)
+        }
+        FinalizedLineKind::Discount => LedgerAccount::ContraRevenue(ContraKind::Discounts),
+        FinalizedLineKind::CreditsApplied { source } => match source {
             CreditSource::Prepaid => LedgerAccount::PrepaidCredits,
             CreditSource::Promotional => {
                 LedgerAccount::ContraRevenue(ContraKind::PromotionalCredits)
@@ -121,7 +125,7 @@ fn line_description(fact: &InvoiceFinalized, line: &FinalizedLine) -> String {
         line.kind.name(),
         fact.customer
     );
-    if let LineKind::Usage { meter, .. } = &line.kind {
+    if let FinalizedLineKind::Usage { meter, .. } = &line.kind {
         description.push_str(&format!(" meter={meter}"));
     }
     description
@@ -130,7 +134,8 @@ fn line_description(fact: &InvoiceFinalized, line: &FinalizedLine) -> String {
 /// Checks every line (currency, rounding, sign, unique id) and returns the invoice total.
 fn invoice_total(fact: &InvoiceFinalized) -> Result<Money, FinanceError> {
     let mut total = Money::zero(fact.currency);
-    for (index, line) in fact.lines.iter().enumerate() {
+    let mut seen = BTreeSet::new();
+    for line in &fact.lines {
         let source = line_description(fact, line);
         check_currency(&source, fact.currency, &line.amount)?;
         if !line.amount.is_rounded() {
@@ -145,10 +150,7 @@ fn invoice_total(fact: &InvoiceFinalized) -> Result<Money, FinanceError> {
                 amount: line.amount,
             });
         }
-        if fact.lines[..index]
-            .iter()
-            .any(|earlier| earlier.line_id == line.line_id)
-        {
+        if !seen.insert(&line.line_id) {
             return Err(FinanceError::DuplicateLine {
                 invoice: fact.invoice.clone(),
                 line: line.line_id.clone(),
@@ -227,7 +229,7 @@ pub fn post_usage_true_up(
             invoice: fact.invoice.clone(),
             line: line_id.clone(),
         })?;
-    let LineKind::Usage { meter, .. } = &line.kind else {
+    let FinalizedLineKind::Usage { meter, .. } = &line.kind else {
         return Err(FinanceError::NotAUsageLine {
             invoice: fact.invoice.clone(),
             line: line_id.clone(),

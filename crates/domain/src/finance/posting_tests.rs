@@ -6,8 +6,8 @@ use rust_decimal_macros::dec;
 
 use super::facts::{
     CreditFunding, CreditNoteAmounts, CreditNoteIssued, CreditNoteLine, CreditNoteSettlement,
-    CreditSource, CreditsBurned, CreditsGranted, Fact, FinalizedLine, InvoiceFinalized,
-    InvoiceVoided, LineKind, PaymentSucceeded, RefundSucceeded, UsageRated,
+    CreditSource, CreditsBurned, CreditsGranted, Fact, FinalizedLine, FinalizedLineKind,
+    InvoiceFinalized, InvoiceVoided, PaymentSucceeded, RefundSucceeded, UsageRated,
 };
 use super::posting::{
     invoice_line_transaction_id, post_credit_note, post_credits_burned, post_credits_granted,
@@ -40,7 +40,7 @@ fn customer() -> CustomerId {
     CustomerId::parse("cus_1").unwrap()
 }
 
-fn line(id: &str, kind: LineKind, amount: Decimal) -> FinalizedLine {
+fn line(id: &str, kind: FinalizedLineKind, amount: Decimal) -> FinalizedLine {
     FinalizedLine {
         line_id: external(id),
         kind,
@@ -113,21 +113,21 @@ fn opening_invoice() -> InvoiceFinalized {
         vec![
             line(
                 "il_fee",
-                LineKind::RecurringFee {
+                FinalizedLineKind::RecurringFee {
                     service_period: january_fee_period(),
                 },
                 dec!(31.00),
             ),
-            line("il_disc", LineKind::Discount, dec!(-5.00)),
+            line("il_disc", FinalizedLineKind::Discount, dec!(-5.00)),
             line(
                 "il_cred",
-                LineKind::CreditsApplied {
+                FinalizedLineKind::CreditsApplied {
                     source: CreditSource::Prepaid,
                 },
                 dec!(-6.00),
             ),
-            line("il_setup", LineKind::OneOff, dec!(10.00)),
-            line("il_zero", LineKind::OneOff, dec!(0.00)),
+            line("il_setup", FinalizedLineKind::OneOff, dec!(10.00)),
+            line("il_zero", FinalizedLineKind::OneOff, dec!(0.00)),
         ],
     )
 }
@@ -188,14 +188,14 @@ fn a_negative_invoice_is_owed_to_the_customer_as_credit_balance() {
         vec![
             line(
                 "il_unused",
-                LineKind::ProrationCredit {
+                FinalizedLineKind::ProrationCredit {
                     service_period: proration_period,
                 },
                 dec!(-20.00),
             ),
             line(
                 "il_rest",
-                LineKind::ProrationCharge {
+                FinalizedLineKind::ProrationCharge {
                     service_period: proration_period,
                 },
                 dec!(5.00),
@@ -243,7 +243,7 @@ fn january_usage_invoice() -> InvoiceFinalized {
         at(2, 1),
         vec![line(
             "il_use",
-            LineKind::Usage {
+            FinalizedLineKind::Usage {
                 meter: tokens(),
                 service_period: Period::new(at(1, 1), at(2, 1)).unwrap(),
             },
@@ -391,7 +391,7 @@ fn bad_facts_are_refused_with_their_source() {
     let positive_discount = invoice(
         "inv_9",
         at(1, 1),
-        vec![line("il_1", LineKind::Discount, dec!(1.00))],
+        vec![line("il_1", FinalizedLineKind::Discount, dec!(1.00))],
     );
     assert_eq!(
         post_invoice_finalized(&positive_discount),
@@ -404,7 +404,7 @@ fn bad_facts_are_refused_with_their_source() {
     let unrounded = invoice(
         "inv_9",
         at(1, 1),
-        vec![line("il_1", LineKind::OneOff, dec!(1.005))],
+        vec![line("il_1", FinalizedLineKind::OneOff, dec!(1.005))],
     );
     assert!(matches!(
         post_invoice_finalized(&unrounded),
@@ -413,7 +413,7 @@ fn bad_facts_are_refused_with_their_source() {
     let mut euros = invoice(
         "inv_9",
         at(1, 1),
-        vec![line("il_1", LineKind::OneOff, dec!(1))],
+        vec![line("il_1", FinalizedLineKind::OneOff, dec!(1))],
     );
     euros.currency = Currency::EUR;
     assert!(matches!(
@@ -428,8 +428,8 @@ fn bad_facts_are_refused_with_their_source() {
         "inv_9",
         at(1, 1),
         vec![
-            line("il_1", LineKind::OneOff, dec!(1)),
-            line("il_1", LineKind::OneOff, dec!(2)),
+            line("il_1", FinalizedLineKind::OneOff, dec!(1)),
+            line("il_1", FinalizedLineKind::OneOff, dec!(2)),
         ],
     );
     assert!(matches!(
@@ -633,7 +633,7 @@ fn facts_that_post_nothing_give_an_empty_list() {
     let all_zero = invoice(
         "inv_0",
         at(1, 1),
-        vec![line("il_1", LineKind::OneOff, dec!(0))],
+        vec![line("il_1", FinalizedLineKind::OneOff, dec!(0))],
     );
     assert!(post_invoice_finalized(&all_zero).unwrap().is_empty());
     assert_eq!(

@@ -36,7 +36,10 @@ pub struct RecognitionDay {
 
 /// A revenue schedule: the days of a service period with a non-zero share, in date order,
 /// summing exactly to the amount scheduled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It serialises for reports but does not deserialise: a schedule is recomputed from its
+/// line (deterministically), so a stored one can never disagree with the rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RevenueSchedule {
     total: Money,
     days: Vec<RecognitionDay>,
