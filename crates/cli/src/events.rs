@@ -6,10 +6,14 @@
 //! same code as the Pub/Sub intake, so a file that sends cleanly here
 //! publishes cleanly there.
 //!
+//! A `customer_id` that is not Tally's (`cus_…`) is looked up as the external
+//! id of a customer first (`events_customers`).
+//!
 //! After sending, it says which accepted events rating did not bill and why
 //! (`events_rating`): mistakes such as an unknown customer or a misspelled
 //! event type are accepted (the customer may be created later) but never
-//! quietly unbilled.
+//! quietly unbilled. `tally events status` tells where given events are
+//! (`events_status`).
 
 use std::io::{BufRead as _, Read};
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use tally_proto::ingest::ingest_service_client::IngestServiceClient;
 use tally_proto::ingest::{EventOutcome, IngestBatchRequest};
 
 use crate::admin::Call as _;
+use crate::events_customers::CustomerIds;
 use crate::events_rating::Sent;
 use crate::progress::{Progress, Snapshot};
 
@@ -32,6 +37,9 @@ use crate::progress::{Progress, Snapshot};
 pub enum EventsCommand {
     /// Sends JSON-lines usage events to ingest.
     Send(SendArgs),
+    /// Where events are: accepted, rejected or never seen by ingest, and
+    /// billed or not (and why) by rating.
+    Status(crate::events_status::StatusArgs),
 }
 
 /// Options of `tally events send`.
@@ -51,6 +59,10 @@ pub struct SendArgs {
     /// (default: --address, as `tally dev` serves everything there).
     #[arg(long)]
     rating_address: Option<String>,
+    /// Invoicing's gRPC address, asked for the customer of a `customer_id`
+    /// that is an external id rather than `cus_…` (default: --address).
+    #[arg(long)]
+    invoicing_address: Option<String>,
     /// Events per `IngestBatch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -64,7 +76,10 @@ pub struct SendArgs {
 /// Runs `tally events`.
 #[allow(clippy::print_stdout)]
 pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
-    let EventsCommand::Send(args) = command;
+    let args = match command {
+        EventsCommand::Send(args) => args,
+        EventsCommand::Status(args) => return crate::events_status::run(args).await,
+    };
     let (reader, file_size) = open(args.file.as_deref())?;
     let bytes_read = reader.count();
     let mut progress = Progress::on_stderr();
@@ -72,8 +87,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     let mut client = IngestServiceClient::new(channel.clone())
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024);
+    let mut customer_ids = CustomerIds::new(match &args.invoicing_address {
+        Some(address) => crate::admin::connect(address, &args.api_key, None).await?,
+        None => channel.clone(),
+    });
     let mut sent: Vec<Sent> = Vec::new();
-    let mut counts = [0u64; 5]; // accepted, duplicate, conflict, rejected, unreadable
+    let mut counts = [0u64; 5]; // accepted, duplicate, conflict, rejected, not sent
     let mut pending: Vec<(usize, UsageEvent)> = Vec::with_capacity(args.batch);
     let mut lines = std::io::BufReader::new(reader).lines().enumerate();
     loop {
@@ -87,7 +106,19 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                 continue;
             }
             match decode(line.as_bytes(), Some(CONTENT_TYPE_JSON)) {
-                Incoming::Event(event) => pending.push((number, event)),
+                Incoming::Event(mut event) => {
+                    match customer_ids.resolve(&event.customer_id).await {
+                        Ok(customer_id) => {
+                            event.customer_id = customer_id;
+                            pending.push((number, event));
+                        }
+                        Err(why) => {
+                            counts[4] += 1;
+                            progress.clear();
+                            println!("line {number}: not sent: {why}");
+                        }
+                    }
+                }
                 Incoming::Flawed { violations, .. } => {
                     counts[4] += 1;
                     progress.clear();
@@ -147,9 +178,10 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
         }
     }
     progress.clear();
-    let [accepted, duplicate, conflict, rejected, unreadable] = counts;
+    // Not sent: an unreadable line, or a customer that could not be resolved.
+    let [accepted, duplicate, conflict, rejected, not_sent] = counts;
     eprintln!(
-        "accepted {accepted}, duplicate {duplicate}, conflict {conflict}, rejected {rejected}, unreadable {unreadable}"
+        "accepted {accepted}, duplicate {duplicate}, conflict {conflict}, rejected {rejected}, not sent {not_sent}"
     );
     let rating = match &args.rating_address {
         Some(address) => crate::admin::connect(address, &args.api_key, None).await?,
@@ -161,10 +193,10 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
         args.wait_rated.map(std::time::Duration::from_secs),
     )
     .await?;
-    if conflict + rejected + unreadable > 0 {
+    if conflict + rejected + not_sent > 0 {
         anyhow::bail!(
             "{} events were not accepted (rejected and conflicting events are kept: `tally rejected list`)",
-            conflict + rejected + unreadable
+            conflict + rejected + not_sent
         );
     }
     Ok(())
@@ -172,7 +204,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
 
 /// The progress line: events sent so far and, for a file, how much of it was read.
 fn snapshot(counts: &[u64; 5], bytes_read: u64, file_size: Option<u64>) -> Snapshot {
-    let [accepted, duplicates, conflicts, rejected, unreadable] = *counts;
+    let [accepted, duplicates, conflicts, rejected, not_sent] = *counts;
     Snapshot {
         verb: "sent",
         done: accepted + duplicates + conflicts + rejected,
@@ -181,7 +213,7 @@ fn snapshot(counts: &[u64; 5], bytes_read: u64, file_size: Option<u64>) -> Snaps
             ("duplicates", duplicates),
             ("conflicts", conflicts),
             ("rejected", rejected),
-            ("unreadable", unreadable),
+            ("not sent", not_sent),
         ],
         fraction: file_size.map(|size| (bytes_read, size)),
     }

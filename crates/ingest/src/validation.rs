@@ -407,6 +407,16 @@ fn describe(
             instant.to_rfc3339(),
             limits.max_future_skew.num_seconds()
         ),
+        (EventRule::InvalidId(IdError::WrongPrefix { expected, .. }), _)
+            if field == "customer_id" =>
+        {
+            format!(
+                "customer_id must be Tally's customer id ({expected}…), not an external id: ingest accepts usage \
+                 for customers created later and while invoicing is down, so it does not look customers up; \
+                 find the id with CustomerService.GetCustomer by external id (`tally customers show <external id>`), \
+                 or send with `tally events send`, which looks external ids up"
+            )
+        }
         (rule, _) => format!("{field} {rule}"),
     };
     FieldViolation {
@@ -523,6 +533,33 @@ mod tests {
             rules(&long),
             [pair("id", "max_length"), pair("source", "max_length")]
         );
+    }
+
+    #[test]
+    fn an_external_customer_id_is_refused_with_how_to_find_the_tally_id() {
+        let mut external = event();
+        external.customer_id = "acme".into();
+        let violations = Validator::new(&IngestConfig::default())
+            .validate(external, now(), false)
+            .unwrap_err()
+            .1;
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        let violation = &violations[0];
+        assert_eq!(
+            (violation.field.as_str(), violation.rule.as_str()),
+            ("customer_id", "invalid_prefix")
+        );
+        for expected in [
+            "customer_id must be Tally's customer id (cus_…), not an external id",
+            "GetCustomer by external id",
+            "tally events send",
+        ] {
+            assert!(
+                violation.description.contains(expected),
+                "`{expected}` in {:?}",
+                violation.description
+            );
+        }
     }
 
     #[test]

@@ -479,7 +479,7 @@ async fn events_send_reports_every_line() {
         &[
             line("e1", "10"),
             line("e2", "21"),
-            r#"{"id":"e4","customerId":"acme","eventType":"llm_tokens"}"#.to_owned(),
+            r#"{"id":"e4","customerId":"cus_acme!","eventType":"llm_tokens"}"#.to_owned(),
             "not json".to_owned(),
         ],
     );
@@ -487,11 +487,14 @@ async fn events_send_reports_every_line() {
     let details = String::from_utf8_lossy(&messy.stdout);
     assert!(!messy.status.success());
     assert!(
-        summary.contains("accepted 0, duplicate 1, conflict 1, rejected 1, unreadable 1"),
+        summary.contains("accepted 0, duplicate 1, conflict 1, rejected 1, not sent 1"),
         "{summary}"
     );
     assert!(details.contains("line 2: e2 Conflict"), "{details}");
-    assert!(details.contains("customer_id invalid_prefix"), "{details}");
+    assert!(
+        details.contains("customer_id invalid_characters"),
+        "{details}"
+    );
     assert!(details.contains("line 4: not sent"), "{details}");
     running.terminate();
 }

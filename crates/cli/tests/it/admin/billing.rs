@@ -169,7 +169,7 @@ async fn a_month_of_billing_from_the_terminal() {
     // ingest accepted, then what rating made of it).
     assert!(
         sent.stderr
-            .starts_with("accepted 1, duplicate 0, conflict 0, rejected 0, unreadable 0\nrated "),
+            .starts_with("accepted 1, duplicate 0, conflict 0, rejected 0, not sent 0\nrated "),
         "{}",
         sent.stderr
     );

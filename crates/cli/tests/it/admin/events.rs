@@ -39,7 +39,7 @@ async fn events_send_says_what_is_unrated_and_why() {
     }
     assert!(!waited.stdout.contains(" e1 "), "{}", waited.stdout);
     for expected in [
-        "accepted 4, duplicate 0, conflict 0, rejected 0, unreadable 0",
+        "accepted 4, duplicate 0, conflict 0, rejected 0, not sent 0",
         "rated 1, unrated 3, not rated yet 0",
         "check its spelling",
         "tally subscriptions create",
@@ -132,13 +132,13 @@ async fn rejected_list_has_a_header_and_the_full_reason() {
         &["clock", "set", "2026-11-10T12:00:00Z", "--address", address],
     )
     .expect(0);
-    // An external id where a `cus_…` id belongs: refused by ingest.
+    // A customer id with a character ids may not have: refused by ingest.
     run_with_stdin(
         &key,
         &["events", "send", "--address", address],
         Some(&events(&[(
             "r1",
-            "acme",
+            "cus_acme!",
             "llm_tokens",
             "{\"tokens\": \"1\"}",
         )])),
@@ -155,13 +155,13 @@ async fn rejected_list_has_a_header_and_the_full_reason() {
     let row = lines.next().unwrap_or_default();
     assert!(row.starts_with("rej_"), "{}", listed.stdout);
     assert!(
-        row.contains("acme") && row.contains("r1"),
+        row.contains("cus_acme!") && row.contains("r1"),
         "{}",
         listed.stdout
     );
     // The rule and the API's description of it, not a shortened label.
     assert!(
-        row.contains("customer_id invalid_prefix: "),
+        row.contains("customer_id invalid_characters: "),
         "{}",
         listed.stdout
     );
@@ -217,4 +217,108 @@ async fn without_rating_at_the_address_events_send_says_where_to_look() {
         "{}",
         waited.stderr
     );
+}
+
+#[tokio::test]
+async fn external_customer_ids_are_looked_up_and_events_status_tells_where_each_event_is() {
+    let (dev, key, customer, _subscription, _database) = subscribed_customer().await;
+    let address = dev.address.as_str();
+
+    // "acme" is the customer's external id; "ghost" is nobody's.
+    let sent = run_with_stdin(
+        &key,
+        &["events", "send", "--wait-rated", "60", "--address", address],
+        Some(&events(&[
+            ("x1", "acme", "llm_tokens", "{\"tokens\": \"1000\"}"),
+            ("x2", "ghost", "llm_tokens", "{\"tokens\": \"5\"}"),
+            ("x3", "acme", "llm_tokenz", "{\"tokens\": \"5\"}"),
+        ])),
+    )
+    .expect(1);
+    assert!(
+        sent.stdout.contains(
+            "line 2: not sent: customer_id \"ghost\" is neither a Tally customer id (cus_…) nor the external id of a customer"
+        ),
+        "{}",
+        sent.stdout
+    );
+    assert!(
+        sent.stdout
+            .contains("line 3: x3 accepted, not billed: no matching charge"),
+        "{}",
+        sent.stdout
+    );
+    for expected in [
+        "accepted 2, duplicate 0, conflict 0, rejected 0, not sent 1",
+        "rated 1, unrated 1, not rated yet 0",
+    ] {
+        assert!(
+            sent.stderr.contains(expected),
+            "`{expected}` in:\n{}",
+            sent.stderr
+        );
+    }
+
+    // Where each is, by external id or Tally's id: billed, not billed and
+    // why, never seen.
+    for who in ["acme", customer.as_str()] {
+        let status = run_with_stdin(
+            &key,
+            &[
+                "events",
+                "status",
+                "--customer",
+                who,
+                "x1",
+                "x3",
+                "x2",
+                "--address",
+                address,
+            ],
+            None,
+        )
+        .expect(1);
+        let lines: Vec<&str> = status.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", status.stdout);
+        assert!(
+            lines[0].starts_with("x1: accepted 20") && lines[0].ends_with("; rated"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("x3: accepted 20")
+                && lines[1].contains("; not billed: no matching charge"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            lines[2],
+            "x2: not seen by ingest (never sent, or sent for another customer)"
+        );
+        assert!(
+            status.stderr.contains("check its spelling"),
+            "a hint per reason: {}",
+            status.stderr
+        );
+        assert!(
+            status.stderr.contains("2 of 3 events are not billed (yet)"),
+            "{}",
+            status.stderr
+        );
+    }
+    // All billed: exit 0.
+    run_with_stdin(
+        &key,
+        &[
+            "events",
+            "status",
+            "--customer",
+            "acme",
+            "x1",
+            "--address",
+            address,
+        ],
+        None,
+    )
+    .expect(0);
 }

@@ -74,6 +74,20 @@ async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arr
     );
     assert_eq!(tokens.sequence_number, 2);
     assert_eq!(tokens.timestamp, Some(ts(at(4, 0, 0, 0))));
+    // The gauge behind the "usage that will not be billed" alert: every
+    // reason, zero included.
+    let held = tally_rating::metrics::unrated_events(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert!(
+        held.contains(&(UnratedReason::UnknownCustomer, 3)),
+        "{held:?}"
+    );
+    assert!(
+        held.contains(&(UnratedReason::NoSubscription, 0)),
+        "{held:?}"
+    );
 
     // The subscription is created on the 21st, backdated to the 1st.
     let applied = apply(
@@ -101,6 +115,10 @@ async fn usage_without_a_subscription_is_kept_and_rated_when_a_backdated_one_arr
         .unwrap()
         .into_inner();
     assert_eq!(left.total_count, 0, "{left:?}");
+    let held = tally_rating::metrics::unrated_events(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(held.iter().all(|(_, count)| *count == 0), "{held:?}");
     let response = charges(&mut h, "sub_late").await;
     assert_eq!(
         table(&response),
