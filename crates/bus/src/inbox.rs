@@ -15,6 +15,8 @@ pub enum ServiceSchema {
     Invoicing,
     /// `payments`
     Payments,
+    /// `finance` (an inbox, no outbox)
+    Finance,
 }
 
 impl ServiceSchema {
@@ -25,6 +27,7 @@ impl ServiceSchema {
             ServiceSchema::Rating => "rating",
             ServiceSchema::Invoicing => "invoicing",
             ServiceSchema::Payments => "payments",
+            ServiceSchema::Finance => "finance",
         }
     }
 }

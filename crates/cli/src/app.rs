@@ -19,7 +19,7 @@ use tally_runtime::readiness::{self, Readiness};
 use tally_runtime::server::{self, GrpcServer};
 use tally_runtime::{Config, ManualClock, SharedClock, Shutdown, SystemClock};
 
-/// The four services.
+/// The services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ServiceKind {
     /// Usage intake and the event log.
@@ -30,15 +30,18 @@ pub enum ServiceKind {
     Invoicing,
     /// Stripe collection and reconciliation.
     Payments,
+    /// The general ledger, revenue recognition and analytics.
+    Finance,
 }
 
 impl ServiceKind {
     /// Every service, in flow order.
-    pub const ALL: [ServiceKind; 4] = [
+    pub const ALL: [ServiceKind; 5] = [
         ServiceKind::Ingest,
         ServiceKind::Rating,
         ServiceKind::Invoicing,
         ServiceKind::Payments,
+        ServiceKind::Finance,
     ];
 
     /// The name `tally serve` takes.
@@ -48,6 +51,7 @@ impl ServiceKind {
             ServiceKind::Rating => "rating",
             ServiceKind::Invoicing => "invoicing",
             ServiceKind::Payments => "payments",
+            ServiceKind::Finance => "finance",
         }
     }
 
@@ -58,6 +62,7 @@ impl ServiceKind {
             ServiceKind::Rating => &["peers.ingest_url"],
             ServiceKind::Invoicing => &["peers.rating_url"],
             ServiceKind::Payments => &["peers.invoicing_url"],
+            ServiceKind::Finance => &[],
         }
     }
 
@@ -68,6 +73,7 @@ impl ServiceKind {
             ServiceKind::Rating => tally_rating::SERVICE_NAME,
             ServiceKind::Invoicing => tally_invoicing::SERVICE_NAME,
             ServiceKind::Payments => tally_payments::SERVICE_NAME,
+            ServiceKind::Finance => tally_finance::SERVICE_NAME,
         }
     }
 
@@ -161,6 +167,20 @@ impl ServiceKind {
                     .context("serving Stripe webhooks")?;
                 let tasks = payments.spawn_background(shutdown);
                 payments
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
+            }
+            ServiceKind::Finance => {
+                let finance = tally_finance::Finance::start(tally_finance::FinanceDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+                })
+                .await
+                .context("starting finance")?;
+                let tasks = finance.spawn_background(shutdown);
+                finance
                     .grpc_server(max_message_bytes)
                     .with_background_tasks(tasks)
             }

@@ -222,6 +222,20 @@ async fn collect_in_snapshot(
             tally_invoicing::PAYMENT_EVENTS_SUBSCRIPTION,
             "invoicing",
         ),
+        (
+            "invoicing",
+            topics::INVOICE_EVENTS,
+            "finance",
+            tally_finance::INVOICE_EVENTS_SUBSCRIPTION,
+            "finance",
+        ),
+        (
+            "payments",
+            topics::PAYMENT_EVENTS,
+            "finance",
+            tally_finance::PAYMENT_EVENTS_SUBSCRIPTION,
+            "finance",
+        ),
     ] {
         // Schema names are our own constants above, never input.
         let sql = format!(

@@ -61,6 +61,13 @@ pub mod tally {
             tonic::include_proto!("tally.payments.v1");
         }
     }
+    /// `tally.finance.*`.
+    pub mod finance {
+        /// `tally.finance.v1`: `LedgerService`, `AnalyticsService`.
+        pub mod v1 {
+            tonic::include_proto!("tally.finance.v1");
+        }
+    }
     /// `tally.clock.*`.
     pub mod clock {
         /// `tally.clock.v1`: `ClockService`.
@@ -81,6 +88,7 @@ pub use tally::rating::v1 as rating;
 /// The encoded `FileDescriptorSet` of every Tally contract, for
 /// `tonic-reflection` (`register_encoded_file_descriptor_set`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
+pub use tally::finance::v1 as finance;
     include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
 
 /// Full protobuf names of every gRPC service defined in `proto/`.
@@ -96,3 +104,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.payments.v1.ReconciliationService",
     "tally.clock.v1.ClockService",
 ];
+    "tally.finance.v1.LedgerService",
+    "tally.finance.v1.AnalyticsService",

@@ -63,8 +63,8 @@ impl Scope {
     /// The scope a gRPC method needs, from its path `/package.Service/Method`.
     ///
     /// The rule is by name so new RPCs are covered without a table: ingestion
-    /// needs `ingest`; clock, reconciliation and opening or closing a backfill
-    /// (`…Backfill`) need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
+    /// needs `ingest`; clock, reconciliation, opening or closing a backfill
+    /// (`…Backfill`) and closing the books (`ClosePeriod`) need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
     /// methods need `read` (so `ListBackfills` is a read); everything else `write`.
     pub fn required_for(path: &str) -> Scope {
         let (service, method) = path
@@ -79,6 +79,8 @@ impl Scope {
             // Opening and closing a backfill both change which events are
             // accepted, so both are `admin` (closing was `write` by accident).
             || (service == "tally.ingest.v1.IngestService" && method.ends_with("Backfill"))
+            // Closing the books moves every later posting of a closed period.
+            || (service == "tally.finance.v1.LedgerService" && method == "ClosePeriod")
         {
             return Scope::Admin;
         }
@@ -468,6 +470,8 @@ mod tests {
             ("/tally.ingest.v1.IngestService/OpenBackfill", Scope::Admin),
             ("/tally.ingest.v1.IngestService/CloseBackfill", Scope::Admin),
             ("/tally.ingest.v1.IngestService/ListBackfills", Scope::Read),
+            ("/tally.finance.v1.LedgerService/ClosePeriod", Scope::Admin),
+            ("/tally.finance.v1.LedgerService/GetTrialBalance", Scope::Read),
             ("/tally.clock.v1.ClockService/GetTime", Scope::Admin),
             (
                 "/tally.payments.v1.ReconciliationService/GetReconciliationReport",

@@ -1,0 +1,170 @@
+//! Revenue recognition: the schedules of deferred invoice lines (recurring
+//! fees and prorations, by the domain's `RevenueSchedule`) are stored when
+//! the invoice is finalized, and a job driven by the service clock posts
+//! each day's recognition once the day is over (Dr deferred revenue, Cr
+//! recurring-fee revenue, dated at the day's start).
+//!
+//! Exactly once: a day's transaction id derives from (invoice, line, day),
+//! and the day is marked recognised in the same database transaction, so a
+//! crash anywhere posts it once on the next round. A voided invoice's days
+//! are never recognised (the void reverses what was).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use tally_domain::finance::facts::InvoiceFinalized;
+use tally_domain::finance::recognition::{line_schedule, recognition_transactions};
+use tally_domain::finance::{RecognitionDay, RecognitionPolicy};
+use tally_domain::money::Money;
+use tally_runtime::clock::Ticker;
+use tally_runtime::{SharedClock, Shutdown};
+
+use crate::error::FinanceServiceError;
+use crate::journal::store::{self, Source};
+
+/// Days recognised per database transaction.
+const DAYS_PER_ROUND: i64 = 500;
+
+/// Stores the schedules of `invoice`'s deferred lines.
+pub async fn store_schedules(
+    connection: &mut PgConnection,
+    invoice: &InvoiceFinalized,
+    policy: RecognitionPolicy,
+) -> Result<(), FinanceServiceError> {
+    for line in &invoice.lines {
+        let Some(schedule) = line_schedule(line, policy)? else {
+            continue;
+        };
+        for day in schedule.days() {
+            sqlx::query(
+                "INSERT INTO finance.schedule_days (invoice_id, line_id, day, amount, currency) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(invoice.invoice.as_str())
+            .bind(line.line_id.as_str())
+            .bind(day.day)
+            .bind(day.amount.amount())
+            .bind(day.amount.currency().code())
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Posts every day before `today` not yet recognised (of invoices not
+/// voided); returns how many days were recognised.
+pub async fn recognise_due(
+    pool: &PgPool,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<usize, FinanceServiceError> {
+    let mut recognised = 0;
+    loop {
+        let mut transaction = pool.begin().await?;
+        let due: Vec<(String, String, NaiveDate, Decimal, serde_json::Value)> = sqlx::query_as(
+            "SELECT d.invoice_id, d.line_id, d.day, d.amount, i.fact \
+             FROM finance.schedule_days d JOIN finance.invoices i USING (invoice_id) \
+             WHERE NOT d.recognised AND d.day < $1 AND i.voided_at IS NULL \
+             ORDER BY d.day, d.invoice_id, d.line_id LIMIT $2 \
+             FOR UPDATE OF d SKIP LOCKED",
+        )
+        .bind(today)
+        .bind(DAYS_PER_ROUND)
+        .fetch_all(&mut *transaction)
+        .await?;
+        if due.is_empty() {
+            return Ok(recognised);
+        }
+        let mut invoices: HashMap<String, InvoiceFinalized> = HashMap::new();
+        for (invoice_id, line_id, day, amount, fact) in &due {
+            if !invoices.contains_key(invoice_id) {
+                let invoice: InvoiceFinalized =
+                    serde_json::from_value(fact.clone()).map_err(|error| {
+                        FinanceServiceError::Internal(format!(
+                            "stored invoice {invoice_id} is unreadable: {error}"
+                        ))
+                    })?;
+                invoices.insert(invoice_id.clone(), invoice);
+            }
+            let invoice = &invoices[invoice_id];
+            let line = invoice
+                .lines
+                .iter()
+                .find(|line| line.line_id.as_str() == line_id)
+                .ok_or_else(|| {
+                    FinanceServiceError::Internal(format!(
+                        "invoice {invoice_id} has no line {line_id}"
+                    ))
+                })?;
+            let scheduled = RecognitionDay {
+                day: *day,
+                amount: Money::new(*amount, invoice.currency),
+            };
+            let posted = recognition_transactions(invoice, line, &scheduled)?;
+            store::post(
+                &mut transaction,
+                &posted,
+                Source {
+                    kind: "recognition",
+                    id: invoice_id,
+                },
+                now,
+            )
+            .await?;
+            sqlx::query(
+                "UPDATE finance.schedule_days SET recognised = true \
+                 WHERE invoice_id = $1 AND line_id = $2 AND day = $3",
+            )
+            .bind(invoice_id)
+            .bind(line_id)
+            .bind(day)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        recognised += due.len();
+    }
+}
+
+/// The recognition job: every tick of the clock (and at once when a manual
+/// clock moves), recognises the days that ended.
+#[derive(Debug)]
+pub struct RecognitionJob {
+    pool: PgPool,
+    clock: SharedClock,
+    poll_interval: Duration,
+}
+
+impl RecognitionJob {
+    /// A job on `pool`, looking every `poll_interval`.
+    pub fn new(pool: PgPool, clock: SharedClock, poll_interval: Duration) -> Self {
+        Self {
+            pool,
+            clock,
+            poll_interval,
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut ticker = Ticker::new(&*self.clock, self.poll_interval);
+        while !shutdown.is_triggered() {
+            let now = self.clock.now();
+            match recognise_due(&self.pool, now.date_naive(), now).await {
+                Ok(0) => {}
+                Ok(days) => tracing::info!(days, "revenue recognised"),
+                Err(error) => {
+                    tracing::warn!(%error, "recognition round failed; retrying at the next tick")
+                }
+            }
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = ticker.tick() => {}
+            }
+        }
+    }
+}
