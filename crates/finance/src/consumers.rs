@@ -49,7 +49,7 @@ fn poison(error: impl std::fmt::Display) -> HandlerError {
     HandlerError::Poison(error.to_string())
 }
 
-fn classify(error: FinanceServiceError) -> HandlerError {
+pub(crate) fn classify(error: FinanceServiceError) -> HandlerError {
     if error.is_transient() {
         HandlerError::Retry(error.to_string())
     } else {
@@ -57,7 +57,7 @@ fn classify(error: FinanceServiceError) -> HandlerError {
     }
 }
 
-fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
+pub(crate) fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
     if message.message_type != expected || message.type_version != 1 {
         return Err(poison(format!(
             "expected {expected} version 1, got {:?} version {}",
@@ -113,6 +113,9 @@ impl InvoiceEventsHandler {
                 finalized(&mut transaction, &fact, self.ledger.policy, now)
                     .await
                     .map_err(classify)?;
+                crate::analytics::fees::record_finalized(&mut transaction, event)
+                    .await
+                    .map_err(classify)?;
             }
             Some(invoice_event::Kind::Voided(_)) => {
                 let fact = facts::invoice_voided(event).map_err(poison)?;
@@ -137,6 +140,9 @@ impl InvoiceEventsHandler {
                     .execute(&mut *transaction)
                     .await
                     .map_err(|error| classify(error.into()))?;
+                crate::analytics::fees::forget_voided(&mut transaction, fact.invoice.as_str())
+                    .await
+                    .map_err(classify)?;
             }
             Some(invoice_event::Kind::CreditNoteIssued(issued)) => {
                 let fact = facts::credit_note_issued(event, issued).map_err(poison)?;

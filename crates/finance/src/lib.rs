@@ -1,15 +1,17 @@
 //! The finance service: books what Tally bills and collects as double-entry
 //! accounting, recognises revenue and answers revenue analytics (see
-//! docs/architecture.md, "Finance"). It consumes `invoice-events` and
-//! `payment-events` and never calls the services that own those facts; the
+//! docs/architecture.md, "Finance"). It consumes `invoice-events`,
+//! `payment-events` and `subscription-events` and never calls the services that own those facts; the
 //! numbers come from the domain (`tally_domain::finance`: accounts, posting
 //! rules, recognition schedules).
 //!
 //! * [`facts`] — bus messages → domain facts (the only place that reads their wire shape);
 //! * [`consumers`] — the two consumers: fact → balanced transactions, once;
 //! * [`journal`] — the append-only journal, the trial balance and `LedgerService`;
-//! * [`recognition`] — revenue schedules and the daily recognition job.
+//! * [`recognition`] — revenue schedules and the daily recognition job;
+//! * [`analytics`] — MRR from invoiced fees and `subscription-events`, `AnalyticsService`.
 
+pub mod analytics;
 pub mod consumers;
 mod error;
 pub mod facts;
@@ -23,6 +25,7 @@ use sqlx::PgPool;
 use tally_bus::consumer::{Consumer, MessageHandler};
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_domain::finance::RecognitionPolicy;
+use tally_proto::finance::analytics_service_server::AnalyticsServiceServer;
 use tally_proto::finance::ledger_service_server::LedgerServiceServer;
 use tally_runtime::server::GrpcServer;
 use tally_runtime::{SharedClock, Shutdown};
@@ -30,6 +33,7 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+pub use analytics::{AnalyticsApi, SubscriptionEventsHandler};
 pub use consumers::{InvoiceEventsHandler, Ledger, PaymentEventsHandler};
 pub use error::FinanceServiceError;
 pub use journal::api::LedgerApi;
@@ -46,6 +50,11 @@ pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "finance-invoice-events";
 /// Finance's subscription to `payment-events`: unordered, a payment or a
 /// refund posts the same whichever arrives first.
 pub const PAYMENT_EVENTS_SUBSCRIPTION: &str = "finance-payment-events";
+
+/// Finance's subscription to `subscription-events`: unordered, every
+/// message is a full snapshot applied only when its version is higher than
+/// the stored one.
+pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "finance-subscription-events";
 
 /// How often the recognition job looks when the clock is not moved by hand.
 const RECOGNITION_POLL: Duration = Duration::from_secs(60);
@@ -73,7 +82,11 @@ pub struct Finance {
 impl Finance {
     /// Builds finance and ensures the topics and subscriptions it reads.
     pub async fn start(deps: FinanceDeps) -> Result<Self, BusError> {
-        for topic in [topics::INVOICE_EVENTS, topics::PAYMENT_EVENTS] {
+        for topic in [
+            topics::INVOICE_EVENTS,
+            topics::PAYMENT_EVENTS,
+            topics::SUBSCRIPTION_EVENTS,
+        ] {
             deps.bus.ensure_topic(topic).await?;
         }
         for subscription in subscriptions(deps.max_delivery_attempts) {
@@ -100,16 +113,26 @@ impl Finance {
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+        let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(
+            self.deps.pool.clone(),
+            Arc::clone(&self.deps.clock),
+        ))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
         GrpcServer::new(
-            move |routes: Routes| routes.add_service(ledger),
-            vec![<LedgerServiceServer<LedgerApi> as NamedService>::NAME],
+            move |routes: Routes| routes.add_service(ledger).add_service(analytics),
+            vec![
+                <LedgerServiceServer<LedgerApi> as NamedService>::NAME,
+                <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
+            ],
         )
     }
 
-    /// Starts the two consumers and the recognition job; they stop on `shutdown`.
+    /// Starts the three consumers and the recognition job; they stop on `shutdown`.
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
-        let [invoice_events, payment_events] = subscriptions(self.deps.max_delivery_attempts);
-        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 2] = [
+        let [invoice_events, payment_events, subscription_events] =
+            subscriptions(self.deps.max_delivery_attempts);
+        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 3] = [
             (
                 invoice_events,
                 Arc::new(InvoiceEventsHandler::new(
@@ -122,6 +145,13 @@ impl Finance {
                 Arc::new(PaymentEventsHandler::new(
                     Arc::clone(&self.ledger),
                     PAYMENT_EVENTS_SUBSCRIPTION,
+                )),
+            ),
+            (
+                subscription_events,
+                Arc::new(SubscriptionEventsHandler::new(
+                    Arc::clone(&self.ledger),
+                    SUBSCRIPTION_EVENTS_SUBSCRIPTION,
                 )),
             ),
         ];
@@ -148,11 +178,16 @@ impl Finance {
     }
 }
 
-fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 2] {
+fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 3] {
     [
         SubscriptionConfig::ordered(INVOICE_EVENTS_SUBSCRIPTION, topics::INVOICE_EVENTS)
             .with_max_delivery_attempts(max_delivery_attempts),
         SubscriptionConfig::unordered(PAYMENT_EVENTS_SUBSCRIPTION, topics::PAYMENT_EVENTS)
             .with_max_delivery_attempts(max_delivery_attempts),
+        SubscriptionConfig::unordered(
+            SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+            topics::SUBSCRIPTION_EVENTS,
+        )
+        .with_max_delivery_attempts(max_delivery_attempts),
     ]
 }

@@ -6,4 +6,5 @@
 #![allow(clippy::too_many_lines)]
 
 mod ledger;
+mod mrr;
 mod support;

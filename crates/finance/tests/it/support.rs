@@ -23,14 +23,14 @@ pub fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
 
-fn usd(amount: &str) -> Option<Money> {
+pub fn usd(amount: &str) -> Option<Money> {
     Some(Money {
         amount: amount.to_owned(),
         currency: "USD".to_owned(),
     })
 }
 
-fn range(start: &str, end: &str) -> Option<TimeRange> {
+pub fn range(start: &str, end: &str) -> Option<TimeRange> {
     Some(TimeRange {
         start_time: Some(timestamp(at(start))),
         end_time: Some(timestamp(at(end))),
