@@ -7,4 +7,5 @@
 
 mod ledger;
 mod mrr;
+mod mrr_support;
 mod support;
