@@ -109,6 +109,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::credits::CreditsCommand,
     },
+    /// The books: trial balance, journal (CSV for an ERP), revenue schedules, period close.
+    Finance {
+        #[command(subcommand)]
+        command: admin::finance::FinanceCommand,
+    },
     /// What waits between the services (outboxes, usage not yet rated, events
     /// not yet applied), read from the database; exits 1 when something is stuck.
     Status(status::StatusArgs),
@@ -168,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscriptions { command } => admin::subscriptions::run(command).await,
         Command::Invoices { command } => admin::invoices::run(command).await,
         Command::Credits { command } => admin::credits::run(command).await,
+        Command::Finance { command } => admin::finance::run(command).await,
         Command::Usage { command } => admin::usage::run(command).await,
     }
 }

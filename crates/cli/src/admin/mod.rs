@@ -18,6 +18,7 @@ pub mod catalog_show;
 pub mod clock;
 pub mod credits;
 pub mod customers;
+pub mod finance;
 pub mod invoice_actions;
 pub mod invoices;
 pub mod json;

@@ -42,9 +42,17 @@ impl LedgerApi {
     }
 }
 
+/// An amount on the wire with at least its currency's minor units (the
+/// ledger's amounts are whole minor units; sums keep that scale).
 fn money(amount: Decimal, currency: &str) -> WireMoney {
+    let mut amount = amount;
+    if let Ok(code) = Currency::from_code(currency)
+        && amount.scale() < code.minor_units()
+    {
+        amount.rescale(code.minor_units());
+    }
     WireMoney {
-        amount: amount.normalize().to_string(),
+        amount: amount.to_string(),
         currency: currency.to_owned(),
     }
 }

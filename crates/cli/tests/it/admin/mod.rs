@@ -6,6 +6,7 @@ mod catalog;
 mod clock;
 mod config;
 mod events;
+mod finance;
 mod invoice_actions;
 mod reconcile;
 mod support;
