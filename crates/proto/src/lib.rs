@@ -80,6 +80,7 @@ pub mod tally {
 pub use tally::clock::v1 as clock;
 pub use tally::common::v1 as common;
 pub use tally::events::v1 as events;
+pub use tally::finance::v1 as finance;
 pub use tally::ingest::v1 as ingest;
 pub use tally::invoicing::v1 as invoicing;
 pub use tally::payments::v1 as payments;
@@ -88,7 +89,6 @@ pub use tally::rating::v1 as rating;
 /// The encoded `FileDescriptorSet` of every Tally contract, for
 /// `tonic-reflection` (`register_encoded_file_descriptor_set`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
-pub use tally::finance::v1 as finance;
     include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
 
 /// Full protobuf names of every gRPC service defined in `proto/`.
@@ -103,6 +103,6 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.payments.v1.PaymentService",
     "tally.payments.v1.ReconciliationService",
     "tally.clock.v1.ClockService",
-];
     "tally.finance.v1.LedgerService",
     "tally.finance.v1.AnalyticsService",
+];
