@@ -78,6 +78,11 @@ pub enum FinanceCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// MRR, ARR, paying customers and ARPA in a currency at an instant.
+    Mrr(super::finance_mrr::MrrArgs),
+    /// MRR movements (new, expansion, contraction, churn, reactivation) in a
+    /// range, with their totals, churn rates and quick ratio.
+    Movements(super::finance_mrr::MovementsArgs),
 }
 
 /// How `tally finance journal` prints.
@@ -164,6 +169,8 @@ pub async fn run(command: FinanceCommand) -> anyhow::Result<()> {
                 .answer("ClosePeriod")?;
             print_close(target.output, &response)
         }
+        FinanceCommand::Mrr(args) => super::finance_mrr::mrr(args).await,
+        FinanceCommand::Movements(args) => super::finance_mrr::movements(args).await,
         FinanceCommand::Closes { target } => {
             let response = client(&target)
                 .await?

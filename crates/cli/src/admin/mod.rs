@@ -19,6 +19,7 @@ pub mod clock;
 pub mod credits;
 pub mod customers;
 pub mod finance;
+pub mod finance_mrr;
 pub mod invoice_actions;
 pub mod invoices;
 pub mod json;

@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod events;
 mod finance;
+mod finance_mrr;
 mod invoice_actions;
 mod reconcile;
 mod support;
