@@ -50,5 +50,8 @@ pub mod history;
 pub mod store;
 pub mod subscriptions;
 
+#[cfg(test)]
+mod history_tests;
+
 pub use api::AnalyticsApi;
 pub use subscriptions::SubscriptionEventsHandler;

@@ -518,3 +518,36 @@ async fn requests_name_the_field_they_break() {
     assert_eq!(empty.paying_customers, 0);
     assert_eq!(empty.arpa, None);
 }
+
+#[tokio::test]
+async fn a_voided_invoice_bills_no_mrr_and_its_reissue_does() {
+    let analytics = Analytics::open().await;
+    let line = |id: &str, amount: &str| vec![recurring(id, "pv_std", amount, ("01-01", "02-01"))];
+    let wrong = finalized(
+        "inv_wrong",
+        "cus_v",
+        "sub_v",
+        line("il_wrong", "90.00"),
+        "01-01",
+    );
+    assert!(analytics.invoice(&wrong).await);
+    assert_eq!(analytics.mrr(Some("01-02")).await.mrr, usd("90.00"));
+    let void = crate::support::voided(wrong.invoice.clone().unwrap(), "2026-01-02T00:00:00Z");
+    assert!(analytics.invoice(&void).await);
+    assert_eq!(analytics.mrr(Some("01-02")).await.mrr, usd("0.00"));
+    let reissued = finalized(
+        "inv_right",
+        "cus_v",
+        "sub_v",
+        line("il_right", "60.00"),
+        "01-02",
+    );
+    assert!(analytics.invoice(&reissued).await);
+    assert_eq!(analytics.mrr(Some("01-02")).await.mrr, usd("60.00"));
+    let january = analytics.movements("01-01", "02-01").await;
+    assert_eq!(
+        rows(&january),
+        vec![row("cus_v", "01-01", MovementKind::New, dec!(60))],
+        "the history is recomputed: the voided fee never happened"
+    );
+}
