@@ -6,7 +6,9 @@
 //! subscription starting at `as_of` counts). `ListMrrMovements` over
 //! `[start, end)` lists the movements dated inside it; its starting MRR is
 //! the MRR just before `start` and its ending MRR the MRR just before
-//! `end`, so starting + the movements = ending, exactly.
+//! `end`, so starting + the movements = ending (exactly for whole-cent
+//! MRR; to Decimal's 28th digit when fees normalise to repeating decimals,
+//! as the domain's precision rule says).
 //!
 //! Precision: `GetMrr` rounds MRR, ARR and ARPA for display
 //! (`round_for_report`, half-even to minor units, each from the full
