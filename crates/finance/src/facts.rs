@@ -20,7 +20,7 @@ use tally_runtime::error::FieldViolation;
 
 use crate::error::FinanceServiceError;
 use tally_proto::events::{InvoiceEvent, PaymentEvent, invoice_event, payment_event};
-use tally_proto::invoicing::{Invoice, InvoiceLine, InvoiceLineKind, invoice_line};
+use tally_proto::invoicing::{Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, invoice_line};
 
 /// A field the fact needs could not be read.
 fn invalid(field: &str, description: impl Into<String>) -> FinanceServiceError {
@@ -144,10 +144,12 @@ pub fn invoice_voided(event: &InvoiceEvent) -> Result<InvoiceVoided, FinanceServ
     })
 }
 
-/// The fact of a `CreditNoteIssued` invoice event. A note with a refund
-/// amount is settled by that refund (the refund's payment event moves the
-/// cash); one credited to the balance leaves the customer a credit; any
-/// other reduces what is due.
+/// The fact of a `CreditNoteIssued` invoice event. On an invoice not yet
+/// paid the note reduces what is due. On a paid one the money was received:
+/// a note with a refund (an amount to refund, or made for a refund) is
+/// settled by it (the refund's payment event moves the cash); any other is
+/// owed to the customer, credited to their balance or settled outside Tally,
+/// so it is booked as customer credit, never against the receivable.
 pub fn credit_note_issued(
     event: &InvoiceEvent,
     issued: &invoice_event::CreditNoteIssued,
@@ -165,12 +167,11 @@ pub fn credit_note_issued(
         }
         None => false,
     } || !note.refund_id.is_empty();
-    let settlement = if refunded {
-        CreditNoteSettlement::Refunded
-    } else if note.credited_to_balance {
-        CreditNoteSettlement::CustomerCreditBalance
-    } else {
-        CreditNoteSettlement::ReducesAmountDue
+    let paid = InvoiceStatus::try_from(invoice.status) == Ok(InvoiceStatus::Paid);
+    let settlement = match (paid, refunded) {
+        (true, true) => CreditNoteSettlement::Refunded,
+        (true, false) => CreditNoteSettlement::CustomerCreditBalance,
+        (false, _) => CreditNoteSettlement::ReducesAmountDue,
     };
     Ok(CreditNoteIssued {
         credit_note: parse_id(&note.id, "credit_note.id", CreditNoteId::parse)?,

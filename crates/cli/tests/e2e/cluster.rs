@@ -27,7 +27,7 @@ pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 /// Where every process's clock starts.
 pub const START: &str = "2026-11-01T00:00:00Z";
 
-pub const SERVICES: [&str; 4] = ["ingest", "rating", "invoicing", "payments"];
+pub const SERVICES: [&str; 5] = ["ingest", "rating", "invoicing", "payments", "finance"];
 
 /// How long a service may take to report SERVING after it was started.
 const SERVING_DEADLINE: Duration = Duration::from_secs(60);
@@ -100,7 +100,7 @@ pub fn create_key(database_url: &str, scope: &str) -> String {
 }
 
 impl Cluster {
-    /// Starts the four services and waits until each reports SERVING.
+    /// Starts the services and waits until each reports SERVING.
     pub async fn start(database_url: &str, emulator_host: &str, stripe_url: &str) -> Self {
         let turn = Arc::clone(&ONE_CLUSTER_AT_A_TIME)
             .acquire_owned()

@@ -970,5 +970,7 @@ async fn run(chaos: Chaos) {
     let found = wait_until_paid(&crash).await;
     eprintln!("every invoice paid at {:?}", started.elapsed());
     check_invoices_and_payments(&crash, &plan, &found).await;
+    // Finance, killed with the others, booked every invoice and payment once.
+    crate::books::check_books(&crash.cluster, crash.pool()).await;
     eprintln!("crash test (seed {seed}) took {:?}", started.elapsed());
 }

@@ -18,6 +18,7 @@
 // Complete Stripe objects are large `json!` literals.
 #![recursion_limit = "256"]
 
+mod books;
 mod cluster;
 mod crash;
 mod stripe;
@@ -454,6 +455,7 @@ async fn a_month_of_billing_across_four_processes() {
     credit_notes_in_stripe(&mut month, &november, &december).await;
     reconcile(&month);
     one_balance_for_credit_notes_and_refunds(&mut month, &december).await;
+    books::check_books(&month.cluster, &month._database.pool).await;
     eprintln!("end-to-end test took {:?}", started.elapsed());
 }
 

@@ -203,6 +203,11 @@ pub fn credit_note(
     refund: &str,
     at_time: &str,
 ) -> InvoiceEvent {
+    // A note with a refund is on a paid invoice (the refund pays it out).
+    let mut invoice = invoice;
+    if !refund.is_empty() {
+        invoice.status = tally_proto::invoicing::InvoiceStatus::Paid as i32;
+    }
     InvoiceEvent {
         event_id: format!("ievt_cn_{note}"),
         invoice_id: invoice.id.clone(),
