@@ -471,7 +471,10 @@ mod tests {
             ("/tally.ingest.v1.IngestService/CloseBackfill", Scope::Admin),
             ("/tally.ingest.v1.IngestService/ListBackfills", Scope::Read),
             ("/tally.finance.v1.LedgerService/ClosePeriod", Scope::Admin),
-            ("/tally.finance.v1.LedgerService/GetTrialBalance", Scope::Read),
+            (
+                "/tally.finance.v1.LedgerService/GetTrialBalance",
+                Scope::Read,
+            ),
             ("/tally.clock.v1.ClockService/GetTime", Scope::Admin),
             (
                 "/tally.payments.v1.ReconciliationService/GetReconciliationReport",
