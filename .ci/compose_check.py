@@ -16,8 +16,8 @@ the pieces fit. Run through .ci/compose-validate, which installs the tools.
    the code creates them ordered.
 5. With TALLY_BIN set, the real binary accepts each container's command and environment,
    and the containers run as local processes (.ci/live_deploy_check.py) create a customer
-   and a subscription and bill its first, ended period; without the peer key a service
-   stops at start.
+   and a subscription and bill its first, ended period, which finance books; without the
+   peer key a service that calls peers stops at start.
 6. The Dockerfile the migrate service builds, parsed with BuildKit's parser: stages,
    a numeric non-root user, ENTRYPOINT tally, CI's build command, the build context.
 """
@@ -54,7 +54,7 @@ from deploy_checks import (
 )
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TALLY_SERVICES = ["ingest", "rating", "invoicing", "payments"]
+TALLY_SERVICES = ["ingest", "rating", "invoicing", "payments", "finance"]
 EMULATOR_PATHS = [
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
 ]
@@ -321,7 +321,7 @@ def check_binary(checks: Checks, compose: dict) -> None:
         service = compose["services"][name]
         error = run_binary(binary, service["command"], env_of(service), {})
         checks.check(error is None, f"tally refuses the {name} container's configuration: {error}")
-    print(f"  {binary} accepts the command and environment of migrate, peer-key and the four services")
+    print(f"  {binary} accepts the command and environment of migrate, peer-key and the {len(TALLY_SERVICES)} services")
 
 
 def check_live(checks: Checks, compose: dict) -> None:

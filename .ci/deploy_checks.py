@@ -93,13 +93,18 @@ def code_subscriptions() -> dict[str, str]:
 
 def code_ordered_subscriptions() -> set[str]:
     """Subscriptions the services create ordered (`SubscriptionConfig::ordered(<CONSTANT>, …)`);
-    every other one is unordered."""
-    by_constant = {key.split("::")[-1]: name for key, name in code_subscriptions().items()}
+    every other one is unordered. A constant is resolved within its own crate: two crates
+    may use the same constant name (payments' and finance's INVOICE_EVENTS_SUBSCRIPTION)."""
+    by_crate: dict[tuple[str, str], str] = {}
+    for key, name in code_subscriptions().items():
+        path, constant = key.split("::")
+        by_crate[(Path(path).parts[1], constant)] = name
     found = set()
     for path in sorted(ROOT.glob("crates/*/src/**/*.rs")):
+        crate = path.relative_to(ROOT).parts[1]
         for constant in re.findall(r"SubscriptionConfig::ordered\(\s*(\w+_SUBSCRIPTION)\b", path.read_text()):
-            if constant in by_constant:
-                found.add(by_constant[constant])
+            if (crate, constant) in by_crate:
+                found.add(by_crate[(crate, constant)])
     return found
 
 

@@ -15,9 +15,9 @@ tools and sets HELM_DRIVER=memory.
 4. Values that must be refused are refused, with the expected message.
 5. With TALLY_BIN set, the release rendered with the documented minimum (a Pub/Sub
    project, here with an emulator host) runs as local processes
-   (.ci/live_deploy_check.py): hook Jobs, then the four services, which create a customer
-   and a subscription and bill its first, ended period; without the peer key a service
-   stops at start.
+   (.ci/live_deploy_check.py): hook Jobs, then the five services, which create a customer
+   and a subscription and bill its first, ended period, which finance books; without the
+   peer key a service that calls peers stops at start.
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ from fake_kube import FakeKube
 import live_deploy_check
 
 CHART = ROOT / "helm" / "tally"
-SERVICES = ["ingest", "rating", "invoicing", "payments"]
+SERVICES = ["ingest", "rating", "invoicing", "payments", "finance"]
 # The grpc.health.v1 name each service reports readiness under.
 READINESS_SERVICES = {
     "ingest": "tally.ingest.v1.IngestService",
     "rating": "tally.rating.v1.RatingService",
     "invoicing": "tally.invoicing.v1.InvoiceService",
     "payments": "tally.payments.v1.PaymentService",
+    "finance": "tally.finance.v1.LedgerService",
 }
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 NAMESPACE = "billing"
@@ -172,6 +173,8 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
                 checks.check(False, f"{prefix} no Kubernetes {version} schema for {name}: {error}")
 
     # Every enabled service has its objects; nothing else is rendered.
+    checks.check(sorted(effective["services"]) == sorted(SERVICES),
+                 f"{prefix} services in values.yaml {sorted(effective['services'])} are the checked ones {SERVICES}")
     enabled = [s for s in SERVICES if effective["services"][s]["enabled"]]
     for service in enabled:
         name = f"{RELEASE}-{service}"
@@ -262,6 +265,13 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
         named = {entry.split("=", 1)[0] for entry in entries}
         for constant, name in code_subscriptions().items():
             checks.check(name in named, f"{prefix} pubsub.subscriptions lacks {name} ({constant})")
+        # Each entry's `service` is the crate that names the subscription.
+        owners = {name: constant.split("/")[1] for constant, name in code_subscriptions().items()}
+        for subscription in effective["pubsub"]["subscriptions"]:
+            owner = owners.get(subscription["name"])
+            checks.check(owner in (None, subscription["service"]),
+                         f"{prefix} pubsub.subscriptions {subscription['name']} is consumed by {owner}, "
+                         f"not {subscription['service']}")
         ordered = code_ordered_subscriptions()
         for entry in entries:
             name = entry.split("=", 1)[0]

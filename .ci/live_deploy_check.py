@@ -12,7 +12,7 @@ What it does, once per deployment:
    from the chart's ConfigMap and the Secrets the chart generates, e.g. the peer key) and
    changes only what points into the cluster — see REWRITES below — then runs the one-shot
    containers (compose: pubsub-setup's script, migrate, peer-key; Helm: the hook Jobs in
-   hook-weight order) and the four `tally serve` processes.
+   hook-weight order) and the five `tally serve` processes.
 3. Waits until every service reports SERVING for its readiness name over gRPC health.
 4. Creates an admin key, applies a small catalog, creates a customer and a subscription
    that started 28 days ago with its billing anchor at today's midnight (UTC), sends usage
@@ -20,8 +20,12 @@ What it does, once per deployment:
    InvoiceService/RunBilling and asserts the invoice of the ended first period exists with
    the expected total (28.00 of fees + 0.50 of usage): every peer call of the path
    (invoicing → rating for the plan and the usage lines) goes through the rendered peer key.
-5. The negative case: each service that calls peers, started with the same environment
-   minus TALLY_API_KEY, exits at start with a message naming TALLY_API_KEY.
+   Then finalizes it (the default grace period keeps it a draft for a day) and waits until
+   finance has booked it from `invoice-events`: `tally finance trial-balance` shows
+   accounts receivable (1100) at the invoice's total, debits equal to credits.
+5. The peer key: each service that calls peers, started with the same environment minus
+   TALLY_API_KEY, exits at start with a message naming TALLY_API_KEY; each one that calls
+   none (ingest, finance) starts and reports SERVING without it.
 
 Every process it started is killed by pid and its temporary directory removed, whatever
 happens (a failed assertion, an exception, SIGTERM).
@@ -66,8 +70,9 @@ from pathlib import Path
 
 from deploy_checks import ROOT, Checks
 
-SERVICES = ["ingest", "rating", "invoicing", "payments"]
-# Services that call peers and so must refuse to start without TALLY_API_KEY.
+SERVICES = ["ingest", "rating", "invoicing", "payments", "finance"]
+# Services that call peers and so must refuse to start without TALLY_API_KEY; the
+# others must start without it.
 PEER_CALLERS = ["rating", "invoicing", "payments"]
 # The grpc.health.v1 names each service reports readiness under.
 READINESS = {
@@ -75,7 +80,10 @@ READINESS = {
     "rating": "tally.rating.v1.RatingService",
     "invoicing": "tally.invoicing.v1.InvoiceService",
     "payments": "tally.payments.v1.PaymentService",
+    "finance": "tally.finance.v1.LedgerService",
 }
+# Finance's account for receivables (crates/finance, the chart of accounts).
+RECEIVABLES_CODE = "1100"
 EMULATOR_PATHS = ["/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"]
 POSTGRES_MISSING = "PostgreSQL server binaries (initdb, pg_ctl) missing: apt-get install postgresql (or set PG_BIN_DIR)"
 EMULATOR_MISSING = (
@@ -133,7 +141,7 @@ class Container:
 class Deployment:
     label: str
     jobs: list[Container]  # one-shot, in order
-    services: dict[str, Container]  # the four `tally serve` containers
+    services: dict[str, Container]  # the `tally serve` containers, one per service
     # In-cluster `host:port` → the local role it stands for: "postgres", "pubsub",
     # "otlp" or a service name.
     hosts: dict[str, str]
@@ -512,7 +520,7 @@ def _run_deployment(checks: Checks, run: LiveRun, deployment: Deployment, prefix
     admin_key = run.tally(["keys", "create", "--name", "live-check-admin", "--scope", "admin"],
                           {"DATABASE_URL": migrate.env["DATABASE_URL"]}, "tally keys create --scope admin").strip()
 
-    # The four services.
+    # The services.
     logs = {}
     processes = {}
     for name, container in services.items():
@@ -533,7 +541,7 @@ def _run_deployment(checks: Checks, run: LiveRun, deployment: Deployment, prefix
         if waiting:
             time.sleep(0.2)
     checks.check(True, "")
-    print(f"  {prefix}: all four services report SERVING")
+    print(f"  {prefix}: all {len(services)} services report SERVING")
 
     try:
         bill_a_month(checks, run, admin_key, local, prefix)
@@ -542,14 +550,7 @@ def _run_deployment(checks: Checks, run: LiveRun, deployment: Deployment, prefix
 
     # The negative case: without the peer key, each service that calls peers stops at start.
     for name in PEER_CALLERS:
-        container = services[name]
-        env = {key: value for key, value in container.env.items() if key != "TALLY_API_KEY"}
-        env["TALLY_GRPC__LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
-        if "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR" in env:
-            env["TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
-        log = run.dir / f"{name}-without-key.log"
-        process = run.spawn(f"{name}-without-key", [str(run.binary), *container.args],
-                            {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}, log)
+        process, log, _ = spawn_without_key(run, services[name])
         try:
             code = process.wait(timeout=EXIT_DEADLINE)
         except subprocess.TimeoutExpired:
@@ -559,6 +560,34 @@ def _run_deployment(checks: Checks, run: LiveRun, deployment: Deployment, prefix
                      f"{prefix}: {name} without TALLY_API_KEY should exit at start naming it; "
                      f"exit {code if code is not None else f'none within {EXIT_DEADLINE:.0f} s'}: {said}")
     print(f"  {prefix}: without TALLY_API_KEY, {', '.join(PEER_CALLERS)} each stop at start naming it")
+
+    # …and each service that calls no peer starts without it.
+    keyless = [name for name in SERVICES if name not in PEER_CALLERS]
+    for name in keyless:
+        process, log, address = spawn_without_key(run, services[name])
+        deadline = time.monotonic() + SERVING_DEADLINE
+        while process.poll() is None and not serving(address, READINESS[name]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        up = process.poll() is None and serving(address, READINESS[name])
+        checks.check(up, f"{prefix}: {name} calls no peer and should start without TALLY_API_KEY: "
+                         f"exit {process.poll()}: {tail(log, 5)}")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    print(f"  {prefix}: without TALLY_API_KEY, {', '.join(keyless)} start and report SERVING")
+
+
+def spawn_without_key(run: LiveRun, container: Container) -> tuple[subprocess.Popen, Path, str]:
+    """Starts a service's container again minus TALLY_API_KEY, on fresh local ports: the
+    process, its log and its gRPC address."""
+    env = {key: value for key, value in container.env.items() if key != "TALLY_API_KEY"}
+    address = f"127.0.0.1:{free_port()}"
+    env["TALLY_GRPC__LISTEN_ADDR"] = address
+    if "TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR" in env:
+        env["TALLY_PAYMENTS__WEBHOOK_LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
+    log = run.dir / f"{container.name}-without-key.log"
+    process = run.spawn(f"{container.name}-without-key", [str(run.binary), *container.args],
+                        {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}, log)
+    return process, log, address
 
 
 def bill_a_month(checks: Checks, run: LiveRun, admin_key: str, local: dict[str, str], prefix: str) -> None:
@@ -602,7 +631,7 @@ def bill_a_month(checks: Checks, run: LiveRun, admin_key: str, local: dict[str, 
          "--rating-address", f"http://{local['rating']}", "--api-key", admin_key],
         input=lines, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=run.dir)
-    counts = f"accepted {USAGE_EVENTS}, duplicate 0, conflict 0, rejected 0, unreadable 0"  # on stderr, with progress
+    counts = f"accepted {USAGE_EVENTS}, duplicate 0, conflict 0, rejected 0, not sent 0"  # on stderr, with progress
     if result.returncode != 0 or counts not in result.stdout + result.stderr:
         raise Failed(f"tally events send: exit {result.returncode}, expected {counts!r}: {result.stdout}{result.stderr}")
     deadline = time.monotonic() + SERVING_DEADLINE
@@ -652,6 +681,39 @@ def bill_a_month(checks: Checks, run: LiveRun, admin_key: str, local: dict[str, 
         )
         print(f"  {prefix}: bill run made {matching[0].get('id')} ({matching[0].get('status')}) "
               f"for {iso(start)} – {iso(anchor)}: {total.get('amount')} {total.get('currency')}")
+        finance_books(checks, admin, matching[0], expected, prefix)
+
+
+def finance_books(checks: Checks, admin, invoice: dict, expected: Decimal, prefix: str) -> None:
+    """Finance books the invoice once it is finalized: it arrives over `invoice-events`
+    (finance's own ordered subscription), and accounts receivable holds its total."""
+    invoice_id = invoice.get("id", "")
+    if invoice.get("status") == "INVOICE_STATUS_DRAFT":
+        # A draft stays open for invoicing.grace_period_hours (24) after its period.
+        finalized = json.loads(admin(["invoices", "finalize", invoice_id, "--output", "json"], "invoicing",
+                                     f"tally invoices finalize {invoice_id}"))
+        checks.check(finalized.get("status") == "INVOICE_STATUS_FINALIZED",
+                     f"{prefix}: tally invoices finalize {invoice_id} left it {finalized.get('status')}")
+    deadline = time.monotonic() + SERVING_DEADLINE
+    while True:
+        trial = json.loads(admin(["finance", "trial-balance", "--currency", "USD", "--output", "json"], "finance",
+                                 "tally finance trial-balance"))
+        balances = trial.get("balances", [])
+        accounts = {account.get("code"): account for balance in balances for account in balance.get("accounts", [])}
+        receivable = Decimal(accounts.get(RECEIVABLES_CODE, {}).get("balance", {}).get("amount", "0"))
+        if receivable == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    booked = [(code, account.get("balance", {}).get("amount")) for code, account in sorted(accounts.items())]
+    if checks.check(receivable == expected,
+                    f"{prefix}: finance should book {invoice_id}: accounts receivable {RECEIVABLES_CODE} at {expected} "
+                    f"USD within {SERVING_DEADLINE:.0f} s; the trial balance: {booked}"):
+        totals = balances[0] if balances else {}
+        debits = Decimal(totals.get("totalDebits", {}).get("amount", "NaN"))
+        credits = Decimal(totals.get("totalCredits", {}).get("amount", "NaN"))
+        checks.check(debits == credits, f"{prefix}: the trial balance balances: debits {debits}, credits {credits}")
+        print(f"  {prefix}: finance booked {invoice_id}: accounts receivable {receivable} USD; "
+              f"debits = credits = {debits}; accounts {booked}")
 
 
 def days_in_month(instant: datetime) -> int:

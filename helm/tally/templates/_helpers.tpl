@@ -212,7 +212,7 @@ The grpc.health.v1 name a service reports its readiness under (its first
 gRPC service; the empty name is liveness).
 */}}
 {{- define "tally.readinessService" -}}
-{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" -}}
+{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" "finance" "tally.finance.v1.LedgerService" -}}
 {{- required (printf "no readiness service name for service %q" .) (get $names .) | quote -}}
 {{- end }}
 
