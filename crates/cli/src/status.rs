@@ -236,6 +236,13 @@ async fn collect_in_snapshot(
             tally_finance::PAYMENT_EVENTS_SUBSCRIPTION,
             "finance",
         ),
+        (
+            "invoicing",
+            topics::SUBSCRIPTION_EVENTS,
+            "finance",
+            tally_finance::SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+            "finance",
+        ),
     ] {
         // Schema names are our own constants above, never input.
         let sql = format!(

@@ -143,13 +143,14 @@ impl Readiness {
 
     /// Reports a first verdict on `reporter` for `names` (and `""`), then,
     /// when there is anything to check, keeps it current until `shutdown`.
-    /// The returned handle reports everything NOT_SERVING for good.
+    /// The returned [`HealthStop`] reports everything NOT_SERVING for good;
+    /// the [`BackgroundTasks`] hands the watched tasks back to be awaited.
     pub(crate) async fn report(
         self,
         reporter: HealthReporter,
         names: Vec<&'static str>,
         shutdown: Shutdown,
-    ) -> HealthStop {
+    ) -> (HealthStop, BackgroundTasks) {
         let reporting = Arc::new(Reporting {
             reporter,
             stopped: tokio::sync::Mutex::new(false),
@@ -162,9 +163,9 @@ impl Readiness {
             names: names.clone(),
         };
         if !self.has_checks() {
-            return stop;
+            return (stop, BackgroundTasks { monitor: None });
         }
-        tokio::spawn(async move {
+        let monitor = tokio::spawn(async move {
             let mut last = first;
             loop {
                 tokio::select! {
@@ -178,8 +179,59 @@ impl Readiness {
                     last = verdict;
                 }
             }
+            // The tasks go back to the server, which awaits them.
+            self.watched
+                .into_iter()
+                .flat_map(|watched| watched.tasks)
+                .collect()
         });
-        stop
+        (
+            stop,
+            BackgroundTasks {
+                monitor: Some(monitor),
+            },
+        )
+    }
+}
+
+/// The services' background tasks (consumers, relays, schedulers), held by
+/// the readiness monitor while the server runs.
+#[derive(Debug)]
+pub(crate) struct BackgroundTasks {
+    /// Ends after shutdown, returning the tasks; `None` without tasks to watch.
+    monitor: Option<JoinHandle<Vec<JoinHandle<()>>>>,
+}
+
+impl BackgroundTasks {
+    /// Waits for every task to end (each stops on shutdown, finishing the
+    /// message or round in hand), at most `grace`; what is still running
+    /// then is aborted, and its unacked messages are redelivered elsewhere.
+    pub(crate) async fn wait(self, grace: Duration) {
+        let Some(monitor) = self.monitor else {
+            return;
+        };
+        let Ok(tasks) = monitor.await else {
+            return;
+        };
+        let count = tasks.len();
+        let aborts: Vec<tokio::task::AbortHandle> =
+            tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(grace, futures::future::join_all(tasks))
+            .await
+            .is_ok()
+        {
+            tracing::info!(count, "background tasks stopped");
+        } else {
+            let running = aborts.iter().filter(|task| !task.is_finished()).count();
+            tracing::warn!(
+                running,
+                grace_seconds = grace.as_secs(),
+                "background tasks still running after the grace period; stopping them"
+            );
+            for task in aborts {
+                task.abort();
+            }
+        }
     }
 }
 

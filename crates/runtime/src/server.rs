@@ -148,7 +148,8 @@ impl GrpcServer {
     }
 
     /// Serves on `listener` until `shutdown` fires, then reports NOT_SERVING,
-    /// stops accepting and lets calls in flight finish for up to `grace`.
+    /// stops accepting, lets calls in flight finish for up to `grace`, and
+    /// waits up to `grace` again for the background tasks to stop.
     pub async fn serve(
         self,
         listener: BoundListener,
@@ -159,7 +160,7 @@ impl GrpcServer {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         // Liveness under "", readiness under each service's name, checked
         // once before the first call is accepted.
-        let health = self
+        let (health, background) = self
             .readiness
             .report(
                 health_reporter,
@@ -232,6 +233,9 @@ impl GrpcServer {
             result = server => result?,
             () = drained => {}
         }
+        // Then the consumers, relays and schedulers, which stop on the same
+        // signal: a message or round in hand is finished, not cut.
+        background.wait(grace).await;
         tracing::info!("grpc server stopped");
         Ok(())
     }

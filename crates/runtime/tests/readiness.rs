@@ -287,3 +287,75 @@ async fn reflection_answers_v1_and_v1alpha() {
     );
     shutdown.trigger();
 }
+
+/// Serves `tasks` as `SERVICE`'s background tasks with `grace`, until
+/// `shutdown`; the handle ends when `serve` returns.
+async fn serve_tasks(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: &Shutdown,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let server = GrpcServer::new(|routes| routes, vec![SERVICE]).with_background_tasks(tasks);
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let serving = shutdown.clone();
+    tokio::spawn(async move {
+        server
+            .serve(listener, AuthLayer::disabled(), serving, grace)
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn a_stopping_server_waits_for_its_background_tasks() {
+    let shutdown = Shutdown::new();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A consumer finishing the message in hand after the signal.
+    let task = {
+        let shutdown = shutdown.clone();
+        let finished = std::sync::Arc::clone(&finished);
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let serving = serve_tasks(vec![task], &shutdown, BOUND).await;
+    shutdown.trigger();
+    tokio::time::timeout(BOUND, serving).await.unwrap().unwrap();
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst),
+        "serve returned before its background task ended"
+    );
+}
+
+#[tokio::test]
+async fn a_background_task_stuck_past_the_grace_period_is_stopped() {
+    /// Set when the task's future is dropped (it was aborted).
+    struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let shutdown = Shutdown::new();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stuck = {
+        let guard = SetOnDrop(std::sync::Arc::clone(&dropped));
+        tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+    };
+    let serving = serve_tasks(vec![stuck], &shutdown, Duration::from_millis(100)).await;
+    shutdown.trigger();
+    tokio::time::timeout(BOUND, serving).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck task was not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
