@@ -1,4 +1,4 @@
-//! The topics and subscriptions of the system (see DESIGN.md, "Services, ownership, flows").
+//! The topics and subscriptions of the system (see docs/architecture.md, "Services and flows").
 
 /// Usage from external publishers (protobuf or JSON), read by ingest.
 pub const USAGE_EVENTS: &str = "usage-events";

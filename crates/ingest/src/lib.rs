@@ -1,5 +1,5 @@
 //! The ingest service: validates and de-duplicates usage events, keeps the
-//! durable event log and hands accepted events to rating (see DESIGN.md and
+//! durable event log and hands accepted events to rating (see
 //! docs/architecture.md, "Ingest").
 //!
 //! From `main` to the database:

@@ -1,5 +1,5 @@
 //! The invoicing service: customers, subscriptions, bill runs, invoices,
-//! credit notes and credits (see DESIGN.md and docs/architecture.md,
+//! credit notes and credits (see docs/architecture.md,
 //! "Invoicing").
 //!
 //! * [`customers`] — `CustomerService`;

@@ -1,5 +1,5 @@
 //! One creditable / refundable balance per invoice, shared by credit notes
-//! and refunds (DESIGN.md rule 10; docs/architecture.md, "One balance per
+//! and refunds (docs/architecture.md, "One balance per
 //! invoice").
 //!
 //! Invoicing owns the balance. Payments makes refunds, but only after

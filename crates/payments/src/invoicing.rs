@@ -2,7 +2,7 @@
 //! process's `TALLY_API_KEY`, which needs the `write` scope there).
 //!
 //! Invoicing owns each invoice's one creditable / refundable balance, shared
-//! by credit notes and refunds (DESIGN.md rule 10). Before a refund requested
+//! by credit notes and refunds (docs/architecture.md, "One balance per invoice"). Before a refund requested
 //! through `PaymentService.Refund` reaches Stripe, payments reserves its
 //! amount there (`InvoiceService.ReserveRefund`, idempotent by the refund
 //! id); invoicing refuses it when credit notes and other refunds already took

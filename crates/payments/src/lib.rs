@@ -1,5 +1,5 @@
 //! The payments service: turns finalized invoices into money through Stripe
-//! and proves that Tally, Stripe and the ledger agree (see DESIGN.md and
+//! and proves that Tally, Stripe and the ledger agree (see
 //! docs/architecture.md, "Payments").
 //!
 //! * [`stripe`] — the Stripe adapter (HTTP, idempotency keys, retries,

@@ -1,5 +1,5 @@
 //! The rating service: owns the catalog (meters, plans, prices) and prices
-//! usage in real time (see DESIGN.md and docs/architecture.md, "Rating:
+//! usage in real time (see docs/architecture.md, "Rating:
 //! catalog" and "Rating: usage").
 //!
 //! * [`catalog`] — `CatalogService` and the catalog loaders;

@@ -758,8 +758,8 @@ async fn credit_notes_in_stripe(month: &mut Month, november: &Invoice, december:
 }
 
 /// Credit notes (invoicing) and refunds (payments, which reserves each one in
-/// invoicing before Stripe) draw on one balance per invoice (DESIGN.md rule
-/// 10). December billed 509.57, paid; 100.00 refunded and 49.00 credited so
+/// invoicing before Stripe) draw on one balance per invoice (docs/architecture.md, "One balance per
+/// invoice"). December billed 509.57, paid; 100.00 refunded and 49.00 credited so
 /// far leave 360.57. A goodwill note takes 300.00; then a note and a refund
 /// of 40.00 each, sent at the same instant, cannot both pass; a refund one
 /// cent above what remains is refused with the figures; what remains is

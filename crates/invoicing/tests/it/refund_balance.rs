@@ -1,5 +1,5 @@
 //! One creditable / refundable balance per invoice, shared by credit notes
-//! and refunds (DESIGN.md rule 10): a paid 49.00 invoice never gives back or
+//! and refunds (docs/architecture.md, "One balance per invoice"): a paid 49.00 invoice never gives back or
 //! credits more than 49.00, whatever the order or the concurrency of credit
 //! notes (`CreateCreditNote`), refund reservations (`ReserveRefund`, what
 //! payments calls before Stripe) and payment events.

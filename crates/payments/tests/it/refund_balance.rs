@@ -1,5 +1,5 @@
 //! Payments' side of the one creditable / refundable balance per invoice
-//! (DESIGN.md rule 10): a refund reaches Stripe only after invoicing reserved
+//! (docs/architecture.md, "One balance per invoice"): a refund reaches Stripe only after invoicing reserved
 //! it (`InvoiceService.ReserveRefund`, played here by `FakeInvoicing`), and a
 //! credit note on a paid invoice can become the refund. Invoicing's own rule,
 //! its races and its figures are tested in invoicing
