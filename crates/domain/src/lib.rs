@@ -37,6 +37,7 @@ pub mod plan;
 pub mod pricing;
 pub mod proration;
 pub mod subscription;
+pub mod terms;
 
 #[cfg(test)]
 mod test_support;
