@@ -115,6 +115,8 @@ mod fixtures;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validation_tests;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
