@@ -73,6 +73,9 @@ pub enum FinanceCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// The month-end close report: billed, recognised, collected, refunded
+    /// and credited in a period; deferred, unbilled, receivable and owed at its end.
+    Report(super::finance_report::ReportArgs),
     /// The closes made, newest first.
     Closes {
         #[command(flatten)]
@@ -169,6 +172,7 @@ pub async fn run(command: FinanceCommand) -> anyhow::Result<()> {
                 .answer("ClosePeriod")?;
             print_close(target.output, &response)
         }
+        FinanceCommand::Report(args) => super::finance_report::run(args).await,
         FinanceCommand::Mrr(args) => super::finance_mrr::mrr(args).await,
         FinanceCommand::Movements(args) => super::finance_mrr::movements(args).await,
         FinanceCommand::Closes { target } => {

@@ -20,6 +20,7 @@ pub mod credits;
 pub mod customers;
 pub mod finance;
 pub mod finance_mrr;
+pub mod finance_report;
 pub mod invoice_actions;
 pub mod invoices;
 pub mod json;

@@ -226,4 +226,49 @@ async fn a_month_billed_by_invoicing_is_in_the_books_to_the_cent() {
     );
     let listed = run(&key, &["finance", "closes", "--address", address]).expect(0);
     assert!(listed.stdout.contains("November"), "{}", listed.stdout);
+
+    // The close report: November, then December so far.
+    let report = |from: &str, to: &str| {
+        let report = dev.json(
+            &key,
+            &[
+                "finance",
+                "report",
+                "--from",
+                from,
+                "--to",
+                to,
+                "--currency",
+                "USD",
+            ],
+        );
+        let lines: BTreeMap<String, Decimal> = report["currencies"]["USD"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{report}"))
+            .iter()
+            .map(|(line, amount)| (line.clone(), decimal(amount)))
+            .collect();
+        lines
+    };
+    let november = report("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
+    let expect = |lines: &BTreeMap<String, Decimal>, line: &str, cents: i64| {
+        assert_eq!(
+            lines.get(line),
+            Some(&Decimal::new(cents, 2)),
+            "{line}: {lines:?}"
+        );
+    };
+    expect(&november, "invoiced to receivables", 49_900);
+    expect(&november, "— recurring fees", 49_900);
+    expect(&november, "— usage", 0);
+    expect(&november, "deferred revenue at the end", 0);
+    expect(&november, "receivable at the end", 49_900);
+    let december = report("2026-12-01T00:00:00Z", "2026-12-03T00:00:00Z");
+    expect(&december, "invoiced to receivables", 50_110);
+    expect(&december, "— recurring fees", 3_220);
+    expect(&december, "— usage", 210);
+    expect(&december, "revenue recognised", 3_430);
+    expect(&december, "deferred revenue at the end", 46_680);
+    expect(&december, "receivable at the end", 100_010);
+    expect(&december, "collected (cash in)", 0);
 }
