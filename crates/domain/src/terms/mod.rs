@@ -10,6 +10,58 @@
 //! | [`price_period`] | the period's [`TermsLine`]s, each with the [`TermStep`]s that explain it |
 //! | [`threshold_invoice`], [`period_end_invoice`] | progressive billing within a period |
 //!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use rust_decimal_macros::dec;
+//! use tally_domain::ids::{ChargeCode, MeterCode, PlanId};
+//! use tally_domain::money::{Currency, Money, RoundingMode};
+//! use tally_domain::period::{BillingInterval, Period};
+//! use tally_domain::plan::{AnchorPolicy, ChargeKind, Plan, PlanCharge, PlanSpec};
+//! use tally_domain::pricing::{ChargePrice, ChargePriceSpec, PerUnit, PerUnitSpec, PriceModel};
+//! use tally_domain::subscription::PlanRef;
+//! use tally_domain::terms::*;
+//!
+//! let tokens = ChargeCode::parse("tokens").unwrap();
+//! let plan = Plan::new(PlanSpec {
+//!     id: PlanId::parse("plan_ai").unwrap(), version: 1, name: "AI".into(),
+//!     currency: Currency::USD, interval: BillingInterval::Month, anchor: AnchorPolicy::Calendar,
+//!     trial_days: 0, minimum_commitment: None,
+//!     charges: vec![PlanCharge {
+//!         code: tokens.clone(), name: "Tokens".into(),
+//!         kind: ChargeKind::Usage { meter: MeterCode::parse("tokens").unwrap() },
+//!         price: ChargePrice::new(ChargePriceSpec::plain(PriceModel::PerUnit(
+//!             PerUnit::new(PerUnitSpec { unit_price: dec!(0.01) }).unwrap()))).unwrap(),
+//!     }],
+//! }).unwrap();
+//! let month = |m| Period::new(
+//!     Utc.with_ymd_and_hms(2026, m, 1, 0, 0, 0).unwrap(),
+//!     Utc.with_ymd_and_hms(2026, m + 1, 1, 0, 0, 0).unwrap(),
+//! ).unwrap();
+//! let mut spec = SubscriptionTermsSpec::list_price(PlanRef::from(&plan), Currency::USD, month(1).start());
+//! spec.base.discounts = vec![
+//!     // Written first, applied second: fixed discounts come after percentages.
+//!     Discount {
+//!         name: "Credit".into(), starts_at: None, duration: DiscountDuration::Forever,
+//!         value: DiscountValue::Amount { amount: Money::new(dec!(30), Currency::USD) },
+//!         applies_to: DiscountTarget::Charges { charges: vec![tokens.clone()] },
+//!     },
+//!     Discount {
+//!         name: "Launch".into(), starts_at: None, duration: DiscountDuration::Periods { count: 3 },
+//!         value: DiscountValue::Percentage { percent: dec!(20) },
+//!         applies_to: DiscountTarget::Invoice,
+//!     },
+//! ];
+//! let terms = SubscriptionTerms::new(spec, &plan).unwrap();
+//! let usage = PeriodUsage::from([(tokens.clone(), ChargeUsage::Quantity(dec!(100000)))]);
+//! let bill = |m| {
+//!     let effective = terms_for_period(&terms, &month(m)).unwrap();
+//!     let priced = price_period(&effective, &usage, RoundingMode::HalfEven, PricingScope::WholePeriod).unwrap();
+//!     priced.total().unwrap().amount()
+//! };
+//! assert_eq!(bill(1), dec!(770.00)); // 1 000.00 − 20 % − 30.00
+//! assert_eq!(bill(4), dec!(970.00)); // the 20 % lasted 3 periods
+//! ```
+//!
 //! # Validation ([`SubscriptionTerms::new`])
 //!
 //! The first broken rule is the error; every error names the term by its path
@@ -109,6 +161,8 @@ mod price;
 mod progressive;
 mod spec;
 
+#[cfg(test)]
+mod charges_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

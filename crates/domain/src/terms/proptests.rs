@@ -3,9 +3,10 @@
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use super::fixtures::{amount_off, meter, month, on, percent_off, spec, terms, usd};
+use super::fixtures::{amount_off, at, meter, month, on, percent_off, spec, terms, usd};
 use super::*;
 use crate::money::{Money, RoundingMode};
+use crate::period::Period;
 
 /// Random terms on the fixture plan: an optional token override, a percentage and a fixed
 /// discount (on the invoice or on tokens), free tokens, a minimum, a maximum, a threshold.
@@ -19,6 +20,7 @@ struct RandomTerms {
     minimum_cents: Option<i64>,
     cap_above_minimum_cents: Option<i64>,
     threshold_cents: i64,
+    stub: bool,
 }
 
 fn cents(amount: i64) -> Money {
@@ -28,6 +30,9 @@ fn cents(amount: i64) -> Money {
 impl RandomTerms {
     fn build(&self) -> SubscriptionTerms {
         let mut spec = spec();
+        if self.stub {
+            spec.starts_at = at(2026, 1, 16);
+        }
         if let Some(micros) = self.token_price_micros {
             spec.base.overrides = vec![super::fixtures::unit_price_override(
                 "tokens",
@@ -63,6 +68,15 @@ impl RandomTerms {
         spec.invoicing_threshold = Some(cents(self.threshold_cents));
         terms(spec)
     }
+
+    /// A stub (16 – 31 January, the minimum and cap prorated) or a full month.
+    fn period(&self) -> Period {
+        if self.stub {
+            Period::new(at(2026, 1, 16), at(2026, 2, 1)).unwrap()
+        } else {
+            month(2026, 2)
+        }
+    }
 }
 
 prop_compose! {
@@ -75,6 +89,7 @@ prop_compose! {
         minimum_cents in proptest::option::of(0i64..=200_000),
         cap_above_minimum_cents in proptest::option::of(0i64..=200_000),
         threshold_cents in 1i64..=20_000,
+        stub in any::<bool>(),
     ) -> RandomTerms {
         RandomTerms {
             token_price_micros,
@@ -85,6 +100,7 @@ prop_compose! {
             minimum_cents,
             cap_above_minimum_cents,
             threshold_cents,
+            stub,
         }
     }
 }
@@ -134,7 +150,7 @@ proptest! {
         reports in reports(),
     ) {
         let terms = random.build();
-        let effective = terms_for_period(&terms, &month(2026, 2)).unwrap();
+        let effective = terms_for_period(&terms, &random.period()).unwrap();
         let (invoices, usage) = period_invoices(&effective, &reports);
         let single = price_period(&effective, &usage, ROUNDING, PricingScope::WholePeriod).unwrap();
         let totals: Vec<Money> = invoices.iter().map(|invoice| invoice.total().unwrap()).collect();
