@@ -60,12 +60,12 @@ impl SubscriptionTerms {
             currency,
             contract_start: spec.starts_at,
         };
-        let base_prices = checker.term_set("", &spec.base)?;
+        let base_prices = checker.term_set("", &spec.base, spec.starts_at)?;
         let mut phase_prices = Vec::with_capacity(spec.ramp.len());
         for (index, phase) in spec.ramp.iter().enumerate() {
             let path = format!("ramp[{index}].");
             check_range(&format!("ramp[{index}]"), phase.starts_at, phase.ends_at)?;
-            phase_prices.push(checker.term_set(&path, &phase.terms)?);
+            phase_prices.push(checker.term_set(&path, &phase.terms, phase.starts_at)?);
             let minimum = phase.terms.minimum.or(spec.base.minimum);
             let maximum = phase.terms.maximum.or(spec.base.maximum);
             check_limits(&format!("ramp[{index}]"), minimum, maximum)?;
@@ -190,8 +190,14 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Checks `set` (at `path`, `""` or `ramp[i].`) and resolves its override prices.
-    fn term_set(&self, path: &str, set: &TermSet) -> Result<Vec<ChargePrice>, TermsError> {
+    /// Checks `set` (at `path`, `""` or `ramp[i].`, whose terms start by default at
+    /// `default_start`) and resolves its override prices.
+    fn term_set(
+        &self,
+        path: &str,
+        set: &TermSet,
+        default_start: DateTime<Utc>,
+    ) -> Result<Vec<ChargePrice>, TermsError> {
         let prices = self.overrides(path, set)?;
         for (index, discount) in set.discounts.iter().enumerate() {
             let term = format!("{path}discounts[{index}]");
@@ -212,7 +218,7 @@ impl Checker<'_> {
                     }
                 }
                 DiscountDuration::Until { ends_at } => {
-                    let starts_at = discount.starts_at.unwrap_or(self.contract_start);
+                    let starts_at = discount.starts_at.unwrap_or(default_start);
                     check_range(&term, starts_at, Some(ends_at))?;
                 }
             }

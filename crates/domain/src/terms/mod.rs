@@ -126,7 +126,7 @@
 //!    [`Money::allocate`](crate::money::Money::allocate)) and never more than a line has
 //!    left (each line's weight is its amount rounded down); what no line can absorb is not
 //!    given (a discount never pays out). Fixed amounts are not prorated for a stub.
-//! 5. Each charge line is **rounded once** with the invoice's [`RoundingMode`]
+//! 5. Each charge line is **rounded once** with the invoice's [`RoundingMode`](crate::money::RoundingMode)
 //!    ([`Money::round`](crate::money::Money::round), as [`InvoiceLine::new`](crate::invoice::InvoiceLine::new)).
 //! 6. *Minimum / maximum* count the usage lines' rounded amounts (the plan's minimum
 //!    commitment counts usage charges; recurring fees are neither counted nor capped):
@@ -146,7 +146,9 @@
 //! invoice it would get without a threshold, to the minor unit. A threshold invoice prices
 //! usage charges only, applies the cap but not the minimum (the period is not over), and
 //! is due when what it bills (its total) reaches the threshold; the period-end invoice
-//! prices everything.
+//! prices everything (so an invoice-wide fixed discount is spread over the usage lines on
+//! a threshold invoice, and over every line at the period's end: the deduction keeps the
+//! sum right either way).
 //!
 //! # Left to the services
 //!

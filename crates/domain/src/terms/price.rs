@@ -48,7 +48,8 @@ impl ChargeUsage {
 }
 
 /// A period's usage (so far) per charge. A usage charge that is absent has no usage; a
-/// recurring charge that is absent has a quantity of 1.
+/// recurring charge that is absent has a quantity of 1; the usage of a charge the contract
+/// does not bill (a removed charge) is ignored.
 pub type PeriodUsage = BTreeMap<ChargeCode, ChargeUsage>;
 
 /// Which lines a pricing produces.
