@@ -19,6 +19,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/payments/v1/payments.proto",
     "tally/payments/v1/reconciliation.proto",
     "tally/clock/v1/clock.proto",
+    "tally/audit/v1/audit.proto",
     "tally/finance/v1/finance.proto",
 ];
 

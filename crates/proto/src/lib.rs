@@ -75,8 +75,16 @@ pub mod tally {
             tonic::include_proto!("tally.clock.v1");
         }
     }
+    /// `tally.audit.*`.
+    pub mod audit {
+        /// `tally.audit.v1`: `AuditService`, every service's audit chain.
+        pub mod v1 {
+            tonic::include_proto!("tally.audit.v1");
+        }
+    }
 }
 
+pub use tally::audit::v1 as audit;
 pub use tally::clock::v1 as clock;
 pub use tally::common::v1 as common;
 pub use tally::events::v1 as events;
@@ -105,4 +113,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.clock.v1.ClockService",
     "tally.finance.v1.LedgerService",
     "tally.finance.v1.AnalyticsService",
+    "tally.audit.v1.AuditService",
 ];

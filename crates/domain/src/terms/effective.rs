@@ -54,8 +54,9 @@ pub struct Commitment {
 }
 
 /// The terms in force for one billing period: what [`price_period`](super::price_period)
-/// prices with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// prices with. Built only by [`terms_for_period`] (serialisable for display, not
+/// deserialisable: a service that receives terms validates the spec again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EffectiveTerms {
     period: Period,
     period_number: u32,
