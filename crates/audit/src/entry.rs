@@ -182,6 +182,23 @@ impl Entry {
         }
     }
 
+    /// [`Entry::new`] with an `aud_…` id minted by the service's `ids`.
+    pub fn minted(
+        ids: &dyn tally_runtime::ids::IdGenerator,
+        at: DateTime<Utc>,
+        action: &str,
+        resource: (&str, &str),
+        origin: &Origin,
+    ) -> Self {
+        Self::new(
+            ids.new_id(crate::ID_PREFIX),
+            at,
+            action,
+            resource,
+            origin.clone(),
+        )
+    }
+
     /// With a reason (an empty one counts as none).
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into()).filter(|text| !text.is_empty());
