@@ -12,6 +12,7 @@
 //! * [`analytics`] — MRR from invoiced fees and `subscription-events`, `AnalyticsService`.
 
 pub mod analytics;
+pub mod books;
 pub mod consumers;
 mod error;
 pub mod facts;
@@ -107,10 +108,10 @@ impl Finance {
 
     /// The gRPC services of finance, ready to serve.
     pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
-        let ledger = LedgerServiceServer::new(LedgerApi::new(
-            self.deps.pool.clone(),
-            Arc::clone(&self.deps.clock),
-        ))
+        let ledger = LedgerServiceServer::new(
+            LedgerApi::new(self.deps.pool.clone(), Arc::clone(&self.deps.clock))
+                .with_policy(self.ledger.policy),
+        )
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
         let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(

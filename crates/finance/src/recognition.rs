@@ -56,7 +56,8 @@ pub async fn store_schedules(
 }
 
 /// Posts every day before `today` not yet recognised (of invoices not
-/// voided); returns how many days were recognised.
+/// voided); returns how many days were recognised. One database
+/// transaction per batch of days.
 pub async fn recognise_due(
     pool: &PgPool,
     today: NaiveDate,
@@ -65,69 +66,78 @@ pub async fn recognise_due(
     let mut recognised = 0;
     loop {
         let mut transaction = pool.begin().await?;
-        let due: Vec<(String, String, NaiveDate, Decimal, serde_json::Value)> = sqlx::query_as(
-            "SELECT d.invoice_id, d.line_id, d.day, d.amount, i.fact \
-             FROM finance.schedule_days d JOIN finance.invoices i USING (invoice_id) \
-             WHERE NOT d.recognised AND d.day < $1 AND i.voided_at IS NULL \
-             ORDER BY d.day, d.invoice_id, d.line_id LIMIT $2 \
-             FOR UPDATE OF d SKIP LOCKED",
-        )
-        .bind(today)
-        .bind(DAYS_PER_ROUND)
-        .fetch_all(&mut *transaction)
-        .await?;
-        if due.is_empty() {
+        let days = recognise_batch(&mut transaction, today, now).await?;
+        transaction.commit().await?;
+        if days == 0 {
             return Ok(recognised);
         }
-        let mut invoices: HashMap<String, InvoiceFinalized> = HashMap::new();
-        for (invoice_id, line_id, day, amount, fact) in &due {
-            if !invoices.contains_key(invoice_id) {
-                let invoice: InvoiceFinalized =
-                    serde_json::from_value(fact.clone()).map_err(|error| {
-                        FinanceServiceError::Internal(format!(
-                            "stored invoice {invoice_id} is unreadable: {error}"
-                        ))
-                    })?;
-                invoices.insert(invoice_id.clone(), invoice);
-            }
-            let invoice = &invoices[invoice_id];
-            let line = invoice
-                .lines
-                .iter()
-                .find(|line| line.line_id.as_str() == line_id)
-                .ok_or_else(|| {
+        recognised += days;
+    }
+}
+
+/// Recognises up to [`DAYS_PER_ROUND`] due days in the caller's transaction
+/// (rows another transaction holds are skipped); returns how many.
+pub async fn recognise_batch(
+    connection: &mut PgConnection,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<usize, FinanceServiceError> {
+    let due: Vec<(String, String, NaiveDate, Decimal, serde_json::Value)> = sqlx::query_as(
+        "SELECT d.invoice_id, d.line_id, d.day, d.amount, i.fact \
+         FROM finance.schedule_days d JOIN finance.invoices i USING (invoice_id) \
+         WHERE NOT d.recognised AND d.day < $1 AND i.voided_at IS NULL \
+         ORDER BY d.day, d.invoice_id, d.line_id LIMIT $2 \
+         FOR UPDATE OF d SKIP LOCKED",
+    )
+    .bind(today)
+    .bind(DAYS_PER_ROUND)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut invoices: HashMap<String, InvoiceFinalized> = HashMap::new();
+    for (invoice_id, line_id, day, amount, fact) in &due {
+        if !invoices.contains_key(invoice_id) {
+            let invoice: InvoiceFinalized =
+                serde_json::from_value(fact.clone()).map_err(|error| {
                     FinanceServiceError::Internal(format!(
-                        "invoice {invoice_id} has no line {line_id}"
+                        "stored invoice {invoice_id} is unreadable: {error}"
                     ))
                 })?;
-            let scheduled = RecognitionDay {
-                day: *day,
-                amount: Money::new(*amount, invoice.currency),
-            };
-            let posted = recognition_transactions(invoice, line, &scheduled)?;
-            store::post(
-                &mut transaction,
-                &posted,
-                Source {
-                    kind: "recognition",
-                    id: invoice_id,
-                },
-                now,
-            )
-            .await?;
-            sqlx::query(
-                "UPDATE finance.schedule_days SET recognised = true \
-                 WHERE invoice_id = $1 AND line_id = $2 AND day = $3",
-            )
-            .bind(invoice_id)
-            .bind(line_id)
-            .bind(day)
-            .execute(&mut *transaction)
-            .await?;
+            invoices.insert(invoice_id.clone(), invoice);
         }
-        transaction.commit().await?;
-        recognised += due.len();
+        let invoice = &invoices[invoice_id];
+        let line = invoice
+            .lines
+            .iter()
+            .find(|line| line.line_id.as_str() == line_id)
+            .ok_or_else(|| {
+                FinanceServiceError::Internal(format!("invoice {invoice_id} has no line {line_id}"))
+            })?;
+        let scheduled = RecognitionDay {
+            day: *day,
+            amount: Money::new(*amount, invoice.currency),
+        };
+        let posted = recognition_transactions(invoice, line, &scheduled)?;
+        store::post(
+            &mut *connection,
+            &posted,
+            Source {
+                kind: "recognition",
+                id: invoice_id,
+            },
+            now,
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE finance.schedule_days SET recognised = true \
+             WHERE invoice_id = $1 AND line_id = $2 AND day = $3",
+        )
+        .bind(invoice_id)
+        .bind(line_id)
+        .bind(day)
+        .execute(&mut *connection)
+        .await?;
     }
+    Ok(due.len())
 }
 
 /// The recognition job: every tick of the clock (and at once when a manual

@@ -64,7 +64,7 @@ impl Scope {
     ///
     /// The rule is by name so new RPCs are covered without a table: ingestion
     /// needs `ingest`; clock, reconciliation, opening or closing a backfill
-    /// (`…Backfill`) and closing the books (`ClosePeriod`) need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
+    /// (`…Backfill`), closing and rebuilding the books need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
     /// methods need `read` (so `ListBackfills` is a read); everything else `write`.
     pub fn required_for(path: &str) -> Scope {
         let (service, method) = path
@@ -80,7 +80,8 @@ impl Scope {
             // accepted, so both are `admin` (closing was `write` by accident).
             || (service == "tally.ingest.v1.IngestService" && method.ends_with("Backfill"))
             // Closing the books moves every later posting of a closed period.
-            || (service == "tally.finance.v1.LedgerService" && method == "ClosePeriod")
+            || (service == "tally.finance.v1.LedgerService"
+                && matches!(method, "ClosePeriod" | "RebuildLedger"))
         {
             return Scope::Admin;
         }
@@ -471,6 +472,10 @@ mod tests {
             ("/tally.ingest.v1.IngestService/CloseBackfill", Scope::Admin),
             ("/tally.ingest.v1.IngestService/ListBackfills", Scope::Read),
             ("/tally.finance.v1.LedgerService/ClosePeriod", Scope::Admin),
+            (
+                "/tally.finance.v1.LedgerService/RebuildLedger",
+                Scope::Admin,
+            ),
             (
                 "/tally.finance.v1.LedgerService/GetTrialBalance",
                 Scope::Read,

@@ -76,6 +76,12 @@ pub enum FinanceCommand {
     /// The month-end close report: billed, recognised, collected, refunded
     /// and credited in a period; deferred, unbilled, receivable and owed at its end.
     Report(super::finance_report::ReportArgs),
+    /// Rebuilds the books from the facts finance kept (needs `admin`): the
+    /// same journal, unless the posting rules changed.
+    Rebuild {
+        #[command(flatten)]
+        target: Target,
+    },
     /// The closes made, newest first.
     Closes {
         #[command(flatten)]
@@ -173,6 +179,27 @@ pub async fn run(command: FinanceCommand) -> anyhow::Result<()> {
             print_close(target.output, &response)
         }
         FinanceCommand::Report(args) => super::finance_report::run(args).await,
+        FinanceCommand::Rebuild { target } => {
+            let response = client(&target)
+                .await?
+                .rebuild_ledger(tally_proto::finance::RebuildLedgerRequest {})
+                .await
+                .answer("RebuildLedger")?;
+            print_one(
+                target.output,
+                &response,
+                "tally.finance.v1.RebuildLedgerResponse",
+                |response| {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!(
+                            "books rebuilt: {} facts booked again, {} journal transactions",
+                            response.facts, response.transactions
+                        );
+                    }
+                },
+            )
+        }
         FinanceCommand::Mrr(args) => super::finance_mrr::mrr(args).await,
         FinanceCommand::Movements(args) => super::finance_mrr::movements(args).await,
         FinanceCommand::Closes { target } => {

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
+use tally_domain::finance::RecognitionPolicy;
 use tally_domain::finance::facts::InvoiceFinalized;
 use tally_domain::money::Currency;
 use tally_proto::common::Money as WireMoney;
@@ -14,7 +15,8 @@ use tally_proto::finance::{
     GetRevenueScheduleRequest, GetRevenueScheduleResponse, GetTrialBalanceRequest,
     GetTrialBalanceResponse, JournalEntry, JournalTransaction, LineSchedule,
     ListClosedPeriodsRequest, ListClosedPeriodsResponse, ListJournalTransactionsRequest,
-    ListJournalTransactionsResponse, RecognitionDay, TrialBalance,
+    ListJournalTransactionsResponse, RebuildLedgerRequest, RebuildLedgerResponse, RecognitionDay,
+    TrialBalance,
 };
 use tally_runtime::SharedClock;
 use tally_runtime::error::FieldViolation;
@@ -33,12 +35,29 @@ const MAX_PAGE: i64 = 1000;
 pub struct LedgerApi {
     pool: PgPool,
     clock: SharedClock,
+    /// How a rebuild spreads deferred fees (the consumers' policy).
+    policy: RecognitionPolicy,
 }
 
 impl LedgerApi {
     /// Serves the ledger in `pool`.
     pub fn new(pool: PgPool, clock: SharedClock) -> Self {
-        Self { pool, clock }
+        Self {
+            pool,
+            clock,
+            policy: RecognitionPolicy::ByDay,
+        }
+    }
+
+    /// Rebuilds with `policy` (the one the consumers book with).
+    pub fn with_policy(mut self, policy: RecognitionPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Rebuilds the books from the kept facts (see `journal::rebuild`).
+    pub async fn rebuild(&self) -> Result<super::rebuild::Rebuilt, FinanceServiceError> {
+        super::rebuild::rebuild(&self.pool, self.policy, self.clock.now()).await
     }
 }
 
@@ -349,6 +368,22 @@ impl LedgerService for LedgerApi {
         .map_err(FinanceServiceError::from)?;
         Ok(Response::new(ListClosedPeriodsResponse {
             closes: closes.into_iter().map(closed_period).collect(),
+        }))
+    }
+
+    async fn rebuild_ledger(
+        &self,
+        _request: Request<RebuildLedgerRequest>,
+    ) -> Result<Response<RebuildLedgerResponse>, Status> {
+        let rebuilt = self.rebuild().await?;
+        tracing::info!(
+            facts = rebuilt.facts,
+            transactions = rebuilt.transactions,
+            "ledger rebuilt"
+        );
+        Ok(Response::new(RebuildLedgerResponse {
+            facts: u64::try_from(rebuilt.facts).unwrap_or(u64::MAX),
+            transactions: u64::try_from(rebuilt.transactions).unwrap_or(0),
         }))
     }
 }

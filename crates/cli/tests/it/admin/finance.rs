@@ -271,4 +271,14 @@ async fn a_month_billed_by_invoicing_is_in_the_books_to_the_cent() {
     expect(&december, "deferred revenue at the end", 46_680);
     expect(&december, "receivable at the end", 100_010);
     expect(&december, "collected (cash in)", 0);
+
+    // Rebuilt from the kept facts: the same books.
+    let before = balances(&dev, &key);
+    let rebuilt = run(&key, &["finance", "rebuild", "--address", address]).expect(0);
+    assert!(
+        rebuilt.stdout.contains("books rebuilt: "),
+        "{}",
+        rebuilt.stdout
+    );
+    assert_eq!(balances(&dev, &key), before);
 }

@@ -1,0 +1,133 @@
+//! Rebuilding the books from the facts finance kept (`finance.facts`): the
+//! journal, the invoices' schedules and recognition are emptied and booked
+//! again, fact by fact in the order they were applied, through the same
+//! `books::book` as the consumers. Transaction ids and bodies derive from
+//! the facts, so the rebuilt journal is the same, transaction for
+//! transaction, as long as the posting rules did not change — and when they
+//! did, the rebuild is how the books adopt them.
+//!
+//! Timing is replayed too, so effective dates come out the same: the closes
+//! are re-applied at the instants they were made, and before each fact or
+//! close the days that had ended by then are recognised (the recognition
+//! job keeps up with the clock; if it had fallen behind before a close, the
+//! rebuild recognises those days before the close, where they belong).
+//!
+//! It runs in one database transaction holding the close lock: consumers
+//! and the recognition job wait for it, and a failure leaves the books as
+//! they were.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tally_domain::finance::RecognitionPolicy;
+
+use crate::books::{self, Booked};
+use crate::error::FinanceServiceError;
+use crate::recognition;
+
+use super::store::CLOSE_LOCK;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Facts booked again.
+    pub facts: usize,
+    /// Journal transactions after the rebuild.
+    pub transactions: i64,
+}
+
+/// Something that happened to the books, in replay order.
+enum Step {
+    Fact(Booked, DateTime<Utc>),
+    Close(DateTime<Utc>, DateTime<Utc>, String),
+}
+
+impl Step {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Step::Fact(_, at) | Step::Close(_, at, _) => *at,
+        }
+    }
+}
+
+/// Rebuilds the books from `finance.facts`, recognising what had ended by
+/// `now`.
+pub async fn rebuild(
+    pool: &PgPool,
+    policy: RecognitionPolicy,
+    now: DateTime<Utc>,
+) -> Result<Rebuilt, FinanceServiceError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CLOSE_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    let facts: Vec<(serde_json::Value, DateTime<Utc>)> =
+        sqlx::query_as("SELECT fact, applied_at FROM finance.facts ORDER BY seq")
+            .fetch_all(&mut *transaction)
+            .await?;
+    let closes: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT close_through, closed_at, memo FROM finance.closes ORDER BY closed_at",
+    )
+    .fetch_all(&mut *transaction)
+    .await?;
+    let mut steps = Vec::with_capacity(facts.len() + closes.len());
+    for (fact, applied_at) in facts {
+        let fact: Booked = serde_json::from_value(fact).map_err(|error| {
+            FinanceServiceError::Internal(format!("a stored fact is unreadable: {error}"))
+        })?;
+        steps.push(Step::Fact(fact, applied_at));
+    }
+    steps.extend(
+        closes
+            .into_iter()
+            .map(|(through, closed_at, memo)| Step::Close(through, closed_at, memo)),
+    );
+    // Facts keep their order; a close goes before the facts applied after it.
+    steps.sort_by_key(|step| (step.at(), matches!(step, Step::Fact(..))));
+
+    // TRUNCATE is not an UPDATE or DELETE: the append-only triggers allow it,
+    // and only this function uses it.
+    sqlx::query(
+        "TRUNCATE finance.entries, finance.transactions, finance.schedule_days, finance.invoices, finance.closes",
+    )
+    .execute(&mut *transaction)
+    .await?;
+    let mut booked = 0;
+    for step in &steps {
+        recognise_until(&mut transaction, step.at()).await?;
+        match step {
+            Step::Fact(fact, applied_at) => {
+                books::book(&mut transaction, fact, policy, *applied_at).await?;
+                booked += 1;
+            }
+            Step::Close(through, closed_at, memo) => {
+                sqlx::query(
+                    "INSERT INTO finance.closes (close_through, closed_at, memo) VALUES ($1, $2, $3)",
+                )
+                .bind(through)
+                .bind(closed_at)
+                .bind(memo)
+                .execute(&mut *transaction)
+                .await?;
+            }
+        }
+    }
+    recognise_until(&mut transaction, now).await?;
+    let transactions: i64 = sqlx::query_scalar("SELECT count(*) FROM finance.transactions")
+        .fetch_one(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(Rebuilt {
+        facts: booked,
+        transactions,
+    })
+}
+
+/// Recognises every day that had ended by `at`, posted at `at`.
+async fn recognise_until(
+    connection: &mut sqlx::PgConnection,
+    at: DateTime<Utc>,
+) -> Result<(), FinanceServiceError> {
+    while recognition::recognise_batch(connection, at.date_naive(), at).await? > 0 {}
+    Ok(())
+}
