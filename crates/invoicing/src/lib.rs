@@ -11,6 +11,7 @@
 //! * [`refunds`] — the one creditable / refundable balance of an invoice;
 //! * [`plans`] and [`rating`] — what invoicing asks the rating peer.
 
+mod audit;
 pub mod billing;
 pub mod credits;
 pub mod customers;

@@ -133,7 +133,8 @@ impl PaymentService for PaymentsApi {
         &self,
         request: Request<proto::RefundRequest>,
     ) -> Result<Response<proto::RefundResponse>, Status> {
-        let response = refund::refund(&self.core, request.get_ref()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let response = refund::refund(&self.core, request.get_ref(), &origin).await?;
         Ok(Response::new(response))
     }
 

@@ -48,6 +48,9 @@ pub enum PaymentsError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The audit entry could not be written (the change is rolled back with it).
+    #[error(transparent)]
+    Audit(#[from] tally_audit::AuditError),
 }
 
 impl HasErrorKind for PaymentsError {
@@ -76,6 +79,7 @@ impl HasErrorKind for PaymentsError {
             | PaymentsError::Ledger(_)
             | PaymentsError::Money(_)
             | PaymentsError::Post(_)
+            | PaymentsError::Audit(_)
             | PaymentsError::Database(_) => ErrorKind::Internal,
         }
     }

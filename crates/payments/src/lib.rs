@@ -14,6 +14,7 @@
 //! * [`ledger`] — the append-only double-entry payments ledger.
 
 pub mod api;
+mod audit;
 pub mod collect;
 pub mod core;
 pub mod credit_notes;

@@ -21,7 +21,9 @@
 //!    refund stays pending and the call answers `UNAVAILABLE`; the same key
 //!    picks it up again.
 
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use tally_audit::{Entry, Origin};
 use tally_domain::money::Money;
 use tally_proto::payments as proto;
 
@@ -41,13 +43,15 @@ struct Pending {
     reason: proto::RefundReason,
 }
 
-/// Runs a refund request.
+/// Runs a refund request made by `origin`: `refund.requested` is audited
+/// with the pending refund, `payment.refunded` when Stripe succeeds at once.
 pub async fn refund(
     core: &Core,
     request: &proto::RefundRequest,
+    origin: &Origin,
 ) -> Result<proto::RefundResponse, PaymentsError> {
     validate(request)?;
-    let pending = match reserve(core, request).await? {
+    let pending = match reserve(core, request, origin).await? {
         Reserved::Done(refund_id) => return respond(core, &refund_id).await,
         Reserved::Pending(pending) => pending,
     };
@@ -111,14 +115,30 @@ pub async fn refund(
     match answer {
         Ok(remote) => match remote.status {
             RemoteRefundStatus::Succeeded => {
-                core.record_refund_succeeded(
-                    &mut transaction,
-                    &mut payment,
-                    &pending.refund_id,
-                    &remote.id,
-                    now,
-                )
-                .await?;
+                let before = crate::audit::payment_state(&payment);
+                let changed = core
+                    .record_refund_succeeded(
+                        &mut transaction,
+                        &mut payment,
+                        &pending.refund_id,
+                        &remote.id,
+                        now,
+                    )
+                    .await?;
+                if changed {
+                    let entry = Entry::minted(
+                        &*core.ids,
+                        now,
+                        "payment.refunded",
+                        ("payment", &payment.id),
+                        origin,
+                    )
+                    .reason(store::refund_reason_name(pending.reason))
+                    .comment(format!("refund {}", pending.refund_id))
+                    .before(before)
+                    .after(crate::audit::payment_state(&payment));
+                    crate::audit::record(&mut transaction, entry).await?;
+                }
             }
             RemoteRefundStatus::Pending => {
                 sqlx::query(
@@ -280,7 +300,11 @@ enum Reserved {
     Pending(Pending),
 }
 
-async fn reserve(core: &Core, request: &proto::RefundRequest) -> Result<Reserved, PaymentsError> {
+async fn reserve(
+    core: &Core,
+    request: &proto::RefundRequest,
+    origin: &Origin,
+) -> Result<Reserved, PaymentsError> {
     let hash = request_hash(request);
     let now = core.clock.now();
     let mut transaction = core.pool.begin().await?;
@@ -396,6 +420,24 @@ async fn reserve(core: &Core, request: &proto::RefundRequest) -> Result<Reserved
     .bind(now)
     .execute(&mut *transaction)
     .await?;
+    let entry = Entry::minted(
+        &*core.ids,
+        now,
+        "refund.requested",
+        ("refund", &refund_id),
+        origin,
+    )
+    .reason(store::refund_reason_name(reason))
+    .comment(request.memo.clone())
+    .after(json!({
+        "id": refund_id,
+        "payment_id": payment.id,
+        "invoice_id": payment.invoice_id,
+        "amount": amount.amount().to_string(),
+        "currency": amount.currency().code(),
+        "status": "pending",
+    }));
+    crate::audit::record(&mut transaction, entry).await?;
     transaction.commit().await?;
     Ok(Reserved::Pending(Pending {
         refund_id,

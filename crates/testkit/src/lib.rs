@@ -7,12 +7,15 @@
 //!   binary on a free port (or the one in `PUBSUB_EMULATOR_HOST`);
 //! - [`tcp_proxy::TcpProxy`]: a forwarder a test takes down and brings back,
 //!   so a dependency goes away for the process under test alone;
+//! - [`keys::serve_with_key`]: a service served with authentication and one
+//!   API key, and a channel that sends it;
 //! - a controllable clock and predictable ids, re-exported from the runtime.
 //!
 //! A missing component is a test failure whose message says what to install —
 //! never a silent skip. Processes we start are stopped by a watchdog when the
 //! test binary exits, however it exits.
 
+pub mod keys;
 pub mod postgres;
 pub mod pubsub;
 pub mod tcp_proxy;

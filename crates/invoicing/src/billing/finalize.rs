@@ -23,7 +23,8 @@ use super::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
 use crate::wire::money;
-use crate::{Context, credits, customers, events};
+use crate::{Context, audit, credits, customers, events};
+use tally_audit::Origin;
 
 /// What the caller of [`Context::prepare_finalization`] already read, so
 /// it is not read again.
@@ -92,11 +93,12 @@ impl Context {
         connection: &mut PgConnection,
         row: &InvoiceRow,
         now: DateTime<Utc>,
+        origin: &Origin,
     ) -> Result<()> {
         let sealing = self
             .prepare_finalization(&mut *connection, row, now, Known::default())
             .await?;
-        self.seal(connection, vec![sealing], now).await
+        self.seal(connection, vec![sealing], now, origin).await
     }
 
     /// The first half of finalizing a locked draft: a negative subtotal is
@@ -265,12 +267,14 @@ impl Context {
     /// numbers of their prefix (one counter update for all of them, so the
     /// counter row is locked from here to the commit only), become
     /// `finalized`, and `invoice-events` gets `finalized` (and `paid` when
-    /// nothing is due) for each.
+    /// nothing is due) for each; each gets its `invoice.finalized` audit
+    /// entry by `origin`, last.
     pub(crate) async fn seal(
         &self,
         connection: &mut PgConnection,
         mut sealings: Vec<Sealing>,
         now: DateTime<Utc>,
+        origin: &Origin,
     ) -> Result<()> {
         if sealings.is_empty() {
             return Ok(());
@@ -284,6 +288,8 @@ impl Context {
                 None => store::lines(&mut *connection, &sealing.invoice_id).await?,
             });
         }
+        let ids: Vec<&str> = sealings.iter().map(|s| s.invoice_id.as_str()).collect();
+        let before = audit::invoice_states(&mut *connection, &ids).await?;
         let numbers = store::next_numbers(
             &mut *connection,
             &self.config.invoice_number_prefix,
@@ -293,7 +299,7 @@ impl Context {
         let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
         let mut paid_at_once = Vec::new();
         let mut messages = Vec::with_capacity(rows.len());
-        for ((row, lines), sealing) in rows.into_iter().zip(snapshots).zip(&sealings) {
+        for ((row, lines), sealing) in rows.iter().cloned().zip(snapshots).zip(&sealings) {
             let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
             invoice.lines = lines;
             messages.push(events::invoice_message(
@@ -337,7 +343,8 @@ impl Context {
             )
             .await?;
         }
-        Ok(())
+        self.audit_finalized(connection, &before, &rows, now, origin)
+            .await
     }
 
     /// Enqueues the invoice as it is now on `invoice-events`.

@@ -416,7 +416,9 @@ impl Context {
             }
         }
         store::advance_subscriptions(&mut *transaction, &batch.advanced).await?;
-        self.seal(&mut *transaction, batch.sealings, now).await?;
+        let bill_run = tally_audit::Origin::system(crate::audit::BILL_RUN);
+        self.seal(&mut *transaction, batch.sealings, now, &bill_run)
+            .await?;
         Ok(summary)
     }
 

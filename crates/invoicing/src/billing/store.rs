@@ -112,6 +112,15 @@ const INVOICE_COLUMNS: &str = "id, subscription_id, customer_id, boundary_at, pe
     billing_reason, currency, number, subtotal, credits_applied, total, amount_paid, amount_credited, collection_mode, \
     grace_period_ends_at, finalized_at, due_at, paid_at, voided_at, void_reason, version, created_at, updated_at";
 
+/// Loads invoice rows by id, without locking (those missing are left out).
+pub async fn load_many(connection: &mut PgConnection, ids: &[&str]) -> Result<Vec<InvoiceRow>> {
+    let sql = format!("SELECT {INVOICE_COLUMNS} FROM invoicing.invoices WHERE id = ANY($1)");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(connection)
+        .await?)
+}
+
 /// Loads an invoice row (`FOR UPDATE` when `lock`).
 pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<InvoiceRow> {
     let sql = format!(

@@ -2,6 +2,7 @@
 
 use tally_proto::invoicing::invoice_service_server::InvoiceService;
 use tally_proto::invoicing::{self as proto};
+use tally_audit::Origin;
 use tonic::{Request, Response, Status};
 
 use crate::error::Result;
@@ -47,9 +48,10 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::FinalizeInvoiceRequest>,
     ) -> Result<Response<proto::FinalizeInvoiceResponse>, Status> {
+        let origin = Origin::from_request(&request);
         let invoice = self
             .ctx
-            .finalize_invoice(&request.into_inner().invoice_id)
+            .finalize_invoice(&request.into_inner().invoice_id, &origin)
             .await?;
         Ok(Response::new(proto::FinalizeInvoiceResponse {
             invoice: Some(invoice),
@@ -60,7 +62,11 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::VoidInvoiceRequest>,
     ) -> Result<Response<proto::VoidInvoiceResponse>, Status> {
-        let invoice = self.ctx.void_invoice(request.into_inner()).await?;
+        let origin = Origin::from_request(&request);
+        let invoice = self
+            .ctx
+            .void_invoice(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::VoidInvoiceResponse {
             invoice: Some(invoice),
         }))
@@ -70,8 +76,11 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::CreateCreditNoteRequest>,
     ) -> Result<Response<proto::CreateCreditNoteResponse>, Status> {
+        let origin = Origin::from_request(&request);
         Ok(Response::new(
-            self.ctx.create_credit_note(request.into_inner()).await?,
+            self.ctx
+                .create_credit_note(request.into_inner(), &origin)
+                .await?,
         ))
     }
 

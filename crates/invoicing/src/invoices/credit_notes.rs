@@ -16,7 +16,8 @@ use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::refunds::{self, Balance};
 use crate::wire::{money, parse_money, timestamp};
-use crate::{Context, credits, paging};
+use crate::{Context, audit, credits, paging};
+use serde_json::json;
 
 /// One credit note to issue.
 #[derive(Debug)]
@@ -273,6 +274,7 @@ impl Context {
     pub(super) async fn create_credit_note(
         &self,
         request: proto::CreateCreditNoteRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::CreateCreditNoteResponse> {
         const METHOD: &str = "CreateCreditNote";
         let mut violations = Violations::default();
@@ -326,6 +328,17 @@ impl Context {
                     )
                     .await?;
                 idem.record(&mut transaction, &note.id, now).await?;
+                let credited = store::load(&mut transaction, &row.id, false).await?;
+                let entry = self
+                    .audit_entry(now, "credit_note.issued", ("credit_note", &note.id), origin)
+                    .reason(audit::reason_name(note.reason))
+                    .comment(note.memo.clone())
+                    .before(json!({ "invoice": audit::invoice_state(&row) }))
+                    .after(json!({
+                        "credit_note": audit::credit_note_state(&note),
+                        "invoice": audit::invoice_state(&credited),
+                    }));
+                self.audit(&mut transaction, entry).await?;
                 note.id
             }
         };

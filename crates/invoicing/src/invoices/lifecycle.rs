@@ -12,7 +12,8 @@ use crate::billing::store::{self};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::wire::{instant, timestamp};
-use crate::{Context, credits, paging};
+use crate::{Context, audit, credits, paging};
+use tally_audit::Origin;
 
 impl Context {
     pub(super) async fn run_billing(
@@ -147,7 +148,11 @@ impl Context {
         })
     }
 
-    pub(super) async fn finalize_invoice(&self, id: &str) -> Result<proto::Invoice> {
+    pub(super) async fn finalize_invoice(
+        &self,
+        id: &str,
+        origin: &Origin,
+    ) -> Result<proto::Invoice> {
         if id.is_empty() {
             return Err(InvoicingError::invalid("invoice_id", "is required"));
         }
@@ -177,7 +182,8 @@ impl Context {
                 self.refresh_draft(&mut transaction, &row, now, usage)
                     .await?;
                 let row = store::load(&mut transaction, id, true).await?;
-                self.finalize_locked(&mut transaction, &row, now).await?;
+                self.finalize_locked(&mut transaction, &row, now, origin)
+                    .await?;
             }
             InvoiceStatus::Void => {
                 return Err(InvoicingError::FailedPrecondition(format!(
@@ -198,6 +204,7 @@ impl Context {
     pub(super) async fn void_invoice(
         &self,
         request: proto::VoidInvoiceRequest,
+        origin: &Origin,
     ) -> Result<proto::Invoice> {
         const METHOD: &str = "VoidInvoice";
         let mut violations = Violations::default();
@@ -254,6 +261,13 @@ impl Context {
             )
             .await?;
             idem.record(&mut transaction, &row.id, now).await?;
+            let voided = store::load(&mut transaction, &row.id, false).await?;
+            let entry = self
+                .audit_entry(now, "invoice.voided", ("invoice", &row.id), origin)
+                .reason(request.reason.clone())
+                .before(audit::invoice_state(&row))
+                .after(audit::invoice_state(&voided));
+            self.audit(&mut transaction, entry).await?;
         }
         let row = store::load(&mut transaction, &request.invoice_id, false).await?;
         let invoice = store::to_proto(&mut transaction, &row, true).await?;

@@ -43,14 +43,14 @@ async fn paid(harness: &Harness) -> String {
     harness.payment_of("inv_000001").await.id
 }
 
-fn usd(amount: &str) -> Option<Money> {
+pub(crate) fn usd(amount: &str) -> Option<Money> {
     Some(Money {
         currency: "USD".into(),
         amount: amount.into(),
     })
 }
 
-fn request(key: &str, payment_id: &str, amount: Option<Money>) -> RefundRequest {
+pub(crate) fn request(key: &str, payment_id: &str, amount: Option<Money>) -> RefundRequest {
     RefundRequest {
         idempotency_key: key.into(),
         payment_id: payment_id.into(),
@@ -60,15 +60,20 @@ fn request(key: &str, payment_id: &str, amount: Option<Money>) -> RefundRequest 
     }
 }
 
-#[tokio::test]
-async fn partial_refunds_up_to_the_amount_paid_and_not_a_cent_more() {
-    let harness = harness().await;
+/// A paid 50.00 invoice whose refunds Stripe grants at once: its payment id.
+pub(crate) async fn refundable(harness: &Harness) -> String {
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
         .respond_with(RefundResponder { slow: false })
         .mount(&harness.stripe)
         .await;
-    let payment_id = paid(&harness).await;
+    paid(harness).await
+}
+
+#[tokio::test]
+async fn partial_refunds_up_to_the_amount_paid_and_not_a_cent_more() {
+    let harness = harness().await;
+    let payment_id = refundable(&harness).await;
     let mut client = harness.client.clone();
 
     let first = client

@@ -1,0 +1,152 @@
+//! Invoicing's audit entries (chain `invoicing`): what a void, a credit note
+//! or a finalization looked like before and after, written by
+//! `tally_audit::record` in the change's transaction, as its last statement
+//! (the chain-head lock is then held only until the commit, and taken after
+//! every other lock, so it cannot deadlock with them).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use tally_audit::{Entry, Origin, Schema};
+use tally_proto::invoicing::{self as proto, CreditNoteReason};
+
+use crate::Context;
+use crate::billing::store::{self, InvoiceRow};
+use crate::error::{InvoicingError, Result};
+use crate::wire::money;
+
+/// The actor of the bill run's finalizations.
+pub(crate) const BILL_RUN: &str = "bill_run";
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// What the audit log keeps of an invoice: its state and money, no lines.
+pub(crate) fn invoice_state(row: &InvoiceRow) -> Value {
+    // Amounts as the API shows them (padded to the currency's minor units),
+    // whatever scale the column happens to hold.
+    let amount = |value: Decimal| match row.currency() {
+        Ok(currency) => money(value, currency).amount,
+        Err(_) => value.to_string(),
+    };
+    json!({
+        "id": row.id,
+        "customer_id": row.customer_id,
+        "subscription_id": row.subscription_id,
+        "status": row.status,
+        "number": row.number,
+        "currency": row.currency,
+        "period_start": time(row.period_start),
+        "period_end": time(row.period_end),
+        "subtotal": amount(row.subtotal),
+        "credits_applied": amount(row.credits_applied),
+        "total": amount(row.total),
+        "amount_paid": amount(row.amount_paid),
+        "amount_credited": amount(row.amount_credited),
+        "due_at": row.due_at.map(time),
+        "finalized_at": row.finalized_at.map(time),
+        "voided_at": row.voided_at.map(time),
+        "void_reason": row.void_reason,
+        "version": row.version,
+    })
+}
+
+/// What the audit log keeps of a credit note.
+pub(crate) fn credit_note_state(note: &proto::CreditNote) -> Value {
+    let money = |value: &Option<tally_proto::common::Money>| {
+        value.as_ref().map(|money| {
+            json!({
+                "amount": money.amount,
+                "currency": money.currency,
+            })
+        })
+    };
+    json!({
+        "id": note.id,
+        "number": note.number,
+        "invoice_id": note.invoice_id,
+        "customer_id": note.customer_id,
+        "reason": reason_name(note.reason),
+        "memo": note.memo,
+        "lines": note.lines.iter().map(|line| json!({
+            "invoice_line_id": line.invoice_line_id,
+            "description": line.description,
+            "amount": money(&line.amount),
+        })).collect::<Vec<_>>(),
+        "total": money(&note.total),
+        "credited_to_balance": note.credited_to_balance,
+        "refund_id": note.refund_id,
+        "refund_amount": money(&note.refund_amount),
+    })
+}
+
+/// `duplicate`, `fraudulent`, … (the enum's name without its prefix).
+pub(crate) fn reason_name(reason: i32) -> String {
+    CreditNoteReason::try_from(reason)
+        .map(|reason| {
+            reason
+                .as_str_name()
+                .trim_start_matches("CREDIT_NOTE_REASON_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| reason.to_string())
+}
+
+impl Context {
+    /// A new entry with an `aud_…` id from the service's generator.
+    pub(crate) fn audit_entry(
+        &self,
+        now: DateTime<Utc>,
+        action: &str,
+        resource: (&str, &str),
+        origin: &Origin,
+    ) -> Entry {
+        Entry::minted(&*self.ids, now, action, resource, origin)
+    }
+
+    /// Appends `entry` to invoicing's chain in the caller's transaction.
+    pub(crate) async fn audit(&self, connection: &mut PgConnection, entry: Entry) -> Result<()> {
+        tally_audit::record(connection, Schema::Invoicing, entry)
+            .await
+            .map_err(InvoicingError::internal)?;
+        Ok(())
+    }
+
+    /// `invoice.finalized` for each of `finalized` (rows as they are now),
+    /// with the rows `before` them (by id).
+    pub(crate) async fn audit_finalized(
+        &self,
+        connection: &mut PgConnection,
+        before: &HashMap<String, Value>,
+        finalized: &[InvoiceRow],
+        now: DateTime<Utc>,
+        origin: &Origin,
+    ) -> Result<()> {
+        for row in finalized {
+            let mut entry = self
+                .audit_entry(now, "invoice.finalized", ("invoice", &row.id), origin)
+                .after(invoice_state(row));
+            if let Some(state) = before.get(&row.id) {
+                entry = entry.before(state.clone());
+            }
+            self.audit(connection, entry).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The audit states of invoices `ids` as they are now, by id.
+pub(crate) async fn invoice_states(
+    connection: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Value>> {
+    let mut states = HashMap::with_capacity(ids.len());
+    for row in store::load_many(connection, ids).await? {
+        states.insert(row.id.clone(), invoice_state(&row));
+    }
+    Ok(states)
+}

@@ -1,0 +1,259 @@
+//! Invoicing's audit chain: the bill run's and a manual finalization, a
+//! void and a credit note each leave exactly one entry, with the right actor
+//! and before/after states; refused and replayed calls leave none; no key
+//! appears anywhere; the chain verifies.
+
+use serde_json::Value;
+use tally_audit::{Filter, Schema, StoredEntry};
+use tally_proto::invoicing::invoice_service_client::InvoiceServiceClient;
+use tally_proto::invoicing::*;
+use tally_runtime::auth::{self, Scope};
+use tally_testkit::keys::{Bearer, REQUEST_ID, serve_with_key};
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+type Client = InvoiceServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Invoicing served again with authentication, and a `write` key
+/// `key_finance` named `finance-team`. Returns the client and the key.
+async fn authenticated(h: &Harness) -> (Client, String) {
+    let (channel, key) = serve_with_key(
+        h.invoicing.grpc_server(16 << 20),
+        &h.shutdown,
+        "key_finance",
+        "finance-team",
+        &[Scope::Write],
+    )
+    .await
+    .unwrap();
+    (InvoiceServiceClient::new(channel), key.plaintext)
+}
+
+async fn entries(h: &Harness) -> Vec<StoredEntry> {
+    tally_audit::list(
+        &h.db.pool,
+        &[Schema::Invoicing],
+        &Filter::default(),
+        None,
+        1000,
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+fn state(json: Option<&String>) -> Value {
+    serde_json::from_str(json.expect("a state")).unwrap()
+}
+
+fn of<'a>(entries: &'a [StoredEntry], action: &str, resource: &str) -> Vec<&'a StoredEntry> {
+    entries
+        .iter()
+        .filter(|entry| entry.action == action && entry.resource_id == resource)
+        .collect()
+}
+
+#[tokio::test]
+async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let (_, subscription, january) = h.first_invoice("40.00").await;
+    let (mut client, key) = authenticated(&h).await;
+
+    // January was finalized by the bill run.
+    let all = entries(&h).await;
+    let finalized = of(&all, "invoice.finalized", &january);
+    assert_eq!(finalized.len(), 1, "{all:?}");
+    let finalized = finalized[0];
+    assert_eq!(
+        (finalized.actor_kind.as_str(), finalized.actor_id.as_str()),
+        ("system", "bill_run")
+    );
+    assert_eq!(state(finalized.before_state.as_ref())["status"], "draft");
+    let after = state(finalized.after_state.as_ref());
+    assert_eq!(
+        (after["status"].as_str(), after["total"].as_str()),
+        (Some("finalized"), Some("40.00"))
+    );
+    assert!(
+        after["number"]
+            .as_str()
+            .is_some_and(|number| !number.is_empty())
+    );
+
+    // A credit note too large is refused: no entry.
+    let note = |amount: &str, key: &str| CreateCreditNoteRequest {
+        idempotency_key: key.into(),
+        invoice_id: january.clone(),
+        reason: CreditNoteReason::ProductUnsatisfactory as i32,
+        memo: "goodwill for the outage".into(),
+        amount: Some(create_credit_note_request::Amount::Partial(
+            CreditNoteLines {
+                lines: vec![CreditNoteLine {
+                    invoice_line_id: String::new(),
+                    description: "goodwill".into(),
+                    amount: usd(amount),
+                }],
+            },
+        )),
+        ..Default::default()
+    };
+    let refused = client
+        .create_credit_note(note("99.00", "cn-too-much"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let issued = client
+        .create_credit_note(note("10.00", "cn-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_note
+        .unwrap();
+    client
+        .create_credit_note(note("10.00", "cn-1"))
+        .await
+        .unwrap(); // a replay
+    let all = entries(&h).await;
+    let notes: Vec<_> = all
+        .iter()
+        .filter(|entry| entry.action == "credit_note.issued")
+        .collect();
+    assert_eq!(notes.len(), 1, "the refusal and the replay wrote nothing");
+    let entry = notes[0];
+    assert_eq!(entry.resource_id, issued.id);
+    assert_eq!(
+        (
+            entry.actor_kind.as_str(),
+            entry.actor_id.as_str(),
+            entry.actor_name.as_str()
+        ),
+        ("api_key", "key_finance", "finance-team")
+    );
+    assert_eq!(entry.request_id.as_deref(), Some(REQUEST_ID));
+    assert_eq!(entry.reason.as_deref(), Some("product_unsatisfactory"));
+    assert_eq!(entry.comment.as_deref(), Some("goodwill for the outage"));
+    assert_eq!(
+        state(entry.before_state.as_ref())["invoice"]["amount_credited"],
+        "0.00"
+    );
+    let after = state(entry.after_state.as_ref());
+    assert_eq!(after["invoice"]["amount_credited"], "10.00");
+    assert_eq!(after["credit_note"]["total"]["amount"], "10.00");
+
+    // February: billed, then voided by the key.
+    h.bill_at(at(2025, 2, 1)).await;
+    let february = h.invoice_at(&subscription, at(2025, 2, 1)).await;
+    let void = VoidInvoiceRequest {
+        idempotency_key: "void-feb".into(),
+        invoice_id: february.clone(),
+        reason: "billed in error".into(),
+    };
+    client.void_invoice(void.clone()).await.unwrap();
+    client.void_invoice(void).await.unwrap(); // a replay
+    let all = entries(&h).await;
+    assert_eq!(of(&all, "invoice.finalized", &february).len(), 1);
+    let voids = of(&all, "invoice.voided", &february);
+    assert_eq!(voids.len(), 1);
+    let entry = voids[0];
+    assert_eq!(entry.actor_id, "key_finance");
+    assert_eq!(entry.reason.as_deref(), Some("billed in error"));
+    assert_eq!(state(entry.before_state.as_ref())["status"], "finalized");
+    let after = state(entry.after_state.as_ref());
+    assert_eq!(
+        (after["status"].as_str(), after["void_reason"].as_str()),
+        (Some("void"), Some("billed in error"))
+    );
+
+    // Nothing else was recorded, no key is in any entry, the chain holds.
+    let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "invoice.finalized",
+            "credit_note.issued",
+            "invoice.finalized",
+            "invoice.voided"
+        ]
+    );
+    assert_no_secret(&h, &key).await;
+    let verification = tally_audit::verify(&h.db.pool, Schema::Invoicing)
+        .await
+        .unwrap();
+    assert_eq!(
+        (verification.entries_checked, verification.broken),
+        (4, None)
+    );
+}
+
+#[tokio::test]
+async fn a_manual_finalization_is_audited_with_the_caller_as_actor() {
+    // Usage waits out the grace period as a draft; in-advance fees do not.
+    let mut h = harness(at(2025, 4, 1), config(24)).await;
+    let plan = h
+        .plan("pro", PlanSpec::advance("30.00").calls("0.10"))
+        .await;
+    let customer = h.customer("acme").await;
+    let subscription = h.subscribe(&customer, &plan, at(2025, 4, 1)).await;
+    h.bill_at(at(2025, 4, 1)).await;
+    h.calls(&customer, "apr", 3, at(2025, 4, 10)).await;
+    h.bill_at(at(2025, 5, 1)).await;
+    let draft = h.invoice_at(&subscription, at(2025, 5, 1)).await;
+    assert_eq!(h.invoice(&draft).await.status, InvoiceStatus::Draft as i32);
+    assert!(
+        of(&entries(&h).await, "invoice.finalized", &draft).is_empty(),
+        "a draft is not audited"
+    );
+    let (mut client, key) = authenticated(&h).await;
+    for _ in 0..2 {
+        // The second call finds it finalized: nothing changes, nothing is recorded.
+        client
+            .finalize_invoice(FinalizeInvoiceRequest {
+                invoice_id: draft.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let all = entries(&h).await;
+    let finalized = of(&all, "invoice.finalized", &draft);
+    assert_eq!(finalized.len(), 1, "{all:?}");
+    let entry = finalized[0];
+    assert_eq!(
+        (entry.actor_kind.as_str(), entry.actor_id.as_str()),
+        ("api_key", "key_finance")
+    );
+    let before = state(entry.before_state.as_ref());
+    let after = state(entry.after_state.as_ref());
+    assert_eq!(
+        (before["status"].as_str(), before["number"].as_str()),
+        (Some("draft"), None)
+    );
+    assert_eq!(after["status"], "finalized");
+    assert_eq!(
+        after["total"], "30.30",
+        "30.00 in advance and 3 calls at 0.10"
+    );
+    assert_eq!(all.len(), 2, "and April's, by the bill run: {all:?}");
+    assert_eq!(all[0].actor_id, "bill_run");
+    assert_no_secret(&h, &key).await;
+}
+
+/// No entry holds the API key (or anything shaped like a secret).
+async fn assert_no_secret(h: &Harness, key: &str) {
+    for entry in entries(h).await {
+        let text = format!("{entry:?}");
+        assert!(!text.contains(key), "the key leaked into {}", entry.id);
+        assert!(
+            !text.contains(&auth::hash_key(key)),
+            "the key's hash leaked into {}",
+            entry.id
+        );
+        assert!(
+            !tally_audit::looks_secret(&text),
+            "a secret in {}",
+            entry.id
+        );
+    }
+}

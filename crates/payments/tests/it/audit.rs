@@ -1,0 +1,111 @@
+//! Payments' audit chain: a refund leaves `refund.requested` and, once
+//! Stripe has refunded, `payment.refunded` — one each, by the caller's key,
+//! with the payment before and after; refused and replayed requests leave
+//! nothing; neither the API key nor a Stripe secret appears anywhere.
+
+use rust_decimal_macros::dec;
+use serde_json::Value;
+use tally_audit::{Filter, Schema};
+use tally_proto::payments::payment_service_client::PaymentServiceClient;
+use tally_runtime::auth::Scope;
+use tally_testkit::keys::{REQUEST_ID, serve_with_key};
+
+use crate::refunds::{refundable, request, usd};
+use crate::support::*;
+
+fn state(json: Option<&String>) -> Value {
+    serde_json::from_str(json.expect("a state")).unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_is_audited_once_with_the_key_and_the_payment_before_and_after() {
+    let harness = harness().await;
+    let payment_id = refundable(&harness).await;
+    let (channel, key) = serve_with_key(
+        harness.payments.grpc_server(16 << 20),
+        &harness.shutdown,
+        "key_support",
+        "support-desk",
+        &[Scope::Write],
+    )
+    .await
+    .unwrap();
+    let mut client = PaymentServiceClient::new(channel);
+
+    let refused = client
+        .refund(request("too-much", &payment_id, usd("50.01")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let refund = client
+        .refund(request("refund-1", &payment_id, usd("20.00")))
+        .await
+        .unwrap()
+        .into_inner()
+        .refund
+        .unwrap();
+    client
+        .refund(request("refund-1", &payment_id, usd("20.00")))
+        .await
+        .unwrap(); // a replay
+
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[Schema::Payments],
+        &Filter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|entry| (entry.action.as_str(), entry.resource_id.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("refund.requested", refund.id.as_str()),
+            ("payment.refunded", payment_id.as_str())
+        ]
+    );
+    for entry in &entries {
+        assert_eq!(
+            (
+                entry.actor_kind.as_str(),
+                entry.actor_id.as_str(),
+                entry.actor_name.as_str()
+            ),
+            ("api_key", "key_support", "support-desk")
+        );
+        assert_eq!(entry.request_id.as_deref(), Some(REQUEST_ID));
+        assert_eq!(entry.reason.as_deref(), Some("requested_by_customer"));
+    }
+    let amount = |state: &Value, field: &str| -> rust_decimal::Decimal {
+        state[field].as_str().unwrap().parse().unwrap()
+    };
+    let requested = state(entries[0].after_state.as_ref());
+    assert_eq!(amount(&requested, "amount"), dec!(20));
+    assert_eq!(requested["status"], "pending");
+    assert_eq!(entries[0].comment.as_deref(), Some("goodwill"));
+    let before = state(entries[1].before_state.as_ref());
+    let after = state(entries[1].after_state.as_ref());
+    assert_eq!(before["status"], "succeeded");
+    assert_eq!(amount(&before, "amount_refunded"), dec!(0));
+    assert_eq!(after["status"], "partially_refunded");
+    assert_eq!(amount(&after, "amount_refunded"), dec!(20));
+
+    for entry in &entries {
+        let text = format!("{entry:?}");
+        for secret in [key.plaintext.as_str(), STRIPE_SECRET_KEY, WEBHOOK_SECRET] {
+            assert!(!text.contains(secret), "a secret in {}", entry.id);
+        }
+    }
+    let verification = tally_audit::verify(&harness.db.pool, Schema::Payments)
+        .await
+        .unwrap();
+    assert_eq!(
+        (verification.entries_checked, verification.broken),
+        (2, None)
+    );
+}
