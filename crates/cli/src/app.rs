@@ -77,6 +77,17 @@ impl ServiceKind {
         }
     }
 
+    /// The audit chain this service writes (`None`: it keeps none yet).
+    pub fn audit_chain(self) -> Option<tally_audit::Schema> {
+        match self {
+            ServiceKind::Ingest => Some(tally_audit::Schema::Ingest),
+            ServiceKind::Rating => Some(tally_audit::Schema::Rating),
+            ServiceKind::Invoicing => Some(tally_audit::Schema::Invoicing),
+            ServiceKind::Payments => Some(tally_audit::Schema::Payments),
+            ServiceKind::Finance => None,
+        }
+    }
+
     /// Builds the service, starts its background loops (relays, consumers;
     /// they stop on `shutdown`) and returns its gRPC surface.
     pub async fn start(self, handles: &Handles, shutdown: &Shutdown) -> anyhow::Result<GrpcServer> {
@@ -324,8 +335,20 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         peer_api_key,
         webhook_listener,
     };
-    let services = kind.start(&handles, &shutdown).await?;
+    let services = kind
+        .start(&handles, &shutdown)
+        .await?
+        .merge(audit_server(&handles, &[kind]));
     run_server(services, listener, &handles, shutdown).await
+}
+
+/// `AuditService` answering for the chains of `kinds` and `auth` (API keys,
+/// which every service reads): one service's in a cluster, all in `tally dev`.
+pub fn audit_server(handles: &Handles, kinds: &[ServiceKind]) -> GrpcServer {
+    let mut schemas = vec![tally_audit::Schema::Auth];
+    schemas.extend(kinds.iter().filter_map(|kind| kind.audit_chain()));
+    tally_audit::AuditApi::new(handles.pool.clone(), Arc::clone(&handles.clock), &schemas)
+        .grpc_server(handles.config.grpc.max_message_bytes)
 }
 
 /// A service that calls peers needs a key to call them with: without one

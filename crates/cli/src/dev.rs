@@ -247,6 +247,7 @@ async fn serve_everything(
     for kind in &ServiceKind::ALL[1..] {
         services = services.merge(kind.start(&handles, &shutdown).await?);
     }
+    services = services.merge(crate::app::audit_server(&handles, &ServiceKind::ALL));
     print_banner(
         &handles.config,
         listener.local_addr,
@@ -289,7 +290,8 @@ async fn dev_admin_key(
         }
     }
     let scopes = BTreeSet::from([Scope::Admin]);
-    let (id, key) = auth::create_key(pool, ids, clock, "tally-dev", &scopes).await?;
+    let (id, key) =
+        crate::keys::create_audited(pool, ids, clock, "tally-dev", &scopes, "tally_dev").await?;
     keep_key(&path, &format!("{id} {key}\n"))
         .with_context(|| format!("keeping the dev admin key in {}", path.display()))?;
     Ok((id, key))

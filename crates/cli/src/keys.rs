@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clap::Subcommand;
+use tally_audit::{Entry, Origin, Schema};
 use tally_runtime::Config;
 use tally_runtime::auth::{self, Scope};
 use tally_runtime::ids::ClockIds;
@@ -63,7 +64,8 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { name, scopes } => {
             let scopes = parse_scopes(&scopes)?;
             let ids = ClockIds::new(Arc::clone(&clock));
-            let (id, plaintext) = auth::create_key(&pool, &ids, &clock, &name, &scopes).await?;
+            let (id, plaintext) =
+                create_audited(&pool, &ids, &clock, &name, &scopes, KEYS_JOB).await?;
             println!("{plaintext}");
             eprintln!("created {id} ({name}); the key above is shown only once");
         }
@@ -127,13 +129,94 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            if !auth::revoke_key(&pool, &clock, &id).await? {
+            let ids = ClockIds::new(Arc::clone(&clock));
+            if !revoke_audited(&pool, &ids, &clock, &id).await? {
                 anyhow::bail!("no active key with id {id} (see `tally keys list`)");
             }
             eprintln!("revoked {id}");
         }
     }
     Ok(())
+}
+
+/// The actor of key changes made with `tally keys` (an operator with
+/// database access: there is no API key to name).
+const KEYS_JOB: &str = "tally_keys";
+
+/// What the audit log keeps of a key: never its plaintext or hash.
+fn key_state(
+    id: &str,
+    name: &str,
+    scopes: &[String],
+    revoked_at: Option<String>,
+) -> serde_json::Value {
+    serde_json::json!({ "id": id, "name": name, "scopes": scopes, "revoked_at": revoked_at })
+}
+
+/// Creates a key and its `api_key.created` entry (chain `auth`) in one
+/// transaction, by the system job `job`. Returns `(id, plaintext)`.
+pub async fn create_audited(
+    pool: &sqlx::PgPool,
+    ids: &ClockIds,
+    clock: &tally_runtime::SharedClock,
+    name: &str,
+    scopes: &BTreeSet<Scope>,
+    job: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut transaction = pool.begin().await?;
+    let (id, plaintext) = auth::create_key(&mut *transaction, ids, clock, name, scopes).await?;
+    let scope_names: Vec<String> = scopes
+        .iter()
+        .map(|scope| scope.as_str().to_owned())
+        .collect();
+    let entry = Entry::minted(
+        ids,
+        clock.now(),
+        "api_key.created",
+        ("api_key", &id),
+        &Origin::system(job),
+    )
+    .after(key_state(&id, name, &scope_names, None));
+    tally_audit::record(&mut transaction, Schema::Auth, entry).await?;
+    transaction.commit().await?;
+    Ok((id, plaintext))
+}
+
+/// Revokes a live key and writes its `api_key.revoked` entry in one
+/// transaction; false when no live key has that id (nothing is written).
+async fn revoke_audited(
+    pool: &sqlx::PgPool,
+    ids: &ClockIds,
+    clock: &tally_runtime::SharedClock,
+    id: &str,
+) -> anyhow::Result<bool> {
+    let mut transaction = pool.begin().await?;
+    let key: Option<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT name, scopes FROM tally_auth.api_keys WHERE id = $1 AND revoked_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some((name, scopes)) = key else {
+        return Ok(false);
+    };
+    if !auth::revoke_key(&mut *transaction, clock, id).await? {
+        return Ok(false);
+    }
+    let now = clock.now();
+    let revoked_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let entry = Entry::minted(
+        ids,
+        now,
+        "api_key.revoked",
+        ("api_key", id),
+        &Origin::system(KEYS_JOB),
+    )
+    .before(key_state(id, &name, &scopes, None))
+    .after(key_state(id, &name, &scopes, Some(revoked_at)));
+    tally_audit::record(&mut transaction, Schema::Auth, entry).await?;
+    transaction.commit().await?;
+    Ok(true)
 }
 
 /// The shortest key `tally keys register` accepts (generated keys are longer).

@@ -114,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::finance::FinanceCommand,
     },
+    /// The audit log: list and show entries, verify the chains, print their heads.
+    Audit {
+        #[command(subcommand)]
+        command: admin::audit::AuditCommand,
+    },
     /// What waits between the services (outboxes, usage not yet rated, events
     /// not yet applied), read from the database; exits 1 when something is stuck.
     Status(status::StatusArgs),
@@ -173,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscriptions { command } => admin::subscriptions::run(command).await,
         Command::Invoices { command } => admin::invoices::run(command).await,
         Command::Credits { command } => admin::credits::run(command).await,
+        Command::Audit { command } => admin::audit::run(command).await,
         Command::Finance { command } => admin::finance::run(command).await,
         Command::Usage { command } => admin::usage::run(command).await,
     }

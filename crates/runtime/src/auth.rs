@@ -65,7 +65,8 @@ impl Scope {
     /// The rule is by name so new RPCs are covered without a table: ingestion
     /// needs `ingest`; clock, reconciliation, opening or closing a backfill
     /// (`…Backfill`), closing and rebuilding the books need `admin`; `Get`/`BatchGet`/`List`/`Read`/`Preview`
-    /// methods need `read` (so `ListBackfills` is a read); everything else `write`.
+    /// methods need `read` (so `ListBackfills` is a read), and so do
+    /// `Verify` methods (`VerifyAuditChain` only reads); everything else `write`.
     pub fn required_for(path: &str) -> Scope {
         let (service, method) = path
             .trim_start_matches('/')
@@ -85,7 +86,7 @@ impl Scope {
         {
             return Scope::Admin;
         }
-        if ["Get", "BatchGet", "List", "Read", "Preview"]
+        if ["Get", "BatchGet", "List", "Read", "Preview", "Verify"]
             .iter()
             .any(|prefix| method.starts_with(prefix))
         {
@@ -250,9 +251,10 @@ impl ApiKeyRegistry {
 }
 
 /// Creates a key with `scopes`, stores its hash and returns `(id, plaintext)`.
-/// The plaintext is not stored anywhere: show it once.
-pub async fn create_key(
-    pool: &PgPool,
+/// The plaintext is not stored anywhere: show it once. Takes a pool or a
+/// transaction's connection (so `tally keys` audits it in the same transaction).
+pub async fn create_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     ids: &dyn IdGenerator,
     clock: &SharedClock,
     name: &str,
@@ -267,7 +269,7 @@ pub async fn create_key(
         .bind(hash_key(&plaintext))
         .bind(&scope_names)
         .bind(clock.now())
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok((id, plaintext))
 }
@@ -334,14 +336,19 @@ pub async fn register_key(
     })
 }
 
-/// Revokes a key; returns false when no live key has that id.
-pub async fn revoke_key(pool: &PgPool, clock: &SharedClock, id: &str) -> Result<bool, sqlx::Error> {
+/// Revokes a key; returns false when no live key has that id. Takes a pool
+/// or a transaction's connection.
+pub async fn revoke_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    clock: &SharedClock,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE tally_auth.api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
     )
     .bind(id)
     .bind(clock.now())
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(result.rows_affected() == 1)
 }
@@ -481,6 +488,8 @@ mod tests {
                 Scope::Read,
             ),
             ("/tally.clock.v1.ClockService/GetTime", Scope::Admin),
+            ("/tally.audit.v1.AuditService/VerifyAuditChain", Scope::Read),
+            ("/tally.audit.v1.AuditService/ListAuditEntries", Scope::Read),
             (
                 "/tally.payments.v1.ReconciliationService/GetReconciliationReport",
                 Scope::Admin,

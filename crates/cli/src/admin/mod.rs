@@ -11,6 +11,7 @@
 //!   mismatches were found), 2 a usage error ([`UsageError`]; clap's own
 //!   parse errors exit 2 too).
 
+pub mod audit;
 pub mod catalog;
 pub mod catalog_delete;
 mod catalog_file;

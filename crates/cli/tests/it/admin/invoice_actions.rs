@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::{Dev, create_key, documented_catalog, run, run_with_stdin, text};
+use super::support::{Dev, create_key, run, text};
 
 /// Waits for the customer's invoice billed for `reason` and returns it.
 async fn invoice_billed_for(dev: &Dev, key: &str, customer: &str, reason: &str) -> Value {
@@ -51,42 +51,7 @@ async fn invoices_are_finalized_credited_and_voided_and_subscriptions_paused_fro
     )
     .await;
     let address = dev.address.as_str();
-    run_with_stdin(
-        &key,
-        &["catalog", "apply", "-f", "-", "--address", address],
-        Some(&documented_catalog()),
-    )
-    .expect(0);
-    let customer = text(
-        &dev.json(
-            &key,
-            &[
-                "customers",
-                "create",
-                "--name",
-                "Acme AI",
-                "--external-id",
-                "acme",
-                "--currency",
-                "USD",
-            ],
-        )["id"],
-    );
-    let subscription = text(
-        &dev.json(
-            &key,
-            &[
-                "subscriptions",
-                "create",
-                "--customer",
-                &customer,
-                "--plan",
-                "inference_pro",
-                "--start-at",
-                "2026-11-01T00:00:00Z",
-            ],
-        )["id"],
-    );
+    let (customer, subscription) = dev.acme_on_inference_pro(&key);
 
     // November's platform fee, in advance: fees only, so no grace period —
     // finalized (numbered, and sent to payments) by the bill run at once.

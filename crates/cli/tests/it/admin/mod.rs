@@ -1,6 +1,7 @@
 //! The admin commands run as the real `tally` binary against real services:
 //! `tally serve` processes, or `tally dev` with all four in one.
 
+mod audit;
 mod billing;
 mod catalog;
 mod clock;

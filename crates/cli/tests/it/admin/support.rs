@@ -155,6 +155,51 @@ impl Dev {
     }
 }
 
+impl Dev {
+    /// Applies the documented catalog and subscribes a new customer `Acme
+    /// AI` (`acme`, USD) to `inference_pro` from 1 November 2026:
+    /// `(customer, subscription)`.
+    pub fn acme_on_inference_pro(&self, key: &str) -> (String, String) {
+        run_with_stdin(
+            key,
+            &["catalog", "apply", "-f", "-", "--address", &self.address],
+            Some(&documented_catalog()),
+        )
+        .expect(0);
+        let customer = text(
+            &self.json(
+                key,
+                &[
+                    "customers",
+                    "create",
+                    "--name",
+                    "Acme AI",
+                    "--external-id",
+                    "acme",
+                    "--currency",
+                    "USD",
+                ],
+            )["id"],
+        );
+        let subscription = text(
+            &self.json(
+                key,
+                &[
+                    "subscriptions",
+                    "create",
+                    "--customer",
+                    &customer,
+                    "--plan",
+                    "inference_pro",
+                    "--start-at",
+                    "2026-11-01T00:00:00Z",
+                ],
+            )["id"],
+        );
+        (customer, subscription)
+    }
+}
+
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.child.kill();
