@@ -1,15 +1,20 @@
 //! Payments' audit entries (chain `payments`): a refund requested and a
-//! payment refunded, with the payment before and after. Written by
+//! payment refunded through the API, and a payment changed by a Stripe
+//! webhook (by `stripe_webhook:<event id>`), with the payment before and
+//! after. Written by
 //! `tally_audit::record` as the last statement of the change's transaction
 //! (the chain-head lock is then taken after every other lock and held only
 //! until the commit).
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use tally_audit::{Entry, Schema};
+use tally_audit::{Entry, Origin, Schema};
 
+use crate::core::Core;
 use crate::error::PaymentsError;
-use crate::store::PaymentRow;
+use crate::store::{self, PaymentKey, PaymentRow, PaymentState};
+use tally_domain::money::Money;
 
 /// What the audit log keeps of a payment (ids, amounts, status; never
 /// card data, which Tally never holds).
@@ -33,4 +38,58 @@ pub(crate) async fn record(
 ) -> Result<(), PaymentsError> {
     tally_audit::record(connection, Schema::Payments, entry).await?;
     Ok(())
+}
+
+/// A payment as it was before a webhook's changes.
+pub(crate) struct PaymentBefore {
+    state: Value,
+    status: PaymentState,
+    refunded: Money,
+}
+
+impl PaymentBefore {
+    pub(crate) fn of(payment: &PaymentRow) -> Self {
+        Self {
+            state: payment_state(payment),
+            status: payment.status,
+            refunded: payment.amount_refunded,
+        }
+    }
+}
+
+/// After Stripe event `event_id` (`event_type`) was applied to payment
+/// `payment_id`: `payment.refunded` when a refund was recorded, else
+/// `payment.<new status>`, by `stripe_webhook:<event id>`, with the payment
+/// before and after. Nothing when the event changed nothing. Runs last in
+/// the webhook's transaction (only the event's own `webhook_events` row is
+/// written after it).
+pub(crate) async fn record_webhook_change(
+    connection: &mut PgConnection,
+    core: &Core,
+    (event_id, event_type): (&str, &str),
+    payment_id: &str,
+    before: PaymentBefore,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentsError> {
+    let Some(payment) = store::payment(&mut *connection, PaymentKey::Id(payment_id), false).await?
+    else {
+        return Ok(());
+    };
+    let after = payment_state(&payment);
+    if after == before.state {
+        return Ok(());
+    }
+    let action = if payment.amount_refunded != before.refunded {
+        "payment.refunded".to_owned()
+    } else if payment.status != before.status {
+        format!("payment.{}", payment.status.as_str())
+    } else {
+        "payment.updated".to_owned()
+    };
+    let origin = Origin::system(format!("stripe_webhook:{event_id}"));
+    let entry = Entry::minted(&*core.ids, now, &action, ("payment", payment_id), &origin)
+        .comment(event_type)
+        .before(before.state)
+        .after(after);
+    record(connection, entry).await
 }

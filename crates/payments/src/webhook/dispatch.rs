@@ -207,6 +207,7 @@ impl WebhookState {
             return Ok("ignored: payment gone");
         };
         let event_id = format!("pevt_{}", event.id);
+        let before = crate::audit::PaymentBefore::of(&payment);
         let outcome = match plan {
             Plan::Ignore(outcome) => outcome,
             Plan::Customer { .. } => "customer refreshed",
@@ -225,6 +226,16 @@ impl WebhookState {
                     .await?
             }
         };
+        let event_ids = (event.id.as_str(), event.kind.as_str());
+        crate::audit::record_webhook_change(
+            connection,
+            &self.core,
+            event_ids,
+            &payment_id,
+            before,
+            now,
+        )
+        .await?;
         Ok(outcome)
     }
 }

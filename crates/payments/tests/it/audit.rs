@@ -109,3 +109,50 @@ async fn a_refund_is_audited_once_with_the_key_and_the_payment_before_and_after(
         (2, None)
     );
 }
+
+#[tokio::test]
+async fn a_refund_stripe_reports_by_webhook_is_audited_once_by_that_event() {
+    let harness = harness().await;
+    refundable(&harness).await;
+    let refund = crate::fixtures::refund("re_1Dashboard", 1500, "succeeded", CHARGE, None);
+    crate::stripe_mocks::current_charge(
+        &harness.stripe,
+        crate::fixtures::charge(CHARGE, 5000, 1500, STRIPE_INVOICE, vec![refund]),
+    )
+    .await;
+    let event = crate::fixtures::event(
+        "evt_1Refunded",
+        "charge.refunded",
+        crate::fixtures::CREATED,
+        crate::fixtures::charge(CHARGE, 5000, 1500, STRIPE_INVOICE, vec![]),
+    );
+    assert_eq!(
+        harness.webhook(&event).await,
+        (200, "refunds recorded".into())
+    );
+    assert_eq!(harness.webhook(&event).await, (200, "duplicate".into()));
+
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[Schema::Payments],
+        &Filter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(entry.action, "payment.refunded");
+    assert_eq!(
+        (entry.actor_kind.as_str(), entry.actor_id.as_str()),
+        ("system", "stripe_webhook:evt_1Refunded")
+    );
+    assert_eq!(entry.comment.as_deref(), Some("charge.refunded"));
+    let after = state(entry.after_state.as_ref());
+    assert_eq!(after["status"], "partially_refunded");
+    let text = format!("{entry:?}");
+    for secret in [STRIPE_SECRET_KEY, WEBHOOK_SECRET] {
+        assert!(!text.contains(secret), "a secret in {}", entry.id);
+    }
+}
