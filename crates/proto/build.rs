@@ -21,6 +21,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/clock/v1/clock.proto",
     "tally/audit/v1/audit.proto",
     "tally/finance/v1/finance.proto",
+    "tally/connectors/v1/connectors.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

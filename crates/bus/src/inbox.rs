@@ -17,6 +17,8 @@ pub enum ServiceSchema {
     Payments,
     /// `finance` (an inbox, no outbox)
     Finance,
+    /// `connectors` (an inbox, no outbox)
+    Connectors,
 }
 
 impl ServiceSchema {
@@ -28,6 +30,7 @@ impl ServiceSchema {
             ServiceSchema::Invoicing => "invoicing",
             ServiceSchema::Payments => "payments",
             ServiceSchema::Finance => "finance",
+            ServiceSchema::Connectors => "connectors",
         }
     }
 }

@@ -68,6 +68,13 @@ pub mod tally {
             tonic::include_proto!("tally.finance.v1");
         }
     }
+    /// `tally.connectors.*`.
+    pub mod connectors {
+        /// `tally.connectors.v1`: `ConnectorService` (Orb usage forwarding).
+        pub mod v1 {
+            tonic::include_proto!("tally.connectors.v1");
+        }
+    }
     /// `tally.clock.*`.
     pub mod clock {
         /// `tally.clock.v1`: `ClockService`.
@@ -87,6 +94,7 @@ pub mod tally {
 pub use tally::audit::v1 as audit;
 pub use tally::clock::v1 as clock;
 pub use tally::common::v1 as common;
+pub use tally::connectors::v1 as connectors;
 pub use tally::events::v1 as events;
 pub use tally::finance::v1 as finance;
 pub use tally::ingest::v1 as ingest;
@@ -114,4 +122,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.finance.v1.LedgerService",
     "tally.finance.v1.AnalyticsService",
     "tally.audit.v1.AuditService",
+    "tally.connectors.v1.ConnectorService",
 ];

@@ -21,11 +21,13 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod connectors;
 mod invoicing;
 mod payments;
 mod peers;
 mod rating;
 
+pub use connectors::ConnectorsConfig;
 pub use invoicing::InvoicingConfig;
 pub use payments::PaymentsConfig;
 pub use peers::PeersConfig;
@@ -59,6 +61,8 @@ pub struct Config {
     pub invoicing: InvoicingConfig,
     /// Payments: Stripe, webhooks, dunning, reconciliation.
     pub payments: PaymentsConfig,
+    /// Connectors: forwarding usage to Orb.
+    pub connectors: ConnectorsConfig,
 }
 
 /// The gRPC server.
@@ -449,6 +453,7 @@ impl Config {
         self.peers.validate()?;
         self.invoicing.validate()?;
         self.payments.validate()?;
+        self.connectors.validate()?;
         if self.auth.refresh_interval_seconds == 0 {
             return Err(invalid(
                 "auth.refresh_interval_seconds",

@@ -1,0 +1,156 @@
+//! The connectors service: Tally side by side with an external billing
+//! system (see docs/architecture.md, "Connectors: Orb"). This first slice
+//! forwards accepted usage to Orb: it consumes `usage-accepted`, sends the
+//! events of customers mapped to Orb to `POST /v1/ingest` in batches, and
+//! keeps what became of every event. It never calls another Tally service.
+//!
+//! * [`orb`] — the Orb adapter (HTTP, retries); Orb's shapes never leave it;
+//! * [`forwarding`] — the forwarder, its `usage-accepted` consumer, its
+//!   tables and `ConnectorService`.
+
+mod error;
+pub mod forwarding;
+mod metrics;
+pub mod orb;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
+use tally_proto::connectors::connector_service_server::ConnectorServiceServer;
+use tally_runtime::config::ConnectorsConfig;
+use tally_runtime::server::GrpcServer;
+use tally_runtime::{SharedClock, Shutdown};
+use tokio::task::JoinHandle;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+pub use error::ConnectorsError;
+pub use forwarding::api::ConnectorApi;
+pub use forwarding::consumer::ForwardingConsumer;
+pub use forwarding::{Disposition, Forwarder, ForwardingState, Incoming};
+pub use orb::{OrbApiKey, OrbClient};
+
+/// The name this service reports to telemetry.
+pub const SERVICE_NAME: &str = "tally-connectors";
+
+/// The log target of the start-up notice about a missing `ORB_API_KEY`.
+pub const SETUP_LOG_TARGET: &str = "tally_connectors::setup";
+
+/// Connectors' subscription to `usage-accepted`: unordered, the events of a
+/// customer may reach Orb in any order (Orb places them by timestamp).
+pub const USAGE_ACCEPTED_SUBSCRIPTION: &str = "connectors-usage-accepted";
+
+/// What connectors needs from the composition root.
+#[derive(Debug, Clone)]
+pub struct ConnectorsDeps {
+    /// The database (schema `connectors`).
+    pub pool: PgPool,
+    /// The bus (`usage-accepted` in).
+    pub bus: SharedBus,
+    /// The service clock.
+    pub clock: SharedClock,
+    /// The `[connectors]` section.
+    pub config: ConnectorsConfig,
+    /// `ORB_API_KEY`; without it nothing is forwarded (the API serves).
+    pub orb_api_key: Option<OrbApiKey>,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_delivery_attempts: u32,
+}
+
+/// Why connectors did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorsStartError {
+    /// The bus refused a topic or subscription.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The HTTP client could not be built (TLS roots).
+    #[error("cannot build the Orb HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A running connectors service.
+#[derive(Debug, Clone)]
+pub struct Connectors {
+    deps: ConnectorsDeps,
+    orb: Option<OrbClient>,
+}
+
+impl Connectors {
+    /// Builds connectors; with an Orb key, ensures the subscription it reads.
+    pub async fn start(deps: ConnectorsDeps) -> Result<Self, ConnectorsStartError> {
+        let orb = match &deps.orb_api_key {
+            Some(key) => Some(OrbClient::new(&deps.config, key.clone())?),
+            None => {
+                tracing::warn!(
+                    target: SETUP_LOG_TARGET,
+                    "{} is not set: accepted usage is not forwarded to Orb (ConnectorService still serves)",
+                    orb::API_KEY_VARIABLE
+                );
+                None
+            }
+        };
+        if orb.is_some() {
+            deps.bus.ensure_topic(topics::USAGE_ACCEPTED).await?;
+            deps.bus
+                .ensure_subscription(&subscription(deps.max_delivery_attempts))
+                .await?;
+        }
+        Ok(Self { deps, orb })
+    }
+
+    /// The Orb client, when `ORB_API_KEY` is set.
+    pub fn orb(&self) -> Option<&OrbClient> {
+        self.orb.as_ref()
+    }
+
+    /// The forwarder (for in-process callers and tests); `None` without a key.
+    pub fn forwarder(&self) -> Option<Forwarder> {
+        self.orb.as_ref().map(|orb| {
+            Forwarder::new(
+                self.deps.pool.clone(),
+                Arc::clone(&self.deps.clock),
+                orb.clone(),
+                USAGE_ACCEPTED_SUBSCRIPTION,
+            )
+        })
+    }
+
+    /// The gRPC service of connectors, ready to serve.
+    pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
+        let api = ConnectorServiceServer::new(ConnectorApi::new(
+            self.deps.pool.clone(),
+            Arc::clone(&self.deps.clock),
+        ))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+        GrpcServer::new(
+            move |routes: Routes| routes.add_service(api),
+            vec![<ConnectorServiceServer<ConnectorApi> as NamedService>::NAME],
+        )
+    }
+
+    /// Starts the forwarding consumer (only with an Orb key); it stops on `shutdown`.
+    pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        let Some(forwarder) = self.forwarder() else {
+            return Vec::new();
+        };
+        let consumer = ForwardingConsumer::new(
+            Arc::clone(&self.deps.bus),
+            subscription(self.deps.max_delivery_attempts),
+            forwarder,
+            self.deps.config.orb_batch_events,
+        );
+        let shutdown = shutdown.clone();
+        vec![tokio::spawn(async move {
+            if let Err(error) = consumer.run(shutdown).await {
+                tracing::error!(%error, subscription = USAGE_ACCEPTED_SUBSCRIPTION, "the orb forwarding consumer stopped");
+            }
+        })]
+    }
+}
+
+fn subscription(max_delivery_attempts: u32) -> SubscriptionConfig {
+    SubscriptionConfig::unordered(USAGE_ACCEPTED_SUBSCRIPTION, topics::USAGE_ACCEPTED)
+        .with_max_delivery_attempts(max_delivery_attempts)
+}
