@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tally_audit::{Entry, Origin, Schema};
+use tally_proto::events::{PaymentEvent, payment_event};
 use tally_proto::invoicing::{self as proto, CreditNoteReason};
 
 use crate::Context;
@@ -114,6 +115,63 @@ impl Context {
             .await
             .map_err(InvoicingError::internal)?;
         Ok(())
+    }
+
+    /// After payment event `event` (applied under `key`) changed its invoice
+    /// from `before`: `invoice.<event kind>` (`invoice.payment_succeeded`,
+    /// `invoice.uncollectible`, `invoice.refunded`, …) by
+    /// `payment_event:<key>`, the payment and refund ids as comment. Nothing
+    /// when the invoice did not change (a failed payment moves only the
+    /// subscription).
+    pub(crate) async fn audit_payment_event(
+        &self,
+        connection: &mut PgConnection,
+        event: &PaymentEvent,
+        key: &str,
+        before: Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let row = store::load(&mut *connection, &event.invoice_id, false).await?;
+        let after = invoice_state(&row);
+        if after == before {
+            return Ok(());
+        }
+        let (kind, refund_id) = match &event.kind {
+            Some(payment_event::Kind::Succeeded(_)) => ("payment_succeeded", ""),
+            Some(payment_event::Kind::Failed(_)) => ("payment_failed", ""),
+            Some(payment_event::Kind::Uncollectible(_)) => ("uncollectible", ""),
+            Some(payment_event::Kind::Refunded(refunded)) => {
+                ("refunded", refunded.refund_id.as_str())
+            }
+            Some(payment_event::Kind::RefundFailed(failed)) => {
+                ("refund_failed", failed.refund_id.as_str())
+            }
+            Some(payment_event::Kind::DisputeCreated(_)) => ("disputed", ""),
+            Some(payment_event::Kind::DunningStep(_)) => ("dunning_step", ""),
+            None => ("changed", ""),
+        };
+        let payment_id = event
+            .payment
+            .as_ref()
+            .map_or("", |payment| payment.id.as_str());
+        let comment = [("payment", payment_id), ("refund", refund_id)]
+            .iter()
+            .filter(|(_, id)| !id.is_empty())
+            .map(|(name, id)| format!("{name} {id}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let origin = Origin::system(format!("payment_event:{key}"));
+        let entry = self
+            .audit_entry(
+                now,
+                &format!("invoice.{kind}"),
+                ("invoice", &row.id),
+                &origin,
+            )
+            .comment(comment)
+            .before(before)
+            .after(after);
+        self.audit(connection, entry).await
     }
 
     /// `invoice.finalized` for each of `finalized` (rows as they are now),

@@ -47,13 +47,14 @@ fn amount_of(value: Option<&tally_proto::common::Money>) -> Decimal {
 }
 
 impl Context {
-    /// Applies one payment event (inside the caller's transaction).
+    /// Applies one payment event (inside the caller's transaction); returns
+    /// the invoice as it was before, for the audit entry.
     pub(crate) async fn apply_payment_event(
         &self,
         connection: &mut PgConnection,
         event: &PaymentEvent,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<serde_json::Value> {
         let Some(kind) = &event.kind else {
             return Err(InvoicingError::invalid(
                 "kind",
@@ -77,6 +78,7 @@ impl Context {
             .execute(&mut *connection)
             .await?;
         let row = store::load(&mut *connection, &event.invoice_id, true).await?;
+        let before = crate::audit::invoice_state(&row);
         let currency = row.currency()?;
         match kind {
             payment_event::Kind::Succeeded(succeeded) => {
@@ -182,7 +184,7 @@ impl Context {
             }
             payment_event::Kind::DisputeCreated(_) | payment_event::Kind::DunningStep(_) => {}
         }
-        Ok(())
+        Ok(before)
     }
 }
 
@@ -217,8 +219,12 @@ impl MessageHandler for PaymentEvents {
             )
             .await?
             {
-                self.ctx
+                let before = self
+                    .ctx
                     .apply_payment_event(&mut transaction, &event, now)
+                    .await?;
+                self.ctx
+                    .audit_payment_event(&mut transaction, &event, key, before, now)
                     .await?;
             }
             transaction.commit().await?;

@@ -257,3 +257,88 @@ async fn assert_no_secret(h: &Harness, key: &str) {
         );
     }
 }
+
+/// A payment-events message for `event`.
+fn message(event: &tally_proto::events::PaymentEvent) -> tally_bus::Message {
+    use prost::Message as _;
+    tally_bus::Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
+        .with_id(event.event_id.clone())
+}
+
+#[tokio::test]
+async fn payment_events_that_change_an_invoice_are_audited_once_by_the_event() {
+    use tally_bus::consumer::MessageHandler as _;
+    use tally_proto::events::{PaymentEvent, payment_event};
+
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let (customer, _, invoice) = h.first_invoice("25.00").await;
+    let handler = h.invoicing.payment_events();
+    let event = |id: &str, kind| PaymentEvent {
+        event_id: id.into(),
+        invoice_id: invoice.clone(),
+        customer_id: customer.clone(),
+        kind: Some(kind),
+        ..Default::default()
+    };
+    // A failed payment moves only the subscription: no invoice entry.
+    let failed = event(
+        "pevt_1",
+        payment_event::Kind::Failed(payment_event::Failed {
+            amount: usd("25.00"),
+            attempt_number: 1,
+            failure_code: "card_declined".into(),
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&failed), 1).await.unwrap();
+    let succeeded = event(
+        "pevt_evt_2",
+        payment_event::Kind::Succeeded(payment_event::Succeeded {
+            amount: usd("25.00"),
+            attempt_number: 2,
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&succeeded), 1).await.unwrap();
+    handler.handle(&message(&succeeded), 2).await.unwrap(); // redelivered
+    let refunded = event(
+        "pevt_ref_1_refunded",
+        payment_event::Kind::Refunded(payment_event::Refunded {
+            refund_id: "ref_1".into(),
+            amount: usd("10.00"),
+            ..Default::default()
+        }),
+    );
+    handler.handle(&message(&refunded), 1).await.unwrap();
+
+    let all = entries(&h).await;
+    let by_events: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|entry| entry.actor_id.starts_with("payment_event:"))
+        .map(|entry| (entry.action.as_str(), entry.actor_id.as_str()))
+        .collect();
+    assert_eq!(
+        by_events,
+        vec![
+            ("invoice.payment_succeeded", "payment_event:pevt_evt_2"),
+            ("invoice.refunded", "payment_event:pevt_ref_1_refunded"),
+        ]
+    );
+    let paid = of(&all, "invoice.payment_succeeded", &invoice)[0];
+    assert_eq!(state(paid.before_state.as_ref())["status"], "finalized");
+    let after = state(paid.after_state.as_ref());
+    assert_eq!(
+        (after["status"].as_str(), after["amount_paid"].as_str()),
+        (Some("paid"), Some("25.00"))
+    );
+    let refund = of(&all, "invoice.refunded", &invoice)[0];
+    assert_eq!(refund.comment.as_deref(), Some("refund ref_1"));
+    assert_eq!(
+        state(refund.after_state.as_ref())["amount_credited"],
+        "10.00"
+    );
+    let verification = tally_audit::verify(&h.db.pool, Schema::Invoicing)
+        .await
+        .unwrap();
+    assert_eq!(verification.broken, None);
+}
