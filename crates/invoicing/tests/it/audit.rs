@@ -258,15 +258,9 @@ async fn assert_no_secret(h: &Harness, key: &str) {
     }
 }
 
-/// A payment-events message for `event`.
-fn message(event: &tally_proto::events::PaymentEvent) -> tally_bus::Message {
-    use prost::Message as _;
-    tally_bus::Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
-        .with_id(event.event_id.clone())
-}
-
 #[tokio::test]
 async fn payment_events_that_change_an_invoice_are_audited_once_by_the_event() {
+    use crate::payments::message;
     use tally_bus::consumer::MessageHandler as _;
     use tally_proto::events::{PaymentEvent, payment_event};
 

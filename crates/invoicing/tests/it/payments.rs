@@ -9,7 +9,7 @@ use tally_proto::invoicing::{InvoiceStatus, ListCreditNotesRequest, Subscription
 
 use crate::support::*;
 
-fn message(event: &PaymentEvent) -> Message {
+pub(crate) fn message(event: &PaymentEvent) -> Message {
     Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
         .with_id(event.event_id.clone())
 }
