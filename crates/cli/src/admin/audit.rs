@@ -152,6 +152,36 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Prints the audit timeline of `resource` under a "history" heading (the
+/// invoice view's last section). A service that does not answer for the
+/// chain, or a key that may not read it, leaves a note instead of failing
+/// the view.
+#[allow(clippy::print_stdout)]
+pub async fn print_timeline(target: &Target, resource: &str) -> anyhow::Result<()> {
+    let request = ListAuditEntriesRequest {
+        resource_id: resource.to_owned(),
+        ..Default::default()
+    };
+    heading("history");
+    let mut client = client(target).await?;
+    match client.list_audit_entries(request).await {
+        Ok(response) => {
+            let entries = response.into_inner().entries;
+            if entries.is_empty() {
+                println!("(no audit entries)");
+            } else {
+                entries_table(&entries).print();
+            }
+        }
+        Err(status) => println!(
+            "(not shown: ListAuditEntries answered {:?}: {})",
+            status.code(),
+            status.message()
+        ),
+    }
+    Ok(())
+}
+
 async fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(AuditServiceClient::new(
         connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,

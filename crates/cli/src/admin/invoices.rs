@@ -167,7 +167,11 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
                 &found,
                 "tally.invoicing.v1.Invoice",
                 print_invoice,
-            )
+            )?;
+            if target.output == super::Output::Table {
+                super::audit::print_timeline(&target, &invoice).await?;
+            }
+            Ok(())
         }
     }
 }

@@ -123,6 +123,18 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
     assert_eq!(timeline[1]["actor"]["name"], "admin-test-admin");
     assert_eq!(timeline[1]["chain"], "invoicing");
 
+    // The invoice view ends with its timeline.
+    let view = run(&key, &["invoices", "show", &invoice, "--address", address]).expect(0);
+    let history = view.stdout.split("history:").nth(1).unwrap_or_default();
+    for part in [
+        "invoice.finalized",
+        "bill_run",
+        "invoice.voided",
+        "wrong customer",
+    ] {
+        assert!(history.contains(part), "no `{part}` in:\n{}", view.stdout);
+    }
+
     // `show`, as text: the before and after states.
     let shown = run(
         &key,
