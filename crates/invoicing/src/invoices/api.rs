@@ -1,8 +1,8 @@
 //! The tonic `InvoiceService`: thin, each call delegates to its feature module.
 
+use tally_audit::Origin;
 use tally_proto::invoicing::invoice_service_server::InvoiceService;
 use tally_proto::invoicing::{self as proto};
-use tally_audit::Origin;
 use tonic::{Request, Response, Status};
 
 use crate::error::Result;
@@ -63,10 +63,7 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::VoidInvoiceRequest>,
     ) -> Result<Response<proto::VoidInvoiceResponse>, Status> {
         let origin = Origin::from_request(&request);
-        let invoice = self
-            .ctx
-            .void_invoice(request.into_inner(), &origin)
-            .await?;
+        let invoice = self.ctx.void_invoice(request.into_inner(), &origin).await?;
         Ok(Response::new(proto::VoidInvoiceResponse {
             invoice: Some(invoice),
         }))
