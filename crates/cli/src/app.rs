@@ -32,16 +32,19 @@ pub enum ServiceKind {
     Payments,
     /// The general ledger, revenue recognition and analytics.
     Finance,
+    /// Tally beside external billing systems (usage forwarded to Orb).
+    Connectors,
 }
 
 impl ServiceKind {
     /// Every service, in flow order.
-    pub const ALL: [ServiceKind; 5] = [
+    pub const ALL: [ServiceKind; 6] = [
         ServiceKind::Ingest,
         ServiceKind::Rating,
         ServiceKind::Invoicing,
         ServiceKind::Payments,
         ServiceKind::Finance,
+        ServiceKind::Connectors,
     ];
 
     /// The name `tally serve` takes.
@@ -52,6 +55,7 @@ impl ServiceKind {
             ServiceKind::Invoicing => "invoicing",
             ServiceKind::Payments => "payments",
             ServiceKind::Finance => "finance",
+            ServiceKind::Connectors => "connectors",
         }
     }
 
@@ -62,7 +66,7 @@ impl ServiceKind {
             ServiceKind::Rating => &["peers.ingest_url"],
             ServiceKind::Invoicing => &["peers.rating_url"],
             ServiceKind::Payments => &["peers.invoicing_url"],
-            ServiceKind::Finance => &[],
+            ServiceKind::Finance | ServiceKind::Connectors => &[],
         }
     }
 
@@ -74,6 +78,7 @@ impl ServiceKind {
             ServiceKind::Invoicing => tally_invoicing::SERVICE_NAME,
             ServiceKind::Payments => tally_payments::SERVICE_NAME,
             ServiceKind::Finance => tally_finance::SERVICE_NAME,
+            ServiceKind::Connectors => tally_connectors::SERVICE_NAME,
         }
     }
 
@@ -84,7 +89,7 @@ impl ServiceKind {
             ServiceKind::Rating => Some(tally_audit::Schema::Rating),
             ServiceKind::Invoicing => Some(tally_audit::Schema::Invoicing),
             ServiceKind::Payments => Some(tally_audit::Schema::Payments),
-            ServiceKind::Finance => None,
+            ServiceKind::Finance | ServiceKind::Connectors => None,
         }
     }
 
@@ -192,6 +197,23 @@ impl ServiceKind {
                 .context("starting finance")?;
                 let tasks = finance.spawn_background(shutdown);
                 finance
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
+            }
+            ServiceKind::Connectors => {
+                let connectors =
+                    tally_connectors::Connectors::start(tally_connectors::ConnectorsDeps {
+                        pool: handles.pool.clone(),
+                        bus: Arc::clone(&handles.bus),
+                        clock: Arc::clone(&handles.clock),
+                        config: handles.config.connectors.clone(),
+                        orb_api_key: tally_connectors::OrbApiKey::from_env(),
+                        max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+                    })
+                    .await
+                    .context("starting connectors")?;
+                let tasks = connectors.spawn_background(shutdown);
+                connectors
                     .grpc_server(max_message_bytes)
                     .with_background_tasks(tasks)
             }

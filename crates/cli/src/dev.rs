@@ -93,6 +93,14 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             tally_payments::SETUP_LOG_TARGET
         );
     }
+    if orb_unconfigured() {
+        // Said once in the banner too: forwarding to Orb is opt-in.
+        config.telemetry.log_filter = format!(
+            "{},{}=off",
+            config.telemetry.log_filter,
+            tally_connectors::SETUP_LOG_TARGET
+        );
+    }
     if let Some(listen) = args.listen {
         config.grpc.listen_addr = listen;
     }
@@ -385,9 +393,20 @@ fn print_banner(
              (set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to collect)"
         );
     }
+    if orb_unconfigured() {
+        println!(
+            "  Orb                   not configured: usage is not forwarded \
+             (set ORB_API_KEY, then `tally connectors orb map`)"
+        );
+    }
     println!();
     println!("  ctrl-c stops everything; data is kept for the next run");
     println!();
+}
+
+/// Whether `ORB_API_KEY` is unset (connectors then forwards nothing).
+fn orb_unconfigured() -> bool {
+    std::env::var_os(tally_connectors::orb::API_KEY_VARIABLE).is_none_or(|key| key.is_empty())
 }
 
 #[cfg(test)]

@@ -114,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::finance::FinanceCommand,
     },
+    /// Connectors to external billing systems: Orb customer mapping and forwarded usage.
+    Connectors {
+        #[command(subcommand)]
+        command: admin::connectors::ConnectorsCommand,
+    },
     /// The audit log: list and show entries, verify the chains, print their heads.
     Audit {
         #[command(subcommand)]
@@ -180,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits { command } => admin::credits::run(command).await,
         Command::Audit { command } => admin::audit::run(command).await,
         Command::Finance { command } => admin::finance::run(command).await,
+        Command::Connectors { command } => admin::connectors::run(command).await,
         Command::Usage { command } => admin::usage::run(command).await,
     }
 }

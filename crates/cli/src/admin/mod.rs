@@ -17,6 +17,7 @@ pub mod catalog_delete;
 mod catalog_file;
 pub mod catalog_show;
 pub mod clock;
+pub mod connectors;
 pub mod credits;
 pub mod customers;
 pub mod finance;

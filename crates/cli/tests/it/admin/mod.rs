@@ -6,6 +6,7 @@ mod billing;
 mod catalog;
 mod clock;
 mod config;
+mod connectors;
 mod events;
 mod finance;
 mod finance_mrr;

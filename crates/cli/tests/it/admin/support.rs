@@ -132,6 +132,7 @@ impl Dev {
             )
             .env_remove("TALLY_CONFIG")
             .env_remove("STRIPE_API_KEY")
+            .env_remove("ORB_API_KEY")
             // Its admin key is kept in the data directory: one per test.
             .env(
                 "TALLY_DEV_DIR",
