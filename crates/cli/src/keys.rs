@@ -83,7 +83,9 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 );
             }
             let ids = ClockIds::new(Arc::clone(&clock));
-            match auth::register_key(&pool, &ids, &clock, &name, &plaintext, &scopes).await? {
+            match register_audited(&pool, &ids, &clock, (&name, &plaintext, &from_env), &scopes)
+                .await?
+            {
                 auth::Registered::Created(id) => {
                     eprintln!("registered {id} ({name}) from {from_env}");
                 }
@@ -180,6 +182,40 @@ pub async fn create_audited(
     tally_audit::record(&mut transaction, Schema::Auth, entry).await?;
     transaction.commit().await?;
     Ok((id, plaintext))
+}
+
+/// Registers a key held in `from_env` (`tally keys register`); a new
+/// registration writes its `api_key.created` entry (by `tally_keys`, "registered
+/// from <variable>") in the same transaction. An existing or revoked key
+/// changes nothing and writes nothing.
+async fn register_audited(
+    pool: &sqlx::PgPool,
+    ids: &ClockIds,
+    clock: &tally_runtime::SharedClock,
+    (name, plaintext, from_env): (&str, &str, &str),
+    scopes: &BTreeSet<Scope>,
+) -> anyhow::Result<auth::Registered> {
+    let mut transaction = pool.begin().await?;
+    let registered =
+        auth::register_key(&mut transaction, ids, clock, name, plaintext, scopes).await?;
+    if let auth::Registered::Created(id) = &registered {
+        let scope_names: Vec<String> = scopes
+            .iter()
+            .map(|scope| scope.as_str().to_owned())
+            .collect();
+        let entry = Entry::minted(
+            ids,
+            clock.now(),
+            "api_key.created",
+            ("api_key", id),
+            &Origin::system(KEYS_JOB),
+        )
+        .comment(format!("registered from {from_env}"))
+        .after(key_state(id, name, &scope_names, None));
+        tally_audit::record(&mut transaction, Schema::Auth, entry).await?;
+    }
+    transaction.commit().await?;
+    Ok(registered)
 }
 
 /// Revokes a live key and writes its `api_key.revoked` entry in one

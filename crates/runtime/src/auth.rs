@@ -292,9 +292,10 @@ pub enum Registered {
 
 /// Registers a key whose plaintext the caller holds (a peer key kept in a
 /// Secret), unless it is registered already; idempotent, so a deployment
-/// can run it at every upgrade. Only the hash is stored.
+/// can run it at every upgrade. Only the hash is stored. Runs on the
+/// caller's connection (in `tally keys register`'s audited transaction).
 pub async fn register_key(
-    pool: &PgPool,
+    connection: &mut sqlx::PgConnection,
     ids: &dyn IdGenerator,
     clock: &SharedClock,
     name: &str,
@@ -313,7 +314,7 @@ pub async fn register_key(
     .bind(&key_hash)
     .bind(&scope_names)
     .bind(clock.now())
-    .execute(pool)
+    .execute(&mut *connection)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(Registered::Created(id));
@@ -322,7 +323,7 @@ pub async fn register_key(
         "SELECT id, scopes, revoked_at IS NOT NULL FROM tally_auth.api_keys WHERE key_hash = $1",
     )
     .bind(&key_hash)
-    .fetch_one(pool)
+    .fetch_one(&mut *connection)
     .await?;
     if revoked {
         return Ok(Registered::Revoked(id));

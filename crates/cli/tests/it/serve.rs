@@ -751,4 +751,31 @@ async fn keys_register_is_idempotent_and_refuses_a_revoked_or_short_key() {
     let stderr = String::from_utf8_lossy(&after.stderr);
     assert!(!after.status.success(), "a revoked key came back");
     assert!(stderr.contains("revoked"), "{stderr}");
+
+    // The audit chain `auth`: one registration and one revocation, whatever
+    // the repeated and refused calls, never the key itself.
+    let audited: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT action, comment, coalesce(after_state, '') FROM tally_auth.audit_log \
+         WHERE resource_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    let actions: Vec<(&str, Option<&str>)> = audited
+        .iter()
+        .map(|(action, comment, _)| (action.as_str(), comment.as_deref()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("api_key.created", Some("registered from TALLY_API_KEY")),
+            ("api_key.revoked", None)
+        ]
+    );
+    assert!(
+        audited
+            .iter()
+            .all(|(_, _, after)| !after.contains(peer_key))
+    );
 }
