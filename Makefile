@@ -14,8 +14,10 @@ demo:
 install:
 	cargo install --path crates/cli --locked
 
-# The whole test suite (starts its own PostgreSQL and Pub/Sub emulator).
+# The whole test suite (starts its own PostgreSQL and Pub/Sub emulator; installs
+# Orb's Python SDK into ~/.cache/tally-tools once, for the fake Orb's check).
 test:
+	.ci/test-tools
 	cargo test --workspace
 
 lint:
