@@ -18,6 +18,7 @@
 // Complete Stripe objects are large `json!` literals.
 #![recursion_limit = "256"]
 
+mod audit;
 mod books;
 mod cluster;
 mod crash;
@@ -665,6 +666,7 @@ async fn pay_by_transfer_and_refund(month: &mut Month, december: &Invoice) {
     let signature = stripe::signature(&payload, now);
     let delivered = post_webhook(&cluster.webhook_url, &payload, &signature).await;
     assert_eq!(delivered, (200, "no change".to_owned()));
+    audit::check_timeline(cluster, &december.id, &payment[0].id);
 }
 
 /// Credit notes issued in invoicing now become Stripe credit notes
