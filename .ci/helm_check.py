@@ -54,7 +54,7 @@ from fake_kube import FakeKube
 import live_deploy_check
 
 CHART = ROOT / "helm" / "tally"
-SERVICES = ["ingest", "rating", "invoicing", "payments", "finance"]
+SERVICES = ["ingest", "rating", "invoicing", "payments", "finance", "connectors"]
 # The grpc.health.v1 name each service reports readiness under.
 READINESS_SERVICES = {
     "ingest": "tally.ingest.v1.IngestService",
@@ -62,6 +62,7 @@ READINESS_SERVICES = {
     "invoicing": "tally.invoicing.v1.InvoiceService",
     "payments": "tally.payments.v1.PaymentService",
     "finance": "tally.finance.v1.LedgerService",
+    "connectors": "tally.connectors.v1.ConnectorService",
 }
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 NAMESPACE = "billing"
@@ -263,8 +264,16 @@ def check_release(checks: Checks, label: str, values: dict, release: dict) -> No
             topic = entry.split("=", 1)[1].split(":")[0]
             checks.check(topic in code_topics(), f"{prefix} subscription {entry} reads a known topic")
         named = {entry.split("=", 1)[0] for entry in entries}
+        listed = {subscription["name"] for subscription in effective["pubsub"]["subscriptions"]}
         for constant, name in code_subscriptions().items():
-            checks.check(name in named, f"{prefix} pubsub.subscriptions lacks {name} ({constant})")
+            checks.check(name in listed, f"{prefix} pubsub.subscriptions lacks {name} ({constant})")
+            # Only the subscriptions of enabled services are created: an unread one
+            # would keep every message for Pub/Sub's retention.
+            owner = constant.split("/")[1]
+            wanted = effective["services"].get(owner, {}).get("enabled", True)
+            checks.check((name in named) == wanted,
+                         f"{prefix} the setup Job {'creates' if wanted else 'does not create'} {name} "
+                         f"(services.{owner} is {'enabled' if wanted else 'disabled'})")
         # Each entry's `service` is the crate that names the subscription.
         owners = {name: constant.split("/")[1] for constant, name in code_subscriptions().items()}
         for subscription in effective["pubsub"]["subscriptions"]:

@@ -116,7 +116,11 @@ securityContext:
 {{- define "tally.pubsubSubscriptions" -}}
 {{- $pairs := list }}
 {{- range .Values.pubsub.subscriptions }}
+{{- /* A disabled service's subscription would only pile up messages. */}}
+{{- $owner := index $.Values.services .service | default dict }}
+{{- if ($owner.enabled | default false) }}
 {{- $pairs = append $pairs (printf "%s=%s:%d%s" .name .topic (int (.ackDeadlineSeconds | default $.Values.pubsub.ackDeadlineSeconds)) (ternary ":ordered" "" (.ordered | default false))) }}
+{{- end }}
 {{- end }}
 {{- join " " $pairs }}
 {{- end }}
@@ -212,7 +216,7 @@ The grpc.health.v1 name a service reports its readiness under (its first
 gRPC service; the empty name is liveness).
 */}}
 {{- define "tally.readinessService" -}}
-{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" "finance" "tally.finance.v1.LedgerService" -}}
+{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" "finance" "tally.finance.v1.LedgerService" "connectors" "tally.connectors.v1.ConnectorService" -}}
 {{- required (printf "no readiness service name for service %q" .) (get $names .) | quote -}}
 {{- end }}
 
