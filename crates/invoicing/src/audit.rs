@@ -85,6 +85,31 @@ pub(crate) fn credit_note_state(note: &proto::CreditNote) -> Value {
     })
 }
 
+/// What the audit log keeps of a credit grant.
+pub(crate) fn credit_grant_state(grant: &proto::CreditGrant) -> Value {
+    let money = |value: &Option<tally_proto::common::Money>| {
+        value
+            .as_ref()
+            .map(|money| json!({ "amount": money.amount, "currency": money.currency }))
+    };
+    let instant =
+        |value: &Option<prost_types::Timestamp>| crate::wire::instant(value.as_ref()).map(time);
+    json!({
+        "id": grant.id,
+        "customer_id": grant.customer_id,
+        "kind": proto::CreditGrantKind::try_from(grant.kind)
+            .map_or_else(|_| grant.kind.to_string(), |kind| kind.as_str_name().to_owned()),
+        "status": proto::CreditGrantStatus::try_from(grant.status)
+            .map_or_else(|_| grant.status.to_string(), |status| status.as_str_name().to_owned()),
+        "amount": money(&grant.amount),
+        "remaining": money(&grant.remaining),
+        "priority": grant.priority,
+        "effective_at": instant(&grant.effective_at),
+        "expires_at": instant(&grant.expires_at),
+        "description": grant.description,
+    })
+}
+
 /// `duplicate`, `fraudulent`, … (the enum's name without its prefix).
 pub(crate) fn reason_name(reason: i32) -> String {
     CreditNoteReason::try_from(reason)

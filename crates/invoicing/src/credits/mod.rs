@@ -61,7 +61,11 @@ fn grant_kind(value: i32) -> Result<bool> {
 }
 
 impl Context {
-    async fn grant_credit(&self, request: proto::GrantCreditRequest) -> Result<proto::CreditGrant> {
+    async fn grant_credit(
+        &self,
+        request: proto::GrantCreditRequest,
+        origin: &tally_audit::Origin,
+    ) -> Result<proto::CreditGrant> {
         const METHOD: &str = "GrantCredit";
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
@@ -128,13 +132,25 @@ impl Context {
         )
         .await?;
         idem.record(&mut transaction, &grant.id, now).await?;
+        let granted = grant.to_proto(now)?;
+        let entry = self
+            .audit_entry(
+                now,
+                "credit_grant.granted",
+                ("credit_grant", &grant.id),
+                origin,
+            )
+            .comment(request.description.clone())
+            .after(crate::audit::credit_grant_state(&granted));
+        self.audit(&mut transaction, entry).await?;
         transaction.commit().await?;
-        grant.to_proto(now)
+        Ok(granted)
     }
 
     async fn void_credit_grant(
         &self,
         request: proto::VoidCreditGrantRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::CreditGrant> {
         const METHOD: &str = "VoidCreditGrant";
         let mut violations = Violations::default();
@@ -196,9 +212,22 @@ impl Context {
         )
         .await?;
         idem.record(&mut transaction, &grant.id, now).await?;
+        let before = crate::audit::credit_grant_state(&grant.to_proto(now)?);
         let grant = load_grant(&mut transaction, &grant.id, false).await?;
+        let voided = grant.to_proto(now)?;
+        let entry = self
+            .audit_entry(
+                now,
+                "credit_grant.voided",
+                ("credit_grant", &grant.id),
+                origin,
+            )
+            .reason(request.reason.clone())
+            .before(before)
+            .after(crate::audit::credit_grant_state(&voided));
+        self.audit(&mut transaction, entry).await?;
         transaction.commit().await?;
-        grant.to_proto(now)
+        Ok(voided)
     }
 
     async fn credit_balance(
@@ -369,7 +398,8 @@ impl CreditService for crate::InvoicingApi {
         &self,
         request: Request<proto::GrantCreditRequest>,
     ) -> Result<Response<proto::GrantCreditResponse>, Status> {
-        let grant = self.ctx.grant_credit(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let grant = self.ctx.grant_credit(request.into_inner(), &origin).await?;
         Ok(Response::new(proto::GrantCreditResponse {
             credit_grant: Some(grant),
         }))
@@ -379,7 +409,11 @@ impl CreditService for crate::InvoicingApi {
         &self,
         request: Request<proto::VoidCreditGrantRequest>,
     ) -> Result<Response<proto::VoidCreditGrantResponse>, Status> {
-        let grant = self.ctx.void_credit_grant(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let grant = self
+            .ctx
+            .void_credit_grant(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::VoidCreditGrantResponse {
             credit_grant: Some(grant),
         }))

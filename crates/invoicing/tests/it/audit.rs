@@ -336,3 +336,69 @@ async fn payment_events_that_change_an_invoice_are_audited_once_by_the_event() {
         .unwrap();
     assert_eq!(verification.broken, None);
 }
+
+#[tokio::test]
+async fn credit_grants_and_their_voids_are_audited_with_the_caller() {
+    use tally_proto::invoicing::credit_service_client::CreditServiceClient;
+
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let customer = h.customer("acme").await;
+    let (channel, key) = serve_with_key(
+        h.invoicing.grpc_server(16 << 20),
+        &h.shutdown,
+        "key_finance",
+        "finance-team",
+        &[Scope::Write],
+    )
+    .await
+    .unwrap();
+    let mut credits = CreditServiceClient::new(channel);
+    let grant = GrantCreditRequest {
+        idempotency_key: "grant-1".into(),
+        customer_id: customer.clone(),
+        kind: CreditGrantKind::Promotional as i32,
+        amount: usd("15.00"),
+        description: "launch promotion".into(),
+        ..Default::default()
+    };
+    let granted = credits
+        .grant_credit(grant.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .credit_grant
+        .unwrap();
+    credits.grant_credit(grant).await.unwrap(); // a replay
+    let void = VoidCreditGrantRequest {
+        idempotency_key: "void-grant-1".into(),
+        credit_grant_id: granted.id.clone(),
+        reason: "granted to the wrong customer".into(),
+    };
+    credits.void_credit_grant(void.clone()).await.unwrap();
+    credits.void_credit_grant(void).await.unwrap(); // a replay
+
+    let all = entries(&h).await;
+    let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(actions, ["credit_grant.granted", "credit_grant.voided"]);
+    for entry in &all {
+        assert_eq!(entry.resource_id, granted.id);
+        assert_eq!(entry.actor_id, "key_finance");
+    }
+    assert_eq!(all[0].comment.as_deref(), Some("launch promotion"));
+    let after = state(all[0].after_state.as_ref());
+    assert_eq!(after["amount"]["amount"], "15.00");
+    assert_eq!(after["remaining"]["amount"], "15.00");
+    assert_eq!(
+        all[1].reason.as_deref(),
+        Some("granted to the wrong customer")
+    );
+    assert_eq!(
+        state(all[1].before_state.as_ref())["remaining"]["amount"],
+        "15.00"
+    );
+    assert_eq!(
+        state(all[1].after_state.as_ref())["status"],
+        "CREDIT_GRANT_STATUS_VOID"
+    );
+    assert_no_secret(&h, &key.plaintext).await;
+}
