@@ -18,8 +18,8 @@ use crate::support::*;
 type Client = InvoiceServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Invoicing served again with authentication, and a `write` key
-/// `key_finance` named `finance-team`. Returns the client and the key.
-async fn authenticated(h: &Harness) -> (Client, String) {
+/// `key_finance` named `finance-team`: a channel sending it, and the key.
+async fn authenticated_channel(h: &Harness) -> (InterceptedService<Channel, Bearer>, String) {
     let (channel, key) = serve_with_key(
         h.invoicing.grpc_server(16 << 20),
         &h.shutdown,
@@ -29,7 +29,13 @@ async fn authenticated(h: &Harness) -> (Client, String) {
     )
     .await
     .unwrap();
-    (InvoiceServiceClient::new(channel), key.plaintext)
+    (channel, key.plaintext)
+}
+
+/// [`authenticated_channel`]'s `InvoiceService` client and key.
+async fn authenticated(h: &Harness) -> (Client, String) {
+    let (channel, key) = authenticated_channel(h).await;
+    (InvoiceServiceClient::new(channel), key)
 }
 
 async fn entries(h: &Harness) -> Vec<StoredEntry> {
@@ -343,15 +349,7 @@ async fn credit_grants_and_their_voids_are_audited_with_the_caller() {
 
     let mut h = harness(at(2025, 1, 1), config(0)).await;
     let customer = h.customer("acme").await;
-    let (channel, key) = serve_with_key(
-        h.invoicing.grpc_server(16 << 20),
-        &h.shutdown,
-        "key_finance",
-        "finance-team",
-        &[Scope::Write],
-    )
-    .await
-    .unwrap();
+    let (channel, key) = authenticated_channel(&h).await;
     let mut credits = CreditServiceClient::new(channel);
     let grant = GrantCreditRequest {
         idempotency_key: "grant-1".into(),
@@ -400,5 +398,5 @@ async fn credit_grants_and_their_voids_are_audited_with_the_caller() {
         state(all[1].after_state.as_ref())["status"],
         "CREDIT_GRANT_STATUS_VOID"
     );
-    assert_no_secret(&h, &key.plaintext).await;
+    assert_no_secret(&h, &key).await;
 }
