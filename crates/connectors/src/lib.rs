@@ -140,6 +140,7 @@ impl Connectors {
             subscription(self.deps.max_delivery_attempts),
             forwarder,
             self.deps.config.orb_batch_events,
+            std::time::Duration::from_millis(self.deps.config.orb_retry_max_delay_ms),
         );
         let shutdown = shutdown.clone();
         vec![tokio::spawn(async move {

@@ -4,6 +4,12 @@
 //! its disposition. Poison (not a `UsageAccepted` version 1, undecodable) is
 //! dead-lettered at once; a message not settled is nacked, and
 //! dead-lettered after `max_delivery_attempts` (kept, never lost).
+//!
+//! When nothing of a batch could be settled (Orb down or refusing the key,
+//! the database down) the consumer pauses `cool_down` before reading on:
+//! redeliveries are then spaced out instead of spending every delivery
+//! attempt within seconds, so `bus.max_delivery_attempts` × the cool-down is
+//! how long Orb may be away before usage waits on the dead-letter topic.
 
 use std::time::Duration;
 
@@ -26,21 +32,25 @@ pub struct ForwardingConsumer {
     subscription: SubscriptionConfig,
     forwarder: Forwarder,
     batch_events: usize,
+    cool_down: Duration,
 }
 
 impl ForwardingConsumer {
-    /// A consumer of `subscription` forwarding batches of at most `batch_events`.
+    /// A consumer of `subscription` forwarding batches of at most
+    /// `batch_events`, pausing `cool_down` after a batch it could not settle at all.
     pub fn new(
         bus: SharedBus,
         subscription: SubscriptionConfig,
         forwarder: Forwarder,
         batch_events: usize,
+        cool_down: Duration,
     ) -> Self {
         Self {
             bus,
             subscription,
             forwarder,
             batch_events: batch_events.max(1),
+            cool_down,
         }
     }
 
@@ -51,7 +61,18 @@ impl ForwardingConsumer {
         while let Some(batch) =
             next_batch(stream.as_mut(), &shutdown, self.batch_events, GATHER_WINDOW).await
         {
-            self.process(batch).await;
+            let verdicts = self.process(batch).await;
+            if verdicts.iter().all(|verdict| *verdict == Verdict::Retried) {
+                tracing::warn!(
+                    count = verdicts.len(),
+                    cool_down_ms = self.cool_down.as_millis(),
+                    "no usage could be forwarded to orb; pausing before reading on"
+                );
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = tokio::time::sleep(self.cool_down) => {}
+                }
+            }
         }
         tracing::info!(subscription = %self.subscription.name, "orb forwarding consumer stopped");
         Ok(())

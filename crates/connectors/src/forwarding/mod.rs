@@ -252,12 +252,13 @@ impl Forwarder {
         for chunk in to_send.chunks(self.orb.batch_events()) {
             outcomes.extend(self.send(chunk).await);
         }
+        let sent_events: BTreeMap<usize, &OrbEvent> = to_send
+            .iter()
+            .map(|(index, event)| (*index, event))
+            .collect();
         for (index, outcome) in outcomes {
             let message = &batch[index];
-            let event = to_send
-                .iter()
-                .find(|(candidate, _)| *candidate == index)
-                .map(|(_, event)| event);
+            let event = sent_events.get(&index).copied();
             match outcome {
                 Outcome::Settled {
                     state,

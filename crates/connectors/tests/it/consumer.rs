@@ -37,13 +37,21 @@ async fn start(
     orb_url: &str,
     key: Option<OrbApiKey>,
 ) -> (Connectors, SharedBus) {
+    start_with(database, config(orb_url), key).await
+}
+
+async fn start_with(
+    database: &tally_testkit::postgres::TestDatabase,
+    config: tally_runtime::config::ConnectorsConfig,
+    key: Option<OrbApiKey>,
+) -> (Connectors, SharedBus) {
     let bus: SharedBus = Arc::new(InProcessBus::new());
     let clock: SharedClock = Arc::new(ManualClock::new(at("2026-12-07T12:00:00Z")));
     let connectors = Connectors::start(ConnectorsDeps {
         pool: database.pool.clone(),
         bus: Arc::clone(&bus),
         clock,
-        config: config(orb_url),
+        config,
         orb_api_key: key,
         max_delivery_attempts: 5,
     })
@@ -140,4 +148,52 @@ async fn without_an_orb_key_nothing_is_consumed_but_the_api_serves() {
     assert!(connectors.orb().is_none());
     assert!(connectors.spawn_background(&Shutdown::new()).is_empty());
     let _server = connectors.grpc_server(4 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn an_orb_outage_leaves_usage_on_the_bus_until_orb_is_back() {
+    let database = tally_testkit::postgres::database().await;
+    let (orb, fake) = fake_orb().await;
+    // One try per delivery and a short cool-down: each 503 is one delivery.
+    let config = tally_runtime::config::ConnectorsConfig {
+        orb_max_attempts: 1,
+        orb_retry_base_delay_ms: 1,
+        orb_retry_max_delay_ms: 50,
+        ..config(&orb.uri())
+    };
+    let (connectors, bus) = start_with(&database, config, Some(OrbApiKey::new(API_KEY))).await;
+    sqlx::query(
+        "INSERT INTO connectors.orb_customers VALUES ('cus_acme', 'acme-orb', now(), now())",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    fake.0
+        .lock()
+        .unwrap()
+        .script
+        .extend((0..3).map(|_| wiremock::ResponseTemplate::new(503)));
+    let shutdown = Shutdown::new();
+    let tasks = connectors.spawn_background(&shutdown);
+    bus.publish(topics::USAGE_ACCEPTED, accepted(1, "cus_acme", "evt_1"))
+        .await
+        .unwrap();
+    until_settled(&database.pool, 1).await;
+
+    assert_eq!(
+        orb.received_requests().await.unwrap().len(),
+        4,
+        "three 503s, then ingested"
+    );
+    assert_eq!(fake.0.lock().unwrap().ingested, ["cus_acme:evt_1"]);
+    let (state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM connectors.forwarded_events")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempts), ("forwarded", 1));
+    shutdown.trigger();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
