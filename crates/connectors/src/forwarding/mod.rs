@@ -209,7 +209,7 @@ impl Forwarder {
             .collect();
         let mapped = store::mappings(&self.pool, &customers).await?;
 
-        // Settled before: acked with an inbox record, nothing sent.
+        // Each message: done before, held back, settled now, or sent.
         let mut settled: Vec<(usize, Option<Settled>)> = Vec::new();
         let mut to_send: Vec<(usize, OrbEvent)> = Vec::new();
         let mut keys_in_batch = BTreeSet::new();
@@ -227,6 +227,7 @@ impl Forwarder {
                 continue;
             }
             if settled_before.contains(&(usage.customer_id.clone(), usage.event_id.clone())) {
+                // An inbox record for this message, nothing sent, no new state.
                 settled.push((index, None));
                 continue;
             }
