@@ -1,5 +1,5 @@
 //! The service as `tally serve connectors` runs it: `usage-accepted` on the
-//! in-process bus, the forwarding consumer, a fake Orb.
+//! in-process bus and on the Pub/Sub emulator, the forwarding consumer, a fake Orb.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,20 +32,36 @@ fn accepted(sequence: u64, customer: &str, event: &str) -> Message {
         .with_ordering_key(customer)
 }
 
+fn in_process() -> SharedBus {
+    Arc::new(InProcessBus::new())
+}
+
+/// The emulator, with topic and subscription names of this test's own.
+async fn emulator() -> SharedBus {
+    let host = tally_testkit::pubsub::emulator_host().await;
+    let prefix = format!("t{}-", tally_testkit::unique_suffix());
+    Arc::new(
+        tally_bus::PubSubBus::connect(tally_testkit::pubsub::TEST_PROJECT, Some(&host), &prefix)
+            .await
+            .unwrap()
+            .with_lease_extension(Duration::from_secs(10)),
+    )
+}
+
 async fn start(
     database: &tally_testkit::postgres::TestDatabase,
     orb_url: &str,
     key: Option<OrbApiKey>,
 ) -> (Connectors, SharedBus) {
-    start_with(database, config(orb_url), key).await
+    start_with(in_process(), database, config(orb_url), key).await
 }
 
 async fn start_with(
+    bus: SharedBus,
     database: &tally_testkit::postgres::TestDatabase,
     config: tally_runtime::config::ConnectorsConfig,
     key: Option<OrbApiKey>,
 ) -> (Connectors, SharedBus) {
-    let bus: SharedBus = Arc::new(InProcessBus::new());
     let clock: SharedClock = Arc::new(ManualClock::new(at("2026-12-07T12:00:00Z")));
     let connectors = Connectors::start(ConnectorsDeps {
         pool: database.pool.clone(),
@@ -77,10 +93,25 @@ async fn until_settled(pool: &sqlx::PgPool, expected: i64) {
 }
 
 #[tokio::test]
-async fn usage_on_the_bus_reaches_orb_once_even_when_redelivered() {
+async fn usage_on_the_in_process_bus_reaches_orb_once_even_when_redelivered() {
+    reaches_orb_once(in_process()).await;
+}
+
+#[tokio::test]
+async fn usage_on_the_pubsub_emulator_reaches_orb_once_even_when_redelivered() {
+    reaches_orb_once(emulator().await).await;
+}
+
+async fn reaches_orb_once(bus: SharedBus) {
     let database = tally_testkit::postgres::database().await;
     let (orb, fake) = fake_orb().await;
-    let (connectors, bus) = start(&database, &orb.uri(), Some(OrbApiKey::new(API_KEY))).await;
+    let (connectors, bus) = start_with(
+        bus,
+        &database,
+        config(&orb.uri()),
+        Some(OrbApiKey::new(API_KEY)),
+    )
+    .await;
     let api = tally_connectors::ConnectorApi::new(
         database.pool.clone(),
         Arc::new(ManualClock::new(at("2026-12-07T12:00:00Z"))),
@@ -151,7 +182,16 @@ async fn without_an_orb_key_nothing_is_consumed_but_the_api_serves() {
 }
 
 #[tokio::test]
-async fn an_orb_outage_leaves_usage_on_the_bus_until_orb_is_back() {
+async fn an_orb_outage_leaves_usage_on_the_in_process_bus_until_orb_is_back() {
+    outage(in_process()).await;
+}
+
+#[tokio::test]
+async fn an_orb_outage_leaves_usage_on_the_pubsub_emulator_until_orb_is_back() {
+    outage(emulator().await).await;
+}
+
+async fn outage(bus: SharedBus) {
     let database = tally_testkit::postgres::database().await;
     let (orb, fake) = fake_orb().await;
     // One try per delivery and a short cool-down: each 503 is one delivery.
@@ -161,7 +201,7 @@ async fn an_orb_outage_leaves_usage_on_the_bus_until_orb_is_back() {
         orb_retry_max_delay_ms: 50,
         ..config(&orb.uri())
     };
-    let (connectors, bus) = start_with(&database, config, Some(OrbApiKey::new(API_KEY))).await;
+    let (connectors, bus) = start_with(bus, &database, config, Some(OrbApiKey::new(API_KEY))).await;
     sqlx::query(
         "INSERT INTO connectors.orb_customers VALUES ('cus_acme', 'acme-orb', now(), now())",
     )
