@@ -2,8 +2,8 @@
 //!
 //! A private PostgreSQL is started from the installed server binaries with its
 //! data under `--data-dir` (kept between runs; `DATABASE_URL` skips it), the
-//! migrations are applied, the in-process bus gets every topic, and all four
-//! services plus the clock service are served on one address. The banner
+//! migrations are applied, the in-process bus gets every topic, and every
+//! service plus the clock service are served on one address. The banner
 //! prints the database URL (for `tally keys create`) and an admin API key:
 //! one key per data directory, kept in `<data-dir>/admin-key` and reused at
 //! every start while it is a live admin key of the database in use (a new
@@ -375,7 +375,9 @@ fn print_banner(
         .as_deref()
         .map_or_else(|| "none".to_owned(), printable_url);
     println!();
-    println!("  Tally dev is running: ingest, rating, invoicing and payments in one process");
+    println!(
+        "  Tally dev is running: ingest, rating, invoicing, payments, finance and connectors in one process"
+    );
     println!();
     println!("  gRPC (all services)   http://{address}");
     println!("  API key (admin)       {key}   ({key_id}; send as `authorization: Bearer <key>`)");

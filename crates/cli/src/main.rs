@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// All four services in one process with a private PostgreSQL and the in-process bus.
+    /// Every service in one process with a private PostgreSQL and the in-process bus.
     Dev(dev::DevArgs),
     /// One service, as a cluster deployment runs it.
     Serve {
