@@ -466,6 +466,7 @@ async fn upgrade(
             timing: ChangeTiming::Immediately as i32,
             effective_at: None,
             proration_policy: ProrationPolicy::Prorate as i32,
+            reason: "the demo's mid-month upgrade".into(),
         })
         .await
         .answer("ChangePlan")?;

@@ -85,6 +85,33 @@ pub(crate) fn credit_note_state(note: &proto::CreditNote) -> Value {
     })
 }
 
+/// What the audit log keeps of a subscription: its plan, status and dates.
+pub(crate) fn subscription_state(subscription: &proto::Subscription) -> Value {
+    let instant =
+        |value: &Option<prost_types::Timestamp>| crate::wire::instant(value.as_ref()).map(time);
+    json!({
+        "id": subscription.id,
+        "customer_id": subscription.customer_id,
+        "plan_id": subscription.plan_id,
+        "plan_version_id": subscription.plan_version_id,
+        "status": proto::SubscriptionStatus::try_from(subscription.status).map_or_else(
+            |_| subscription.status.to_string(),
+            |status| status.as_str_name().to_owned()
+        ),
+        "currency": subscription.currency,
+        "start_at": instant(&subscription.start_at),
+        "trial_end_at": instant(&subscription.trial_end_at),
+        "cancel_at": instant(&subscription.cancel_at),
+        "canceled_at": instant(&subscription.canceled_at),
+        "ended_at": instant(&subscription.ended_at),
+        "pause": subscription.pause.as_ref().map(|pause| json!({
+            "pause_at": instant(&pause.pause_at),
+            "resume_at": instant(&pause.resume_at),
+        })),
+        "version": subscription.version,
+    })
+}
+
 /// What the audit log keeps of a credit grant.
 pub(crate) fn credit_grant_state(grant: &proto::CreditGrant) -> Value {
     let money = |value: &Option<tally_proto::common::Money>| {
@@ -196,6 +223,31 @@ impl Context {
             .comment(comment)
             .before(before)
             .after(after);
+        self.audit(connection, entry).await
+    }
+
+    /// `subscription.<action>` for a change by `origin`: the subscription
+    /// `before` (none when created) and `after` it.
+    pub(crate) async fn audit_subscription(
+        &self,
+        connection: &mut PgConnection,
+        (action, reason): (&str, &str),
+        before: Option<&proto::Subscription>,
+        after: &proto::Subscription,
+        (origin, now): (&Origin, DateTime<Utc>),
+    ) -> Result<()> {
+        let mut entry = self
+            .audit_entry(
+                now,
+                &format!("subscription.{action}"),
+                ("subscription", &after.id),
+                origin,
+            )
+            .reason(reason)
+            .after(subscription_state(after));
+        if let Some(before) = before {
+            entry = entry.before(subscription_state(before));
+        }
         self.audit(connection, entry).await
     }
 

@@ -211,6 +211,9 @@ pub struct Change {
 pub struct ChangeArgs {
     /// `sub_…`.
     subscription: String,
+    /// Why (kept in the audit log).
+    #[arg(long, default_value = "")]
+    reason: String,
     #[command(flatten)]
     plan: PlanChoice,
     #[command(flatten)]
@@ -344,6 +347,7 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                     timing: timing as i32,
                     effective_at: at,
                     proration_policy: proration as i32,
+                    reason: args.reason.clone(),
                 })
                 .await
                 .answer(&format!("ChangePlan {}", args.subscription))?

@@ -18,7 +18,11 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::CreateSubscriptionRequest>,
     ) -> std::result::Result<Response<proto::CreateSubscriptionResponse>, tonic::Status> {
-        let subscription = self.ctx.create_subscription(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let subscription = self
+            .ctx
+            .create_subscription(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::CreateSubscriptionResponse {
             subscription: wrap(subscription),
         }))
@@ -57,7 +61,8 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::ChangePlanRequest>,
     ) -> std::result::Result<Response<proto::ChangePlanResponse>, tonic::Status> {
-        let subscription = self.ctx.change_plan(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let subscription = self.ctx.change_plan(request.into_inner(), &origin).await?;
         Ok(Response::new(proto::ChangePlanResponse {
             subscription: wrap(subscription),
         }))
@@ -67,7 +72,11 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::CancelSubscriptionRequest>,
     ) -> std::result::Result<Response<proto::CancelSubscriptionResponse>, tonic::Status> {
-        let subscription = self.ctx.cancel_subscription(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let subscription = self
+            .ctx
+            .cancel_subscription(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::CancelSubscriptionResponse {
             subscription: wrap(subscription),
         }))
@@ -77,7 +86,11 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::PauseSubscriptionRequest>,
     ) -> std::result::Result<Response<proto::PauseSubscriptionResponse>, tonic::Status> {
-        let subscription = self.ctx.pause_subscription(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let subscription = self
+            .ctx
+            .pause_subscription(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::PauseSubscriptionResponse {
             subscription: wrap(subscription),
         }))
@@ -87,7 +100,11 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::ResumeSubscriptionRequest>,
     ) -> std::result::Result<Response<proto::ResumeSubscriptionResponse>, tonic::Status> {
-        let subscription = self.ctx.resume_subscription(request.into_inner()).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let subscription = self
+            .ctx
+            .resume_subscription(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::ResumeSubscriptionResponse {
             subscription: wrap(subscription),
         }))

@@ -18,6 +18,7 @@ impl Context {
     pub(super) async fn cancel_subscription(
         &self,
         request: proto::CancelSubscriptionRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::Subscription> {
         const METHOD: &str = "CancelSubscription";
         let timing = timing(request.timing, request.effective_at.as_ref())?;
@@ -43,6 +44,7 @@ impl Context {
             Ok(subscription) => subscription,
             Err(replay) => return Ok(replay),
         };
+        let before = subscription.to_proto(now)?;
         allow(&subscription, Status::Canceled, now)?;
         let at = self.effective_instant(&subscription, timing, now)?;
         subscription.cancel_at = Some(at);
@@ -61,6 +63,15 @@ impl Context {
                 .await?;
         }
         idem.record(&mut transaction, &subscription.id, now).await?;
+        let action = ("canceled", request.reason.as_str());
+        self.audit_subscription(
+            &mut transaction,
+            action,
+            Some(&before),
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(snapshot)
     }

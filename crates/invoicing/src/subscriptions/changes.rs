@@ -122,12 +122,19 @@ impl Context {
     pub(super) async fn change_plan(
         &self,
         request: proto::ChangePlanRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::Subscription> {
         const METHOD: &str = "ChangePlan";
         let timing = timing(request.timing, request.effective_at.as_ref())?;
         let policy = Policy::from_wire(request.proration_policy, "proration_policy")?;
         if request.plan_version_id.is_empty() {
             return Err(InvoicingError::invalid("plan_version_id", "is required"));
+        }
+        if request.reason.chars().count() > 500 {
+            return Err(InvoicingError::invalid(
+                "reason",
+                "must be at most 500 characters",
+            ));
         }
         let hash = request_hash(&request.encode_to_vec(), &[]);
         let idem = idempotency::Key {
@@ -144,6 +151,7 @@ impl Context {
             Ok(subscription) => subscription,
             Err(replay) => return Ok(replay),
         };
+        let before = subscription.to_proto(now)?;
         // A plan change keeps the status: the domain only asks for a live
         // subscription, which `begin_change` checked.
         let plan = plans::published(
@@ -203,6 +211,15 @@ impl Context {
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
         idem.record(&mut transaction, &subscription.id, now).await?;
+        let action = ("plan_changed", request.reason.as_str());
+        self.audit_subscription(
+            &mut transaction,
+            action,
+            Some(&before),
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(snapshot)
     }
@@ -210,6 +227,7 @@ impl Context {
     pub(super) async fn pause_subscription(
         &self,
         request: proto::PauseSubscriptionRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::Subscription> {
         const METHOD: &str = "PauseSubscription";
         let pause_at = optional_instant(request.pause_at.as_ref(), "pause_at")?;
@@ -229,6 +247,7 @@ impl Context {
             Ok(subscription) => subscription,
             Err(replay) => return Ok(replay),
         };
+        let before = subscription.to_proto(now)?;
         let timing = pause_at.map_or(Timing::Immediately, Timing::At);
         let at = self.effective_instant(&subscription, timing, now)?;
         if resume_at.is_some_and(|resume| resume <= at) {
@@ -274,6 +293,15 @@ impl Context {
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
         idem.record(&mut transaction, &subscription.id, now).await?;
+        let action = ("paused", "");
+        self.audit_subscription(
+            &mut transaction,
+            action,
+            Some(&before),
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(snapshot)
     }
@@ -281,6 +309,7 @@ impl Context {
     pub(super) async fn resume_subscription(
         &self,
         request: proto::ResumeSubscriptionRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::Subscription> {
         const METHOD: &str = "ResumeSubscription";
         let resume_at = optional_instant(request.resume_at.as_ref(), "resume_at")?;
@@ -299,6 +328,7 @@ impl Context {
             Ok(subscription) => subscription,
             Err(replay) => return Ok(replay),
         };
+        let before = subscription.to_proto(now)?;
         let timing = resume_at.map_or(Timing::Immediately, Timing::At);
         let at = self.effective_instant(&subscription, timing, now)?;
         let open_pause = subscription
@@ -339,6 +369,15 @@ impl Context {
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
         idem.record(&mut transaction, &subscription.id, now).await?;
+        let action = ("resumed", "");
+        self.audit_subscription(
+            &mut transaction,
+            action,
+            Some(&before),
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(snapshot)
     }

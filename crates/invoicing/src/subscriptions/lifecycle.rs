@@ -19,6 +19,7 @@ impl Context {
     pub(super) async fn create_subscription(
         &self,
         request: proto::CreateSubscriptionRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<proto::Subscription> {
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
@@ -130,6 +131,14 @@ impl Context {
             .commit_change(&mut transaction, &mut subscription, start_at, now, kind)
             .await?;
         idem.record(&mut transaction, &subscription.id, now).await?;
+        self.audit_subscription(
+            &mut transaction,
+            ("created", ""),
+            None,
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(snapshot)
     }

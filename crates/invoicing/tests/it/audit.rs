@@ -173,11 +173,14 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         (Some("void"), Some("billed in error"))
     );
 
-    // Nothing else was recorded, no key is in any entry, the chain holds.
+    // Nothing else was recorded (the harness subscribed without a key: an
+    // anonymous caller), no key is in any entry, the chain holds.
     let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(all[0].actor_kind, "anonymous");
     assert_eq!(
         actions,
         vec![
+            "subscription.created",
             "invoice.finalized",
             "credit_note.issued",
             "invoice.finalized",
@@ -190,7 +193,7 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         .unwrap();
     assert_eq!(
         (verification.entries_checked, verification.broken),
-        (4, None)
+        (5, None)
     );
 }
 
@@ -241,8 +244,13 @@ async fn a_manual_finalization_is_audited_with_the_caller_as_actor() {
         after["total"], "30.30",
         "30.00 in advance and 3 calls at 0.10"
     );
-    assert_eq!(all.len(), 2, "and April's, by the bill run: {all:?}");
-    assert_eq!(all[0].actor_id, "bill_run");
+    assert_eq!(
+        all.len(),
+        3,
+        "and the subscription, and April's invoice by the bill run: {all:?}"
+    );
+    assert_eq!(all[0].action, "subscription.created");
+    assert_eq!(all[1].actor_id, "bill_run");
     assert_no_secret(&h, &key).await;
 }
 
@@ -398,5 +406,94 @@ async fn credit_grants_and_their_voids_are_audited_with_the_caller() {
         state(all[1].after_state.as_ref())["status"],
         "CREDIT_GRANT_STATUS_VOID"
     );
+    assert_no_secret(&h, &key).await;
+}
+
+#[tokio::test]
+async fn subscription_changes_are_audited_with_the_caller_and_the_reason() {
+    use tally_proto::invoicing::subscription_service_client::SubscriptionServiceClient;
+
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let basic = h.plan("basic", PlanSpec::advance("10.00")).await;
+    let pro = h.plan("pro", PlanSpec::advance("30.00")).await;
+    let customer = h.customer("acme").await;
+    let (channel, key) = authenticated_channel(&h).await;
+    let mut subscriptions = SubscriptionServiceClient::new(channel);
+    let created = subscriptions
+        .create_subscription(CreateSubscriptionRequest {
+            idempotency_key: "sub-1".into(),
+            customer_id: customer.clone(),
+            plan_version_id: basic.clone(),
+            start_at: Some(ts(at(2025, 1, 1))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    h.clock.set(at(2025, 1, 10)).unwrap();
+    let upgrade = ChangePlanRequest {
+        idempotency_key: "upgrade-1".into(),
+        subscription_id: created.id.clone(),
+        plan_version_id: pro.clone(),
+        timing: ChangeTiming::Immediately as i32,
+        reason: "needs more seats".into(),
+        ..Default::default()
+    };
+    subscriptions.change_plan(upgrade.clone()).await.unwrap();
+    subscriptions.change_plan(upgrade).await.unwrap(); // a replay
+    subscriptions
+        .cancel_subscription(CancelSubscriptionRequest {
+            idempotency_key: "cancel-1".into(),
+            subscription_id: created.id.clone(),
+            timing: ChangeTiming::AtPeriodEnd as i32,
+            reason: "moving to a competitor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    subscriptions
+        .resume_subscription(ResumeSubscriptionRequest {
+            idempotency_key: "resume-1".into(),
+            subscription_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let all: Vec<StoredEntry> = entries(&h)
+        .await
+        .into_iter()
+        .filter(|entry| entry.resource_id == created.id)
+        .collect();
+    let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "subscription.created",
+            "subscription.plan_changed",
+            "subscription.canceled",
+            "subscription.resumed"
+        ]
+    );
+    assert!(all.iter().all(|entry| entry.actor_id == "key_finance"));
+    assert!(all[0].before_state.is_none());
+    assert_eq!(
+        state(all[0].after_state.as_ref())["plan_version_id"],
+        basic.as_str()
+    );
+    assert_eq!(all[1].reason.as_deref(), Some("needs more seats"));
+    assert_eq!(
+        state(all[1].before_state.as_ref())["plan_version_id"],
+        basic.as_str()
+    );
+    assert_eq!(
+        state(all[1].after_state.as_ref())["plan_version_id"],
+        pro.as_str()
+    );
+    assert_eq!(all[2].reason.as_deref(), Some("moving to a competitor"));
+    assert!(state(all[2].after_state.as_ref())["cancel_at"].is_string());
+    assert!(state(all[3].after_state.as_ref())["cancel_at"].is_null());
     assert_no_secret(&h, &key).await;
 }

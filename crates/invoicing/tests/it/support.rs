@@ -224,6 +224,7 @@ impl Harness {
                 timing: timing as i32,
                 effective_at: None,
                 proration_policy: policy as i32,
+                reason: String::new(),
             })
             .await
             .unwrap();
