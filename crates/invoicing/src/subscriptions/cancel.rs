@@ -12,6 +12,7 @@ use crate::Context;
 use crate::error::{InvoicingError, Result};
 use crate::idempotency::{self, request_hash};
 
+use super::changes::Finished;
 use super::{Policy, Timing, allow, model, timing};
 
 impl Context {
@@ -62,18 +63,14 @@ impl Context {
             self.credit_unused_advance(&mut transaction, &subscription.id, at, now)
                 .await?;
         }
-        idem.record(&mut transaction, &subscription.id, now).await?;
-        let action = ("canceled", request.reason.as_str());
-        self.audit_subscription(
-            &mut transaction,
-            action,
-            Some(&before),
-            &snapshot,
-            (origin, now),
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(snapshot)
+        let finished = Finished {
+            action: "canceled",
+            reason: request.reason.clone(),
+            before: Some(before),
+            snapshot,
+        };
+        self.finish_change(transaction, &idem, finished, (origin, now))
+            .await
     }
 
     /// A subscription ending exactly at an invoiced boundary has no later

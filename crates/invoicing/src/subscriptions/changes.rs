@@ -16,6 +16,18 @@ use crate::{Context, events, plans};
 
 use super::{Pause, Phase, Policy, Subscription, Timing, allow, model, precondition, timing};
 
+/// How a subscription change ends, for [`Context::finish_change`].
+pub(super) struct Finished {
+    /// `created`, `plan_changed`, `canceled`, `paused`, `resumed`.
+    pub(super) action: &'static str,
+    /// The caller's reason, if the request takes one.
+    pub(super) reason: String,
+    /// The subscription before (none when created).
+    pub(super) before: Option<proto::Subscription>,
+    /// The subscription after.
+    pub(super) snapshot: proto::Subscription,
+}
+
 impl Context {
     pub(super) fn backdate_limit(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - Duration::days(i64::from(self.config.backdate_window_days))
@@ -78,6 +90,34 @@ impl Context {
         let snapshot = subscription.to_proto(now)?;
         events::subscription_changed(&mut *connection, snapshot.clone(), effective_at, now, kind)
             .await?;
+        Ok(snapshot)
+    }
+
+    /// The end of every change: its idempotency record, then its audit entry
+    /// (last: the chain's lock is taken after every other), then the commit.
+    pub(super) async fn finish_change(
+        &self,
+        mut transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+        idem: &idempotency::Key<'_>,
+        finished: Finished,
+        (origin, now): (&tally_audit::Origin, DateTime<Utc>),
+    ) -> Result<proto::Subscription> {
+        let Finished {
+            action,
+            reason,
+            before,
+            snapshot,
+        } = finished;
+        idem.record(&mut transaction, &snapshot.id, now).await?;
+        self.audit_subscription(
+            &mut transaction,
+            (action, &reason),
+            before.as_ref(),
+            &snapshot,
+            (origin, now),
+        )
+        .await?;
+        transaction.commit().await?;
         Ok(snapshot)
     }
 
@@ -210,18 +250,14 @@ impl Context {
         let snapshot = self
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
-        idem.record(&mut transaction, &subscription.id, now).await?;
-        let action = ("plan_changed", request.reason.as_str());
-        self.audit_subscription(
-            &mut transaction,
-            action,
-            Some(&before),
-            &snapshot,
-            (origin, now),
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(snapshot)
+        let finished = Finished {
+            action: "plan_changed",
+            reason: request.reason.clone(),
+            before: Some(before),
+            snapshot,
+        };
+        self.finish_change(transaction, &idem, finished, (origin, now))
+            .await
     }
 
     pub(super) async fn pause_subscription(
@@ -292,18 +328,14 @@ impl Context {
         let snapshot = self
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
-        idem.record(&mut transaction, &subscription.id, now).await?;
-        let action = ("paused", "");
-        self.audit_subscription(
-            &mut transaction,
-            action,
-            Some(&before),
-            &snapshot,
-            (origin, now),
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(snapshot)
+        let finished = Finished {
+            action: "paused",
+            reason: String::new(),
+            before: Some(before),
+            snapshot,
+        };
+        self.finish_change(transaction, &idem, finished, (origin, now))
+            .await
     }
 
     pub(super) async fn resume_subscription(
@@ -368,17 +400,13 @@ impl Context {
         let snapshot = self
             .commit_change(&mut transaction, &mut subscription, at, now, kind)
             .await?;
-        idem.record(&mut transaction, &subscription.id, now).await?;
-        let action = ("resumed", "");
-        self.audit_subscription(
-            &mut transaction,
-            action,
-            Some(&before),
-            &snapshot,
-            (origin, now),
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(snapshot)
+        let finished = Finished {
+            action: "resumed",
+            reason: String::new(),
+            before: Some(before),
+            snapshot,
+        };
+        self.finish_change(transaction, &idem, finished, (origin, now))
+            .await
     }
 }

@@ -13,6 +13,7 @@ use crate::idempotency::{self, request_hash};
 use crate::wire::{optional_instant, timestamp};
 use crate::{Context, customers, paging, plans};
 
+use super::changes::Finished;
 use super::{Phase, Policy, Subscription, model, precondition};
 
 impl Context {
@@ -130,17 +131,14 @@ impl Context {
         let snapshot = self
             .commit_change(&mut transaction, &mut subscription, start_at, now, kind)
             .await?;
-        idem.record(&mut transaction, &subscription.id, now).await?;
-        self.audit_subscription(
-            &mut transaction,
-            ("created", ""),
-            None,
-            &snapshot,
-            (origin, now),
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(snapshot)
+        let finished = Finished {
+            action: "created",
+            reason: String::new(),
+            before: None,
+            snapshot,
+        };
+        self.finish_change(transaction, &idem, finished, (origin, now))
+            .await
     }
 
     pub(super) async fn list_subscriptions(
