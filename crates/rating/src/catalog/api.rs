@@ -114,7 +114,11 @@ impl CatalogApi {
         Ok(row)
     }
 
-    async fn publish(&self, id: &str) -> Result<VersionRow, CatalogError> {
+    async fn publish(
+        &self,
+        id: &str,
+        origin: &tally_audit::Origin,
+    ) -> Result<VersionRow, CatalogError> {
         let mut transaction = self.pool.begin().await?;
         let row = store::version(&mut transaction, id, Lock::ForUpdate)
             .await?
@@ -136,11 +140,43 @@ impl CatalogApi {
                 });
             }
         };
-        let row = store::publish(&mut transaction, id, &plan, self.clock.now()).await?;
+        let before = version_state(&row);
+        let now = self.clock.now();
+        let row = store::publish(&mut transaction, id, &plan, now).await?;
+        // Last in the transaction: the chain's lock after every other.
+        let entry = tally_audit::Entry::minted(
+            &*self.ids,
+            now,
+            "catalog.plan_version.published",
+            ("plan_version", &row.id),
+            origin,
+        )
+        .before(before)
+        .after(version_state(&row));
+        tally_audit::record(&mut transaction, tally_audit::Schema::Rating, entry).await?;
         transaction.commit().await?;
         tracing::info!(plan_version_id = %row.id, plan_id = %row.plan_id, version = row.version, "plan version published");
         Ok(row)
     }
+}
+
+/// What the audit log keeps of a plan version: identity, status and a
+/// digest of its spec (the spec itself is in the catalog, immutable once
+/// published).
+fn version_state(row: &VersionRow) -> serde_json::Value {
+    use sha2::Digest as _;
+    serde_json::json!({
+        "id": row.id,
+        "plan_id": row.plan_id,
+        "version": row.version,
+        "status": row.status,
+        "revision": row.revision,
+        "spec_sha256": hex_digest(&sha2::Sha256::digest(&row.content)),
+    })
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The domain plan of a stored version, or every violation.
@@ -516,7 +552,8 @@ impl CatalogService for CatalogApi {
     ) -> CatalogResult<proto::PublishPlanVersionResponse> {
         let id = &request.get_ref().plan_version_id;
         require(id, "plan_version_id")?;
-        let row = self.publish(id).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let row = self.publish(id, &origin).await?;
         Ok(Response::new(proto::PublishPlanVersionResponse {
             plan_version: Some(version_proto(row)?),
         }))

@@ -47,6 +47,9 @@ pub enum CatalogError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The audit entry could not be written (the change rolls back with it).
+    #[error(transparent)]
+    Audit(#[from] tally_audit::AuditError),
 }
 
 impl CatalogError {
@@ -67,7 +70,7 @@ impl HasErrorKind for CatalogError {
             CatalogError::AlreadyExists(_) => ErrorKind::IdempotencyConflict,
             CatalogError::FailedPrecondition { .. } => ErrorKind::FailedPrecondition,
             CatalogError::Aborted(_) => ErrorKind::Aborted,
-            CatalogError::Corrupt { .. } => ErrorKind::Internal,
+            CatalogError::Corrupt { .. } | CatalogError::Audit(_) => ErrorKind::Internal,
             CatalogError::Database(error) => ServiceError::from_database_kind(error),
         }
     }

@@ -1128,3 +1128,47 @@ async fn catalog_changes_validate_as_publishing_would_and_unpublished_ones_can_b
     assert_eq!(gone.plan.unwrap().code, "broken");
     assert_ne!(h.plan("broken").await, plan_id);
 }
+
+#[tokio::test]
+async fn a_publication_is_audited_once_in_ratings_chain() {
+    let mut h = harness().await;
+    standard_meters(&mut h).await;
+    let plan_id = h.plan("team").await;
+    let draft = h.draft(&plan_id, "team-v1", every_model()).await;
+    h.publish(&draft.id).await.unwrap();
+    h.publish(&draft.id).await.unwrap(); // already published: nothing changes
+
+    let (entries, _) = tally_audit::list(
+        &h.db.pool,
+        &[tally_audit::Schema::Rating],
+        &tally_audit::Filter::default(),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(
+        (entry.action.as_str(), entry.resource_id.as_str()),
+        ("catalog.plan_version.published", draft.id.as_str())
+    );
+    assert_eq!(
+        entry.actor_kind, "anonymous",
+        "the harness serves without keys"
+    );
+    let state = |json: &Option<String>| -> serde_json::Value {
+        serde_json::from_str(json.as_deref().unwrap()).unwrap()
+    };
+    let (before, after) = (state(&entry.before_state), state(&entry.after_state));
+    assert_eq!(
+        (before["status"].as_str(), after["status"].as_str()),
+        (Some("draft"), Some("published"))
+    );
+    assert_eq!(before["spec_sha256"], after["spec_sha256"]);
+    assert_eq!(after["spec_sha256"].as_str().map(str::len), Some(64));
+    let verification = tally_audit::verify(&h.db.pool, tally_audit::Schema::Rating)
+        .await
+        .unwrap();
+    assert_eq!(verification.broken, None);
+}
