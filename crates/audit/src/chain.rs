@@ -49,52 +49,99 @@ pub async fn record(
     schema: Schema,
     entry: Entry,
 ) -> Result<Recorded, AuditError> {
-    let (last_sequence, previous): (i64, Vec<u8>) = sqlx::query_as(AssertSqlSafe(format!(
+    let recorded = record_many(connection, schema, vec![entry]).await?;
+    recorded
+        .last()
+        .copied()
+        .ok_or_else(|| AuditError::invalid("entries", "required", "nothing was recorded"))
+}
+
+/// [`record`] for several entries of one transaction (a bill run's batch of
+/// finalizations), in their order: three statements whatever their number
+/// — the head locked, every entry inserted, the head moved past them.
+pub async fn record_many(
+    connection: &mut PgConnection,
+    schema: Schema,
+    entries: Vec<Entry>,
+) -> Result<Vec<Recorded>, AuditError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (last_sequence, mut previous): (i64, Vec<u8>) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT sequence, hash FROM {} WHERE singleton FOR UPDATE",
         schema.head_table()
     )))
     .fetch_one(&mut *connection)
     .await?;
-    let row = entry.into_row(schema, last_sequence + 1)?;
-    let hash = row.hash(&previous);
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut links = Vec::with_capacity(entries.len());
+    for (sequence, entry) in (last_sequence + 1..).zip(entries) {
+        let row = entry.into_row(schema, sequence)?;
+        let hash = row.hash(&previous);
+        links.push((std::mem::replace(&mut previous, hash.to_vec()), hash));
+        rows.push(row);
+    }
+    insert(connection, schema, &rows, &links).await?;
+    let recorded: Vec<Recorded> = rows
+        .iter()
+        .zip(&links)
+        .map(|(row, (_, hash))| Recorded {
+            sequence: row.sequence,
+            hash: *hash,
+        })
+        .collect();
+    if let Some(last) = recorded.last() {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET sequence = $1, hash = $2 WHERE singleton",
+            schema.head_table()
+        )))
+        .bind(last.sequence)
+        .bind(last.hash.as_slice())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(recorded)
+}
+
+/// Inserts `rows` with their `(previous hash, hash)` links in one statement.
+async fn insert(
+    connection: &mut PgConnection,
+    schema: Schema,
+    rows: &[Row],
+    links: &[(Vec<u8>, [u8; 32])],
+) -> Result<(), AuditError> {
+    let text = |field: fn(&Row) -> &String| rows.iter().map(field).cloned().collect::<Vec<_>>();
+    let optional =
+        |field: fn(&Row) -> &Option<String>| rows.iter().map(field).cloned().collect::<Vec<_>>();
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {} (sequence, id, recorded_at, action, resource_type, resource_id, actor_kind, \
            actor_id, actor_name, request_id, trace_id, reason, comment, before_state, after_state, \
            previous_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
+           $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+           $13::text[], $14::text[], $15::text[], $16::bytea[], $17::bytea[])",
         schema.log_table()
     )))
-    .bind(row.sequence)
-    .bind(&row.id)
-    .bind(row.recorded_at)
-    .bind(&row.action)
-    .bind(&row.resource_type)
-    .bind(&row.resource_id)
-    .bind(&row.actor_kind)
-    .bind(&row.actor_id)
-    .bind(&row.actor_name)
-    .bind(&row.request_id)
-    .bind(&row.trace_id)
-    .bind(&row.reason)
-    .bind(&row.comment)
-    .bind(&row.before_state)
-    .bind(&row.after_state)
-    .bind(&previous)
-    .bind(hash.as_slice())
+    .bind(rows.iter().map(|row| row.sequence).collect::<Vec<_>>())
+    .bind(text(|row| &row.id))
+    .bind(rows.iter().map(|row| row.recorded_at).collect::<Vec<_>>())
+    .bind(text(|row| &row.action))
+    .bind(text(|row| &row.resource_type))
+    .bind(text(|row| &row.resource_id))
+    .bind(text(|row| &row.actor_kind))
+    .bind(text(|row| &row.actor_id))
+    .bind(text(|row| &row.actor_name))
+    .bind(optional(|row| &row.request_id))
+    .bind(optional(|row| &row.trace_id))
+    .bind(optional(|row| &row.reason))
+    .bind(optional(|row| &row.comment))
+    .bind(optional(|row| &row.before_state))
+    .bind(optional(|row| &row.after_state))
+    .bind(links.iter().map(|(previous, _)| previous.clone()).collect::<Vec<_>>())
+    .bind(links.iter().map(|(_, hash)| hash.to_vec()).collect::<Vec<_>>())
     .execute(&mut *connection)
     .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "UPDATE {} SET sequence = $1, hash = $2 WHERE singleton",
-        schema.head_table()
-    )))
-    .bind(row.sequence)
-    .bind(hash.as_slice())
-    .execute(&mut *connection)
-    .await?;
-    Ok(Recorded {
-        sequence: row.sequence,
-        hash,
-    })
+    Ok(())
 }
 
 /// The current head of `schema`'s chain, as committed.

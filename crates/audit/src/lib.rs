@@ -28,8 +28,8 @@ mod store;
 
 pub use api::AuditApi;
 pub use chain::{
-    BrokenLink, BrokenLinkKind, Head, Recorded, Verification, head, parse_head, record, verify,
-    verify_against,
+    BrokenLink, BrokenLinkKind, Head, Recorded, Verification, head, parse_head, record,
+    record_many, verify, verify_against,
 };
 pub use entry::{Actor, Entry, GENESIS_HASH, Origin, canonical_json, current_trace_id};
 pub use error::AuditError;

@@ -261,15 +261,22 @@ impl Context {
         now: DateTime<Utc>,
         origin: &Origin,
     ) -> Result<()> {
-        for row in finalized {
-            let mut entry = self
-                .audit_entry(now, "invoice.finalized", ("invoice", &row.id), origin)
-                .after(invoice_state(row));
-            if let Some(state) = before.get(&row.id) {
-                entry = entry.before(state.clone());
-            }
-            self.audit(connection, entry).await?;
-        }
+        let entries = finalized
+            .iter()
+            .map(|row| {
+                let entry = self
+                    .audit_entry(now, "invoice.finalized", ("invoice", &row.id), origin)
+                    .after(invoice_state(row));
+                match before.get(&row.id) {
+                    Some(state) => entry.before(state.clone()),
+                    None => entry,
+                }
+            })
+            .collect();
+        // One append for the whole batch: three statements, not three per invoice.
+        tally_audit::record_many(connection, Schema::Invoicing, entries)
+            .await
+            .map_err(InvoicingError::internal)?;
         Ok(())
     }
 }

@@ -155,3 +155,39 @@ async fn an_entry_holding_a_secret_is_refused_and_nothing_is_written() {
     }
     assert_eq!(count(pool).await, 0);
 }
+
+#[tokio::test]
+async fn several_entries_of_one_transaction_are_chained_in_order() {
+    let database = postgres::database().await;
+    let pool = &database.pool;
+    record_many(pool, Schema::Invoicing, 1..=1).await;
+    let mut transaction = pool.begin().await.unwrap();
+    let batch = (2..=4)
+        .map(|number| void_entry(number, &format!("inv_{number}")))
+        .collect();
+    let recorded = tally_audit::record_many(&mut transaction, Schema::Invoicing, batch)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    assert_eq!(
+        recorded
+            .iter()
+            .map(|entry| entry.sequence)
+            .collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    record_many(pool, Schema::Invoicing, 5..=5).await;
+    let verification = tally_audit::verify(pool, Schema::Invoicing).await.unwrap();
+    assert_eq!(
+        (verification.entries_checked, verification.broken),
+        (5, None)
+    );
+    let head = tally_audit::head(pool, Schema::Invoicing).await.unwrap();
+    assert_eq!(head.sequence, 5);
+    // An empty batch records nothing and takes no lock.
+    let mut transaction = pool.begin().await.unwrap();
+    let nothing = tally_audit::record_many(&mut transaction, Schema::Invoicing, Vec::new())
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+}
