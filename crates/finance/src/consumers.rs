@@ -61,6 +61,27 @@ pub(crate) fn check_type(message: &Message, expected: &str) -> Result<(), Handle
     Ok(())
 }
 
+/// A transaction holding the inbox record of `message_id` for
+/// `subscription`, or `None` when the inbox already had it (a redelivery:
+/// skip the effect and ack).
+pub(crate) async fn first_delivery(
+    pool: &PgPool,
+    subscription: &str,
+    message_id: &str,
+) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, HandlerError> {
+    let database = |error: sqlx::Error| classify(error.into());
+    let mut transaction = pool.begin().await.map_err(database)?;
+    let first = inbox::record_once(
+        &mut transaction,
+        ServiceSchema::Finance,
+        subscription,
+        message_id,
+    )
+    .await
+    .map_err(database)?;
+    Ok(first.then_some(transaction))
+}
+
 /// Applies `invoice-events`.
 #[derive(Debug, Clone)]
 pub struct InvoiceEventsHandler {
@@ -83,23 +104,11 @@ impl InvoiceEventsHandler {
         message_id: &str,
         event: &InvoiceEvent,
     ) -> Result<bool, HandlerError> {
-        let mut transaction = self
-            .ledger
-            .pool
-            .begin()
-            .await
-            .map_err(|error| classify(error.into()))?;
-        let first = inbox::record_once(
-            &mut transaction,
-            ServiceSchema::Finance,
-            &self.subscription,
-            message_id,
-        )
-        .await
-        .map_err(|error| classify(error.into()))?;
-        if !first {
+        let Some(mut transaction) =
+            first_delivery(&self.ledger.pool, &self.subscription, message_id).await?
+        else {
             return Ok(false);
-        }
+        };
         let now = self.ledger.clock.now();
         let booked = match &event.kind {
             Some(invoice_event::Kind::Finalized(_)) => {
@@ -179,23 +188,11 @@ impl PaymentEventsHandler {
         message_id: &str,
         event: &PaymentEvent,
     ) -> Result<bool, HandlerError> {
-        let mut transaction = self
-            .ledger
-            .pool
-            .begin()
-            .await
-            .map_err(|error| classify(error.into()))?;
-        let first = inbox::record_once(
-            &mut transaction,
-            ServiceSchema::Finance,
-            &self.subscription,
-            message_id,
-        )
-        .await
-        .map_err(|error| classify(error.into()))?;
-        if !first {
+        let Some(mut transaction) =
+            first_delivery(&self.ledger.pool, &self.subscription, message_id).await?
+        else {
             return Ok(false);
-        }
+        };
         let now = self.ledger.clock.now();
         let booked = match &event.kind {
             Some(payment_event::Kind::Succeeded(succeeded)) => Booked::PaymentSucceeded(

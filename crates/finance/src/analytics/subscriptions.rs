@@ -19,13 +19,12 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
-use tally_bus::inbox::{self, ServiceSchema};
 use tally_domain::money::Currency;
 use tally_proto::convert;
 use tally_proto::events::SubscriptionEvent;
 use tally_proto::invoicing::SubscriptionStatus;
 
-use crate::consumers::{Ledger, check_type, classify};
+use crate::consumers::{Ledger, check_type, classify, first_delivery};
 use crate::error::FinanceServiceError;
 
 /// The bus message type on `subscription-events`.
@@ -191,18 +190,11 @@ impl SubscriptionEventsHandler {
         let pauses = serde_json::to_value(&facts.pauses)
             .map_err(|error| HandlerError::Poison(format!("serialising pauses: {error}")))?;
         let database = |error: sqlx::Error| classify(error.into());
-        let mut transaction = self.ledger.pool.begin().await.map_err(database)?;
-        let first = inbox::record_once(
-            &mut transaction,
-            ServiceSchema::Finance,
-            &self.subscription,
-            message_id,
-        )
-        .await
-        .map_err(|error| classify(error.into()))?;
-        if !first {
+        let Some(mut transaction) =
+            first_delivery(&self.ledger.pool, &self.subscription, message_id).await?
+        else {
             return Ok(false);
-        }
+        };
         sqlx::query(
             "INSERT INTO finance.subscriptions (subscription_id, customer_id, currency, status, \
                version, start_at, trial_end_at, ends_at, pauses) \
