@@ -1,7 +1,6 @@
 //! `ConnectorService`: the Orb customer mapping and what was forwarded.
 
-use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row as _};
+use sqlx::PgPool;
 use tally_domain::ids::CustomerId;
 use tally_proto::connectors::connector_service_server::ConnectorService;
 use tally_proto::connectors::{
@@ -15,6 +14,7 @@ use tally_runtime::error::FieldViolation;
 use tonic::{Request, Response, Status};
 
 use super::ForwardingState;
+use super::store::{self, ForwardedEventRow, MappingTimes};
 use crate::error::ConnectorsError;
 
 const DEFAULT_PAGE: i64 = 100;
@@ -126,13 +126,9 @@ impl ConnectorService for ConnectorApi {
         let external = external_id(&request.external_customer_id)?;
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await.map_err(ConnectorsError::from)?;
-        let holder: Option<String> = sqlx::query_scalar(
-            "SELECT customer_id FROM connectors.orb_customers WHERE external_customer_id = $1",
-        )
-        .bind(&external)
-        .fetch_optional(&mut *transaction)
-        .await
-        .map_err(ConnectorsError::from)?;
+        let holder = store::customer_mapped_to(&mut transaction, &external)
+            .await
+            .map_err(ConnectorsError::from)?;
         if let Some(holder) = holder.filter(|holder| holder != customer_id.as_str()) {
             return Err(ConnectorsError::AlreadyMapped(format!(
                 "external_customer_id {external:?} is mapped to {holder}; map {holder} to another \
@@ -140,33 +136,19 @@ impl ConnectorService for ConnectorApi {
             ))
             .into());
         }
-        let row = sqlx::query(
-            "INSERT INTO connectors.orb_customers \
-             (customer_id, external_customer_id, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (customer_id) DO UPDATE SET external_customer_id = EXCLUDED.external_customer_id, \
-               updated_at = EXCLUDED.updated_at \
-             WHERE connectors.orb_customers.external_customer_id <> EXCLUDED.external_customer_id \
-             RETURNING created_at, updated_at",
-        )
-        .bind(customer_id.as_str())
-        .bind(&external)
-        .bind(now)
-        .fetch_optional(&mut *transaction)
-        .await
-        .map_err(ConnectorsError::from)?;
-        let changed = row.is_some();
-        let (created_at, updated_at): (DateTime<Utc>, DateTime<Utc>) = match row {
-            Some(row) => (
-                row.try_get("created_at").map_err(ConnectorsError::from)?,
-                row.try_get("updated_at").map_err(ConnectorsError::from)?,
-            ),
-            None => sqlx::query_as(
-                "SELECT created_at, updated_at FROM connectors.orb_customers WHERE customer_id = $1",
-            )
-            .bind(customer_id.as_str())
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(ConnectorsError::from)?,
+        let upserted =
+            store::upsert_mapping(&mut transaction, customer_id.as_str(), &external, now)
+                .await
+                .map_err(ConnectorsError::from)?;
+        let changed = upserted.is_some();
+        let MappingTimes {
+            created_at,
+            updated_at,
+        } = match upserted {
+            Some(times) => times,
+            None => store::mapping_times(&mut transaction, customer_id.as_str())
+                .await
+                .map_err(ConnectorsError::from)?,
         };
         transaction.commit().await.map_err(ConnectorsError::from)?;
         if changed {
@@ -195,26 +177,20 @@ impl ConnectorService for ConnectorApi {
             0 => DEFAULT_PAGE,
             size => size.min(MAX_PAGE),
         };
-        let rows = sqlx::query(
-            "SELECT seq, customer_id, event_id, idempotency_key, external_customer_id, state, \
-                    reason, attempts, event_time, forwarded_at, recorded_at \
-             FROM connectors.forwarded_events \
-             WHERE seq > $1 AND ($2::text IS NULL OR customer_id = $2) \
-               AND ($3::text IS NULL OR state = $3) \
-             ORDER BY seq LIMIT $4",
+        let rows = store::forwarded_events_page(
+            &self.pool,
+            after_seq,
+            customer_filter.as_deref(),
+            state,
+            limit + 1,
         )
-        .bind(after_seq)
-        .bind(customer_filter)
-        .bind(state)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
         .await
         .map_err(ConnectorsError::from)?;
         let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
         let mut events = Vec::with_capacity(rows.len());
         let mut last_seq = 0i64;
-        for row in rows.iter().take(usize::try_from(limit).unwrap_or(0)) {
-            last_seq = row.try_get("seq").map_err(ConnectorsError::from)?;
+        for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
+            last_seq = row.seq;
             events.push(forwarded_event(row)?);
         }
         Ok(Response::new(ListForwardedEventsResponse {
@@ -233,55 +209,37 @@ impl ConnectorService for ConnectorApi {
     ) -> Result<Response<GetForwardingStatsResponse>, Status> {
         let request = request.into_inner();
         let customer_filter = customer_filter(&request.customer_id)?;
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE state = 'forwarded') AS forwarded, \
-                    count(*) FILTER (WHERE state = 'rejected') AS rejected, \
-                    count(*) FILTER (WHERE state = 'not_mapped') AS not_mapped, \
-                    max(forwarded_at) AS last_forwarded_at, \
-                    (SELECT count(*) FROM connectors.orb_customers \
-                      WHERE $1::text IS NULL OR customer_id = $1) AS mapped_customers \
-             FROM connectors.forwarded_events WHERE $1::text IS NULL OR customer_id = $1",
-        )
-        .bind(customer_filter)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(ConnectorsError::from)?;
-        let count = |name: &str| -> Result<u64, ConnectorsError> {
-            let value: i64 = row.try_get(name)?;
-            Ok(u64::try_from(value).unwrap_or(0))
-        };
-        let last: Option<DateTime<Utc>> = row
-            .try_get("last_forwarded_at")
+        let counts = store::forwarding_counts(&self.pool, customer_filter.as_deref())
+            .await
             .map_err(ConnectorsError::from)?;
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
         Ok(Response::new(GetForwardingStatsResponse {
-            forwarded: count("forwarded")?,
-            rejected: count("rejected")?,
-            not_mapped: count("not_mapped")?,
-            mapped_customers: count("mapped_customers")?,
-            last_forwarded_at: maybe_timestamp(last),
+            forwarded: count(counts.forwarded),
+            rejected: count(counts.rejected),
+            not_mapped: count(counts.not_mapped),
+            mapped_customers: count(counts.mapped_customers),
+            last_forwarded_at: maybe_timestamp(counts.last_forwarded_at),
         }))
     }
 }
 
-fn forwarded_event(row: &sqlx::postgres::PgRow) -> Result<ForwardedEvent, ConnectorsError> {
-    let state_name: String = row.try_get("state")?;
-    let state = ForwardingState::parse(&state_name).ok_or_else(|| {
-        ConnectorsError::Internal(format!("stored forwarding state {state_name:?} is unknown"))
+fn forwarded_event(row: ForwardedEventRow) -> Result<ForwardedEvent, ConnectorsError> {
+    let state = ForwardingState::parse(&row.state).ok_or_else(|| {
+        ConnectorsError::Internal(format!(
+            "stored forwarding state {:?} is unknown",
+            row.state
+        ))
     })?;
-    let attempts: i32 = row.try_get("attempts")?;
-    let event_time: DateTime<Utc> = row.try_get("event_time")?;
-    let forwarded_at: Option<DateTime<Utc>> = row.try_get("forwarded_at")?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     Ok(ForwardedEvent {
-        customer_id: row.try_get("customer_id")?,
-        event_id: row.try_get("event_id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        external_customer_id: row.try_get("external_customer_id")?,
+        customer_id: row.customer_id,
+        event_id: row.event_id,
+        idempotency_key: row.idempotency_key,
+        external_customer_id: row.external_customer_id,
         state: wire_state(state).into(),
-        reason: row.try_get("reason")?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        event_time: Some(timestamp(event_time)),
-        forwarded_at: maybe_timestamp(forwarded_at),
-        recorded_at: Some(timestamp(recorded_at)),
+        reason: row.reason,
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+        event_time: Some(timestamp(row.event_time)),
+        forwarded_at: maybe_timestamp(row.forwarded_at),
+        recorded_at: Some(timestamp(row.recorded_at)),
     })
 }
