@@ -18,6 +18,7 @@ use tally_domain::finance::{RecognitionPolicy, posting};
 use tally_domain::money::Money;
 
 use crate::error::FinanceServiceError;
+use crate::journal::store::facts::{self, NewInvoice};
 use crate::journal::store::{self, Source};
 use crate::recognition;
 
@@ -75,16 +76,7 @@ pub async fn record_and_book(
             fact.source_id()
         ))
     })?;
-    sqlx::query(
-        "INSERT INTO finance.facts (kind, source_id, fact, applied_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (kind, source_id) DO NOTHING",
-    )
-    .bind(fact.kind())
-    .bind(fact.source_id())
-    .bind(&body)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
+    facts::insert_fact(connection, fact.kind(), fact.source_id(), &body, now).await?;
     book(connection, fact, policy, now).await
 }
 
@@ -159,17 +151,14 @@ async fn finalized(
     let body = serde_json::to_value(fact).map_err(|error| {
         FinanceServiceError::Internal(format!("serialising {}: {error}", fact.invoice))
     })?;
-    sqlx::query(
-        "INSERT INTO finance.invoices (invoice_id, customer_id, currency, finalized_at, fact) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id) DO NOTHING",
-    )
-    .bind(fact.invoice.as_str())
-    .bind(fact.customer.as_str())
-    .bind(fact.currency.code())
-    .bind(fact.finalized_at)
-    .bind(&body)
-    .execute(&mut *connection)
-    .await?;
+    let invoice = NewInvoice {
+        invoice_id: fact.invoice.as_str(),
+        customer_id: fact.customer.as_str(),
+        currency: fact.currency.code(),
+        finalized_at: fact.finalized_at,
+        fact: &body,
+    };
+    facts::insert_invoice(connection, invoice).await?;
     let mut posted = posting::post_invoice_finalized(fact)?;
     for line in &fact.lines {
         if matches!(line.kind, FinalizedLineKind::Usage { .. }) {
@@ -202,10 +191,5 @@ async fn voided(
         id: fact.invoice.as_str(),
     };
     store::post(connection, &reversals, source, now).await?;
-    sqlx::query("UPDATE finance.invoices SET voided_at = $2 WHERE invoice_id = $1")
-        .bind(fact.invoice.as_str())
-        .bind(fact.voided_at)
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
+    facts::mark_invoice_voided(connection, fact.invoice.as_str(), fact.voided_at).await
 }

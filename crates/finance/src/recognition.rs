@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use tally_domain::finance::facts::InvoiceFinalized;
 use tally_domain::finance::recognition::{line_schedule, recognition_transactions};
@@ -23,6 +22,7 @@ use tally_runtime::clock::Ticker;
 use tally_runtime::{SharedClock, Shutdown};
 
 use crate::error::FinanceServiceError;
+use crate::journal::store::schedules::{self, DueDay};
 use crate::journal::store::{self, Source};
 
 /// Days recognised per database transaction.
@@ -39,16 +39,14 @@ pub async fn store_schedules(
             continue;
         };
         for day in schedule.days() {
-            sqlx::query(
-                "INSERT INTO finance.schedule_days (invoice_id, line_id, day, amount, currency) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            schedules::insert_schedule_day(
+                connection,
+                invoice.invoice.as_str(),
+                line.line_id.as_str(),
+                day.day,
+                day.amount.amount(),
+                day.amount.currency().code(),
             )
-            .bind(invoice.invoice.as_str())
-            .bind(line.line_id.as_str())
-            .bind(day.day)
-            .bind(day.amount.amount())
-            .bind(day.amount.currency().code())
-            .execute(&mut *connection)
             .await?;
         }
     }
@@ -82,19 +80,16 @@ pub async fn recognise_batch(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<usize, FinanceServiceError> {
-    let due: Vec<(String, String, NaiveDate, Decimal, serde_json::Value)> = sqlx::query_as(
-        "SELECT d.invoice_id, d.line_id, d.day, d.amount, i.fact \
-         FROM finance.schedule_days d JOIN finance.invoices i USING (invoice_id) \
-         WHERE NOT d.recognised AND d.day < $1 AND i.voided_at IS NULL \
-         ORDER BY d.day, d.invoice_id, d.line_id LIMIT $2 \
-         FOR UPDATE OF d SKIP LOCKED",
-    )
-    .bind(today)
-    .bind(DAYS_PER_ROUND)
-    .fetch_all(&mut *connection)
-    .await?;
+    let due = schedules::lock_due_days(connection, today, DAYS_PER_ROUND).await?;
     let mut invoices: HashMap<String, InvoiceFinalized> = HashMap::new();
-    for (invoice_id, line_id, day, amount, fact) in &due {
+    for DueDay {
+        invoice_id,
+        line_id,
+        day,
+        amount,
+        fact,
+    } in &due
+    {
         if !invoices.contains_key(invoice_id) {
             let invoice: InvoiceFinalized =
                 serde_json::from_value(fact.clone()).map_err(|error| {
@@ -127,15 +122,7 @@ pub async fn recognise_batch(
             now,
         )
         .await?;
-        sqlx::query(
-            "UPDATE finance.schedule_days SET recognised = true \
-             WHERE invoice_id = $1 AND line_id = $2 AND day = $3",
-        )
-        .bind(invoice_id)
-        .bind(line_id)
-        .bind(day)
-        .execute(&mut *connection)
-        .await?;
+        schedules::mark_day_recognised(connection, invoice_id, line_id, *day).await?;
     }
     Ok(due.len())
 }

@@ -25,6 +25,7 @@ use tally_proto::convert;
 use tally_proto::events::InvoiceEvent;
 use tally_proto::invoicing::{InvoiceLine, InvoiceLineKind, invoice_line};
 
+use super::store;
 use crate::error::FinanceServiceError;
 
 /// One recurring fee of a subscription, from one invoice line.
@@ -218,28 +219,7 @@ pub async fn record_finalized(
         let interval = serde_json::to_value(fee.interval).map_err(|error| {
             FinanceServiceError::Internal(format!("serialising an interval: {error}"))
         })?;
-        sqlx::query(
-            "INSERT INTO finance.subscription_fees (subscription_id, plan_version_id, charge_key, \
-               effective_from, customer_id, currency, period_amount, billing_interval, mrr, invoice_id, line_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (subscription_id, plan_version_id, charge_key, effective_from) DO UPDATE SET \
-               customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
-               period_amount = EXCLUDED.period_amount, billing_interval = EXCLUDED.billing_interval, \
-               mrr = EXCLUDED.mrr, invoice_id = EXCLUDED.invoice_id, line_id = EXCLUDED.line_id",
-        )
-        .bind(&fee.subscription_id)
-        .bind(&fee.plan_version_id)
-        .bind(&fee.charge_key)
-        .bind(fee.effective_from)
-        .bind(&fee.customer_id)
-        .bind(fee.mrr.currency().code())
-        .bind(fee.period_amount.amount())
-        .bind(&interval)
-        .bind(fee.mrr.amount())
-        .bind(&fee.invoice_id)
-        .bind(&fee.line_id)
-        .execute(&mut *connection)
-        .await?;
+        store::upsert_fee(&mut *connection, &fee, &interval).await?;
     }
     Ok(())
 }
@@ -249,11 +229,7 @@ pub async fn forget_voided(
     connection: &mut PgConnection,
     invoice_id: &str,
 ) -> Result<(), FinanceServiceError> {
-    sqlx::query("DELETE FROM finance.subscription_fees WHERE invoice_id = $1")
-        .bind(invoice_id)
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
+    store::delete_fees_of_invoice(connection, invoice_id).await
 }
 
 /// A stored fee, as the MRR computation reads it.

@@ -1,16 +1,19 @@
-//! Reading what MRR is computed from: every fee row of a currency and the
-//! instants of the subscriptions they belong to, grouped by customer.
+//! The analytics tables (`finance.subscription_fees`,
+//! `finance.subscriptions`): the fees and subscription instants the
+//! consumers write, and what MRR is computed from (every fee row of a
+//! currency and the instants of the subscriptions they belong to, grouped
+//! by customer).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 
-use super::fees::StoredFee;
+use super::fees::{InvoicedFee, StoredFee};
 use super::history::{CustomerHistory, SubscriptionHistory, SubscriptionTiming};
-use super::subscriptions::Pause;
+use super::subscriptions::{Pause, SubscriptionFacts};
 use crate::error::FinanceServiceError;
 
 type FeeRow = (String, String, String, String, DateTime<Utc>, Decimal);
@@ -79,4 +82,80 @@ pub async fn customer_histories(
         });
     }
     Ok(customers)
+}
+
+/// Stores `fee` (its billing interval serialised as `interval`); a fee
+/// stored before under the same (subscription, plan version, charge, start)
+/// is replaced.
+pub async fn upsert_fee(
+    connection: &mut PgConnection,
+    fee: &InvoicedFee,
+    interval: &serde_json::Value,
+) -> Result<(), FinanceServiceError> {
+    sqlx::query(
+        "INSERT INTO finance.subscription_fees (subscription_id, plan_version_id, charge_key, \
+           effective_from, customer_id, currency, period_amount, billing_interval, mrr, invoice_id, line_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (subscription_id, plan_version_id, charge_key, effective_from) DO UPDATE SET \
+           customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
+           period_amount = EXCLUDED.period_amount, billing_interval = EXCLUDED.billing_interval, \
+           mrr = EXCLUDED.mrr, invoice_id = EXCLUDED.invoice_id, line_id = EXCLUDED.line_id",
+    )
+    .bind(&fee.subscription_id)
+    .bind(&fee.plan_version_id)
+    .bind(&fee.charge_key)
+    .bind(fee.effective_from)
+    .bind(&fee.customer_id)
+    .bind(fee.mrr.currency().code())
+    .bind(fee.period_amount.amount())
+    .bind(interval)
+    .bind(fee.mrr.amount())
+    .bind(&fee.invoice_id)
+    .bind(&fee.line_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the fees `invoice_id` billed.
+pub async fn delete_fees_of_invoice(
+    connection: &mut PgConnection,
+    invoice_id: &str,
+) -> Result<(), FinanceServiceError> {
+    sqlx::query("DELETE FROM finance.subscription_fees WHERE invoice_id = $1")
+        .bind(invoice_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Stores a subscription snapshot's instants unless the stored snapshot's
+/// version is as high (`pauses` is `facts.pauses` serialised).
+pub async fn upsert_subscription_if_newer(
+    connection: &mut PgConnection,
+    facts: &SubscriptionFacts,
+    pauses: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO finance.subscriptions (subscription_id, customer_id, currency, status, \
+           version, start_at, trial_end_at, ends_at, pauses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+           currency = EXCLUDED.currency, status = EXCLUDED.status, version = EXCLUDED.version, \
+           start_at = EXCLUDED.start_at, trial_end_at = EXCLUDED.trial_end_at, \
+           ends_at = EXCLUDED.ends_at, pauses = EXCLUDED.pauses \
+         WHERE finance.subscriptions.version < EXCLUDED.version",
+    )
+    .bind(&facts.subscription_id)
+    .bind(&facts.customer_id)
+    .bind(&facts.currency)
+    .bind(facts.status)
+    .bind(facts.version)
+    .bind(facts.start_at)
+    .bind(facts.trial_end_at)
+    .bind(facts.ends_at)
+    .bind(pauses)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }

@@ -24,6 +24,7 @@ use tally_proto::convert;
 use tally_proto::events::SubscriptionEvent;
 use tally_proto::invoicing::SubscriptionStatus;
 
+use super::store;
 use crate::consumers::{Ledger, check_type, classify, first_delivery};
 use crate::error::FinanceServiceError;
 
@@ -195,28 +196,9 @@ impl SubscriptionEventsHandler {
         else {
             return Ok(false);
         };
-        sqlx::query(
-            "INSERT INTO finance.subscriptions (subscription_id, customer_id, currency, status, \
-               version, start_at, trial_end_at, ends_at, pauses) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
-               currency = EXCLUDED.currency, status = EXCLUDED.status, version = EXCLUDED.version, \
-               start_at = EXCLUDED.start_at, trial_end_at = EXCLUDED.trial_end_at, \
-               ends_at = EXCLUDED.ends_at, pauses = EXCLUDED.pauses \
-             WHERE finance.subscriptions.version < EXCLUDED.version",
-        )
-        .bind(&facts.subscription_id)
-        .bind(&facts.customer_id)
-        .bind(&facts.currency)
-        .bind(facts.status)
-        .bind(facts.version)
-        .bind(facts.start_at)
-        .bind(facts.trial_end_at)
-        .bind(facts.ends_at)
-        .bind(&pauses)
-        .execute(&mut *transaction)
-        .await
-        .map_err(database)?;
+        store::upsert_subscription_if_newer(&mut transaction, &facts, &pauses)
+            .await
+            .map_err(database)?;
         transaction.commit().await.map_err(database)?;
         Ok(true)
     }

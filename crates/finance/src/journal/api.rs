@@ -22,8 +22,8 @@ use tally_runtime::SharedClock;
 use tally_runtime::error::FieldViolation;
 use tonic::{Request, Response, Status};
 
-use super::queries::{self, AccountTotals, JournalFilter};
-use super::store::CLOSE_LOCK;
+use super::store::closes::{self, Close};
+use super::store::reads::{self as queries, AccountTotals, JournalFilter};
 use crate::error::FinanceServiceError;
 
 /// Default and largest journal page.
@@ -182,7 +182,11 @@ fn line_schedules(invoice: &InvoiceFinalized, days: &[queries::ScheduleDay]) -> 
 }
 
 fn closed_period(
-    (close_through, closed_at, memo): (DateTime<Utc>, DateTime<Utc>, String),
+    Close {
+        close_through,
+        closed_at,
+        memo,
+    }: Close,
 ) -> ClosedPeriod {
     ClosedPeriod {
         close_through: Some(convert::timestamp(close_through)),
@@ -210,25 +214,9 @@ impl LedgerApi {
         }
         let mut transaction = self.pool.begin().await?;
         // Exclusive: no posting reads the old close and inserts after this commits.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLOSE_LOCK)
-            .execute(&mut *transaction)
-            .await?;
-        sqlx::query(
-            "INSERT INTO finance.closes (close_through, closed_at, memo) \
-             SELECT $1, $2, $3 WHERE $1 > COALESCE((SELECT max(close_through) FROM finance.closes), '-infinity') \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(close_through)
-        .bind(now)
-        .bind(memo)
-        .execute(&mut *transaction)
-        .await?;
-        let current: (DateTime<Utc>, DateTime<Utc>, String) = sqlx::query_as(
-            "SELECT close_through, closed_at, memo FROM finance.closes ORDER BY close_through DESC LIMIT 1",
-        )
-        .fetch_one(&mut *transaction)
-        .await?;
+        closes::lock_closes(&mut transaction).await?;
+        closes::insert_close_if_later(&mut transaction, close_through, now, memo).await?;
+        let current = closes::latest_close(&mut transaction).await?;
         transaction.commit().await?;
         Ok(closed_period(current))
     }
@@ -360,12 +348,7 @@ impl LedgerService for LedgerApi {
         &self,
         _request: Request<ListClosedPeriodsRequest>,
     ) -> Result<Response<ListClosedPeriodsResponse>, Status> {
-        let closes: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT close_through, closed_at, memo FROM finance.closes ORDER BY close_through DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(FinanceServiceError::from)?;
+        let closes = closes::closes_latest_first(&self.pool).await?;
         Ok(Response::new(ListClosedPeriodsResponse {
             closes: closes.into_iter().map(closed_period).collect(),
         }))

@@ -24,7 +24,9 @@ use crate::books::{self, Booked};
 use crate::error::FinanceServiceError;
 use crate::recognition;
 
-use super::store::CLOSE_LOCK;
+use super::store;
+use super::store::closes::{self, Close};
+use super::store::facts::{self, StoredFact};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +40,14 @@ pub struct Rebuilt {
 /// Something that happened to the books, in replay order.
 enum Step {
     Fact(Booked, DateTime<Utc>),
-    Close(DateTime<Utc>, DateTime<Utc>, String),
+    Close(Close),
 }
 
 impl Step {
     fn at(&self) -> DateTime<Utc> {
         match self {
-            Step::Fact(_, at) | Step::Close(_, at, _) => *at,
+            Step::Fact(_, at) => *at,
+            Step::Close(close) => close.closed_at,
         }
     }
 }
@@ -57,41 +60,21 @@ pub async fn rebuild(
     now: DateTime<Utc>,
 ) -> Result<Rebuilt, FinanceServiceError> {
     let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CLOSE_LOCK)
-        .execute(&mut *transaction)
-        .await?;
-    let facts: Vec<(serde_json::Value, DateTime<Utc>)> =
-        sqlx::query_as("SELECT fact, applied_at FROM finance.facts ORDER BY seq")
-            .fetch_all(&mut *transaction)
-            .await?;
-    let closes: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT close_through, closed_at, memo FROM finance.closes ORDER BY closed_at",
-    )
-    .fetch_all(&mut *transaction)
-    .await?;
-    let mut steps = Vec::with_capacity(facts.len() + closes.len());
-    for (fact, applied_at) in facts {
+    closes::lock_closes(&mut transaction).await?;
+    let facts = facts::facts_in_applied_order(&mut transaction).await?;
+    let made = closes::closes_in_order_made(&mut transaction).await?;
+    let mut steps = Vec::with_capacity(facts.len() + made.len());
+    for StoredFact { fact, applied_at } in facts {
         let fact: Booked = serde_json::from_value(fact).map_err(|error| {
             FinanceServiceError::Internal(format!("a stored fact is unreadable: {error}"))
         })?;
         steps.push(Step::Fact(fact, applied_at));
     }
-    steps.extend(
-        closes
-            .into_iter()
-            .map(|(through, closed_at, memo)| Step::Close(through, closed_at, memo)),
-    );
+    steps.extend(made.into_iter().map(Step::Close));
     // Facts keep their order; a close goes before the facts applied after it.
     steps.sort_by_key(|step| (step.at(), matches!(step, Step::Fact(..))));
 
-    // TRUNCATE is not an UPDATE or DELETE: the append-only triggers allow it,
-    // and only this function uses it.
-    sqlx::query(
-        "TRUNCATE finance.entries, finance.transactions, finance.schedule_days, finance.invoices, finance.closes",
-    )
-    .execute(&mut *transaction)
-    .await?;
+    store::truncate_books(&mut transaction).await?;
     let mut booked = 0;
     for step in &steps {
         recognise_until(&mut transaction, step.at()).await?;
@@ -100,22 +83,11 @@ pub async fn rebuild(
                 books::book(&mut transaction, fact, policy, *applied_at).await?;
                 booked += 1;
             }
-            Step::Close(through, closed_at, memo) => {
-                sqlx::query(
-                    "INSERT INTO finance.closes (close_through, closed_at, memo) VALUES ($1, $2, $3)",
-                )
-                .bind(through)
-                .bind(closed_at)
-                .bind(memo)
-                .execute(&mut *transaction)
-                .await?;
-            }
+            Step::Close(close) => closes::insert_close(&mut transaction, close).await?,
         }
     }
     recognise_until(&mut transaction, now).await?;
-    let transactions: i64 = sqlx::query_scalar("SELECT count(*) FROM finance.transactions")
-        .fetch_one(&mut *transaction)
-        .await?;
+    let transactions = store::transaction_count(&mut transaction).await?;
     transaction.commit().await?;
     Ok(Rebuilt {
         facts: booked,

@@ -21,6 +21,11 @@ use tally_domain::money::Currency;
 
 use crate::error::FinanceServiceError;
 
+pub mod closes;
+pub mod facts;
+pub mod reads;
+pub mod schedules;
+
 /// The advisory lock key that orders postings and closes (`finance` in ASCII).
 pub const CLOSE_LOCK: i64 = 0x0066_696e_616e_6365;
 
@@ -205,4 +210,25 @@ pub async fn posted_for(
             })
         })
         .collect()
+}
+
+/// Empties what a rebuild books again: the journal, the schedules, the
+/// invoices and the closes. TRUNCATE is not an UPDATE or DELETE: the
+/// append-only triggers allow it, and only the rebuild uses it.
+pub async fn truncate_books(connection: &mut PgConnection) -> Result<(), FinanceServiceError> {
+    sqlx::query(
+        "TRUNCATE finance.entries, finance.transactions, finance.schedule_days, finance.invoices, finance.closes",
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// How many transactions the journal holds.
+pub async fn transaction_count(connection: &mut PgConnection) -> Result<i64, FinanceServiceError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM finance.transactions")
+            .fetch_one(&mut *connection)
+            .await?,
+    )
 }

@@ -1,4 +1,5 @@
-//! Reading the journal: the trial balance, transaction pages and schedules.
+//! Reading the journal: the trial balance, transaction pages and schedules
+//! (`LedgerService`'s queries).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
