@@ -19,6 +19,7 @@ use tally_proto::invoicing::{
 use super::compose::{Composer, UsageCache};
 use super::fees::ROUNDING;
 use super::lines::Line;
+use super::store::billed;
 use super::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
@@ -118,15 +119,7 @@ impl Context {
         };
         let line_count = match &known.lines {
             Some(lines) => i64::try_from(lines.len()).map_err(InvoicingError::internal)?,
-            None => {
-                let (count,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM invoicing.invoice_lines WHERE invoice_id = $1",
-                )
-                .bind(&row.id)
-                .fetch_one(&mut *connection)
-                .await?;
-                count
-            }
+            None => billed::line_count(&mut *connection, &row.id).await?,
         };
         let service =
             Period::new(row.period_start, row.period_end).map_err(InvoicingError::internal)?;
@@ -324,14 +317,7 @@ impl Context {
         .await?;
         for sealing in paid_at_once {
             // Nothing to collect: paid at once, as its own (newer) snapshot.
-            sqlx::query(
-                "UPDATE invoicing.invoices SET status = 'paid', paid_at = $2, version = version + 1, updated_at = $2 \
-                 WHERE id = $1",
-            )
-            .bind(&sealing.invoice_id)
-            .bind(now)
-            .execute(&mut *connection)
-            .await?;
+            billed::mark_paid(&mut *connection, &sealing.invoice_id, now).await?;
             self.publish_invoice(
                 &mut *connection,
                 &sealing.invoice_id,

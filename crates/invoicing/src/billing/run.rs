@@ -11,7 +11,7 @@ use tally_proto::invoicing::InvoiceLine;
 
 use super::compose::{Composer, LatePeriods, UsageCache};
 use super::finalize::{Known, Sealing};
-use super::store::{self};
+use super::store::{self, runs};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
 use crate::{Context, credits, customers};
@@ -167,41 +167,36 @@ impl Context {
             .clamp(1, pool_half);
         let mut after = String::new();
         loop {
-            let due: Vec<(String,)> = sqlx::query_as(
-                "SELECT id FROM invoicing.subscriptions WHERE next_bill_at <= $1 \
-                   AND ($2::text IS NULL OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4",
+            let due = runs::due_subscription_ids(
+                &self.pool,
+                now,
+                customer_id,
+                &after,
+                i64::try_from(batch_size * concurrency).unwrap_or(i64::MAX),
             )
-            .bind(now)
-            .bind(customer_id)
-            .bind(&after)
-            .bind(i64::try_from(batch_size * concurrency).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
             .await?;
-            let Some((last,)) = due.last() else {
+            let Some(last) = due.last() else {
                 break;
             };
             after.clone_from(last);
             let work: Vec<Work> = due
                 .into_iter()
-                .map(|(subscription_id,)| Work::Subscription { subscription_id })
+                .map(|subscription_id| Work::Subscription { subscription_id })
                 .collect();
             summary.add(self.run_batches(work, batch_size, concurrency, now).await);
         }
-        let drafts: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, subscription_id FROM invoicing.invoices WHERE status = 'draft' \
-             AND ($1::text IS NULL OR customer_id = $1) \
-             AND (grace_period_ends_at <= $2 OR refreshed_at IS NULL OR refreshed_at <= $3) ORDER BY id",
+        let drafts = runs::drafts_to_refresh(
+            &self.pool,
+            customer_id,
+            now,
+            now - Duration::minutes(i64::from(self.config.draft_refresh_minutes)),
         )
-        .bind(customer_id)
-        .bind(now)
-        .bind(now - Duration::minutes(i64::from(self.config.draft_refresh_minutes)))
-        .fetch_all(&self.pool)
         .await?;
         let work: Vec<Work> = drafts
             .into_iter()
-            .map(|(invoice_id, subscription_id)| Work::Draft {
-                invoice_id,
-                subscription_id,
+            .map(|draft| Work::Draft {
+                invoice_id: draft.id,
+                subscription_id: draft.subscription_id,
             })
             .collect();
         summary.add(self.run_batches(work, batch_size, concurrency, now).await);
@@ -283,14 +278,11 @@ impl Context {
     /// Names a failed item (with its customer, read apart from the failed
     /// transaction) and logs it.
     async fn failure(&self, item: &Work, error: &InvoicingError) -> BillingFailure {
-        let customer_id: String =
-            sqlx::query_scalar("SELECT customer_id FROM invoicing.subscriptions WHERE id = $1")
-                .bind(item.subscription_id())
-                .fetch_optional(&self.pool)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let customer_id = runs::subscription_customer(&self.pool, item.subscription_id())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let failure = BillingFailure {
             subscription_id: item.subscription_id().to_owned(),
             customer_id,
@@ -583,15 +575,13 @@ impl Context {
         connection: &mut PgConnection,
         customers: &[&str],
     ) -> Result<HashSet<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT ordering_key FROM invoicing.outbox \
-             WHERE topic = $1 AND ordering_key = ANY($2) AND published_at IS NULL",
+        let pending = runs::customers_with_unpublished(
+            connection,
+            tally_bus::topics::SUBSCRIPTION_EVENTS,
+            customers,
         )
-        .bind(tally_bus::topics::SUBSCRIPTION_EVENTS)
-        .bind(customers)
-        .fetch_all(connection)
         .await?;
-        Ok(rows.into_iter().map(|(customer,)| customer).collect())
+        Ok(pending.into_iter().collect())
     }
 
     /// Refuses to compose while a subscription change of the customer is

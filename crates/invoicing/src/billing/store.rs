@@ -15,6 +15,9 @@ use super::lines::{Line, kind_name};
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, time_range, timestamp};
 
+pub mod billed;
+pub mod runs;
+
 /// An invoice row.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct InvoiceRow {

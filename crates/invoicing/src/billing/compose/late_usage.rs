@@ -10,6 +10,7 @@ use tally_domain::period::Period;
 use tally_proto::invoicing::{self as proto, InvoiceLineKind, invoice_line};
 
 use crate::billing::lines::Line;
+use crate::billing::store::billed::{self, BilledUsagePeriod, UsagePeriodsQuery};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::Subscription;
 
@@ -51,15 +52,12 @@ impl Composer<'_> {
                 .transpose()
                 .map_err(InvoicingError::internal)?
                 .unwrap_or(Decimal::ZERO);
-            let (billed,): (Option<Decimal>,) = sqlx::query_as(
-                "SELECT SUM(l.amount) FROM invoicing.invoice_lines l JOIN invoicing.invoices i ON i.id = l.invoice_id \
-                 WHERE i.subscription_id = $1 AND l.usage_period_start = $2 AND l.kind IN ('usage', 'adjustment') \
-                   AND ($3::text IS NULL OR i.id <> $3)",
+            let billed = billed::usage_billed_for_period(
+                &mut *self.connection,
+                &subscription.id,
+                billing_period.start(),
+                self.exclude_invoice,
             )
-            .bind(&subscription.id)
-            .bind(billing_period.start())
-            .bind(self.exclude_invoice)
-            .fetch_one(&mut *self.connection)
             .await?;
             let billed_before: Decimal = self
                 .billed_before
@@ -145,20 +143,23 @@ pub async fn late_periods_many(
     }
     // A period starts at most a year before it ends.
     let since = |query: &LateQuery<'_>| query.previous_boundary - lookback - Duration::days(366);
-    let rows: Vec<(i64, DateTime<Utc>, String, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (w.position, l.usage_period_start) w.position, l.usage_period_start, i.id, i.status \
-         FROM unnest($1::text[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS w(subscription_id, since, exclude, position) \
-         JOIN invoicing.invoices i ON i.subscription_id = w.subscription_id AND (w.exclude IS NULL OR i.id <> w.exclude) \
-         JOIN invoicing.invoice_lines l ON l.invoice_id = i.id AND l.kind = 'usage' AND l.usage_period_start >= w.since \
-         ORDER BY w.position, l.usage_period_start, i.boundary_at",
-    )
-    .bind(queries.iter().map(|query| query.subscription.id.as_str()).collect::<Vec<_>>())
-    .bind(queries.iter().map(since).collect::<Vec<_>>())
-    .bind(queries.iter().map(|query| query.exclude_invoice).collect::<Vec<_>>())
-    .fetch_all(connection)
-    .await?;
+    let asked: Vec<UsagePeriodsQuery<'_>> = queries
+        .iter()
+        .map(|query| UsagePeriodsQuery {
+            subscription_id: query.subscription.id.as_str(),
+            since: since(query),
+            exclude_invoice: query.exclude_invoice,
+        })
+        .collect();
+    let rows = billed::usage_periods_since(connection, &asked).await?;
     let mut periods: Vec<Vec<(Period, String)>> = queries.iter().map(|_| Vec::new()).collect();
-    for (position, start, invoice_id, status) in rows {
+    for BilledUsagePeriod {
+        position,
+        usage_period_start: start,
+        invoice_id,
+        status,
+    } in rows
+    {
         let index = usize::try_from(position - 1).map_err(InvoicingError::internal)?;
         let query = &queries[index];
         let period = query.subscription.period_containing(start)?;

@@ -379,18 +379,13 @@ impl<'a> Composer<'a> {
                 .or_insert((Decimal::ZERO, line.description.clone()));
             entry.0 += line.amount;
         }
-        let billed: Vec<(String, String, Decimal)> = sqlx::query_as(
-            "SELECT l.plan_version_id, l.charge_key, SUM(l.amount) FROM invoicing.invoice_lines l \
-             JOIN invoicing.invoices i ON i.id = l.invoice_id \
-             WHERE i.subscription_id = $1 AND l.in_advance AND l.service_start >= $2 AND l.service_end <= $3 \
-               AND ($4::text IS NULL OR i.id <> $4) \
-             GROUP BY l.plan_version_id, l.charge_key ORDER BY 1, 2",
+        let billed = crate::billing::store::billed::in_advance_billed_within(
+            &mut *self.connection,
+            &subscription.id,
+            billing_period.start(),
+            billing_period.end(),
+            self.exclude_invoice,
         )
-        .bind(&subscription.id)
-        .bind(billing_period.start())
-        .bind(billing_period.end())
-        .bind(self.exclude_invoice)
-        .fetch_all(&mut *self.connection)
         .await?;
         let mut differences: BTreeMap<(String, String), (Decimal, String)> = worth;
         let billed_before = self.billed_before.iter().filter(|line| {
