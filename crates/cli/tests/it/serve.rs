@@ -45,9 +45,20 @@ fn create_key(database_url: &str, scope: &str) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// A `tally serve` child process, killed when dropped (a test that fails, or
+/// ends without [`RunningService::terminate`], leaves no server behind).
 struct RunningService {
-    child: Child,
+    child: Option<Child>,
     address: String,
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A peer key no database knows (services that call peers need one to start).
@@ -82,9 +93,12 @@ impl RunningService {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let address = format!("http://127.0.0.1:{port}");
+        let running = Self {
+            child: Some(child),
+            address: format!("http://127.0.0.1:{port}"),
+        };
         let started = Instant::now();
-        while Channel::from_shared(address.clone())
+        while Channel::from_shared(running.address.clone())
             .unwrap()
             .connect()
             .await
@@ -96,7 +110,7 @@ impl RunningService {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { child, address }
+        running
     }
 
     async fn channel(&self) -> Channel {
@@ -107,13 +121,14 @@ impl RunningService {
             .unwrap()
     }
 
-    fn terminate(self) -> Output {
+    fn terminate(mut self) -> Output {
+        let child = self.child.take().expect("terminated once");
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        self.child.wait_with_output().unwrap()
+        child.wait_with_output().unwrap()
     }
 }
 

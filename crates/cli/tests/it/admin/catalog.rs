@@ -8,7 +8,9 @@ use tally_proto::rating::{
     CreatePlanRequest, CreatePlanVersionRequest, PlanVersionSpec, create_plan_version_request,
 };
 
-use super::support::{Run, Service, create_key, documented_catalog, run, run_with_stdin};
+use super::support::{
+    Run, Service, create_key, documented_catalog, once_the_key_is_known, run, run_with_stdin,
+};
 
 fn apply(service: &Service, key: &str, yaml: &str, extra: &[&str]) -> Run {
     let mut args = vec!["catalog", "apply", "-f", "-", "--address", &service.address];
@@ -320,9 +322,8 @@ async fn failures_say_what_to_do() {
     );
 
     let reader = create_key(&database.url, "read");
-    // The key cache refreshes every second.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let denied = apply(&rating, &reader, &documented_catalog(), &[]).expect(1);
+    let denied =
+        once_the_key_is_known(|| apply(&rating, &reader, &documented_catalog(), &[])).expect(1);
     assert!(
         denied.stderr.contains("PermissionDenied"),
         "{}",

@@ -4,7 +4,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::support::{Service, create_key, run};
+use super::support::{Service, create_key, once_the_key_is_known, run};
 
 /// The complete Stripe objects of the end-to-end test's fake Stripe (async-stripe
 /// parses answers strictly: a partial invoice is refused).
@@ -126,8 +126,7 @@ async fn a_clean_window_exits_0_and_a_stray_stripe_invoice_exits_1() {
 
     // A key without the admin scope is refused, saying which scope.
     let writer = create_key(&database.url, "write");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let denied = run(&writer, &args[..args.len() - 2]).expect(1);
+    let denied = once_the_key_is_known(|| run(&writer, &args[..args.len() - 2])).expect(1);
     assert!(
         denied.stderr.contains("PermissionDenied"),
         "{}",

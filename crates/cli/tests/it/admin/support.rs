@@ -248,6 +248,25 @@ impl Run {
     }
 }
 
+/// Runs `attempt` until the services know the key it uses (their key cache
+/// refreshes every second; under load it can take longer): the first result
+/// that is not `Unauthenticated`, within a generous bound.
+pub fn once_the_key_is_known(attempt: impl Fn() -> Run) -> Run {
+    let started = Instant::now();
+    loop {
+        let outcome = attempt();
+        if !outcome.stderr.contains("Unauthenticated") {
+            return outcome;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the new key was never accepted: {}",
+            outcome.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs `tally <args>` with `TALLY_API_KEY=key`.
 pub fn run(key: &str, args: &[&str]) -> Run {
     run_with_stdin(key, args, None)
