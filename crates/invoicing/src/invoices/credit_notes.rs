@@ -11,6 +11,7 @@ use tally_proto::invoicing::{
     self as proto, CreditNoteReason, InvoiceStatus, create_credit_note_request,
 };
 
+use super::store::{self as invoice_store, CreditNoteSnapshot, NewCreditNote};
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
@@ -70,14 +71,11 @@ impl Context {
         let currency = row.currency()?;
         let balance = Balance::load(&mut *connection, row).await?;
         let creditable = balance.creditable();
-        let earlier: Vec<(Vec<u8>,)> =
-            sqlx::query_as("SELECT snapshot FROM invoicing.credit_notes WHERE invoice_id = $1")
-                .bind(&row.id)
-                .fetch_all(&mut *connection)
-                .await?;
+        let earlier =
+            invoice_store::credit_note_snapshots_of_invoice(&mut *connection, &row.id).await?;
         let earlier: Vec<proto::CreditNote> = earlier
             .into_iter()
-            .map(|(bytes,)| {
+            .map(|bytes| {
                 proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)
             })
             .collect::<Result<_>>()?;
@@ -228,29 +226,19 @@ impl Context {
             created_at: Some(timestamp(now)),
             refund_amount: (refund > Decimal::ZERO).then(|| money(refund, currency)),
         };
-        sqlx::query(
-            "INSERT INTO invoicing.credit_notes (id, number, invoice_id, customer_id, total, refund_id, snapshot, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(&credit_note.number)
-        .bind(&row.id)
-        .bind(&row.customer_id)
-        .bind(total)
-        .bind(&note.refund_id)
-        .bind(credit_note.encode_to_vec())
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-        sqlx::query(
-            "UPDATE invoicing.invoices SET amount_credited = amount_credited + $2, version = version + 1, updated_at = $3 \
-             WHERE id = $1",
-        )
-        .bind(&row.id)
-        .bind(total)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
+        let snapshot = credit_note.encode_to_vec();
+        let stored = NewCreditNote {
+            id: &id,
+            number: &credit_note.number,
+            invoice_id: &row.id,
+            customer_id: &row.customer_id,
+            total,
+            refund_id: note.refund_id.as_deref(),
+            snapshot: &snapshot,
+            created_at: now,
+        };
+        invoice_store::insert_credit_note(&mut *connection, stored).await?;
+        invoice_store::add_amount_credited(&mut *connection, &row.id, total, now).await?;
         if refund > Decimal::ZERO {
             refunds::hold_note_refund(&mut *connection, row, &id, refund, now).await?;
         }
@@ -342,11 +330,10 @@ impl Context {
                 note.id
             }
         };
-        let (bytes, invoice_id): (Vec<u8>, String) =
-            sqlx::query_as("SELECT snapshot, invoice_id FROM invoicing.credit_notes WHERE id = $1")
-                .bind(&note_id)
-                .fetch_one(&mut *transaction)
-                .await?;
+        let CreditNoteSnapshot {
+            snapshot: bytes,
+            invoice_id,
+        } = invoice_store::credit_note_snapshot(&mut transaction, &note_id).await?;
         let row = store::load(&mut transaction, &invoice_id, false).await?;
         let invoice = store::to_proto(&mut transaction, &row, true).await?;
         transaction.commit().await?;
@@ -364,22 +351,21 @@ impl Context {
     ) -> Result<proto::ListCreditNotesResponse> {
         let limit = paging::page_size(request.page_size);
         let before = paging::after(&request.page_token, "credit_notes")?;
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, snapshot FROM invoicing.credit_notes WHERE ($1 = '' OR invoice_id = $1) \
-               AND ($2 = '' OR customer_id = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        let rows = invoice_store::credit_notes_page(
+            &self.pool,
+            &request.invoice_id,
+            &request.customer_id,
+            before.as_deref(),
+            limit + 1,
         )
-        .bind(&request.invoice_id)
-        .bind(&request.customer_id)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
         .await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, "credit_notes", |(id, _)| id);
+        let (rows, next_page_token) = paging::finish(rows, limit, "credit_notes", |row| &row.id);
         Ok(proto::ListCreditNotesResponse {
             credit_notes: rows
                 .into_iter()
-                .map(|(_, bytes)| {
-                    proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+                .map(|row| {
+                    proto::CreditNote::decode(row.snapshot.as_slice())
+                        .map_err(InvoicingError::internal)
                 })
                 .collect::<Result<_>>()?,
             next_page_token,

@@ -8,6 +8,7 @@ use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
 use super::allow;
+use super::store as invoice_store;
 use crate::billing::store::{self};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
@@ -22,17 +23,10 @@ impl Context {
     ) -> Result<proto::RunBillingResponse> {
         let as_of = self.clock.now();
         let mut connection = self.pool.acquire().await?;
-        let key = 0x7461_6c6c_7962_696c_i64; // "tallybil"
         if request.wait {
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(key)
-                .execute(&mut *connection)
-                .await?;
+            invoice_store::lock_bill_runs(&mut connection).await?;
         } else {
-            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut *connection)
-                .await?;
+            let locked = invoice_store::try_lock_bill_runs(&mut connection).await?;
             if !locked {
                 return Err(InvoicingError::Aborted(
                     "another bill run is in progress".into(),
@@ -41,10 +35,7 @@ impl Context {
         }
         let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
         let result = self.bill_run(customer).await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(key)
-            .execute(&mut *connection)
-            .await?;
+        invoice_store::unlock_bill_runs(&mut connection).await?;
         let summary = result?;
         Ok(proto::RunBillingResponse {
             as_of: Some(timestamp(as_of)),
@@ -170,10 +161,7 @@ impl Context {
         let subscription_id = draft.subscription_id;
         let mut transaction = self.pool.begin().await?;
         // Same lock order as the bill run: subscription, then invoice.
-        sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
-            .bind(&subscription_id)
-            .execute(&mut *transaction)
-            .await?;
+        crate::subscriptions::store::lock(&mut transaction, &subscription_id).await?;
         let row = store::load(&mut transaction, id, true).await?;
         match row.wire_status() {
             InvoiceStatus::Draft => {
@@ -242,15 +230,7 @@ impl Context {
                 now,
             )
             .await?;
-            sqlx::query(
-                "UPDATE invoicing.invoices SET status = 'void', voided_at = $2, void_reason = $3, version = version + 1, \
-                   updated_at = $2 WHERE id = $1",
-            )
-            .bind(&row.id)
-            .bind(now)
-            .bind(&request.reason)
-            .execute(&mut *transaction)
-            .await?;
+            invoice_store::mark_void(&mut transaction, &row.id, now, &request.reason).await?;
             self.publish_invoice(
                 &mut transaction,
                 &row.id,

@@ -6,6 +6,7 @@ mod api;
 mod credit_notes;
 mod lifecycle;
 mod preview;
+mod store;
 
 pub use credit_notes::NoteRequest;
 

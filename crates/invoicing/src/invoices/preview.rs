@@ -1,11 +1,11 @@
 //! `PreviewUpcomingInvoice`: the invoice the next boundary would produce with
 //! what is known now, composed like a bill run but never stored.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tally_domain::money::Money;
 use tally_proto::invoicing::{self as proto, InvoiceLineKind, InvoiceStatus, invoice_line};
 
+use super::store as invoice_store;
 use crate::billing::compose::Composer;
 use crate::billing::lines::Line;
 use crate::error::{InvoicingError, Result};
@@ -110,19 +110,14 @@ impl Context {
         };
         let subtotal: Decimal = lines.iter().map(|line| line.amount).sum();
         // The customer's drafts are finalized (and burn credits) first.
-        let drafts: Vec<(Decimal, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT subtotal, period_end, grace_period_ends_at FROM invoicing.invoices \
-             WHERE customer_id = $1 AND status = 'draft' ORDER BY grace_period_ends_at, id",
-        )
-        .bind(&subscription.customer_id)
-        .fetch_all(&mut *transaction)
-        .await?;
+        let drafts =
+            invoice_store::customer_drafts(&mut transaction, &subscription.customer_id).await?;
         let mut dues: Vec<credits::preview::Due> = drafts
             .into_iter()
-            .map(|(subtotal, period_end, grace_ends)| credits::preview::Due {
-                subtotal,
-                period_end,
-                finalized_at: grace_ends.max(now),
+            .map(|draft| credits::preview::Due {
+                subtotal: draft.subtotal,
+                period_end: draft.period_end,
+                finalized_at: draft.grace_period_ends_at.max(now),
             })
             .collect();
         dues.extend(earlier);

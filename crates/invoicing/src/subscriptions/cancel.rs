@@ -13,6 +13,7 @@ use crate::error::{InvoicingError, Result};
 use crate::idempotency::{self, request_hash};
 
 use super::changes::Finished;
+use super::store::{self, BoundaryInvoice};
 use super::{Policy, Timing, allow, model, timing};
 
 impl Context {
@@ -84,27 +85,19 @@ impl Context {
         boundary: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let invoice: Option<(String, String)> = sqlx::query_as(
-            "SELECT id, status FROM invoicing.invoices WHERE subscription_id = $1 AND boundary_at = $2 FOR UPDATE",
-        )
-        .bind(subscription_id)
-        .bind(boundary)
-        .fetch_optional(&mut *connection)
-        .await?;
-        let Some((invoice_id, status)) = invoice else {
+        let invoice =
+            store::lock_boundary_invoice(&mut *connection, subscription_id, boundary).await?;
+        let Some(BoundaryInvoice {
+            id: invoice_id,
+            status,
+        }) = invoice
+        else {
             return Ok(());
         };
         if status == "draft" || status == "void" {
             return Ok(());
         }
-        let advance: Vec<(String, rust_decimal::Decimal)> = sqlx::query_as(
-            "SELECT id, amount FROM invoicing.invoice_lines WHERE invoice_id = $1 AND in_advance \
-               AND service_start >= $2 AND amount > 0 ORDER BY position",
-        )
-        .bind(&invoice_id)
-        .bind(boundary)
-        .fetch_all(&mut *connection)
-        .await?;
+        let advance = store::in_advance_lines_from(&mut *connection, &invoice_id, boundary).await?;
         if advance.is_empty() {
             return Ok(());
         }

@@ -15,7 +15,7 @@ mod cancel;
 mod changes;
 mod lifecycle;
 pub mod model;
-mod store;
+pub(crate) mod store;
 
 use chrono::{DateTime, Utc};
 use tally_domain::subscription::SubscriptionStatus as Status;

@@ -1,6 +1,7 @@
 //! Subscriptions in PostgreSQL: the row and its phases and pauses (JSON),
 //! loading (optionally locked, or claimed `SKIP LOCKED` by a bill run),
-//! storing a new version, listing.
+//! storing a new version, listing; and what a cancellation reads of the
+//! invoice of its boundary.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -277,4 +278,53 @@ pub async fn list(
         subscriptions.push(from_row(row)?);
     }
     Ok(subscriptions)
+}
+
+/// Locks subscription `id`'s row for the caller's transaction. Lock order
+/// everywhere: the subscription, then its invoices.
+pub async fn lock(connection: &mut PgConnection, id: &str) -> Result<()> {
+    sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The invoice of a subscription's boundary.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct BoundaryInvoice {
+    pub id: String,
+    pub status: String,
+}
+
+/// The invoice of `subscription_id` at `boundary`, locked (`FOR UPDATE`).
+pub async fn lock_boundary_invoice(
+    connection: &mut PgConnection,
+    subscription_id: &str,
+    boundary: DateTime<Utc>,
+) -> Result<Option<BoundaryInvoice>> {
+    Ok(sqlx::query_as(
+        "SELECT id, status FROM invoicing.invoices WHERE subscription_id = $1 AND boundary_at = $2 FOR UPDATE",
+    )
+    .bind(subscription_id)
+    .bind(boundary)
+    .fetch_optional(connection)
+    .await?)
+}
+
+/// The positive in-advance lines of `invoice_id` for services from `from`:
+/// `(line id, amount)` in line order.
+pub async fn in_advance_lines_from(
+    connection: &mut PgConnection,
+    invoice_id: &str,
+    from: DateTime<Utc>,
+) -> Result<Vec<(String, rust_decimal::Decimal)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, amount FROM invoicing.invoice_lines WHERE invoice_id = $1 AND in_advance \
+           AND service_start >= $2 AND amount > 0 ORDER BY position",
+    )
+    .bind(invoice_id)
+    .bind(from)
+    .fetch_all(connection)
+    .await?)
 }

@@ -2,6 +2,8 @@
 //! checked against the hash of the request (common.proto: a replay returns
 //! the first result; a different request with the same key is ALREADY_EXISTS).
 
+mod store;
+
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -52,20 +54,10 @@ pub async fn claim(
     key: &str,
     hash: &str,
 ) -> Result<Option<String>> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(format!("{method}:{key}"))
-        .execute(&mut *connection)
-        .await?;
-    let stored: Option<(String, String)> = sqlx::query_as(
-        "SELECT request_hash, resource_id FROM invoicing.idempotency_keys WHERE method = $1 AND key = $2",
-    )
-    .bind(method)
-    .bind(key)
-    .fetch_optional(&mut *connection)
-    .await?;
-    match stored {
+    store::lock_key(&mut *connection, method, key).await?;
+    match store::recorded_key(&mut *connection, method, key).await? {
         None => Ok(None),
-        Some((stored_hash, resource)) if stored_hash == hash => Ok(Some(resource)),
+        Some(recorded) if recorded.request_hash == hash => Ok(Some(recorded.resource_id)),
         Some(_) => Err(InvoicingError::IdempotencyConflict(format!(
             "idempotency_key {key:?} was already used for a different {method} request"
         ))),
@@ -81,18 +73,7 @@ pub async fn record(
     resource_id: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO invoicing.idempotency_keys (method, key, request_hash, resource_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(method)
-    .bind(key)
-    .bind(hash)
-    .bind(resource_id)
-    .bind(now)
-    .execute(connection)
-    .await?;
-    Ok(())
+    store::insert_key(connection, method, key, hash, resource_id, now).await
 }
 
 /// One request's idempotency key: the method, the caller's key and the

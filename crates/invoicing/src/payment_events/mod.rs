@@ -11,6 +11,8 @@
 //! releases the reservation (see [`crate::refunds`]). Disputes and dunning
 //! steps are acknowledged without effect.
 
+mod store;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,7 +27,7 @@ use tally_domain::invoice::InvoiceStatus as DomainStatus;
 use tally_proto::events::{PaymentEvent, invoice_event, payment_event};
 use tally_proto::invoicing::InvoiceStatus;
 
-use crate::billing::store;
+use crate::billing::store as billing_store;
 use crate::error::{InvoicingError, Result};
 use crate::invoices::allow;
 use crate::wire::money;
@@ -61,23 +63,17 @@ impl Context {
                 "a payment event needs a kind",
             ));
         };
-        let (subscription_id,): (String,) =
-            sqlx::query_as("SELECT subscription_id FROM invoicing.invoices WHERE id = $1")
-                .bind(&event.invoice_id)
-                .fetch_optional(&mut *connection)
-                .await?
-                .ok_or_else(|| {
-                    InvoicingError::invalid(
-                        "invoice_id",
-                        format!("unknown invoice {:?}", event.invoice_id),
-                    )
-                })?;
+        let subscription_id = store::invoice_subscription(&mut *connection, &event.invoice_id)
+            .await?
+            .ok_or_else(|| {
+                InvoicingError::invalid(
+                    "invoice_id",
+                    format!("unknown invoice {:?}", event.invoice_id),
+                )
+            })?;
         // Lock order everywhere: the subscription, then its invoices.
-        sqlx::query("SELECT id FROM invoicing.subscriptions WHERE id = $1 FOR UPDATE")
-            .bind(&subscription_id)
-            .execute(&mut *connection)
-            .await?;
-        let row = store::load(&mut *connection, &event.invoice_id, true).await?;
+        crate::subscriptions::store::lock(&mut *connection, &subscription_id).await?;
+        let row = billing_store::load(&mut *connection, &event.invoice_id, true).await?;
         let before = crate::audit::invoice_state(&row);
         let currency = row.currency()?;
         match kind {
@@ -90,16 +86,8 @@ impl Context {
                         row.wire_status(),
                         InvoiceStatus::Finalized | InvoiceStatus::Uncollectible
                     );
-                sqlx::query(
-                    "UPDATE invoicing.invoices SET amount_paid = $2, status = CASE WHEN $3 THEN 'paid' ELSE status END, \
-                       paid_at = CASE WHEN $3 THEN $4 ELSE paid_at END, version = version + 1, updated_at = $4 WHERE id = $1",
-                )
-                .bind(&row.id)
-                .bind(paid_total)
-                .bind(becomes_paid)
-                .bind(now)
-                .execute(&mut *connection)
-                .await?;
+                store::record_payment(&mut *connection, &row.id, paid_total, becomes_paid, now)
+                    .await?;
                 if becomes_paid {
                     self.publish_invoice(
                         &mut *connection,
@@ -115,14 +103,9 @@ impl Context {
                         }),
                     )
                     .await?;
-                    let (unpaid,): (i64,) = sqlx::query_as(
-                        "SELECT count(*) FROM invoicing.invoices WHERE subscription_id = $1 AND status IN ('finalized', 'uncollectible') \
-                           AND due_at < $2",
-                    )
-                    .bind(&subscription_id)
-                    .bind(now)
-                    .fetch_one(&mut *connection)
-                    .await?;
+                    let unpaid =
+                        store::overdue_unpaid_count(&mut *connection, &subscription_id, now)
+                            .await?;
                     if unpaid == 0 {
                         self.set_past_due(
                             &mut *connection,
@@ -145,13 +128,7 @@ impl Context {
             payment_event::Kind::Uncollectible(uncollectible) => {
                 if row.wire_status() == InvoiceStatus::Finalized {
                     allow(&row, DomainStatus::Uncollectible)?;
-                    sqlx::query(
-                        "UPDATE invoicing.invoices SET status = 'uncollectible', version = version + 1, updated_at = $2 WHERE id = $1",
-                    )
-                    .bind(&row.id)
-                    .bind(now)
-                    .execute(&mut *connection)
-                    .await?;
+                    store::mark_uncollectible(&mut *connection, &row.id, now).await?;
                     self.publish_invoice(
                         &mut *connection,
                         &row.id,

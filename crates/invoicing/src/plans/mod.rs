@@ -11,6 +11,8 @@
 //! included units, within the charge's minimum and maximum). A recurring
 //! charge with another model is refused when subscribing (FAILED_PRECONDITION).
 
+mod store;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ use tally_domain::money::Currency;
 use tally_domain::period::BillingInterval;
 use tally_proto::rating::{self as wire, PlanVersionStatus, price};
 
+use self::store::PlanRow;
 use crate::error::{InvoicingError, Result};
 use crate::rating::RatingClient;
 
@@ -180,28 +183,16 @@ pub fn from_wire(version: &wire::PlanVersion) -> Result<PlanInfo> {
     })
 }
 
-type PlanRow = (
-    String,
-    String,
-    i32,
-    String,
-    String,
-    i32,
-    Option<Decimal>,
-    serde_json::Value,
-);
-
 fn from_row(row: PlanRow) -> Result<PlanInfo> {
-    let (id, plan_id, version, currency, interval, trial_days, minimum_commitment, recurring) = row;
     Ok(PlanInfo {
-        id,
-        plan_id,
-        version,
-        currency: crate::wire::stored_currency(&currency)?,
-        interval: interval_from_name(&interval)?,
-        trial_days: u32::try_from(trial_days).unwrap_or(0),
-        minimum_commitment,
-        recurring: serde_json::from_value(recurring).map_err(InvoicingError::internal)?,
+        id: row.id,
+        plan_id: row.plan_id,
+        version: row.version,
+        currency: crate::wire::stored_currency(&row.currency)?,
+        interval: interval_from_name(&row.billing_interval)?,
+        trial_days: u32::try_from(row.trial_days).unwrap_or(0),
+        minimum_commitment: row.minimum_commitment,
+        recurring: serde_json::from_value(row.recurring).map_err(InvoicingError::internal)?,
     })
 }
 
@@ -238,14 +229,10 @@ impl PlanCache {
 
 /// A stored plan version (every version a subscription names is stored).
 pub async fn stored(connection: &mut PgConnection, id: &str) -> Result<Option<PlanInfo>> {
-    let row: Option<PlanRow> = sqlx::query_as(
-        "SELECT id, plan_id, version, currency, billing_interval, trial_days, minimum_commitment, recurring \
-         FROM invoicing.plan_versions WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(connection)
-    .await?;
-    row.map(from_row).transpose()
+    store::plan_version(connection, id)
+        .await?
+        .map(from_row)
+        .transpose()
 }
 
 /// The plan version `id` for a new subscription or phase: published, from the
@@ -270,22 +257,7 @@ pub async fn published(
     if let Some(existing) = stored(&mut *connection, id).await? {
         return Ok(existing);
     }
-    sqlx::query(
-        "INSERT INTO invoicing.plan_versions (id, plan_id, version, currency, billing_interval, trial_days, \
-           minimum_commitment, recurring, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&info.id)
-    .bind(&info.plan_id)
-    .bind(info.version)
-    .bind(info.currency.code())
-    .bind(interval_name(info.interval))
-    .bind(i32::try_from(info.trial_days).unwrap_or(i32::MAX))
-    .bind(info.minimum_commitment)
-    .bind(serde_json::to_value(&info.recurring).map_err(InvoicingError::internal)?)
-    .bind(now)
-    .execute(connection)
-    .await?;
+    store::insert_plan_version(connection, &info, now).await?;
     Ok(info)
 }
 
