@@ -6,6 +6,8 @@
 //! field, so a replay returns the customer and a different payload is
 //! ALREADY_EXISTS naming the first differing field.
 
+mod store;
+
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
@@ -19,6 +21,7 @@ use tally_proto::invoicing::{
 };
 use tonic::{Request, Response, Status};
 
+use self::store::{Lookup, NewCustomer};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::wire::{instant, timestamp};
 use crate::{Context, paging};
@@ -28,17 +31,9 @@ const DEFAULT_NET_TERMS_DAYS: u32 = 30;
 
 /// Reads a customer by id inside a transaction (`FOR UPDATE` when `lock`).
 pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<Customer> {
-    let sql = if lock {
-        "SELECT snapshot FROM invoicing.customers WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT snapshot FROM invoicing.customers WHERE id = $1"
-    };
-    let row: Option<(Vec<u8>,)> = sqlx::query_as(sql)
-        .bind(id)
-        .fetch_optional(connection)
-        .await?;
-    let (bytes,) =
-        row.ok_or_else(|| InvoicingError::NotFound(format!("customer {id:?} not found")))?;
+    let bytes = store::snapshot(connection, id, lock)
+        .await?
+        .ok_or_else(|| InvoicingError::NotFound(format!("customer {id:?} not found")))?;
     Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
 }
 
@@ -47,15 +42,13 @@ pub async fn load_many(
     connection: &mut PgConnection,
     ids: &[&str],
 ) -> Result<std::collections::HashMap<String, Customer>> {
-    let rows: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, snapshot FROM invoicing.customers WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(connection)
-            .await?;
-    rows.into_iter()
-        .map(|(id, bytes)| {
-            let customer = Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)?;
-            Ok((id, customer))
+    store::snapshots(connection, ids)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let customer =
+                Customer::decode(row.snapshot.as_slice()).map_err(InvoicingError::internal)?;
+            Ok((row.id, customer))
         })
         .collect()
 }
@@ -259,7 +252,8 @@ fn first_difference(stored: &Customer, requested: &Customer) -> Option<&'static 
     .map(|(field, _)| field)
 }
 
-async fn store(
+/// Stores a changed customer (its snapshot and the columns read from it).
+async fn save(
     connection: &mut PgConnection,
     customer: &Customer,
     now: DateTime<Utc>,
@@ -269,18 +263,15 @@ async fn store(
     } else {
         "active"
     };
-    sqlx::query(
-        "UPDATE invoicing.customers SET currency = $2, status = $3, snapshot = $4, updated_at = $5 \
-         WHERE id = $1",
+    store::update(
+        connection,
+        &customer.id,
+        &customer.currency,
+        status,
+        &customer.encode_to_vec(),
+        now,
     )
-    .bind(&customer.id)
-    .bind(&customer.currency)
-    .bind(status)
-    .bind(customer.encode_to_vec())
-    .bind(now)
-    .execute(connection)
-    .await?;
-    Ok(())
+    .await
 }
 
 impl Context {
@@ -291,16 +282,10 @@ impl Context {
         let mut customer = from_request(request)?;
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))")
-            .bind(&customer.external_id)
-            .execute(&mut *transaction)
-            .await?;
-        let existing: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT snapshot FROM invoicing.customers WHERE external_id = $1")
-                .bind(&customer.external_id)
-                .fetch_optional(&mut *transaction)
-                .await?;
-        if let Some((bytes,)) = existing {
+        store::lock_external_id(&mut transaction, &customer.external_id).await?;
+        let existing =
+            store::snapshot_by_external_id(&mut transaction, &customer.external_id).await?;
+        if let Some(bytes) = existing {
             let stored = Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)?;
             return match first_difference(&stored, &customer) {
                 None => Ok(CreateCustomerResponse {
@@ -316,17 +301,15 @@ impl Context {
         customer.id = self.ids.new_id("cus");
         customer.created_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
-        sqlx::query(
-            "INSERT INTO invoicing.customers (id, external_id, currency, status, request_hash, snapshot, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'active', '', $4, $5, $5)",
-        )
-        .bind(&customer.id)
-        .bind(&customer.external_id)
-        .bind(&customer.currency)
-        .bind(customer.encode_to_vec())
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
+        let snapshot = customer.encode_to_vec();
+        let new = NewCustomer {
+            id: &customer.id,
+            external_id: &customer.external_id,
+            currency: &customer.currency,
+            snapshot: &snapshot,
+            created_at: now,
+        };
+        store::insert(&mut transaction, new).await?;
         transaction.commit().await?;
         Ok(CreateCustomerResponse {
             customer: Some(customer),
@@ -335,17 +318,13 @@ impl Context {
     }
 
     async fn get_customer(&self, request: GetCustomerRequest) -> Result<Customer> {
-        let (sql, value, field) = match request.lookup {
-            Some(get_customer_request::Lookup::CustomerId(id)) => (
-                "SELECT snapshot FROM invoicing.customers WHERE id = $1",
-                id,
-                "customer_id",
-            ),
-            Some(get_customer_request::Lookup::ExternalId(id)) => (
-                "SELECT snapshot FROM invoicing.customers WHERE external_id = $1",
-                id,
-                "external_id",
-            ),
+        let (lookup, value, field) = match &request.lookup {
+            Some(get_customer_request::Lookup::CustomerId(id)) => {
+                (Lookup::Id(id), id, "customer_id")
+            }
+            Some(get_customer_request::Lookup::ExternalId(id)) => {
+                (Lookup::ExternalId(id), id, "external_id")
+            }
             None => {
                 return Err(InvoicingError::invalid(
                     "lookup",
@@ -356,13 +335,11 @@ impl Context {
         if value.is_empty() {
             return Err(InvoicingError::invalid(field, "is required"));
         }
-        let row: Option<(Vec<u8>,)> = sqlx::query_as(sql)
-            .bind(&value)
-            .fetch_optional(&self.pool)
-            .await?;
-        let (bytes,) = row.ok_or_else(|| {
-            InvoicingError::NotFound(format!("customer with {field} {value:?} not found"))
-        })?;
+        let bytes = store::snapshot_by(&self.pool, lookup)
+            .await?
+            .ok_or_else(|| {
+                InvoicingError::NotFound(format!("customer with {field} {value:?} not found"))
+            })?;
         Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
     }
 
@@ -411,19 +388,9 @@ impl Context {
         }
         validate_attributes(&mut customer, &mut violations);
         violations.into_result()?;
-        let (stored_currency,): (String,) =
-            sqlx::query_as("SELECT currency FROM invoicing.customers WHERE id = $1")
-                .bind(&customer.id)
-                .fetch_one(&mut *transaction)
-                .await?;
+        let stored_currency = store::currency(&mut transaction, &customer.id).await?;
         if stored_currency != customer.currency {
-            let (used,): (bool,) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM invoicing.subscriptions WHERE customer_id = $1) \
-                     OR EXISTS (SELECT 1 FROM invoicing.credit_grants WHERE customer_id = $1)",
-            )
-            .bind(&customer.id)
-            .fetch_one(&mut *transaction)
-            .await?;
+            let used = store::has_subscriptions_or_credits(&mut transaction, &customer.id).await?;
             if used {
                 return Err(InvoicingError::FailedPrecondition(format!(
                     "customer {} has subscriptions or credits in {}; its currency cannot change",
@@ -432,7 +399,7 @@ impl Context {
             }
         }
         customer.updated_at = Some(timestamp(now));
-        store(&mut transaction, &customer, now).await?;
+        save(&mut transaction, &customer, now).await?;
         transaction.commit().await?;
         Ok(customer)
     }
@@ -451,20 +418,11 @@ impl Context {
         };
         let limit = paging::page_size(request.page_size);
         let after = paging::after(&request.page_token, "customers")?;
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, snapshot FROM invoicing.customers \
-             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3",
-        )
-        .bind(status)
-        .bind(after)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, "customers", |(id, _)| id);
+        let rows = store::page(&self.pool, status, after.as_deref(), limit + 1).await?;
+        let (rows, next_page_token) = paging::finish(rows, limit, "customers", |row| &row.id);
         let customers = rows
             .into_iter()
-            .map(|(_, bytes)| Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal))
+            .map(|row| Customer::decode(row.snapshot.as_slice()).map_err(InvoicingError::internal))
             .collect::<Result<_>>()?;
         Ok(ListCustomersResponse {
             customers,
@@ -482,15 +440,8 @@ impl Context {
         if customer.status == CustomerStatus::Archived as i32 {
             return Ok(customer);
         }
-        let live: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM invoicing.subscriptions WHERE customer_id = $1 AND (cancel_at IS NULL OR cancel_at > $2) ORDER BY id",
-        )
-        .bind(&customer.id)
-        .bind(now)
-        .fetch_all(&mut *transaction)
-        .await?;
-        if !live.is_empty() {
-            let ids: Vec<String> = live.into_iter().map(|(id,)| id).collect();
+        let ids = store::live_subscription_ids(&mut transaction, &customer.id, now).await?;
+        if !ids.is_empty() {
             return Err(InvoicingError::FailedPrecondition(format!(
                 "customer {} has subscriptions that are not canceled: {}",
                 customer.id,
@@ -500,7 +451,7 @@ impl Context {
         customer.status = CustomerStatus::Archived as i32;
         customer.archived_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
-        store(&mut transaction, &customer, now).await?;
+        save(&mut transaction, &customer, now).await?;
         transaction.commit().await?;
         Ok(customer)
     }

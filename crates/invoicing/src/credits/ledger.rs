@@ -12,6 +12,7 @@ use tally_proto::invoicing::{
     self as proto, CreditGrantKind, CreditGrantStatus, CreditLedgerEntryKind,
 };
 
+use super::store::{self, GrantRow, NewLedgerEntry, ReturnableBurn};
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, timestamp};
 
@@ -79,10 +80,7 @@ pub async fn post(
     posting: Posting<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))")
-        .bind(posting.customer_id)
-        .execute(&mut *connection)
-        .await?;
+    store::lock_customer_ledger(&mut *connection, posting.customer_id).await?;
     let transaction_id = ids.new_id("txn");
     let balance_account = account(&format!("credit{}", body(posting.customer_id)))?;
     let counter_account = account(&posting.counter.1)?;
@@ -102,63 +100,34 @@ pub async fn post(
             .credit(counter_account, magnitude)
     };
     let transaction = builder.build().map_err(InvoicingError::internal)?;
-    sqlx::query("INSERT INTO invoicing.ledger_transactions (id, customer_id, body, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&transaction_id)
-        .bind(posting.customer_id)
-        .bind(serde_json::to_value(&transaction).map_err(InvoicingError::internal)?)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-    let (previous,): (Option<Decimal>,) = sqlx::query_as(
-        "SELECT (SELECT balance_after FROM invoicing.credit_ledger_entries WHERE customer_id = $1 AND currency = $2 \
-         ORDER BY seq DESC LIMIT 1)",
+    let body = serde_json::to_value(&transaction).map_err(InvoicingError::internal)?;
+    store::insert_ledger_transaction(
+        &mut *connection,
+        &transaction_id,
+        posting.customer_id,
+        &body,
+        now,
     )
-    .bind(posting.customer_id)
-    .bind(posting.amount.currency().code())
-    .fetch_one(&mut *connection)
     .await?;
-    sqlx::query(
-        "INSERT INTO invoicing.credit_ledger_entries (id, transaction_id, customer_id, credit_grant_id, kind, amount, \
-           currency, balance_after, invoice_id, counter_account, description, effective_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(ids.new_id("cle"))
-    .bind(&transaction_id)
-    .bind(posting.customer_id)
-    .bind(posting.grant_id)
-    .bind(posting.kind.name())
-    .bind(posting.amount.amount())
-    .bind(posting.amount.currency().code())
-    .bind(previous.unwrap_or(Decimal::ZERO) + posting.amount.amount())
-    .bind(posting.invoice_id)
-    .bind(posting.counter.0)
-    .bind(&posting.description)
-    .bind(posting.effective_at)
-    .execute(connection)
-    .await?;
-    Ok(())
+    let currency = posting.amount.currency().code();
+    let previous = store::latest_balance(&mut *connection, posting.customer_id, currency).await?;
+    let entry_id = ids.new_id("cle");
+    let entry = NewLedgerEntry {
+        id: &entry_id,
+        transaction_id: &transaction_id,
+        customer_id: posting.customer_id,
+        credit_grant_id: posting.grant_id,
+        kind: posting.kind.name(),
+        amount: posting.amount.amount(),
+        currency,
+        balance_after: previous.unwrap_or(Decimal::ZERO) + posting.amount.amount(),
+        invoice_id: posting.invoice_id,
+        counter_account: posting.counter.0,
+        description: &posting.description,
+        effective_at: posting.effective_at,
+    };
+    store::insert_ledger_entry(connection, entry).await
 }
-
-/// A grant row.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct GrantRow {
-    pub id: String,
-    pub customer_id: String,
-    pub kind: String,
-    pub currency: String,
-    pub amount: Decimal,
-    pub remaining: Decimal,
-    pub priority: i32,
-    pub effective_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub closed: Option<String>,
-    pub description: String,
-    pub credit_note_id: String,
-    pub created_at: DateTime<Utc>,
-}
-
-pub(super) const GRANT_COLUMNS: &str = "id, customer_id, kind, currency, amount, remaining, priority, effective_at, expires_at, \
-    closed, description, credit_note_id, created_at";
 
 impl GrantRow {
     pub(super) fn counter(&self) -> (&'static str, String) {
@@ -199,22 +168,6 @@ impl GrantRow {
             created_at: Some(timestamp(self.created_at)),
         })
     }
-}
-
-pub(super) async fn load_grant(
-    connection: &mut PgConnection,
-    id: &str,
-    lock: bool,
-) -> Result<GrantRow> {
-    let sql = format!(
-        "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(connection)
-        .await?
-        .ok_or_else(|| InvoicingError::NotFound(format!("credit grant {id:?} not found")))
 }
 
 /// A new grant (and its GRANT entry).
@@ -258,23 +211,7 @@ pub async fn insert_grant(
         credit_note_id: credit_note_id.to_owned(),
         created_at: now,
     };
-    sqlx::query(
-        "INSERT INTO invoicing.credit_grants (id, customer_id, kind, currency, amount, remaining, priority, effective_at, \
-           expires_at, description, credit_note_id, created_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&row.id)
-    .bind(customer_id)
-    .bind(&row.kind)
-    .bind(&row.currency)
-    .bind(row.amount)
-    .bind(row.priority)
-    .bind(effective_at)
-    .bind(expires_at)
-    .bind(description)
-    .bind(credit_note_id)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
+    store::insert_grant(&mut *connection, &row).await?;
     let counter = row.counter();
     post(
         connection,
@@ -309,18 +246,14 @@ pub async fn burn(
     if !due.is_positive() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE customer_id = $1 AND currency = $2 \
-         AND closed IS NULL AND remaining > 0 AND effective_at <= $3 AND (expires_at IS NULL OR expires_at > $4) \
-         ORDER BY id FOR UPDATE"
-    );
-    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(customer_id)
-        .bind(due.currency().code())
-        .bind(usable_from)
-        .bind(now)
-        .fetch_all(&mut *connection)
-        .await?;
+    let rows = store::lock_usable_grants(
+        &mut *connection,
+        customer_id,
+        due.currency().code(),
+        usable_from,
+        now,
+    )
+    .await?;
     let customer = CustomerId::parse(customer_id).map_err(InvoicingError::internal)?;
     let mut grants = rows
         .iter()
@@ -341,11 +274,7 @@ pub async fn burn(
     let receivable = format!("accounts_receivable:{customer_id}");
     let mut burned = Vec::new();
     for (grant_id, amount) in application.applied {
-        sqlx::query("UPDATE invoicing.credit_grants SET remaining = remaining - $2 WHERE id = $1")
-            .bind(grant_id.as_str())
-            .bind(amount.amount())
-            .execute(&mut *connection)
-            .await?;
+        store::reduce_remaining(&mut *connection, grant_id.as_str(), amount.amount()).await?;
         post(
             &mut *connection,
             ids,
@@ -378,17 +307,16 @@ pub async fn return_burns(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Decimal> {
-    let returnable: Vec<(String, String, String, Decimal)> = sqlx::query_as(
-        "SELECT customer_id, credit_grant_id, currency, -SUM(amount) FROM invoicing.credit_ledger_entries \
-         WHERE invoice_id = $1 AND kind IN ('burn', 'reversal') \
-         GROUP BY customer_id, credit_grant_id, currency HAVING SUM(amount) < 0 ORDER BY MAX(seq) DESC",
-    )
-    .bind(invoice_id)
-    .fetch_all(&mut *connection)
-    .await?;
+    let returnable = store::returnable_burns(&mut *connection, invoice_id).await?;
     let mut left = up_to;
     let mut given = Decimal::ZERO;
-    for (customer_id, grant_id, currency, amount) in returnable {
+    for ReturnableBurn {
+        customer_id,
+        credit_grant_id: grant_id,
+        currency,
+        amount,
+    } in returnable
+    {
         let amount = left.map_or(amount, |left| amount.min(left));
         if amount <= Decimal::ZERO {
             break;
@@ -398,14 +326,7 @@ pub async fn return_burns(
         let receivable = format!("accounts_receivable:{customer_id}");
         let returned = Money::new(amount, stored_currency(&currency)?);
         // An expired grant reopens; the next expiry pass writes it off again.
-        sqlx::query(
-            "UPDATE invoicing.credit_grants SET remaining = remaining + $2, \
-               closed = CASE WHEN closed = 'expired' THEN NULL ELSE closed END WHERE id = $1",
-        )
-        .bind(&grant_id)
-        .bind(returned.amount())
-        .execute(&mut *connection)
-        .await?;
+        store::give_back(&mut *connection, &grant_id, returned.amount()).await?;
         post(
             &mut *connection,
             ids,
@@ -432,22 +353,10 @@ pub async fn expire(
     ids: &dyn tally_runtime::ids::IdGenerator,
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let sql = format!(
-        "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE closed IS NULL AND remaining > 0 \
-         AND expires_at <= $1 ORDER BY expires_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED"
-    );
-    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .fetch_all(&mut *connection)
-        .await?;
+    let rows = store::lock_expired_grants(&mut *connection, now).await?;
     for row in &rows {
         let currency = stored_currency(&row.currency)?;
-        sqlx::query(
-            "UPDATE invoicing.credit_grants SET remaining = 0, closed = 'expired' WHERE id = $1",
-        )
-        .bind(&row.id)
-        .execute(&mut *connection)
-        .await?;
+        store::close_expired(&mut *connection, &row.id).await?;
         post(
             &mut *connection,
             ids,

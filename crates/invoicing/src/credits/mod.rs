@@ -13,7 +13,6 @@
 //! Burn-down (at finalization) is the domain's `apply_credits`: priority,
 //! then soonest expiry, then oldest.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tally_domain::money::{Currency, Money};
 use tally_proto::invoicing::credit_service_server::CreditService;
@@ -25,11 +24,13 @@ use crate::idempotency::{self, request_hash};
 use crate::wire::{money, optional_instant, parse_money, stored_currency, timestamp};
 use crate::{Context, customers, paging};
 
-pub use ledger::{EntryKind, GrantRow, Posting, burn, expire, insert_grant, post, return_burns};
-use ledger::{GRANT_COLUMNS, load_grant};
+pub use ledger::{EntryKind, Posting, burn, expire, insert_grant, post, return_burns};
+pub use store::GrantRow;
+use store::load_grant;
 
 mod ledger;
 pub mod preview;
+mod store;
 
 /// The customers among `customers` with a grant that may still be burned.
 /// A bill-run batch asks once, and skips the burn (a locking read per
@@ -39,14 +40,8 @@ pub async fn customers_with_open_grants(
     connection: &mut sqlx::PgConnection,
     customers: &[&str],
 ) -> Result<std::collections::HashSet<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT customer_id FROM invoicing.credit_grants \
-         WHERE customer_id = ANY($1) AND closed IS NULL AND remaining > 0",
-    )
-    .bind(customers)
-    .fetch_all(connection)
-    .await?;
-    Ok(rows.into_iter().map(|(customer,)| customer).collect())
+    let customers = store::customers_with_open_grants(connection, customers).await?;
+    Ok(customers.into_iter().collect())
 }
 
 fn grant_kind(value: i32) -> Result<bool> {
@@ -184,12 +179,7 @@ impl Context {
             )));
         }
         let currency = stored_currency(&grant.currency)?;
-        sqlx::query(
-            "UPDATE invoicing.credit_grants SET remaining = 0, closed = 'void' WHERE id = $1",
-        )
-        .bind(&grant.id)
-        .execute(&mut *transaction)
-        .await?;
+        store::close_void(&mut transaction, &grant.id).await?;
         let counter = grant.counter();
         post(
             &mut transaction,
@@ -244,20 +234,7 @@ impl Context {
         let currency: Currency = customers::currency_of(&customer)?;
         // What each grant held at `as_of`, from the ledger: its amount plus
         // every later entry (burns, expiries, voids, reversals) effective by then.
-        let sql = format!(
-            "SELECT {} FROM invoicing.credit_grants g WHERE customer_id = $1 \
-             AND (expires_at IS NULL OR expires_at > $2) AND created_at <= $2",
-            GRANT_COLUMNS.replace(
-                "remaining",
-                "amount + COALESCE((SELECT sum(e.amount) FROM invoicing.credit_ledger_entries e \
-                   WHERE e.credit_grant_id = g.id AND e.kind <> 'grant' AND e.effective_at <= $2), 0) AS remaining",
-            )
-        );
-        let mut rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&customer.id)
-            .bind(as_of)
-            .fetch_all(&mut *connection)
-            .await?;
+        let mut rows = store::grants_as_of(&mut connection, &customer.id, as_of).await?;
         rows.retain(|row| row.remaining > Decimal::ZERO);
         for row in &mut rows {
             // Expired or voided later than `as_of`: still open then.
@@ -317,73 +294,40 @@ impl Context {
             .transpose()?;
         let mut connection = self.pool.acquire().await?;
         customers::load(&mut connection, &request.customer_id, false).await?;
-        type EntryRow = (
-            i64,
-            String,
-            String,
-            String,
-            Decimal,
-            String,
-            Decimal,
-            String,
-            String,
-            String,
-            String,
-            DateTime<Utc>,
-        );
-        let rows: Vec<EntryRow> = sqlx::query_as(
-            "SELECT seq, id, transaction_id, kind, amount, currency, balance_after, credit_grant_id, invoice_id, \
-               counter_account, description, effective_at FROM invoicing.credit_ledger_entries \
-             WHERE customer_id = $1 AND ($2 = '' OR credit_grant_id = $2) AND ($3::bigint IS NULL OR seq > $3) \
-             ORDER BY seq LIMIT $4",
+        let rows = store::ledger_entries_page(
+            &mut connection,
+            &request.customer_id,
+            &request.credit_grant_id,
+            after,
+            limit + 1,
         )
-        .bind(&request.customer_id)
-        .bind(&request.credit_grant_id)
-        .bind(after)
-        .bind(limit + 1)
-        .fetch_all(&mut *connection)
         .await?;
-        let sequence: Vec<String> = rows.iter().map(|row| row.0.to_string()).collect();
-        let (rows, _) = paging::finish(rows, limit, "ledger", |row| &row.1);
+        let sequence: Vec<String> = rows.iter().map(|row| row.seq.to_string()).collect();
+        let (rows, _) = paging::finish(rows, limit, "ledger", |row| &row.id);
         let next_page_token = if sequence.len() > rows.len() {
             rows.last()
-                .map(|row| format!("ledger.{}", row.0))
+                .map(|row| format!("ledger.{}", row.seq))
                 .unwrap_or_default()
         } else {
             String::new()
         };
         let entries = rows
             .into_iter()
-            .map(
-                |(
-                    _,
-                    id,
-                    transaction_id,
-                    kind,
-                    amount,
-                    currency,
-                    balance_after,
-                    grant,
-                    invoice,
-                    counter,
-                    description,
-                    at,
-                )| {
-                    let currency = stored_currency(&currency)?;
-                    Ok(proto::CreditLedgerEntry {
-                        id,
-                        transaction_id,
-                        kind: EntryKind::wire(&kind) as i32,
-                        amount: Some(money(amount, currency)),
-                        balance_after: Some(money(balance_after, currency)),
-                        credit_grant_id: grant,
-                        invoice_id: invoice,
-                        counter_account: counter,
-                        description,
-                        effective_at: Some(timestamp(at)),
-                    })
-                },
-            )
+            .map(|entry| {
+                let currency = stored_currency(&entry.currency)?;
+                Ok(proto::CreditLedgerEntry {
+                    id: entry.id,
+                    transaction_id: entry.transaction_id,
+                    kind: EntryKind::wire(&entry.kind) as i32,
+                    amount: Some(money(entry.amount, currency)),
+                    balance_after: Some(money(entry.balance_after, currency)),
+                    credit_grant_id: entry.credit_grant_id,
+                    invoice_id: entry.invoice_id,
+                    counter_account: entry.counter_account,
+                    description: entry.description,
+                    effective_at: Some(timestamp(entry.effective_at)),
+                })
+            })
             .collect::<Result<_>>()?;
         Ok(proto::ListCreditLedgerEntriesResponse {
             entries,

@@ -8,7 +8,6 @@ use tally_domain::credit::{CreditGrant as DomainGrant, apply_credits};
 use tally_domain::ids::{CreditGrantId, CustomerId};
 use tally_domain::money::{Currency, Money};
 
-use super::ledger::{GRANT_COLUMNS, GrantRow};
 use crate::error::{InvoicingError, Result};
 
 /// An invoice still to be finalized, for [`preview_burns`].
@@ -44,15 +43,7 @@ pub async fn preview_burns(
     currency: Currency,
     invoices: &[Due],
 ) -> Result<Vec<Vec<(String, Money)>>> {
-    let sql = format!(
-        "SELECT {GRANT_COLUMNS} FROM invoicing.credit_grants WHERE customer_id = $1 AND currency = $2 \
-         AND closed IS NULL AND remaining > 0 ORDER BY id"
-    );
-    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(customer_id)
-        .bind(currency.code())
-        .fetch_all(&mut *connection)
-        .await?;
+    let rows = super::store::open_grants(&mut *connection, customer_id, currency.code()).await?;
     let mut open: Vec<Open> = rows
         .into_iter()
         .map(|row| Open {
