@@ -22,6 +22,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/audit/v1/audit.proto",
     "tally/finance/v1/finance.proto",
     "tally/connectors/v1/connectors.proto",
+    "tally/export/v1/export.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

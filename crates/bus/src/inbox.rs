@@ -19,6 +19,8 @@ pub enum ServiceSchema {
     Finance,
     /// `connectors` (an inbox, no outbox)
     Connectors,
+    /// `export` (an inbox, no outbox)
+    Export,
 }
 
 impl ServiceSchema {
@@ -31,6 +33,7 @@ impl ServiceSchema {
             ServiceSchema::Payments => "payments",
             ServiceSchema::Finance => "finance",
             ServiceSchema::Connectors => "connectors",
+            ServiceSchema::Export => "export",
         }
     }
 }

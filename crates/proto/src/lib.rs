@@ -75,6 +75,13 @@ pub mod tally {
             tonic::include_proto!("tally.connectors.v1");
         }
     }
+    /// `tally.export.*`.
+    pub mod export {
+        /// `tally.export.v1`: `ExportService` (the BigQuery export's status).
+        pub mod v1 {
+            tonic::include_proto!("tally.export.v1");
+        }
+    }
     /// `tally.clock.*`.
     pub mod clock {
         /// `tally.clock.v1`: `ClockService`.
@@ -96,6 +103,7 @@ pub use tally::clock::v1 as clock;
 pub use tally::common::v1 as common;
 pub use tally::connectors::v1 as connectors;
 pub use tally::events::v1 as events;
+pub use tally::export::v1 as export;
 pub use tally::finance::v1 as finance;
 pub use tally::ingest::v1 as ingest;
 pub use tally::invoicing::v1 as invoicing;
@@ -123,4 +131,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.finance.v1.AnalyticsService",
     "tally.audit.v1.AuditService",
     "tally.connectors.v1.ConnectorService",
+    "tally.export.v1.ExportService",
 ];

@@ -5,6 +5,8 @@
 //!   in `DATABASE_URL`);
 //! - [`pubsub::emulator_host`]: the Pub/Sub emulator, started once per test
 //!   binary on a free port (or the one in `PUBSUB_EMULATOR_HOST`);
+//! - [`bigquery::emulator`]: the BigQuery emulator (`bqemulator`), started once
+//!   per test binary on free ports;
 //! - [`tcp_proxy::TcpProxy`]: a forwarder a test takes down and brings back,
 //!   so a dependency goes away for the process under test alone;
 //! - [`keys::serve_with_key`]: a service served with authentication and one
@@ -15,9 +17,11 @@
 //! never a silent skip. Processes we start are stopped by a watchdog when the
 //! test binary exits, however it exits.
 
+pub mod bigquery;
 pub mod keys;
 pub mod postgres;
 pub mod pubsub;
+mod ready;
 pub mod tcp_proxy;
 mod watchdog;
 

@@ -1,13 +1,13 @@
 //! The Google Cloud Pub/Sub emulator, started once per test binary.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use tally_runtime::local_postgres::free_port;
 use tokio::sync::OnceCell;
+
+use crate::ready::Readiness;
 
 /// The project id tests use on the emulator (any id works there).
 pub const TEST_PROJECT: &str = "tally-test";
@@ -77,31 +77,16 @@ fn start_emulator() -> anyhow::Result<String> {
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr from the emulator"))?;
-    let (ready_sender, ready_receiver) = mpsc::channel::<Result<(), String>>();
-    std::thread::spawn(move || {
-        let mut ready_sender = Some(ready_sender);
-        let mut last_lines = Vec::new();
-        // Keep draining stderr after start: a full pipe would block the emulator.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(sender) = &ready_sender {
-                if line.contains("Server started, listening on") {
-                    let _ = sender.send(Ok(()));
-                    ready_sender = None;
-                } else {
-                    last_lines.push(line);
-                }
-            }
-        }
-        if let Some(sender) = ready_sender {
-            let _ = sender.send(Err(last_lines.join("\n")));
-        }
-    });
-    match ready_receiver.recv_timeout(Duration::from_secs(90)) {
-        Ok(Ok(())) => Ok(format!("127.0.0.1:{port}")),
-        Ok(Err(output)) => {
+    match crate::ready::wait_for_line(
+        stderr,
+        "Server started, listening on",
+        Duration::from_secs(90),
+    ) {
+        Readiness::Ready => Ok(format!("127.0.0.1:{port}")),
+        Readiness::Exited(output) => {
             anyhow::bail!("the Pub/Sub emulator exited before it was ready:\n{output}")
         }
-        Err(_) => {
+        Readiness::TimedOut => {
             let _ = child.kill();
             anyhow::bail!("the Pub/Sub emulator did not start within 90 s (is Java 17 installed?)")
         }

@@ -22,12 +22,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod connectors;
+mod export;
 mod invoicing;
 mod payments;
 mod peers;
 mod rating;
 
 pub use connectors::ConnectorsConfig;
+pub use export::ExportConfig;
 pub use invoicing::InvoicingConfig;
 pub use payments::PaymentsConfig;
 pub use peers::PeersConfig;
@@ -63,6 +65,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Connectors: forwarding usage to Orb.
     pub connectors: ConnectorsConfig,
+    /// Export: Tally's facts into BigQuery (off unless `export.project_id` is set).
+    pub export: ExportConfig,
 }
 
 /// The gRPC server.
@@ -454,6 +458,7 @@ impl Config {
         self.invoicing.validate()?;
         self.payments.validate()?;
         self.connectors.validate()?;
+        self.export.validate()?;
         if self.auth.refresh_interval_seconds == 0 {
             return Err(invalid(
                 "auth.refresh_interval_seconds",

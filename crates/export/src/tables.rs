@@ -1,0 +1,327 @@
+//! The warehouse's tables, declared once: BigQuery's table definitions
+//! (created or widened at start), the protobuf row type the Storage Write API
+//! is sent (field number = column position + 1), and `docs/warehouse.md` all
+//! follow this module. The rule it keeps: a change is additive only — a new
+//! table, or a new NULLABLE column at the end of a table; a column is never
+//! renamed, retyped or removed (rows already written keep their meaning).
+
+/// A column's BigQuery type, and how a staged value is sent for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `STRING`: a protobuf `string`.
+    String,
+    /// `JSON`: a protobuf `string` holding JSON text.
+    Json,
+    /// `NUMERIC` (scale 9): a protobuf `string` holding the decimal.
+    Numeric,
+    /// `TIMESTAMP`: a protobuf `int64`, microseconds since the epoch (UTC).
+    Timestamp,
+    /// `INT64`: a protobuf `int64`.
+    Int64,
+}
+
+impl ColumnType {
+    /// BigQuery's name for the type.
+    pub fn bigquery_name(self) -> &'static str {
+        match self {
+            ColumnType::String => "STRING",
+            ColumnType::Json => "JSON",
+            ColumnType::Numeric => "NUMERIC",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Int64 => "INT64",
+        }
+    }
+}
+
+/// A column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// The column's name (also the row message's field name).
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ColumnType,
+    /// `REQUIRED` when true, else `NULLABLE`; a column added later is never required.
+    pub required: bool,
+    /// BigQuery's column description (the same words as `docs/warehouse.md`).
+    pub description: &'static str,
+}
+
+/// A table of the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    /// The table's name in the dataset.
+    pub name: &'static str,
+    /// BigQuery's table description.
+    pub description: &'static str,
+    /// The `TIMESTAMP` column the table is day-partitioned on (business time).
+    pub partition_by: &'static str,
+    /// The clustering columns.
+    pub cluster_by: &'static [&'static str],
+    /// The columns, in field-number order.
+    pub columns: &'static [Column],
+}
+
+impl Table {
+    /// The column named `name`, with its field number.
+    pub fn column(&self, name: &str) -> Option<(u32, &Column)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .find(|(_, column)| column.name == name)
+            .map(|(index, column)| (field_number(index), column))
+    }
+}
+
+/// The protobuf field number of the column at `index`.
+pub fn field_number(index: usize) -> u32 {
+    u32::try_from(index + 1).unwrap_or(u32::MAX)
+}
+
+const fn required(name: &'static str, kind: ColumnType, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        required: true,
+        description,
+    }
+}
+
+const fn nullable(name: &'static str, kind: ColumnType, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        required: false,
+        description,
+    }
+}
+
+use ColumnType::{Int64, Json, Numeric, String, Timestamp};
+
+/// `usage_events`: one row per accepted usage event.
+pub const USAGE_EVENTS: Table = Table {
+    name: "usage_events",
+    description: "Every usage event Tally accepted, once, as accepted.",
+    partition_by: "event_time",
+    cluster_by: &["customer_id", "event_type"],
+    columns: &[
+        required("customer_id", String, "The customer, cus_…."),
+        required("event_id", String, "The event's id, unique per customer."),
+        required(
+            "event_type",
+            String,
+            "The event type (a meter reads one type).",
+        ),
+        required(
+            "event_time",
+            Timestamp,
+            "When the usage happened (the event's timestamp).",
+        ),
+        required(
+            "properties",
+            Json,
+            "The event's properties: an object of strings.",
+        ),
+        nullable(
+            "source",
+            String,
+            "Where the event came from, as the sender said.",
+        ),
+        required("sequence_number", Int64, "Position in ingest's event log."),
+        required("ingested_at", Timestamp, "When ingest committed the event."),
+        nullable("intake", String, "How it arrived: grpc, pubsub or replay."),
+        required(
+            "exported_at",
+            Timestamp,
+            "When the export service staged the row.",
+        ),
+    ],
+};
+
+/// `invoices`: one row per change of an invoice after finalization.
+pub const INVOICES: Table = Table {
+    name: "invoices",
+    description: "One row per invoice event (finalized, voided, paid, uncollectible, \
+                  credit note issued) with the invoice as it was after the event; the \
+                  current state of an invoice is its row with the highest version \
+                  (view invoices_current).",
+    partition_by: "finalized_at",
+    cluster_by: &["customer_id"],
+    columns: &[
+        required(
+            "event_id",
+            String,
+            "The invoice event, ievt_… (unique per row).",
+        ),
+        required(
+            "event_kind",
+            String,
+            "finalized, voided, paid, marked_uncollectible or credit_note_issued.",
+        ),
+        required("occurred_at", Timestamp, "When the change happened."),
+        required("invoice_id", String, "The invoice, inv_…."),
+        nullable(
+            "number",
+            String,
+            "The invoice number (gapless per sequence).",
+        ),
+        required("customer_id", String, "The customer, cus_…."),
+        nullable(
+            "subscription_id",
+            String,
+            "The subscription billed, sub_… (empty for one-off invoices).",
+        ),
+        required(
+            "status",
+            String,
+            "The invoice's status after the change: finalized, paid, void, uncollectible.",
+        ),
+        nullable(
+            "billing_reason",
+            String,
+            "Why it was issued (period end, plan change, …).",
+        ),
+        nullable(
+            "collection_mode",
+            String,
+            "charge_automatically or send_invoice.",
+        ),
+        required("currency", String, "ISO 4217 code."),
+        nullable("period_start", Timestamp, "The billed period's start."),
+        nullable(
+            "period_end",
+            Timestamp,
+            "The billed period's end (exclusive).",
+        ),
+        nullable("subtotal", Numeric, "Sum of the lines."),
+        nullable("credits_applied", Numeric, "Prepaid credits applied."),
+        nullable("total", Numeric, "subtotal − credits_applied."),
+        nullable("amount_paid", Numeric, "Paid so far."),
+        nullable(
+            "amount_credited",
+            Numeric,
+            "Credited by credit notes so far.",
+        ),
+        nullable("amount_due", Numeric, "Left to collect."),
+        nullable(
+            "finalized_at",
+            Timestamp,
+            "When it was finalized (the partition).",
+        ),
+        nullable("due_at", Timestamp, "When payment is due."),
+        nullable("paid_at", Timestamp, "When it was paid."),
+        nullable("voided_at", Timestamp, "When it was voided."),
+        nullable("void_reason", String, "Why it was voided."),
+        required("version", Int64, "The invoice's version: higher is newer."),
+        required(
+            "exported_at",
+            Timestamp,
+            "When the export service staged the row.",
+        ),
+    ],
+};
+
+/// `invoice_lines`: the lines of each finalized invoice, once.
+pub const INVOICE_LINES: Table = Table {
+    name: "invoice_lines",
+    description: "The lines of every finalized invoice, written once at finalization \
+                  (a finalized invoice's lines never change; a void is a new invoices row).",
+    partition_by: "finalized_at",
+    cluster_by: &["customer_id"],
+    columns: &[
+        required("invoice_id", String, "The invoice, inv_…."),
+        required("line_id", String, "The line, il_…."),
+        required("customer_id", String, "The customer, cus_…."),
+        nullable("subscription_id", String, "The subscription billed, sub_…."),
+        required(
+            "kind",
+            String,
+            "recurring, usage, proration_charge, proration_credit, minimum_true_up, credits_applied or adjustment.",
+        ),
+        nullable("description", String, "The line's text on the invoice."),
+        nullable(
+            "period_start",
+            Timestamp,
+            "The period the line charges for.",
+        ),
+        nullable("period_end", Timestamp, "The period's end (exclusive)."),
+        // Exact decimal text: rates and quantities may carry more than
+        // NUMERIC's 9 decimal places (CAST(… AS BIGNUMERIC) to compute).
+        nullable("quantity", String, "Quantity billed, exact decimal text."),
+        nullable(
+            "unit_price",
+            String,
+            "Unit price when one applies, exact decimal text.",
+        ),
+        nullable(
+            "precise_amount",
+            String,
+            "The amount before rounding to the cent, exact decimal text.",
+        ),
+        required(
+            "amount",
+            Numeric,
+            "The line's amount, rounded once to the cent.",
+        ),
+        required("currency", String, "ISO 4217 code."),
+        nullable(
+            "explanation",
+            Json,
+            "Where the amount comes from: the line's detail (meter, tiers, proration factor, …).",
+        ),
+        nullable(
+            "finalized_at",
+            Timestamp,
+            "When the invoice was finalized (the partition).",
+        ),
+        required(
+            "exported_at",
+            Timestamp,
+            "When the export service staged the row.",
+        ),
+    ],
+};
+
+/// Every table, in the order they are created.
+pub const ALL: [Table; 3] = [USAGE_EVENTS, INVOICES, INVOICE_LINES];
+
+/// The table named `name`.
+pub fn by_name(name: &str) -> Option<Table> {
+    ALL.into_iter().find(|table| table.name == name)
+}
+
+/// A view giving the current state of an entity from its append-only rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The view's name in the dataset.
+    pub name: &'static str,
+    /// Its query, with `{dataset}` for the fully qualified dataset.
+    pub query: &'static str,
+}
+
+/// The current-state views.
+pub const VIEWS: [View; 1] = [View {
+    name: "invoices_current",
+    query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
+            (PARTITION BY invoice_id ORDER BY version DESC, occurred_at DESC) AS row_rank \
+            FROM `{dataset}.invoices`) WHERE row_rank = 1",
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_partitions_and_clusters_on_its_own_columns() {
+        for table in ALL {
+            let (_, partition) = table.column(table.partition_by).expect("partition column");
+            assert_eq!(partition.kind, ColumnType::Timestamp, "{}", table.name);
+            for cluster in table.cluster_by {
+                assert!(table.column(cluster).is_some(), "{}.{cluster}", table.name);
+            }
+            let mut names: Vec<_> = table.columns.iter().map(|column| column.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), table.columns.len(), "{}", table.name);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Export integration tests: real PostgreSQL, the BigQuery emulator
+//! (`bqemulator`, started by tally-testkit) and, for the crash test, real
+//! `tally serve export` processes killed with SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod exactly_once;
+mod landing;
+mod support;
