@@ -109,6 +109,7 @@ mod ids;
 pub mod mrr;
 pub mod posting;
 pub mod recognition;
+pub mod retention;
 
 #[cfg(test)]
 mod mrr_tests;

@@ -219,6 +219,16 @@ pub struct MrrChange {
     pub mrr: Money,
 }
 
+/// A customer's MRR just before `at` (changes at `at` not applied), from their
+/// `changes` ordered by time.
+pub fn mrr_before(currency: Currency, changes: &[MrrChange], at: DateTime<Utc>) -> Money {
+    changes
+        .iter()
+        .take_while(|change| change.at < at)
+        .last()
+        .map_or(Money::zero(currency), |change| change.mrr)
+}
+
 /// The kind of an MRR movement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

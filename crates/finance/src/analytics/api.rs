@@ -16,20 +16,22 @@
 //! least the currency's minor units), so they sum exactly; rates are exact
 //! fractions.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tally_domain::finance::mrr::{
     self, MovementKind, MovementTotals, MrrMovement, arpa, gross_mrr_churn_rate, mrr_movements,
     net_mrr_churn_rate, quick_ratio, round_for_report,
 };
+use tally_domain::finance::retention::{CohortRetention, cohort_retention};
 use tally_domain::money::{Currency, Money};
 use tally_proto::common::{Decimal as WireDecimal, Money as WireMoney};
 use tally_proto::convert;
 use tally_proto::finance::analytics_service_server::AnalyticsService;
 use tally_proto::finance::{
-    GetMrrRequest, GetMrrResponse, ListMrrMovementsRequest, ListMrrMovementsResponse,
-    MovementKind as WireKind, MrrMovement as WireMovement,
+    Cohort as WireCohort, GetMrrRequest, GetMrrResponse, GetRetentionRequest, GetRetentionResponse,
+    ListMrrMovementsRequest, ListMrrMovementsResponse, MovementKind as WireKind,
+    MrrMovement as WireMovement, RetentionMonth as WireMonth,
 };
 use tally_runtime::SharedClock;
 use tally_runtime::error::FieldViolation;
@@ -200,6 +202,66 @@ impl AnalyticsApi {
             totals,
         })
     }
+
+    /// Retention of the cohorts whose month starts in `[from, to)`, measured
+    /// at each month end up to `as_of` (see the domain's `retention`).
+    pub async fn retention(
+        &self,
+        currency: Currency,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<CohortRetention>, FinanceServiceError> {
+        let customers = store::customer_histories(&self.pool, currency.code()).await?;
+        let changes = customers
+            .values()
+            .map(|customer| customer.changes(currency))
+            .collect::<Result<Vec<_>, _>>()?;
+        // `[from, to)` in whole months: the cohorts starting at or after `from`, before `to`.
+        let first = first_month_at_or_after(from);
+        let Some(last) = to
+            .checked_sub_signed(TimeDelta::nanoseconds(1))
+            .map(|last| last.date_naive().with_day(1).unwrap_or(NaiveDate::MIN))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(cohort_retention(currency, &changes, first, last, as_of)?)
+    }
+}
+
+/// The first day of the first month starting at or after `at`.
+fn first_month_at_or_after(at: DateTime<Utc>) -> NaiveDate {
+    let month = at.date_naive().with_day(1).unwrap_or(NaiveDate::MIN);
+    if month.and_time(NaiveTime::MIN).and_utc() < at {
+        month
+            .checked_add_months(Months::new(1))
+            .unwrap_or(NaiveDate::MAX)
+    } else {
+        month
+    }
+}
+
+fn month_start(month: NaiveDate) -> prost_types::Timestamp {
+    convert::timestamp(month.and_time(NaiveTime::MIN).and_utc())
+}
+
+fn wire_cohort(cohort: CohortRetention) -> WireCohort {
+    WireCohort {
+        month: Some(month_start(cohort.cohort)),
+        customers: cohort.customers,
+        starting_mrr: Some(exact(cohort.starting_mrr)),
+        months: cohort
+            .months
+            .into_iter()
+            .map(|month| WireMonth {
+                offset: month.offset,
+                month: Some(month_start(month.month)),
+                retained_customers: month.retained_customers,
+                mrr: Some(exact(month.mrr)),
+                net_retention: rate(month.net_retention),
+                gross_retention: rate(month.gross_retention),
+            })
+            .collect(),
+    }
 }
 
 #[tonic::async_trait]
@@ -260,6 +322,30 @@ impl AnalyticsService for AnalyticsApi {
             gross_mrr_churn_rate: rate(gross_mrr_churn_rate(totals, found.starting_mrr)),
             net_mrr_churn_rate: rate(net_mrr_churn_rate(totals, found.starting_mrr)),
             quick_ratio: rate(quick_ratio(totals)),
+        }))
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<GetRetentionRequest>,
+    ) -> Result<Response<GetRetentionResponse>, Status> {
+        let request = request.into_inner();
+        let currency = currency(&request.currency)?;
+        let cohorts = convert::required_period(request.cohorts.as_ref(), "cohorts")
+            .map_err(FinanceServiceError::from)?;
+        let as_of = convert::optional_instant(request.as_of.as_ref(), "as_of")
+            .map_err(FinanceServiceError::from)?
+            .unwrap_or_else(|| self.clock.now());
+        let found = self
+            .retention(currency, (cohorts.start(), cohorts.end()), as_of)
+            .await?;
+        Ok(Response::new(GetRetentionResponse {
+            currency: currency.code().to_owned(),
+            cohorts: found
+                .into_iter()
+                .filter(|cohort| !cohort.months.is_empty())
+                .map(wire_cohort)
+                .collect(),
         }))
     }
 }

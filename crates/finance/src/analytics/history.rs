@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use tally_domain::finance::FinanceError;
+pub use tally_domain::finance::mrr::mrr_before;
 use tally_domain::finance::mrr::{MrrChange, MrrInterval, SubscriptionMrrInput, customer_mrr};
 use tally_domain::money::{Currency, Money};
 use tally_domain::subscription::SubscriptionStatus;
@@ -163,13 +164,4 @@ impl CustomerHistory {
         }
         Ok(changes)
     }
-}
-
-/// The MRR of `changes` just before `at` (changes at `at` not applied).
-pub fn mrr_before(currency: Currency, changes: &[MrrChange], at: DateTime<Utc>) -> Money {
-    changes
-        .iter()
-        .take_while(|change| change.at < at)
-        .last()
-        .map_or(Money::zero(currency), |change| change.mrr)
 }

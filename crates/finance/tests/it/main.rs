@@ -8,4 +8,5 @@
 mod ledger;
 mod mrr;
 mod mrr_support;
+mod retention;
 mod support;

@@ -196,7 +196,7 @@ fn invoices() -> Vec<InvoiceEvent> {
     ]
 }
 
-async fn in_order() -> Analytics {
+pub(crate) async fn in_order() -> Analytics {
     let analytics = Analytics::open().await;
     for (index, event) in snapshots().iter().enumerate() {
         assert!(analytics.snapshot(&format!("sevt_{index}"), event).await);
