@@ -20,6 +20,8 @@
 //! refund of money the note already took from the balance: it only has to
 //! fit in what was paid less the refunds made or held.
 
+mod store;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -27,8 +29,9 @@ use tally_domain::money::Money;
 use tally_proto::events::payment_event;
 use tally_proto::invoicing::{self as proto, CreditNoteReason, InvoiceStatus};
 
+use self::store::{NewReservation, RefundRow, RefundTotals, refund_by_id};
 use crate::Context;
-use crate::billing::store::{self, InvoiceRow};
+use crate::billing::store::{self as billing_store, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::invoices::NoteRequest;
 use crate::wire::{money, parse_money};
@@ -53,14 +56,10 @@ pub struct Balance {
 impl Balance {
     /// Reads the balance of `row` (which the caller holds locked).
     pub async fn load(connection: &mut PgConnection, row: &InvoiceRow) -> Result<Self> {
-        let (refunds_held, amount_refunded): (Decimal, Decimal) = sqlx::query_as(
-            "SELECT coalesce(sum(amount) FILTER (WHERE status = 'held' AND origin <> 'credit_note'), 0), \
-                    coalesce(sum(amount) FILTER (WHERE status IN ('held', 'refunded')), 0) \
-             FROM invoicing.invoice_refunds WHERE invoice_id = $1",
-        )
-        .bind(&row.id)
-        .fetch_one(&mut *connection)
-        .await?;
+        let RefundTotals {
+            refunds_held,
+            amount_refunded,
+        } = store::refund_totals(connection, &row.id).await?;
         Ok(Self {
             invoice_id: row.id.clone(),
             currency: row.currency()?,
@@ -144,16 +143,6 @@ impl Balance {
     }
 }
 
-/// A stored refund row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct RefundRow {
-    invoice_id: String,
-    refund_id: Option<String>,
-    credit_note_id: Option<String>,
-    amount: Decimal,
-    status: String,
-}
-
 impl RefundRow {
     fn wire_status(&self) -> proto::RefundReservationStatus {
         match self.status.as_str() {
@@ -172,17 +161,6 @@ impl RefundRow {
             credit_note_id: self.credit_note_id.clone().unwrap_or_default(),
         }
     }
-}
-
-const REFUND_COLUMNS: &str = "invoice_id, refund_id, credit_note_id, amount, status";
-
-async fn refund_by_id(connection: &mut PgConnection, refund_id: &str) -> Result<Option<RefundRow>> {
-    let sql =
-        format!("SELECT {REFUND_COLUMNS} FROM invoicing.invoice_refunds WHERE refund_id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(refund_id)
-        .fetch_optional(&mut *connection)
-        .await?)
 }
 
 fn creditable_status(row: &InvoiceRow) -> Result<()> {
@@ -209,18 +187,15 @@ pub(crate) async fn hold_note_refund(
     amount: Decimal,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO invoicing.invoice_refunds (invoice_id, credit_note_id, origin, currency, amount, status, \
-         created_at, updated_at) VALUES ($1, $2, 'credit_note', $3, $4, 'held', $5, $5)",
+    store::insert_note_refund_hold(
+        connection,
+        &row.id,
+        credit_note_id,
+        &row.currency,
+        amount,
+        now,
     )
-    .bind(&row.id)
-    .bind(credit_note_id)
-    .bind(&row.currency)
-    .bind(amount)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+    .await
 }
 
 impl Context {
@@ -244,7 +219,7 @@ impl Context {
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
         // The invoice row's lock serializes every decision on its balance.
-        let row = store::load(&mut transaction, &request.invoice_id, true).await?;
+        let row = billing_store::load(&mut transaction, &request.invoice_id, true).await?;
         let currency = row.currency()?;
         let amount = parse_money(request.amount.as_ref(), currency, "amount")?;
         if !amount.is_positive() || !amount.is_rounded() {
@@ -281,21 +256,15 @@ impl Context {
                 balance.describe()
             )));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO invoicing.invoice_refunds (invoice_id, refund_id, payment_id, origin, currency, amount, \
-             status, created_at, updated_at) VALUES ($1, $2, $3, 'reserved', $4, $5, 'held', $6, $6) \
-             ON CONFLICT (refund_id) DO NOTHING",
-        )
-        .bind(&row.id)
-        .bind(&request.refund_id)
-        .bind(&request.payment_id)
-        .bind(&row.currency)
-        .bind(amount.amount())
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let reservation = NewReservation {
+            invoice_id: &row.id,
+            refund_id: &request.refund_id,
+            payment_id: &request.payment_id,
+            currency: &row.currency,
+            amount: amount.amount(),
+        };
+        let inserted = store::insert_reservation(&mut transaction, reservation, now).await?;
+        if !inserted {
             // Reserved concurrently on another invoice (this one's lock does
             // not cover it).
             return Err(InvoicingError::AlreadyExists(format!(
@@ -367,12 +336,7 @@ impl Context {
         // dashboard), or before reservations existed, or one whose
         // reservation was released. The money has left; record it, and credit
         // no more than remains.
-        let (noted,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM invoicing.credit_notes WHERE refund_id = $1)",
-        )
-        .bind(&refunded.refund_id)
-        .fetch_one(&mut *connection)
-        .await?;
+        let noted = store::credit_note_names_refund(&mut *connection, &refunded.refund_id).await?;
         if noted {
             return Ok(());
         }
@@ -380,16 +344,14 @@ impl Context {
             self.set_refunded(connection, &refunded.refund_id, now)
                 .await?;
         } else {
-            sqlx::query(
-                "INSERT INTO invoicing.invoice_refunds (invoice_id, refund_id, origin, currency, amount, \
-                 status, created_at, updated_at) VALUES ($1, $2, 'unreserved', $3, $4, 'refunded', $5, $5)",
+            store::insert_unreserved_refund(
+                &mut *connection,
+                &row.id,
+                &refunded.refund_id,
+                &row.currency,
+                amount.amount(),
+                now,
             )
-            .bind(&row.id)
-            .bind(&refunded.refund_id)
-            .bind(&row.currency)
-            .bind(amount.amount())
-            .bind(now)
-            .execute(&mut *connection)
             .await?;
         }
         let balance = Balance::load(&mut *connection, row).await?;
@@ -432,28 +394,16 @@ impl Context {
             ));
         }
         let released = if failed.credit_note_id.is_empty() {
-            sqlx::query(
-                "UPDATE invoicing.invoice_refunds SET status = 'released', updated_at = $3 \
-                 WHERE refund_id = $1 AND invoice_id = $2 AND status = 'held'",
-            )
-            .bind(&failed.refund_id)
-            .bind(&row.id)
-            .bind(now)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected()
+            store::release_reservation(&mut *connection, &failed.refund_id, &row.id, now).await?
         } else {
-            sqlx::query(
-                "UPDATE invoicing.invoice_refunds SET status = 'released', refund_id = $1, updated_at = $4 \
-                 WHERE credit_note_id = $2 AND origin = 'credit_note' AND invoice_id = $3 AND status = 'held'",
+            store::release_note_refund(
+                &mut *connection,
+                &failed.refund_id,
+                &failed.credit_note_id,
+                &row.id,
+                now,
             )
-            .bind(&failed.refund_id)
-            .bind(&failed.credit_note_id)
-            .bind(&row.id)
-            .bind(now)
-            .execute(&mut *connection)
             .await?
-            .rows_affected()
         };
         if released > 0 {
             tracing::warn!(refund_id = %failed.refund_id, invoice_id = %row.id, credit_note_id = %failed.credit_note_id, reason = %failed.failure_reason, "refund failed; its reservation is released");
@@ -468,18 +418,14 @@ impl Context {
         refunded: &payment_event::Refunded,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let linked = sqlx::query(
-            "UPDATE invoicing.invoice_refunds SET refund_id = $1, status = 'refunded', updated_at = $4 \
-             WHERE credit_note_id = $2 AND origin = 'credit_note' AND invoice_id = $3 \
-               AND (refund_id IS NULL OR refund_id = $1)",
+        let linked = store::link_note_refund(
+            &mut *connection,
+            &refunded.refund_id,
+            &refunded.credit_note_id,
+            &row.id,
+            now,
         )
-        .bind(&refunded.refund_id)
-        .bind(&refunded.credit_note_id)
-        .bind(&row.id)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
+        .await?;
         if linked == 0 {
             return Err(InvoicingError::invalid(
                 "refunded.credit_note_id",
@@ -498,14 +444,7 @@ impl Context {
         refund_id: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE invoicing.invoice_refunds SET status = 'refunded', updated_at = $2 WHERE refund_id = $1",
-        )
-        .bind(refund_id)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-        Ok(())
+        store::mark_refunded(connection, refund_id, now).await
     }
 
     async fn attach_note(
@@ -515,15 +454,7 @@ impl Context {
         credit_note_id: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE invoicing.invoice_refunds SET credit_note_id = $2, updated_at = $3 WHERE refund_id = $1",
-        )
-        .bind(refund_id)
-        .bind(credit_note_id)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-        Ok(())
+        store::attach_credit_note(connection, refund_id, credit_note_id, now).await
     }
 
     async fn refund_note(
