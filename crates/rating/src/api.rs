@@ -29,7 +29,7 @@ use crate::error::RatingError;
 use crate::rerate::RerateQueue;
 use crate::rerate::api::{get_rerate_job, rerate_subscription};
 use crate::thresholds::api::{delete_threshold, list_thresholds, set_threshold};
-use crate::usage::store::PhaseRow;
+use crate::usage::store::{self, PhaseRow, UnratedRow};
 use crate::usage_query::get_usage;
 use crate::wire::{money, time_range, timestamp};
 
@@ -182,12 +182,7 @@ impl RatingApi {
         &self,
         ids: &[&str],
     ) -> Result<HashMap<String, (String, Vec<PhaseRow>)>, RatingError> {
-        let customers: Vec<(String, String)> = sqlx::query_as(
-            "SELECT subscription_id, customer_id FROM rating.subscriptions WHERE subscription_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
+        let customers = store::subscription_customers(&self.pool, ids).await?;
         let mut subscriptions: HashMap<String, (String, Vec<PhaseRow>)> = customers
             .into_iter()
             .map(|(subscription, customer)| (subscription, (customer, Vec::new())))
@@ -246,13 +241,11 @@ impl RatingApi {
                 "customer_id: is required".into(),
             ));
         }
-        let subscriptions: Vec<(String,)> = sqlx::query_as(
-            "SELECT subscription_id FROM rating.subscriptions \
-             WHERE customer_id = $1 AND ($2 = '' OR subscription_id = $2) ORDER BY subscription_id",
+        let subscriptions = store::customer_subscription_ids(
+            &self.pool,
+            &request.customer_id,
+            &request.subscription_id,
         )
-        .bind(&request.customer_id)
-        .bind(&request.subscription_id)
-        .fetch_all(&self.pool)
         .await?;
         if subscriptions.is_empty() {
             return Err(RatingError::NotFound(format!(
@@ -268,7 +261,7 @@ impl RatingApi {
         let now = self.clock.now();
         let mut costs = Vec::new();
         let mut as_of = 0;
-        for (subscription_id,) in subscriptions {
+        for subscription_id in subscriptions {
             let phases = self.phases(&subscription_id).await?;
             let Some(phase) = phases.iter().find(|phase| phase.covers(now)) else {
                 continue;
@@ -306,28 +299,16 @@ impl RatingApi {
             Some((time, customer, event)) => (Some(*time), customer.as_str(), event.as_str()),
             None => (None, "", ""),
         };
-        const FILTER: &str = "($1 = '' OR customer_id = $1) AND ($2 = 0 OR reason = $2)";
-        let rows: Vec<UnratedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT customer_id, event_id, seq, accepted, reason, detail, first_seen_at \
-             FROM rating.unrated_events WHERE {FILTER} \
-               AND ($3::timestamptz IS NULL OR (first_seen_at, customer_id, event_id) > ($3, $4, $5)) \
-             ORDER BY first_seen_at, customer_id, event_id LIMIT $6"
-        )))
-        .bind(&request.customer_id)
-        .bind(reason as i16)
-        .bind(after_time)
-        .bind(after_customer)
-        .bind(after_event)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
+        let rows = store::unrated_events_page(
+            &self.pool,
+            &request.customer_id,
+            reason as i16,
+            (after_time, after_customer, after_event),
+            limit + 1,
+        )
         .await?;
-        let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM rating.unrated_events WHERE {FILTER}"
-        )))
-        .bind(&request.customer_id)
-        .bind(reason as i16)
-        .fetch_one(&self.pool)
-        .await?;
+        let total =
+            store::unrated_event_count(&self.pool, &request.customer_id, reason as i16).await?;
         let more = usize::try_from(limit).is_ok_and(|limit| rows.len() > limit);
         let page: Vec<UnratedRow> = rows
             .into_iter()
@@ -368,24 +349,13 @@ impl RatingApi {
                 request.event_ids.len()
             )));
         }
-        let rated: Vec<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM rating.rated_events \
-             WHERE customer_id = $1 AND event_id = ANY($2)",
-        )
-        .bind(&request.customer_id)
-        .bind(&request.event_ids)
-        .fetch_all(&self.pool)
-        .await?;
         let rated: std::collections::HashSet<String> =
-            rated.into_iter().map(|(event_id,)| event_id).collect();
-        let unrated: Vec<(String, i16, String)> = sqlx::query_as(
-            "SELECT event_id, reason, detail FROM rating.unrated_events \
-             WHERE customer_id = $1 AND event_id = ANY($2)",
-        )
-        .bind(&request.customer_id)
-        .bind(&request.event_ids)
-        .fetch_all(&self.pool)
-        .await?;
+            store::rated_event_ids(&self.pool, &request.customer_id, &request.event_ids)
+                .await?
+                .into_iter()
+                .collect();
+        let unrated =
+            store::unrated_statuses(&self.pool, &request.customer_id, &request.event_ids).await?;
         let unrated: HashMap<String, (i16, String)> = unrated
             .into_iter()
             .map(|(event_id, reason, detail)| (event_id, (reason, detail)))
@@ -411,17 +381,6 @@ impl RatingApi {
             .collect();
         Ok(GetEventRatingStatusResponse { statuses })
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct UnratedRow {
-    customer_id: String,
-    event_id: String,
-    seq: i64,
-    accepted: Vec<u8>,
-    reason: i16,
-    detail: String,
-    first_seen_at: DateTime<Utc>,
 }
 
 impl UnratedRow {

@@ -55,13 +55,9 @@ impl CatalogCache {
         let Some(published) = store::published_version(&self.pool, id).await? else {
             return Ok(None);
         };
-        let content: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT content FROM rating.plan_versions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let content = store::plan_version_content(&self.pool, id).await?;
         let spec = match content {
-            Some((bytes,)) => proto::PlanVersionSpec::decode(bytes.as_slice())
+            Some(bytes) => proto::PlanVersionSpec::decode(bytes.as_slice())
                 .map_err(|error| sqlx::Error::Decode(error.into()))?,
             None => proto::PlanVersionSpec::default(),
         };

@@ -19,26 +19,21 @@ use sqlx::PgPool;
 use tally_proto::rating::UnratedReason;
 use tally_runtime::Shutdown;
 
+use crate::usage::store;
+
 /// How often the applied events are counted (two index-only counts).
 const COUNT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Accepted events rating has applied (rated or unrated), all time.
 pub async fn applied_events(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM rating.rated_events) + (SELECT count(*) FROM rating.unrated_events)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let count = store::applied_event_count(pool).await?;
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Unrated events held now, per reason: every reason, zero included, so a
 /// series falls back to 0 when its events are rated.
 pub async fn unrated_events(pool: &PgPool) -> Result<Vec<(UnratedReason, u64)>, sqlx::Error> {
-    let rows: Vec<(i16, i64)> =
-        sqlx::query_as("SELECT reason, count(*) FROM rating.unrated_events GROUP BY reason")
-            .fetch_all(pool)
-            .await?;
+    let rows = store::unrated_counts_by_reason(pool).await?;
     let reasons = (1..)
         .map_while(|code| UnratedReason::try_from(code).ok())
         .map(|reason| {

@@ -16,12 +16,13 @@
 //! instant ([`crate::rerate`]); the worker rebuilds the affected periods from
 //! ingest's event log.
 
+mod store;
+
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
@@ -32,7 +33,7 @@ use crate::error::RatingError;
 use crate::rerate::changes::{Shape, ShapePhase, earliest_change};
 use crate::rerate::{NewJob, RerateQueue};
 use crate::usage::store::PauseWindow;
-use crate::usage::{RateSummary, UsageRater, decode_accepted, store};
+use crate::usage::{RateSummary, UsageRater, decode_accepted, store as usage_store};
 use crate::wire::instant;
 
 /// Unrated events re-rated per statement when a snapshot arrives.
@@ -240,7 +241,7 @@ impl SubscriptionReplica {
         let snapshot = Snapshot::from_event(event)?;
         let mut transaction = self.pool.begin().await?;
         let customer = BTreeSet::from([snapshot.customer_id.as_str()]);
-        store::lock_customers(&mut transaction, &customer).await?;
+        usage_store::lock_customers(&mut transaction, &customer).await?;
         let previous = stored_shape(&mut transaction, &snapshot.subscription_id).await?;
         let applied = self.store(&mut transaction, &snapshot).await?;
         if let Some(stored_version) = applied {
@@ -287,14 +288,9 @@ impl SubscriptionReplica {
         let Some(changed_from) = earliest_change(previous, &snapshot.shape()) else {
             return Ok(None);
         };
-        let (affected,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM rating.aggregates \
-               WHERE subscription_id = $1 AND period_end > $2)",
-        )
-        .bind(&snapshot.subscription_id)
-        .bind(changed_from)
-        .fetch_one(&mut *connection)
-        .await?;
+        let affected =
+            store::rated_usage_after(&mut *connection, &snapshot.subscription_id, changed_from)
+                .await?;
         if !affected {
             return Ok(None);
         }
@@ -325,53 +321,13 @@ impl SubscriptionReplica {
         connection: &mut PgConnection,
         snapshot: &Snapshot,
     ) -> Result<Option<i64>, RatingError> {
-        let written: Option<(String,)> = sqlx::query_as(
-            "INSERT INTO rating.subscriptions (subscription_id, customer_id, version, snapshot, \
-               updated_at, pauses) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (subscription_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
-               version = EXCLUDED.version, snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at, \
-               pauses = EXCLUDED.pauses \
-             WHERE rating.subscriptions.version < EXCLUDED.version \
-             RETURNING subscription_id",
-        )
-        .bind(&snapshot.subscription_id)
-        .bind(&snapshot.customer_id)
-        .bind(snapshot.version)
-        .bind(&snapshot.bytes)
-        .bind(self.clock.now())
-        .bind(Json(&snapshot.pauses))
-        .fetch_optional(&mut *connection)
-        .await?;
-        if written.is_none() {
-            let (stored,): (i64,) = sqlx::query_as(
-                "SELECT version FROM rating.subscriptions WHERE subscription_id = $1",
-            )
-            .bind(&snapshot.subscription_id)
-            .fetch_one(&mut *connection)
-            .await?;
+        let written =
+            store::upsert_snapshot_if_newer(&mut *connection, snapshot, self.clock.now()).await?;
+        if !written {
+            let stored = store::stored_version(&mut *connection, &snapshot.subscription_id).await?;
             return Ok(Some(stored));
         }
-        sqlx::query("DELETE FROM rating.subscription_phases WHERE subscription_id = $1")
-            .bind(&snapshot.subscription_id)
-            .execute(&mut *connection)
-            .await?;
-        for (index, phase) in snapshot.phases.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO rating.subscription_phases (subscription_id, customer_id, phase_index, \
-                   plan_version_id, billing_anchor_at, start_at, end_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&snapshot.subscription_id)
-            .bind(&snapshot.customer_id)
-            .bind(i32::try_from(index).unwrap_or(i32::MAX))
-            .bind(&phase.plan_version_id)
-            .bind(snapshot.billing_anchor_at)
-            .bind(phase.start_at)
-            .bind(phase.end_at)
-            .execute(&mut *connection)
-            .await?;
-        }
+        store::replace_phases(&mut *connection, snapshot).await?;
         Ok(None)
     }
 
@@ -388,7 +344,8 @@ impl SubscriptionReplica {
         let mut after = None;
         loop {
             let page =
-                store::unrated_page(&mut *connection, customer, after.as_ref(), RETRY_PAGE).await?;
+                usage_store::unrated_page(&mut *connection, customer, after.as_ref(), RETRY_PAGE)
+                    .await?;
             let Some((seq, event_id, _)) = page.last() else {
                 return Ok(total);
             };
@@ -411,30 +368,16 @@ impl SubscriptionReplica {
     }
 }
 
-/// `plan_version_id`, `billing_anchor_at`, `start_at`, `end_at` of a stored phase.
-type StoredPhase = (String, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>);
-
 /// The stored snapshot's shape, if the subscription is known.
 async fn stored_shape(
     connection: &mut PgConnection,
     subscription_id: &str,
 ) -> Result<Option<Shape>, RatingError> {
-    let subscription: Option<(Json<Vec<PauseWindow>>,)> =
-        sqlx::query_as("SELECT pauses FROM rating.subscriptions WHERE subscription_id = $1")
-            .bind(subscription_id)
-            .fetch_optional(&mut *connection)
-            .await?;
-    let Some((Json(pauses),)) = subscription else {
+    let Some(pauses) = store::stored_pauses(&mut *connection, subscription_id).await? else {
         return Ok(None);
     };
-    let phases: Vec<StoredPhase> = sqlx::query_as(
-        "SELECT plan_version_id, billing_anchor_at, start_at, end_at \
-             FROM rating.subscription_phases WHERE subscription_id = $1 ORDER BY phase_index",
-    )
-    .bind(subscription_id)
-    .fetch_all(&mut *connection)
-    .await?;
-    let Some(billing_anchor_at) = phases.first().map(|phase| phase.1) else {
+    let phases = store::stored_phases(&mut *connection, subscription_id).await?;
+    let Some(billing_anchor_at) = phases.first().map(|phase| phase.billing_anchor_at) else {
         // No phase: nothing was ever rated under it.
         return Ok(None);
     };
@@ -442,10 +385,10 @@ async fn stored_shape(
         billing_anchor_at,
         phases: phases
             .into_iter()
-            .map(|(plan_version_id, _, start_at, end_at)| ShapePhase {
-                plan_version_id,
-                start_at,
-                end_at,
+            .map(|phase| ShapePhase {
+                plan_version_id: phase.plan_version_id,
+                start_at: phase.start_at,
+                end_at: phase.end_at,
             })
             .collect(),
         pauses,

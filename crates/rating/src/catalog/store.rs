@@ -54,6 +54,17 @@ pub async fn published_version(
     .transpose()
 }
 
+/// The stored wire spec (`PlanVersionSpec` bytes) of plan version `id`,
+/// if the version exists.
+pub async fn plan_version_content(pool: &PgPool, id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let content: Option<(Vec<u8>,)> =
+        sqlx::query_as("SELECT content FROM rating.plan_versions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(content.map(|(bytes,)| bytes))
+}
+
 /// The meter with `code`, if any.
 pub async fn meter(pool: &PgPool, code: &str) -> Result<Option<Meter>, sqlx::Error> {
     let row: Option<(Json<Meter>,)> =

@@ -29,10 +29,14 @@ use tally_domain::pricing::{BreakdownItem, PriceModel, Transaction, Usage};
 use tally_proto::rating::{self as proto, UsageCharge};
 
 mod breakdown;
+mod store;
+
+use store::PeriodTransaction;
+pub use store::subscriptions_phases;
 
 use crate::cache::CatalogCache;
 use crate::error::RatingError;
-use crate::usage::store::{PHASE_COLUMNS, PhaseRow};
+use crate::usage::store::PhaseRow;
 use crate::wire::{decimal, money, time_range};
 
 /// The rounding mode of usage lines (rating.proto: "default half-even").
@@ -71,26 +75,7 @@ pub async fn period_rows(
     pool: &PgPool,
     periods: &[(&str, Period)],
 ) -> Result<HashMap<PeriodKey, Vec<AggregateRow>>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Keyed {
-        subscription_id: String,
-        period_start: DateTime<Utc>,
-        period_end: DateTime<Utc>,
-        #[sqlx(flatten)]
-        row: AggregateRow,
-    }
-    let rows: Vec<Keyed> = sqlx::query_as(
-        "SELECT a.subscription_id, a.period_start, a.period_end, a.plan_version_id, a.segment_start, \
-           a.segment_end, a.charge_code, a.group_key, a.state, a.event_count, a.max_seq \
-         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS wanted(subscription_id, period_start, period_end) \
-         JOIN rating.aggregates a ON a.subscription_id = wanted.subscription_id COLLATE \"C\" \
-           AND a.period_start = wanted.period_start AND a.period_end = wanted.period_end",
-    )
-    .bind(periods.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(periods.iter().map(|(_, period)| period.start()).collect::<Vec<_>>())
-    .bind(periods.iter().map(|(_, period)| period.end()).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await?;
+    let rows = store::aggregates_of_periods(pool, periods).await?;
     let mut by_period: HashMap<PeriodKey, Vec<AggregateRow>> = HashMap::new();
     for keyed in rows {
         by_period
@@ -116,19 +101,15 @@ pub async fn with_carried_levels(
             continue;
         };
         let unit = *unit;
-        let previous: Option<(Json<AggregateState>,)> = sqlx::query_as(
-            "SELECT state FROM rating.aggregates \
-             WHERE subscription_id = $1 AND charge_code = $2 AND group_key = $3 \
-               AND segment_start < $4 \
-             ORDER BY segment_start DESC LIMIT 1",
+        let previous = store::previous_segment_state(
+            pool,
+            subscription_id,
+            &row.charge_code,
+            &row.group_key,
+            row.segment_start,
         )
-        .bind(subscription_id)
-        .bind(&row.charge_code)
-        .bind(&row.group_key)
-        .bind(row.segment_start)
-        .fetch_optional(pool)
         .await?;
-        let Some((Json(AggregateState::TimeWeightedSum { readings, .. }),)) = previous else {
+        let Some(AggregateState::TimeWeightedSum { readings, .. }) = previous else {
             continue;
         };
         let Some(last) = readings.as_slice().last() else {
@@ -160,43 +141,20 @@ pub async fn period_transactions(
     pool: &PgPool,
     periods: &[(&str, Period)],
 ) -> Result<HashMap<PeriodKey, PeriodTransactions>, RatingError> {
-    type Row = (
-        String,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        String,
-        String,
-        Json<GroupKey>,
-        String,
-        DateTime<Utc>,
-        Decimal,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT t.subscription_id, t.period_start, wanted.period_end, t.segment_start, t.plan_version_id, \
-           t.charge_code, t.group_key, t.event_id, t.occurred_at, t.amount \
-         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS wanted(subscription_id, period_start, period_end) \
-         JOIN rating.transactions t ON t.subscription_id = wanted.subscription_id COLLATE \"C\" \
-           AND t.period_start = wanted.period_start",
-    )
-    .bind(periods.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(periods.iter().map(|(_, period)| period.start()).collect::<Vec<_>>())
-    .bind(periods.iter().map(|(_, period)| period.end()).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await?;
+    let rows = store::transactions_of_periods(pool, periods).await?;
     let mut by_period: HashMap<PeriodKey, PeriodTransactions> = HashMap::new();
-    for (
+    for PeriodTransaction {
         subscription_id,
-        start,
-        end,
+        period_start: start,
+        period_end: end,
         segment_start,
-        version,
-        charge,
-        Json(group),
+        plan_version_id: version,
+        charge_code: charge,
+        group_key: Json(group),
         event_id,
-        timestamp,
+        occurred_at: timestamp,
         amount,
-    ) in rows
+    } in rows
     {
         let event_id = EventId::parse(&event_id).map_err(|error| {
             RatingError::Corrupt(format!("stored transaction {event_id:?}: {error}"))
@@ -308,21 +266,6 @@ pub async fn subscription_phases(
     subscription_id: &str,
 ) -> Result<Vec<PhaseRow>, RatingError> {
     subscriptions_phases(pool, &[subscription_id]).await
-}
-
-/// The phases of each of `subscription_ids`, by subscription then start.
-pub async fn subscriptions_phases(
-    pool: &PgPool,
-    subscription_ids: &[&str],
-) -> Result<Vec<PhaseRow>, RatingError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {PHASE_COLUMNS} \
-         FROM rating.subscription_phases p JOIN rating.subscriptions s USING (subscription_id) \
-         WHERE subscription_id = ANY($1) ORDER BY subscription_id, p.start_at"
-    )))
-    .bind(subscription_ids)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// Prices a subscription's billing `period` from its stored aggregates: the

@@ -6,7 +6,8 @@ use tally_proto::rating::{
     RerateSubscriptionRequest, RerateSubscriptionResponse,
 };
 
-use super::jobs::{self, RerateJob};
+use super::jobs::RerateJob;
+use super::store;
 use super::{NewJob, RerateQueue};
 use crate::error::RatingError;
 use crate::wire::{instant, time_range, timestamp};
@@ -34,13 +35,7 @@ pub async fn rerate_subscription(
         return invalid("from: is required (periods intersecting [from, now) are recomputed)");
     };
     let mut transaction = pool.begin().await?;
-    let known: Option<(String,)> = sqlx::query_as(
-        "SELECT subscription_id FROM rating.subscriptions WHERE subscription_id = $1",
-    )
-    .bind(&request.subscription_id)
-    .fetch_optional(&mut *transaction)
-    .await?;
-    if known.is_none() {
+    if !store::subscription_exists(&mut transaction, &request.subscription_id).await? {
         return Err(RatingError::NotFound(format!(
             "subscription_id: rating has no subscription {}",
             request.subscription_id
@@ -73,7 +68,7 @@ pub async fn get_rerate_job(
         return Err(RatingError::InvalidArgument("job_id: is required".into()));
     }
     let mut connection = pool.acquire().await?;
-    let job = jobs::get(&mut connection, &request.job_id)
+    let job = store::get(&mut connection, &request.job_id)
         .await?
         .ok_or_else(|| {
             RatingError::NotFound(format!("job_id: no re-rate job {}", request.job_id))

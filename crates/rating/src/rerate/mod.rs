@@ -12,6 +12,7 @@ pub mod api;
 pub mod changes;
 mod jobs;
 mod rebuild;
+mod store;
 mod worker;
 
 pub use jobs::{JobState, NewJob, RerateJob, RerateQueue};

@@ -73,12 +73,8 @@ pub async fn rebuild(
     subscription_id: &str,
     changed_from: DateTime<Utc>,
 ) -> Result<Rebuilt, RebuildError> {
-    let customer: Option<(String,)> =
-        sqlx::query_as("SELECT customer_id FROM rating.subscriptions WHERE subscription_id = $1")
-            .bind(subscription_id)
-            .fetch_optional(&mut *transaction)
-            .await?;
-    let Some((customer,)) = customer else {
+    let customer = super::store::subscription_customer(&mut *transaction, subscription_id).await?;
+    let Some(customer) = customer else {
         return Err(RatingError::NotFound(format!(
             "subscription_id: rating has no subscription {subscription_id}"
         ))

@@ -9,8 +9,9 @@ use tally_runtime::peer::Peer;
 use tally_runtime::{SharedClock, Shutdown};
 
 use super::RerateQueue;
-use super::jobs::{self, RerateJob};
+use super::jobs::RerateJob;
 use super::rebuild::{RebuildError, Rebuilt, rebuild};
+use super::store;
 use crate::error::RatingError;
 use crate::usage::UsageRater;
 
@@ -84,7 +85,7 @@ impl RerateWorker {
     /// Leases and runs the next due job; `None` when none is due.
     pub async fn run_next(&self) -> Result<Option<JobOutcome>, RatingError> {
         let mut connection = self.pool.acquire().await?;
-        let Some(job) = jobs::lease_next(&mut connection, LEASE_SECONDS).await? else {
+        let Some(job) = store::lease_next(&mut connection, LEASE_SECONDS).await? else {
             return Ok(None);
         };
         drop(connection);
@@ -101,7 +102,7 @@ impl RerateWorker {
                 | RatingError::Corrupt(_),
             ) => {
                 let message = attempt_error.to_string();
-                jobs::record_error(
+                store::record_error(
                     &mut connection,
                     &job.job_id,
                     &message,
@@ -115,7 +116,7 @@ impl RerateWorker {
             RebuildError::Ingest(_) | RebuildError::Rating(_) => {
                 let message = attempt_error.to_string();
                 let retry_after = retry_delay_seconds(job.attempts);
-                jobs::record_error(&mut connection, &job.job_id, &message, retry_after, None)
+                store::record_error(&mut connection, &job.job_id, &message, retry_after, None)
                     .await?;
                 tracing::warn!(job_id = %job.job_id, error = %message, retry_after, "re-rate job will be retried");
                 JobOutcome::Retrying(message)
@@ -126,7 +127,7 @@ impl RerateWorker {
 
     async fn run_job(&self, job: &RerateJob) -> Result<JobOutcome, RebuildError> {
         let mut transaction = self.pool.begin().await?;
-        let held = jobs::lock_with_siblings(&mut transaction, job).await?;
+        let held = store::lock_with_siblings(&mut transaction, job).await?;
         let Some(changed_from) = held.iter().map(|job| job.from_at).min() else {
             return Ok(JobOutcome::Busy);
         };
@@ -139,7 +140,7 @@ impl RerateWorker {
         )
         .await?;
         let job_ids: Vec<String> = held.into_iter().map(|job| job.job_id).collect();
-        jobs::succeed(
+        store::succeed(
             &mut transaction,
             &job_ids,
             &rebuilt.periods,

@@ -41,12 +41,8 @@ pub async fn set_threshold(
         return invalid("subscription_id: is required");
     }
     check_key(&request.key)?;
-    let customer: Option<(String,)> =
-        sqlx::query_as("SELECT customer_id FROM rating.subscriptions WHERE subscription_id = $1")
-            .bind(&request.subscription_id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((customer_id,)) = customer else {
+    let customer = store::subscription_customer(pool, &request.subscription_id).await?;
+    let Some(customer_id) = customer else {
         return Err(RatingError::NotFound(format!(
             "subscription_id: rating has no subscription {}",
             request.subscription_id

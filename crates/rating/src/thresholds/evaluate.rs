@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Counter;
 use prost::Message as _;
 use rust_decimal::Decimal;
@@ -90,14 +89,8 @@ impl ThresholdEvaluator {
         }
         let mut recorded = 0;
         for (subscription_id, thresholds) in by_subscription {
-            let periods: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT DISTINCT period_start, period_end FROM rating.aggregates \
-                 WHERE subscription_id = $1 AND max_seq >= $2 ORDER BY period_start",
-            )
-            .bind(subscription_id)
-            .bind(lowest_seq)
-            .fetch_all(&self.pool)
-            .await?;
+            let periods =
+                store::periods_changed_since(&self.pool, subscription_id, lowest_seq).await?;
             if periods.is_empty() {
                 continue;
             }

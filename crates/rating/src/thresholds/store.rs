@@ -293,3 +293,33 @@ pub async fn record_crossing(
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// The customer of subscription `subscription_id`, if rating has it.
+pub async fn subscription_customer(
+    pool: &PgPool,
+    subscription_id: &str,
+) -> Result<Option<String>, RatingError> {
+    let customer: Option<(String,)> =
+        sqlx::query_as("SELECT customer_id FROM rating.subscriptions WHERE subscription_id = $1")
+            .bind(subscription_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(customer.map(|(customer,)| customer))
+}
+
+/// The billing periods `(start, end)` of `subscription_id` whose aggregates
+/// an event from `lowest_seq` on changed, by start.
+pub async fn periods_changed_since(
+    pool: &PgPool,
+    subscription_id: &str,
+    lowest_seq: i64,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, RatingError> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT period_start, period_end FROM rating.aggregates \
+         WHERE subscription_id = $1 AND max_seq >= $2 ORDER BY period_start",
+    )
+    .bind(subscription_id)
+    .bind(lowest_seq)
+    .fetch_all(pool)
+    .await?)
+}

@@ -35,8 +35,8 @@ use tally_domain::period::Period;
 use tally_domain::pricing::{PriceModel, Transaction, Usage};
 use tally_proto::rating::UnratedReason;
 
-use super::aggregates::{self, RunningAggregate};
 use super::classify::Contribution;
+use super::store::aggregates::{self, RunningAggregate};
 use super::{AcceptedEvent, AggregateKey, Unrated};
 use crate::cache::CatalogCache;
 use crate::error::RatingError;

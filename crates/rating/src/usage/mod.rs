@@ -25,12 +25,11 @@
 //!    range (an inexact or overflowing sum, a quantity or amount beyond
 //!    `tally_domain::bounds`) loses its rated key again and joins the unrated
 //!    events (`OUT_OF_RANGE`) — never an error, so never a dead letter; the
-//!    rows are written back in two set-based statements (`aggregates::write`),
+//!    rows are written back in two set-based statements (`store::aggregates::write`),
 //!    and the transactions of percentage charges are kept in `rating.transactions`;
 //! 5. unratable events are upserted into `rating.unrated_events`.
 
 mod absorb;
-mod aggregates;
 mod classify;
 pub mod consumer;
 mod decode;
@@ -221,7 +220,7 @@ impl UsageRater {
             .filter(|event| coverage.has_unrated(&event.customer_id))
             .collect();
         store::delete_unrated(&mut *transaction, &were_unrated).await?;
-        aggregates::write(&mut *transaction, batch.changed_rows()).await?;
+        store::aggregates::write(&mut *transaction, batch.changed_rows()).await?;
         store::insert_transactions(&mut *transaction, &batch.transactions).await?;
         let now = self.clock.now();
         for (event, reason) in &unrated {
@@ -312,7 +311,7 @@ impl UsageRater {
         transaction: &mut PgConnection,
         reabsorbed: &Reabsorbed,
     ) -> Result<(), RatingError> {
-        aggregates::absorb_all(&mut *transaction, &reabsorbed.deltas).await?;
+        store::aggregates::absorb_all(&mut *transaction, &reabsorbed.deltas).await?;
         store::insert_transactions(&mut *transaction, &reabsorbed.transactions).await?;
         Ok(())
     }

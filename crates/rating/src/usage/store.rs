@@ -1,10 +1,12 @@
 //! SQL of usage rating (tables: `migrations/…_rating_usage.sql`).
 
+pub(super) mod aggregates;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use tally_domain::period::Period;
 use tally_domain::pricing::Transaction;
 
@@ -383,5 +385,145 @@ pub async fn unrated_page(
     .bind(after_event)
     .bind(limit)
     .fetch_all(connection)
+    .await
+}
+
+/// How many accepted events rating has applied (rated or unrated), all time.
+pub async fn applied_event_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM rating.rated_events) + (SELECT count(*) FROM rating.unrated_events)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// `(reason code, events)` of the unrated events held now, per reason held.
+pub async fn unrated_counts_by_reason(pool: &PgPool) -> Result<Vec<(i16, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT reason, count(*) FROM rating.unrated_events GROUP BY reason")
+        .fetch_all(pool)
+        .await
+}
+
+/// `(subscription, customer)` of those of `subscription_ids` rating has.
+pub async fn subscription_customers(
+    pool: &PgPool,
+    subscription_ids: &[&str],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT subscription_id, customer_id FROM rating.subscriptions WHERE subscription_id = ANY($1)",
+    )
+    .bind(subscription_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The subscriptions of `customer_id` (only `subscription_id` when not
+/// empty), by id.
+pub async fn customer_subscription_ids(
+    pool: &PgPool,
+    customer_id: &str,
+    subscription_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT subscription_id FROM rating.subscriptions \
+         WHERE customer_id = $1 AND ($2 = '' OR subscription_id = $2) ORDER BY subscription_id",
+    )
+    .bind(customer_id)
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// An unrated event as listed.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UnratedRow {
+    pub customer_id: String,
+    pub event_id: String,
+    pub seq: i64,
+    /// The encoded `UsageAccepted`.
+    pub accepted: Vec<u8>,
+    pub reason: i16,
+    pub detail: String,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// Which unrated events a listing shows: of `customer_id` (all when empty)
+/// for `reason` (all when 0).
+const UNRATED_FILTER: &str = "($1 = '' OR customer_id = $1) AND ($2 = 0 OR reason = $2)";
+
+/// Up to `limit` unrated events of the filter after `(first_seen_at,
+/// customer, event)` `after` (from the start when its time is `None`).
+pub async fn unrated_events_page(
+    pool: &PgPool,
+    customer_id: &str,
+    reason: i16,
+    after: (Option<DateTime<Utc>>, &str, &str),
+    limit: i64,
+) -> Result<Vec<UnratedRow>, sqlx::Error> {
+    let (after_time, after_customer, after_event) = after;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT customer_id, event_id, seq, accepted, reason, detail, first_seen_at \
+         FROM rating.unrated_events WHERE {UNRATED_FILTER} \
+           AND ($3::timestamptz IS NULL OR (first_seen_at, customer_id, event_id) > ($3, $4, $5)) \
+         ORDER BY first_seen_at, customer_id, event_id LIMIT $6"
+    )))
+    .bind(customer_id)
+    .bind(reason)
+    .bind(after_time)
+    .bind(after_customer)
+    .bind(after_event)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many unrated events the filter holds.
+pub async fn unrated_event_count(
+    pool: &PgPool,
+    customer_id: &str,
+    reason: i16,
+) -> Result<i64, sqlx::Error> {
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM rating.unrated_events WHERE {UNRATED_FILTER}"
+    )))
+    .bind(customer_id)
+    .bind(reason)
+    .fetch_one(pool)
+    .await?;
+    Ok(total)
+}
+
+/// Those of `event_ids` of `customer_id` that are rated.
+pub async fn rated_event_ids(
+    pool: &PgPool,
+    customer_id: &str,
+    event_ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_id FROM rating.rated_events \
+         WHERE customer_id = $1 AND event_id = ANY($2)",
+    )
+    .bind(customer_id)
+    .bind(event_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(event_id,)| event_id).collect())
+}
+
+/// `(event, reason code, detail)` of those of `event_ids` of `customer_id`
+/// that are held unrated.
+pub async fn unrated_statuses(
+    pool: &PgPool,
+    customer_id: &str,
+    event_ids: &[String],
+) -> Result<Vec<(String, i16, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id, reason, detail FROM rating.unrated_events \
+         WHERE customer_id = $1 AND event_id = ANY($2)",
+    )
+    .bind(customer_id)
+    .bind(event_ids)
+    .fetch_all(pool)
     .await
 }

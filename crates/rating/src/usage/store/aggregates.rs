@@ -22,8 +22,8 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use tally_domain::meter::{AggregateState, GroupKey};
 
-use super::{AggregateDelta, AggregateKey};
 use crate::error::RatingError;
+use crate::usage::{AggregateDelta, AggregateKey};
 
 /// The key columns of a set of aggregate rows, for `unnest`.
 #[derive(Default)]
