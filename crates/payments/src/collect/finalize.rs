@@ -3,7 +3,6 @@
 //! recorded with the inbox entry; a mirror Stripe refuses for good fails the
 //! payment.
 
-use sqlx::Row;
 use tally_bus::consumer::HandlerError;
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
@@ -16,6 +15,7 @@ use crate::store::{self, PaymentKey, PaymentRow, PaymentState, record_inbox};
 use crate::stripe::{Collection, StripeError};
 
 use super::collectible::{Collectible, collectible};
+use super::store::{self as collect_store, NewInvoice};
 use super::{InvoiceEventsHandler, retry};
 
 #[derive(Debug, Clone)]
@@ -77,44 +77,39 @@ impl InvoiceEventsHandler {
     ) -> Result<Option<InvoiceRow>, PaymentsError> {
         let now = self.core.clock.now();
         let mut transaction = self.core.pool.begin().await?;
-        let existing = sqlx::query(
-            "SELECT version, status, stripe_invoice_id FROM payments.invoices WHERE invoice_id = $1 FOR UPDATE",
-        )
-        .bind(&collectible.invoice_id)
-        .fetch_optional(&mut *transaction)
-        .await?;
+        let existing =
+            collect_store::lock_invoice_state(&mut transaction, &collectible.invoice_id).await?;
         if let Some(existing) = existing {
-            let version: i64 = existing.try_get("version")?;
-            if version > collectible.version {
+            if existing.version > collectible.version {
                 return Ok(None);
             }
             return Ok(Some(InvoiceRow {
-                status: existing.try_get("status")?,
-                stripe_invoice_id: existing.try_get("stripe_invoice_id")?,
+                status: existing.status,
+                stripe_invoice_id: existing.stripe_invoice_id,
             }));
         }
         let nothing_due = collectible.amount_due.is_zero();
         let snapshot = event.invoice.as_ref().map(prost::Message::encode_to_vec);
-        sqlx::query(
-            "INSERT INTO payments.invoices (invoice_id, customer_id, currency, amount_due, collection_mode, \
-             net_terms_days, version, status, snapshot, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-        )
-        .bind(&collectible.invoice_id)
-        .bind(&collectible.customer.tally_customer_id)
-        .bind(collectible.currency.code())
-        .bind(collectible.amount_due.amount())
-        .bind(match collectible.collection {
-            Collection::ChargeAutomatically => "charge_automatically",
-            Collection::SendInvoice { .. } => "send_invoice",
-        })
-        .bind(i32::try_from(collectible.net_terms_days).unwrap_or(i32::MAX))
-        .bind(collectible.version)
-        .bind(if nothing_due { "nothing_due" } else { "syncing" })
-        .bind(snapshot.unwrap_or_default())
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
+        let snapshot = snapshot.unwrap_or_default();
+        let invoice = NewInvoice {
+            invoice_id: &collectible.invoice_id,
+            customer_id: &collectible.customer.tally_customer_id,
+            currency: collectible.currency.code(),
+            amount_due: collectible.amount_due.amount(),
+            collection_mode: match collectible.collection {
+                Collection::ChargeAutomatically => "charge_automatically",
+                Collection::SendInvoice { .. } => "send_invoice",
+            },
+            net_terms_days: i32::try_from(collectible.net_terms_days).unwrap_or(i32::MAX),
+            version: collectible.version,
+            status: if nothing_due {
+                "nothing_due"
+            } else {
+                "syncing"
+            },
+            snapshot: &snapshot,
+        };
+        collect_store::insert_invoice(&mut transaction, invoice, now).await?;
         if nothing_due {
             transaction.commit().await?;
             return Ok(None);
@@ -241,13 +236,12 @@ impl InvoiceEventsHandler {
         if !record_inbox(&mut transaction, message_id).await? {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE payments.invoices SET status = 'sync_failed', sync_error = $2, updated_at = $3 WHERE invoice_id = $1",
+        collect_store::mark_sync_failed(
+            &mut transaction,
+            &collectible.invoice_id,
+            &error.to_string(),
+            now,
         )
-        .bind(&collectible.invoice_id)
-        .bind(error.to_string())
-        .bind(now)
-        .execute(&mut *transaction)
         .await?;
         if let Some(mut payment) = store::payment(
             &mut transaction,

@@ -9,6 +9,7 @@ use crate::stripe::{CustomerDetails, StripeError};
 
 use super::InvoiceEventsHandler;
 use super::collectible::Collectible;
+use super::store::{self, NewStripeCustomer, StripeCustomer};
 
 impl InvoiceEventsHandler {
     /// Customer, invoice, items, finalization; returns the Stripe invoice id.
@@ -33,29 +34,14 @@ impl InvoiceEventsHandler {
                     )
                     .await?;
                 let mut transaction = self.core.pool.begin().await?;
-                sqlx::query(
-                    "UPDATE payments.invoices SET stripe_invoice_id = $2 WHERE invoice_id = $1",
-                )
-                .bind(&collectible.invoice_id)
-                .bind(&created.id)
-                .execute(&mut *transaction)
-                .await?;
-                sqlx::query(
-                    "UPDATE payments.payments SET stripe_invoice_id = $2 WHERE invoice_id = $1",
-                )
-                .bind(&collectible.invoice_id)
-                .bind(&created.id)
-                .execute(&mut *transaction)
-                .await?;
+                store::set_stripe_invoice(&mut transaction, &collectible.invoice_id, &created.id)
+                    .await?;
                 transaction.commit().await?;
                 created.id
             }
         };
-        let created_lines: Vec<String> =
-            sqlx::query_scalar("SELECT line_id FROM payments.invoice_items WHERE invoice_id = $1")
-                .bind(&collectible.invoice_id)
-                .fetch_all(&self.core.pool)
-                .await?;
+        let created_lines =
+            store::created_item_lines(&self.core.pool, &collectible.invoice_id).await?;
         for item in &collectible.items {
             if created_lines.contains(&item.tally_line_id) {
                 continue;
@@ -65,14 +51,12 @@ impl InvoiceEventsHandler {
                 .stripe
                 .create_invoice_item(&stripe_customer_id, &stripe_invoice_id, item)
                 .await?;
-            sqlx::query(
-                "INSERT INTO payments.invoice_items (line_id, invoice_id, stripe_invoice_item_id) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            store::insert_item(
+                &self.core.pool,
+                &item.tally_line_id,
+                &collectible.invoice_id,
+                &item_id,
             )
-            .bind(&item.tally_line_id)
-            .bind(&collectible.invoice_id)
-            .bind(&item_id)
-            .execute(&self.core.pool)
             .await?;
         }
         let finalized = self
@@ -98,12 +82,7 @@ impl InvoiceEventsHandler {
             .into());
         }
         let now = self.core.clock.now();
-        sqlx::query("UPDATE payments.invoices SET status = $2, updated_at = $3 WHERE invoice_id = $1 AND status = 'syncing'")
-            .bind(&collectible.invoice_id)
-            .bind("open")
-            .bind(now)
-            .execute(&self.core.pool)
-            .await?;
+        store::finish_sync(&self.core.pool, &collectible.invoice_id, "open", now).await?;
         Ok(stripe_invoice_id)
     }
 
@@ -111,53 +90,38 @@ impl InvoiceEventsHandler {
     async fn ensure_customer(&self, details: &CustomerDetails) -> Result<String, PaymentsError> {
         let hash = customer_hash(details);
         let now = self.core.clock.now();
-        let mapped: Option<(String, String)> = sqlx::query_as(
-            "SELECT stripe_customer_id, synced_hash FROM payments.stripe_customers WHERE customer_id = $1",
-        )
-        .bind(&details.tally_customer_id)
-        .fetch_optional(&self.core.pool)
-        .await?;
-        if let Some((stripe_customer_id, synced_hash)) = mapped {
+        let mapped = store::stripe_customer(&self.core.pool, &details.tally_customer_id).await?;
+        if let Some(StripeCustomer {
+            stripe_customer_id,
+            synced_hash,
+        }) = mapped
+        {
             if synced_hash != hash {
                 let updated = self
                     .core
                     .stripe
                     .update_customer(&stripe_customer_id, details, &hash[..16])
                     .await?;
-                sqlx::query(
-                    "UPDATE payments.stripe_customers SET synced_hash = $2, synced_at = $3, \
-                     has_default_payment_method = $4 WHERE customer_id = $1",
+                store::record_customer_sync(
+                    &self.core.pool,
+                    &details.tally_customer_id,
+                    &hash,
+                    now,
+                    updated.has_default_payment_method,
                 )
-                .bind(&details.tally_customer_id)
-                .bind(&hash)
-                .bind(now)
-                .bind(updated.has_default_payment_method)
-                .execute(&self.core.pool)
                 .await?;
             }
             return Ok(stripe_customer_id);
         }
         let created = self.core.stripe.create_customer(details).await?;
-        sqlx::query(
-            "INSERT INTO payments.stripe_customers (customer_id, stripe_customer_id, livemode, \
-             has_default_payment_method, synced_hash, created_at, synced_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(&details.tally_customer_id)
-        .bind(&created.id)
-        .bind(created.livemode)
-        .bind(created.has_default_payment_method)
-        .bind(&hash)
-        .bind(now)
-        .execute(&self.core.pool)
-        .await?;
-        let stripe_customer_id: String = sqlx::query_scalar(
-            "SELECT stripe_customer_id FROM payments.stripe_customers WHERE customer_id = $1",
-        )
-        .bind(&details.tally_customer_id)
-        .fetch_one(&self.core.pool)
-        .await?;
-        Ok(stripe_customer_id)
+        let new = NewStripeCustomer {
+            customer_id: &details.tally_customer_id,
+            stripe_customer_id: &created.id,
+            livemode: created.livemode,
+            has_default_payment_method: created.has_default_payment_method,
+            synced_hash: &hash,
+        };
+        store::insert_stripe_customer(&self.core.pool, new, now).await
     }
 }
 

@@ -19,6 +19,7 @@
 mod collectible;
 mod finalize;
 mod mirror;
+mod store;
 mod void;
 
 use async_trait::async_trait;
@@ -51,14 +52,7 @@ impl InvoiceEventsHandler {
     }
 
     async fn already_applied(&self, message_id: &str) -> Result<bool, PaymentsError> {
-        let applied: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM payments.inbox WHERE subscription = $1 AND message_id = $2",
-        )
-        .bind(INVOICE_EVENTS_SUBSCRIPTION)
-        .bind(message_id)
-        .fetch_optional(&self.core.pool)
-        .await?;
-        Ok(applied.is_some())
+        store::inbox_has(&self.core.pool, INVOICE_EVENTS_SUBSCRIPTION, message_id).await
     }
 
     async fn record_only(&self, message_id: &str) -> Result<(), PaymentsError> {

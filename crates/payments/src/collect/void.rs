@@ -9,6 +9,7 @@ use crate::ledger;
 use crate::store::{self, PaymentKey, PaymentState, record_inbox};
 
 use super::InvoiceEventsHandler;
+use super::store::{self as collect_store, InvoiceState};
 
 impl InvoiceEventsHandler {
     /// Voids the Stripe invoice and cancels the payment.
@@ -20,13 +21,13 @@ impl InvoiceEventsHandler {
         let version = event.invoice.as_ref().map_or(0, |invoice| {
             i64::try_from(invoice.version).unwrap_or(i64::MAX)
         });
-        let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT version, status, stripe_invoice_id FROM payments.invoices WHERE invoice_id = $1",
-        )
-        .bind(&event.invoice_id)
-        .fetch_optional(&self.core.pool)
-        .await?;
-        let Some((held_version, status, stripe_invoice_id)) = row else {
+        let row = collect_store::invoice_state(&self.core.pool, &event.invoice_id).await?;
+        let Some(InvoiceState {
+            version: held_version,
+            status,
+            stripe_invoice_id,
+        }) = row
+        else {
             // Never finalized here: nothing was sent to Stripe.
             return self.record_only(message_id).await;
         };
@@ -73,14 +74,7 @@ impl InvoiceEventsHandler {
         payment.next_retry_at = None;
         payment.updated_at = now;
         store::update_payment(&mut transaction, &payment).await?;
-        sqlx::query(
-            "UPDATE payments.invoices SET status = 'void', version = $2, updated_at = $3 WHERE invoice_id = $1",
-        )
-        .bind(&event.invoice_id)
-        .bind(version)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
+        collect_store::mark_void(&mut transaction, &event.invoice_id, version, now).await?;
         let finalized_id =
             ledger::transaction_id(&format!("invoice:{}:finalized", event.invoice_id));
         if let Some(finalized) = ledger::find(&mut transaction, &finalized_id).await? {
