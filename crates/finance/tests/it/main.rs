@@ -10,3 +10,4 @@ mod mrr;
 mod mrr_support;
 mod retention;
 mod support;
+mod throughput;
