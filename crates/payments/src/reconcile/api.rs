@@ -1,13 +1,12 @@
 //! `tally.payments.v1.ReconciliationService`.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::Row;
 use tally_proto::common::{Money, TimeRange};
 use tally_proto::payments as proto;
 use tally_proto::payments::reconciliation_service_server::ReconciliationService;
 use tonic::{Request, Response, Status};
 
+use super::store::{self, FindingRow, ReportRow};
 use super::{Reconciler, Window};
 use crate::error::PaymentsError;
 use crate::wire::{instant, timestamp};
@@ -46,91 +45,72 @@ fn invalid(field: &'static str, reason: &str) -> PaymentsError {
     }
 }
 
-const REPORT_COLUMNS: &str = "id, window_start, window_end, state, scheduled, matched, missing_in_tally, \
-     missing_in_stripe, amount_mismatch, status_mismatch, error, started_at, finished_at";
-
-fn report_from_row(
-    row: &sqlx::postgres::PgRow,
-) -> Result<proto::ReconciliationReport, sqlx::Error> {
-    let count = |column: &str| -> Result<u64, sqlx::Error> {
-        Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
-    };
-    let state = match row.try_get::<&str, _>("state")? {
+fn report_from_row(row: ReportRow) -> proto::ReconciliationReport {
+    let count = |value: i64| u64::try_from(value).unwrap_or(0);
+    let state = match row.state.as_str() {
         "pending" => proto::ReconciliationState::Pending,
         "running" => proto::ReconciliationState::Running,
         "completed" => proto::ReconciliationState::Completed,
         _ => proto::ReconciliationState::Failed,
     };
-    Ok(proto::ReconciliationReport {
-        id: row.try_get("id")?,
+    proto::ReconciliationReport {
+        id: row.id,
         window: Some(TimeRange {
-            start_time: Some(timestamp(row.try_get("window_start")?)),
-            end_time: Some(timestamp(row.try_get("window_end")?)),
+            start_time: Some(timestamp(row.window_start)),
+            end_time: Some(timestamp(row.window_end)),
         }),
         state: state.into(),
         summary: Some(proto::ReconciliationSummary {
-            matched: count("matched")?,
-            missing_in_tally: count("missing_in_tally")?,
-            missing_in_stripe: count("missing_in_stripe")?,
-            amount_mismatch: count("amount_mismatch")?,
-            status_mismatch: count("status_mismatch")?,
+            matched: count(row.matched),
+            missing_in_tally: count(row.missing_in_tally),
+            missing_in_stripe: count(row.missing_in_stripe),
+            amount_mismatch: count(row.amount_mismatch),
+            status_mismatch: count(row.status_mismatch),
         }),
-        error: row.try_get("error")?,
-        scheduled: row.try_get("scheduled")?,
-        started_at: Some(timestamp(row.try_get("started_at")?)),
-        finished_at: row
-            .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
-            .map(timestamp),
-    })
+        error: row.error,
+        scheduled: row.scheduled,
+        started_at: Some(timestamp(row.started_at)),
+        finished_at: row.finished_at.map(timestamp),
+    }
 }
 
-fn finding_from_row(
-    row: &sqlx::postgres::PgRow,
-) -> Result<proto::ReconciliationFinding, sqlx::Error> {
-    let amount = |amount: &str, currency: &str| -> Result<Option<Money>, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<Decimal>, _>(amount)?
-            .map(|value| Money {
-                currency: row.try_get::<String, _>(currency).unwrap_or_default(),
-                amount: value.to_string(),
-            }))
+fn finding_from_row(row: FindingRow) -> proto::ReconciliationFinding {
+    let amount = |amount: Option<Decimal>, currency: String| {
+        amount.map(|value| Money {
+            currency,
+            amount: value.to_string(),
+        })
     };
-    let kind = match row.try_get::<&str, _>("kind")? {
+    let kind = match row.kind.as_str() {
         "missing_in_tally" => proto::FindingKind::MissingInTally,
         "missing_in_stripe" => proto::FindingKind::MissingInStripe,
         "amount_mismatch" => proto::FindingKind::AmountMismatch,
         _ => proto::FindingKind::StatusMismatch,
     };
-    let object = match row.try_get::<&str, _>("object")? {
+    let object = match row.object.as_str() {
         "invoice" => proto::ReconciledObject::Invoice,
         "payment" => proto::ReconciledObject::Payment,
         "refund" => proto::ReconciledObject::Refund,
         _ => proto::ReconciledObject::BalanceTransaction,
     };
-    Ok(proto::ReconciliationFinding {
-        id: row.try_get("id")?,
+    proto::ReconciliationFinding {
+        id: row.id,
         kind: kind.into(),
         object: object.into(),
-        tally_id: row.try_get("tally_id")?,
-        stripe_id: row.try_get("stripe_id")?,
-        tally_amount: amount("tally_amount", "tally_currency")?,
-        stripe_amount: amount("stripe_amount", "stripe_currency")?,
-        tally_status: row.try_get("tally_status")?,
-        stripe_status: row.try_get("stripe_status")?,
-        description: row.try_get("description")?,
-    })
+        tally_id: row.tally_id,
+        stripe_id: row.stripe_id,
+        tally_amount: amount(row.tally_amount, row.tally_currency),
+        stripe_amount: amount(row.stripe_amount, row.stripe_currency),
+        tally_status: row.tally_status,
+        stripe_status: row.stripe_status,
+        description: row.description,
+    }
 }
 
 impl ReconciliationApi {
     async fn report(&self, report_id: &str) -> Result<proto::ReconciliationReport, PaymentsError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {REPORT_COLUMNS} FROM payments.reconciliation_reports WHERE id = $1"
-        )))
-        .bind(report_id)
-        .fetch_optional(&self.reconciler.core.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(report_from_row(&row)?),
+        match store::report(&self.reconciler.core.pool, report_id).await? {
+            Some(row) => Ok(report_from_row(row)),
             None => Err(PaymentsError::NotFound(format!(
                 "reconciliation report {report_id} does not exist"
             ))),
@@ -193,20 +173,9 @@ impl ReconciliationService for ReconciliationApi {
     ) -> Result<Response<proto::ListReconciliationReportsResponse>, Status> {
         let request = request.into_inner();
         let size = page_size(request.page_size)?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {REPORT_COLUMNS} FROM payments.reconciliation_reports WHERE ($1 = '' OR id < $1) \
-             ORDER BY id DESC LIMIT $2"
-        )))
-        .bind(&request.page_token)
-        .bind(size + 1)
-        .fetch_all(&self.reconciler.core.pool)
-        .await
-        .map_err(PaymentsError::from)?;
-        let mut reports = rows
-            .iter()
-            .map(report_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PaymentsError::from)?;
+        let rows =
+            store::reports_page(&self.reconciler.core.pool, &request.page_token, size + 1).await?;
+        let mut reports: Vec<_> = rows.into_iter().map(report_from_row).collect();
         let next_page_token = if reports.len() > usize::try_from(size).unwrap_or(usize::MAX) {
             reports.pop();
             reports
@@ -245,33 +214,21 @@ impl ReconciliationService for ReconciliationApi {
                 .parse()
                 .map_err(|_| invalid("page_token", "not a token from a previous response"))?
         };
-        let rows = sqlx::query(
-            "SELECT id, kind, object, tally_id, stripe_id, tally_amount, tally_currency, stripe_amount, \
-             stripe_currency, tally_status, stripe_status, description, position \
-             FROM payments.reconciliation_findings WHERE report_id = $1 AND position > $2 \
-             AND ($4 = '' OR kind = $4) ORDER BY position LIMIT $3",
+        let mut rows = store::findings_page(
+            &self.reconciler.core.pool,
+            &request.report_id,
+            after,
+            size + 1,
+            kind,
         )
-        .bind(&request.report_id)
-        .bind(after)
-        .bind(size + 1)
-        .bind(kind)
-        .fetch_all(&self.reconciler.core.pool)
-        .await
-        .map_err(PaymentsError::from)?;
+        .await?;
         let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
-        let kept = &rows[..rows.len().min(usize::try_from(size).unwrap_or(usize::MAX))];
-        let findings = kept
-            .iter()
-            .map(finding_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PaymentsError::from)?;
-        let next_page_token = match (more, kept.last()) {
-            (true, Some(row)) => row
-                .try_get::<i32, _>("position")
-                .map_err(PaymentsError::from)?
-                .to_string(),
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(row)) => row.position.to_string(),
             _ => String::new(),
         };
+        let findings = rows.into_iter().map(finding_from_row).collect();
         Ok(Response::new(proto::ListReconciliationFindingsResponse {
             findings,
             next_page_token,

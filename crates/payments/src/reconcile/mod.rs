@@ -11,13 +11,13 @@
 
 pub mod api;
 pub mod matching;
+mod store;
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use tally_domain::money::{Currency, Money};
 use tally_runtime::Shutdown;
 use tally_runtime::clock::Ticker;
@@ -30,6 +30,7 @@ use crate::stripe::{Page, StripeError};
 use matching::{
     Finding, FindingKind, Matching, StripeSide, TallyCharge, TallyInvoice, TallyRefund, TallySide,
 };
+use store::{KeyedReport, NewFinding, NewReport, ReportCounts};
 
 /// Runs reconciliations.
 #[derive(Debug, Clone)]
@@ -68,29 +69,22 @@ impl Reconciler {
             format!("{}|{}", window.start.to_rfc3339(), window.end.to_rfc3339()).as_bytes(),
         ));
         let id = self.core.ids.new_id("rec");
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO payments.reconciliation_reports (id, idempotency_key, request_hash, window_start, \
-             window_end, state, scheduled, started_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&id)
-        .bind(idempotency_key)
-        .bind(&hash)
-        .bind(window.start)
-        .bind(window.end)
-        .bind(scheduled)
-        .bind(self.core.clock.now())
-        .fetch_optional(&self.core.pool)
-        .await?;
-        if let Some(id) = inserted {
+        let report = NewReport {
+            id: &id,
+            idempotency_key,
+            request_hash: &hash,
+            window_start: window.start,
+            window_end: window.end,
+            scheduled,
+            started_at: self.core.clock.now(),
+        };
+        if let Some(id) = store::insert_report(&self.core.pool, report).await? {
             return Ok((id, true));
         }
-        let (id, stored_hash): (String, String) = sqlx::query_as(
-            "SELECT id, request_hash FROM payments.reconciliation_reports WHERE idempotency_key = $1",
-        )
-        .bind(idempotency_key)
-        .fetch_one(&self.core.pool)
-        .await?;
+        let KeyedReport {
+            id,
+            request_hash: stored_hash,
+        } = store::report_by_key(&self.core.pool, idempotency_key).await?;
         if stored_hash != hash {
             return Err(PaymentsError::IdempotencyConflict(
                 idempotency_key.to_owned(),
@@ -101,26 +95,19 @@ impl Reconciler {
 
     /// Runs report `report_id` to completion (or failure, recorded on it).
     pub async fn run(&self, report_id: &str) -> Result<(), PaymentsError> {
-        let (start, end): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-            "UPDATE payments.reconciliation_reports SET state = 'running', error = '', finished_at = NULL, \
-             started_at = $2 WHERE id = $1 RETURNING window_start, window_end",
-        )
-        .bind(report_id)
-        .bind(self.core.clock.now())
-        .fetch_one(&self.core.pool)
-        .await?;
+        let (start, end) =
+            store::start_report(&self.core.pool, report_id, self.core.clock.now()).await?;
         let window = Window { start, end };
         match self.reconcile(window).await {
             Ok(outcome) => self.complete(report_id, &outcome).await,
             Err(error) => {
                 tracing::error!(report_id, %error, "reconciliation failed");
-                sqlx::query(
-                    "UPDATE payments.reconciliation_reports SET state = 'failed', error = $2, finished_at = $3 WHERE id = $1",
+                store::fail_report(
+                    &self.core.pool,
+                    report_id,
+                    &error.to_string(),
+                    self.core.clock.now(),
                 )
-                .bind(report_id)
-                .bind(error.to_string())
-                .bind(self.core.clock.now())
-                .execute(&self.core.pool)
                 .await?;
                 Ok(())
             }
@@ -201,62 +188,45 @@ impl Reconciler {
             .collect();
         let mut connection = self.core.pool.acquire().await?;
 
-        let invoices = sqlx::query(
-            "SELECT invoice_id, stripe_invoice_id, amount_due, currency, status FROM payments.invoices \
-             WHERE stripe_invoice_id = ANY($1) OR (created_at >= $2 AND created_at < $3 AND status <> 'nothing_due')",
-        )
-        .bind(&invoice_ids)
-        .bind(window.start)
-        .bind(window.end)
-        .fetch_all(&mut *connection)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(TallyInvoice {
-                id: row.try_get("invoice_id")?,
-                stripe_invoice_id: row.try_get("stripe_invoice_id")?,
-                amount_due: money(row.try_get("amount_due")?, row.try_get("currency")?)?,
-                status: row.try_get("status")?,
+        let invoices = store::invoices(&mut connection, &invoice_ids, window.start, window.end)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(TallyInvoice {
+                    id: row.invoice_id,
+                    stripe_invoice_id: row.stripe_invoice_id,
+                    amount_due: money(row.amount_due, row.currency)?,
+                    status: row.status,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, PaymentsError>>()?;
+            .collect::<Result<Vec<_>, PaymentsError>>()?;
 
-        let mut charges = sqlx::query(
-            "SELECT id, stripe_charge_id, amount, amount_refunded, currency, status FROM payments.payments \
-             WHERE stripe_charge_id IS NOT NULL AND (stripe_charge_id = ANY($1) OR stripe_charge_id = ANY($2) \
-             OR id IN (SELECT payment_id FROM payments.payment_attempts WHERE succeeded AND attempted_at >= $3 AND attempted_at < $4))",
+        let mut charges = store::charges(
+            &mut connection,
+            &charge_ids,
+            &sources,
+            window.start,
+            window.end,
         )
-        .bind(&charge_ids)
-        .bind(&sources)
-        .bind(window.start)
-        .bind(window.end)
-        .fetch_all(&mut *connection)
         .await?
-        .iter()
+        .into_iter()
         .map(|row| {
-            let currency: String = row.try_get("currency")?;
             Ok(TallyCharge {
-                payment_id: row.try_get("id")?,
-                stripe_charge_id: row.try_get("stripe_charge_id")?,
-                amount: money(row.try_get("amount")?, currency.clone())?,
-                amount_refunded: money(row.try_get("amount_refunded")?, currency)?,
-                status: row.try_get("status")?,
+                payment_id: row.id,
+                stripe_charge_id: row.stripe_charge_id,
+                amount: money(row.amount, row.currency.clone())?,
+                amount_refunded: money(row.amount_refunded, row.currency)?,
+                status: row.status,
                 in_ledger: false,
             })
         })
         .collect::<Result<Vec<_>, PaymentsError>>()?;
-        let failed = sqlx::query(
-            "SELECT a.payment_id, a.stripe_charge_id, p.amount, p.currency FROM payments.payment_attempts a \
-             JOIN payments.payments p ON p.id = a.payment_id WHERE NOT a.succeeded AND a.stripe_charge_id = ANY($1)",
-        )
-        .bind(&charge_ids)
-        .fetch_all(&mut *connection)
-        .await?;
-        for row in &failed {
-            let amount = money(row.try_get("amount")?, row.try_get("currency")?)?;
+        let failed = store::failed_attempts(&mut connection, &charge_ids).await?;
+        for row in failed {
+            let amount = money(row.amount, row.currency)?;
             charges.push(TallyCharge {
-                payment_id: row.try_get("payment_id")?,
-                stripe_charge_id: row.try_get("stripe_charge_id")?,
+                payment_id: row.payment_id,
+                stripe_charge_id: row.stripe_charge_id,
                 amount,
                 amount_refunded: Money::zero(amount.currency()),
                 status: "failed".into(),
@@ -264,24 +234,21 @@ impl Reconciler {
             });
         }
 
-        let mut refunds = sqlx::query(
-            "SELECT id, stripe_refund_id, amount, currency, status FROM payments.refunds \
-             WHERE stripe_refund_id IS NOT NULL AND (stripe_refund_id = ANY($1) OR stripe_refund_id = ANY($2) \
-             OR (created_at >= $3 AND created_at < $4))",
+        let mut refunds = store::refunds(
+            &mut connection,
+            &refund_ids,
+            &sources,
+            window.start,
+            window.end,
         )
-        .bind(&refund_ids)
-        .bind(&sources)
-        .bind(window.start)
-        .bind(window.end)
-        .fetch_all(&mut *connection)
         .await?
-        .iter()
+        .into_iter()
         .map(|row| {
             Ok(TallyRefund {
-                id: row.try_get("id")?,
-                stripe_refund_id: row.try_get("stripe_refund_id")?,
-                amount: money(row.try_get("amount")?, row.try_get("currency")?)?,
-                status: row.try_get("status")?,
+                id: row.id,
+                stripe_refund_id: row.stripe_refund_id,
+                amount: money(row.amount, row.currency)?,
+                status: row.status,
                 in_ledger: false,
             })
         })
@@ -298,11 +265,7 @@ impl Reconciler {
         facts.extend(refunds.iter().map(|refund| {
             ledger::transaction_id(&format!("refund:{}:succeeded", refund.id)).to_string()
         }));
-        let posted: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM payments.ledger_transactions WHERE id = ANY($1)")
-                .bind(&facts)
-                .fetch_all(&mut *connection)
-                .await?;
+        let posted = store::posted_transaction_ids(&mut connection, &facts).await?;
         for charge in &mut charges {
             let id = ledger::transaction_id(&format!("payment:{}:collected", charge.payment_id));
             charge.in_ledger = posted.iter().any(|posted| posted == id.as_str());
@@ -331,19 +294,14 @@ impl Reconciler {
         for (position, finding) in outcome.findings.iter().enumerate() {
             insert_finding(&mut transaction, &self.core, report_id, position, finding).await?;
         }
-        sqlx::query(
-            "UPDATE payments.reconciliation_reports SET state = 'completed', matched = $2, missing_in_tally = $3, \
-             missing_in_stripe = $4, amount_mismatch = $5, status_mismatch = $6, finished_at = $7 WHERE id = $1",
-        )
-        .bind(report_id)
-        .bind(i64::try_from(outcome.matched).unwrap_or(i64::MAX))
-        .bind(count(FindingKind::MissingInTally))
-        .bind(count(FindingKind::MissingInStripe))
-        .bind(count(FindingKind::AmountMismatch))
-        .bind(count(FindingKind::StatusMismatch))
-        .bind(self.core.clock.now())
-        .execute(&mut *transaction)
-        .await?;
+        let counts = ReportCounts {
+            matched: i64::try_from(outcome.matched).unwrap_or(i64::MAX),
+            missing_in_tally: count(FindingKind::MissingInTally),
+            missing_in_stripe: count(FindingKind::MissingInStripe),
+            amount_mismatch: count(FindingKind::AmountMismatch),
+            status_mismatch: count(FindingKind::StatusMismatch),
+        };
+        store::complete_report(&mut transaction, report_id, counts, self.core.clock.now()).await?;
         transaction.commit().await?;
         for kind in [
             FindingKind::MissingInTally,
@@ -384,12 +342,7 @@ impl Reconciler {
         if !created {
             // A window is reconciled once, unless that run failed (Stripe
             // unreachable, …): then it is tried again at the next tick.
-            let state: String = sqlx::query_scalar(
-                "SELECT state FROM payments.reconciliation_reports WHERE id = $1",
-            )
-            .bind(&report_id)
-            .fetch_one(&self.core.pool)
-            .await?;
+            let state = store::report_state(&self.core.pool, &report_id).await?;
             if state != "failed" {
                 return Ok(None);
             }
@@ -455,27 +408,26 @@ async fn insert_finding(
             .map(|amount| amount.currency().code().to_owned())
             .unwrap_or_default()
     };
-    sqlx::query(
-        "INSERT INTO payments.reconciliation_findings (id, report_id, position, kind, object, tally_id, stripe_id, \
-         tally_amount, tally_currency, stripe_amount, stripe_currency, tally_status, stripe_status, description) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(core.ids.new_id("rcf"))
-    .bind(report_id)
-    .bind(i32::try_from(position).unwrap_or(i32::MAX))
-    .bind(finding.kind.as_str())
-    .bind(finding.object.as_str())
-    .bind(&finding.tally_id)
-    .bind(&finding.stripe_id)
-    .bind(finding.tally_amount.map(|amount| amount.amount()))
-    .bind(currency(&finding.tally_amount))
-    .bind(finding.stripe_amount.map(|amount| amount.amount()))
-    .bind(currency(&finding.stripe_amount))
-    .bind(&finding.tally_status)
-    .bind(&finding.stripe_status)
-    .bind(&finding.description)
-    .execute(connection)
-    .await?;
+    let id = core.ids.new_id("rcf");
+    let tally_currency = currency(&finding.tally_amount);
+    let stripe_currency = currency(&finding.stripe_amount);
+    let new = NewFinding {
+        id: &id,
+        report_id,
+        position: i32::try_from(position).unwrap_or(i32::MAX),
+        kind: finding.kind.as_str(),
+        object: finding.object.as_str(),
+        tally_id: &finding.tally_id,
+        stripe_id: &finding.stripe_id,
+        tally_amount: finding.tally_amount.map(|amount| amount.amount()),
+        tally_currency: &tally_currency,
+        stripe_amount: finding.stripe_amount.map(|amount| amount.amount()),
+        stripe_currency: &stripe_currency,
+        tally_status: &finding.tally_status,
+        stripe_status: &finding.stripe_status,
+        description: &finding.description,
+    };
+    store::insert_finding(connection, new).await?;
     Ok(())
 }
 
