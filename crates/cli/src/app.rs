@@ -425,6 +425,7 @@ pub async fn run_server(
     };
     let mut services = services
         .merge(ClockApi::new(Arc::clone(clock)).grpc_server())
+        .with_browser_origins(config.grpc.cors_allowed_origins.clone())
         .with_readiness(
             Readiness::default().with_database(pool.clone(), readiness::DEFAULT_DATABASE_TIMEOUT),
         );

@@ -45,6 +45,13 @@ pub struct DevArgs {
     /// when configured to something other than its cluster default).
     #[arg(long)]
     webhook_listen: Option<SocketAddr>,
+    /// Address of the console (default: the --listen address with the port
+    /// two above, 127.0.0.1:50053). Its origin may call the services (CORS).
+    #[arg(long)]
+    console_listen: Option<SocketAddr>,
+    /// The console's static build (`make console`: npm ci && npm run build in console/).
+    #[arg(long, default_value = "console/out", env = "TALLY_CONSOLE_DIR")]
+    console_dir: PathBuf,
     /// Run on a manual clock that only `ClockService.AdvanceTime` moves.
     #[arg(long)]
     manual_clock: bool,
@@ -132,6 +139,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     // What port 0 became, for the banner.
     config.payments.webhook_listen_addr = webhook_listener.local_addr()?;
     let webhook_listener = ReservedListener::new(webhook_listener);
+    let console_line = start_console(&args, &mut config, listener.local_addr, &shutdown).await?;
 
     if args.reset {
         reset(&args.data_dir)?;
@@ -155,6 +163,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         shutdown,
         args.demo,
         &args.data_dir,
+        &console_line,
     )
     .await;
     if let Some(cluster) = private_postgres
@@ -218,6 +227,7 @@ async fn serve_everything(
     shutdown: Shutdown,
     demo: bool,
     data_dir: &Path,
+    console_line: &str,
 ) -> anyhow::Result<()> {
     let pool = tally_runtime::db::connect(&config.database).await?;
     tally_runtime::db::migrate(&pool).await?;
@@ -262,6 +272,7 @@ async fn serve_everything(
         handles.config.payments.webhook_listen_addr,
         &key_id,
         &key,
+        console_line,
     );
     if demo {
         spawn_demo(&handles.config, &own_url, &key, &shutdown);
@@ -339,6 +350,44 @@ fn printable_url(url: &str) -> String {
     }
 }
 
+/// Serves the console's build when there is one (binding its port first, so
+/// a taken port stops `tally dev` at once) and lets its origin call the
+/// services; returns the banner's line: its URL, or how to build it.
+async fn start_console(
+    args: &DevArgs,
+    config: &mut Config,
+    grpc: SocketAddr,
+    shutdown: &Shutdown,
+) -> anyhow::Result<String> {
+    if !crate::console::is_built(&args.console_dir) {
+        return Ok(format!(
+            "not built ({} has no index.html): `make console` (Node.js 20+: npm ci && npm run build in console/)",
+            args.console_dir.display()
+        ));
+    }
+    let address = match args.console_listen {
+        Some(address) => address,
+        None => crate::console::default_address(grpc)?,
+    };
+    let listener = crate::console::bind(address).await?;
+    let local = listener.local_addr()?;
+    let origin = format!("http://{local}");
+    config.grpc.cors_allowed_origins.push(origin.clone());
+    if local.ip().is_loopback() {
+        config
+            .grpc
+            .cors_allowed_origins
+            .push(format!("http://localhost:{}", local.port()));
+    }
+    crate::console::spawn(
+        listener,
+        &args.console_dir,
+        &format!("http://{grpc}"),
+        shutdown.clone(),
+    )?;
+    Ok(format!("{origin}/   (sign in with the API key below)"))
+}
+
 /// Runs the demo beside the server; a failure is reported and `tally dev`
 /// keeps serving what the demo created.
 fn spawn_demo(config: &Config, address: &str, key: &str, shutdown: &Shutdown) {
@@ -368,6 +417,7 @@ fn print_banner(
     webhook_address: SocketAddr,
     key_id: &str,
     key: &str,
+    console_line: &str,
 ) {
     let database = config
         .database
@@ -379,7 +429,8 @@ fn print_banner(
         "  Tally dev is running: ingest, rating, invoicing, payments, finance and connectors in one process"
     );
     println!();
-    println!("  gRPC (all services)   http://{address}");
+    println!("  gRPC (all services)   http://{address}   (gRPC-web too)");
+    println!("  console               {console_line}");
     println!("  API key (admin)       {key}   ({key_id}; send as `authorization: Bearer <key>`)");
     println!("                        the same at every start of this data directory");
     println!("  PostgreSQL            {database}");

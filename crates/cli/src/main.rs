@@ -7,6 +7,7 @@
 
 mod admin;
 mod app;
+mod console;
 mod demo;
 mod dev;
 mod events;
@@ -16,6 +17,7 @@ mod events_status;
 mod keys;
 mod load;
 mod load_rating;
+mod portal;
 mod progress;
 mod rejected;
 mod status;
@@ -61,6 +63,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Customer portal links: `link --customer cus_… [--ttl 24h]`.
+    Portal {
+        #[command(subcommand)]
+        command: portal::PortalCommand,
     },
     /// Sends usage events (JSON lines) to a running ingest.
     Events {
@@ -172,6 +179,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(load_config(file, Some(&["database"]))?, args).await,
         Command::Keys { command } => {
             keys::run(load_config(file, Some(&["database", "clock"]))?, command).await
+        }
+        Command::Portal { command } => {
+            portal::run(load_config(file, Some(&["database", "clock"]))?, command).await
         }
         Command::Load { command } => load::run(load_config(file, None)?, command).await,
         Command::Rejected { command } => rejected::run(command).await,

@@ -482,7 +482,9 @@ impl CustomerService for crate::InvoicingApi {
         &self,
         request: Request<GetCustomerRequest>,
     ) -> Result<Response<GetCustomerResponse>, Status> {
-        let customer = self.ctx.get_customer(request.into_inner()).await?;
+        let (_, extensions, request) = request.into_parts();
+        let customer = self.ctx.get_customer(request).await?;
+        tally_runtime::portal::ensure_customer(&extensions, &customer.id)?;
         Ok(Response::new(GetCustomerResponse {
             customer: Some(customer),
         }))

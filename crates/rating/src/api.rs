@@ -491,6 +491,10 @@ impl RatingService for RatingApi {
         &self,
         request: Request<GetCurrentCostRequest>,
     ) -> Result<Response<GetCurrentCostResponse>, Status> {
+        tally_runtime::portal::ensure_customer(
+            request.extensions(),
+            &request.get_ref().customer_id,
+        )?;
         Ok(Response::new(
             self.current_cost(request.into_inner()).await?,
         ))

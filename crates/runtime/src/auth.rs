@@ -10,6 +10,9 @@
 //! A missing or unknown key is `UNAUTHENTICATED`; a key without the scope the
 //! method needs is `PERMISSION_DENIED`. Health checks and reflection are open so
 //! that probes and tools work without a key.
+//!
+//! Customer portal tokens are keys limited to one customer and a lifetime:
+//! see [`crate::portal`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -23,6 +26,7 @@ use sqlx::PgPool;
 
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
+use crate::portal::CustomerScope;
 use crate::shutdown::Shutdown;
 
 /// What a key may do.
@@ -129,6 +133,17 @@ pub enum AuthError {
     /// The key is not known or was revoked.
     #[error("invalid or revoked API key")]
     Invalid,
+    /// A portal token past its expiry.
+    #[error("portal token expired at {0}: ask for a new link (`tally portal link`)")]
+    Expired(String),
+    /// A portal token calling outside [`PORTAL_METHODS`].
+    #[error(
+        "a customer portal token may only read its customer's usage, invoices and credits, not call {method}"
+    )]
+    OutsidePortal {
+        /// The method path.
+        method: String,
+    },
     /// The key lacks the needed scope.
     #[error("API key `{key_id}` lacks the `{}` scope needed by {method}", required.as_str())]
     Forbidden {
@@ -144,10 +159,12 @@ pub enum AuthError {
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::Missing | AuthError::Invalid => {
+            AuthError::Missing | AuthError::Invalid | AuthError::Expired(_) => {
                 tonic::Status::unauthenticated(error.to_string())
             }
-            AuthError::Forbidden { .. } => tonic::Status::permission_denied(error.to_string()),
+            AuthError::Forbidden { .. } | AuthError::OutsidePortal { .. } => {
+                tonic::Status::permission_denied(error.to_string())
+            }
         }
     }
 }
@@ -171,6 +188,8 @@ pub fn generate_key() -> String {
 #[derive(Default)]
 pub struct ApiKeyRegistry {
     by_hash: RwLock<HashMap<String, ApiKey>>,
+    /// The portal tokens among them, by the same hash.
+    customer_scopes: RwLock<HashMap<String, CustomerScope>>,
 }
 
 impl fmt::Debug for ApiKeyRegistry {
@@ -196,11 +215,39 @@ impl ApiKeyRegistry {
             .insert(key_hash, key);
     }
 
+    /// Adds or replaces a portal token (tests): a `read` key limited to `scope`.
+    pub fn insert_portal_token(&self, key_hash: String, key: ApiKey, scope: CustomerScope) {
+        self.insert(key_hash.clone(), key);
+        self.customer_scopes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_hash, scope);
+    }
+
     /// Checks `presented` against the table for a call to `method` (a gRPC path).
     pub fn authorize(&self, presented: Option<&str>, method: &str) -> Result<ApiKey, AuthError> {
+        self.authorize_call(presented, method).map(|(key, _)| key)
+    }
+
+    /// [`ApiKeyRegistry::authorize`], with the customer a portal token is limited to.
+    pub fn authorize_call(
+        &self,
+        presented: Option<&str>,
+        method: &str,
+    ) -> Result<(ApiKey, Option<CustomerScope>), AuthError> {
         let presented = presented.ok_or(AuthError::Missing)?;
+        let key_hash = hash_key(presented);
         let keys = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
-        let key = keys.get(&hash_key(presented)).ok_or(AuthError::Invalid)?;
+        let key = keys.get(&key_hash).ok_or(AuthError::Invalid)?;
+        let scope = self
+            .customer_scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key_hash)
+            .cloned();
+        if let Some(scope) = &scope {
+            scope.admits(method)?;
+        }
         let required = Scope::required_for(method);
         if !key.allows(required) {
             return Err(AuthError::Forbidden {
@@ -209,26 +256,50 @@ impl ApiKeyRegistry {
                 method: method.to_owned(),
             });
         }
-        Ok(key.clone())
+        Ok((key.clone(), scope))
     }
 
     /// Replaces the table with the live (not revoked) keys in the database.
     pub async fn reload(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<(String, String, String, Vec<String>)> = sqlx::query_as(
-            "SELECT id, name, key_hash, scopes FROM tally_auth.api_keys WHERE revoked_at IS NULL",
+        type Row = (
+            String,
+            String,
+            String,
+            Vec<String>,
+            Option<String>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, key_hash, scopes, customer_id, expires_at FROM tally_auth.api_keys \
+             WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
         )
         .fetch_all(pool)
         .await?;
         let mut table = HashMap::with_capacity(rows.len());
-        for (id, name, key_hash, scope_names) in rows {
+        let mut customer_scopes = HashMap::new();
+        for (id, name, key_hash, scope_names, customer_id, expires_at) in rows {
             let scopes = scope_names
                 .iter()
                 // The table's CHECK constraint admits only names that parse.
                 .filter_map(|name| Scope::parse(name))
                 .collect();
+            if let (Some(customer_id), Some(expires_at)) = (customer_id, expires_at) {
+                customer_scopes.insert(
+                    key_hash.clone(),
+                    CustomerScope {
+                        customer_id,
+                        expires_at,
+                    },
+                );
+            }
             table.insert(key_hash, ApiKey { id, name, scopes });
         }
         let count = table.len();
+        // Scopes first: a token is never in the table without its limits.
+        *self
+            .customer_scopes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = customer_scopes;
         *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = table;
         Ok(count)
     }
@@ -436,10 +507,13 @@ where
         if let Some(registry) = &self.registry
             && !is_public(&path)
         {
-            match registry.authorize(presented_key(request.headers()), &path) {
-                Ok(key) => {
+            match registry.authorize_call(presented_key(request.headers()), &path) {
+                Ok((key, customer_scope)) => {
                     tracing::debug!(key_id = %key.id, method = %path, "authorized");
                     request.extensions_mut().insert(key);
+                    if let Some(scope) = customer_scope {
+                        request.extensions_mut().insert(scope);
+                    }
                 }
                 Err(error) => {
                     tracing::info!(method = %path, %error, "call refused");

@@ -3,6 +3,11 @@
 //! reflection (v1 and v1alpha), API-key authentication, a span per call
 //! that continues the caller's trace, INVALID_ARGUMENT for requests that cannot
 //! be decoded ([`crate::decode_errors`]), and a graceful stop.
+//!
+//! Browsers reach the same services over gRPC-web (HTTP/1.1 or HTTP/2, the
+//! console): `tonic_web::GrpcWebLayer` translates, and a CORS policy admits
+//! the origins in `grpc.cors_allowed_origins` ([`cors_layer`]). Plain gRPC is
+//! unchanged.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +58,8 @@ pub struct GrpcServer {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// What health reports beyond "the server is up".
     readiness: Readiness,
+    /// Browser origins the CORS policy admits (`grpc.cors_allowed_origins`).
+    browser_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -115,7 +122,15 @@ impl GrpcServer {
             service_names,
             tls: None,
             readiness: Readiness::default(),
+            browser_origins: Vec::new(),
         }
+    }
+
+    /// Lets pages from `origins` call the services from a browser
+    /// (gRPC-web with CORS; see [`cors_layer`]).
+    pub fn with_browser_origins(mut self, origins: Vec<String>) -> Self {
+        self.browser_origins.extend(origins);
+        self
     }
 
     /// Serves TLS only, with `acceptor` ([`crate::tls::acceptor`]).
@@ -144,6 +159,7 @@ impl GrpcServer {
         self.service_names.extend(other.service_names);
         self.readiness.merge(other.readiness);
         self.tls = self.tls.or(other.tls);
+        self.browser_origins.extend(other.browser_origins);
         self
     }
 
@@ -198,7 +214,12 @@ impl GrpcServer {
         tracing::info!(address = %listener.local_addr, services = ?self.service_names, tls = self.tls.is_some(), "grpc server listening");
         let in_flight = InFlight::default();
         let router = tonic::transport::Server::builder()
+            // gRPC-web arrives over HTTP/1.1 too.
+            .accept_http1(true)
             .trace_fn(call_span)
+            // CORS first: a preflight is answered before auth (it carries no key).
+            .layer(cors_layer(&self.browser_origins))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(in_flight.clone())
             .layer(auth)
             // Undecodable requests answer INVALID_ARGUMENT, not tonic's INTERNAL.
@@ -263,6 +284,39 @@ impl GrpcServer {
         });
         Ok(address)
     }
+}
+
+/// The CORS policy of browser calls: `origins` may call every method with
+/// the headers gRPC-web and the API key need, and read the status trailers
+/// the gRPC-web response carries in headers. No origin: no CORS headers at
+/// all (same-origin pages and non-browser clients are unaffected).
+pub fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::header::{HeaderName, HeaderValue};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        // Config validation admits only header-safe origins.
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            header("x-api-key"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("traceparent"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
 }
 
 /// One span per call, continuing the caller's W3C trace context.

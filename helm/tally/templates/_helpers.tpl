@@ -133,6 +133,9 @@ must match the container port); database.url comes from DATABASE_URL (a Secret).
 # Rendered by the Helm chart from its values; edit the values, not this file.
 [grpc]
 max_message_bytes = {{ int64 .Values.config.grpcMaxMessageBytes }}
+{{- with .Values.config.corsAllowedOrigins }}
+cors_allowed_origins = {{ toJson . }}
+{{- end }}
 
 [database]
 max_connections = {{ int64 .Values.database.maxConnections }}

@@ -367,6 +367,10 @@ impl CreditService for crate::InvoicingApi {
         &self,
         request: Request<proto::GetCreditBalanceRequest>,
     ) -> Result<Response<proto::GetCreditBalanceResponse>, Status> {
+        tally_runtime::portal::ensure_customer(
+            request.extensions(),
+            &request.get_ref().customer_id,
+        )?;
         Ok(Response::new(
             self.ctx.credit_balance(request.into_inner()).await?,
         ))

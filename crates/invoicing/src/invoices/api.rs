@@ -13,10 +13,9 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::GetInvoiceRequest>,
     ) -> Result<Response<proto::GetInvoiceResponse>, Status> {
-        let invoice = self
-            .ctx
-            .get_invoice(&request.into_inner().invoice_id)
-            .await?;
+        let (_, extensions, request) = request.into_parts();
+        let invoice = self.ctx.get_invoice(&request.invoice_id).await?;
+        tally_runtime::portal::ensure_customer(&extensions, &invoice.customer_id)?;
         Ok(Response::new(proto::GetInvoiceResponse {
             invoice: Some(invoice),
         }))
@@ -26,6 +25,10 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::ListInvoicesRequest>,
     ) -> Result<Response<proto::ListInvoicesResponse>, Status> {
+        tally_runtime::portal::ensure_customer(
+            request.extensions(),
+            &request.get_ref().customer_id,
+        )?;
         Ok(Response::new(
             self.ctx.list_invoices(request.into_inner()).await?,
         ))
@@ -35,10 +38,12 @@ impl InvoiceService for crate::InvoicingApi {
         &self,
         request: Request<proto::PreviewUpcomingInvoiceRequest>,
     ) -> Result<Response<proto::PreviewUpcomingInvoiceResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
         let invoice = self
             .ctx
-            .preview_upcoming_invoice(&request.into_inner().subscription_id)
+            .preview_upcoming_invoice(&request.subscription_id)
             .await?;
+        tally_runtime::portal::ensure_customer(&extensions, &invoice.customer_id)?;
         Ok(Response::new(proto::PreviewUpcomingInvoiceResponse {
             invoice: Some(invoice),
         }))

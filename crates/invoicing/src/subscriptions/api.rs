@@ -52,6 +52,10 @@ impl SubscriptionService for crate::InvoicingApi {
         &self,
         request: Request<proto::ListSubscriptionsRequest>,
     ) -> std::result::Result<Response<proto::ListSubscriptionsResponse>, tonic::Status> {
+        tally_runtime::portal::ensure_customer(
+            request.extensions(),
+            &request.get_ref().customer_id,
+        )?;
         Ok(Response::new(
             self.ctx.list_subscriptions(request.into_inner()).await?,
         ))

@@ -101,35 +101,7 @@ pub fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let local = listener.local_addr()?;
-    tracing::info!(address = %local, "stripe webhook endpoint listening");
-    let task = tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                () = shutdown.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        tracing::warn!(%error, "webhook accept failed");
-                        continue;
-                    }
-                },
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                if let Err(error) = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%error, "webhook connection ended with an error");
-                }
-            });
-        }
-    });
-    Ok((local, task))
+    tally_runtime::http::serve_router(router, listener, shutdown, "stripe webhook endpoint")
 }
 
 #[tracing::instrument(name = "stripe.webhook", skip_all, fields(stripe_event_id = tracing::field::Empty))]

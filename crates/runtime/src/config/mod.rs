@@ -82,6 +82,12 @@ pub struct GrpcConfig {
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// PEM private key of `tls_cert_file`. Never logged.
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// Origins (`https://console.example.com`, scheme, host and port only)
+    /// whose pages may call the services from a browser (gRPC-web, the
+    /// console): the CORS policy. Empty (the default): only pages served from
+    /// the services' own origin. In the environment:
+    /// `TALLY_GRPC__CORS_ALLOWED_ORIGINS='["https://a.example","https://b.example"]'`.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl GrpcConfig {
@@ -104,6 +110,7 @@ impl Default for GrpcConfig {
             max_message_bytes: 16 * 1024 * 1024,
             tls_cert_file: None,
             tls_key_file: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -424,6 +431,16 @@ impl Config {
             }
             _ => {}
         }
+        for origin in &self.grpc.cors_allowed_origins {
+            if !is_origin(origin) {
+                return Err(ConfigError::Invalid {
+                    key: "grpc.cors_allowed_origins",
+                    reason: format!(
+                        "`{origin}` is not an origin: write scheme://host[:port], nothing after it (e.g. https://console.example.com)"
+                    ),
+                });
+            }
+        }
         if self.telemetry.metrics_interval_seconds == 0 {
             return Err(invalid(
                 "telemetry.metrics_interval_seconds",
@@ -467,6 +484,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `text` is a browser origin: `http(s)://host[:port]`, no path,
+/// no trailing slash, nothing a header value could not carry.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-.:[]".contains(character))
 }
 
 fn invalid(key: &'static str, reason: &str) -> ConfigError {
@@ -574,6 +606,28 @@ mod tests {
             let chain = format!("{:#}", anyhow::Error::from(error));
             assert!(chain.contains("listen_adr"), "{chain}");
             assert_eq!(chain.matches("unknown field").count(), 1, "{chain}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cors_origins_come_from_the_environment_and_must_be_origins() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TALLY_GRPC__CORS_ALLOWED_ORIGINS",
+                r#"["https://console.example.com", "http://127.0.0.1:50053"]"#,
+            );
+            let config = Config::load(None).expect("loads");
+            assert_eq!(
+                config.grpc.cors_allowed_origins,
+                ["https://console.example.com", "http://127.0.0.1:50053"]
+            );
+            jail.set_env(
+                "TALLY_GRPC__CORS_ALLOWED_ORIGINS",
+                r#"["https://console.example.com/"]"#,
+            );
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("grpc.cors_allowed_origins"), "{error}");
             Ok(())
         });
     }
