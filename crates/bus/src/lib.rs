@@ -140,8 +140,35 @@ pub trait Bus: Send + Sync + Debug {
     /// Publishes `message` to `topic`; returns once the bus has accepted it.
     async fn publish(&self, topic: &str, message: Message) -> Result<(), BusError>;
 
+    /// Publishes `messages` to `topic`, one result per message, in their order.
+    /// Messages with the same ordering key are published in the order given;
+    /// a backend that can send many at once does (Pub/Sub enqueues them all
+    /// and sends them in batches), so a caller with many messages waits for
+    /// a few round trips instead of one per message. The default publishes
+    /// one after another.
+    async fn publish_all(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<(), BusError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.publish(topic, message).await);
+        }
+        results
+    }
+
     /// Opens a stream of deliveries from `subscription`.
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn MessageStream>, BusError>;
+
+    /// Opens a stream for a consumer that settles in batches of up to
+    /// `max_outstanding` deliveries in total (flow control: how many messages
+    /// the stream pulls ahead and holds unsettled). The default ignores the
+    /// bound (the in-process bus hands out what is queued).
+    async fn subscribe_with_flow(
+        &self,
+        subscription: &str,
+        max_outstanding: usize,
+    ) -> Result<Box<dyn MessageStream>, BusError> {
+        let _ = max_outstanding;
+        self.subscribe(subscription).await
+    }
 }
 
 /// The bus handle the composition root passes down.

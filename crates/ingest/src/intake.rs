@@ -3,8 +3,8 @@
 //!
 //! Messages are gathered into batches (up to `ingest.pubsub_batch_messages`,
 //! or whatever arrived within a few milliseconds) and written in one
-//! transaction; each message is acked only after that commit, so an ack
-//! always means durable. Invalid and undecodable events are stored as
+//! transaction, a few batches at once; each message is acked only after its
+//! batch's commit, so an ack always means durable. Invalid and undecodable events are stored as
 //! rejections and acked (kept, not retried). A message of another type or
 //! schema version is poison and goes straight to the dead-letter topic. When
 //! the database write fails, each message of the batch is retried on its own
@@ -18,6 +18,7 @@ use tally_bus::message::ATTRIBUTE_CONTENT_TYPE;
 use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
 use tally_proto::events::Intake;
 use tally_runtime::Shutdown;
+use tokio::task::JoinSet;
 
 use crate::decode::decode;
 use crate::pipeline::{Incoming, Ingestor, RejectionStorage};
@@ -27,6 +28,10 @@ pub const USAGE_EVENT_TYPE: &str = "tally.events.v1.UsageEvent";
 
 /// How long to wait for more messages before writing a partial batch.
 const GATHER_WINDOW: Duration = Duration::from_millis(5);
+
+/// Batches written at once (each its own transaction): while one commits,
+/// the next is gathered and written, as `IngestStream`'s window does for gRPC.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Consumes the `usage-events` subscription.
 #[derive(Clone)]
@@ -62,20 +67,47 @@ impl PubSubIntake {
         }
     }
 
-    /// Consumes until `shutdown`, finishing the batch in hand first.
+    /// Consumes until `shutdown`, finishing the batches in hand first.
+    ///
+    /// Up to [`BATCHES_IN_FLIGHT`] batches are written at once, each in its
+    /// own transaction and acked after its own commit, while the next one is
+    /// gathered: the stream's flow control (what it pulls ahead and holds) is
+    /// sized to that many batches. Order does not matter here (acceptance is
+    /// keyed by event id), so batches may commit in any order.
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
-        let mut stream = self.bus.subscribe(&self.subscription.name).await?;
+        let mut stream = self
+            .bus
+            .subscribe_with_flow(
+                &self.subscription.name,
+                self.batch_messages * BATCHES_IN_FLIGHT,
+            )
+            .await?;
         tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake started");
-        while let Some(batch) = next_batch(
-            stream.as_mut(),
-            &shutdown,
-            self.batch_messages,
-            GATHER_WINDOW,
-        )
-        .await
-        {
-            self.process(batch).await;
+        let mut writing = JoinSet::new();
+        loop {
+            while writing.try_join_next().is_some() {}
+            if writing.len() >= BATCHES_IN_FLIGHT {
+                writing.join_next().await;
+                continue;
+            }
+            // Awaited to the end, never raced: a half-gathered batch dropped
+            // would send its deliveries back for redelivery.
+            let Some(batch) = next_batch(
+                stream.as_mut(),
+                &shutdown,
+                self.batch_messages,
+                GATHER_WINDOW,
+            )
+            .await
+            else {
+                break;
+            };
+            let intake = self.clone();
+            writing.spawn(async move {
+                intake.process(batch).await;
+            });
         }
+        while writing.join_next().await.is_some() {}
         tracing::info!(subscription = %self.subscription.name, "Pub/Sub intake stopped");
         Ok(())
     }

@@ -1,27 +1,33 @@
 //! The relay from the event log to `usage-accepted`.
 //!
 //! Each committed batch left one `accepted_batches` row naming its contiguous
-//! range of sequence numbers. The relay takes the oldest rows (`FOR UPDATE`, so
-//! a second replica waits instead of publishing the same rows), reads those
-//! events back from the log (an index range scan on `seq`), publishes each exactly as
-//! committed — the stored bytes, not a re-encoding — with its customer as
-//! ordering key — customers in parallel, each
-//! customer's events one after another in sequence order — then deletes the
-//! rows and raises the published high-water mark in the same transaction.
+//! range of sequence numbers. A relay **round** locks the oldest rows no other
+//! round holds (`FOR UPDATE SKIP LOCKED`, one at a time until
+//! [`EVENTS_PER_ROUND`] events or [`BATCHES_PER_ROUND`] rows), reads those
+//! events back from the log (an index range scan on `seq`), publishes each
+//! exactly as committed — the stored bytes, not a re-encoding — with its
+//! customer as ordering key, all at once in sequence order (the bus sends them
+//! in batches and keeps each key's order), then deletes the rows and raises
+//! the published high-water mark in the same transaction.
+//!
+//! Up to [`ROUNDS_IN_FLIGHT`] rounds run at once, each in its own short
+//! transaction over its own rows: one customer's 10,000-event batch is one
+//! round of its own, and the batches committed after it are published by
+//! the other rounds meanwhile instead of waiting for it. Replicas share the
+//! work the same way.
 //!
 //! A crash after publishing but before the delete publishes those events again
 //! with the same message id (`uacc_<seq>`): consumers de-duplicate by event key,
 //! so downstream each event counts once. Nothing committed is ever skipped:
 //! a row is deleted only after all its events were published.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use sqlx::PgPool;
 use tally_bus::{Message, SharedBus, topics};
 use tally_runtime::Shutdown;
+use tokio::task::JoinSet;
 
 use crate::log::EventRow;
 use crate::metrics::IngestMetrics;
@@ -33,13 +39,22 @@ pub const ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
 /// (`tally.ingest.published_events`): two index-only counts, so not every round.
 const COUNT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A round stops taking batches once it holds this many events (it always
+/// takes at least one batch, however big).
+pub const EVENTS_PER_ROUND: i64 = 5_000;
+
+/// Most batches in one round.
+pub const BATCHES_PER_ROUND: usize = 20;
+
+/// Rounds publishing at once.
+pub const ROUNDS_IN_FLIGHT: usize = 4;
+
 /// Publishes accepted batches.
 #[derive(Debug, Clone)]
 pub struct AcceptedRelay {
     pool: PgPool,
     bus: SharedBus,
     metrics: Arc<IngestMetrics>,
-    batches_per_round: i64,
 }
 
 /// Why a relay round did not finish.
@@ -57,72 +72,80 @@ pub enum RelayError {
     Publish(usize),
 }
 
+/// One `accepted_batches` row.
+#[derive(Debug, sqlx::FromRow)]
+struct AcceptedBatch {
+    id: i64,
+    first_seq: i64,
+    last_seq: i64,
+    event_count: i32,
+}
+
 impl AcceptedRelay {
     /// A relay for the ingest outbox.
     pub fn new(pool: PgPool, bus: SharedBus, metrics: Arc<IngestMetrics>) -> Self {
-        Self {
-            pool,
-            bus,
-            metrics,
-            batches_per_round: 20,
-        }
+        Self { pool, bus, metrics }
     }
 
-    /// Publishes up to one round of batches; returns how many events were published.
+    /// Publishes one round of batches; returns how many events were published
+    /// (0: nothing was waiting that another round does not already hold).
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut transaction = self.pool.begin().await?;
-        let batches: Vec<(i64, i64, i64, i32)> = sqlx::query_as(
-            "SELECT id, first_seq, last_seq, event_count FROM ingest.accepted_batches \
-             ORDER BY id LIMIT $1 FOR UPDATE",
-        )
-        .bind(self.batches_per_round)
-        .fetch_all(&mut *transaction)
-        .await?;
+        let mut batches: Vec<AcceptedBatch> = Vec::new();
+        let mut events = 0i64;
+        // Row by row, so a round locks only what it publishes: rows another
+        // round holds are skipped, not waited for.
+        while batches.len() < BATCHES_PER_ROUND && events < EVENTS_PER_ROUND {
+            let after = batches.last().map_or(0, |batch| batch.id);
+            let next: Option<AcceptedBatch> = sqlx::query_as(
+                "SELECT id, first_seq, last_seq, event_count FROM ingest.accepted_batches \
+                 WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(after)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            let Some(next) = next else { break };
+            events += i64::from(next.event_count);
+            batches.push(next);
+        }
         if batches.is_empty() {
             return Ok(0);
         }
-        let mut by_customer: HashMap<String, Vec<(i64, Vec<u8>)>> = HashMap::new();
+        let mut messages = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
         let mut high_water = 0;
-        for (id, first_seq, last_seq, count) in &batches {
-            let rows: Vec<(String, EventRow)> = sqlx::query_as::<_, RelayRow>(
+        for batch in &batches {
+            let rows: Vec<RelayRow> = sqlx::query_as(
                 "SELECT customer_id, seq, payload, intake, ingested_at FROM ingest.events \
-                 WHERE seq BETWEEN $1 AND $2",
+                 WHERE seq BETWEEN $1 AND $2 ORDER BY seq",
             )
-            .bind(first_seq)
-            .bind(last_seq)
+            .bind(batch.first_seq)
+            .bind(batch.last_seq)
             .fetch_all(&mut *transaction)
-            .await?
-            .into_iter()
-            .map(|row| (row.customer_id, row.event))
-            .collect();
-            if rows.len() != usize::try_from(*count).unwrap_or(0) {
+            .await?;
+            if rows.len() != usize::try_from(batch.event_count).unwrap_or(0) {
                 // The events of a committed batch are missing (a detached partition?):
                 // stop rather than skip them silently.
-                return Err(RelayError::Missing(*id, rows.len(), *count));
+                return Err(RelayError::Missing(batch.id, rows.len(), batch.event_count));
             }
-            high_water = high_water.max(*last_seq);
-            for (customer, row) in rows {
-                by_customer
-                    .entry(customer)
-                    .or_default()
-                    .push((row.seq, row.encode_accepted()));
-            }
+            high_water = high_water.max(batch.last_seq);
+            messages.extend(rows.into_iter().map(|row| {
+                Message::new(ACCEPTED_TYPE, 1, row.event.encode_accepted())
+                    .with_id(format!("uacc_{}", row.event.seq))
+                    .with_ordering_key(row.customer_id)
+            }));
         }
-        let outcomes = join_all(
-            by_customer
-                .into_iter()
-                .map(|(customer, events)| self.publish_in_order(customer, events)),
-        )
-        .await;
-        let published: usize = outcomes.iter().map(|(ok, _)| ok).sum();
-        let failed: usize = outcomes.iter().map(|(_, failed)| failed).sum();
-        if failed > 0 {
+        // Batches are in id order and each batch's events in sequence order,
+        // so each customer's events go out in sequence order.
+        let outcomes = self.bus.publish_all(topics::USAGE_ACCEPTED, messages).await;
+        let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        if let Some(Err(error)) = outcomes.iter().find(|outcome| outcome.is_err()) {
             // Keep the rows: the published ones go out again next round, with the
             // same message ids, and consumers de-duplicate them.
+            tracing::warn!(%error, failed, "publishing accepted events failed; will retry");
             transaction.rollback().await?;
             return Err(RelayError::Publish(failed));
         }
-        let ids: Vec<i64> = batches.iter().map(|(id, ..)| *id).collect();
+        let ids: Vec<i64> = batches.iter().map(|batch| batch.id).collect();
         sqlx::query("DELETE FROM ingest.accepted_batches WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *transaction)
@@ -134,28 +157,7 @@ impl AcceptedRelay {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        Ok(published)
-    }
-
-    /// Publishes one customer's events in sequence order; stops at the first
-    /// failure. Returns (published, not published).
-    async fn publish_in_order(
-        &self,
-        customer: String,
-        mut events: Vec<(i64, Vec<u8>)>,
-    ) -> (usize, usize) {
-        events.sort_by_key(|(seq, _)| *seq);
-        let total = events.len();
-        for (index, (seq, payload)) in events.into_iter().enumerate() {
-            let message = Message::new(ACCEPTED_TYPE, 1, payload)
-                .with_id(format!("uacc_{seq}"))
-                .with_ordering_key(customer.clone());
-            if let Err(error) = self.bus.publish(topics::USAGE_ACCEPTED, message).await {
-                tracing::warn!(%error, seq, "publishing an accepted event failed; will retry");
-                return (index, total - index);
-            }
-        }
-        (total, 0)
+        Ok(outcomes.len())
     }
 
     /// Seconds the oldest unpublished batch has waited (0 when caught up).
@@ -182,10 +184,14 @@ impl AcceptedRelay {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// Relays until `shutdown`, recording `tally.ingest.relay_lag_seconds`
-    /// and, every minute, `tally.ingest.published_events`.
+    /// Relays until `shutdown` with up to [`ROUNDS_IN_FLIGHT`] rounds at
+    /// once, recording `tally.ingest.relay_lag_seconds` and, every minute,
+    /// `tally.ingest.published_events`. An idle relay runs one round per poll.
     pub async fn run(self, shutdown: Shutdown) {
         let mut next_count = tokio::time::Instant::now();
+        let mut rounds = JoinSet::new();
+        // Whether the last round found work: then more rounds are started at once.
+        let mut busy = true;
         while !shutdown.is_triggered() {
             if tokio::time::Instant::now() >= next_count {
                 match self.published_events().await {
@@ -194,7 +200,24 @@ impl AcceptedRelay {
                 }
                 next_count = tokio::time::Instant::now() + COUNT_INTERVAL;
             }
-            let relayed = self.relay_once().await;
+            while rounds.len() < ROUNDS_IN_FLIGHT {
+                let relay = self.clone();
+                rounds.spawn(async move { relay.relay_once().await });
+                if !busy {
+                    break;
+                }
+            }
+            let finished = tokio::select! {
+                () = shutdown.wait() => break,
+                finished = rounds.join_next() => finished,
+            };
+            let relayed = match finished {
+                Some(Ok(Ok(published))) => Ok(published),
+                Some(Ok(Err(error))) => Err(error.to_string()),
+                Some(Err(error)) => Err(format!("the round stopped: {error}")),
+                None => Ok(0),
+            };
+            busy = matches!(relayed, Ok(published) if published > 0);
             let wait = match &relayed {
                 Ok(0) => Duration::from_millis(20),
                 Ok(_) => Duration::ZERO,
@@ -203,13 +226,14 @@ impl AcceptedRelay {
                     Duration::from_secs(1)
                 }
             };
-            // An empty round means nothing waits: no need to ask the database
-            // (an idle relay stays at one query per poll, like the outbox relay).
+            // An empty round with none other in flight means nothing waits: no
+            // need to ask the database (an idle relay stays at one query per poll).
             let lag = match relayed {
-                Ok(0) => Ok(0.0),
-                _ => self.lag_seconds().await,
+                Ok(0) if rounds.is_empty() => Some(Ok(0.0)),
+                Ok(0) => None,
+                _ => Some(self.lag_seconds().await),
             };
-            if let Ok(lag) = lag {
+            if let Some(Ok(lag)) = lag {
                 self.metrics.record_relay_lag(lag);
             }
             if wait.is_zero() {
@@ -220,6 +244,8 @@ impl AcceptedRelay {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        // Let rounds in flight finish (an aborted one would only publish again).
+        while rounds.join_next().await.is_some() {}
     }
 }
 

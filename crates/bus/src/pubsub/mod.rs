@@ -29,6 +29,9 @@ use google_cloud_pubsub::model::{DeadLetterPolicy, Message as PubSubMessage};
 
 use crate::{Bus, BusError, Message, MessageStream, SubscriptionConfig};
 
+/// The official client's default flow control: unacked messages per stream.
+const DEFAULT_OUTSTANDING: i64 = 1_000;
+
 /// How a consumer receives messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullMode {
@@ -217,30 +220,94 @@ impl Bus for PubSubBus {
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), BusError> {
         let publisher = self.publisher(topic).await?;
-        let mut outgoing = PubSubMessage::new()
-            .set_data(message.payload.clone())
-            .set_attributes(message.wire_attributes());
-        if let Some(key) = &message.ordering_key {
-            outgoing = outgoing.set_ordering_key(key.clone());
-        }
-        match publisher.publish(outgoing).await {
-            Ok(_) => Ok(()),
+        let key = message.ordering_key.clone();
+        let outcome = publisher.publish(outgoing(message)).await;
+        settled(&publisher, topic, key, outcome)
+    }
+
+    async fn publish_all(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<(), BusError>> {
+        let publisher = match self.publisher(topic).await {
+            Ok(publisher) => publisher,
             Err(error) => {
-                // A failed ordered publish pauses its key; let the caller's retry through.
-                if let Some(key) = &message.ordering_key {
-                    publisher.resume_publish(key.clone());
-                }
-                match error {
-                    PublishError::Rpc(rpc) if status_code(&rpc) == Some(Code::NotFound) => {
-                        Err(BusError::TopicNotFound(topic.to_owned()))
-                    }
-                    other => Err(backend(other)),
-                }
+                let reason = error.to_string();
+                return messages
+                    .iter()
+                    .map(|_| Err(BusError::Backend(reason.clone())))
+                    .collect();
             }
+        };
+        // `publish` enqueues at once, in call order: the client batches them
+        // and keeps each ordering key's messages in this order.
+        let pending: Vec<_> = messages
+            .into_iter()
+            .map(|message| {
+                let key = message.ordering_key.clone();
+                (key, publisher.publish(outgoing(message)))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for (key, future) in pending {
+            results.push(settled(&publisher, topic, key, future.await));
         }
+        results
     }
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn MessageStream>, BusError> {
+        self.open_stream(subscription, None).await
+    }
+
+    async fn subscribe_with_flow(
+        &self,
+        subscription: &str,
+        max_outstanding: usize,
+    ) -> Result<Box<dyn MessageStream>, BusError> {
+        self.open_stream(subscription, Some(max_outstanding.max(1)))
+            .await
+    }
+}
+
+/// The wire form of `message`.
+fn outgoing(message: Message) -> PubSubMessage {
+    let attributes = message.wire_attributes();
+    let mut outgoing = PubSubMessage::new()
+        .set_data(message.payload)
+        .set_attributes(attributes);
+    if let Some(key) = message.ordering_key {
+        outgoing = outgoing.set_ordering_key(key);
+    }
+    outgoing
+}
+
+/// The result of one publish; a failed ordered publish pauses its key in the
+/// client, so it is resumed to let the caller's retry through.
+fn settled<T>(
+    publisher: &Publisher,
+    topic: &str,
+    key: Option<String>,
+    outcome: Result<T, PublishError>,
+) -> Result<(), BusError> {
+    let Err(error) = outcome else {
+        return Ok(());
+    };
+    if let Some(key) = key {
+        publisher.resume_publish(key);
+    }
+    match error {
+        PublishError::Rpc(rpc) if status_code(&rpc) == Some(Code::NotFound) => {
+            Err(BusError::TopicNotFound(topic.to_owned()))
+        }
+        other => Err(backend(other)),
+    }
+}
+
+impl PubSubBus {
+    /// A stream of `subscription`; `max_outstanding` sizes its pulls and flow
+    /// control (the defaults of each pull path otherwise).
+    async fn open_stream(
+        &self,
+        subscription: &str,
+        max_outstanding: Option<usize>,
+    ) -> Result<Box<dyn MessageStream>, BusError> {
         let ordered = self.is_ordered(subscription).await;
         let stream: Box<dyn MessageStream> = match (self.pull_mode, &self.emulator_host) {
             (PullMode::Unary, Some(host)) => {
@@ -249,7 +316,16 @@ impl Bus for PubSubBus {
                     &self.subscription_path(subscription),
                     subscription,
                 )?;
-                Box::new(unary::UnaryPull::start(rest, ordered, self.lease_extension))
+                let sizing = max_outstanding.map_or_else(
+                    unary::PullSizing::default,
+                    unary::PullSizing::for_outstanding,
+                );
+                Box::new(unary::UnaryPull::start(
+                    rest,
+                    ordered,
+                    self.lease_extension,
+                    sizing,
+                ))
             }
             _ => Box::new(streaming::StreamingPull {
                 subscription: subscription.to_owned(),
@@ -257,6 +333,11 @@ impl Bus for PubSubBus {
                     .subscriber
                     .subscribe(self.subscription_path(subscription))
                     .set_max_lease_extension(self.lease_extension)
+                    .set_max_outstanding_messages(
+                        max_outstanding.map_or(DEFAULT_OUTSTANDING, |max| {
+                            i64::try_from(max).unwrap_or(i64::MAX)
+                        }),
+                    )
                     .build(),
                 ordered,
                 attempts: delivery_state::Attempts::default(),
@@ -265,9 +346,7 @@ impl Bus for PubSubBus {
         };
         Ok(crate::age::track(subscription, stream))
     }
-}
 
-impl PubSubBus {
     /// Whether `subscription` delivers in order (as it exists, whoever created
     /// it). When it cannot be read, assume ordered: holding a nacked key's
     /// later messages back is then merely slower, never out of order.

@@ -12,7 +12,7 @@
 //! StreamingPull ([`super::streaming`]).
 //!
 //! What the official client does for a stream, this does by hand:
-//! - one task pulls ahead (a few batches) so the consumer never waits on a
+//! - one task pulls ahead (a few batches, sized by [`PullSizing`]) so the consumer never waits on a
 //!   round trip between messages;
 //! - every pulled message is leased for [`LEASE`] at once, and the lease is
 //!   renewed while the consumer holds it (up to the bus's lease extension),
@@ -36,10 +36,8 @@ use super::delivery_state::{Attempts, HeldKeys};
 use crate::message::Acknowledger;
 use crate::{BusError, Delivery, Message, MessageStream};
 
-/// Messages asked for per pull.
-const PULL_MAX_MESSAGES: usize = 100;
-/// Pulled batches waiting for the consumer.
-const PULLED_AHEAD: usize = 4;
+/// Pub/Sub's most messages per pull.
+const PULL_LIMIT: usize = 1_000;
 /// How long a pulled message stays ours without renewal: how soon a crashed
 /// consumer's messages are delivered to another (10 s is Pub/Sub's minimum).
 const LEASE: Duration = Duration::from_secs(10);
@@ -53,6 +51,38 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Ack ids per acknowledge or lease request.
 const IDS_PER_REQUEST: usize = 1_000;
+
+/// How much a stream pulls and holds ahead of its consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PullSizing {
+    /// Messages asked for per pull.
+    max_messages: usize,
+    /// Pulled batches waiting for the consumer.
+    ahead: usize,
+}
+
+impl Default for PullSizing {
+    /// For consumers that settle one message at a time: small pulls.
+    fn default() -> Self {
+        Self {
+            max_messages: 100,
+            ahead: 4,
+        }
+    }
+}
+
+impl PullSizing {
+    /// For a consumer that holds up to `outstanding` messages at once (its
+    /// batches in flight): pulls of that size, up to Pub/Sub's limit, and
+    /// two of them waiting, so the next batch is gathered without a round
+    /// trip while the last one commits.
+    pub(super) fn for_outstanding(outstanding: usize) -> Self {
+        Self {
+            max_messages: outstanding.clamp(1, PULL_LIMIT),
+            ahead: 2,
+        }
+    }
+}
 
 /// The emulator's REST endpoint for one subscription.
 #[derive(Debug, Clone)]
@@ -119,10 +149,8 @@ impl RestSubscription {
         })
     }
 
-    async fn pull(&self) -> Result<Vec<ReceivedMessage>, BusError> {
-        let request = PullRequest {
-            max_messages: PULL_MAX_MESSAGES,
-        };
+    async fn pull(&self, max_messages: usize) -> Result<Vec<ReceivedMessage>, BusError> {
+        let request = PullRequest { max_messages };
         let response: PullResponse = self.call("pull", &request, PULL_TIMEOUT).await?;
         Ok(response.received_messages)
     }
@@ -239,12 +267,14 @@ impl UnaryPull {
         subscription: RestSubscription,
         ordered: bool,
         max_lease: Duration,
+        sizing: PullSizing,
     ) -> Self {
         let leases = Leases::default();
-        let (pulled_sender, pulled) = mpsc::channel(PULLED_AHEAD);
+        let (pulled_sender, pulled) = mpsc::channel(sizing.ahead.max(1));
         let (verdicts, verdict_receiver) = mpsc::unbounded_channel();
         let puller = tokio::spawn(pull_ahead(
             subscription.clone(),
+            sizing.max_messages,
             pulled_sender,
             Arc::clone(&leases),
         ));
@@ -356,13 +386,14 @@ impl Drop for UnaryPull {
 /// Pulls ahead of the consumer until the stream is dropped.
 async fn pull_ahead(
     subscription: RestSubscription,
+    max_messages: usize,
     sender: mpsc::Sender<Result<Vec<ReceivedMessage>, BusError>>,
     leases: Leases,
 ) {
     loop {
         let pulled = tokio::select! {
             () = sender.closed() => return,
-            pulled = subscription.pull() => pulled,
+            pulled = subscription.pull(max_messages) => pulled,
         };
         match pulled {
             Ok(batch) if batch.is_empty() => {}

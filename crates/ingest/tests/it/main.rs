@@ -9,5 +9,6 @@ mod grpc;
 mod malformed;
 mod pubsub;
 mod relay;
+mod relay_fairness;
 mod support;
 mod violations;

@@ -263,7 +263,14 @@ async fn a_message_that_cannot_be_stored_is_dead_lettered_after_the_attempt_limi
     assert_eq!(letter.message.attributes["tally-dead-letter-attempts"], "5");
     assert!(letter.message.attributes[ATTRIBUTE_DEAD_LETTER_REASON].contains("unavailable"));
     letter.ack();
-    // The healthy message was not held back by the broken one.
+    // The healthy message was not held back by the broken one (its batch may
+    // still be committing: batches are written concurrently).
+    wait_for(
+        &mut h,
+        "SELECT count(*) FROM ingest.events WHERE customer_id = 'cus_fine'",
+        1,
+    )
+    .await;
     assert_eq!(
         state_of(&mut h, "cus_fine", "e1").await,
         IngestState::Accepted
@@ -273,8 +280,11 @@ async fn a_message_that_cannot_be_stored_is_dead_lettered_after_the_attempt_limi
     running.await.unwrap().unwrap();
 }
 
+/// `usage-events` is unordered and the intake writes several batches at once:
+/// acceptance does not depend on order (docs/architecture.md, "Ordering per
+/// topic"), so what counts is that every event is in the log exactly once.
 #[tokio::test]
-async fn the_pubsub_intake_keeps_each_customers_order() {
+async fn the_pubsub_intake_logs_every_event_once_in_any_order() {
     let bus = emulator_bus().await;
     let h = harness_with(Arc::clone(&bus), IngestConfig::default()).await;
     let customers = ["cus_o1", "cus_o2", "cus_o3"];
@@ -291,17 +301,19 @@ async fn the_pubsub_intake_keeps_each_customers_order() {
     };
     let mut h = h;
     wait_for(&mut h, "SELECT count(*) FROM ingest.events", 30).await;
-    for customer in customers {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT event_id FROM ingest.events WHERE customer_id = $1 ORDER BY seq",
-        )
-        .bind(customer)
-        .fetch_all(&h.db.pool)
-        .await
-        .unwrap();
-        let mut published = ids.clone();
-        published.sort();
-        assert_eq!(ids, published, "{customer}: log order is publish order");
+    for (index, customer) in customers.into_iter().enumerate() {
+        let mut ids: Vec<String> =
+            sqlx::query_scalar("SELECT event_id FROM ingest.events WHERE customer_id = $1")
+                .bind(customer)
+                .fetch_all(&h.db.pool)
+                .await
+                .unwrap();
+        ids.sort();
+        let published: Vec<String> = (0..30)
+            .filter(|n| n % 3 == index)
+            .map(|n| format!("n{n:02}"))
+            .collect();
+        assert_eq!(ids, published, "{customer}: each event once");
     }
     shutdown.trigger();
     running.await.unwrap().unwrap();
