@@ -1,12 +1,12 @@
 //! `tally.payments.v1.PaymentService`.
 
-use chrono::{DateTime, Utc};
 use tally_proto::payments as proto;
 use tally_proto::payments::payment_service_server::PaymentService;
 use tonic::{Request, Response, Status};
 
 use crate::core::Core;
 use crate::error::PaymentsError;
+use crate::store::reads::{self, CustomerLookup, PaymentFilter};
 use crate::store::{self, PaymentKey};
 use crate::wire::timestamp;
 use crate::{refund, retry};
@@ -85,19 +85,14 @@ impl PaymentService for PaymentsApi {
             .map_err(PaymentsError::from)?;
         // Ids sort by creation time, so "newest first" is id descending; the
         // token is the last id of the previous page.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM payments.payments WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR invoice_id = $2) \
-             AND (cardinality($3::text[]) = 0 OR status = ANY($3)) AND ($4 = '' OR id < $4) \
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(&request.customer_id)
-        .bind(&request.invoice_id)
-        .bind(&statuses)
-        .bind(&request.page_token)
-        .bind(page_size + 1)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(PaymentsError::from)?;
+        let filter = PaymentFilter {
+            customer_id: &request.customer_id,
+            invoice_id: &request.invoice_id,
+            statuses: &statuses,
+        };
+        let ids =
+            reads::payment_ids_page(&mut connection, filter, &request.page_token, page_size + 1)
+                .await?;
         let more = ids.len() > usize::try_from(page_size).unwrap_or(usize::MAX);
         let mut payments = Vec::new();
         for id in ids
@@ -151,9 +146,12 @@ impl PaymentService for PaymentsApi {
         request: Request<proto::GetStripeCustomerRequest>,
     ) -> Result<Response<proto::GetStripeCustomerResponse>, Status> {
         use proto::get_stripe_customer_request::Lookup;
-        let (column, value) = match request.into_inner().lookup {
-            Some(Lookup::CustomerId(id)) if !id.is_empty() => ("customer_id", id),
-            Some(Lookup::StripeCustomerId(id)) if !id.is_empty() => ("stripe_customer_id", id),
+        let request = request.into_inner();
+        let (lookup, value) = match &request.lookup {
+            Some(Lookup::CustomerId(id)) if !id.is_empty() => (CustomerLookup::CustomerId(id), id),
+            Some(Lookup::StripeCustomerId(id)) if !id.is_empty() => {
+                (CustomerLookup::StripeCustomerId(id), id)
+            }
             _ => {
                 return Err(PaymentsError::InvalidArgument {
                     field: "lookup",
@@ -162,31 +160,19 @@ impl PaymentService for PaymentsApi {
                 .into());
             }
         };
-        let sql = format!(
-            "SELECT customer_id, stripe_customer_id, has_default_payment_method, livemode, created_at, synced_at \
-             FROM payments.stripe_customers WHERE {column} = $1"
-        );
-        let row: Option<(String, String, bool, bool, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&value)
-                .fetch_optional(&self.core.pool)
-                .await
-                .map_err(PaymentsError::from)?;
-        let Some((customer_id, stripe_customer_id, has_default, livemode, created_at, synced_at)) =
-            row
-        else {
+        let Some(row) = reads::stripe_customer(&self.core.pool, lookup).await? else {
             return Err(
                 PaymentsError::NotFound(format!("no Stripe customer mapped to {value}")).into(),
             );
         };
         Ok(Response::new(proto::GetStripeCustomerResponse {
             stripe_customer: Some(proto::StripeCustomer {
-                customer_id,
-                stripe_customer_id,
-                has_default_payment_method: has_default,
-                livemode,
-                created_at: Some(timestamp(created_at)),
-                synced_at: Some(timestamp(synced_at)),
+                customer_id: row.customer_id,
+                stripe_customer_id: row.stripe_customer_id,
+                has_default_payment_method: row.has_default_payment_method,
+                livemode: row.livemode,
+                created_at: Some(timestamp(row.created_at)),
+                synced_at: Some(timestamp(row.synced_at)),
             }),
         }))
     }

@@ -21,7 +21,7 @@ use tally_runtime::clock::Ticker;
 use crate::core::{Core, DunningAction};
 use crate::error::PaymentsError;
 use crate::events;
-use crate::store::{self, PaymentKey, PaymentRow};
+use crate::store::{self, PaymentKey, PaymentRow, retries};
 use crate::stripe::RemoteInvoiceStatus;
 use crate::wire::timestamp;
 
@@ -62,14 +62,7 @@ impl Dunning {
         loop {
             let now = self.core.clock.now();
             let mut transaction = self.core.pool.begin().await?;
-            let due: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM payments.payments WHERE status = 'failed' AND next_retry_at <= $1 \
-                 AND NOT (id = ANY($2)) ORDER BY next_retry_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(now)
-            .bind(&skipped)
-            .fetch_optional(&mut *transaction)
-            .await?;
+            let due = retries::lock_next_due_retry(&mut transaction, now, &skipped).await?;
             let Some(payment_id) = due else {
                 return Ok(taken);
             };

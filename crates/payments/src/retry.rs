@@ -9,7 +9,7 @@ use tally_proto::payments as proto;
 
 use crate::core::Core;
 use crate::error::PaymentsError;
-use crate::store::{self, PaymentKey, PaymentState};
+use crate::store::{self, PaymentKey, PaymentState, retries};
 
 /// Runs a retry request.
 pub async fn retry_payment(
@@ -29,16 +29,8 @@ pub async fn retry_payment(
     }
     let now = core.clock.now();
     let mut transaction = core.pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payments.retry:' || $1))")
-        .bind(&request.idempotency_key)
-        .execute(&mut *transaction)
-        .await?;
-    let replayed: Option<String> = sqlx::query_scalar(
-        "SELECT payment_id FROM payments.retry_requests WHERE idempotency_key = $1",
-    )
-    .bind(&request.idempotency_key)
-    .fetch_optional(&mut *transaction)
-    .await?;
+    retries::lock_retry_key(&mut transaction, &request.idempotency_key).await?;
+    let replayed = retries::retried_payment(&mut transaction, &request.idempotency_key).await?;
     let Some(mut payment) =
         store::payment(&mut transaction, PaymentKey::Id(&request.payment_id), true).await?
     else {
@@ -65,12 +57,7 @@ pub async fn retry_payment(
             payment.status.as_str()
         )));
     }
-    let invoice: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT status, stripe_invoice_id FROM payments.invoices WHERE invoice_id = $1",
-    )
-    .bind(&payment.invoice_id)
-    .fetch_optional(&mut *transaction)
-    .await?;
+    let invoice = retries::invoice_status(&mut transaction, &payment.invoice_id).await?;
     let stripe_invoice_id = match invoice {
         Some((status, Some(stripe_invoice_id))) if status == "open" => stripe_invoice_id,
         Some((status, _)) => {
@@ -87,15 +74,13 @@ pub async fn retry_payment(
         .await?;
     core.apply_attempt(&mut transaction, &mut payment, number, &outcome, now)
         .await?;
-    sqlx::query(
-        "INSERT INTO payments.retry_requests (idempotency_key, payment_id, attempt_number, created_at) \
-         VALUES ($1, $2, $3, $4)",
+    retries::insert_retry_request(
+        &mut transaction,
+        &request.idempotency_key,
+        &payment.id,
+        i32::try_from(number).unwrap_or(i32::MAX),
+        now,
     )
-    .bind(&request.idempotency_key)
-    .bind(&payment.id)
-    .bind(i32::try_from(number).unwrap_or(i32::MAX))
-    .bind(now)
-    .execute(&mut *transaction)
     .await?;
     let response = respond(&mut transaction, &payment).await?;
     transaction.commit().await?;

@@ -1,6 +1,10 @@
 //! Rows of `payments.payments`, their attempts and refunds, and their wire form;
 //! the inbox of the `invoice-events` consumer.
 
+pub mod reads;
+pub mod retries;
+pub mod webhooks;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::store::{self, PaymentKey};
+use crate::store::{self, PaymentKey, webhooks};
 use crate::stripe::{RemoteCharge, RemoteDispute, RemoteInvoice};
 
 use super::envelope::{Envelope, metadata, reference};
@@ -42,36 +42,20 @@ pub(super) enum Plan {
 
 impl WebhookState {
     pub(super) async fn apply(&self, event: &Envelope) -> Result<&'static str, WebhookError> {
-        let seen: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM payments.webhook_events WHERE stripe_event_id = $1")
-                .bind(&event.id)
-                .fetch_optional(&self.core.pool)
-                .await?;
-        if seen.is_some() {
+        if webhooks::event_seen(&self.core.pool, &event.id).await? {
             return Ok("duplicate");
         }
         let plan = self.plan(event).await?;
         let now = self.core.clock.now();
         let mut transaction = self.core.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO payments.webhook_events (stripe_event_id, event_type, stripe_created_at, received_at, outcome) \
-             VALUES ($1, $2, $3, $4, '') ON CONFLICT DO NOTHING",
-        )
-        .bind(&event.id)
-        .bind(&event.kind)
-        .bind(event.created)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let inserted =
+            webhooks::insert_event(&mut transaction, &event.id, &event.kind, event.created, now)
+                .await?;
+        if !inserted {
             return Ok("duplicate");
         }
         let outcome = self.execute(&mut transaction, event, plan, now).await?;
-        sqlx::query("UPDATE payments.webhook_events SET outcome = $2 WHERE stripe_event_id = $1")
-            .bind(&event.id)
-            .bind(outcome)
-            .execute(&mut *transaction)
-            .await?;
+        webhooks::set_event_outcome(&mut transaction, &event.id, outcome).await?;
         transaction.commit().await?;
         Ok(outcome)
     }
@@ -186,14 +170,12 @@ impl WebhookState {
                 stripe_customer_id,
                 has_default_payment_method,
             } => {
-                sqlx::query(
-                    "UPDATE payments.stripe_customers SET has_default_payment_method = $2, synced_at = $3 \
-                     WHERE stripe_customer_id = $1",
+                webhooks::refresh_default_payment_method(
+                    &mut *connection,
+                    stripe_customer_id,
+                    *has_default_payment_method,
+                    now,
                 )
-                .bind(stripe_customer_id)
-                .bind(has_default_payment_method)
-                .bind(now)
-                .execute(&mut *connection)
                 .await?;
                 return Ok("customer refreshed");
             }

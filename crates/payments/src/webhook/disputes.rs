@@ -8,6 +8,7 @@ use tally_proto::events::payment_event::{self, Kind};
 use crate::error::PaymentsError;
 use crate::events;
 use crate::ledger::{self, Book};
+use crate::store::webhooks::{self, NewDispute};
 use crate::store::{self, PaymentRow, PaymentState};
 use crate::stripe::RemoteDispute;
 use crate::wire::money;
@@ -23,20 +24,15 @@ impl WebhookState {
         event_id: &str,
         now: DateTime<Utc>,
     ) -> Result<&'static str, WebhookError> {
-        let inserted = sqlx::query(
-            "INSERT INTO payments.disputes (stripe_dispute_id, payment_id, stripe_charge_id, amount, currency, reason, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(&dispute.id)
-        .bind(&payment.id)
-        .bind(&dispute.charge)
-        .bind(dispute.amount.amount())
-        .bind(dispute.amount.currency().code())
-        .bind(&dispute.reason)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let new = NewDispute {
+            stripe_dispute_id: &dispute.id,
+            payment_id: &payment.id,
+            stripe_charge_id: &dispute.charge,
+            amount: dispute.amount.amount(),
+            currency: dispute.amount.currency().code(),
+            reason: &dispute.reason,
+        };
+        if !webhooks::insert_dispute(&mut *connection, new, now).await? {
             return Ok("already recorded");
         }
         payment.status = PaymentState::Disputed;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::store::{self, PaymentKey};
+use crate::store::{self, PaymentKey, webhooks};
 
 use super::envelope::{metadata, reference};
 use super::{WebhookError, WebhookState};
@@ -46,12 +46,7 @@ impl WebhookState {
         if metadata(refund, "tally_refund_id").is_some() {
             return Ok(None);
         }
-        let recorded: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM payments.refunds WHERE stripe_refund_id = $1")
-                .bind(stripe_refund_id)
-                .fetch_optional(&self.core.pool)
-                .await?;
-        if recorded.is_some() {
+        if webhooks::refund_recorded(&self.core.pool, stripe_refund_id).await? {
             return Ok(None);
         }
         let charge = reference(refund, "charge").unwrap_or_default();
@@ -93,12 +88,6 @@ impl WebhookState {
         &self,
         stripe_customer_id: &str,
     ) -> Result<bool, WebhookError> {
-        let known: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM payments.stripe_customers WHERE stripe_customer_id = $1",
-        )
-        .bind(stripe_customer_id)
-        .fetch_optional(&self.core.pool)
-        .await?;
-        Ok(known.is_some())
+        Ok(webhooks::stripe_customer_known(&self.core.pool, stripe_customer_id).await?)
     }
 }

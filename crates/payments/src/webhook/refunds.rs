@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::store::webhooks::{self, NewStripeRefund};
 use crate::store::{self, PaymentKey, PaymentRow};
 use crate::stripe::{RemoteCharge, RemoteRefundStatus};
 
@@ -50,14 +51,12 @@ impl WebhookState {
     ) -> Result<&'static str, WebhookError> {
         let mut recorded = 0;
         for remote in &charge.refunds {
-            let known: Option<(String, String)> = sqlx::query_as(
-                "SELECT id, status FROM payments.refunds WHERE payment_id = $1 \
-                 AND (stripe_refund_id = $2 OR id = $3) LIMIT 1",
+            let known = webhooks::known_refund(
+                &mut *connection,
+                &payment.id,
+                &remote.id,
+                remote.tally_refund_id.as_deref().unwrap_or(""),
             )
-            .bind(&payment.id)
-            .bind(&remote.id)
-            .bind(remote.tally_refund_id.as_deref().unwrap_or(""))
-            .fetch_optional(&mut *connection)
             .await?;
             let refund_id = match known {
                 Some((_, status)) if status != "pending" => continue,
@@ -75,20 +74,15 @@ impl WebhookState {
                         continue;
                     }
                     let id = self.core.ids.new_id("ref");
-                    sqlx::query(
-                        "INSERT INTO payments.refunds (id, payment_id, invoice_id, amount, currency, reason, memo, \
-                         status, stripe_refund_id, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'requested_by_customer', 'refunded in Stripe', 'pending', $6, $7, $7)",
-                    )
-                    .bind(&id)
-                    .bind(&payment.id)
-                    .bind(&payment.invoice_id)
-                    .bind(remote.amount.amount())
-                    .bind(remote.amount.currency().code())
-                    .bind(&remote.id)
-                    .bind(now)
-                    .execute(&mut *connection)
-                    .await?;
+                    let new = NewStripeRefund {
+                        id: &id,
+                        payment_id: &payment.id,
+                        invoice_id: &payment.invoice_id,
+                        amount: remote.amount.amount(),
+                        currency: remote.amount.currency().code(),
+                        stripe_refund_id: &remote.id,
+                    };
+                    webhooks::insert_stripe_refund(&mut *connection, new, now).await?;
                     id
                 }
             };
@@ -125,14 +119,8 @@ impl WebhookState {
                     }
                 }
                 RemoteRefundStatus::Pending => {
-                    sqlx::query(
-                        "UPDATE payments.refunds SET stripe_refund_id = $2, updated_at = $3 WHERE id = $1",
-                    )
-                    .bind(&refund_id)
-                    .bind(&remote.id)
-                    .bind(now)
-                    .execute(&mut *connection)
-                    .await?;
+                    webhooks::set_stripe_refund_id(&mut *connection, &refund_id, &remote.id, now)
+                        .await?;
                 }
             }
         }
