@@ -22,7 +22,7 @@ use tally_runtime::clock::Ticker;
 use tally_runtime::{SharedClock, Shutdown};
 
 use crate::error::FinanceServiceError;
-use crate::journal::store::schedules::{self, DueDay};
+use crate::journal::store::schedules::{self, DueDay, ScheduleDay};
 use crate::journal::store::{self, Source};
 
 /// Days recognised per database transaction.
@@ -34,22 +34,20 @@ pub async fn store_schedules(
     invoice: &InvoiceFinalized,
     policy: RecognitionPolicy,
 ) -> Result<(), FinanceServiceError> {
+    let mut days = Vec::new();
     for line in &invoice.lines {
         let Some(schedule) = line_schedule(line, policy)? else {
             continue;
         };
-        for day in schedule.days() {
-            schedules::insert_schedule_day(
-                connection,
-                invoice.invoice.as_str(),
-                line.line_id.as_str(),
-                day.day,
-                day.amount.amount(),
-                day.amount.currency().code(),
-            )
-            .await?;
-        }
+        days.extend(schedule.days().iter().map(|day| ScheduleDay {
+            invoice_id: invoice.invoice.as_str(),
+            line_id: line.line_id.as_str(),
+            day: day.day,
+            amount: day.amount.amount(),
+            currency: day.amount.currency().code(),
+        }));
     }
+    schedules::insert_schedule_days(connection, &days).await?;
     Ok(())
 }
 
@@ -82,6 +80,7 @@ pub async fn recognise_batch(
 ) -> Result<usize, FinanceServiceError> {
     let due = schedules::lock_due_days(connection, today, DAYS_PER_ROUND).await?;
     let mut invoices: HashMap<String, InvoiceFinalized> = HashMap::new();
+    let mut posted = Vec::new();
     for DueDay {
         invoice_id,
         line_id,
@@ -111,19 +110,30 @@ pub async fn recognise_batch(
             day: *day,
             amount: Money::new(*amount, invoice.currency),
         };
-        let posted = recognition_transactions(invoice, line, &scheduled)?;
-        store::post(
-            &mut *connection,
-            &posted,
-            Source {
+        posted.extend(
+            recognition_transactions(invoice, line, &scheduled)?
+                .into_iter()
+                .map(|transaction| (transaction, invoice_id.as_str())),
+        );
+    }
+    // One posting and one update for the whole batch (a day's transaction
+    // and its mark stay in the same database transaction).
+    let sourced: Vec<_> = posted
+        .iter()
+        .map(|(transaction, invoice_id)| {
+            let source = Source {
                 kind: "recognition",
                 id: invoice_id,
-            },
-            now,
-        )
-        .await?;
-        schedules::mark_day_recognised(connection, invoice_id, line_id, *day).await?;
-    }
+            };
+            (transaction, source)
+        })
+        .collect();
+    store::post_sourced(&mut *connection, &sourced, now).await?;
+    let marked: Vec<(&str, &str, NaiveDate)> = due
+        .iter()
+        .map(|due| (due.invoice_id.as_str(), due.line_id.as_str(), due.day))
+        .collect();
+    schedules::mark_days_recognised(connection, &marked).await?;
     Ok(due.len())
 }
 

@@ -54,24 +54,31 @@ pub fn chart<'a>(
         .collect()
 }
 
-/// Opens the accounts (re-opening is a no-op).
+/// Opens the accounts (re-opening is a no-op), in one statement.
 pub async fn open_accounts(
     connection: &mut PgConnection,
     accounts: &[(LedgerAccount, Account)],
 ) -> Result<(), FinanceServiceError> {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (ledger_account, account) in accounts {
-        sqlx::query(
-            "INSERT INTO finance.accounts (id, code, name, kind, currency) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(account.id.as_str())
-        .bind(ledger_account.code())
-        .bind(ledger_account.name())
-        .bind(kind_code(account.kind))
-        .bind(account.currency.code())
-        .execute(&mut *connection)
-        .await?;
+        columns.0.push(account.id.as_str().to_owned());
+        columns.1.push(ledger_account.code().to_owned());
+        columns.2.push(ledger_account.name().to_owned());
+        columns.3.push(kind_code(account.kind));
+        columns.4.push(account.currency.code().to_owned());
     }
+    sqlx::query(
+        "INSERT INTO finance.accounts (id, code, name, kind, currency) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[]) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
+    .bind(&columns.3)
+    .bind(&columns.4)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }
 
@@ -119,12 +126,77 @@ pub async fn post(
     source: Source<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize, FinanceServiceError> {
+    let sourced: Vec<(&Transaction, Source<'_>)> = transactions
+        .iter()
+        .map(|transaction| (transaction, source))
+        .collect();
+    post_sourced(connection, &sourced, now).await
+}
+
+/// [`post`] for transactions of several sources, in three statements
+/// whatever their number: the transactions (in the given order, so `seq`
+/// follows it), the bodies of those stored before (each must equal the one
+/// built now), and the entries of the new ones.
+pub async fn post_sourced(
+    connection: &mut PgConnection,
+    transactions: &[(&Transaction, Source<'_>)],
+    now: DateTime<Utc>,
+) -> Result<usize, FinanceServiceError> {
     if transactions.is_empty() {
         return Ok(0);
     }
     let close = closed_through(connection).await?;
-    let mut stored = 0;
-    for transaction in transactions {
+    let rows = transactions
+        .iter()
+        .map(|(transaction, source)| TransactionRow::of(transaction, *source, close))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO finance.transactions \
+           (id, effective_at, original_effective_at, posted_at, description, reverses, source_kind, source_id, body) \
+         SELECT id, effective_at, original_effective_at, $4, description, reverses, source_kind, source_id, body \
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $5::text[], $6::text[], $7::text[], \
+                     $8::text[], $9::jsonb[]) WITH ORDINALITY \
+              AS t (id, effective_at, original_effective_at, description, reverses, source_kind, source_id, body, ord) \
+         ORDER BY ord \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(rows.iter().map(|row| row.id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.effective_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.original).collect::<Vec<_>>())
+    .bind(now)
+    .bind(rows.iter().map(|row| row.description.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.reverses.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.source_kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.source_id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.body.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut *connection)
+    .await?;
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    refuse_changed_bodies(connection, &rows, &inserted).await?;
+    insert_entries(connection, transactions, &rows, &inserted).await?;
+    Ok(inserted.len())
+}
+
+/// A transaction as `finance.transactions` stores it.
+struct TransactionRow {
+    id: String,
+    effective_at: DateTime<Utc>,
+    original: Option<DateTime<Utc>>,
+    description: String,
+    reverses: Option<String>,
+    source_kind: &'static str,
+    source_id: String,
+    body: serde_json::Value,
+}
+
+impl TransactionRow {
+    /// A transaction effective before the latest close is stored at the
+    /// close, its own time kept as `original`.
+    fn of(
+        transaction: &Transaction,
+        source: Source<'_>,
+        close: Option<DateTime<Utc>>,
+    ) -> Result<Self, FinanceServiceError> {
         let body = serde_json::to_value(transaction).map_err(|error| {
             FinanceServiceError::Internal(format!("serialising a transaction: {error}"))
         })?;
@@ -134,57 +206,98 @@ pub async fn post(
             }
             _ => (transaction.effective_at(), None),
         };
-        let inserted = sqlx::query(
-            "INSERT INTO finance.transactions \
-               (id, effective_at, original_effective_at, posted_at, description, reverses, source_kind, source_id, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(transaction.id().as_str())
-        .bind(effective_at)
-        .bind(original)
-        .bind(now)
-        .bind(transaction.description())
-        .bind(transaction.reverses().map(|id| id.as_str().to_owned()))
-        .bind(source.kind)
-        .bind(source.id)
-        .bind(&body)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            let existing: serde_json::Value =
-                sqlx::query_scalar("SELECT body FROM finance.transactions WHERE id = $1")
-                    .bind(transaction.id().as_str())
-                    .fetch_one(&mut *connection)
-                    .await?;
-            if existing != body {
-                return Err(FinanceServiceError::Conflict(format!(
-                    "transaction {} was posted before with other content (from {} {}): the fact changed under the same id",
-                    transaction.id(),
-                    source.kind,
-                    source.id
-                )));
-            }
+        Ok(Self {
+            id: transaction.id().as_str().to_owned(),
+            effective_at,
+            original,
+            description: transaction.description().to_owned(),
+            reverses: transaction.reverses().map(|id| id.as_str().to_owned()),
+            source_kind: source.kind,
+            source_id: source.id.to_owned(),
+            body,
+        })
+    }
+}
+
+/// A transaction stored before must have the body built now: otherwise its
+/// fact changed under the same id, which is refused rather than hidden.
+async fn refuse_changed_bodies(
+    connection: &mut PgConnection,
+    rows: &[TransactionRow],
+    inserted: &std::collections::HashSet<String>,
+) -> Result<(), FinanceServiceError> {
+    let before: Vec<&TransactionRow> = rows
+        .iter()
+        .filter(|row| !inserted.contains(&row.id))
+        .collect();
+    if before.is_empty() {
+        return Ok(());
+    }
+    let stored: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT id, body FROM finance.transactions WHERE id = ANY($1)")
+            .bind(before.iter().map(|row| row.id.clone()).collect::<Vec<_>>())
+            .fetch_all(&mut *connection)
+            .await?;
+    let stored: std::collections::HashMap<String, serde_json::Value> = stored.into_iter().collect();
+    for row in before {
+        if stored.get(&row.id) != Some(&row.body) {
+            return Err(FinanceServiceError::Conflict(format!(
+                "transaction {} was posted before with other content (from {} {}): the fact changed under the same id",
+                row.id, row.source_kind, row.source_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The entries of the newly stored transactions, in one statement.
+async fn insert_entries(
+    connection: &mut PgConnection,
+    transactions: &[(&Transaction, Source<'_>)],
+    rows: &[TransactionRow],
+    inserted: &std::collections::HashSet<String>,
+) -> Result<(), FinanceServiceError> {
+    let mut columns = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((transaction, _), row) in transactions.iter().zip(rows) {
+        if !inserted.contains(&row.id) {
             continue;
         }
         for (line, entry) in transaction.entries().iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO finance.entries (transaction_id, line, account_id, currency, side, amount, effective_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(transaction.id().as_str())
-            .bind(i16::try_from(line).unwrap_or(i16::MAX))
-            .bind(entry.account.as_str())
-            .bind(entry.amount.currency().code())
-            .bind(side_code(entry.side))
-            .bind(entry.amount.amount())
-            .bind(effective_at)
-            .execute(&mut *connection)
-            .await?;
+            columns.0.push(row.id.clone());
+            columns.1.push(i16::try_from(line).unwrap_or(i16::MAX));
+            columns.2.push(entry.account.as_str().to_owned());
+            columns.3.push(entry.amount.currency().code().to_owned());
+            columns.4.push(side_code(entry.side));
+            columns.5.push(entry.amount.amount());
+            columns.6.push(row.effective_at);
         }
-        stored += 1;
     }
-    Ok(stored)
+    if columns.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO finance.entries (transaction_id, line, account_id, currency, side, amount, effective_at) \
+         SELECT * FROM UNNEST($1::text[], $2::int2[], $3::text[], $4::text[], $5::int2[], $6::numeric[], \
+                              $7::timestamptz[])",
+    )
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
+    .bind(&columns.3)
+    .bind(&columns.4)
+    .bind(&columns.5)
+    .bind(&columns.6)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 /// Every transaction posted for `source_id` that is not itself a reversal,

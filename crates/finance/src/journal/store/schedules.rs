@@ -22,24 +22,39 @@ pub struct DueDay {
     pub fact: serde_json::Value,
 }
 
-/// Stores one schedule day (nothing when stored already).
-pub async fn insert_schedule_day(
+/// A day of a deferred line's schedule, to store.
+#[derive(Debug, Clone)]
+pub struct ScheduleDay<'a> {
+    /// `inv_…`.
+    pub invoice_id: &'a str,
+    /// The invoice line.
+    pub line_id: &'a str,
+    /// The day.
+    pub day: NaiveDate,
+    /// What the day recognises.
+    pub amount: Decimal,
+    /// Its currency.
+    pub currency: &'a str,
+}
+
+/// Stores schedule days (those stored already are left), in one statement.
+pub async fn insert_schedule_days(
     connection: &mut PgConnection,
-    invoice_id: &str,
-    line_id: &str,
-    day: NaiveDate,
-    amount: Decimal,
-    currency: &str,
+    days: &[ScheduleDay<'_>],
 ) -> Result<(), FinanceServiceError> {
+    if days.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO finance.schedule_days (invoice_id, line_id, day, amount, currency) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::date[], $4::numeric[], $5::text[]) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(invoice_id)
-    .bind(line_id)
-    .bind(day)
-    .bind(amount)
-    .bind(currency)
+    .bind(days.iter().map(|day| day.invoice_id).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.line_id).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.day).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.amount).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.currency).collect::<Vec<_>>())
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -66,20 +81,22 @@ pub async fn lock_due_days(
     .await?)
 }
 
-/// Marks a day recognised.
-pub async fn mark_day_recognised(
+/// Marks days recognised, `(invoice, line, day)` each, in one statement.
+pub async fn mark_days_recognised(
     connection: &mut PgConnection,
-    invoice_id: &str,
-    line_id: &str,
-    day: NaiveDate,
+    days: &[(&str, &str, NaiveDate)],
 ) -> Result<(), FinanceServiceError> {
+    if days.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE finance.schedule_days SET recognised = true \
-         WHERE invoice_id = $1 AND line_id = $2 AND day = $3",
+        "UPDATE finance.schedule_days d SET recognised = true \
+         FROM UNNEST($1::text[], $2::text[], $3::date[]) AS r (invoice_id, line_id, day) \
+         WHERE d.invoice_id = r.invoice_id AND d.line_id = r.line_id AND d.day = r.day",
     )
-    .bind(invoice_id)
-    .bind(line_id)
-    .bind(day)
+    .bind(days.iter().map(|day| day.0).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.1).collect::<Vec<_>>())
+    .bind(days.iter().map(|day| day.2).collect::<Vec<_>>())
     .execute(&mut *connection)
     .await?;
     Ok(())
