@@ -34,17 +34,20 @@ pub enum ServiceKind {
     Finance,
     /// Tally beside external billing systems (usage forwarded to Orb).
     Connectors,
+    /// Tally's facts into BigQuery, exactly once (off unless `export.project_id` is set).
+    Export,
 }
 
 impl ServiceKind {
     /// Every service, in flow order.
-    pub const ALL: [ServiceKind; 6] = [
+    pub const ALL: [ServiceKind; 7] = [
         ServiceKind::Ingest,
         ServiceKind::Rating,
         ServiceKind::Invoicing,
         ServiceKind::Payments,
         ServiceKind::Finance,
         ServiceKind::Connectors,
+        ServiceKind::Export,
     ];
 
     /// The name `tally serve` takes.
@@ -56,6 +59,7 @@ impl ServiceKind {
             ServiceKind::Payments => "payments",
             ServiceKind::Finance => "finance",
             ServiceKind::Connectors => "connectors",
+            ServiceKind::Export => "export",
         }
     }
 
@@ -66,7 +70,7 @@ impl ServiceKind {
             ServiceKind::Rating => &["peers.ingest_url"],
             ServiceKind::Invoicing => &["peers.rating_url"],
             ServiceKind::Payments => &["peers.invoicing_url"],
-            ServiceKind::Finance | ServiceKind::Connectors => &[],
+            ServiceKind::Finance | ServiceKind::Connectors | ServiceKind::Export => &[],
         }
     }
 
@@ -79,6 +83,7 @@ impl ServiceKind {
             ServiceKind::Payments => tally_payments::SERVICE_NAME,
             ServiceKind::Finance => tally_finance::SERVICE_NAME,
             ServiceKind::Connectors => tally_connectors::SERVICE_NAME,
+            ServiceKind::Export => tally_export::SERVICE_NAME,
         }
     }
 
@@ -89,7 +94,7 @@ impl ServiceKind {
             ServiceKind::Rating => Some(tally_audit::Schema::Rating),
             ServiceKind::Invoicing => Some(tally_audit::Schema::Invoicing),
             ServiceKind::Payments => Some(tally_audit::Schema::Payments),
-            ServiceKind::Finance | ServiceKind::Connectors => None,
+            ServiceKind::Finance | ServiceKind::Connectors | ServiceKind::Export => None,
         }
     }
 
@@ -214,6 +219,23 @@ impl ServiceKind {
                     .context("starting connectors")?;
                 let tasks = connectors.spawn_background(shutdown);
                 connectors
+                    .grpc_server(max_message_bytes)
+                    .with_background_tasks(tasks)
+            }
+            ServiceKind::Export => {
+                // Without `export.project_id` only `ExportService` serves
+                // (answering `enabled: false`); nothing is consumed.
+                let export = tally_export::Export::start(tally_export::ExportDeps {
+                    pool: handles.pool.clone(),
+                    bus: Arc::clone(&handles.bus),
+                    clock: Arc::clone(&handles.clock),
+                    config: handles.config.export.clone(),
+                    max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+                })
+                .await
+                .context("starting export")?;
+                let tasks = export.spawn_background(shutdown);
+                export
                     .grpc_server(max_message_bytes)
                     .with_background_tasks(tasks)
             }

@@ -126,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::connectors::ConnectorsCommand,
     },
+    /// The BigQuery export: rows exported and waiting per table, offsets, lag, last error.
+    Export {
+        #[command(subcommand)]
+        command: admin::export::ExportCommand,
+    },
     /// The audit log: list and show entries, verify the chains, print their heads.
     Audit {
         #[command(subcommand)]
@@ -196,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => admin::audit::run(command).await,
         Command::Finance { command } => admin::finance::run(command).await,
         Command::Connectors { command } => admin::connectors::run(command).await,
+        Command::Export { command } => admin::export::run(command).await,
         Command::Usage { command } => admin::usage::run(command).await,
     }
 }

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod connectors;
 pub mod credits;
 pub mod customers;
+pub mod export;
 pub mod finance;
 pub mod finance_mrr;
 pub mod finance_report;

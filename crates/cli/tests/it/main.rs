@@ -9,6 +9,7 @@
 
 mod admin;
 mod dev;
+mod export;
 mod readme;
 mod serve;
 mod status;
