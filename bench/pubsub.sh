@@ -19,7 +19,8 @@
 #   5. one table, then the ratio lines.
 #
 # Usage: bench/pubsub.sh       (EVENTS=50000 by default; BEFORE_TALLY_BIN=/path/to/tally
-#                               adds the intake of another build, e.g. the previous commit's)
+#                               adds the intake of another build, e.g. the previous commit's;
+#                               BENCH_TALLY_BIN and BENCH_DRAIN_BIN use prebuilt binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +37,12 @@ else
   cargo build --release --locked -p tally-cli --bin tally
   TALLY="$CARGO_TARGET_DIR/release/tally"
 fi
-cargo build --release --locked -p tally-bus --example pubsub_drain
-DRAIN="$CARGO_TARGET_DIR/release/examples/pubsub_drain"
+if [ -n "${BENCH_DRAIN_BIN:-}" ]; then
+  DRAIN=$BENCH_DRAIN_BIN
+else
+  cargo build --release --locked -p tally-bus --example pubsub_drain
+  DRAIN="$CARGO_TARGET_DIR/release/examples/pubsub_drain"
+fi
 
 VENV="$TOOLS/pubsub-python"
 if [ ! -f "$VENV/.installed-$PYTHON_PUBSUB_VERSION" ]; then

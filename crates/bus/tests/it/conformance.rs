@@ -374,6 +374,34 @@ pub async fn many_publishers_and_subscribers(backend: Backend) {
     }
 }
 
+/// `publish_all` keeps each key's order, and a stream opened with
+/// `subscribe_with_flow` delivers everything (pulls sized to the bound).
+pub async fn publish_all_keeps_each_keys_order(backend: Backend) {
+    let bus = backend.bus;
+    let config = setup(&bus, 5).await;
+    let keys = ["cus_a", "cus_b", "cus_c"];
+    let messages: Vec<Message> = (0..200)
+        .flat_map(|number| keys.map(|key| numbered(key, number)))
+        .collect();
+    let results = bus.publish_all("orders", messages).await;
+    assert_eq!(results.len(), 600);
+    assert!(results.iter().all(Result::is_ok));
+    let mut stream = bus.subscribe_with_flow(&config.name, 250).await.unwrap();
+    let mut acked: HashMap<String, Vec<usize>> = HashMap::new();
+    while acked.values().map(Vec::len).sum::<usize>() < 600 {
+        let delivery = next(&mut stream).await;
+        let (key, number) = parse(&delivery.message);
+        let seen = acked.entry(key.clone()).or_default();
+        if seen.last().is_some_and(|last| *last >= number) {
+            delivery.ack();
+            continue;
+        }
+        assert_eq!(seen.len(), number, "key {key} got {number} after {seen:?}");
+        seen.push(number);
+        delivery.ack();
+    }
+}
+
 macro_rules! conformance_suite {
     ($backend:ident $(, $extra:ident)*) => {
         mod $backend {
@@ -388,6 +416,7 @@ macro_rules! conformance_suite {
             case!(attributes_and_trace_context_round_trip);
             case!(publishing_to_a_missing_topic_fails);
             case!(per_key_order_survives_a_nack);
+            case!(publish_all_keeps_each_keys_order);
             $(case!($extra);)*
             case!(a_failing_message_is_dead_lettered_after_the_limit);
             case!(a_poison_message_is_dead_lettered_at_once);
