@@ -1,0 +1,18 @@
+"use client";
+
+import { CustomerView } from "@/components/CustomerView";
+import { Failure, Shell } from "@/components/ui";
+import { useQueryParam } from "@/lib/useLoad";
+
+export default function CustomerPage() {
+  const id = useQueryParam("id");
+  return (
+    <Shell title="Customer">
+      {id === undefined ? null : id === null ? (
+        <Failure message="No customer named: open one from the customers list (/customer/?id=cus_…)." />
+      ) : (
+        <CustomerView customerId={id} invoiceHref={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
+      )}
+    </Shell>
+  );
+}

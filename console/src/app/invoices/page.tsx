@@ -1,0 +1,64 @@
+"use client";
+
+import { useState } from "react";
+
+import { InvoiceTable } from "@/components/CustomerView";
+import { Loaded, Pager, Shell } from "@/components/ui";
+import { client } from "@/lib/client";
+import { FIRST_PAGE, currentToken, withNextToken } from "@/lib/paging";
+import { step, useLoad } from "@/lib/useLoad";
+import { InvoiceService, InvoiceStatus } from "@/gen/tally/invoicing/v1/invoices_pb";
+
+const STATUSES: Array<[string, InvoiceStatus[]]> = [
+  ["all", []],
+  ["draft", [InvoiceStatus.DRAFT]],
+  ["finalized", [InvoiceStatus.FINALIZED]],
+  ["paid", [InvoiceStatus.PAID]],
+  ["void", [InvoiceStatus.VOID]],
+  ["uncollectible", [InvoiceStatus.UNCOLLECTIBLE]],
+];
+
+export default function InvoicesPage() {
+  const [status, setStatus] = useState("all");
+  const [page, setPage] = useState(FIRST_PAGE);
+  const token = currentToken(page);
+  const statuses = STATUSES.find(([name]) => name === status)?.[1] ?? [];
+  const [load, reload] = useLoad(async () => {
+    const invoices = await client(InvoiceService);
+    const response = await step("Listing invoices", invoices.listInvoices({ statuses, pageSize: 50, pageToken: token }));
+    setPage((state) => withNextToken(state, response.nextPageToken));
+    return response.invoices;
+  }, [status, token]);
+
+  return (
+    <Shell title="Invoices">
+      <form className="inline" onSubmit={(event) => event.preventDefault()}>
+        <label>
+          Status
+          <select
+            name="status"
+            value={status}
+            onChange={(event) => {
+              setStatus(event.target.value);
+              setPage(FIRST_PAGE);
+            }}
+          >
+            {STATUSES.map(([name]) => (
+              <option key={name} value={name}>
+                {name}
+              </option>
+            ))}
+          </select>
+        </label>
+      </form>
+      <Loaded load={load} what="invoices" retry={reload}>
+        {(invoices) => (
+          <>
+            <InvoiceTable invoices={invoices} href={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
+            <Pager page={page} setPage={setPage} />
+          </>
+        )}
+      </Loaded>
+    </Shell>
+  );
+}
