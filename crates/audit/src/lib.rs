@@ -11,7 +11,8 @@
 //!   it; triggers keep the log append-only;
 //! * [`verify`] / [`verify_against`] walk a chain and report the first broken
 //!   link (and compare with heads exported earlier); [`head`] reads the head
-//!   to export;
+//!   to export, and [`HeadPublisher`] publishes each chain's head outside the
+//!   database as it moves;
 //! * [`AuditApi`] serves `tally.audit.v1.AuditService` for the chains a
 //!   process answers for.
 //!
@@ -22,6 +23,7 @@ mod chain;
 mod entry;
 mod error;
 mod mapping;
+mod publish;
 mod schema;
 mod secrets;
 mod store;
@@ -33,6 +35,7 @@ pub use chain::{
 };
 pub use entry::{Actor, Entry, GENESIS_HASH, Origin, canonical_json, current_trace_id};
 pub use error::AuditError;
+pub use publish::{HeadPublisher, HeadSink, LogSink};
 pub use schema::Schema;
 pub use secrets::looks_secret;
 pub use store::{Cursor, Filter, StoredEntry, get, list};

@@ -5,6 +5,7 @@
 
 mod api;
 mod chain;
+mod publish;
 mod tamper;
 
 use chrono::{DateTime, TimeZone, Utc};

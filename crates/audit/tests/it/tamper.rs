@@ -107,7 +107,7 @@ async fn a_deleted_entry_is_a_sequence_gap() {
 
 /// Rewrites entry `sequence` and every later one with recomputed hashes,
 /// and moves the head: a consistent forgery.
-async fn forge_from(pool: &PgPool, sequence: i64) {
+pub(super) async fn forge_from(pool: &PgPool, sequence: i64) {
     behind_the_triggers(
         pool,
         &[&format!(
