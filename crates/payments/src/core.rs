@@ -15,10 +15,14 @@ use tally_runtime::ids::SharedIdGenerator;
 use crate::error::PaymentsError;
 use crate::invoicing::InvoicingPeer;
 use crate::ledger::{self, Book};
+use crate::store::refunds::{self, SucceededRefund};
 use crate::store::{self, Attempt, PaymentRow, PaymentState};
 use crate::stripe::{RemoteInvoiceStatus, Stripe, StripeError};
 use crate::wire::{money, timestamp};
 use crate::{events, metrics};
+
+/// Sets `payments.invoices.status` (kept here for the callers of `core`).
+pub use crate::store::set_invoice_status;
 
 /// The dunning schedule: retries at days after the first failure, then the
 /// final step.
@@ -343,16 +347,15 @@ impl Core {
         stripe_refund_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, PaymentsError> {
-        let row: Option<(String, rust_decimal::Decimal, String, Option<String>)> = sqlx::query_as(
-            "UPDATE payments.refunds SET status = 'succeeded', stripe_refund_id = $2, updated_at = $3 \
-             WHERE id = $1 AND status <> 'succeeded' RETURNING status, amount, reason, credit_note_id",
-        )
-        .bind(refund_id)
-        .bind(stripe_refund_id)
-        .bind(now)
-        .fetch_optional(&mut *connection)
-        .await?;
-        let Some((_, amount, reason, credit_note_id)) = row else {
+        let row =
+            refunds::mark_refund_succeeded(&mut *connection, refund_id, stripe_refund_id, now)
+                .await?;
+        let Some(SucceededRefund {
+            amount,
+            reason,
+            credit_note_id,
+        }) = row
+        else {
             return Ok(false);
         };
         let amount = Money::new(amount, payment.amount.currency());
@@ -406,17 +409,12 @@ impl Core {
         failure: RefundFailure<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, PaymentsError> {
-        let row: Option<(rust_decimal::Decimal, Option<String>)> = sqlx::query_as(
-            "UPDATE payments.refunds SET status = 'failed', failure_reason = $2, failure_code = $3, \
-             stripe_refund_id = coalesce($4, stripe_refund_id), updated_at = $5 \
-             WHERE id = $1 AND status = 'pending' RETURNING amount, credit_note_id",
+        let row = refunds::mark_refund_failed(
+            &mut *connection,
+            refund_id,
+            (failure.reason, failure.code, failure.stripe_refund_id),
+            now,
         )
-        .bind(refund_id)
-        .bind(failure.reason)
-        .bind(failure.code)
-        .bind(failure.stripe_refund_id)
-        .bind(now)
-        .fetch_optional(&mut *connection)
         .await?;
         let Some((amount, credit_note_id)) = row else {
             return Ok(false);
@@ -481,22 +479,6 @@ pub fn failed_attempt(error: &StripeError) -> AttemptOutcome {
         payment_intent,
         charge,
     }
-}
-
-/// Sets `payments.invoices.status`.
-pub async fn set_invoice_status(
-    connection: &mut PgConnection,
-    invoice_id: &str,
-    status: &str,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE payments.invoices SET status = $2, updated_at = $3 WHERE invoice_id = $1")
-        .bind(invoice_id)
-        .bind(status)
-        .bind(now)
-        .execute(connection)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -38,7 +38,6 @@
 //! the effect is written once per credit note (`payments.credit_notes`), in
 //! the transaction that records the inbox entry.
 
-use sqlx::Row;
 use tally_bus::consumer::HandlerError;
 use tally_domain::ledger::TransactionBuilder;
 use tally_domain::money::Money;
@@ -49,7 +48,10 @@ use tally_proto::invoicing::{CreditNote, CreditNoteReason};
 use crate::core::{Core, RefundFailure};
 use crate::error::PaymentsError;
 use crate::ledger::{self, Book};
-use crate::store::{self, PaymentKey, PaymentState, record_inbox};
+use crate::store::credit_notes::{
+    self as notes_store, CreditedInvoice, MirroredNote, NewNoteRefund,
+};
+use crate::store::{self, PaymentKey, PaymentState, record_inbox, refunds};
 use crate::stripe::{
     CreditNoteRequest, RemoteRefundStatus, StripeCreditNoteReason, StripeRefundReason,
 };
@@ -227,42 +229,37 @@ async fn pay_out(
         tracing::warn!(credit_note_id = %note.id, invoice_id = %note.invoice_id, "a credit note asks for a refund of an invoice payments never collected; credited outside Stripe");
         return Ok(None);
     };
-    let existing: Option<(String, String, Option<String>, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT id, status, stripe_refund_id, amount FROM payments.refunds WHERE credit_note_id = $1",
-    )
-    .bind(&note.id)
-    .fetch_optional(&mut *transaction)
-    .await
-    .map_err(read)?;
+    let existing = notes_store::note_refund(&mut transaction, &note.id)
+        .await
+        .map_err(read)?;
     let (refund_id, amount) = match existing {
-        Some((_, status, stripe_refund_id, amount)) if status == "succeeded" => {
-            return Ok(stripe_refund_id.map(|stripe_refund_id| LinkedRefund {
-                stripe_refund_id,
-                amount: Money::new(amount, wanted.currency()),
-            }));
+        Some(refund) if refund.status == "succeeded" => {
+            return Ok(refund
+                .stripe_refund_id
+                .map(|stripe_refund_id| LinkedRefund {
+                    stripe_refund_id,
+                    amount: Money::new(refund.amount, wanted.currency()),
+                }));
         }
-        Some((_, status, _, _)) if status == "failed" => return Ok(None),
-        Some((id, _, _, amount)) => (id, Money::new(amount, wanted.currency())),
+        Some(refund) if refund.status == "failed" => return Ok(None),
+        Some(refund) => (refund.id, Money::new(refund.amount, wanted.currency())),
         None => {
             let refund_id = core.ids.new_id("ref");
             let reason = refund_reason(note.reason());
-            sqlx::query(
-                "INSERT INTO payments.refunds (id, payment_id, invoice_id, credit_note_id, amount, currency, \
-                 reason, memo, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9)",
-            )
-            .bind(&refund_id)
-            .bind(&payment.id)
-            .bind(&payment.invoice_id)
-            .bind(&note.id)
-            .bind(wanted.amount())
-            .bind(wanted.currency().code())
-            .bind(store::refund_reason_name(reason))
-            .bind(format!("credit note {}", note.number))
-            .bind(now)
-            .execute(&mut *transaction)
-            .await
-            .map_err(read)?;
+            let memo = format!("credit note {}", note.number);
+            let new = NewNoteRefund {
+                id: &refund_id,
+                payment_id: &payment.id,
+                invoice_id: &payment.invoice_id,
+                credit_note_id: &note.id,
+                amount: wanted.amount(),
+                currency: wanted.currency().code(),
+                reason: store::refund_reason_name(reason),
+                memo: &memo,
+            };
+            notes_store::insert_note_refund(&mut transaction, new, now)
+                .await
+                .map_err(read)?;
             if let Some(problem) = cannot_refund(&mut transaction, &payment, wanted).await? {
                 let failure = RefundFailure {
                     reason: &problem,
@@ -321,15 +318,9 @@ async fn pay_out(
                 })
             }
             RemoteRefundStatus::Pending => {
-                sqlx::query(
-                    "UPDATE payments.refunds SET stripe_refund_id = $2, updated_at = $3 WHERE id = $1",
-                )
-                .bind(&refund_id)
-                .bind(&remote.id)
-                .bind(now)
-                .execute(&mut *transaction)
-                .await
-                .map_err(read)?;
+                refunds::set_stripe_refund_id(&mut transaction, &refund_id, &remote.id, now)
+                    .await
+                    .map_err(retry)?;
                 Some(LinkedRefund {
                     stripe_refund_id: remote.id,
                     amount,
@@ -424,25 +415,15 @@ async fn plan(
     if !note.refund_id.is_empty() || note.reason() == CreditNoteReason::Refund {
         return Ok(Plan::RecordOnly("it mirrors a payments refund"));
     }
-    let mirrored: Option<String> = sqlx::query_scalar(
-        "SELECT stripe_credit_note_id FROM payments.credit_notes WHERE credit_note_id = $1",
-    )
-    .bind(&note.id)
-    .fetch_optional(&core.pool)
-    .await
-    .map_err(|error| retry(error.into()))?;
+    let mirrored = notes_store::stripe_credit_note(&core.pool, &note.id)
+        .await
+        .map_err(|error| retry(error.into()))?;
     if mirrored.is_some() {
         return Ok(Plan::RecordOnly("already mirrored"));
     }
-    let row = sqlx::query(
-        "SELECT status, stripe_invoice_id, currency, amount_due, \
-         (SELECT coalesce(sum(out_of_band_amount + refund_amount), 0) FROM payments.credit_notes c \
-          WHERE c.invoice_id = i.invoice_id) AS out_of_band FROM payments.invoices i WHERE invoice_id = $1",
-    )
-    .bind(&note.invoice_id)
-    .fetch_optional(&core.pool)
-    .await
-    .map_err(|error| retry(error.into()))?;
+    let row = notes_store::credited_invoice(&core.pool, &note.invoice_id)
+        .await
+        .map_err(|error| retry(error.into()))?;
     let Some(row) = row else {
         // Finalization comes first on the customer's ordering key; until it
         // is applied here there is nothing to credit yet.
@@ -451,12 +432,13 @@ async fn plan(
             note.invoice_id
         )));
     };
-    let read = |error: sqlx::Error| retry(error.into());
-    let status: String = row.try_get("status").map_err(read)?;
-    let stripe_invoice_id: Option<String> = row.try_get("stripe_invoice_id").map_err(read)?;
-    let currency: String = row.try_get("currency").map_err(read)?;
-    let amount_due: rust_decimal::Decimal = row.try_get("amount_due").map_err(read)?;
-    let out_of_band_before: rust_decimal::Decimal = row.try_get("out_of_band").map_err(read)?;
+    let CreditedInvoice {
+        status,
+        stripe_invoice_id,
+        currency,
+        amount_due,
+        out_of_band: out_of_band_before,
+    } = row;
     if currency != amount.currency().code() {
         return Err(HandlerError::Poison(format!(
             "credit note {} is in {}, invoice {} in {currency}",
@@ -548,24 +530,17 @@ async fn record(
     };
     let note = mirrored.note;
     let split = mirrored.split;
-    let inserted = sqlx::query(
-        "INSERT INTO payments.credit_notes (credit_note_id, invoice_id, currency, amount, reduced_amount_due, \
-         out_of_band_amount, refund_amount, stripe_credit_note_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-    )
-    .bind(&note.id)
-    .bind(&note.invoice_id)
-    .bind(mirrored.amount.currency().code())
-    .bind(mirrored.amount.amount())
-    .bind(split.reduce_due.amount())
-    .bind(split.out_of_band.amount())
-    .bind(split.refund.amount())
-    .bind(mirrored.stripe_credit_note_id)
-    .bind(now)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected()
-        == 1;
+    let stored = MirroredNote {
+        credit_note_id: &note.id,
+        invoice_id: &note.invoice_id,
+        currency: mirrored.amount.currency().code(),
+        amount: mirrored.amount.amount(),
+        reduced_amount_due: split.reduce_due.amount(),
+        out_of_band_amount: split.out_of_band.amount(),
+        refund_amount: split.refund.amount(),
+        stripe_credit_note_id: mirrored.stripe_credit_note_id,
+    };
+    let inserted = notes_store::insert_mirrored_note(&mut transaction, stored, now).await?;
     if !inserted {
         transaction.commit().await?;
         return Ok(());
@@ -606,14 +581,8 @@ async fn reduce_amount_due(
     amount: Money,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), PaymentsError> {
-    sqlx::query(
-        "UPDATE payments.invoices SET amount_due = amount_due - $2, updated_at = $3 WHERE invoice_id = $1",
-    )
-    .bind(&note.invoice_id)
-    .bind(amount.amount())
-    .bind(now)
-    .execute(&mut *transaction)
-    .await?;
+    notes_store::reduce_amount_due(&mut *transaction, &note.invoice_id, amount.amount(), now)
+        .await?;
     let Some(mut payment) =
         store::payment(transaction, PaymentKey::Invoice(&note.invoice_id), true).await?
     else {
@@ -624,11 +593,7 @@ async fn reduce_amount_due(
     }
     let remaining = payment.amount.checked_sub(&amount)?;
     if remaining.is_positive() {
-        sqlx::query("UPDATE payments.payments SET amount = $2, updated_at = $3 WHERE id = $1")
-            .bind(&payment.id)
-            .bind(remaining.amount())
-            .bind(now)
-            .execute(&mut *transaction)
+        notes_store::set_payment_amount(&mut *transaction, &payment.id, remaining.amount(), now)
             .await?;
         return Ok(());
     }
@@ -639,13 +604,7 @@ async fn reduce_amount_due(
     payment.next_retry_at = None;
     payment.updated_at = now;
     store::update_payment(transaction, &payment).await?;
-    sqlx::query(
-        "UPDATE payments.invoices SET status = 'paid', updated_at = $2 WHERE invoice_id = $1",
-    )
-    .bind(&note.invoice_id)
-    .bind(now)
-    .execute(&mut *transaction)
-    .await?;
+    notes_store::mark_invoice_paid(&mut *transaction, &note.invoice_id, now).await?;
     Ok(())
 }
 

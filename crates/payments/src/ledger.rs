@@ -27,6 +27,8 @@ use tally_domain::ledger::{
 };
 use tally_domain::money::{Currency, Money};
 
+use crate::store::ledger::{self as store, NewEntry};
+
 /// The accounts of the chart above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Book {
@@ -131,20 +133,10 @@ pub async fn post(
 ) -> Result<Posted, PostError> {
     let body = serde_json::to_value(transaction)
         .map_err(|error| PostError::Corrupt(transaction.id().to_string(), error.to_string()))?;
-    let inserted = sqlx::query(
-        "INSERT INTO payments.ledger_transactions (id, effective_at, description, reverses, body, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(transaction.id().as_str())
-    .bind(transaction.effective_at())
-    .bind(transaction.description())
-    .bind(transaction.reverses().map(TransactionId::as_str))
-    .bind(&body)
-    .bind(recorded_at)
-    .execute(&mut *connection)
-    .await;
+    let inserted =
+        store::insert_transaction(&mut *connection, transaction, &body, recorded_at).await;
     let inserted = match inserted {
-        Ok(result) => result.rows_affected() == 1,
+        Ok(inserted) => inserted,
         Err(sqlx::Error::Database(error))
             if error
                 .constraint()
@@ -159,11 +151,9 @@ pub async fn post(
         Err(error) => return Err(error.into()),
     };
     if !inserted {
-        let stored: serde_json::Value =
-            sqlx::query_scalar("SELECT body FROM payments.ledger_transactions WHERE id = $1")
-                .bind(transaction.id().as_str())
-                .fetch_one(&mut *connection)
-                .await?;
+        let stored = store::transaction_body(&mut *connection, transaction.id().as_str())
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         let stored: Transaction = serde_json::from_value(stored)
             .map_err(|error| PostError::Corrupt(transaction.id().to_string(), error.to_string()))?;
         return if &stored == transaction {
@@ -177,31 +167,26 @@ pub async fn post(
     }
     for (position, entry) in transaction.entries().iter().enumerate() {
         let account = book_account(&entry.account, entry.amount.currency());
-        sqlx::query(
-            "INSERT INTO payments.ledger_accounts (id, name, kind, currency) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO NOTHING",
+        store::open_account(
+            &mut *connection,
+            account.id.as_str(),
+            &account.name,
+            kind_name(account.kind),
+            account.currency.code(),
         )
-        .bind(account.id.as_str())
-        .bind(&account.name)
-        .bind(kind_name(account.kind))
-        .bind(account.currency.code())
-        .execute(&mut *connection)
         .await?;
-        sqlx::query(
-            "INSERT INTO payments.ledger_entries (transaction_id, position, account_id, side, amount, currency) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(transaction.id().as_str())
-        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .bind(entry.account.as_str())
-        .bind(match entry.side {
-            Side::Debit => "debit",
-            Side::Credit => "credit",
-        })
-        .bind(entry.amount.amount())
-        .bind(entry.amount.currency().code())
-        .execute(&mut *connection)
-        .await?;
+        let stored_entry = NewEntry {
+            transaction_id: transaction.id().as_str(),
+            position: i32::try_from(position).unwrap_or(i32::MAX),
+            account_id: entry.account.as_str(),
+            side: match entry.side {
+                Side::Debit => "debit",
+                Side::Credit => "credit",
+            },
+            amount: entry.amount.amount(),
+            currency: entry.amount.currency().code(),
+        };
+        store::insert_entry(&mut *connection, stored_entry).await?;
     }
     Ok(Posted::Recorded)
 }
@@ -211,11 +196,7 @@ pub async fn find(
     connection: &mut PgConnection,
     id: &TransactionId,
 ) -> Result<Option<Transaction>, PostError> {
-    let stored: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT body FROM payments.ledger_transactions WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *connection)
-            .await?;
+    let stored = store::transaction_body(&mut *connection, id.as_str()).await?;
     stored
         .map(|body| {
             serde_json::from_value(body)
@@ -262,13 +243,7 @@ pub async fn balance(
         Side::Debit => "debit",
         Side::Credit => "credit",
     };
-    let total: Option<rust_decimal::Decimal> = sqlx::query_scalar(
-        "SELECT sum(CASE WHEN side = $2 THEN amount ELSE -amount END) FROM payments.ledger_entries WHERE account_id = $1",
-    )
-    .bind(account.id.as_str())
-    .bind(normal)
-    .fetch_one(connection)
-    .await?;
+    let total = store::account_total(connection, account.id.as_str(), normal).await?;
     Ok(Money::new(total.unwrap_or_default(), currency))
 }
 

@@ -30,6 +30,7 @@ use tally_proto::payments as proto;
 use crate::core::{Core, EXCEEDS_INVOICE_BALANCE, RefundFailure};
 use crate::error::PaymentsError;
 use crate::invoicing::Reservation;
+use crate::store::refunds::{self, NewRefund, StoredRefund};
 use crate::store::{self, PaymentKey};
 use crate::stripe::{RemoteRefundStatus, StripeRefundReason};
 use tally_proto::convert::money as parse_money;
@@ -141,13 +142,12 @@ pub async fn refund(
                 }
             }
             RemoteRefundStatus::Pending => {
-                sqlx::query(
-                    "UPDATE payments.refunds SET stripe_refund_id = $2, updated_at = $3 WHERE id = $1",
+                refunds::set_stripe_refund_id(
+                    &mut transaction,
+                    &pending.refund_id,
+                    &remote.id,
+                    now,
                 )
-                .bind(&pending.refund_id)
-                .bind(&remote.id)
-                .bind(now)
-                .execute(&mut *transaction)
                 .await?;
             }
             RemoteRefundStatus::Failed => {
@@ -282,19 +282,6 @@ fn request_hash(request: &proto::RefundRequest) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// A refund stored under the request's idempotency key.
-#[derive(sqlx::FromRow)]
-struct StoredRefund {
-    id: String,
-    request_hash: Option<String>,
-    status: String,
-    amount: rust_decimal::Decimal,
-    currency: String,
-    reason: String,
-    failure_code: String,
-    failure_reason: String,
-}
-
 enum Reserved {
     Done(String),
     Pending(Pending),
@@ -309,17 +296,8 @@ async fn reserve(
     let now = core.clock.now();
     let mut transaction = core.pool.begin().await?;
     // Serializes requests with the same key (the second waits for the first).
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payments.refund:' || $1))")
-        .bind(&request.idempotency_key)
-        .execute(&mut *transaction)
-        .await?;
-    let existing: Option<StoredRefund> = sqlx::query_as(
-        "SELECT id, request_hash, status, amount, currency, reason, failure_code, failure_reason \
-         FROM payments.refunds WHERE idempotency_key = $1",
-    )
-    .bind(&request.idempotency_key)
-    .fetch_optional(&mut *transaction)
-    .await?;
+    refunds::lock_refund_key(&mut transaction, &request.idempotency_key).await?;
+    let existing = refunds::refund_by_key(&mut transaction, &request.idempotency_key).await?;
     if let Some(StoredRefund {
         id,
         request_hash: stored_hash,
@@ -403,23 +381,18 @@ async fn reserve(
     let reason = proto::RefundReason::try_from(request.reason)
         .unwrap_or(proto::RefundReason::RequestedByCustomer);
     let refund_id = core.ids.new_id("ref");
-    sqlx::query(
-        "INSERT INTO payments.refunds (id, payment_id, invoice_id, idempotency_key, request_hash, amount, currency, \
-         reason, memo, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10)",
-    )
-    .bind(&refund_id)
-    .bind(&payment.id)
-    .bind(&payment.invoice_id)
-    .bind(&request.idempotency_key)
-    .bind(&hash)
-    .bind(amount.amount())
-    .bind(amount.currency().code())
-    .bind(store::refund_reason_name(reason))
-    .bind(&request.memo)
-    .bind(now)
-    .execute(&mut *transaction)
-    .await?;
+    let new = NewRefund {
+        id: &refund_id,
+        payment_id: &payment.id,
+        invoice_id: &payment.invoice_id,
+        idempotency_key: &request.idempotency_key,
+        request_hash: &hash,
+        amount: amount.amount(),
+        currency: amount.currency().code(),
+        reason: store::refund_reason_name(reason),
+        memo: &request.memo,
+    };
+    refunds::insert_refund(&mut transaction, new, now).await?;
     let entry = Entry::minted(
         &*core.ids,
         now,

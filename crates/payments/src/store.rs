@@ -1,7 +1,10 @@
 //! Rows of `payments.payments`, their attempts and refunds, and their wire form;
 //! the inbox of the `invoice-events` consumer.
 
+pub mod credit_notes;
+pub mod ledger;
 pub mod reads;
+pub mod refunds;
 pub mod retries;
 pub mod webhooks;
 
@@ -448,4 +451,20 @@ pub(crate) async fn record_inbox(
         message_id,
     )
     .await
+}
+
+/// Sets invoice `invoice_id`'s status.
+pub async fn set_invoice_status(
+    connection: &mut PgConnection,
+    invoice_id: &str,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payments.invoices SET status = $2, updated_at = $3 WHERE invoice_id = $1")
+        .bind(invoice_id)
+        .bind(status)
+        .bind(now)
+        .execute(connection)
+        .await?;
+    Ok(())
 }

@@ -182,19 +182,3 @@ pub async fn insert_stripe_refund(
     .await?;
     Ok(())
 }
-
-/// Names the Stripe refund of refund `id`.
-pub async fn set_stripe_refund_id(
-    connection: &mut PgConnection,
-    id: &str,
-    stripe_refund_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(), PaymentsError> {
-    sqlx::query("UPDATE payments.refunds SET stripe_refund_id = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(stripe_refund_id)
-        .bind(now)
-        .execute(connection)
-        .await?;
-    Ok(())
-}

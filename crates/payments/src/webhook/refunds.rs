@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::store::webhooks::{self, NewStripeRefund};
-use crate::store::{self, PaymentKey, PaymentRow};
+use crate::store::{self, PaymentKey, PaymentRow, refunds};
 use crate::stripe::{RemoteCharge, RemoteRefundStatus};
 
 use super::{WebhookError, WebhookState};
@@ -119,7 +119,7 @@ impl WebhookState {
                     }
                 }
                 RemoteRefundStatus::Pending => {
-                    webhooks::set_stripe_refund_id(&mut *connection, &refund_id, &remote.id, now)
+                    refunds::set_stripe_refund_id(&mut *connection, &refund_id, &remote.id, now)
                         .await?;
                 }
             }
