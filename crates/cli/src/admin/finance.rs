@@ -92,6 +92,8 @@ pub enum FinanceCommand {
     /// MRR movements (new, expansion, contraction, churn, reactivation) in a
     /// range, with their totals, churn rates and quick ratio.
     Movements(super::finance_mrr::MovementsArgs),
+    /// Net and gross MRR retention of monthly cohorts, at each month end.
+    Retention(super::finance_retention::RetentionArgs),
 }
 
 /// How `tally finance journal` prints.
@@ -202,6 +204,7 @@ pub async fn run(command: FinanceCommand) -> anyhow::Result<()> {
         }
         FinanceCommand::Mrr(args) => super::finance_mrr::mrr(args).await,
         FinanceCommand::Movements(args) => super::finance_mrr::movements(args).await,
+        FinanceCommand::Retention(args) => super::finance_retention::retention(args).await,
         FinanceCommand::Closes { target } => {
             let response = client(&target)
                 .await?

@@ -153,7 +153,7 @@ fn print_movements(response: &ListMrrMovementsResponse) {
 
 /// An amount rounded half-even to its currency's minor units (the currency
 /// was asked for); the text as sent when it cannot be read.
-fn shown(money: Option<&Money>) -> String {
+pub(super) fn shown(money: Option<&Money>) -> String {
     let Some(money) = money else {
         return "-".to_owned();
     };
@@ -169,7 +169,7 @@ fn shown(money: Option<&Money>) -> String {
 }
 
 /// A fraction as a percentage with two decimals (half-even), e.g. `20.00 %`.
-fn percent(value: Option<&Decimal>) -> String {
+pub(super) fn percent(value: Option<&Decimal>) -> String {
     let Some(value) = value else {
         return "-".to_owned();
     };

@@ -24,6 +24,7 @@ pub mod export;
 pub mod finance;
 pub mod finance_mrr;
 pub mod finance_report;
+pub mod finance_retention;
 pub mod invoice_actions;
 pub mod invoices;
 pub mod json;

@@ -1,4 +1,4 @@
-//! `tally finance mrr|movements` against `tally dev`: the MRR of a
+//! `tally finance mrr|movements|retention` against `tally dev`: the MRR of a
 //! subscription comes from the fee invoicing invoiced for it (Inference Pro's
 //! 499.00 platform fee a month), as a table and as JSON.
 
@@ -61,6 +61,30 @@ async fn mrr_and_its_movements_from_what_invoicing_invoiced() {
     let table = run(&key, &args).expect(0);
     assert!(table.stdout.contains("new"), "{}", table.stdout);
     assert!(table.stdout.contains("ending MRR"), "{}", table.stdout);
+
+    // November's cohort, measured at the end of November: one customer, all retained.
+    let mut args = vec!["finance", "retention", "--currency", "USD"];
+    args.extend(november);
+    args.extend(["--at", "2026-12-01T00:00:00Z"]);
+    let retention = dev.json(&key, &args);
+    let cohorts = retention["cohorts"].as_array().unwrap();
+    assert_eq!(cohorts.len(), 1, "{retention}");
+    assert_eq!(cohorts[0]["customers"], "1", "{retention}");
+    assert_eq!(cohorts[0]["startingMrr"]["amount"], "499.00", "{retention}");
+    let months = cohorts[0]["months"].as_array().unwrap();
+    assert_eq!(months.len(), 1, "{retention}");
+    assert_eq!(months[0]["netRetention"]["value"], "1", "{retention}");
+    assert_eq!(months[0]["grossRetention"]["value"], "1", "{retention}");
+    args.extend(["--address", address]);
+    let table = run(&key, &args).expect(0);
+    assert_eq!(
+        table.rows(),
+        vec![vec![
+            "2026-11", "1", "499.00", "2026-11", "0", "1", "499.00", "100.00", "%", "100.00", "%"
+        ]],
+        "{}",
+        table.stdout
+    );
 
     // A currency that is not one is refused, naming the field.
     let refused = run(
