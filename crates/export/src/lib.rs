@@ -1,6 +1,7 @@
 //! The export service: Tally's facts streamed into a BigQuery dataset
 //! exactly once, minutes behind (see docs/architecture.md, "Export"; the
-//! tables: docs/warehouse.md). It consumes the bus, stages one row per fact
+//! tables: docs/warehouse.md). It consumes the bus (`usage-accepted`,
+//! `invoice-events`, `payment-events`), stages one row per fact
 //! in its schema and appends the rows to one committed write stream per
 //! table at explicit offsets. It never calls another Tally service.
 //!
@@ -38,7 +39,9 @@ use tonic::service::Routes;
 pub use bigquery::{Auth, BigQueryError, Target};
 pub use error::ExportServiceError;
 pub use exporter::{Round, TableExporter};
-pub use staging::consumers::{InvoiceEventsHandler, Stager, UsageAcceptedHandler};
+pub use staging::consumers::{
+    InvoiceEventsHandler, PaymentEventsHandler, Stager, UsageAcceptedHandler,
+};
 pub use status::api::ExportApi;
 
 /// The name this service reports to telemetry.
@@ -52,6 +55,9 @@ pub const USAGE_ACCEPTED_SUBSCRIPTION: &str = "export-usage-accepted";
 /// its own row; the current state is the highest `version`).
 pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "export-invoice-events";
 
+/// Export's subscription to `payment-events`: unordered (every outcome is its own row).
+pub const PAYMENT_EVENTS_SUBSCRIPTION: &str = "export-payment-events";
+
 /// Longest wait between two tries of the start-up setup (dataset, tables).
 const SETUP_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -60,7 +66,7 @@ const SETUP_MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct ExportDeps {
     /// The database (schema `export`).
     pub pool: PgPool,
-    /// The bus (`usage-accepted` and `invoice-events` in).
+    /// The bus (`usage-accepted`, `invoice-events` and `payment-events` in).
     pub bus: SharedBus,
     /// The service clock.
     pub clock: SharedClock,
@@ -134,7 +140,11 @@ impl Export {
             None => None,
         };
         if warehouse.is_some() {
-            for topic in [topics::USAGE_ACCEPTED, topics::INVOICE_EVENTS] {
+            for topic in [
+                topics::USAGE_ACCEPTED,
+                topics::INVOICE_EVENTS,
+                topics::PAYMENT_EVENTS,
+            ] {
                 deps.bus.ensure_topic(topic).await?;
             }
             for subscription in subscriptions(deps.max_delivery_attempts) {
@@ -196,8 +206,8 @@ impl Export {
         let Some(warehouse) = self.warehouse.clone() else {
             return Vec::new();
         };
-        let [usage, invoices] = subscriptions(self.deps.max_delivery_attempts);
-        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 2] = [
+        let [usage, invoices, payments] = subscriptions(self.deps.max_delivery_attempts);
+        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 3] = [
             (
                 usage,
                 Arc::new(UsageAcceptedHandler(
@@ -208,6 +218,12 @@ impl Export {
                 invoices,
                 Arc::new(InvoiceEventsHandler(
                     self.stager(INVOICE_EVENTS_SUBSCRIPTION),
+                )),
+            ),
+            (
+                payments,
+                Arc::new(PaymentEventsHandler(
+                    self.stager(PAYMENT_EVENTS_SUBSCRIPTION),
                 )),
             ),
         ];
@@ -264,11 +280,13 @@ async fn set_up_until_done(warehouse: &Warehouse, poll: Duration, shutdown: &Shu
     }
 }
 
-fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 2] {
+fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 3] {
     [
         SubscriptionConfig::unordered(USAGE_ACCEPTED_SUBSCRIPTION, topics::USAGE_ACCEPTED)
             .with_max_delivery_attempts(max_delivery_attempts),
         SubscriptionConfig::unordered(INVOICE_EVENTS_SUBSCRIPTION, topics::INVOICE_EVENTS)
+            .with_max_delivery_attempts(max_delivery_attempts),
+        SubscriptionConfig::unordered(PAYMENT_EVENTS_SUBSCRIPTION, topics::PAYMENT_EVENTS)
             .with_max_delivery_attempts(max_delivery_attempts),
     ]
 }

@@ -281,8 +281,91 @@ pub const INVOICE_LINES: Table = Table {
     ],
 };
 
+/// `payment_events`: one row per collection outcome.
+pub const PAYMENT_EVENTS: Table = Table {
+    name: "payment_events",
+    description: "One row per collection outcome published by payments (succeeded, failed, \
+                  refunded, refund failed, uncollectible, dispute created, dunning step).",
+    partition_by: "occurred_at",
+    cluster_by: &["customer_id"],
+    columns: &[
+        required("event_id", String, "The payment event (unique per row)."),
+        required(
+            "event_kind",
+            String,
+            "succeeded, failed, refunded, refund_failed, uncollectible, dispute_created or dunning_step.",
+        ),
+        required(
+            "occurred_at",
+            Timestamp,
+            "When it happened (the partition).",
+        ),
+        required("invoice_id", String, "The invoice collected, inv_…."),
+        required("customer_id", String, "The customer, cus_…."),
+        nullable("payment_id", String, "The payment, pay_…."),
+        nullable(
+            "payment_status",
+            String,
+            "The payment's status after the event: pending, succeeded, failed, partially_refunded, refunded.",
+        ),
+        nullable(
+            "amount",
+            Numeric,
+            "The event's amount: collected, attempted, refunded, written off or disputed.",
+        ),
+        nullable("currency", String, "ISO 4217 code of amount."),
+        nullable(
+            "amount_refunded",
+            Numeric,
+            "The payment's refunded total after the event.",
+        ),
+        nullable(
+            "attempt_number",
+            Int64,
+            "Which collection attempt (succeeded, failed, dunning step).",
+        ),
+        nullable(
+            "failure_code",
+            String,
+            "Why an attempt or a refund failed (the processor's code).",
+        ),
+        nullable(
+            "failure_message",
+            String,
+            "The processor's message for a failure.",
+        ),
+        nullable(
+            "refund_id",
+            String,
+            "The refund, for refunded and refund_failed.",
+        ),
+        nullable(
+            "refund_reason",
+            String,
+            "duplicate, fraudulent, requested_by_customer or billing_error.",
+        ),
+        nullable(
+            "credit_note_id",
+            String,
+            "The credit note a refund pays out.",
+        ),
+        nullable(
+            "stripe_payment_intent_id",
+            String,
+            "Stripe's PaymentIntent.",
+        ),
+        nullable("stripe_charge_id", String, "Stripe's charge."),
+        nullable("dunning_step", Int64, "The dunning step reached."),
+        required(
+            "exported_at",
+            Timestamp,
+            "When the export service staged the row.",
+        ),
+    ],
+};
+
 /// Every table, in the order they are created.
-pub const ALL: [Table; 3] = [USAGE_EVENTS, INVOICES, INVOICE_LINES];
+pub const ALL: [Table; 4] = [USAGE_EVENTS, INVOICES, INVOICE_LINES, PAYMENT_EVENTS];
 
 /// The table named `name`.
 pub fn by_name(name: &str) -> Option<Table> {

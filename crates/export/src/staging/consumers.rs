@@ -1,5 +1,6 @@
 //! The staging consumers: `usage-accepted` → `usage_events`, and
-//! `invoice-events` → `invoices` and `invoice_lines`. Each message is staged
+//! `invoice-events` → `invoices` and `invoice_lines`, `payment-events` →
+//! `payment_events`. Each message is staged
 //! in one transaction with its inbox record: a redelivery stages nothing.
 //! A message that can never be staged (wrong type, undecodable, missing ids)
 //! is dead-lettered at once.
@@ -10,7 +11,7 @@ use sqlx::PgPool;
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
 use tally_bus::inbox::{self, ServiceSchema};
-use tally_proto::events::{InvoiceEvent, UsageAccepted};
+use tally_proto::events::{InvoiceEvent, PaymentEvent, UsageAccepted};
 use tally_runtime::SharedClock;
 
 use super::{StagedRow, store};
@@ -19,6 +20,8 @@ use super::{StagedRow, store};
 pub const USAGE_ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
 /// The bus message type on `invoice-events`.
 pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
+/// The bus message type on `payment-events`.
+pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
 
 fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
     if message.message_type != expected || message.type_version != 1 {
@@ -107,5 +110,21 @@ impl MessageHandler for InvoiceEventsHandler {
             .map_err(|error| HandlerError::Poison(format!("undecodable InvoiceEvent: {error}")))?;
         let rows = super::invoice_rows(&event, self.0.now()).map_err(HandlerError::Poison)?;
         self.0.stage_once(&message.id, &rows).await.map(|_| ())
+    }
+}
+
+/// Stages `payment-events`.
+#[derive(Debug, Clone)]
+pub struct PaymentEventsHandler(pub Stager);
+
+#[async_trait]
+impl MessageHandler for PaymentEventsHandler {
+    async fn handle(&self, message: &Message, _delivery_attempt: u32) -> Result<(), HandlerError> {
+        check_type(message, PAYMENT_EVENT_TYPE)?;
+        let event = PaymentEvent::decode(message.payload.as_slice())
+            .map_err(|error| HandlerError::Poison(format!("undecodable PaymentEvent: {error}")))?;
+        let row =
+            super::payments::payment_row(&event, self.0.now()).map_err(HandlerError::Poison)?;
+        self.0.stage_once(&message.id, &[row]).await.map(|_| ())
     }
 }

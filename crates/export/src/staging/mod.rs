@@ -3,13 +3,15 @@
 //! (its inbox record is written in the same transaction), and each fact
 //! once per table (`row_key`), whatever the bus redelivers.
 //!
-//! * [`consumers`] — the `usage-accepted` and `invoice-events` handlers;
+//! * [`consumers`] — the `usage-accepted`, `invoice-events` and `payment-events` handlers;
+//! * [`payments`] — payment events → `payment_events` rows;
 //! * [`store`] — the SQL.
 //!
 //! The row shapes follow [`crate::tables`]; this module is the only place
 //! that reads the bus messages' wire shape.
 
 pub mod consumers;
+pub mod payments;
 pub mod store;
 
 use chrono::{DateTime, Utc};

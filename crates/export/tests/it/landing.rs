@@ -98,3 +98,37 @@ async fn invoices_and_lines_land_and_a_void_is_a_new_row_the_current_view_shows(
         Some("billed twice")
     );
 }
+
+#[tokio::test]
+async fn payment_outcomes_land_once_each() {
+    use tally_export::tables::PAYMENT_EVENTS;
+    let h = harness().await;
+    h.stage_payment("p1", &succeeded("pevt_1", "inv_1", "12.50"))
+        .await;
+    h.stage_payment("p1", &succeeded("pevt_1", "inv_1", "12.50"))
+        .await;
+    h.stage_payment("p2", &succeeded("pevt_2", "inv_2", "99.99"))
+        .await;
+    h.stage_payment("p3", &refunded("pevt_3", "inv_2", "20.00"))
+        .await;
+    h.drain(PAYMENT_EVENTS).await;
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM `{dataset}.payment_events`")
+            .await
+            .as_deref(),
+        Some("3")
+    );
+    let collected = h
+        .scalar("SELECT CAST(SUM(amount) AS STRING) FROM `{dataset}.payment_events` WHERE event_kind = 'succeeded'")
+        .await
+        .unwrap();
+    assert_eq!(collected.parse::<f64>().unwrap(), 112.49, "{collected}");
+    assert_eq!(
+        h.scalar(
+            "SELECT refund_reason FROM `{dataset}.payment_events` WHERE event_kind = 'refunded'"
+        )
+        .await
+        .as_deref(),
+        Some("requested_by_customer")
+    );
+}

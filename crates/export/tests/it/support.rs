@@ -11,7 +11,9 @@ use tally_bus::{InProcessBus, Message};
 use tally_export::tables::Table;
 use tally_export::{Export, ExportDeps, Round};
 use tally_proto::common::{Money, TimeRange};
-use tally_proto::events::{InvoiceEvent, UsageAccepted, UsageEvent, invoice_event};
+use tally_proto::events::{
+    InvoiceEvent, PaymentEvent, UsageAccepted, UsageEvent, invoice_event, payment_event,
+};
 use tally_proto::invoicing::{Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus};
 use tally_runtime::config::ExportConfig;
 use tally_runtime::{ManualClock, SharedClock};
@@ -82,6 +84,16 @@ impl Harness {
                 .stager(tally_export::INVOICE_EVENTS_SUBSCRIPTION),
         );
         let message = Message::new("tally.events.v1.InvoiceEvent", 1, event.encode_to_vec())
+            .with_id(message_id);
+        handler.handle(&message, 1).await.unwrap();
+    }
+
+    pub async fn stage_payment(&self, message_id: &str, event: &PaymentEvent) {
+        let handler = tally_export::PaymentEventsHandler(
+            self.export
+                .stager(tally_export::PAYMENT_EVENTS_SUBSCRIPTION),
+        );
+        let message = Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
             .with_id(message_id);
         handler.handle(&message, 1).await.unwrap();
     }
@@ -221,4 +233,46 @@ pub fn voided(event_id: &str, invoice: &Invoice) -> InvoiceEvent {
         })),
         customer: None,
     }
+}
+
+fn payment(event_id: &str, invoice: &str, kind: payment_event::Kind) -> PaymentEvent {
+    PaymentEvent {
+        event_id: event_id.to_owned(),
+        invoice_id: invoice.to_owned(),
+        customer_id: "cus_a".to_owned(),
+        occurred_at: Some(ts(at("2026-12-02T00:00:00Z"))),
+        payment: Some(tally_proto::payments::Payment {
+            id: format!("pay_{invoice}"),
+            invoice_id: invoice.to_owned(),
+            customer_id: "cus_a".to_owned(),
+            status: tally_proto::payments::PaymentStatus::Succeeded.into(),
+            ..tally_proto::payments::Payment::default()
+        }),
+        kind: Some(kind),
+    }
+}
+
+pub fn succeeded(event_id: &str, invoice: &str, amount: &str) -> PaymentEvent {
+    payment(
+        event_id,
+        invoice,
+        payment_event::Kind::Succeeded(payment_event::Succeeded {
+            amount: usd(amount),
+            attempt_number: 1,
+            ..payment_event::Succeeded::default()
+        }),
+    )
+}
+
+pub fn refunded(event_id: &str, invoice: &str, amount: &str) -> PaymentEvent {
+    payment(
+        event_id,
+        invoice,
+        payment_event::Kind::Refunded(payment_event::Refunded {
+            refund_id: "ref_1".to_owned(),
+            amount: usd(amount),
+            reason: tally_proto::payments::RefundReason::RequestedByCustomer.into(),
+            ..payment_event::Refunded::default()
+        }),
+    )
 }
