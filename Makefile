@@ -1,5 +1,5 @@
 # The two commands in the README, plus the gates CI runs.
-.PHONY: dev demo console console-if-stale install test lint fmt proto-lint bench image helm-lint compose-validate deploy-check
+.PHONY: dev demo install test lint fmt proto-lint bench image helm-lint compose-validate deploy-check console console-if-stale
 
 # Run Tally: all services in one process, private PostgreSQL, in-process bus.
 # ARGS passes options to `tally dev`, e.g. `make demo ARGS=--reset` (start afresh).
