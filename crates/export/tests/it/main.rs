@@ -6,4 +6,5 @@
 
 mod exactly_once;
 mod landing;
+mod service;
 mod support;
