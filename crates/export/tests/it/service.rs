@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use tally_bus::{Bus as _, InProcessBus, Message, SharedBus, topics};
+use tally_bus::{InProcessBus, Message, SharedBus, topics};
 use tally_export::{Export, ExportApi, ExportDeps};
 use tally_proto::export::GetExportStatusRequest;
 use tally_proto::export::export_service_server::ExportService;
