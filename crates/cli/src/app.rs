@@ -379,20 +379,31 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         peer_api_key,
         webhook_listener,
     };
-    let services = kind
-        .start(&handles, &shutdown)
-        .await?
-        .merge(audit_server(&handles, &[kind]));
+    let services =
+        kind.start(&handles, &shutdown)
+            .await?
+            .merge(audit_server(&handles, &[kind], &shutdown));
     run_server(services, listener, &handles, shutdown).await
 }
 
 /// `AuditService` answering for the chains of `kinds` and `auth` (API keys,
 /// which every service reads): one service's in a cluster, all in `tally dev`.
-pub fn audit_server(handles: &Handles, kinds: &[ServiceKind]) -> GrpcServer {
+/// Its background task publishes those chains' heads as they move (an
+/// `audit chain head` log line; docs/operations.md, "Audit log").
+pub fn audit_server(handles: &Handles, kinds: &[ServiceKind], shutdown: &Shutdown) -> GrpcServer {
     let mut schemas = vec![tally_audit::Schema::Auth];
     schemas.extend(kinds.iter().filter_map(|kind| kind.audit_chain()));
+    let publisher = tally_audit::HeadPublisher::new(
+        handles.pool.clone(),
+        Arc::clone(&handles.clock),
+        &schemas,
+        Duration::from_secs(handles.config.audit.head_publish_interval_seconds.max(1)),
+        Arc::new(tally_audit::LogSink),
+    );
+    let task = tokio::spawn(publisher.run(shutdown.clone()));
     tally_audit::AuditApi::new(handles.pool.clone(), Arc::clone(&handles.clock), &schemas)
         .grpc_server(handles.config.grpc.max_message_bytes)
+        .with_background_tasks(vec![task])
 }
 
 /// A service that calls peers needs a key to call them with: without one

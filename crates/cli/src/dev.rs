@@ -265,7 +265,11 @@ async fn serve_everything(
     for kind in &ServiceKind::ALL[1..] {
         services = services.merge(kind.start(&handles, &shutdown).await?);
     }
-    services = services.merge(crate::app::audit_server(&handles, &ServiceKind::ALL));
+    services = services.merge(crate::app::audit_server(
+        &handles,
+        &ServiceKind::ALL,
+        &shutdown,
+    ));
     print_banner(
         &handles.config,
         listener.local_addr,

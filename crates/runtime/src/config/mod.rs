@@ -53,6 +53,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// How long a stopping process waits for in-flight work.
     pub shutdown: ShutdownConfig,
+    /// The audit log: publishing chain heads outside the database.
+    pub audit: AuditConfig,
     /// Usage intake: validation limits, batch sizes, the Pub/Sub intake.
     pub ingest: IngestConfig,
     /// Rating: usage consumption.
@@ -269,6 +271,24 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             grace_period_seconds: 20,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Seconds between looks at this process's audit chains; a head that
+    /// moved is published (an `audit chain head` log line) for
+    /// `tally audit verify --head` to compare with later.
+    pub head_publish_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            head_publish_interval_seconds: 300,
         }
     }
 }
