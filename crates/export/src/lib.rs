@@ -1,7 +1,7 @@
 //! The export service: Tally's facts streamed into a BigQuery dataset
 //! exactly once, minutes behind (see docs/architecture.md, "Export"; the
 //! tables: docs/warehouse.md). It consumes the bus (`usage-accepted`,
-//! `invoice-events`, `payment-events`), stages one row per fact
+//! `invoice-events`, `payment-events`, `subscription-events`), stages one row per fact
 //! in its schema and appends the rows to one committed write stream per
 //! table at explicit offsets. It never calls another Tally service.
 //!
@@ -40,7 +40,8 @@ pub use bigquery::{Auth, BigQueryError, Target};
 pub use error::ExportServiceError;
 pub use exporter::{Round, TableExporter};
 pub use staging::consumers::{
-    InvoiceEventsHandler, PaymentEventsHandler, Stager, UsageAcceptedHandler,
+    InvoiceEventsHandler, PaymentEventsHandler, Stager, SubscriptionEventsHandler,
+    UsageAcceptedHandler,
 };
 pub use status::api::ExportApi;
 
@@ -58,6 +59,10 @@ pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "export-invoice-events";
 /// Export's subscription to `payment-events`: unordered (every outcome is its own row).
 pub const PAYMENT_EVENTS_SUBSCRIPTION: &str = "export-payment-events";
 
+/// Export's subscription to `subscription-events`: unordered (every version is
+/// its own row; the current state is the highest `version`).
+pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "export-subscription-events";
+
 /// Longest wait between two tries of the start-up setup (dataset, tables).
 const SETUP_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -66,7 +71,8 @@ const SETUP_MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct ExportDeps {
     /// The database (schema `export`).
     pub pool: PgPool,
-    /// The bus (`usage-accepted`, `invoice-events` and `payment-events` in).
+    /// The bus (`usage-accepted`, `invoice-events`, `payment-events` and
+    /// `subscription-events` in).
     pub bus: SharedBus,
     /// The service clock.
     pub clock: SharedClock,
@@ -144,6 +150,7 @@ impl Export {
                 topics::USAGE_ACCEPTED,
                 topics::INVOICE_EVENTS,
                 topics::PAYMENT_EVENTS,
+                topics::SUBSCRIPTION_EVENTS,
             ] {
                 deps.bus.ensure_topic(topic).await?;
             }
@@ -206,8 +213,9 @@ impl Export {
         let Some(warehouse) = self.warehouse.clone() else {
             return Vec::new();
         };
-        let [usage, invoices, payments] = subscriptions(self.deps.max_delivery_attempts);
-        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 3] = [
+        let [usage, invoices, payments, subscription_events] =
+            subscriptions(self.deps.max_delivery_attempts);
+        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 4] = [
             (
                 usage,
                 Arc::new(UsageAcceptedHandler(
@@ -224,6 +232,12 @@ impl Export {
                 payments,
                 Arc::new(PaymentEventsHandler(
                     self.stager(PAYMENT_EVENTS_SUBSCRIPTION),
+                )),
+            ),
+            (
+                subscription_events,
+                Arc::new(SubscriptionEventsHandler(
+                    self.stager(SUBSCRIPTION_EVENTS_SUBSCRIPTION),
                 )),
             ),
         ];
@@ -280,7 +294,7 @@ async fn set_up_until_done(warehouse: &Warehouse, poll: Duration, shutdown: &Shu
     }
 }
 
-fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 3] {
+fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 4] {
     [
         SubscriptionConfig::unordered(USAGE_ACCEPTED_SUBSCRIPTION, topics::USAGE_ACCEPTED)
             .with_max_delivery_attempts(max_delivery_attempts),
@@ -288,5 +302,10 @@ fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 3] {
             .with_max_delivery_attempts(max_delivery_attempts),
         SubscriptionConfig::unordered(PAYMENT_EVENTS_SUBSCRIPTION, topics::PAYMENT_EVENTS)
             .with_max_delivery_attempts(max_delivery_attempts),
+        SubscriptionConfig::unordered(
+            SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+            topics::SUBSCRIPTION_EVENTS,
+        )
+        .with_max_delivery_attempts(max_delivery_attempts),
     ]
 }

@@ -364,8 +364,92 @@ pub const PAYMENT_EVENTS: Table = Table {
     ],
 };
 
+/// `subscriptions`: one row per version of a subscription.
+pub const SUBSCRIPTIONS: Table = Table {
+    name: "subscriptions",
+    description: "One row per version of a subscription (created, plan changed, canceled, \
+                  paused, resumed, trial ended, state changed) with the subscription after \
+                  the change; the current state is its highest version (view \
+                  subscriptions_current).",
+    partition_by: "effective_at",
+    cluster_by: &["customer_id"],
+    columns: &[
+        required("subscription_id", String, "The subscription, sub_…."),
+        required(
+            "version",
+            Int64,
+            "The subscription's version: higher is newer (unique per subscription).",
+        ),
+        required(
+            "event_kind",
+            String,
+            "created, plan_changed, canceled, paused, resumed, trial_ended or state_changed.",
+        ),
+        required(
+            "effective_at",
+            Timestamp,
+            "When the change takes effect in billing (the partition).",
+        ),
+        required("occurred_at", Timestamp, "When the change was made."),
+        required("customer_id", String, "The customer, cus_…."),
+        nullable("plan_id", String, "The plan after the change."),
+        nullable(
+            "plan_version_id",
+            String,
+            "The plan version after the change, pv_….",
+        ),
+        nullable(
+            "status",
+            String,
+            "After the change: trialing, active, paused, canceled, ….",
+        ),
+        nullable("currency", String, "ISO 4217 code."),
+        nullable("start_at", Timestamp, "When the subscription started."),
+        nullable("trial_end_at", Timestamp, "When its trial ends or ended."),
+        nullable(
+            "current_period_start",
+            Timestamp,
+            "The current billing period's start.",
+        ),
+        nullable(
+            "current_period_end",
+            Timestamp,
+            "The current billing period's end (exclusive).",
+        ),
+        nullable("cancel_at", Timestamp, "When it is set to end."),
+        nullable("canceled_at", Timestamp, "When it was canceled."),
+        nullable("ended_at", Timestamp, "When it ended."),
+        nullable(
+            "from_plan_version_id",
+            String,
+            "A plan change's previous plan version.",
+        ),
+        nullable(
+            "reason",
+            String,
+            "A cancellation's or a state change's reason.",
+        ),
+        nullable(
+            "metadata",
+            Json,
+            "The subscription's metadata: an object of strings.",
+        ),
+        required(
+            "exported_at",
+            Timestamp,
+            "When the export service staged the row.",
+        ),
+    ],
+};
+
 /// Every table, in the order they are created.
-pub const ALL: [Table; 4] = [USAGE_EVENTS, INVOICES, INVOICE_LINES, PAYMENT_EVENTS];
+pub const ALL: [Table; 5] = [
+    USAGE_EVENTS,
+    INVOICES,
+    INVOICE_LINES,
+    PAYMENT_EVENTS,
+    SUBSCRIPTIONS,
+];
 
 /// The table named `name`.
 pub fn by_name(name: &str) -> Option<Table> {
@@ -382,12 +466,20 @@ pub struct View {
 }
 
 /// The current-state views.
-pub const VIEWS: [View; 1] = [View {
-    name: "invoices_current",
-    query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
-            (PARTITION BY invoice_id ORDER BY version DESC, occurred_at DESC) AS row_rank \
-            FROM `{dataset}.invoices`) WHERE row_rank = 1",
-}];
+pub const VIEWS: [View; 2] = [
+    View {
+        name: "invoices_current",
+        query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
+                (PARTITION BY invoice_id ORDER BY version DESC, occurred_at DESC) AS row_rank \
+                FROM `{dataset}.invoices`) WHERE row_rank = 1",
+    },
+    View {
+        name: "subscriptions_current",
+        query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
+                (PARTITION BY subscription_id ORDER BY version DESC) AS row_rank \
+                FROM `{dataset}.subscriptions`) WHERE row_rank = 1",
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! The staging consumers: `usage-accepted` → `usage_events`, and
 //! `invoice-events` → `invoices` and `invoice_lines`, `payment-events` →
-//! `payment_events`. Each message is staged
+//! `payment_events`, `subscription-events` → `subscriptions`. Each message is staged
 //! in one transaction with its inbox record: a redelivery stages nothing.
 //! A message that can never be staged (wrong type, undecodable, missing ids)
 //! is dead-lettered at once.
@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
 use tally_bus::inbox::{self, ServiceSchema};
-use tally_proto::events::{InvoiceEvent, PaymentEvent, UsageAccepted};
+use tally_proto::events::{InvoiceEvent, PaymentEvent, SubscriptionEvent, UsageAccepted};
 use tally_runtime::SharedClock;
 
 use super::{StagedRow, store};
@@ -22,6 +22,8 @@ pub const USAGE_ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
 pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
 /// The bus message type on `payment-events`.
 pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
+/// The bus message type on `subscription-events`.
+pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
 
 fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
     if message.message_type != expected || message.type_version != 1 {
@@ -125,6 +127,23 @@ impl MessageHandler for PaymentEventsHandler {
             .map_err(|error| HandlerError::Poison(format!("undecodable PaymentEvent: {error}")))?;
         let row =
             super::payments::payment_row(&event, self.0.now()).map_err(HandlerError::Poison)?;
+        self.0.stage_once(&message.id, &[row]).await.map(|_| ())
+    }
+}
+
+/// Stages `subscription-events`.
+#[derive(Debug, Clone)]
+pub struct SubscriptionEventsHandler(pub Stager);
+
+#[async_trait]
+impl MessageHandler for SubscriptionEventsHandler {
+    async fn handle(&self, message: &Message, _delivery_attempt: u32) -> Result<(), HandlerError> {
+        check_type(message, SUBSCRIPTION_EVENT_TYPE)?;
+        let event = SubscriptionEvent::decode(message.payload.as_slice()).map_err(|error| {
+            HandlerError::Poison(format!("undecodable SubscriptionEvent: {error}"))
+        })?;
+        let row = super::subscriptions::subscription_row(&event, self.0.now())
+            .map_err(HandlerError::Poison)?;
         self.0.stage_once(&message.id, &[row]).await.map(|_| ())
     }
 }

@@ -3,8 +3,10 @@
 //! (its inbox record is written in the same transaction), and each fact
 //! once per table (`row_key`), whatever the bus redelivers.
 //!
-//! * [`consumers`] — the `usage-accepted`, `invoice-events` and `payment-events` handlers;
+//! * [`consumers`] — the handlers of `usage-accepted`, `invoice-events`,
+//!   `payment-events` and `subscription-events`;
 //! * [`payments`] — payment events → `payment_events` rows;
+//! * [`subscriptions`] — subscription events → `subscriptions` rows (one per version);
 //! * [`store`] — the SQL.
 //!
 //! The row shapes follow [`crate::tables`]; this module is the only place
@@ -13,6 +15,7 @@
 pub mod consumers;
 pub mod payments;
 pub mod store;
+pub mod subscriptions;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};

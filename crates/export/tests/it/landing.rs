@@ -132,3 +132,57 @@ async fn payment_outcomes_land_once_each() {
         Some("requested_by_customer")
     );
 }
+
+#[tokio::test]
+async fn every_subscription_version_is_a_row_and_the_current_view_has_the_latest() {
+    use tally_export::tables::SUBSCRIPTIONS;
+    let h = harness().await;
+    h.stage_subscription(
+        "s1",
+        &subscription_version("sub_1", 1, "pv_starter", "active"),
+    )
+    .await;
+    h.stage_subscription("s2", &subscription_version("sub_1", 2, "pv_pro", "active"))
+        .await;
+    // The same version again under another message id: still one row.
+    h.stage_subscription(
+        "s2-again",
+        &subscription_version("sub_1", 2, "pv_pro", "active"),
+    )
+    .await;
+    h.stage_subscription(
+        "s3",
+        &subscription_version("sub_1", 3, "pv_pro", "canceled"),
+    )
+    .await;
+    h.stage_subscription(
+        "s4",
+        &subscription_version("sub_2", 1, "pv_starter", "trialing"),
+    )
+    .await;
+    h.drain(SUBSCRIPTIONS).await;
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM `{dataset}.subscriptions`")
+            .await
+            .as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        h.scalar("SELECT CONCAT(status, '/', plan_version_id) FROM `{dataset}.subscriptions_current` WHERE subscription_id = 'sub_1'")
+            .await
+            .as_deref(),
+        Some("canceled/pv_pro")
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM `{dataset}.subscriptions_current`")
+            .await
+            .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        h.scalar("SELECT from_plan_version_id FROM `{dataset}.subscriptions` WHERE version = 2 AND subscription_id = 'sub_1'")
+            .await
+            .as_deref(),
+        Some("pv_starter")
+    );
+}

@@ -12,7 +12,8 @@ use tally_export::tables::Table;
 use tally_export::{Export, ExportDeps, Round};
 use tally_proto::common::{Money, TimeRange};
 use tally_proto::events::{
-    InvoiceEvent, PaymentEvent, UsageAccepted, UsageEvent, invoice_event, payment_event,
+    InvoiceEvent, PaymentEvent, SubscriptionEvent, UsageAccepted, UsageEvent, invoice_event,
+    payment_event, subscription_event,
 };
 use tally_proto::invoicing::{Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus};
 use tally_runtime::config::ExportConfig;
@@ -95,6 +96,20 @@ impl Harness {
         );
         let message = Message::new("tally.events.v1.PaymentEvent", 1, event.encode_to_vec())
             .with_id(message_id);
+        handler.handle(&message, 1).await.unwrap();
+    }
+
+    pub async fn stage_subscription(&self, message_id: &str, event: &SubscriptionEvent) {
+        let handler = tally_export::SubscriptionEventsHandler(
+            self.export
+                .stager(tally_export::SUBSCRIPTION_EVENTS_SUBSCRIPTION),
+        );
+        let message = Message::new(
+            "tally.events.v1.SubscriptionEvent",
+            1,
+            event.encode_to_vec(),
+        )
+        .with_id(message_id);
         handler.handle(&message, 1).await.unwrap();
     }
 
@@ -275,4 +290,52 @@ pub fn refunded(event_id: &str, invoice: &str, amount: &str) -> PaymentEvent {
             ..payment_event::Refunded::default()
         }),
     )
+}
+
+/// Version `version` of `id` on `plan_version`: created at 1, a plan change
+/// from `pv_starter` at 2, a cancellation when `status` is `canceled`.
+pub fn subscription_version(
+    id: &str,
+    version: u64,
+    plan_version: &str,
+    status: &str,
+) -> SubscriptionEvent {
+    use tally_proto::invoicing::{Subscription, SubscriptionStatus};
+    let status_value = match status {
+        "canceled" => SubscriptionStatus::Canceled,
+        "trialing" => SubscriptionStatus::Trialing,
+        _ => SubscriptionStatus::Active,
+    };
+    let kind = match (version, status) {
+        (_, "canceled") => subscription_event::Kind::Canceled(subscription_event::Canceled {
+            at_period_end: false,
+            reason: "too expensive".to_owned(),
+        }),
+        (1, _) => subscription_event::Kind::Created(subscription_event::Created::default()),
+        _ => subscription_event::Kind::PlanChanged(subscription_event::PlanChanged {
+            from_plan_version_id: "pv_starter".to_owned(),
+            to_plan_version_id: plan_version.to_owned(),
+            ..subscription_event::PlanChanged::default()
+        }),
+    };
+    let at_time =
+        at("2026-11-01T00:00:00Z") + chrono::TimeDelta::days(i64::try_from(version).unwrap());
+    SubscriptionEvent {
+        subscription_id: id.to_owned(),
+        customer_id: "cus_a".to_owned(),
+        version,
+        effective_at: Some(ts(at_time)),
+        occurred_at: Some(ts(at_time)),
+        subscription: Some(Subscription {
+            id: id.to_owned(),
+            customer_id: "cus_a".to_owned(),
+            plan_id: "plan_inference".to_owned(),
+            plan_version_id: plan_version.to_owned(),
+            status: status_value.into(),
+            currency: "USD".to_owned(),
+            version,
+            ..Subscription::default()
+        }),
+        kind: Some(kind),
+    }
 }
