@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Counter;
+use opentelemetry::metrics::{Counter, Gauge};
 
 fn counter(name: &'static str, description: &'static str) -> Counter<u64> {
     tally_runtime::telemetry::meter()
@@ -51,6 +51,24 @@ fn stopped() -> &'static Counter<u64> {
             "Tables stopped on a bug (OUT_OF_RANGE, a refused row): alert on any",
         )
     })
+}
+
+fn lag() -> &'static Gauge<f64> {
+    static GAUGE: OnceLock<Gauge<f64>> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        tally_runtime::telemetry::meter()
+            .f64_gauge("tally.export.lag_seconds")
+            .with_description(
+                "Age of the oldest staged row of a table not yet in BigQuery (0 when none waits)",
+            )
+            .with_unit("s")
+            .build()
+    })
+}
+
+/// The export lag of `table`.
+pub fn export_lag(table: &'static str, seconds: f64) {
+    lag().record(seconds, &[KeyValue::new("table", table)]);
 }
 
 /// `count` rows staged.

@@ -29,6 +29,9 @@ use crate::bigquery::{BigQueryError, rows};
 use crate::metrics;
 use crate::tables::Table;
 
+/// How often the lag gauge (`tally.export.lag_seconds`) is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Longest pause after a failed round (doubled from the poll interval).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -175,7 +178,15 @@ impl TableExporter {
         let name = self.table.name;
         tracing::info!(table = name, "exporter started");
         let mut backoff = poll;
+        let mut lag_recorded: Option<std::time::Instant> = None;
         loop {
+            if lag_recorded.is_none_or(|at| at.elapsed() >= LAG_INTERVAL) {
+                lag_recorded = Some(std::time::Instant::now());
+                match store::lag_seconds(&self.pool, name, self.clock.now()).await {
+                    Ok(seconds) => metrics::export_lag(name, seconds.max(0.0)),
+                    Err(error) => tracing::debug!(table = name, %error, "export lag not measured"),
+                }
+            }
             let pause = match self.round().await {
                 Ok(Round::Exported(_)) => {
                     backoff = poll;

@@ -191,3 +191,19 @@ pub async fn record_error(
     .await?;
     Ok(())
 }
+
+/// Seconds since the oldest row of `table` not yet exported was staged (0 when none waits).
+pub async fn lag_seconds(
+    pool: &PgPool,
+    table: &str,
+    now: DateTime<Utc>,
+) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM $2 - min(staged_at)), 0)::float8 FROM export.rows \
+         WHERE table_name = $1 AND exported_at IS NULL",
+    )
+    .bind(table)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
