@@ -47,6 +47,50 @@ pub async fn serve_with_key(
             scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
         },
     );
+    let channel = serve_with_registry(grpc, shutdown, registry, &plaintext).await?;
+    Ok((
+        channel,
+        TestKey {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            plaintext,
+        },
+    ))
+}
+
+/// Serves `grpc` on loopback, authenticating every call against one customer
+/// portal token for `customer_id` (valid for an hour); returns a channel
+/// carrying that token.
+pub async fn serve_with_portal_token(
+    grpc: GrpcServer,
+    shutdown: &Shutdown,
+    customer_id: &str,
+) -> anyhow::Result<InterceptedService<Channel, Bearer>> {
+    let registry = Arc::new(ApiKeyRegistry::default());
+    let token = tally_runtime::portal::generate_token(customer_id);
+    registry.insert_portal_token(
+        auth::hash_key(&token),
+        ApiKey {
+            id: "key_portal".to_owned(),
+            name: format!("portal {customer_id}"),
+            scopes: BTreeSet::from([Scope::Read]),
+        },
+        tally_runtime::portal::CustomerScope {
+            customer_id: customer_id.to_owned(),
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        },
+    );
+    serve_with_registry(grpc, shutdown, registry, &token).await
+}
+
+/// Serves `grpc` on loopback checking calls against `registry`; a channel
+/// sending `plaintext`.
+async fn serve_with_registry(
+    grpc: GrpcServer,
+    shutdown: &Shutdown,
+    registry: Arc<ApiKeyRegistry>,
+    plaintext: &str,
+) -> anyhow::Result<InterceptedService<Channel, Bearer>> {
     let address: SocketAddr = grpc
         .spawn_on_loopback(AuthLayer::new(registry), shutdown)
         .await?;
@@ -56,14 +100,7 @@ pub async fn serve_with_key(
     let bearer = Bearer {
         authorization: MetadataValue::try_from(format!("Bearer {plaintext}"))?,
     };
-    Ok((
-        InterceptedService::new(channel, bearer),
-        TestKey {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            plaintext,
-        },
-    ))
+    Ok(InterceptedService::new(channel, bearer))
 }
 
 /// Adds the key and `x-request-id: req-test-1` to every call.

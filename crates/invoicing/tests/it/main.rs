@@ -13,6 +13,7 @@ mod grace;
 mod invoices;
 mod negative_invoices;
 mod payments;
+mod portal;
 mod refund_balance;
 mod scheduler;
 mod stub_periods;
