@@ -12,7 +12,7 @@
 // Every wait is on a condition with a generous bound: never a fixed sleep.
 
 import { spawn, spawnSync, execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -205,10 +205,16 @@ async function main() {
     await page.screenshot({ path: path.join(output, "invoice-credited.png"), fullPage: true });
     console.log("ok: credit note issued and shown");
 
-    // Usage operations answer (the demo's events are all accepted).
+    // Usage operations: an event dated 2099 is rejected by ingest and shown under its rule.
+    const bad = path.join(dataDir, "future.jsonl");
+    const future = { id: "e2e-future-1", customerId, eventType: "llm_tokens", timestamp: "2099-01-01T00:00:00Z", properties: { tokens: "5" } };
+    writeFileSync(bad, `${JSON.stringify(future)}\n`);
+    spawnSync(tally, ["events", "send", "--file", bad], { env: cliEnv, encoding: "utf8" });
+    await until(() => cli("rejected", "list").includes("e2e-future-1"), "the rejection listed by `tally rejected list`");
     await page.click("text=Usage operations");
-    await page.getByText(/^\d+ open rejected events/).waitFor();
+    await page.locator('section[data-rule="too_far_in_future"]').getByText("e2e-future-1").waitFor();
     await page.screenshot({ path: path.join(output, "usage.png"), fullPage: true });
+    console.log("ok: a rejected event shown under its rule on the usage page");
 
     // The portal, with a token for this customer only.
     const link = cli("portal", "link", "--customer", customerId, "--ttl", "1h", "--console-url", base).trim();
