@@ -112,6 +112,24 @@ pub(crate) fn subscription_state(subscription: &proto::Subscription) -> Value {
     })
 }
 
+/// What the audit log keeps of a customer: how it is billed, not its
+/// personal data (email, address and tax id stay out of the append-only log;
+/// an update's entry names the fields it changed).
+pub(crate) fn customer_state(customer: &proto::Customer) -> Value {
+    json!({
+        "id": customer.id,
+        "external_id": customer.external_id,
+        "name": customer.name,
+        "currency": customer.currency,
+        "status": proto::CustomerStatus::try_from(customer.status)
+            .map_or_else(|_| customer.status.to_string(), |status| status.as_str_name().to_owned()),
+        "collection_mode": proto::CollectionMode::try_from(customer.collection_mode)
+            .map_or_else(|_| customer.collection_mode.to_string(), |mode| mode.as_str_name().to_owned()),
+        "net_terms_days": customer.net_terms_days,
+        "metadata_keys": customer.metadata.keys().collect::<std::collections::BTreeSet<_>>(),
+    })
+}
+
 /// What the audit log keeps of a credit grant.
 pub(crate) fn credit_grant_state(grant: &proto::CreditGrant) -> Value {
     let money = |value: &Option<tally_proto::common::Money>| {

@@ -11,6 +11,7 @@ mod store;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
+use tally_audit::Origin;
 use tally_domain::money::Currency;
 use tally_proto::invoicing::customer_service_server::CustomerService;
 use tally_proto::invoicing::{
@@ -22,6 +23,7 @@ use tally_proto::invoicing::{
 use tonic::{Request, Response, Status};
 
 use self::store::{Lookup, NewCustomer};
+use crate::audit::customer_state;
 use crate::error::{InvoicingError, Result, Violations};
 use crate::wire::{instant, timestamp};
 use crate::{Context, paging};
@@ -278,6 +280,7 @@ impl Context {
     async fn create_customer(
         &self,
         request: CreateCustomerRequest,
+        origin: &Origin,
     ) -> Result<CreateCustomerResponse> {
         let mut customer = from_request(request)?;
         let now = self.clock.now();
@@ -310,6 +313,10 @@ impl Context {
             created_at: now,
         };
         store::insert(&mut transaction, new).await?;
+        let entry = self
+            .audit_entry(now, "customer.created", ("customer", &customer.id), origin)
+            .after(customer_state(&customer));
+        self.audit(&mut transaction, entry).await?;
         transaction.commit().await?;
         Ok(CreateCustomerResponse {
             customer: Some(customer),
@@ -343,7 +350,11 @@ impl Context {
         Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
     }
 
-    async fn update_customer(&self, request: UpdateCustomerRequest) -> Result<Customer> {
+    async fn update_customer(
+        &self,
+        request: UpdateCustomerRequest,
+        origin: &Origin,
+    ) -> Result<Customer> {
         let update = request
             .customer
             .ok_or_else(|| InvoicingError::invalid("customer", "is required"))?;
@@ -363,6 +374,7 @@ impl Context {
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
         let mut customer = load(&mut transaction, &update.id, true).await?;
+        let before = customer.clone();
         if customer.status == CustomerStatus::Archived as i32 {
             return Err(InvoicingError::FailedPrecondition(format!(
                 "customer {} is archived",
@@ -400,6 +412,14 @@ impl Context {
         }
         customer.updated_at = Some(timestamp(now));
         save(&mut transaction, &customer, now).await?;
+        // Which fields the caller changed; personal data (email, address,
+        // tax id) is named, never copied into the append-only log.
+        let entry = self
+            .audit_entry(now, "customer.updated", ("customer", &customer.id), origin)
+            .comment(format!("fields: {}", paths.join(", ")))
+            .before(customer_state(&before))
+            .after(customer_state(&customer));
+        self.audit(&mut transaction, entry).await?;
         transaction.commit().await?;
         Ok(customer)
     }
@@ -430,7 +450,11 @@ impl Context {
         })
     }
 
-    async fn archive_customer(&self, request: ArchiveCustomerRequest) -> Result<Customer> {
+    async fn archive_customer(
+        &self,
+        request: ArchiveCustomerRequest,
+        origin: &Origin,
+    ) -> Result<Customer> {
         if request.customer_id.is_empty() {
             return Err(InvoicingError::invalid("customer_id", "is required"));
         }
@@ -448,10 +472,16 @@ impl Context {
                 ids.join(", ")
             )));
         }
+        let before = customer_state(&customer);
         customer.status = CustomerStatus::Archived as i32;
         customer.archived_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
         save(&mut transaction, &customer, now).await?;
+        let entry = self
+            .audit_entry(now, "customer.archived", ("customer", &customer.id), origin)
+            .before(before)
+            .after(customer_state(&customer));
+        self.audit(&mut transaction, entry).await?;
         transaction.commit().await?;
         Ok(customer)
     }
@@ -473,8 +503,11 @@ impl CustomerService for crate::InvoicingApi {
         &self,
         request: Request<CreateCustomerRequest>,
     ) -> Result<Response<CreateCustomerResponse>, Status> {
+        let origin = Origin::from_request(&request);
         Ok(Response::new(
-            self.ctx.create_customer(request.into_inner()).await?,
+            self.ctx
+                .create_customer(request.into_inner(), &origin)
+                .await?,
         ))
     }
 
@@ -494,7 +527,11 @@ impl CustomerService for crate::InvoicingApi {
         &self,
         request: Request<UpdateCustomerRequest>,
     ) -> Result<Response<UpdateCustomerResponse>, Status> {
-        let customer = self.ctx.update_customer(request.into_inner()).await?;
+        let origin = Origin::from_request(&request);
+        let customer = self
+            .ctx
+            .update_customer(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(UpdateCustomerResponse {
             customer: Some(customer),
         }))
@@ -513,7 +550,11 @@ impl CustomerService for crate::InvoicingApi {
         &self,
         request: Request<ArchiveCustomerRequest>,
     ) -> Result<Response<ArchiveCustomerResponse>, Status> {
-        let customer = self.ctx.archive_customer(request.into_inner()).await?;
+        let origin = Origin::from_request(&request);
+        let customer = self
+            .ctx
+            .archive_customer(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(ArchiveCustomerResponse {
             customer: Some(customer),
         }))

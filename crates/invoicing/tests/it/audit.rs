@@ -173,13 +173,15 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         (Some("void"), Some("billed in error"))
     );
 
-    // Nothing else was recorded (the harness subscribed without a key: an
-    // anonymous caller), no key is in any entry, the chain holds.
+    // Nothing else was recorded (the harness created the customer and
+    // subscribed without a key: an anonymous caller), no key is in any
+    // entry, the chain holds.
     let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
     assert_eq!(all[0].actor_kind, "anonymous");
     assert_eq!(
         actions,
         vec![
+            "customer.created",
             "subscription.created",
             "invoice.finalized",
             "credit_note.issued",
@@ -193,7 +195,7 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         .unwrap();
     assert_eq!(
         (verification.entries_checked, verification.broken),
-        (5, None)
+        (6, None)
     );
 }
 
@@ -246,11 +248,12 @@ async fn a_manual_finalization_is_audited_with_the_caller_as_actor() {
     );
     assert_eq!(
         all.len(),
-        3,
-        "and the subscription, and April's invoice by the bill run: {all:?}"
+        4,
+        "and the customer, the subscription, and April's invoice by the bill run: {all:?}"
     );
-    assert_eq!(all[0].action, "subscription.created");
-    assert_eq!(all[1].actor_id, "bill_run");
+    assert_eq!(all[0].action, "customer.created");
+    assert_eq!(all[1].action, "subscription.created");
+    assert_eq!(all[2].actor_id, "bill_run");
     assert_no_secret(&h, &key).await;
 }
 
@@ -383,7 +386,11 @@ async fn credit_grants_and_their_voids_are_audited_with_the_caller() {
     credits.void_credit_grant(void.clone()).await.unwrap();
     credits.void_credit_grant(void).await.unwrap(); // a replay
 
-    let all = entries(&h).await;
+    let all: Vec<StoredEntry> = entries(&h)
+        .await
+        .into_iter()
+        .filter(|entry| entry.resource_type == "credit_grant")
+        .collect();
     let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
     assert_eq!(actions, ["credit_grant.granted", "credit_grant.voided"]);
     for entry in &all {
@@ -496,4 +503,80 @@ async fn subscription_changes_are_audited_with_the_caller_and_the_reason() {
     assert!(state(all[2].after_state.as_ref())["cancel_at"].is_string());
     assert!(state(all[3].after_state.as_ref())["cancel_at"].is_null());
     assert_no_secret(&h, &key).await;
+}
+
+#[tokio::test]
+async fn customer_changes_are_audited_without_personal_data() {
+    use tally_proto::invoicing::customer_service_client::CustomerServiceClient;
+
+    let h = harness(at(2025, 1, 1), config(0)).await;
+    let (channel, _key) = authenticated_channel(&h).await;
+    let mut customers = CustomerServiceClient::new(channel);
+    let create = CreateCustomerRequest {
+        external_id: "globex".into(),
+        name: "Globex".into(),
+        currency: "USD".into(),
+        billing_email: "ap@globex.example".into(),
+        ..Default::default()
+    };
+    let created = customers
+        .create_customer(create.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .unwrap();
+    customers.create_customer(create).await.unwrap(); // a replay records nothing
+    customers
+        .update_customer(UpdateCustomerRequest {
+            customer: Some(Customer {
+                id: created.id.clone(),
+                name: "Globex Corporation".into(),
+                billing_email: "billing@globex.example".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into(), "billing_email".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    customers
+        .archive_customer(ArchiveCustomerRequest {
+            customer_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    let all: Vec<StoredEntry> = entries(&h)
+        .await
+        .into_iter()
+        .filter(|entry| entry.resource_id == created.id)
+        .collect();
+    let actions: Vec<&str> = all.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["customer.created", "customer.updated", "customer.archived"]
+    );
+    assert!(all.iter().all(|entry| entry.actor_id == "key_finance"));
+    let updated = &all[1];
+    assert_eq!(
+        updated.comment.as_deref(),
+        Some("fields: name, billing_email")
+    );
+    assert_eq!(state(updated.before_state.as_ref())["name"], "Globex");
+    assert_eq!(
+        state(updated.after_state.as_ref())["name"],
+        "Globex Corporation"
+    );
+    assert_eq!(
+        state(all[2].after_state.as_ref())["status"],
+        "CUSTOMER_STATUS_ARCHIVED"
+    );
+    for entry in &all {
+        assert!(
+            !format!("{entry:?}").contains("globex.example"),
+            "an email reached the append-only log: {entry:?}"
+        );
+    }
 }
