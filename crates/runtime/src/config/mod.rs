@@ -21,6 +21,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod connectors;
 mod export;
 mod invoicing;
@@ -28,6 +29,7 @@ mod payments;
 mod peers;
 mod rating;
 
+pub use audit::AuditConfig;
 pub use connectors::ConnectorsConfig;
 pub use export::ExportConfig;
 pub use invoicing::InvoicingConfig;
@@ -271,24 +273,6 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             grace_period_seconds: 20,
-        }
-    }
-}
-
-/// The audit log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Seconds between looks at this process's audit chains; a head that
-    /// moved is published (an `audit chain head` log line) for
-    /// `tally audit verify --head` to compare with later.
-    pub head_publish_interval_seconds: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            head_publish_interval_seconds: 300,
         }
     }
 }
