@@ -16,6 +16,11 @@
 //! offset is written once). `OUT_OF_RANGE` means the stream ends before
 //! `next_offset`, which this bookkeeping never allows: the table stops, with
 //! its error in `tally export status` and the `tally.export.stopped` metric.
+//!
+//! A stream that refuses appends (finalized) is finalized again for its row
+//! count, which tells whether the claimed batch is in it (marked if so), and
+//! replaced by a new stream from offset 0; a stream BigQuery no longer has
+//! stops the table (whether the batch landed cannot be known).
 
 pub mod store;
 
@@ -156,6 +161,14 @@ impl TableExporter {
                     .await;
             }
             Err(BigQueryError::Invalid(message)) => return self.stop(message).await,
+            Err(BigQueryError::Grpc(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                return self.replace_stream(&stream, from, count, &status).await;
+            }
             Err(error) => return Err(error.into()),
         }
         let now = self.clock.now();
@@ -163,6 +176,64 @@ impl TableExporter {
             metrics::rows_exported(name, u64::try_from(count).unwrap_or(0));
         }
         Ok(Round::Exported(u64::try_from(count).unwrap_or(0)))
+    }
+
+    /// The stream refuses appends (finalized) or is gone. Finalizing it
+    /// answers how many rows it holds, which says whether the claimed batch
+    /// `[from, from + count)` is there: then it is marked. Either way the
+    /// table moves to a new stream, the unwritten batch keeping its order.
+    /// A stream BigQuery no longer has leaves that unknowable: the table stops.
+    async fn replace_stream(
+        &self,
+        stream: &str,
+        from: i64,
+        count: i64,
+        status: &tonic::Status,
+    ) -> Result<Round, ExportError> {
+        let name = self.table.name;
+        if self.writer.get_stream(stream).await?.is_none() {
+            return self
+                .stop(format!(
+                    "write stream {stream} is gone ({}): whether the batch at offsets \
+                     {from}..{} was written cannot be known; compare the table with \
+                     export.rows before resetting export.streams",
+                    status.message(),
+                    from + count
+                ))
+                .await;
+        }
+        let rows = self.writer.finalize(stream).await?;
+        let mut next_offset = from;
+        if rows == from + count {
+            let now = self.clock.now();
+            if store::mark_exported(&self.pool, name, stream, from, count, now).await? {
+                metrics::rows_exported(name, u64::try_from(count).unwrap_or(0));
+            }
+            next_offset = from + count;
+        } else if rows != from {
+            return self
+                .stop(format!(
+                    "write stream {stream} holds {rows} rows, neither {from} nor {} (a bug)",
+                    from + count
+                ))
+                .await;
+        }
+        let new = self.writer.create_committed_stream(&self.table).await?;
+        store::rotate(
+            &self.pool,
+            name,
+            stream,
+            next_offset,
+            &new,
+            self.clock.now(),
+        )
+        .await?;
+        tracing::warn!(table = name, old = stream, %new, reason = %status.message(), "write stream replaced");
+        Ok(Round::Exported(if next_offset > from {
+            u64::try_from(count).unwrap_or(0)
+        } else {
+            0
+        }))
     }
 
     async fn stop(&self, error: String) -> Result<Round, ExportError> {

@@ -207,3 +207,45 @@ pub async fn lag_seconds(
     .fetch_one(pool)
     .await
 }
+
+/// Moves `table` from `old` to the new stream `new`: the rows claimed on
+/// `old` and not exported (a batch not written there) are given the same
+/// positions from offset 0 of `new`, and `next_offset` starts at 0; `false`
+/// when `old` is no longer the table's stream (another replica rotated).
+pub async fn rotate(
+    pool: &PgPool,
+    table: &str,
+    old: &str,
+    old_next_offset: i64,
+    new: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE export.streams SET stream_name = $3, next_offset = 0, updated_at = $4 \
+         WHERE table_name = $1 AND stream_name = $2 AND next_offset = $5",
+    )
+    .bind(table)
+    .bind(old)
+    .bind(new)
+    .bind(now)
+    .bind(old_next_offset)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE export.rows SET stream_name = $3, stream_offset = stream_offset - $4 \
+         WHERE table_name = $1 AND stream_name = $2 AND exported_at IS NULL",
+    )
+    .bind(table)
+    .bind(old)
+    .bind(new)
+    .bind(old_next_offset)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(true)
+}

@@ -134,3 +134,64 @@ async fn a_gap_in_the_stream_stops_the_table_and_status_says_why() {
         Some("1")
     );
 }
+
+#[tokio::test]
+async fn a_finalized_stream_is_replaced_and_a_batch_it_holds_is_not_sent_again() {
+    let h = harness().await;
+    for sequence in 1..=10u64 {
+        h.stage_usage(
+            &format!("uacc_{sequence}"),
+            &usage("cus_a", &format!("e{sequence}"), sequence, 1),
+        )
+        .await;
+    }
+    let exporter = h.export.exporter(USAGE_EVENTS).unwrap();
+    assert_eq!(exporter.round().await.unwrap(), Round::Exported(7));
+    // A process appended the next batch and died before recording it; then
+    // the stream was finalized (by an operator, or BigQuery).
+    let pool = &h.db.pool;
+    let batch = store::pending_or_claim(pool, "usage_events", 7)
+        .await
+        .unwrap();
+    let stream = store::state(pool, "usage_events")
+        .await
+        .unwrap()
+        .stream_name
+        .unwrap();
+    let serialized = batch
+        .iter()
+        .map(|row| rows::encode(&USAGE_EVENTS, row.data.as_object().unwrap()).unwrap())
+        .collect();
+    let writer = &h.export.warehouse().unwrap().writer;
+    writer
+        .append(&stream, &USAGE_EVENTS, 7, serialized)
+        .await
+        .unwrap();
+    assert_eq!(writer.finalize(&stream).await.unwrap(), 10);
+    // The round finds the stream closed: its 10 rows include the batch, which
+    // is marked; the table moves to a new stream.
+    exporter.round().await.unwrap();
+    for sequence in 11..=12u64 {
+        h.stage_usage(
+            &format!("uacc_{sequence}"),
+            &usage("cus_a", &format!("e{sequence}"), sequence, 1),
+        )
+        .await;
+    }
+    h.drain(USAGE_EVENTS).await;
+    let state = store::state(pool, "usage_events").await.unwrap();
+    assert_ne!(state.stream_name.as_deref(), Some(stream.as_str()));
+    assert_eq!(state.next_offset, 2);
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM `{dataset}.usage_events`")
+            .await
+            .as_deref(),
+        Some("12")
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(DISTINCT event_id) FROM `{dataset}.usage_events`")
+            .await
+            .as_deref(),
+        Some("12")
+    );
+}

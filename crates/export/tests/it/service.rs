@@ -15,6 +15,7 @@ use crate::support::{config, finalized, invoice, usage};
 
 #[tokio::test]
 async fn published_facts_reach_bigquery_through_the_running_service() {
+    let _turn = crate::support::emulator_turn().await;
     let db = tally_testkit::postgres::database().await;
     let config = config().await;
     let bus: SharedBus = Arc::new(InProcessBus::new());

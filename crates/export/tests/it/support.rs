@@ -31,7 +31,18 @@ pub fn ts(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// One test at a time talks to the shared emulator: under parallel tests its
+/// DuckDB refuses concurrent calls ("connection is busy") and now and then
+/// answers a query with stale rows.
+static EMULATOR_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This test's turn on the emulator, held until dropped.
+pub async fn emulator_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    EMULATOR_TURN.lock().await
+}
+
 pub struct Harness {
+    pub _turn: tokio::sync::MutexGuard<'static, ()>,
     pub db: TestDatabase,
     pub export: Export,
     pub config: ExportConfig,
@@ -52,6 +63,7 @@ pub async fn config() -> ExportConfig {
 }
 
 pub async fn harness() -> Harness {
+    let turn = emulator_turn().await;
     let db = tally_testkit::postgres::database().await;
     let config = config().await;
     let clock: SharedClock = Arc::new(ManualClock::new(at("2026-11-20T00:00:00Z")));
@@ -65,7 +77,12 @@ pub async fn harness() -> Harness {
     .await
     .unwrap();
     export.warehouse().unwrap().set_up().await.unwrap();
-    Harness { db, export, config }
+    Harness {
+        _turn: turn,
+        db,
+        export,
+        config,
+    }
 }
 
 impl Harness {
@@ -141,6 +158,13 @@ impl Harness {
         let mut tries = 0;
         loop {
             match rest.query(sql).await {
+                // Every query here returns a row; under parallel tests the
+                // emulator now and then answers one with none.
+                Ok(rows) if rows.is_empty() && tries < 50 => {
+                    eprintln!("query answered no row, asking again: {sql}");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Ok(rows) => return rows.first().and_then(|row| row.first().cloned()).flatten(),
                 Err(error) if tries < 50 => {
                     eprintln!("query failed, asking again: {error}");
