@@ -96,7 +96,9 @@ fn ratio(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
     if denominator.is_zero() {
         return None;
     }
-    numerator.checked_div(denominator).map(|value| value.normalize())
+    numerator
+        .checked_div(denominator)
+        .map(|value| value.normalize())
 }
 
 /// The cohorts whose month lies in `[first_cohort, last_cohort]` (months, by
