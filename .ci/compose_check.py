@@ -54,7 +54,7 @@ from deploy_checks import (
 )
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TALLY_SERVICES = ["ingest", "rating", "invoicing", "payments", "finance", "connectors"]
+TALLY_SERVICES = ["ingest", "rating", "invoicing", "payments", "finance", "connectors", "export"]
 EMULATOR_PATHS = [
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
 ]

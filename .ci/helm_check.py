@@ -54,7 +54,7 @@ from fake_kube import FakeKube
 import live_deploy_check
 
 CHART = ROOT / "helm" / "tally"
-SERVICES = ["ingest", "rating", "invoicing", "payments", "finance", "connectors"]
+SERVICES = ["ingest", "rating", "invoicing", "payments", "finance", "connectors", "export"]
 # The grpc.health.v1 name each service reports readiness under.
 READINESS_SERVICES = {
     "ingest": "tally.ingest.v1.IngestService",
@@ -63,6 +63,7 @@ READINESS_SERVICES = {
     "payments": "tally.payments.v1.PaymentService",
     "finance": "tally.finance.v1.LedgerService",
     "connectors": "tally.connectors.v1.ConnectorService",
+    "export": "tally.export.v1.ExportService",
 }
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 NAMESPACE = "billing"

@@ -194,6 +194,13 @@ invoicing_url = "http://{{ include "tally.serviceFullname" (dict "root" . "servi
 {{ $key }} = {{ toJson $value }}
 {{- end }}
 {{- end }}
+{{- with .Values.config.export }}
+
+[export]
+{{- range $key, $value := . }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Pod identity for telemetry: OTEL_RESOURCE_ATTRIBUTES is read by the OpenTelemetry SDK. */}}
@@ -219,7 +226,7 @@ The grpc.health.v1 name a service reports its readiness under (its first
 gRPC service; the empty name is liveness).
 */}}
 {{- define "tally.readinessService" -}}
-{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" "finance" "tally.finance.v1.LedgerService" "connectors" "tally.connectors.v1.ConnectorService" -}}
+{{- $names := dict "ingest" "tally.ingest.v1.IngestService" "rating" "tally.rating.v1.RatingService" "invoicing" "tally.invoicing.v1.InvoiceService" "payments" "tally.payments.v1.PaymentService" "finance" "tally.finance.v1.LedgerService" "connectors" "tally.connectors.v1.ConnectorService" "export" "tally.export.v1.ExportService" -}}
 {{- required (printf "no readiness service name for service %q" .) (get $names .) | quote -}}
 {{- end }}
 
