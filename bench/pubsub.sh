@@ -3,10 +3,9 @@
 # (docs/benchmarks.md, "Pub/Sub intake"):
 #
 #   1. the Pub/Sub emulator and a private durable PostgreSQL 15 cluster, on free ports;
-#   2. fresh subscriptions on one `usage-events` topic, ordered and unordered, all
-#      created before anything is published, so each holds the same EVENTS messages;
-#   3. `tally load pubsub --publish-only` publishes EVENTS usage events once;
-#   4. each subscription is drained alone, one after another:
+#   2. for each consumer below, ordered and unordered, one after another: a fresh
+#      subscription on the `usage-events` topic, the same EVENTS usage events published
+#      to it (`tally load pubsub --publish-only`), drained alone, then deleted:
 #      - crate-streaming: StreamingPull of the `google-cloud-pubsub` crate, acking only
 #        (crates/bus/examples/pubsub_drain.rs);
 #      - bus-unary: the bus's own stream as Tally's consumers use it on the emulator
@@ -16,7 +15,7 @@
 #      - tally intake: `tally serve ingest` on its own database, reading a subscription of
 #        its own project attached to the same topic, timed by `tally load pubsub
 #        --drain-only` until it has accepted (committed) every event;
-#   5. one table, then the ratio lines.
+#   3. one table, then the ratio lines.
 #
 # Usage: bench/pubsub.sh       (EVENTS=50000 by default; BEFORE_TALLY_BIN=/path/to/tally
 #                               adds the intake of another build, e.g. the previous commit's;
@@ -95,15 +94,6 @@ subscription() { # project name ordered(true|false) [dead-letter]
 }
 
 put "$TOPIC" '{}'
-# The intakes: each in a project of its own (ingest reads `usage-events` of
-# its project), each subscription attached to the one topic above.
-INTAKES=(tally-new)
-[ -n "${BEFORE_TALLY_BIN:-}" ] && INTAKES+=(tally-before)
-for ordering in unordered ordered; do
-  ordered=$([ $ordering = ordered ] && echo true || echo false)
-  for consumer in crate bus python; do subscription "$PROJECT" "$consumer-$ordering" "$ordered"; done
-  for intake in "${INTAKES[@]}"; do subscription "$intake-$ordering" usage-events "$ordered" dead-letter; done
-done
 
 echo "== machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p')"
@@ -112,13 +102,20 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 echo "python google-cloud-pubsub $PYTHON_PUBSUB_VERSION, $EVENTS events"
 
 export TALLY_TELEMETRY__LOG_FILTER=${LOG_FILTER:-warn}
-echo "== publishing"
-PUBLISHED=$(TALLY_BUS__BACKEND=pubsub TALLY_BUS__PROJECT_ID=$PROJECT \
-  "$TALLY" load pubsub --publish-only --api-key unused --events "$EVENTS" --run pubsub 2>/dev/null)
-echo "$PUBLISHED"
-
 declare -A RATE
+PUBLISHED=()
 rate_of() { sed -n 's/.*: \([0-9]*\) \(msg\|events\)\/s.*/\1/p' | tail -1; }
+
+# One subscription at a time: it is created, the EVENTS are published to the
+# topic (only it holds them: the emulator's cost per published message grows
+# with the subscriptions holding a backlog), drained, then deleted.
+publish() {
+  local line
+  line=$(TALLY_BUS__BACKEND=pubsub TALLY_BUS__PROJECT_ID=$PROJECT \
+    "$TALLY" load pubsub --publish-only --api-key unused --events "$EVENTS" --run pubsub 2>/dev/null)
+  PUBLISHED+=("$(rate_of <<<"$line")")
+}
+drop() { curl -fsS -o /dev/null -X DELETE "$REST/projects/$1/subscriptions/$2" || true; }
 
 intake() { # binary project database
   local port db_url key pid out
@@ -141,20 +138,34 @@ intake() { # binary project database
   echo "$out"
 }
 
+INTAKES=(tally-new)
+[ -n "${BEFORE_TALLY_BIN:-}" ] && INTAKES+=(tally-before)
 for ordering in unordered ordered; do
   echo "== $ordering subscriptions"
-  line=$("$DRAIN" "$PUBSUB_EMULATOR_HOST" "$PROJECT" "crate-$ordering" "$EVENTS" crate-streaming); echo "$line"
-  RATE[crate-$ordering]=$(rate_of <<<"$line")
-  line=$("$DRAIN" "$PUBSUB_EMULATOR_HOST" "$PROJECT" "bus-$ordering" "$EVENTS" bus-unary); echo "$line"
-  RATE[bus-$ordering]=$(rate_of <<<"$line")
-  line=$("$VENV/bin/python" bench/pubsub_drain.py "$PROJECT" "python-$ordering" "$EVENTS"); echo "$line"
-  RATE[python-$ordering]=$(rate_of <<<"$line")
-  line=$(intake "$TALLY" "tally-new-$ordering" "new_$ordering"); echo "$line"
-  RATE[tally-new-$ordering]=$(rate_of <<<"$line")
-  if [ -n "${BEFORE_TALLY_BIN:-}" ]; then
-    line=$(intake "$BEFORE_TALLY_BIN" "tally-before-$ordering" "before_$ordering"); echo "$line"
-    RATE[tally-before-$ordering]=$(rate_of <<<"$line")
-  fi
+  ordered=$([ $ordering = ordered ] && echo true || echo false)
+  for consumer in crate bus python; do
+    subscription "$PROJECT" "$consumer-$ordering" "$ordered"
+    publish
+    case $consumer in
+      crate) line=$("$DRAIN" "$PUBSUB_EMULATOR_HOST" "$PROJECT" "crate-$ordering" "$EVENTS" crate-streaming) ;;
+      bus) line=$("$DRAIN" "$PUBSUB_EMULATOR_HOST" "$PROJECT" "bus-$ordering" "$EVENTS" bus-unary) ;;
+      python) line=$("$VENV/bin/python" bench/pubsub_drain.py "$PROJECT" "python-$ordering" "$EVENTS") ;;
+    esac
+    echo "$line"
+    RATE[$consumer-$ordering]=$(rate_of <<<"$line")
+    drop "$PROJECT" "$consumer-$ordering"
+  done
+  for intake_name in "${INTAKES[@]}"; do
+    binary=$TALLY
+    [ "$intake_name" = tally-before ] && binary=$BEFORE_TALLY_BIN
+    # Ingest reads `usage-events` of its project: a project per intake, its
+    # subscription attached to the one topic.
+    subscription "$intake_name-$ordering" usage-events "$ordered" dead-letter
+    publish
+    line=$(intake "$binary" "$intake_name-$ordering" "${intake_name//-/_}_$ordering"); echo "$line"
+    RATE[$intake_name-$ordering]=$(rate_of <<<"$line")
+    drop "$intake_name-$ordering" usage-events
+  done
 done
 
 echo
@@ -166,7 +177,7 @@ row "tally-bus stream (unary Pull, as on the emulator), ack only" bus
 row "Google's Python client, streaming pull, ack only" python
 row "Tally's ingest intake (this build)" tally-new
 [ -n "${BEFORE_TALLY_BIN:-}" ] && row "Tally's ingest intake ($BEFORE_TALLY_BIN)" tally-before
-echo "publishing: $PUBLISHED"
+echo "publishing (tally load pubsub --publish-only, msg/s per row): ${PUBLISHED[*]}"
 echo
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 for ordering in unordered ordered; do
