@@ -46,4 +46,4 @@ echo "== finance: posting $CUSTOMERS customers' month ($CONCURRENCY at once), an
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
   FINANCE_BENCH_CUSTOMERS=$CUSTOMERS FINANCE_BENCH_CONCURRENCY=$CONCURRENCY FINANCE_BENCH_SUBSCRIPTIONS=$SUBSCRIPTIONS \
   cargo test --release --locked -p tally-finance --test it throughput -- --ignored --nocapture --test-threads 1 2>&1 \
-  | grep -E '^(setup|posting|recognition|rebuild|GetMrr|ListMrrMovements|GetRetention)|panicked|test result'
+  | grep -oE '(setup|posting|recognition|rebuild|GetMrr|ListMrrMovements|GetRetention): .*|panicked.*|test result.*'
