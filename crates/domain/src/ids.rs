@@ -58,6 +58,52 @@ pub enum IdError {
     },
 }
 
+/// An id type with a fixed prefix (`inv_…`): what the runtime's id generator mints.
+///
+/// The prefix lives once, on the type; services mint with
+/// `ids.mint::<InvoiceId>()` and never spell a prefix.
+pub trait PrefixedId: Sized + fmt::Display {
+    /// The prefix, including its underscore (`"inv_"`).
+    const PREFIX: &'static str;
+
+    /// The id made of this type's prefix and a generated body; always valid,
+    /// because an [`IdBody`] is.
+    fn with_body(body: &IdBody) -> Self;
+
+    /// The whole id, prefix included.
+    fn as_str(&self) -> &str;
+}
+
+/// The generated part of a new id, after the prefix: 1 to [`MAX_ID_BODY_LEN`] ASCII letters
+/// and digits by construction, so joining it to any prefix gives a valid id.
+///
+/// ```
+/// use tally_domain::ids::{IdBody, InvoiceId, PrefixedId};
+///
+/// assert_eq!(InvoiceId::with_body(&IdBody::sequence(7)).as_str(), "inv_000007");
+/// assert_eq!(IdBody::hex(0xab).as_str(), "000000000000000000000000000000ab");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdBody(String);
+
+impl IdBody {
+    /// A counter, zero-padded to six digits (`000042`): predictable ids for tests.
+    pub fn sequence(number: u64) -> Self {
+        Self(format!("{number:06}"))
+    }
+
+    /// 128 bits in 32 lower-case hex digits, most significant first (a UUIDv7's
+    /// `simple()` form, which sorts by its time part).
+    pub fn hex(value: u128) -> Self {
+        Self(format!("{value:032x}"))
+    }
+
+    /// The body.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Defines a `prefix_body` id: the body is 1 to [`MAX_ID_BODY_LEN`] ASCII letters and digits
 /// (sortable generators such as ULIDs or base32 UUIDv7 fit).
 macro_rules! prefixed_id {
@@ -88,6 +134,18 @@ macro_rules! prefixed_id {
 
             /// The whole id, prefix included.
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PrefixedId for $name {
+            const PREFIX: &'static str = concat!($prefix, "_");
+
+            fn with_body(body: &IdBody) -> Self {
+                Self(format!("{}{}", Self::PREFIX, body.as_str()))
+            }
+
+            fn as_str(&self) -> &str {
                 &self.0
             }
         }
@@ -178,6 +236,82 @@ prefixed_id!(
     /// A ledger transaction, `txn_…`; also its idempotency key.
     TransactionId,
     "txn"
+);
+
+prefixed_id!(
+    /// A plan version (a draft or a published version of a plan), `pv_…`.
+    PlanVersionId,
+    "pv"
+);
+prefixed_id!(
+    /// A meter of the catalog, `mtr_…` (its code is a [`MeterCode`]).
+    MeterId,
+    "mtr"
+);
+prefixed_id!(
+    /// A re-rating job, `rrj_…`.
+    RerateJobId,
+    "rrj"
+);
+prefixed_id!(
+    /// A usage or spend threshold of a subscription, `thr_…`.
+    ThresholdId,
+    "thr"
+);
+prefixed_id!(
+    /// A line of an invoice, `il_…`.
+    InvoiceLineId,
+    "il"
+);
+prefixed_id!(
+    /// An invoice event on the bus (`tally.invoicing.v1.InvoiceEvent`), `ievt_…`.
+    InvoiceEventId,
+    "ievt"
+);
+prefixed_id!(
+    /// An entry of a customer's prepaid-credit ledger, `cle_…`.
+    CreditLedgerEntryId,
+    "cle"
+);
+prefixed_id!(
+    /// A payment (the collection of one invoice), `pay_…`.
+    PaymentId,
+    "pay"
+);
+prefixed_id!(
+    /// A refund of a payment, `ref_…`.
+    RefundId,
+    "ref"
+);
+prefixed_id!(
+    /// A reconciliation report (Tally against Stripe over a window), `rec_…`.
+    ReconciliationReportId,
+    "rec"
+);
+prefixed_id!(
+    /// One finding of a reconciliation report, `rcf_…`.
+    ReconciliationFindingId,
+    "rcf"
+);
+prefixed_id!(
+    /// A rejected usage event kept with its reasons, `rej_…`.
+    RejectionId,
+    "rej"
+);
+prefixed_id!(
+    /// A backfill window that accepts a customer's older usage, `bkf_…`.
+    BackfillId,
+    "bkf"
+);
+prefixed_id!(
+    /// An API key or a portal token (`tally_auth.api_keys`), `key_…`.
+    ApiKeyId,
+    "key"
+);
+prefixed_id!(
+    /// An entry of a service's audit chain, `aud_…`.
+    AuditEntryId,
+    "aud"
 );
 
 fn parse_prefixed(kind: &'static str, prefix: &'static str, text: &str) -> Result<(), IdError> {
@@ -390,5 +524,93 @@ mod tests {
         assert!(EventId::parse(&"a".repeat(MAX_EVENT_ID_LEN + 1)).is_err());
         assert!(EventId::parse("tab\there").is_err());
         assert!(EventId::parse("é").is_err());
+    }
+
+    /// One test module per prefixed id type: its prefix round-trips through every way in
+    /// (parse, `FromStr`, serde, a minted body) and another type's prefix is refused.
+    macro_rules! prefixed_id_tests {
+        ($($name:ident),+ $(,)?) => {
+            $(
+                #[allow(non_snake_case)]
+                mod $name {
+                    use super::super::*;
+
+                    #[test]
+                    fn round_trips_its_prefix() {
+                        let minted = $name::with_body(&IdBody::hex(0x0192_f0c1_a3b8_7c2e_9d4f_5a6b_7c8d_9e0f));
+                        let text = format!("{}0192f0c1a3b87c2e9d4f5a6b7c8d9e0f", $name::PREFIX);
+                        assert_eq!(minted.as_str(), text);
+                        assert_eq!($name::parse(&text), Ok(minted.clone()));
+                        assert_eq!(text.parse::<$name>(), Ok(minted.clone()));
+                        assert_eq!(String::from(minted.clone()), text);
+                        let json = serde_json::to_string(&minted).unwrap();
+                        assert_eq!(serde_json::from_str::<$name>(&json).unwrap(), minted);
+                        assert_eq!(
+                            $name::with_body(&IdBody::sequence(1)).to_string(),
+                            format!("{}000001", $name::PREFIX)
+                        );
+                    }
+
+                    #[test]
+                    fn refuses_another_prefix() {
+                        let other = if $name::PREFIX == "x_" { "y_1" } else { "x_1" };
+                        assert_eq!(
+                            $name::parse(other),
+                            Err(IdError::WrongPrefix {
+                                kind: stringify!($name),
+                                expected: $name::PREFIX
+                            })
+                        );
+                        let bare = $name::PREFIX.trim_end_matches('_');
+                        assert!($name::parse(bare).is_err());
+                        assert!($name::parse(&format!("{bare}1")).is_err());
+                        assert!(serde_json::from_str::<$name>("\"x_1\"").is_err());
+                    }
+                }
+            )+
+
+            #[test]
+            fn prefixes_are_distinct_and_none_starts_another() {
+                let prefixes = [$(<super::$name as PrefixedId>::PREFIX),+];
+                for (index, prefix) in prefixes.iter().enumerate() {
+                    for (other_index, other) in prefixes.iter().enumerate() {
+                        assert!(
+                            index == other_index || !other.starts_with(prefix),
+                            "{prefix:?} and {other:?}: an id of one would parse as the other"
+                        );
+                    }
+                }
+            }
+        };
+    }
+
+    mod per_type {
+        use super::*;
+
+        prefixed_id_tests!(
+            CustomerId,
+            SubscriptionId,
+            InvoiceId,
+            PlanId,
+            CreditNoteId,
+            CreditGrantId,
+            AccountId,
+            TransactionId,
+            PlanVersionId,
+            MeterId,
+            RerateJobId,
+            ThresholdId,
+            InvoiceLineId,
+            InvoiceEventId,
+            CreditLedgerEntryId,
+            PaymentId,
+            RefundId,
+            ReconciliationReportId,
+            ReconciliationFindingId,
+            RejectionId,
+            BackfillId,
+            ApiKeyId,
+            AuditEntryId,
+        );
     }
 }
