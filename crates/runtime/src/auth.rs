@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tally_domain::ids::ApiKeyId;
 
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
@@ -331,7 +332,7 @@ pub async fn create_key<'e>(
     name: &str,
     scopes: &BTreeSet<Scope>,
 ) -> Result<(String, String), sqlx::Error> {
-    let id = ids.new_id("key");
+    let id = String::from(ids.mint::<ApiKeyId>());
     let plaintext = generate_key();
     let scope_names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
     sqlx::query("INSERT INTO tally_auth.api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -375,7 +376,7 @@ pub async fn register_key(
 ) -> Result<Registered, sqlx::Error> {
     let key_hash = hash_key(plaintext);
     let scope_names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
-    let id = ids.new_id("key");
+    let id = String::from(ids.mint::<ApiKeyId>());
     let inserted = sqlx::query(
         "INSERT INTO tally_auth.api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (key_hash) DO NOTHING",

@@ -1,5 +1,7 @@
 //! Portal tokens in the shared `tally_auth.api_keys` table.
 
+use tally_domain::ids::ApiKeyId;
+
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
 
@@ -15,7 +17,7 @@ pub async fn create_token<'e>(
     customer_id: &str,
     expires_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(String, String), sqlx::Error> {
-    let id = ids.new_id("key");
+    let id = String::from(ids.mint::<ApiKeyId>());
     let plaintext = generate_token(customer_id);
     sqlx::query(
         "INSERT INTO tally_auth.api_keys (id, name, key_hash, scopes, created_at, customer_id, expires_at) \
