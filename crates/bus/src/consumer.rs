@@ -9,7 +9,8 @@
 //! only then acked — so a message is never lost and never loops forever.
 //!
 //! One stream handles one message at a time, which keeps per-key order; run
-//! several consumers on the same subscription to scale out.
+//! several consumers on the same subscription to scale out. A consumer that
+//! applies many messages in one transaction uses [`crate::batch::BatchConsumer`].
 
 use std::sync::Arc;
 
@@ -55,6 +56,17 @@ pub enum Verdict {
     DeadLettered,
 }
 
+impl Verdict {
+    /// The `outcome` attribute of `tally.bus.messages_processed`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Acked => "acked",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
 /// One consumer of one subscription.
 pub struct Consumer {
     bus: SharedBus,
@@ -96,21 +108,8 @@ impl Consumer {
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
         let mut stream = self.bus.subscribe(&self.config.name).await?;
         tracing::info!(subscription = %self.config.name, "consumer started");
-        loop {
-            let next = tokio::select! {
-                () = shutdown.wait() => break,
-                next = stream.next() => next,
-            };
-            match next {
-                None => break,
-                Some(Err(error)) => {
-                    tracing::warn!(subscription = %self.config.name, %error, "receive failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                Some(Ok(delivery)) => {
-                    self.process(delivery).await;
-                }
-            }
+        while let Some(delivery) = next_delivery(stream.as_mut(), &shutdown).await {
+            self.process(delivery).await;
         }
         tracing::info!(subscription = %self.config.name, "consumer stopped");
         Ok(())
@@ -123,6 +122,7 @@ impl Consumer {
             otel.name = %format!("{} process", self.config.name),
             messaging.message.id = %delivery.message.id,
             messaging.message.type = %delivery.message.message_type,
+            messaging.destination.name = %self.config.topic,
             delivery_attempt = delivery.delivery_attempt,
         );
         tally_runtime::telemetry::set_parent_from(&span, &delivery.message.attributes);
@@ -149,16 +149,11 @@ impl Consumer {
         }
         .instrument(span)
         .await;
-        let outcome = match verdict {
-            Verdict::Acked => "acked",
-            Verdict::Retried => "retried",
-            Verdict::DeadLettered => "dead_lettered",
-        };
         self.processed.add(
             1,
             &[
                 KeyValue::new("subscription", self.config.name.clone()),
-                KeyValue::new("outcome", outcome),
+                KeyValue::new("outcome", verdict.outcome()),
             ],
         );
         verdict
@@ -172,7 +167,7 @@ impl Consumer {
 /// Publishes `delivery` to the subscription's dead-letter topic with the
 /// reason, subscription and attempt count, then acks it. If the dead letter
 /// cannot be published, the delivery is nacked instead (never lost).
-/// For consumers with their own loop (e.g. batching intakes).
+/// For consumers with their own loop ([`crate::batch`], connectors' forwarder).
 pub async fn dead_letter(
     bus: &SharedBus,
     config: &SubscriptionConfig,
@@ -200,8 +195,8 @@ pub async fn dead_letter(
     }
 }
 
-/// Receives the next batch for consumers that write many messages in one
-/// transaction (ingest's Pub/Sub intake, rating's usage consumer): waits for
+/// Receives the next batch for consumers that handle many messages at once
+/// ([`crate::batch::BatchConsumer`], connectors' forwarder): waits for
 /// one delivery, then gathers what arrives within `gather_window`, up to
 /// `max_messages`. A receive error before the first delivery is logged and
 /// retried after a pause; after it, the batch is cut short. `None` once
@@ -212,19 +207,7 @@ pub async fn next_batch(
     max_messages: usize,
     gather_window: std::time::Duration,
 ) -> Option<Vec<Delivery>> {
-    let first = loop {
-        let next = tokio::select! {
-            () = shutdown.wait() => return None,
-            next = stream.next() => next,
-        };
-        match next? {
-            Ok(delivery) => break delivery,
-            Err(error) => {
-                tracing::warn!(%error, "receiving a batch failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-        }
-    };
+    let first = next_delivery(stream, shutdown).await?;
     let mut batch = vec![first];
     while batch.len() < max_messages.max(1) {
         match tokio::time::timeout(gather_window, stream.next()).await {
@@ -237,4 +220,25 @@ pub async fn next_batch(
         }
     }
     Some(batch)
+}
+
+/// The next delivery of `stream`; a receive error is logged and retried
+/// after a pause. `None` once `shutdown` fires or the stream ends.
+pub async fn next_delivery(
+    stream: &mut dyn crate::MessageStream,
+    shutdown: &Shutdown,
+) -> Option<Delivery> {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.wait() => return None,
+            next = stream.next() => next,
+        };
+        match next? {
+            Ok(delivery) => return Some(delivery),
+            Err(error) => {
+                tracing::warn!(%error, "receive failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

@@ -13,6 +13,8 @@
 //! - **dead letters**: [`consumer::Consumer`] moves a message that failed
 //!   `max_delivery_attempts` times to the subscription's dead-letter topic,
 //!   with the failure reason in its attributes, and acks it;
+//!   [`batch::BatchConsumer`] does the same for consumers that apply many
+//!   messages in one transaction (one by one after a failed batch);
 //! - **trace context** travels in the `traceparent`/`tracestate` attributes;
 //! - **visible age**: every delivery carries its publish time, and [`age`]
 //!   reports how old the messages a process has received but not settled are
@@ -24,6 +26,7 @@
 //! committed through the [`outbox`].
 
 pub mod age;
+pub mod batch;
 pub mod consumer;
 pub mod in_process;
 pub mod inbox;

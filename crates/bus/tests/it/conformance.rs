@@ -18,12 +18,12 @@ use tally_bus::{InProcessBus, Message, PubSubBus, PullMode, SharedBus, Subscript
 /// A backend under test: the bus, and a second, independent connection to
 /// the same topics (another process, as far as the backend can tell).
 pub struct Backend {
-    bus: SharedBus,
-    other_connection: SharedBus,
+    pub bus: SharedBus,
+    pub other_connection: SharedBus,
     /// Whether dropping a delivery and its stream in-process is a faithful
     /// crash. It is not for Pub/Sub: the client's lease task outlives the
     /// dropped stream inside a test process and may keep the message leased.
-    drop_simulates_crash: bool,
+    pub drop_simulates_crash: bool,
 }
 
 pub async fn in_process() -> Backend {
