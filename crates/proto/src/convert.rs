@@ -1,5 +1,5 @@
 //! The one conversion between `tally.common.v1` wire values and Rust and
-//! domain values: decimals, money, timestamps and time ranges.
+//! domain values: decimals, money, timestamps, time ranges and prefixed ids.
 //!
 //! Every service reads these wire values here, so one input gets one verdict
 //! (and one rule name) whichever service it is sent to. Readers return a
@@ -12,6 +12,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use tally_domain::ids::{IdError, PrefixedId};
 use tally_domain::money::{Currency, Money};
 use tally_domain::period::Period;
 
@@ -31,6 +32,13 @@ pub mod rule {
     pub const INVALID_TIMESTAMP: &str = "invalid_timestamp";
     /// A time range whose end is not after its start.
     pub const INVALID_RANGE: &str = "invalid_range";
+    /// An id without its type's prefix (`inv_…` where an invoice id is expected), or with
+    /// nothing after it.
+    pub const INVALID_PREFIX: &str = "invalid_prefix";
+    /// An id or code longer than its limit.
+    pub const MAX_LENGTH: &str = "max_length";
+    /// An id with a character outside its alphabet.
+    pub const INVALID_CHARACTERS: &str = "invalid_characters";
 }
 
 /// One broken rule on one field, as a reader found it. The description does
@@ -301,6 +309,47 @@ pub fn decimal_value(value: Decimal) -> common::Decimal {
     common::Decimal {
         value: value.to_string(),
     }
+}
+
+/// Reads a required id of type `T` (e.g. `CustomerId`): its prefix, length and characters.
+/// The rule is `required` when empty, `invalid_prefix` for another type's id.
+///
+/// ```
+/// use tally_domain::ids::InvoiceId;
+/// use tally_proto::convert::{id, rule};
+///
+/// assert_eq!(id::<InvoiceId>("inv_42", "invoice_id").unwrap().as_str(), "inv_42");
+/// assert_eq!(id::<InvoiceId>("cus_42", "invoice_id").unwrap_err().rule, rule::INVALID_PREFIX);
+/// assert_eq!(id::<InvoiceId>("", "invoice_id").unwrap_err().rule, rule::REQUIRED);
+/// ```
+pub fn id<T>(text: &str, field: &str) -> Result<T, Violation>
+where
+    T: PrefixedId + std::str::FromStr<Err = IdError>,
+{
+    text.parse::<T>().map_err(|error| {
+        let rule = match error {
+            IdError::Empty { .. } => rule::REQUIRED,
+            IdError::WrongPrefix { .. } | IdError::EmptyBody { .. } => rule::INVALID_PREFIX,
+            IdError::TooLong { .. } => rule::MAX_LENGTH,
+            IdError::InvalidCharacter { .. } => rule::INVALID_CHARACTERS,
+        };
+        Violation::new(
+            field,
+            rule,
+            format!("must be an id {}…, not {text:?} ({error})", T::PREFIX),
+        )
+    })
+}
+
+/// An optional id: `None` when the field is empty, else as [`id`].
+pub fn optional_id<T>(text: &str, field: &str) -> Result<Option<T>, Violation>
+where
+    T: PrefixedId + std::str::FromStr<Err = IdError>,
+{
+    if text.is_empty() {
+        return Ok(None);
+    }
+    id(text, field).map(Some)
 }
 
 /// An amount on the wire, its exact text with the scale it has.

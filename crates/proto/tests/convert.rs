@@ -79,3 +79,33 @@ fn money_names_the_currency_or_the_amount() {
         Err(rule::REQUIRED)
     );
 }
+
+#[test]
+fn ids_are_read_with_their_prefix() {
+    use tally_domain::ids::{CustomerId, InvoiceId};
+    use tally_proto::convert::{id, optional_id};
+
+    assert_eq!(
+        id::<InvoiceId>("inv_01", "invoice_id").map(String::from),
+        Ok("inv_01".to_owned())
+    );
+    let rule_of =
+        |text: &str| id::<InvoiceId>(text, "invoice_id").map_err(|violation| violation.rule);
+    assert_eq!(rule_of(""), Err(rule::REQUIRED));
+    assert_eq!(rule_of("cus_01"), Err(rule::INVALID_PREFIX));
+    assert_eq!(rule_of("inv_"), Err(rule::INVALID_PREFIX));
+    assert_eq!(
+        rule_of(&format!("inv_{}", "a".repeat(65))),
+        Err(rule::MAX_LENGTH)
+    );
+    assert_eq!(rule_of("inv_a-b"), Err(rule::INVALID_CHARACTERS));
+    let violation = id::<CustomerId>("acme", "customer_id").unwrap_err();
+    assert_eq!(violation.field, "customer_id");
+    assert!(
+        violation.description.contains("cus_"),
+        "{}",
+        violation.description
+    );
+    assert_eq!(optional_id::<CustomerId>("", "customer_id"), Ok(None));
+    assert!(optional_id::<CustomerId>("sub_1", "customer_id").is_err());
+}
