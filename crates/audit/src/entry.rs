@@ -11,6 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::AuditEntryId;
 use crate::error::AuditError;
 use crate::schema::Schema;
 
@@ -162,14 +163,14 @@ pub struct Entry {
 impl Entry {
     /// An entry for `action` on `resource_type` `resource_id`, by `origin`.
     pub fn new(
-        id: String,
+        id: AuditEntryId,
         at: DateTime<Utc>,
         action: &str,
         resource: (&str, &str),
         origin: Origin,
     ) -> Self {
         Self {
-            id,
+            id: id.into(),
             at,
             action: action.to_owned(),
             resource_type: resource.0.to_owned(),
@@ -191,7 +192,7 @@ impl Entry {
         origin: &Origin,
     ) -> Self {
         Self::new(
-            ids.new_id(crate::ID_PREFIX),
+            ids.mint::<AuditEntryId>(),
             at,
             action,
             resource,

@@ -40,5 +40,5 @@ pub use schema::Schema;
 pub use secrets::looks_secret;
 pub use store::{Cursor, Filter, StoredEntry, get, list};
 
-/// The id prefix of audit entries (`aud_…`).
-pub const ID_PREFIX: &str = "aud";
+/// The id of an audit entry (`aud_…`).
+pub use tally_domain::ids::AuditEntryId;

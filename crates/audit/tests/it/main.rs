@@ -10,7 +10,8 @@ mod tamper;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
-use tally_audit::{Actor, Entry, Origin, Schema};
+use tally_audit::{Actor, AuditEntryId, Entry, Origin, Schema};
+use tally_domain::ids::{IdBody, PrefixedId};
 
 /// A fixed instant plus `seconds`.
 pub fn at(seconds: i64) -> DateTime<Utc> {
@@ -20,7 +21,7 @@ pub fn at(seconds: i64) -> DateTime<Utc> {
 /// An `invoice.voided` entry for `invoice` by the key `key_test`.
 pub fn void_entry(number: u32, invoice: &str) -> Entry {
     Entry::new(
-        format!("aud_{number:032x}"),
+        AuditEntryId::with_body(&IdBody::hex(u128::from(number))),
         at(i64::from(number)),
         "invoice.voided",
         ("invoice", invoice),
