@@ -247,7 +247,7 @@ impl Entry {
             before_state: self.before.as_ref().map(canonical_json),
             after_state: self.after.as_ref().map(canonical_json),
         };
-        if let Some(field) = crate::secrets::field_with_secret(&row) {
+        if let Some(field) = crate::secrets::field_with_secret(row.text_fields()) {
             return Err(AuditError::SecretInEntry { field });
         }
         Ok(row)
@@ -276,6 +276,23 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// The free-text fields (name, value) the secret check reads.
+    fn text_fields(&self) -> [(&'static str, Option<&str>); 11] {
+        [
+            ("action", Some(self.action.as_str())),
+            ("resource_type", Some(self.resource_type.as_str())),
+            ("resource_id", Some(self.resource_id.as_str())),
+            ("actor_id", Some(self.actor_id.as_str())),
+            ("actor_name", Some(self.actor_name.as_str())),
+            ("request_id", self.request_id.as_deref()),
+            ("trace_id", self.trace_id.as_deref()),
+            ("reason", self.reason.as_deref()),
+            ("comment", self.comment.as_deref()),
+            ("before", self.before_state.as_deref()),
+            ("after", self.after_state.as_deref()),
+        ]
+    }
+
     /// The canonical bytes of the entry: every stored column but the hashes,
     /// as canonical JSON. The chain name and sequence are inside, so an
     /// entry moved to another chain or position no longer verifies.

@@ -5,26 +5,13 @@
 //! shaped like one, because nothing written to the log can be removed.
 //! Card data never reaches Tally (Stripe holds it), so it is not looked for.
 
-use crate::entry::Row;
-
 /// Prefixes of Stripe secrets: secret and restricted keys, webhook secrets.
 const STRIPE_SECRET_PREFIXES: &[&str] = &["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
 
-/// The first field of `row` that holds a secret, if any.
-pub(crate) fn field_with_secret(row: &Row) -> Option<&'static str> {
-    let fields: [(&'static str, Option<&str>); 11] = [
-        ("action", Some(&row.action)),
-        ("resource_type", Some(&row.resource_type)),
-        ("resource_id", Some(&row.resource_id)),
-        ("actor_id", Some(&row.actor_id)),
-        ("actor_name", Some(&row.actor_name)),
-        ("request_id", row.request_id.as_deref()),
-        ("trace_id", row.trace_id.as_deref()),
-        ("reason", row.reason.as_deref()),
-        ("comment", row.comment.as_deref()),
-        ("before", row.before_state.as_deref()),
-        ("after", row.after_state.as_deref()),
-    ];
+/// The first of `fields` (name, text) that holds a secret, if any.
+pub(crate) fn field_with_secret<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Option<&'static str> {
     fields
         .into_iter()
         .find(|(_, value)| value.is_some_and(looks_secret))

@@ -30,7 +30,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::progress::{Progress, Snapshot, Ticker};
+use crate::progress::{Progress, Snapshot, Ticker, percentile};
 
 /// `tally load …`.
 #[derive(Debug, Subcommand)]
@@ -305,15 +305,6 @@ async fn ingest(load: IngestLoad) -> anyhow::Result<String> {
         percentile(&mut latencies, 0.99),
         percentile(&mut latencies, 1.0),
     ))
-}
-
-pub(crate) fn percentile(latencies: &mut [Duration], quantile: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
-    latencies.sort();
-    let index = ((latencies.len() as f64 * quantile).ceil() as usize).clamp(1, latencies.len()) - 1;
-    latencies[index].as_secs_f64() * 1000.0
 }
 
 async fn copy_baseline(load: CopyBaseline) -> anyhow::Result<String> {

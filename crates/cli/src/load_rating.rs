@@ -40,7 +40,7 @@ use tally_runtime::peer::Peer;
 use tally_runtime::{Config, Shutdown, SystemClock, server};
 use tonic::transport::Channel;
 
-use crate::load::percentile;
+use crate::progress::percentile;
 
 /// Options of `tally load rating-consume`.
 #[derive(Debug, Args)]

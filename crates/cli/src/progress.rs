@@ -210,6 +210,17 @@ pub fn thousands(number: u64) -> String {
     grouped
 }
 
+/// The `quantile` (0–1) of `latencies` in milliseconds, nearest-rank
+/// (sorts them); 0 when there are none. For the load reports.
+pub(crate) fn percentile(latencies: &mut [Duration], quantile: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort();
+    let index = ((latencies.len() as f64 * quantile).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[index].as_secs_f64() * 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use tally_domain::ids::ApiKeyId;
 
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
-use crate::portal::CustomerScope;
+use crate::portal::{CustomerScope, PORTAL_METHODS};
 use crate::shutdown::Shutdown;
 
 /// What a key may do.
@@ -247,7 +247,7 @@ impl ApiKeyRegistry {
             .get(&key_hash)
             .cloned();
         if let Some(scope) = &scope {
-            scope.admits(method)?;
+            admit_portal(scope, method)?;
         }
         let required = Scope::required_for(method);
         if !key.allows(required) {
@@ -525,6 +525,24 @@ where
         }
         Box::pin(inner.call(request))
     }
+}
+
+/// Whether a portal token may call `method` now: not after its expiry
+/// (`UNAUTHENTICATED`), and only [`PORTAL_METHODS`] (`PERMISSION_DENIED`).
+fn admit_portal(scope: &CustomerScope, method: &str) -> Result<(), AuthError> {
+    if scope.expires_at <= chrono::Utc::now() {
+        return Err(AuthError::Expired(
+            scope
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    if !PORTAL_METHODS.contains(&method) {
+        return Err(AuthError::OutsidePortal {
+            method: method.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

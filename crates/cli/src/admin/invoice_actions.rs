@@ -14,7 +14,7 @@ use tally_proto::invoicing::{
     create_credit_note_request,
 };
 
-use super::invoices::print_invoice;
+use super::invoice_view::print_invoice;
 use super::table::Table;
 use super::{
     Authenticated, Call as _, Target, connect, format_money, format_time, heading, idempotency_key,

@@ -26,6 +26,7 @@ pub mod finance_mrr;
 pub mod finance_report;
 pub mod finance_retention;
 pub mod invoice_actions;
+mod invoice_view;
 pub mod invoices;
 pub mod json;
 pub mod reconcile;

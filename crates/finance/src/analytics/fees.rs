@@ -17,7 +17,6 @@
 //! fail for an analytics input.
 
 use chrono::{DateTime, Datelike, Utc};
-use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::finance::mrr::{MrrInterval, normalise_to_month};
 use tally_domain::money::{Currency, Money};
@@ -25,33 +24,9 @@ use tally_proto::convert;
 use tally_proto::events::InvoiceEvent;
 use tally_proto::invoicing::{InvoiceLine, InvoiceLineKind, invoice_line};
 
+pub use super::model::{InvoicedFee, StoredFee};
 use super::store;
 use crate::error::FinanceServiceError;
-
-/// One recurring fee of a subscription, from one invoice line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvoicedFee {
-    /// `sub_…`.
-    pub subscription_id: String,
-    /// `cus_…`.
-    pub customer_id: String,
-    /// `pv_…`.
-    pub plan_version_id: String,
-    /// The charge within the plan version.
-    pub charge_key: String,
-    /// From when this fee is billed.
-    pub effective_from: DateTime<Utc>,
-    /// The full-period fee.
-    pub period_amount: Money,
-    /// The length of a full period.
-    pub interval: MrrInterval,
-    /// `period_amount` per month, full precision.
-    pub mrr: Money,
-    /// `inv_…`.
-    pub invoice_id: String,
-    /// `il_…`.
-    pub line_id: String,
-}
 
 /// The length of a billing period `[start, end)` as an MRR interval: whole
 /// months when `end` is `start` plus N months (the same day of the month and
@@ -230,21 +205,4 @@ pub async fn forget_voided(
     invoice_id: &str,
 ) -> Result<(), FinanceServiceError> {
     store::delete_fees_of_invoice(connection, invoice_id).await
-}
-
-/// A stored fee, as the MRR computation reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFee {
-    /// `sub_…`.
-    pub subscription_id: String,
-    /// `cus_…`.
-    pub customer_id: String,
-    /// `pv_…`.
-    pub plan_version_id: String,
-    /// The charge within the plan version.
-    pub charge_key: String,
-    /// From when.
-    pub effective_from: DateTime<Utc>,
-    /// Monthly, full precision.
-    pub mrr: Decimal,
 }

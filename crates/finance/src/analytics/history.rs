@@ -24,8 +24,7 @@ use tally_domain::finance::mrr::{MrrChange, MrrInterval, SubscriptionMrrInput, c
 use tally_domain::money::{Currency, Money};
 use tally_domain::subscription::SubscriptionStatus;
 
-use super::fees::StoredFee;
-use super::subscriptions::Pause;
+use super::model::{Pause, StoredFee};
 
 /// A subscription's stored instants.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

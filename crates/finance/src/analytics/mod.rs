@@ -47,6 +47,7 @@
 pub mod api;
 pub mod fees;
 pub mod history;
+pub mod model;
 pub mod store;
 pub mod subscriptions;
 

@@ -11,9 +11,8 @@ use rust_decimal::Decimal;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use super::fees::{InvoicedFee, StoredFee};
 use super::history::{CustomerHistory, SubscriptionHistory, SubscriptionTiming};
-use super::subscriptions::{Pause, SubscriptionFacts};
+use super::model::{InvoicedFee, Pause, StoredFee, SubscriptionFacts};
 use crate::error::FinanceServiceError;
 
 type FeeRow = (String, String, String, String, DateTime<Utc>, Decimal);

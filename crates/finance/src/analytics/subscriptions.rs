@@ -14,9 +14,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use prost::Message as _;
-use serde::{Deserialize, Serialize};
 use tally_bus::Message;
 use tally_bus::consumer::{HandlerError, MessageHandler};
 use tally_domain::money::Currency;
@@ -24,44 +22,13 @@ use tally_proto::convert;
 use tally_proto::events::SubscriptionEvent;
 use tally_proto::invoicing::SubscriptionStatus;
 
+pub use super::model::{Pause, SubscriptionFacts};
 use super::store;
 use crate::consumers::{Ledger, check_type, classify, first_delivery};
 use crate::error::FinanceServiceError;
 
 /// The bus message type on `subscription-events`.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
-
-/// A pause window: from `pause_at` until `resume_at` (`None`: indefinite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
-    /// Start (inclusive).
-    pub pause_at: DateTime<Utc>,
-    /// End (exclusive).
-    pub resume_at: Option<DateTime<Utc>>,
-}
-
-/// What finance keeps of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionFacts {
-    /// `sub_…`.
-    pub subscription_id: String,
-    /// `cus_…`.
-    pub customer_id: String,
-    /// ISO 4217.
-    pub currency: String,
-    /// The snapshot's status, e.g. `active`.
-    pub status: &'static str,
-    /// The snapshot's version (≥ 1).
-    pub version: i64,
-    /// When it starts.
-    pub start_at: Option<DateTime<Utc>>,
-    /// When its trial ends.
-    pub trial_end_at: Option<DateTime<Utc>>,
-    /// When it ended or is scheduled to end.
-    pub ends_at: Option<DateTime<Utc>>,
-    /// Every pause window.
-    pub pauses: Vec<Pause>,
-}
 
 fn invalid(description: String) -> FinanceServiceError {
     tally_runtime::error::FieldViolation::new("subscription", "invalid_value", description).into()

@@ -6,7 +6,7 @@ use tally_proto::rating::{
     RerateSubscriptionRequest, RerateSubscriptionResponse,
 };
 
-use super::jobs::RerateJob;
+use super::model::RerateJob;
 use super::store;
 use super::{NewJob, RerateQueue};
 use crate::error::RatingError;

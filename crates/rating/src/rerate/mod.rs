@@ -11,10 +11,12 @@
 pub mod api;
 pub mod changes;
 mod jobs;
+mod model;
 mod rebuild;
 mod store;
 mod worker;
 
-pub use jobs::{JobState, NewJob, RerateJob, RerateQueue};
+pub use jobs::RerateQueue;
+pub use model::{JobState, NewJob, RerateJob};
 pub use rebuild::Rebuilt;
 pub use worker::{JobOutcome, RerateWorker};

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::jobs::{JobState, NewJob, RerateJob};
+use super::model::{JobState, NewJob, RerateJob};
 use crate::error::RatingError;
 
 #[derive(sqlx::FromRow)]

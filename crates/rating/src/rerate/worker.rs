@@ -9,7 +9,7 @@ use tally_runtime::peer::Peer;
 use tally_runtime::{SharedClock, Shutdown};
 
 use super::RerateQueue;
-use super::jobs::RerateJob;
+use super::model::RerateJob;
 use super::rebuild::{RebuildError, Rebuilt, rebuild};
 use super::store;
 use crate::error::RatingError;

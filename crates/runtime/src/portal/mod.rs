@@ -37,25 +37,6 @@ pub struct CustomerScope {
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl CustomerScope {
-    /// Whether the token may call `method` now: not after its expiry
-    /// (`UNAUTHENTICATED`), and only [`PORTAL_METHODS`] (`PERMISSION_DENIED`).
-    pub fn admits(&self, method: &str) -> Result<(), crate::auth::AuthError> {
-        if self.expires_at <= chrono::Utc::now() {
-            return Err(crate::auth::AuthError::Expired(
-                self.expires_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ));
-        }
-        if !PORTAL_METHODS.contains(&method) {
-            return Err(crate::auth::AuthError::OutsidePortal {
-                method: method.to_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Refuses (`PERMISSION_DENIED`) a call made with a portal token for another
 /// customer than the token's; any other caller passes. `customer_id` is the
 /// customer the request names, or the customer of what the call read.
