@@ -1,5 +1,6 @@
 //! Double-entry ledger: transactions that balance per currency before they exist,
 //! posted append-only; a correction is a reversing transaction, never an edit.
+//! A transaction that records one business fact is keyed by its [`Fact`].
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, TransactionId};
 use crate::money::{Currency, Money, MoneyError};
+
+mod fact;
+
+pub use fact::{Fact, FactError};
 
 /// What can go wrong in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

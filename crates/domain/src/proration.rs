@@ -131,81 +131,6 @@ pub fn prorate(
     Ok(amount.allocate(&weights)?)
 }
 
-/// The proration of a plan change at an instant inside a period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanChangeProration {
-    /// Credit for the unused part of the old plan (zero or negative).
-    pub credit: Money,
-    /// Charge for the rest of the period on the new plan (zero or positive).
-    pub charge: Money,
-}
-
-impl PlanChangeProration {
-    /// `charge + credit`: what the customer owes (or is owed) for the change.
-    pub fn net(&self) -> Result<Money, MoneyError> {
-        self.charge.checked_add(&self.credit)
-    }
-}
-
-/// Prorates a change from a plan costing `old_amount` per period to one costing `new_amount`
-/// at instant `at` inside `period` (both amounts already paid in advance / rounded).
-///
-/// The credit is exactly the part of `old_amount` that [`prorate`] gives to `[at, end)`,
-/// so used part + credit = old amount to the minor unit; likewise for the new charge.
-///
-/// ```
-/// use chrono::{TimeZone, Utc};
-/// use rust_decimal_macros::dec;
-/// use tally_domain::money::{Currency, Money};
-/// use tally_domain::period::Period;
-/// use tally_domain::proration::{plan_change, ProrationPolicy};
-///
-/// // $10 → $20 monthly, halfway through a 30-day month: −$5 credit, +$10 charge, net +$5.
-/// let april = Period::new(
-///     Utc.with_ymd_and_hms(2025, 4, 1, 0, 0, 0).unwrap(),
-///     Utc.with_ymd_and_hms(2025, 5, 1, 0, 0, 0).unwrap(),
-/// ).unwrap();
-/// let halfway = Utc.with_ymd_and_hms(2025, 4, 16, 0, 0, 0).unwrap();
-/// let change = plan_change(
-///     &april, halfway,
-///     Money::new(dec!(10.00), Currency::USD),
-///     Money::new(dec!(20.00), Currency::USD),
-///     ProrationPolicy::BySecond,
-/// ).unwrap();
-/// assert_eq!(change.credit.amount(), dec!(-5.00));
-/// assert_eq!(change.charge.amount(), dec!(10.00));
-/// assert_eq!(change.net().unwrap().amount(), dec!(5.00));
-/// ```
-pub fn plan_change(
-    period: &Period,
-    at: DateTime<Utc>,
-    old_amount: Money,
-    new_amount: Money,
-    policy: ProrationPolicy,
-) -> Result<PlanChangeProration, ProrationError> {
-    if old_amount.currency() != new_amount.currency() {
-        return Err(MoneyError::CurrencyMismatch {
-            left: old_amount.currency(),
-            right: new_amount.currency(),
-        }
-        .into());
-    }
-    let remaining = |amount: Money| -> Result<Money, ProrationError> {
-        if at == period.start() {
-            return Ok(amount);
-        }
-        let parts = prorate(amount, period, &[at], policy)?;
-        Ok(parts
-            .last()
-            .copied()
-            .unwrap_or(Money::zero(amount.currency())))
-    };
-    Ok(PlanChangeProration {
-        credit: remaining(old_amount)?.negated(),
-        charge: remaining(new_amount)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -246,19 +171,5 @@ mod tests {
             prorate(fee, &period, &[], ProrationPolicy::ByDay),
             Err(ProrationError::ZeroLengthPeriod { .. })
         ));
-    }
-
-    #[test]
-    fn downgrade_and_change_at_period_start() {
-        let period = Period::new(day(4, 1), day(5, 1)).unwrap();
-        let old = Money::new(dec!(20.00), Currency::USD);
-        let new = Money::new(dec!(10.00), Currency::USD);
-        let at_start =
-            plan_change(&period, day(4, 1), old, new, ProrationPolicy::BySecond).unwrap();
-        assert_eq!(at_start.net().unwrap().amount(), dec!(-10.00));
-        // 10 of 30 days left: credit 20 × 1/3 = 6.67 (largest remainder), charge 10 × 1/3 = 3.33.
-        let late = plan_change(&period, day(4, 21), old, new, ProrationPolicy::ByDay).unwrap();
-        assert_eq!(late.credit.amount(), dec!(-6.67));
-        assert_eq!(late.charge.amount(), dec!(3.33));
     }
 }

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
+use tally_domain::ledger::Fact;
 use tally_domain::money::Money;
 use tally_proto::events::payment_event::{self, Kind};
 use tally_runtime::SharedClock;
@@ -272,7 +273,7 @@ impl Core {
         let closing = Closing {
             state: PaymentState::Succeeded,
             invoice_status: "paid",
-            fact: "collected",
+            fact: Fact::PaymentCollected,
             debit: Book::StripeBalance,
         };
         self.close(connection, payment, closing, event_id, now, kind)
@@ -300,7 +301,7 @@ impl Core {
         let closing = Closing {
             state: PaymentState::Uncollectible,
             invoice_status: "uncollectible",
-            fact: "written_off",
+            fact: Fact::PaymentWrittenOff,
             debit: Book::BadDebt,
         };
         self.close(connection, payment, closing, event_id, now, kind)
@@ -325,7 +326,7 @@ impl Core {
         store::update_payment(connection, payment).await?;
         set_invoice_status(connection, &payment.invoice_id, closing.invoice_status, now).await?;
         let transfer = ledger::transfer(
-            &format!("payment:{}:{}", payment.id, closing.fact),
+            &(closing.fact)(payment.id.clone()),
             now,
             closing.debit,
             Book::Receivable,
@@ -370,7 +371,7 @@ impl Core {
         payment.updated_at = now;
         store::update_payment(connection, payment).await?;
         let refunded = ledger::transfer(
-            &format!("refund:{refund_id}:succeeded"),
+            &Fact::RefundSucceeded(refund_id.to_owned()),
             now,
             Book::Refunds,
             Book::StripeBalance,
@@ -459,7 +460,8 @@ pub const EXCEEDS_INVOICE_BALANCE: &str = "exceeds_invoice_balance";
 struct Closing {
     state: PaymentState,
     invoice_status: &'static str,
-    fact: &'static str,
+    /// The ledger fact of the closing transfer, from the payment's id.
+    fact: fn(String) -> Fact,
     debit: Book,
 }
 

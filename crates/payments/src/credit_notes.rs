@@ -39,7 +39,7 @@
 //! the transaction that records the inbox entry.
 
 use tally_bus::consumer::HandlerError;
-use tally_domain::ledger::TransactionBuilder;
+use tally_domain::ledger::{Fact, TransactionBuilder};
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
 use tally_proto::events::invoice_event::CreditNoteIssued;
@@ -557,9 +557,9 @@ async fn record(
         transaction.commit().await?;
         return Ok(());
     }
-    let fact = format!("credit_note:{}:issued", note.id);
+    let fact = Fact::CreditNoteIssued(note.id.clone());
     let currency = mirrored.amount.currency();
-    let mut entry = TransactionBuilder::new(ledger::transaction_id(&fact), now, &fact)
+    let mut entry = TransactionBuilder::new(ledger::transaction_id(&fact), now, fact.as_key())
         .debit(Book::Invoiced.account(currency).id, stripe_part);
     for (book, part) in [
         (Book::Receivable, split.reduce_due),

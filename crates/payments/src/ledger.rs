@@ -14,16 +14,16 @@
 //! | `acct_baddebt<cur>` | expense | dunning gives up |
 //! | `acct_customercredit<cur>` | liability | a credit note on a paid invoice, owed to the customer outside Stripe (credit) |
 //!
-//! A transaction id is `txn_` + the first 40 hex digits of SHA-256 of what it
-//! records (`invoice:<inv>:finalized`, …): posting the same fact twice is a
-//! replay ([`Posted::AlreadyRecorded`]), never a second entry.
+//! A transaction id is `txn_` + the first 40 hex digits of SHA-256 of the key of
+//! the [`Fact`] it records (`invoice:<inv>:finalized`, …): posting the same fact
+//! twice is a replay ([`Posted::AlreadyRecorded`]), never a second entry.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use tally_domain::ids::{AccountId, TransactionId};
 use tally_domain::ledger::{
-    Account, AccountKind, LedgerError, Posted, Side, Transaction, TransactionBuilder,
+    Account, AccountKind, Fact, LedgerError, Posted, Side, Transaction, TransactionBuilder,
 };
 use tally_domain::money::{Currency, Money};
 
@@ -90,21 +90,22 @@ fn unreachable_id(text: &str) -> ! {
 }
 
 /// The id of the transaction recording `fact`.
-pub fn transaction_id(fact: &str) -> TransactionId {
-    let digest = hex::encode(Sha256::digest(fact.as_bytes()));
-    TransactionId::parse(&format!("txn_{}", &digest[..40])).unwrap_or_else(|_| unreachable_id(fact))
+pub fn transaction_id(fact: &Fact) -> TransactionId {
+    let key = fact.as_key();
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    TransactionId::parse(&format!("txn_{}", &digest[..40])).unwrap_or_else(|_| unreachable_id(&key))
 }
 
 /// A two-entry transaction: `amount` from `credit` to `debit`.
 pub fn transfer(
-    fact: &str,
+    fact: &Fact,
     effective_at: DateTime<Utc>,
     debit: Book,
     credit: Book,
     amount: Money,
 ) -> Result<Transaction, LedgerError> {
     let currency = amount.currency();
-    TransactionBuilder::new(transaction_id(fact), effective_at, fact)
+    TransactionBuilder::new(transaction_id(fact), effective_at, fact.as_key())
         .debit(debit.account(currency).id, amount)
         .credit(credit.account(currency).id, amount)
         .build()
@@ -255,17 +256,26 @@ mod tests {
 
     #[test]
     fn facts_name_stable_ids_and_transfers_balance() {
+        let finalized = |invoice: &str| Fact::InvoiceFinalized(invoice.to_owned());
         assert_eq!(
-            transaction_id("invoice:inv_1:finalized"),
-            transaction_id("invoice:inv_1:finalized")
+            transaction_id(&finalized("inv_1")),
+            transaction_id(&finalized("inv_1"))
         );
         assert_ne!(
-            transaction_id("invoice:inv_1:finalized"),
-            transaction_id("invoice:inv_2:finalized")
+            transaction_id(&finalized("inv_1")),
+            transaction_id(&finalized("inv_2"))
+        );
+        // Stored ids never change: the id of a fact as the ledger first wrote it.
+        assert_eq!(
+            transaction_id(&finalized("inv_1")).as_str(),
+            format!(
+                "txn_{}",
+                &hex::encode(Sha256::digest(b"invoice:inv_1:finalized"))[..40]
+            )
         );
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let paid = transfer(
-            "payment:pay_1:succeeded",
+            &Fact::PaymentCollected("pay_1".into()),
             at,
             Book::StripeBalance,
             Book::Receivable,
@@ -275,7 +285,7 @@ mod tests {
         assert_eq!(paid.entries()[0].account.as_str(), "acct_stripebalanceeur");
         assert!(
             transfer(
-                "x",
+                &Fact::RefundSucceeded("ref_1".into()),
                 at,
                 Book::Refunds,
                 Book::StripeBalance,

@@ -1,13 +1,14 @@
-//! Money: ISO 4217 currencies, amounts with checked arithmetic, unit prices more precise
-//! than the currency, named rounding modes and loss-free allocation.
+//! Money: ISO 4217 currencies, amounts with checked arithmetic (at full precision, so a
+//! unit price may carry more decimals than the currency), named rounding modes and
+//! loss-free allocation.
 //!
 //! Amounts keep full precision through rating; an amount is rounded to the currency's
-//! minor units once, on the invoice line, with a named [`RoundingMode`].
+//! minor units once, on the invoice line, with a named [`RoundingMode`]: every service
+//! rounds its lines with [`LINE_ROUNDING`].
 
 mod allocation;
 mod currency;
 mod rounding;
-mod unit_price;
 
 use std::fmt;
 
@@ -15,8 +16,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use currency::Currency;
-pub use rounding::RoundingMode;
-pub use unit_price::UnitPrice;
+pub use rounding::{LINE_ROUNDING, RoundingMode};
 
 /// What can go wrong with money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,12 +60,6 @@ pub enum MoneyError {
     /// All allocation weights were zero.
     #[error("allocation weights sum to zero")]
     ZeroTotalWeight,
-    /// A unit price was negative.
-    #[error("unit price is negative: {amount}")]
-    NegativeUnitPrice {
-        /// The price given.
-        amount: Decimal,
-    },
 }
 
 /// An amount in a currency, at full precision until it is [rounded](Money::round).

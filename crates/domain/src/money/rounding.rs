@@ -3,6 +3,27 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
+/// The rounding of every invoice line: rating's usage lines and invoicing's fee,
+/// credit and adjustment lines round their precise amount to the currency's minor
+/// units with this one mode, so the live cost rating shows and the invoice agree.
+///
+/// Half-even (banker's rounding) because a line rounds once and invoices sum many
+/// lines: half-up sends every exact tie (`0.125` → `0.13`) the same way, so a bill
+/// of many small usage lines drifts upwards by up to half a minor unit per tie;
+/// half-even sends ties to the even neighbour, half one way and half the other, so
+/// the rounded lines of an invoice sum to its precise total without a systematic
+/// bias. It is also the default of `rating.proto` and of IEEE 754 decimal arithmetic.
+///
+/// ```
+/// use rust_decimal_macros::dec;
+/// use tally_domain::money::LINE_ROUNDING;
+///
+/// assert_eq!(LINE_ROUNDING.round(dec!(0.125), 2), dec!(0.12));
+/// assert_eq!(LINE_ROUNDING.round(dec!(0.135), 2), dec!(0.14));
+/// assert_eq!(LINE_ROUNDING.round(dec!(-0.125), 2), dec!(-0.12));
+/// ```
+pub const LINE_ROUNDING: RoundingMode = RoundingMode::HalfEven;
+
 /// How a precise amount becomes an amount in the currency's minor units.
 ///
 /// The names describe the magnitude, so negative amounts (credits) round

@@ -14,15 +14,12 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use tally_domain::money::{Money, RoundingMode};
+use tally_domain::money::{LINE_ROUNDING, Money};
 use tally_domain::period::Period;
 use tally_domain::proration::{ProrationPolicy, prorate};
 
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::{Policy, Subscription};
-
-/// Lines are rounded once, half-even (as rating rounds usage lines).
-pub const ROUNDING: RoundingMode = RoundingMode::HalfEven;
 
 /// A stretch of a billing period billed on one phase's plan version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +129,7 @@ pub fn shares(
     parts: &[Period],
     policy: ProrationPolicy,
 ) -> Result<Vec<Money>> {
-    let fee = fee.round(ROUNDING);
+    let fee = fee.round(LINE_ROUNDING);
     let mut cuts = BTreeSet::new();
     for part in parts {
         for instant in [part.start(), part.end()] {

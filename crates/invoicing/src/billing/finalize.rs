@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use tally_domain::credit::CreditApplication;
 use tally_domain::ids::{CreditGrantId, CustomerId, InvoiceId};
 use tally_domain::invoice::Invoice as DomainInvoice;
-use tally_domain::money::Money;
+use tally_domain::money::{LINE_ROUNDING, Money};
 use tally_domain::period::Period;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{
@@ -17,7 +17,6 @@ use tally_proto::invoicing::{
 };
 
 use super::compose::{Composer, UsageCache};
-use super::fees::ROUNDING;
 use super::lines::Line;
 use super::store::billed;
 use super::store::{self, InvoiceRow};
@@ -180,7 +179,7 @@ impl Context {
             InvoiceId::parse(&row.id).map_err(InvoicingError::internal)?,
             CustomerId::parse(&row.customer_id).map_err(InvoicingError::internal)?,
             currency,
-            ROUNDING,
+            LINE_ROUNDING,
         );
         domain
             .add_line(

@@ -3,11 +3,10 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tally_domain::invoice::{InvoiceLine as DomainLine, LineKind};
-use tally_domain::money::{Currency, Money};
+use tally_domain::money::{Currency, LINE_ROUNDING, Money};
 use tally_domain::period::Period;
 use tally_proto::invoicing::{self as proto, InvoiceLineKind, invoice_line};
 
-use super::fees::ROUNDING;
 use crate::error::{InvoicingError, Result};
 use crate::wire::{decimal, money, period_range};
 
@@ -65,8 +64,13 @@ impl Line {
         precise: Money,
     ) -> Result<Line> {
         let description = description.into();
-        let domain = DomainLine::new(domain_kind(kind), description.clone(), precise, ROUNDING)
-            .map_err(InvoicingError::internal)?;
+        let domain = DomainLine::new(
+            domain_kind(kind),
+            description.clone(),
+            precise,
+            LINE_ROUNDING,
+        )
+        .map_err(InvoicingError::internal)?;
         Ok(Line {
             kind,
             description,
@@ -90,7 +94,7 @@ impl Line {
             domain_kind(self.kind),
             self.description.clone(),
             Money::new(self.precise, currency),
-            ROUNDING,
+            LINE_ROUNDING,
         )
         .map_err(InvoicingError::internal)
     }

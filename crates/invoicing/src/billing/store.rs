@@ -6,11 +6,10 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::ids::{CustomerId, InvoiceId};
 use tally_domain::invoice::Invoice as DomainInvoice;
-use tally_domain::money::{Currency, Money};
+use tally_domain::money::{Currency, LINE_ROUNDING, Money};
 use tally_proto::invoicing::{self as proto, BillingReason, InvoiceStatus};
 
 use super::compose::Composition;
-use super::fees::ROUNDING;
 use super::lines::{Line, kind_name};
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, time_range, timestamp};
@@ -197,7 +196,7 @@ pub fn subtotal(
         InvoiceId::parse(invoice_id).map_err(InvoicingError::internal)?,
         CustomerId::parse(customer_id).map_err(InvoicingError::internal)?,
         currency,
-        ROUNDING,
+        LINE_ROUNDING,
     );
     for line in lines {
         invoice

@@ -4,6 +4,7 @@
 //! payment.
 
 use tally_bus::consumer::HandlerError;
+use tally_domain::ledger::Fact;
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
 
@@ -133,7 +134,7 @@ impl InvoiceEventsHandler {
         };
         store::insert_payment(&mut transaction, &payment).await?;
         let receivable = ledger::transfer(
-            &format!("invoice:{}:finalized", collectible.invoice_id),
+            &Fact::InvoiceFinalized(collectible.invoice_id.clone()),
             now,
             Book::Receivable,
             Book::Invoiced,

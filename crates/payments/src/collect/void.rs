@@ -1,7 +1,7 @@
 //! A voided invoice: voided in Stripe, its payment canceled and the
 //! receivable reversed.
 
-use tally_domain::ledger::Posted;
+use tally_domain::ledger::{Fact, Posted};
 use tally_proto::events::InvoiceEvent;
 
 use crate::error::PaymentsError;
@@ -76,10 +76,10 @@ impl InvoiceEventsHandler {
         store::update_payment(&mut transaction, &payment).await?;
         collect_store::mark_void(&mut transaction, &event.invoice_id, version, now).await?;
         let finalized_id =
-            ledger::transaction_id(&format!("invoice:{}:finalized", event.invoice_id));
+            ledger::transaction_id(&Fact::InvoiceFinalized(event.invoice_id.clone()));
         if let Some(finalized) = ledger::find(&mut transaction, &finalized_id).await? {
             let reversal = finalized.reversal(
-                ledger::transaction_id(&format!("invoice:{}:voided", event.invoice_id)),
+                ledger::transaction_id(&Fact::InvoiceVoided(event.invoice_id.clone())),
                 now,
             );
             let posted = ledger::post(&mut transaction, &reversal, now).await?;

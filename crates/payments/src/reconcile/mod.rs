@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use tally_domain::ledger::Fact;
 use tally_domain::money::{Currency, Money};
 use tally_runtime::Shutdown;
 use tally_runtime::clock::Ticker;
@@ -255,23 +256,24 @@ impl Reconciler {
         .collect::<Result<Vec<_>, PaymentsError>>()?;
 
         // Which of them the ledger records.
+        let collected = |charge: &TallyCharge| Fact::PaymentCollected(charge.payment_id.clone());
+        let succeeded = |refund: &TallyRefund| Fact::RefundSucceeded(refund.id.clone());
         let mut facts: Vec<String> = charges
             .iter()
-            .map(|charge| {
-                ledger::transaction_id(&format!("payment:{}:collected", charge.payment_id))
-                    .to_string()
-            })
+            .map(|charge| ledger::transaction_id(&collected(charge)).to_string())
             .collect();
-        facts.extend(refunds.iter().map(|refund| {
-            ledger::transaction_id(&format!("refund:{}:succeeded", refund.id)).to_string()
-        }));
+        facts.extend(
+            refunds
+                .iter()
+                .map(|refund| ledger::transaction_id(&succeeded(refund)).to_string()),
+        );
         let posted = store::posted_transaction_ids(&mut connection, &facts).await?;
         for charge in &mut charges {
-            let id = ledger::transaction_id(&format!("payment:{}:collected", charge.payment_id));
+            let id = ledger::transaction_id(&collected(charge));
             charge.in_ledger = posted.iter().any(|posted| posted == id.as_str());
         }
         for refund in &mut refunds {
-            let id = ledger::transaction_id(&format!("refund:{}:succeeded", refund.id));
+            let id = ledger::transaction_id(&succeeded(refund));
             refund.in_ledger = posted.iter().any(|posted| posted == id.as_str());
         }
         Ok(TallySide {

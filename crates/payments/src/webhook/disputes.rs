@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use tally_domain::ledger::Fact;
 use tally_proto::events::payment_event::{self, Kind};
 
 use crate::error::PaymentsError;
@@ -39,7 +40,7 @@ impl WebhookState {
         payment.updated_at = now;
         store::update_payment(connection, payment).await?;
         let withdrawn = ledger::transfer(
-            &format!("dispute:{}:created", dispute.id),
+            &Fact::DisputeCreated(dispute.id.clone()),
             now,
             Book::Disputes,
             Book::StripeBalance,

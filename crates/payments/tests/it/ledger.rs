@@ -2,7 +2,7 @@
 //! database refusing any edit.
 
 use rust_decimal_macros::dec;
-use tally_domain::ledger::{LedgerError, Posted};
+use tally_domain::ledger::{Fact, LedgerError, Posted};
 use tally_domain::money::{Currency, Money};
 use tally_payments::ledger::{self, Book, PostError};
 
@@ -14,8 +14,9 @@ async fn facts_post_once_reversals_once_and_rows_never_change() {
     let mut connection = harness.db.pool.acquire().await.unwrap();
     let now = start_time();
     let usd = |amount| Money::new(amount, Currency::USD);
+    let invoice_finalized = Fact::InvoiceFinalized("inv_1".into());
     let finalized = ledger::transfer(
-        "invoice:inv_1:finalized",
+        &invoice_finalized,
         now,
         Book::Receivable,
         Book::Invoiced,
@@ -36,7 +37,7 @@ async fn facts_post_once_reversals_once_and_rows_never_change() {
         "a replay of the same fact"
     );
     let different = ledger::transfer(
-        "invoice:inv_1:finalized",
+        &invoice_finalized,
         now,
         Book::Receivable,
         Book::Invoiced,
@@ -56,12 +57,19 @@ async fn facts_post_once_reversals_once_and_rows_never_change() {
         usd(dec!(12.34))
     );
 
-    let reversal = finalized.reversal(ledger::transaction_id("invoice:inv_1:voided"), now);
+    let reversal = finalized.reversal(
+        ledger::transaction_id(&Fact::InvoiceVoided("inv_1".into())),
+        now,
+    );
     assert_eq!(
         ledger::post(&mut connection, &reversal, now).await.unwrap(),
         Posted::Recorded
     );
-    let second = finalized.reversal(ledger::transaction_id("invoice:inv_1:voided again"), now);
+    // Another id (the void of another invoice) reversing the same transaction.
+    let second = finalized.reversal(
+        ledger::transaction_id(&Fact::InvoiceVoided("inv_2".into())),
+        now,
+    );
     assert!(matches!(
         ledger::post(&mut connection, &second, now).await,
         Err(PostError::Ledger(LedgerError::AlreadyReversed { .. }))

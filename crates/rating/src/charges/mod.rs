@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use tally_domain::ids::{ChargeCode, EventId};
 use tally_domain::meter::{AggregateState, Aggregation, GroupKey};
-use tally_domain::money::{Currency, RoundingMode};
+use tally_domain::money::{Currency, LINE_ROUNDING};
 use tally_domain::period::Period;
 use tally_domain::plan::ChargeKind;
 use tally_domain::pricing::{BreakdownItem, PriceModel, Transaction, Usage};
@@ -38,9 +38,6 @@ use crate::cache::CatalogCache;
 use crate::error::RatingError;
 use crate::usage::store::PhaseRow;
 use crate::wire::{decimal, money, time_range};
-
-/// The rounding mode of usage lines (rating.proto: "default half-even").
-pub const LINE_ROUNDING: RoundingMode = RoundingMode::HalfEven;
 
 /// One stored aggregate of a period.
 #[derive(Clone, Debug, sqlx::FromRow)]
