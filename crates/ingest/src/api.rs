@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
 use sqlx::PgPool;
+use tally_domain::ids::{BackfillId, CustomerId, IdError, PrefixedId, RejectionId};
 use tally_proto::events::Intake;
 use tally_proto::ingest::ingest_service_server::IngestService;
 use tally_proto::ingest::*;
@@ -110,6 +111,15 @@ fn invalid_argument(message: impl Into<String>) -> Status {
 /// INVALID_ARGUMENT for `rule` broken on `field`, through the runtime's table.
 fn invalid_rule(field: &str, rule: &str, description: impl Into<String>) -> Status {
     ServiceError::invalid_field(field, rule, description).into()
+}
+
+/// A `T` id read at the edge: INVALID_ARGUMENT naming `field` and the expected prefix otherwise.
+fn parse_id<T: PrefixedId + std::str::FromStr<Err = IdError>>(
+    text: &str,
+    field: &str,
+) -> Result<T, Status> {
+    tally_proto::convert::id(text, field)
+        .map_err(|violation| ServiceError::invalid(vec![violation.into()]).into())
 }
 
 fn internal(error: sqlx::Error) -> Status {
@@ -462,6 +472,9 @@ impl IngestService for IngestApi {
                 ids.len()
             )));
         }
+        for (index, id) in ids.iter().enumerate() {
+            parse_id::<RejectionId>(id, &format!("rejection_ids[{index}]"))?;
+        }
         let rows = reads::rejections_by_id(&self.pool, &ids)
             .await
             .map_err(internal)?;
@@ -530,9 +543,7 @@ impl IngestService for IngestApi {
         let request = request.into_inner();
         let now = self.clock.now();
         let idempotency_key = required(&request.idempotency_key, "idempotency_key")?.to_owned();
-        let customer_id = required(&request.customer_id, "customer_id")?.to_owned();
-        tally_domain::ids::CustomerId::parse(&customer_id)
-            .map_err(|error| invalid_rule("customer_id", "invalid_format", error.to_string()))?;
+        let customer_id = parse_id::<CustomerId>(&request.customer_id, "customer_id")?;
         let (start, end) = time_range(request.event_time_range.as_ref(), "event_time_range")?;
         if end > now {
             return Err(invalid_argument(
@@ -555,7 +566,7 @@ impl IngestService for IngestApi {
         }
         let backfill = backfill::open(
             &self.pool,
-            self.ids.new_id("bkf"),
+            self.ids.mint::<BackfillId>(),
             &NewBackfill {
                 idempotency_key,
                 customer_id,
@@ -578,8 +589,8 @@ impl IngestService for IngestApi {
         request: Request<CloseBackfillRequest>,
     ) -> Result<Response<CloseBackfillResponse>, Status> {
         let request = request.into_inner();
-        let id = required(&request.backfill_id, "backfill_id")?;
-        let backfill = backfill::close(&self.pool, id, self.clock.now())
+        let id = parse_id::<BackfillId>(&request.backfill_id, "backfill_id")?;
+        let backfill = backfill::close(&self.pool, &id, self.clock.now())
             .await
             .map_err(backfill_status)?;
         Ok(Response::new(CloseBackfillResponse {

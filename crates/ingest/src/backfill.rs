@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tally_domain::ids::{BackfillId, CustomerId};
 use tally_proto::common::TimeRange;
 use tally_proto::ingest::Backfill;
 use tally_runtime::clock_service::chrono_to_timestamp;
@@ -38,8 +39,8 @@ pub async fn open_windows(
 pub struct NewBackfill {
     /// The caller's idempotency key.
     pub idempotency_key: String,
-    /// `cus_…`.
-    pub customer_id: String,
+    /// The customer.
+    pub customer_id: CustomerId,
     /// Range start (inclusive).
     pub start: DateTime<Utc>,
     /// Range end (exclusive).
@@ -98,7 +99,7 @@ const COLUMNS: &str =
 /// Opens a backfill, or returns the one opened earlier with the same key and request.
 pub async fn open(
     pool: &PgPool,
-    id: String,
+    id: BackfillId,
     request: &NewBackfill,
     now: DateTime<Utc>,
 ) -> Result<Backfill, BackfillError> {
@@ -109,10 +110,10 @@ pub async fn open(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     )))
-    .bind(&id)
+    .bind(id.as_str())
     .bind(&request.idempotency_key)
     .bind(&hash)
-    .bind(&request.customer_id)
+    .bind(request.customer_id.as_str())
     .bind(request.start)
     .bind(request.end)
     .bind(&request.reason)
@@ -143,17 +144,21 @@ pub async fn open(
 }
 
 /// Closes a backfill (idempotent: closing a closed one returns it unchanged).
-pub async fn close(pool: &PgPool, id: &str, now: DateTime<Utc>) -> Result<Backfill, BackfillError> {
+pub async fn close(
+    pool: &PgPool,
+    id: &BackfillId,
+    now: DateTime<Utc>,
+) -> Result<Backfill, BackfillError> {
     let row: Option<BackfillRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE ingest.backfills SET closed_at = COALESCE(closed_at, LEAST($2, expires_at)) \
          WHERE id = $1 RETURNING {COLUMNS}"
     )))
-    .bind(id)
+    .bind(id.as_str())
     .bind(now)
     .fetch_optional(pool)
     .await?;
     row.map(to_proto)
-        .ok_or_else(|| BackfillError::NotFound(id.to_owned()))
+        .ok_or_else(|| BackfillError::NotFound(id.to_string()))
 }
 
 /// A page of backfills, newest first; `after` is the last id of the previous page.

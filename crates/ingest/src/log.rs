@@ -13,6 +13,7 @@ use chrono::{DateTime, Datelike, Utc};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
+use tally_domain::ids::RejectionId;
 use tally_proto::common::FieldViolation;
 use tally_proto::events::{Intake, RejectionKind, UsageAccepted, UsageEvent as WireEvent};
 
@@ -32,8 +33,8 @@ pub struct StoredKey {
 /// A rejection about to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectionRecord {
-    /// `rej_…`.
-    pub id: String,
+    /// Its id.
+    pub id: RejectionId,
     /// Invalid, conflict or undecodable.
     pub kind: RejectionKind,
     /// The event as received (or its summary, see `summarized`); `None` when undecodable.

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tally_bus::inbox::ServiceSchema;
 use tally_bus::{outbox, topics};
+use tally_domain::ids::RejectionId;
 use tally_proto::common::FieldViolation;
 use tally_proto::events::{Intake, RejectionKind};
 use tally_proto::ingest::{EventOutcome, EventResult, OutcomeCounts};
@@ -128,7 +129,7 @@ impl Ingestor {
             let result = match verdict {
                 Verdict::Valid(_) | Verdict::Repeat(..) => continue, // handled above
                 Verdict::Invalid(event, violations) => {
-                    let id = self.ids.new_id("rej");
+                    let id = self.ids.mint::<RejectionId>();
                     let (kept, summarized) =
                         kept_event(event, self.validator.max_kept_event_bytes());
                     rejections.push(RejectionRecord {
@@ -141,14 +142,14 @@ impl Ingestor {
                         raw_content_type: None,
                         intake,
                     });
-                    rejected(event.id.clone(), violations.clone(), id)
+                    rejected(event.id.clone(), violations.clone(), id.into())
                 }
                 Verdict::Undecodable {
                     payload,
                     content_type,
                     violations,
                 } => {
-                    let id = self.ids.new_id("rej");
+                    let id = self.ids.mint::<RejectionId>();
                     rejections.push(RejectionRecord {
                         id: id.clone(),
                         kind: RejectionKind::Undecodable,
@@ -161,7 +162,7 @@ impl Ingestor {
                         raw_content_type: Some(content_type.clone()),
                         intake,
                     });
-                    rejected(String::new(), violations.clone(), id)
+                    rejected(String::new(), violations.clone(), id.into())
                 }
             };
             results.push(result);
@@ -236,7 +237,7 @@ impl Ingestor {
             .and_then(|accepted| accepted.event),
         };
         let violations = conflict_violations(original_event.as_ref(), event);
-        let id = self.ids.new_id("rej");
+        let id = self.ids.mint::<RejectionId>();
         rejections.push(RejectionRecord {
             id: id.clone(),
             kind: RejectionKind::Conflict,
@@ -253,7 +254,7 @@ impl Ingestor {
             outcome: EventOutcome::Conflict as i32,
             sequence_number: to_u64(seq),
             violations,
-            rejection_id: id,
+            rejection_id: id.into(),
         })
     }
 }

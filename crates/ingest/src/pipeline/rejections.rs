@@ -108,7 +108,7 @@ pub(super) fn conflict_violations(
 /// The `usage-rejected` message of a rejection.
 pub(super) fn rejected_message(rejection: &RejectionRecord, rejected_at: DateTime<Utc>) -> Message {
     let payload = UsageRejected {
-        rejection_id: rejection.id.clone(),
+        rejection_id: rejection.id.to_string(),
         event: rejection.event.clone(),
         kind: rejection.kind as i32,
         violations: rejection.violations.clone(),
@@ -118,7 +118,8 @@ pub(super) fn rejected_message(rejection: &RejectionRecord, rejected_at: DateTim
         intake: rejection.intake as i32,
     }
     .encode_to_vec();
-    let message = Message::new("tally.events.v1.UsageRejected", 1, payload).with_id(&rejection.id);
+    let message =
+        Message::new("tally.events.v1.UsageRejected", 1, payload).with_id(rejection.id.as_str());
     // Only a valid customer id orders the message: a rejected event's customer
     // may be anything, and Pub/Sub refuses ordering keys over 1 KB (the outbox
     // would retry that message forever).

@@ -77,3 +77,52 @@ async fn invalid_requests_name_field_and_rule() {
         )
     );
 }
+
+#[tokio::test]
+async fn ids_of_another_type_are_refused_at_the_edge() {
+    let mut h = harness().await;
+
+    let not_a_backfill = h
+        .client
+        .close_backfill(CloseBackfillRequest {
+            backfill_id: "cus_a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rule_of(&not_a_backfill),
+        ("backfill_id".into(), "invalid_prefix".into())
+    );
+    assert!(
+        not_a_backfill.message().contains("bkf_"),
+        "{not_a_backfill:?}"
+    );
+
+    let external_customer = h
+        .client
+        .open_backfill(OpenBackfillRequest {
+            idempotency_key: "backfill-1".into(),
+            customer_id: "acme-corp".into(),
+            event_time_range: None,
+            duration: None,
+            reason: "import".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rule_of(&external_customer),
+        ("customer_id".into(), "invalid_prefix".into())
+    );
+
+    let not_a_rejection = h
+        .client
+        .replay_rejected_events(ReplayRejectedEventsRequest {
+            rejection_ids: vec!["rej_1".into(), "bkf_1".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rule_of(&not_a_rejection),
+        ("rejection_ids[1]".into(), "invalid_prefix".into())
+    );
+}
