@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tally_domain::finance::RecognitionPolicy;
 use tally_domain::finance::facts::InvoiceFinalized;
+use tally_domain::ids::InvoiceId;
 use tally_domain::money::Currency;
 use tally_proto::common::Money as WireMoney;
 use tally_proto::convert;
@@ -311,8 +312,9 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<GetRevenueScheduleRequest>,
     ) -> Result<Response<GetRevenueScheduleResponse>, Status> {
-        let invoice_id = request.into_inner().invoice_id;
-        let (fact, days) = queries::schedule(&self.pool, &invoice_id)
+        let invoice_id: InvoiceId = convert::id(&request.into_inner().invoice_id, "invoice_id")
+            .map_err(FinanceServiceError::from)?;
+        let (fact, days) = queries::schedule(&self.pool, invoice_id.as_str())
             .await?
             .ok_or_else(|| {
                 FinanceServiceError::NotFound(format!(
@@ -326,7 +328,7 @@ impl LedgerService for LedgerApi {
         })?;
         Ok(Response::new(GetRevenueScheduleResponse {
             lines: line_schedules(&invoice, &days),
-            invoice_id,
+            invoice_id: invoice_id.into(),
         }))
     }
 

@@ -11,3 +11,4 @@ mod mrr_support;
 mod retention;
 mod support;
 mod throughput;
+mod violations;
