@@ -1,5 +1,5 @@
-//! The `rating-usage-accepted` consumer: the batching pattern of ingest's
-//! Pub/Sub intake (`tally_bus::consumer::next_batch`) applied to `usage-accepted`.
+//! The `rating-usage-accepted` consumer: a `tally_bus::batch::BatchConsumer`
+//! (as ingest's Pub/Sub intake) on `usage-accepted`.
 //!
 //! Deliveries are gathered (up to `batch_messages`, or what arrives within a
 //! few milliseconds), rated in **one transaction**, and acked only after the
@@ -14,11 +14,11 @@
 //! message cannot hold back the others; after `max_delivery_attempts` it is
 //! dead-lettered. Redelivery is harmless: `rating.rated_events` de-duplicates.
 
-use std::time::Duration;
-
+use async_trait::async_trait;
 use sqlx::PgPool;
-use tally_bus::consumer::{Verdict, dead_letter};
-use tally_bus::{BusError, Delivery, SharedBus, SubscriptionConfig};
+use tally_bus::batch::{BatchConsumer, BatchHandler, BatchSettings, Lanes};
+use tally_bus::consumer::{HandlerError, Verdict};
+use tally_bus::{BusError, Delivery, Message, SharedBus, SubscriptionConfig};
 use tally_runtime::Shutdown;
 
 use super::{AcceptedEvent, RateSummary, UsageRater, decode_accepted};
@@ -28,23 +28,15 @@ use crate::thresholds::ThresholdEvaluator;
 /// The protobuf type name ingest's relay puts in `tally-type`.
 pub const USAGE_ACCEPTED_TYPE: &str = "tally.events.v1.UsageAccepted";
 
-/// How long to wait for more messages before rating a partial batch.
-const GATHER_WINDOW: Duration = Duration::from_millis(5);
-
-/// Consumes `usage-accepted`.
+/// Consumes `usage-accepted`: a [`BatchConsumer`] in lanes by customer.
 #[derive(Debug, Clone)]
 pub struct UsageConsumer {
-    bus: SharedBus,
-    subscription: SubscriptionConfig,
-    pool: PgPool,
-    rater: UsageRater,
-    thresholds: ThresholdEvaluator,
-    batch_messages: usize,
-    batches_in_flight: usize,
+    consumer: BatchConsumer<UsageBatches>,
 }
 
 impl UsageConsumer {
-    /// A consumer of `subscription` rating batches of at most `batch_messages`.
+    /// A consumer of `subscription` rating batches of at most `batch_messages`
+    /// in `batches_in_flight` lanes.
     pub fn new(
         bus: SharedBus,
         subscription: SubscriptionConfig,
@@ -54,121 +46,45 @@ impl UsageConsumer {
         batch_messages: usize,
         batches_in_flight: usize,
     ) -> Self {
-        Self {
-            bus,
-            subscription,
+        let settings = BatchSettings::new(batch_messages, batches_in_flight, Lanes::ByOrderingKey);
+        let handler = UsageBatches {
             pool,
             rater,
             thresholds,
-            batch_messages: batch_messages.max(1),
-            batches_in_flight: batches_in_flight.max(1),
+        };
+        Self {
+            consumer: BatchConsumer::new(bus, subscription, settings, handler),
         }
     }
 
-    /// Consumes until `shutdown`, finishing the batch in hand first.
+    /// Consumes until `shutdown`, finishing the batches in hand first.
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), BusError> {
-        let mut stream = self.bus.subscribe(&self.subscription.name).await?;
-        tracing::info!(subscription = %self.subscription.name, "usage consumer started");
-        let mut lanes = Vec::with_capacity(self.batches_in_flight);
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.batches_in_flight {
-            let (sender, receiver) = tokio::sync::mpsc::channel(self.batch_messages);
-            lanes.push(sender);
-            let consumer = self.clone();
-            workers.spawn(async move { consumer.lane(receiver).await });
-        }
-        loop {
-            let next = tokio::select! {
-                () = shutdown.wait() => break,
-                next = stream.next() => next,
-            };
-            match next {
-                None => break,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "receiving usage failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Some(Ok(delivery)) => {
-                    let lane = lane_of(delivery.message.ordering_key.as_deref(), lanes.len());
-                    if lanes[lane].send(delivery).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Let the lanes rate what they already hold, then stop.
-        drop(lanes);
-        while workers.join_next().await.is_some() {}
-        tracing::info!(subscription = %self.subscription.name, "usage consumer stopped");
-        Ok(())
+        self.consumer.run(shutdown).await
     }
 
-    /// One lane: gathers up to `batch_messages` deliveries (or what arrives
-    /// within the gather window) and rates them, until the dispatcher stops.
-    async fn lane(&self, mut receiver: tokio::sync::mpsc::Receiver<Delivery>) {
-        while let Some(first) = receiver.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < self.batch_messages {
-                match tokio::time::timeout(GATHER_WINDOW, receiver.recv()).await {
-                    Ok(Some(delivery)) => batch.push(delivery),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            self.process(batch).await;
-        }
-    }
-
-    /// Handles one batch of deliveries; returns each one's verdict, in order
-    /// of settlement (poison first).
+    /// Handles one batch of deliveries; returns each one's verdict, in order.
     pub async fn process(&self, deliveries: Vec<Delivery>) -> Vec<Verdict> {
-        let mut verdicts = Vec::with_capacity(deliveries.len());
-        let mut decoded = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            match decode_delivery(&delivery) {
-                Ok(event) => decoded.push((delivery, event)),
-                Err(reason) => {
-                    verdicts
-                        .push(dead_letter(&self.bus, &self.subscription, delivery, &reason).await);
-                }
-            }
-        }
-        if decoded.is_empty() {
-            return verdicts;
-        }
-        let events: Vec<AcceptedEvent> = decoded.iter().map(|(_, event)| event.clone()).collect();
-        match self.rate(&events).await {
-            Ok(summary) => {
-                tracing::debug!(?summary, "usage batch rated");
-                for (delivery, _) in decoded {
-                    delivery.ack();
-                    verdicts.push(Verdict::Acked);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, count = decoded.len(), "usage batch failed; retrying message by message");
-                for (delivery, event) in decoded {
-                    match self.rate(std::slice::from_ref(&event)).await {
-                        Ok(_) => {
-                            delivery.ack();
-                            verdicts.push(Verdict::Acked);
-                        }
-                        Err(error) => {
-                            verdicts.push(
-                                self.retry_or_dead_letter(delivery, &error.to_string())
-                                    .await,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        verdicts
+        self.consumer.process(deliveries).await
     }
 
     /// Rates `events` in one transaction, then evaluates the thresholds of
     /// their customers (a failure there is logged: the next batch of the
     /// subscription detects the crossing).
     pub async fn rate(&self, events: &[AcceptedEvent]) -> Result<RateSummary, RatingError> {
+        self.consumer.handler().rate(events).await
+    }
+}
+
+/// Decodes `usage-accepted` messages and rates a batch in one transaction.
+#[derive(Debug)]
+struct UsageBatches {
+    pool: PgPool,
+    rater: UsageRater,
+    thresholds: ThresholdEvaluator,
+}
+
+impl UsageBatches {
+    async fn rate(&self, events: &[AcceptedEvent]) -> Result<RateSummary, RatingError> {
         let mut transaction = self.pool.begin().await?;
         let summary = self.rater.rate(&mut transaction, events).await?;
         transaction.commit().await?;
@@ -180,33 +96,28 @@ impl UsageConsumer {
         }
         Ok(summary)
     }
+}
 
-    async fn retry_or_dead_letter(&self, delivery: Delivery, reason: &str) -> Verdict {
-        if delivery.delivery_attempt < self.subscription.max_delivery_attempts {
-            tracing::warn!(%reason, attempt = delivery.delivery_attempt, "usage not rated; it will be redelivered");
-            delivery.nack();
-            Verdict::Retried
-        } else {
-            dead_letter(&self.bus, &self.subscription, delivery, reason).await
-        }
+#[async_trait]
+impl BatchHandler for UsageBatches {
+    type Item = AcceptedEvent;
+
+    fn decode(&self, message: &Message) -> Result<AcceptedEvent, String> {
+        decode_message(message)
+    }
+
+    async fn handle(&self, events: Vec<AcceptedEvent>) -> Result<(), HandlerError> {
+        let summary = self
+            .rate(&events)
+            .await
+            .map_err(|error| HandlerError::Retry(error.to_string()))?;
+        tracing::debug!(?summary, "usage batch rated");
+        Ok(())
     }
 }
 
-/// The lane of a delivery: its ordering key (the customer) hashed, so a
-/// customer always goes to the same lane; keyless messages go to lane 0.
-fn lane_of(ordering_key: Option<&str>, lanes: usize) -> usize {
-    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
-    let Some(key) = ordering_key else {
-        return 0;
-    };
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    usize::try_from(hasher.finish() % lanes.max(1) as u64).unwrap_or(0)
-}
-
-/// The event a delivery carries, or why it is poison.
-fn decode_delivery(delivery: &Delivery) -> Result<AcceptedEvent, String> {
-    let message = &delivery.message;
+/// The event a message carries, or why it is poison.
+fn decode_message(message: &Message) -> Result<AcceptedEvent, String> {
     if message.message_type != USAGE_ACCEPTED_TYPE {
         return Err(format!(
             "unexpected message type {:?} on usage-accepted (expected {USAGE_ACCEPTED_TYPE})",
