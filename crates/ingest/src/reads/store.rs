@@ -1,13 +1,12 @@
-//! Reading the log back: replay pages, an event's status, rejected events.
+//! The reads of the event log: snapshot bounds, replay pages, an event's
+//! status, rejected events and their replays.
 
 use chrono::{DateTime, Utc};
-use prost::Message as _;
 use sqlx::PgPool;
-use tally_proto::events::{RejectionKind, UsageEvent as WireEvent, UsageRejected};
-use tally_proto::ingest::{RejectedEvent, RejectedEventState};
-use tally_runtime::clock_service::chrono_to_timestamp;
+use tally_proto::ingest::RejectedEventState;
 
-use crate::log::{self, EventRow, StoredKey, violations_from_json};
+use super::{ReadPosition, RejectionFilter, RejectionRow};
+use crate::log::{self, EventRow, StoredKey};
 use crate::pipeline::SEQUENCE_BLOCK;
 
 /// A bound above every sequence number committed so far: the end of the
@@ -39,31 +38,6 @@ pub async fn published_high_water(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT published_high_water FROM ingest.relay_state")
         .fetch_one(pool)
         .await
-}
-
-/// Where `ReadEvents` is in its range: after this (event time, sequence number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadPosition {
-    /// Event time of the last event returned.
-    pub event_time: DateTime<Utc>,
-    /// Its sequence number.
-    pub seq: i64,
-}
-
-impl ReadPosition {
-    /// The opaque resume token.
-    pub fn token(&self) -> String {
-        format!("{}:{}", self.event_time.timestamp_micros(), self.seq)
-    }
-
-    /// Parses a resume token.
-    pub fn parse(token: &str) -> Option<ReadPosition> {
-        let (micros, seq) = token.split_once(':')?;
-        Some(ReadPosition {
-            event_time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            seq: seq.parse().ok()?,
-        })
-    }
 }
 
 /// One page of a customer's events in `[start, end)`, in (time, seq) order.
@@ -139,17 +113,6 @@ pub async fn accepted_key(
     }))
 }
 
-/// The accepted event itself.
-pub async fn accepted_event(
-    pool: &PgPool,
-    customer_id: &str,
-    event_id: &str,
-    event_time: DateTime<Utc>,
-) -> Result<Option<tally_proto::events::UsageAccepted>, sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    log::fetch_event(&mut connection, customer_id, event_id, event_time).await
-}
-
 /// Whether the event with `seq` is still waiting in the outbox.
 pub async fn is_pending(pool: &PgPool, seq: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
@@ -158,73 +121,6 @@ pub async fn is_pending(pool: &PgPool, seq: i64) -> Result<bool, sqlx::Error> {
     .bind(seq)
     .fetch_one(pool)
     .await
-}
-
-/// A stored rejection as read back.
-#[derive(Debug, sqlx::FromRow)]
-pub struct RejectionRow {
-    id: String,
-    kind: i16,
-    event: Option<Vec<u8>>,
-    violations: sqlx::types::Json<serde_json::Value>,
-    raw_payload: Option<Vec<u8>>,
-    raw_content_type: Option<String>,
-    intake: i16,
-    rejected_at: DateTime<Utc>,
-    state: i16,
-    replay_count: i32,
-    resolved_at: Option<DateTime<Utc>>,
-    event_summarized: bool,
-}
-
-impl RejectionRow {
-    /// The rejection id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Whether the kept event is only a summary of one too large to keep
-    /// (it must be resent, never replayed).
-    pub fn is_summarized(&self) -> bool {
-        self.event_summarized
-    }
-
-    /// The event as received, if it decoded (a summary when [`Self::is_summarized`]).
-    pub fn event(&self) -> Option<WireEvent> {
-        self.event
-            .as_deref()
-            .and_then(|bytes| WireEvent::decode(bytes).ok())
-    }
-
-    /// The original payload and content type of an undecodable message.
-    pub fn raw(&self) -> Option<(&[u8], &str)> {
-        match (self.kind, &self.raw_payload) {
-            (kind, Some(payload)) if kind == RejectionKind::Undecodable as i16 => Some((
-                payload.as_slice(),
-                self.raw_content_type.as_deref().unwrap_or_default(),
-            )),
-            _ => None,
-        }
-    }
-
-    /// The API form.
-    pub fn into_proto(self) -> RejectedEvent {
-        RejectedEvent {
-            rejection: Some(UsageRejected {
-                rejection_id: self.id.clone(),
-                event: self.event(),
-                kind: i32::from(self.kind),
-                violations: violations_from_json(&self.violations.0),
-                raw_payload: self.raw_payload.unwrap_or_default(),
-                raw_content_type: self.raw_content_type.unwrap_or_default(),
-                rejected_at: Some(chrono_to_timestamp(self.rejected_at)),
-                intake: i32::from(self.intake),
-            }),
-            state: i32::from(self.state),
-            replay_count: u32::try_from(self.replay_count).unwrap_or(0),
-            resolved_at: self.resolved_at.map(chrono_to_timestamp),
-        }
-    }
 }
 
 const REJECTION_COLUMNS: &str = "id, kind, event, violations, raw_payload, raw_content_type, intake, rejected_at, state, replay_count, resolved_at, event_summarized";
@@ -244,23 +140,6 @@ pub async fn rejections_of(
     .bind(log::rejection_key_hash(customer_id, event_id).as_slice())
     .fetch_all(pool)
     .await
-}
-
-/// Filters of `ListRejectedEvents`.
-#[derive(Debug, Clone, Default)]
-pub struct RejectionFilter {
-    /// Only this customer.
-    pub customer_id: Option<String>,
-    /// Only this kind.
-    pub kind: Option<i16>,
-    /// Only this state.
-    pub state: Option<i16>,
-    /// Rejected at or after.
-    pub from: Option<DateTime<Utc>>,
-    /// Rejected before.
-    pub to: Option<DateTime<Utc>>,
-    /// With a violation of this rule.
-    pub rule: Option<String>,
 }
 
 /// One page of rejections, newest first, after `(rejected_at, id)` of the previous page.

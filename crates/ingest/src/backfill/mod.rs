@@ -1,8 +1,8 @@
 //! Backfills: a customer's time range in which events older than the
 //! backfill window are accepted, for a limited time (an operator decision,
-//! kept for audit).
+//! kept for audit). The SQL is in [`store`].
 
-use std::collections::{BTreeSet, HashMap};
+mod store;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -12,27 +12,8 @@ use tally_proto::common::TimeRange;
 use tally_proto::ingest::Backfill;
 use tally_runtime::clock_service::chrono_to_timestamp;
 
-/// Open backfill ranges `[start, end)` per customer at `now`.
-pub async fn open_windows(
-    pool: &PgPool,
-    customers: &BTreeSet<&str>,
-    now: DateTime<Utc>,
-) -> Result<HashMap<String, Vec<(DateTime<Utc>, DateTime<Utc>)>>, sqlx::Error> {
-    let customers: Vec<&str> = customers.iter().copied().collect();
-    let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT customer_id, start_time, end_time FROM ingest.backfills \
-         WHERE customer_id = ANY($1) AND closed_at IS NULL AND expires_at > $2 AND opened_at <= $2",
-    )
-    .bind(&customers)
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
-    let mut windows: HashMap<String, Vec<_>> = HashMap::new();
-    for (customer, start, end) in rows {
-        windows.entry(customer).or_default().push((start, end));
-    }
-    Ok(windows)
-}
+use store::BackfillRow;
+pub use store::open_windows;
 
 /// A backfill request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,20 +63,6 @@ pub enum BackfillError {
     Database(#[from] sqlx::Error),
 }
 
-type BackfillRow = (
-    String,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
-const COLUMNS: &str =
-    "id, customer_id, start_time, end_time, reason, opened_at, expires_at, closed_at";
-
 /// Opens a backfill, or returns the one opened earlier with the same key and request.
 pub async fn open(
     pool: &PgPool,
@@ -104,37 +71,10 @@ pub async fn open(
     now: DateTime<Utc>,
 ) -> Result<Backfill, BackfillError> {
     let hash = request.request_hash();
-    let inserted: Option<BackfillRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO ingest.backfills \
-         (id, idempotency_key, request_hash, customer_id, start_time, end_time, reason, opened_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-    )))
-    .bind(id.as_str())
-    .bind(&request.idempotency_key)
-    .bind(&hash)
-    .bind(request.customer_id.as_str())
-    .bind(request.start)
-    .bind(request.end)
-    .bind(&request.reason)
-    .bind(now)
-    .bind(now + request.duration)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(row) = inserted {
+    if let Some(row) = store::insert(pool, &id, request, &hash, now).await? {
         return Ok(to_proto(row));
     }
-    let stored_hash: Vec<u8> =
-        sqlx::query_scalar("SELECT request_hash FROM ingest.backfills WHERE idempotency_key = $1")
-            .bind(&request.idempotency_key)
-            .fetch_one(pool)
-            .await?;
-    let row: BackfillRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM ingest.backfills WHERE idempotency_key = $1"
-    )))
-    .bind(&request.idempotency_key)
-    .fetch_one(pool)
-    .await?;
+    let (stored_hash, row) = store::by_key(pool, &request.idempotency_key).await?;
     if stored_hash != hash {
         return Err(BackfillError::IdempotencyConflict(
             request.idempotency_key.clone(),
@@ -149,15 +89,9 @@ pub async fn close(
     id: &BackfillId,
     now: DateTime<Utc>,
 ) -> Result<Backfill, BackfillError> {
-    let row: Option<BackfillRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE ingest.backfills SET closed_at = COALESCE(closed_at, LEAST($2, expires_at)) \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id.as_str())
-    .bind(now)
-    .fetch_optional(pool)
-    .await?;
-    row.map(to_proto)
+    store::close(pool, id, now)
+        .await?
+        .map(to_proto)
         .ok_or_else(|| BackfillError::NotFound(id.to_string()))
 }
 
@@ -170,20 +104,7 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Backfill>, sqlx::Error> {
-    let rows: Vec<BackfillRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM ingest.backfills \
-         WHERE ($1::text IS NULL OR customer_id = $1) \
-           AND (NOT $2 OR (closed_at IS NULL AND expires_at > $3)) \
-           AND ($4::text IS NULL OR id < $4) \
-         ORDER BY id DESC LIMIT $5"
-    )))
-    .bind(customer_id)
-    .bind(open_only)
-    .bind(now)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let rows = store::list(pool, customer_id, open_only, now, after, limit).await?;
     Ok(rows.into_iter().map(to_proto).collect())
 }
 
