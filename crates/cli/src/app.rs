@@ -474,6 +474,15 @@ pub async fn run_server(
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let pool = tally_runtime::db::connect(&config.database).await?;
     tally_runtime::db::migrate(&pool).await?;
+    // Rows an earlier release stored as protobuf become invoicing's model
+    // (once; idempotent; see `tally_invoicing::upgrade`).
+    let converted = tally_invoicing::upgrade::convert_stored_protobuf(&pool).await?;
+    if !converted.is_empty() {
+        eprintln!(
+            "converted invoicing rows stored as protobuf: {} customers, {} credit notes, {} invoice lines",
+            converted.customers, converted.credit_notes, converted.invoice_lines
+        );
+    }
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&pool)
         .await?;

@@ -231,6 +231,7 @@ async fn serve_everything(
 ) -> anyhow::Result<()> {
     let pool = tally_runtime::db::connect(&config.database).await?;
     tally_runtime::db::migrate(&pool).await?;
+    tally_invoicing::upgrade::convert_stored_protobuf(&pool).await?;
     let clock = build_clock(config);
 
     let bus = InProcessBus::new();

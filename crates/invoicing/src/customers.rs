@@ -1,15 +1,17 @@
 //! `CustomerService`: who is billed, in which currency, and how.
 //!
-//! A customer is stored as its protobuf snapshot beside the columns queries
-//! need. `CreateCustomer` is idempotent by `external_id`: the normalized
-//! request (defaults applied) is compared with the stored customer field by
-//! field, so a replay returns the customer and a different payload is
-//! ALREADY_EXISTS naming the first differing field.
+//! A customer is stored as invoicing's model (`model.rs`, JSON) beside the
+//! columns queries need; the handlers still work on the wire form, made at
+//! the store's edge by `mapping.rs`. `CreateCustomer` is idempotent by
+//! `external_id`: the normalized request (defaults applied) is compared with
+//! the stored customer field by field, so a replay returns the customer and
+//! a different payload is ALREADY_EXISTS naming the first differing field.
 
-mod store;
+pub(crate) mod mapping;
+pub(crate) mod model;
+pub(crate) mod store;
 
 use chrono::{DateTime, Utc};
-use prost::Message as _;
 use sqlx::PgConnection;
 use tally_audit::Origin;
 use tally_domain::money::Currency;
@@ -22,7 +24,7 @@ use tally_proto::invoicing::{
 };
 use tonic::{Request, Response, Status};
 
-use self::store::{Lookup, NewCustomer};
+use self::store::Lookup;
 use crate::audit::customer_state;
 use crate::error::{InvoicingError, Result, Violations};
 use crate::wire::{instant, timestamp};
@@ -33,10 +35,10 @@ const DEFAULT_NET_TERMS_DAYS: u32 = 30;
 
 /// Reads a customer by id inside a transaction (`FOR UPDATE` when `lock`).
 pub async fn load(connection: &mut PgConnection, id: &str, lock: bool) -> Result<Customer> {
-    let bytes = store::snapshot(connection, id, lock)
+    let customer = store::get(connection, id, lock)
         .await?
         .ok_or_else(|| InvoicingError::NotFound(format!("customer {id:?} not found")))?;
-    Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+    Ok(mapping::to_wire(&customer))
 }
 
 /// Reads many customers at once (unlocked), by id; unknown ids are left out.
@@ -44,15 +46,11 @@ pub async fn load_many(
     connection: &mut PgConnection,
     ids: &[&str],
 ) -> Result<std::collections::HashMap<String, Customer>> {
-    store::snapshots(connection, ids)
+    Ok(store::many(connection, ids)
         .await?
         .into_iter()
-        .map(|row| {
-            let customer =
-                Customer::decode(row.snapshot.as_slice()).map_err(InvoicingError::internal)?;
-            Ok((row.id, customer))
-        })
-        .collect()
+        .map(|customer| (customer.id.clone(), mapping::to_wire(&customer)))
+        .collect())
 }
 
 /// The customer's currency.
@@ -254,26 +252,9 @@ fn first_difference(stored: &Customer, requested: &Customer) -> Option<&'static 
     .map(|(field, _)| field)
 }
 
-/// Stores a changed customer (its snapshot and the columns read from it).
-async fn save(
-    connection: &mut PgConnection,
-    customer: &Customer,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let status = if customer.status == CustomerStatus::Archived as i32 {
-        "archived"
-    } else {
-        "active"
-    };
-    store::update(
-        connection,
-        &customer.id,
-        &customer.currency,
-        status,
-        &customer.encode_to_vec(),
-        now,
-    )
-    .await
+/// Stores a changed customer (its model and the columns read from it).
+async fn save(connection: &mut PgConnection, customer: &Customer) -> Result<()> {
+    store::update(connection, &mapping::from_wire(customer)?).await
 }
 
 impl Context {
@@ -286,10 +267,9 @@ impl Context {
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
         store::lock_external_id(&mut transaction, &customer.external_id).await?;
-        let existing =
-            store::snapshot_by_external_id(&mut transaction, &customer.external_id).await?;
-        if let Some(bytes) = existing {
-            let stored = Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)?;
+        let existing = store::get_by_external_id(&mut transaction, &customer.external_id).await?;
+        if let Some(stored) = existing {
+            let stored = mapping::to_wire(&stored);
             return match first_difference(&stored, &customer) {
                 None => Ok(CreateCustomerResponse {
                     customer: Some(stored),
@@ -304,15 +284,7 @@ impl Context {
         customer.id = self.ids.new_id("cus");
         customer.created_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
-        let snapshot = customer.encode_to_vec();
-        let new = NewCustomer {
-            id: &customer.id,
-            external_id: &customer.external_id,
-            currency: &customer.currency,
-            snapshot: &snapshot,
-            created_at: now,
-        };
-        store::insert(&mut transaction, new).await?;
+        store::insert(&mut transaction, &mapping::from_wire(&customer)?).await?;
         let entry = self
             .audit_entry(now, "customer.created", ("customer", &customer.id), origin)
             .after(customer_state(&customer));
@@ -342,12 +314,10 @@ impl Context {
         if value.is_empty() {
             return Err(InvoicingError::invalid(field, "is required"));
         }
-        let bytes = store::snapshot_by(&self.pool, lookup)
-            .await?
-            .ok_or_else(|| {
-                InvoicingError::NotFound(format!("customer with {field} {value:?} not found"))
-            })?;
-        Customer::decode(bytes.as_slice()).map_err(InvoicingError::internal)
+        let customer = store::get_by(&self.pool, lookup).await?.ok_or_else(|| {
+            InvoicingError::NotFound(format!("customer with {field} {value:?} not found"))
+        })?;
+        Ok(mapping::to_wire(&customer))
     }
 
     async fn update_customer(
@@ -411,7 +381,7 @@ impl Context {
             }
         }
         customer.updated_at = Some(timestamp(now));
-        save(&mut transaction, &customer, now).await?;
+        save(&mut transaction, &customer).await?;
         // Which fields the caller changed; personal data (email, address,
         // tax id) is named, never copied into the append-only log.
         let entry = self
@@ -440,10 +410,7 @@ impl Context {
         let after = paging::after(&request.page_token, "customers")?;
         let rows = store::page(&self.pool, status, after.as_deref(), limit + 1).await?;
         let (rows, next_page_token) = paging::finish(rows, limit, "customers", |row| &row.id);
-        let customers = rows
-            .into_iter()
-            .map(|row| Customer::decode(row.snapshot.as_slice()).map_err(InvoicingError::internal))
-            .collect::<Result<_>>()?;
+        let customers = rows.iter().map(mapping::to_wire).collect();
         Ok(ListCustomersResponse {
             customers,
             next_page_token,
@@ -476,7 +443,7 @@ impl Context {
         customer.status = CustomerStatus::Archived as i32;
         customer.archived_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
-        save(&mut transaction, &customer, now).await?;
+        save(&mut transaction, &customer).await?;
         let entry = self
             .audit_entry(now, "customer.archived", ("customer", &customer.id), origin)
             .before(before)

@@ -26,6 +26,8 @@ pub mod plans;
 pub mod rating;
 pub mod refunds;
 pub mod subscriptions;
+mod text_enum;
+pub mod upgrade;
 mod wire;
 
 use std::sync::Arc;

@@ -225,7 +225,7 @@ impl Context {
             ));
             extra.push(line);
         }
-        let extra = store::insert_lines(
+        let extra = store::lines::insert(
             &mut *connection,
             &*self.ids,
             &row.id,
@@ -277,7 +277,14 @@ impl Context {
         for sealing in &mut sealings {
             snapshots.push(match sealing.lines.take() {
                 Some(lines) => lines,
-                None => store::lines(&mut *connection, &sealing.invoice_id).await?,
+                None => {
+                    store::lines::wire_lines(
+                        &mut *connection,
+                        &sealing.invoice_id,
+                        sealing.currency,
+                    )
+                    .await?
+                }
             });
         }
         let ids: Vec<&str> = sealings.iter().map(|s| s.invoice_id.as_str()).collect();

@@ -11,6 +11,8 @@ pub mod compose;
 pub mod fees;
 pub mod finalize;
 pub mod lines;
+pub mod mapping;
+pub mod model;
 pub mod prefetch;
 pub mod run;
 pub mod store;

@@ -511,7 +511,7 @@ impl Context {
     ) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         let row = store::load(&mut *connection, invoice_id, true).await?;
-        if row.status != "draft" {
+        if row.status != crate::billing::model::InvoiceStatus::Draft {
             return Ok(summary);
         }
         if self

@@ -1,20 +1,21 @@
 //! Stored invoices: writing a composition, reading an invoice back.
 
 use chrono::{DateTime, Duration, Utc};
-use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::ids::{CustomerId, InvoiceId};
 use tally_domain::invoice::Invoice as DomainInvoice;
 use tally_domain::money::{Currency, LINE_ROUNDING, Money};
-use tally_proto::invoicing::{self as proto, BillingReason, InvoiceStatus};
+use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
 use super::compose::Composition;
-use super::lines::{Line, kind_name};
+use super::lines::Line;
+use super::model::{BillingReason, InvoiceStatus as Status};
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, time_range, timestamp};
 
 pub mod billed;
+pub mod lines;
 pub mod runs;
 
 /// An invoice row.
@@ -26,8 +27,8 @@ pub struct InvoiceRow {
     pub boundary_at: DateTime<Utc>,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
-    pub status: String,
-    pub billing_reason: String,
+    pub status: Status,
+    pub billing_reason: BillingReason,
     pub currency: String,
     pub number: Option<String>,
     pub subtotal: Decimal,
@@ -60,7 +61,7 @@ impl InvoiceRow {
 
     /// The wire status.
     pub fn wire_status(&self) -> InvoiceStatus {
-        status_from_name(&self.status)
+        status_to_wire(self.status)
     }
 
     /// The boundary before this one (`None` for a subscription's first invoice).
@@ -69,44 +70,49 @@ impl InvoiceRow {
     }
 }
 
-/// The wire status of a stored name.
-pub fn status_from_name(name: &str) -> InvoiceStatus {
-    match name {
-        "draft" => InvoiceStatus::Draft,
-        "finalized" => InvoiceStatus::Finalized,
-        "paid" => InvoiceStatus::Paid,
-        "void" => InvoiceStatus::Void,
-        "uncollectible" => InvoiceStatus::Uncollectible,
-        _ => InvoiceStatus::Unspecified,
-    }
-}
-
-/// The stored name of a status.
-pub fn status_name(status: InvoiceStatus) -> &'static str {
+/// The wire status of a stored one.
+pub fn status_to_wire(status: Status) -> InvoiceStatus {
     match status {
-        InvoiceStatus::Draft | InvoiceStatus::Unspecified => "draft",
-        InvoiceStatus::Finalized => "finalized",
-        InvoiceStatus::Paid => "paid",
-        InvoiceStatus::Void => "void",
-        InvoiceStatus::Uncollectible => "uncollectible",
+        Status::Draft => InvoiceStatus::Draft,
+        Status::Finalized => InvoiceStatus::Finalized,
+        Status::Paid => InvoiceStatus::Paid,
+        Status::Void => InvoiceStatus::Void,
+        Status::Uncollectible => InvoiceStatus::Uncollectible,
     }
 }
 
-fn reason_name(reason: BillingReason) -> &'static str {
+/// The stored status a wire one names (`None` for unset).
+pub fn status_from_wire(status: InvoiceStatus) -> Option<Status> {
+    match status {
+        InvoiceStatus::Unspecified => None,
+        InvoiceStatus::Draft => Some(Status::Draft),
+        InvoiceStatus::Finalized => Some(Status::Finalized),
+        InvoiceStatus::Paid => Some(Status::Paid),
+        InvoiceStatus::Void => Some(Status::Void),
+        InvoiceStatus::Uncollectible => Some(Status::Uncollectible),
+    }
+}
+
+fn reason_from_wire(reason: proto::BillingReason) -> Result<BillingReason> {
+    Ok(match reason {
+        proto::BillingReason::SubscriptionCycle => BillingReason::SubscriptionCycle,
+        proto::BillingReason::SubscriptionCreate => BillingReason::SubscriptionCreate,
+        proto::BillingReason::SubscriptionUpdate => BillingReason::SubscriptionUpdate,
+        proto::BillingReason::SubscriptionEnd => BillingReason::SubscriptionEnd,
+        proto::BillingReason::Unspecified => {
+            return Err(InvoicingError::Internal(
+                "a composition has no billing reason".into(),
+            ));
+        }
+    })
+}
+
+fn reason_to_wire(reason: BillingReason) -> proto::BillingReason {
     match reason {
-        BillingReason::SubscriptionCycle | BillingReason::Unspecified => "subscription_cycle",
-        BillingReason::SubscriptionCreate => "subscription_create",
-        BillingReason::SubscriptionUpdate => "subscription_update",
-        BillingReason::SubscriptionEnd => "subscription_end",
-    }
-}
-
-fn reason_from_name(name: &str) -> BillingReason {
-    match name {
-        "subscription_create" => BillingReason::SubscriptionCreate,
-        "subscription_update" => BillingReason::SubscriptionUpdate,
-        "subscription_end" => BillingReason::SubscriptionEnd,
-        _ => BillingReason::SubscriptionCycle,
+        BillingReason::SubscriptionCycle => proto::BillingReason::SubscriptionCycle,
+        BillingReason::SubscriptionCreate => proto::BillingReason::SubscriptionCreate,
+        BillingReason::SubscriptionUpdate => proto::BillingReason::SubscriptionUpdate,
+        BillingReason::SubscriptionEnd => proto::BillingReason::SubscriptionEnd,
     }
 }
 
@@ -167,24 +173,6 @@ pub async fn list(
         .await?)
 }
 
-/// The stored lines of an invoice, in order, as wire lines.
-pub async fn lines(
-    connection: &mut PgConnection,
-    invoice_id: &str,
-) -> Result<Vec<proto::InvoiceLine>> {
-    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT detail FROM invoicing.invoice_lines WHERE invoice_id = $1 ORDER BY position",
-    )
-    .bind(invoice_id)
-    .fetch_all(connection)
-    .await?;
-    rows.into_iter()
-        .map(|(bytes,)| {
-            proto::InvoiceLine::decode(bytes.as_slice()).map_err(InvoicingError::internal)
-        })
-        .collect()
-}
-
 /// Subtotal of `lines` through the domain invoice (one rounding per line).
 pub fn subtotal(
     invoice_id: &str,
@@ -204,88 +192,6 @@ pub fn subtotal(
             .map_err(InvoicingError::internal)?;
     }
     invoice.subtotal().map_err(InvoicingError::internal)
-}
-
-/// Appends `lines` to an invoice from `position` on, with fresh ids.
-pub async fn insert_lines(
-    connection: &mut PgConnection,
-    ids: &dyn tally_runtime::ids::IdGenerator,
-    invoice_id: &str,
-    currency: Currency,
-    first_position: i32,
-    lines: &[Line],
-) -> Result<Vec<proto::InvoiceLine>> {
-    if lines.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One statement for all lines of the invoice (a bill run writes
-    // hundreds of thousands of lines: a round trip each would dominate it).
-    let mut columns = LineColumns::default();
-    let mut stored = Vec::with_capacity(lines.len());
-    for (offset, line) in lines.iter().enumerate() {
-        let id = ids.new_id("il");
-        let wire = line.to_proto(id.clone(), currency);
-        columns.id.push(id);
-        columns
-            .position
-            .push(first_position + i32::try_from(offset).unwrap_or(i32::MAX));
-        columns.kind.push(kind_name(line.kind));
-        columns.plan_version_id.push(line.plan_version_id.clone());
-        columns.charge_key.push(line.charge_key.clone());
-        columns.in_advance.push(line.in_advance);
-        columns.service_start.push(line.service.start());
-        columns.service_end.push(line.service.end());
-        columns.amount.push(line.amount);
-        columns.usage_period_start.push(line.usage_period_start);
-        columns
-            .original_invoice_id
-            .push(line.original_invoice_id.clone());
-        columns.detail.push(wire.encode_to_vec());
-        stored.push(wire);
-    }
-    sqlx::query(
-        "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, plan_version_id, charge_key, in_advance, \
-           service_start, service_end, amount, usage_period_start, original_invoice_id, detail) \
-         SELECT id, $2, position, kind, plan_version_id, charge_key, in_advance, service_start, service_end, amount, \
-           usage_period_start, original_invoice_id, detail \
-         FROM unnest($1::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::timestamptz[], \
-           $9::timestamptz[], $10::numeric[], $11::timestamptz[], $12::text[], $13::bytea[]) \
-           AS line(id, position, kind, plan_version_id, charge_key, in_advance, service_start, service_end, amount, \
-             usage_period_start, original_invoice_id, detail)",
-    )
-    .bind(&columns.id)
-    .bind(invoice_id)
-    .bind(&columns.position)
-    .bind(&columns.kind)
-    .bind(&columns.plan_version_id)
-    .bind(&columns.charge_key)
-    .bind(&columns.in_advance)
-    .bind(&columns.service_start)
-    .bind(&columns.service_end)
-    .bind(&columns.amount)
-    .bind(&columns.usage_period_start)
-    .bind(&columns.original_invoice_id)
-    .bind(&columns.detail)
-    .execute(&mut *connection)
-    .await?;
-    Ok(stored)
-}
-
-/// The lines of one `insert_lines` call, column by column (for `unnest`).
-#[derive(Default)]
-struct LineColumns {
-    id: Vec<String>,
-    position: Vec<i32>,
-    kind: Vec<&'static str>,
-    plan_version_id: Vec<String>,
-    charge_key: Vec<String>,
-    in_advance: Vec<bool>,
-    service_start: Vec<DateTime<Utc>>,
-    service_end: Vec<DateTime<Utc>>,
-    amount: Vec<Decimal>,
-    usage_period_start: Vec<Option<DateTime<Utc>>>,
-    original_invoice_id: Vec<Option<String>>,
-    detail: Vec<Vec<u8>>,
 }
 
 /// Stores a new draft and returns its row and lines; `None` when the boundary already
@@ -317,7 +223,7 @@ pub async fn insert_draft(
         .bind(composition.boundary)
         .bind(composition.period.start())
         .bind(composition.period.end())
-        .bind(reason_name(composition.reason))
+        .bind(reason_from_wire(composition.reason)?.name())
         .bind(currency.code())
         .bind(subtotal.amount())
         .bind(composition.boundary + grace)
@@ -327,7 +233,7 @@ pub async fn insert_draft(
     let Some(row) = inserted else {
         return Ok(None);
     };
-    let lines = insert_lines(connection, ids, &id, currency, 0, &composition.lines).await?;
+    let lines = lines::insert(connection, ids, &id, currency, 0, &composition.lines).await?;
     Ok(Some((row, lines)))
 }
 
@@ -419,25 +325,12 @@ pub async fn replace_draft_lines(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let currency = invoice.currency()?;
-    let existing: Vec<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT detail FROM invoicing.invoice_lines WHERE invoice_id = $1 ORDER BY position",
-    )
-    .bind(&invoice.id)
-    .fetch_all(&mut *connection)
-    .await?;
+    let existing = lines::wire_lines(&mut *connection, &invoice.id, currency).await?;
     let unchanged = existing.len() == composition.lines.len()
         && existing
             .iter()
             .zip(&composition.lines)
-            .all(|((bytes,), line)| {
-                proto::InvoiceLine::decode(bytes.as_slice())
-                    .map(|stored| {
-                        let mut fresh = line.to_proto(stored.id.clone(), currency);
-                        fresh.id.clone_from(&stored.id);
-                        stored == fresh
-                    })
-                    .unwrap_or(false)
-            });
+            .all(|(stored, line)| *stored == line.to_proto(stored.id.clone(), currency));
     sqlx::query("UPDATE invoicing.invoices SET refreshed_at = $2 WHERE id = $1")
         .bind(&invoice.id)
         .bind(now)
@@ -450,7 +343,7 @@ pub async fn replace_draft_lines(
         .bind(&invoice.id)
         .execute(&mut *connection)
         .await?;
-    insert_lines(
+    lines::insert(
         &mut *connection,
         ids,
         &invoice.id,
@@ -484,7 +377,7 @@ pub async fn to_proto(
 ) -> Result<proto::Invoice> {
     let currency = row.currency()?;
     let lines = if with_lines {
-        lines(connection, &row.id).await?
+        lines::wire_lines(connection, &row.id, currency).await?
     } else {
         Vec::new()
     };
@@ -494,7 +387,7 @@ pub async fn to_proto(
         customer_id: row.customer_id.clone(),
         subscription_id: row.subscription_id.clone(),
         status: row.wire_status() as i32,
-        billing_reason: reason_from_name(&row.billing_reason) as i32,
+        billing_reason: reason_to_wire(row.billing_reason) as i32,
         collection_mode: row.collection_mode,
         currency: row.currency.clone(),
         period: Some(time_range(row.period_start, row.period_end)),

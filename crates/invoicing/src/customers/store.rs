@@ -1,20 +1,46 @@
-//! `invoicing.customers`: each customer's snapshot (the encoded
-//! `tally.invoicing.v1.Customer`) with the columns it is looked up and
-//! listed by, and what decides whether its currency may change or it may be
-//! archived.
+//! `invoicing.customers`: each customer as invoicing's model (the `document`
+//! column, JSON of [`Customer`]) with the columns it is looked up and listed
+//! by, and what decides whether its currency may change or it may be
+//! archived. A row written before `20261207800000_invoicing_own_model.sql`
+//! (or by a pod of the previous release during a rolling upgrade) has only
+//! the protobuf `snapshot`: it is read through the mapping until `tally
+//! migrate` converts it (`crate::upgrade`).
 
 use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
+use tally_proto::invoicing as wire;
 
-use crate::error::Result;
+use super::mapping;
+use super::model::Customer;
+use crate::error::{InvoicingError, Result};
 
-/// A customer's id and snapshot.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct CustomerSnapshot {
-    /// `cus_…` (the page token).
-    pub id: String,
-    /// The encoded `tally.invoicing.v1.Customer`.
-    pub snapshot: Vec<u8>,
+/// A stored customer in either format.
+#[derive(Debug, sqlx::FromRow)]
+struct CustomerRow {
+    id: String,
+    document: Option<Json<Customer>>,
+    snapshot: Option<Vec<u8>>,
+}
+
+impl CustomerRow {
+    fn into_model(self) -> Result<Customer> {
+        match (self.document, self.snapshot) {
+            (Some(Json(customer)), _) => Ok(customer),
+            (None, Some(bytes)) => legacy(&bytes),
+            (None, None) => Err(InvoicingError::Internal(format!(
+                "customer {} has neither a document nor a snapshot",
+                self.id
+            ))),
+        }
+    }
+}
+
+/// The model of a protobuf snapshot stored by an earlier release.
+pub fn legacy(bytes: &[u8]) -> Result<Customer> {
+    let customer = wire::Customer::decode(bytes).map_err(InvoicingError::internal)?;
+    mapping::from_wire(&customer)
 }
 
 /// How a customer is looked up.
@@ -26,48 +52,44 @@ pub enum Lookup<'a> {
     ExternalId(&'a str),
 }
 
-/// The snapshot of customer `id` (`FOR UPDATE` when `lock`).
-pub async fn snapshot(
-    connection: &mut PgConnection,
-    id: &str,
-    lock: bool,
-) -> Result<Option<Vec<u8>>> {
+/// Customer `id` (`FOR UPDATE` when `lock`).
+pub async fn get(connection: &mut PgConnection, id: &str, lock: bool) -> Result<Option<Customer>> {
     let sql = if lock {
-        "SELECT snapshot FROM invoicing.customers WHERE id = $1 FOR UPDATE"
+        "SELECT id, document, snapshot FROM invoicing.customers WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT snapshot FROM invoicing.customers WHERE id = $1"
+        "SELECT id, document, snapshot FROM invoicing.customers WHERE id = $1"
     };
-    let row: Option<(Vec<u8>,)> = sqlx::query_as(sql)
+    let row: Option<CustomerRow> = sqlx::query_as(sql)
         .bind(id)
         .fetch_optional(connection)
         .await?;
-    Ok(row.map(|(snapshot,)| snapshot))
+    row.map(CustomerRow::into_model).transpose()
 }
 
-/// The snapshot of the customer `lookup` names, outside a transaction.
-pub async fn snapshot_by(pool: &PgPool, lookup: Lookup<'_>) -> Result<Option<Vec<u8>>> {
+/// The customer `lookup` names, outside a transaction.
+pub async fn get_by(pool: &PgPool, lookup: Lookup<'_>) -> Result<Option<Customer>> {
     let (sql, value) = match lookup {
-        Lookup::Id(id) => ("SELECT snapshot FROM invoicing.customers WHERE id = $1", id),
+        Lookup::Id(id) => (
+            "SELECT id, document, snapshot FROM invoicing.customers WHERE id = $1",
+            id,
+        ),
         Lookup::ExternalId(id) => (
-            "SELECT snapshot FROM invoicing.customers WHERE external_id = $1",
+            "SELECT id, document, snapshot FROM invoicing.customers WHERE external_id = $1",
             id,
         ),
     };
-    let row: Option<(Vec<u8>,)> = sqlx::query_as(sql).bind(value).fetch_optional(pool).await?;
-    Ok(row.map(|(snapshot,)| snapshot))
+    let row: Option<CustomerRow> = sqlx::query_as(sql).bind(value).fetch_optional(pool).await?;
+    row.map(CustomerRow::into_model).transpose()
 }
 
-/// The snapshots of the customers of `ids` that exist (unlocked).
-pub async fn snapshots(
-    connection: &mut PgConnection,
-    ids: &[&str],
-) -> Result<Vec<CustomerSnapshot>> {
-    Ok(
-        sqlx::query_as("SELECT id, snapshot FROM invoicing.customers WHERE id = ANY($1)")
+/// The customers of `ids` that exist (unlocked).
+pub async fn many(connection: &mut PgConnection, ids: &[&str]) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> =
+        sqlx::query_as("SELECT id, document, snapshot FROM invoicing.customers WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(connection)
-            .await?,
-    )
+            .await?;
+    rows.into_iter().map(CustomerRow::into_model).collect()
 }
 
 /// Locks `external_id` for the rest of the caller's transaction (two
@@ -80,66 +102,81 @@ pub async fn lock_external_id(connection: &mut PgConnection, external_id: &str) 
     Ok(())
 }
 
-/// The snapshot of the customer with `external_id`, in the caller's
-/// transaction.
-pub async fn snapshot_by_external_id(
+/// The customer with `external_id`, in the caller's transaction.
+pub async fn get_by_external_id(
     connection: &mut PgConnection,
     external_id: &str,
-) -> Result<Option<Vec<u8>>> {
-    let row: Option<(Vec<u8>,)> =
-        sqlx::query_as("SELECT snapshot FROM invoicing.customers WHERE external_id = $1")
-            .bind(external_id)
-            .fetch_optional(connection)
-            .await?;
-    Ok(row.map(|(snapshot,)| snapshot))
-}
-
-/// A new customer's row.
-#[derive(Clone, Copy, Debug)]
-pub struct NewCustomer<'a> {
-    pub id: &'a str,
-    pub external_id: &'a str,
-    pub currency: &'a str,
-    /// The encoded `tally.invoicing.v1.Customer`.
-    pub snapshot: &'a [u8],
-    pub created_at: DateTime<Utc>,
-}
-
-/// Stores a new, active customer.
-pub async fn insert(connection: &mut PgConnection, customer: NewCustomer<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO invoicing.customers (id, external_id, currency, status, request_hash, snapshot, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'active', '', $4, $5, $5)",
+) -> Result<Option<Customer>> {
+    let row: Option<CustomerRow> = sqlx::query_as(
+        "SELECT id, document, snapshot FROM invoicing.customers WHERE external_id = $1",
     )
-    .bind(customer.id)
-    .bind(customer.external_id)
-    .bind(customer.currency)
-    .bind(customer.snapshot)
+    .bind(external_id)
+    .fetch_optional(connection)
+    .await?;
+    row.map(CustomerRow::into_model).transpose()
+}
+
+/// Stores a new customer.
+pub async fn insert(connection: &mut PgConnection, customer: &Customer) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO invoicing.customers (id, external_id, currency, status, request_hash, document, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7)",
+    )
+    .bind(&customer.id)
+    .bind(&customer.external_id)
+    .bind(customer.currency.code())
+    .bind(customer.status.name())
+    .bind(Json(customer))
     .bind(customer.created_at)
+    .bind(customer.updated_at)
     .execute(connection)
     .await?;
     Ok(())
 }
 
-/// Replaces customer `id`'s currency, status (`active` or `archived`) and
-/// snapshot.
-pub async fn update(
-    connection: &mut PgConnection,
-    id: &str,
-    currency: &str,
-    status: &str,
-    snapshot: &[u8],
-    now: DateTime<Utc>,
-) -> Result<()> {
+/// Replaces a stored customer (its document and the columns read from it;
+/// an old-format snapshot is dropped).
+pub async fn update(connection: &mut PgConnection, customer: &Customer) -> Result<()> {
     sqlx::query(
-        "UPDATE invoicing.customers SET currency = $2, status = $3, snapshot = $4, updated_at = $5 \
+        "UPDATE invoicing.customers SET currency = $2, status = $3, document = $4, snapshot = NULL, updated_at = $5 \
          WHERE id = $1",
     )
-    .bind(id)
-    .bind(currency)
-    .bind(status)
-    .bind(snapshot)
-    .bind(now)
+    .bind(&customer.id)
+    .bind(customer.currency.code())
+    .bind(customer.status.name())
+    .bind(Json(customer))
+    .bind(customer.updated_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` customers still stored only as a protobuf snapshot, locked
+/// (`SKIP LOCKED`: a customer being changed is converted by the change).
+pub async fn legacy_batch(connection: &mut PgConnection, limit: i64) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> = sqlx::query_as(
+        "SELECT id, document, snapshot FROM invoicing.customers WHERE document IS NULL \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(connection)
+    .await?;
+    rows.into_iter().map(CustomerRow::into_model).collect()
+}
+
+/// Writes converted customers' documents (and drops their snapshots).
+pub async fn set_documents(connection: &mut PgConnection, customers: &[Customer]) -> Result<()> {
+    sqlx::query(
+        "UPDATE invoicing.customers c SET document = d.document, snapshot = NULL \
+         FROM unnest($1::text[], $2::jsonb[]) AS d(id, document) WHERE c.id = d.id",
+    )
+    .bind(
+        customers
+            .iter()
+            .map(|customer| customer.id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(customers.iter().map(Json).collect::<Vec<_>>())
     .execute(connection)
     .await?;
     Ok(())
@@ -175,9 +212,9 @@ pub async fn page(
     status: Option<&str>,
     after: Option<&str>,
     limit: i64,
-) -> Result<Vec<CustomerSnapshot>> {
-    Ok(sqlx::query_as(
-        "SELECT id, snapshot FROM invoicing.customers \
+) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> = sqlx::query_as(
+        "SELECT id, document, snapshot FROM invoicing.customers \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) \
          ORDER BY id LIMIT $3",
     )
@@ -185,7 +222,8 @@ pub async fn page(
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    rows.into_iter().map(CustomerRow::into_model).collect()
 }
 
 /// The ids of customer `id`'s subscriptions not canceled by `now`, by id.

@@ -11,7 +11,8 @@ use tally_proto::invoicing::{
     self as proto, CreditNoteReason, InvoiceStatus, create_credit_note_request,
 };
 
-use super::store::{self as invoice_store, CreditNoteSnapshot, NewCreditNote};
+use super::mapping as note_mapping;
+use super::store as invoice_store;
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
@@ -71,14 +72,12 @@ impl Context {
         let currency = row.currency()?;
         let balance = Balance::load(&mut *connection, row).await?;
         let creditable = balance.creditable();
-        let earlier =
-            invoice_store::credit_note_snapshots_of_invoice(&mut *connection, &row.id).await?;
-        let earlier: Vec<proto::CreditNote> = earlier
-            .into_iter()
-            .map(|bytes| {
-                proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)
-            })
-            .collect::<Result<_>>()?;
+        let earlier: Vec<proto::CreditNote> =
+            invoice_store::credit_notes_of_invoice(&mut *connection, &row.id)
+                .await?
+                .iter()
+                .map(note_mapping::to_wire)
+                .collect();
         let lines = match note.lines {
             None => {
                 if creditable <= Decimal::ZERO {
@@ -100,7 +99,8 @@ impl Context {
                         "must name at least one line",
                     ));
                 }
-                let invoice_lines = store::lines(&mut *connection, &row.id).await?;
+                let invoice_lines =
+                    store::lines::wire_lines(&mut *connection, &row.id, currency).await?;
                 for (index, line) in lines.iter().enumerate() {
                     let field = format!("partial.lines[{index}]");
                     let amount =
@@ -226,18 +226,11 @@ impl Context {
             created_at: Some(timestamp(now)),
             refund_amount: (refund > Decimal::ZERO).then(|| money(refund, currency)),
         };
-        let snapshot = credit_note.encode_to_vec();
-        let stored = NewCreditNote {
-            id: &id,
-            number: &credit_note.number,
-            invoice_id: &row.id,
-            customer_id: &row.customer_id,
-            total,
-            refund_id: note.refund_id.as_deref(),
-            snapshot: &snapshot,
-            created_at: now,
-        };
-        invoice_store::insert_credit_note(&mut *connection, stored).await?;
+        invoice_store::insert_credit_note(
+            &mut *connection,
+            &note_mapping::from_wire(&credit_note)?,
+        )
+        .await?;
         invoice_store::add_amount_credited(&mut *connection, &row.id, total, now).await?;
         if refund > Decimal::ZERO {
             refunds::hold_note_refund(&mut *connection, row, &id, refund, now).await?;
@@ -330,17 +323,12 @@ impl Context {
                 note.id
             }
         };
-        let CreditNoteSnapshot {
-            snapshot: bytes,
-            invoice_id,
-        } = invoice_store::credit_note_snapshot(&mut transaction, &note_id).await?;
-        let row = store::load(&mut transaction, &invoice_id, false).await?;
+        let credit_note = invoice_store::credit_note(&mut transaction, &note_id).await?;
+        let row = store::load(&mut transaction, &credit_note.invoice_id, false).await?;
         let invoice = store::to_proto(&mut transaction, &row, true).await?;
         transaction.commit().await?;
         Ok(proto::CreateCreditNoteResponse {
-            credit_note: Some(
-                proto::CreditNote::decode(bytes.as_slice()).map_err(InvoicingError::internal)?,
-            ),
+            credit_note: Some(note_mapping::to_wire(&credit_note)),
             invoice: Some(invoice),
         })
     }
@@ -361,13 +349,7 @@ impl Context {
         .await?;
         let (rows, next_page_token) = paging::finish(rows, limit, "credit_notes", |row| &row.id);
         Ok(proto::ListCreditNotesResponse {
-            credit_notes: rows
-                .into_iter()
-                .map(|row| {
-                    proto::CreditNote::decode(row.snapshot.as_slice())
-                        .map_err(InvoicingError::internal)
-                })
-                .collect::<Result<_>>()?,
+            credit_notes: rows.iter().map(note_mapping::to_wire).collect(),
             next_page_token,
         })
     }

@@ -9,6 +9,7 @@ use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
 use super::allow;
 use super::store as invoice_store;
+use crate::billing::model::InvoiceStatus as InvoiceStatusModel;
 use crate::billing::store::{self};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
@@ -80,7 +81,9 @@ impl Context {
                         format!("{value} is not an invoice status"),
                     ));
                 }
-                Ok(status) => statuses.push(store::status_name(status)),
+                Ok(status) => {
+                    statuses.extend(store::status_from_wire(status).map(|status| status.name()))
+                }
             }
         }
         let range = match &request.period_start_range {
@@ -152,7 +155,7 @@ impl Context {
             let mut connection = self.pool.acquire().await?;
             store::load(&mut connection, id, false).await?
         };
-        let usage = if draft.status == "draft" {
+        let usage = if draft.status == InvoiceStatusModel::Draft {
             self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
                 .await?
         } else {

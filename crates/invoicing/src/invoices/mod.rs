@@ -5,8 +5,10 @@
 mod api;
 mod credit_notes;
 mod lifecycle;
+pub(crate) mod mapping;
+pub(crate) mod model;
 mod preview;
-mod store;
+pub(crate) mod store;
 
 pub use credit_notes::NoteRequest;
 

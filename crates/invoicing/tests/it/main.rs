@@ -16,6 +16,7 @@ mod payments;
 mod portal;
 mod refund_balance;
 mod scheduler;
+mod stored_model;
 mod stub_periods;
 mod subscriptions;
 mod support;
