@@ -4,7 +4,7 @@
 
 use prost::Message as _;
 use sqlx::PgPool;
-use tally_domain::ids::PlanId;
+use tally_domain::ids::{MeterId, PlanId, PlanVersionId};
 use tally_proto::rating::catalog_service_server::CatalogService;
 use tally_proto::rating::create_plan_version_request::Source;
 use tally_proto::rating::{self as proto, get_meter_request, get_plan_request};
@@ -64,7 +64,7 @@ impl CatalogApi {
             }
             None => return Err(CatalogError::Invalid(required("source"))),
         };
-        let id = self.ids.new_id("pv");
+        let id = self.ids.mint::<PlanVersionId>();
         let new = NewVersion {
             id: &id,
             plan_id: &request.plan_id,
@@ -350,7 +350,7 @@ impl CatalogService for CatalogApi {
     ) -> CatalogResult<proto::CreateMeterResponse> {
         let definition =
             mapping::meter_definition(request.get_ref()).map_err(CatalogError::Invalid)?;
-        let id = self.ids.new_id("mtr");
+        let id = self.ids.mint::<MeterId>();
         let created = store::create_meter(&self.pool, &id, &definition, self.clock.now())
             .await
             .map_err(CatalogError::from)?;
@@ -410,7 +410,7 @@ impl CatalogService for CatalogApi {
     ) -> CatalogResult<proto::CreatePlanResponse> {
         let attributes =
             mapping::plan_attributes(request.get_ref()).map_err(CatalogError::Invalid)?;
-        let id = self.ids.new_id("plan");
+        let id = self.ids.mint::<PlanId>();
         let created = store::create_plan(&self.pool, &id, &attributes, self.clock.now())
             .await
             .map_err(CatalogError::from)?;
@@ -611,7 +611,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<proto::ValidateCatalogChangesRequest>,
     ) -> CatalogResult<proto::ValidateCatalogChangesResponse> {
-        let placeholder = self.ids.new_id("plan");
+        let placeholder = self.ids.mint::<PlanId>();
         let violations = changes::validate(&self.pool, request.get_ref(), &placeholder)
             .await?
             .to_proto();

@@ -19,7 +19,7 @@ use super::store::{self, Lock, Lookup, PlanRow, VersionRow};
 pub async fn validate(
     pool: &PgPool,
     request: &proto::ValidateCatalogChangesRequest,
-    placeholder_plan_id: &str,
+    placeholder_plan_id: &PlanId,
 ) -> Result<Violations, CatalogError> {
     let mut violations = Violations::default();
     if request.meters.is_empty() && request.plans.is_empty() {
@@ -51,9 +51,12 @@ pub async fn validate(
             continue;
         };
         let existing = store::plan_row(pool, Lookup::Code(&plan.code)).await?;
-        let plan_id = existing.map_or_else(|| placeholder_plan_id.to_owned(), |row| row.id);
-        let Ok(plan_id) = PlanId::parse(&plan_id) else {
-            continue;
+        let plan_id = match existing {
+            Some(row) => match PlanId::parse(&row.id) {
+                Ok(plan_id) => plan_id,
+                Err(_) => continue,
+            },
+            None => placeholder_plan_id.clone(),
         };
         let identity = PlanIdentity {
             plan_id,

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
+use tally_domain::ids::{MeterId, PlanId, PlanVersionId};
 use tally_domain::meter::Meter;
 use tally_domain::plan::Plan;
 
@@ -134,7 +135,7 @@ pub enum Created<T> {
 /// its definition hash equals `definition`'s.
 pub async fn create_meter(
     pool: &PgPool,
-    id: &str,
+    id: &MeterId,
     definition: &MeterDefinition,
     now: DateTime<Utc>,
 ) -> Result<Created<MeterRow>, sqlx::Error> {
@@ -145,7 +146,7 @@ pub async fn create_meter(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO NOTHING",
     )
     .bind(code)
-    .bind(id)
+    .bind(id.as_str())
     .bind(&definition.name)
     .bind(&definition.description)
     .bind(&definition.unit)
@@ -287,7 +288,7 @@ const PLAN_SELECT: &str = "SELECT t.id, t.code, t.name, t.description, t.metadat
 /// Inserts a plan unless its code exists (see [`create_meter`] for replays).
 pub async fn create_plan(
     pool: &PgPool,
-    id: &str,
+    id: &PlanId,
     attributes: &PlanAttributes,
     now: DateTime<Utc>,
 ) -> Result<Created<PlanRow>, sqlx::Error> {
@@ -296,7 +297,7 @@ pub async fn create_plan(
         "INSERT INTO rating.plans (id, code, name, description, metadata, request_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (code) DO NOTHING",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(&attributes.code)
     .bind(&attributes.name)
     .bind(&attributes.description)
@@ -423,8 +424,8 @@ pub async fn version(
 /// A new draft, numbered after the plan's last version.
 #[derive(Clone, Debug)]
 pub struct NewVersion<'a> {
-    /// `pv_…`.
-    pub id: &'a str,
+    /// The new version's id.
+    pub id: &'a PlanVersionId,
     /// `plan_…` (locked by the caller with [`lock_plan`]).
     pub plan_id: &'a str,
     /// The encoded `PlanVersionSpec`.
@@ -449,7 +450,7 @@ pub async fn insert_version(
          FROM rating.plan_versions WHERE plan_id = $2 \
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {VERSION_COLUMNS}"
     )))
-    .bind(new.id)
+    .bind(new.id.as_str())
     .bind(new.plan_id)
     .bind(new.content)
     .bind(new.idempotency_key)

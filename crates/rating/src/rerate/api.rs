@@ -1,6 +1,7 @@
 //! `RerateSubscription` and `GetRerateJob`.
 
 use sqlx::PgPool;
+use tally_domain::ids::SubscriptionId;
 use tally_proto::rating::{
     GetRerateJobRequest, GetRerateJobResponse, RerateJob as RerateJobMessage,
     RerateSubscriptionRequest, RerateSubscriptionResponse,
@@ -28,14 +29,13 @@ pub async fn rerate_subscription(
     if request.idempotency_key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
         return invalid("idempotency_key: is longer than 255 characters");
     }
-    if request.subscription_id.is_empty() {
-        return invalid("subscription_id: is required");
-    }
+    let subscription_id: SubscriptionId =
+        tally_proto::convert::id(&request.subscription_id, "subscription_id")?;
     let Some(from_at) = instant(request.from.as_ref()) else {
         return invalid("from: is required (periods intersecting [from, now) are recomputed)");
     };
     let mut transaction = pool.begin().await?;
-    if !store::subscription_exists(&mut transaction, &request.subscription_id).await? {
+    if !store::subscription_exists(&mut transaction, subscription_id.as_str()).await? {
         return Err(RatingError::NotFound(format!(
             "subscription_id: rating has no subscription {}",
             request.subscription_id

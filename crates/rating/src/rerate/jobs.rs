@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sqlx::PgConnection;
+use tally_domain::ids::RerateJobId;
 use tally_runtime::SharedClock;
 use tally_runtime::ids::SharedIdGenerator;
 use tokio::sync::Notify;
@@ -49,7 +50,7 @@ impl RerateQueue {
         connection: &mut PgConnection,
         job: &NewJob<'_>,
     ) -> Result<RerateJob, RatingError> {
-        let job_id = self.ids.new_id("rrj");
+        let job_id = self.ids.mint::<RerateJobId>();
         let inserted = store::insert_job(&mut *connection, &job_id, job, self.clock.now()).await?;
         if let Some(inserted) = inserted {
             return Ok(inserted);

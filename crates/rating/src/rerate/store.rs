@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use tally_domain::ids::RerateJobId;
 
 use super::model::{JobState, NewJob, RerateJob};
 use crate::error::RatingError;
@@ -50,7 +51,7 @@ impl TryFrom<JobRow> for RerateJob {
 /// idempotency key has a job already.
 pub async fn insert_job(
     connection: &mut PgConnection,
-    job_id: &str,
+    job_id: &RerateJobId,
     job: &NewJob<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<RerateJob>, RatingError> {
@@ -60,7 +61,7 @@ pub async fn insert_job(
          VALUES ($1, $2, $3, $4, $5, 1, $6) \
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
     )))
-    .bind(job_id)
+    .bind(job_id.as_str())
     .bind(job.subscription_id)
     .bind(job.from_at)
     .bind(job.reason)

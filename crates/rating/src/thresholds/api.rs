@@ -6,7 +6,7 @@ use std::str::FromStr as _;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use tally_domain::ids::MeterCode;
+use tally_domain::ids::{MeterCode, SubscriptionId, ThresholdId};
 use tally_domain::money::Currency;
 use tally_proto::common;
 use tally_proto::rating::{
@@ -37,9 +37,8 @@ pub async fn set_threshold(
     now: DateTime<Utc>,
     request: SetThresholdRequest,
 ) -> Result<SetThresholdResponse, RatingError> {
-    if request.subscription_id.is_empty() {
-        return invalid("subscription_id: is required");
-    }
+    let subscription_id: SubscriptionId =
+        tally_proto::convert::id(&request.subscription_id, "subscription_id")?;
     check_key(&request.key)?;
     let customer = store::subscription_customer(pool, &request.subscription_id).await?;
     let Some(customer_id) = customer else {
@@ -57,12 +56,12 @@ pub async fn set_threshold(
             usage_limit(pool, cache, &request.subscription_id, usage).await?
         }
     };
-    let threshold_id = ids.new_id("thr");
+    let threshold_id = ids.mint::<ThresholdId>();
     let stored = store::set(
         pool,
         &NewThreshold {
             threshold_id: &threshold_id,
-            subscription_id: &request.subscription_id,
+            subscription_id: &subscription_id,
             customer_id: &customer_id,
             key: &request.key,
             limit: &limit,
@@ -179,10 +178,9 @@ pub async fn list_thresholds(
     now: DateTime<Utc>,
     request: ListThresholdsRequest,
 ) -> Result<ListThresholdsResponse, RatingError> {
-    if request.subscription_id.is_empty() {
-        return invalid("subscription_id: is required");
-    }
-    let thresholds = store::of_subscription(pool, &request.subscription_id).await?;
+    let subscription_id: SubscriptionId =
+        tally_proto::convert::id(&request.subscription_id, "subscription_id")?;
+    let thresholds = store::of_subscription(pool, subscription_id.as_str()).await?;
     Ok(ListThresholdsResponse {
         thresholds: thresholds
             .into_iter()
@@ -196,10 +194,9 @@ pub async fn delete_threshold(
     pool: &PgPool,
     request: DeleteThresholdRequest,
 ) -> Result<DeleteThresholdResponse, RatingError> {
-    if request.threshold_id.is_empty() {
-        return invalid("threshold_id: is required");
-    }
-    if !store::delete(pool, &request.threshold_id).await? {
+    let threshold_id: ThresholdId =
+        tally_proto::convert::id(&request.threshold_id, "threshold_id")?;
+    if !store::delete(pool, threshold_id.as_str()).await? {
         return Err(RatingError::NotFound(format!(
             "threshold_id: no threshold {}",
             request.threshold_id

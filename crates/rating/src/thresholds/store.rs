@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
+use tally_domain::ids::{SubscriptionId, ThresholdId};
 
 use crate::error::RatingError;
 
@@ -126,10 +127,10 @@ fn limit_columns(limit: &Limit) -> (Option<&str>, Option<Decimal>, Option<&str>,
 /// What `SetThreshold` stores.
 #[derive(Clone, Debug)]
 pub struct NewThreshold<'a> {
-    /// `thr_…` used if the key is new.
-    pub threshold_id: &'a str,
-    /// `sub_…`.
-    pub subscription_id: &'a str,
+    /// Used if the key is new.
+    pub threshold_id: &'a ThresholdId,
+    /// The subscription.
+    pub subscription_id: &'a SubscriptionId,
     /// `cus_…`.
     pub customer_id: &'a str,
     /// The client's key.
@@ -149,7 +150,7 @@ pub async fn set(pool: &PgPool, new: &NewThreshold<'_>) -> Result<Threshold, Rat
     let previous: Option<ThresholdRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_THRESHOLDS} WHERE t.subscription_id = $1 AND t.key = $2 FOR UPDATE OF t"
     )))
-    .bind(new.subscription_id)
+    .bind(new.subscription_id.as_str())
     .bind(new.key)
     .fetch_optional(&mut *transaction)
     .await?;
@@ -160,8 +161,8 @@ pub async fn set(pool: &PgPool, new: &NewThreshold<'_>) -> Result<Threshold, Rat
                    spend_currency, spend_amount, meter_code, usage_quantity, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
             )
-            .bind(new.threshold_id)
-            .bind(new.subscription_id)
+            .bind(new.threshold_id.as_str())
+            .bind(new.subscription_id.as_str())
             .bind(new.customer_id)
             .bind(new.key)
             .bind(spend_currency)
@@ -171,7 +172,7 @@ pub async fn set(pool: &PgPool, new: &NewThreshold<'_>) -> Result<Threshold, Rat
             .bind(new.now)
             .execute(&mut *transaction)
             .await?;
-            new.threshold_id.to_owned()
+            new.threshold_id.to_string()
         }
         Some(previous) => {
             let previous = Threshold::try_from(previous)?;

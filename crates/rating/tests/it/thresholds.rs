@@ -192,6 +192,14 @@ async fn threshold_requests_are_validated_field_by_field() {
             Code::NotFound,
             "subscription_id",
         ),
+        (
+            SetThresholdRequest {
+                subscription_id: "cus_000001".into(),
+                ..spend("a", "1")
+            },
+            Code::InvalidArgument,
+            "subscription_id",
+        ),
         (spend("", "1"), Code::InvalidArgument, "key"),
         (spend("spend at 80%", "1"), Code::InvalidArgument, "key"),
         (
