@@ -39,6 +39,7 @@
 //! the transaction that records the inbox entry.
 
 use tally_bus::consumer::HandlerError;
+use tally_domain::ids::RefundId;
 use tally_domain::ledger::{Fact, TransactionBuilder};
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
@@ -244,7 +245,7 @@ async fn pay_out(
         Some(refund) if refund.status == "failed" => return Ok(None),
         Some(refund) => (refund.id, Money::new(refund.amount, wanted.currency())),
         None => {
-            let refund_id = core.ids.new_id("ref");
+            let refund_id = String::from(core.ids.mint::<RefundId>());
             let reason = refund_reason(note.reason());
             let memo = format!("credit note {}", note.number);
             let new = NewNoteRefund {

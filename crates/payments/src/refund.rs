@@ -24,6 +24,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tally_audit::{Entry, Origin};
+use tally_domain::ids::RefundId;
 use tally_domain::money::Money;
 use tally_proto::payments as proto;
 
@@ -380,7 +381,7 @@ async fn reserve(
     }
     let reason = proto::RefundReason::try_from(request.reason)
         .unwrap_or(proto::RefundReason::RequestedByCustomer);
-    let refund_id = core.ids.new_id("ref");
+    let refund_id = String::from(core.ids.mint::<RefundId>());
     let new = NewRefund {
         id: &refund_id,
         payment_id: &payment.id,

@@ -4,6 +4,7 @@
 //! payment.
 
 use tally_bus::consumer::HandlerError;
+use tally_domain::ids::PaymentId;
 use tally_domain::ledger::Fact;
 use tally_domain::money::Money;
 use tally_proto::events::InvoiceEvent;
@@ -116,7 +117,7 @@ impl InvoiceEventsHandler {
             return Ok(None);
         }
         let payment = PaymentRow {
-            id: self.core.ids.new_id("pay"),
+            id: self.core.ids.mint::<PaymentId>().into(),
             invoice_id: collectible.invoice_id.clone(),
             customer_id: collectible.customer.tally_customer_id.clone(),
             amount: collectible.amount_due,

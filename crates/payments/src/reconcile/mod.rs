@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use tally_domain::ids::{ReconciliationFindingId, ReconciliationReportId};
 use tally_domain::ledger::Fact;
 use tally_domain::money::{Currency, Money};
 use tally_runtime::Shutdown;
@@ -69,7 +70,7 @@ impl Reconciler {
         let hash = hex::encode(Sha256::digest(
             format!("{}|{}", window.start.to_rfc3339(), window.end.to_rfc3339()).as_bytes(),
         ));
-        let id = self.core.ids.new_id("rec");
+        let id = String::from(self.core.ids.mint::<ReconciliationReportId>());
         let report = NewReport {
             id: &id,
             idempotency_key,
@@ -410,7 +411,7 @@ async fn insert_finding(
             .map(|amount| amount.currency().code().to_owned())
             .unwrap_or_default()
     };
-    let id = core.ids.new_id("rcf");
+    let id = String::from(core.ids.mint::<ReconciliationFindingId>());
     let tally_currency = currency(&finding.tally_amount);
     let stripe_currency = currency(&finding.stripe_amount);
     let new = NewFinding {

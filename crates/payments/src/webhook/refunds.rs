@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use tally_domain::ids::RefundId;
 
 use crate::store::webhooks::{self, NewStripeRefund};
 use crate::store::{self, PaymentKey, PaymentRow, refunds};
@@ -73,7 +74,7 @@ impl WebhookState {
                         tracing::error!(payment_id = %payment.id, stripe_refund_id = %remote.id, "a Stripe refund does not fit the payment; not recorded");
                         continue;
                     }
-                    let id = self.core.ids.new_id("ref");
+                    let id = String::from(self.core.ids.mint::<RefundId>());
                     let new = NewStripeRefund {
                         id: &id,
                         payment_id: &payment.id,
