@@ -29,7 +29,7 @@ use tally_domain::money::Money;
 use tally_proto::events::payment_event;
 use tally_proto::invoicing::{self as proto, CreditNoteReason, InvoiceStatus};
 
-use self::store::{NewReservation, RefundRow, RefundTotals, refund_by_id};
+use self::store::{NewReservation, RefundRow, RefundStatus, RefundTotals, refund_by_id};
 use crate::Context;
 use crate::billing::store::{self as billing_store, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
@@ -145,10 +145,10 @@ impl Balance {
 
 impl RefundRow {
     fn wire_status(&self) -> proto::RefundReservationStatus {
-        match self.status.as_str() {
-            "held" => proto::RefundReservationStatus::Held,
-            "refunded" => proto::RefundReservationStatus::Refunded,
-            _ => proto::RefundReservationStatus::Released,
+        match self.status {
+            RefundStatus::Held => proto::RefundReservationStatus::Held,
+            RefundStatus::Refunded => proto::RefundReservationStatus::Refunded,
+            RefundStatus::Released => proto::RefundReservationStatus::Released,
         }
     }
 
@@ -310,9 +310,9 @@ impl Context {
             return self.link_note_refund(connection, row, refunded, now).await;
         }
         let existing = refund_by_id(&mut *connection, &refunded.refund_id).await?;
-        match existing.as_ref().map(|refund| refund.status.as_str()) {
-            Some("refunded") => return Ok(()),
-            Some("held") => {
+        match existing.as_ref().map(|refund| refund.status) {
+            Some(RefundStatus::Refunded) => return Ok(()),
+            Some(RefundStatus::Held) => {
                 let held = existing
                     .as_ref()
                     .map(|refund| refund.amount)
@@ -330,7 +330,7 @@ impl Context {
                     .await?;
                 return Ok(());
             }
-            _ => {}
+            Some(RefundStatus::Released) | None => {}
         }
         // Nobody reserved it: a refund made outside Tally (the Stripe
         // dashboard), or before reservations existed, or one whose

@@ -32,6 +32,7 @@ macro_rules! text_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The stored name.
+            #[allow(dead_code)]
             pub fn name(self) -> &'static str {
                 match self {
                     $( $name::$variant => $text ),+

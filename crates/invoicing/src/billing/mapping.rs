@@ -303,3 +303,8 @@ pub fn explanation_to_wire(explanation: &Explanation) -> invoice_line::Detail {
         }),
     }
 }
+
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+#[allow(clippy::unwrap_used)]
+mod tests;

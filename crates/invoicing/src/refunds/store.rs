@@ -7,6 +7,19 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use crate::error::Result;
+use crate::text_enum::text_enum;
+
+text_enum! {
+    /// Where a refund of an invoice stands (`invoice_refunds.status`).
+    pub enum RefundStatus {
+        /// Its amount is taken while payments asks Stripe.
+        Held = "held",
+        /// It succeeded.
+        Refunded = "refunded",
+        /// It failed; the amount is free again.
+        Released = "released",
+    }
+}
 
 /// A stored refund row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -15,8 +28,7 @@ pub struct RefundRow {
     pub refund_id: Option<String>,
     pub credit_note_id: Option<String>,
     pub amount: Decimal,
-    /// `held`, `refunded` or `released`.
-    pub status: String,
+    pub status: RefundStatus,
 }
 
 const REFUND_COLUMNS: &str = "invoice_id, refund_id, credit_note_id, amount, status";
