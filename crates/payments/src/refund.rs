@@ -27,6 +27,7 @@ use tally_audit::{Entry, Origin};
 use tally_domain::ids::RefundId;
 use tally_domain::money::Money;
 use tally_proto::payments as proto;
+use tally_runtime::idempotency::{Fingerprint, fingerprint};
 
 use crate::core::{Core, EXCEEDS_INVOICE_BALANCE, RefundFailure};
 use crate::error::PaymentsError;
@@ -263,23 +264,41 @@ fn validate(request: &proto::RefundRequest) -> Result<(), PaymentsError> {
     Ok(())
 }
 
-fn request_hash(request: &proto::RefundRequest) -> String {
+/// The parts of a refund request that make it the same request: the payment, the
+/// amount compared by value (`10.5` and `10.50` are the same request; none is
+/// everything) and the reason and memo.
+fn request_parts(request: &proto::RefundRequest) -> [Vec<u8>; 4] {
+    let amount = match &request.amount {
+        Some(amount) => parse_money(Some(amount), "amount")
+            .map(|money| format!("{} {}", money.amount().normalize(), money.currency()))
+            .unwrap_or_default(),
+        None => "everything".to_owned(),
+    };
+    [
+        request.payment_id.clone().into_bytes(),
+        amount.into_bytes(),
+        request.reason.to_le_bytes().to_vec(),
+        request.memo.clone().into_bytes(),
+    ]
+}
+
+/// The request's fingerprint (the runtime's one framing).
+fn request_fingerprint(request: &proto::RefundRequest) -> Fingerprint {
+    fingerprint(request_parts(request).iter().map(Vec::as_slice))
+}
+
+/// The hash `payments.refunds.request_hash` held before the runtime's fingerprint (64
+/// hex digits, no prefix): the same parts run together with zero bytes. Only compared
+/// with rows written then, never written.
+fn legacy_request_hash(request: &proto::RefundRequest) -> String {
+    let [payment, amount, reason, memo] = request_parts(request);
     let mut hasher = Sha256::new();
-    hasher.update(request.payment_id.as_bytes());
+    hasher.update(payment);
     hasher.update([0]);
-    match &request.amount {
-        Some(amount) => {
-            // Compare amounts by value: `10.5` and `10.50` are the same request.
-            let normalized = parse_money(Some(amount), "amount")
-                .map(|money| format!("{} {}", money.amount().normalize(), money.currency()))
-                .unwrap_or_default();
-            hasher.update(normalized.as_bytes());
-        }
-        None => hasher.update(b"everything"),
-    }
+    hasher.update(amount);
     hasher.update([0]);
-    hasher.update(request.reason.to_le_bytes());
-    hasher.update(request.memo.as_bytes());
+    hasher.update(reason);
+    hasher.update(memo);
     hex::encode(hasher.finalize())
 }
 
@@ -293,7 +312,7 @@ async fn reserve(
     request: &proto::RefundRequest,
     origin: &Origin,
 ) -> Result<Reserved, PaymentsError> {
-    let hash = request_hash(request);
+    let hash = request_fingerprint(request);
     let now = core.clock.now();
     let mut transaction = core.pool.begin().await?;
     // Serializes requests with the same key (the second waits for the first).
@@ -310,7 +329,10 @@ async fn reserve(
         failure_reason,
     }) = existing
     {
-        if stored_hash.as_deref() != Some(hash.as_str()) {
+        let replay = stored_hash
+            .as_deref()
+            .is_some_and(|stored| hash.matches_stored(stored, || legacy_request_hash(request)));
+        if !replay {
             return Err(PaymentsError::IdempotencyConflict(
                 request.idempotency_key.clone(),
             ));
@@ -387,7 +409,7 @@ async fn reserve(
         payment_id: &payment.id,
         invoice_id: &payment.invoice_id,
         idempotency_key: &request.idempotency_key,
-        request_hash: &hash,
+        request_hash: &hash.to_stored(),
         amount: amount.amount(),
         currency: amount.currency().code(),
         reason: store::refund_reason_name(reason),
@@ -435,4 +457,58 @@ async fn respond(core: &Core, refund_id: &str) -> Result<proto::RefundResponse, 
         refund: Some(refund),
         payment: Some(payment),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_proto::common;
+
+    use super::*;
+
+    fn refund(
+        amount: Option<&str>,
+        reason: proto::RefundReason,
+        memo: &str,
+    ) -> proto::RefundRequest {
+        proto::RefundRequest {
+            idempotency_key: "k".into(),
+            payment_id: "pay_1".into(),
+            amount: amount.map(|amount| common::Money {
+                currency: "USD".into(),
+                amount: amount.into(),
+            }),
+            reason: reason as i32,
+            memo: memo.into(),
+        }
+    }
+
+    /// `payments.refunds.request_hash` of rows written before the runtime's fingerprint
+    /// holds these exact hashes; a retry of such a request must still match them.
+    #[test]
+    fn refunds_requested_before_the_upgrade_still_match() {
+        let table = [
+            (
+                refund(Some("10.50"), proto::RefundReason::Duplicate, "damaged"),
+                "6cb1454db8f536c207930008ab89a418f076b0d86279d712a4c7990c34a03689",
+                "v2:0288ddf812860db65802bbb2dd60e9a2f96d7d6dc0d7b5842fe4db4223f8f596",
+            ),
+            (
+                refund(None, proto::RefundReason::Unspecified, ""),
+                "3fb8b600626f16d1acab2f840c1d3e68bc76e514277083234004157f1af1a2cc",
+                "v2:70f7cb9ba8225c2e00a8f17046da441986f038e6e707c6ca0e9a593717d2d1f1",
+            ),
+        ];
+        for (request, stored_before, stored_now) in table {
+            assert_eq!(legacy_request_hash(&request), stored_before);
+            let hash = request_fingerprint(&request);
+            assert_eq!(hash.to_stored(), stored_now);
+            assert!(hash.matches_stored(stored_before, || legacy_request_hash(&request)));
+        }
+        let same = refund(Some("10.5"), proto::RefundReason::Duplicate, "damaged");
+        assert_eq!(
+            request_fingerprint(&same).to_stored(),
+            "v2:0288ddf812860db65802bbb2dd60e9a2f96d7d6dc0d7b5842fe4db4223f8f596",
+            "amounts compare by value"
+        );
+    }
 }

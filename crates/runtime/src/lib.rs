@@ -12,6 +12,7 @@ pub mod db;
 pub mod decode_errors;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod in_flight;
 pub mod local_postgres;

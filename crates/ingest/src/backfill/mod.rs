@@ -5,12 +5,12 @@
 mod store;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tally_domain::ids::{BackfillId, CustomerId};
 use tally_proto::common::TimeRange;
 use tally_proto::ingest::Backfill;
 use tally_runtime::clock_service::chrono_to_timestamp;
+use tally_runtime::idempotency::fingerprint;
 
 use store::BackfillRow;
 pub use store::open_windows;
@@ -33,19 +33,19 @@ pub struct NewBackfill {
 }
 
 impl NewBackfill {
+    /// The request's fingerprint (`ingest.backfills.request_hash`, the runtime's one
+    /// framing, which backfills always stored).
     fn request_hash(&self) -> Vec<u8> {
-        let mut hasher = Sha256::new();
-        for part in [
+        let parts = [
             self.customer_id.as_str(),
             &self.start.to_rfc3339(),
             &self.end.to_rfc3339(),
             &self.duration.num_seconds().to_string(),
             self.reason.as_str(),
-        ] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-        hasher.finalize().to_vec()
+        ];
+        fingerprint(parts.iter().map(|part| part.as_bytes()))
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -121,5 +121,35 @@ fn to_proto(row: BackfillRow) -> Backfill {
         opened_at: Some(chrono_to_timestamp(opened_at)),
         expires_at: Some(chrono_to_timestamp(expires_at)),
         closed_at: closed_at.map(chrono_to_timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// `ingest.backfills.request_hash` is stored: the same request gives these exact
+    /// bytes forever (a retry of an open backfill is recognised across upgrades).
+    #[test]
+    fn a_backfill_request_has_the_hash_stored_before() {
+        let request = NewBackfill {
+            idempotency_key: "k".into(),
+            customer_id: CustomerId::parse("cus_1").unwrap(),
+            start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            end: Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap(),
+            duration: chrono::Duration::hours(1),
+            reason: "late data".into(),
+        };
+        let hex: String = request
+            .request_hash()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "2394f947965c491f8e4ce09d017dfd70529dee729074e28b97256cc460896a53"
+        );
     }
 }

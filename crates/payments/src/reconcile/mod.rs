@@ -23,6 +23,7 @@ use tally_domain::ledger::Fact;
 use tally_domain::money::{Currency, Money};
 use tally_runtime::Shutdown;
 use tally_runtime::clock::Ticker;
+use tally_runtime::idempotency::{Fingerprint, fingerprint};
 
 use crate::core::Core;
 use crate::error::PaymentsError;
@@ -67,14 +68,12 @@ impl Reconciler {
         window: Window,
         scheduled: bool,
     ) -> Result<(String, bool), PaymentsError> {
-        let hash = hex::encode(Sha256::digest(
-            format!("{}|{}", window.start.to_rfc3339(), window.end.to_rfc3339()).as_bytes(),
-        ));
+        let hash = window_fingerprint(&window);
         let id = String::from(self.core.ids.mint::<ReconciliationReportId>());
         let report = NewReport {
             id: &id,
             idempotency_key,
-            request_hash: &hash,
+            request_hash: &hash.to_stored(),
             window_start: window.start,
             window_end: window.end,
             scheduled,
@@ -87,7 +86,7 @@ impl Reconciler {
             id,
             request_hash: stored_hash,
         } = store::report_by_key(&self.core.pool, idempotency_key).await?;
-        if stored_hash != hash {
+        if !hash.matches_stored(&stored_hash, || legacy_window_hash(&window)) {
             return Err(PaymentsError::IdempotencyConflict(
                 idempotency_key.to_owned(),
             ));
@@ -452,5 +451,44 @@ where
         if !has_more || after.is_none() {
             return Ok(items);
         }
+    }
+}
+
+/// A report request's fingerprint (the runtime's one framing): its window.
+fn window_fingerprint(window: &Window) -> Fingerprint {
+    let (start, end) = (window.start.to_rfc3339(), window.end.to_rfc3339());
+    fingerprint([start.as_bytes(), end.as_bytes()])
+}
+
+/// The hash `payments.reconciliation_reports.request_hash` held before the runtime's
+/// fingerprint (64 hex digits, no prefix): SHA-256 of `<start>|<end>`. Only compared
+/// with rows written then, never written.
+fn legacy_window_hash(window: &Window) -> String {
+    hex::encode(Sha256::digest(
+        format!("{}|{}", window.start.to_rfc3339(), window.end.to_rfc3339()).as_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `payments.reconciliation_reports.request_hash` of reports created before the
+    /// runtime's fingerprint holds this exact hash; asking again must still match it.
+    #[test]
+    fn reports_requested_before_the_upgrade_still_match() {
+        let window = Window {
+            start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            end: Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap(),
+        };
+        let stored_before = "816f99f3c7010b31dec7be355f21e5bedbd847ea3cb55f07432815d22db2fa6e";
+        assert_eq!(legacy_window_hash(&window), stored_before);
+        let hash = window_fingerprint(&window);
+        assert_eq!(
+            hash.to_stored(),
+            "v2:8b4caad3cc937917efe64d89fe1662164c30c65a94d1a4f841665f38e4d59f0a"
+        );
+        assert!(hash.matches_stored(stored_before, || legacy_window_hash(&window)));
+        assert!(hash.matches_stored(&hash.to_stored(), || legacy_window_hash(&window)));
     }
 }

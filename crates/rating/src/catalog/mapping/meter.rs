@@ -8,9 +8,10 @@ use tally_domain::meter::{
 };
 use tally_proto::rating as proto;
 use tally_runtime::clock_service::chrono_to_timestamp;
+use tally_runtime::idempotency::fingerprint;
 
 use super::values::{
-    Rule, Violations, code, hash_parts, known_enum, max_length, name_and_description, required_text,
+    Rule, Violations, code, known_enum, max_length, name_and_description, required_text,
 };
 
 /// Longest display unit.
@@ -36,12 +37,14 @@ impl MeterDefinition {
     /// replay is told from a different meter with the same code.
     pub fn definition_hash(&self) -> Vec<u8> {
         let spec = serde_json::to_vec(self.meter.spec()).unwrap_or_default();
-        hash_parts([
+        fingerprint([
             spec.as_slice(),
             self.name.as_bytes(),
             self.description.as_bytes(),
             self.unit.as_bytes(),
         ])
+        .as_bytes()
+        .to_vec()
     }
 }
 

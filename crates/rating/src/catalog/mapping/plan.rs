@@ -1,9 +1,8 @@
 //! Plans and plan versions: `CreatePlanRequest` → [`PlanAttributes`], and a
 //! version's `PlanVersionSpec` → the domain [`Plan`] with every violation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use prost::Message as _;
 use rust_decimal::Decimal;
 use tally_domain::ids::{ChargeCode, MeterCode, PlanId};
 use tally_domain::meter::Meter;
@@ -15,11 +14,12 @@ use tally_domain::plan::{
 use tally_domain::pricing::{ChargePrice, ChargePriceSpec};
 use tally_proto::rating as proto;
 use tally_proto::rating::price::Model;
+use tally_runtime::idempotency::{fingerprint, request_fingerprint};
 
 use super::price::{self, PriceContext};
 use super::values::{
-    Bound, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, Rule, Violations, code, hash_parts, known_enum,
-    max_length, minimum_not_above_maximum, name_and_description, optional_bounded, optional_money,
+    Bound, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, Rule, Violations, code, known_enum, max_length,
+    minimum_not_above_maximum, name_and_description, optional_bounded, optional_money,
     required_text,
 };
 
@@ -46,7 +46,9 @@ impl PlanAttributes {
     pub fn definition_hash(&self) -> Vec<u8> {
         let attributes = [&self.code, &self.name, &self.description];
         let metadata = self.metadata.iter().flat_map(|(key, value)| [key, value]);
-        hash_parts(attributes.into_iter().chain(metadata).map(String::as_bytes))
+        fingerprint(attributes.into_iter().chain(metadata).map(String::as_bytes))
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -175,12 +177,12 @@ pub fn structural_violations(spec: &proto::PlanVersionSpec) -> Violations {
     violations.structural()
 }
 
-/// SHA-256 of a `CreatePlanVersion` request in a canonical form: protobuf maps
-/// (matrix cells' `dimension_values`) encode in hash-map order, so they are
-/// taken out and hashed sorted.
+/// The fingerprint of a `CreatePlanVersion` request (the runtime's
+/// `request_fingerprint`): protobuf maps (matrix cells' `dimension_values`) encode in
+/// hash-map order, so they are taken out and fingerprinted sorted.
 pub fn version_request_hash(request: &proto::CreatePlanVersionRequest) -> Vec<u8> {
     let mut canonical = request.clone();
-    let mut sorted_maps: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut maps: Vec<HashMap<String, String>> = Vec::new();
     if let Some(proto::create_plan_version_request::Source::Spec(spec)) = &mut canonical.source {
         for charge in &mut spec.charges {
             if let Some(proto::Price {
@@ -188,28 +190,13 @@ pub fn version_request_hash(request: &proto::CreatePlanVersionRequest) -> Vec<u8
             }) = &mut charge.price
             {
                 for cell in &mut matrix.cells {
-                    sorted_maps.push(
-                        std::mem::take(&mut cell.dimension_values)
-                            .into_iter()
-                            .collect(),
-                    );
+                    maps.push(std::mem::take(&mut cell.dimension_values));
                 }
             }
         }
     }
-    let encoded = canonical.encode_to_vec();
-    // Each map starts with its length, so entries cannot shift between cells.
-    let lengths: Vec<[u8; 8]> = sorted_maps
-        .iter()
-        .map(|map| (map.len() as u64).to_le_bytes())
-        .collect();
-    let maps = sorted_maps.iter().zip(&lengths).flat_map(|(map, length)| {
-        std::iter::once(length.as_slice()).chain(
-            map.iter()
-                .flat_map(|(key, value)| [key.as_bytes(), value.as_bytes()]),
-        )
-    });
-    hash_parts(std::iter::once(encoded.as_slice()).chain(maps))
+    let maps: Vec<&HashMap<String, String>> = maps.iter().collect();
+    request_fingerprint(&canonical, &maps).as_bytes().to_vec()
 }
 
 /// A version's content in domain terms.
@@ -541,6 +528,31 @@ mod tests {
                 },
             )),
         }
+    }
+
+    /// Stored in `rating.plan_versions.request_hash` (and the meters' and plans'
+    /// definition hashes): the runtime's fingerprint gives the bytes rating wrote before it.
+    #[test]
+    fn request_hashes_are_the_bytes_stored_before_the_runtime_fingerprint() {
+        let request = request(&[("region", "eu"), ("tier", "gold")]);
+        assert_eq!(
+            hex(&version_request_hash(&request)),
+            "ce3966c752deba5ef38abc8eb1a48f058875867d12d69c16ead298dcc8f67118"
+        );
+        let attributes = PlanAttributes {
+            code: "pro".into(),
+            name: "Pro".into(),
+            description: "The pro plan".into(),
+            metadata: [("owner".to_owned(), "sales".to_owned())].into(),
+        };
+        assert_eq!(
+            hex(&attributes.definition_hash()),
+            "ba883d25b636647907644249594a8339be2ad5f1cf2006909bea49a77914bbd1"
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     #[test]

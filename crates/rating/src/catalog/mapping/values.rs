@@ -8,7 +8,6 @@
 use std::fmt;
 
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use tally_domain::bounds::{self, BoundError};
 use tally_domain::ids::IdError;
 use tally_proto::common;
@@ -252,17 +251,6 @@ pub fn name_and_description(name: &str, description: &str, violations: &mut Viol
         MAX_DESCRIPTION_CHARS,
         violations,
     );
-}
-
-/// SHA-256 over length-prefixed parts: equal exactly when every part is equal
-/// (no two different part lists run together into the same bytes).
-pub fn hash_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part);
-    }
-    hasher.finalize().to_vec()
 }
 
 /// Checks that `value` is present and at most `max_chars` characters.
