@@ -21,7 +21,7 @@ use super::lines::Line;
 use super::store::billed;
 use super::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result};
-use crate::subscriptions::model;
+use crate::subscriptions::store as subscription_store;
 use crate::wire::money;
 use crate::{Context, audit, credits, customers, events};
 use tally_audit::Origin;
@@ -61,7 +61,8 @@ impl Context {
         now: DateTime<Utc>,
         usage: UsageCache,
     ) -> Result<bool> {
-        let subscription = model::load(&mut *connection, &row.subscription_id, false).await?;
+        let subscription =
+            subscription_store::load(&mut *connection, &row.subscription_id, false).await?;
         let composition = Composer::new(
             &mut *connection,
             &self.rating,
@@ -295,7 +296,18 @@ impl Context {
             sealings.len(),
         )
         .await?;
-        let rows = store::finalize_all(&mut *connection, &sealings, &numbers, now).await?;
+        let finalized: Vec<store::Finalized<'_>> = sealings
+            .iter()
+            .map(|sealing| store::Finalized {
+                invoice_id: &sealing.invoice_id,
+                subtotal: sealing.subtotal,
+                credits_total: sealing.credits_total,
+                total: sealing.total,
+                due_at: sealing.due_at,
+                collection_mode: sealing.customer.collection_mode,
+            })
+            .collect();
+        let rows = store::finalize_all(&mut *connection, &finalized, &numbers, now).await?;
         let mut paid_at_once = Vec::new();
         let mut messages = Vec::with_capacity(rows.len());
         for ((row, lines), sealing) in rows.iter().cloned().zip(snapshots).zip(&sealings) {

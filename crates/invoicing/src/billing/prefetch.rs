@@ -11,7 +11,7 @@ use super::compose::UsageCache;
 use super::store::{self, InvoiceRow};
 use crate::Context;
 use crate::error::Result;
-use crate::subscriptions::model;
+use crate::subscriptions::store as subscription_store;
 
 use super::run::Work;
 
@@ -72,7 +72,7 @@ impl Context {
     ) -> Result<Vec<UsageCache>> {
         let ids: Vec<&str> = targets.iter().map(|(id, _)| *id).collect();
         let mut connection = self.pool.acquire().await?;
-        let subscriptions = model::load_many(&mut connection, &ids).await?;
+        let subscriptions = subscription_store::load_many(&mut connection, &ids).await?;
         let mut late_queries = Vec::new();
         let mut late_of = Vec::with_capacity(targets.len());
         for (id, draft) in targets {

@@ -14,6 +14,7 @@ use super::finalize::{Known, Sealing};
 use super::store::{self, runs};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
+use crate::subscriptions::store as subscription_store;
 use crate::{Context, credits, customers};
 
 /// Most failures a summary names (it counts them all).
@@ -341,7 +342,7 @@ impl Context {
             _ => None,
         };
         let claimed: HashMap<String, model::Subscription> =
-            model::claim_many(&mut *transaction, &ids, due_by)
+            subscription_store::claim_many(&mut *transaction, &ids, due_by)
                 .await?
                 .into_iter()
                 .map(|subscription| (subscription.id.clone(), subscription))

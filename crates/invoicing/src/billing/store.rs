@@ -237,15 +237,28 @@ pub async fn insert_draft(
     Ok(Some((row, lines)))
 }
 
+/// What finalizing one draft writes on its row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finalized<'a> {
+    pub(crate) invoice_id: &'a str,
+    pub(crate) subtotal: Decimal,
+    /// Burned credits (positive).
+    pub(crate) credits_total: Decimal,
+    pub(crate) total: Decimal,
+    pub(crate) due_at: DateTime<Utc>,
+    /// The customer's, as its wire number.
+    pub(crate) collection_mode: i32,
+}
+
 /// Marks the prepared drafts `finalized` with their numbers (one
 /// statement), and returns their rows as stored, in the order given.
 pub(crate) async fn finalize_all(
     connection: &mut PgConnection,
-    sealings: &[crate::billing::finalize::Sealing],
+    sealings: &[Finalized<'_>],
     numbers: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<InvoiceRow>> {
-    let ids: Vec<&str> = sealings.iter().map(|s| s.invoice_id.as_str()).collect();
+    let ids: Vec<&str> = sealings.iter().map(|s| s.invoice_id).collect();
     let sql = format!(
         "UPDATE invoicing.invoices i SET status = 'finalized', number = f.number, subtotal = f.subtotal, \
            credits_applied = f.credits_applied, total = f.total, finalized_at = $8, due_at = f.due_at, \
@@ -274,7 +287,7 @@ pub(crate) async fn finalize_all(
         .bind(
             sealings
                 .iter()
-                .map(|s| s.customer.collection_mode)
+                .map(|s| s.collection_mode)
                 .collect::<Vec<_>>(),
         )
         .bind(now)

@@ -9,7 +9,7 @@ use super::store as invoice_store;
 use crate::billing::compose::Composer;
 use crate::billing::lines::Line;
 use crate::error::{InvoicingError, Result};
-use crate::subscriptions::model;
+use crate::subscriptions::store as subscription_store;
 use crate::wire::{money, timestamp};
 use crate::{Context, credits};
 
@@ -39,7 +39,8 @@ impl Context {
         }
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
-        let subscription = model::load(&mut transaction, subscription_id, false).await?;
+        let subscription =
+            subscription_store::load(&mut transaction, subscription_id, false).await?;
         let status = subscription.wire_status(now);
         let no_upcoming = || {
             InvoicingError::FailedPrecondition(format!(

@@ -5,7 +5,7 @@ use tally_proto::invoicing as proto;
 use tally_proto::invoicing::subscription_service_server::SubscriptionService;
 use tonic::{Request, Response};
 
-use super::model;
+use super::store as subscription_store;
 use crate::error::InvoicingError;
 
 fn wrap(subscription: proto::Subscription) -> Option<proto::Subscription> {
@@ -42,7 +42,8 @@ impl SubscriptionService for crate::InvoicingApi {
             .acquire()
             .await
             .map_err(InvoicingError::from)?;
-        let subscription = model::load(&mut connection, &request.subscription_id, false).await?;
+        let subscription =
+            subscription_store::load(&mut connection, &request.subscription_id, false).await?;
         Ok(Response::new(proto::GetSubscriptionResponse {
             subscription: wrap(subscription.to_proto(self.ctx.clock.now())?),
         }))

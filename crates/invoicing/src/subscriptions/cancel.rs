@@ -13,8 +13,9 @@ use crate::error::{InvoicingError, Result};
 use crate::idempotency::{self, request_hash};
 
 use super::changes::Finished;
+use super::store as subscription_store;
 use super::store::{self, BoundaryInvoice};
-use super::{Policy, Timing, allow, model, timing};
+use super::{Policy, Timing, allow, timing};
 
 impl Context {
     pub(super) async fn cancel_subscription(
@@ -163,7 +164,8 @@ impl Context {
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut subscription = model::load(&mut *connection, subscription_id, true).await?;
+        let mut subscription =
+            subscription_store::load(&mut *connection, subscription_id, true).await?;
         if subscription.ended_by(now) {
             return Ok(());
         }

@@ -14,7 +14,8 @@ use crate::idempotency::{self, request_hash};
 use crate::wire::{optional_instant, timestamp};
 use crate::{Context, events, plans};
 
-use super::{Pause, Phase, Policy, Subscription, Timing, allow, model, precondition, timing};
+use super::store as subscription_store;
+use super::{Pause, Phase, Policy, Subscription, Timing, allow, precondition, timing};
 
 /// How a subscription change ends, for [`Context::finish_change`].
 pub(super) struct Finished {
@@ -86,7 +87,7 @@ impl Context {
     ) -> Result<proto::Subscription> {
         subscription.version += 1;
         subscription.updated_at = now;
-        model::store(&mut *connection, subscription).await?;
+        subscription_store::store(&mut *connection, subscription).await?;
         let snapshot = subscription.to_proto(now)?;
         events::subscription_changed(&mut *connection, snapshot.clone(), effective_at, now, kind)
             .await?;
@@ -128,7 +129,9 @@ impl Context {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<proto::Subscription> {
-        model::load(connection, id, false).await?.to_proto(now)
+        subscription_store::load(connection, id, false)
+            .await?
+            .to_proto(now)
     }
 
     /// Common start of every change: validation of the key and id, the
@@ -149,7 +152,8 @@ impl Context {
         if let Some(id) = idem.claim(&mut *connection).await? {
             return Ok(Err(self.replayed(connection, &id, now).await?));
         }
-        let subscription = model::load(&mut *connection, subscription_id, true).await?;
+        let subscription =
+            subscription_store::load(&mut *connection, subscription_id, true).await?;
         if subscription.ended_by(now) {
             return Err(precondition(format!(
                 "subscription {} is canceled",

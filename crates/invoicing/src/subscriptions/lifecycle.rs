@@ -14,7 +14,8 @@ use crate::wire::{optional_instant, timestamp};
 use crate::{Context, customers, paging, plans};
 
 use super::changes::Finished;
-use super::{Phase, Policy, Subscription, model, precondition};
+use super::store as subscription_store;
+use super::{Phase, Policy, Subscription, precondition};
 
 impl Context {
     pub(super) async fn create_subscription(
@@ -167,7 +168,7 @@ impl Context {
         // pages until enough match.
         let mut matching = Vec::new();
         loop {
-            let page = model::list(
+            let page = subscription_store::list(
                 &mut connection,
                 customer,
                 plan,
@@ -208,7 +209,8 @@ impl Context {
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut subscription = model::load(&mut *connection, subscription_id, true).await?;
+        let mut subscription =
+            subscription_store::load(&mut *connection, subscription_id, true).await?;
         if subscription.past_due == past_due || subscription.ended_by(now) {
             return Ok(());
         }

@@ -17,9 +17,6 @@ use tally_proto::invoicing as proto;
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, period_range, timestamp};
 
-// The SQL lives in `store`; these names are how the rest of invoicing reads it.
-pub use super::store::{claim_many, list, load, load_many, store};
-
 /// A proration policy as requested (NONE is kept: it changes which plan's
 /// fees a period is billed on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
