@@ -1,5 +1,7 @@
 //! `tally.payments.v1.PaymentService`.
 
+use tally_domain::ids::{CustomerId, InvoiceId, PaymentId};
+use tally_proto::convert::{id, optional_id};
 use tally_proto::payments as proto;
 use tally_proto::payments::payment_service_server::PaymentService;
 use tonic::{Request, Response, Status};
@@ -33,16 +35,18 @@ impl PaymentService for PaymentsApi {
         &self,
         request: Request<proto::GetPaymentRequest>,
     ) -> Result<Response<proto::GetPaymentResponse>, Status> {
-        let payment_id = request.into_inner().payment_id;
+        let payment_id: PaymentId =
+            id(&request.into_inner().payment_id, "payment_id").map_err(PaymentsError::from)?;
         let mut connection = self
             .core
             .pool
             .acquire()
             .await
             .map_err(PaymentsError::from)?;
-        let Some(payment) = store::payment(&mut connection, PaymentKey::Id(&payment_id), false)
-            .await
-            .map_err(PaymentsError::from)?
+        let Some(payment) =
+            store::payment(&mut connection, PaymentKey::Id(payment_id.as_str()), false)
+                .await
+                .map_err(PaymentsError::from)?
         else {
             return Err(
                 PaymentsError::NotFound(format!("payment {payment_id} does not exist")).into(),
@@ -61,6 +65,9 @@ impl PaymentService for PaymentsApi {
         request: Request<proto::ListPaymentsRequest>,
     ) -> Result<Response<proto::ListPaymentsResponse>, Status> {
         let request = request.into_inner();
+        optional_id::<CustomerId>(&request.customer_id, "customer_id")
+            .map_err(PaymentsError::from)?;
+        optional_id::<InvoiceId>(&request.invoice_id, "invoice_id").map_err(PaymentsError::from)?;
         let page_size = match i64::from(request.page_size) {
             0 => DEFAULT_PAGE_SIZE,
             size if (1..=MAX_PAGE_SIZE).contains(&size) => size,
@@ -148,7 +155,10 @@ impl PaymentService for PaymentsApi {
         use proto::get_stripe_customer_request::Lookup;
         let request = request.into_inner();
         let (lookup, value) = match &request.lookup {
-            Some(Lookup::CustomerId(id)) if !id.is_empty() => (CustomerLookup::CustomerId(id), id),
+            Some(Lookup::CustomerId(customer_id)) if !customer_id.is_empty() => {
+                id::<CustomerId>(customer_id, "customer_id").map_err(PaymentsError::from)?;
+                (CustomerLookup::CustomerId(customer_id), customer_id)
+            }
             Some(Lookup::StripeCustomerId(id)) if !id.is_empty() => {
                 (CustomerLookup::StripeCustomerId(id), id)
             }

@@ -24,7 +24,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tally_audit::{Entry, Origin};
-use tally_domain::ids::RefundId;
+use tally_domain::ids::{PaymentId, RefundId};
 use tally_domain::money::Money;
 use tally_proto::payments as proto;
 use tally_runtime::idempotency::{Fingerprint, fingerprint};
@@ -231,12 +231,7 @@ fn validate(request: &proto::RefundRequest) -> Result<(), PaymentsError> {
             reason: format!("at most {MAX_IDEMPOTENCY_KEY_LEN} characters"),
         });
     }
-    if request.payment_id.is_empty() {
-        return Err(PaymentsError::InvalidArgument {
-            field: "payment_id",
-            reason: "required".into(),
-        });
-    }
+    tally_proto::convert::id::<PaymentId>(&request.payment_id, "payment_id")?;
     if proto::RefundReason::try_from(request.reason).is_err() {
         return Err(PaymentsError::InvalidArgument {
             field: "reason",

@@ -5,6 +5,7 @@
 //! and carries the attempt number in its own key, so a retried request after
 //! a crash or an `UNAVAILABLE` charges at most once.
 
+use tally_domain::ids::PaymentId;
 use tally_proto::payments as proto;
 
 use crate::core::Core;
@@ -16,23 +17,19 @@ pub async fn retry_payment(
     core: &Core,
     request: &proto::RetryPaymentRequest,
 ) -> Result<proto::RetryPaymentResponse, PaymentsError> {
-    for (field, value) in [
-        ("idempotency_key", &request.idempotency_key),
-        ("payment_id", &request.payment_id),
-    ] {
-        if value.is_empty() {
-            return Err(PaymentsError::InvalidArgument {
-                field,
-                reason: "required".into(),
-            });
-        }
+    if request.idempotency_key.is_empty() {
+        return Err(PaymentsError::InvalidArgument {
+            field: "idempotency_key",
+            reason: "required".into(),
+        });
     }
+    let payment_id: PaymentId = tally_proto::convert::id(&request.payment_id, "payment_id")?;
     let now = core.clock.now();
     let mut transaction = core.pool.begin().await?;
     retries::lock_retry_key(&mut transaction, &request.idempotency_key).await?;
     let replayed = retries::retried_payment(&mut transaction, &request.idempotency_key).await?;
     let Some(mut payment) =
-        store::payment(&mut transaction, PaymentKey::Id(&request.payment_id), true).await?
+        store::payment(&mut transaction, PaymentKey::Id(payment_id.as_str()), true).await?
     else {
         return Err(match replayed {
             Some(_) => PaymentsError::IdempotencyConflict(request.idempotency_key.clone()),

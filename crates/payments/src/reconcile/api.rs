@@ -1,6 +1,7 @@
 //! `tally.payments.v1.ReconciliationService`.
 
 use rust_decimal::Decimal;
+use tally_domain::ids::ReconciliationReportId;
 use tally_proto::common::{Money, TimeRange};
 use tally_proto::payments as proto;
 use tally_proto::payments::reconciliation_service_server::ReconciliationService;
@@ -109,6 +110,7 @@ fn finding_from_row(row: FindingRow) -> proto::ReconciliationFinding {
 
 impl ReconciliationApi {
     async fn report(&self, report_id: &str) -> Result<proto::ReconciliationReport, PaymentsError> {
+        tally_proto::convert::id::<ReconciliationReportId>(report_id, "report_id")?;
         match store::report(&self.reconciler.core.pool, report_id).await? {
             Some(row) => Ok(report_from_row(row)),
             None => Err(PaymentsError::NotFound(format!(

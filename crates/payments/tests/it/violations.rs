@@ -48,3 +48,53 @@ async fn invalid_requests_name_field_and_rule_and_every_bad_decimal_is_invalid_d
         assert_eq!(violations[0].rule, "invalid_decimal", "{text:?}");
     }
 }
+
+#[tokio::test]
+async fn ids_of_another_type_are_refused_at_the_edge() {
+    use tally_proto::payments::{GetPaymentRequest, ListPaymentsRequest, RetryPaymentRequest};
+
+    let mut h = harness().await;
+    let rule_of = |status: &tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status_violations(status);
+        assert_eq!(violations.len(), 1, "{status:?}");
+        (violations[0].field.clone(), violations[0].rule.clone())
+    };
+    let expected = |field: &str| (field.to_owned(), "invalid_prefix".to_owned());
+
+    let mut invoice_as_payment = refund(None);
+    invoice_as_payment.payment_id = "inv_000001".into();
+    let refused = h.client.refund(invoice_as_payment).await.unwrap_err();
+    assert_eq!(rule_of(&refused), expected("payment_id"));
+    assert!(refused.message().contains("pay_"), "{refused:?}");
+
+    let refused = h
+        .client
+        .get_payment(GetPaymentRequest {
+            payment_id: "inv_000001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("payment_id"));
+
+    let refused = h
+        .client
+        .retry_payment(RetryPaymentRequest {
+            idempotency_key: "retry-1".into(),
+            payment_id: "ref_000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("payment_id"));
+
+    let refused = h
+        .client
+        .list_payments(ListPaymentsRequest {
+            invoice_id: "cus_000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("invoice_id"));
+}
