@@ -38,6 +38,7 @@ test:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	.ci/deny
 
 fmt:
 	cargo fmt --all
