@@ -14,6 +14,7 @@ pub(crate) mod store;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tally_audit::Origin;
+use tally_domain::ids::CustomerId;
 use tally_domain::money::Currency;
 use tally_proto::invoicing::customer_service_server::CustomerService;
 use tally_proto::invoicing::{
@@ -27,8 +28,8 @@ use tonic::{Request, Response, Status};
 use self::store::Lookup;
 use crate::audit::customer_state;
 use crate::error::{InvoicingError, Result, Violations};
+use crate::paging;
 use crate::wire::{instant, timestamp};
-use crate::{Context, paging};
 
 /// Net terms used for SEND_INVOICE when the request says 0.
 const DEFAULT_NET_TERMS_DAYS: u32 = 30;
@@ -257,7 +258,14 @@ async fn save(connection: &mut PgConnection, customer: &Customer) -> Result<()> 
     store::update(connection, &mapping::from_wire(customer)?).await
 }
 
-impl Context {
+crate::feature_service!(
+    /// `CustomerService`'s logic: creating, reading, changing and archiving
+    /// customers.
+    Customers,
+    customers
+);
+
+impl Customers<'_> {
     async fn create_customer(
         &self,
         request: CreateCustomerRequest,
@@ -281,7 +289,7 @@ impl Context {
                 ))),
             };
         }
-        customer.id = self.ids.new_id("cus");
+        customer.id = self.ids.mint::<CustomerId>().into();
         customer.created_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
         store::insert(&mut transaction, &mapping::from_wire(&customer)?).await?;
@@ -473,6 +481,7 @@ impl CustomerService for crate::InvoicingApi {
         let origin = Origin::from_request(&request);
         Ok(Response::new(
             self.ctx
+                .customers()
                 .create_customer(request.into_inner(), &origin)
                 .await?,
         ))
@@ -483,7 +492,7 @@ impl CustomerService for crate::InvoicingApi {
         request: Request<GetCustomerRequest>,
     ) -> Result<Response<GetCustomerResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
-        let customer = self.ctx.get_customer(request).await?;
+        let customer = self.ctx.customers().get_customer(request).await?;
         tally_runtime::portal::ensure_customer(&extensions, &customer.id)?;
         Ok(Response::new(GetCustomerResponse {
             customer: Some(customer),
@@ -497,6 +506,7 @@ impl CustomerService for crate::InvoicingApi {
         let origin = Origin::from_request(&request);
         let customer = self
             .ctx
+            .customers()
             .update_customer(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(UpdateCustomerResponse {
@@ -509,7 +519,10 @@ impl CustomerService for crate::InvoicingApi {
         request: Request<ListCustomersRequest>,
     ) -> Result<Response<ListCustomersResponse>, Status> {
         Ok(Response::new(
-            self.ctx.list_customers(request.into_inner()).await?,
+            self.ctx
+                .customers()
+                .list_customers(request.into_inner())
+                .await?,
         ))
     }
 
@@ -520,6 +533,7 @@ impl CustomerService for crate::InvoicingApi {
         let origin = Origin::from_request(&request);
         let customer = self
             .ctx
+            .customers()
             .archive_customer(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(ArchiveCustomerResponse {

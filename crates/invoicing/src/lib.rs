@@ -84,7 +84,39 @@ pub struct InvoicingDeps {
     pub max_delivery_attempts: u32,
 }
 
-/// Everything the handlers share.
+/// Declares a feature's service: a view over the shared [`Context`] whose
+/// methods are that feature's logic, reached with `ctx.<accessor>()`. The
+/// dependencies (pool, bus, clock, ids, config, peers) are the context's,
+/// shared by every feature, so a service is free to make and copy; what a
+/// feature does lives in its own `impl`, not in one struct for the crate.
+macro_rules! feature_service {
+    ($(#[$meta:meta])* $name:ident, $accessor:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug)]
+        pub(crate) struct $name<'a> {
+            deps: &'a $crate::Context,
+        }
+
+        impl ::std::ops::Deref for $name<'_> {
+            type Target = $crate::Context;
+
+            fn deref(&self) -> &$crate::Context {
+                self.deps
+            }
+        }
+
+        impl $crate::Context {
+            /// This feature's service.
+            pub(crate) fn $accessor(&self) -> $name<'_> {
+                $name { deps: self }
+            }
+        }
+    };
+}
+pub(crate) use feature_service;
+
+/// The dependencies every feature's service shares (see
+/// [`feature_service!`]), and the helpers they all use (audit, events).
 #[derive(Debug)]
 pub struct Context {
     pub(crate) pool: PgPool,
