@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::credit::CreditApplication;
-use tally_domain::ids::{CreditGrantId, CustomerId, InvoiceId};
+use tally_domain::ids::{CreditGrantId, CustomerId, InvoiceEventId, InvoiceId};
 use tally_domain::invoice::Invoice as DomainInvoice;
 use tally_domain::money::{LINE_ROUNDING, Money};
 use tally_domain::period::Period;
@@ -314,7 +314,7 @@ impl Context {
             let mut invoice = store::to_proto(&mut *connection, &row, false).await?;
             invoice.lines = lines;
             messages.push(events::invoice_message(
-                self.ids.new_id("ievt"),
+                self.ids.mint::<InvoiceEventId>().into(),
                 invoice,
                 sealing.customer.clone(),
                 now,
@@ -364,7 +364,7 @@ impl Context {
         let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
         events::invoice_changed(
             connection,
-            self.ids.new_id("ievt"),
+            self.ids.mint::<InvoiceEventId>().into(),
             invoice,
             customer,
             now,

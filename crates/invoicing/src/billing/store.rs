@@ -208,7 +208,7 @@ pub async fn insert_draft(
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<(InvoiceRow, Vec<proto::InvoiceLine>)>> {
-    let id = ids.new_id("inv");
+    let id = String::from(ids.mint::<InvoiceId>());
     let subtotal = subtotal(&id, customer_id, currency, &composition.lines)?;
     let sql = format!(
         "INSERT INTO invoicing.invoices (id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \

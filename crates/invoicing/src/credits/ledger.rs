@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::credit::{CreditGrant as DomainGrant, apply_credits};
-use tally_domain::ids::{AccountId, CreditGrantId, CustomerId, TransactionId};
+use tally_domain::ids::{AccountId, CreditGrantId, CreditLedgerEntryId, CustomerId, TransactionId};
 use tally_domain::ledger::TransactionBuilder;
 use tally_domain::money::Money;
 use tally_proto::invoicing::{
@@ -81,12 +81,12 @@ pub async fn post(
     now: DateTime<Utc>,
 ) -> Result<()> {
     store::lock_customer_ledger(&mut *connection, posting.customer_id).await?;
-    let transaction_id = ids.new_id("txn");
+    let transaction_id = ids.mint::<TransactionId>();
     let balance_account = account(&format!("credit{}", body(posting.customer_id)))?;
     let counter_account = account(&posting.counter.1)?;
     let magnitude = Money::new(posting.amount.amount().abs(), posting.amount.currency());
     let builder = TransactionBuilder::new(
-        TransactionId::parse(&transaction_id).map_err(InvoicingError::internal)?,
+        transaction_id.clone(),
         posting.effective_at,
         posting.description.clone(),
     );
@@ -103,7 +103,7 @@ pub async fn post(
     let body = serde_json::to_value(&transaction).map_err(InvoicingError::internal)?;
     store::insert_ledger_transaction(
         &mut *connection,
-        &transaction_id,
+        transaction_id.as_str(),
         posting.customer_id,
         &body,
         now,
@@ -111,10 +111,10 @@ pub async fn post(
     .await?;
     let currency = posting.amount.currency().code();
     let previous = store::latest_balance(&mut *connection, posting.customer_id, currency).await?;
-    let entry_id = ids.new_id("cle");
+    let entry_id = String::from(ids.mint::<CreditLedgerEntryId>());
     let entry = NewLedgerEntry {
         id: &entry_id,
-        transaction_id: &transaction_id,
+        transaction_id: transaction_id.as_str(),
         customer_id: posting.customer_id,
         credit_grant_id: posting.grant_id,
         kind: posting.kind.name(),
@@ -185,10 +185,10 @@ pub async fn insert_grant(
     credit_note_id: &str,
     now: DateTime<Utc>,
 ) -> Result<GrantRow> {
-    let id = ids.new_id("grant");
+    let id = ids.mint::<CreditGrantId>();
     // The domain constructor is the authority on a grant's rules.
     DomainGrant::new(
-        CreditGrantId::parse(&id).map_err(InvoicingError::internal)?,
+        id.clone(),
         CustomerId::parse(customer_id).map_err(InvoicingError::internal)?,
         amount,
         priority,
@@ -197,7 +197,7 @@ pub async fn insert_grant(
     )
     .map_err(|error| InvoicingError::invalid("amount", error.to_string()))?;
     let row = GrantRow {
-        id,
+        id: id.into(),
         customer_id: customer_id.to_owned(),
         kind: if prepaid { "prepaid" } else { "promotional" }.into(),
         currency: amount.currency().code().to_owned(),

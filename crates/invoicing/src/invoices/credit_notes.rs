@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use tally_domain::ids::CreditNoteId;
 use tally_domain::money::Money;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{
@@ -187,7 +188,7 @@ impl Context {
                 refund.amount()
             }
         };
-        let id = self.ids.new_id("cn");
+        let id = String::from(self.ids.mint::<CreditNoteId>());
         let number =
             store::next_number(&mut *connection, &self.config.credit_note_number_prefix).await?;
         let credited_to_balance =

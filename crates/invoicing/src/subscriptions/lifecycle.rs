@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
+use tally_domain::ids::SubscriptionId;
 use tally_domain::subscription::SubscriptionStatus as Status;
 use tally_proto::events::subscription_event::{self, Kind};
 use tally_proto::invoicing as proto;
@@ -99,7 +100,7 @@ impl Context {
             ));
         }
         let mut subscription = Subscription {
-            id: self.ids.new_id("sub"),
+            id: self.ids.mint::<SubscriptionId>().into(),
             customer_id: customer.id.clone(),
             currency: plan.currency,
             interval: plan.interval,

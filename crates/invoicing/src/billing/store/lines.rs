@@ -10,6 +10,7 @@ use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use tally_domain::ids::InvoiceLineId;
 use tally_domain::money::Currency;
 use tally_proto::invoicing as proto;
 
@@ -108,7 +109,7 @@ pub async fn insert(
     let mut columns = LineColumns::default();
     let mut stored = Vec::with_capacity(lines.len());
     for (offset, line) in lines.iter().enumerate() {
-        let id = ids.new_id("il");
+        let id = String::from(ids.mint::<InvoiceLineId>());
         let wire = line.to_proto(id.clone(), currency);
         let explanation = line
             .detail
