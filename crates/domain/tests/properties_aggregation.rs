@@ -1,6 +1,6 @@
 //! Property test: an incremental aggregate, fed any order of a duplicate-free set of events
 //! (and split across states that are merged), equals the batch aggregate.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 

@@ -1,7 +1,7 @@
 //! Property tests: within the bounds of `tally_domain::bounds`, aggregates and prices are
 //! exact (compared with integer arithmetic); outside them, a sum or a price is exact or
 //! refused, never rounded.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;

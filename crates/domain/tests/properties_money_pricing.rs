@@ -2,7 +2,7 @@
 //! additive; volume and graduated agree on a single tier; percentage pricing's free
 //! allowances follow time, stay within what was offered and explain every fee, under both
 //! allowance policies.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;

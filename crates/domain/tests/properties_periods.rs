@@ -1,6 +1,6 @@
 //! Property tests: month-end anchors clamp and return; periods tile time; prorated parts
 //! always sum to the whole charge.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;

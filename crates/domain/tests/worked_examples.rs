@@ -1,6 +1,6 @@
 //! Worked examples with exact expected amounts. Each case names its source: a public
 //! pricing page, or a hand computation written out beside it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 

@@ -17,7 +17,7 @@
 //!    is dropped (and the bytes differ), a retyped one does not decode.
 
 // Helpers outside `#[test]` functions panic as the failure report too.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

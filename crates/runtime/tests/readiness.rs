@@ -2,7 +2,7 @@
 //! readiness follows PostgreSQL (taken away through a proxy and brought
 //! back), the migration version and the background tasks; liveness follows
 //! only the tasks. Reflection answers v1 and v1alpha.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

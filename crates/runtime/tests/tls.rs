@@ -1,7 +1,7 @@
 //! The gRPC server over TLS: a client that trusts the server's CA is served,
 //! a plaintext client is not, and a certificate replaced on disk is served
 //! from the next handshake on, without a restart.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -33,6 +33,10 @@ pub struct Emulator {
 static EMULATOR: OnceCell<Emulator> = OnceCell::const_new();
 
 /// The emulator of this test binary. Panics with what to install when none can be started.
+#[expect(
+    clippy::panic,
+    reason = "test harness: the panic is the failing test's report, saying what to install"
+)]
 pub async fn emulator() -> Emulator {
     match EMULATOR
         .get_or_try_init(|| async { tokio::task::spawn_blocking(start).await? })

@@ -38,6 +38,10 @@ static SERVER: OnceCell<Server> = OnceCell::const_new();
 
 /// A fresh database with every migration applied. Panics with a message that
 /// says what to install when PostgreSQL is not available.
+#[expect(
+    clippy::panic,
+    reason = "test harness: the panic is the failing test's report, saying what to install"
+)]
 pub async fn database() -> TestDatabase {
     match try_database().await {
         Ok(database) => database,

@@ -21,6 +21,10 @@ const MISSING: &str = "the Pub/Sub emulator was not found: install gcloud's `goo
 static EMULATOR: OnceCell<String> = OnceCell::const_new();
 
 /// `host:port` of a running emulator. Panics with what to install when none can be started.
+#[expect(
+    clippy::panic,
+    reason = "test harness: the panic is the failing test's report, saying what to install"
+)]
 pub async fn emulator_host() -> String {
     match EMULATOR.get_or_try_init(start).await {
         Ok(host) => host.clone(),

@@ -12,7 +12,7 @@
 //! until a deadline. A missing PostgreSQL or Pub/Sub emulator fails the test
 //! with what to install.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 // Complete Stripe objects are large `json!` literals.

@@ -5,7 +5,7 @@
 #![allow(clippy::too_many_lines)]
 // The e2e test's complete Stripe objects (used by admin::reconcile) are large `json!` literals.
 #![recursion_limit = "256"]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
 mod dev;

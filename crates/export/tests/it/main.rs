@@ -2,7 +2,7 @@
 //! (`bqemulator`, started by tally-testkit) and, for the crash test, real
 //! `tally serve export` processes killed with SIGKILL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod exactly_once;
 mod landing;

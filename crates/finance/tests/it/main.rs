@@ -1,7 +1,7 @@
 //! Finance integration tests on real PostgreSQL: invoice and payment events
 //! as the bus delivers them, booked once, to the cent.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 

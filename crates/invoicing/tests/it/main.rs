@@ -1,7 +1,7 @@
 //! Invoicing against a real PostgreSQL (a throwaway cluster) with rating
 //! running in-process on the same database and bus, through real gRPC
 //! servers and clients, driven by a manual clock.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 

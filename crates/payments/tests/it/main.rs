@@ -1,6 +1,6 @@
 //! Payments against real PostgreSQL, with Stripe played by wiremock.
 #![recursion_limit = "256"]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 
