@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::wire::{money, optional_instant, parse_money, stored_currency, timestamp};
-use crate::{Context, customers, paging};
+use crate::{customers, paging};
 
 pub use ledger::{EntryKind, Posting, burn, expire, insert_grant, post, return_burns};
 pub use store::GrantRow;
@@ -55,7 +55,14 @@ fn grant_kind(value: i32) -> Result<bool> {
     }
 }
 
-impl Context {
+crate::feature_service!(
+    /// `CreditService`'s logic: granting and voiding credits, balances and
+    /// the ledger.
+    Credits,
+    credits
+);
+
+impl Credits<'_> {
     async fn grant_credit(
         &self,
         request: proto::GrantCreditRequest,
@@ -343,7 +350,11 @@ impl CreditService for crate::InvoicingApi {
         request: Request<proto::GrantCreditRequest>,
     ) -> Result<Response<proto::GrantCreditResponse>, Status> {
         let origin = tally_audit::Origin::from_request(&request);
-        let grant = self.ctx.grant_credit(request.into_inner(), &origin).await?;
+        let grant = self
+            .ctx
+            .credits()
+            .grant_credit(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::GrantCreditResponse {
             credit_grant: Some(grant),
         }))
@@ -356,6 +367,7 @@ impl CreditService for crate::InvoicingApi {
         let origin = tally_audit::Origin::from_request(&request);
         let grant = self
             .ctx
+            .credits()
             .void_credit_grant(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(proto::VoidCreditGrantResponse {
@@ -372,7 +384,10 @@ impl CreditService for crate::InvoicingApi {
             &request.get_ref().customer_id,
         )?;
         Ok(Response::new(
-            self.ctx.credit_balance(request.into_inner()).await?,
+            self.ctx
+                .credits()
+                .credit_balance(request.into_inner())
+                .await?,
         ))
     }
 
@@ -381,7 +396,10 @@ impl CreditService for crate::InvoicingApi {
         request: Request<proto::ListCreditLedgerEntriesRequest>,
     ) -> Result<Response<proto::ListCreditLedgerEntriesResponse>, Status> {
         Ok(Response::new(
-            self.ctx.ledger_entries(request.into_inner()).await?,
+            self.ctx
+                .credits()
+                .ledger_entries(request.into_inner())
+                .await?,
         ))
     }
 }
