@@ -4,7 +4,8 @@
 //!
 //! A generator makes only the body; the id type brings its prefix
 //! ([`PrefixedId::PREFIX`]), so a service mints `ids.mint::<InvoiceId>()` and
-//! never spells a prefix (CI refuses `new_id("…")` in crates/).
+//! never spells a prefix: there is no way to mint an id from a string prefix
+//! (and `.ci/architecture-check` refuses a string-prefix `new_id` call in crates/).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -17,13 +18,9 @@ use crate::clock::SharedClock;
 
 /// Makes the bodies of new ids (what follows the prefix).
 pub trait IdGenerator: Send + Sync + Debug {
-    /// A new, unique body, ordered by creation time.
+    /// A new, unique body, ordered by creation time. Services call
+    /// [`mint`](dyn IdGenerator::mint), which puts the type's prefix before it.
     fn new_body(&self) -> IdBody;
-
-    /// Deprecated: an untyped id with a spelled-out prefix. Use [`mint`](dyn IdGenerator::mint).
-    fn new_id(&self, prefix: &str) -> String {
-        format!("{prefix}_{}", self.new_body().as_str())
-    }
 }
 
 impl dyn IdGenerator + '_ {
