@@ -107,21 +107,23 @@ impl Context {
                         store::overdue_unpaid_count(&mut *connection, &subscription_id, now)
                             .await?;
                     if unpaid == 0 {
-                        self.set_past_due(
-                            &mut *connection,
-                            &subscription_id,
-                            false,
-                            format!("invoice {} paid", row.id),
-                            now,
-                        )
-                        .await?;
+                        self.subscriptions()
+                            .set_past_due(
+                                &mut *connection,
+                                &subscription_id,
+                                false,
+                                format!("invoice {} paid", row.id),
+                                now,
+                            )
+                            .await?;
                     }
                 }
             }
             payment_event::Kind::Failed(failed) => {
                 if self.config.past_due_on_payment_failure {
                     let reason = format!("payment failed on {} ({})", row.id, failed.failure_code);
-                    self.set_past_due(&mut *connection, &subscription_id, true, reason, now)
+                    self.subscriptions()
+                        .set_past_due(&mut *connection, &subscription_id, true, reason, now)
                         .await?;
                 }
             }
@@ -142,13 +144,14 @@ impl Context {
                     .await?;
                 }
                 if uncollectible.cancel_subscription {
-                    self.cancel_now(
-                        &mut *connection,
-                        &subscription_id,
-                        format!("invoice {} uncollectible", row.id),
-                        now,
-                    )
-                    .await?;
+                    self.subscriptions()
+                        .cancel_now(
+                            &mut *connection,
+                            &subscription_id,
+                            format!("invoice {} uncollectible", row.id),
+                            now,
+                        )
+                        .await?;
                 }
             }
             payment_event::Kind::Refunded(refunded) => {

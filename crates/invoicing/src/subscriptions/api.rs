@@ -21,6 +21,7 @@ impl SubscriptionService for crate::InvoicingApi {
         let origin = tally_audit::Origin::from_request(&request);
         let subscription = self
             .ctx
+            .subscriptions()
             .create_subscription(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(proto::CreateSubscriptionResponse {
@@ -58,7 +59,10 @@ impl SubscriptionService for crate::InvoicingApi {
             &request.get_ref().customer_id,
         )?;
         Ok(Response::new(
-            self.ctx.list_subscriptions(request.into_inner()).await?,
+            self.ctx
+                .subscriptions()
+                .list_subscriptions(request.into_inner())
+                .await?,
         ))
     }
 
@@ -67,7 +71,11 @@ impl SubscriptionService for crate::InvoicingApi {
         request: Request<proto::ChangePlanRequest>,
     ) -> std::result::Result<Response<proto::ChangePlanResponse>, tonic::Status> {
         let origin = tally_audit::Origin::from_request(&request);
-        let subscription = self.ctx.change_plan(request.into_inner(), &origin).await?;
+        let subscription = self
+            .ctx
+            .subscriptions()
+            .change_plan(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::ChangePlanResponse {
             subscription: wrap(subscription),
         }))
@@ -80,6 +88,7 @@ impl SubscriptionService for crate::InvoicingApi {
         let origin = tally_audit::Origin::from_request(&request);
         let subscription = self
             .ctx
+            .subscriptions()
             .cancel_subscription(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(proto::CancelSubscriptionResponse {
@@ -94,6 +103,7 @@ impl SubscriptionService for crate::InvoicingApi {
         let origin = tally_audit::Origin::from_request(&request);
         let subscription = self
             .ctx
+            .subscriptions()
             .pause_subscription(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(proto::PauseSubscriptionResponse {
@@ -108,6 +118,7 @@ impl SubscriptionService for crate::InvoicingApi {
         let origin = tally_audit::Origin::from_request(&request);
         let subscription = self
             .ctx
+            .subscriptions()
             .resume_subscription(request.into_inner(), &origin)
             .await?;
         Ok(Response::new(proto::ResumeSubscriptionResponse {

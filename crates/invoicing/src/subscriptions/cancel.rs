@@ -8,16 +8,15 @@ use tally_domain::subscription::SubscriptionStatus as Status;
 use tally_proto::events::subscription_event::{self, Kind};
 use tally_proto::invoicing as proto;
 
-use crate::Context;
 use crate::error::{InvoicingError, Result};
 use crate::idempotency::{self, request_hash};
 
 use super::changes::Finished;
 use super::store as subscription_store;
 use super::store::{self, BoundaryInvoice};
-use super::{Policy, Timing, allow, timing};
+use super::{Policy, Subscriptions, Timing, allow, timing};
 
-impl Context {
+impl Subscriptions<'_> {
     pub(super) async fn cancel_subscription(
         &self,
         request: proto::CancelSubscriptionRequest,

@@ -12,12 +12,14 @@ use tally_proto::invoicing as proto;
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::wire::{optional_instant, timestamp};
-use crate::{Context, events, plans};
+use crate::{events, plans};
 
 use super::store as subscription_store;
-use super::{Pause, Phase, Policy, Subscription, Timing, allow, precondition, timing};
+use super::{
+    Pause, Phase, Policy, Subscription, Subscriptions, Timing, allow, precondition, timing,
+};
 
-/// How a subscription change ends, for [`Context::finish_change`].
+/// How a subscription change ends, for [`Subscriptions::finish_change`].
 pub(super) struct Finished {
     /// `created`, `plan_changed`, `canceled`, `paused`, `resumed`.
     pub(super) action: &'static str,
@@ -29,7 +31,7 @@ pub(super) struct Finished {
     pub(super) snapshot: proto::Subscription,
 }
 
-impl Context {
+impl Subscriptions<'_> {
     pub(super) fn backdate_limit(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - Duration::days(i64::from(self.config.backdate_window_days))
     }

@@ -12,13 +12,13 @@ use tally_proto::invoicing as proto;
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::wire::{optional_instant, timestamp};
-use crate::{Context, customers, paging, plans};
+use crate::{customers, paging, plans};
 
 use super::changes::Finished;
 use super::store as subscription_store;
-use super::{Phase, Policy, Subscription, precondition};
+use super::{Phase, Policy, Subscription, Subscriptions, precondition};
 
-impl Context {
+impl Subscriptions<'_> {
     pub(super) async fn create_subscription(
         &self,
         request: proto::CreateSubscriptionRequest,

@@ -25,6 +25,13 @@ use crate::error::{InvoicingError, Result};
 use crate::wire::optional_instant;
 pub use model::{Pause, Phase, Policy, Subscription};
 
+crate::feature_service!(
+    /// `SubscriptionService`'s logic: creating, changing, pausing and
+    /// canceling subscriptions, and the past-due flag payments set.
+    Subscriptions,
+    subscriptions
+);
+
 /// When a change takes effect, as requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timing {
