@@ -120,6 +120,19 @@ const PERSISTED: &[(&str, RoundTrip)] = &[
         "tally.invoicing.v1.CreateCreditNoteRequest",
         round_trip::<invoicing::CreateCreditNoteRequest>,
     ),
+    (
+        "tally.invoicing.v1.GrantCreditRequest",
+        round_trip::<invoicing::GrantCreditRequest>,
+    ),
+    (
+        "tally.invoicing.v1.VoidCreditGrantRequest",
+        round_trip::<invoicing::VoidCreditGrantRequest>,
+    ),
+    // rating.plan_versions.request_hash (matrix cells' maps are taken out and sorted).
+    (
+        "tally.rating.v1.CreatePlanVersionRequest",
+        round_trip::<rating::CreatePlanVersionRequest>,
+    ),
 ];
 
 const BLESS: &str = "TALLY_BLESS";
