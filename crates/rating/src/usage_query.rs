@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tally_domain::ids::CustomerId;
 use tally_domain::meter::{AggregateState, GroupKey};
 use tally_domain::period::Period;
 use tally_proto::ingest::ReadEventsRequest;
@@ -48,9 +49,7 @@ pub async fn get_usage(
     ingest: &Peer,
     request: GetUsageRequest,
 ) -> Result<GetUsageResponse, RatingError> {
-    if request.customer_id.is_empty() {
-        return invalid("customer_id: is required");
-    }
+    tally_proto::convert::id::<CustomerId>(&request.customer_id, "customer_id")?;
     if request.meter_code.is_empty() {
         return invalid("meter_code: is required");
     }

@@ -58,3 +58,44 @@ async fn invalid_requests_name_field_and_rule_and_every_bad_decimal_is_invalid_d
         );
     }
 }
+
+#[tokio::test]
+async fn ids_of_another_type_are_refused_at_the_edge() {
+    let mut h = harness().await;
+    let rule_of = |status: &tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status_violations(status);
+        assert_eq!(violations.len(), 1, "{status:?}");
+        (violations[0].field.clone(), violations[0].rule.clone())
+    };
+    let expected = |field: &str| (field.to_owned(), "invalid_prefix".to_owned());
+
+    let refused = h
+        .usage
+        .get_usage(GetUsageRequest {
+            customer_id: "sub_000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("customer_id"));
+    assert!(refused.message().contains("cus_"), "{refused:?}");
+
+    let refused = h
+        .usage
+        .delete_threshold(DeleteThresholdRequest {
+            threshold_id: "sub_000001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("threshold_id"));
+
+    let refused = h
+        .usage
+        .list_thresholds(ListThresholdsRequest {
+            subscription_id: "cus_000001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("subscription_id"));
+}
