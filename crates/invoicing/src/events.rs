@@ -7,11 +7,14 @@ use prost::Message as _;
 use sqlx::PgConnection;
 use tally_bus::inbox::ServiceSchema;
 use tally_bus::{Message, outbox, topics};
+use tally_domain::ids::InvoiceEventId;
 use tally_proto::events::{InvoiceEvent, SubscriptionEvent, invoice_event, subscription_event};
 use tally_proto::invoicing as proto;
 
+use crate::billing::store as billing_store;
 use crate::error::Result;
 use crate::wire::timestamp;
+use crate::{Context, customers};
 
 /// `tally-type` of subscription events.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
@@ -94,4 +97,28 @@ pub fn invoice_message(
     Message::new(INVOICE_EVENT_TYPE, 1, event.encode_to_vec())
         .with_id(event_id)
         .with_ordering_key(customer_id)
+}
+
+impl Context {
+    /// Enqueues the invoice as it is now on `invoice-events`.
+    pub(crate) async fn publish_invoice(
+        &self,
+        connection: &mut PgConnection,
+        invoice_id: &str,
+        now: DateTime<Utc>,
+        kind: invoice_event::Kind,
+    ) -> Result<()> {
+        let row = billing_store::load(&mut *connection, invoice_id, false).await?;
+        let invoice = billing_store::to_proto(&mut *connection, &row, true).await?;
+        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
+        invoice_changed(
+            connection,
+            self.ids.mint::<InvoiceEventId>().into(),
+            invoice,
+            customer,
+            now,
+            kind,
+        )
+        .await
+    }
 }

@@ -173,7 +173,7 @@ impl Invoicing {
 
     /// One bill run as of the clock's now (what the scheduler runs each tick).
     pub async fn bill_run(&self) -> Result<RunSummary, InvoicingError> {
-        self.ctx.bill_run(None).await
+        self.ctx.billing().bill_run(None).await
     }
 
     /// The outbox relay (subscription and invoice events).
@@ -262,7 +262,7 @@ impl Invoicing {
         let mut ticker = clock::Ticker::new(&*self.ctx.clock, interval);
         let mut retry_after = FIRST_RETRY_AFTER_FAILURE;
         while !shutdown.is_triggered() {
-            let left_work = match self.ctx.bill_run(None).await {
+            let left_work = match self.ctx.billing().bill_run(None).await {
                 Ok(summary) => {
                     if summary != RunSummary::default() {
                         tracing::info!(?summary, "bill run");

@@ -1,6 +1,6 @@
 //! Finalizing invoices: a draft's lines are settled (a negative subtotal
 //! carried to a credit grant, credits burned), then numbered and marked
-//! finalized together just before the commit ([`Context::seal`]), and its
+//! finalized together just before the commit ([`Billing::seal`]), and its
 //! `invoice-events` message written to the outbox.
 
 use chrono::{DateTime, Duration, Utc};
@@ -16,6 +16,7 @@ use tally_proto::invoicing::{
     self as proto, CollectionMode, InvoiceLine, InvoiceLineKind, invoice_line,
 };
 
+use super::Billing;
 use super::compose::{Composer, UsageCache};
 use super::lines::Line;
 use super::store::billed;
@@ -23,10 +24,10 @@ use super::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::store as subscription_store;
 use crate::wire::money;
-use crate::{Context, audit, credits, customers, events};
+use crate::{audit, credits, customers, events};
 use tally_audit::Origin;
 
-/// What the caller of [`Context::prepare_finalization`] already read, so
+/// What the caller of [`Billing::prepare_finalization`] already read, so
 /// it is not read again.
 #[derive(Default)]
 pub(crate) struct Known<'a> {
@@ -39,7 +40,7 @@ pub(crate) struct Known<'a> {
 }
 
 /// A draft whose lines and credits are final, waiting for its number
-/// ([`Context::seal`]).
+/// ([`Billing::seal`]).
 pub(crate) struct Sealing {
     pub(crate) invoice_id: String,
     /// Its lines as stored, when the caller had them at hand.
@@ -52,7 +53,7 @@ pub(crate) struct Sealing {
     pub(crate) due_at: DateTime<Utc>,
 }
 
-impl Context {
+impl Billing<'_> {
     /// Composes a draft again; `true` when its lines changed.
     pub(crate) async fn refresh_draft(
         &self,
@@ -349,27 +350,5 @@ impl Context {
         }
         self.audit_finalized(connection, &before, &rows, now, origin)
             .await
-    }
-
-    /// Enqueues the invoice as it is now on `invoice-events`.
-    pub(crate) async fn publish_invoice(
-        &self,
-        connection: &mut PgConnection,
-        invoice_id: &str,
-        now: DateTime<Utc>,
-        kind: invoice_event::Kind,
-    ) -> Result<()> {
-        let row = store::load(&mut *connection, invoice_id, false).await?;
-        let invoice = store::to_proto(&mut *connection, &row, true).await?;
-        let customer = customers::load(&mut *connection, &row.customer_id, false).await?;
-        events::invoice_changed(
-            connection,
-            self.ids.mint::<InvoiceEventId>().into(),
-            invoice,
-            customer,
-            now,
-            kind,
-        )
-        .await
     }
 }

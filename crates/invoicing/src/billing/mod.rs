@@ -16,3 +16,10 @@ pub mod model;
 pub mod prefetch;
 pub mod run;
 pub mod store;
+
+crate::feature_service!(
+    /// The bill run's logic: composing, refreshing, finalizing and sealing
+    /// invoices, and what it asks rating before a transaction.
+    Billing,
+    billing
+);

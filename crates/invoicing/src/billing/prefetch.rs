@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use tally_domain::period::Period;
 
+use super::Billing;
 use super::compose::UsageCache;
 use super::store::{self, InvoiceRow};
-use crate::Context;
 use crate::error::Result;
 use crate::subscriptions::store as subscription_store;
 
@@ -19,7 +19,7 @@ use super::run::Work;
 /// far behind asks for the rest while composing).
 const PREFETCH_LIMIT: usize = 64;
 
-impl Context {
+impl Billing<'_> {
     /// Rating's usage for every item of a batch ([`Self::prefetch_usages`]).
     pub(super) async fn prefetch_batch(
         &self,

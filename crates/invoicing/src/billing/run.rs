@@ -9,13 +9,14 @@ use futures::StreamExt as _;
 use sqlx::PgConnection;
 use tally_proto::invoicing::InvoiceLine;
 
+use super::Billing;
 use super::compose::{Composer, LatePeriods, UsageCache};
 use super::finalize::{Known, Sealing};
 use super::store::{self, runs};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::model;
 use crate::subscriptions::store as subscription_store;
-use crate::{Context, credits, customers};
+use crate::{credits, customers};
 
 /// Most failures a summary names (it counts them all).
 const MAX_NAMED_FAILURES: usize = 100;
@@ -137,7 +138,7 @@ impl Batch {
     }
 }
 
-impl Context {
+impl Billing<'_> {
     /// One bill run as of the clock's now: expire credits, invoice every
     /// boundary that has passed, refresh drafts in grace, finalize the rest.
     /// Safe to run concurrently from several replicas.

@@ -35,7 +35,7 @@ impl Context {
             }
         }
         let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
-        let result = self.bill_run(customer).await;
+        let result = self.billing().bill_run(customer).await;
         invoice_store::unlock_bill_runs(&mut connection).await?;
         let summary = result?;
         Ok(proto::RunBillingResponse {
@@ -156,7 +156,8 @@ impl Context {
             store::load(&mut connection, id, false).await?
         };
         let usage = if draft.status == InvoiceStatusModel::Draft {
-            self.prefetch_usage(&draft.subscription_id, now, Some(&draft))
+            self.billing()
+                .prefetch_usage(&draft.subscription_id, now, Some(&draft))
                 .await?
         } else {
             Default::default()
@@ -168,12 +169,15 @@ impl Context {
         let row = store::load(&mut transaction, id, true).await?;
         match row.wire_status() {
             InvoiceStatus::Draft => {
-                self.require_published(&mut transaction, &row.customer_id)
+                self.billing()
+                    .require_published(&mut transaction, &row.customer_id)
                     .await?;
-                self.refresh_draft(&mut transaction, &row, now, usage)
+                self.billing()
+                    .refresh_draft(&mut transaction, &row, now, usage)
                     .await?;
                 let row = store::load(&mut transaction, id, true).await?;
-                self.finalize_locked(&mut transaction, &row, now, origin)
+                self.billing()
+                    .finalize_locked(&mut transaction, &row, now, origin)
                     .await?;
             }
             InvoiceStatus::Void => {
