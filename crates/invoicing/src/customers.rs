@@ -430,9 +430,7 @@ impl Customers<'_> {
         request: ArchiveCustomerRequest,
         origin: &Origin,
     ) -> Result<Customer> {
-        if request.customer_id.is_empty() {
-            return Err(InvoicingError::invalid("customer_id", "is required"));
-        }
+        tally_proto::convert::id::<CustomerId>(&request.customer_id, "customer_id")?;
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
         let mut customer = load(&mut transaction, &request.customer_id, true).await?;

@@ -2,6 +2,7 @@
 //! runtime's `ServiceError`: internal failures are logged once and answered
 //! as INTERNAL without details).
 
+use tally_domain::ids::{IdError, PrefixedId};
 use tally_runtime::error::{FieldViolation, HasErrorKind};
 use tally_runtime::{ErrorKind, ServiceError};
 use tonic::Status;
@@ -76,6 +77,17 @@ impl Violations {
     /// Adds one; its rule is inferred from the reason ([`FieldViolation::inferred`]).
     pub fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
         self.0.push(FieldViolation::inferred(field, reason));
+    }
+
+    /// Reads an id of type `T` at the edge (`tally_proto::convert::id`: required,
+    /// `invalid_prefix` for another type's id, …); records the violation and gives `None`.
+    pub fn id<T>(&mut self, text: &str, field: &str) -> Option<T>
+    where
+        T: PrefixedId + std::str::FromStr<Err = IdError>,
+    {
+        tally_proto::convert::id(text, field)
+            .map_err(|violation| self.0.push(violation.into()))
+            .ok()
     }
 
     /// `Err(Invalid)` when something was added.

@@ -25,6 +25,7 @@ mod store;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use tally_domain::ids::{InvoiceId, RefundId};
 use tally_domain::money::Money;
 use tally_proto::events::payment_event;
 use tally_proto::invoicing::{self as proto, CreditNoteReason, InvoiceStatus};
@@ -206,12 +207,8 @@ impl Context {
         request: proto::ReserveRefundRequest,
     ) -> Result<proto::ReserveRefundResponse> {
         let mut violations = Violations::default();
-        if request.refund_id.is_empty() {
-            violations.add("refund_id", "is required");
-        }
-        if request.invoice_id.is_empty() {
-            violations.add("invoice_id", "is required");
-        }
+        violations.id::<RefundId>(&request.refund_id, "refund_id");
+        violations.id::<InvoiceId>(&request.invoice_id, "invoice_id");
         if request.amount.is_none() {
             violations.add("amount", "is required");
         }

@@ -14,6 +14,7 @@
 //! then soonest expiry, then oldest.
 
 use rust_decimal::Decimal;
+use tally_domain::ids::CustomerId;
 use tally_domain::money::{Currency, Money};
 use tally_proto::invoicing::credit_service_server::CreditService;
 use tally_proto::invoicing::{self as proto, CreditGrantKind, CreditGrantStatus};
@@ -71,9 +72,7 @@ impl Credits<'_> {
         const METHOD: &str = "GrantCredit";
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.customer_id.is_empty() {
-            violations.add("customer_id", "is required");
-        }
+        violations.id::<CustomerId>(&request.customer_id, "customer_id");
         if request.description.chars().count() > 500 {
             violations.add("description", "must be at most 500 characters");
         }
@@ -231,9 +230,7 @@ impl Credits<'_> {
         &self,
         request: proto::GetCreditBalanceRequest,
     ) -> Result<proto::GetCreditBalanceResponse> {
-        if request.customer_id.is_empty() {
-            return Err(InvoicingError::invalid("customer_id", "is required"));
-        }
+        tally_proto::convert::id::<CustomerId>(&request.customer_id, "customer_id")?;
         let as_of =
             optional_instant(request.as_of.as_ref(), "as_of")?.unwrap_or_else(|| self.clock.now());
         let mut connection = self.pool.acquire().await?;
@@ -288,9 +285,7 @@ impl Credits<'_> {
         &self,
         request: proto::ListCreditLedgerEntriesRequest,
     ) -> Result<proto::ListCreditLedgerEntriesResponse> {
-        if request.customer_id.is_empty() {
-            return Err(InvoicingError::invalid("customer_id", "is required"));
-        }
+        tally_proto::convert::id::<CustomerId>(&request.customer_id, "customer_id")?;
         let limit = paging::page_size(request.page_size);
         let after = paging::after(&request.page_token, "ledger")?
             .map(|seq| {

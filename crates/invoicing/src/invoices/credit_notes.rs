@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
-use tally_domain::ids::CreditNoteId;
+use tally_domain::ids::{CreditNoteId, InvoiceId};
 use tally_domain::money::Money;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{
@@ -261,9 +261,7 @@ impl Context {
         const METHOD: &str = "CreateCreditNote";
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.invoice_id.is_empty() {
-            violations.add("invoice_id", "is required");
-        }
+        violations.id::<InvoiceId>(&request.invoice_id, "invoice_id");
         let reason = match CreditNoteReason::try_from(request.reason) {
             Ok(CreditNoteReason::Unspecified) | Err(_) => {
                 violations.add("reason", "is required");

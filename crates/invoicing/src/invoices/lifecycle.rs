@@ -3,7 +3,9 @@
 use chrono::DateTime;
 use prost::Message as _;
 use rust_decimal::Decimal;
+use tally_domain::ids::{CustomerId, InvoiceId, SubscriptionId};
 use tally_domain::invoice::InvoiceStatus as DomainStatus;
+use tally_proto::convert::optional_id;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
@@ -60,11 +62,9 @@ impl Context {
     }
 
     pub(super) async fn get_invoice(&self, id: &str) -> Result<proto::Invoice> {
-        if id.is_empty() {
-            return Err(InvoicingError::invalid("invoice_id", "is required"));
-        }
+        let id: InvoiceId = tally_proto::convert::id(id, "invoice_id")?;
         let mut connection = self.pool.acquire().await?;
-        let row = store::load(&mut connection, id, false).await?;
+        let row = store::load(&mut connection, id.as_str(), false).await?;
         store::to_proto(&mut connection, &row, true).await
     }
 
@@ -110,6 +110,8 @@ impl Context {
                     })
             })
             .transpose()?;
+        optional_id::<CustomerId>(&request.customer_id, "customer_id")?;
+        optional_id::<SubscriptionId>(&request.subscription_id, "subscription_id")?;
         let mut connection = self.pool.acquire().await?;
         let rows = store::list(
             &mut connection,
@@ -204,9 +206,7 @@ impl Context {
         const METHOD: &str = "VoidInvoice";
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.invoice_id.is_empty() {
-            violations.add("invoice_id", "is required");
-        }
+        violations.id::<InvoiceId>(&request.invoice_id, "invoice_id");
         if request.reason.trim().is_empty() {
             violations.add("reason", "is required");
         }

@@ -2,6 +2,7 @@
 //! what is known now, composed like a bill run but never stored.
 
 use rust_decimal::Decimal;
+use tally_domain::ids::SubscriptionId;
 use tally_domain::money::Money;
 use tally_proto::invoicing::{self as proto, InvoiceLineKind, InvoiceStatus, invoice_line};
 
@@ -34,9 +35,7 @@ impl Context {
         &self,
         subscription_id: &str,
     ) -> Result<proto::Invoice> {
-        if subscription_id.is_empty() {
-            return Err(InvoicingError::invalid("subscription_id", "is required"));
-        }
+        tally_proto::convert::id::<SubscriptionId>(subscription_id, "subscription_id")?;
         let now = self.clock.now();
         let mut transaction = self.pool.begin().await?;
         let subscription =

@@ -327,7 +327,7 @@ async fn a_credit_note_and_a_refund_racing_for_the_same_money_cannot_both_pass()
         let refund = tokio::spawn(async move {
             refunds
                 .reserve_refund(reservation(
-                    &format!("ref_race_{round}"),
+                    &format!("ref_race{round}"),
                     &invoice_id,
                     "46.00",
                 ))

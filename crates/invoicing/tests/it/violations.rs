@@ -47,3 +47,57 @@ async fn invalid_requests_name_field_and_rule_and_every_bad_decimal_is_invalid_d
         assert_eq!(violations[0].rule, "invalid_decimal", "{text:?}");
     }
 }
+
+#[tokio::test]
+async fn ids_of_another_type_are_refused_at_the_edge() {
+    let mut h = harness(at(2025, 1, 1), config(0)).await;
+    let customer = h.customer("acme").await;
+    let rule_of = |status: &tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status_violations(status);
+        assert_eq!(violations.len(), 1, "{status:?}");
+        (violations[0].field.clone(), violations[0].rule.clone())
+    };
+    let expected = |field: &str| (field.to_owned(), "invalid_prefix".to_owned());
+
+    let refused = h
+        .invoices
+        .get_invoice(GetInvoiceRequest {
+            invoice_id: customer.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("invoice_id"));
+    assert!(refused.message().contains("inv_"), "{refused:?}");
+
+    let refused = h
+        .credits
+        .get_credit_balance(GetCreditBalanceRequest {
+            customer_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("customer_id"));
+
+    let refused = h
+        .invoices
+        .list_invoices(ListInvoicesRequest {
+            subscription_id: customer.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("subscription_id"));
+
+    let refused = h
+        .invoices
+        .void_invoice(VoidInvoiceRequest {
+            idempotency_key: "void-1".into(),
+            invoice_id: "sub_000001".into(),
+            reason: "duplicate".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("invoice_id"));
+}
