@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use tally_domain::ids::PlanVersionId;
 use tally_domain::money::Currency;
 use tally_domain::period::BillingInterval;
 use tally_proto::rating::{self as wire, PlanVersionStatus, price};
@@ -244,12 +245,7 @@ pub async fn published(
     field: &str,
     now: DateTime<Utc>,
 ) -> Result<PlanInfo> {
-    if !id.starts_with("pv_") {
-        return Err(InvoicingError::invalid(
-            field,
-            format!("{id:?} is not a plan version id (pv_…)"),
-        ));
-    }
+    tally_proto::convert::id::<PlanVersionId>(id, field)?;
     let version = rating.plan_version(id).await?;
     // Archived versions are kept locally for existing subscriptions but cannot
     // be subscribed to; so the status is always asked from rating.

@@ -1,6 +1,7 @@
 //! The `SubscriptionService` gRPC surface: each RPC unwraps its request,
 //! runs the change on the service context and wraps the subscription.
 
+use tally_domain::ids::SubscriptionId;
 use tally_proto::invoicing as proto;
 use tally_proto::invoicing::subscription_service_server::SubscriptionService;
 use tonic::{Request, Response};
@@ -34,9 +35,8 @@ impl SubscriptionService for crate::InvoicingApi {
         request: Request<proto::GetSubscriptionRequest>,
     ) -> std::result::Result<Response<proto::GetSubscriptionResponse>, tonic::Status> {
         let request = request.into_inner();
-        if request.subscription_id.is_empty() {
-            return Err(InvoicingError::invalid("subscription_id", "is required").into());
-        }
+        tally_proto::convert::id::<SubscriptionId>(&request.subscription_id, "subscription_id")
+            .map_err(InvoicingError::from)?;
         let mut connection = self
             .ctx
             .pool

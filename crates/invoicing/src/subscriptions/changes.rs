@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
+use tally_domain::ids::SubscriptionId;
 use tally_domain::subscription::SubscriptionStatus as Status;
 use tally_proto::events::subscription_event::{self, Kind};
 use tally_proto::invoicing as proto;
@@ -147,9 +148,7 @@ impl Subscriptions<'_> {
     ) -> Result<std::result::Result<Subscription, proto::Subscription>> {
         let mut violations = Violations::default();
         idempotency::check_key(idem.key, &mut violations);
-        if subscription_id.is_empty() {
-            violations.add("subscription_id", "is required");
-        }
+        violations.id::<SubscriptionId>(subscription_id, "subscription_id");
         violations.into_result()?;
         if let Some(id) = idem.claim(&mut *connection).await? {
             return Ok(Err(self.replayed(connection, &id, now).await?));

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Duration, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
-use tally_domain::ids::SubscriptionId;
+use tally_domain::ids::{CustomerId, PlanId, PlanVersionId, SubscriptionId};
 use tally_domain::subscription::SubscriptionStatus as Status;
+use tally_proto::convert::optional_id;
 use tally_proto::events::subscription_event::{self, Kind};
 use tally_proto::invoicing as proto;
 
@@ -26,12 +27,8 @@ impl Subscriptions<'_> {
     ) -> Result<proto::Subscription> {
         let mut violations = Violations::default();
         idempotency::check_key(&request.idempotency_key, &mut violations);
-        if request.customer_id.is_empty() {
-            violations.add("customer_id", "is required");
-        }
-        if request.plan_version_id.is_empty() {
-            violations.add("plan_version_id", "is required");
-        }
+        violations.id::<CustomerId>(&request.customer_id, "customer_id");
+        violations.id::<PlanVersionId>(&request.plan_version_id, "plan_version_id");
         customers::validate_metadata(&request.metadata, &mut violations);
         let start_at = optional_instant(request.start_at.as_ref(), "start_at")?;
         let anchor = optional_instant(request.billing_anchor_at.as_ref(), "billing_anchor_at")?;
@@ -162,6 +159,8 @@ impl Subscriptions<'_> {
         let limit = paging::page_size(request.page_size);
         let mut before = paging::after(&request.page_token, "subscriptions")?;
         let now = self.clock.now();
+        optional_id::<CustomerId>(&request.customer_id, "customer_id")?;
+        optional_id::<PlanId>(&request.plan_id, "plan_id")?;
         let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
         let plan = (!request.plan_id.is_empty()).then_some(request.plan_id.as_str());
         let mut connection = self.pool.acquire().await?;

@@ -100,4 +100,25 @@ async fn ids_of_another_type_are_refused_at_the_edge() {
         .await
         .unwrap_err();
     assert_eq!(rule_of(&refused), expected("invoice_id"));
+
+    let refused = h
+        .subscriptions
+        .get_subscription(GetSubscriptionRequest {
+            subscription_id: customer.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("subscription_id"));
+
+    let refused = h
+        .subscriptions
+        .create_subscription(CreateSubscriptionRequest {
+            idempotency_key: "subscribe-1".into(),
+            customer_id: customer.clone(),
+            plan_version_id: "plan_000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule_of(&refused), expected("plan_version_id"));
 }
