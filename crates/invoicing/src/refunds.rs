@@ -463,23 +463,24 @@ impl Context {
         now: DateTime<Utc>,
     ) -> Result<proto::CreditNote> {
         let currency = row.currency()?;
-        self.issue_credit_note(
-            connection,
-            row,
-            NoteRequest {
-                reason: CreditNoteReason::Refund,
-                memo: format!("refund {refund_id}"),
-                lines: Some(vec![proto::CreditNoteLine {
-                    invoice_line_id: String::new(),
-                    description: format!("Refund {refund_id}"),
-                    amount: Some(money(amount, currency)),
-                }]),
-                credit_to_balance: false,
-                refund_id: Some(refund_id.to_owned()),
-            },
-            now,
-        )
-        .await
+        self.invoices()
+            .issue_credit_note(
+                connection,
+                row,
+                NoteRequest {
+                    reason: CreditNoteReason::Refund,
+                    memo: format!("refund {refund_id}"),
+                    lines: Some(vec![proto::CreditNoteLine {
+                        invoice_line_id: String::new(),
+                        description: format!("Refund {refund_id}"),
+                        amount: Some(money(amount, currency)),
+                    }]),
+                    credit_to_balance: false,
+                    refund_id: Some(refund_id.to_owned()),
+                },
+                now,
+            )
+            .await
     }
 }
 

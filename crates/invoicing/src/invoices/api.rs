@@ -14,7 +14,7 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::GetInvoiceRequest>,
     ) -> Result<Response<proto::GetInvoiceResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
-        let invoice = self.ctx.get_invoice(&request.invoice_id).await?;
+        let invoice = self.ctx.invoices().get_invoice(&request.invoice_id).await?;
         tally_runtime::portal::ensure_customer(&extensions, &invoice.customer_id)?;
         Ok(Response::new(proto::GetInvoiceResponse {
             invoice: Some(invoice),
@@ -30,7 +30,10 @@ impl InvoiceService for crate::InvoicingApi {
             &request.get_ref().customer_id,
         )?;
         Ok(Response::new(
-            self.ctx.list_invoices(request.into_inner()).await?,
+            self.ctx
+                .invoices()
+                .list_invoices(request.into_inner())
+                .await?,
         ))
     }
 
@@ -41,6 +44,7 @@ impl InvoiceService for crate::InvoicingApi {
         let (_, extensions, request) = request.into_parts();
         let invoice = self
             .ctx
+            .invoices()
             .preview_upcoming_invoice(&request.subscription_id)
             .await?;
         tally_runtime::portal::ensure_customer(&extensions, &invoice.customer_id)?;
@@ -56,6 +60,7 @@ impl InvoiceService for crate::InvoicingApi {
         let origin = Origin::from_request(&request);
         let invoice = self
             .ctx
+            .invoices()
             .finalize_invoice(&request.into_inner().invoice_id, &origin)
             .await?;
         Ok(Response::new(proto::FinalizeInvoiceResponse {
@@ -68,7 +73,11 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::VoidInvoiceRequest>,
     ) -> Result<Response<proto::VoidInvoiceResponse>, Status> {
         let origin = Origin::from_request(&request);
-        let invoice = self.ctx.void_invoice(request.into_inner(), &origin).await?;
+        let invoice = self
+            .ctx
+            .invoices()
+            .void_invoice(request.into_inner(), &origin)
+            .await?;
         Ok(Response::new(proto::VoidInvoiceResponse {
             invoice: Some(invoice),
         }))
@@ -81,6 +90,7 @@ impl InvoiceService for crate::InvoicingApi {
         let origin = Origin::from_request(&request);
         Ok(Response::new(
             self.ctx
+                .invoices()
                 .create_credit_note(request.into_inner(), &origin)
                 .await?,
         ))
@@ -100,7 +110,10 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::ListCreditNotesRequest>,
     ) -> Result<Response<proto::ListCreditNotesResponse>, Status> {
         Ok(Response::new(
-            self.ctx.list_credit_notes(request.into_inner()).await?,
+            self.ctx
+                .invoices()
+                .list_credit_notes(request.into_inner())
+                .await?,
         ))
     }
 
@@ -109,7 +122,10 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::RunBillingRequest>,
     ) -> Result<Response<proto::RunBillingResponse>, Status> {
         Ok(Response::new(
-            self.ctx.run_billing(request.into_inner()).await?,
+            self.ctx
+                .invoices()
+                .run_billing(request.into_inner())
+                .await?,
         ))
     }
 }

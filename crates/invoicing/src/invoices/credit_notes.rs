@@ -12,6 +12,7 @@ use tally_proto::invoicing::{
     self as proto, CreditNoteReason, InvoiceStatus, create_credit_note_request,
 };
 
+use super::Invoices;
 use super::mapping as note_mapping;
 use super::store as invoice_store;
 use crate::billing::store::{self, InvoiceRow};
@@ -19,7 +20,7 @@ use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::refunds::{self, Balance};
 use crate::wire::{money, parse_money, timestamp};
-use crate::{Context, audit, credits, paging};
+use crate::{audit, credits, paging};
 use serde_json::json;
 
 /// One credit note to issue.
@@ -33,7 +34,7 @@ pub struct NoteRequest {
     pub refund_id: Option<String>,
 }
 
-impl Context {
+impl Invoices<'_> {
     /// Issues a credit note against a locked invoice row.
     pub(crate) async fn issue_credit_note(
         &self,

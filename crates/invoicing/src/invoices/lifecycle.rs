@@ -9,6 +9,7 @@ use tally_proto::convert::optional_id;
 use tally_proto::events::invoice_event;
 use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
+use super::Invoices;
 use super::allow;
 use super::store as invoice_store;
 use crate::billing::model::InvoiceStatus as InvoiceStatusModel;
@@ -16,10 +17,10 @@ use crate::billing::store::{self};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::idempotency::{self, request_hash};
 use crate::wire::{instant, timestamp};
-use crate::{Context, audit, credits, paging};
+use crate::{audit, credits, paging};
 use tally_audit::Origin;
 
-impl Context {
+impl Invoices<'_> {
     pub(super) async fn run_billing(
         &self,
         request: proto::RunBillingRequest,

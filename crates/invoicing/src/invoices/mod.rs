@@ -12,6 +12,13 @@ pub(crate) mod store;
 
 pub use credit_notes::NoteRequest;
 
+crate::feature_service!(
+    /// `InvoiceService`'s logic: reading, finalizing and voiding invoices,
+    /// previews, on-demand bill runs and credit notes.
+    Invoices,
+    invoices
+);
+
 use tally_domain::invoice::InvoiceStatus as DomainStatus;
 use tally_proto::invoicing::InvoiceStatus;
 

@@ -6,20 +6,21 @@ use tally_domain::ids::SubscriptionId;
 use tally_domain::money::Money;
 use tally_proto::invoicing::{self as proto, InvoiceLineKind, InvoiceStatus, invoice_line};
 
+use super::Invoices;
 use super::store as invoice_store;
 use crate::billing::compose::Composer;
 use crate::billing::lines::Line;
+use crate::credits;
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::store as subscription_store;
 use crate::wire::{money, timestamp};
-use crate::{Context, credits};
 
 /// Most passed boundaries a preview composes before the upcoming one (each
 /// may ask rating); beyond, the bill run is far behind and the preview waits
 /// for it.
 const MAX_UNBILLED_BOUNDARIES: usize = 64;
 
-impl Context {
+impl Invoices<'_> {
     /// The subscription's upcoming invoice: the one at the first boundary
     /// after now (the end of the current period, or the end of the
     /// subscription), with the usage known so far, composed like a bill run

@@ -138,7 +138,8 @@ impl Subscriptions<'_> {
                 credit_to_balance: true,
                 refund_id: None,
             };
-            self.issue_credit_note(&mut *connection, &row, note, now)
+            self.invoices()
+                .issue_credit_note(&mut *connection, &row, note, now)
                 .await?;
         }
         if unused > noted {
