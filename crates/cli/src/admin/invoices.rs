@@ -22,7 +22,7 @@ use super::{
 pub enum InvoicesCommand {
     /// Lists invoices, newest period first.
     List {
-        /// Only this customer's (`cus_…`).
+        /// Only this customer's (`cus_…` or the external id).
         #[arg(long)]
         customer: Option<String>,
         /// Only this subscription's (`sub_…`).
@@ -97,9 +97,14 @@ pub async fn run(command: InvoicesCommand) -> anyhow::Result<()> {
             status,
             target,
         } => {
-            let mut client = InvoiceServiceClient::new(
-                connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
-            );
+            let channel =
+                connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?;
+            // An external id is looked up: ListInvoices takes Tally's `cus_…` only.
+            let customer = match customer {
+                Some(given) => Some(super::usage::customer_id(&channel, &given).await?),
+                None => None,
+            };
+            let mut client = InvoiceServiceClient::new(channel);
             let statuses: Vec<i32> = status.iter().map(|s| s.wire() as i32).collect();
             let invoices = all_pages(async |page_token| {
                 let page = client
