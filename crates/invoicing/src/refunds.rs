@@ -31,7 +31,6 @@ use tally_proto::events::payment_event;
 use tally_proto::invoicing::{self as proto, CreditNoteReason, InvoiceStatus};
 
 use self::store::{NewReservation, RefundRow, RefundStatus, RefundTotals, refund_by_id};
-use crate::Context;
 use crate::billing::store::{self as billing_store, InvoiceRow};
 use crate::error::{InvoicingError, Result, Violations};
 use crate::invoices::NoteRequest;
@@ -199,7 +198,14 @@ pub(crate) async fn hold_note_refund(
     .await
 }
 
-impl Context {
+crate::feature_service!(
+    /// The one creditable / refundable balance of an invoice: reservations
+    /// before Stripe, and the refunds payments reports.
+    Refunds,
+    refunds
+);
+
+impl Refunds<'_> {
     /// `ReserveRefund`: holds `amount` of the invoice's balance for a refund
     /// payments is about to make.
     pub(crate) async fn reserve_refund(

@@ -101,7 +101,10 @@ impl InvoiceService for crate::InvoicingApi {
         request: Request<proto::ReserveRefundRequest>,
     ) -> Result<Response<proto::ReserveRefundResponse>, Status> {
         Ok(Response::new(
-            self.ctx.reserve_refund(request.into_inner()).await?,
+            self.ctx
+                .refunds()
+                .reserve_refund(request.into_inner())
+                .await?,
         ))
     }
 

@@ -48,7 +48,15 @@ fn amount_of(value: Option<&tally_proto::common::Money>) -> Decimal {
         .unwrap_or(Decimal::ZERO)
 }
 
-impl Context {
+impl std::ops::Deref for PaymentEvents {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl PaymentEvents {
     /// Applies one payment event (inside the caller's transaction); returns
     /// the invoice as it was before, for the audit entry.
     pub(crate) async fn apply_payment_event(
@@ -155,11 +163,13 @@ impl Context {
                 }
             }
             payment_event::Kind::Refunded(refunded) => {
-                self.apply_refunded(&mut *connection, &row, refunded, now)
+                self.refunds()
+                    .apply_refunded(&mut *connection, &row, refunded, now)
                     .await?;
             }
             payment_event::Kind::RefundFailed(failed) => {
-                self.apply_refund_failed(&mut *connection, &row, failed, now)
+                self.refunds()
+                    .apply_refund_failed(&mut *connection, &row, failed, now)
                     .await?;
             }
             payment_event::Kind::DisputeCreated(_) | payment_event::Kind::DunningStep(_) => {}
@@ -200,7 +210,6 @@ impl MessageHandler for PaymentEvents {
             .await?
             {
                 let before = self
-                    .ctx
                     .apply_payment_event(&mut transaction, &event, now)
                     .await?;
                 self.ctx
