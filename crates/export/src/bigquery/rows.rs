@@ -5,7 +5,8 @@
 //!
 //! A staged row is a JSON object from column name to value: a string for
 //! `STRING`, `JSON` and `NUMERIC`; microseconds since the epoch
-//! for `TIMESTAMP`; a number for `INT64`; `null` (or absent) for NULL.
+//! for `TIMESTAMP`; a number for `INT64`; `true`/`false` for `BOOL`; `null`
+//! (or absent) for NULL.
 
 use prost::encoding::{WireType, encode_key, encode_varint};
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -30,6 +31,7 @@ pub fn descriptor(table: &Table) -> DescriptorProto {
             } as i32),
             r#type: Some(match column.kind {
                 ColumnType::Timestamp | ColumnType::Int64 => Type::Int64,
+                ColumnType::Bool => Type::Bool,
                 ColumnType::String | ColumnType::Json | ColumnType::Numeric => Type::String,
             } as i32),
             ..FieldDescriptorProto::default()
@@ -76,6 +78,13 @@ pub fn encode(table: &Table, row: &Map<String, Value>) -> Result<Vec<u8>, RowErr
                     // int64 is sent as its two's complement (a negative takes 10 bytes).
                     #[allow(clippy::cast_sign_loss)]
                     encode_varint(number as u64, &mut buffer);
+                }
+                ColumnType::Bool => {
+                    let flag = value
+                        .as_bool()
+                        .ok_or_else(|| error(format!("{value} is not a boolean")))?;
+                    encode_key(tag, WireType::Varint, &mut buffer);
+                    encode_varint(u64::from(flag), &mut buffer);
                 }
                 ColumnType::String | ColumnType::Json | ColumnType::Numeric => {
                     let text = value

@@ -1,6 +1,7 @@
 //! The staging consumers: `usage-accepted` → `usage_events`, and
-//! `invoice-events` → `invoices` and `invoice_lines`, `payment-events` →
-//! `payment_events`, `subscription-events` → `subscriptions`. Each message is staged
+//! `invoice-events` → `invoices`, `invoice_lines` and `credit_notes`,
+//! `payment-events` → `payment_events` and `refunds`, `subscription-events`
+//! → `subscriptions`. Each message is staged
 //! in one transaction with its inbox record: a redelivery stages nothing.
 //! A message that can never be staged (wrong type, undecodable, missing ids)
 //! is dead-lettered at once.
@@ -125,9 +126,11 @@ impl MessageHandler for PaymentEventsHandler {
         check_type(message, PAYMENT_EVENT_TYPE)?;
         let event = PaymentEvent::decode(message.payload.as_slice())
             .map_err(|error| HandlerError::Poison(format!("undecodable PaymentEvent: {error}")))?;
-        let row =
-            super::payments::payment_row(&event, self.0.now()).map_err(HandlerError::Poison)?;
-        self.0.stage_once(&message.id, &[row]).await.map(|_| ())
+        let now = self.0.now();
+        let row = super::payments::payment_row(&event, now).map_err(HandlerError::Poison)?;
+        let mut rows = vec![row];
+        rows.extend(super::credits::refund_row(&event, now));
+        self.0.stage_once(&message.id, &rows).await.map(|_| ())
     }
 }
 

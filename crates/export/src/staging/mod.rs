@@ -7,12 +7,14 @@
 //!   `payment-events` and `subscription-events`;
 //! * [`payments`] — payment events → `payment_events` rows;
 //! * [`subscriptions`] — subscription events → `subscriptions` rows (one per version);
+//! * [`credits`] — credit notes issued → `credit_notes`, refund outcomes → `refunds`;
 //! * [`store`] — the SQL.
 //!
 //! The row shapes follow [`crate::tables`]; this module is the only place
 //! that reads the bus messages' wire shape.
 
 pub mod consumers;
+pub mod credits;
 pub mod payments;
 pub mod store;
 pub mod subscriptions;
@@ -45,6 +47,14 @@ fn timestamp(value: Option<&prost_types::Timestamp>) -> Value {
             json!(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000)
         }
         _ => Value::Null,
+    }
+}
+
+/// `value`'s microseconds, or `fallback` when it is unset.
+fn timestamp_or(value: Option<&prost_types::Timestamp>, fallback: Value) -> Value {
+    match timestamp(value) {
+        Value::Null => fallback,
+        value => value,
     }
 }
 
@@ -140,7 +150,7 @@ fn event_kind(kind: &invoice_event::Kind) -> &'static str {
 }
 
 /// The rows of an invoice event: its `invoices` row and, at finalization,
-/// one `invoice_lines` row per line.
+/// one `invoice_lines` row per line; for a credit note, its `credit_notes` row.
 pub fn invoice_rows(event: &InvoiceEvent, now: DateTime<Utc>) -> Result<Vec<StagedRow>, Poison> {
     let kind = event.kind.as_ref().ok_or("InvoiceEvent without a kind")?;
     let invoice = event
@@ -155,6 +165,15 @@ pub fn invoice_rows(event: &InvoiceEvent, now: DateTime<Utc>) -> Result<Vec<Stag
         for line in &invoice.lines {
             rows.push(line_row(invoice, line, now)?);
         }
+    }
+    if let invoice_event::Kind::CreditNoteIssued(issued) = kind {
+        rows.push(credits::credit_note_row(
+            &event.event_id,
+            event.occurred_at.as_ref(),
+            issued,
+            &invoice.currency,
+            now,
+        )?);
     }
     Ok(rows)
 }

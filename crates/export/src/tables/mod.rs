@@ -4,6 +4,12 @@
 //! follow this module. The rule it keeps: a change is additive only — a new
 //! table, or a new NULLABLE column at the end of a table; a column is never
 //! renamed, retyped or removed (rows already written keep their meaning).
+//!
+//! The billing facts are here; credit notes and refunds are in [`credits`].
+
+mod credits;
+
+pub use credits::{CREDIT_NOTES, REFUNDS};
 
 /// A column's BigQuery type, and how a staged value is sent for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +24,8 @@ pub enum ColumnType {
     Timestamp,
     /// `INT64`: a protobuf `int64`.
     Int64,
+    /// `BOOL`: a protobuf `bool`.
+    Bool,
 }
 
 impl ColumnType {
@@ -29,6 +37,7 @@ impl ColumnType {
             ColumnType::Numeric => "NUMERIC",
             ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::Int64 => "INT64",
+            ColumnType::Bool => "BOOL",
         }
     }
 }
@@ -77,7 +86,11 @@ pub fn field_number(index: usize) -> u32 {
     u32::try_from(index + 1).unwrap_or(u32::MAX)
 }
 
-const fn required(name: &'static str, kind: ColumnType, description: &'static str) -> Column {
+pub(crate) const fn required(
+    name: &'static str,
+    kind: ColumnType,
+    description: &'static str,
+) -> Column {
     Column {
         name,
         kind,
@@ -86,7 +99,11 @@ const fn required(name: &'static str, kind: ColumnType, description: &'static st
     }
 }
 
-const fn nullable(name: &'static str, kind: ColumnType, description: &'static str) -> Column {
+pub(crate) const fn nullable(
+    name: &'static str,
+    kind: ColumnType,
+    description: &'static str,
+) -> Column {
     Column {
         name,
         kind,
@@ -443,12 +460,14 @@ pub const SUBSCRIPTIONS: Table = Table {
 };
 
 /// Every table, in the order they are created.
-pub const ALL: [Table; 5] = [
+pub const ALL: [Table; 7] = [
     USAGE_EVENTS,
     INVOICES,
     INVOICE_LINES,
     PAYMENT_EVENTS,
     SUBSCRIPTIONS,
+    CREDIT_NOTES,
+    REFUNDS,
 ];
 
 /// The table named `name`.
@@ -466,7 +485,7 @@ pub struct View {
 }
 
 /// The current-state views.
-pub const VIEWS: [View; 2] = [
+pub const VIEWS: [View; 3] = [
     View {
         name: "invoices_current",
         query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
@@ -478,6 +497,12 @@ pub const VIEWS: [View; 2] = [
         query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
                 (PARTITION BY subscription_id ORDER BY version DESC) AS row_rank \
                 FROM `{dataset}.subscriptions`) WHERE row_rank = 1",
+    },
+    View {
+        name: "refunds_current",
+        query: "SELECT * EXCEPT (row_rank) FROM (SELECT *, ROW_NUMBER() OVER \
+                (PARTITION BY refund_id ORDER BY occurred_at DESC, status ASC) AS row_rank \
+                FROM `{dataset}.refunds`) WHERE row_rank = 1",
     },
 ];
 
