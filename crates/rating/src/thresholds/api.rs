@@ -180,7 +180,7 @@ pub async fn list_thresholds(
 ) -> Result<ListThresholdsResponse, RatingError> {
     let subscription_id: SubscriptionId =
         tally_proto::convert::id(&request.subscription_id, "subscription_id")?;
-    let thresholds = store::of_subscription(pool, subscription_id.as_str()).await?;
+    let thresholds = store::of_subscription(pool, &subscription_id).await?;
     Ok(ListThresholdsResponse {
         thresholds: thresholds
             .into_iter()
@@ -196,7 +196,7 @@ pub async fn delete_threshold(
 ) -> Result<DeleteThresholdResponse, RatingError> {
     let threshold_id: ThresholdId =
         tally_proto::convert::id(&request.threshold_id, "threshold_id")?;
-    if !store::delete(pool, threshold_id.as_str()).await? {
+    if !store::delete(pool, &threshold_id).await? {
         return Err(RatingError::NotFound(format!(
             "threshold_id: no threshold {}",
             request.threshold_id

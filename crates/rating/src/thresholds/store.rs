@@ -219,12 +219,12 @@ pub async fn one(
 /// The thresholds of a subscription, by key.
 pub async fn of_subscription(
     pool: &PgPool,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
 ) -> Result<Vec<Threshold>, RatingError> {
     let rows: Vec<ThresholdRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_THRESHOLDS} WHERE t.subscription_id = $1 ORDER BY t.key"
     )))
-    .bind(subscription_id)
+    .bind(subscription_id.as_str())
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(Threshold::try_from).collect()
@@ -245,9 +245,9 @@ pub async fn of_customers(
 }
 
 /// Deletes a threshold; `false` when there was none.
-pub async fn delete(pool: &PgPool, threshold_id: &str) -> Result<bool, RatingError> {
+pub async fn delete(pool: &PgPool, threshold_id: &ThresholdId) -> Result<bool, RatingError> {
     let deleted = sqlx::query("DELETE FROM rating.thresholds WHERE threshold_id = $1")
-        .bind(threshold_id)
+        .bind(threshold_id.as_str())
         .execute(pool)
         .await?;
     Ok(deleted.rows_affected() > 0)
