@@ -14,7 +14,7 @@ use tally_audit::{Entry, Origin, Schema};
 use tally_proto::events::{PaymentEvent, payment_event};
 use tally_proto::invoicing::{self as proto, CreditNoteReason};
 
-use crate::Context;
+use crate::Shared;
 use crate::billing::store::{self, InvoiceRow};
 use crate::error::{InvoicingError, Result};
 use crate::wire::money;
@@ -167,7 +167,7 @@ pub(crate) fn reason_name(reason: i32) -> String {
         .unwrap_or_else(|_| reason.to_string())
 }
 
-impl Context {
+impl Shared {
     /// A new entry with an `aud_…` id from the service's generator.
     pub(crate) fn audit_entry(
         &self,

@@ -14,7 +14,7 @@ use tally_proto::invoicing as proto;
 use crate::billing::store as billing_store;
 use crate::error::Result;
 use crate::wire::timestamp;
-use crate::{Context, customers};
+use crate::{Shared, customers};
 
 /// `tally-type` of subscription events.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
@@ -99,7 +99,7 @@ pub fn invoice_message(
         .with_ordering_key(customer_id)
 }
 
-impl Context {
+impl Shared {
     /// Enqueues the invoice as it is now on `invoice-events`.
     pub(crate) async fn publish_invoice(
         &self,

@@ -84,9 +84,9 @@ pub struct InvoicingDeps {
     pub max_delivery_attempts: u32,
 }
 
-/// Declares a feature's service: a view over the shared [`Context`] whose
+/// Declares a feature's service: a view over the [`Shared`] dependencies whose
 /// methods are that feature's logic, reached with `ctx.<accessor>()`. The
-/// dependencies (pool, bus, clock, ids, config, peers) are the context's,
+/// dependencies (pool, bus, clock, ids, config, peers) are one [`Shared`],
 /// shared by every feature, so a service is free to make and copy; what a
 /// feature does lives in its own `impl`, not in one struct for the crate.
 macro_rules! feature_service {
@@ -94,18 +94,18 @@ macro_rules! feature_service {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug)]
         pub(crate) struct $name<'a> {
-            deps: &'a $crate::Context,
+            deps: &'a $crate::Shared,
         }
 
         impl ::std::ops::Deref for $name<'_> {
-            type Target = $crate::Context;
+            type Target = $crate::Shared;
 
-            fn deref(&self) -> &$crate::Context {
+            fn deref(&self) -> &$crate::Shared {
                 self.deps
             }
         }
 
-        impl $crate::Context {
+        impl $crate::Shared {
             /// This feature's service.
             pub(crate) fn $accessor(&self) -> $name<'_> {
                 $name { deps: self }
@@ -118,7 +118,7 @@ pub(crate) use feature_service;
 /// The dependencies every feature's service shares (see
 /// [`feature_service!`]), and the helpers they all use (audit, events).
 #[derive(Debug)]
-pub struct Context {
+pub struct Shared {
     pub(crate) pool: PgPool,
     pub(crate) bus: SharedBus,
     pub(crate) clock: SharedClock,
@@ -133,13 +133,13 @@ pub struct Context {
 /// The `tally.invoicing.v1` service implementations.
 #[derive(Debug, Clone)]
 pub struct InvoicingApi {
-    pub(crate) ctx: Arc<Context>,
+    pub(crate) ctx: Arc<Shared>,
 }
 
 /// A running invoicing service.
 #[derive(Debug, Clone)]
 pub struct Invoicing {
-    ctx: Arc<Context>,
+    ctx: Arc<Shared>,
 }
 
 impl Invoicing {
@@ -157,7 +157,7 @@ impl Invoicing {
             .ensure_subscription(&payment_events_subscription(deps.max_delivery_attempts))
             .await?;
         Ok(Self {
-            ctx: Arc::new(Context {
+            ctx: Arc::new(Shared {
                 pool: deps.pool,
                 bus: deps.bus,
                 clock: deps.clock,

@@ -31,7 +31,7 @@ use crate::billing::store as billing_store;
 use crate::error::{InvoicingError, Result};
 use crate::invoices::allow;
 use crate::wire::money;
-use crate::{Context, PAYMENT_EVENTS_SUBSCRIPTION};
+use crate::{PAYMENT_EVENTS_SUBSCRIPTION, Shared};
 
 /// The protobuf type name payments puts in `tally-type`.
 pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
@@ -39,7 +39,7 @@ pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
 /// Applies payment events.
 #[derive(Debug, Clone)]
 pub struct PaymentEvents {
-    pub(crate) ctx: Arc<Context>,
+    pub(crate) ctx: Arc<Shared>,
 }
 
 fn amount_of(value: Option<&tally_proto::common::Money>) -> Decimal {
@@ -49,9 +49,9 @@ fn amount_of(value: Option<&tally_proto::common::Money>) -> Decimal {
 }
 
 impl std::ops::Deref for PaymentEvents {
-    type Target = Context;
+    type Target = Shared;
 
-    fn deref(&self) -> &Context {
+    fn deref(&self) -> &Shared {
         &self.ctx
     }
 }
