@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use tally_domain::ids::{IdBody, MessageId, PrefixedId};
 
 /// Attribute: the producer's message id, stable across republishing (the inbox key).
 pub const ATTRIBUTE_MESSAGE_ID: &str = "tally-message-id";
@@ -43,7 +44,8 @@ impl Message {
         let mut attributes = HashMap::new();
         tally_runtime::telemetry::inject_current_context(&mut attributes);
         Self {
-            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+            // Wall time, not the injected clock: a message id only has to be unique.
+            id: MessageId::with_body(&IdBody::hex(uuid::Uuid::now_v7().as_u128())).into(),
             message_type: message_type.into(),
             type_version,
             ordering_key: None,

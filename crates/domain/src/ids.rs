@@ -313,6 +313,12 @@ prefixed_id!(
     AuditEntryId,
     "aud"
 );
+prefixed_id!(
+    /// A bus message's default id, `msg_…` (producers that derive ids from their own
+    /// records, such as `uacc_<seq>`, replace it).
+    MessageId,
+    "msg"
+);
 
 fn parse_prefixed(kind: &'static str, prefix: &'static str, text: &str) -> Result<(), IdError> {
     if text.is_empty() {
@@ -611,6 +617,7 @@ mod tests {
             BackfillId,
             ApiKeyId,
             AuditEntryId,
+            MessageId,
         );
     }
 }
