@@ -23,6 +23,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/finance/v1/finance.proto",
     "tally/connectors/v1/connectors.proto",
     "tally/export/v1/export.proto",
+    "tally/auth/v1/auth.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

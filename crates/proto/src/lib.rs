@@ -89,6 +89,13 @@ pub mod tally {
             tonic::include_proto!("tally.clock.v1");
         }
     }
+    /// `tally.auth.*`.
+    pub mod auth {
+        /// `tally.auth.v1`: `AuthService`, the calling key's scopes.
+        pub mod v1 {
+            tonic::include_proto!("tally.auth.v1");
+        }
+    }
     /// `tally.audit.*`.
     pub mod audit {
         /// `tally.audit.v1`: `AuditService`, every service's audit chain.
@@ -99,6 +106,7 @@ pub mod tally {
 }
 
 pub use tally::audit::v1 as audit;
+pub use tally::auth::v1 as auth;
 pub use tally::clock::v1 as clock;
 pub use tally::common::v1 as common;
 pub use tally::connectors::v1 as connectors;
@@ -132,4 +140,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.audit.v1.AuditService",
     "tally.connectors.v1.ConnectorService",
     "tally.export.v1.ExportService",
+    "tally.auth.v1.AuthService",
 ];

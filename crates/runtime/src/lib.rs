@@ -5,6 +5,7 @@
 //! nothing here holds global state: the composition root passes each piece down.
 
 pub mod auth;
+pub mod caller;
 pub mod clock;
 pub mod clock_service;
 pub mod config;

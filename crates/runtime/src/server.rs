@@ -1,6 +1,7 @@
 //! The gRPC server every service runs: its own services plus
 //! `grpc.health.v1` (liveness and readiness, [`crate::readiness`]) and
-//! reflection (v1 and v1alpha), API-key authentication, a span per call
+//! reflection (v1 and v1alpha), the caller's key and scopes
+//! (`tally.auth.v1.AuthService`, [`crate::caller`]), API-key authentication, a span per call
 //! that continues the caller's trace, INVALID_ARGUMENT for requests that cannot
 //! be decoded ([`crate::decode_errors`]), and a graceful stop.
 //!
@@ -197,7 +198,9 @@ impl GrpcServer {
         let mut routes = Routes::default()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(reflection_v1alpha);
+            .add_service(reflection_v1alpha)
+            // Which key is calling, with what scopes (the console asks once).
+            .add_service(crate::caller::CallerApi::server());
         for add in self.add_routes {
             routes = add(routes);
         }
