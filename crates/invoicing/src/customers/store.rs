@@ -4,7 +4,9 @@
 //! archived. A row written before `20261207800000_invoicing_own_model.sql`
 //! (or by a pod of the previous release during a rolling upgrade) has only
 //! the protobuf `snapshot`: it is read through the mapping until `tally
-//! migrate` converts it (`crate::upgrade`).
+//! migrate` converts it (`crate::upgrade`). This release still writes the
+//! snapshot beside the document, so the previous release reads every row
+//! after a rollback (expand/contract; the next release stops).
 
 use chrono::{DateTime, Utc};
 use prost::Message as _;
@@ -35,6 +37,11 @@ impl CustomerRow {
             ))),
         }
     }
+}
+
+/// The protobuf snapshot the previous release reads.
+fn snapshot_of(customer: &Customer) -> Vec<u8> {
+    mapping::to_wire(customer).encode_to_vec()
 }
 
 /// The model of a protobuf snapshot stored by an earlier release.
@@ -119,14 +126,16 @@ pub async fn get_by_external_id(
 /// Stores a new customer.
 pub async fn insert(connection: &mut PgConnection, customer: &Customer) -> Result<()> {
     sqlx::query(
-        "INSERT INTO invoicing.customers (id, external_id, currency, status, request_hash, document, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, '', $5, $6, $7)",
+        "INSERT INTO invoicing.customers (id, external_id, currency, status, request_hash, document, snapshot, \
+           created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8)",
     )
     .bind(&customer.id)
     .bind(&customer.external_id)
     .bind(customer.currency.code())
     .bind(customer.status.name())
     .bind(Json(customer))
+    .bind(snapshot_of(customer))
     .bind(customer.created_at)
     .bind(customer.updated_at)
     .execute(connection)
@@ -134,17 +143,18 @@ pub async fn insert(connection: &mut PgConnection, customer: &Customer) -> Resul
     Ok(())
 }
 
-/// Replaces a stored customer (its document and the columns read from it;
-/// an old-format snapshot is dropped).
+/// Replaces a stored customer (its document, its snapshot and the columns
+/// read from it).
 pub async fn update(connection: &mut PgConnection, customer: &Customer) -> Result<()> {
     sqlx::query(
-        "UPDATE invoicing.customers SET currency = $2, status = $3, document = $4, snapshot = NULL, updated_at = $5 \
+        "UPDATE invoicing.customers SET currency = $2, status = $3, document = $4, snapshot = $5, updated_at = $6 \
          WHERE id = $1",
     )
     .bind(&customer.id)
     .bind(customer.currency.code())
     .bind(customer.status.name())
     .bind(Json(customer))
+    .bind(snapshot_of(customer))
     .bind(customer.updated_at)
     .execute(connection)
     .await?;
@@ -164,10 +174,11 @@ pub async fn legacy_batch(connection: &mut PgConnection, limit: i64) -> Result<V
     rows.into_iter().map(CustomerRow::into_model).collect()
 }
 
-/// Writes converted customers' documents (and drops their snapshots).
+/// Writes converted customers' documents (their snapshots stay, for the
+/// previous release).
 pub async fn set_documents(connection: &mut PgConnection, customers: &[Customer]) -> Result<()> {
     sqlx::query(
-        "UPDATE invoicing.customers c SET document = d.document, snapshot = NULL \
+        "UPDATE invoicing.customers c SET document = d.document \
          FROM unnest($1::text[], $2::jsonb[]) AS d(id, document) WHERE c.id = d.id",
     )
     .bind(

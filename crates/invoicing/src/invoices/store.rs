@@ -134,7 +134,9 @@ impl CreditNoteRow {
     }
 }
 
-/// The model of a protobuf credit note stored by an earlier release.
+/// The model of a protobuf credit note stored by an earlier release (this
+/// release still writes it beside the columns, for the previous release to
+/// read after a rollback).
 pub fn legacy_credit_note(bytes: &[u8]) -> Result<CreditNote> {
     let note = proto::CreditNote::decode(bytes).map_err(InvoicingError::internal)?;
     mapping::from_wire(&note)
@@ -147,8 +149,8 @@ const CREDIT_NOTE_COLUMNS: &str = "id, number, invoice_id, customer_id, reason, 
 pub async fn insert_credit_note(connection: &mut PgConnection, note: &CreditNote) -> Result<()> {
     sqlx::query(
         "INSERT INTO invoicing.credit_notes (id, number, invoice_id, customer_id, reason, memo, lines, currency, total, \
-           credited_to_balance, refund_id, created_at, refund_amount) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+           credited_to_balance, refund_id, created_at, refund_amount, snapshot) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&note.id)
     .bind(&note.number)
@@ -163,6 +165,7 @@ pub async fn insert_credit_note(connection: &mut PgConnection, note: &CreditNote
     .bind(note.refund_id.as_deref())
     .bind(note.created_at)
     .bind(note.refund_amount)
+    .bind(mapping::to_wire(note).encode_to_vec())
     .execute(connection)
     .await?;
     Ok(())
@@ -232,7 +235,8 @@ pub async fn legacy_credit_notes(
     rows.into_iter().map(CreditNoteRow::into_model).collect()
 }
 
-/// Writes converted credit notes' columns (and drops their protobuf).
+/// Writes converted credit notes' columns (their protobuf stays, for the
+/// previous release).
 pub async fn set_converted_credit_notes(
     connection: &mut PgConnection,
     notes: &[CreditNote],
@@ -244,8 +248,7 @@ pub async fn set_converted_credit_notes(
         .map_err(InvoicingError::internal)?;
     sqlx::query(
         "UPDATE invoicing.credit_notes n SET reason = c.reason, memo = c.memo, lines = c.lines::jsonb, \
-           currency = c.currency, credited_to_balance = c.credited_to_balance, refund_amount = c.refund_amount, \
-           snapshot = NULL \
+           currency = c.currency, credited_to_balance = c.credited_to_balance, refund_amount = c.refund_amount \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::numeric[]) \
            AS c(id, reason, memo, lines, currency, credited_to_balance, refund_amount) \
          WHERE n.id = c.id",

@@ -8,7 +8,9 @@
 //! touches only rows still in the old format — so running it again, or
 //! after a crash half-way, converts what is left and nothing twice. Each row
 //! is decoded by the same mapping the readers use for a row not converted
-//! yet, so what the API answers is the same before and after.
+//! yet, so what the API answers is the same before and after. The protobuf
+//! stays beside the model (the previous release reads it after a rollback);
+//! the release after this one drops it.
 
 mod store;
 

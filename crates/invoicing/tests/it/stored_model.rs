@@ -1,7 +1,9 @@
 //! Rows stored as protobuf by the release before
 //! `20261207800000_invoicing_own_model.sql` keep reading the same through the
 //! API: before `tally migrate` converts them (the readers' fallback), after
-//! it converts them, and after a second run (which converts nothing).
+//! it converts them, and after a second run (which converts nothing). And
+//! the previous release can still read every row (a rolling upgrade, a
+//! rollback): each keeps its protobuf, equal to what the API answers.
 //!
 //! The old rows are made the way the previous code made them: the previous
 //! code stored `encode_to_vec()` of exactly the wire customer, line and
@@ -109,16 +111,58 @@ async fn store_the_old_way(h: &Harness, before: &Answers) {
     }
 }
 
-/// Rows still holding protobuf: (customers, credit notes, lines).
-async fn protobuf_rows(h: &Harness) -> (i64, i64, i64) {
+/// Rows stored only as protobuf: (customers, credit notes, lines).
+async fn protobuf_only(h: &Harness) -> (i64, i64, i64) {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM invoicing.customers WHERE snapshot IS NOT NULL), \
-                (SELECT count(*) FROM invoicing.credit_notes WHERE snapshot IS NOT NULL), \
-                (SELECT count(*) FROM invoicing.invoice_lines WHERE detail IS NOT NULL)",
+        "SELECT (SELECT count(*) FROM invoicing.customers WHERE document IS NULL), \
+                (SELECT count(*) FROM invoicing.credit_notes WHERE reason IS NULL), \
+                (SELECT count(*) FROM invoicing.invoice_lines WHERE quantity IS NULL)",
     )
     .fetch_one(&h.db.pool)
     .await
     .unwrap()
+}
+
+/// What the previous release reads: every row's protobuf, decoded, must be
+/// what the API answers.
+async fn previous_release_reads(h: &Harness, expected: &Answers) {
+    let pool = &h.db.pool;
+    let (bytes,): (Vec<u8>,) =
+        sqlx::query_as("SELECT snapshot FROM invoicing.customers WHERE id = $1")
+            .bind(&expected.customer.id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        invoicing_proto::Customer::decode(bytes.as_slice()).unwrap(),
+        expected.customer
+    );
+    for invoice in &expected.invoices {
+        let details: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT detail FROM invoicing.invoice_lines WHERE invoice_id = $1 ORDER BY position",
+        )
+        .bind(&invoice.id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let lines: Vec<invoicing_proto::InvoiceLine> = details
+            .iter()
+            .map(|(bytes,)| invoicing_proto::InvoiceLine::decode(bytes.as_slice()).unwrap())
+            .collect();
+        assert_eq!(lines, invoice.lines);
+    }
+    for note in &expected.credit_notes {
+        let (bytes,): (Vec<u8>,) =
+            sqlx::query_as("SELECT snapshot FROM invoicing.credit_notes WHERE id = $1")
+                .bind(&note.id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            &invoicing_proto::CreditNote::decode(bytes.as_slice()).unwrap(),
+            note
+        );
+    }
 }
 
 #[tokio::test]
@@ -230,15 +274,16 @@ async fn rows_stored_as_protobuf_read_the_same_before_and_after_the_conversion()
     }
     assert_eq!(before.credit_notes.len(), 2);
     assert_eq!(
-        protobuf_rows(&h).await,
+        protobuf_only(&h).await,
         (0, 0, 0),
-        "new rows hold no protobuf"
+        "new rows hold the model"
     );
+    previous_release_reads(&h, &before).await;
 
     store_the_old_way(&h, &before).await;
     let line_count = before.invoices.iter().map(|i| i.lines.len()).sum::<usize>();
     assert_eq!(
-        protobuf_rows(&h).await,
+        protobuf_only(&h).await,
         (1, 2, i64::try_from(line_count).unwrap())
     );
     assert_eq!(
@@ -258,7 +303,8 @@ async fn rows_stored_as_protobuf_read_the_same_before_and_after_the_conversion()
         ),
         (1, 2, line_count)
     );
-    assert_eq!(protobuf_rows(&h).await, (0, 0, 0));
+    assert_eq!(protobuf_only(&h).await, (0, 0, 0));
+    previous_release_reads(&h, &before).await;
     assert_eq!(
         answers(&mut h, &customer, &invoices).await,
         before,

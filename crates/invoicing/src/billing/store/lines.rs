@@ -3,7 +3,9 @@
 //! `20261207800000_invoicing_own_model.sql` (or by a pod of the previous
 //! release during a rolling upgrade) has only its protobuf `detail`: it is
 //! read through the mapping until `tally migrate` converts it
-//! (`crate::upgrade`).
+//! (`crate::upgrade`). This release still writes `detail` beside the
+//! columns, so the previous release reads every line after a rollback
+//! (expand/contract; the next release stops).
 
 use chrono::{DateTime, Utc};
 use prost::Message as _;
@@ -141,19 +143,20 @@ pub async fn insert(
             .original_invoice_id
             .push(line.original_invoice_id.clone());
         columns.explanation.push(explanation);
+        columns.detail.push(wire.encode_to_vec());
         stored.push(wire);
     }
     sqlx::query(
         "INSERT INTO invoicing.invoice_lines (id, invoice_id, position, kind, description, plan_version_id, charge_key, \
            in_advance, service_start, service_end, quantity, unit_price, precise_amount, amount, usage_period_start, \
-           original_invoice_id, explanation) \
+           original_invoice_id, explanation, detail) \
          SELECT id, $2, position, kind, description, plan_version_id, charge_key, in_advance, service_start, service_end, \
-           quantity, unit_price, precise_amount, amount, usage_period_start, original_invoice_id, explanation::jsonb \
+           quantity, unit_price, precise_amount, amount, usage_period_start, original_invoice_id, explanation::jsonb, detail \
          FROM unnest($1::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], \
            $9::timestamptz[], $10::timestamptz[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[], \
-           $15::timestamptz[], $16::text[], $17::text[]) \
+           $15::timestamptz[], $16::text[], $17::text[], $18::bytea[]) \
            AS line(id, position, kind, description, plan_version_id, charge_key, in_advance, service_start, service_end, \
-             quantity, unit_price, precise_amount, amount, usage_period_start, original_invoice_id, explanation)",
+             quantity, unit_price, precise_amount, amount, usage_period_start, original_invoice_id, explanation, detail)",
     )
     .bind(&columns.id)
     .bind(invoice_id)
@@ -172,6 +175,7 @@ pub async fn insert(
     .bind(&columns.usage_period_start)
     .bind(&columns.original_invoice_id)
     .bind(&columns.explanation)
+    .bind(&columns.detail)
     .execute(&mut *connection)
     .await?;
     Ok(stored)
@@ -196,6 +200,8 @@ struct LineColumns {
     usage_period_start: Vec<Option<DateTime<Utc>>>,
     original_invoice_id: Vec<Option<String>>,
     explanation: Vec<Option<String>>,
+    /// The protobuf line the previous release reads.
+    detail: Vec<Vec<u8>>,
 }
 
 /// Up to `limit` lines still stored only as protobuf, oldest invoice first.
@@ -211,10 +217,11 @@ pub async fn legacy_batch(connection: &mut PgConnection, limit: i64) -> Result<V
     rows.into_iter().map(LineRow::into_model).collect()
 }
 
-/// Writes converted lines' columns and explanations (and drops their
-/// protobuf). Only the columns that had no value are written: what a line
-/// billed (kind, period, amount) is the row's already, and the database's
-/// immutability trigger lets exactly this conversion through.
+/// Writes converted lines' columns and explanations (their protobuf stays,
+/// for the previous release). Only the columns that had no value are
+/// written: what a line billed (kind, period, amount) is the row's already,
+/// and the database's immutability trigger lets exactly this conversion
+/// through.
 pub async fn set_converted(connection: &mut PgConnection, lines: &[StoredLine]) -> Result<()> {
     let explanations = lines
         .iter()
@@ -228,7 +235,7 @@ pub async fn set_converted(connection: &mut PgConnection, lines: &[StoredLine]) 
         .map_err(InvoicingError::internal)?;
     sqlx::query(
         "UPDATE invoicing.invoice_lines l SET description = c.description, quantity = c.quantity, \
-           unit_price = c.unit_price, precise_amount = c.precise_amount, explanation = c.explanation::jsonb, detail = NULL \
+           unit_price = c.unit_price, precise_amount = c.precise_amount, explanation = c.explanation::jsonb \
          FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[]) \
            AS c(id, description, quantity, unit_price, precise_amount, explanation) \
          WHERE l.id = c.id",
