@@ -69,10 +69,10 @@ const PERSISTED: &[(&str, RoundTrip)] = &[
         round_trip::<events::ThresholdCrossed>,
     ),
     // invoicing.customers.snapshot, credit_notes.snapshot, invoice_lines.detail:
-    // no longer written (invoicing stores its own model since
-    // 20261207800000_invoicing_own_model.sql), but still read from rows not
-    // converted yet (`tally_invoicing::upgrade`) until those columns are
-    // dropped; the three also travel inside InvoiceEvent.
+    // invoicing reads its own model since 20261207800000_invoicing_own_model.sql,
+    // but still writes these beside it for the previous release (rollback) and
+    // reads them from rows not converted yet (`tally_invoicing::upgrade`), until
+    // a later release drops the columns; the three also travel inside InvoiceEvent.
     (
         "tally.invoicing.v1.Customer",
         round_trip::<invoicing::Customer>,
