@@ -4,10 +4,14 @@
 //! events of customers mapped to Orb to `POST /v1/ingest` in batches, and
 //! keeps what became of every event. It never calls another Tally service.
 //!
-//! * [`orb`] — the Orb adapter (HTTP, retries); Orb's shapes never leave it;
+//! * [`biller`] — the boundary with an external billing system (the
+//!   `ExternalBiller` trait and its Tally-side types);
+//! * [`orb`] — the Orb adapter (HTTP, retries, webhook signatures), Orb's
+//!   `ExternalBiller`; Orb's shapes never leave it;
 //! * [`forwarding`] — the forwarder, its `usage-accepted` consumer, its
 //!   tables and `ConnectorService`.
 
+pub mod biller;
 mod error;
 pub mod forwarding;
 mod metrics;
@@ -25,11 +29,12 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+pub use biller::ExternalBiller;
 pub use error::ConnectorsError;
 pub use forwarding::api::ConnectorApi;
 pub use forwarding::consumer::ForwardingConsumer;
 pub use forwarding::{Disposition, Forwarder, ForwardingState, Incoming};
-pub use orb::{OrbApiKey, OrbClient};
+pub use orb::{OrbApiKey, OrbClient, OrbWebhookSecret};
 
 /// The name this service reports to telemetry.
 pub const SERVICE_NAME: &str = "tally-connectors";

@@ -1,25 +1,38 @@
 //! The Orb adapter: a hand-written client of Orb's REST API on reqwest
-//! (rustls). Only `POST /v1/ingest` so far. Orb's shapes ([`wire`]) never
-//! leave this module: callers hand in [`OrbEvent`]s and get an
-//! [`IngestAnswer`] or an [`OrbError`].
+//! (rustls), and Orb's implementation of [`crate::biller::ExternalBiller`].
+//! Orb's shapes ([`wire`], [`wire_billing`]) never leave this module:
+//! callers hand in Tally-side values and get Tally-side answers or an
+//! [`OrbError`].
 //!
-//! Retries ([`OrbClient::ingest`]): 408, 409, 429, 5xx, timeouts and
-//! connection failures are retried with the same body — Orb ingests an
-//! idempotency key at most once, so a retry can never count an event twice —
-//! waiting what `retry-after-ms` / `retry-after` says, else an exponential
-//! backoff, at most `orb_retry_max_delay_ms` (a longer wait, or the last
-//! try failing, is left to the bus's redelivery). Any other 4xx is Orb
-//! refusing the payload: [`IngestAnswer::Refused`], never retried as is.
+//! * `POST /v1/ingest` ([`OrbClient::ingest`]);
+//! * `POST /v1/customers` and `POST /v1/subscriptions` ([`billing`]), each
+//!   with an `Idempotency-Key` derived from Tally's id, so a retry or a
+//!   redelivery is the same object in Orb;
+//! * `GET /v1/invoices` with cursor pagination, amounts read exactly
+//!   ([`billing`], [`wire_billing`]);
+//! * webhook signatures ([`webhook`]).
+//!
+//! Retries: 408, 409, 429, 5xx, timeouts and connection failures are retried
+//! with the same body (and the same `Idempotency-Key`) — Orb ingests an
+//! idempotency key at most once and answers a repeated POST key with the
+//! first answer — waiting what `retry-after-ms` / `retry-after` says, else
+//! an exponential backoff, plus up to a quarter more at random ([`Jitter`]),
+//! at most `orb_retry_max_delay_ms` (a longer wait, or the last try failing,
+//! is left to the caller: the bus's redelivery). Any other 4xx is Orb
+//! refusing the request, never retried as is.
 
+pub mod billing;
+pub mod webhook;
 mod wire;
+mod wire_billing;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use tally_runtime::config::ConnectorsConfig;
 
 /// The environment variable holding Orb's API key.
@@ -50,60 +63,9 @@ impl fmt::Debug for OrbApiKey {
     }
 }
 
-/// One usage event for Orb, in Tally's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrbEvent {
-    /// What Orb de-duplicates by.
-    pub idempotency_key: String,
-    /// The Orb customer's external id.
-    pub external_customer_id: String,
-    /// Orb's event name (Tally's event type).
-    pub event_name: String,
-    /// When the usage happened.
-    pub timestamp: DateTime<Utc>,
-    /// Tally's properties (strings; exact numbers are sent as numbers).
-    pub properties: BTreeMap<String, String>,
-}
-
-/// What Orb answered to one ingestion request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestAnswer {
-    /// 200: every event was ingested (or had been) except those listed, by
-    /// idempotency key, with Orb's validation errors.
-    Accepted {
-        /// Idempotency key → Orb's reason.
-        failed: BTreeMap<String, String>,
-    },
-    /// A 4xx refusing the payload: nothing of the request was ingested.
-    Refused {
-        /// The HTTP status.
-        status: u16,
-        /// Orb's reason for the request (title, detail, general errors).
-        reason: String,
-        /// Orb's reasons per idempotency key, when it named keys.
-        per_key: BTreeMap<String, String>,
-    },
-}
-
-/// A request that did not get an answer about its events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OrbError {
-    /// Worth retrying later (429, 5xx, a timeout, a connection failure).
-    #[error("Orb is unavailable: {message}")]
-    Unavailable {
-        /// What happened.
-        message: String,
-        /// How long Orb asked to wait.
-        retry_after: Option<Duration>,
-    },
-    /// Orb refused the key (401, 403): nothing can be sent until an
-    /// operator fixes `ORB_API_KEY`; the events wait on the bus.
-    #[error("Orb refused the API key (HTTP {status}): check ORB_API_KEY")]
-    Unauthorized {
-        /// The HTTP status.
-        status: u16,
-    },
-}
+pub use crate::biller::{
+    BillerError as OrbError, IngestAnswer, NotSent, Sent, UsageRecord as OrbEvent,
+};
 
 /// A waiting strategy between retries: real sleeps in service, recorded in tests.
 #[async_trait]
@@ -123,36 +85,88 @@ impl Pause for Sleep {
     }
 }
 
-/// An answer and how many requests it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sent {
-    /// Orb's answer.
-    pub answer: IngestAnswer,
-    /// Requests made, the first included.
-    pub attempts: u32,
+/// How much longer than the computed delay a retry waits, so clients
+/// throttled together do not come back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Up to a quarter more, at random (in service).
+    Random,
+    /// Exactly the delay (tests that assert the waits).
+    None,
 }
 
-/// An error after the requests it took.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error} (after {attempts} requests)")]
-pub struct NotSent {
-    /// The last error.
-    pub error: OrbError,
-    /// Requests made.
-    pub attempts: u32,
+impl Jitter {
+    /// `delay` plus its jitter: never less than `delay`, so a `retry-after`
+    /// is always honoured.
+    fn apply(self, delay: Duration) -> Duration {
+        match self {
+            Jitter::None => delay,
+            Jitter::Random => {
+                use std::hash::{BuildHasher as _, Hasher as _};
+                // A fresh RandomState is seeded randomly: enough spread for
+                // back-off without a random-number crate.
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u128(delay.as_nanos());
+                let fraction = f64::from(u32::try_from(hasher.finish() >> 40).unwrap_or(0))
+                    / f64::from(1u32 << 24);
+                delay.saturating_add(delay.mul_f64(fraction / 4.0))
+            }
+        }
+    }
+}
+
+/// The environment variable holding Orb's webhook signing secret.
+pub const WEBHOOK_SECRET_VARIABLE: &str = "ORB_WEBHOOK_SECRET";
+
+/// Orb's webhook signing secret (never printed).
+#[derive(Clone)]
+pub struct OrbWebhookSecret(String);
+
+impl OrbWebhookSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// `ORB_WEBHOOK_SECRET`, when set and not empty.
+    pub fn from_env() -> Option<Self> {
+        std::env::var(WEBHOOK_SECRET_VARIABLE)
+            .ok()
+            .filter(|secret| !secret.is_empty())
+            .map(Self)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for OrbWebhookSecret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("OrbWebhookSecret(…)")
+    }
 }
 
 /// Orb's API.
 #[derive(Debug, Clone)]
 pub struct OrbClient {
     http: reqwest::Client,
-    ingest_url: String,
+    base_url: String,
     api_key: OrbApiKey,
+    webhook_secret: Option<OrbWebhookSecret>,
     batch_events: usize,
     max_attempts: u32,
     base_delay: Duration,
     max_delay: Duration,
     pause: Arc<dyn Pause>,
+    jitter: Jitter,
+}
+
+/// One HTTP exchange, before its status is read.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<Duration>,
 }
 
 impl OrbClient {
@@ -164,22 +178,33 @@ impl OrbClient {
             .build()?;
         Ok(Self {
             http,
-            ingest_url: format!(
-                "{}/v1/ingest",
-                config.orb_api_base_url.trim_end_matches('/')
-            ),
+            base_url: config.orb_api_base_url.trim_end_matches('/').to_owned(),
             api_key,
+            webhook_secret: None,
             batch_events: config.orb_batch_events.max(1),
             max_attempts: config.orb_max_attempts.max(1),
             base_delay: Duration::from_millis(config.orb_retry_base_delay_ms),
             max_delay: Duration::from_millis(config.orb_retry_max_delay_ms),
             pause: Arc::new(Sleep),
+            jitter: Jitter::Random,
         })
     }
 
     /// The same client waiting with `pause` between retries (tests record the delays).
     pub fn with_pause(mut self, pause: Arc<dyn Pause>) -> Self {
         self.pause = pause;
+        self
+    }
+
+    /// The same client with another [`Jitter`].
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The same client verifying webhooks with `secret`.
+    pub fn with_webhook_secret(mut self, secret: Option<OrbWebhookSecret>) -> Self {
+        self.webhook_secret = secret;
         self
     }
 
@@ -190,10 +215,52 @@ impl OrbClient {
 
     /// Sends `events` in one request, retrying what may pass later.
     pub async fn ingest(&self, events: &[OrbEvent]) -> Result<Sent, NotSent> {
+        let body = wire::IngestRequest {
+            events: events.iter().map(wire::IngestEvent::from_event).collect(),
+        };
+        let body = serde_json::to_vec(&body).map_err(|error| NotSent {
+            error: OrbError::Unreadable(format!("cannot encode the request: {error}")),
+            attempts: 0,
+        })?;
+        let url = self.url("/v1/ingest", &[])?;
+        self.retrying("ingest", || async {
+            let reply = self
+                .send_once(reqwest::Method::POST, url.clone(), Some(&body), None)
+                .await?;
+            answer(reply.status, &reply.body, reply.retry_after)
+        })
+        .await
+    }
+
+    /// `path` (from `/v1/…`) under the base URL, with `query`.
+    fn url(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Url, NotSent> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|error| NotSent {
+                error: OrbError::Unreadable(format!(
+                    "connectors.orb_api_base_url {:?} is not a URL: {error}",
+                    self.base_url
+                )),
+                attempts: 0,
+            })?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(name, value)| (*name, value.as_str())));
+        }
+        Ok(url)
+    }
+
+    /// Runs `attempt` until it answers, fails for good, or the retries run
+    /// out: an [`OrbError::Unavailable`] is retried after what Orb asked
+    /// (`retry-after`), else the exponential backoff, plus jitter.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<Sent<T>, NotSent>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OrbError>>,
+    {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let error = match self.ingest_once(events).await {
+            let error = match attempt().await {
                 Ok(answer) => return Ok(Sent { answer, attempts }),
                 Err(error) => error,
             };
@@ -204,7 +271,8 @@ impl OrbClient {
             if attempts >= self.max_attempts || delay > self.max_delay {
                 return Err(NotSent { error, attempts });
             }
-            tracing::warn!(%error, attempts, delay_ms = delay.as_millis(), "orb ingest failed; retrying");
+            let delay = self.jitter.apply(delay);
+            tracing::warn!(%error, attempts, delay_ms = delay.as_millis(), "orb {what} failed; retrying");
             self.pause.pause(delay).await;
         }
     }
@@ -215,22 +283,28 @@ impl OrbClient {
         self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
 
-    /// One request.
-    async fn ingest_once(&self, events: &[OrbEvent]) -> Result<IngestAnswer, OrbError> {
-        let body = wire::IngestRequest {
-            events: events.iter().map(wire::IngestEvent::from_event).collect(),
-        };
-        let body = serde_json::to_vec(&body).map_err(|error| OrbError::Unavailable {
-            message: format!("cannot encode the request: {error}"),
-            retry_after: None,
-        })?;
-        let response = self
+    /// One request; `Err` only when no status came back.
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<&[u8]>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Reply, OrbError> {
+        let mut request = self
             .http
-            .post(&self.ingest_url)
+            .request(method, url)
             .bearer_auth(&self.api_key.0)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
             .send()
             .await
             .map_err(|error| OrbError::Unavailable {
@@ -239,14 +313,38 @@ impl OrbClient {
             })?;
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
-        let bytes = response
+        let body = response
             .bytes()
             .await
             .map_err(|error| OrbError::Unavailable {
                 message: format!("reading the response failed: {error}"),
                 retry_after: None,
             })?;
-        answer(status, &bytes, retry_after)
+        Ok(Reply {
+            status,
+            body: body.to_vec(),
+            retry_after,
+        })
+    }
+}
+
+/// A JSON object answer: 2xx parsed as `T`; 401/403 the key; 408, 409, 429
+/// and 5xx worth retrying; any other status Orb refusing the request.
+fn object<T: serde::de::DeserializeOwned>(reply: &Reply) -> Result<T, OrbError> {
+    match reply.status {
+        200..=299 => serde_json::from_slice(&reply.body)
+            .map_err(|error| OrbError::Unreadable(format!("HTTP {}: {error}", reply.status))),
+        401 | 403 => Err(OrbError::Unauthorized {
+            status: reply.status,
+        }),
+        408 | 409 | 429 | 500..=599 => Err(OrbError::Unavailable {
+            message: format!("HTTP {}: {}", reply.status, problem(&reply.body).0),
+            retry_after: reply.retry_after,
+        }),
+        status => Err(OrbError::Refused {
+            status,
+            reason: problem(&reply.body).0,
+        }),
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tally_connectors::forwarding::AcceptedUsage;
-use tally_connectors::orb::Pause;
+use tally_connectors::orb::{Jitter, Pause};
 use tally_connectors::{ConnectorApi, Forwarder, Incoming, OrbApiKey, OrbClient};
 use tally_proto::connectors::connector_service_server::ConnectorService;
 use tally_proto::connectors::{
@@ -150,7 +150,8 @@ impl Harness {
         let pauses = Arc::new(RecordedPauses::default());
         let client = OrbClient::new(&adjust(config(&orb.uri())), OrbApiKey::new(API_KEY))
             .unwrap()
-            .with_pause(pauses.clone());
+            .with_pause(pauses.clone())
+            .with_jitter(Jitter::None);
         Self {
             forwarder: Forwarder::new(
                 database.pool.clone(),
