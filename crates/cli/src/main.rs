@@ -126,7 +126,7 @@ enum Command {
         #[command(subcommand)]
         command: admin::connectors::ConnectorsCommand,
     },
-    /// The BigQuery export: rows exported and waiting per table, offsets, lag, last error.
+    /// The BigQuery export: rows exported and waiting per table, offsets, lag, last error; and `backfill`, rebuilding daily partitions.
     Export {
         #[command(subcommand)]
         command: admin::export::ExportCommand,

@@ -9,11 +9,13 @@
 //! * [`staging`] — the consumers: bus facts → staged rows, once;
 //! * [`exporter`] — staged rows → BigQuery, exactly once, per table;
 //! * [`bigquery`] — the REST control plane and the Storage Write client;
+//! * [`backfill`] — daily partitions rebuilt with deterministic load jobs;
 //! * [`status`] — `ExportService`.
 //!
 //! Off unless `export.project_id` is set: then nothing is consumed and
 //! `ExportService` answers `enabled: false`.
 
+pub mod backfill;
 pub mod bigquery;
 mod error;
 pub mod exporter;
@@ -194,13 +196,20 @@ impl Export {
             .warehouse
             .as_ref()
             .map(|w| format!("{}.{}", w.target.project, w.target.dataset));
-        let api = ExportServiceServer::new(ExportApi::new(
+        let mut api = ExportApi::new(
             self.deps.pool.clone(),
             Arc::clone(&self.deps.clock),
             dataset,
-        ))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+        );
+        if let Some(warehouse) = &self.warehouse {
+            api = api.with_backfill(backfill::Backfill::new(
+                self.deps.pool.clone(),
+                warehouse.rest.clone(),
+            ));
+        }
+        let api = ExportServiceServer::new(api)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
         GrpcServer::new(
             move |routes: Routes| routes.add_service(api),
             vec![<ExportServiceServer<ExportApi> as NamedService>::NAME],

@@ -1,9 +1,9 @@
 //! `tally export …`: the BigQuery export (`ExportService`) — how far each
-//! warehouse table is.
+//! warehouse table is, and rebuilding a table's daily partitions.
 
 use clap::Subcommand;
-use tally_proto::export::GetExportStatusRequest;
 use tally_proto::export::export_service_client::ExportServiceClient;
+use tally_proto::export::{BackfillPartitionsRequest, GetExportStatusRequest};
 
 use super::table::Table;
 use super::{Call as _, Target, connect, format_time, print_one};
@@ -16,11 +16,51 @@ pub enum ExportCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Rebuilds a table's daily partitions (UTC days) from the rows export has
+    /// exported, one BigQuery load job per day; running it again for the same
+    /// content is a no-op (docs/operations.md, "Warehouse backfill").
+    Backfill {
+        /// The table, e.g. `invoices`.
+        #[arg(long)]
+        table: String,
+        /// The first day, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// The last day, YYYY-MM-DD (inclusive; at most 92 days).
+        #[arg(long)]
+        to: String,
+        /// Load again content BigQuery already loaded (after a partition was
+        /// damaged by hand): a generation not used before, e.g. 1.
+        #[arg(long, default_value_t = 0)]
+        generation: u32,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// Runs `tally export`.
 pub async fn run(command: ExportCommand) -> anyhow::Result<()> {
-    let ExportCommand::Status { target } = command;
+    let target = match command {
+        ExportCommand::Status { target } => target,
+        ExportCommand::Backfill {
+            table,
+            from,
+            to,
+            generation,
+            target,
+        } => {
+            return backfill(
+                BackfillPartitionsRequest {
+                    table,
+                    from_day: from,
+                    to_day: to,
+                    generation,
+                },
+                &target,
+            )
+            .await;
+        }
+    };
     let response = ExportServiceClient::new(
         connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
     )
@@ -74,6 +114,40 @@ pub async fn run(command: ExportCommand) -> anyhow::Result<()> {
                         state,
                     ]);
                 }
+                print!("{}", table.render());
+            }
+        },
+    )
+}
+
+/// Runs `tally export backfill`.
+async fn backfill(request: BackfillPartitionsRequest, target: &Target) -> anyhow::Result<()> {
+    let response = ExportServiceClient::new(
+        connect(&target.address, &target.api_key, target.ca_file.as_deref()).await?,
+    )
+    .backfill_partitions(request)
+    .await
+    .answer("BackfillPartitions")?;
+    print_one(
+        target.output,
+        &response,
+        "tally.export.v1.BackfillPartitionsResponse",
+        |response| {
+            let mut table = Table::new(&["day", "rows", "load job", "state"]);
+            for partition in &response.partitions {
+                table.row(vec![
+                    partition.day.clone(),
+                    partition.rows.to_string(),
+                    partition.job_id.clone(),
+                    if partition.already_loaded {
+                        "already loaded".to_owned()
+                    } else {
+                        "loaded".to_owned()
+                    },
+                ]);
+            }
+            #[allow(clippy::print_stdout)]
+            {
                 print!("{}", table.render());
             }
         },

@@ -2,12 +2,14 @@
 //! dataset, tables and views ([`rest`]), and the Storage Write API's
 //! committed streams with explicit offsets for the rows ([`write`], a tonic
 //! client generated from `proto/bigquery_write.proto`; [`rows`] encodes rows
-//! by field number). Google's shapes never leave this module.
+//! by field number); [`jobs`] runs the load jobs that rebuild a day's
+//! partition (`tally export backfill`). Google's shapes never leave this module.
 //!
 //! Credentials: anonymous against an emulator (`export.rest_endpoint` /
 //! `export.grpc_endpoint` set), otherwise Application Default Credentials
 //! (Workload Identity in a cluster) through `google-cloud-auth`.
 
+pub mod jobs;
 pub mod rest;
 pub mod rows;
 pub mod write;

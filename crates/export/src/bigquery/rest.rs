@@ -11,9 +11,9 @@ use crate::tables::{Table, View};
 /// The REST client of one dataset.
 #[derive(Debug, Clone)]
 pub struct Rest {
-    target: Target,
-    auth: Auth,
-    http: reqwest::Client,
+    pub(super) target: Target,
+    pub(super) auth: Auth,
+    pub(super) http: reqwest::Client,
 }
 
 /// What a table needed at start.
@@ -36,7 +36,7 @@ impl Rest {
         Ok(Self { target, auth, http })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!(
             "{}/bigquery/v2/projects/{}{path}",
             self.target.rest_endpoint.trim_end_matches('/'),
@@ -44,7 +44,7 @@ impl Rest {
         )
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -66,7 +66,7 @@ impl Rest {
         Ok((status, value))
     }
 
-    fn api_error(status: u16, body: &Value) -> BigQueryError {
+    pub(super) fn api_error(status: u16, body: &Value) -> BigQueryError {
         BigQueryError::Api {
             status,
             message: body["error"]["message"]

@@ -3,11 +3,16 @@
 use sqlx::PgPool;
 use tally_proto::convert::maybe_timestamp;
 use tally_proto::export::export_service_server::ExportService;
-use tally_proto::export::{GetExportStatusRequest, GetExportStatusResponse, TableExportStatus};
+use tally_proto::export::{
+    BackfillPartitionsRequest, BackfillPartitionsResponse, BackfilledPartition,
+    GetExportStatusRequest, GetExportStatusResponse, TableExportStatus,
+};
 use tally_runtime::SharedClock;
+use tally_runtime::error::ServiceError;
 use tonic::{Request, Response, Status};
 
 use super::store;
+use crate::backfill::Backfill;
 use crate::error::ExportServiceError;
 use crate::tables;
 
@@ -18,6 +23,8 @@ pub struct ExportApi {
     clock: SharedClock,
     /// `project.dataset`, or `None` when export is off.
     dataset: Option<String>,
+    /// The partitions' rebuilder, `None` when export is off.
+    backfill: Option<Backfill>,
 }
 
 impl ExportApi {
@@ -27,8 +34,28 @@ impl ExportApi {
             pool,
             clock,
             dataset,
+            backfill: None,
         }
     }
+
+    /// The same, rebuilding partitions with `backfill`.
+    #[must_use]
+    pub fn with_backfill(mut self, backfill: Backfill) -> Self {
+        self.backfill = Some(backfill);
+        self
+    }
+}
+
+/// `YYYY-MM-DD` in `field`.
+fn day(field: &str, text: &str) -> Result<chrono::NaiveDate, Status> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        ServiceError::invalid_field(
+            field,
+            "invalid_date",
+            format!("{field} {text:?} is not a day YYYY-MM-DD"),
+        )
+        .into()
+    })
 }
 
 #[tonic::async_trait]
@@ -70,6 +97,45 @@ impl ExportService for ExportApi {
             enabled: true,
             dataset: dataset.clone(),
             tables: statuses,
+        }))
+    }
+
+    async fn backfill_partitions(
+        &self,
+        request: Request<BackfillPartitionsRequest>,
+    ) -> Result<Response<BackfillPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let Some(backfill) = &self.backfill else {
+            return Err(ExportServiceError::Off.into());
+        };
+        let Some(table) = tables::by_name(&request.table) else {
+            return Err(ServiceError::invalid_field(
+                "table",
+                "unknown_table",
+                format!(
+                    "no table {:?}: one of {}",
+                    request.table,
+                    tables::ALL.map(|table| table.name).join(", ")
+                ),
+            )
+            .into());
+        };
+        let from = day("from_day", &request.from_day)?;
+        let to = day("to_day", &request.to_day)?;
+        let partitions = backfill
+            .run(table, from, to, request.generation)
+            .await
+            .map_err(ExportServiceError::from)?;
+        Ok(Response::new(BackfillPartitionsResponse {
+            partitions: partitions
+                .into_iter()
+                .map(|partition| BackfilledPartition {
+                    day: partition.day.format("%Y-%m-%d").to_string(),
+                    rows: partition.rows,
+                    job_id: partition.job_id,
+                    already_loaded: partition.already_loaded,
+                })
+                .collect(),
         }))
     }
 }
