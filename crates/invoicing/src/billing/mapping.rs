@@ -115,7 +115,8 @@ pub fn line_from_wire(line: &wire::InvoiceLine) -> Result<StoredLine> {
         description: line.description.clone(),
         service_start: period.start,
         service_end: period.end,
-        quantity: decimal_from_wire(line.quantity.as_ref())?.unwrap_or(Decimal::ONE),
+        quantity: decimal_from_wire(line.quantity.as_ref())?
+            .ok_or_else(|| InvoicingError::Internal(format!("line {} has no quantity", line.id)))?,
         unit_price: decimal_from_wire(line.unit_price.as_ref())?,
         precise_amount: amount(line.precise_amount.as_ref(), "precise amount")?,
         amount: amount(line.amount.as_ref(), "amount")?,
