@@ -11,6 +11,7 @@
 //!   so a dependency goes away for the process under test alone;
 //! - [`keys::serve_with_key`]: a service served with authentication and one
 //!   API key, and a channel that sends it;
+//! - [`only_violation`]: the (field, rule) of an INVALID_ARGUMENT's one violation;
 //! - a controllable clock and predictable ids, re-exported from the runtime.
 //!
 //! A missing component is a test failure whose message says what to install —
@@ -23,10 +24,12 @@ pub mod postgres;
 pub mod pubsub;
 mod ready;
 pub mod tcp_proxy;
+mod violations;
 mod watchdog;
 
 pub use tally_runtime::clock::{Clock, ManualClock};
 pub use tally_runtime::ids::{IdGenerator, SequentialIds};
+pub use violations::only_violation;
 
 /// A unique suffix for names (topics, subscriptions) so tests never collide.
 pub fn unique_suffix() -> String {

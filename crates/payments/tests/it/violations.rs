@@ -54,12 +54,7 @@ async fn ids_of_another_type_are_refused_at_the_edge() {
     use tally_proto::payments::{GetPaymentRequest, ListPaymentsRequest, RetryPaymentRequest};
 
     let mut h = harness().await;
-    let rule_of = |status: &tonic::Status| {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let violations = status_violations(status);
-        assert_eq!(violations.len(), 1, "{status:?}");
-        (violations[0].field.clone(), violations[0].rule.clone())
-    };
+    let rule_of = tally_testkit::only_violation;
     let expected = |field: &str| (field.to_owned(), "invalid_prefix".to_owned());
 
     let mut invoice_as_payment = refund(None);
@@ -82,7 +77,6 @@ async fn ids_of_another_type_are_refused_at_the_edge() {
         .retry_payment(RetryPaymentRequest {
             idempotency_key: "retry-1".into(),
             payment_id: "ref_000001".into(),
-            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -62,12 +62,7 @@ async fn invalid_requests_name_field_and_rule_and_every_bad_decimal_is_invalid_d
 #[tokio::test]
 async fn ids_of_another_type_are_refused_at_the_edge() {
     let mut h = harness().await;
-    let rule_of = |status: &tonic::Status| {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let violations = status_violations(status);
-        assert_eq!(violations.len(), 1, "{status:?}");
-        (violations[0].field.clone(), violations[0].rule.clone())
-    };
+    let rule_of = tally_testkit::only_violation;
     let expected = |field: &str| (field.to_owned(), "invalid_prefix".to_owned());
 
     let refused = h
