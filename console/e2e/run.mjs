@@ -104,6 +104,17 @@ async function until(condition, what) {
   }
 }
 
+/** Polls the async `check` (every 250 ms, within BOUND) until it answers true; else fails with its last answer. */
+async function eventually(check) {
+  const deadline = Date.now() + BOUND;
+  for (;;) {
+    const answer = await check();
+    if (answer === true) return;
+    if (Date.now() > deadline) throw new Error(`timed out: ${answer}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
 async function stop(child) {
   if (child.exitCode !== null) return;
   const exited = new Promise((resolve) => child.once("exit", resolve));
@@ -118,6 +129,120 @@ function consoleMoney(money) {
   const [whole, fraction = ""] = money.amount.replace(/^-/, "").split(".");
   const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   return `${money.amount.startsWith("-") ? "-" : ""}${grouped}${fraction ? `.${fraction.padEnd(2, "0")}` : ".00"} ${money.currency}`;
+}
+
+/** The catalog page: the demo's meters, plans, charges, graduated tiers and matrix cells, every digit. */
+async function checkCatalog(page) {
+  await page.click("text=Catalog");
+  await page.locator('[data-testid="meters"] tr[data-meter="gpu_seconds"]').waitFor();
+  const pro = page.locator('section[data-plan="inference_pro"]');
+  await pro.getByText("Inference Pro").first().waitFor();
+  const tokens = pro.locator('tr[data-charge="tokens"]');
+  assert.match(await tokens.textContent(), /graduated/);
+  const rows = (table) => table.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((cell) => cell.textContent)));
+  assert.deepEqual(
+    await rows(pro.getByTestId("tiers").first()),
+    [
+      ["0", "10000000", "0.0000021 USD", "—"],
+      ["10000000", "100000000", "0.0000015 USD", "—"],
+      ["100000000", "∞", "0.0000009 USD", "—"],
+    ],
+    "the graduated tiers, every digit",
+  );
+  const cells = await rows(pro.getByTestId("matrix").first());
+  assert.ok(cells.some(([match, price]) => match === "gpu_type=h100" && price === "0.00125 USD"), `the matrix cells: ${JSON.stringify(cells)}`);
+  assert.match(await pro.locator('tr[data-charge="platform_fee"]').textContent(), /flat fee.*499\.00 USD per period/);
+  await page.locator('section[data-plan="inference_starter"]').getByText("14-day trial").waitFor();
+  await page.screenshot({ path: path.join(output, "catalog.png"), fullPage: true });
+  console.log("ok: catalog page shows meters, plans, charges, tiers and matrix cells");
+}
+
+/** Customers: status filter and lookup by external id; Acme AI's credit ledger equals the CLI's to the cent. */
+async function checkCustomersAndLedger(page, cli, listed) {
+  await page.click("text=Customers");
+  await page.getByRole("link", { name: "Globex Labs" }).waitFor();
+  await page.selectOption("select[name=customerStatus]", { label: "archived" });
+  await page.getByText("No customers in this status.").waitFor();
+  await page.selectOption("select[name=customerStatus]", { label: "all" });
+  await page.getByRole("link", { name: "Globex Labs" }).waitFor();
+  await page.fill("input[name=customerQuery]", "demo-acme");
+  await page.click("text=Find");
+  await page.getByRole("button", { name: "Show all" }).waitFor();
+  // The table keeps the last page until the lookup answers: wait for the answer.
+  await eventually(async () => {
+    const names = await page.getByTestId("customers").locator("tbody tr td:first-child").allTextContents();
+    return JSON.stringify(names) === JSON.stringify(["Acme AI"]) || `the lookup shows ${JSON.stringify(names)}`;
+  });
+  await page.fill("input[name=customerQuery]", "no-such-customer");
+  await page.click("text=Find");
+  await page.getByTestId("no-match").waitFor();
+  await page.fill("input[name=customerQuery]", "demo-acme");
+  await page.click("text=Find");
+  await page.getByRole("link", { name: "Acme AI" }).click();
+  await page.getByTestId("credit-ledger").waitFor();
+  const acme = new URL(page.url()).searchParams.get("id");
+  const entries = listed(cli("credits", "history", "--customer", acme, "--output", "json"), "entries");
+  assert.ok(entries.length > 0, "Acme AI has prepaid credits");
+  assert.deepEqual(
+    await page.getByTestId("ledger-amount").allTextContents(),
+    entries.map((entry) => consoleMoney(entry.amount)),
+    "every ledger amount as the CLI prints it",
+  );
+  assert.deepEqual(
+    await page.getByTestId("ledger-balance").allTextContents(),
+    entries.map((entry) => consoleMoney(entry.balanceAfter)),
+    "every balance after as the CLI prints it",
+  );
+  await page.screenshot({ path: path.join(output, "customer-ledger.png"), fullPage: true });
+  console.log(`ok: customers filter and lookup; ${entries.length} credit ledger entries of ${acme} equal the CLI's`);
+}
+
+/** A reconciliation run (without Stripe it fails, and says why) is listed with its state and findings. */
+async function checkReconciliation(page, tally, cliEnv) {
+  spawnSync(tally, ["reconcile", "--from", "2026-10-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z", "--wait-seconds", "60"], { env: cliEnv, encoding: "utf8" });
+  await page.click("text=Reconciliation");
+  const row = page.locator("[data-testid=reports] tr[data-report-id]").first();
+  await row.waitFor();
+  assert.match(await row.getByTestId("report-state").textContent(), /completed|failed|running|pending/);
+  assert.match(await row.textContent(), /2026-10-01T00:00:00Z → 2026-11-01T00:00:00Z/);
+  await page.locator('[data-testid="findings"], [data-testid="no-findings"]').first().waitFor();
+  await page.screenshot({ path: path.join(output, "reconciliation.png"), fullPage: true });
+  console.log(`ok: reconciliation report shown (${(await row.getByTestId("report-state").textContent()).slice(0, 80)})`);
+}
+
+/** A `read` key signs in, reads an invoice and is offered no void or credit note, nor the reconciliation page. */
+async function checkReadOnlyKey(browser, base, cli, invoiceId) {
+  const key = cli("keys", "create", "--name", "console-e2e-readonly", "--scope", "read").trim();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(BOUND);
+  await page.goto(`${base}/sign-in/`);
+  // The services learn a new key within a refresh interval: sign in until it is known.
+  const deadline = Date.now() + BOUND;
+  for (;;) {
+    await page.fill("input[name=apiKey]", key);
+    await page.click("button[type=submit]");
+    const outcome = await Promise.race([
+      page.getByRole("heading", { name: "Overview" }).waitFor().then(() => "in", () => "gone"),
+      // Not any role=alert: Next's route announcer is one.
+      page.getByRole("alert").filter({ hasText: "Checking the key failed" }).waitFor().then(() => "refused", () => "gone"),
+    ]);
+    if (outcome === "in") break;
+    if (Date.now() > deadline) throw new Error("the read-only key was never accepted");
+    await page.reload();
+  }
+  await page.getByTestId("caller").getByText("console-e2e-readonly (read)").waitFor();
+  assert.equal(await page.getByRole("link", { name: "Reconciliation" }).count(), 0, "no reconciliation link without admin");
+  await page.goto(`${base}/invoice/?id=${invoiceId}`);
+  await page.getByTestId("invoice-lines").waitFor();
+  await page.getByTestId("read-only").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Void invoice" }).count(), 0, "no void button for a read key");
+  assert.equal(await page.getByRole("button", { name: "Issue credit note" }).count(), 0, "no credit-note button for a read key");
+  await page.screenshot({ path: path.join(output, "invoice-read-only.png"), fullPage: true });
+  await page.goto(`${base}/reconciliation/`);
+  await page.getByTestId("needs-admin").waitFor();
+  await context.close();
+  console.log("ok: a read-only key sees no void or credit-note action and no reconciliation");
 }
 
 async function main() {
@@ -150,16 +275,23 @@ async function main() {
     await page.getByRole("heading", { name: "Overview" }).waitFor();
     await page.getByTestId("billed-vs-collected").waitFor();
     await page.screenshot({ path: path.join(output, "overview.png"), fullPage: true });
-    console.log("ok: signed in, overview shown");
+    // The header names the key and its scopes (GetCaller); the admin key sees every page.
+    await page.getByTestId("caller").getByText(/admin/).waitFor();
+    await page.getByRole("link", { name: "Reconciliation" }).waitFor();
+    console.log("ok: signed in, overview shown, the key's scopes in the header");
 
     // A customer: Globex Labs (moved from Starter to Pro mid-month).
     await page.click("text=Customers");
     await page.getByRole("link", { name: "Globex Labs" }).click();
     await page.getByTestId("invoices").waitFor();
     await page.getByTestId("live-cost").waitFor();
-    await page.screenshot({ path: path.join(output, "customer.png"), fullPage: true });
     const customerId = new URL(page.url()).searchParams.get("id");
-    console.log(`ok: customer ${customerId} shown`);
+    // Payments (none without Stripe, or the CLI's), the credit ledger and the audit timeline.
+    await page.locator('[data-testid="payments"], [data-testid="no-payments"]').first().waitFor();
+    await page.locator('[data-testid="credit-ledger"], [data-testid="no-ledger"]').first().waitFor();
+    await page.locator('[data-testid="audit"] tr[data-action="customer.created"]').waitFor();
+    await page.screenshot({ path: path.join(output, "customer.png"), fullPage: true });
+    console.log(`ok: customer ${customerId} shown with payments, credit ledger and audit timeline`);
 
     // First contentful paint of the customer page, loaded afresh (the issue's budget: 1 s):
     // the best of three loads, so a moment of a loaded CI machine's contention is not a failure.
@@ -220,6 +352,11 @@ async function main() {
     await page.locator('section[data-rule="too_far_in_future"]').getByText("e2e-future-1").waitFor();
     await page.screenshot({ path: path.join(output, "usage.png"), fullPage: true });
     console.log("ok: a rejected event shown under its rule on the usage page");
+
+    await checkCatalog(page);
+    await checkCustomersAndLedger(page, cli, listed);
+    await checkReconciliation(page, tally, cliEnv);
+    await checkReadOnlyKey(browser, base, cli, monthEnd.id);
 
     // The portal, with a token for this customer only.
     const link = cli("portal", "link", "--customer", customerId, "--ttl", "1h", "--console-url", base).trim();

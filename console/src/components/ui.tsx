@@ -4,7 +4,9 @@ import Link from "next/link";
 import { useRouter } from "next/navigation";
 import { useEffect, type ReactNode } from "react";
 
+import { may, useCaller } from "@/lib/caller";
 import { hasNext, hasPrevious, next, pageLabel, previous, type PageState } from "@/lib/paging";
+import { scopeList, type Scope } from "@/lib/scopes";
 import { useBrowserValue, type Load } from "@/lib/useLoad";
 import { apiKey, signOut } from "@/lib/session";
 
@@ -36,12 +38,15 @@ export function Loaded<T>({ load, what, retry, children }: { load: Load<T>; what
   return <>{children(load.value)}</>;
 }
 
-const LINKS = [
-  ["/", "Overview"],
-  ["/customers/", "Customers"],
-  ["/invoices/", "Invoices"],
-  ["/usage/", "Usage operations"],
-] as const;
+/** The navigation; a link shows when the key has the scope its page reads with. */
+const LINKS: Array<[string, string, Scope]> = [
+  ["/", "Overview", "read"],
+  ["/customers/", "Customers", "read"],
+  ["/invoices/", "Invoices", "read"],
+  ["/catalog/", "Catalog", "read"],
+  ["/usage/", "Usage operations", "read"],
+  ["/reconciliation/", "Reconciliation", "admin"],
+];
 
 /** Every console page: the navigation, and sign-in first when there is no key. */
 export function Shell({ title, children }: { title: string; children: ReactNode }) {
@@ -54,13 +59,7 @@ export function Shell({ title, children }: { title: string; children: ReactNode 
     <>
       <header className="top">
         <strong>Tally</strong>
-        <nav>
-          {LINKS.map(([href, label]) => (
-            <Link key={href} href={href}>
-              {label}
-            </Link>
-          ))}
-        </nav>
+        {signedIn && <Navigation />}
         <button
           type="button"
           className="link"
@@ -76,6 +75,32 @@ export function Shell({ title, children }: { title: string; children: ReactNode 
         <h1>{title}</h1>
         {signedIn ? children : <Loading what="your session" />}
       </main>
+    </>
+  );
+}
+
+/** The links the key may follow, and which key it is (name and scopes). */
+function Navigation() {
+  const caller = useCaller();
+  return (
+    <>
+      <nav>
+        {LINKS.filter(([, , scope]) => scope === "read" || may(caller, scope)).map(([href, label]) => (
+          <Link key={href} href={href}>
+            {label}
+          </Link>
+        ))}
+      </nav>
+      {caller.state === "loaded" && caller.value.known && (
+        <span className="caller" data-testid="caller" title={caller.value.keyId}>
+          {caller.value.name || caller.value.keyId} ({scopeList(caller.value.scopes)})
+        </span>
+      )}
+      {caller.state === "failed" && (
+        <span className="caller" role="alert">
+          {caller.message}
+        </span>
+      )}
     </>
   );
 }
@@ -106,5 +131,40 @@ export function Pager({ page, setPage }: { page: PageState; setPage: (change: (s
         Next
       </button>
     </div>
+  );
+}
+
+/** A labelled select over `options` ([label, value] pairs; enum numbers or strings). */
+export function Choice<V extends string | number>({
+  label,
+  name,
+  value,
+  options,
+  onChange,
+  disabled,
+}: {
+  label: string;
+  name: string;
+  value: V;
+  options: Array<[string, V]>;
+  onChange: (value: V) => void;
+  disabled?: boolean;
+}) {
+  return (
+    <label>
+      {label}
+      <select
+        name={name}
+        value={String(value)}
+        disabled={disabled}
+        onChange={(event) => onChange(options.find(([, option]) => String(option) === event.target.value)?.[1] ?? value)}
+      >
+        {options.map(([text, option]) => (
+          <option key={String(option)} value={String(option)}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </label>
   );
 }

@@ -1,5 +1,6 @@
 "use client";
 
+import { CustomerHistory } from "@/components/CustomerHistory";
 import { CustomerView } from "@/components/CustomerView";
 import { Failure, Shell } from "@/components/ui";
 import { useQueryParam } from "@/lib/useLoad";
@@ -11,7 +12,10 @@ export default function CustomerPage() {
       {id === undefined ? null : id === null ? (
         <Failure message="No customer named: open one from the customers list (/customer/?id=cus_…)." />
       ) : (
-        <CustomerView customerId={id} invoiceHref={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
+        <>
+          <CustomerView customerId={id} invoiceHref={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
+          <CustomerHistory customerId={id} />
+        </>
       )}
     </Shell>
   );

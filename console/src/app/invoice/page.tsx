@@ -3,6 +3,7 @@
 import { useState, type FormEvent } from "react";
 
 import { Failure, Fields, Loaded, Shell } from "@/components/ui";
+import { may, useCaller } from "@/lib/caller";
 import { client, describeError } from "@/lib/client";
 import { explain } from "@/lib/explain";
 import { enumName, formatRange, formatTime } from "@/lib/format";
@@ -148,8 +149,27 @@ const REASONS: Array<[string, CreditNoteReason]> = [
   ["fraudulent", CreditNoteReason.FRAUDULENT],
 ];
 
-/** Void (with a reason) and credit note (an amount or the whole invoice, with a reason). */
+/** Void and credit note, for a key that may write; a read-only key is told why there are none. */
 function Actions({ invoice, done }: { invoice: Invoice; done: () => void }) {
+  const caller = useCaller();
+  if (caller.state === "loading") return null;
+  if (caller.state === "failed") return <Failure message={caller.message} />;
+  if (!may(caller, "write")) {
+    return (
+      <>
+        <h2>Actions</h2>
+        <p className="notice" data-testid="read-only">
+          This key ({caller.value.name || caller.value.keyId}) may only read: voiding and credit notes need a key with the{" "}
+          <code>write</code> scope.
+        </p>
+      </>
+    );
+  }
+  return <WriteActions invoice={invoice} done={done} />;
+}
+
+/** Void (with a reason) and credit note (an amount or the whole invoice, with a reason). */
+function WriteActions({ invoice, done }: { invoice: Invoice; done: () => void }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [voidReason, setVoidReason] = useState("");

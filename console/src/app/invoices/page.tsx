@@ -20,19 +20,33 @@ const STATUSES: Array<[string, InvoiceStatus[]]> = [
 
 export default function InvoicesPage() {
   const [status, setStatus] = useState("all");
+  const [customerInput, setCustomerInput] = useState("");
+  const [customerId, setCustomerId] = useState("");
   const [page, setPage] = useState(FIRST_PAGE);
   const token = currentToken(page);
   const statuses = STATUSES.find(([name]) => name === status)?.[1] ?? [];
   const [load, reload] = useLoad(async () => {
     const invoices = await client(InvoiceService);
-    const response = await step("Listing invoices", invoices.listInvoices({ statuses, pageSize: 50, pageToken: token }));
+    const response = await step("Listing invoices", invoices.listInvoices({ statuses, customerId, pageSize: 50, pageToken: token }));
     setPage((state) => withNextToken(state, response.nextPageToken));
     return response.invoices;
-  }, [status, token]);
+  }, [status, customerId, token]);
 
   return (
     <Shell title="Invoices">
-      <form className="inline" onSubmit={(event) => event.preventDefault()}>
+      <form
+        className="inline"
+        onSubmit={(event) => {
+          event.preventDefault();
+          setCustomerId(customerInput.trim());
+          setPage(FIRST_PAGE);
+        }}
+      >
+        <label>
+          Customer
+          <input name="invoiceCustomer" value={customerInput} onChange={(event) => setCustomerInput(event.target.value)} placeholder="cus_… (empty: all)" />
+        </label>
+        <button type="submit">Filter</button>
         <label>
           Status
           <select
