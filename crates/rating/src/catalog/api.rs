@@ -13,6 +13,7 @@ use tally_runtime::clock_service::chrono_to_timestamp;
 use tally_runtime::ids::SharedIdGenerator;
 use tonic::{Request, Response, Status};
 
+use super::audit::{Change, meter_state, plan_state, version_state};
 use super::changes;
 use super::error::CatalogError;
 use super::mapping::{self, PlanIdentity, Rule, Violations};
@@ -38,9 +39,19 @@ impl CatalogApi {
         Self { pool, clock, ids }
     }
 
+    /// A change by `origin`, now.
+    fn change<'a>(&'a self, origin: &'a tally_audit::Origin) -> Change<'a> {
+        Change {
+            ids: &*self.ids,
+            now: self.clock.now(),
+            origin,
+        }
+    }
+
     async fn create_version(
         &self,
         request: &proto::CreatePlanVersionRequest,
+        origin: &tally_audit::Origin,
     ) -> Result<VersionRow, CatalogError> {
         let request_hash = mapping::version_request_hash(request);
         let mut transaction = self.pool.begin().await?;
@@ -65,13 +76,14 @@ impl CatalogApi {
             None => return Err(CatalogError::Invalid(required("source"))),
         };
         let id = self.ids.mint::<PlanVersionId>();
+        let change = self.change(origin);
         let new = NewVersion {
             id: &id,
             plan_id: &request.plan_id,
             content: &content,
             idempotency_key: &request.idempotency_key,
             request_hash: &request_hash,
-            now: self.clock.now(),
+            now: change.now,
         };
         let Some(row) = store::insert_version(&mut transaction, &new).await? else {
             // A concurrent call with the same key committed first.
@@ -79,6 +91,15 @@ impl CatalogApi {
                 .await?
                 .ok_or_else(|| CatalogError::AlreadyExists(key_conflict(request)));
         };
+        let states = (None, Some(version_state(&row)));
+        change
+            .record(
+                &mut transaction,
+                "catalog.plan_version.drafted",
+                ("plan_version", &row.id),
+                states,
+            )
+            .await?;
         transaction.commit().await?;
         tracing::info!(plan_version_id = %row.id, plan_id = %row.plan_id, version = row.version, "plan version drafted");
         Ok(row)
@@ -88,6 +109,7 @@ impl CatalogApi {
         &self,
         request: &proto::UpdateDraftPlanVersionRequest,
         spec: &proto::PlanVersionSpec,
+        origin: &tally_audit::Origin,
     ) -> Result<VersionRow, CatalogError> {
         let mut transaction = self.pool.begin().await?;
         let row = store::version(&mut transaction, &request.plan_version_id, Lock::ForUpdate)
@@ -103,13 +125,19 @@ impl CatalogApi {
                 row.id, request.expected_revision
             )));
         }
-        let row = store::update_draft(
-            &mut transaction,
-            &row.id,
-            &spec.encode_to_vec(),
-            self.clock.now(),
-        )
-        .await?;
+        let change = self.change(origin);
+        let before = version_state(&row);
+        let row = store::update_draft(&mut transaction, &row.id, &spec.encode_to_vec(), change.now)
+            .await?;
+        let states = (Some(before), Some(version_state(&row)));
+        change
+            .record(
+                &mut transaction,
+                "catalog.plan_version.draft_updated",
+                ("plan_version", &row.id),
+                states,
+            )
+            .await?;
         transaction.commit().await?;
         Ok(row)
     }
@@ -141,42 +169,22 @@ impl CatalogApi {
             }
         };
         let before = version_state(&row);
-        let now = self.clock.now();
-        let row = store::publish(&mut transaction, id, &plan, now).await?;
+        let change = self.change(origin);
+        let row = store::publish(&mut transaction, id, &plan, change.now).await?;
         // Last in the transaction: the chain's lock after every other.
-        let entry = tally_audit::Entry::minted(
-            &*self.ids,
-            now,
-            "catalog.plan_version.published",
-            ("plan_version", &row.id),
-            origin,
-        )
-        .before(before)
-        .after(version_state(&row));
-        tally_audit::record(&mut transaction, tally_audit::Schema::Rating, entry).await?;
+        let states = (Some(before), Some(version_state(&row)));
+        change
+            .record(
+                &mut transaction,
+                "catalog.plan_version.published",
+                ("plan_version", &row.id),
+                states,
+            )
+            .await?;
         transaction.commit().await?;
         tracing::info!(plan_version_id = %row.id, plan_id = %row.plan_id, version = row.version, "plan version published");
         Ok(row)
     }
-}
-
-/// What the audit log keeps of a plan version: identity, status and a
-/// digest of its spec (the spec itself is in the catalog, immutable once
-/// published).
-fn version_state(row: &VersionRow) -> serde_json::Value {
-    use sha2::Digest as _;
-    serde_json::json!({
-        "id": row.id,
-        "plan_id": row.plan_id,
-        "version": row.version,
-        "status": row.status,
-        "revision": row.revision,
-        "spec_sha256": hex_digest(&sha2::Sha256::digest(&row.content)),
-    })
-}
-
-fn hex_digest(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The domain plan of a stored version, or every violation.
@@ -351,9 +359,22 @@ impl CatalogService for CatalogApi {
         let definition =
             mapping::meter_definition(request.get_ref()).map_err(CatalogError::Invalid)?;
         let id = self.ids.mint::<MeterId>();
-        let created = store::create_meter(&self.pool, &id, &definition, self.clock.now())
+        let origin = tally_audit::Origin::from_request(&request);
+        let change = self.change(&origin);
+        let mut transaction = self.pool.begin().await.map_err(CatalogError::from)?;
+        let created = store::create_meter(&mut transaction, &id, &definition, change.now)
             .await
             .map_err(CatalogError::from)?;
+        let created_row = |row: &store::MeterRow| (row.id.clone(), meter_state(row));
+        change
+            .created(
+                &mut transaction,
+                &created,
+                ("catalog.meter.created", "meter"),
+                created_row,
+            )
+            .await?;
+        transaction.commit().await.map_err(CatalogError::from)?;
         let (row, created) = created_or_conflict(created, || {
             format!(
                 "meter {} already exists with a different definition; meters are immutable, \
@@ -411,9 +432,22 @@ impl CatalogService for CatalogApi {
         let attributes =
             mapping::plan_attributes(request.get_ref()).map_err(CatalogError::Invalid)?;
         let id = self.ids.mint::<PlanId>();
-        let created = store::create_plan(&self.pool, &id, &attributes, self.clock.now())
+        let origin = tally_audit::Origin::from_request(&request);
+        let change = self.change(&origin);
+        let mut transaction = self.pool.begin().await.map_err(CatalogError::from)?;
+        let created = store::create_plan(&mut transaction, &id, &attributes, change.now)
             .await
             .map_err(CatalogError::from)?;
+        let created_row = |row: &store::PlanRow| (row.id.clone(), plan_state(row));
+        change
+            .created(
+                &mut transaction,
+                &created,
+                ("catalog.plan.created", "plan"),
+                created_row,
+            )
+            .await?;
+        transaction.commit().await.map_err(CatalogError::from)?;
         let (row, created) = created_or_conflict(created, || {
             format!(
                 "plan {} already exists with a different name, description or metadata",
@@ -467,6 +501,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<proto::CreatePlanVersionRequest>,
     ) -> CatalogResult<proto::CreatePlanVersionResponse> {
+        let origin = tally_audit::Origin::from_request(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         check_idempotency_key(&request.idempotency_key, &mut violations);
@@ -500,7 +535,7 @@ impl CatalogService for CatalogApi {
         if !violations.is_empty() {
             return Err(CatalogError::Invalid(violations).into());
         }
-        let row = self.create_version(&request).await?;
+        let row = self.create_version(&request, &origin).await?;
         Ok(Response::new(proto::CreatePlanVersionResponse {
             plan_version: Some(version_proto(row)?),
         }))
@@ -510,6 +545,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<proto::UpdateDraftPlanVersionRequest>,
     ) -> CatalogResult<proto::UpdateDraftPlanVersionResponse> {
+        let origin = tally_audit::Origin::from_request(&request);
         let request = request.into_inner();
         require(&request.plan_version_id, "plan_version_id")?;
         let Some(spec) = &request.spec else {
@@ -519,7 +555,7 @@ impl CatalogService for CatalogApi {
         if !violations.is_empty() {
             return Err(CatalogError::Invalid(violations).into());
         }
-        let row = self.update_draft(&request, spec).await?;
+        let row = self.update_draft(&request, spec, &origin).await?;
         Ok(Response::new(proto::UpdateDraftPlanVersionResponse {
             plan_version: Some(version_proto(row)?),
         }))
@@ -627,7 +663,8 @@ impl CatalogService for CatalogApi {
     ) -> CatalogResult<proto::DeleteDraftPlanVersionResponse> {
         let id = &request.get_ref().plan_version_id;
         require(id, "plan_version_id")?;
-        let row = changes::delete_draft(&self.pool, id).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let row = changes::delete_draft(&self.pool, id, &self.change(&origin)).await?;
         Ok(Response::new(proto::DeleteDraftPlanVersionResponse {
             plan_version: Some(version_proto(row)?),
         }))
@@ -639,7 +676,9 @@ impl CatalogService for CatalogApi {
     ) -> CatalogResult<proto::DeletePlanResponse> {
         let id = &request.get_ref().plan_id;
         require(id, "plan_id")?;
-        let (row, deleted_drafts) = changes::delete_plan(&self.pool, id).await?;
+        let origin = tally_audit::Origin::from_request(&request);
+        let (row, deleted_drafts) =
+            changes::delete_plan(&self.pool, id, &self.change(&origin)).await?;
         Ok(Response::new(proto::DeletePlanResponse {
             plan: Some(plan_proto(row)),
             deleted_drafts,

@@ -1,7 +1,7 @@
 //! Catalog changes checked before they are made, and undone before they are
 //! published: `ValidateCatalogChanges` (the dry run of `tally catalog apply`,
 //! with the rules of CreateMeter, CreatePlan and PublishPlanVersion),
-//! `DeleteDraftPlanVersion` and `DeletePlan`.
+//! `DeleteDraftPlanVersion` and `DeletePlan` (each deletion audited).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tally_domain::ids::PlanId;
 use tally_proto::rating as proto;
 
+use super::audit::{Change, plan_state, version_state};
 use super::error::CatalogError;
 use super::mapping::{self, PlanIdentity, Rule, Violations};
 use super::store::{self, Lock, Lookup, PlanRow, VersionRow};
@@ -88,7 +89,11 @@ fn nest(into: &mut Violations, prefix: &str, found: &Violations) {
 }
 
 /// Deletes draft `id`, answering it as it was.
-pub async fn delete_draft(pool: &PgPool, id: &str) -> Result<VersionRow, CatalogError> {
+pub async fn delete_draft(
+    pool: &PgPool,
+    id: &str,
+    change: &Change<'_>,
+) -> Result<VersionRow, CatalogError> {
     let mut transaction = pool.begin().await?;
     let row = store::version(&mut transaction, id, Lock::ForUpdate)
         .await?
@@ -103,6 +108,15 @@ pub async fn delete_draft(pool: &PgPool, id: &str) -> Result<VersionRow, Catalog
         });
     }
     store::delete_draft(&mut transaction, id).await?;
+    let states = (Some(version_state(&row)), None);
+    change
+        .record(
+            &mut transaction,
+            "catalog.plan_version.draft_deleted",
+            ("plan_version", id),
+            states,
+        )
+        .await?;
     transaction.commit().await?;
     tracing::info!(plan_version_id = %row.id, plan_id = %row.plan_id, version = row.version, "draft plan version deleted");
     Ok(row)
@@ -110,7 +124,11 @@ pub async fn delete_draft(pool: &PgPool, id: &str) -> Result<VersionRow, Catalog
 
 /// Deletes plan `id` and its drafts when none of its versions was ever
 /// published, answering the plan and how many drafts went with it.
-pub async fn delete_plan(pool: &PgPool, id: &str) -> Result<(PlanRow, u32), CatalogError> {
+pub async fn delete_plan(
+    pool: &PgPool,
+    id: &str,
+    change: &Change<'_>,
+) -> Result<(PlanRow, u32), CatalogError> {
     let mut transaction = pool.begin().await?;
     if store::lock_plan(&mut transaction, id).await?.is_none() {
         return Err(CatalogError::not_found("plan", id));
@@ -130,6 +148,15 @@ pub async fn delete_plan(pool: &PgPool, id: &str) -> Result<(PlanRow, u32), Cata
         });
     }
     let drafts = store::delete_plan(&mut transaction, id).await?;
+    let states = (Some(plan_state(&plan)), None);
+    change
+        .record(
+            &mut transaction,
+            "catalog.plan.deleted",
+            ("plan", id),
+            states,
+        )
+        .await?;
     transaction.commit().await?;
     tracing::info!(plan_id = %id, code = %plan.code, drafts, "unpublished plan deleted");
     Ok((plan, drafts))

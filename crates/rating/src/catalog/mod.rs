@@ -1,6 +1,7 @@
 //! The catalog: meters, plans and plan versions (`tally.rating.v1.CatalogService`).
 //!
 //! * [`api`] — the gRPC service: request checks and transactions;
+//! * `audit` — the entry each change records in rating's audit chain;
 //! * `changes` — changes validated before they are made (the dry run of a
 //!   catalog apply) and unpublished drafts and plans deleted;
 //! * [`mapping`] — wire ↔ domain, reporting every violation with its field path;
@@ -14,6 +15,7 @@
 //! "Rating: catalog").
 
 pub mod api;
+mod audit;
 mod changes;
 mod error;
 pub mod mapping;

@@ -134,7 +134,7 @@ pub enum Created<T> {
 /// Inserts a meter unless its code exists; an existing meter is a replay when
 /// its definition hash equals `definition`'s.
 pub async fn create_meter(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     id: &MeterId,
     definition: &MeterDefinition,
     now: DateTime<Utc>,
@@ -153,12 +153,12 @@ pub async fn create_meter(
     .bind(Json(&definition.meter))
     .bind(&hash)
     .bind(now)
-    .execute(pool)
+    .execute(&mut *connection)
     .await?
     .rows_affected()
         == 1;
-    let row = meter_row(pool, Lookup::Code(code)).await?;
-    settle(pool, "rating.meters", code, &hash, inserted, row).await
+    let row = row_by(&mut *connection, METER_SELECT, Lookup::Code(code)).await?;
+    settle(connection, "rating.meters", code, &hash, inserted, row).await
 }
 
 /// How a meter or plan is looked up.
@@ -183,7 +183,7 @@ impl<'a> Lookup<'a> {
 /// The end of a create idempotent by code: `row` (read back after the
 /// insert) is new, a replay (the stored request hash is `hash`), or a conflict.
 async fn settle<T>(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     table: &'static str,
     code: &str,
     hash: &[u8],
@@ -200,7 +200,7 @@ async fn settle<T>(
         "SELECT request_hash FROM {table} WHERE code = $1"
     )))
     .bind(code)
-    .fetch_one(pool)
+    .fetch_one(connection)
     .await?;
     Ok(if stored_hash == hash {
         Created::Replayed(row)
@@ -225,7 +225,7 @@ pub async fn meter_page(
 
 /// One row of `select` (a query over the table aliased `t`) by id or code.
 async fn row_by<T>(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     select: &str,
     lookup: Lookup<'_>,
 ) -> Result<Option<T>, sqlx::Error>
@@ -237,7 +237,7 @@ where
         "{select} WHERE t.{column} = $1"
     )))
     .bind(value)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 
@@ -287,7 +287,7 @@ const PLAN_SELECT: &str = "SELECT t.id, t.code, t.name, t.description, t.metadat
 
 /// Inserts a plan unless its code exists (see [`create_meter`] for replays).
 pub async fn create_plan(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     id: &PlanId,
     attributes: &PlanAttributes,
     now: DateTime<Utc>,
@@ -304,12 +304,25 @@ pub async fn create_plan(
     .bind(Json(&attributes.metadata))
     .bind(&hash)
     .bind(now)
-    .execute(pool)
+    .execute(&mut *connection)
     .await?
     .rows_affected()
         == 1;
-    let row = plan_row(pool, Lookup::Code(&attributes.code)).await?;
-    settle(pool, "rating.plans", &attributes.code, &hash, inserted, row).await
+    let row = row_by(
+        &mut *connection,
+        PLAN_SELECT,
+        Lookup::Code(&attributes.code),
+    )
+    .await?;
+    settle(
+        connection,
+        "rating.plans",
+        &attributes.code,
+        &hash,
+        inserted,
+        row,
+    )
+    .await
 }
 
 /// One plan row.

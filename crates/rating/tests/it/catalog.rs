@@ -1138,10 +1138,14 @@ async fn a_publication_is_audited_once_in_ratings_chain() {
     h.publish(&draft.id).await.unwrap();
     h.publish(&draft.id).await.unwrap(); // already published: nothing changes
 
+    let publications = tally_audit::Filter {
+        action: Some("catalog.plan_version.published".into()),
+        ..Default::default()
+    };
     let (entries, _) = tally_audit::list(
         &h.db.pool,
         &[tally_audit::Schema::Rating],
-        &tally_audit::Filter::default(),
+        &publications,
         None,
         10,
     )

@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod catalog;
+mod catalog_audit;
 mod property;
 mod rerate;
 mod support;
