@@ -10,3 +10,4 @@ mod exactly_once;
 mod landing;
 mod service;
 mod support;
+mod throughput;
