@@ -828,7 +828,7 @@ async fn create_plan_version_is_idempotent_by_key() {
         status_pairs(&malformed),
         expected(&[
             ("idempotency_key", "required"),
-            ("plan_id", "invalid_format"),
+            ("plan_id", "invalid_prefix"),
             ("source", "required"),
         ])
     );

@@ -23,8 +23,11 @@ pub enum Rule {
     MaxEntries,
     /// A character outside the allowed set.
     InvalidCharacters,
-    /// Text that does not have the required shape (e.g. a missing prefix).
+    /// Text that does not have the required shape.
     InvalidFormat,
+    /// An id without its type's prefix (or with nothing after it): the rule
+    /// `tally_proto::convert::id` gives in every service.
+    InvalidPrefix,
     /// An enum number this server does not know.
     UnknownValue,
     /// Not an exact decimal string.
@@ -88,6 +91,7 @@ impl Rule {
             Rule::MaxEntries => "max_entries",
             Rule::InvalidCharacters => "invalid_characters",
             Rule::InvalidFormat => "invalid_format",
+            Rule::InvalidPrefix => tally_proto::convert::rule::INVALID_PREFIX,
             Rule::UnknownValue => "unknown_value",
             Rule::InvalidDecimal => "invalid_decimal",
             Rule::UnknownCurrency => "unknown_currency",
@@ -128,7 +132,7 @@ impl Rule {
     pub fn of_id_error(error: &IdError) -> Rule {
         match error {
             IdError::Empty { .. } => Rule::Required,
-            IdError::WrongPrefix { .. } | IdError::EmptyBody { .. } => Rule::InvalidFormat,
+            IdError::WrongPrefix { .. } | IdError::EmptyBody { .. } => Rule::InvalidPrefix,
             IdError::TooLong { .. } => Rule::MaxLength,
             IdError::InvalidCharacter { .. } => Rule::InvalidCharacters,
         }
