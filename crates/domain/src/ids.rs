@@ -1,7 +1,11 @@
 //! Identifiers: prefixed, validated newtypes.
 //!
 //! Every way in — [`FromStr`](std::str::FromStr), `TryFrom<String>`, serde, and the proto
-//! mapping of the services — goes through the same parser, so an id value is always valid.
+//! mapping of the services (`tally_proto::convert::id`) — goes through the same parser, so an
+//! id value is always valid. New ids are minted from a generated [`IdBody`], valid by
+//! construction, with [`PrefixedId::with_body`] (the runtime's `ids.mint::<InvoiceId>()`):
+//! each prefix is written once, in its `prefixed_id!` below, and a new prefix is a new type
+//! (with its line in the `prefixed_id_tests!` list).
 
 use std::fmt;
 
