@@ -131,6 +131,28 @@ function consoleMoney(money) {
   return `${money.amount.startsWith("-") ? "-" : ""}${grouped}${fraction ? `.${fraction.padEnd(2, "0")}` : ".00"} ${money.currency}`;
 }
 
+/** The invoices page by status and by customer: every row shown matches the filter. */
+async function checkInvoiceFilters(page, customerId) {
+  await page.click("text=Invoices");
+  const table = page.getByTestId("invoices");
+  const column = (index) => table.locator(`tbody tr td:nth-child(${index})`).allTextContents();
+  await table.waitFor();
+  await page.selectOption("select[name=status]", { label: "void" });
+  await page.getByText("No invoices.").waitFor();
+  await page.selectOption("select[name=status]", { label: "finalized" });
+  await table.waitFor();
+  const statuses = await column(2);
+  assert.ok(statuses.length > 0 && statuses.every((status) => status === "finalized"), `finalized only: ${statuses}`);
+  await page.fill("input[name=invoiceCustomer]", customerId);
+  await page.click("text=Filter");
+  await eventually(async () => {
+    const customers = await column(3);
+    return (customers.length > 0 && customers.every((customer) => customer === customerId)) || `customer filter shows ${customers}`;
+  });
+  await page.screenshot({ path: path.join(output, "invoices-filtered.png"), fullPage: true });
+  console.log("ok: invoices filtered by status and by customer");
+}
+
 /** The catalog page: the demo's meters, plans, charges, graduated tiers and matrix cells, every digit. */
 async function checkCatalog(page) {
   await page.click("text=Catalog");
@@ -353,6 +375,7 @@ async function main() {
     await page.screenshot({ path: path.join(output, "usage.png"), fullPage: true });
     console.log("ok: a rejected event shown under its rule on the usage page");
 
+    await checkInvoiceFilters(page, customerId);
     await checkCatalog(page);
     await checkCustomersAndLedger(page, cli, listed);
     await checkReconciliation(page, tally, cliEnv);

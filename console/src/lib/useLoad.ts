@@ -7,25 +7,31 @@ export type Load<T> = { state: "loading" } | { state: "failed"; message: string 
 
 /**
  * Runs `load` when `deps` change (and on `reload()`); `load` throws an
- * Error whose message says what failed (see describeError).
+ * Error whose message says what failed (see describeError). While a new
+ * round runs (other deps, a reload) the state is "loading" again: a table
+ * never shows the rows of the previous filter or page as if they were the
+ * answer.
  */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): [Load<T>, () => void] {
-  const [result, setResult] = useState<Load<T>>({ state: "loading" });
   const [round, setRound] = useState(0);
+  // Which round a result belongs to: the deps (ids, tokens, filters: plain values) and the reload count.
+  const current = JSON.stringify([...deps, round]);
+  const [result, setResult] = useState<{ round: string; load: Load<T> } | null>(null);
   const reload = useCallback(() => setRound((value) => value + 1), []);
   useEffect(() => {
-    let current = true;
+    let live = true;
     load().then(
-      (value) => current && setResult({ state: "loaded", value }),
+      (value) => live && setResult({ round: current, load: { state: "loaded", value } }),
       (error: unknown) =>
-        current && setResult({ state: "failed", message: error instanceof Error ? error.message : String(error) }),
+        live &&
+        setResult({ round: current, load: { state: "failed", message: error instanceof Error ? error.message : String(error) } }),
     );
     return () => {
-      current = false;
+      live = false;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, round]);
-  return [result, reload];
+  }, [current]);
+  return [result !== null && result.round === current ? result.load : { state: "loading" }, reload];
 }
 
 /** `promise`, its failure worded as "<what> failed: …". */
