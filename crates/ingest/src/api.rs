@@ -465,16 +465,18 @@ impl IngestService for IngestApi {
         &self,
         request: Request<ReplayRejectedEventsRequest>,
     ) -> Result<Response<ReplayRejectedEventsResponse>, Status> {
-        let ids = request.into_inner().rejection_ids;
-        if ids.is_empty() || ids.len() > MAX_REPLAY_IDS {
+        let given = request.into_inner().rejection_ids;
+        if given.is_empty() || given.len() > MAX_REPLAY_IDS {
             return Err(invalid_argument(format!(
                 "rejection_ids: between 1 and {MAX_REPLAY_IDS} ids required, got {}",
-                ids.len()
+                given.len()
             )));
         }
-        for (index, id) in ids.iter().enumerate() {
-            parse_id::<RejectionId>(id, &format!("rejection_ids[{index}]"))?;
-        }
+        let ids: Vec<RejectionId> = given
+            .iter()
+            .enumerate()
+            .map(|(index, id)| parse_id(id, &format!("rejection_ids[{index}]")))
+            .collect::<Result<_, _>>()?;
         let rows = reads::rejections_by_id(&self.pool, &ids)
             .await
             .map_err(internal)?;
@@ -482,7 +484,8 @@ impl IngestService for IngestApi {
             rows.iter().map(|row| (row.id(), row)).collect();
         if let Some(missing) = ids.iter().find(|id| !by_id.contains_key(id.as_str())) {
             return Err(not_found(format!(
-                "rejection_ids: rejection {missing:?} does not exist"
+                "rejection_ids: rejection {:?} does not exist",
+                missing.as_str()
             )));
         }
         let items: Vec<Incoming> = ids
@@ -524,7 +527,7 @@ impl IngestService for IngestApi {
             {
                 resolved.push(id.clone());
             } else {
-                result.rejection_id = id.clone();
+                result.rejection_id = id.to_string();
             }
         }
         reads::record_replays(&self.pool, &ids, &resolved, self.clock.now())

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tally_domain::ids::RejectionId;
 use tally_proto::ingest::RejectedEventState;
 
 use super::{ReadPosition, RejectionFilter, RejectionRow};
@@ -187,12 +188,12 @@ pub async fn list_rejections(
 /// The rejections with these ids (any order; missing ids are absent).
 pub async fn rejections_by_id(
     pool: &PgPool,
-    ids: &[String],
+    ids: &[RejectionId],
 ) -> Result<Vec<RejectionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {REJECTION_COLUMNS} FROM ingest.rejected_events WHERE id = ANY($1)"
     )))
-    .bind(ids)
+    .bind(texts(ids))
     .fetch_all(pool)
     .await
 }
@@ -200,8 +201,8 @@ pub async fn rejections_by_id(
 /// Records a replay attempt of each rejection; `resolved` ones are closed.
 pub async fn record_replays(
     pool: &PgPool,
-    attempted: &[String],
-    resolved: &[String],
+    attempted: &[RejectionId],
+    resolved: &[RejectionId],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -210,11 +211,16 @@ pub async fn record_replays(
            resolved_at = CASE WHEN id = ANY($2) THEN COALESCE(resolved_at, $4) ELSE resolved_at END \
          WHERE id = ANY($1)",
     )
-    .bind(attempted)
-    .bind(resolved)
+    .bind(texts(attempted))
+    .bind(texts(resolved))
     .bind(RejectedEventState::Resolved as i16)
     .bind(now)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Ids as the text array a `= ANY($n)` binds.
+fn texts(ids: &[RejectionId]) -> Vec<&str> {
+    ids.iter().map(RejectionId::as_str).collect()
 }
