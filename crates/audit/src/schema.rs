@@ -15,16 +15,19 @@ pub enum Schema {
     Invoicing,
     /// `payments`.
     Payments,
+    /// `finance`: period closes and ledger rebuilds.
+    Finance,
 }
 
 impl Schema {
     /// Every chain, in the order answers list them.
-    pub const ALL: [Schema; 5] = [
+    pub const ALL: [Schema; 6] = [
         Schema::Auth,
         Schema::Ingest,
         Schema::Rating,
         Schema::Invoicing,
         Schema::Payments,
+        Schema::Finance,
     ];
 
     /// The PostgreSQL schema.
@@ -35,6 +38,7 @@ impl Schema {
             Schema::Rating => "rating",
             Schema::Invoicing => "invoicing",
             Schema::Payments => "payments",
+            Schema::Finance => "finance",
         }
     }
 

@@ -94,7 +94,8 @@ impl ServiceKind {
             ServiceKind::Rating => Some(tally_audit::Schema::Rating),
             ServiceKind::Invoicing => Some(tally_audit::Schema::Invoicing),
             ServiceKind::Payments => Some(tally_audit::Schema::Payments),
-            ServiceKind::Finance | ServiceKind::Connectors | ServiceKind::Export => None,
+            ServiceKind::Finance => Some(tally_audit::Schema::Finance),
+            ServiceKind::Connectors | ServiceKind::Export => None,
         }
     }
 
@@ -196,6 +197,7 @@ impl ServiceKind {
                     pool: handles.pool.clone(),
                     bus: Arc::clone(&handles.bus),
                     clock: Arc::clone(&handles.clock),
+                    ids: Arc::clone(&handles.ids),
                     max_delivery_attempts: handles.config.bus.max_delivery_attempts,
                 })
                 .await

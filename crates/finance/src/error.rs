@@ -25,6 +25,9 @@ pub enum FinanceServiceError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The audit entry could not be written (the change rolls back with it).
+    #[error(transparent)]
+    Audit(#[from] tally_audit::AuditError),
 }
 
 impl FinanceServiceError {
@@ -45,7 +48,7 @@ impl HasErrorKind for FinanceServiceError {
             FinanceServiceError::Database(error) => {
                 tally_runtime::error::ServiceError::from_database_kind(error)
             }
-            FinanceServiceError::Internal(_) => ErrorKind::Internal,
+            FinanceServiceError::Internal(_) | FinanceServiceError::Audit(_) => ErrorKind::Internal,
         }
     }
 

@@ -28,6 +28,7 @@ use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_domain::finance::RecognitionPolicy;
 use tally_proto::finance::analytics_service_server::AnalyticsServiceServer;
 use tally_proto::finance::ledger_service_server::LedgerServiceServer;
+use tally_runtime::ids::SharedIdGenerator;
 use tally_runtime::server::GrpcServer;
 use tally_runtime::{SharedClock, Shutdown};
 use tokio::task::JoinHandle;
@@ -69,6 +70,8 @@ pub struct FinanceDeps {
     pub bus: SharedBus,
     /// The service clock.
     pub clock: SharedClock,
+    /// Mints the audit entries' ids.
+    pub ids: SharedIdGenerator,
     /// Deliveries before a failing message is dead-lettered.
     pub max_delivery_attempts: u32,
 }
@@ -109,8 +112,12 @@ impl Finance {
     /// The gRPC services of finance, ready to serve.
     pub fn grpc_server(&self, max_message_bytes: usize) -> GrpcServer {
         let ledger = LedgerServiceServer::new(
-            LedgerApi::new(self.deps.pool.clone(), Arc::clone(&self.deps.clock))
-                .with_policy(self.ledger.policy),
+            LedgerApi::new(
+                self.deps.pool.clone(),
+                Arc::clone(&self.deps.clock),
+                Arc::clone(&self.deps.ids),
+            )
+            .with_policy(self.ledger.policy),
         )
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);

@@ -23,7 +23,7 @@ use super::{
 pub enum AuditCommand {
     /// Entries in time order (oldest first), filtered.
     List {
-        /// Only this chain (`auth`, `ingest`, `rating`, `invoicing`, `payments`).
+        /// Only this chain (`auth`, `ingest`, `rating`, `invoicing`, `payments`, `finance`).
         #[arg(long, alias = "chain")]
         service: Option<String>,
         /// Only entries about this resource id (`inv_…`, `cn_…`, `key_…`).

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
+use tally_audit::Origin;
 use tally_domain::finance::RecognitionPolicy;
 use tally_domain::finance::facts::InvoiceFinalized;
 use tally_domain::ids::InvoiceId;
@@ -21,6 +22,7 @@ use tally_proto::finance::{
 };
 use tally_runtime::SharedClock;
 use tally_runtime::error::FieldViolation;
+use tally_runtime::ids::SharedIdGenerator;
 use tonic::{Request, Response, Status};
 
 use super::store::closes::{self, Close};
@@ -36,16 +38,19 @@ const MAX_PAGE: i64 = 1000;
 pub struct LedgerApi {
     pool: PgPool,
     clock: SharedClock,
+    /// Mints the audit entries' ids.
+    ids: SharedIdGenerator,
     /// How a rebuild spreads deferred fees (the consumers' policy).
     policy: RecognitionPolicy,
 }
 
 impl LedgerApi {
-    /// Serves the ledger in `pool`.
-    pub fn new(pool: PgPool, clock: SharedClock) -> Self {
+    /// Serves the ledger in `pool`, minting audit entries' ids with `ids`.
+    pub fn new(pool: PgPool, clock: SharedClock, ids: SharedIdGenerator) -> Self {
         Self {
             pool,
             clock,
+            ids,
             policy: RecognitionPolicy::ByDay,
         }
     }
@@ -56,9 +61,14 @@ impl LedgerApi {
         self
     }
 
-    /// Rebuilds the books from the kept facts (see `journal::rebuild`).
-    pub async fn rebuild(&self) -> Result<super::rebuild::Rebuilt, FinanceServiceError> {
-        super::rebuild::rebuild(&self.pool, self.policy, self.clock.now()).await
+    /// Rebuilds the books from the kept facts (see `journal::rebuild`) for
+    /// `origin`.
+    pub async fn rebuild(
+        &self,
+        origin: &Origin,
+    ) -> Result<super::rebuild::Rebuilt, FinanceServiceError> {
+        let now = self.clock.now();
+        super::rebuild::rebuild(&self.pool, self.policy, now, (&*self.ids, origin)).await
     }
 }
 
@@ -197,12 +207,14 @@ fn closed_period(
 }
 
 impl LedgerApi {
-    /// Closes through `close_through` unless a later close exists; returns
-    /// the close in force.
+    /// Closes through `close_through` unless a later close exists (a close
+    /// made is audited: `ledger.period_closed` by `origin`); returns the
+    /// close in force.
     pub async fn close_period(
         &self,
         close_through: DateTime<Utc>,
         memo: &str,
+        origin: &Origin,
     ) -> Result<ClosedPeriod, FinanceServiceError> {
         let now = self.clock.now();
         if close_through > now {
@@ -216,8 +228,14 @@ impl LedgerApi {
         let mut transaction = self.pool.begin().await?;
         // Exclusive: no posting reads the old close and inserts after this commits.
         closes::lock_closes(&mut transaction).await?;
-        closes::insert_close_if_later(&mut transaction, close_through, now, memo).await?;
+        let previous = closes::latest_close_if_any(&mut transaction).await?;
+        let made =
+            closes::insert_close_if_later(&mut transaction, close_through, now, memo).await?;
         let current = closes::latest_close(&mut transaction).await?;
+        if made {
+            let by = (&*self.ids, origin);
+            super::audit::period_closed(&mut transaction, by, previous.as_ref(), &current).await?;
+        }
         transaction.commit().await?;
         Ok(closed_period(current))
     }
@@ -336,11 +354,12 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<ClosePeriodRequest>,
     ) -> Result<Response<ClosePeriodResponse>, Status> {
+        let origin = Origin::from_request(&request);
         let request = request.into_inner();
         let close_through =
             convert::required_instant(request.close_through.as_ref(), "close_through")
                 .map_err(FinanceServiceError::from)?;
-        let closed = LedgerApi::close_period(self, close_through, &request.memo).await?;
+        let closed = LedgerApi::close_period(self, close_through, &request.memo, &origin).await?;
         Ok(Response::new(ClosePeriodResponse {
             closed: Some(closed),
         }))
@@ -358,9 +377,9 @@ impl LedgerService for LedgerApi {
 
     async fn rebuild_ledger(
         &self,
-        _request: Request<RebuildLedgerRequest>,
+        request: Request<RebuildLedgerRequest>,
     ) -> Result<Response<RebuildLedgerResponse>, Status> {
-        let rebuilt = self.rebuild().await?;
+        let rebuilt = self.rebuild(&Origin::from_request(&request)).await?;
         tracing::info!(
             facts = rebuilt.facts,
             transactions = rebuilt.transactions,

@@ -5,5 +5,6 @@
 //! `LedgerService`.
 
 pub mod api;
+mod audit;
 pub mod rebuild;
 pub mod store;

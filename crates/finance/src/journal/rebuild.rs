@@ -18,12 +18,15 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tally_audit::Origin;
 use tally_domain::finance::RecognitionPolicy;
+use tally_runtime::ids::IdGenerator;
 
 use crate::books::{self, Booked};
 use crate::error::FinanceServiceError;
 use crate::recognition;
 
+use super::audit::{self, BooksSize};
 use super::store;
 use super::store::closes::{self, Close};
 use super::store::facts::{self, StoredFact};
@@ -53,16 +56,18 @@ impl Step {
 }
 
 /// Rebuilds the books from `finance.facts`, recognising what had ended by
-/// `now`.
+/// `now`, on behalf of `origin` (audited: `ledger.rebuilt`).
 pub async fn rebuild(
     pool: &PgPool,
     policy: RecognitionPolicy,
     now: DateTime<Utc>,
+    (ids, origin): (&dyn IdGenerator, &Origin),
 ) -> Result<Rebuilt, FinanceServiceError> {
     let mut transaction = pool.begin().await?;
     closes::lock_closes(&mut transaction).await?;
     let facts = facts::facts_in_applied_order(&mut transaction).await?;
     let made = closes::closes_in_order_made(&mut transaction).await?;
+    let made_count = made.len();
     let mut steps = Vec::with_capacity(facts.len() + made.len());
     for StoredFact { fact, applied_at } in facts {
         let fact: Booked = serde_json::from_value(fact).map_err(|error| {
@@ -74,6 +79,10 @@ pub async fn rebuild(
     // Facts keep their order; a close goes before the facts applied after it.
     steps.sort_by_key(|step| (step.at(), matches!(step, Step::Fact(..))));
 
+    let before = BooksSize {
+        transactions: store::transaction_count(&mut transaction).await?,
+        facts: steps.len() - made_count,
+    };
     store::truncate_books(&mut transaction).await?;
     let mut booked = 0;
     for step in &steps {
@@ -88,6 +97,11 @@ pub async fn rebuild(
     }
     recognise_until(&mut transaction, now).await?;
     let transactions = store::transaction_count(&mut transaction).await?;
+    let after = BooksSize {
+        transactions,
+        facts: booked,
+    };
+    audit::rebuilt(&mut transaction, (ids, origin, now), &before, &after).await?;
     transaction.commit().await?;
     Ok(Rebuilt {
         facts: booked,

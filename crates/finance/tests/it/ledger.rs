@@ -83,7 +83,11 @@ async fn a_quarter_of_billing_is_booked_once_and_balances_to_the_cent() {
     // booked on 1 February, naming its own date.
     let close = books
         .api
-        .close_period("2026-02-01T00:00:00Z".parse().unwrap(), "January")
+        .close_period(
+            "2026-02-01T00:00:00Z".parse().unwrap(),
+            "January",
+            &tally_audit::Origin::system("test"),
+        )
         .await
         .unwrap();
     assert_eq!(close.memo, "January");
@@ -278,7 +282,11 @@ async fn a_quarter_of_billing_is_booked_once_and_balances_to_the_cent() {
     // balances at every instant, and keeps the close.
     let before = journal(&books).await;
     let at_close = books.balances(Some("2026-02-01T00:00:00Z")).await;
-    let rebuilt = books.api.rebuild().await.unwrap();
+    let rebuilt = books
+        .api
+        .rebuild(&tally_audit::Origin::system("test"))
+        .await
+        .unwrap();
     assert_eq!(
         rebuilt.facts, 9,
         "every fact applied once, replays not kept twice"
@@ -292,7 +300,11 @@ async fn a_quarter_of_billing_is_booked_once_and_balances_to_the_cent() {
     assert_eq!(books.balances(None).await, final_balances);
     assert_eq!(books.balances(Some("2026-02-01T00:00:00Z")).await, at_close);
     // Twice is the same again.
-    books.api.rebuild().await.unwrap();
+    books
+        .api
+        .rebuild(&tally_audit::Origin::system("test"))
+        .await
+        .unwrap();
     assert_eq!(journal(&books).await, before);
 }
 

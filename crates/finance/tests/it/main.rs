@@ -5,6 +5,7 @@
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 
+mod audit;
 mod ledger;
 mod mrr;
 mod mrr_support;

@@ -59,7 +59,11 @@ impl Books {
         Self {
             invoices: InvoiceEventsHandler::new(Arc::clone(&ledger), "finance-invoice-events"),
             payments: PaymentEventsHandler::new(Arc::clone(&ledger), "finance-payment-events"),
-            api: LedgerApi::new(database.pool.clone(), shared),
+            api: LedgerApi::new(
+                database.pool.clone(),
+                shared,
+                Arc::new(tally_testkit::SequentialIds::default()),
+            ),
             clock,
             database,
         }

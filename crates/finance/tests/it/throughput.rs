@@ -129,7 +129,11 @@ async fn posting_and_rebuilding_a_month() {
     );
     let before = books.balances(None).await;
     let started = Instant::now();
-    let rebuilt = books.api.rebuild().await.unwrap();
+    let rebuilt = books
+        .api
+        .rebuild(&tally_audit::Origin::system("test"))
+        .await
+        .unwrap();
     println!(
         "rebuild: {} facts, {} transactions, a month of {customers} customers in {:.2} s",
         rebuilt.facts,

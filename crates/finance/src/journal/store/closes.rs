@@ -29,14 +29,14 @@ pub async fn lock_closes(connection: &mut PgConnection) -> Result<(), FinanceSer
 }
 
 /// Stores a close through `close_through` made at `closed_at`, unless a
-/// close as late or later exists.
+/// close as late or later exists; whether it stored it.
 pub async fn insert_close_if_later(
     connection: &mut PgConnection,
     close_through: DateTime<Utc>,
     closed_at: DateTime<Utc>,
     memo: &str,
-) -> Result<(), FinanceServiceError> {
-    sqlx::query(
+) -> Result<bool, FinanceServiceError> {
+    let inserted = sqlx::query(
         "INSERT INTO finance.closes (close_through, closed_at, memo) \
          SELECT $1, $2, $3 WHERE $1 > COALESCE((SELECT max(close_through) FROM finance.closes), '-infinity') \
          ON CONFLICT DO NOTHING",
@@ -45,8 +45,10 @@ pub async fn insert_close_if_later(
     .bind(closed_at)
     .bind(memo)
     .execute(&mut *connection)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(inserted)
 }
 
 /// Stores a close as it was made (a rebuild re-applying it).
@@ -65,10 +67,19 @@ pub async fn insert_close(
 
 /// The close in force (the latest `close_through`); there must be one.
 pub async fn latest_close(connection: &mut PgConnection) -> Result<Close, FinanceServiceError> {
+    latest_close_if_any(connection)
+        .await?
+        .ok_or(FinanceServiceError::Database(sqlx::Error::RowNotFound))
+}
+
+/// The close in force, if any close was made.
+pub async fn latest_close_if_any(
+    connection: &mut PgConnection,
+) -> Result<Option<Close>, FinanceServiceError> {
     Ok(sqlx::query_as(
         "SELECT close_through, closed_at, memo FROM finance.closes ORDER BY close_through DESC LIMIT 1",
     )
-    .fetch_one(&mut *connection)
+    .fetch_optional(&mut *connection)
     .await?)
 }
 
