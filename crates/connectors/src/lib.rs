@@ -9,17 +9,23 @@
 //! * [`orb`] — the Orb adapter (HTTP, retries, webhook signatures), Orb's
 //!   `ExternalBiller`; Orb's shapes never leave it;
 //! * [`forwarding`] — the forwarder, its `usage-accepted` consumer, its
-//!   tables and `ConnectorService`.
+//!   tables and `ConnectorService`;
+//! * [`mirroring`] — Tally's customers (from `invoice-events`) and
+//!   subscriptions (from `subscription-events`) mirrored in Orb, once each;
+//! * [`webhooks`] — Orb's webhooks received (verified, recorded once).
 
 pub mod biller;
 mod error;
 pub mod forwarding;
 mod metrics;
+pub mod mirroring;
 pub mod orb;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tally_bus::consumer::{Consumer, MessageHandler};
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::connectors::connector_service_server::ConnectorServiceServer;
 use tally_runtime::config::ConnectorsConfig;
@@ -34,6 +40,8 @@ pub use error::ConnectorsError;
 pub use forwarding::api::ConnectorApi;
 pub use forwarding::consumer::ForwardingConsumer;
 pub use forwarding::{Disposition, Forwarder, ForwardingState, Incoming};
+pub use mirroring::Mirroring;
+use mirroring::consumer::{CustomerFacts, SubscriptionFacts};
 pub use orb::{OrbApiKey, OrbClient, OrbWebhookSecret};
 
 /// The name this service reports to telemetry.
@@ -45,6 +53,14 @@ pub const SETUP_LOG_TARGET: &str = "tally_connectors::setup";
 /// Connectors' subscription to `usage-accepted`: unordered, the events of a
 /// customer may reach Orb in any order (Orb places them by timestamp).
 pub const USAGE_ACCEPTED_SUBSCRIPTION: &str = "connectors-usage-accepted";
+
+/// Connectors' subscription to `invoice-events` (the customer snapshots it
+/// mirrors): ordered, a customer's facts in order.
+pub const INVOICE_EVENTS_SUBSCRIPTION: &str = "connectors-invoice-events";
+
+/// Connectors' subscription to `subscription-events` (the subscriptions it
+/// mirrors): ordered per customer.
+pub const SUBSCRIPTION_EVENTS_SUBSCRIPTION: &str = "connectors-subscription-events";
 
 /// What connectors needs from the composition root.
 #[derive(Debug, Clone)]
@@ -85,7 +101,10 @@ impl Connectors {
     /// Builds connectors; with an Orb key, ensures the subscription it reads.
     pub async fn start(deps: ConnectorsDeps) -> Result<Self, ConnectorsStartError> {
         let orb = match &deps.orb_api_key {
-            Some(key) => Some(OrbClient::new(&deps.config, key.clone())?),
+            Some(key) => Some(
+                OrbClient::new(&deps.config, key.clone())?
+                    .with_webhook_secret(OrbWebhookSecret::from_env()),
+            ),
             None => {
                 tracing::warn!(
                     target: SETUP_LOG_TARGET,
@@ -100,6 +119,10 @@ impl Connectors {
             deps.bus
                 .ensure_subscription(&subscription(deps.max_delivery_attempts))
                 .await?;
+            for (topic, config) in mirroring_subscriptions(deps.max_delivery_attempts) {
+                deps.bus.ensure_topic(topic).await?;
+                deps.bus.ensure_subscription(&config).await?;
+            }
         }
         Ok(Self { deps, orb })
     }
@@ -119,6 +142,37 @@ impl Connectors {
                 USAGE_ACCEPTED_SUBSCRIPTION,
             )
         })
+    }
+
+    /// Mirroring in Orb (for in-process callers and tests); `None` without a key.
+    pub fn mirroring(&self) -> Option<Mirroring> {
+        self.orb.as_ref().map(|orb| {
+            Mirroring::new(
+                self.deps.pool.clone(),
+                Arc::clone(&self.deps.clock),
+                Arc::new(orb.clone()),
+            )
+        })
+    }
+
+    /// The Orb webhook endpoint's router (`POST /webhooks/orb`).
+    pub fn webhook_router(&self) -> axum::Router {
+        webhooks::router(webhooks::WebhookState::new(
+            self.deps.pool.clone(),
+            Arc::clone(&self.deps.clock),
+            self.orb
+                .as_ref()
+                .map(|orb| Arc::new(orb.clone()) as Arc<dyn ExternalBiller>),
+        ))
+    }
+
+    /// Serves the Orb webhook endpoint on `listener`, bound by the caller.
+    pub fn spawn_webhook_listener_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<(std::net::SocketAddr, JoinHandle<()>)> {
+        webhooks::serve_on(self.webhook_router(), listener, shutdown.clone())
     }
 
     /// The gRPC service of connectors, ready to serve.
@@ -147,13 +201,64 @@ impl Connectors {
             self.deps.config.orb_batch_events,
             std::time::Duration::from_millis(self.deps.config.orb_retry_max_delay_ms),
         );
-        let shutdown = shutdown.clone();
-        vec![tokio::spawn(async move {
-            if let Err(error) = consumer.run(shutdown).await {
+        let mut tasks = Vec::new();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = consumer.run(stop).await {
                 tracing::error!(%error, subscription = USAGE_ACCEPTED_SUBSCRIPTION, "the orb forwarding consumer stopped");
             }
-        })]
+        }));
+        if let Some(mirroring) = self.mirroring() {
+            let [(_, customers), (_, subscriptions)] =
+                mirroring_subscriptions(self.deps.max_delivery_attempts);
+            let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 2] = [
+                (
+                    customers,
+                    Arc::new(CustomerFacts::new(
+                        mirroring.clone(),
+                        INVOICE_EVENTS_SUBSCRIPTION,
+                    )),
+                ),
+                (
+                    subscriptions,
+                    Arc::new(SubscriptionFacts::new(
+                        mirroring,
+                        SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+                    )),
+                ),
+            ];
+            for (config, handler) in handlers {
+                let name = config.name.clone();
+                let consumer = Consumer::new(Arc::clone(&self.deps.bus), config, handler);
+                let stop = shutdown.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(error) = consumer.run(stop).await {
+                        tracing::error!(%error, subscription = %name, "an orb mirroring consumer stopped");
+                    }
+                }));
+            }
+        }
+        tasks
     }
+}
+
+/// The topics mirroring reads and its subscriptions to them.
+fn mirroring_subscriptions(max_delivery_attempts: u32) -> [(&'static str, SubscriptionConfig); 2] {
+    [
+        (
+            topics::INVOICE_EVENTS,
+            SubscriptionConfig::ordered(INVOICE_EVENTS_SUBSCRIPTION, topics::INVOICE_EVENTS)
+                .with_max_delivery_attempts(max_delivery_attempts),
+        ),
+        (
+            topics::SUBSCRIPTION_EVENTS,
+            SubscriptionConfig::ordered(
+                SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+                topics::SUBSCRIPTION_EVENTS,
+            )
+            .with_max_delivery_attempts(max_delivery_attempts),
+        ),
+    ]
 }
 
 fn subscription(max_delivery_attempts: u32) -> SubscriptionConfig {

@@ -127,7 +127,7 @@ async fn reaches_orb_once(bus: SharedBus) {
     .unwrap();
     let shutdown = Shutdown::new();
     let tasks = connectors.spawn_background(&shutdown);
-    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks.len(), 3, "forwarding and the two mirroring consumers");
 
     let messages = [
         accepted(1, "cus_acme", "evt_1"),

@@ -161,3 +161,115 @@ async fn tallys_requests_and_the_fake_orb_agree_with_orbs_python_sdk() {
         ]})
     );
 }
+
+#[tokio::test]
+async fn tallys_billing_requests_the_billing_fakes_and_webhooks_agree_with_orbs_python_sdk() {
+    use tally_bus::consumer::MessageHandler as _;
+    use tally_connectors::orb::{Jitter, OrbWebhookSecret, webhook};
+
+    let h = crate::billing_fake::BillingHarness::open(Jitter::None).await;
+    // Tally's own requests: a customer and a subscription mirrored.
+    h.mirroring
+        .map_plan("plan_pro", "orb_plan_pro")
+        .await
+        .unwrap();
+    let customers = tally_connectors::mirroring::consumer::CustomerFacts::new(
+        h.mirroring.clone(),
+        "connectors-invoice-events",
+    );
+    customers
+        .handle(
+            &crate::mirroring::customer_message("ievt_1", "cus_acme", "acme"),
+            1,
+        )
+        .await
+        .unwrap();
+    let subscriptions = tally_connectors::mirroring::consumer::SubscriptionFacts::new(
+        h.mirroring.clone(),
+        "connectors-subscription-events",
+    );
+    subscriptions
+        .handle(
+            &crate::mirroring::subscription_message(1, "sub_acme", "cus_acme", "plan_pro"),
+            1,
+        )
+        .await
+        .unwrap();
+    let billing_requests: Vec<Value> = h
+        .posted("/v1/customers")
+        .into_iter()
+        .map(|posted| json!({"kind": "customer", "body": posted.body}))
+        .chain(
+            h.posted("/v1/subscriptions")
+                .into_iter()
+                .map(|posted| json!({"kind": "subscription", "body": posted.body})),
+        )
+        .collect();
+    assert_eq!(billing_requests.len(), 2);
+
+    // The SDK's client against the same fake, and a webhook Tally signs.
+    h.fake.0.lock().unwrap().invoices = crate::invoices::five_invoices();
+    let secret = "orb_webhook_secret_sdk";
+    // The SDK checks the timestamp against the real clock.
+    let stamp = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string();
+    let body = crate::webhooks::invoice_issued("whe_sdk");
+    let signed = webhook::sign(&OrbWebhookSecret::new(secret), &stamp, body.as_bytes());
+    let forged = webhook::sign(&OrbWebhookSecret::new("guess"), &stamp, body.as_bytes());
+    let result = run_sdk(&json!({
+        "base_url": h.orb.uri(),
+        "billing_requests": billing_requests,
+        "billing_calls": [
+            {"call": "create_customer", "idempotency_key": "sdk-1",
+             "params": {"name": "SDK Co", "email": "a@sdk.example", "external_customer_id": "sdk"}},
+            {"call": "create_subscription", "idempotency_key": "sdk-2",
+             "params": {"external_customer_id": "sdk", "plan_id": "orb_plan_pro"}},
+            {"call": "list_invoices",
+             "params": {"customer_id": "XuxCbt7x9L82yyeF", "limit": 2,
+                        "invoice_date_gte": "2026-11-01T00:00:00Z",
+                        "invoice_date_lt": "2026-12-01T00:00:00Z"}},
+        ],
+        "webhooks": [
+            {"body": body, "secret": secret,
+             "headers": {"X-Orb-Timestamp": stamp, "X-Orb-Signature": signed}},
+            {"body": body, "secret": secret,
+             "headers": {"X-Orb-Timestamp": stamp, "X-Orb-Signature": forged}},
+        ],
+    }));
+
+    assert_eq!(result["sdk_version"], SDK_VERSION);
+    assert_eq!(
+        result["billing_requests"],
+        json!([[], []]),
+        "Tally's bodies break the SDK's CustomerCreateParams / SubscriptionCreateParams"
+    );
+    assert_eq!(
+        result["billing_calls"][0],
+        json!({"ok": true, "id": "orb_cus_2"})
+    );
+    assert_eq!(
+        result["billing_calls"][1],
+        json!({"ok": true, "id": "orb_sub_2"})
+    );
+    assert_eq!(
+        result["billing_calls"][2],
+        json!({"ok": true, "invoices": [
+            {"id": "inv_orb_1", "subtotal": "200.00", "total": "180.00", "amount_due": "180.00", "lines": ["180.00"]},
+            {"id": "inv_orb_2", "subtotal": "0.10", "total": "0.10", "amount_due": "0.10", "lines": ["0.10"]},
+            {"id": "inv_orb_3", "subtotal": "12345678901234.5678", "total": "12345678901234.5677",
+             "amount_due": "12345678901234.5677", "lines": ["12345678901234.5677"]},
+            {"id": "inv_orb_4", "subtotal": "10.00", "total": "50.00", "amount_due": "50.00", "lines": ["50.00"]},
+            {"id": "inv_orb_5", "subtotal": "33.33", "total": "29.997", "amount_due": "29.997", "lines": ["29.997"]},
+        ]}),
+        "the SDK pages through the fake's cursor and parses every invoice strictly"
+    );
+    assert_eq!(
+        result["webhooks"][0],
+        json!({"ok": true, "id": "whe_sdk", "type": "invoice.issued"})
+    );
+    assert_eq!(
+        result["webhooks"][1],
+        json!({"error": "None of the given webhook signatures match the expected signature"})
+    );
+}
