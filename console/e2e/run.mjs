@@ -131,6 +131,34 @@ function consoleMoney(money) {
   return `${money.amount.startsWith("-") ? "-" : ""}${grouped}${fraction ? `.${fraction.padEnd(2, "0")}` : ".00"} ${money.currency}`;
 }
 
+/** The overview: MRR and ARR as the CLI prints them, the month's movements' totals to the cent, the charts drawn. */
+async function checkOverview(page, cli) {
+  const mrr = JSON.parse(cli("finance", "mrr", "--currency", "USD", "--output", "json"));
+  assert.equal(await page.getByTestId("mrr").locator(".value").textContent(), consoleMoney(mrr.mrr), "MRR as the CLI prints it");
+  assert.equal(await page.getByTestId("arr").locator(".value").textContent(), consoleMoney(mrr.arr), "ARR as the CLI prints it");
+  const movements = page.getByTestId("mrr-movements");
+  await movements.waitFor();
+  const [from, to] = [await movements.getAttribute("data-from"), await movements.getAttribute("data-to")];
+  const cliMovements = JSON.parse(cli("finance", "movements", "--currency", "USD", "--from", from, "--to", to, "--output", "json"));
+  for (const [testId, field] of [["movement-new", "newMrr"], ["movement-expansion", "expansionMrr"], ["movement-contraction", "contractionMrr"], ["movement-churn", "churnedMrr"], ["movement-reactivation", "reactivationMrr"]]) {
+    const expected = cliMovements[field] ? consoleMoney(cliMovements[field]) : "—";
+    assert.equal(await page.getByTestId(testId).textContent(), expected, `${field} over ${from} → ${to}`);
+  }
+  assert.ok((cliMovements.movements ?? []).length > 0, "the demo has MRR movements");
+  // One bar per month; the months with movements have a row each.
+  assert.equal(await page.getByTestId("mrr-chart").locator("rect.bar").count(), 12, "twelve monthly bars");
+  const months = new Set(cliMovements.movements.map((movement) => movement.occurredAt.slice(0, 7)));
+  assert.deepEqual(
+    (await movements.locator("tr[data-month]").evaluateAll((rows) => rows.map((row) => row.dataset.month))).sort(),
+    [...months].sort(),
+    "a row for each month with movements",
+  );
+  await page.getByTestId("billed-chart-USD").locator("rect.bar").nth(2).waitFor();
+  const recognised = await page.getByTestId("recognised-USD").textContent();
+  assert.match(recognised, /^-?[\d,]+\.\d{2,} USD$/, `recognised revenue from finance's ledger: ${recognised}`);
+  console.log(`ok: overview MRR ${consoleMoney(mrr.mrr)}, ${cliMovements.movements.length} movements, recognised ${recognised}`);
+}
+
 /** The invoices page by status and by customer: every row shown matches the filter. */
 async function checkInvoiceFilters(page, customerId) {
   await page.click("text=Invoices");
@@ -296,6 +324,7 @@ async function main() {
     await page.click("button[type=submit]");
     await page.getByRole("heading", { name: "Overview" }).waitFor();
     await page.getByTestId("billed-vs-collected").waitFor();
+    await checkOverview(page, cli);
     await page.screenshot({ path: path.join(output, "overview.png"), fullPage: true });
     // The header names the key and its scopes (GetCaller); the admin key sees every page.
     await page.getByTestId("caller").getByText(/admin/).waitFor();
