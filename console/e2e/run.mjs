@@ -159,6 +159,62 @@ async function checkOverview(page, cli) {
   console.log(`ok: overview MRR ${consoleMoney(mrr.mrr)}, ${cliMovements.movements.length} movements, recognised ${recognised}`);
 }
 
+/** The customer's usage per meter per day over the open period: totals equal `tally usage show`'s, days add up. */
+async function checkCustomerUsage(page, cli, customerId, send) {
+  const sections = page.getByTestId("meter-usage");
+  await sections.first().waitFor();
+  // Tokens on the open period's first two days: 1500 + 2500 on the first, 700 on the second.
+  const tokens = page.locator('[data-testid="meter-usage"][data-meter="llm_tokens"]');
+  const start = Date.parse(await tokens.getAttribute("data-from"));
+  const at = (ms) => new Date(start + ms).toISOString().replace(/\.000Z$/, "Z");
+  const hour = 3_600_000;
+  send("open-period.jsonl", [
+    { id: "e2e-usage-1", customerId, eventType: "llm_tokens", timestamp: at(hour), properties: { tokens: "1500" } },
+    { id: "e2e-usage-2", customerId, eventType: "llm_tokens", timestamp: at(2 * hour), properties: { tokens: "2500" } },
+    { id: "e2e-usage-3", customerId, eventType: "llm_tokens", timestamp: at(24 * hour + 300_000), properties: { tokens: "700" } },
+  ]);
+  await eventually(async () => {
+    await page.reload();
+    await tokens.getByTestId("period-events").waitFor();
+    const events = await tokens.getByTestId("period-events").textContent();
+    return events === "3" || `llm_tokens shows ${events} events in the open period`;
+  });
+  const day = (ms) => at(ms).slice(0, 10);
+  assert.deepEqual(
+    await tokens.locator("tbody tr[data-day]").evaluateAll((rows) => rows.map((row) => [...row.cells].map((cell) => cell.textContent))),
+    [
+      [day(0), "4000", "2"],
+      [day(24 * hour), "700", "1"],
+    ],
+    "llm_tokens per day",
+  );
+  assert.equal(await tokens.getByTestId("period-quantity").textContent(), "4700");
+  // The live cost catches up once rating has rated them (over the bus).
+  await eventually(async () => {
+    await page.reload();
+    await page.getByTestId("live-cost").waitFor();
+    const quantity = await page.locator('[data-testid="live-cost"] tr[data-charge="tokens"] [data-testid="charge-quantity"]').first().textContent();
+    return quantity === "4700" || `the live cost's tokens quantity is ${quantity}`;
+  });
+  await sections.first().waitFor();
+  const meters = await sections.evaluateAll((nodes) => nodes.map((node) => [node.dataset.meter, node.dataset.from, node.dataset.to]));
+  assert.ok(meters.length > 0, "a metered charge on Globex Labs");
+  for (const [meter, from, to] of meters) {
+    const shown = JSON.parse(cli("usage", "show", "--customer", customerId, "--meter", meter, "--from", from, "--to", to, "--output", "json"));
+    const answer = Array.isArray(shown) ? shown[0] : shown;
+    const value = answer.values?.[0] ?? {};
+    const section = page.locator(`[data-testid="meter-usage"][data-meter="${meter}"]`);
+    assert.equal(await section.getByTestId("period-quantity").textContent(), value.quantity?.value ?? "0", `${meter}: the period's quantity`);
+    const events = Number(value.eventCount ?? 0);
+    assert.equal(Number(await section.getByTestId("period-events").textContent()), events, `${meter}: the period's events`);
+    const days = (await section.getByTestId("day-events").allTextContents()).map(Number);
+    assert.equal(days.reduce((sum, count) => sum + count, 0), events, `${meter}: the days' events add up to the period's`);
+    assert.ok((await section.locator("rect.bar").count()) >= days.length, `${meter}: a bar per day`);
+  }
+  assert.match(await page.getByTestId("live-cost-total").textContent(), /\d USD/);
+  console.log(`ok: usage per meter per day (${meters.map(([meter]) => meter).join(", ")}) equals \`tally usage show\``);
+}
+
 /** The invoices page by status and by customer: every row shown matches the filter. */
 async function checkInvoiceFilters(page, customerId) {
   await page.click("text=Invoices");
@@ -341,6 +397,13 @@ async function main() {
     await page.locator('[data-testid="payments"], [data-testid="no-payments"]').first().waitFor();
     await page.locator('[data-testid="credit-ledger"], [data-testid="no-ledger"]').first().waitFor();
     await page.locator('[data-testid="audit"] tr[data-action="customer.created"]').waitFor();
+    const send = (name, events) => {
+      const file = path.join(dataDir, name);
+      writeFileSync(file, events.map((event) => JSON.stringify(event)).join("\n") + "\n");
+      const sent = spawnSync(tally, ["events", "send", "--file", file], { env: cliEnv, encoding: "utf8" });
+      assert.equal(sent.status, 0, `tally events send: ${sent.stdout}${sent.stderr}`);
+    };
+    await checkCustomerUsage(page, cli, customerId, send);
     await page.screenshot({ path: path.join(output, "customer.png"), fullPage: true });
     console.log(`ok: customer ${customerId} shown with payments, credit ledger and audit timeline`);
 

@@ -3,10 +3,11 @@
 import { Code } from "@connectrpc/connect";
 import Link from "next/link";
 
+import { CustomerUsage } from "@/components/CustomerUsage";
 import { Failure, Fields, Loaded } from "@/components/ui";
 import { client, isCode } from "@/lib/client";
 import { enumName, formatRange, formatTime } from "@/lib/format";
-import { formatMoneyValue } from "@/lib/money";
+import { formatMoney, formatMoneyValue, totalsByCurrency } from "@/lib/money";
 import { step, useLoad } from "@/lib/useLoad";
 import { CreditService } from "@/gen/tally/invoicing/v1/credits_pb";
 import { CustomerService } from "@/gen/tally/invoicing/v1/customers_pb";
@@ -18,16 +19,20 @@ import { RatingService } from "@/gen/tally/rating/v1/rating_pb";
  * One customer: subscriptions, live cost of the open period, the upcoming
  * invoice, past invoices and the credit balance. The console and the portal
  * both show it; `credential` is the key the calls are signed with, and
- * `invoiceHref` where an invoice links to (none in the portal).
+ * `invoiceHref` where an invoice links to (none in the portal), `usage`
+ * whether to chart usage per meter per day (not in the portal: a portal
+ * token may not call GetUsage).
  */
 export function CustomerView({
   customerId,
   credential,
   invoiceHref,
+  usage = false,
 }: {
   customerId: string;
   credential?: () => string | null;
   invoiceHref?: (invoice: Invoice) => string;
+  usage?: boolean;
 }) {
   const [load, reload] = useLoad(async () => {
     const [customers, subscriptions, rating, invoices, credits] = await Promise.all([
@@ -121,13 +126,13 @@ export function CustomerView({
             <tbody>
               {cost.costs.flatMap((subscriptionCost) => [
                 ...subscriptionCost.charges.map((charge) => (
-                  <tr key={`${subscriptionCost.subscriptionId}-${charge.chargeKey}-${JSON.stringify(charge.group)}`}>
+                  <tr key={`${subscriptionCost.subscriptionId}-${charge.chargeKey}-${JSON.stringify(charge.group)}`} data-charge={charge.chargeKey}>
                     <td>
                       <code>{subscriptionCost.subscriptionId}</code>
                     </td>
                     <td>{formatRange(subscriptionCost.period)}</td>
                     <td>{charge.chargeName || charge.chargeKey}</td>
-                    <td>{charge.quantity?.value ?? ""}</td>
+                    <td data-testid="charge-quantity">{charge.quantity?.value ?? ""}</td>
                     <td className="amount">{formatMoneyValue(charge.amount)}</td>
                   </tr>
                 )),
@@ -142,6 +147,21 @@ export function CustomerView({
               ])}
             </tbody>
           </table>
+          <p className="notice">
+            Live usage cost of the open period:{" "}
+            <strong data-testid="live-cost-total">
+              {Object.entries(totalsByCurrency(cost.costs.map((subscriptionCost) => subscriptionCost.usageTotal)))
+                .map(([currency, amount]) => formatMoney(amount, currency))
+                .join(", ") || "—"}
+            </strong>
+          </p>
+          {usage && (
+            <CustomerUsage
+              customerId={customerId}
+              meters={[...new Set(cost.costs.flatMap((subscriptionCost) => subscriptionCost.charges.map((charge) => charge.meterCode)))].sort()}
+              period={cost.costs[0]?.period}
+            />
+          )}
           <h2>Upcoming invoice</h2>
           {upcoming.length === 0 && <p className="notice">No open subscription.</p>}
           {upcoming.map(({ subscriptionId, invoice, error }) =>

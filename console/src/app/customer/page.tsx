@@ -13,7 +13,7 @@ export default function CustomerPage() {
         <Failure message="No customer named: open one from the customers list (/customer/?id=cus_…)." />
       ) : (
         <>
-          <CustomerView customerId={id} invoiceHref={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
+          <CustomerView customerId={id} usage invoiceHref={(invoice) => `/invoice/?id=${encodeURIComponent(invoice.id)}`} />
           <CustomerHistory customerId={id} />
         </>
       )}
