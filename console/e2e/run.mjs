@@ -215,6 +215,17 @@ async function checkCustomerUsage(page, cli, customerId, send) {
   console.log(`ok: usage per meter per day (${meters.map(([meter]) => meter).join(", ")}) equals \`tally usage show\``);
 }
 
+/** Ingest's lag: the numbers GetIngestStats gives, caught up in the end. */
+async function checkLag(page) {
+  await page.getByTestId("ingest-lag").waitFor();
+  const high = BigInt(await page.getByTestId("log-high-water").textContent());
+  const published = BigInt(await page.getByTestId("published").textContent());
+  assert.ok(high > 0n && published <= high, `high-water ${high}, published ${published}`);
+  assert.equal(BigInt(await page.getByTestId("events-behind").textContent()), high - published);
+  assert.match(await page.getByTestId("relay-lag").textContent(), /^\d+(\.\d+)? s$/);
+  console.log(`ok: ingest lag shown (high-water ${high}, published ${published})`);
+}
+
 /** The invoices page by status and by customer: every row shown matches the filter. */
 async function checkInvoiceFilters(page, customerId) {
   await page.click("text=Invoices");
@@ -464,8 +475,19 @@ async function main() {
     await until(() => cli("rejected", "list").includes("e2e-future-1"), "the rejection listed by `tally rejected list`");
     await page.click("text=Usage operations");
     await page.locator('section[data-rule="too_far_in_future"]').getByText("e2e-future-1").waitFor();
+    await checkLag(page);
+    // Replayed with its cause unfixed: rejected again by the same rule, and still open.
+    const rejectedRow = page.locator('section[data-rule="too_far_in_future"] tr[data-event-id="e2e-future-1"]');
+    await rejectedRow.getByRole("button", { name: "Replay" }).click();
+    const verdict = rejectedRow.getByTestId("verdict");
+    await verdict.waitFor();
+    assert.equal(await verdict.getAttribute("data-outcome"), "rejected", "the replay's verdict");
+    assert.match(await verdict.textContent(), /too_far_in_future/);
     await page.screenshot({ path: path.join(output, "usage.png"), fullPage: true });
-    console.log("ok: a rejected event shown under its rule on the usage page");
+    await page.getByRole("button", { name: "Refresh the list" }).click();
+    await rejectedRow.getByText("(replayed 1×)").waitFor();
+    assert.match(cli("rejected", "list"), /e2e-future-1/, "still open for the CLI too");
+    console.log("ok: a rejected event shown under its rule on the usage page, replayed and rejected again (too_far_in_future)");
 
     await checkInvoiceFilters(page, customerId);
     await checkCatalog(page);
