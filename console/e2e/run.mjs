@@ -8,7 +8,11 @@
 // It signs in, opens a customer and its month-end invoice, checks every line
 // and total against `tally invoices show --output json` to the cent, issues a
 // credit note and sees it, then opens the portal with a customer token and
-// fails to read another customer. Screenshots go to test-output/.
+// fails to read another customer. On the way: the overview's MRR, ARR and
+// MRR movements against `tally finance mrr|movements`, a customer's usage per
+// meter per day against `tally usage show`, ingest's lag, and a rejected event
+// replayed (its cause unfixed: rejected again). Screenshots of every page go
+// to test-output/ (checked at the end; .ci/console-test prints the path).
 // Every wait is on a condition with a generous bound: never a fixed sleep.
 
 import { spawn, spawnSync, execFileSync } from "node:child_process";
@@ -387,6 +391,7 @@ async function main() {
     // Sign in.
     await page.goto(`${base}/`);
     await page.waitForURL(/\/sign-in\/$/);
+    await page.screenshot({ path: path.join(output, "sign-in.png"), fullPage: true });
     await page.fill("input[name=apiKey]", tallyDev.apiKey);
     await page.click("button[type=submit]");
     await page.getByRole("heading", { name: "Overview" }).waitFor();
@@ -400,6 +405,8 @@ async function main() {
 
     // A customer: Globex Labs (moved from Starter to Pro mid-month).
     await page.click("text=Customers");
+    await page.getByRole("link", { name: "Globex Labs" }).waitFor();
+    await page.screenshot({ path: path.join(output, "customers.png"), fullPage: true });
     await page.getByRole("link", { name: "Globex Labs" }).click();
     await page.getByTestId("invoices").waitFor();
     await page.getByTestId("live-cost").waitFor();
@@ -516,6 +523,12 @@ async function main() {
     await portal.getByRole("alert").getByText(/PermissionDenied/).waitFor();
     await portal.screenshot({ path: path.join(output, "portal-other-customer.png"), fullPage: true });
     console.log(`ok: the portal reads ${customerId} and is refused ${other.id}`);
+
+    // A screenshot of every page, for CI to keep and a person to look at.
+    const pages = ["sign-in", "overview", "customers", "customer", "invoice", "invoices-filtered", "catalog", "usage", "reconciliation", "portal"];
+    const missing = pages.filter((name) => !existsSync(path.join(output, `${name}.png`)));
+    assert.deepEqual(missing, [], "a screenshot of each page");
+    console.log(`ok: screenshots of ${pages.length} pages in ${output}`);
   } catch (error) {
     for (const [index, open] of browser.contexts().flatMap((context) => context.pages()).entries()) {
       await open.screenshot({ path: path.join(output, `failure-${index}.png`), fullPage: true }).catch(() => {});
