@@ -8,10 +8,9 @@ import { Choice, Loaded, Pager, Shell } from "@/components/ui";
 import { client, isCode } from "@/lib/client";
 import { formatTime } from "@/lib/format";
 import { FIRST_PAGE, currentToken, withNextToken } from "@/lib/paging";
+import { customerPage } from "@/lib/customers";
 import { step, useLoad } from "@/lib/useLoad";
 import { CustomerService, CustomerStatus, type Customer } from "@/gen/tally/invoicing/v1/customers_pb";
-
-const PAGE_SIZE = 50;
 
 const STATUSES: Array<[string, CustomerStatus]> = [
   ["all", CustomerStatus.UNSPECIFIED],
@@ -43,9 +42,9 @@ export default function CustomersPage() {
       );
       return found.customer ? [found.customer] : [];
     }
-    const response = await step("Listing customers", customers.listCustomers({ status, pageSize: PAGE_SIZE, pageToken: token }));
-    setPage((state) => withNextToken(state, response.nextPageToken));
-    return response.customers;
+    const answer = await step("Listing customers", customerPage(customers, status, token));
+    setPage((state) => withNextToken(state, answer.nextPageToken));
+    return answer.customers;
   }, [status, token, search]);
 
   function find(event: FormEvent) {
