@@ -13,6 +13,8 @@
 //!   link (and compare with heads exported earlier); [`head`] reads the head
 //!   to export, and [`HeadPublisher`] publishes each chain's head outside the
 //!   database as it moves;
+//! * [`ClockRecorder`] records the moves of a manual clock (`clock.advanced`,
+//!   `clock.set`);
 //! * [`AuditApi`] serves `tally.audit.v1.AuditService` for the chains a
 //!   process answers for.
 //!
@@ -20,6 +22,7 @@
 
 mod api;
 mod chain;
+mod clock;
 mod entry;
 mod error;
 mod mapping;
@@ -33,6 +36,7 @@ pub use chain::{
     BrokenLink, BrokenLinkKind, Head, Recorded, Verification, head, parse_head, record,
     record_many, verify, verify_against,
 };
+pub use clock::ClockRecorder;
 pub use entry::{Actor, Entry, GENESIS_HASH, Origin, canonical_json, current_trace_id};
 pub use error::AuditError;
 pub use publish::{HeadPublisher, HeadSink, LogSink};

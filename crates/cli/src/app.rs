@@ -385,7 +385,15 @@ pub async fn serve(kind: ServiceKind, config: Config) -> anyhow::Result<()> {
         kind.start(&handles, &shutdown)
             .await?
             .merge(audit_server(&handles, &[kind], &shutdown));
-    run_server(services, listener, &handles, shutdown).await
+    let clock_chain = kind.audit_chain().unwrap_or(tally_audit::Schema::Auth);
+    run_server(
+        services,
+        listener,
+        &handles,
+        (clock_chain, kind.name()),
+        shutdown,
+    )
+    .await
 }
 
 /// `AuditService` answering for the chains of `kinds` and `auth` (API keys,
@@ -427,17 +435,20 @@ fn require_peer_key(kind: ServiceKind, config: &Config, key: Option<&str>) -> an
 
 /// Serves `services` plus the clock service, authenticated by the key table
 /// in `pool`; health reports them ready only while `pool`'s database answers
-/// at the migrated version and their background tasks run.
+/// at the migrated version and their background tasks run. The clock's moves
+/// are audited in `clock_chain`'s chain as resource `clock` `<process>`.
 pub async fn run_server(
     services: GrpcServer,
     listener: server::BoundListener,
     handles: &Handles,
+    (clock_chain, process): (tally_audit::Schema, &str),
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let Handles {
         config,
         pool,
         clock,
+        ids,
         ..
     } = handles;
     let auth = if config.auth.enabled {
@@ -459,7 +470,16 @@ pub async fn run_server(
         AuthLayer::disabled()
     };
     let mut services = services
-        .merge(ClockApi::new(Arc::clone(clock)).grpc_server())
+        .merge(
+            ClockApi::new(Arc::clone(clock))
+                .with_moves(Arc::new(tally_audit::ClockRecorder::new(
+                    pool.clone(),
+                    Arc::clone(ids),
+                    clock_chain,
+                    process,
+                )))
+                .grpc_server(),
+        )
         .with_browser_origins(config.grpc.cors_allowed_origins.clone())
         .with_readiness(
             Readiness::default().with_database(pool.clone(), readiness::DEFAULT_DATABASE_TIMEOUT),

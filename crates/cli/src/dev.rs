@@ -282,7 +282,10 @@ async fn serve_everything(
     if demo {
         spawn_demo(&handles.config, &own_url, &key, &shutdown);
     }
-    run_server(services, listener, &handles, shutdown).await
+    // One process for every service: its clock's moves go to `auth`, the
+    // chain every process answers for.
+    let clock_chain = (tally_audit::Schema::Auth, "dev");
+    run_server(services, listener, &handles, clock_chain, shutdown).await
 }
 
 /// The file in the data directory that keeps the dev admin key.

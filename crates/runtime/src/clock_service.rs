@@ -1,4 +1,7 @@
 //! `tally.clock.v1.ClockService`: read the clock, and move it in dev and test.
+//! Every move goes through the process's [`ClockMoves`] (the audit log's
+//! `clock.advanced` / `clock.set`, given by the composition root: the runtime
+//! does not depend on the audit crate).
 
 use chrono::{DateTime, Utc};
 use tally_proto::clock::clock_service_server::{ClockService, ClockServiceServer};
@@ -10,20 +13,72 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
-use crate::clock::{ManualClock, SharedClock};
+use crate::clock::{Clock as _, ManualClock, SharedClock};
 use crate::error::ServiceError;
 use crate::server::GrpcServer;
+
+/// A move of the clock to record: who asked, what, from when to when.
+#[derive(Debug)]
+pub struct ClockMove<'a> {
+    /// The call's metadata and extensions (its key, `x-request-id`).
+    pub caller: &'a Request<()>,
+    /// `clock.advanced` or `clock.set`.
+    pub action: &'static str,
+    /// The clock before the move.
+    pub before: DateTime<Utc>,
+    /// Where the move takes it.
+    pub after: DateTime<Utc>,
+}
+
+/// The clock moves: what a move must be recorded with. The move is `apply`
+/// (the in-memory clock, which may refuse: then nothing is recorded).
+#[tonic::async_trait]
+pub trait ClockMoves: Send + Sync + std::fmt::Debug + 'static {
+    /// Records `change` and applies it with `apply`, both or neither (as far
+    /// as an in-memory clock allows: `apply` runs inside the record's
+    /// transaction, before its commit).
+    async fn record(
+        &self,
+        change: ClockMove<'_>,
+        apply: &(dyn Fn() -> Result<DateTime<Utc>, Status> + Send + Sync),
+    ) -> Result<DateTime<Utc>, Status>;
+}
+
+/// Moves the clock without recording anything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unrecorded;
+
+#[tonic::async_trait]
+impl ClockMoves for Unrecorded {
+    async fn record(
+        &self,
+        _change: ClockMove<'_>,
+        apply: &(dyn Fn() -> Result<DateTime<Utc>, Status> + Send + Sync),
+    ) -> Result<DateTime<Utc>, Status> {
+        apply()
+    }
+}
 
 /// Serves the process clock.
 #[derive(Debug, Clone)]
 pub struct ClockApi {
     clock: SharedClock,
+    moves: std::sync::Arc<dyn ClockMoves>,
 }
 
 impl ClockApi {
-    /// A service over `clock`.
+    /// A service over `clock` whose moves are not recorded.
     pub fn new(clock: SharedClock) -> Self {
-        Self { clock }
+        Self {
+            clock,
+            moves: std::sync::Arc::new(Unrecorded),
+        }
+    }
+
+    /// Records every move with `moves`.
+    pub fn with_moves(mut self, moves: std::sync::Arc<dyn ClockMoves>) -> Self {
+        self.moves = moves;
+        self
     }
 
     /// This service, ready to merge into a service's [`GrpcServer`].
@@ -81,8 +136,9 @@ impl ClockService for ClockApi {
         request: Request<AdvanceTimeRequest>,
     ) -> Result<Response<AdvanceTimeResponse>, Status> {
         let manual = self.manual()?;
-        let duration = request
-            .into_inner()
+        let (metadata, extensions, message) = request.into_parts();
+        let caller = Request::from_parts(metadata, extensions, ());
+        let duration = message
             .duration
             .ok_or_else(|| invalid("duration", "required", "is required"))?;
         let duration = chrono::Duration::seconds(duration.seconds)
@@ -90,9 +146,19 @@ impl ClockService for ClockApi {
         if duration <= chrono::Duration::zero() {
             return Err(invalid("duration", "must_be_positive", "must be positive"));
         }
-        let now = manual
-            .advance(duration)
-            .map_err(|error| invalid("duration", "clock_moves_forward", error.to_string()))?;
+        let before = manual.now();
+        let change = ClockMove {
+            caller: &caller,
+            action: "clock.advanced",
+            before,
+            after: before + duration,
+        };
+        let apply = || {
+            manual
+                .advance(duration)
+                .map_err(|error| invalid("duration", "clock_moves_forward", error.to_string()))
+        };
+        let now = self.moves.record(change, &apply).await?;
         tracing::info!(%now, "clock advanced");
         Ok(Response::new(AdvanceTimeResponse {
             now: Some(chrono_to_timestamp(now)),
@@ -104,10 +170,21 @@ impl ClockService for ClockApi {
         request: Request<SetTimeRequest>,
     ) -> Result<Response<SetTimeResponse>, Status> {
         let manual = self.manual()?;
-        let instant = timestamp_to_chrono(request.into_inner().time, "time")?;
-        let now = manual
-            .set(instant)
-            .map_err(|error| invalid("time", "clock_moves_forward", error.to_string()))?;
+        let (metadata, extensions, message) = request.into_parts();
+        let caller = Request::from_parts(metadata, extensions, ());
+        let instant = timestamp_to_chrono(message.time, "time")?;
+        let change = ClockMove {
+            caller: &caller,
+            action: "clock.set",
+            before: manual.now(),
+            after: instant,
+        };
+        let apply = || {
+            manual
+                .set(instant)
+                .map_err(|error| invalid("time", "clock_moves_forward", error.to_string()))
+        };
+        let now = self.moves.record(change, &apply).await?;
         tracing::info!(%now, "clock set");
         Ok(Response::new(SetTimeResponse {
             now: Some(chrono_to_timestamp(now)),

@@ -5,6 +5,7 @@
 
 mod api;
 mod chain;
+mod clock;
 mod publish;
 mod tamper;
 
