@@ -347,3 +347,63 @@ async fn the_rpc_refuses_an_unknown_table_a_bad_day_and_answers_each_day() {
         [("2026-12-01", 2, false), ("2026-12-02", 1, false)]
     );
 }
+
+/// `jobs.get` answering DONE; the first time, the stream exports the day's
+/// last row meanwhile (as if its append had landed while the load ran).
+struct ExportsARowWhileLoading {
+    url: String,
+    once: std::sync::atomic::AtomicBool,
+}
+
+impl wiremock::Respond for ExportsARowWhileLoading {
+    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
+        if !self.once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let url = self.url.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                        sqlx::query(
+                            "UPDATE export.rows SET stream_name = 's', stream_offset = seq, \
+                             exported_at = now() WHERE row_key = 'ievt_4'",
+                        )
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                        pool.close().await;
+                    });
+            })
+            .join()
+            .unwrap();
+        }
+        done(None)
+    }
+}
+
+#[tokio::test]
+async fn a_row_exported_while_the_day_loads_makes_it_load_again() {
+    let server = MockServer::start().await;
+    let (db, backfill) = setup(&server).await;
+    inserts(&server, inserted(), 1, inserted()).await;
+    Mock::given(method("GET"))
+        .and(path_regex(JOBS))
+        .respond_with(ExportsARowWhileLoading {
+            url: db.url.clone(),
+            once: std::sync::atomic::AtomicBool::new(false),
+        })
+        .mount(&server)
+        .await;
+    let done = backfill
+        .run(INVOICES, day("2026-12-01"), day("2026-12-01"), 0)
+        .await
+        .unwrap();
+    assert_eq!(done[0].rows, 3);
+    let sent = uploads(&server).await;
+    assert_eq!(sent.len(), 2);
+    assert!(!sent[0].contains("inv_4") && sent[1].contains("inv_4"));
+    assert!(sent[1].contains(&format!("\"jobId\":\"{}\"", done[0].job_id)));
+    assert!(!sent[0].contains(&format!("\"jobId\":\"{}\"", done[0].job_id)));
+}
