@@ -11,7 +11,7 @@
 // fails to read another customer. On the way: the overview's MRR, ARR and
 // MRR movements against `tally finance mrr|movements`, a customer's usage per
 // meter per day against `tally usage show`, ingest's lag, and a rejected event
-// replayed (its cause unfixed: rejected again). Screenshots of every page go
+// replayed (its cause unfixed: rejected again; its cause fixed: accepted). Screenshots of every page go
 // to test-output/ (checked at the end; .ci/console-test prints the path).
 // Every wait is on a condition with a generous bound: never a fixed sleep.
 
@@ -495,6 +495,27 @@ async function main() {
     await rejectedRow.getByText("(replayed 1×)").waitFor();
     assert.match(cli("rejected", "list"), /e2e-future-1/, "still open for the CLI too");
     console.log("ok: a rejected event shown under its rule on the usage page, replayed and rejected again (too_far_in_future)");
+
+    // Replayed after its cause is fixed: 20 minutes ahead of the service clock is too far;
+    // once the clock has moved an hour it is not, and the replay is accepted and resolved.
+    const [now] = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/.exec(cli("clock", "show"));
+    const soon = new Date(Date.parse(now) + 20 * 60_000).toISOString().replace(/\.000Z$/, "Z");
+    const soonEvent = { id: "e2e-soon-1", customerId, eventType: "llm_tokens", timestamp: soon, properties: { tokens: "10" } };
+    writeFileSync(bad, `${JSON.stringify(soonEvent)}\n`);
+    spawnSync(tally, ["events", "send", "--file", bad], { env: cliEnv, encoding: "utf8" });
+    await until(() => cli("rejected", "list").includes("e2e-soon-1"), "the early event rejected");
+    cli("clock", "advance", "1h");
+    await page.getByRole("button", { name: "Refresh the list" }).click();
+    const soonRow = page.locator('section[data-rule="too_far_in_future"] tr[data-event-id="e2e-soon-1"]');
+    await soonRow.getByRole("button", { name: "Replay" }).click();
+    await soonRow.getByTestId("verdict").waitFor();
+    assert.equal(await soonRow.getByTestId("verdict").getAttribute("data-outcome"), "accepted", "replayed once the clock caught up");
+    await page.screenshot({ path: path.join(output, "usage-replayed.png"), fullPage: true });
+    await page.getByRole("button", { name: "Refresh the list" }).click();
+    await eventually(async () => (await soonRow.count()) === 0 || "the accepted event is still in the open list");
+    await rejectedRow.waitFor();
+    assert.doesNotMatch(cli("rejected", "list"), /e2e-soon-1/, "resolved for the CLI too");
+    console.log(`ok: an event rejected as ${soon} (ahead of ${now}) replayed after the clock moved: accepted and resolved`);
 
     await checkInvoiceFilters(page, customerId);
     await checkCatalog(page);
