@@ -1,19 +1,29 @@
 //! The two consumers that feed the ledger: `invoice-events` (finalized,
-//! voided, credit notes) and `payment-events` (payments and refunds). Each
-//! message is applied in one database transaction with its inbox record, so
-//! a redelivery changes nothing; every transaction it posts has an id
-//! derived from the fact, so a replay of the topic from the start changes
-//! nothing either.
+//! voided, credit notes) and `payment-events` (payments and refunds), each a
+//! `tally_bus::batch::BatchConsumer`. A delivered batch is applied in **one
+//! database transaction** — every message's inbox record, its fact, its
+//! transactions and entries, in delivery order — and acked after the commit;
+//! when the batch fails the bus applies its messages one by one, so one bad
+//! fact cannot hold back the others. A redelivery changes nothing (the
+//! inbox), and every transaction posted has an id derived from the fact, so
+//! a replay of the topic from the start changes nothing either.
+//!
+//! `invoice-events` is ordered and consumed in lanes by ordering key
+//! (`Lanes::ByOrderingKey`: a key's messages stay in one lane, in order), so
+//! a void comes after its finalization; a void whose finalization is not
+//! booked (it failed and waits for redelivery) is retried, never applied
+//! without it. `payment-events` is unordered (`Lanes::Shared`).
 //!
 //! The booking itself is `crate::books`, shared with the rebuild.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use prost::Message as _;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tally_bus::Message;
-use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::batch::BatchHandler;
+use tally_bus::consumer::HandlerError;
 use tally_bus::inbox::{self, ServiceSchema};
 use tally_domain::finance::RecognitionPolicy;
 use tally_proto::events::{InvoiceEvent, PaymentEvent, invoice_event, payment_event};
@@ -22,11 +32,19 @@ use tally_runtime::SharedClock;
 use crate::books::{self, Booked};
 use crate::error::FinanceServiceError;
 use crate::facts;
+use crate::journal::store::facts as stored_facts;
 
 /// The bus message type on `invoice-events`.
 pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
 /// The bus message type on `payment-events`.
 pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
+
+/// Most messages the ledger consumers apply in one transaction.
+pub const LEDGER_BATCH_MESSAGES: usize = 100;
+
+/// Batches each ledger consumer applies at once (each its own transaction
+/// and database connection).
+pub const LEDGER_BATCHES_IN_FLIGHT: usize = 3;
 
 /// What both consumers need.
 #[derive(Debug, Clone)]
@@ -61,6 +79,49 @@ pub(crate) fn check_type(message: &Message, expected: &str) -> Result<(), Handle
     Ok(())
 }
 
+/// Records `message_id` in the inbox of `subscription` in the caller's
+/// transaction; `false` when the inbox already had it (a redelivery: skip
+/// its effect).
+async fn record_first(
+    connection: &mut sqlx::PgConnection,
+    subscription: &str,
+    message_id: &str,
+) -> Result<bool, HandlerError> {
+    inbox::record_once(connection, ServiceSchema::Finance, subscription, message_id)
+        .await
+        .map_err(|error| classify(error.into()))
+}
+
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError> {
+    pool.begin().await.map_err(|error| classify(error.into()))
+}
+
+async fn commit(
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+) -> Result<(), HandlerError> {
+    transaction
+        .commit()
+        .await
+        .map_err(|error| classify(error.into()))
+}
+
+/// The decoded event of a message of `expected` type, or why it is poison.
+fn decode_event<T: prost::Message + Default>(
+    message: &Message,
+    expected: &str,
+) -> Result<T, String> {
+    if message.message_type != expected || message.type_version != 1 {
+        return Err(format!(
+            "expected {expected} version 1, got {:?} version {}",
+            message.message_type, message.type_version
+        ));
+    }
+    T::decode(message.payload.as_slice()).map_err(|error| {
+        let name = expected.rsplit('.').next().unwrap_or(expected);
+        format!("undecodable {name}: {error}")
+    })
+}
+
 /// A transaction holding the inbox record of `message_id` for
 /// `subscription`, or `None` when the inbox already had it (a redelivery:
 /// skip the effect and ack).
@@ -80,6 +141,54 @@ pub(crate) async fn first_delivery(
     .await
     .map_err(database)?;
     Ok(first.then_some(transaction))
+}
+
+/// One of the ledger's two consumers: where it records its inbox, and how
+/// it books one event in a batch's transaction.
+#[async_trait]
+trait Booking: Sync {
+    type Event: Sync;
+
+    /// The ledger and the subscription whose inbox records the messages.
+    fn target(&self) -> (&Ledger, &str);
+
+    /// Books one event in the batch's transaction.
+    async fn book(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        event: &Self::Event,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError>;
+}
+
+/// Applies decoded events (message id, event), in the order given, in one
+/// transaction: each message's inbox record, then its booking (skipped for
+/// a message the inbox had). Returns how many were new; any failure rolls
+/// the whole batch back.
+async fn apply_in_one_transaction<H: Booking>(
+    handler: &H,
+    events: &[(&str, &H::Event)],
+) -> Result<usize, HandlerError> {
+    let (ledger, subscription) = handler.target();
+    let mut transaction = begin(&ledger.pool).await?;
+    let now = ledger.clock.now();
+    let mut applied = 0;
+    for (message_id, event) in events {
+        if record_first(&mut transaction, subscription, message_id).await? {
+            handler.book(&mut transaction, event, now).await?;
+            applied += 1;
+        }
+    }
+    commit(transaction).await?;
+    Ok(applied)
+}
+
+/// A delivered batch as `apply_all` takes it.
+fn borrowed<E>(items: &[(String, E)]) -> Vec<(&str, &E)> {
+    items
+        .iter()
+        .map(|(id, event)| (id.as_str(), event))
+        .collect()
 }
 
 /// Applies `invoice-events`.
@@ -104,65 +213,93 @@ impl InvoiceEventsHandler {
         message_id: &str,
         event: &InvoiceEvent,
     ) -> Result<bool, HandlerError> {
-        let Some(mut transaction) =
-            first_delivery(&self.ledger.pool, &self.subscription, message_id).await?
-        else {
-            return Ok(false);
-        };
-        let now = self.ledger.clock.now();
+        Ok(self.apply_all(&[(message_id, event)]).await? == 1)
+    }
+
+    /// Applies decoded events (message id, event), in the order given, in
+    /// one transaction; returns how many were new (not in the inbox yet).
+    /// Any failure rolls the whole batch back.
+    pub async fn apply_all(&self, events: &[(&str, &InvoiceEvent)]) -> Result<usize, HandlerError> {
+        apply_in_one_transaction(self, events).await
+    }
+}
+
+#[async_trait]
+impl Booking for InvoiceEventsHandler {
+    type Event = InvoiceEvent;
+
+    fn target(&self) -> (&Ledger, &str) {
+        (&self.ledger, &self.subscription)
+    }
+
+    /// Books one event in the batch's transaction.
+    async fn book(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        event: &InvoiceEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
         let booked = match &event.kind {
             Some(invoice_event::Kind::Finalized(_)) => {
                 Booked::InvoiceFinalized(facts::invoice_finalized(event).map_err(poison)?)
             }
             Some(invoice_event::Kind::Voided(_)) => {
-                Booked::InvoiceVoided(facts::invoice_voided(event).map_err(poison)?)
+                let fact = facts::invoice_voided(event).map_err(poison)?;
+                let kept = stored_facts::invoice_kept(&mut *connection, fact.invoice.as_str())
+                    .await
+                    .map_err(classify)?;
+                if !kept {
+                    // Its finalization failed and waits for redelivery: the
+                    // void would reverse nothing and be lost.
+                    return Err(HandlerError::Retry(format!(
+                        "the void of {} came before its finalization was booked",
+                        fact.invoice
+                    )));
+                }
+                Booked::InvoiceVoided(fact)
             }
             Some(invoice_event::Kind::CreditNoteIssued(issued)) => {
                 Booked::CreditNoteIssued(facts::credit_note_issued(event, issued).map_err(poison)?)
             }
             // Paid and uncollectible change nothing in the books: the payment
             // events carry the cash, and a write-off is a credit note.
-            Some(_) => {
-                transaction
-                    .commit()
-                    .await
-                    .map_err(|error| classify(error.into()))?;
-                return Ok(true);
-            }
+            Some(_) => return Ok(()),
             None => return Err(poison("InvoiceEvent without a kind")),
         };
-        books::record_and_book(&mut transaction, &booked, self.ledger.policy, now)
+        books::record_and_book(&mut *connection, &booked, self.ledger.policy, now)
             .await
             .map_err(classify)?;
         // What analytics keeps of invoices (MRR's fees) is not in the books.
         match &booked {
             Booked::InvoiceFinalized(_) => {
-                crate::analytics::fees::record_finalized(&mut transaction, event)
+                crate::analytics::fees::record_finalized(&mut *connection, event)
                     .await
                     .map_err(classify)?;
             }
             Booked::InvoiceVoided(fact) => {
-                crate::analytics::fees::forget_voided(&mut transaction, fact.invoice.as_str())
+                crate::analytics::fees::forget_voided(&mut *connection, fact.invoice.as_str())
                     .await
                     .map_err(classify)?;
             }
             _ => {}
         }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| classify(error.into()))?;
-        Ok(true)
+        Ok(())
     }
 }
 
 #[async_trait]
-impl MessageHandler for InvoiceEventsHandler {
-    async fn handle(&self, message: &Message, _delivery_attempt: u32) -> Result<(), HandlerError> {
-        check_type(message, INVOICE_EVENT_TYPE)?;
-        let event = InvoiceEvent::decode(message.payload.as_slice())
-            .map_err(|error| poison(format!("undecodable InvoiceEvent: {error}")))?;
-        self.apply(&message.id, &event).await.map(|_| ())
+impl BatchHandler for InvoiceEventsHandler {
+    type Item = (String, InvoiceEvent);
+
+    fn decode(&self, message: &Message) -> Result<Self::Item, String> {
+        Ok((
+            message.id.clone(),
+            decode_event(message, INVOICE_EVENT_TYPE)?,
+        ))
+    }
+
+    async fn handle(&self, items: Vec<Self::Item>) -> Result<(), HandlerError> {
+        self.apply_all(&borrowed(&items)).await.map(|_| ())
     }
 }
 
@@ -188,12 +325,32 @@ impl PaymentEventsHandler {
         message_id: &str,
         event: &PaymentEvent,
     ) -> Result<bool, HandlerError> {
-        let Some(mut transaction) =
-            first_delivery(&self.ledger.pool, &self.subscription, message_id).await?
-        else {
-            return Ok(false);
-        };
-        let now = self.ledger.clock.now();
+        Ok(self.apply_all(&[(message_id, event)]).await? == 1)
+    }
+
+    /// Applies decoded events (message id, event), in the order given, in
+    /// one transaction; returns how many were new (not in the inbox yet).
+    /// Any failure rolls the whole batch back.
+    pub async fn apply_all(&self, events: &[(&str, &PaymentEvent)]) -> Result<usize, HandlerError> {
+        apply_in_one_transaction(self, events).await
+    }
+}
+
+#[async_trait]
+impl Booking for PaymentEventsHandler {
+    type Event = PaymentEvent;
+
+    fn target(&self) -> (&Ledger, &str) {
+        (&self.ledger, &self.subscription)
+    }
+
+    /// Books one event in the batch's transaction.
+    async fn book(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        event: &PaymentEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
         let booked = match &event.kind {
             Some(payment_event::Kind::Succeeded(succeeded)) => Booked::PaymentSucceeded(
                 facts::payment_succeeded(event, succeeded).map_err(poison)?,
@@ -202,32 +359,27 @@ impl PaymentEventsHandler {
                 Booked::RefundSucceeded(facts::refund_succeeded(event, refunded).map_err(poison)?)
             }
             // Failures, dunning steps and disputes move no money in the books.
-            Some(_) => {
-                transaction
-                    .commit()
-                    .await
-                    .map_err(|error| classify(error.into()))?;
-                return Ok(true);
-            }
+            Some(_) => return Ok(()),
             None => return Err(poison("PaymentEvent without a kind")),
         };
-        books::record_and_book(&mut transaction, &booked, self.ledger.policy, now)
+        books::record_and_book(connection, &booked, self.ledger.policy, now)
             .await
-            .map_err(classify)?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| classify(error.into()))?;
-        Ok(true)
+            .map_err(classify)
     }
 }
 
 #[async_trait]
-impl MessageHandler for PaymentEventsHandler {
-    async fn handle(&self, message: &Message, _delivery_attempt: u32) -> Result<(), HandlerError> {
-        check_type(message, PAYMENT_EVENT_TYPE)?;
-        let event = PaymentEvent::decode(message.payload.as_slice())
-            .map_err(|error| poison(format!("undecodable PaymentEvent: {error}")))?;
-        self.apply(&message.id, &event).await.map(|_| ())
+impl BatchHandler for PaymentEventsHandler {
+    type Item = (String, PaymentEvent);
+
+    fn decode(&self, message: &Message) -> Result<Self::Item, String> {
+        Ok((
+            message.id.clone(),
+            decode_event(message, PAYMENT_EVENT_TYPE)?,
+        ))
+    }
+
+    async fn handle(&self, items: Vec<Self::Item>) -> Result<(), HandlerError> {
+        self.apply_all(&borrowed(&items)).await.map(|_| ())
     }
 }

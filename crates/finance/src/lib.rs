@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tally_bus::consumer::{Consumer, MessageHandler};
+use tally_bus::batch::{BatchConsumer, BatchSettings, Lanes};
+use tally_bus::consumer::Consumer;
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_domain::finance::RecognitionPolicy;
 use tally_proto::finance::analytics_service_server::AnalyticsServiceServer;
@@ -136,46 +137,56 @@ impl Finance {
         )
     }
 
-    /// Starts the three consumers and the recognition job; they stop on `shutdown`.
+    /// Starts the three consumers and the recognition job; they stop on
+    /// `shutdown`. The ledger's two consumers apply batches (see
+    /// [`consumers`]): `invoice-events` in lanes by ordering key, so a key's
+    /// messages keep their order; `payment-events` unordered.
     pub fn spawn_background(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let [invoice_events, payment_events, subscription_events] =
             subscriptions(self.deps.max_delivery_attempts);
-        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 3] = [
-            (
-                invoice_events,
-                Arc::new(InvoiceEventsHandler::new(
-                    Arc::clone(&self.ledger),
-                    INVOICE_EVENTS_SUBSCRIPTION,
-                )),
-            ),
-            (
-                payment_events,
-                Arc::new(PaymentEventsHandler::new(
-                    Arc::clone(&self.ledger),
-                    PAYMENT_EVENTS_SUBSCRIPTION,
-                )),
-            ),
-            (
-                subscription_events,
-                Arc::new(SubscriptionEventsHandler::new(
-                    Arc::clone(&self.ledger),
-                    SUBSCRIPTION_EVENTS_SUBSCRIPTION,
-                )),
-            ),
+        let bus = &self.deps.bus;
+        let batches = |lanes| {
+            BatchSettings::new(
+                consumers::LEDGER_BATCH_MESSAGES,
+                consumers::LEDGER_BATCHES_IN_FLIGHT,
+                lanes,
+            )
+        };
+        let invoices = BatchConsumer::new(
+            Arc::clone(bus),
+            invoice_events,
+            batches(Lanes::ByOrderingKey),
+            InvoiceEventsHandler::new(Arc::clone(&self.ledger), INVOICE_EVENTS_SUBSCRIPTION),
+        );
+        let payments = BatchConsumer::new(
+            Arc::clone(bus),
+            payment_events,
+            batches(Lanes::Shared),
+            PaymentEventsHandler::new(Arc::clone(&self.ledger), PAYMENT_EVENTS_SUBSCRIPTION),
+        );
+        let snapshots = Consumer::new(
+            Arc::clone(bus),
+            subscription_events,
+            Arc::new(SubscriptionEventsHandler::new(
+                Arc::clone(&self.ledger),
+                SUBSCRIPTION_EVENTS_SUBSCRIPTION,
+            )),
+        );
+        let stop = || shutdown.clone();
+        let mut tasks = vec![
+            spawn_consumer(INVOICE_EVENTS_SUBSCRIPTION, {
+                let stop = stop();
+                async move { invoices.run(stop).await }
+            }),
+            spawn_consumer(PAYMENT_EVENTS_SUBSCRIPTION, {
+                let stop = stop();
+                async move { payments.run(stop).await }
+            }),
+            spawn_consumer(SUBSCRIPTION_EVENTS_SUBSCRIPTION, {
+                let stop = stop();
+                async move { snapshots.run(stop).await }
+            }),
         ];
-        let mut tasks: Vec<JoinHandle<()>> = handlers
-            .into_iter()
-            .map(|(config, handler)| {
-                let name = config.name.clone();
-                let consumer = Consumer::new(Arc::clone(&self.deps.bus), config, handler);
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = consumer.run(shutdown).await {
-                        tracing::error!(%error, subscription = %name, "a finance consumer stopped");
-                    }
-                })
-            })
-            .collect();
         let job = RecognitionJob::new(
             self.deps.pool.clone(),
             Arc::clone(&self.deps.clock),
@@ -184,6 +195,18 @@ impl Finance {
         tasks.push(tokio::spawn(job.run(shutdown.clone())));
         tasks
     }
+}
+
+/// Runs a consumer, logging why it stopped if it stopped on an error.
+fn spawn_consumer(
+    subscription: &'static str,
+    running: impl Future<Output = Result<(), BusError>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = running.await {
+            tracing::error!(%error, subscription, "a finance consumer stopped");
+        }
+    })
 }
 
 fn subscriptions(max_delivery_attempts: u32) -> [SubscriptionConfig; 3] {

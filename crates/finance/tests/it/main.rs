@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod audit;
+mod batches;
 mod ledger;
 mod mrr;
 mod mrr_support;

@@ -31,7 +31,7 @@ fn size(name: &str, default: usize) -> usize {
 
 /// Customer `n`'s December invoice (November's usage in arrears, December's
 /// fee in advance) and its payment.
-fn month_of(n: usize) -> (InvoiceEvent, PaymentEvent) {
+pub(crate) fn month_of(n: usize) -> (InvoiceEvent, PaymentEvent) {
     let id = format!("inv_{n:06}");
     let customer = format!("cus_{n:06}");
     let usage = format!("{}.{:02}", 10 + n % 90, n % 100);

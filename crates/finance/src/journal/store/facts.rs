@@ -96,3 +96,17 @@ pub async fn mark_invoice_voided(
         .await?;
     Ok(())
 }
+
+/// Whether the finalization of `invoice_id` is booked (`finance.invoices`
+/// keeps it): a void needs it.
+pub async fn invoice_kept(
+    connection: &mut PgConnection,
+    invoice_id: &str,
+) -> Result<bool, FinanceServiceError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM finance.invoices WHERE invoice_id = $1)")
+            .bind(invoice_id)
+            .fetch_one(&mut *connection)
+            .await?,
+    )
+}
