@@ -208,21 +208,7 @@ impl ServiceKind {
                     .with_background_tasks(tasks)
             }
             ServiceKind::Connectors => {
-                let connectors =
-                    tally_connectors::Connectors::start(tally_connectors::ConnectorsDeps {
-                        pool: handles.pool.clone(),
-                        bus: Arc::clone(&handles.bus),
-                        clock: Arc::clone(&handles.clock),
-                        config: handles.config.connectors.clone(),
-                        orb_api_key: tally_connectors::OrbApiKey::from_env(),
-                        max_delivery_attempts: handles.config.bus.max_delivery_attempts,
-                    })
-                    .await
-                    .context("starting connectors")?;
-                let tasks = connectors.spawn_background(shutdown);
-                connectors
-                    .grpc_server(max_message_bytes)
-                    .with_background_tasks(tasks)
+                start_connectors(handles, shutdown, max_message_bytes).await?
             }
             ServiceKind::Export => {
                 // Without `export.project_id` only `ExportService` serves
@@ -243,6 +229,41 @@ impl ServiceKind {
             }
         })
     }
+}
+
+/// Starts connectors, and its Orb webhook listener when
+/// `connectors.orb_webhook_listen_addr` is set.
+async fn start_connectors(
+    handles: &Handles,
+    shutdown: &Shutdown,
+    max_message_bytes: usize,
+) -> anyhow::Result<GrpcServer> {
+    let connectors = tally_connectors::Connectors::start(tally_connectors::ConnectorsDeps {
+        pool: handles.pool.clone(),
+        bus: Arc::clone(&handles.bus),
+        clock: Arc::clone(&handles.clock),
+        config: handles.config.connectors.clone(),
+        orb_api_key: tally_connectors::OrbApiKey::from_env(),
+        max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+    })
+    .await
+    .context("starting connectors")?;
+    let mut tasks = connectors.spawn_background(shutdown);
+    if let Some(address) = handles.config.connectors.orb_webhook_listen_addr {
+        let listener = bind_webhooks(
+            address,
+            "pick another with connectors.orb_webhook_listen_addr \
+             (TALLY_CONNECTORS__ORB_WEBHOOK_LISTEN_ADDR)",
+        )
+        .await?;
+        let (_, task) = connectors
+            .spawn_webhook_listener_on(listener, shutdown)
+            .context("serving the Orb webhook endpoint")?;
+        tasks.push(task);
+    }
+    Ok(connectors
+        .grpc_server(max_message_bytes)
+        .with_background_tasks(tasks))
 }
 
 /// How `tally serve` says to move the webhook endpoint to another port.

@@ -4,6 +4,8 @@
 //! The Orb API key is not here: it comes only from the `ORB_API_KEY`
 //! environment variable, so it can never end up in a config file or a dump.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
@@ -28,6 +30,10 @@ pub struct ConnectorsConfig {
     pub orb_retry_max_delay_ms: u64,
     /// An Orb request that takes longer is abandoned and retried.
     pub orb_request_timeout_ms: u64,
+    /// Where `tally serve connectors` listens for Orb's webhooks
+    /// (`POST /webhooks/orb`); unset, no listener is bound. The signing
+    /// secret comes only from `ORB_WEBHOOK_SECRET`.
+    pub orb_webhook_listen_addr: Option<SocketAddr>,
 }
 
 impl Default for ConnectorsConfig {
@@ -39,6 +45,7 @@ impl Default for ConnectorsConfig {
             orb_retry_base_delay_ms: 500,
             orb_retry_max_delay_ms: 30_000,
             orb_request_timeout_ms: 30_000,
+            orb_webhook_listen_addr: None,
         }
     }
 }
