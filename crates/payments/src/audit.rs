@@ -93,3 +93,31 @@ pub(crate) async fn record_webhook_change(
         .after(after);
     record(connection, entry).await
 }
+
+/// After dunning took `action` on `payment` (step `payment.dunning_step`):
+/// `payment.dunning_retried` (the outcome is the status after) or
+/// `payment.dunning_gave_up`, by `dunning`, with the payment before and after.
+pub(crate) async fn record_dunning_step(
+    connection: &mut PgConnection,
+    core: &Core,
+    (action, payment): (crate::core::DunningAction, &PaymentRow),
+    before: Value,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentsError> {
+    let name = match action {
+        crate::core::DunningAction::Retry => "payment.dunning_retried",
+        crate::core::DunningAction::GiveUp => "payment.dunning_gave_up",
+    };
+    let origin = Origin::system("dunning");
+    let comment = format!(
+        "step {}, attempt {}: {}",
+        payment.dunning_step,
+        payment.attempt_count,
+        payment.status.as_str()
+    );
+    let entry = Entry::minted(&*core.ids, now, name, ("payment", &payment.id), &origin)
+        .comment(comment)
+        .before(before)
+        .after(payment_state(payment));
+    record(connection, entry).await
+}

@@ -71,8 +71,20 @@ impl Dunning {
             else {
                 continue;
             };
+            let before = crate::audit::payment_state(&payment);
             match self.step(&mut transaction, &mut payment, now).await {
-                Ok(()) => {
+                Ok(taken_step) => {
+                    if let Some(action) = taken_step {
+                        // Last in the transaction: the chain's lock after every other.
+                        crate::audit::record_dunning_step(
+                            &mut transaction,
+                            &self.core,
+                            (action, &payment),
+                            before,
+                            now,
+                        )
+                        .await?;
+                    }
                     transaction.commit().await?;
                     taken += 1;
                 }
@@ -86,12 +98,13 @@ impl Dunning {
         }
     }
 
+    /// Takes `payment`'s next dunning step, if any; the action taken.
     async fn step(
         &self,
         connection: &mut sqlx::PgConnection,
         payment: &mut PaymentRow,
         now: DateTime<Utc>,
-    ) -> Result<(), PaymentsError> {
+    ) -> Result<Option<DunningAction>, PaymentsError> {
         let first_failed_at = payment.first_failed_at.unwrap_or(now);
         let Some((action, _)) = self
             .core
@@ -100,12 +113,12 @@ impl Dunning {
         else {
             payment.next_retry_at = None;
             store::update_payment(connection, payment).await?;
-            return Ok(());
+            return Ok(None);
         };
         let Some(stripe_invoice_id) = payment.stripe_invoice_id.clone() else {
             payment.next_retry_at = None;
             store::update_payment(connection, payment).await?;
-            return Ok(());
+            return Ok(None);
         };
         payment.dunning_step += 1;
         let step = payment.dunning_step;
@@ -140,7 +153,7 @@ impl Dunning {
                                 now,
                             )
                             .await?;
-                        return Ok(());
+                        return Ok(Some(action));
                     }
                     Ok(_) => {}
                     Err(error) if error.is_transient() => return Err(error.into()),
@@ -150,7 +163,7 @@ impl Dunning {
                         tracing::error!(payment_id = %payment.id, %error, "Stripe refused to mark the invoice uncollectible; dunning stopped");
                         payment.next_retry_at = None;
                         store::update_payment(connection, payment).await?;
-                        return Ok(());
+                        return Ok(Some(action));
                     }
                 }
                 self.step_event(connection, payment, step, action, first_failed_at, now)
@@ -165,7 +178,7 @@ impl Dunning {
                     .await?;
             }
         }
-        Ok(())
+        Ok(Some(action))
     }
 
     async fn step_event(

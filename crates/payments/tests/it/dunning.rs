@@ -140,6 +140,68 @@ async fn dunning_retries_on_schedule_then_gives_up() {
     // Nothing further is scheduled.
     harness.clock.advance(Days::days(30)).unwrap();
     assert_eq!(scheduler.run_due_steps().await.unwrap(), 0);
+
+    // Each step taken is one audit entry by `dunning`, the payment before and after.
+    let steps = dunning_entries(&harness).await;
+    let listed: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|entry| {
+            (
+                entry.action.as_str(),
+                entry.actor_id.as_str(),
+                entry.comment.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                "payment.dunning_retried",
+                "dunning",
+                "step 1, attempt 2: failed"
+            ),
+            (
+                "payment.dunning_retried",
+                "dunning",
+                "step 2, attempt 3: failed"
+            ),
+            (
+                "payment.dunning_gave_up",
+                "dunning",
+                "step 3, attempt 3: uncollectible"
+            ),
+        ]
+    );
+    let state = |text: Option<&String>| -> serde_json::Value {
+        serde_json::from_str(text.unwrap()).unwrap()
+    };
+    assert_eq!(state(steps[2].before_state.as_ref())["status"], "failed");
+    assert_eq!(
+        state(steps[2].after_state.as_ref())["status"],
+        "uncollectible"
+    );
+    for entry in &steps {
+        assert_eq!(entry.resource_id, payment.id);
+    }
+}
+
+/// Payments' audit entries of dunning steps, oldest first.
+async fn dunning_entries(harness: &Harness) -> Vec<tally_audit::StoredEntry> {
+    let filter = tally_audit::Filter {
+        actor_id: Some("dunning".into()),
+        ..Default::default()
+    };
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[tally_audit::Schema::Payments],
+        &filter,
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    entries
 }
 
 #[tokio::test]
@@ -163,6 +225,13 @@ async fn a_successful_retry_ends_dunning() {
     );
     harness.clock.advance(Days::days(10)).unwrap();
     assert_eq!(dunning(&harness).run_due_steps().await.unwrap(), 0);
+    let steps = dunning_entries(&harness).await;
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].action, "payment.dunning_retried");
+    assert_eq!(
+        steps[0].comment.as_deref(),
+        Some("step 1, attempt 2: succeeded")
+    );
 }
 
 #[tokio::test]
