@@ -308,7 +308,7 @@ impl PubSubBus {
         subscription: &str,
         max_outstanding: Option<usize>,
     ) -> Result<Box<dyn MessageStream>, BusError> {
-        let ordered = self.is_ordered(subscription).await;
+        let (ordered, ack_deadline) = self.delivery_settings(subscription).await;
         let stream: Box<dyn MessageStream> = match (self.pull_mode, &self.emulator_host) {
             (PullMode::Unary, Some(host)) => {
                 let rest = unary::RestSubscription::new(
@@ -324,7 +324,7 @@ impl PubSubBus {
                     rest,
                     ordered,
                     self.lease_extension,
-                    sizing,
+                    sizing.lease_on_pull(ack_deadline),
                 ))
             }
             _ => Box::new(streaming::StreamingPull {
@@ -347,10 +347,11 @@ impl PubSubBus {
         Ok(crate::age::track(subscription, stream))
     }
 
-    /// Whether `subscription` delivers in order (as it exists, whoever created
-    /// it). When it cannot be read, assume ordered: holding a nacked key's
-    /// later messages back is then merely slower, never out of order.
-    async fn is_ordered(&self, subscription: &str) -> bool {
+    /// Whether `subscription` delivers in order, and its ack deadline (as it
+    /// exists, whoever created it). When it cannot be read, assume ordered:
+    /// holding a nacked key's later messages back is then merely slower, never
+    /// out of order; and an unknown deadline (`None`) as longer than the lease.
+    async fn delivery_settings(&self, subscription: &str) -> (bool, Option<std::time::Duration>) {
         match self
             .subscription_admin
             .get_subscription()
@@ -358,10 +359,15 @@ impl PubSubBus {
             .send()
             .await
         {
-            Ok(existing) => existing.enable_message_ordering,
+            Ok(existing) => (
+                existing.enable_message_ordering,
+                u64::try_from(existing.ack_deadline_seconds)
+                    .ok()
+                    .map(std::time::Duration::from_secs),
+            ),
             Err(error) => {
                 tracing::debug!(%subscription, %error, "cannot read the subscription; treating it as ordered");
-                true
+                (true, None)
             }
         }
     }

@@ -14,10 +14,12 @@
 //! What the official client does for a stream, this does by hand:
 //! - one task pulls ahead (a few batches, sized by [`PullSizing`]) so the consumer never waits on a
 //!   round trip between messages;
-//! - every pulled message is leased for [`LEASE`] at once, and the lease is
-//!   renewed while the consumer holds it (up to the bus's lease extension),
-//!   so a crashed consumer's messages go elsewhere after [`LEASE`], whatever
-//!   the subscription's ack deadline;
+//! - every pulled message is leased for [`LEASE`] at once when the
+//!   subscription's ack deadline is longer (at most [`LEASE`] it is leased
+//!   that long by the pull itself), and the lease is renewed while the
+//!   consumer holds it (up to the bus's lease extension), so a crashed
+//!   consumer's messages go elsewhere after [`LEASE`], whatever the
+//!   subscription's ack deadline;
 //! - acks and nacks are sent in batches by a task of their own; a nack is a
 //!   zero lease, which redelivers at once.
 
@@ -59,6 +61,13 @@ pub(super) struct PullSizing {
     max_messages: usize,
     /// Pulled batches waiting for the consumer.
     ahead: usize,
+    /// Whether each pulled batch is leased for [`LEASE`] at once: only when
+    /// the subscription's own ack deadline is longer (Pub/Sub leases a pulled
+    /// message for that deadline already). On the emulator a lease of an
+    /// ordered subscription's messages costs time in proportion to its
+    /// backlog (docs/benchmarks.md: 0.7 s per 100 ids with 10,000 waiting),
+    /// which held its unary drain at 54 msg/s.
+    lease_on_pull: bool,
 }
 
 impl Default for PullSizing {
@@ -67,6 +76,7 @@ impl Default for PullSizing {
         Self {
             max_messages: 100,
             ahead: 4,
+            lease_on_pull: true,
         }
     }
 }
@@ -80,6 +90,17 @@ impl PullSizing {
         Self {
             max_messages: outstanding.clamp(1, PULL_LIMIT),
             ahead: 2,
+            lease_on_pull: true,
+        }
+    }
+
+    /// Leases on pull only when the subscription's ack deadline is unknown
+    /// or longer than [`LEASE`]: within it a crashed consumer's messages come
+    /// back after the deadline anyway.
+    pub(super) fn lease_on_pull(self, ack_deadline: Option<Duration>) -> Self {
+        Self {
+            lease_on_pull: ack_deadline.is_none_or(|deadline| deadline > LEASE),
+            ..self
         }
     }
 }
@@ -274,7 +295,7 @@ impl UnaryPull {
         let (verdicts, verdict_receiver) = mpsc::unbounded_channel();
         let puller = tokio::spawn(pull_ahead(
             subscription.clone(),
-            sizing.max_messages,
+            sizing,
             pulled_sender,
             Arc::clone(&leases),
         ));
@@ -386,14 +407,14 @@ impl Drop for UnaryPull {
 /// Pulls ahead of the consumer until the stream is dropped.
 async fn pull_ahead(
     subscription: RestSubscription,
-    max_messages: usize,
+    sizing: PullSizing,
     sender: mpsc::Sender<Result<Vec<ReceivedMessage>, BusError>>,
     leases: Leases,
 ) {
     loop {
         let pulled = tokio::select! {
             () = sender.closed() => return,
-            pulled = subscription.pull(max_messages) => pulled,
+            pulled = subscription.pull(sizing.max_messages) => pulled,
         };
         match pulled {
             Ok(batch) if batch.is_empty() => {}
@@ -409,7 +430,9 @@ async fn pull_ahead(
                     .extend(ack_ids.iter().map(|id| (id.clone(), now)));
                 // At once: a crash from here on returns them after LEASE rather
                 // than the subscription's (longer) ack deadline.
-                if let Err(error) = subscription.lease(&ack_ids, LEASE).await {
+                if sizing.lease_on_pull
+                    && let Err(error) = subscription.lease(&ack_ids, LEASE).await
+                {
                     tracing::warn!(subscription = %subscription.name, %error, "cannot lease pulled messages");
                 }
                 if sender.send(Ok(batch)).await.is_err() {
