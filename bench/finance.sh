@@ -4,19 +4,24 @@
 #   1. a private PostgreSQL 15 cluster, durable (fsync and synchronous_commit on);
 #   2. the finance benchmarks (crates/finance/tests/it/throughput.rs, release build):
 #      - posting: CUSTOMERS finalized invoices (a fee in advance, usage in arrears) and
-#        their payments applied through the consumers' handlers, CONCURRENCY at once;
-#        then December recognised day by day, then the month rebuilt from the facts;
+#        their payments applied through the consumers' handlers, first one fact per
+#        transaction, CONCURRENCY at once (the baseline), then in batches of BATCH messages
+#        (the consumers' 100) a transaction, BATCHES_IN_FLIGHT (6) at once, into a fresh
+#        database; then December recognised day by day, then the month rebuilt from the facts;
 #      - analytics: SUBSCRIPTIONS subscriptions with a year of monthly fees (every 10th
 #        upgraded in July, every 20th ended in October): GetMrr, ListMrrMovements over
 #        12 months, GetRetention over 12 monthly cohorts.
 #
-# Usage: bench/finance.sh   (CUSTOMERS=10000 CONCURRENCY=8 SUBSCRIPTIONS=100000 by default)
+# Usage: bench/finance.sh   (CUSTOMERS=10000 CONCURRENCY=8 SUBSCRIPTIONS=100000 by default;
+#        BATCH and BATCHES_IN_FLIGHT default to the consumers' settings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CUSTOMERS=${CUSTOMERS:-10000}
 CONCURRENCY=${CONCURRENCY:-8}
 SUBSCRIPTIONS=${SUBSCRIPTIONS:-100000}
+BATCH=${BATCH:-100}
+BATCHES_IN_FLIGHT=${BATCHES_IN_FLIGHT:-6}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 
@@ -45,5 +50,6 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 echo "== finance: posting $CUSTOMERS customers' month ($CONCURRENCY at once), analytics over $SUBSCRIPTIONS subscriptions"
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
   FINANCE_BENCH_CUSTOMERS=$CUSTOMERS FINANCE_BENCH_CONCURRENCY=$CONCURRENCY FINANCE_BENCH_SUBSCRIPTIONS=$SUBSCRIPTIONS \
+  FINANCE_BENCH_BATCH=$BATCH FINANCE_BENCH_BATCHES_IN_FLIGHT=$BATCHES_IN_FLIGHT \
   cargo test --release --locked -p tally-finance --test it throughput -- --ignored --nocapture --test-threads 1 2>&1 \
   | grep -oE '(setup|posting|recognition|rebuild|GetMrr|ListMrrMovements|GetRetention): .*|panicked.*|test result.*'

@@ -2,13 +2,17 @@
 //! durable private cluster; `#[ignore]`d, so `make test` never times anything):
 //!
 //! - posting: finalized invoices and their payments applied through the
-//!   consumers' handlers, several at once, as the bus delivers them — ledger
+//!   consumers' handlers — first one fact per transaction, several at once
+//!   (the baseline), then in batches of the consumers' size, one transaction
+//!   each, several batches at once (the consumers' path) — ledger
 //!   transactions per second;
 //! - the rebuild of that month from the stored facts;
 //! - MRR, movements over twelve months and cohort retention over
 //!   `FINANCE_BENCH_SUBSCRIPTIONS` subscriptions with a year of monthly fees.
 //!
 //! Sizes: `FINANCE_BENCH_CUSTOMERS` (10,000), `FINANCE_BENCH_CONCURRENCY` (8),
+//! `FINANCE_BENCH_BATCH` (the consumers' 100), `FINANCE_BENCH_BATCHES_IN_FLIGHT`
+//! (6: both consumers' batches at once),
 //! `FINANCE_BENCH_SUBSCRIPTIONS` (100,000).
 
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tally_domain::money::Currency;
+use tally_finance::consumers::{LEDGER_BATCH_MESSAGES, LEDGER_BATCHES_IN_FLIGHT};
 use tally_finance::{AnalyticsApi, InvoiceEventsHandler, PaymentEventsHandler};
 use tally_proto::events::{InvoiceEvent, PaymentEvent};
 use tally_proto::invoicing::InvoiceLineKind;
@@ -95,30 +100,94 @@ async fn post_all(
     }
 }
 
+/// Applies every event in batches of `batch` messages (what the consumers
+/// apply in one transaction), `in_flight` batches at once: each worker takes
+/// every `in_flight`-th run of `batch` customers, their invoices' batch
+/// before their payments'.
+async fn post_batched(
+    invoices: InvoiceEventsHandler,
+    payments: PaymentEventsHandler,
+    months: Arc<Vec<(InvoiceEvent, PaymentEvent)>>,
+    batch: usize,
+    in_flight: usize,
+) {
+    let workers: Vec<_> = (0..in_flight)
+        .map(|worker| {
+            let (invoices, payments, months) = (invoices.clone(), payments.clone(), months.clone());
+            tokio::spawn(async move {
+                for run in months.chunks(batch).skip(worker).step_by(in_flight) {
+                    let invoice_batch: Vec<(&str, &InvoiceEvent)> = run
+                        .iter()
+                        .map(|(invoice, _)| (invoice.event_id.as_str(), invoice))
+                        .collect();
+                    let payment_batch: Vec<(&str, &PaymentEvent)> = run
+                        .iter()
+                        .map(|(_, payment)| (payment.event_id.as_str(), payment))
+                        .collect();
+                    assert_eq!(invoices.apply_all(&invoice_batch).await.unwrap(), run.len());
+                    assert_eq!(payments.apply_all(&payment_batch).await.unwrap(), run.len());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
+/// The line the benchmark prints for one way of posting.
+fn posting_line(how: &str, customers: usize, posted: i64, elapsed: std::time::Duration) -> String {
+    format!(
+        "posting ({how}): {customers} invoices + {customers} payments, {posted} ledger transactions \
+         in {:.2} s = {:.0} transactions/s",
+        elapsed.as_secs_f64(),
+        posted as f64 / elapsed.as_secs_f64()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: bench/finance.sh"]
 async fn posting_and_rebuilding_a_month() {
     let customers = size("FINANCE_BENCH_CUSTOMERS", 10_000);
     let concurrency = size("FINANCE_BENCH_CONCURRENCY", 8);
-    let books = Books::open("2026-12-01T00:05:00Z").await;
+    let batch = size("FINANCE_BENCH_BATCH", LEDGER_BATCH_MESSAGES);
+    let in_flight = size(
+        "FINANCE_BENCH_BATCHES_IN_FLIGHT",
+        2 * LEDGER_BATCHES_IN_FLIGHT,
+    );
     let months: Arc<Vec<_>> = Arc::new((0..customers).map(month_of).collect());
 
+    // The baseline: one fact per transaction, as a message handled alone.
+    let baseline = Books::open("2026-12-01T00:05:00Z").await;
     let started = Instant::now();
     post_all(
-        books.invoices.clone(),
-        books.payments.clone(),
-        months,
+        baseline.invoices.clone(),
+        baseline.payments.clone(),
+        Arc::clone(&months),
         concurrency,
     )
     .await;
     let elapsed = started.elapsed();
+    let posted = transactions(&baseline).await;
+    let how = format!("one fact per transaction, {concurrency} at once");
+    println!("{}", posting_line(&how, customers, posted, elapsed));
+    drop(baseline);
+
+    // The consumers' path: a delivered batch in one transaction.
+    let books = Books::open("2026-12-01T00:05:00Z").await;
+    let started = Instant::now();
+    post_batched(
+        books.invoices.clone(),
+        books.payments.clone(),
+        months,
+        batch,
+        in_flight,
+    )
+    .await;
+    let elapsed = started.elapsed();
     let posted = transactions(&books).await;
-    println!(
-        "posting: {customers} invoices + {customers} payments, {posted} ledger transactions in {:.2} s \
-         = {:.0} transactions/s ({concurrency} at once)",
-        elapsed.as_secs_f64(),
-        posted as f64 / elapsed.as_secs_f64()
-    );
+    let how = format!("batches of {batch} messages, {in_flight} at once");
+    println!("{}", posting_line(&how, customers, posted, elapsed));
 
     // December recognised day by day, then the whole month rebuilt from the facts.
     let started = Instant::now();
