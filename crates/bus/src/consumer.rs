@@ -37,6 +37,19 @@ pub enum HandlerError {
     Poison(String),
 }
 
+/// Refuses (`Poison`) a message whose protobuf type is not `expected` at
+/// version 1: a handler decodes only what it knows, and such a message will
+/// never decode, however often it is redelivered.
+pub fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
+    if message.message_type != expected || message.type_version != 1 {
+        return Err(HandlerError::Poison(format!(
+            "expected {expected} version 1, got {:?} version {}",
+            message.message_type, message.type_version
+        )));
+    }
+    Ok(())
+}
+
 /// Applies one message. Must be idempotent: the bus delivers at least once
 /// (use [`crate::inbox`] in the same transaction as the effect).
 #[async_trait]

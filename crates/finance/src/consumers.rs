@@ -69,16 +69,6 @@ pub(crate) fn classify(error: FinanceServiceError) -> HandlerError {
     }
 }
 
-pub(crate) fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
-    if message.message_type != expected || message.type_version != 1 {
-        return Err(poison(format!(
-            "expected {expected} version 1, got {:?} version {}",
-            message.message_type, message.type_version
-        )));
-    }
-    Ok(())
-}
-
 /// Records `message_id` in the inbox of `subscription` in the caller's
 /// transaction; `false` when the inbox already had it (a redelivery: skip
 /// its effect).

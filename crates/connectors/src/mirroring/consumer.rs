@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use prost::Message as _;
 use tally_bus::Message;
-use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::consumer::{HandlerError, MessageHandler, check_type};
 use tally_proto::events::{InvoiceEvent, SubscriptionEvent};
 
 use super::Mirroring;
@@ -17,16 +17,6 @@ use super::model::{CustomerFact, SubscriptionFact};
 pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
 /// The protobuf type name on `subscription-events`.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
-
-fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
-    if message.message_type != expected || message.type_version != 1 {
-        return Err(HandlerError::Poison(format!(
-            "expected {expected} version 1, got {:?} version {}",
-            message.message_type, message.type_version
-        )));
-    }
-    Ok(())
-}
 
 /// The customer an invoice event carries, if it carries one.
 pub fn customer_fact(event: &InvoiceEvent) -> Option<CustomerFact> {

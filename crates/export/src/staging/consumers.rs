@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use prost::Message as _;
 use sqlx::PgPool;
 use tally_bus::Message;
-use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::consumer::{HandlerError, MessageHandler, check_type};
 use tally_bus::inbox::{self, ServiceSchema};
 use tally_proto::events::{InvoiceEvent, PaymentEvent, SubscriptionEvent, UsageAccepted};
 use tally_runtime::SharedClock;
@@ -25,16 +25,6 @@ pub const INVOICE_EVENT_TYPE: &str = "tally.events.v1.InvoiceEvent";
 pub const PAYMENT_EVENT_TYPE: &str = "tally.events.v1.PaymentEvent";
 /// The bus message type on `subscription-events`.
 pub const SUBSCRIPTION_EVENT_TYPE: &str = "tally.events.v1.SubscriptionEvent";
-
-fn check_type(message: &Message, expected: &str) -> Result<(), HandlerError> {
-    if message.message_type != expected || message.type_version != 1 {
-        return Err(HandlerError::Poison(format!(
-            "expected {expected} version 1, got {:?} version {}",
-            message.message_type, message.type_version
-        )));
-    }
-    Ok(())
-}
 
 /// What both consumers share: the pool, the clock and their subscription.
 #[derive(Debug, Clone)]

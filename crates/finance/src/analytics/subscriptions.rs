@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use tally_bus::Message;
-use tally_bus::consumer::{HandlerError, MessageHandler};
+use tally_bus::consumer::{HandlerError, MessageHandler, check_type};
 use tally_domain::money::Currency;
 use tally_proto::convert;
 use tally_proto::events::SubscriptionEvent;
@@ -24,7 +24,7 @@ use tally_proto::invoicing::SubscriptionStatus;
 
 pub use super::model::{Pause, SubscriptionFacts};
 use super::store;
-use crate::consumers::{Ledger, check_type, classify, first_delivery};
+use crate::consumers::{Ledger, classify, first_delivery};
 use crate::error::FinanceServiceError;
 
 /// The bus message type on `subscription-events`.
