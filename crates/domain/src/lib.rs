@@ -12,6 +12,7 @@
 //! | [`plan`] | versioned [`Plan`](plan::Plan)s with recurring and usage charges, trial, minimum commitment |
 //! | [`period`] | [`BillingCycle`](period::BillingCycle) and [`Period`](period::Period) arithmetic in UTC with month-end anchors |
 //! | [`proration`] | [`prorate`](proration::prorate): a fee split over parts of a period, exact to the minor unit |
+//! | [`quote`] | the quote [`QuoteStatus`](quote::QuoteStatus) machine, a contract's end, the [`preview`](quote::preview) of what it commits to |
 //! | [`subscription`] | the [`SubscriptionStatus`](subscription::SubscriptionStatus) state machine and [`PlanRef`](subscription::PlanRef) |
 //! | [`invoice`] | [`Invoice`](invoice::Invoice) lines (precise and rounded), totals, status machine, credit notes |
 //! | [`credit`] | prepaid [`CreditGrant`](credit::CreditGrant)s and their burn-down order |
@@ -36,6 +37,7 @@ pub mod period;
 pub mod plan;
 pub mod pricing;
 pub mod proration;
+pub mod quote;
 pub mod subscription;
 pub mod terms;
 
