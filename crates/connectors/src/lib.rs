@@ -12,14 +12,19 @@
 //!   tables and `ConnectorService`;
 //! * [`mirroring`] — Tally's customers (from `invoice-events`) and
 //!   subscriptions (from `subscription-events`) mirrored in Orb, once each;
-//! * [`webhooks`] — Orb's webhooks received (verified, recorded once).
+//! * [`webhooks`] — Orb's webhooks received (verified, recorded once);
+//! * [`stripe_billing`] — the Stripe Billing adapter (reads customers,
+//!   prices, subscriptions and invoices; Stripe's types never leave it);
+//! * [`import`] — `tally migrate import`: the mapping file and the plan.
 
 pub mod biller;
 mod error;
 pub mod forwarding;
+pub mod import;
 mod metrics;
 pub mod mirroring;
 pub mod orb;
+pub mod stripe_billing;
 pub mod webhooks;
 
 use std::sync::Arc;
