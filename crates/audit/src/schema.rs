@@ -17,17 +17,20 @@ pub enum Schema {
     Payments,
     /// `finance`: period closes and ledger rebuilds.
     Finance,
+    /// `connectors`: billing system of record changes (`billing_system.*`).
+    Connectors,
 }
 
 impl Schema {
     /// Every chain, in the order answers list them.
-    pub const ALL: [Schema; 6] = [
+    pub const ALL: [Schema; 7] = [
         Schema::Auth,
         Schema::Ingest,
         Schema::Rating,
         Schema::Invoicing,
         Schema::Payments,
         Schema::Finance,
+        Schema::Connectors,
     ];
 
     /// The PostgreSQL schema.
@@ -39,6 +42,7 @@ impl Schema {
             Schema::Invoicing => "invoicing",
             Schema::Payments => "payments",
             Schema::Finance => "finance",
+            Schema::Connectors => "connectors",
         }
     }
 

@@ -95,7 +95,8 @@ impl ServiceKind {
             ServiceKind::Invoicing => Some(tally_audit::Schema::Invoicing),
             ServiceKind::Payments => Some(tally_audit::Schema::Payments),
             ServiceKind::Finance => Some(tally_audit::Schema::Finance),
-            ServiceKind::Connectors | ServiceKind::Export => None,
+            ServiceKind::Connectors => Some(tally_audit::Schema::Connectors),
+            ServiceKind::Export => None,
         }
     }
 

@@ -11,6 +11,18 @@ pub enum ConnectorsError {
     /// The Orb external customer id is mapped to another Tally customer.
     #[error("{0}")]
     AlreadyMapped(String),
+    /// A change the state does not allow (a cutover or rollback refused, with why).
+    #[error("{0}")]
+    Refused(String),
+    /// What was asked about does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A dependency (invoicing, the external biller) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The audit log refused the entry.
+    #[error(transparent)]
+    Audit(#[from] tally_audit::AuditError),
     /// A bug: a stored value that cannot be read back.
     #[error("{0}")]
     Internal(String),
@@ -27,7 +39,10 @@ impl HasErrorKind for ConnectorsError {
             ConnectorsError::Database(error) => {
                 tally_runtime::error::ServiceError::from_database_kind(error)
             }
-            ConnectorsError::Internal(_) => ErrorKind::Internal,
+            ConnectorsError::Refused(_) => ErrorKind::FailedPrecondition,
+            ConnectorsError::NotFound(_) => ErrorKind::NotFound,
+            ConnectorsError::Unavailable(_) => ErrorKind::Unavailable,
+            ConnectorsError::Audit(_) | ConnectorsError::Internal(_) => ErrorKind::Internal,
         }
     }
 

@@ -15,12 +15,15 @@
 //! * [`webhooks`] — Orb's webhooks received (verified, recorded once);
 //! * [`stripe_billing`] — the Stripe Billing adapter (reads customers,
 //!   prices, subscriptions and invoices; Stripe's types never leave it);
-//! * [`import`] — `tally migrate import`: the mapping file and the plan.
+//! * [`import`] — `tally migrate import`: the mapping file and the plan;
+//! * [`migration`] — the per-customer billing system of record (external →
+//!   shadow → cutover → rolled back), parity reports and cutover evidence.
 
 pub mod biller;
 mod error;
 pub mod forwarding;
 pub mod import;
+pub mod migration;
 mod metrics;
 pub mod mirroring;
 pub mod orb;

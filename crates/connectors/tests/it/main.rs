@@ -13,6 +13,8 @@ mod billing_fake;
 mod consumer;
 mod forwarding;
 mod invoices;
+mod migration;
+mod migration_fake;
 mod mirroring;
 mod orb_sdk;
 mod stripe_account;

@@ -47,7 +47,7 @@ fn install_hint(python: &std::path::Path) -> String {
     )
 }
 
-fn run_sdk(input: &Value) -> Value {
+pub fn run_sdk(input: &Value) -> Value {
     let python = sdk_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/orb_sdk_check.py");
     let child = Command::new(&python)
