@@ -13,6 +13,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/rating/v1/catalog.proto",
     "tally/rating/v1/rating.proto",
     "tally/invoicing/v1/customers.proto",
+    "tally/invoicing/v1/terms.proto",
     "tally/invoicing/v1/subscriptions.proto",
     "tally/invoicing/v1/invoices.proto",
     "tally/invoicing/v1/credits.proto",

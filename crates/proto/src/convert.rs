@@ -7,6 +7,13 @@
 //! service turns it into its own error (and, through the runtime's error
 //! table, into a `Violations` detail on INVALID_ARGUMENT). Writers format
 //! what a service sends.
+//!
+//! Submodules read the larger shapes the same way: [`catalog`] (plan versions,
+//! charges and prices, for services that read the catalog without owning it)
+//! and [`terms`] (a subscription's contract terms).
+
+pub mod catalog;
+pub mod terms;
 
 use std::fmt;
 
@@ -39,6 +46,12 @@ pub mod rule {
     pub const MAX_LENGTH: &str = "max_length";
     /// An id with a character outside its alphabet.
     pub const INVALID_CHARACTERS: &str = "invalid_characters";
+    /// A value its type refuses: an enum value that is not one of its own (or is
+    /// unspecified where a value is needed), a price the domain cannot build.
+    pub const INVALID_VALUE: &str = "invalid_value";
+    /// Contract terms that break a rule of the domain's terms (against each other or
+    /// against the plan version): the field is the term's path.
+    pub const INVALID_TERMS: &str = "invalid_terms";
 }
 
 /// One broken rule on one field, as a reader found it. The description does
@@ -51,6 +64,11 @@ pub struct Violation {
     pub rule: &'static str,
     /// What is wrong, with the offending value.
     pub description: String,
+}
+
+/// A violation built by this module's readers.
+pub(crate) fn violation(field: &str, rule: &'static str, description: String) -> Violation {
+    Violation::new(field, rule, description)
 }
 
 impl Violation {
@@ -327,16 +345,34 @@ where
     T: PrefixedId + std::str::FromStr<Err = IdError>,
 {
     text.parse::<T>().map_err(|error| {
-        let rule = match error {
-            IdError::Empty { .. } => rule::REQUIRED,
-            IdError::WrongPrefix { .. } | IdError::EmptyBody { .. } => rule::INVALID_PREFIX,
-            IdError::TooLong { .. } => rule::MAX_LENGTH,
-            IdError::InvalidCharacter { .. } => rule::INVALID_CHARACTERS,
-        };
         Violation::new(
             field,
-            rule,
+            id_rule(&error),
             format!("must be an id {}…, not {text:?} ({error})", T::PREFIX),
+        )
+    })
+}
+
+fn id_rule(error: &IdError) -> &'static str {
+    match error {
+        IdError::Empty { .. } => rule::REQUIRED,
+        IdError::WrongPrefix { .. } | IdError::EmptyBody { .. } => rule::INVALID_PREFIX,
+        IdError::TooLong { .. } => rule::MAX_LENGTH,
+        IdError::InvalidCharacter { .. } => rule::INVALID_CHARACTERS,
+    }
+}
+
+/// Reads a code (`ChargeCode`, `MeterCode`) with its parser; the rules are [`id`]'s.
+pub fn code<T>(
+    text: &str,
+    field: &str,
+    parse: impl FnOnce(&str) -> Result<T, IdError>,
+) -> Result<T, Violation> {
+    parse(text).map_err(|error| {
+        Violation::new(
+            field,
+            id_rule(&error),
+            format!("{text:?} is not a valid code ({error})"),
         )
     })
 }

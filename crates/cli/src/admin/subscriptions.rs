@@ -292,6 +292,7 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                 )?,
                 trial_days: args.trial_days,
                 metadata: parse_metadata(&args.metadata)?,
+                terms: None,
             };
             let created = client(&args.target)
                 .await?

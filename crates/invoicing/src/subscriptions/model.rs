@@ -351,6 +351,7 @@ impl Subscription {
             metadata: self.metadata.clone(),
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
+            terms: None,
         })
     }
 }
