@@ -94,6 +94,81 @@ pub(crate) async fn record_webhook_change(
     record(connection, entry).await
 }
 
+/// The job that mirrors a finalized invoice to Stripe and collects it (the
+/// `invoice-events` consumer).
+pub(crate) const COLLECTION: &str = "collection";
+
+/// An invoice Stripe has just finalized as its mirror.
+pub(crate) struct SentToStripe<'a> {
+    pub(crate) invoice_id: &'a str,
+    pub(crate) stripe_invoice_id: &'a str,
+    pub(crate) amount_due: Money,
+    pub(crate) items: usize,
+}
+
+/// `invoice.sent_to_stripe` by `collection`, in the transaction that moves
+/// the mirrored invoice from `syncing` to `open` (once: a redelivery finds it
+/// open and records nothing): the mirror before and after, the Stripe
+/// invoice id as comment.
+pub(crate) async fn record_sent_to_stripe(
+    connection: &mut PgConnection,
+    core: &Core,
+    sent: &SentToStripe<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentsError> {
+    let state = |status: &str| {
+        json!({
+            "invoice_id": sent.invoice_id,
+            "status": status,
+            "stripe_invoice_id": sent.stripe_invoice_id,
+            "currency": sent.amount_due.currency().code(),
+            "amount_due": sent.amount_due.amount().to_string(),
+            "items": sent.items,
+        })
+    };
+    let origin = Origin::system(COLLECTION);
+    let entry = Entry::minted(
+        &*core.ids,
+        now,
+        "invoice.sent_to_stripe",
+        ("invoice", sent.invoice_id),
+        &origin,
+    )
+    .comment(format!("Stripe invoice {}", sent.stripe_invoice_id))
+    .before(state("syncing"))
+    .after(state("open"));
+    record(connection, entry).await
+}
+
+/// `payment.collection_attempted` by `collection` after the first charge of
+/// a finalized invoice (`charge_automatically`), in the transaction that
+/// records its outcome: the payment `before` and as it is now, the attempt
+/// and the status after as comment.
+pub(crate) async fn record_first_attempt(
+    connection: &mut PgConnection,
+    core: &Core,
+    payment: &PaymentRow,
+    before: Value,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentsError> {
+    let origin = Origin::system(COLLECTION);
+    let entry = Entry::minted(
+        &*core.ids,
+        now,
+        "payment.collection_attempted",
+        ("payment", &payment.id),
+        &origin,
+    )
+    .comment(format!(
+        "attempt {}: {}",
+        payment.attempt_count,
+        payment.status.as_str()
+    ))
+    .before(before)
+    .after(payment_state(payment));
+    record(connection, entry).await
+}
+
 /// After dunning took `action` on `payment` (step `payment.dunning_step`):
 /// `payment.dunning_retried` (the outcome is the status after) or
 /// `payment.dunning_gave_up`, by `dunning`, with the payment before and after.

@@ -214,9 +214,18 @@ impl InvoiceEventsHandler {
                 return Err(PaymentsError::NotFound(collectible.invoice_id.clone()));
             };
             if payment.attempt_count == 0 {
+                let before = crate::audit::payment_state(&payment);
                 self.core
                     .apply_attempt(&mut transaction, &mut payment, 1, &outcome, now)
                     .await?;
+                crate::audit::record_first_attempt(
+                    &mut transaction,
+                    &self.core,
+                    &payment,
+                    before,
+                    now,
+                )
+                .await?;
             }
         }
         transaction.commit().await?;

@@ -82,7 +82,17 @@ impl InvoiceEventsHandler {
             .into());
         }
         let now = self.core.clock.now();
-        store::finish_sync(&self.core.pool, &collectible.invoice_id, "open", now).await?;
+        let mut transaction = self.core.pool.begin().await?;
+        if store::finish_sync(&mut transaction, &collectible.invoice_id, "open", now).await? {
+            let sent = crate::audit::SentToStripe {
+                invoice_id: &collectible.invoice_id,
+                stripe_invoice_id: &stripe_invoice_id,
+                amount_due: collectible.amount_due,
+                items: collectible.items.len(),
+            };
+            crate::audit::record_sent_to_stripe(&mut transaction, &self.core, &sent, now).await?;
+        }
+        transaction.commit().await?;
         Ok(stripe_invoice_id)
     }
 

@@ -173,20 +173,21 @@ pub async fn insert_item(
     Ok(())
 }
 
-/// Moves invoice `invoice_id` from `syncing` to `status`.
+/// Moves invoice `invoice_id` from `syncing` to `status`; `true` when it
+/// moved (`false`: it had left `syncing` already).
 pub async fn finish_sync(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     invoice_id: &str,
     status: &str,
     now: DateTime<Utc>,
-) -> Result<(), PaymentsError> {
-    sqlx::query("UPDATE payments.invoices SET status = $2, updated_at = $3 WHERE invoice_id = $1 AND status = 'syncing'")
+) -> Result<bool, PaymentsError> {
+    let moved = sqlx::query("UPDATE payments.invoices SET status = $2, updated_at = $3 WHERE invoice_id = $1 AND status = 'syncing'")
         .bind(invoice_id)
         .bind(status)
         .bind(now)
-        .execute(pool)
+        .execute(connection)
         .await?;
-    Ok(())
+    Ok(moved.rows_affected() == 1)
 }
 
 /// A Tally customer's Stripe customer and the hash of the details synced.

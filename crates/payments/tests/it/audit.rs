@@ -1,4 +1,6 @@
-//! Payments' audit chain: a refund leaves `refund.requested` and, once
+//! Payments' audit chain: a finalized invoice sent to Stripe leaves
+//! `invoice.sent_to_stripe` and its first charge `payment.collection_attempted`
+//! (by `collection`); a refund leaves `refund.requested` and, once
 //! Stripe has refunded, `payment.refunded` — one each, by the caller's key,
 //! with the payment before and after; refused and replayed requests leave
 //! nothing; neither the API key nor a Stripe secret appears anywhere.
@@ -15,6 +17,112 @@ use crate::support::*;
 
 fn state(json: Option<&String>) -> Value {
     serde_json::from_str(json.expect("a state")).unwrap()
+}
+
+/// Payments' entries, oldest first, without the collection's (the invoice
+/// sent to Stripe and its first charge, checked on their own below).
+async fn entries_after_collection(harness: &Harness) -> Vec<tally_audit::StoredEntry> {
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[Schema::Payments],
+        &Filter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    entries
+        .into_iter()
+        .filter(|entry| entry.actor_id != "collection")
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invoice_sent_to_stripe_and_charged_is_audited_once_each_by_the_collection() {
+    let harness = harness().await;
+    crate::stripe_mocks::happy_path(&harness.stripe, "inv_000001", "usd", 5_000).await;
+    let spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "50.00")]);
+    harness.deliver(&spec.finalized()).await.unwrap();
+    harness.deliver(&spec.finalized()).await.unwrap(); // a redelivery
+    let payment = harness.payment_of("inv_000001").await;
+
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[Schema::Payments],
+        &Filter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    let actions: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.action.as_str(),
+                entry.resource_id.as_str(),
+                entry.actor_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("invoice.sent_to_stripe", "inv_000001", "collection"),
+            (
+                "payment.collection_attempted",
+                payment.id.as_str(),
+                "collection"
+            ),
+        ]
+    );
+    let sent = &entries[0];
+    assert_eq!(sent.actor_kind, "system");
+    assert_eq!(sent.resource_type, "invoice");
+    assert_eq!(sent.comment.as_deref(), Some("Stripe invoice in_1Acme"));
+    assert_eq!(state(sent.before_state.as_ref())["status"], "syncing");
+    let after = state(sent.after_state.as_ref());
+    assert_eq!(
+        (
+            after["status"].as_str(),
+            after["stripe_invoice_id"].as_str(),
+            after["amount_due"].as_str()
+        ),
+        (Some("open"), Some("in_1Acme"), Some("50.00"))
+    );
+    let attempted = &entries[1];
+    assert_eq!(attempted.comment.as_deref(), Some("attempt 1: succeeded"));
+    assert_eq!(state(attempted.before_state.as_ref())["status"], "pending");
+    assert_eq!(state(attempted.after_state.as_ref())["status"], "succeeded");
+    for entry in &entries {
+        let text = format!("{entry:?}");
+        for secret in [STRIPE_SECRET_KEY, WEBHOOK_SECRET] {
+            assert!(!text.contains(secret), "a secret in {}", entry.id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_invoice_stripe_emails_is_audited_as_sent_with_no_attempt() {
+    let harness = harness().await;
+    crate::stripe_mocks::customer_and_items(&harness.stripe, "usd").await;
+    crate::stripe_mocks::invoice(&harness.stripe, "inv_000001", "usd", 1_000).await;
+    crate::stripe_mocks::send_succeeds(&harness.stripe, "inv_000001", 1_000).await;
+    let mut spec = InvoiceSpec::usd("inv_000001", &[("il_000001", "10.00")]);
+    spec.mode = tally_proto::invoicing::CollectionMode::SendInvoice;
+    harness.deliver(&spec.finalized()).await.unwrap();
+
+    let (entries, _) = tally_audit::list(
+        &harness.db.pool,
+        &[Schema::Payments],
+        &Filter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(actions, vec!["invoice.sent_to_stripe"], "{entries:?}");
 }
 
 #[tokio::test]
@@ -49,15 +157,7 @@ async fn a_refund_is_audited_once_with_the_key_and_the_payment_before_and_after(
         .await
         .unwrap(); // a replay
 
-    let (entries, _) = tally_audit::list(
-        &harness.db.pool,
-        &[Schema::Payments],
-        &Filter::default(),
-        None,
-        100,
-    )
-    .await
-    .unwrap();
+    let entries = entries_after_collection(&harness).await;
     let actions: Vec<(&str, &str)> = entries
         .iter()
         .map(|entry| (entry.action.as_str(), entry.resource_id.as_str()))
@@ -106,7 +206,8 @@ async fn a_refund_is_audited_once_with_the_key_and_the_payment_before_and_after(
         .unwrap();
     assert_eq!(
         (verification.entries_checked, verification.broken),
-        (2, None)
+        (4, None),
+        "and the collection's two"
     );
 }
 
@@ -132,15 +233,7 @@ async fn a_refund_stripe_reports_by_webhook_is_audited_once_by_that_event() {
     );
     assert_eq!(harness.webhook(&event).await, (200, "duplicate".into()));
 
-    let (entries, _) = tally_audit::list(
-        &harness.db.pool,
-        &[Schema::Payments],
-        &Filter::default(),
-        None,
-        100,
-    )
-    .await
-    .unwrap();
+    let entries = entries_after_collection(&harness).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     assert_eq!(entry.action, "payment.refunded");
