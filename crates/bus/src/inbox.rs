@@ -59,3 +59,31 @@ pub async fn record_once(
         .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// [`record_once`] for a batch of messages, in one statement: records every
+/// id of `message_ids` not recorded yet and returns those (the messages whose
+/// effect the caller applies; the others are redeliveries). An id given
+/// twice is recorded, and returned, once.
+///
+/// Call it inside the transaction that applies the effects.
+pub async fn record_all(
+    connection: &mut PgConnection,
+    schema: ServiceSchema,
+    subscription: &str,
+    message_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if message_ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let sql = format!(
+        "INSERT INTO {}.inbox (subscription, message_id) SELECT $1, id FROM UNNEST($2::text[]) AS m (id) \
+         ON CONFLICT DO NOTHING RETURNING message_id",
+        schema.as_str()
+    );
+    let recorded: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(subscription)
+        .bind(message_ids)
+        .fetch_all(connection)
+        .await?;
+    Ok(recorded.into_iter().collect())
+}

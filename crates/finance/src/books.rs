@@ -7,6 +7,8 @@
 //! Every booked fact is kept in `finance.facts` (append-only): the books
 //! can be rebuilt from it without the bus, whose retention is days.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -14,11 +16,13 @@ use tally_domain::finance::facts::{
     CreditNoteIssued, FinalizedLineKind, InvoiceFinalized, InvoiceVoided, PaymentSucceeded,
     RefundSucceeded,
 };
-use tally_domain::finance::{RecognitionPolicy, posting};
+use tally_domain::finance::{LedgerAccount, RecognitionPolicy, posting};
+use tally_domain::ledger::{Account, Transaction};
 use tally_domain::money::Money;
 
 use crate::error::FinanceServiceError;
-use crate::journal::store::facts::{self, NewInvoice};
+use crate::journal::store::facts::{self, NewFact, NewInvoice};
+use crate::journal::store::schedules::{self, ScheduleDay};
 use crate::journal::store::{self, Source};
 use crate::recognition;
 
@@ -70,14 +74,33 @@ pub async fn record_and_book(
     policy: RecognitionPolicy,
     now: DateTime<Utc>,
 ) -> Result<(), FinanceServiceError> {
-    let body = serde_json::to_value(fact).map_err(|error| {
-        FinanceServiceError::Internal(format!(
-            "serialising the fact of {}: {error}",
-            fact.source_id()
-        ))
-    })?;
-    facts::insert_fact(connection, fact.kind(), fact.source_id(), &body, now).await?;
-    book(connection, fact, policy, now).await
+    record_and_book_all(connection, std::slice::from_ref(fact), policy, now).await
+}
+
+/// [`record_and_book`] for several facts, in the order given, with what a
+/// fact-by-fact booking stores, to the row — set-based: the facts between
+/// two voids are stored in one statement per table (facts, accounts,
+/// invoices, transactions, entries, schedule days) whatever their number. A
+/// void reads what was posted for its invoice, so the facts before it are
+/// stored first and the void is booked on its own.
+pub async fn record_and_book_all(
+    connection: &mut PgConnection,
+    facts: &[Booked],
+    policy: RecognitionPolicy,
+    now: DateTime<Utc>,
+) -> Result<(), FinanceServiceError> {
+    let mut pending = Writes::default();
+    for fact in facts {
+        pending.keep(fact)?;
+        match fact {
+            Booked::InvoiceVoided(void) => {
+                std::mem::take(&mut pending).store(connection, now).await?;
+                voided(connection, void, now).await?;
+            }
+            _ => pending.book(fact, policy)?,
+        }
+    }
+    pending.store(connection, now).await
 }
 
 /// Books `fact` in the caller's transaction (see the module docs).
@@ -87,94 +110,163 @@ pub async fn book(
     policy: RecognitionPolicy,
     now: DateTime<Utc>,
 ) -> Result<(), FinanceServiceError> {
-    match fact {
-        Booked::InvoiceFinalized(fact) => finalized(connection, fact, policy, now).await,
-        Booked::InvoiceVoided(fact) => voided(connection, fact, now).await,
-        Booked::CreditNoteIssued(fact) => {
-            let posted = posting::post_credit_note(fact)?;
-            let source = Source {
-                kind: "credit_note",
-                id: fact.credit_note.as_str(),
-            };
-            post_in(connection, fact.currency, &posted, source, now).await
-        }
-        Booked::PaymentSucceeded(fact) => {
-            let posted = posting::post_payment(fact)?;
-            let source = Source {
-                kind: "payment",
-                id: fact.payment_id.as_str(),
-            };
-            post_in(connection, fact.amount.currency(), &posted, source, now).await
-        }
-        Booked::RefundSucceeded(fact) => {
-            let posted = posting::post_refund(fact)?;
-            let source = Source {
-                kind: "refund",
-                id: fact.refund_id.as_str(),
-            };
-            post_in(connection, fact.amount.currency(), &posted, source, now).await
-        }
+    if let Booked::InvoiceVoided(void) = fact {
+        return voided(connection, void, now).await;
     }
+    let mut writes = Writes::default();
+    writes.book(fact, policy)?;
+    writes.store(connection, now).await
 }
 
-/// Opens the fixed accounts of `currency` and stores `posted`.
-async fn post_in(
-    connection: &mut PgConnection,
-    currency: tally_domain::money::Currency,
-    posted: &[tally_domain::ledger::Transaction],
-    source: Source<'_>,
-    now: DateTime<Utc>,
-) -> Result<(), FinanceServiceError> {
-    let accounts = store::chart(currency, [])?;
-    store::open_accounts(connection, &accounts).await?;
-    store::post(connection, posted, source, now).await?;
-    Ok(())
+/// What booking facts (other than voids) writes, gathered so that any
+/// number of facts is stored in one statement per table, in their order.
+#[derive(Default)]
+struct Writes<'f> {
+    /// Facts to keep in `finance.facts`.
+    facts: Vec<NewFact<'f>>,
+    /// The accounts to open, by id.
+    accounts: BTreeMap<String, (LedgerAccount, Account)>,
+    /// Finalized invoices to keep, with their fact as JSON.
+    invoices: Vec<(&'f InvoiceFinalized, serde_json::Value)>,
+    /// The transactions built, in posting order.
+    transactions: Vec<(Transaction, Source<'f>)>,
+    /// The deferred lines' schedule days.
+    schedule_days: Vec<ScheduleDay<'f>>,
 }
 
-/// A finalized invoice: its lines, its usage true-ups and the schedules of
-/// its deferred lines. Usage is recognised when invoiced for now: no daily
-/// rated-usage facts reach finance yet, so each usage line's true-up
-/// (invoiced − recognised daily, with nothing recognised daily) moves the
-/// whole line from unbilled receivables to usage revenue.
-async fn finalized(
-    connection: &mut PgConnection,
-    fact: &InvoiceFinalized,
-    policy: RecognitionPolicy,
-    now: DateTime<Utc>,
-) -> Result<(), FinanceServiceError> {
-    let meters = fact.lines.iter().filter_map(|line| match &line.kind {
-        FinalizedLineKind::Usage { meter, .. } => Some(meter),
-        _ => None,
-    });
-    let accounts = store::chart(fact.currency, meters)?;
-    store::open_accounts(connection, &accounts).await?;
-    let body = serde_json::to_value(fact).map_err(|error| {
-        FinanceServiceError::Internal(format!("serialising {}: {error}", fact.invoice))
-    })?;
-    let invoice = NewInvoice {
-        invoice_id: fact.invoice.as_str(),
-        customer_id: fact.customer.as_str(),
-        currency: fact.currency.code(),
-        finalized_at: fact.finalized_at,
-        fact: &body,
-    };
-    facts::insert_invoice(connection, invoice).await?;
-    let mut posted = posting::post_invoice_finalized(fact)?;
-    for line in &fact.lines {
-        if matches!(line.kind, FinalizedLineKind::Usage { .. }) {
-            posted.extend(posting::post_usage_true_up(
-                fact,
-                &line.line_id,
-                Money::zero(fact.currency),
-            )?);
+impl<'f> Writes<'f> {
+    /// Keeps `fact` in `finance.facts` with the others.
+    fn keep(&mut self, fact: &'f Booked) -> Result<(), FinanceServiceError> {
+        let body = serde_json::to_value(fact).map_err(|error| {
+            FinanceServiceError::Internal(format!(
+                "serialising the fact of {}: {error}",
+                fact.source_id()
+            ))
+        })?;
+        self.facts.push((fact.kind(), fact.source_id(), body));
+        Ok(())
+    }
+
+    /// Applies the posting rules to `fact` (not a void: see [`voided`]).
+    fn book(
+        &mut self,
+        fact: &'f Booked,
+        policy: RecognitionPolicy,
+    ) -> Result<(), FinanceServiceError> {
+        let (kind, currency, posted) = match fact {
+            Booked::InvoiceFinalized(fact) => return self.finalized(fact, policy),
+            Booked::InvoiceVoided(fact) => {
+                return Err(FinanceServiceError::Internal(format!(
+                    "the void of {} is booked on its own",
+                    fact.invoice
+                )));
+            }
+            Booked::CreditNoteIssued(fact) => (
+                "credit_note",
+                fact.currency,
+                posting::post_credit_note(fact)?,
+            ),
+            Booked::PaymentSucceeded(fact) => (
+                "payment",
+                fact.amount.currency(),
+                posting::post_payment(fact)?,
+            ),
+            Booked::RefundSucceeded(fact) => (
+                "refund",
+                fact.amount.currency(),
+                posting::post_refund(fact)?,
+            ),
+        };
+        self.open(store::chart(currency, [])?);
+        let source = Source {
+            kind,
+            id: fact.source_id(),
+        };
+        self.transactions
+            .extend(posted.into_iter().map(|transaction| (transaction, source)));
+        Ok(())
+    }
+
+    /// A finalized invoice: its lines, its usage true-ups and the schedules
+    /// of its deferred lines. Usage is recognised when invoiced for now: no
+    /// daily rated-usage facts reach finance yet, so each usage line's
+    /// true-up (invoiced − recognised daily, with nothing recognised daily)
+    /// moves the whole line from unbilled receivables to usage revenue.
+    fn finalized(
+        &mut self,
+        fact: &'f InvoiceFinalized,
+        policy: RecognitionPolicy,
+    ) -> Result<(), FinanceServiceError> {
+        let meters = fact.lines.iter().filter_map(|line| match &line.kind {
+            FinalizedLineKind::Usage { meter, .. } => Some(meter),
+            _ => None,
+        });
+        self.open(store::chart(fact.currency, meters)?);
+        let body = serde_json::to_value(fact).map_err(|error| {
+            FinanceServiceError::Internal(format!("serialising {}: {error}", fact.invoice))
+        })?;
+        self.invoices.push((fact, body));
+        let mut posted = posting::post_invoice_finalized(fact)?;
+        for line in &fact.lines {
+            if matches!(line.kind, FinalizedLineKind::Usage { .. }) {
+                posted.extend(posting::post_usage_true_up(
+                    fact,
+                    &line.line_id,
+                    Money::zero(fact.currency),
+                )?);
+            }
+        }
+        let source = Source {
+            kind: "invoice",
+            id: fact.invoice.as_str(),
+        };
+        self.transactions
+            .extend(posted.into_iter().map(|transaction| (transaction, source)));
+        self.schedule_days
+            .extend(recognition::schedule_days(fact, policy)?);
+        Ok(())
+    }
+
+    fn open(&mut self, accounts: Vec<(LedgerAccount, Account)>) {
+        for (ledger_account, account) in accounts {
+            self.accounts
+                .entry(account.id.as_str().to_owned())
+                .or_insert((ledger_account, account));
         }
     }
-    let source = Source {
-        kind: "invoice",
-        id: fact.invoice.as_str(),
-    };
-    store::post(connection, &posted, source, now).await?;
-    recognition::store_schedules(connection, fact, policy).await
+
+    /// Stores everything gathered, one statement per table, in the caller's
+    /// transaction.
+    async fn store(
+        self,
+        connection: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<(), FinanceServiceError> {
+        facts::insert_facts(connection, &self.facts, now).await?;
+        let accounts: Vec<(LedgerAccount, Account)> = self.accounts.into_values().collect();
+        if !accounts.is_empty() {
+            store::open_accounts(connection, &accounts).await?;
+        }
+        let invoices: Vec<NewInvoice<'_>> = self
+            .invoices
+            .iter()
+            .map(|(fact, body)| NewInvoice {
+                invoice_id: fact.invoice.as_str(),
+                customer_id: fact.customer.as_str(),
+                currency: fact.currency.code(),
+                finalized_at: fact.finalized_at,
+                fact: body,
+            })
+            .collect();
+        facts::insert_invoices(connection, &invoices).await?;
+        let sourced: Vec<(&Transaction, Source<'_>)> = self
+            .transactions
+            .iter()
+            .map(|(transaction, source)| (transaction, *source))
+            .collect();
+        store::post_sourced(connection, &sourced, now).await?;
+        schedules::insert_schedule_days(connection, &self.schedule_days).await
+    }
 }
 
 /// A void: the reversal of everything posted for the invoice, and its

@@ -1,12 +1,18 @@
 //! The two consumers that feed the ledger: `invoice-events` (finalized,
 //! voided, credit notes) and `payment-events` (payments and refunds), each a
 //! `tally_bus::batch::BatchConsumer`. A delivered batch is applied in **one
-//! database transaction** — every message's inbox record, its fact, its
-//! transactions and entries, in delivery order — and acked after the commit;
-//! when the batch fails the bus applies its messages one by one, so one bad
-//! fact cannot hold back the others. A redelivery changes nothing (the
-//! inbox), and every transaction posted has an id derived from the fact, so
-//! a replay of the topic from the start changes nothing either.
+//! database transaction**, set-based: one statement records every message
+//! in the inbox and says which are new, then the new messages' facts are
+//! booked together (`books::record_and_book_all`: one statement per table —
+//! facts, accounts, invoices, transactions, entries, schedule days, MRR's
+//! fees — whatever the batch's size; a void splits the batch, since it reads
+//! what was posted for its invoice). It is acked after the commit; when the
+//! batch fails the bus applies its messages one by one, so one bad fact
+//! cannot hold back the others. A message alone is a batch of one: both
+//! ways store the same rows (`tests/it/batch_equivalence.rs`). A redelivery
+//! changes nothing (the inbox), and every transaction posted has an id
+//! derived from the fact, so a replay of the topic from the start changes
+//! nothing either.
 //!
 //! `invoice-events` is ordered and consumed in lanes by ordering key
 //! (`Lanes::ByOrderingKey`: a key's messages stay in one lane, in order), so
@@ -69,17 +75,25 @@ pub(crate) fn classify(error: FinanceServiceError) -> HandlerError {
     }
 }
 
-/// Records `message_id` in the inbox of `subscription` in the caller's
-/// transaction; `false` when the inbox already had it (a redelivery: skip
-/// its effect).
-async fn record_first(
+/// Records the batch's message ids in the inbox of `subscription` in the
+/// caller's transaction, and returns the events to apply: those the inbox
+/// did not have, each message once (a redelivery, inside the batch or of an
+/// earlier one, is skipped), in the order given.
+async fn first_deliveries<'e, E>(
     connection: &mut sqlx::PgConnection,
     subscription: &str,
-    message_id: &str,
-) -> Result<bool, HandlerError> {
-    inbox::record_once(connection, ServiceSchema::Finance, subscription, message_id)
+    events: &[(&'e str, &'e E)],
+) -> Result<Vec<&'e E>, HandlerError> {
+    let ids: Vec<&str> = events.iter().map(|(id, _)| *id).collect();
+    let mut recorded = inbox::record_all(connection, ServiceSchema::Finance, subscription, &ids)
         .await
-        .map_err(|error| classify(error.into()))
+        .map_err(|error| classify(error.into()))?;
+    // `remove`: a message given twice is applied at its first place.
+    Ok(events
+        .iter()
+        .filter(|(id, _)| recorded.remove(*id))
+        .map(|(_, event)| *event)
+        .collect())
 }
 
 async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError> {
@@ -134,7 +148,7 @@ pub(crate) async fn first_delivery(
 }
 
 /// One of the ledger's two consumers: where it records its inbox, and how
-/// it books one event in a batch's transaction.
+/// it books a batch's new events in the batch's transaction.
 #[async_trait]
 trait Booking: Sync {
     type Event: Sync;
@@ -142,19 +156,21 @@ trait Booking: Sync {
     /// The ledger and the subscription whose inbox records the messages.
     fn target(&self) -> (&Ledger, &str);
 
-    /// Books one event in the batch's transaction.
-    async fn book(
+    /// Books the events (the inbox did not have them), in the order given,
+    /// in the batch's transaction.
+    async fn book_all(
         &self,
         connection: &mut sqlx::PgConnection,
-        event: &Self::Event,
+        events: &[&Self::Event],
         now: DateTime<Utc>,
     ) -> Result<(), HandlerError>;
 }
 
 /// Applies decoded events (message id, event), in the order given, in one
-/// transaction: each message's inbox record, then its booking (skipped for
-/// a message the inbox had). Returns how many were new; any failure rolls
-/// the whole batch back.
+/// transaction: the inbox records of all, then the booking of those the
+/// inbox did not have, set-based (`books::record_and_book_all`: one
+/// statement per table for the batch). Returns how many were new; any
+/// failure rolls the whole batch back.
 async fn apply_in_one_transaction<H: Booking>(
     handler: &H,
     events: &[(&str, &H::Event)],
@@ -162,15 +178,10 @@ async fn apply_in_one_transaction<H: Booking>(
     let (ledger, subscription) = handler.target();
     let mut transaction = begin(&ledger.pool).await?;
     let now = ledger.clock.now();
-    let mut applied = 0;
-    for (message_id, event) in events {
-        if record_first(&mut transaction, subscription, message_id).await? {
-            handler.book(&mut transaction, event, now).await?;
-            applied += 1;
-        }
-    }
+    let fresh = first_deliveries(&mut transaction, subscription, events).await?;
+    handler.book_all(&mut transaction, &fresh, now).await?;
     commit(transaction).await?;
-    Ok(applied)
+    Ok(fresh.len())
 }
 
 /// A delivered batch as `apply_all` takes it.
@@ -222,58 +233,103 @@ impl Booking for InvoiceEventsHandler {
         (&self.ledger, &self.subscription)
     }
 
-    /// Books one event in the batch's transaction.
-    async fn book(
+    /// Books the events, the facts between two voids together; a void
+    /// needs its finalization booked (by an earlier batch or earlier in
+    /// this one).
+    async fn book_all(
         &self,
         connection: &mut sqlx::PgConnection,
-        event: &InvoiceEvent,
+        events: &[&InvoiceEvent],
         now: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
-        let booked = match &event.kind {
-            Some(invoice_event::Kind::Finalized(_)) => {
-                Booked::InvoiceFinalized(facts::invoice_finalized(event).map_err(poison)?)
-            }
-            Some(invoice_event::Kind::Voided(_)) => {
-                let fact = facts::invoice_voided(event).map_err(poison)?;
-                let kept = stored_facts::invoice_kept(&mut *connection, fact.invoice.as_str())
-                    .await
-                    .map_err(classify)?;
-                if !kept {
-                    // Its finalization failed and waits for redelivery: the
-                    // void would reverse nothing and be lost.
-                    return Err(HandlerError::Retry(format!(
-                        "the void of {} came before its finalization was booked",
-                        fact.invoice
-                    )));
+        let mut run = InvoiceRun::default();
+        for event in events {
+            match &event.kind {
+                Some(invoice_event::Kind::Finalized(_)) => {
+                    let fact = facts::invoice_finalized(event).map_err(poison)?;
+                    run.facts.push(Booked::InvoiceFinalized(fact));
+                    run.finalized.push(event);
                 }
-                Booked::InvoiceVoided(fact)
+                Some(invoice_event::Kind::Voided(_)) => {
+                    let fact = facts::invoice_voided(event).map_err(poison)?;
+                    std::mem::take(&mut run)
+                        .book(&mut *connection, self.ledger.policy, now)
+                        .await?;
+                    self.book_void(&mut *connection, fact, now).await?;
+                }
+                Some(invoice_event::Kind::CreditNoteIssued(issued)) => {
+                    let fact = facts::credit_note_issued(event, issued).map_err(poison)?;
+                    run.facts.push(Booked::CreditNoteIssued(fact));
+                }
+                // Paid and uncollectible change nothing in the books: the payment
+                // events carry the cash, and a write-off is a credit note.
+                Some(_) => {}
+                None => return Err(poison("InvoiceEvent without a kind")),
             }
-            Some(invoice_event::Kind::CreditNoteIssued(issued)) => {
-                Booked::CreditNoteIssued(facts::credit_note_issued(event, issued).map_err(poison)?)
-            }
-            // Paid and uncollectible change nothing in the books: the payment
-            // events carry the cash, and a write-off is a credit note.
-            Some(_) => return Ok(()),
-            None => return Err(poison("InvoiceEvent without a kind")),
-        };
-        books::record_and_book(&mut *connection, &booked, self.ledger.policy, now)
+        }
+        run.book(connection, self.ledger.policy, now).await
+    }
+}
+
+/// Invoice facts between two voids, booked together.
+#[derive(Default)]
+struct InvoiceRun<'e> {
+    facts: Vec<Booked>,
+    /// The finalized invoices' events (what analytics keeps: MRR's fees).
+    finalized: Vec<&'e InvoiceEvent>,
+}
+
+impl InvoiceRun<'_> {
+    async fn book(
+        self,
+        connection: &mut sqlx::PgConnection,
+        policy: RecognitionPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        if self.facts.is_empty() {
+            return Ok(());
+        }
+        books::record_and_book_all(&mut *connection, &self.facts, policy, now)
             .await
             .map_err(classify)?;
-        // What analytics keeps of invoices (MRR's fees) is not in the books.
-        match &booked {
-            Booked::InvoiceFinalized(_) => {
-                crate::analytics::fees::record_finalized(&mut *connection, event)
-                    .await
-                    .map_err(classify)?;
-            }
-            Booked::InvoiceVoided(fact) => {
-                crate::analytics::fees::forget_voided(&mut *connection, fact.invoice.as_str())
-                    .await
-                    .map_err(classify)?;
-            }
-            _ => {}
+        // What analytics keeps of invoices is not in the books.
+        crate::analytics::fees::record_finalized(connection, &self.finalized)
+            .await
+            .map_err(classify)
+    }
+}
+
+impl InvoiceEventsHandler {
+    /// Books a void, after its finalization.
+    async fn book_void(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        fact: tally_domain::finance::facts::InvoiceVoided,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let kept = stored_facts::invoice_kept(&mut *connection, fact.invoice.as_str())
+            .await
+            .map_err(classify)?;
+        if !kept {
+            // Its finalization failed and waits for redelivery: the
+            // void would reverse nothing and be lost.
+            return Err(HandlerError::Retry(format!(
+                "the void of {} came before its finalization was booked",
+                fact.invoice
+            )));
         }
-        Ok(())
+        let invoice = fact.invoice.clone();
+        books::record_and_book(
+            &mut *connection,
+            &Booked::InvoiceVoided(fact),
+            self.ledger.policy,
+            now,
+        )
+        .await
+        .map_err(classify)?;
+        crate::analytics::fees::forget_voided(connection, invoice.as_str())
+            .await
+            .map_err(classify)
     }
 }
 
@@ -334,25 +390,28 @@ impl Booking for PaymentEventsHandler {
         (&self.ledger, &self.subscription)
     }
 
-    /// Books one event in the batch's transaction.
-    async fn book(
+    /// Books the payments and refunds together.
+    async fn book_all(
         &self,
         connection: &mut sqlx::PgConnection,
-        event: &PaymentEvent,
+        events: &[&PaymentEvent],
         now: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
-        let booked = match &event.kind {
-            Some(payment_event::Kind::Succeeded(succeeded)) => Booked::PaymentSucceeded(
-                facts::payment_succeeded(event, succeeded).map_err(poison)?,
-            ),
-            Some(payment_event::Kind::Refunded(refunded)) => {
-                Booked::RefundSucceeded(facts::refund_succeeded(event, refunded).map_err(poison)?)
-            }
-            // Failures, dunning steps and disputes move no money in the books.
-            Some(_) => return Ok(()),
-            None => return Err(poison("PaymentEvent without a kind")),
-        };
-        books::record_and_book(connection, &booked, self.ledger.policy, now)
+        let mut booked = Vec::with_capacity(events.len());
+        for event in events {
+            booked.push(match &event.kind {
+                Some(payment_event::Kind::Succeeded(succeeded)) => Booked::PaymentSucceeded(
+                    facts::payment_succeeded(event, succeeded).map_err(poison)?,
+                ),
+                Some(payment_event::Kind::Refunded(refunded)) => Booked::RefundSucceeded(
+                    facts::refund_succeeded(event, refunded).map_err(poison)?,
+                ),
+                // Failures, dunning steps and disputes move no money in the books.
+                Some(_) => continue,
+                None => return Err(poison("PaymentEvent without a kind")),
+            });
+        }
+        books::record_and_book_all(connection, &booked, self.ledger.policy, now)
             .await
             .map_err(classify)
     }

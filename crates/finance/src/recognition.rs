@@ -28,12 +28,12 @@ use crate::journal::store::{self, Source};
 /// Days recognised per database transaction.
 const DAYS_PER_ROUND: i64 = 500;
 
-/// Stores the schedules of `invoice`'s deferred lines.
-pub async fn store_schedules(
-    connection: &mut PgConnection,
+/// The schedule days of `invoice`'s deferred lines, to store when it is
+/// booked (a batch of invoices stores all of theirs in one statement).
+pub fn schedule_days(
     invoice: &InvoiceFinalized,
     policy: RecognitionPolicy,
-) -> Result<(), FinanceServiceError> {
+) -> Result<Vec<ScheduleDay<'_>>, FinanceServiceError> {
     let mut days = Vec::new();
     for line in &invoice.lines {
         let Some(schedule) = line_schedule(line, policy)? else {
@@ -47,8 +47,7 @@ pub async fn store_schedules(
             currency: day.amount.currency().code(),
         }));
     }
-    schedules::insert_schedule_days(connection, &days).await?;
-    Ok(())
+    Ok(days)
 }
 
 /// Posts every day before `today` not yet recognised (of invoices not

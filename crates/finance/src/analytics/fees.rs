@@ -184,19 +184,21 @@ fn fee_of_line(line: &InvoiceLine, currency: Currency) -> Result<Option<LineFee>
     )))
 }
 
-/// Stores the recurring fees of a finalized invoice (in the consumer's
-/// transaction); a fee stored before under the same key is replaced.
+/// Stores the recurring fees of finalized invoices, in the order given, in
+/// one statement (in the consumer's transaction); a fee stored before under
+/// the same key is replaced.
 pub async fn record_finalized(
     connection: &mut PgConnection,
-    event: &InvoiceEvent,
+    events: &[&InvoiceEvent],
 ) -> Result<(), FinanceServiceError> {
-    for fee in invoiced_fees(event) {
+    let mut fees = Vec::new();
+    for fee in events.iter().flat_map(|event| invoiced_fees(event)) {
         let interval = serde_json::to_value(fee.interval).map_err(|error| {
             FinanceServiceError::Internal(format!("serialising an interval: {error}"))
         })?;
-        store::upsert_fee(&mut *connection, &fee, &interval).await?;
+        fees.push((fee, interval));
     }
-    Ok(())
+    store::upsert_fees(connection, &fees).await
 }
 
 /// Forgets the fees a voided invoice billed.

@@ -83,34 +83,67 @@ pub async fn customer_histories(
     Ok(customers)
 }
 
-/// Stores `fee` (its billing interval serialised as `interval`); a fee
-/// stored before under the same (subscription, plan version, charge, start)
-/// is replaced.
-pub async fn upsert_fee(
+/// Stores fees, each with its billing interval serialised, in one
+/// statement; a fee stored before under the same (subscription, plan
+/// version, charge, start) is replaced, and of several given under one key
+/// the last wins (as if stored one after another).
+pub async fn upsert_fees(
     connection: &mut PgConnection,
-    fee: &InvoicedFee,
-    interval: &serde_json::Value,
+    fees: &[(InvoicedFee, serde_json::Value)],
 ) -> Result<(), FinanceServiceError> {
+    let mut last_of_key = std::collections::HashMap::with_capacity(fees.len());
+    for (index, (fee, _)) in fees.iter().enumerate() {
+        let key = (
+            fee.subscription_id.as_str(),
+            fee.plan_version_id.as_str(),
+            fee.charge_key.as_str(),
+            fee.effective_from,
+        );
+        last_of_key.insert(key, index);
+    }
+    let mut kept: Vec<&(InvoicedFee, serde_json::Value)> = last_of_key
+        .into_values()
+        .filter_map(|index| fees.get(index))
+        .collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    // A fixed order: concurrent batches then lock the rows in the same order.
+    kept.sort_by(|a, b| {
+        (
+            &a.0.subscription_id,
+            &a.0.plan_version_id,
+            &a.0.charge_key,
+            a.0.effective_from,
+        )
+            .cmp(&(
+                &b.0.subscription_id,
+                &b.0.plan_version_id,
+                &b.0.charge_key,
+                b.0.effective_from,
+            ))
+    });
     sqlx::query(
         "INSERT INTO finance.subscription_fees (subscription_id, plan_version_id, charge_key, \
            effective_from, customer_id, currency, period_amount, billing_interval, mrr, invoice_id, line_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], \
+           $6::text[], $7::numeric[], $8::jsonb[], $9::numeric[], $10::text[], $11::text[]) \
          ON CONFLICT (subscription_id, plan_version_id, charge_key, effective_from) DO UPDATE SET \
            customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
            period_amount = EXCLUDED.period_amount, billing_interval = EXCLUDED.billing_interval, \
            mrr = EXCLUDED.mrr, invoice_id = EXCLUDED.invoice_id, line_id = EXCLUDED.line_id",
     )
-    .bind(&fee.subscription_id)
-    .bind(&fee.plan_version_id)
-    .bind(&fee.charge_key)
-    .bind(fee.effective_from)
-    .bind(&fee.customer_id)
-    .bind(fee.mrr.currency().code())
-    .bind(fee.period_amount.amount())
-    .bind(interval)
-    .bind(fee.mrr.amount())
-    .bind(&fee.invoice_id)
-    .bind(&fee.line_id)
+    .bind(kept.iter().map(|(fee, _)| fee.subscription_id.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.plan_version_id.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.charge_key.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.effective_from).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.customer_id.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.mrr.currency().code()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.period_amount.amount()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(_, interval)| interval).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.mrr.amount()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.invoice_id.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(fee, _)| fee.line_id.as_str()).collect::<Vec<_>>())
     .execute(&mut *connection)
     .await?;
     Ok(())

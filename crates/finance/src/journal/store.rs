@@ -150,6 +150,7 @@ pub async fn post_sourced(
         .iter()
         .map(|(transaction, source)| TransactionRow::of(transaction, *source, close))
         .collect::<Result<Vec<_>, _>>()?;
+    let (transactions, rows) = first_of_each_id(transactions, rows)?;
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO finance.transactions \
            (id, effective_at, original_effective_at, posted_at, description, reverses, source_kind, source_id, body) \
@@ -173,9 +174,41 @@ pub async fn post_sourced(
     .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
     refuse_changed_bodies(connection, &rows, &inserted).await?;
-    insert_entries(connection, transactions, &rows, &inserted).await?;
+    insert_entries(connection, &transactions, &rows, &inserted).await?;
     Ok(inserted.len())
 }
+
+/// The transactions without repeats of an id (a batch may carry one fact
+/// twice, under two message ids), the first of each kept; a repeat must
+/// have the first one's body, as a replay must have the stored one.
+fn first_of_each_id<'t, 's>(
+    transactions: &[(&'t Transaction, Source<'s>)],
+    rows: Vec<TransactionRow>,
+) -> Result<(TransactionsOf<'t, 's>, Vec<TransactionRow>), FinanceServiceError> {
+    let mut seen: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    let mut kept: (Vec<_>, Vec<TransactionRow>) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (transaction, row) in transactions.iter().zip(rows) {
+        if let Some(first) = seen.get(&row.id) {
+            if kept.1[*first].body != row.body {
+                return Err(FinanceServiceError::Conflict(format!(
+                    "transaction {} is built twice with other content (from {} {}): the fact changed under the same id",
+                    row.id, row.source_kind, row.source_id
+                )));
+            }
+            continue;
+        }
+        seen.insert(row.id.clone(), kept.1.len());
+        kept.0.push(*transaction);
+        kept.1.push(row);
+    }
+    Ok(kept)
+}
+
+type TransactionsOf<'t, 's> = Vec<(&'t Transaction, Source<'s>)>;
 
 /// A transaction as `finance.transactions` stores it.
 struct TransactionRow {

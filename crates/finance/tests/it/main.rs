@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod audit;
+mod batch_equivalence;
 mod batches;
 mod ledger;
 mod mrr;

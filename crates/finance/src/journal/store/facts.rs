@@ -16,21 +16,30 @@ pub struct StoredFact {
     pub applied_at: DateTime<Utc>,
 }
 
-/// Keeps a fact once per (kind, source): a replayed fact is not kept again.
-pub async fn insert_fact(
+/// A fact to keep: (kind, source id, the `Booked` JSON).
+pub type NewFact<'a> = (&'a str, &'a str, serde_json::Value);
+
+/// Keeps facts once per (kind, source) — a replayed fact is not kept again —
+/// in one statement, in the order given (so `seq`, the rebuild's order,
+/// follows it).
+pub async fn insert_facts(
     connection: &mut PgConnection,
-    kind: &str,
-    source_id: &str,
-    fact: &serde_json::Value,
+    facts: &[NewFact<'_>],
     applied_at: DateTime<Utc>,
 ) -> Result<(), FinanceServiceError> {
+    if facts.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO finance.facts (kind, source_id, fact, applied_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO finance.facts (kind, source_id, fact, applied_at) \
+         SELECT kind, source_id, fact, $4 \
+         FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS f (kind, source_id, fact, ord) \
+         ORDER BY ord \
          ON CONFLICT (kind, source_id) DO NOTHING",
     )
-    .bind(kind)
-    .bind(source_id)
-    .bind(fact)
+    .bind(facts.iter().map(|fact| fact.0).collect::<Vec<_>>())
+    .bind(facts.iter().map(|fact| fact.1).collect::<Vec<_>>())
+    .bind(facts.iter().map(|fact| &fact.2).collect::<Vec<_>>())
     .bind(applied_at)
     .execute(&mut *connection)
     .await?;
@@ -63,20 +72,50 @@ pub struct NewInvoice<'a> {
     pub fact: &'a serde_json::Value,
 }
 
-/// Keeps a finalized invoice (once: a replay keeps the first).
-pub async fn insert_invoice(
+/// Keeps finalized invoices (once: a replay keeps the first), in one
+/// statement.
+pub async fn insert_invoices(
     connection: &mut PgConnection,
-    invoice: NewInvoice<'_>,
+    invoices: &[NewInvoice<'_>],
 ) -> Result<(), FinanceServiceError> {
+    if invoices.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO finance.invoices (invoice_id, customer_id, currency, finalized_at, fact) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id) DO NOTHING",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[]) \
+         ON CONFLICT (invoice_id) DO NOTHING",
     )
-    .bind(invoice.invoice_id)
-    .bind(invoice.customer_id)
-    .bind(invoice.currency)
-    .bind(invoice.finalized_at)
-    .bind(invoice.fact)
+    .bind(
+        invoices
+            .iter()
+            .map(|invoice| invoice.invoice_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        invoices
+            .iter()
+            .map(|invoice| invoice.customer_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        invoices
+            .iter()
+            .map(|invoice| invoice.currency)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        invoices
+            .iter()
+            .map(|invoice| invoice.finalized_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        invoices
+            .iter()
+            .map(|invoice| invoice.fact)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *connection)
     .await?;
     Ok(())
