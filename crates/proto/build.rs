@@ -17,6 +17,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/invoicing/v1/subscriptions.proto",
     "tally/invoicing/v1/invoices.proto",
     "tally/invoicing/v1/credits.proto",
+    "tally/invoicing/v1/quotes.proto",
     "tally/payments/v1/payments.proto",
     "tally/payments/v1/reconciliation.proto",
     "tally/clock/v1/clock.proto",

@@ -323,6 +323,11 @@ prefixed_id!(
     MessageId,
     "msg"
 );
+prefixed_id!(
+    /// A quote (one revision of it), `quo_…`.
+    QuoteId,
+    "quo"
+);
 
 fn parse_prefixed(kind: &'static str, prefix: &'static str, text: &str) -> Result<(), IdError> {
     if text.is_empty() {
@@ -622,6 +627,7 @@ mod tests {
             ApiKeyId,
             AuditEntryId,
             MessageId,
+            QuoteId,
         );
     }
 }

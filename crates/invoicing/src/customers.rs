@@ -266,23 +266,23 @@ crate::feature_service!(
 );
 
 impl Customers<'_> {
-    async fn create_customer(
+    /// Creates the customer `request` describes in the caller's transaction, or returns
+    /// the one with its `external_id` when it is the same (`false`; a different one is
+    /// ALREADY_EXISTS naming the first differing field). The caller writes the
+    /// `customer.created` audit entry when it is created (`true`).
+    pub(crate) async fn create_in(
         &self,
+        connection: &mut PgConnection,
         request: CreateCustomerRequest,
-        origin: &Origin,
-    ) -> Result<CreateCustomerResponse> {
+        now: DateTime<Utc>,
+    ) -> Result<(Customer, bool)> {
         let mut customer = from_request(request)?;
-        let now = self.clock.now();
-        let mut transaction = self.pool.begin().await?;
-        store::lock_external_id(&mut transaction, &customer.external_id).await?;
-        let existing = store::get_by_external_id(&mut transaction, &customer.external_id).await?;
+        store::lock_external_id(&mut *connection, &customer.external_id).await?;
+        let existing = store::get_by_external_id(&mut *connection, &customer.external_id).await?;
         if let Some(stored) = existing {
             let stored = mapping::to_wire(&stored);
             return match first_difference(&stored, &customer) {
-                None => Ok(CreateCustomerResponse {
-                    customer: Some(stored),
-                    created: false,
-                }),
+                None => Ok((stored, false)),
                 Some(field) => Err(InvoicingError::AlreadyExists(format!(
                     "a customer with external_id {:?} exists ({}) with a different {field}",
                     customer.external_id, stored.id
@@ -292,7 +292,24 @@ impl Customers<'_> {
         customer.id = self.ids.mint::<CustomerId>().into();
         customer.created_at = Some(timestamp(now));
         customer.updated_at = Some(timestamp(now));
-        store::insert(&mut transaction, &mapping::from_wire(&customer)?).await?;
+        store::insert(&mut *connection, &mapping::from_wire(&customer)?).await?;
+        Ok((customer, true))
+    }
+
+    async fn create_customer(
+        &self,
+        request: CreateCustomerRequest,
+        origin: &Origin,
+    ) -> Result<CreateCustomerResponse> {
+        let now = self.clock.now();
+        let mut transaction = self.pool.begin().await?;
+        let (customer, created) = self.create_in(&mut transaction, request, now).await?;
+        if !created {
+            return Ok(CreateCustomerResponse {
+                customer: Some(customer),
+                created: false,
+            });
+        }
         let entry = self
             .audit_entry(now, "customer.created", ("customer", &customer.id), origin)
             .after(customer_state(&customer));

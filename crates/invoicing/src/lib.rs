@@ -7,6 +7,7 @@
 //! * [`billing`] — the bill run: composing, storing and finalizing invoices;
 //! * [`invoices`] — `InvoiceService`;
 //! * [`credits`] — `CreditService` and the credit ledger;
+//! * [`quotes`] — `QuoteService`: quotes that become subscriptions;
 //! * [`payment_events`] — the `payment-events` consumer;
 //! * [`refunds`] — the one creditable / refundable balance of an invoice;
 //! * [`plans`] and [`rating`] — what invoicing asks the rating peer.
@@ -23,6 +24,7 @@ mod metrics;
 mod paging;
 pub mod payment_events;
 pub mod plans;
+pub mod quotes;
 pub mod rating;
 pub mod refunds;
 pub mod subscriptions;
@@ -41,6 +43,7 @@ use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::invoicing::credit_service_server::CreditServiceServer;
 use tally_proto::invoicing::customer_service_server::CustomerServiceServer;
 use tally_proto::invoicing::invoice_service_server::InvoiceServiceServer;
+use tally_proto::invoicing::quote_service_server::QuoteServiceServer;
 use tally_proto::invoicing::subscription_service_server::SubscriptionServiceServer;
 use tally_runtime::config::InvoicingConfig;
 use tally_runtime::ids::SharedIdGenerator;
@@ -213,7 +216,9 @@ impl Invoicing {
         let invoices = InvoiceServiceServer::new(api.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let credits = CreditServiceServer::new(api).max_decoding_message_size(max_message_bytes);
+        let credits =
+            CreditServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes);
+        let quotes = QuoteServiceServer::new(api).max_decoding_message_size(max_message_bytes);
         GrpcServer::new(
             move |routes: Routes| {
                 routes
@@ -221,12 +226,14 @@ impl Invoicing {
                     .add_service(subscriptions)
                     .add_service(invoices)
                     .add_service(credits)
+                    .add_service(quotes)
             },
             vec![
                 <CustomerServiceServer<InvoicingApi> as NamedService>::NAME,
                 <SubscriptionServiceServer<InvoicingApi> as NamedService>::NAME,
                 <InvoiceServiceServer<InvoicingApi> as NamedService>::NAME,
                 <CreditServiceServer<InvoicingApi> as NamedService>::NAME,
+                <QuoteServiceServer<InvoicingApi> as NamedService>::NAME,
             ],
         )
     }

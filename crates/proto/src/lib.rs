@@ -132,6 +132,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.invoicing.v1.SubscriptionService",
     "tally.invoicing.v1.InvoiceService",
     "tally.invoicing.v1.CreditService",
+    "tally.invoicing.v1.QuoteService",
     "tally.payments.v1.PaymentService",
     "tally.payments.v1.ReconciliationService",
     "tally.clock.v1.ClockService",

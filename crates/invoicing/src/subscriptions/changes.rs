@@ -32,6 +32,34 @@ pub(super) struct Finished {
     pub(super) snapshot: proto::Subscription,
 }
 
+/// Puts `subscription` on `plan` from `at` on, with `policy` for the change: the phases
+/// from `at` on are replaced (a scheduled change is superseded). Returns the plan version
+/// in force before.
+pub(super) fn switch_plan(
+    subscription: &mut Subscription,
+    plan: &plans::PlanInfo,
+    at: DateTime<Utc>,
+    policy: Policy,
+) -> String {
+    let from = subscription
+        .phase_at(at)
+        .or(subscription.phases.last())
+        .map(|phase| phase.plan_version_id.clone())
+        .unwrap_or_default();
+    subscription.phases.retain(|phase| phase.start_at < at);
+    if let Some(last) = subscription.phases.last_mut() {
+        last.end_at = Some(at);
+    }
+    subscription.phases.push(Phase {
+        plan_id: plan.plan_id.clone(),
+        plan_version_id: plan.id.clone(),
+        start_at: at,
+        end_at: None,
+        policy,
+    });
+    from
+}
+
 impl Subscriptions<'_> {
     pub(super) fn backdate_limit(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - Duration::days(i64::from(self.config.backdate_window_days))
@@ -230,23 +258,7 @@ impl Subscriptions<'_> {
                 subscription.id
             )));
         }
-        let from = subscription
-            .phase_at(at)
-            .or(subscription.phases.last())
-            .map(|phase| phase.plan_version_id.clone())
-            .unwrap_or_default();
-        // Phases from `at` on are replaced (a scheduled change is superseded).
-        subscription.phases.retain(|phase| phase.start_at < at);
-        if let Some(last) = subscription.phases.last_mut() {
-            last.end_at = Some(at);
-        }
-        subscription.phases.push(Phase {
-            plan_id: plan.plan_id.clone(),
-            plan_version_id: plan.id.clone(),
-            start_at: at,
-            end_at: None,
-            policy,
-        });
+        let from = switch_plan(&mut subscription, &plan, at, policy);
         let kind = Kind::PlanChanged(subscription_event::PlanChanged {
             from_plan_version_id: from,
             to_plan_version_id: plan.id.clone(),

@@ -15,6 +15,7 @@ mod cancel;
 mod changes;
 mod lifecycle;
 pub mod model;
+mod quoted;
 pub(crate) mod store;
 
 use chrono::{DateTime, Utc};

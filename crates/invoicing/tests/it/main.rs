@@ -14,6 +14,7 @@ mod invoices;
 mod negative_invoices;
 mod payments;
 mod portal;
+mod quotes;
 mod refund_balance;
 mod scheduler;
 mod stored_model;

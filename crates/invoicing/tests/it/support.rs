@@ -322,6 +322,16 @@ impl Harness {
         draft.id
     }
 
+    /// A `QuoteService` client, on a server of its own for this invoicing.
+    pub async fn quotes(
+        &self,
+    ) -> tally_proto::invoicing::quote_service_client::QuoteServiceClient<Channel> {
+        let address = serve(self.invoicing.grpc_server(16 << 20), &self.shutdown).await;
+        tally_proto::invoicing::quote_service_client::QuoteServiceClient::connect(address)
+            .await
+            .unwrap()
+    }
+
     /// Creates a USD customer and returns its id.
     pub async fn customer(&mut self, external_id: &str) -> String {
         self.customers
