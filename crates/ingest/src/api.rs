@@ -543,6 +543,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<OpenBackfillRequest>,
     ) -> Result<Response<OpenBackfillResponse>, Status> {
+        let origin = tally_audit::Origin::from_request(&request);
         let request = request.into_inner();
         let now = self.clock.now();
         let idempotency_key = required(&request.idempotency_key, "idempotency_key")?.to_owned();
@@ -579,6 +580,10 @@ impl IngestService for IngestApi {
                 reason: request.reason,
             },
             now,
+            &backfill::Audit {
+                origin,
+                ids: &*self.ids,
+            },
         )
         .await
         .map_err(backfill_status)?;
@@ -591,9 +596,13 @@ impl IngestService for IngestApi {
         &self,
         request: Request<CloseBackfillRequest>,
     ) -> Result<Response<CloseBackfillResponse>, Status> {
+        let audit = backfill::Audit {
+            origin: tally_audit::Origin::from_request(&request),
+            ids: &*self.ids,
+        };
         let request = request.into_inner();
         let id = parse_id::<BackfillId>(&request.backfill_id, "backfill_id")?;
-        let backfill = backfill::close(&self.pool, &id, self.clock.now())
+        let backfill = backfill::close(&self.pool, &id, self.clock.now(), &audit)
             .await
             .map_err(backfill_status)?;
         Ok(Response::new(CloseBackfillResponse {
@@ -676,6 +685,7 @@ fn backfill_status(error: BackfillError) -> Status {
             ServiceError::new(ErrorKind::NotFound, error.to_string()).into()
         }
         BackfillError::Database(error) => internal(error),
+        BackfillError::Audit(error) => error.into(),
     }
 }
 

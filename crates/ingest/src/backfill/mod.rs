@@ -1,11 +1,14 @@
 //! Backfills: a customer's time range in which events older than the
 //! backfill window are accepted, for a limited time (an operator decision,
-//! kept for audit). The SQL is in [`store`].
+//! kept for audit: `backfill.opened` and `backfill.closed` in ingest's audit
+//! chain, in the change's transaction). The SQL is in [`store`].
 
 mod store;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
 use sqlx::PgPool;
+use tally_audit::{Entry, Origin, Schema};
 use tally_domain::ids::{BackfillId, CustomerId};
 use tally_proto::common::TimeRange;
 use tally_proto::ingest::Backfill;
@@ -61,19 +64,64 @@ pub enum BackfillError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The audit entry could not be written (the change rolled back).
+    #[error(transparent)]
+    Audit(#[from] tally_audit::AuditError),
 }
 
-/// Opens a backfill, or returns the one opened earlier with the same key and request.
+/// Who opens or closes a backfill, and the ids of their audit entries.
+#[derive(Debug)]
+pub struct Audit<'a> {
+    /// The caller.
+    pub origin: Origin,
+    /// Mints the entries' ids.
+    pub ids: &'a dyn tally_runtime::ids::IdGenerator,
+}
+
+/// What the audit log keeps of a backfill (all of it: no secret in it).
+fn state(row: &BackfillRow) -> Value {
+    let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let (id, customer_id, start, end, reason, opened_at, expires_at, closed_at) = row;
+    json!({
+        "id": id,
+        "customer_id": customer_id,
+        "start_time": time(start),
+        "end_time": time(end),
+        "reason": reason,
+        "opened_at": time(opened_at),
+        "expires_at": time(expires_at),
+        "closed_at": closed_at.as_ref().map(time),
+    })
+}
+
+/// Opens a backfill, or returns the one opened earlier with the same key and
+/// request. A backfill opened records `backfill.opened` by `audit`'s origin
+/// (the request's reason, the backfill after) in the same transaction; a
+/// replay records nothing.
 pub async fn open(
     pool: &PgPool,
     id: BackfillId,
     request: &NewBackfill,
     now: DateTime<Utc>,
+    audit: &Audit<'_>,
 ) -> Result<Backfill, BackfillError> {
     let hash = request.request_hash();
-    if let Some(row) = store::insert(pool, &id, request, &hash, now).await? {
+    let mut transaction = pool.begin().await?;
+    if let Some(row) = store::insert(&mut transaction, &id, request, &hash, now).await? {
+        let entry = Entry::minted(
+            audit.ids,
+            now,
+            "backfill.opened",
+            ("backfill", id.as_str()),
+            &audit.origin,
+        )
+        .reason(request.reason.clone())
+        .after(state(&row));
+        tally_audit::record(&mut transaction, Schema::Ingest, entry).await?;
+        transaction.commit().await?;
         return Ok(to_proto(row));
     }
+    transaction.rollback().await?;
     let (stored_hash, row) = store::by_key(pool, &request.idempotency_key).await?;
     if stored_hash != hash {
         return Err(BackfillError::IdempotencyConflict(
@@ -83,16 +131,36 @@ pub async fn open(
     Ok(to_proto(row))
 }
 
-/// Closes a backfill (idempotent: closing a closed one returns it unchanged).
+/// Closes a backfill (idempotent: closing a closed one returns it
+/// unchanged). Closing an open one records `backfill.closed` by `audit`'s
+/// origin, with the backfill before and after, in the same transaction.
 pub async fn close(
     pool: &PgPool,
     id: &BackfillId,
     now: DateTime<Utc>,
+    audit: &Audit<'_>,
 ) -> Result<Backfill, BackfillError> {
-    store::close(pool, id, now)
+    let mut transaction = pool.begin().await?;
+    let Some(before) = store::lock(&mut transaction, id).await? else {
+        return Err(BackfillError::NotFound(id.to_string()));
+    };
+    let after = store::close(&mut transaction, id, now)
         .await?
-        .map(to_proto)
-        .ok_or_else(|| BackfillError::NotFound(id.to_string()))
+        .ok_or_else(|| BackfillError::NotFound(id.to_string()))?;
+    if after != before {
+        let entry = Entry::minted(
+            audit.ids,
+            now,
+            "backfill.closed",
+            ("backfill", id.as_str()),
+            &audit.origin,
+        )
+        .before(state(&before))
+        .after(state(&after));
+        tally_audit::record(&mut transaction, Schema::Ingest, entry).await?;
+    }
+    transaction.commit().await?;
+    Ok(to_proto(after))
 }
 
 /// A page of backfills, newest first; `after` is the last id of the previous page.

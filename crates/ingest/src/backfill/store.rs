@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tally_domain::ids::BackfillId;
 
 use super::NewBackfill;
@@ -47,7 +47,7 @@ pub async fn open_windows(
 
 /// Inserts a backfill unless its idempotency key is taken; the new row, or `None`.
 pub(super) async fn insert(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     id: &BackfillId,
     request: &NewBackfill,
     hash: &[u8],
@@ -68,7 +68,7 @@ pub(super) async fn insert(
     .bind(&request.reason)
     .bind(now)
     .bind(now + request.duration)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await
 }
 
@@ -91,9 +91,23 @@ pub(super) async fn by_key(
     Ok((stored_hash, row))
 }
 
+/// Backfill `id`, locked (`FOR UPDATE`) until the caller's transaction ends;
+/// `None` if there is none.
+pub(super) async fn lock(
+    connection: &mut PgConnection,
+    id: &BackfillId,
+) -> Result<Option<BackfillRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ingest.backfills WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(connection)
+    .await
+}
+
 /// Closes a backfill (a closed one keeps its closing time); `None` if there is none.
 pub(super) async fn close(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     id: &BackfillId,
     now: DateTime<Utc>,
 ) -> Result<Option<BackfillRow>, sqlx::Error> {
@@ -103,7 +117,7 @@ pub(super) async fn close(
     )))
     .bind(id.as_str())
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await
 }
 

@@ -9,6 +9,7 @@
 // Scenario tests read as a story (a month of billing, a table of cents): length is fine here.
 #![allow(clippy::too_many_lines)]
 
+mod audit;
 mod bad_input;
 mod grpc;
 mod malformed;
