@@ -7,7 +7,9 @@
 mod backfill;
 mod credits;
 mod exactly_once;
+mod lag;
 mod landing;
 mod service;
+mod staging;
 mod support;
 mod throughput;
