@@ -101,6 +101,12 @@ enum Command {
         #[command(subcommand)]
         command: admin::subscriptions::SubscriptionsCommand,
     },
+    /// Quotes as code: creates (from a quote file), previews, finalizes, accepts,
+    /// declines, cancels, lists and shows quotes.
+    Quotes {
+        #[command(subcommand)]
+        command: admin::quotes::QuotesCommand,
+    },
     /// Lists and shows invoices; finalizes, voids and credits them.
     Invoices {
         #[command(subcommand)]
@@ -196,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reconcile(args) => admin::reconcile::run(args).await,
         Command::Customers { command } => admin::customers::run(command).await,
         Command::Subscriptions { command } => admin::subscriptions::run(command).await,
+        Command::Quotes { command } => admin::quotes::run(command).await,
         Command::Invoices { command } => admin::invoices::run(command).await,
         Command::Credits { command } => admin::credits::run(command).await,
         Command::Audit { command } => admin::audit::run(command).await,

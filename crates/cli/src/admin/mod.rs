@@ -29,6 +29,8 @@ pub mod invoice_actions;
 mod invoice_view;
 pub mod invoices;
 pub mod json;
+mod quote_file;
+pub mod quotes;
 pub mod reconcile;
 pub mod subscriptions;
 pub mod table;

@@ -149,22 +149,32 @@ impl PlanChoice {
             .catalog_address
             .as_deref()
             .unwrap_or(&target.address);
-        let plan = CatalogServiceClient::new(
-            connect(address, &target.api_key, target.ca_file.as_deref()).await?,
-        )
-        .get_plan(GetPlanRequest {
-            lookup: Some(get_plan_request::Lookup::Code(code.clone())),
-        })
-        .await
-        .answer(&format!("GetPlan {code} (rating's catalog at {address})"))?
-        .plan
-        .unwrap_or_default();
-        anyhow::ensure!(
-            !plan.latest_published_version_id.is_empty(),
-            "plan {code} has no published version yet: publish one with `tally catalog apply`"
-        );
-        Ok(plan.latest_published_version_id)
+        latest_published_version(&code, address, target).await
     }
+}
+
+/// The latest published version of the plan `code`, read from rating's catalog at
+/// `address`.
+pub(super) async fn latest_published_version(
+    code: &str,
+    address: &str,
+    target: &Target,
+) -> anyhow::Result<String> {
+    let plan = CatalogServiceClient::new(
+        connect(address, &target.api_key, target.ca_file.as_deref()).await?,
+    )
+    .get_plan(GetPlanRequest {
+        lookup: Some(get_plan_request::Lookup::Code(code.to_owned())),
+    })
+    .await
+    .answer(&format!("GetPlan {code} (rating's catalog at {address})"))?
+    .plan
+    .unwrap_or_default();
+    anyhow::ensure!(
+        !plan.latest_published_version_id.is_empty(),
+        "plan {code} has no published version yet: publish one with `tally catalog apply`"
+    );
+    Ok(plan.latest_published_version_id)
 }
 
 /// When a change takes effect.
@@ -438,7 +448,7 @@ pub async fn list_subscriptions(
 }
 
 /// A `cus_…` id as is; anything else looked up as an external id.
-async fn customer_id_of(target: &Target, customer: &str) -> anyhow::Result<String> {
+pub(super) async fn customer_id_of(target: &Target, customer: &str) -> anyhow::Result<String> {
     if customer.starts_with("cus_") {
         return Ok(customer.to_owned());
     }
