@@ -106,14 +106,20 @@ impl QuoteFile {
         let file: QuoteFile = serde_norway::from_str(text)
             .map_err(|error| usage(format!("{path} is not a quote file: {error}")))?;
         let customer = &file.customer;
-        let named = [customer.id.is_some(), customer.external_id.is_some(), customer.new.is_some()];
+        let named = [
+            customer.id.is_some(),
+            customer.external_id.is_some(),
+            customer.new.is_some(),
+        ];
         if named.iter().filter(|named| **named).count() != 1 {
             return Err(usage(format!(
                 "{path}: customer needs exactly one of id, external_id or new"
             )));
         }
         if file.plan.is_some() == file.plan_version.is_some() {
-            return Err(usage(format!("{path}: give exactly one of plan or plan_version")));
+            return Err(usage(format!(
+                "{path}: give exactly one of plan or plan_version"
+            )));
         }
         Ok(file)
     }

@@ -159,7 +159,10 @@ async fn content(args: &FileArgs) -> anyhow::Result<QuoteContent> {
     let plan_version_id = match (&file.plan_version, &file.plan) {
         (Some(version), _) => version.clone(),
         (None, code) => {
-            let address = args.catalog_address.as_deref().unwrap_or(&args.target.address);
+            let address = args
+                .catalog_address
+                .as_deref()
+                .unwrap_or(&args.target.address);
             let code = code.clone().unwrap_or_default();
             latest_published_version(&code, address, &args.target).await?
         }
@@ -279,7 +282,10 @@ async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
     let document_sha256 = match (&args.document, &args.document_sha256) {
         (Some(path), _) => {
             let bytes = std::fs::read(path).map_err(|error| {
-                usage(format!("cannot read --document {}: {error}", path.display()))
+                usage(format!(
+                    "cannot read --document {}: {error}",
+                    path.display()
+                ))
             })?;
             Sha256::digest(&bytes)
                 .iter()
@@ -292,10 +298,7 @@ async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
     let answer = client(target)
         .await?
         .accept_quote(AcceptQuoteRequest {
-            idempotency_key: idempotency_key(
-                args.quote.idempotency_key.as_deref(),
-                "quote-accept",
-            ),
+            idempotency_key: idempotency_key(args.quote.idempotency_key.as_deref(), "quote-accept"),
             quote_id: args.quote.quote.clone(),
             signed_by: args.signed_by.clone(),
             signed_at: Some(parse_time("--signed-at", &args.signed_at)?),
@@ -309,7 +312,11 @@ async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
     print_quote(target.output, &answer.quote.unwrap_or_default())
 }
 
-async fn list(customer: Option<String>, statuses: &[Status], target: &Target) -> anyhow::Result<()> {
+async fn list(
+    customer: Option<String>,
+    statuses: &[Status],
+    target: &Target,
+) -> anyhow::Result<()> {
     let customer_id = match &customer {
         Some(customer) => customer_id_of(target, customer).await?,
         None => String::new(),
@@ -341,36 +348,41 @@ async fn list(customer: Option<String>, statuses: &[Status], target: &Target) ->
         Ok((page.quotes, page.next_page_token))
     })
     .await?;
-    print_many(target.output, &quotes, "tally.invoicing.v1.Quote", |quotes| {
-        let mut table = Table::new(&[
-            "id",
-            "number",
-            "rev",
-            "status",
-            "customer",
-            "start",
-            "ends",
-            "total contract value",
-        ]);
-        for quote in quotes {
-            table.row(vec![
-                quote.id.clone(),
-                quote.number.clone(),
-                quote.revision.to_string(),
-                status_name(quote),
-                party(quote),
-                format_time(quote.content.as_ref().and_then(|c| c.start_at.as_ref())),
-                format_time(quote.ends_at.as_ref()),
-                format_money(
-                    quote
-                        .preview
-                        .as_ref()
-                        .and_then(|preview| preview.total_contract_value.as_ref()),
-                ),
+    print_many(
+        target.output,
+        &quotes,
+        "tally.invoicing.v1.Quote",
+        |quotes| {
+            let mut table = Table::new(&[
+                "id",
+                "number",
+                "rev",
+                "status",
+                "customer",
+                "start",
+                "ends",
+                "total contract value",
             ]);
-        }
-        table.print();
-    })
+            for quote in quotes {
+                table.row(vec![
+                    quote.id.clone(),
+                    quote.number.clone(),
+                    quote.revision.to_string(),
+                    status_name(quote),
+                    party(quote),
+                    format_time(quote.content.as_ref().and_then(|c| c.start_at.as_ref())),
+                    format_time(quote.ends_at.as_ref()),
+                    format_money(
+                        quote
+                            .preview
+                            .as_ref()
+                            .and_then(|preview| preview.total_contract_value.as_ref()),
+                    ),
+                ]);
+            }
+            table.print();
+        },
+    )
 }
 
 fn status_name(quote: &Quote) -> String {
@@ -382,7 +394,11 @@ fn status_name(quote: &Quote) -> String {
 
 /// The customer: its id, or `new: <external id>`.
 fn party(quote: &Quote) -> String {
-    match quote.content.as_ref().and_then(|content| content.party.as_ref()) {
+    match quote
+        .content
+        .as_ref()
+        .and_then(|content| content.party.as_ref())
+    {
         _ if !quote.customer_id.is_empty() => quote.customer_id.clone(),
         Some(quote_content::Party::NewCustomer(customer)) => {
             format!("new: {}", customer.external_id)
