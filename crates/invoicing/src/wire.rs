@@ -24,14 +24,8 @@ pub fn decimal(value: Decimal) -> common::Decimal {
 /// An amount on the wire, with at least the currency's minor-unit digits
 /// (`0.00`, not `0`); precise amounts keep all theirs.
 pub fn money(amount: Decimal, currency: Currency) -> common::Money {
-    let mut amount = amount;
-    if amount.scale() < currency.minor_units() {
-        amount.rescale(currency.minor_units());
-    }
-    common::Money {
-        currency: currency.code().to_owned(),
-        amount: amount.to_string(),
-    }
+    let shown = crate::billing::lines::shown_money(amount, currency);
+    tally_proto::convert::money_value(shown.amount(), currency)
 }
 
 /// A domain amount on the wire.

@@ -12,15 +12,16 @@ use tally_domain::invoice::Invoice as DomainInvoice;
 use tally_domain::money::{LINE_ROUNDING, Money};
 use tally_domain::period::Period;
 use tally_proto::events::invoice_event;
-use tally_proto::invoicing::{
-    self as proto, CollectionMode, InvoiceLine, InvoiceLineKind, invoice_line,
-};
+use tally_proto::invoicing::{self as proto, InvoiceLine};
 
 use super::Billing;
 use super::compose::{Composer, UsageCache};
 use super::lines::Line;
+use super::model::{Explanation, LineKind};
 use super::store::billed;
 use super::store::{self, InvoiceRow};
+use crate::customers::mapping::collection_mode_from_wire;
+use crate::customers::model::CollectionMode;
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::store as subscription_store;
 use crate::wire::money;
@@ -46,6 +47,8 @@ pub(crate) struct Sealing {
     /// Its lines as stored, when the caller had them at hand.
     pub(crate) lines: Option<Vec<InvoiceLine>>,
     pub(crate) customer: tally_proto::invoicing::Customer,
+    /// The customer's, copied onto the invoice.
+    pub(crate) collection_mode: CollectionMode,
     pub(crate) currency: tally_domain::money::Currency,
     pub(crate) subtotal: Decimal,
     pub(crate) credits_total: Decimal,
@@ -143,19 +146,17 @@ impl Billing<'_> {
             )
             .await?;
             let mut line = Line::new(
-                InvoiceLineKind::Adjustment,
+                LineKind::Adjustment,
                 format!("Credit balance carried to {}", grant.id),
                 service,
                 carried,
             )?;
-            line.detail = Some(invoice_line::Detail::Adjustment(
-                proto::AdjustmentLineDetail {
-                    original_invoice_id: row.id.clone(),
-                    original_line_id: String::new(),
-                    reason: "negative total carried to the customer's credit balance".into(),
-                    repriced_charge: None,
-                },
-            ));
+            line.explanation = Some(Explanation::Adjustment {
+                original_invoice_id: row.id.clone(),
+                original_line_id: String::new(),
+                reason: "negative total carried to the customer's credit balance".into(),
+                repriced_charge: None,
+            });
             extra.push(line);
             subtotal = Decimal::ZERO;
         }
@@ -184,10 +185,7 @@ impl Billing<'_> {
             LINE_ROUNDING,
         );
         domain
-            .add_line(
-                Line::new(InvoiceLineKind::Adjustment, "subtotal", service, due)?
-                    .domain(currency)?,
-            )
+            .add_line(Line::new(LineKind::Adjustment, "subtotal", service, due)?.domain(currency)?)
             .map_err(InvoicingError::internal)?;
         let application = CreditApplication {
             applied: burned
@@ -208,24 +206,7 @@ impl Billing<'_> {
         domain.finalize().map_err(InvoicingError::internal)?;
         let total = domain.total().map_err(InvoicingError::internal)?.amount();
         if !burned.is_empty() {
-            let mut line = Line::new(
-                InvoiceLineKind::CreditsApplied,
-                "Credits applied",
-                service,
-                Money::new(-credits_total, currency),
-            )?;
-            line.detail = Some(invoice_line::Detail::CreditsApplied(
-                proto::CreditsAppliedLineDetail {
-                    applications: burned
-                        .iter()
-                        .map(|(grant, amount)| proto::CreditApplication {
-                            credit_grant_id: grant.clone(),
-                            amount: Some(money(amount.amount(), currency)),
-                        })
-                        .collect(),
-                },
-            ));
-            extra.push(line);
+            extra.push(Line::credits_applied(&burned, service, currency)?);
         }
         let extra = store::lines::insert(
             &mut *connection,
@@ -240,7 +221,8 @@ impl Billing<'_> {
             lines.extend(extra);
             lines
         });
-        let due_at = if customer.collection_mode == CollectionMode::SendInvoice as i32 {
+        let collection_mode = collection_mode_from_wire(customer.collection_mode)?;
+        let due_at = if collection_mode == CollectionMode::SendInvoice {
             now + Duration::days(i64::from(customer.net_terms_days))
         } else {
             now
@@ -254,6 +236,7 @@ impl Billing<'_> {
             total,
             due_at,
             customer,
+            collection_mode,
         })
     }
 
@@ -305,7 +288,7 @@ impl Billing<'_> {
                 credits_total: sealing.credits_total,
                 total: sealing.total,
                 due_at: sealing.due_at,
-                collection_mode: sealing.customer.collection_mode,
+                collection_mode: sealing.collection_mode,
             })
             .collect();
         let rows = store::finalize_all(&mut *connection, &finalized, &numbers, now).await?;

@@ -1,19 +1,19 @@
-//! A line being assembled, and its wire form.
+//! A line being assembled, in invoicing's own model (its wire form is made
+//! only in `mapping.rs`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use tally_domain::invoice::{InvoiceLine as DomainLine, LineKind};
+use tally_domain::invoice::{InvoiceLine as DomainLine, LineKind as DomainKind};
 use tally_domain::money::{Currency, LINE_ROUNDING, Money};
 use tally_domain::period::Period;
-use tally_proto::invoicing::{self as proto, InvoiceLineKind, invoice_line};
 
+use crate::billing::model::{CreditApplication, Explanation, LineKind, Range, StoredLine};
 use crate::error::{InvoicingError, Result};
-use crate::wire::{decimal, money, period_range};
 
 /// A line of an invoice before it is stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line {
-    pub kind: InvoiceLineKind,
+    pub kind: LineKind,
     pub description: String,
     pub service: Period,
     pub quantity: Decimal,
@@ -25,32 +25,44 @@ pub struct Line {
     pub in_advance: bool,
     pub usage_period_start: Option<DateTime<Utc>>,
     pub original_invoice_id: Option<String>,
-    pub detail: Option<invoice_line::Detail>,
+    /// How the amount came about (matches `kind`).
+    pub explanation: Option<Explanation>,
 }
 
-/// The domain kind of a wire kind.
-pub fn domain_kind(kind: InvoiceLineKind) -> LineKind {
+/// The domain kind of a line's kind.
+pub fn domain_kind(kind: LineKind) -> DomainKind {
     match kind {
-        InvoiceLineKind::Recurring | InvoiceLineKind::Unspecified => LineKind::Recurring,
-        InvoiceLineKind::Usage => LineKind::Usage,
-        InvoiceLineKind::ProrationCredit => LineKind::ProrationCredit,
-        InvoiceLineKind::ProrationCharge => LineKind::ProrationCharge,
-        InvoiceLineKind::MinimumTrueUp => LineKind::MinimumTrueUp,
-        InvoiceLineKind::CreditsApplied => LineKind::CreditApplied,
-        InvoiceLineKind::Adjustment => LineKind::Adjustment,
+        LineKind::Recurring => DomainKind::Recurring,
+        LineKind::Usage => DomainKind::Usage,
+        LineKind::ProrationCredit => DomainKind::ProrationCredit,
+        LineKind::ProrationCharge => DomainKind::ProrationCharge,
+        LineKind::MinimumTrueUp => DomainKind::MinimumTrueUp,
+        LineKind::CreditsApplied => DomainKind::CreditApplied,
+        LineKind::Adjustment => DomainKind::Adjustment,
     }
 }
 
-/// The stored name of a kind.
-pub fn kind_name(kind: InvoiceLineKind) -> &'static str {
-    match kind {
-        InvoiceLineKind::Recurring | InvoiceLineKind::Unspecified => "recurring",
-        InvoiceLineKind::Usage => "usage",
-        InvoiceLineKind::ProrationCredit => "proration_credit",
-        InvoiceLineKind::ProrationCharge => "proration_charge",
-        InvoiceLineKind::MinimumTrueUp => "minimum_true_up",
-        InvoiceLineKind::CreditsApplied => "credits_applied",
-        InvoiceLineKind::Adjustment => "adjustment",
+/// An explanation's amount as invoices have always shown it: at least the
+/// currency's minor-unit digits (`10.00`, not `10`); more are kept.
+pub fn shown_money(amount: Decimal, currency: Currency) -> Money {
+    let mut amount = amount;
+    if amount.scale() < currency.minor_units() {
+        amount.rescale(currency.minor_units());
+    }
+    Money::new(amount, currency)
+}
+
+/// An explanation's ratio as invoices have always shown it: without
+/// trailing zeros.
+pub fn shown_decimal(value: Decimal) -> Decimal {
+    value.normalize()
+}
+
+/// A period as an explanation's range.
+pub fn range(period: &Period) -> Range {
+    Range {
+        start: period.start(),
+        end: period.end(),
     }
 }
 
@@ -58,7 +70,7 @@ impl Line {
     /// A line of `kind` whose amount is `precise` rounded once (half-even);
     /// the domain checks the sign against the kind.
     pub fn new(
-        kind: InvoiceLineKind,
+        kind: LineKind,
         description: impl Into<String>,
         service: Period,
         precise: Money,
@@ -84,8 +96,34 @@ impl Line {
             in_advance: false,
             usage_period_start: None,
             original_invoice_id: None,
-            detail: None,
+            explanation: None,
         })
+    }
+
+    /// The line of the credit grants `burned` (grant id and amount, in
+    /// burn-down order; not empty) against an invoice in `currency`.
+    pub fn credits_applied(
+        burned: &[(String, Money)],
+        service: Period,
+        currency: Currency,
+    ) -> Result<Line> {
+        let total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
+        let mut line = Line::new(
+            LineKind::CreditsApplied,
+            "Credits applied",
+            service,
+            Money::new(-total, currency),
+        )?;
+        line.explanation = Some(Explanation::CreditsApplied {
+            applications: burned
+                .iter()
+                .map(|(grant, amount)| CreditApplication {
+                    credit_grant_id: grant.clone(),
+                    amount: Some(shown_money(amount.amount(), currency)),
+                })
+                .collect(),
+        });
+        Ok(line)
     }
 
     /// The domain line (for totals).
@@ -99,18 +137,19 @@ impl Line {
         .map_err(InvoicingError::internal)
     }
 
-    /// The wire line.
-    pub fn to_proto(&self, id: String, currency: Currency) -> proto::InvoiceLine {
-        proto::InvoiceLine {
+    /// The line as stored under `id` (`il_…`; empty for a preview).
+    pub fn stored(&self, id: String) -> StoredLine {
+        StoredLine {
             id,
-            kind: self.kind as i32,
+            kind: self.kind,
             description: self.description.clone(),
-            period: Some(period_range(&self.service)),
-            quantity: Some(decimal(self.quantity)),
-            unit_price: self.unit_price.map(decimal),
-            precise_amount: Some(money(self.precise, currency)),
-            amount: Some(money(self.amount, currency)),
-            detail: self.detail.clone(),
+            service_start: self.service.start(),
+            service_end: self.service.end(),
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            precise_amount: self.precise,
+            amount: self.amount,
+            explanation: self.explanation.clone(),
         }
     }
 }

@@ -6,11 +6,14 @@ use sqlx::PgConnection;
 use tally_domain::ids::{CustomerId, InvoiceId};
 use tally_domain::invoice::Invoice as DomainInvoice;
 use tally_domain::money::{Currency, LINE_ROUNDING, Money};
-use tally_proto::invoicing::{self as proto, InvoiceStatus};
+use tally_proto::invoicing::{self as proto, CollectionMode as CollectionModeWire, InvoiceStatus};
 
 use super::compose::Composition;
 use super::lines::Line;
+use super::mapping;
 use super::model::{BillingReason, InvoiceStatus as Status};
+use crate::customers::mapping::{collection_mode_from_wire, collection_mode_to_wire};
+use crate::customers::model::CollectionMode;
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, time_range, timestamp};
 
@@ -36,7 +39,12 @@ pub struct InvoiceRow {
     pub total: Decimal,
     pub amount_paid: Decimal,
     pub amount_credited: Decimal,
-    pub collection_mode: i32,
+    /// The wire enum's number, written for the previous release only (read
+    /// through [`InvoiceRow::collection_mode`]).
+    #[sqlx(rename = "collection_mode")]
+    pub collection_mode_number: i32,
+    /// Set at finalization; NULL on a row an old pod finalized.
+    pub collection_mode_name: Option<CollectionMode>,
     pub grace_period_ends_at: DateTime<Utc>,
     pub finalized_at: Option<DateTime<Utc>>,
     pub due_at: Option<DateTime<Utc>>,
@@ -57,6 +65,17 @@ impl InvoiceRow {
     /// What is still due: total − paid − credited, never negative.
     pub fn amount_due(&self) -> Decimal {
         (self.total - self.amount_paid - self.amount_credited).max(Decimal::ZERO)
+    }
+
+    /// The customer's collection mode copied at finalization (`None` before):
+    /// the stored name, or on a row a pod of the previous release finalized
+    /// (`20261207800200_invoicing_collection_mode_text.sql`) its number.
+    pub fn collection_mode(&self) -> Result<Option<CollectionMode>> {
+        match (self.collection_mode_name, self.collection_mode_number) {
+            (Some(mode), _) => Ok(Some(mode)),
+            (None, 0) => Ok(None),
+            (None, number) => collection_mode_from_wire(number).map(Some),
+        }
     }
 
     /// The wire status.
@@ -118,7 +137,7 @@ fn reason_to_wire(reason: BillingReason) -> proto::BillingReason {
 
 const INVOICE_COLUMNS: &str = "id, subscription_id, customer_id, boundary_at, period_start, period_end, status, \
     billing_reason, currency, number, subtotal, credits_applied, total, amount_paid, amount_credited, collection_mode, \
-    grace_period_ends_at, finalized_at, due_at, paid_at, voided_at, void_reason, version, created_at, updated_at";
+    collection_mode_name, grace_period_ends_at, finalized_at, due_at, paid_at, voided_at, void_reason, version, created_at, updated_at";
 
 /// Loads invoice rows by id, without locking (those missing are left out).
 pub async fn load_many(connection: &mut PgConnection, ids: &[&str]) -> Result<Vec<InvoiceRow>> {
@@ -246,8 +265,8 @@ pub(crate) struct Finalized<'a> {
     pub(crate) credits_total: Decimal,
     pub(crate) total: Decimal,
     pub(crate) due_at: DateTime<Utc>,
-    /// The customer's, as its wire number.
-    pub(crate) collection_mode: i32,
+    /// The customer's.
+    pub(crate) collection_mode: CollectionMode,
 }
 
 /// Marks the prepared drafts `finalized` with their numbers (one
@@ -262,9 +281,10 @@ pub(crate) async fn finalize_all(
     let sql = format!(
         "UPDATE invoicing.invoices i SET status = 'finalized', number = f.number, subtotal = f.subtotal, \
            credits_applied = f.credits_applied, total = f.total, finalized_at = $8, due_at = f.due_at, \
-           collection_mode = f.collection_mode, version = i.version + 1, updated_at = $8 \
-         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::timestamptz[], $7::int[]) \
-           AS f(id, number, subtotal, credits_applied, total, due_at, collection_mode) \
+           collection_mode = f.collection_mode, collection_mode_name = f.collection_mode_name, \
+           version = i.version + 1, updated_at = $8 \
+         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::timestamptz[], $7::int[], \
+           $9::text[]) AS f(id, number, subtotal, credits_applied, total, due_at, collection_mode, collection_mode_name) \
          WHERE i.id = f.id RETURNING {}",
         INVOICE_COLUMNS
             .split(", ")
@@ -287,10 +307,16 @@ pub(crate) async fn finalize_all(
         .bind(
             sealings
                 .iter()
-                .map(|s| s.collection_mode)
+                .map(|s| collection_mode_to_wire(s.collection_mode) as i32)
                 .collect::<Vec<_>>(),
         )
         .bind(now)
+        .bind(
+            sealings
+                .iter()
+                .map(|s| s.collection_mode.name())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(connection)
         .await?;
     // RETURNING has no order: put the rows back in the order of `sealings`.
@@ -343,7 +369,9 @@ pub async fn replace_draft_lines(
         && existing
             .iter()
             .zip(&composition.lines)
-            .all(|(stored, line)| *stored == line.to_proto(stored.id.clone(), currency));
+            .all(|(stored, line)| {
+                *stored == mapping::line_to_wire(&line.stored(stored.id.clone()), currency)
+            });
     sqlx::query("UPDATE invoicing.invoices SET refreshed_at = $2 WHERE id = $1")
         .bind(&invoice.id)
         .bind(now)
@@ -401,7 +429,10 @@ pub async fn to_proto(
         subscription_id: row.subscription_id.clone(),
         status: row.wire_status() as i32,
         billing_reason: reason_to_wire(row.billing_reason) as i32,
-        collection_mode: row.collection_mode,
+        collection_mode: row
+            .collection_mode()?
+            .map_or(CollectionModeWire::Unspecified, collection_mode_to_wire)
+            as i32,
         currency: row.currency.clone(),
         period: Some(time_range(row.period_start, row.period_end)),
         lines,

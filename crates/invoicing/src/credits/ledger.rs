@@ -8,46 +8,13 @@ use tally_domain::credit::{CreditGrant as DomainGrant, apply_credits};
 use tally_domain::ids::{AccountId, CreditGrantId, CreditLedgerEntryId, CustomerId, TransactionId};
 use tally_domain::ledger::TransactionBuilder;
 use tally_domain::money::Money;
-use tally_proto::invoicing::{
-    self as proto, CreditGrantKind, CreditGrantStatus, CreditLedgerEntryKind,
-};
+use tally_proto::invoicing::{self as proto, CreditGrantStatus};
 
+use super::mapping::grant_kind_to_wire;
+use super::model::{Closure, EntryKind, GrantKind};
 use super::store::{self, GrantRow, NewLedgerEntry, ReturnableBurn};
 use crate::error::{InvoicingError, Result};
 use crate::wire::{maybe_timestamp, money, stored_currency, timestamp};
-
-/// What a ledger entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
-    Grant,
-    Burn,
-    Expiry,
-    Void,
-    Reversal,
-}
-
-impl EntryKind {
-    fn name(self) -> &'static str {
-        match self {
-            EntryKind::Grant => "grant",
-            EntryKind::Burn => "burn",
-            EntryKind::Expiry => "expiry",
-            EntryKind::Void => "void",
-            EntryKind::Reversal => "reversal",
-        }
-    }
-
-    pub(super) fn wire(name: &str) -> CreditLedgerEntryKind {
-        match name {
-            "grant" => CreditLedgerEntryKind::Grant,
-            "burn" => CreditLedgerEntryKind::Burn,
-            "expiry" => CreditLedgerEntryKind::Expiry,
-            "void" => CreditLedgerEntryKind::Void,
-            "reversal" => CreditLedgerEntryKind::Reversal,
-            _ => CreditLedgerEntryKind::Unspecified,
-        }
-    }
-}
 
 fn account(name: &str) -> Result<AccountId> {
     AccountId::parse(&format!("acct_{name}")).map_err(InvoicingError::internal)
@@ -117,7 +84,7 @@ pub async fn post(
         transaction_id: transaction_id.as_str(),
         customer_id: posting.customer_id,
         credit_grant_id: posting.grant_id,
-        kind: posting.kind.name(),
+        kind: posting.kind,
         amount: posting.amount.amount(),
         currency,
         balance_after: previous.unwrap_or(Decimal::ZERO) + posting.amount.amount(),
@@ -131,19 +98,18 @@ pub async fn post(
 
 impl GrantRow {
     pub(super) fn counter(&self) -> (&'static str, String) {
-        if self.kind == "prepaid" {
-            ("deferred_revenue", "deferredrevenue".into())
-        } else {
-            ("promotional_expense", "promotionalexpense".into())
+        match self.kind {
+            GrantKind::Prepaid => ("deferred_revenue", "deferredrevenue".into()),
+            GrantKind::Promotional => ("promotional_expense", "promotionalexpense".into()),
         }
     }
 
     /// The wire grant with its status at `now`.
     pub fn to_proto(&self, now: DateTime<Utc>) -> Result<proto::CreditGrant> {
         let currency = stored_currency(&self.currency)?;
-        let status = match self.closed.as_deref() {
-            Some("void") => CreditGrantStatus::Void,
-            Some(_) => CreditGrantStatus::Expired,
+        let status = match self.closed {
+            Some(Closure::Void) => CreditGrantStatus::Void,
+            Some(Closure::Expired) => CreditGrantStatus::Expired,
             None if self.expires_at.is_some_and(|end| end <= now) => CreditGrantStatus::Expired,
             None if self.remaining.is_zero() => CreditGrantStatus::Depleted,
             None if self.effective_at > now => CreditGrantStatus::Pending,
@@ -152,11 +118,7 @@ impl GrantRow {
         Ok(proto::CreditGrant {
             id: self.id.clone(),
             customer_id: self.customer_id.clone(),
-            kind: if self.kind == "prepaid" {
-                CreditGrantKind::Prepaid
-            } else {
-                CreditGrantKind::Promotional
-            } as i32,
+            kind: grant_kind_to_wire(self.kind) as i32,
             amount: Some(money(self.amount, currency)),
             remaining: Some(money(self.remaining, currency)),
             priority: u32::try_from(self.priority).unwrap_or(0),
@@ -199,7 +161,11 @@ pub async fn insert_grant(
     let row = GrantRow {
         id: id.into(),
         customer_id: customer_id.to_owned(),
-        kind: if prepaid { "prepaid" } else { "promotional" }.into(),
+        kind: if prepaid {
+            GrantKind::Prepaid
+        } else {
+            GrantKind::Promotional
+        },
         currency: amount.currency().code().to_owned(),
         amount: amount.amount(),
         remaining: amount.amount(),

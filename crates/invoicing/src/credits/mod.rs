@@ -25,11 +25,14 @@ use crate::idempotency::{self, request_hash};
 use crate::wire::{money, optional_instant, parse_money, stored_currency, timestamp};
 use crate::{customers, paging};
 
-pub use ledger::{EntryKind, Posting, burn, expire, insert_grant, post, return_burns};
+pub use ledger::{Posting, burn, expire, insert_grant, post, return_burns};
+pub use model::EntryKind;
 pub use store::GrantRow;
 use store::load_grant;
 
 mod ledger;
+mod mapping;
+pub mod model;
 pub mod preview;
 mod store;
 
@@ -320,7 +323,7 @@ impl Credits<'_> {
                 Ok(proto::CreditLedgerEntry {
                     id: entry.id,
                     transaction_id: entry.transaction_id,
-                    kind: EntryKind::wire(&entry.kind) as i32,
+                    kind: mapping::entry_kind_to_wire(entry.kind) as i32,
                     amount: Some(money(entry.amount, currency)),
                     balance_after: Some(money(entry.balance_after, currency)),
                     credit_grant_id: entry.credit_grant_id,

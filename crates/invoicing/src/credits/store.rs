@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use super::model::{Closure, EntryKind, GrantKind};
 use crate::error::{InvoicingError, Result};
 
 /// A grant row.
@@ -14,14 +15,14 @@ use crate::error::{InvoicingError, Result};
 pub struct GrantRow {
     pub id: String,
     pub customer_id: String,
-    pub kind: String,
+    pub kind: GrantKind,
     pub currency: String,
     pub amount: Decimal,
     pub remaining: Decimal,
     pub priority: i32,
     pub effective_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub closed: Option<String>,
+    pub closed: Option<Closure>,
     pub description: String,
     pub credit_note_id: String,
     pub created_at: DateTime<Utc>,
@@ -51,7 +52,7 @@ pub async fn insert_grant(connection: &mut PgConnection, row: &GrantRow) -> Resu
     )
     .bind(&row.id)
     .bind(&row.customer_id)
-    .bind(&row.kind)
+    .bind(row.kind.name())
     .bind(&row.currency)
     .bind(row.amount)
     .bind(row.priority)
@@ -293,8 +294,7 @@ pub struct LedgerEntry {
     pub seq: i64,
     pub id: String,
     pub transaction_id: String,
-    /// `grant`, `burn`, `expiry`, `void` or `reversal`.
-    pub kind: String,
+    pub kind: EntryKind,
     pub amount: Decimal,
     pub currency: String,
     pub balance_after: Decimal,
@@ -335,7 +335,7 @@ pub struct NewLedgerEntry<'a> {
     pub transaction_id: &'a str,
     pub customer_id: &'a str,
     pub credit_grant_id: &'a str,
-    pub kind: &'a str,
+    pub kind: EntryKind,
     pub amount: Decimal,
     pub currency: &'a str,
     pub balance_after: Decimal,
@@ -359,7 +359,7 @@ pub async fn insert_ledger_entry(
     .bind(entry.transaction_id)
     .bind(entry.customer_id)
     .bind(entry.credit_grant_id)
-    .bind(entry.kind)
+    .bind(entry.kind.name())
     .bind(entry.amount)
     .bind(entry.currency)
     .bind(entry.balance_after)

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tally_domain::money::Currency;
 
+use crate::text_enum::text_enum;
+
 /// A billed party.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,13 +57,14 @@ pub struct TaxId {
     pub value: String,
 }
 
-/// How a customer's invoices are collected (stored as the snake-case name;
-/// the migration's CHECK lists the same names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CollectionMode {
-    ChargeAutomatically,
-    SendInvoice,
+text_enum! {
+    /// How a customer's invoices are collected (the customer document's
+    /// `collection_mode`, an invoice's `collection_mode_name`; the
+    /// migrations' CHECKs list the same names).
+    pub enum CollectionMode {
+        ChargeAutomatically = "charge_automatically",
+        SendInvoice = "send_invoice",
+    }
 }
 
 /// Lifecycle of a customer (the `status` column's values).

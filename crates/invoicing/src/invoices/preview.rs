@@ -3,13 +3,13 @@
 
 use rust_decimal::Decimal;
 use tally_domain::ids::SubscriptionId;
-use tally_domain::money::Money;
-use tally_proto::invoicing::{self as proto, InvoiceLineKind, InvoiceStatus, invoice_line};
+use tally_proto::invoicing::{self as proto, InvoiceStatus};
 
 use super::Invoices;
 use super::store as invoice_store;
 use crate::billing::compose::Composer;
 use crate::billing::lines::Line;
+use crate::billing::mapping::line_to_wire;
 use crate::credits;
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::store as subscription_store;
@@ -139,24 +139,7 @@ impl Invoices<'_> {
         transaction.rollback().await?;
         let credits_total: Decimal = burned.iter().map(|(_, amount)| amount.amount()).sum();
         if !burned.is_empty() {
-            let mut line = Line::new(
-                InvoiceLineKind::CreditsApplied,
-                "Credits applied",
-                period,
-                Money::new(-credits_total, currency),
-            )?;
-            line.detail = Some(invoice_line::Detail::CreditsApplied(
-                proto::CreditsAppliedLineDetail {
-                    applications: burned
-                        .iter()
-                        .map(|(grant, amount)| proto::CreditApplication {
-                            credit_grant_id: grant.clone(),
-                            amount: Some(money(amount.amount(), currency)),
-                        })
-                        .collect(),
-                },
-            ));
-            lines.push(line);
+            lines.push(Line::credits_applied(&burned, period, currency)?);
         }
         let total = subtotal - credits_total;
         let zero = money(Decimal::ZERO, currency);
@@ -169,7 +152,7 @@ impl Invoices<'_> {
             period: Some(crate::wire::period_range(&period)),
             lines: lines
                 .iter()
-                .map(|line| line.to_proto(String::new(), currency))
+                .map(|line| line_to_wire(&line.stored(String::new()), currency))
                 .collect(),
             subtotal: Some(money(subtotal, currency)),
             credits_applied: Some(money(-credits_total, currency)),

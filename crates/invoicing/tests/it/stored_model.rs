@@ -98,6 +98,16 @@ async fn store_the_old_way(h: &Harness, before: &Answers) {
     .execute(pool)
     .await
     .unwrap();
+    // An invoice a pod of the previous release finalized has only the wire
+    // number of its collection mode
+    // (`20261207800200_invoicing_collection_mode_text.sql`).
+    for invoice in &before.invoices {
+        sqlx::query("UPDATE invoicing.invoices SET collection_mode_name = NULL WHERE id = $1")
+            .bind(&invoice.id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
     for note in &before.credit_notes {
         sqlx::query(
             "UPDATE invoicing.credit_notes SET snapshot = $2, reason = NULL, memo = NULL, lines = NULL, \
@@ -279,6 +289,27 @@ async fn rows_stored_as_protobuf_read_the_same_before_and_after_the_conversion()
         "new rows hold the model"
     );
     previous_release_reads(&h, &before).await;
+    // An invoice's collection mode is its name, and the number the previous
+    // release reads beside it.
+    let modes: Vec<(Option<String>, i32)> = sqlx::query_as(
+        "SELECT collection_mode_name, collection_mode FROM invoicing.invoices \
+         WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(&invoices)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        modes,
+        vec![(Some("send_invoice".to_owned()), 2); 3],
+        "finalized invoices copy the customer's mode"
+    );
+    for invoice in &before.invoices {
+        assert_eq!(
+            invoice.collection_mode,
+            invoicing_proto::CollectionMode::SendInvoice as i32
+        );
+    }
 
     store_the_old_way(&h, &before).await;
     let line_count = before.invoices.iter().map(|i| i.lines.len()).sum::<usize>();
@@ -348,6 +379,21 @@ async fn a_stored_name_this_version_does_not_know_is_refused() {
             .await,
     );
     assert!(refused.is_err(), "the CHECK lists the line kinds");
+    let refused = sqlx::query(
+        "UPDATE invoicing.invoices SET collection_mode_name = 'by_carrier_pigeon' WHERE id = $1",
+    )
+    .bind(&invoice)
+    .execute(&h.db.pool)
+    .await;
+    assert!(refused.is_err(), "the CHECK lists the collection modes");
+    let refused = sqlx::query(
+        "UPDATE invoicing.invoices SET collection_mode_name = 'charge_automatically', collection_mode = 2 \
+         WHERE id = $1",
+    )
+    .bind(&invoice)
+    .execute(&h.db.pool)
+    .await;
+    assert!(refused.is_err(), "the name and the number never disagree");
     // A line explanation with a timing this version does not know is an
     // error when read, never a default.
     sqlx::query(

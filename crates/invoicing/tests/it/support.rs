@@ -515,7 +515,10 @@ impl Harness {
                     let range = detail.prorated_period.unwrap();
                     let factor: Decimal = detail.factor.as_ref().unwrap().value.parse().unwrap();
                     Some((
-                        tally_invoicing::billing::lines::kind_name(line.kind()).to_owned(),
+                        tally_invoicing::billing::mapping::kind_from_wire(line.kind())
+                            .unwrap()
+                            .name()
+                            .to_owned(),
                         format!("{}..{}", day(range.start_time), day(range.end_time)),
                         factor.round_dp(4),
                     ))

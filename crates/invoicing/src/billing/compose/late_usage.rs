@@ -7,9 +7,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::money::Money;
 use tally_domain::period::Period;
-use tally_proto::invoicing::{self as proto, InvoiceLineKind, invoice_line};
 
 use crate::billing::lines::Line;
+use crate::billing::model::{Explanation, LineKind};
 use crate::billing::store::billed::{self, BilledUsagePeriod, UsagePeriodsQuery};
 use crate::error::{InvoicingError, Result};
 use crate::subscriptions::Subscription;
@@ -64,10 +64,7 @@ impl Composer<'_> {
                 .iter()
                 .filter(|line| {
                     line.usage_period_start == Some(billing_period.start())
-                        && matches!(
-                            line.kind,
-                            InvoiceLineKind::Usage | InvoiceLineKind::Adjustment
-                        )
+                        && matches!(line.kind, LineKind::Usage | LineKind::Adjustment)
                 })
                 .map(|line| line.amount)
                 .sum();
@@ -76,7 +73,7 @@ impl Composer<'_> {
                 continue;
             }
             let mut line = Line::new(
-                InvoiceLineKind::Adjustment,
+                LineKind::Adjustment,
                 format!(
                     "Usage adjustment for {}",
                     billing_period.start().format("%Y-%m-%d")
@@ -86,14 +83,12 @@ impl Composer<'_> {
             )?;
             line.usage_period_start = Some(billing_period.start());
             line.original_invoice_id = Some(invoice_id.clone());
-            line.detail = Some(invoice_line::Detail::Adjustment(
-                proto::AdjustmentLineDetail {
-                    original_invoice_id: invoice_id,
-                    original_line_id: String::new(),
-                    reason: "usage that arrived after the invoice was finalized".into(),
-                    repriced_charge: None,
-                },
-            ));
+            line.explanation = Some(Explanation::Adjustment {
+                original_invoice_id: invoice_id,
+                original_line_id: String::new(),
+                reason: "usage that arrived after the invoice was finalized".into(),
+                repriced_charge: None,
+            });
             lines.push(line);
         }
         Ok(lines)

@@ -32,16 +32,17 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tally_domain::money::Money;
 use tally_domain::period::Period;
-use tally_proto::invoicing::{self as proto, BillingReason, InvoiceLineKind, invoice_line};
-use tally_proto::rating::{BillingTiming, GetUsageChargesResponse};
+use tally_proto::invoicing::BillingReason;
+use tally_proto::rating::GetUsageChargesResponse;
 
 use crate::billing::fees::{self, Stretch};
-use crate::billing::lines::Line;
+use crate::billing::lines::{Line, range, shown_decimal, shown_money};
+use crate::billing::mapping::usage::charge_from_wire;
+use crate::billing::model::{BillingTiming, Explanation, LineKind, ProrationPolicy};
 use crate::error::{InvoicingError, Result};
 use crate::plans::{PlanCache, PlanInfo};
 use crate::rating::RatingClient;
 use crate::subscriptions::{Policy, Subscription};
-use crate::wire::{decimal, money, money_of, period_range};
 
 mod late_usage;
 pub use late_usage::{LatePeriods, LateQuery, late_periods, late_periods_many};
@@ -68,13 +69,12 @@ impl Composition {
     /// Stripe and Orb charge a subscription's first fee at once.
     pub fn waits_for_late_usage(&self) -> bool {
         self.lines.iter().any(|line| match line.kind {
-            InvoiceLineKind::Usage | InvoiceLineKind::MinimumTrueUp => true,
-            InvoiceLineKind::Adjustment => line.usage_period_start.is_some(),
-            InvoiceLineKind::Recurring
-            | InvoiceLineKind::ProrationCredit
-            | InvoiceLineKind::ProrationCharge
-            | InvoiceLineKind::CreditsApplied
-            | InvoiceLineKind::Unspecified => false,
+            LineKind::Usage | LineKind::MinimumTrueUp => true,
+            LineKind::Adjustment => line.usage_period_start.is_some(),
+            LineKind::Recurring
+            | LineKind::ProrationCredit
+            | LineKind::ProrationCharge
+            | LineKind::CreditsApplied => false,
         })
     }
 }
@@ -287,9 +287,9 @@ impl<'a> Composer<'a> {
                     let full = part == billing_period;
                     let mut line = Line::new(
                         if full {
-                            InvoiceLineKind::Recurring
+                            LineKind::Recurring
                         } else {
-                            InvoiceLineKind::ProrationCharge
+                            LineKind::ProrationCharge
                         },
                         if full {
                             fee.name.clone()
@@ -303,13 +303,13 @@ impl<'a> Composer<'a> {
                     line.charge_key.clone_from(&fee.key);
                     line.in_advance = in_advance;
                     line.unit_price = full.then_some(fee.amount);
-                    line.detail = Some(if full {
-                        invoice_line::Detail::Recurring(proto::RecurringLineDetail {
+                    line.explanation = Some(if full {
+                        Explanation::Recurring {
                             plan_version_id: plan.id.clone(),
                             charge_key: fee.key.clone(),
-                            billing_timing: timing(in_advance) as i32,
-                            period_amount: Some(money(fee.amount, plan.currency)),
-                        })
+                            billing_timing: timing(in_advance),
+                            period_amount: Some(shown_money(fee.amount, plan.currency)),
+                        }
                     } else {
                         proration_detail(
                             &plan,
@@ -415,9 +415,9 @@ impl<'a> Composer<'a> {
                 continue;
             }
             let kind = if difference < Decimal::ZERO {
-                InvoiceLineKind::ProrationCredit
+                LineKind::ProrationCredit
             } else {
-                InvoiceLineKind::ProrationCharge
+                LineKind::ProrationCharge
             };
             let plan = self.plans.stored(&mut *self.connection, &version).await?;
             let fee = plan
@@ -430,7 +430,7 @@ impl<'a> Composer<'a> {
                 .iter()
                 .find(|fee| fee.key == key)
                 .map_or(name, |fee| fee.name.clone());
-            let description = if kind == InvoiceLineKind::ProrationCredit {
+            let description = if kind == LineKind::ProrationCredit {
                 format!("Unused {name}")
             } else {
                 format!("{name} (prorated)")
@@ -448,7 +448,7 @@ impl<'a> Composer<'a> {
             let used = in_force
                 .remove(&(version.clone(), key.clone()))
                 .unwrap_or_default();
-            let mut explained = if kind == InvoiceLineKind::ProrationCharge {
+            let mut explained = if kind == LineKind::ProrationCharge {
                 used
             } else {
                 gaps(&window, used)?
@@ -459,7 +459,7 @@ impl<'a> Composer<'a> {
             line.plan_version_id.clone_from(&version);
             line.charge_key.clone_from(&key);
             line.in_advance = true;
-            line.detail = Some(proration_detail(
+            line.explanation = Some(proration_detail(
                 &plan,
                 &key,
                 fee,
@@ -496,7 +496,7 @@ impl<'a> Composer<'a> {
                 })
                 .unwrap_or(*billing_period);
             let mut line = Line::new(
-                InvoiceLineKind::Usage,
+                LineKind::Usage,
                 charge.charge_name.clone(),
                 service,
                 Money::new(precise, currency),
@@ -510,9 +510,9 @@ impl<'a> Composer<'a> {
             line.plan_version_id.clone_from(&charge.plan_version_id);
             line.charge_key.clone_from(&charge.charge_key);
             line.usage_period_start = Some(billing_period.start());
-            line.detail = Some(invoice_line::Detail::Usage(proto::UsageLineDetail {
-                charge: Some(charge),
-            }));
+            line.explanation = Some(Explanation::Usage {
+                charge: Some(charge_from_wire(&charge)?),
+            });
             lines.push(line);
         }
         Ok(lines)
@@ -554,7 +554,7 @@ impl<'a> Composer<'a> {
         }
         let full = parts.as_slice() == std::slice::from_ref(billing_period);
         let mut line = Line::new(
-            InvoiceLineKind::MinimumTrueUp,
+            LineKind::MinimumTrueUp,
             if full {
                 "Minimum commitment true-up"
             } else {
@@ -564,25 +564,19 @@ impl<'a> Composer<'a> {
             Money::new(owed - usage_total, plan.currency),
         )?;
         line.plan_version_id.clone_from(&plan.id);
-        let prorated_period = match (parts.first(), parts.last()) {
-            (Some(first), Some(last)) => crate::wire::time_range(first.start(), last.end()),
-            _ => period_range(billing_period),
-        };
-        line.detail = Some(invoice_line::Detail::MinimumTrueUp(
-            proto::MinimumTrueUpLineDetail {
-                minimum_commitment: Some(money(minimum, plan.currency)),
-                charges_total: Some(money(usage_total, plan.currency)),
-                prorated_minimum: Some(money(owed, plan.currency)),
-                full_period: Some(period_range(billing_period)),
-                prorated_period: Some(prorated_period),
-                factor: Some(decimal(
-                    parts
-                        .iter()
-                        .map(|part| fees::factor(billing_period, part, measure))
-                        .sum(),
-                )),
-            },
-        ));
+        line.explanation = Some(Explanation::MinimumTrueUp {
+            minimum_commitment: Some(shown_money(minimum, plan.currency)),
+            charges_total: Some(shown_money(usage_total, plan.currency)),
+            prorated_minimum: Some(shown_money(owed, plan.currency)),
+            full_period: Some(range(billing_period)),
+            prorated_period: Some(span(&parts, billing_period)),
+            factor: Some(shown_decimal(
+                parts
+                    .iter()
+                    .map(|part| fees::factor(billing_period, part, measure))
+                    .sum(),
+            )),
+        });
         Ok(vec![line])
     }
 }
@@ -623,29 +617,42 @@ fn proration_detail(
     parts: &[Period],
     policy: Policy,
     measure: tally_domain::proration::ProrationPolicy,
-) -> invoice_line::Detail {
+) -> Explanation {
     let policy = if measure == tally_domain::proration::ProrationPolicy::ByDay {
-        Policy::ProrateByDay
+        ProrationPolicy::ProrateByDay
     } else {
-        policy
+        match policy {
+            Policy::None => ProrationPolicy::None,
+            Policy::Prorate => ProrationPolicy::Prorate,
+            Policy::ProrateByDay => ProrationPolicy::ProrateByDay,
+        }
     };
-    invoice_line::Detail::Proration(proto::ProrationLineDetail {
+    Explanation::Proration {
         plan_version_id: plan.id.clone(),
         charge_key: key.to_owned(),
-        policy: policy.to_wire() as i32,
-        full_period: Some(period_range(billing_period)),
-        prorated_period: Some(match (parts.first(), parts.last()) {
-            (Some(first), Some(last)) => crate::wire::time_range(first.start(), last.end()),
-            _ => period_range(billing_period),
-        }),
-        factor: Some(decimal(
+        policy,
+        full_period: Some(range(billing_period)),
+        prorated_period: Some(span(parts, billing_period)),
+        factor: Some(shown_decimal(
             parts
                 .iter()
                 .map(|part| fees::factor(billing_period, part, measure))
                 .sum(),
         )),
-        period_amount: Some(money_of(&Money::new(fee, plan.currency))),
-    })
+        period_amount: Some(shown_money(fee, plan.currency)),
+    }
+}
+
+/// From the start of the first of `parts` to the end of the last (all of
+/// `billing_period` when there are none).
+fn span(parts: &[Period], billing_period: &Period) -> crate::billing::model::Range {
+    match (parts.first(), parts.last()) {
+        (Some(first), Some(last)) => crate::billing::model::Range {
+            start: first.start(),
+            end: last.end(),
+        },
+        _ => range(billing_period),
+    }
 }
 
 /// Stretches grouped by phase, in first-appearance order.

@@ -17,7 +17,7 @@ use tally_domain::money::Currency;
 use tally_proto::invoicing as proto;
 
 use crate::billing::lines::Line;
-use crate::billing::mapping::{self, explanation_from_wire, line_to_wire};
+use crate::billing::mapping::{self, line_to_wire};
 use crate::billing::model::{Explanation, LineKind, StoredLine};
 use crate::error::{InvoicingError, Result};
 
@@ -112,22 +112,18 @@ pub async fn insert(
     let mut stored = Vec::with_capacity(lines.len());
     for (offset, line) in lines.iter().enumerate() {
         let id = String::from(ids.mint::<InvoiceLineId>());
-        let wire = line.to_proto(id.clone(), currency);
+        let wire = line_to_wire(&line.stored(id.clone()), currency);
         let explanation = line
-            .detail
+            .explanation
             .as_ref()
-            .map(explanation_from_wire)
-            .transpose()?
-            .map(|explanation| serde_json::to_string(&explanation))
+            .map(serde_json::to_string)
             .transpose()
             .map_err(InvoicingError::internal)?;
         columns.id.push(id);
         columns
             .position
             .push(first_position + i32::try_from(offset).unwrap_or(i32::MAX));
-        columns
-            .kind
-            .push(mapping::kind_from_wire(line.kind)?.name());
+        columns.kind.push(line.kind.name());
         columns.description.push(line.description.clone());
         columns.plan_version_id.push(line.plan_version_id.clone());
         columns.charge_key.push(line.charge_key.clone());
