@@ -224,6 +224,14 @@ impl Subscriptions<'_> {
             Ok(subscription) => subscription,
             Err(replay) => return Ok(replay),
         };
+        if subscription.terms.is_some() {
+            // Terms are checked against one plan version; moving them to another is an
+            // amendment of the contract, which does not exist yet.
+            return Err(precondition(format!(
+                "subscription {} has contract terms for its plan version: a plan change would leave them unchecked; cancel and subscribe again with new terms",
+                subscription.id
+            )));
+        }
         let before = subscription.to_proto(now)?;
         // A plan change keeps the status: the domain only asks for a live
         // subscription, which `begin_change` checked.

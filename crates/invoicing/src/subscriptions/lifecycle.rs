@@ -96,6 +96,17 @@ impl Subscriptions<'_> {
                 format!("{billing_anchor_at} is before start_at {start_at}"),
             ));
         }
+        let terms = super::terms::checked_terms(
+            &self.rating,
+            request.terms.as_ref(),
+            super::terms::TermsOn {
+                plan: &plan,
+                start_at,
+                billing_anchor_at,
+            },
+            "terms",
+        )
+        .await?;
         let mut subscription = Subscription {
             id: self.ids.mint::<SubscriptionId>().into(),
             customer_id: customer.id.clone(),
@@ -122,6 +133,7 @@ impl Subscriptions<'_> {
                 policy: Policy::Prorate,
             }],
             pauses: Vec::new(),
+            terms,
         };
         let kind = Kind::Created(subscription_event::Created {
             plan_version_id: plan.id.clone(),

@@ -17,6 +17,7 @@ mod lifecycle;
 pub mod model;
 mod quoted;
 pub(crate) mod store;
+pub(crate) mod terms;
 
 use chrono::{DateTime, Utc};
 use tally_domain::subscription::SubscriptionStatus as Status;

@@ -12,6 +12,8 @@ use tally_domain::money::Currency;
 use tally_domain::period::{BillingCycle, BillingInterval, Period};
 use tally_domain::proration::ProrationPolicy;
 use tally_domain::subscription::SubscriptionStatus as Status;
+use tally_domain::terms::SubscriptionTermsSpec;
+use tally_proto::convert::terms::subscription_terms_value;
 use tally_proto::invoicing as proto;
 
 use crate::error::{InvoicingError, Result};
@@ -155,6 +157,9 @@ pub struct Subscription {
     pub billed_through: Option<DateTime<Utc>>,
     pub phases: Vec<Phase>,
     pub pauses: Vec<Pause>,
+    /// The negotiated terms on top of the plan version (checked against it when set);
+    /// `None`: the list price.
+    pub terms: Option<SubscriptionTermsSpec>,
 }
 
 impl Subscription {
@@ -351,7 +356,7 @@ impl Subscription {
             metadata: self.metadata.clone(),
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
-            terms: None,
+            terms: self.terms.as_ref().map(subscription_terms_value),
         })
     }
 }
@@ -385,6 +390,7 @@ pub(crate) fn fixture(start: DateTime<Utc>, anchor: DateTime<Utc>) -> Subscripti
             policy: Policy::Prorate,
         }],
         pauses: Vec::new(),
+        terms: None,
     }
 }
 

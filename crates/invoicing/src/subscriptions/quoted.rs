@@ -72,6 +72,7 @@ impl Subscriptions<'_> {
                 policy: Policy::Prorate,
             }],
             pauses: Vec::new(),
+            terms: None,
         };
         let kind = Kind::Created(subscription_event::Created {
             plan_version_id: plan.id.clone(),

@@ -32,13 +32,19 @@ struct SubscriptionRow {
     billed_through: Option<DateTime<Utc>>,
     phases: sqlx::types::Json<Vec<PhaseJson>>,
     pauses: sqlx::types::Json<Vec<PauseJson>>,
+    terms: Option<serde_json::Value>,
+    terms_format: Option<i16>,
 }
+
+/// The format of `invoicing.subscriptions.terms` this release writes: the domain's
+/// `SubscriptionTermsSpec` as serde writes it.
+const TERMS_FORMAT: i16 = 1;
 
 /// The subscription's columns and, in the same statement, its phases and
 /// pauses as JSON arrays (one round trip per subscription).
 const COLUMNS: &str = "s.id, s.customer_id, s.currency, s.billing_interval, s.start_at, s.billing_anchor_at, \
     s.trial_end_at, s.cancel_at, s.canceled_at, s.cancel_reason, s.cancel_proration, s.past_due, s.version, s.metadata, \
-    s.created_at, s.updated_at, s.billed_through, \
+    s.created_at, s.updated_at, s.billed_through, s.terms, s.terms_format, \
     (SELECT coalesce(json_agg(json_build_object('plan_id', p.plan_id, 'plan_version_id', p.plan_version_id, \
        'start_at', p.start_at, 'end_at', p.end_at, 'policy', p.proration_policy) ORDER BY p.phase_index), '[]') \
      FROM invoicing.subscription_phases p WHERE p.subscription_id = s.id) AS phases, \
@@ -133,7 +139,20 @@ fn from_row(row: SubscriptionRow) -> Result<Subscription> {
         billed_through,
         phases,
         pauses,
+        terms,
+        terms_format,
     } = row;
+    let terms = match (terms, terms_format) {
+        (None, None) => None,
+        (Some(terms), Some(TERMS_FORMAT)) => {
+            Some(serde_json::from_value(terms).map_err(InvoicingError::internal)?)
+        }
+        (_, format) => {
+            return Err(InvoicingError::internal(format!(
+                "subscription {id}: terms in format {format:?}, this release reads {TERMS_FORMAT}"
+            )));
+        }
+    };
     let phases = phases
         .0
         .into_iter()
@@ -178,6 +197,7 @@ fn from_row(row: SubscriptionRow) -> Result<Subscription> {
                 resume_at,
             })
             .collect(),
+        terms,
     })
 }
 
@@ -187,13 +207,13 @@ pub async fn store(connection: &mut PgConnection, subscription: &Subscription) -
     sqlx::query(
         "INSERT INTO invoicing.subscriptions (id, customer_id, currency, billing_interval, start_at, billing_anchor_at, \
            trial_end_at, cancel_at, canceled_at, cancel_reason, cancel_proration, past_due, version, metadata, \
-           created_at, updated_at, billed_through, next_bill_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+           created_at, updated_at, billed_through, next_bill_at, terms, terms_format) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
          ON CONFLICT (id) DO UPDATE SET trial_end_at = EXCLUDED.trial_end_at, cancel_at = EXCLUDED.cancel_at, \
            canceled_at = EXCLUDED.canceled_at, cancel_reason = EXCLUDED.cancel_reason, \
            cancel_proration = EXCLUDED.cancel_proration, past_due = EXCLUDED.past_due, version = EXCLUDED.version, \
            metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, billed_through = EXCLUDED.billed_through, \
-           next_bill_at = EXCLUDED.next_bill_at",
+           next_bill_at = EXCLUDED.next_bill_at, terms = EXCLUDED.terms, terms_format = EXCLUDED.terms_format",
     )
     .bind(&subscription.id)
     .bind(&subscription.customer_id)
@@ -213,6 +233,15 @@ pub async fn store(connection: &mut PgConnection, subscription: &Subscription) -
     .bind(subscription.updated_at)
     .bind(subscription.billed_through)
     .bind(next_bill_at)
+    .bind(
+        subscription
+            .terms
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(InvoicingError::internal)?,
+    )
+    .bind(subscription.terms.as_ref().map(|_| TERMS_FORMAT))
     .execute(&mut *connection)
     .await?;
     sqlx::query("DELETE FROM invoicing.subscription_phases WHERE subscription_id = $1")

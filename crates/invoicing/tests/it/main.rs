@@ -22,6 +22,7 @@ mod stored_model;
 mod stub_periods;
 mod subscriptions;
 mod support;
+mod terms;
 mod throughput;
 mod upcoming;
 mod violations;
