@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod connectors;
 mod events;
+mod export;
 mod finance;
 mod finance_mrr;
 mod invoice_actions;
