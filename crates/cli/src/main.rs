@@ -17,6 +17,8 @@ mod events_status;
 mod keys;
 mod load;
 mod load_rating;
+mod migrate;
+mod migrate_import;
 mod portal;
 mod progress;
 mod rejected;
@@ -57,8 +59,12 @@ enum Command {
         #[arg(value_enum)]
         service: ServiceKind,
     },
-    /// Applies pending database migrations (DATABASE_URL) and exits.
-    Migrate,
+    /// Applies pending database migrations (DATABASE_URL) and exits; with a
+    /// subcommand, moves customers from another billing system (`import`).
+    Migrate {
+        #[command(subcommand)]
+        command: Option<migrate::MigrateCommand>,
+    },
     /// Creates, lists and revokes API keys.
     Keys {
         #[command(subcommand)]
@@ -186,7 +192,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev::run(load_config(file, None)?, args).await,
         Command::Serve { service } => app::serve(service, load_config(file, None)?).await,
-        Command::Migrate => app::migrate(load_config(file, Some(&["database"]))?).await,
+        Command::Migrate { command: None } => {
+            app::migrate(load_config(file, Some(&["database"]))?).await
+        }
+        Command::Migrate {
+            command: Some(command),
+        } => migrate::run(command).await,
         Command::Status(args) => status::run(load_config(file, Some(&["database"]))?, args).await,
         Command::Keys { command } => {
             keys::run(load_config(file, Some(&["database", "clock"]))?, command).await

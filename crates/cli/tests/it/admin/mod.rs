@@ -12,6 +12,7 @@ mod export;
 mod finance;
 mod finance_mrr;
 mod invoice_actions;
+mod migrate_import;
 mod reconcile;
 mod support;
 mod usage;
