@@ -140,6 +140,7 @@ impl Quotes<'_> {
     ) -> Result<DateTime<Utc>> {
         let subscription =
             subscriptions::store::load(&mut *connection, subscription_id, false).await?;
+        subscriptions::refuse_terms(&subscription)?;
         let customer = match &content.party {
             Party::Customer(id) => id.as_str(),
             Party::New(_) => "",

@@ -26,6 +26,7 @@ use tally_proto::invoicing as proto;
 use crate::error::{InvoicingError, Result};
 use crate::wire::optional_instant;
 pub use model::{Pause, Phase, Policy, Subscription};
+pub(crate) use quoted::refuse_terms;
 
 crate::feature_service!(
     /// `SubscriptionService`'s logic: creating, changing, pausing and

@@ -5,14 +5,18 @@
 //! (`commit_change`); the caller (quotes) writes the audit entries and the idempotency
 //! record with its own.
 //!
-//! The quote's terms are not on the subscription yet: it bills the plan version's list
-//! price until subscriptions carry terms (docs/architecture.md, "Invoicing: quotes").
+//! A new subscription carries the quote's terms (none when they are the list price); the
+//! quote checked them against the plan version from the same start, on which the
+//! subscription is anchored. An amendment switches the plan only: amending the terms of a
+//! subscription that has some is refused, as `ChangePlan` refuses it, until contract
+//! amendments exist (docs/architecture.md, "Invoicing: quotes").
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tally_domain::ids::SubscriptionId;
+use tally_domain::terms::SubscriptionTermsSpec;
 use tally_proto::events::subscription_event::{self, Kind};
 use tally_proto::invoicing as proto;
 
@@ -72,7 +76,7 @@ impl Subscriptions<'_> {
                 policy: Policy::Prorate,
             }],
             pauses: Vec::new(),
-            terms: None,
+            terms: contract_terms(&quote.offer.terms),
         };
         let kind = Kind::Created(subscription_event::Created {
             plan_version_id: plan.id.clone(),
@@ -95,6 +99,7 @@ impl Subscriptions<'_> {
         let mut subscription =
             subscription_store::load(&mut *connection, subscription_id, true).await?;
         let at = offer.starts_at;
+        refuse_terms(&subscription)?;
         if subscription.ended_by(now) || subscription.cancel_at.is_some_and(|end| end <= at) {
             return Err(precondition(format!(
                 "subscription {subscription_id} ends before the amendment's start {at}"
@@ -119,4 +124,23 @@ impl Subscriptions<'_> {
             .await?;
         Ok((before, after))
     }
+}
+
+/// The terms a quote gives a subscription: `None` for the list price.
+fn contract_terms(spec: &SubscriptionTermsSpec) -> Option<SubscriptionTermsSpec> {
+    let list_price =
+        SubscriptionTermsSpec::list_price(spec.plan.clone(), spec.currency, spec.starts_at);
+    (*spec != list_price).then(|| spec.clone())
+}
+
+/// An amendment is refused on a subscription with contract terms: they were checked
+/// against its plan version, and replacing or moving them is not supported yet.
+pub(crate) fn refuse_terms(subscription: &Subscription) -> Result<()> {
+    if subscription.terms.is_some() {
+        return Err(precondition(format!(
+            "subscription {} has contract terms: amending a contract is not supported yet (quote a new subscription, or cancel and re-quote)",
+            subscription.id
+        )));
+    }
+    Ok(())
 }

@@ -6,7 +6,6 @@
 #![allow(clippy::too_many_lines)]
 
 mod audit;
-mod audit_cost;
 mod billing;
 mod customers;
 mod deferred_changes;

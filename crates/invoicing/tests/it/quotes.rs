@@ -278,12 +278,9 @@ async fn accepting_twice_makes_one_subscription() {
     let mut quotes = h.quotes().await;
     let plan = ai_plan(&mut h, "ai").await;
     let start = at(2027, 1, 1);
-    let quote = create(
-        &mut quotes,
-        content(new_customer("acme-ai"), &plan, start, at(2026, 12, 24)),
-        "",
-    )
-    .await;
+    let mut offer = content(new_customer("acme-ai"), &plan, start, at(2026, 12, 24));
+    offer.terms = Some(ramp_terms(start));
+    let quote = create(&mut quotes, offer, "").await;
     let draft = accept(
         &mut quotes,
         &quote.id,
@@ -344,6 +341,34 @@ async fn accepting_twice_makes_one_subscription() {
     assert_eq!(subscription.plan_version_id, plan);
     assert_eq!(subscription.start_at, Some(ts(start)));
     assert_eq!(subscription.metadata.get("quote_id"), Some(&quote.id));
+    // The subscription carries the quote's terms.
+    let terms = subscription.terms.clone().expect("the quote's terms");
+    assert_eq!(terms.ramp.len(), 2);
+    assert_eq!(terms.ramp[0].name, "Months 1–3");
+    // Amending a contract with terms is not supported yet: refused when quoted.
+    let mut amendment = content(
+        Some(quote_content::Party::CustomerId(
+            accepted.customer_id.clone(),
+        )),
+        &plan,
+        at(2027, 4, 1),
+        at(2026, 12, 24),
+    );
+    amendment.amends_subscription_id = accepted.subscription_id.clone();
+    let refused = quotes
+        .create_quote(CreateQuoteRequest {
+            idempotency_key: "amend-terms".into(),
+            quote: Some(amendment),
+            from_quote_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("contract terms"), "{refused:?}");
     assert_eq!(audited(&h, "quote.accepted").await, 1);
     assert_eq!(audited(&h, "customer.created").await, 1);
     assert_eq!(audited(&h, "subscription.created").await, 1);
