@@ -269,33 +269,55 @@ impl Shared {
         self.audit(connection, entry).await
     }
 
-    /// `invoice.finalized` for each of `finalized` (rows as they are now),
-    /// with the rows `before` them (by id).
-    pub(crate) async fn audit_finalized(
+    /// `invoice.created` by the bill run for a draft it just inserted with
+    /// `lines` lines: the draft after (nothing before it).
+    pub(crate) fn created_entry(
         &self,
-        connection: &mut PgConnection,
-        before: &HashMap<String, Value>,
-        finalized: &[InvoiceRow],
+        row: &InvoiceRow,
+        lines: usize,
         now: DateTime<Utc>,
         origin: &Origin,
+    ) -> Entry {
+        self.audit_entry(now, "invoice.created", ("invoice", &row.id), origin)
+            .comment(format!("{lines} lines"))
+            .after(invoice_state(row))
+    }
+
+    /// `entries` appended in one go (nothing when there are none).
+    pub(crate) async fn audit_all(
+        &self,
+        connection: &mut PgConnection,
+        entries: Vec<Entry>,
     ) -> Result<()> {
-        let entries = finalized
-            .iter()
-            .map(|row| {
-                let entry = self
-                    .audit_entry(now, "invoice.finalized", ("invoice", &row.id), origin)
-                    .after(invoice_state(row));
-                match before.get(&row.id) {
-                    Some(state) => entry.before(state.clone()),
-                    None => entry,
-                }
-            })
-            .collect();
-        // One append for the whole batch: three statements, not three per invoice.
+        // Three statements whatever the number of entries.
         tally_audit::record_many(connection, Schema::Invoicing, entries)
             .await
             .map_err(InvoicingError::internal)?;
         Ok(())
+    }
+
+    /// `created` (entries made before), then `invoice.finalized` for each of
+    /// `finalized` (rows as they are now) with the rows `before` them (by
+    /// id), in one append.
+    pub(crate) async fn audit_finalized(
+        &self,
+        connection: &mut PgConnection,
+        mut created: Vec<Entry>,
+        (before, finalized): (&HashMap<String, Value>, &[InvoiceRow]),
+        now: DateTime<Utc>,
+        origin: &Origin,
+    ) -> Result<()> {
+        created.extend(finalized.iter().map(|row| {
+            let entry = self
+                .audit_entry(now, "invoice.finalized", ("invoice", &row.id), origin)
+                .after(invoice_state(row));
+            match before.get(&row.id) {
+                Some(state) => entry.before(state.clone()),
+                None => entry,
+            }
+        }));
+        // One append for the whole batch: three statements, not three per invoice.
+        self.audit_all(connection, created).await
     }
 }
 

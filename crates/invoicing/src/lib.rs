@@ -131,6 +131,10 @@ pub struct Shared {
     pub(crate) plans: plans::PlanCache,
     pub(crate) max_delivery_attempts: u32,
     pub(crate) metrics: metrics::Metrics,
+    /// Whether the bill run writes its audit entries (`invoice.created`,
+    /// `invoice.finalized`): always, except in the benchmark that measures
+    /// what they cost ([`Invoicing::audit_bill_runs_for_benchmark`]).
+    pub(crate) bill_run_audited: std::sync::atomic::AtomicBool,
 }
 
 /// The `tally.invoicing.v1` service implementations.
@@ -170,6 +174,7 @@ impl Invoicing {
                 max_delivery_attempts: deps.max_delivery_attempts,
                 plans: plans::PlanCache::default(),
                 metrics: metrics::Metrics::new(),
+                bill_run_audited: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -177,6 +182,17 @@ impl Invoicing {
     /// One bill run as of the clock's now (what the scheduler runs each tick).
     pub async fn bill_run(&self) -> Result<RunSummary, InvoicingError> {
         self.ctx.billing().bill_run(None).await
+    }
+
+    /// Turns the bill run's audit entries off (`false`) or back on. Only the
+    /// bill-run benchmark calls it (`tests/it/audit_cost.rs`, to measure the
+    /// entries' cost in one run); no configuration or RPC reaches it, and
+    /// every other audited change records its entry whatever it says.
+    #[doc(hidden)]
+    pub fn audit_bill_runs_for_benchmark(&self, on: bool) {
+        self.ctx
+            .bill_run_audited
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The outbox relay (subscription and invoice events).

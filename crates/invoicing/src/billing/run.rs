@@ -126,6 +126,10 @@ struct Batch {
     /// Late-usage periods of each claimed subscription after the boundary it
     /// was billed through (the first boundary its run composes).
     late: HashMap<String, LatePeriods>,
+    /// The bill run's audit origin (`None` only in the audit-cost benchmark).
+    audit: Option<tally_audit::Origin>,
+    /// `invoice.created` entries, appended with the finalizations' at the end.
+    created: Vec<tally_audit::Entry>,
 }
 
 impl Batch {
@@ -362,6 +366,11 @@ impl Billing<'_> {
             sealings: Vec::new(),
             advanced: Vec::new(),
             late: HashMap::new(),
+            audit: self
+                .bill_run_audited
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| tally_audit::Origin::system(crate::audit::BILL_RUN)),
+            created: Vec::new(),
         };
         if due_by.is_some() {
             batch.late = self.late_periods_of(&mut *transaction, &claimed).await?;
@@ -410,9 +419,14 @@ impl Billing<'_> {
             }
         }
         store::advance_subscriptions(&mut *transaction, &batch.advanced).await?;
-        let bill_run = tally_audit::Origin::system(crate::audit::BILL_RUN);
-        self.seal(&mut *transaction, batch.sealings, now, &bill_run)
-            .await?;
+        self.seal(
+            &mut *transaction,
+            batch.sealings,
+            now,
+            batch.audit.as_ref(),
+            batch.created,
+        )
+        .await?;
         Ok(summary)
     }
 
@@ -479,6 +493,10 @@ impl Billing<'_> {
                 .await?;
                 if let Some((row, lines)) = created {
                     summary.invoices_created += 1;
+                    if let Some(origin) = &batch.audit {
+                        let entry = self.created_entry(&row, lines.len(), now, origin);
+                        batch.created.push(entry);
+                    }
                     // Grace already over (none configured, no usage
                     // billed, or a boundary billed late): finalize now,
                     // composed as it is.

@@ -88,6 +88,14 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
             .as_str()
             .is_some_and(|number| !number.is_empty())
     );
+    // And created by it, just before: the draft after, nothing before.
+    let created = of(&all, "invoice.created", &january);
+    assert_eq!(created.len(), 1, "{all:?}");
+    assert_eq!(created[0].actor_id, "bill_run");
+    assert!(created[0].before_state.is_none());
+    assert_eq!(state(created[0].after_state.as_ref())["status"], "draft");
+    assert_eq!(created[0].comment.as_deref(), Some("1 lines"));
+    assert!(created[0].sequence < finalized.sequence);
 
     // A credit note too large is refused: no entry.
     let note = |amount: &str, key: &str| CreateCreditNoteRequest {
@@ -183,8 +191,10 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         vec![
             "customer.created",
             "subscription.created",
+            "invoice.created",
             "invoice.finalized",
             "credit_note.issued",
+            "invoice.created",
             "invoice.finalized",
             "invoice.voided"
         ]
@@ -195,7 +205,7 @@ async fn bill_run_finalizations_voids_and_credit_notes_are_audited_once_each() {
         .unwrap();
     assert_eq!(
         (verification.entries_checked, verification.broken),
-        (6, None)
+        (8, None)
     );
 }
 
@@ -213,9 +223,15 @@ async fn a_manual_finalization_is_audited_with_the_caller_as_actor() {
     h.bill_at(at(2025, 5, 1)).await;
     let draft = h.invoice_at(&subscription, at(2025, 5, 1)).await;
     assert_eq!(h.invoice(&draft).await.status, InvoiceStatus::Draft as i32);
+    let all = entries(&h).await;
     assert!(
-        of(&entries(&h).await, "invoice.finalized", &draft).is_empty(),
-        "a draft is not audited"
+        of(&all, "invoice.finalized", &draft).is_empty(),
+        "a draft is not finalized"
+    );
+    assert_eq!(
+        of(&all, "invoice.created", &draft).len(),
+        1,
+        "but created by the bill run"
     );
     let (mut client, key) = authenticated(&h).await;
     for _ in 0..2 {
@@ -248,8 +264,8 @@ async fn a_manual_finalization_is_audited_with_the_caller_as_actor() {
     );
     assert_eq!(
         all.len(),
-        4,
-        "and the customer, the subscription, and April's invoice by the bill run: {all:?}"
+        6,
+        "and the customer, the subscription, April's invoice created and finalized by the bill run, May's created: {all:?}"
     );
     assert_eq!(all[0].action, "customer.created");
     assert_eq!(all[1].action, "subscription.created");

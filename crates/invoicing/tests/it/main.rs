@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod audit;
+mod audit_cost;
 mod billing;
 mod customers;
 mod deferred_changes;

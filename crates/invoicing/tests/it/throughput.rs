@@ -54,45 +54,7 @@ async fn bill_run_throughput() {
     let plan = benchmark_plan(&mut h).await;
 
     let setup = Instant::now();
-    let created: Vec<(String, String)> = futures::stream::iter(0..count)
-        .map(|index| {
-            let mut customers = h.customers.clone();
-            let mut subscriptions = h.subscriptions.clone();
-            let plan = plan.clone();
-            async move {
-                let customer = customers
-                    .create_customer(CreateCustomerRequest {
-                        external_id: format!("bench-{index}"),
-                        name: format!("Bench {index}"),
-                        currency: "USD".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .customer
-                    .unwrap()
-                    .id;
-                let subscription = subscriptions
-                    .create_subscription(CreateSubscriptionRequest {
-                        idempotency_key: format!("bench-{index}"),
-                        customer_id: customer.clone(),
-                        plan_version_id: plan,
-                        start_at: Some(ts(at(2025, 1, 1))),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .subscription
-                    .unwrap()
-                    .id;
-                (customer, subscription)
-            }
-        })
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .collect()
-        .await;
+    let created = subscribe_all(&h, &plan, count).await;
     sync(&h).await;
     let setup_subscriptions = setup.elapsed();
 
@@ -156,9 +118,53 @@ async fn bill_run_throughput() {
     );
 }
 
+/// `count` customers, each subscribed to `plan` from 1 January 2025, created
+/// through the API `SETUP_CONCURRENCY` at a time: (customer, subscription).
+pub(crate) async fn subscribe_all(h: &Harness, plan: &str, count: usize) -> Vec<(String, String)> {
+    futures::stream::iter(0..count)
+        .map(|index| {
+            let mut customers = h.customers.clone();
+            let mut subscriptions = h.subscriptions.clone();
+            let plan = plan.to_owned();
+            async move {
+                let customer = customers
+                    .create_customer(CreateCustomerRequest {
+                        external_id: format!("bench-{index}"),
+                        name: format!("Bench {index}"),
+                        currency: "USD".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .customer
+                    .unwrap()
+                    .id;
+                let subscription = subscriptions
+                    .create_subscription(CreateSubscriptionRequest {
+                        idempotency_key: format!("bench-{index}"),
+                        customer_id: customer.clone(),
+                        plan_version_id: plan,
+                        start_at: Some(ts(at(2025, 1, 1))),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .subscription
+                    .unwrap()
+                    .id;
+                (customer, subscription)
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await
+}
+
 /// Waits for rating to hold every subscription (100,000 snapshots take
 /// minutes: a long deadline, and a slow poll that does not compete).
-async fn sync(h: &Harness) {
+pub(crate) async fn sync(h: &Harness) {
     h.sync_within(
         std::time::Duration::from_secs(1800),
         std::time::Duration::from_secs(1),
@@ -166,7 +172,7 @@ async fn sync(h: &Harness) {
     .await;
 }
 
-async fn timed_run(h: &Harness) -> (std::time::Duration, tally_invoicing::RunSummary) {
+pub(crate) async fn timed_run(h: &Harness) -> (std::time::Duration, tally_invoicing::RunSummary) {
     // Statistics as autovacuum keeps them in a running system: these tables
     // were just filled from empty, and stale row counts would make the
     // planner scan whole tables.
@@ -178,7 +184,7 @@ async fn timed_run(h: &Harness) -> (std::time::Duration, tally_invoicing::RunSum
 
 /// A monthly USD plan: a 10.00 platform fee in advance, API calls at 0.002,
 /// tokens at 0.001 for the first 1,000 then 0.0005, GPU-seconds at 0.0125.
-async fn benchmark_plan(h: &mut Harness) -> String {
+pub(crate) async fn benchmark_plan(h: &mut Harness) -> String {
     for (code, aggregation, property) in [
         ("api_calls", Aggregation::Sum, "calls"),
         ("tokens", Aggregation::Sum, "tokens"),
@@ -291,7 +297,7 @@ async fn benchmark_plan(h: &mut Harness) -> String {
 /// Three events per customer on 10 January: 120 API calls, 1,500 tokens,
 /// 90 GPU-seconds (one event each: the benchmark is about billing, not
 /// rating).
-async fn rate_january_usage(h: &Harness, created: &[(String, String)]) {
+pub(crate) async fn rate_january_usage(h: &Harness, created: &[(String, String)]) {
     let mut sequence = 0u64;
     let events: Vec<UsageAccepted> = created
         .iter()

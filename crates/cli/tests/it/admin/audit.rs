@@ -117,11 +117,14 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
         ],
     )
     .expect(0);
-    let timeline = entries(&dev, &key, &["--resource", &invoice], 2).await;
-    assert_eq!(actions(&timeline), ["invoice.finalized", "invoice.voided"]);
-    assert_eq!(timeline[1]["reason"], "wrong customer");
-    assert_eq!(timeline[1]["actor"]["name"], "admin-test-admin");
-    assert_eq!(timeline[1]["chain"], "invoicing");
+    let timeline = entries(&dev, &key, &["--resource", &invoice], 3).await;
+    assert_eq!(
+        actions(&timeline),
+        ["invoice.created", "invoice.finalized", "invoice.voided"]
+    );
+    assert_eq!(timeline[2]["reason"], "wrong customer");
+    assert_eq!(timeline[2]["actor"]["name"], "admin-test-admin");
+    assert_eq!(timeline[2]["chain"], "invoicing");
 
     // The invoice view ends with its timeline.
     let view = run(&key, &["invoices", "show", &invoice, "--address", address]).expect(0);
@@ -141,7 +144,7 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
         &[
             "audit",
             "show",
-            &text(&timeline[1]["id"]),
+            &text(&timeline[2]["id"]),
             "--address",
             address,
         ],
