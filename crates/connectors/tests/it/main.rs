@@ -21,4 +21,5 @@ mod stripe_account;
 mod stripe_billing;
 mod stripe_objects;
 mod support;
+mod throughput;
 mod webhooks;
