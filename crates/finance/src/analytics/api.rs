@@ -30,14 +30,16 @@ use tally_proto::convert;
 use tally_proto::finance::analytics_service_server::AnalyticsService;
 use tally_proto::finance::{
     Cohort as WireCohort, GetMrrRequest, GetMrrResponse, GetRetentionRequest, GetRetentionResponse,
-    ListMrrMovementsRequest, ListMrrMovementsResponse, MovementKind as WireKind,
-    MrrMovement as WireMovement, RetentionMonth as WireMonth,
+    GetRevenueRequest, GetRevenueResponse, ListMrrMovementsRequest, ListMrrMovementsResponse,
+    MovementKind as WireKind, MrrMovement as WireMovement, RetentionMonth as WireMonth,
+    RevenueAmount,
 };
 use tally_runtime::SharedClock;
 use tally_runtime::error::FieldViolation;
 use tonic::{Request, Response, Status};
 
 use super::history::mrr_before;
+use super::revenue::{self, Revenue};
 use super::store;
 use crate::error::FinanceServiceError;
 
@@ -69,6 +71,19 @@ pub struct Movements {
     pub ending_mrr: Money,
     /// Per kind (magnitudes).
     pub totals: MovementTotals,
+}
+
+impl AnalyticsApi {
+    /// Revenue recognised in `currency` in `[start, end)` (see
+    /// [`super::revenue`]).
+    pub async fn revenue(
+        &self,
+        currency: Currency,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Revenue, FinanceServiceError> {
+        revenue::revenue(&self.pool, currency, (start, end)).await
+    }
 }
 
 /// A required currency.
@@ -346,6 +361,39 @@ impl AnalyticsService for AnalyticsApi {
                 .filter(|cohort| !cohort.months.is_empty())
                 .map(wire_cohort)
                 .collect(),
+        }))
+    }
+
+    async fn get_revenue(
+        &self,
+        request: Request<GetRevenueRequest>,
+    ) -> Result<Response<GetRevenueResponse>, Status> {
+        let request = request.into_inner();
+        let currency = currency(&request.currency)?;
+        let range = convert::required_period(request.range.as_ref(), "range")
+            .map_err(FinanceServiceError::from)?;
+        let found = self.revenue(currency, range.start(), range.end()).await?;
+        let amounts = |pairs: Vec<(String, Money)>| {
+            pairs
+                .into_iter()
+                .map(|(key, amount)| RevenueAmount {
+                    key,
+                    amount: Some(exact(amount)),
+                })
+                .collect()
+        };
+        Ok(Response::new(GetRevenueResponse {
+            currency: currency.code().to_owned(),
+            total: Some(exact(found.total)),
+            by_product_line: amounts(
+                found
+                    .by_product_line
+                    .into_iter()
+                    .map(|(line, amount)| (line.name().to_owned(), amount))
+                    .collect(),
+            ),
+            by_meter: amounts(found.by_meter.into_iter().collect()),
+            by_plan: amounts(found.by_plan.into_iter().collect()),
         }))
     }
 }

@@ -17,7 +17,9 @@
 //! * [`history`] — MRR at an instant and each customer's history of
 //!   changes, computed at query time from both ([`store`] reads them), with
 //!   the domain's `subscription_mrr`, `customer_mrr` and `mrr_movements`;
-//! * [`api`] — `GetMrr` and `ListMrrMovements`.
+//! * [`revenue`] — revenue recognised over a range by product line, meter
+//!   and plan, from the journal's revenue accounts;
+//! * [`api`] — `GetMrr`, `ListMrrMovements`, `GetRetention` and `GetRevenue`.
 //!
 //! Nothing derived is stored: a late invoice, a reordered snapshot or a
 //! replay changes the inputs, and every answer is recomputed from them, so
@@ -48,6 +50,7 @@ pub mod api;
 pub mod fees;
 pub mod history;
 pub mod model;
+pub mod revenue;
 pub mod store;
 pub mod subscriptions;
 

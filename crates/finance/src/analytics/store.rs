@@ -191,3 +191,33 @@ pub async fn upsert_subscription_if_newer(
     .await?;
     Ok(())
 }
+
+/// Revenue recognised in `[start, end)`: per revenue account code and plan
+/// version, credits minus debits of the entries effective in the range. The
+/// plan is the one `finance.subscription_fees` keeps for the invoice line a
+/// transaction names (`line=…` in the description the domain writes; a
+/// reversal names its original's line); empty when no fee row has it.
+pub async fn revenue_by_account_and_plan(
+    pool: &PgPool,
+    currency: &str,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<(String, String, Decimal)>, FinanceServiceError> {
+    Ok(sqlx::query_as(
+        "SELECT a.code, coalesce(f.plan_version_id, '') AS plan, \
+                sum(CASE WHEN e.side = 2 THEN e.amount ELSE -e.amount END) AS amount \
+         FROM finance.entries e \
+         JOIN finance.accounts a ON a.id = e.account_id \
+         JOIN finance.transactions t ON t.id = e.transaction_id \
+         LEFT JOIN finance.transactions o ON o.id = t.reverses \
+         LEFT JOIN finance.subscription_fees f ON f.invoice_id = t.source_id \
+           AND f.line_id = substring(coalesce(o.description, t.description) FROM 'line=(\\S+)') \
+         WHERE a.kind = 4 AND e.currency = $1 AND e.effective_at >= $2 AND e.effective_at < $3 \
+         GROUP BY a.code, plan \
+         ORDER BY a.code, plan",
+    )
+    .bind(currency)
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await?)
+}

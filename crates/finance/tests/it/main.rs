@@ -12,6 +12,7 @@ mod ledger;
 mod mrr;
 mod mrr_support;
 mod retention;
+mod revenue;
 mod support;
 mod throughput;
 mod violations;
