@@ -155,7 +155,7 @@ impl QuoteFile {
 impl TermsFile {
     /// The wire terms. The plan a spec names is the service's business (the quote's plan
     /// version); the conversion writes only what the contract adds.
-    fn wire(
+    pub(super) fn wire(
         &self,
         currency: Currency,
         starts_at: DateTime<Utc>,

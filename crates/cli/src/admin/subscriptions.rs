@@ -108,6 +108,11 @@ pub struct CreateArgs {
     /// Metadata, key=value (repeatable).
     #[arg(long)]
     metadata: Vec<String>,
+    /// Negotiated contract terms: a YAML file shaped as a quote file's `terms:` (the
+    /// domain's terms spec: base, added_charges, removed_charges, ramp,
+    /// invoicing_threshold; docs/operations.md, "Contract terms").
+    #[arg(long, value_name = "FILE")]
+    terms: Option<std::path::PathBuf>,
     /// Makes a retry of this command safe.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -151,6 +156,44 @@ impl PlanChoice {
             .unwrap_or(&target.address);
         latest_published_version(&code, address, target).await
     }
+}
+
+/// The wire terms of the `--terms` file, with the amounts of its prices in the plan
+/// version's currency (read from rating's catalog). The service checks them against the
+/// plan version and names a broken term by its path.
+async fn terms_of(
+    path: &std::path::Path,
+    plan_version_id: &str,
+    catalog: &CatalogAddress,
+    target: &Target,
+) -> anyhow::Result<tally_proto::invoicing::SubscriptionTerms> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| usage(format!("--terms {shown}: {error}")))?;
+    let file: super::quote_file::TermsFile = serde_norway::from_str(&text)
+        .map_err(|error| usage(format!("--terms {shown} is not a terms file: {error}")))?;
+    let address = catalog
+        .catalog_address
+        .as_deref()
+        .unwrap_or(&target.address);
+    let version = CatalogServiceClient::new(
+        connect(address, &target.api_key, target.ca_file.as_deref()).await?,
+    )
+    .get_plan_version(tally_proto::rating::GetPlanVersionRequest {
+        plan_version_id: plan_version_id.to_owned(),
+    })
+    .await
+    .answer(&format!(
+        "GetPlanVersion {plan_version_id} (rating's catalog at {address})"
+    ))?
+    .plan_version
+    .unwrap_or_default();
+    let code = version.spec.map(|spec| spec.currency).unwrap_or_default();
+    let currency = tally_domain::money::Currency::from_code(&code).map_err(|_| {
+        anyhow::anyhow!("plan version {plan_version_id} has no currency in rating's answer")
+    })?;
+    // The contract start is the subscription's: the wire terms do not carry it.
+    file.wire(currency, chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
 }
 
 /// The latest published version of the plan `code`, read from rating's catalog at
@@ -288,13 +331,20 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
     match command {
         SubscriptionsCommand::Create(args) => {
             let customer_id = customer_id_of(&args.target, &args.customer).await?;
+            let plan_version_id = args.plan.resolve(&args.catalog, &args.target).await?;
+            let terms = match &args.terms {
+                Some(path) => {
+                    Some(terms_of(path, &plan_version_id, &args.catalog, &args.target).await?)
+                }
+                None => None,
+            };
             let request = CreateSubscriptionRequest {
                 idempotency_key: idempotency_key(
                     args.idempotency_key.as_deref(),
                     "subscription-create",
                 ),
                 customer_id,
-                plan_version_id: args.plan.resolve(&args.catalog, &args.target).await?,
+                plan_version_id,
                 start_at: parse_optional_time("--start-at", args.start_at.as_deref())?,
                 billing_anchor_at: parse_optional_time(
                     "--billing-anchor-at",
@@ -302,7 +352,7 @@ pub async fn run(command: SubscriptionsCommand) -> anyhow::Result<()> {
                 )?,
                 trial_days: args.trial_days,
                 metadata: parse_metadata(&args.metadata)?,
-                terms: None,
+                terms,
             };
             let created = client(&args.target)
                 .await?
@@ -551,4 +601,34 @@ fn print_subscription(output: Output, subscription: &Subscription) -> anyhow::Re
             phases.print();
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::quote_file::TermsFile;
+
+    #[test]
+    fn the_documented_terms_file_reads_into_wire_terms() {
+        let file: TermsFile = serde_norway::from_str(include_str!("terms_example.yaml")).unwrap();
+        let terms = file
+            .wire(
+                tally_domain::money::Currency::USD,
+                chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            )
+            .unwrap();
+        assert_eq!(terms.overrides.len(), 1);
+        assert_eq!(terms.overrides[0].charge_key, "input_tokens");
+        assert_eq!(terms.discounts[0].name, "Launch discount");
+        assert_eq!(terms.usage_discounts[0].meter_code, "input_tokens");
+        assert_eq!(terms.ramp.len(), 2);
+        assert_eq!(
+            terms.ramp[1]
+                .minimum
+                .as_ref()
+                .map(|minimum| minimum.amount.as_str()),
+            Some("20000.00")
+        );
+    }
 }
