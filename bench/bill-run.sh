@@ -10,6 +10,11 @@
 #      every invoice created, numbered and finalized, its event in the outbox).
 #
 # Usage: bench/bill-run.sh   (SUBSCRIPTIONS=100000 by default)
+#
+# BENCH_TEST_BIN=<path> runs that invoicing `it` test binary instead of building one
+# (e.g. a copy built from an earlier commit, to compare before and after in
+# alternation); it runs in BENCH_TEST_DIR (default crates/invoicing), the directory
+# `cargo test` would run it in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +22,12 @@ SUBSCRIPTIONS=${SUBSCRIPTIONS:-100000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 
-cargo test --release --locked -p tally-invoicing --test it --no-run
+if [ -n "${BENCH_TEST_BIN:-}" ]; then
+  run_benchmark() { (cd "${BENCH_TEST_DIR:-crates/invoicing}" && "$BENCH_TEST_BIN" throughput --ignored --nocapture); }
+else
+  cargo test --release --locked -p tally-invoicing --test it --no-run
+  run_benchmark() { cargo test --release --locked -p tally-invoicing --test it throughput -- --ignored --nocapture; }
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -41,5 +51,4 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 
 echo "== bill run, $SUBSCRIPTIONS subscriptions"
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" INVOICING_BENCH_SUBSCRIPTIONS=$SUBSCRIPTIONS \
-  cargo test --release --locked -p tally-invoicing --test it throughput -- --ignored --nocapture 2>&1 \
-  | grep -E '^(setup|bill run)|panicked|test result'
+  run_benchmark 2>&1 | grep -E '^(setup|bill run)|panicked|test result'

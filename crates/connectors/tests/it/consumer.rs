@@ -70,7 +70,6 @@ async fn start_with(
         config,
         orb_api_key: key,
         max_delivery_attempts: 5,
-        invoicing: None,
     })
     .await
     .unwrap();

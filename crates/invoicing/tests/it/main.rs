@@ -8,7 +8,6 @@
 mod audit;
 mod audit_cost;
 mod billing;
-mod billing_modes;
 mod customers;
 mod deferred_changes;
 mod grace;
