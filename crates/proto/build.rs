@@ -24,6 +24,7 @@ const PROTO_FILES: &[&str] = &[
     "tally/audit/v1/audit.proto",
     "tally/finance/v1/finance.proto",
     "tally/connectors/v1/connectors.proto",
+    "tally/connectors/v1/migration.proto",
     "tally/export/v1/export.proto",
     "tally/auth/v1/auth.proto",
 ];

@@ -246,6 +246,11 @@ async fn start_connectors(
         config: handles.config.connectors.clone(),
         orb_api_key: tally_connectors::OrbApiKey::from_env(),
         max_delivery_attempts: handles.config.bus.max_delivery_attempts,
+        // Optional: only migrations (`tally migrate shadow|compare|…`) call invoicing.
+        invoicing: match handles.config.peers.invoicing_url.as_deref() {
+            Some(url) => Some(handles.peer("peers.invoicing_url", Some(url))?),
+            None => None,
+        },
     })
     .await
     .context("starting connectors")?;

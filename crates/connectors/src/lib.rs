@@ -23,8 +23,8 @@ pub mod biller;
 mod error;
 pub mod forwarding;
 pub mod import;
-pub mod migration;
 mod metrics;
+pub mod migration;
 pub mod mirroring;
 pub mod orb;
 pub mod stripe_billing;
@@ -36,6 +36,7 @@ use sqlx::PgPool;
 use tally_bus::consumer::{Consumer, MessageHandler};
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::connectors::connector_service_server::ConnectorServiceServer;
+use tally_proto::connectors::migration_service_server::MigrationServiceServer;
 use tally_runtime::config::ConnectorsConfig;
 use tally_runtime::server::GrpcServer;
 use tally_runtime::{SharedClock, Shutdown};
@@ -48,6 +49,7 @@ pub use error::ConnectorsError;
 pub use forwarding::api::ConnectorApi;
 pub use forwarding::consumer::ForwardingConsumer;
 pub use forwarding::{Disposition, Forwarder, ForwardingState, Incoming};
+pub use migration::api::MigrationApi;
 pub use mirroring::Mirroring;
 use mirroring::consumer::{CustomerFacts, SubscriptionFacts};
 pub use orb::{OrbApiKey, OrbClient, OrbWebhookSecret};
@@ -85,6 +87,9 @@ pub struct ConnectorsDeps {
     pub orb_api_key: Option<OrbApiKey>,
     /// Deliveries before a failing message is dead-lettered.
     pub max_delivery_attempts: u32,
+    /// Invoicing (`peers.invoicing_url`), for migrations: without it
+    /// `MigrationService` answers FAILED_PRECONDITION.
+    pub invoicing: Option<tally_runtime::peer::Peer>,
 }
 
 /// Why connectors did not start.
@@ -163,6 +168,29 @@ impl Connectors {
         })
     }
 
+    /// Migrations between Orb and Tally; `None` without an Orb key or an
+    /// invoicing peer.
+    pub fn migrations(&self) -> Option<migration::Migrations> {
+        let orb = self.orb.as_ref()?;
+        let invoicing = self.deps.invoicing.as_ref()?;
+        let config = &self.deps.config;
+        Some(migration::Migrations::new(
+            self.deps.pool.clone(),
+            Arc::clone(&self.deps.clock),
+            Arc::new(tally_runtime::ids::ClockIds::new(Arc::clone(
+                &self.deps.clock,
+            ))),
+            Arc::new(orb.clone()),
+            Arc::new(migration::InvoicingClient::new(invoicing.clone())),
+            migration::model::CutoverPolicy {
+                matching_periods: config.cutover_matching_periods,
+                boundary_tolerance: chrono::Duration::minutes(i64::from(
+                    config.cutover_boundary_tolerance_minutes,
+                )),
+            },
+        ))
+    }
+
     /// The Orb webhook endpoint's router (`POST /webhooks/orb`).
     pub fn webhook_router(&self) -> axum::Router {
         webhooks::router(webhooks::WebhookState::new(
@@ -191,9 +219,15 @@ impl Connectors {
         ))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+        let migrations = MigrationServiceServer::new(MigrationApi::new(self.migrations()))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
         GrpcServer::new(
-            move |routes: Routes| routes.add_service(api),
-            vec![<ConnectorServiceServer<ConnectorApi> as NamedService>::NAME],
+            move |routes: Routes| routes.add_service(api).add_service(migrations),
+            vec![
+                <ConnectorServiceServer<ConnectorApi> as NamedService>::NAME,
+                <MigrationServiceServer<MigrationApi> as NamedService>::NAME,
+            ],
         )
     }
 

@@ -7,6 +7,7 @@
 //! the stored customer field by field, so a replay returns the customer and
 //! a different payload is ALREADY_EXISTS naming the first differing field.
 
+pub(crate) mod billing_mode;
 pub(crate) mod mapping;
 pub(crate) mod model;
 pub(crate) mod store;
@@ -554,6 +555,19 @@ impl CustomerService for crate::InvoicingApi {
         Ok(Response::new(ArchiveCustomerResponse {
             customer: Some(customer),
         }))
+    }
+
+    async fn set_billing_mode(
+        &self,
+        request: Request<tally_proto::invoicing::SetBillingModeRequest>,
+    ) -> Result<Response<tally_proto::invoicing::SetBillingModeResponse>, Status> {
+        let origin = Origin::from_request(&request);
+        Ok(Response::new(
+            self.ctx
+                .customers()
+                .set_billing_mode(request.into_inner(), &origin)
+                .await?,
+        ))
     }
 }
 

@@ -17,7 +17,9 @@
 //! * a parity report compares each amount separately ([`parity`]) and is
 //!   stored per customer and period.
 
+pub mod api;
 pub mod evidence;
+mod invoicing_client;
 pub mod model;
 pub mod parity;
 mod store;
@@ -40,6 +42,7 @@ use model::{
 use tally::{BillingModeChange, TallyBilling};
 
 pub use evidence::Evidence;
+pub use invoicing_client::InvoicingClient;
 
 /// What an operator asks: whose state to change, why, and whether only to
 /// say what would happen.

@@ -39,8 +39,10 @@ pub trait TallyBilling: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<Option<BillingPeriod>, TallyUnavailable>;
 
-    /// The customer's invoice (not void) whose service period ends at
-    /// `end` (the invoice of that boundary), with its lines.
+    /// The customer's invoice (not void) that Tally issues at the boundary
+    /// `end` — the one the external biller's invoice dated `end` is compared
+    /// with: the invoice of the billing period ending at `end` — with its
+    /// lines.
     async fn invoice_ending_at(
         &self,
         customer_id: &str,

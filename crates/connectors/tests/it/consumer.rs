@@ -70,6 +70,7 @@ async fn start_with(
         config,
         orb_api_key: key,
         max_delivery_attempts: 5,
+        invoicing: None,
     })
     .await
     .unwrap();

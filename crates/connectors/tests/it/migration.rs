@@ -155,6 +155,15 @@ fn refused(result: Result<impl std::fmt::Debug, ConnectorsError>) -> String {
     }
 }
 
+/// (subject, Tally's amount, the biller's, difference, matches).
+type Found<'a> = (
+    &'a str,
+    Option<Decimal>,
+    Option<Decimal>,
+    Option<Decimal>,
+    bool,
+);
+
 const ENDS: [&str; 2] = ["2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"];
 
 #[tokio::test]
@@ -305,13 +314,7 @@ async fn a_mispriced_customer_shows_the_exact_difference_and_is_not_cut_over() {
     world.compare("cus_echo", ENDS[0]).await;
     let report = world.compare("cus_echo", ENDS[1]).await;
     assert!(!report.matched);
-    let found: Vec<(
-        &str,
-        Option<Decimal>,
-        Option<Decimal>,
-        Option<Decimal>,
-        bool,
-    )> = report
+    let found: Vec<Found<'_>> = report
         .findings
         .iter()
         .map(|f| {

@@ -125,6 +125,7 @@ pub fn config(orb_url: &str) -> ConnectorsConfig {
         orb_retry_max_delay_ms: 30_000,
         orb_request_timeout_ms: 10_000,
         orb_webhook_listen_addr: None,
+        ..ConnectorsConfig::default()
     }
 }
 

@@ -480,6 +480,14 @@ impl Billing<'_> {
                 } else {
                     Duration::zero()
                 };
+                // A customer another system bills: the draft is held.
+                let grace = crate::customers::billing_mode::grace_for(
+                    &mut *connection,
+                    &subscription.customer_id,
+                    boundary,
+                    grace,
+                )
+                .await?;
                 let created = store::insert_draft(
                     &mut *connection,
                     &*self.ids,

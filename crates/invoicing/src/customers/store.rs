@@ -14,6 +14,8 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tally_proto::invoicing as wire;
 
+pub mod billing_modes;
+
 use super::mapping;
 use super::model::Customer;
 use crate::error::{InvoicingError, Result};

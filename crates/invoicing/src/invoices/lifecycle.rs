@@ -172,6 +172,13 @@ impl Invoices<'_> {
         let row = store::load(&mut transaction, id, true).await?;
         match row.wire_status() {
             InvoiceStatus::Draft => {
+                if row.grace_period_ends_at >= crate::customers::billing_mode::held_until() {
+                    return Err(InvoicingError::FailedPrecondition(format!(
+                        "invoice {id} is held: another billing system bills customer {} \
+                         (shadow billing; `tally migrate cutover` moves it to Tally)",
+                        row.customer_id
+                    )));
+                }
                 self.billing()
                     .require_published(&mut transaction, &row.customer_id)
                     .await?;

@@ -8,6 +8,7 @@
 mod audit;
 mod audit_cost;
 mod billing;
+mod billing_modes;
 mod customers;
 mod deferred_changes;
 mod grace;

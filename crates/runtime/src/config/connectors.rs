@@ -34,6 +34,12 @@ pub struct ConnectorsConfig {
     /// (`POST /webhooks/orb`); unset, no listener is bound. The signing
     /// secret comes only from `ORB_WEBHOOK_SECRET`.
     pub orb_webhook_listen_addr: Option<SocketAddr>,
+    /// Shadow periods that must have matched, the last ones before the
+    /// boundary, before a customer can be cut over (1–24).
+    pub cutover_matching_periods: u32,
+    /// How long after a period boundary a cutover still counts as at the
+    /// boundary (1–1440).
+    pub cutover_boundary_tolerance_minutes: u32,
 }
 
 impl Default for ConnectorsConfig {
@@ -46,6 +52,8 @@ impl Default for ConnectorsConfig {
             orb_retry_max_delay_ms: 30_000,
             orb_request_timeout_ms: 30_000,
             orb_webhook_listen_addr: None,
+            cutover_matching_periods: 2,
+            cutover_boundary_tolerance_minutes: 60,
         }
     }
 }
@@ -75,6 +83,18 @@ impl ConnectorsConfig {
             return Err(invalid(
                 "connectors.orb_retry_max_delay_ms",
                 "must be at least connectors.orb_retry_base_delay_ms",
+            ));
+        }
+        if !(1..=24).contains(&self.cutover_matching_periods) {
+            return Err(invalid(
+                "connectors.cutover_matching_periods",
+                "must be between 1 and 24",
+            ));
+        }
+        if !(1..=1440).contains(&self.cutover_boundary_tolerance_minutes) {
+            return Err(invalid(
+                "connectors.cutover_boundary_tolerance_minutes",
+                "must be between 1 and 1440",
             ));
         }
         if self.orb_request_timeout_ms == 0 {
