@@ -19,6 +19,7 @@ mod load;
 mod load_rating;
 mod migrate;
 mod migrate_import;
+mod migrate_system;
 mod portal;
 mod progress;
 mod rejected;
