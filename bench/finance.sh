@@ -22,6 +22,9 @@ CONCURRENCY=${CONCURRENCY:-8}
 SUBSCRIPTIONS=${SUBSCRIPTIONS:-100000}
 BATCH=${BATCH:-100}
 BATCHES_IN_FLIGHT=${BATCHES_IN_FLIGHT:-6}
+# TESTS=throughput::posting runs the posting benchmark alone; POSTING_ONLY=1 stops it after
+# the two postings (no recognition, no rebuild).
+TESTS=${TESTS:-throughput}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 
@@ -51,5 +54,6 @@ echo "== finance: posting $CUSTOMERS customers' month ($CONCURRENCY at once), an
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
   FINANCE_BENCH_CUSTOMERS=$CUSTOMERS FINANCE_BENCH_CONCURRENCY=$CONCURRENCY FINANCE_BENCH_SUBSCRIPTIONS=$SUBSCRIPTIONS \
   FINANCE_BENCH_BATCH=$BATCH FINANCE_BENCH_BATCHES_IN_FLIGHT=$BATCHES_IN_FLIGHT \
-  cargo test --release --locked -p tally-finance --test it throughput -- --ignored --nocapture --test-threads 1 2>&1 \
-  | grep -oE '(setup|posting|recognition|rebuild|GetMrr|ListMrrMovements|GetRetention): .*|panicked.*|test result.*'
+  FINANCE_BENCH_POSTING_ONLY=${POSTING_ONLY:-} \
+  cargo test --release --locked -p tally-finance --test it "$TESTS" -- --ignored --nocapture --test-threads 1 2>&1 \
+  | grep --line-buffered -oE '(setup|posting|recognition|rebuild|GetMrr|ListMrrMovements|GetRetention)[^:]*: .*|panicked.*|test result.*'
