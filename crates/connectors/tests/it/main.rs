@@ -14,6 +14,7 @@ mod consumer;
 mod forwarding;
 mod invoices;
 mod migration;
+mod migration_bench;
 mod migration_fake;
 mod mirroring;
 mod orb_sdk;
