@@ -441,6 +441,10 @@ impl RatingService for RatingApi {
         &self,
         request: Request<GetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
+        tally_runtime::portal::ensure_customer(
+            request.extensions(),
+            &request.get_ref().customer_id,
+        )?;
         Ok(Response::new(
             get_usage(&self.cache, &self.ingest, request.into_inner()).await?,
         ))

@@ -188,3 +188,38 @@ async fn usage_is_aggregated_by_group_and_bucket_from_the_event_log() {
         assert!(status.message().starts_with(field), "{bad:?}: {status:?}");
     }
 }
+
+#[tokio::test]
+async fn a_portal_token_reads_its_customers_usage_and_no_one_elses() {
+    let (mut h, _ingest) = harness_with_ingest().await;
+    meters(&mut h).await;
+    h.meter(meter_request("gpu.seconds", Aggregation::Sum, "seconds"))
+        .await;
+    let channel = tally_testkit::keys::serve_with_portal_token(
+        h.rating.grpc_server(16 << 20),
+        &h.shutdown,
+        "cus_acme",
+    )
+    .await
+    .unwrap();
+    let mut portal = rating_service_client::RatingServiceClient::new(channel);
+    let start = at(1, 0, 0, 0);
+    portal
+        .get_usage(request(start, at(8, 0, 0, 0)))
+        .await
+        .expect("its own customer's usage");
+    for customer in ["cus_other", ""] {
+        let refused = portal
+            .get_usage(GetUsageRequest {
+                customer_id: customer.into(),
+                ..request(start, at(8, 0, 0, 0))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{customer:?}: {refused:?}"
+        );
+    }
+}

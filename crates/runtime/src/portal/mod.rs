@@ -14,7 +14,8 @@ mod store;
 pub use store::create_token;
 
 /// The calls a customer portal token may make: reading its customer, its
-/// subscriptions, live cost, invoices (past and upcoming) and credit balance.
+/// subscriptions, live cost, usage per meter (the portal's chart), invoices
+/// (past and upcoming) and credit balance.
 /// Each of these checks the customer named in the request, or the customer
 /// of what it read, against the token's ([`ensure_customer`]).
 pub const PORTAL_METHODS: &[&str] = &[
@@ -25,6 +26,7 @@ pub const PORTAL_METHODS: &[&str] = &[
     "/tally.invoicing.v1.InvoiceService/PreviewUpcomingInvoice",
     "/tally.invoicing.v1.CreditService/GetCreditBalance",
     "/tally.rating.v1.RatingService/GetCurrentCost",
+    "/tally.rating.v1.RatingService/GetUsage",
 ];
 
 /// The one customer a portal token may read, and until when. In the
