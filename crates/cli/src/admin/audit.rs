@@ -23,7 +23,8 @@ use super::{
 pub enum AuditCommand {
     /// Entries in time order (oldest first), filtered.
     List {
-        /// Only this chain (`auth`, `ingest`, `rating`, `invoicing`, `payments`, `finance`).
+        /// Only this chain (`auth`, `ingest`, `rating`, `invoicing`, `payments`, `finance`,
+        /// `connectors`).
         #[arg(long, alias = "chain")]
         service: Option<String>,
         /// Only entries about this resource id (`inv_…`, `cn_…`, `key_…`).

@@ -180,7 +180,11 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
             )
         })
         .collect();
-    assert_eq!(exported.len(), 6, "every chain, finance's too: {heads}");
+    assert_eq!(
+        exported.len(),
+        7,
+        "every chain, finance's and connectors' too: {heads}"
+    );
     let mut verify = vec!["audit", "verify", "--address", address];
     for head in &exported {
         verify.extend(["--head", head.as_str()]);
@@ -188,7 +192,7 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
     let intact = run(&key, &verify).expect(0);
     assert_eq!(
         intact.stdout.matches("intact").count(),
-        6,
+        7,
         "{}",
         intact.stdout
     );
