@@ -220,7 +220,7 @@ async fn keys_finalizations_and_voids_are_listed_shown_and_verified_from_the_ter
         ],
     )
     .expect(1);
-    let voided_at = format!("BROKEN at {}: hash", text(&timeline[1]["sequence"]));
+    let voided_at = format!("BROKEN at {}: hash", text(&timeline[2]["sequence"]));
     assert!(broken.stdout.contains(&voided_at), "{}", broken.stdout);
     assert!(
         broken.stderr.contains("broken audit chain: invoicing"),
