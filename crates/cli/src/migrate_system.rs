@@ -6,8 +6,8 @@
 use clap::Args;
 use tally_proto::connectors::migration_service_client::MigrationServiceClient;
 use tally_proto::connectors::{
-    BillingSystem, ChangeBillingSystemRequest, ChangeBillingSystemResponse, ComparePeriodRequest,
-    GetMigrationStatusRequest, ParityReport,
+    BillingSystem, BillingSystemChange, BillingSystemChanged, ComparePeriodRequest, CutoverRequest,
+    GetMigrationStatusRequest, ParityReport, RollbackRequest, StartShadowRequest,
 };
 
 use crate::admin::table::Table;
@@ -122,17 +122,31 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
 
 /// `tally migrate shadow|cutover|rollback`.
 pub async fn change(kind: Move, args: ChangeArgs) -> anyhow::Result<()> {
-    let request = ChangeBillingSystemRequest {
+    let change = Some(BillingSystemChange {
         customer_id: args.customer.clone(),
         reason: args.reason,
         dry_run: args.dry_run,
-    };
+    });
     let mut client = client(&args.target).await?;
-    let response: ChangeBillingSystemResponse = match kind {
-        Move::Shadow => client.start_shadow(request).await.answer("StartShadow")?,
-        Move::Cutover => client.cutover(request).await.answer("Cutover")?,
-        Move::Rollback => client.rollback(request).await.answer("Rollback")?,
+    let result = match kind {
+        Move::Shadow => {
+            let request = StartShadowRequest { change };
+            client
+                .start_shadow(request)
+                .await
+                .answer("StartShadow")?
+                .result
+        }
+        Move::Cutover => {
+            let request = CutoverRequest { change };
+            client.cutover(request).await.answer("Cutover")?.result
+        }
+        Move::Rollback => {
+            let request = RollbackRequest { change };
+            client.rollback(request).await.answer("Rollback")?.result
+        }
     };
+    let response: BillingSystemChanged = result.unwrap_or_default();
     if let Some(directory) = &args.evidence_dir
         && !response.evidence_json.is_empty()
     {
@@ -144,7 +158,7 @@ pub async fn change(kind: Move, args: ChangeArgs) -> anyhow::Result<()> {
     print_one(
         args.target.output,
         &response,
-        "tally.connectors.v1.ChangeBillingSystemResponse",
+        "tally.connectors.v1.BillingSystemChanged",
         |response| {
             #[allow(clippy::print_stdout)]
             {

@@ -6,7 +6,7 @@ use tally_audit::Origin;
 use tally_domain::ids::CustomerId;
 use tally_proto::connectors::migration_service_server::MigrationService;
 use tally_proto::connectors::{
-    self as proto, ChangeBillingSystemRequest, ChangeBillingSystemResponse, ComparePeriodRequest,
+    self as proto, BillingSystemChange, BillingSystemChanged, ComparePeriodRequest,
     ComparePeriodResponse, GetMigrationStatusRequest, GetMigrationStatusResponse,
     MapOrbPriceRequest, MapOrbPriceResponse,
 };
@@ -96,23 +96,24 @@ pub fn report(report: &ParityReport) -> proto::ParityReport {
     }
 }
 
-fn changed(changed: Changed) -> ChangeBillingSystemResponse {
+fn changed(changed: Changed) -> Option<BillingSystemChanged> {
     let (evidence_json, evidence_csv) = changed
         .evidence
         .map(|evidence| (evidence.json, evidence.csv))
         .unwrap_or_default();
-    ChangeBillingSystemResponse {
+    Some(BillingSystemChanged {
         before: changed.before.as_ref().map(system),
         after: Some(system(&changed.after)),
         dry_run: changed.dry_run,
         evidence_json,
         evidence_csv,
-    }
+    })
 }
 
-fn change(request: Request<ChangeBillingSystemRequest>) -> Result<Change, ConnectorsError> {
-    let origin = Origin::from_request(&request);
-    let request = request.into_inner();
+/// The change each of `StartShadow`, `Cutover` and `Rollback` carries (an absent one
+/// reads as empty, so its customer id is refused as missing).
+fn change(origin: Origin, request: Option<BillingSystemChange>) -> Result<Change, ConnectorsError> {
+    let request = request.unwrap_or_default();
     Ok(Change {
         customer_id: customer(&request.customer_id)?,
         reason: request.reason,
@@ -140,12 +141,12 @@ impl MigrationService for MigrationApi {
 
     async fn start_shadow(
         &self,
-        request: Request<ChangeBillingSystemRequest>,
-    ) -> Result<Response<ChangeBillingSystemResponse>, Status> {
-        let change = change(request)?;
-        Ok(Response::new(changed(
-            self.migrations()?.start_shadow(&change).await?,
-        )))
+        request: Request<proto::StartShadowRequest>,
+    ) -> Result<Response<proto::StartShadowResponse>, Status> {
+        let change = change(Origin::from_request(&request), request.into_inner().change)?;
+        Ok(Response::new(proto::StartShadowResponse {
+            result: changed(self.migrations()?.start_shadow(&change).await?),
+        }))
     }
 
     async fn compare_period(
@@ -166,22 +167,22 @@ impl MigrationService for MigrationApi {
 
     async fn cutover(
         &self,
-        request: Request<ChangeBillingSystemRequest>,
-    ) -> Result<Response<ChangeBillingSystemResponse>, Status> {
-        let change = change(request)?;
-        Ok(Response::new(changed(
-            self.migrations()?.cutover(&change).await?,
-        )))
+        request: Request<proto::CutoverRequest>,
+    ) -> Result<Response<proto::CutoverResponse>, Status> {
+        let change = change(Origin::from_request(&request), request.into_inner().change)?;
+        Ok(Response::new(proto::CutoverResponse {
+            result: changed(self.migrations()?.cutover(&change).await?),
+        }))
     }
 
     async fn rollback(
         &self,
-        request: Request<ChangeBillingSystemRequest>,
-    ) -> Result<Response<ChangeBillingSystemResponse>, Status> {
-        let change = change(request)?;
-        Ok(Response::new(changed(
-            self.migrations()?.rollback(&change).await?,
-        )))
+        request: Request<proto::RollbackRequest>,
+    ) -> Result<Response<proto::RollbackResponse>, Status> {
+        let change = change(Origin::from_request(&request), request.into_inner().change)?;
+        Ok(Response::new(proto::RollbackResponse {
+            result: changed(self.migrations()?.rollback(&change).await?),
+        }))
     }
 
     async fn map_orb_price(
