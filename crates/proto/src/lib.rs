@@ -140,6 +140,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tally.finance.v1.AnalyticsService",
     "tally.audit.v1.AuditService",
     "tally.connectors.v1.ConnectorService",
+    "tally.connectors.v1.MigrationService",
     "tally.export.v1.ExportService",
     "tally.auth.v1.AuthService",
 ];
