@@ -4,38 +4,24 @@
 #   1. a private PostgreSQL 15 cluster, durable (fsync and synchronous_commit on);
 #   2. the BigQuery emulator `bqemulator` (installed by .ci/test-tools, started by
 #      tally-testkit);
-#   3. the export benchmark (crates/export/tests/it/throughput.rs, release build, or
-#      debug with PROFILE=debug when a release build is busy elsewhere):
+#   3. the export benchmark (crates/export/tests/it/throughput.rs, release build):
 #      ROWS `usage-accepted` messages staged by the export service's consumer, then
 #      exported by the `usage_events` exporter (claim, append at an offset, mark) in
 #      batches of BATCH rows; and the same rows appended by a plain client (the same
 #      generated Storage Write client, one committed stream, no PostgreSQL) into a
 #      dataset of its own, before and after the service, in the same run.
 #
-#   4. the export-lag benchmark (crates/export/tests/it/lag.rs): the running service
-#      (batch consumers, exporter loops, default poll interval) fed `usage-accepted`
-#      at LAG_RATE events/s for LAG_SECONDS; p50/p99/max from acceptance to the row
-#      acknowledged by BigQuery.
-#
 # The last line is the ratio of the service's export rate to the plain client's.
-# Usage: bench/export.sh   (ROWS=20000 BATCH=500 LAG_RATE=200 LAG_SECONDS=20 PROFILE=release by default)
+# Usage: bench/export.sh   (ROWS=20000 BATCH=500 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS=${ROWS:-20000}
 BATCH=${BATCH:-500}
-LAG_RATE=${LAG_RATE:-200}
-LAG_SECONDS=${LAG_SECONDS:-20}
-PROFILE=${PROFILE:-release}
-case "$PROFILE" in
-  release) PROFILE_FLAG=--release ;;
-  debug) PROFILE_FLAG= ;;
-  *) echo "PROFILE must be release or debug" >&2; exit 2 ;;
-esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 
-cargo test $PROFILE_FLAG --locked -p tally-export --test it --no-run
+cargo test --release --locked -p tally-export --test it --no-run
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -58,13 +44,12 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 "$PG_BIN/postgres" --version
 "$HOME/.cache/tally-tools/bqemulator/bin/pip" show bqemulator 2>/dev/null | sed -n 's/^Version: /bqemulator /p' || true
 
-echo "== export of usage_events, $ROWS rows, batches of $BATCH ($PROFILE build)"
+echo "== export of usage_events, $ROWS rows, batches of $BATCH"
 OUT=$WORK/throughput.txt
 if ! DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" EXPORT_BENCH_ROWS=$ROWS EXPORT_BENCH_BATCH=$BATCH \
-  EXPORT_LAG_RATE=$LAG_RATE EXPORT_LAG_SECONDS=$LAG_SECONDS \
-  cargo test $PROFILE_FLAG --locked -p tally-export --test it -- throughput export_lag --ignored --nocapture >"$OUT" 2>&1; then
+  cargo test --release --locked -p tally-export --test it throughput -- --ignored --nocapture >"$OUT" 2>&1; then
   cat "$OUT"
   exit 1
 fi
-grep -E '^(rows|plain|service|lag)|test result' "$OUT"
+grep -E '^(rows|plain|service)|test result' "$OUT"
 grep '^ratio' "$OUT"

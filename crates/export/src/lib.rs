@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tally_bus::batch::{BatchConsumer, BatchHandler, BatchSettings, Lanes};
+use tally_bus::consumer::{Consumer, MessageHandler};
 use tally_bus::{BusError, SharedBus, SubscriptionConfig, topics};
 use tally_proto::export::export_service_server::ExportServiceServer;
 use tally_runtime::config::ExportConfig;
@@ -42,8 +42,8 @@ pub use bigquery::{Auth, BigQueryError, Target};
 pub use error::ExportServiceError;
 pub use exporter::{Round, TableExporter};
 pub use staging::consumers::{
-    Decoded, InvoiceEventsHandler, PaymentEventsHandler, STAGE_BATCH_MESSAGES,
-    STAGE_BATCHES_IN_FLIGHT, Stager, SubscriptionEventsHandler, UsageAcceptedHandler,
+    InvoiceEventsHandler, PaymentEventsHandler, Stager, SubscriptionEventsHandler,
+    UsageAcceptedHandler,
 };
 pub use status::api::ExportApi;
 
@@ -224,28 +224,45 @@ impl Export {
         };
         let [usage, invoices, payments, subscription_events] =
             subscriptions(self.deps.max_delivery_attempts);
-        let mut tasks = vec![
-            self.spawn_stager(
+        let handlers: [(SubscriptionConfig, Arc<dyn MessageHandler>); 4] = [
+            (
                 usage,
-                UsageAcceptedHandler(self.stager(USAGE_ACCEPTED_SUBSCRIPTION)),
-                shutdown,
+                Arc::new(UsageAcceptedHandler(
+                    self.stager(USAGE_ACCEPTED_SUBSCRIPTION),
+                )),
             ),
-            self.spawn_stager(
+            (
                 invoices,
-                InvoiceEventsHandler(self.stager(INVOICE_EVENTS_SUBSCRIPTION)),
-                shutdown,
+                Arc::new(InvoiceEventsHandler(
+                    self.stager(INVOICE_EVENTS_SUBSCRIPTION),
+                )),
             ),
-            self.spawn_stager(
+            (
                 payments,
-                PaymentEventsHandler(self.stager(PAYMENT_EVENTS_SUBSCRIPTION)),
-                shutdown,
+                Arc::new(PaymentEventsHandler(
+                    self.stager(PAYMENT_EVENTS_SUBSCRIPTION),
+                )),
             ),
-            self.spawn_stager(
+            (
                 subscription_events,
-                SubscriptionEventsHandler(self.stager(SUBSCRIPTION_EVENTS_SUBSCRIPTION)),
-                shutdown,
+                Arc::new(SubscriptionEventsHandler(
+                    self.stager(SUBSCRIPTION_EVENTS_SUBSCRIPTION),
+                )),
             ),
         ];
+        let mut tasks: Vec<JoinHandle<()>> = handlers
+            .into_iter()
+            .map(|(config, handler)| {
+                let name = config.name.clone();
+                let consumer = Consumer::new(Arc::clone(&self.deps.bus), config, handler);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = consumer.run(shutdown).await {
+                        tracing::error!(%error, subscription = %name, "an export consumer stopped");
+                    }
+                })
+            })
+            .collect();
         let exporters: Vec<TableExporter> = tables::ALL
             .into_iter()
             .filter_map(|table| self.exporter(table))
@@ -265,26 +282,6 @@ impl Export {
             }
         }));
         tasks
-    }
-
-    /// Consumes `config` with `handler` in batches (one transaction per
-    /// batch of up to [`STAGE_BATCH_MESSAGES`]) until `shutdown`.
-    fn spawn_stager<H: BatchHandler>(
-        &self,
-        config: SubscriptionConfig,
-        handler: H,
-        shutdown: &Shutdown,
-    ) -> JoinHandle<()> {
-        let name = config.name.clone();
-        let settings =
-            BatchSettings::new(STAGE_BATCH_MESSAGES, STAGE_BATCHES_IN_FLIGHT, Lanes::Shared);
-        let consumer = BatchConsumer::new(Arc::clone(&self.deps.bus), config, settings, handler);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = consumer.run(shutdown).await {
-                tracing::error!(%error, subscription = %name, "an export consumer stopped");
-            }
-        })
     }
 }
 

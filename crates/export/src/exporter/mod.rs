@@ -9,12 +9,6 @@
 //! 3. **mark** — in one transaction, set `exported_at` on the batch and move
 //!    `next_offset` past it.
 //!
-//! In a steady stream the mark and the next claim are one transaction
-//! ([`store::mark_and_claim`]): a round is one append and one durable
-//! commit, the claimed batch carried in memory to the next round. Any
-//! failure drops what is carried, and the next round reads the claimed
-//! batch back from PostgreSQL, as a restarted process does.
-//!
 //! A crash between 1 and 2 re-sends the same batch; between 2 and 3 the
 //! re-sent append answers `ALREADY_EXISTS` (appends are atomic: the whole
 //! batch is there), which is marked like a success. So a row is never
@@ -30,12 +24,10 @@
 
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tally_runtime::{SharedClock, Shutdown};
-use tokio::sync::Mutex;
 
 use crate::bigquery::write::{Appended, Writer};
 use crate::bigquery::{BigQueryError, rows};
@@ -78,17 +70,6 @@ pub struct TableExporter {
     writer: Writer,
     table: Table,
     batch_rows: i64,
-    /// The batch the last round's mark claimed (committed, not yet
-    /// appended), so the next round starts with its append. Dropped on any
-    /// failure: the next round reads what PostgreSQL holds, as after a crash.
-    next: Arc<Mutex<Option<Carried>>>,
-}
-
-/// A claimed batch carried from one round to the next.
-#[derive(Debug, Clone)]
-struct Carried {
-    stream: String,
-    rows: Vec<store::ClaimedRow>,
 }
 
 impl TableExporter {
@@ -106,69 +87,49 @@ impl TableExporter {
             writer,
             table,
             batch_rows: i64::try_from(batch_rows).unwrap_or(500).max(1),
-            next: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// The batch to append: the one the last mark claimed, or what
-    /// PostgreSQL holds (the stream created first if need be).
-    async fn batch(&self) -> Result<Result<Carried, Round>, ExportError> {
-        let name = self.table.name;
-        if let Some(carried) = self.next.lock().await.take() {
-            return Ok(Ok(carried));
-        }
-        let state = store::state(&self.pool, name).await?;
-        if state.stopped {
-            return Ok(Err(Round::Stopped));
-        }
-        if state.stream_name.is_none() {
-            let stream = self.writer.create_committed_stream(&self.table).await?;
-            // Another replica may record its own first: the claim reads it.
-            store::set_stream(&self.pool, name, &stream, self.clock.now()).await?;
-            tracing::info!(table = name, %stream, "committed write stream created");
-        }
-        let Some(claim) = store::pending_or_claim(&self.pool, name, self.batch_rows).await? else {
-            return Ok(Err(Round::Idle));
-        };
-        let Some(first) = claim.rows.first() else {
-            return Ok(Err(Round::Idle));
-        };
-        let from = first.offset;
-        let contiguous = claim
-            .rows
-            .iter()
-            .enumerate()
-            .all(|(index, row)| row.offset == from + i64::try_from(index).unwrap_or(i64::MAX));
-        if from != claim.next_offset || !contiguous {
-            let error = format!(
-                "claimed rows start at offset {from} (contiguous: {contiguous}) but the \
-                 stream's next offset is {}",
-                claim.next_offset
-            );
-            return Ok(Err(self.stop(error).await?));
-        }
-        Ok(Ok(Carried {
-            stream: claim.stream,
-            rows: claim.rows,
-        }))
-    }
-
-    /// One append of the claimed batch, then one transaction that marks it
-    /// and claims the next (carried to the next round).
+    /// One claim, append and mark.
     pub async fn round(&self) -> Result<Round, ExportError> {
         let name = self.table.name;
-        let Carried {
-            stream,
-            rows: batch,
-        } = match self.batch().await? {
-            Ok(carried) => carried,
-            Err(round) => return Ok(round),
+        let state = store::state(&self.pool, name).await?;
+        if state.stopped {
+            return Ok(Round::Stopped);
+        }
+        let stream = match state.stream_name {
+            Some(stream) => stream,
+            None => {
+                let stream = self.writer.create_committed_stream(&self.table).await?;
+                store::set_stream(&self.pool, name, &stream, self.clock.now()).await?;
+                tracing::info!(table = name, %stream, "committed write stream created");
+                // Another replica may have recorded its own first: read again.
+                match store::state(&self.pool, name).await?.stream_name {
+                    Some(recorded) => recorded,
+                    None => return Ok(Round::Idle),
+                }
+            }
         };
+        let batch = store::pending_or_claim(&self.pool, name, self.batch_rows).await?;
         let Some(first) = batch.first() else {
             return Ok(Round::Idle);
         };
         let from = first.offset;
         let count = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let contiguous = batch
+            .iter()
+            .enumerate()
+            .all(|(index, row)| row.offset == from + i64::try_from(index).unwrap_or(i64::MAX));
+        let state = store::state(&self.pool, name).await?;
+        if from != state.next_offset || !contiguous {
+            return self
+                .stop(format!(
+                    "claimed rows start at offset {from} (contiguous: {contiguous}) but the \
+                     stream's next offset is {}",
+                    state.next_offset
+                ))
+                .await;
+        }
         let mut serialized = Vec::with_capacity(batch.len());
         for row in &batch {
             let object = row.data.as_object().cloned().unwrap_or_default();
@@ -211,17 +172,8 @@ impl TableExporter {
             Err(error) => return Err(error.into()),
         }
         let now = self.clock.now();
-        let claimed =
-            store::mark_and_claim(&self.pool, name, &stream, from, count, now, self.batch_rows)
-                .await?;
-        if let Some(claim) = claimed {
+        if store::mark_exported(&self.pool, name, &stream, from, count, now).await? {
             metrics::rows_exported(name, u64::try_from(count).unwrap_or(0));
-            if !claim.rows.is_empty() {
-                *self.next.lock().await = Some(Carried {
-                    stream: claim.stream,
-                    rows: claim.rows,
-                });
-            }
         }
         Ok(Round::Exported(u64::try_from(count).unwrap_or(0)))
     }

@@ -61,25 +61,13 @@ pub async fn set_stream(
     Ok(())
 }
 
-/// A batch claimed for its append, and where the stream stood.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claim {
-    /// The table's write stream.
-    pub stream: String,
-    /// `export.streams.next_offset` when the batch was read or claimed.
-    pub next_offset: i64,
-    /// The batch, in offset order (empty: nothing waits).
-    pub rows: Vec<ClaimedRow>,
-}
-
 /// The claimed batch waiting for its append (in offset order), claiming
-/// up to `limit` staged rows first when none waits; `None` while the table
-/// has no stream yet.
+/// up to `limit` staged rows first when none waits.
 pub async fn pending_or_claim(
     pool: &PgPool,
     table: &str,
     limit: i64,
-) -> Result<Option<Claim>, sqlx::Error> {
+) -> Result<Vec<ClaimedRow>, sqlx::Error> {
     let mut transaction = pool.begin().await?;
     // The stream row locked: claims of one table are serialised across replicas.
     let row = sqlx::query(
@@ -91,76 +79,27 @@ pub async fn pending_or_claim(
     let stream: Option<String> = row.try_get("stream_name")?;
     let next_offset: i64 = row.try_get("next_offset")?;
     let Some(stream) = stream else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let rows = claim_next(&mut transaction, table, &stream, next_offset, limit).await?;
-    transaction.commit().await?;
-    Ok(Some(Claim {
-        stream,
-        next_offset,
-        rows,
-    }))
-}
-
-/// Marks the batch `[from, from + count)` of `stream` exported, moves
-/// `next_offset` past it and claims the next batch of up to `limit` rows,
-/// all in one transaction (one durable commit per round); `None` when
-/// another replica marked the batch first (nothing changed here).
-pub async fn mark_and_claim(
-    pool: &PgPool,
-    table: &str,
-    stream: &str,
-    from: i64,
-    count: i64,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Option<Claim>, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
-    if !mark(&mut transaction, table, stream, from, count, now).await? {
-        return Ok(None);
-    }
-    let next_offset = from + count;
-    let rows = claim_next(&mut transaction, table, stream, next_offset, limit).await?;
-    transaction.commit().await?;
-    Ok(Some(Claim {
-        stream: stream.to_owned(),
-        next_offset,
-        rows,
-    }))
-}
-
-/// The batch claimed on `stream` and not exported, or, when none waits,
-/// the next `limit` staged rows given the offsets `next_offset…` (the
-/// caller holds the table's `export.streams` row).
-async fn claim_next(
-    connection: &mut sqlx::PgConnection,
-    table: &str,
-    stream: &str,
-    next_offset: i64,
-    limit: i64,
-) -> Result<Vec<ClaimedRow>, sqlx::Error> {
-    let pending = claimed(&mut *connection, table, stream).await?;
+    let pending = claimed(&mut transaction, table, &stream).await?;
     if !pending.is_empty() {
+        transaction.commit().await?;
         return Ok(pending);
     }
-    let rows = sqlx::query(
+    sqlx::query(
         "UPDATE export.rows r SET stream_name = $2, stream_offset = $3 + c.n - 1 \
          FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM export.rows \
                WHERE table_name = $1 AND stream_offset IS NULL ORDER BY seq LIMIT $4) c \
-         WHERE r.table_name = $1 AND r.seq = c.seq \
-         RETURNING r.stream_offset, r.row_data",
+         WHERE r.table_name = $1 AND r.seq = c.seq",
     )
     .bind(table)
-    .bind(stream)
+    .bind(&stream)
     .bind(next_offset)
     .bind(limit)
-    .fetch_all(connection)
+    .execute(&mut *transaction)
     .await?;
-    let mut claimed = rows
-        .iter()
-        .map(claimed_row)
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    claimed.sort_by_key(|row| row.offset);
+    let claimed = claimed(&mut transaction, table, &stream).await?;
+    transaction.commit().await?;
     Ok(claimed)
 }
 
@@ -178,14 +117,14 @@ async fn claimed(
     .bind(stream)
     .fetch_all(connection)
     .await?;
-    rows.iter().map(claimed_row).collect()
-}
-
-fn claimed_row(row: &sqlx::postgres::PgRow) -> Result<ClaimedRow, sqlx::Error> {
-    Ok(ClaimedRow {
-        offset: row.try_get("stream_offset")?,
-        data: row.try_get("row_data")?,
-    })
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedRow {
+                offset: row.try_get("stream_offset")?,
+                data: row.try_get("row_data")?,
+            })
+        })
+        .collect()
 }
 
 /// Marks the batch `[from, from + count)` of `stream` exported and moves
@@ -200,23 +139,6 @@ pub async fn mark_exported(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut transaction = pool.begin().await?;
-    if !mark(&mut transaction, table, stream, from, count, now).await? {
-        return Ok(false);
-    }
-    transaction.commit().await?;
-    Ok(true)
-}
-
-/// The mark, inside the caller's transaction: `false` (nothing changed)
-/// unless `next_offset` was still `from` on `stream`.
-async fn mark(
-    connection: &mut sqlx::PgConnection,
-    table: &str,
-    stream: &str,
-    from: i64,
-    count: i64,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
     let moved = sqlx::query(
         "UPDATE export.streams SET next_offset = next_offset + $4, \
              rows_exported = rows_exported + $4, last_exported_at = $5, last_error = '', \
@@ -228,7 +150,7 @@ async fn mark(
     .bind(from)
     .bind(count)
     .bind(now)
-    .execute(&mut *connection)
+    .execute(&mut *transaction)
     .await?
     .rows_affected();
     if moved == 0 {
@@ -243,8 +165,9 @@ async fn mark(
     .bind(from)
     .bind(count)
     .bind(now)
-    .execute(connection)
+    .execute(&mut *transaction)
     .await?;
+    transaction.commit().await?;
     Ok(true)
 }
 

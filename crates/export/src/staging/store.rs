@@ -1,39 +1,15 @@
-//! Staging's SQL: a batch's inbox records, and rows inserted once per (table, key).
-
-use std::collections::HashSet;
+//! Staging's SQL: rows inserted once per (table, key).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::StagedRow;
 
-/// Records `message_ids` in `export.inbox` under `subscription`; returns
-/// the ids that were not there yet (their effects must be applied).
-pub async fn record_new(
-    connection: &mut PgConnection,
-    subscription: &str,
-    message_ids: &[&str],
-) -> Result<HashSet<String>, sqlx::Error> {
-    if message_ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let recorded: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO export.inbox (subscription, message_id) \
-         SELECT $1, m FROM UNNEST($2::text[]) AS m \
-         ON CONFLICT DO NOTHING RETURNING message_id",
-    )
-    .bind(subscription)
-    .bind(message_ids)
-    .fetch_all(connection)
-    .await?;
-    Ok(recorded.into_iter().collect())
-}
-
 /// Stages `rows` (a row whose key is already staged is left as it is);
 /// returns how many were new.
 pub async fn stage(
     connection: &mut PgConnection,
-    rows: &[&StagedRow],
+    rows: &[StagedRow],
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {

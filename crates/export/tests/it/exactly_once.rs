@@ -43,28 +43,22 @@ async fn an_append_repeated_after_a_crash_before_the_commit_is_not_written_twice
         )
         .await;
     }
-    let crashed = h.export.exporter(USAGE_EVENTS).unwrap();
-    // A first round creates the stream and exports the first batch (7 rows);
-    // the transaction that marks it also claims the next batch (3 rows).
-    assert_eq!(crashed.round().await.unwrap(), Round::Exported(7));
+    let exporter = h.export.exporter(USAGE_EVENTS).unwrap();
+    // A first round creates the stream and exports the first batch (7 rows).
+    assert_eq!(exporter.round().await.unwrap(), Round::Exported(7));
+    // The "crashed" process: it claimed and appended the next batch, then died
+    // before recording it.
     let pool = &h.db.pool;
-    let claimed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM export.rows WHERE table_name = 'usage_events' \
-           AND stream_offset >= 7 AND exported_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(claimed, 3);
-    // The "crashed" process appended that batch, then died before recording it.
-    let claim = store::pending_or_claim(pool, "usage_events", 7)
+    let batch = store::pending_or_claim(pool, "usage_events", 7)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    let stream = store::state(pool, "usage_events")
         .await
         .unwrap()
+        .stream_name
         .unwrap();
-    assert_eq!((claim.next_offset, claim.rows.len()), (7, 3));
-    let stream = claim.stream;
-    let serialized = claim
-        .rows
+    let serialized = batch
         .iter()
         .map(|row| rows::encode(&USAGE_EVENTS, row.data.as_object().unwrap()).unwrap())
         .collect();
@@ -76,10 +70,8 @@ async fn an_append_repeated_after_a_crash_before_the_commit_is_not_written_twice
             .unwrap(),
         Appended::Written
     );
-    drop(crashed);
     // The restarted exporter sends the same batch at the same offset: BigQuery
     // answers ALREADY_EXISTS and the batch is marked.
-    let exporter = h.export.exporter(USAGE_EVENTS).unwrap();
     assert_eq!(exporter.round().await.unwrap(), Round::Exported(3));
     assert_eq!(exporter.round().await.unwrap(), Round::Idle);
     assert_eq!(
@@ -158,13 +150,15 @@ async fn a_finalized_stream_is_replaced_and_a_batch_it_holds_is_not_sent_again()
     // A process appended the next batch and died before recording it; then
     // the stream was finalized (by an operator, or BigQuery).
     let pool = &h.db.pool;
-    let claim = store::pending_or_claim(pool, "usage_events", 7)
+    let batch = store::pending_or_claim(pool, "usage_events", 7)
+        .await
+        .unwrap();
+    let stream = store::state(pool, "usage_events")
         .await
         .unwrap()
+        .stream_name
         .unwrap();
-    let stream = claim.stream;
-    let serialized = claim
-        .rows
+    let serialized = batch
         .iter()
         .map(|row| rows::encode(&USAGE_EVENTS, row.data.as_object().unwrap()).unwrap())
         .collect();

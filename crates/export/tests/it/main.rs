@@ -7,9 +7,7 @@
 mod backfill;
 mod credits;
 mod exactly_once;
-mod lag;
 mod landing;
 mod service;
-mod staging;
 mod support;
 mod throughput;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use tally_bus::batch::BatchHandler;
+use tally_bus::consumer::MessageHandler;
 use tally_bus::{InProcessBus, Message};
 use tally_export::bigquery::rows;
 use tally_export::bigquery::write::Appended;
@@ -105,34 +105,14 @@ async fn throughput() {
     .await
     .unwrap();
     export.warehouse().unwrap().set_up().await.unwrap();
-    // As the service's batch consumer stages: batches of STAGE_BATCH_MESSAGES
-    // messages, each one transaction, STAGE_BATCHES_IN_FLIGHT at once.
     let handler = tally_export::UsageAcceptedHandler(
         export.stager(tally_export::USAGE_ACCEPTED_SUBSCRIPTION),
     );
-    let decoded: Vec<tally_export::Decoded> = events
-        .iter()
-        .map(|event| {
-            let message = Message::new("tally.events.v1.UsageAccepted", 1, event.encode_to_vec())
-                .with_id(format!("uacc_{}", event.sequence_number));
-            handler.decode(&message).unwrap()
-        })
-        .collect();
-    let batches: Vec<Vec<tally_export::Decoded>> = decoded
-        .chunks(tally_export::STAGE_BATCH_MESSAGES)
-        .map(<[_]>::to_vec)
-        .collect();
     let started = Instant::now();
-    for wave in batches.chunks(tally_export::STAGE_BATCHES_IN_FLIGHT) {
-        let mut handling = tokio::task::JoinSet::new();
-        for batch in wave {
-            let handler = handler.clone();
-            let batch = batch.clone();
-            handling.spawn(async move { BatchHandler::handle(&handler, batch).await });
-        }
-        while let Some(outcome) = handling.join_next().await {
-            outcome.unwrap().unwrap();
-        }
+    for event in &events {
+        let message = Message::new("tally.events.v1.UsageAccepted", 1, event.encode_to_vec())
+            .with_id(format!("uacc_{}", event.sequence_number));
+        handler.handle(&message, 1).await.unwrap();
     }
     let staged = started.elapsed();
     let exporter = export.exporter(USAGE_EVENTS).unwrap();
@@ -169,8 +149,7 @@ async fn throughput() {
         per_second(total, plain_after)
     );
     println!(
-        "service staging (usage-accepted -> export.rows, batches of {}): {:.2} s, {:.0} rows/s",
-        tally_export::STAGE_BATCH_MESSAGES,
+        "service staging (usage-accepted -> export.rows): {:.2} s, {:.0} rows/s",
         staged.as_secs_f64(),
         per_second(total, staged)
     );
